@@ -1,0 +1,128 @@
+//! Write-key authentication, as analytics clients send it: `writeKey` in the body, or HTTP Basic
+//! with the write key as the user name and an empty password.
+
+/// Why a request could not be tied to a source. Each variant has a stable [`AuthError::code`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No write key in the body or the `Authorization` header.
+    #[error("a write key is required (writeKey in the body or HTTP Basic auth)")]
+    MissingWriteKey,
+    /// A write key that names no source.
+    #[error("the write key is not valid")]
+    UnknownWriteKey,
+}
+
+impl AuthError {
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MissingWriteKey => "missing_write_key",
+            Self::UnknownWriteKey => "invalid_write_key",
+        }
+    }
+}
+
+/// The user name of an `Authorization: Basic <base64(user:password)>` header.
+pub fn basic_user(header: &str) -> Option<String> {
+    let (scheme, encoded) = header.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = String::from_utf8(base64_decode(encoded.trim())?).ok()?;
+    let user = decoded.split_once(':').map_or(decoded.as_str(), |(u, _)| u);
+    (!user.is_empty()).then(|| user.to_owned())
+}
+
+/// Standard base64 (padding optional). `None` on any invalid character.
+pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in text.trim_end_matches('=').bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+/// Write keys and the sources they stand for, from `key=source` pairs separated by commas
+/// (the `WRITE_KEYS` setting).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteKeys(Vec<(String, String)>);
+
+impl WriteKeys {
+    /// Parses `key=source,key2=source2`; a bare `key` is its own source ID. Blank entries are
+    /// skipped.
+    pub fn parse(setting: &str) -> Self {
+        Self(
+            setting
+                .split(',')
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+                .map(|entry| match entry.split_once('=') {
+                    Some((k, s)) => (k.trim().to_owned(), s.trim().to_owned()),
+                    None => (entry.to_owned(), entry.to_owned()),
+                })
+                .filter(|(k, s)| !k.is_empty() && !s.is_empty())
+                .collect(),
+        )
+    }
+
+    /// The source ID for the key the request carried (body first, then Basic auth).
+    pub fn source_for(&self, key: Option<&str>) -> Result<&str, AuthError> {
+        let key = key.ok_or(AuthError::MissingWriteKey)?;
+        self.0
+            .iter()
+            .find(|(k, _)| constant_time_eq(k.as_bytes(), key.as_bytes()))
+            .map(|(_, source)| source.as_str())
+            .ok_or(AuthError::UnknownWriteKey)
+    }
+}
+
+/// Compares without an early exit on the first differing byte.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_write_key_from_basic_auth() {
+        // base64("seam_dev_write_key:")
+        assert_eq!(
+            basic_user("Basic c2VhbV9kZXZfd3JpdGVfa2V5Og==").as_deref(),
+            Some("seam_dev_write_key")
+        );
+        assert_eq!(basic_user("basic a2V5").as_deref(), Some("key"));
+        assert_eq!(basic_user("Bearer abc"), None);
+        assert_eq!(basic_user("Basic !!!"), None);
+        assert_eq!(basic_user("Basic Og=="), None);
+    }
+
+    #[test]
+    fn maps_write_keys_to_sources() {
+        let keys = WriteKeys::parse(" k1=web, k2 , ,=x, k3= ");
+        assert_eq!(keys.source_for(Some("k1")), Ok("web"));
+        assert_eq!(keys.source_for(Some("k2")), Ok("k2"));
+        assert_eq!(keys.source_for(Some("k3")), Err(AuthError::UnknownWriteKey));
+        assert_eq!(
+            keys.source_for(Some("nope")),
+            Err(AuthError::UnknownWriteKey)
+        );
+        assert_eq!(keys.source_for(None), Err(AuthError::MissingWriteKey));
+    }
+}

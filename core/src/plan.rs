@@ -1,0 +1,115 @@
+//! Write plans: the SQL a request needs, as data. The edge executes a plan in one D1 `batch()`
+//! (a transaction); tests inspect it without a database.
+
+use serde_json::Value;
+
+use crate::event::Event;
+
+/// D1 binds at most 100 parameters per statement.
+pub const MAX_BOUND_PARAMS: usize = 100;
+
+/// A bound SQL parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Param {
+    /// TEXT.
+    Text(String),
+    /// INTEGER.
+    Int(i64),
+    /// NULL.
+    Null,
+}
+
+impl From<Option<&String>> for Param {
+    fn from(v: Option<&String>) -> Self {
+        v.map_or(Param::Null, |s| Param::Text(s.clone()))
+    }
+}
+
+/// One SQL statement with its parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Statement {
+    /// SQL with `?` placeholders.
+    pub sql: String,
+    /// Values for the placeholders, in order.
+    pub params: Vec<Param>,
+}
+
+const EVENT_COLUMNS: [&str; 9] = [
+    "source_id",
+    "message_id",
+    "type",
+    "name",
+    "anonymous_id",
+    "user_id",
+    "timestamp",
+    "received_at",
+    "body",
+];
+
+/// Inserts for `events` of source `source_id`, as few statements as the parameter limit allows.
+/// Each statement is `INSERT OR IGNORE ... RETURNING message_id`, so the rows it returns are the
+/// events newly stored and every other event was a duplicate.
+pub fn insert_events(source_id: &str, events: &[&Event]) -> Vec<Statement> {
+    let rows_per_statement = MAX_BOUND_PARAMS / EVENT_COLUMNS.len();
+    events
+        .chunks(rows_per_statement)
+        .map(|chunk| {
+            let row = format!("({})", vec!["?"; EVENT_COLUMNS.len()].join(","));
+            let sql = format!(
+                "INSERT OR IGNORE INTO events ({}) VALUES {} RETURNING message_id",
+                EVENT_COLUMNS.join(","),
+                vec![row; chunk.len()].join(",")
+            );
+            let params = chunk
+                .iter()
+                .flat_map(|e| {
+                    [
+                        Param::Text(source_id.to_owned()),
+                        Param::Text(e.message_id.clone()),
+                        Param::Text(e.kind.as_str().to_owned()),
+                        Param::from(e.name.as_ref()),
+                        Param::from(e.anonymous_id.as_ref()),
+                        Param::from(e.user_id.as_ref()),
+                        Param::Int(e.timestamp_ms),
+                        Param::Int(e.received_at_ms),
+                        Param::Text(Value::Object(e.body.clone()).to_string()),
+                    ]
+                })
+                .collect();
+            Statement { sql, params }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{validate, Envelope};
+    use serde_json::json;
+
+    fn event(n: usize) -> Event {
+        let raw = json!({"type": "track", "event": "e", "anonymousId": "a", "messageId": format!("m{n}")});
+        validate(raw, 10, &Envelope::default(), String::new).unwrap()
+    }
+
+    #[test]
+    fn chunks_inserts_under_the_parameter_limit() {
+        let events: Vec<Event> = (0..25).map(event).collect();
+        let refs: Vec<&Event> = events.iter().collect();
+        let plan = insert_events("src", &refs);
+        assert_eq!(plan.len(), 3);
+        assert!(plan.iter().all(|s| s.params.len() <= MAX_BOUND_PARAMS));
+        assert_eq!(plan.iter().map(|s| s.params.len()).sum::<usize>(), 25 * 9);
+        for s in &plan {
+            assert_eq!(s.sql.matches('?').count(), s.params.len());
+            assert!(s.sql.ends_with("RETURNING message_id"));
+        }
+        assert_eq!(plan[0].params[1], Param::Text("m0".into()));
+        assert_eq!(plan[2].params[0], Param::Text("src".into()));
+    }
+
+    #[test]
+    fn plans_nothing_for_no_events() {
+        assert!(insert_events("src", &[]).is_empty());
+    }
+}

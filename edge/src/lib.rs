@@ -1,0 +1,48 @@
+//! # seam-edge
+//!
+//! Seam's edge collector: a Cloudflare Worker (Rust, `worker` crate) that speaks the Segment HTTP
+//! Tracking API and stores events in D1. Routes are thin: decode the request, let `seam-core`
+//! validate and plan the writes, execute the plan on D1, encode the response. HTTP error mapping
+//! lives only in [`error`]; D1 access only in [`store`].
+//!
+//! Requests that match no route fall through to the static assets (the site), which wrangler's
+//! `[assets]` serves before the Worker for every path not listed in `run_worker_first`.
+
+pub mod error;
+pub mod routes;
+pub mod store;
+
+use seam_core::event::EventType;
+use worker::{event, Context, Env, Method, Request, Response, Result};
+
+use crate::error::ApiError;
+
+#[event(fetch)]
+async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    match route(req, &env).await {
+        Ok(response) => Ok(response),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn route(req: Request, env: &Env) -> std::result::Result<Response, ApiError> {
+    let path = req.path();
+    let method = req.method();
+    match path.as_str() {
+        "/health" if method == Method::Get => Ok(routes::health::get()?),
+        "/health" => Err(ApiError::MethodNotAllowed),
+        _ => {
+            let Some(segment) = path.strip_prefix("/v1/") else {
+                return Err(ApiError::NotFound);
+            };
+            let path_type = match segment {
+                "batch" | "b" => None,
+                other => Some(EventType::from_path(other).ok_or(ApiError::NotFound)?),
+            };
+            if method != Method::Post {
+                return Err(ApiError::MethodNotAllowed);
+            }
+            routes::ingest::post(req, env, path_type).await
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Routes. Each is decode -> core -> execute plan -> encode.
+
+pub mod health;
+pub mod ingest;

@@ -1,0 +1,53 @@
+//! Runs [`Statement`] plans on D1. A plan goes in one `batch()`, which D1 runs as a transaction.
+
+use std::collections::HashSet;
+
+use seam_core::plan::{Param, Statement};
+use serde::Deserialize;
+use wasm_bindgen::JsValue;
+use worker::{D1Database, D1PreparedStatement, D1Result};
+
+fn bind(param: &Param) -> JsValue {
+    match param {
+        Param::Text(s) => JsValue::from_str(s),
+        // Epoch milliseconds and counters stay far below 2^53, so f64 is exact.
+        Param::Int(n) => JsValue::from_f64(*n as f64),
+        Param::Null => JsValue::NULL,
+    }
+}
+
+fn prepare(db: &D1Database, statement: &Statement) -> worker::Result<D1PreparedStatement> {
+    let params: Vec<JsValue> = statement.params.iter().map(bind).collect();
+    db.prepare(&statement.sql).bind(&params)
+}
+
+/// Executes `plan` as one transaction and returns each statement's result.
+pub async fn execute(db: &D1Database, plan: &[Statement]) -> worker::Result<Vec<D1Result>> {
+    if plan.is_empty() {
+        return Ok(Vec::new());
+    }
+    let statements = plan
+        .iter()
+        .map(|s| prepare(db, s))
+        .collect::<worker::Result<Vec<_>>>()?;
+    db.batch(statements).await
+}
+
+#[derive(Deserialize)]
+struct Returned {
+    message_id: String,
+}
+
+/// Executes an event-insert plan and returns the `messageId`s newly stored (the `RETURNING` rows).
+pub async fn insert_events(db: &D1Database, plan: &[Statement]) -> worker::Result<HashSet<String>> {
+    let mut inserted = HashSet::new();
+    for result in execute(db, plan).await? {
+        inserted.extend(
+            result
+                .results::<Returned>()?
+                .into_iter()
+                .map(|r| r.message_id),
+        );
+    }
+    Ok(inserted)
+}

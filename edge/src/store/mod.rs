@@ -1,0 +1,3 @@
+//! Storage: executes core's write plans on D1.
+
+pub mod d1;

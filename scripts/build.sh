@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Builds the SDK npm package, the Worker and the site. Usage: build.sh [sdk|edge|site|all]...
+# Cargo is incremental; each step is quick when nothing changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+bin=$root/node_modules/.bin
+log() { printf '\033[1;34mbuild:\033[0m %s\n' "$*"; }
+
+build_sdk() {
+  log "sdk -> sdk/npm/dist"
+  cargo build -p seam-sdk --release --target wasm32-unknown-unknown --quiet
+  local out=sdk/npm/dist
+  mkdir -p "$out"
+  wasm-bindgen --target web --no-typescript --out-dir "$out" --out-name seam_sdk \
+    target/wasm32-unknown-unknown/release/seam_sdk.wasm
+  "$bin/wasm-opt" -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+    --enable-reference-types --enable-multivalue --enable-mutable-globals \
+    "$out/seam_sdk_bg.wasm" -o "$out/seam_sdk_bg.wasm"
+  "$bin/esbuild" "$out/seam_sdk.js" --minify --format=esm --log-level=warning \
+    --outfile="$out/seam_sdk.js" --allow-overwrite
+}
+
+build_edge() {
+  log "edge -> edge/build"
+  # worker-build builds with WASM_BINDGEN_USE_JS_SYS=1, which changes wasm-bindgen's macro output;
+  # a target dir of its own stops it and the SDK build from invalidating each other.
+  (cd edge && CARGO_TARGET_DIR="$root/target/edge" \
+    WASM_BINDGEN_BIN="$(command -v wasm-bindgen)" ESBUILD_BIN="$bin/esbuild" WASM_OPT_BIN="$bin/wasm-opt" \
+    worker-build --release --quiet)
+}
+
+build_site() {
+  log "site -> dist/site"
+  node scripts/build-site.mjs
+}
+
+targets=("$@")
+[ ${#targets[@]} -eq 0 ] && targets=(all)
+for t in "${targets[@]}"; do
+  case "$t" in
+    sdk) build_sdk ;;
+    edge) build_edge ;;
+    site) build_site ;;
+    all) build_sdk; build_edge; build_site ;;
+    *) echo "unknown build target: $t" >&2; exit 2 ;;
+  esac
+done

@@ -1,0 +1,107 @@
+// The collector in workerd with real local D1: what a Segment-compatible client sees, and what
+// ends up stored.
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { post, root, startEdge, WRITE_KEY } from "../support/edge.mjs";
+
+const fixture = JSON.parse(readFileSync(join(root, "core/tests/fixtures/batch_mixed.json"), "utf8"));
+const basic = (key) => ({ authorization: `Basic ${Buffer.from(`${key}:`).toString("base64")}` });
+
+describe("edge collector", () => {
+  let edge;
+  before(async () => {
+    edge = await startEdge("ingest");
+  });
+  after(async () => {
+    await edge?.stop();
+  });
+
+  test("health answers without touching storage", async () => {
+    const res = await fetch(`${edge.url}/health`);
+    assert.equal(res.status, 200);
+    assert.equal((await res.json()).status, "ok");
+  });
+
+  test("stores valid events of a batch and rejects the malformed ones with codes", async () => {
+    const { status, json } = await post(`${edge.url}/v1/batch`, fixture);
+    assert.equal(status, 200);
+    assert.deepEqual(
+      json.results.map((r) => [r.messageId, r.status, r.code]),
+      [
+        ["mixed-1", "accepted", undefined],
+        ["mixed-2", "rejected", "missing_event_name"],
+        [undefined, "rejected", "invalid_event"],
+        ["mixed-1", "duplicate", undefined],
+        ["mixed-4", "accepted", undefined],
+      ],
+    );
+    const rows = await edge.query(
+      "SELECT message_id, type, name, anonymous_id, user_id, source_id, body FROM events WHERE message_id LIKE 'mixed-%' ORDER BY message_id",
+    );
+    assert.deepEqual(rows.map((r) => r.message_id), ["mixed-1", "mixed-4"]);
+    assert.equal(rows[0].name, "Product Viewed");
+    assert.equal(rows[0].anonymous_id, "anon-fixture-1");
+    assert.equal(rows[0].source_id, "demo-site");
+    const page = JSON.parse(rows[1].body);
+    assert.deepEqual(page.unknownField, { kept: true }, "unknown fields are kept verbatim");
+    assert.deepEqual(page.context.library, { name: "fixture", version: "0" }, "batch context is merged in");
+    assert.equal(page.writeKey, undefined, "the write key is not stored with the event");
+    assert.match(page.receivedAt, /^\d{4}-\d\d-\d\dT/);
+  });
+
+  test("a retried batch is answered duplicate and stored once", async () => {
+    const { json } = await post(`${edge.url}/v1/batch`, fixture);
+    assert.deepEqual(json.results.filter((r) => r.status === "accepted"), []);
+    const [{ n }] = await edge.query("SELECT count(*) AS n FROM events WHERE message_id LIKE 'mixed-%'");
+    assert.equal(n, 2);
+  });
+
+  test("accepts text/plain short paths and HTTP Basic write keys", async () => {
+    const single = await post(
+      `${edge.url}/v1/t`,
+      { event: "Signed Up", userId: "user-basic", messageId: "basic-1" },
+      { "content-type": "text/plain", ...basic(WRITE_KEY) },
+    );
+    assert.equal(single.status, 200);
+    assert.equal(single.json.results[0].status, "accepted");
+    const rows = await edge.query("SELECT type, user_id FROM events WHERE message_id = 'basic-1'");
+    assert.deepEqual(rows, [{ type: "track", user_id: "user-basic" }]);
+  });
+
+  test("refuses missing and unknown write keys with 401 and stores nothing", async () => {
+    const event = { type: "track", event: "x", userId: "u", messageId: "nokey-1" };
+    const missing = await post(`${edge.url}/v1/batch`, { batch: [event] });
+    assert.equal(missing.status, 401);
+    assert.equal(missing.json.code, "missing_write_key");
+    const unknown = await post(`${edge.url}/v1/batch`, { batch: [event] }, basic("wrong"));
+    assert.equal(unknown.status, 401);
+    assert.equal(unknown.json.code, "invalid_write_key");
+    assert.deepEqual(await edge.query("SELECT 1 FROM events WHERE message_id = 'nokey-1'"), []);
+  });
+
+  test("answers malformed and oversized requests with JSON error codes", async () => {
+    const bad = await post(`${edge.url}/v1/batch`, "{not json", basic(WRITE_KEY));
+    assert.equal(bad.status, 400);
+    assert.deepEqual(bad.json, { code: "invalid_json", message: "request body is not valid JSON" });
+    const huge = await post(`${edge.url}/v1/batch`, JSON.stringify({ batch: [], pad: "x".repeat(600 * 1024) }), basic(WRITE_KEY));
+    assert.equal(huge.status, 413);
+    assert.equal(huge.json.code, "request_too_large");
+    const unknownRoute = await post(`${edge.url}/v1/nope`, {});
+    assert.equal(unknownRoute.status, 404);
+    assert.equal(unknownRoute.json.code, "not_found");
+    const wrongMethod = await fetch(`${edge.url}/v1/batch`);
+    assert.equal(wrongMethod.status, 405);
+  });
+
+  test("serves the demo site and the SDK package from the same origin", async () => {
+    const html = await fetch(`${edge.url}/`);
+    assert.equal(html.status, 200);
+    assert.match(await html.text(), /Seam Shop/);
+    const entry = await fetch(`${edge.url}/vendor/seam-sdk/index.js`);
+    assert.equal(entry.status, 200);
+    const wasm = await fetch(`${edge.url}/vendor/seam-sdk/dist/seam_sdk_bg.wasm`);
+    assert.equal(wasm.headers.get("content-type"), "application/wasm");
+  });
+});

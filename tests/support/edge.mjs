@@ -1,0 +1,107 @@
+// Starts the real Worker under `wrangler dev` (workerd, local D1 + KV) on a free port with its own
+// state directory, exactly as `npm run dev` serves it, and gives tests direct D1 access through
+// wrangler's platform proxy on the same state.
+import { spawn, spawnSync } from "node:child_process";
+import { mkdirSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { join } from "node:path";
+import { getPlatformProxy } from "wrangler";
+
+export const root = new URL("../..", import.meta.url).pathname;
+const wrangler = join(root, "node_modules/.bin/wrangler");
+const env = { ...process.env, WRANGLER_SEND_METRICS: "false", NO_COLOR: "1" };
+
+export const WRITE_KEY = "seam_dev_write_key";
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.on("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Runs wrangler to completion; throws with its output when it fails. */
+export function runWrangler(args) {
+  const result = spawnSync(wrangler, args, { cwd: root, env, encoding: "utf8" });
+  if (result.status !== 0) {
+    throw new Error(`wrangler ${args.join(" ")} failed:\n${result.stdout}\n${result.stderr}`);
+  }
+  return result.stdout;
+}
+
+/** Starts a fresh edge. Call `stop()` when done. */
+export async function startEdge(name) {
+  const state = join(root, "tests/.tmp", `${name}-${process.pid}`);
+  rmSync(state, { recursive: true, force: true });
+  mkdirSync(state, { recursive: true });
+  runWrangler(["d1", "migrations", "apply", "DB", "--local", "--persist-to", state]);
+
+  const port = await freePort();
+  const child = spawn(
+    wrangler,
+    ["dev", "--port", String(port), "--ip", "127.0.0.1", "--persist-to", state, "--show-interactive-dev-session=false"],
+    { cwd: root, env, detached: true, stdio: ["ignore", "pipe", "pipe"] },
+  );
+  let output = "";
+  child.stdout.on("data", (d) => (output += d));
+  child.stderr.on("data", (d) => (output += d));
+  const url = `http://127.0.0.1:${port}`;
+
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`wrangler dev exited:\n${output}`);
+    try {
+      if ((await fetch(`${url}/health`)).ok) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      process.kill(-child.pid, "SIGKILL");
+      throw new Error(`wrangler dev did not become healthy:\n${output}`);
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+
+  const proxy = await getPlatformProxy({ configPath: join(root, "wrangler.toml"), persist: { path: join(state, "v3") } });
+  return {
+    url,
+    db: proxy.env.DB,
+    /** Rows of a read-only SQL query against the Worker's D1. */
+    async query(sql, ...params) {
+      return (await proxy.env.DB.prepare(sql).bind(...params).all()).results;
+    },
+    output: () => output,
+    async stop() {
+      await proxy.dispose();
+      try {
+        process.kill(-child.pid, "SIGTERM");
+      } catch {
+        // already gone
+      }
+      await new Promise((r) => (child.exitCode !== null ? r() : child.once("exit", r)));
+      rmSync(state, { recursive: true, force: true });
+    },
+  };
+}
+
+/** POSTs `body` (object -> JSON) to the edge and returns { status, json }. */
+export async function post(url, body, headers = {}) {
+  const response = await fetch(url, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...headers },
+    body: typeof body === "string" || body instanceof Uint8Array ? body : JSON.stringify(body),
+  });
+  const text = await response.text();
+  let json;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = undefined;
+  }
+  return { status: response.status, json, text, headers: response.headers };
+}
