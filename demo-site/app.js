@@ -28,7 +28,7 @@ if (view === "home") {
   for (const p of products) {
     const item = document.createElement("li");
     const link = document.createElement("a");
-    link.href = `/product.html?id=${encodeURIComponent(p.product_id)}`;
+    link.href = `/product?id=${encodeURIComponent(p.product_id)}`;
     link.textContent = p.name;
     link.addEventListener("click", () => track("Product Clicked", p));
     item.append(link, ` · ${p.category} · €${p.price.toFixed(2)}`);

@@ -46,7 +46,7 @@ impl Outbox {
         let mut batch = Vec::new();
         let mut size = 0;
         while let Some(next) = self.items.front() {
-            let fits = size + next.len() + 1 <= max_bytes;
+            let fits = size + next.len() < max_bytes;
             if batch.len() >= max_events.max(1) || (!batch.is_empty() && !fits) {
                 break;
             }

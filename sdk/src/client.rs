@@ -227,19 +227,14 @@ pub async fn flush() {
     if !started {
         return;
     }
-    loop {
-        let Some((batch, url, body)) = with_client(|c| {
-            let batch = c.outbox.take_batch(c.config.flush_at, MAX_BATCH_BYTES);
-            let body = batch_body(
-                &batch,
-                &c.config.write_key,
-                &time::format_iso8601(platform::now_ms()),
-            );
-            (batch, format!("{}/v1/batch", c.config.endpoint), body)
-        })
-        .filter(|(batch, _, _)| !batch.is_empty()) else {
-            break;
-        };
+    while let Some((batch, url, body)) = with_client(|c| {
+        let batch = c.outbox.take_batch(c.config.flush_at, MAX_BATCH_BYTES);
+        let sent_at = time::format_iso8601(platform::now_ms());
+        let body = batch_body(&batch, &c.config.write_key, &sent_at);
+        (batch, format!("{}/v1/batch", c.config.endpoint), body)
+    })
+    .filter(|(batch, _, _)| !batch.is_empty())
+    {
         let status = platform::post_text(&url, &body).await;
         let delivered = with_client(|c| match verdict(status) {
             Verdict::Delivered => true,

@@ -30,8 +30,8 @@ pub fn load(options: JsValue) -> bool {
     };
     let interval = config.flush_interval_ms;
     if install(config) {
-        platform::every(interval, || spawn_flush());
-        platform::on_page_hide(|| spawn_flush());
+        platform::every(interval, spawn_flush);
+        platform::on_page_hide(spawn_flush);
     }
     true
 }

@@ -4,6 +4,7 @@
 //! wire; everything else (localStorage, crypto, JSON, timers) is the browser's own.
 
 #![cfg(target_arch = "wasm32")]
+#![allow(clippy::unwrap_used, missing_docs)]
 
 use js_sys::{Reflect, JSON};
 use wasm_bindgen::prelude::*;

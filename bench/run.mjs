@@ -1,0 +1,83 @@
+// `npm run bench`: the one entry point for Seam's speed and size numbers. Prints a markdown table
+// and writes it to bench/results.md. Load goes only to the local workerd on 127.0.0.1, bounded in
+// request count.
+import { writeFileSync } from "node:fs";
+import { cpus } from "node:os";
+import { startEdge, WRITE_KEY } from "../tests/support/edge.mjs";
+import { kb, measureSdk } from "../scripts/sdk-size.mjs";
+
+const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 400);
+const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 8);
+const WARMUP = 40;
+
+function batchBody(run, n) {
+  const now = new Date().toISOString();
+  const batch = Array.from({ length: 20 }, (_, i) => ({
+    type: "track",
+    event: "Product Viewed",
+    anonymousId: `bench-anon-${n % 50}`,
+    messageId: `bench-${run}-${n}-${i}`,
+    timestamp: now,
+    properties: { product_id: `p${i}`, category: "Running Shoes", price: 129 },
+    context: { page: { path: "/product" }, userAgent: "bench" },
+  }));
+  return JSON.stringify({ batch, sentAt: now, writeKey: WRITE_KEY });
+}
+
+async function load(label, count, makeRequest) {
+  const latencies = [];
+  let next = 0;
+  let failures = 0;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: CONCURRENCY }, async () => {
+      while (next < count) {
+        const n = next++;
+        const t = performance.now();
+        const res = await makeRequest(n);
+        await res.arrayBuffer();
+        if (!res.ok) failures++;
+        latencies.push(performance.now() - t);
+      }
+    }),
+  );
+  const seconds = (performance.now() - started) / 1000;
+  latencies.sort((a, b) => a - b);
+  const pct = (p) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))];
+  return { label, rate: count / seconds, p50: pct(0.5), p95: pct(0.95), failures };
+}
+
+const rows = [];
+const size = await measureSdk();
+rows.push(["SDK wasm (wasm-opt -Oz)", `${kb(size.wasm.gzip)} gzip`, `${kb(size.wasm.brotli)} brotli, ${kb(size.wasm.raw)} raw`]);
+rows.push(["SDK JS (entry + glue, minified)", `${kb(size.js.gzip)} gzip`, `${kb(size.js.brotli)} brotli, ${kb(size.js.raw)} raw`]);
+rows.push(["SDK total download", `${kb(size.total.gzip)} gzip`, "peers: Segment 30.6, Snowplow 17, posthog-js 119 KB"]);
+
+const edge = await startEdge("bench");
+try {
+  const run = Date.now();
+  const health = () => fetch(`${edge.url}/health`);
+  const batch = (n) => fetch(`${edge.url}/v1/batch`, { method: "POST", body: batchBody(run, n), headers: { "content-type": "text/plain" } });
+  await load("warmup", WARMUP, (n) => (n % 2 ? health() : batch(-1 - n)));
+  for (const result of [await load("no-op route (GET /health)", REQUESTS, health), await load("20-event batch (POST /v1/batch)", REQUESTS, batch)]) {
+    const extra = result.label.startsWith("20") ? `, ${(result.rate * 20).toFixed(0)} events/s` : "";
+    rows.push([
+      `edge: ${result.label}`,
+      `${result.rate.toFixed(0)} req/s`,
+      `p50 ${result.p50.toFixed(1)} ms, p95 ${result.p95.toFixed(1)} ms${extra}, ${result.failures} failed`,
+    ]);
+  }
+} finally {
+  await edge.stop();
+}
+
+const table = [
+  `Seam benchmarks — ${new Date().toISOString().slice(0, 10)}, ${cpus().length} cores (${cpus()[0]?.model ?? "?"}), local workerd via wrangler dev, ${REQUESTS} requests x ${CONCURRENCY} concurrent`,
+  "",
+  "| measure | value | detail |",
+  "|---|---|---|",
+  ...rows.map((r) => `| ${r.join(" | ")} |`),
+  "",
+].join("\n");
+console.log(table);
+writeFileSync(new URL("./results.md", import.meta.url), table);

@@ -1,0 +1,32 @@
+// Measures what a page downloads for the SDK: the optimised wasm module, and the JS (package entry
+// + wasm-bindgen glue) bundled and minified the way a site's bundler would, each gzip -9.
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { brotliCompressSync, constants, gzipSync } from "node:zlib";
+import { build } from "esbuild";
+
+const root = new URL("..", import.meta.url).pathname;
+
+const gzip = (buf) => gzipSync(buf, { level: 9 }).length;
+const brotli = (buf) =>
+  brotliCompressSync(buf, { params: { [constants.BROTLI_PARAM_QUALITY]: 11 } }).length;
+
+export async function measureSdk() {
+  const wasm = readFileSync(join(root, "sdk/npm/dist/seam_sdk_bg.wasm"));
+  const bundle = await build({
+    entryPoints: [join(root, "sdk/npm/index.js")],
+    bundle: true,
+    minify: true,
+    format: "esm",
+    write: false,
+    logLevel: "silent",
+  });
+  const js = Buffer.from(bundle.outputFiles[0].contents);
+  return {
+    wasm: { raw: wasm.length, gzip: gzip(wasm), brotli: brotli(wasm) },
+    js: { raw: js.length, gzip: gzip(js), brotli: brotli(js) },
+    total: { raw: wasm.length + js.length, gzip: gzip(wasm) + gzip(js), brotli: brotli(wasm) + brotli(js) },
+  };
+}
+
+export const kb = (bytes) => `${(bytes / 1024).toFixed(1)} KB`;
