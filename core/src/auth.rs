@@ -57,40 +57,6 @@ pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Write keys and the sources they stand for, from `key=source` pairs separated by commas
-/// (the `WRITE_KEYS` setting).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WriteKeys(Vec<(String, String)>);
-
-impl WriteKeys {
-    /// Parses `key=source,key2=source2`; a bare `key` is its own source ID. Blank entries are
-    /// skipped.
-    pub fn parse(setting: &str) -> Self {
-        Self(
-            setting
-                .split(',')
-                .map(str::trim)
-                .filter(|e| !e.is_empty())
-                .map(|entry| match entry.split_once('=') {
-                    Some((k, s)) => (k.trim().to_owned(), s.trim().to_owned()),
-                    None => (entry.to_owned(), entry.to_owned()),
-                })
-                .filter(|(k, s)| !k.is_empty() && !s.is_empty())
-                .collect(),
-        )
-    }
-
-    /// The source ID for the key the request carried (body first, then Basic auth).
-    pub fn source_for(&self, key: Option<&str>) -> Result<&str, AuthError> {
-        let key = key.ok_or(AuthError::MissingWriteKey)?;
-        self.0
-            .iter()
-            .find(|(k, _)| constant_time_eq(k.as_bytes(), key.as_bytes()))
-            .map(|(_, source)| source.as_str())
-            .ok_or(AuthError::UnknownWriteKey)
-    }
-}
-
 /// Compares without an early exit on the first differing byte.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -111,18 +77,5 @@ mod tests {
         assert_eq!(basic_user("Bearer abc"), None);
         assert_eq!(basic_user("Basic !!!"), None);
         assert_eq!(basic_user("Basic Og=="), None);
-    }
-
-    #[test]
-    fn maps_write_keys_to_sources() {
-        let keys = WriteKeys::parse(" k1=web, k2 , ,=x, k3= ");
-        assert_eq!(keys.source_for(Some("k1")), Ok("web"));
-        assert_eq!(keys.source_for(Some("k2")), Ok("k2"));
-        assert_eq!(keys.source_for(Some("k3")), Err(AuthError::UnknownWriteKey));
-        assert_eq!(
-            keys.source_for(Some("nope")),
-            Err(AuthError::UnknownWriteKey)
-        );
-        assert_eq!(keys.source_for(None), Err(AuthError::MissingWriteKey));
     }
 }

@@ -102,6 +102,9 @@ pub enum EventError {
     /// A field has the wrong JSON type.
     #[error("{0} has the wrong type")]
     InvalidField(&'static str),
+    /// Consent denies storing this event (see the policy table in `enrich`).
+    #[error("consent does not allow storing this event")]
+    ConsentDenied,
 }
 
 impl EventError {
@@ -118,6 +121,7 @@ impl EventError {
             Self::TooLarge => "event_too_large",
             Self::InvalidTimestamp(_) => "invalid_timestamp",
             Self::InvalidField(_) => "invalid_field",
+            Self::ConsentDenied => "consent_denied",
         }
     }
 }
@@ -141,6 +145,8 @@ pub struct Event {
     pub received_at_ms: i64,
     /// The whole event as stored: client fields (unknown ones included) plus normalised ones.
     pub body: Map<String, Value>,
+    /// Stored without identifiers because consent denied analytics.
+    pub anonymized: bool,
 }
 
 /// What the collector knows about the request an event arrived in.
@@ -258,6 +264,7 @@ pub fn validate(
         timestamp_ms,
         received_at_ms: envelope.received_at_ms,
         body,
+        anonymized: false,
     })
 }
 

@@ -3,7 +3,9 @@
 //! A malformed event never sinks its siblings: each element is validated on its own and gets its
 //! own result. Only a request that cannot be read at all fails as a whole ([`RequestError`]).
 
+use std::borrow::Cow;
 use std::collections::HashSet;
+use std::io::Read;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -31,6 +33,9 @@ pub enum RequestError {
     /// More than [`MAX_BATCH_EVENTS`] events.
     #[error("a batch holds at most 2500 events")]
     TooManyEvents,
+    /// `Content-Encoding` we cannot read, or a corrupt gzip stream.
+    #[error("request body encoding is not supported or is corrupt (use identity or gzip)")]
+    InvalidEncoding,
 }
 
 impl RequestError {
@@ -41,6 +46,7 @@ impl RequestError {
             Self::InvalidJson => "invalid_json",
             Self::InvalidBatch => "invalid_batch",
             Self::TooManyEvents => "batch_too_large",
+            Self::InvalidEncoding => "invalid_encoding",
         }
     }
 }
@@ -110,6 +116,33 @@ struct RawBatch<'a> {
     write_key: Value,
     #[serde(rename = "sentAt", default)]
     sent_at: Value,
+}
+
+/// Undoes `Content-Encoding`. Gzip is also recognised by its magic bytes, because some server
+/// libraries gzip without saying so. Decompressed output is capped at [`MAX_REQUEST_BYTES`] so a
+/// small "zip bomb" cannot exhaust the isolate's memory.
+pub fn decompress<'a>(
+    body: &'a [u8],
+    content_encoding: Option<&str>,
+) -> Result<Cow<'a, [u8]>, RequestError> {
+    let encoding = content_encoding.map(|e| e.trim().to_ascii_lowercase());
+    let gzip = match encoding.as_deref() {
+        None | Some("") | Some("identity") => body.starts_with(&[0x1f, 0x8b]),
+        Some("gzip") | Some("x-gzip") => true,
+        Some(_) => return Err(RequestError::InvalidEncoding),
+    };
+    if !gzip {
+        return Ok(Cow::Borrowed(body));
+    }
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(body)
+        .take(MAX_REQUEST_BYTES as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|_| RequestError::InvalidEncoding)?;
+    if out.len() > MAX_REQUEST_BYTES {
+        return Err(RequestError::TooLarge);
+    }
+    Ok(Cow::Owned(out))
 }
 
 /// Decodes a request body. `path_type` is `Some` for single-event paths (`/v1/track`), `None` for
@@ -207,7 +240,7 @@ impl Decoded {
                     } else {
                         Status::Duplicate
                     },
-                    code: None,
+                    code: e.anonymized.then_some("consent_anonymized"),
                     message: None,
                 },
                 Outcome::RepeatedInRequest(id) => EventResult {
@@ -329,6 +362,43 @@ mod tests {
         let event = decoded.valid().next().unwrap();
         assert_eq!(event.kind, EventType::Track);
         assert_eq!(event.message_id, "gen-1");
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(data).unwrap();
+        enc.finish().unwrap()
+    }
+
+    #[test]
+    fn decompresses_gzip_declared_or_sniffed() {
+        let body = fixture("batch_mixed.json");
+        let zipped = gzip(&body);
+        assert_eq!(
+            decompress(&zipped, Some("gzip")).unwrap().as_ref(),
+            body.as_slice()
+        );
+        assert_eq!(decompress(&zipped, None).unwrap().as_ref(), body.as_slice());
+        assert_eq!(
+            decompress(&body, Some("identity")).unwrap().as_ref(),
+            body.as_slice()
+        );
+    }
+
+    #[test]
+    fn refuses_unknown_encodings_corrupt_gzip_and_zip_bombs() {
+        assert_eq!(
+            decompress(b"{}", Some("br")),
+            Err(RequestError::InvalidEncoding)
+        );
+        assert_eq!(
+            decompress(&[0x1f, 0x8b, 0, 1, 2], None),
+            Err(RequestError::InvalidEncoding)
+        );
+        let bomb = gzip(&vec![b' '; MAX_REQUEST_BYTES * 4]);
+        assert!(bomb.len() < 10_000);
+        assert_eq!(decompress(&bomb, Some("gzip")), Err(RequestError::TooLarge));
     }
 
     #[test]

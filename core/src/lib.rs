@@ -8,11 +8,14 @@
 //! the caller executes. That keeps every rule natively testable and identical on both sides.
 
 pub mod auth;
+pub mod consent;
+pub mod enrich;
 pub mod event;
 pub mod id;
 pub mod ingest;
 pub mod outbox;
 pub mod plan;
+pub mod source;
 pub mod time;
 
 /// Library name reported in `context.library.name`.

@@ -47,20 +47,29 @@ const EVENT_COLUMNS: [&str; 9] = [
 ];
 
 /// Inserts for `events` of source `source_id`, as few statements as the parameter limit allows.
-/// Each statement is `INSERT OR IGNORE ... RETURNING message_id`, so the rows it returns are the
-/// events newly stored and every other event was a duplicate.
-pub fn insert_events(source_id: &str, events: &[&Event]) -> Vec<Statement> {
-    let rows_per_statement = MAX_BOUND_PARAMS / EVENT_COLUMNS.len();
+///
+/// A `messageId` already stored at or after `dedup_cutoff_ms` is a duplicate and changes nothing.
+/// One stored before the cutoff is outside the dedup window: the new event replaces it (the
+/// table still holds one row per `messageId`). Each statement ends in `RETURNING message_id`, so
+/// the rows it returns are exactly the events stored now; every other event was a duplicate.
+pub fn insert_events(source_id: &str, events: &[&Event], dedup_cutoff_ms: i64) -> Vec<Statement> {
+    let rows_per_statement = (MAX_BOUND_PARAMS - 1) / EVENT_COLUMNS.len();
     events
         .chunks(rows_per_statement)
         .map(|chunk| {
             let row = format!("({})", vec!["?"; EVENT_COLUMNS.len()].join(","));
+            let updates: Vec<String> = EVENT_COLUMNS[2..]
+                .iter()
+                .map(|c| format!("{c}=excluded.{c}"))
+                .collect();
             let sql = format!(
-                "INSERT OR IGNORE INTO events ({}) VALUES {} RETURNING message_id",
+                "INSERT INTO events ({}) VALUES {} ON CONFLICT (source_id, message_id) DO UPDATE SET {} \
+                 WHERE events.received_at < ? RETURNING message_id",
                 EVENT_COLUMNS.join(","),
-                vec![row; chunk.len()].join(",")
+                vec![row; chunk.len()].join(","),
+                updates.join(",")
             );
-            let params = chunk
+            let mut params: Vec<Param> = chunk
                 .iter()
                 .flat_map(|e| {
                     [
@@ -76,6 +85,7 @@ pub fn insert_events(source_id: &str, events: &[&Event]) -> Vec<Statement> {
                     ]
                 })
                 .collect();
+            params.push(Param::Int(dedup_cutoff_ms));
             Statement { sql, params }
         })
         .collect()
@@ -96,10 +106,16 @@ mod tests {
     fn chunks_inserts_under_the_parameter_limit() {
         let events: Vec<Event> = (0..25).map(event).collect();
         let refs: Vec<&Event> = events.iter().collect();
-        let plan = insert_events("src", &refs);
+        let plan = insert_events("src", &refs, 42);
         assert_eq!(plan.len(), 3);
         assert!(plan.iter().all(|s| s.params.len() <= MAX_BOUND_PARAMS));
-        assert_eq!(plan.iter().map(|s| s.params.len()).sum::<usize>(), 25 * 9);
+        assert_eq!(
+            plan.iter().map(|s| s.params.len()).sum::<usize>(),
+            25 * 9 + 3
+        );
+        assert!(plan
+            .iter()
+            .all(|s| s.params.last() == Some(&Param::Int(42))));
         for s in &plan {
             assert_eq!(s.sql.matches('?').count(), s.params.len());
             assert!(s.sql.ends_with("RETURNING message_id"));
@@ -110,6 +126,6 @@ mod tests {
 
     #[test]
     fn plans_nothing_for_no_events() {
-        assert!(insert_events("src", &[]).is_empty());
+        assert!(insert_events("src", &[], 0).is_empty());
     }
 }

@@ -5,6 +5,7 @@
 
 use seam_core::auth::AuthError;
 use seam_core::ingest::RequestError;
+use seam_core::source::ConfigError;
 use worker::Response;
 
 /// Every way a request can fail as a whole.
@@ -22,6 +23,18 @@ pub enum ApiError {
     /// Route exists, method does not.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// The browser's origin is not allowed for this source.
+    #[error("this origin may not send to this source")]
+    OriginNotAllowed,
+    /// Over the rate limit; retry after this many seconds.
+    #[error("too many requests, retry later")]
+    RateLimited {
+        /// Seconds until the limit's window has passed.
+        retry_after: u32,
+    },
+    /// The deployment's source configuration is broken (details are logged, not sent).
+    #[error("the collector's source configuration is invalid")]
+    Config(ConfigError),
     /// Storage failed; the client should retry.
     #[error("storage is unavailable, retry later")]
     Storage(String),
@@ -35,6 +48,9 @@ impl ApiError {
             Self::Auth(e) => e.code(),
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::OriginNotAllowed => "origin_not_allowed",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Config(e) => e.code(),
             Self::Storage(_) => "storage_unavailable",
         }
     }
@@ -47,17 +63,28 @@ impl ApiError {
             Self::Auth(_) => 401,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
+            Self::OriginNotAllowed => 403,
+            Self::RateLimited { .. } => 429,
+            Self::Config(_) => 500,
             Self::Storage(_) => 503,
         }
     }
 
     /// The JSON error response.
     pub fn into_response(self) -> worker::Result<Response> {
-        if let Self::Storage(detail) = &self {
-            worker::console_error!("storage error: {detail}");
+        match &self {
+            Self::Storage(detail) => worker::console_error!("storage error: {detail}"),
+            Self::Config(detail) => worker::console_error!("configuration error: {detail}"),
+            _ => {}
         }
         let body = serde_json::json!({ "code": self.code(), "message": self.to_string() });
-        Ok(Response::from_json(&body)?.with_status(self.status()))
+        let mut response = Response::from_json(&body)?.with_status(self.status());
+        if let Self::RateLimited { retry_after } = self {
+            response
+                .headers_mut()
+                .set("Retry-After", &retry_after.to_string())?;
+        }
+        Ok(response)
     }
 }
 

@@ -9,6 +9,8 @@
 //! `[assets]` serves before the Worker for every path not listed in `run_worker_first`.
 
 pub mod error;
+pub mod http;
+pub mod limits;
 pub mod routes;
 pub mod store;
 
@@ -19,15 +21,42 @@ use crate::error::ApiError;
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
-    match route(req, &env).await {
-        Ok(response) => Ok(response),
-        Err(error) => error.into_response(),
+    // Browsers on an allowed origin get CORS headers on every answer, errors included, so the SDK
+    // can read a 429's Retry-After.
+    let cors_origin = match http::cross_origin(&req) {
+        Some(origin) if req.path().starts_with("/v1/") => {
+            let allowed = match store::sources::configured(&env) {
+                Ok(configured) => store::sources::any_allows_origin(&env, &configured, &origin)
+                    .await
+                    .unwrap_or(false),
+                Err(_) => false,
+            };
+            allowed.then_some(origin)
+        }
+        _ => None,
+    };
+    let is_preflight = req.method() == Method::Options;
+    let mut response = match route(req, &env).await {
+        Ok(response) => response,
+        Err(error) => error.into_response()?,
+    };
+    if let Some(origin) = cors_origin {
+        let headers = response.headers_mut();
+        if is_preflight {
+            http::preflight_headers(headers, &origin)?;
+        } else {
+            http::allow_origin(headers, &origin)?;
+        }
     }
+    Ok(response)
 }
 
 async fn route(req: Request, env: &Env) -> std::result::Result<Response, ApiError> {
     let path = req.path();
     let method = req.method();
+    if method == Method::Options && path.starts_with("/v1/") {
+        return routes::preflight::options(&req, env).await;
+    }
     match path.as_str() {
         "/health" if method == Method::Get => Ok(routes::health::get()?),
         "/health" => Err(ApiError::MethodNotAllowed),

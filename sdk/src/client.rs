@@ -122,10 +122,12 @@ impl Client {
     }
 
     /// The ID is written to storage only with analytics consent; without it, it lives in memory
-    /// for this page only.
+    /// for this page only, and a copy stored under an earlier grant is deleted.
     fn persist(&self, anonymous_id: &str) {
         if self.config.analytics_granted {
             platform::storage_set(ANONYMOUS_ID_KEY, anonymous_id);
+        } else {
+            platform::storage_remove(ANONYMOUS_ID_KEY);
         }
     }
 

@@ -166,6 +166,13 @@ fn anonymous_id_is_persisted_only_with_analytics_consent() {
     );
     assert_eq!(stored("seam_anonymous_id"), Some(id.clone()));
 
+    assert!(seam_sdk::load(options("denied")));
+    assert_eq!(
+        stored("seam_anonymous_id"),
+        None,
+        "revoking consent deletes the stored ID"
+    );
+
     seam_sdk::reset();
     assert_ne!(seam_sdk::anonymous_id(), id, "reset mints a new ID");
 }

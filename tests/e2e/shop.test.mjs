@@ -20,12 +20,14 @@ describe("demo shop -> SDK -> edge -> D1", () => {
   const eventsOf = (anonymousId) =>
     edge.query("SELECT type, name, body FROM events WHERE anonymous_id = ? ORDER BY timestamp", anonymousId);
 
-  test("a click on Add to cart produces stored events linked to the visitor's anonymous ID", async () => {
+  test("after consent, a click on Add to cart produces stored events linked to the visitor", async () => {
     const page = await browser.context.newPage();
     const failures = [];
     page.on("pageerror", (e) => failures.push(e.message));
-    await page.goto(`${edge.url}/product?id=trail-runner`);
+    await page.goto(`${edge.url}/`);
     await page.getByRole("button", { name: "Allow" }).click();
+    await page.getByRole("link", { name: "Trail Runner" }).click();
+    await page.waitForURL(/\/product\?/);
     await page.getByRole("button", { name: "Add to cart" }).click();
     await page.getByText("Added to cart.").waitFor();
 
@@ -47,6 +49,23 @@ describe("demo shop -> SDK -> edge -> D1", () => {
     assert.equal(added.context.library.name, "seam.js");
     assert.equal(added.context.page.path, "/product");
     assert.equal(added.context.consent.categoryPreferences.analytics_storage, true);
+    assert.match(added.context.userAgent, /Chrome/);
+
+    // The home page view was sent before the visitor chose: stored without identifiers.
+    const home = await eventually(async () => {
+      const r = await edge.query("SELECT anonymous_id, body FROM events WHERE name = 'Home' AND json_extract(body, '$.context.consent.categoryPreferences.analytics_storage') = 0");
+      return r.length > 0 && r;
+    });
+    assert.ok(home, "the pre-consent page view was stored");
+    assert.equal(home[0].anonymous_id, null);
+    assert.equal(JSON.parse(home[0].body).anonymousId, undefined);
+
+    // The collector's HttpOnly cookie holds the same ID, so it survives script-storage caps.
+    const cookie = await eventually(async () => (await browser.context.cookies(edge.url)).find((c) => c.name === "seam_id"));
+    assert.ok(cookie, "the collector set its first-party cookie");
+    assert.equal(cookie.value, anonymousId);
+    assert.equal(cookie.httpOnly, true);
+    assert.equal(cookie.sameSite, "Lax");
     assert.deepEqual(failures, [], "no errors thrown in the page");
     await page.close();
   });
@@ -71,6 +90,9 @@ describe("demo shop -> SDK -> edge -> D1", () => {
     assert.ok(rows, "the product view reached D1");
     const body = JSON.parse(rows[0].body);
     assert.equal(body.context.consent.categoryPreferences.analytics_storage, false);
+    assert.equal(body.anonymousId, undefined, "stored without identifiers");
+    const cookie = await eventually(async () => !(await browser.context.cookies(edge.url)).some((c) => c.name === "seam_id"));
+    assert.ok(cookie, "declining consent deletes the collector's cookie");
     await page.close();
   });
 });

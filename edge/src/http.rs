@@ -1,0 +1,100 @@
+//! HTTP details shared by routes: request facts, CORS and the first-party ID cookie.
+
+use seam_core::enrich::{is_cookie_safe, CookieAction, Geo, RequestFacts};
+use wasm_bindgen::JsValue;
+use worker::{Headers, Request};
+
+/// Name of the collector's HttpOnly first-party ID cookie.
+pub const ID_COOKIE: &str = "seam_id";
+const ONE_YEAR_SECONDS: u32 = 365 * 24 * 60 * 60;
+
+/// A request header, if present.
+pub fn header(req: &Request, name: &str) -> Option<String> {
+    req.headers().get(name).ok().flatten()
+}
+
+/// The `Origin` header when it names another origin than the request's own. Same-origin requests
+/// need no CORS.
+pub fn cross_origin(req: &Request) -> Option<String> {
+    let origin = header(req, "Origin")?;
+    let own = req.url().ok().map(|u| u.origin().ascii_serialization());
+    (own.as_deref() != Some(origin.as_str())).then_some(origin)
+}
+
+/// Whether the browser says this request comes from the site itself (`Sec-Fetch-Site`).
+pub fn is_same_site(req: &Request) -> bool {
+    matches!(
+        header(req, "Sec-Fetch-Site").as_deref(),
+        Some("same-origin" | "same-site")
+    )
+}
+
+/// The ID in our cookie, when present and well-formed.
+pub fn cookie_id(req: &Request) -> Option<String> {
+    let cookies = header(req, "Cookie")?;
+    cookies
+        .split(';')
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(name, _)| *name == ID_COOKIE)
+        .map(|(_, value)| value.trim().to_owned())
+        .filter(|v| is_cookie_safe(v))
+}
+
+fn cf_string(cf: &JsValue, key: &str) -> Option<String> {
+    worker::js_sys::Reflect::get(cf, &JsValue::from_str(key))
+        .ok()
+        .and_then(|v| v.as_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// What the request itself tells about the client.
+pub fn facts(req: &Request) -> RequestFacts {
+    // Read `request.cf` directly: the worker crate's typed getters unwrap, and a panic would
+    // kill the isolate. Locally (wrangler dev) this is a placeholder object.
+    let cf = worker::js_sys::Reflect::get(req.inner().as_ref(), &JsValue::from_str("cf"))
+        .ok()
+        .filter(|v| v.is_object());
+    let geo = cf.map(|cf| Geo {
+        country: cf_string(&cf, "country"),
+        region: cf_string(&cf, "region"),
+        city: cf_string(&cf, "city"),
+        timezone: cf_string(&cf, "timezone"),
+    });
+    RequestFacts {
+        ip: header(req, "CF-Connecting-IP"),
+        user_agent: header(req, "User-Agent"),
+        gpc: header(req, "Sec-GPC").is_some_and(|v| v.trim() == "1"),
+        geo: geo.filter(|g| g != &Geo::default()),
+        cookie_id: cookie_id(req),
+    }
+}
+
+/// Adds the CORS headers that let a browser on `origin` read the response (and send cookies).
+pub fn allow_origin(headers: &mut Headers, origin: &str) -> worker::Result<()> {
+    headers.set("Access-Control-Allow-Origin", origin)?;
+    headers.set("Access-Control-Allow-Credentials", "true")?;
+    headers.append("Vary", "Origin")
+}
+
+/// Headers of a successful preflight.
+pub fn preflight_headers(headers: &mut Headers, origin: &str) -> worker::Result<()> {
+    allow_origin(headers, origin)?;
+    headers.set("Access-Control-Allow-Methods", "POST, OPTIONS")?;
+    headers.set(
+        "Access-Control-Allow-Headers",
+        "Content-Type, Authorization, Content-Encoding, X-Retry-Count",
+    )?;
+    headers.set("Access-Control-Max-Age", "86400")
+}
+
+/// The `Set-Cookie` value for a cookie decision, if any.
+pub fn set_cookie(action: &CookieAction) -> Option<String> {
+    let attributes = "Path=/; HttpOnly; Secure; SameSite=Lax";
+    match action {
+        CookieAction::Keep => None,
+        CookieAction::Set(id) => Some(format!(
+            "{ID_COOKIE}={id}; Max-Age={ONE_YEAR_SECONDS}; {attributes}"
+        )),
+        CookieAction::Clear => Some(format!("{ID_COOKIE}=; Max-Age=0; {attributes}")),
+    }
+}

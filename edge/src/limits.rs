@@ -1,0 +1,48 @@
+//! Rate limits through Cloudflare's rate-limiting bindings (`[[ratelimits]]` in wrangler.toml):
+//! `IP_LIMITER` per client IP, `SOURCE_LIMITER` per source. Limits and periods are configured
+//! there. A missing binding means no limit (logged once per request), never an outage.
+
+use worker::Env;
+
+use crate::error::ApiError;
+
+async fn check(env: &Env, binding: &str, key: String, period_var: &str) -> Result<(), ApiError> {
+    let Ok(limiter) = env.rate_limiter(binding) else {
+        return Ok(());
+    };
+    match limiter.limit(key).await {
+        Ok(outcome) if !outcome.success => {
+            let retry_after = env
+                .var(period_var)
+                .ok()
+                .and_then(|v| v.to_string().parse().ok())
+                .unwrap_or(60);
+            Err(ApiError::RateLimited { retry_after })
+        }
+        Ok(_) => Ok(()),
+        Err(e) => {
+            // The limiter failing must not drop events: let the request through.
+            worker::console_error!("rate limiter {binding} failed: {e}");
+            Ok(())
+        }
+    }
+}
+
+/// Limits requests per client IP.
+pub async fn check_ip(env: &Env, ip: Option<&str>) -> Result<(), ApiError> {
+    match ip {
+        Some(ip) => check(env, "IP_LIMITER", format!("ip:{ip}"), "IP_LIMIT_PERIOD").await,
+        None => Ok(()),
+    }
+}
+
+/// Limits requests per source.
+pub async fn check_source(env: &Env, source_id: &str) -> Result<(), ApiError> {
+    check(
+        env,
+        "SOURCE_LIMITER",
+        format!("source:{source_id}"),
+        "SOURCE_LIMIT_PERIOD",
+    )
+    .await
+}

@@ -1,0 +1,73 @@
+//! Where sources come from: the `SOURCES` setting first, then the D1 `sources` table.
+
+use seam_core::auth::AuthError;
+use seam_core::source::{parse_source, Source, Sources};
+use serde::Deserialize;
+use worker::{D1Database, Env};
+
+use crate::error::ApiError;
+
+/// The `SOURCES` setting, parsed. A broken setting is a deployment error, reported as such.
+pub fn configured(env: &Env) -> Result<Sources, ApiError> {
+    let setting = env
+        .var("SOURCES")
+        .map(|v| v.to_string())
+        .unwrap_or_default();
+    Sources::parse(&setting).map_err(ApiError::Config)
+}
+
+#[derive(Deserialize)]
+struct Row {
+    write_key: String,
+    config: String,
+}
+
+fn parse_row(row: &Row) -> Result<Source, ApiError> {
+    let raw = serde_json::from_str(&row.config).unwrap_or(serde_json::Value::Null);
+    parse_source(&row.write_key, &raw).map_err(ApiError::Config)
+}
+
+/// The source for a write key: configured ones, then D1.
+pub async fn source_for(
+    env: &Env,
+    configured: &Sources,
+    key: Option<&str>,
+) -> Result<Source, ApiError> {
+    match configured.source_for(key) {
+        Ok(source) => return Ok(source.clone()),
+        Err(AuthError::MissingWriteKey) => return Err(AuthError::MissingWriteKey.into()),
+        Err(AuthError::UnknownWriteKey) => {}
+    }
+    let db: D1Database = env.d1("DB")?;
+    let row = db
+        .prepare("SELECT write_key, config FROM sources WHERE write_key = ?")
+        .bind(&[key.unwrap_or_default().into()])?
+        .first::<Row>(None)
+        .await?;
+    match row {
+        Some(row) => parse_row(&row),
+        None => Err(AuthError::UnknownWriteKey.into()),
+    }
+}
+
+/// Whether any source (configured or in D1) accepts browsers from `origin`.
+pub async fn any_allows_origin(
+    env: &Env,
+    configured: &Sources,
+    origin: &str,
+) -> Result<bool, ApiError> {
+    if configured.any_allows_origin(origin) {
+        return Ok(true);
+    }
+    let db: D1Database = env.d1("DB")?;
+    let rows = db
+        .prepare("SELECT write_key, config FROM sources")
+        .all()
+        .await?
+        .results::<Row>()?;
+    // A broken row must not hide the others from CORS.
+    Ok(rows
+        .iter()
+        .filter_map(|r| parse_row(r).ok())
+        .any(|s| s.allows_origin(origin)))
+}
