@@ -75,6 +75,9 @@ pub enum EventError {
     /// The batch element is not a JSON object.
     #[error("event must be a JSON object")]
     NotAnObject,
+    /// The batch element is JSON the collector cannot represent (e.g. a number beyond f64).
+    #[error("event contains values that cannot be read (numbers out of range?)")]
+    Unreadable,
     /// `type` is missing or not one of the six types.
     #[error("event type must be one of track, identify, page, screen, group, alias")]
     InvalidType,
@@ -111,7 +114,7 @@ impl EventError {
     /// Stable machine-readable code.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::NotAnObject => "invalid_event",
+            Self::NotAnObject | Self::Unreadable => "invalid_event",
             Self::InvalidType => "invalid_type",
             Self::MissingId => "missing_id",
             Self::InvalidMessageId => "invalid_message_id",

@@ -204,9 +204,14 @@ pub fn decode(
     let outcomes = items
         .into_iter()
         .map(|item| {
-            // The element is already known to be valid JSON, so this parse cannot fail in
-            // practice; treat a failure as a malformed event all the same.
-            let raw: Value = serde_json::from_str(item.get()).unwrap_or(Value::Null);
+            // Scanning the batch does not range-check numbers; a value like 1e400 fails only
+            // here, and only its own event.
+            let Ok(raw) = serde_json::from_str::<Value>(item.get()) else {
+                return Outcome::Rejected {
+                    message_id: None,
+                    error: EventError::Unreadable,
+                };
+            };
             if write_key.is_none() {
                 write_key = raw.get("writeKey").and_then(string_of);
             }
@@ -338,6 +343,21 @@ mod tests {
             decode(b"{}", None, 0, ids()),
             Err(RequestError::InvalidBatch)
         );
+    }
+
+    #[test]
+    fn an_out_of_range_number_rejects_only_its_event() {
+        let body = br#"{"batch":[{"type":"track","event":"x","userId":"u","properties":{"n":1e400}},
+                                 {"type":"track","event":"y","userId":"u","properties":{"n":123456789012345678901234567890}}]}"#;
+        let decoded = decode(body, None, 0, ids()).unwrap();
+        assert!(matches!(
+            decoded.outcomes[0],
+            Outcome::Rejected {
+                error: EventError::Unreadable,
+                ..
+            }
+        ));
+        assert_eq!(decoded.valid().count(), 1);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 // state directory, exactly as `npm run dev` serves it, and gives tests direct D1 access through
 // wrangler's platform proxy on the same state.
 import { spawn, spawnSync } from "node:child_process";
-import { mkdirSync, rmSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { getPlatformProxy } from "wrangler";
@@ -10,6 +10,7 @@ import { getPlatformProxy } from "wrangler";
 export const root = new URL("../..", import.meta.url).pathname;
 const wrangler = join(root, "node_modules/.bin/wrangler");
 const env = { ...process.env, WRANGLER_SEND_METRICS: "false", NO_COLOR: "1" };
+const mainConfig = join(root, "wrangler.toml");
 
 export const WRITE_KEY = "seam_dev_write_key";
 
@@ -34,17 +35,41 @@ export function runWrangler(args) {
   return result.stdout;
 }
 
-/** Starts a fresh edge. Call `stop()` when done. */
-export async function startEdge(name) {
+/**
+ * wrangler.toml with test-specific sources (`{writeKey: {...}}`) and rate limits
+ * (`{ip: n, source: n}` requests per 60 s). Written beside wrangler.toml so its relative paths
+ * still resolve; git ignores it.
+ */
+function testConfig(name, { sources, limits }) {
+  let toml = readFileSync(mainConfig, "utf8");
+  if (sources) {
+    const start = toml.indexOf('SOURCES = """');
+    const end = toml.indexOf('"""', start + 13) + 3;
+    toml = `${toml.slice(0, start)}SOURCES = '${JSON.stringify(sources)}'${toml.slice(end)}`;
+  }
+  if (limits) {
+    toml = toml
+      .replace(/(name = "IP_LIMITER"[^[]*?limit = )\d+/, `$1${limits.ip}`)
+      .replace(/(name = "SOURCE_LIMITER"[^[]*?limit = )\d+/, `$1${limits.source}`);
+  }
+  const path = join(root, `.wrangler-test-${name}-${process.pid}.toml`);
+  writeFileSync(path, toml);
+  return path;
+}
+
+/** Starts a fresh edge. Options: `sources`, `limits` (see testConfig). Call `stop()` when done. */
+export async function startEdge(name, options = {}) {
   const state = join(root, "tests/.tmp", `${name}-${process.pid}`);
   rmSync(state, { recursive: true, force: true });
   mkdirSync(state, { recursive: true });
-  runWrangler(["d1", "migrations", "apply", "DB", "--local", "--persist-to", state]);
+  const configPath = options.sources || options.limits ? testConfig(name, options) : mainConfig;
+  const config = ["--config", configPath];
+  runWrangler(["d1", "migrations", "apply", "DB", "--local", "--persist-to", state, ...config]);
 
   const port = await freePort();
   const child = spawn(
     wrangler,
-    ["dev", "--port", String(port), "--ip", "127.0.0.1", "--persist-to", state, "--show-interactive-dev-session=false"],
+    ["dev", ...config, "--port", String(port), "--ip", "127.0.0.1", "--persist-to", state, "--show-interactive-dev-session=false"],
     { cwd: root, env, detached: true, stdio: ["ignore", "pipe", "pipe"] },
   );
   let output = "";
@@ -67,11 +92,11 @@ export async function startEdge(name) {
     await new Promise((r) => setTimeout(r, 250));
   }
 
-  const proxy = await getPlatformProxy({ configPath: join(root, "wrangler.toml"), persist: { path: join(state, "v3") } });
+  const proxy = await getPlatformProxy({ configPath, persist: { path: join(state, "v3") } });
   return {
     url,
     db: proxy.env.DB,
-    /** Rows of a read-only SQL query against the Worker's D1. */
+    /** Rows of a SQL query against the Worker's D1. */
     async query(sql, ...params) {
       return (await proxy.env.DB.prepare(sql).bind(...params).all()).results;
     },
@@ -85,11 +110,12 @@ export async function startEdge(name) {
       }
       await new Promise((r) => (child.exitCode !== null ? r() : child.once("exit", r)));
       rmSync(state, { recursive: true, force: true });
+      if (configPath !== mainConfig) rmSync(configPath, { force: true });
     },
   };
 }
 
-/** POSTs `body` (object -> JSON) to the edge and returns { status, json }. */
+/** POSTs `body` (object -> JSON; strings and bytes as they are) and returns status, json, headers. */
 export async function post(url, body, headers = {}) {
   const response = await fetch(url, {
     method: "POST",

@@ -1,0 +1,331 @@
+// Issue-3 ingestion rules against the real Worker in workerd with local D1: bad input, dedup under
+// concurrency and over time, sources and CORS, consent enforcement, enrichment, the first-party
+// cookie and gzip bodies.
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { gzipSync } from "node:zlib";
+import { post, startEdge } from "../support/edge.mjs";
+
+const SHOP = "https://shop.example";
+const sources = {
+  shop_key_0123456789: { id: "shop", origins: [SHOP, "https://*.brand.example"] },
+  server_key_0123456789: { id: "server", ip: "full" },
+  strict_key_0123456789: { id: "strict", analyticsDenied: "drop" },
+};
+const KEY = "shop_key_0123456789";
+const basic = (key) => ({ authorization: `Basic ${Buffer.from(`${key}:`).toString("base64")}` });
+let n = 0;
+const uid = (prefix) => `${prefix}-${process.pid}-${++n}`;
+const track = (extra = {}) => ({ type: "track", event: "Product Viewed", anonymousId: "anon-rules-1", messageId: uid("ok"), ...extra });
+const granted = { consent: { gcm: { analytics_storage: "granted" } } };
+const denied = { consent: { gcm: { analytics_storage: "denied" } } };
+
+describe("ingestion rules", () => {
+  let edge;
+  before(async () => {
+    edge = await startEdge("rules", { sources });
+  });
+  after(async () => {
+    await edge?.stop();
+  });
+  const stored = async (messageId) => edge.query("SELECT * FROM events WHERE message_id = ?", messageId);
+
+  // ---- bad input, one event among valid siblings: rejected with a code, siblings stored ----
+  const badEvents = [
+    ["unknown type", { type: "explode", userId: "u" }, "invalid_type"],
+    ["missing type", { userId: "u", event: "x" }, "invalid_type"],
+    ["type of wrong JSON type", { type: 7, userId: "u" }, "invalid_type"],
+    ["no identifiers", { type: "track", event: "x" }, "missing_id"],
+    ["blank identifiers", { type: "track", event: "x", anonymousId: " ", userId: "" }, "missing_id"],
+    ["anonymousId is an object", { type: "track", event: "x", anonymousId: { a: 1 } }, "invalid_field"],
+    ["userId is an array", { type: "track", event: "x", userId: ["u"] }, "invalid_field"],
+    ["messageId of 100 chars", { type: "track", event: "x", userId: "u", messageId: "m".repeat(100) }, "invalid_message_id"],
+    ["messageId is a number", { type: "track", event: "x", userId: "u", messageId: 42 }, "invalid_message_id"],
+    ["track without event", { type: "track", userId: "u" }, "missing_event_name"],
+    ["track with blank event", { type: "track", event: "  ", userId: "u" }, "missing_event_name"],
+    ["group without groupId", { type: "group", userId: "u" }, "missing_group_id"],
+    ["alias without previousId", { type: "alias", userId: "u" }, "missing_previous_id"],
+    ["properties is a string", { type: "track", event: "x", userId: "u", properties: "p" }, "invalid_field"],
+    ["context is an array", { type: "page", userId: "u", context: [] }, "invalid_field"],
+    ["traits is a number", { type: "identify", userId: "u", traits: 1 }, "invalid_field"],
+    ["unparseable timestamp", { type: "track", event: "x", userId: "u", timestamp: "yesterday" }, "invalid_timestamp"],
+    ["numeric timestamp", { type: "track", event: "x", userId: "u", timestamp: 1700000000 }, "invalid_timestamp"],
+    ["impossible date", { type: "track", event: "x", userId: "u", timestamp: "2026-02-30T00:00:00Z" }, "invalid_timestamp"],
+    ["event over 32 KB", { type: "track", event: "x", userId: "u", properties: { pad: "x".repeat(33 * 1024) } }, "event_too_large"],
+    ["element is a string", "event", "invalid_event"],
+    ["element is null", null, "invalid_event"],
+    ["deep nesting (1000 levels)", JSON.parse(`${"[".repeat(1000)}${"]".repeat(1000)}`), "invalid_event"],
+    ["deeply nested properties", { type: "track", event: "x", userId: "u", properties: { p: JSON.parse(`${"[".repeat(500)}${"]".repeat(500)}`) } }, "invalid_event"],
+  ];
+  for (const [label, bad, code] of badEvents) {
+    test(`rejects ${label} (${code}) and stores its valid sibling`, async () => {
+      const sibling = track();
+      const { status, json } = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [bad, sibling] });
+      assert.equal(status, 200);
+      assert.equal(json.results[0].status, "rejected");
+      assert.equal(json.results[0].code, code);
+      assert.ok(json.results[0].message.length > 0);
+      assert.deepEqual(json.results[1], { messageId: sibling.messageId, status: "accepted" });
+      assert.equal((await stored(sibling.messageId)).length, 1);
+      if (bad && typeof bad.messageId === "string") assert.equal((await stored(bad.messageId)).length, 0);
+    });
+  }
+
+  test("rejects a number beyond f64 (huge numbers) in one event only", async () => {
+    const sibling = track();
+    const body = `{"writeKey":"${KEY}","batch":[{"type":"track","event":"x","userId":"u","properties":{"n":1e400}},${JSON.stringify(sibling)}]}`;
+    const { json } = await post(`${edge.url}/v1/batch`, body);
+    assert.equal(json.results[0].code, "invalid_event");
+    assert.equal(json.results[1].status, "accepted");
+  });
+
+  // ---- bad requests: the whole request fails with a JSON code, nothing is stored ----
+  const marker = () => track({ messageId: uid("never") });
+  const badRequests = [
+    ["malformed JSON", () => `{"writeKey":"${KEY}","batch":[`, 400, "invalid_json"],
+    ["empty body", () => "", 400, "invalid_json"],
+    ["bad UTF-8", () => Buffer.concat([Buffer.from(`{"writeKey":"${KEY}","batch":[{"type":"track","event":"`), Buffer.from([0xff, 0xfe]), Buffer.from('","userId":"u"}]}')]), 400, "invalid_json"],
+    ["raw null byte after the JSON", () => `{"writeKey":"${KEY}","batch":[]}\u0000`, 400, "invalid_json"],
+    ["top-level array", () => JSON.stringify([marker()]), 400, "invalid_batch"],
+    ["batch is an object", () => JSON.stringify({ writeKey: KEY, batch: marker() }), 400, "invalid_batch"],
+    ["no batch", () => JSON.stringify({ writeKey: KEY }), 400, "invalid_batch"],
+    ["2501 events", () => JSON.stringify({ writeKey: KEY, batch: Array.from({ length: 2501 }, () => ({})) }), 413, "batch_too_large"],
+    ["body over 500 KB", () => JSON.stringify({ writeKey: KEY, batch: [marker()], pad: "x".repeat(520 * 1024) }), 413, "request_too_large"],
+    ["missing write key", () => JSON.stringify({ batch: [marker()] }), 401, "missing_write_key"],
+    ["wrong write key", () => JSON.stringify({ writeKey: "nope", batch: [marker()] }), 401, "invalid_write_key"],
+  ];
+  for (const [label, body, status, code] of badRequests) {
+    test(`answers ${label} with ${status} ${code}`, async () => {
+      const before = (await edge.query("SELECT count(*) AS c FROM events"))[0].c;
+      const res = await post(`${edge.url}/v1/batch`, body());
+      assert.equal(res.status, status);
+      assert.equal(res.json.code, code);
+      assert.equal(typeof res.json.message, "string");
+      assert.equal((await edge.query("SELECT count(*) AS c FROM events"))[0].c, before, "nothing stored");
+    });
+  }
+
+  test("answers a wrong Basic write key with 401 before reading the body", async () => {
+    const res = await post(`${edge.url}/v1/batch`, { batch: [marker()] }, basic("wrong"));
+    assert.equal(res.status, 401);
+    assert.equal(res.json.code, "invalid_write_key");
+  });
+
+  test("answers unknown encodings and corrupt gzip with 400 invalid_encoding", async () => {
+    const br = await post(`${edge.url}/v1/batch`, JSON.stringify({ writeKey: KEY, batch: [marker()] }), { "content-encoding": "br" });
+    assert.deepEqual([br.status, br.json.code], [400, "invalid_encoding"]);
+    const corrupt = await post(`${edge.url}/v1/batch`, new Uint8Array([0x1f, 0x8b, 8, 0, 1, 2, 3]), { "content-encoding": "gzip" });
+    assert.deepEqual([corrupt.status, corrupt.json.code], [400, "invalid_encoding"]);
+  });
+
+  // ---- every endpoint and short form, both content types ----
+  const single = {
+    track: { event: "Signed Up" }, identify: { traits: { plan: "pro" } }, page: { name: "Home" },
+    screen: { name: "Main" }, group: { groupId: "g1" }, alias: { previousId: "anon-rules-1", userId: "user-rules-1" },
+  };
+  for (const [type, fields] of Object.entries(single)) {
+    for (const path of [type, type[0]]) {
+      for (const contentType of ["application/json", "text/plain"]) {
+        test(`POST /v1/${path} as ${contentType} stores a ${type}`, async () => {
+          const messageId = uid(path);
+          const res = await post(`${edge.url}/v1/${path}`, { userId: "user-rules-1", messageId, ...fields }, { "content-type": contentType, ...basic(KEY) });
+          assert.equal(res.status, 200);
+          assert.equal(res.json.results[0].status, "accepted");
+          const [row] = await stored(messageId);
+          assert.equal(row.type, type);
+          assert.equal(row.source_id, "shop");
+        });
+      }
+    }
+  }
+
+  test("generates a messageId when the client sent none, and corrects clock skew", async () => {
+    const res = await post(`${edge.url}/v1/track`, {
+      writeKey: KEY, event: "No Id", userId: "u",
+      timestamp: "2020-01-01T00:00:00.000Z", sentAt: "2020-01-01T00:00:10.000Z",
+    });
+    const id = res.json.results[0].messageId;
+    assert.match(id, /^seam-edge-\d+-[0-9a-f-]{36}$/);
+    const [row] = await stored(id);
+    const body = JSON.parse(row.body);
+    assert.equal(body.originalTimestamp, "2020-01-01T00:00:00.000Z");
+    const skewCorrected = Date.parse(body.timestamp);
+    assert.ok(Math.abs(Date.parse(body.receivedAt) - 10_000 - skewCorrected) < 2, "timestamp = receivedAt - (sentAt - timestamp)");
+  });
+
+  // ---- idempotency ----
+  test("the same batch posted 3 times concurrently is stored exactly once", async () => {
+    const batch = Array.from({ length: 20 }, () => track({ messageId: uid("dup") }));
+    const responses = await Promise.all([1, 2, 3].map(() => post(`${edge.url}/v1/batch`, { writeKey: KEY, batch })));
+    const statuses = responses.flatMap((r) => r.json.results.map((x) => x.status));
+    assert.equal(statuses.filter((s) => s === "accepted").length, 20);
+    assert.equal(statuses.filter((s) => s === "duplicate").length, 40);
+    const ids = batch.map((e) => e.messageId);
+    const rows = await edge.query(`SELECT count(*) AS c FROM events WHERE message_id IN (${ids.map(() => "?").join(",")})`, ...ids);
+    assert.equal(rows[0].c, 20);
+  });
+
+  test("a messageId is a duplicate within the 7-day window and new after it", async () => {
+    const event = track();
+    await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [event] });
+    const day = 86_400_000;
+    await edge.db.prepare("UPDATE events SET received_at = received_at - ? WHERE message_id = ?").bind(6 * day, event.messageId).run();
+    let res = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [event] });
+    assert.equal(res.json.results[0].status, "duplicate", "6 days later: still a duplicate");
+    await edge.db.prepare("UPDATE events SET received_at = received_at - ? WHERE message_id = ?").bind(2 * day, event.messageId).run();
+    res = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [event] });
+    assert.equal(res.json.results[0].status, "accepted", "8 days later: outside the window");
+    assert.equal((await stored(event.messageId)).length, 1, "still one row per messageId");
+  });
+
+  // ---- sources and CORS ----
+  const preflight = (origin) => fetch(`${edge.url}/v1/batch`, {
+    method: "OPTIONS",
+    headers: { origin, "access-control-request-method": "POST", "access-control-request-headers": "content-type" },
+  });
+
+  test("answers a CORS preflight from an allowed origin", async () => {
+    for (const origin of [SHOP, "https://eu.brand.example"]) {
+      const res = await preflight(origin);
+      assert.equal(res.status, 204);
+      assert.equal(res.headers.get("access-control-allow-origin"), origin);
+      assert.equal(res.headers.get("access-control-allow-credentials"), "true");
+      assert.match(res.headers.get("access-control-allow-methods"), /POST/);
+      assert.match(res.headers.get("access-control-allow-headers"), /Content-Type/i);
+    }
+  });
+
+  test("refuses a CORS preflight from a disallowed origin", async () => {
+    const res = await preflight("https://evil.example");
+    assert.equal(res.status, 403);
+    assert.equal(res.headers.get("access-control-allow-origin"), null);
+    assert.equal((await res.json()).code, "origin_not_allowed");
+  });
+
+  test("stores cross-origin events only from the source's own origins", async () => {
+    const ok = track();
+    const allowed = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [ok] }, { origin: SHOP, "content-type": "text/plain" });
+    assert.equal(allowed.status, 200);
+    assert.equal(allowed.headers.get("access-control-allow-origin"), SHOP);
+    const evil = track();
+    const refused = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [evil] }, { origin: "https://evil.example", "content-type": "text/plain" });
+    assert.equal(refused.status, 403);
+    assert.equal(refused.json.code, "origin_not_allowed");
+    const wrongSource = track();
+    const crossSource = await post(`${edge.url}/v1/batch`, { writeKey: "server_key_0123456789", batch: [wrongSource] }, { origin: SHOP });
+    assert.equal(crossSource.status, 403, "an origin allowed for one source cannot send to another");
+    assert.equal((await stored(ok.messageId)).length, 1);
+    assert.equal((await stored(evil.messageId)).length, 0);
+    assert.equal((await stored(wrongSource.messageId)).length, 0);
+  });
+
+  // ---- consent ----
+  test("stores analytics-denied track events without identifiers", async () => {
+    const event = track({ userId: "user-denied", traits: { email: "a@b.example" }, context: { ...denied, ip: "203.0.113.9", traits: { email: "a@b.example" } } });
+    const { json } = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [event] });
+    assert.deepEqual(json.results[0], { messageId: event.messageId, status: "accepted", code: "consent_anonymized" });
+    const [row] = await stored(event.messageId);
+    assert.equal(row.anonymous_id, null);
+    assert.equal(row.user_id, null);
+    assert.doesNotMatch(row.body, /user-denied|anon-rules-1|a@b\.example|203\.0\.113/);
+  });
+
+  test("drops analytics-denied identify events, and everything denied under a drop policy", async () => {
+    const identify = { type: "identify", userId: "user-denied", messageId: uid("deny"), traits: { email: "a@b.example" }, context: denied };
+    const res = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [identify] });
+    assert.equal(res.json.results[0].code, "consent_denied");
+    const strictTrack = track({ context: denied });
+    const strict = await post(`${edge.url}/v1/batch`, { writeKey: "strict_key_0123456789", batch: [strictTrack] });
+    assert.equal(strict.json.results[0].code, "consent_denied");
+    assert.equal((await stored(identify.messageId)).length, 0);
+    assert.equal((await stored(strictTrack.messageId)).length, 0);
+  });
+
+  // ---- enrichment ----
+  test("truncates IPs by default, keeps them for a full-IP source, and records GPC and user agent", async () => {
+    const a = track({ context: { ip: "203.0.113.77" } });
+    const b = track({ context: { ip: "2001:db8:85a3:1234:5678:8a2e:370:7334" } });
+    await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [a, b] }, { "sec-gpc": "1", "user-agent": "RulesTest/1.0" });
+    const full = track({ context: { ip: "203.0.113.77" } });
+    await post(`${edge.url}/v1/batch`, { writeKey: "server_key_0123456789", batch: [full] });
+    const ctx = async (id) => JSON.parse((await stored(id))[0].body).context;
+    const ca = await ctx(a.messageId);
+    assert.equal(ca.ip, "203.0.113.0");
+    assert.equal(ca.userAgent, "RulesTest/1.0");
+    assert.equal(ca.consent.gpc, true);
+    assert.equal((await ctx(b.messageId)).ip, "2001:db8:85a3::");
+    assert.equal((await ctx(full.messageId)).ip, "203.0.113.77");
+  });
+
+  // ---- first-party cookie ----
+  const aid = "5f0c6a1e-8b2d-4c3e-9f4a-1b2c3d4e5f60";
+  const page = (context) => ({ type: "page", anonymousId: aid, messageId: uid("ck"), context });
+
+  test("sets the HttpOnly first-party cookie on same-site requests with analytics consent", async () => {
+    const res = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [page(granted)] }, { "sec-fetch-site": "same-origin" });
+    const cookie = res.headers.get("set-cookie");
+    assert.match(cookie, new RegExp(`^seam_id=${aid};`));
+    for (const attr of ["HttpOnly", "Secure", "SameSite=Lax", "Max-Age=31536000", "Path=/"]) assert.ok(cookie.includes(attr), attr);
+    assert.equal(res.json.anonymousId, aid, "the ID is echoed for the SDK to adopt");
+  });
+
+  test("never sets the cookie without consent or for cross-site and server requests", async () => {
+    for (const [context, headers] of [[denied, { "sec-fetch-site": "same-origin" }], [granted, { "sec-fetch-site": "cross-site" }], [granted, {}]]) {
+      const res = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [page(context)] }, headers);
+      assert.equal(res.headers.get("set-cookie"), null);
+      assert.equal(res.json.anonymousId, undefined);
+    }
+  });
+
+  test("an existing cookie ID wins, is recorded on the event, and is deleted when consent is withdrawn", async () => {
+    const cookieId = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
+    const headers = { "sec-fetch-site": "same-origin", cookie: `other=1; seam_id=${cookieId}` };
+    const ev = page(granted);
+    const kept = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [ev] }, headers);
+    assert.match(kept.headers.get("set-cookie"), new RegExp(`^seam_id=${cookieId};`));
+    assert.equal(kept.json.anonymousId, cookieId);
+    assert.equal(JSON.parse((await stored(ev.messageId))[0].body).context.seam.cookieId, cookieId);
+    const withdrawn = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [page(denied)] }, headers);
+    assert.match(withdrawn.headers.get("set-cookie"), /^seam_id=; Max-Age=0;/);
+  });
+
+  // ---- gzip ----
+  test("reads gzip bodies, declared or not", async () => {
+    for (const headers of [{ "content-encoding": "gzip" }, { "content-type": "application/octet-stream" }]) {
+      const event = track();
+      const res = await post(`${edge.url}/v1/batch`, new Uint8Array(gzipSync(JSON.stringify({ writeKey: KEY, batch: [event] }))), headers);
+      assert.equal(res.status, 200);
+      assert.equal(res.json.results[0].status, "accepted");
+      assert.equal((await stored(event.messageId)).length, 1);
+    }
+  });
+});
+
+describe("rate limits", () => {
+  let edge;
+  before(async () => {
+    edge = await startEdge("limits", { sources, limits: { ip: 1000, source: 5 } });
+  });
+  after(async () => {
+    await edge?.stop();
+  });
+
+  test("answers 429 with Retry-After once a source is over its limit, storing nothing", async () => {
+    const results = [];
+    for (let i = 0; i < 8; i++) {
+      const event = track();
+      const res = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [event] });
+      results.push({ status: res.status, code: res.json.code, retry: res.headers.get("retry-after"), event });
+    }
+    const limited = results.filter((r) => r.status === 429);
+    assert.ok(limited.length >= 1, `statuses: ${results.map((r) => r.status)}`);
+    assert.equal(results.filter((r) => r.status === 200).length, 5);
+    for (const r of limited) {
+      assert.equal(r.code, "rate_limited");
+      assert.equal(r.retry, "60");
+      assert.equal((await edge.query("SELECT 1 FROM events WHERE message_id = ?", r.event.messageId)).length, 0);
+    }
+    const other = await post(`${edge.url}/v1/batch`, { writeKey: "server_key_0123456789", batch: [track()] });
+    assert.equal(other.status, 200, "other sources are unaffected");
+  });
+});
