@@ -207,6 +207,21 @@ impl Client {
         context.into()
     }
 
+    /// Adopts the anonymous ID the collector echoes from its HttpOnly cookie, so the script's ID
+    /// and the cookie agree (the cookie outlives Safari's 7-day cap on script storage).
+    fn adopt_collector_id(&mut self, reply: &JsValue) {
+        let echoed = Reflect::get(reply, &JsValue::from_str("anonymousId"))
+            .ok()
+            .and_then(|v| v.as_string())
+            .filter(|id| !id.is_empty() && id.len() <= 100);
+        if let Some(id) = echoed {
+            if self.config.analytics_granted && id != self.anonymous_id {
+                self.anonymous_id = id;
+                self.persist_identity();
+            }
+        }
+    }
+
     /// Forgets the identity and everything queued; a new anonymous ID is minted.
     pub fn reset(&mut self) {
         platform::storage_remove(ANONYMOUS_ID_KEY);
@@ -237,9 +252,14 @@ pub async fn flush() {
     })
     .filter(|(batch, _, _)| !batch.is_empty())
     {
-        let status = platform::post_text(&url, &body).await;
-        let delivered = with_client(|c| match verdict(status) {
-            Verdict::Delivered => true,
+        let reply = platform::post_text(&url, &body).await;
+        let delivered = with_client(|c| match verdict(reply.as_ref().map(|r| r.status)) {
+            Verdict::Delivered => {
+                if let Some(reply) = &reply {
+                    c.adopt_collector_id(&reply.body);
+                }
+                true
+            }
             Verdict::Drop => {
                 c.debug("seam: collector refused a batch; dropped");
                 true

@@ -23,16 +23,18 @@ export function record_fetches(status) {
       contentType: req.headers.get("content-type"), body: await req.text(),
     });
     if (window.__seam.status === 0) throw new TypeError("network down");
-    return new Response("{}", { status: window.__seam.status });
+    return new Response(window.__seam.body ?? "{}", { status: window.__seam.status });
   };
 }
 export function respond_with(status) { window.__seam.status = status; }
+export function reply_body(text) { window.__seam.body = text; }
 export function fetches() { return window.__seam.calls; }
 export function stored(key) { return localStorage.getItem(key); }
 "#)]
 extern "C" {
     fn record_fetches(status: u16);
     fn respond_with(status: u16);
+    fn reply_body(text: &str);
     fn fetches() -> js_sys::Array;
     fn stored(key: &str) -> Option<String>;
 }
@@ -57,6 +59,7 @@ async fn flush() {
 
 fn start(status: u16, consent: &str) {
     record_fetches(status);
+    reply_body("{}");
     assert!(seam_sdk::load(options(consent)));
     seam_sdk::reset();
 }
@@ -140,6 +143,22 @@ async fn keeps_events_when_the_collector_is_down_and_resends_them() {
         id(2),
         "the retry resends the same messageId, so the edge can dedup"
     );
+}
+
+#[wasm_bindgen_test]
+async fn adopts_the_collectors_cookie_id_so_both_agree() {
+    start(200, "granted");
+    let cookie_id = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
+    reply_body(&format!(r#"{{"results":[],"anonymousId":"{cookie_id}"}}"#));
+    seam_sdk::track("Product Viewed".into(), JsValue::UNDEFINED);
+    flush().await;
+    assert_eq!(seam_sdk::anonymous_id(), cookie_id);
+    assert_eq!(stored("seam_anonymous_id").as_deref(), Some(cookie_id));
+
+    seam_sdk::track("Next".into(), JsValue::UNDEFINED);
+    flush().await;
+    let body = JSON::parse(&get(&fetches().get(1), "body").as_string().unwrap()).unwrap();
+    assert_eq!(get(&body, "batch.0.anonymousId"), cookie_id);
 }
 
 #[wasm_bindgen_test]

@@ -84,9 +84,17 @@ pub fn user_agent_and_locale() -> (Option<String>, Option<String>) {
     }
 }
 
+/// A collector response: status and, when it was JSON, the parsed body.
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// Parsed JSON body (`undefined` when absent or not JSON).
+    pub body: JsValue,
+}
+
 /// POSTs `body` as `text/plain` (a CORS-safelisted type, so no preflight) with `keepalive`, so the
-/// request survives the page unloading. Returns the status, or `None` when no response arrived.
-pub async fn post_text(url: &str, body: &str) -> Option<u16> {
+/// request survives the page unloading. `None` when no response arrived.
+pub async fn post_text(url: &str, body: &str) -> Option<Reply> {
     let window = web_sys::window()?;
     let init = RequestInit::new();
     init.set_method("POST");
@@ -98,10 +106,19 @@ pub async fn post_text(url: &str, body: &str) -> Option<u16> {
         .headers()
         .set("Content-Type", "text/plain;charset=UTF-8")
         .ok()?;
-    let response = JsFuture::from(window.fetch_with_request(&request))
+    let response: Response = JsFuture::from(window.fetch_with_request(&request))
         .await
+        .ok()?
+        .dyn_into()
         .ok()?;
-    response.dyn_into::<Response>().ok().map(|r| r.status())
+    let body = match response.json() {
+        Ok(promise) => JsFuture::from(promise).await.unwrap_or(JsValue::UNDEFINED),
+        Err(_) => JsValue::UNDEFINED,
+    };
+    Some(Reply {
+        status: response.status(),
+        body,
+    })
 }
 
 /// Calls `f` every `ms` milliseconds for the life of the page.
