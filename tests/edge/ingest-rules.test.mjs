@@ -255,6 +255,10 @@ describe("ingestion rules", () => {
     assert.equal(ca.consent.gpc, true);
     assert.equal((await ctx(b.messageId)).ip, "2001:db8:85a3::");
     assert.equal((await ctx(full.messageId)).ip, "203.0.113.77");
+    // Geo comes from request.cf; locally workerd supplies a placeholder cf object.
+    assert.match(ca.location.country, /^[A-Z]{2}$/);
+    assert.equal(typeof ca.location.city, "string");
+    assert.match(ca.timezone, /^[A-Za-z_]+\/[A-Za-z_]+/);
   });
 
   // ---- first-party cookie ----
