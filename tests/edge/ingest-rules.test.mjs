@@ -219,6 +219,21 @@ describe("ingestion rules", () => {
     assert.equal((await stored(wrongSource.messageId)).length, 0);
   });
 
+  test("reads sources from the D1 sources table too, including their origins", async () => {
+    const config = JSON.stringify({ id: "from-d1", origins: ["https://d1.example"] });
+    await edge.db.prepare("INSERT INTO sources (write_key, config, created_at) VALUES (?, ?, ?)").bind("d1_key_0123456789", config, Date.now()).run();
+    await edge.db.prepare("INSERT INTO sources (write_key, config, created_at) VALUES (?, ?, ?)").bind("broken_key_0123456789", '{"id": 5}', Date.now()).run();
+    const event = track();
+    const res = await post(`${edge.url}/v1/batch`, { writeKey: "d1_key_0123456789", batch: [event] }, { origin: "https://d1.example" });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get("access-control-allow-origin"), "https://d1.example");
+    assert.equal((await stored(event.messageId))[0].source_id, "from-d1");
+    assert.equal((await preflight("https://d1.example")).status, 204);
+    const broken = await post(`${edge.url}/v1/batch`, { writeKey: "broken_key_0123456789", batch: [track()] });
+    assert.equal(broken.status, 500);
+    assert.deepEqual(broken.json, { code: "invalid_source_config", message: "the collector's source configuration is invalid" });
+  });
+
   // ---- consent ----
   test("stores analytics-denied track events without identifiers", async () => {
     const event = track({ userId: "user-denied", traits: { email: "a@b.example" }, context: { ...denied, ip: "203.0.113.9", traits: { email: "a@b.example" } } });
@@ -308,7 +323,7 @@ describe("ingestion rules", () => {
 describe("rate limits", () => {
   let edge;
   before(async () => {
-    edge = await startEdge("limits", { sources, limits: { ip: 1000, source: 5 } });
+    edge = await startEdge("limits", { sources, limits: { ip: 12, source: 5 } });
   });
   after(async () => {
     await edge?.stop();
@@ -331,5 +346,14 @@ describe("rate limits", () => {
     }
     const other = await post(`${edge.url}/v1/batch`, { writeKey: "server_key_0123456789", batch: [track()] });
     assert.equal(other.status, 200, "other sources are unaffected");
+  });
+
+  test("answers 429 once one client IP is over its limit, whatever the source", async () => {
+    // 9 requests so far from this IP (limit 12); the server source has used 1 of its 5.
+    const statuses = [];
+    for (let i = 0; i < 4; i++) {
+      statuses.push((await post(`${edge.url}/v1/batch`, { writeKey: "server_key_0123456789", batch: [track()] })).status);
+    }
+    assert.deepEqual(statuses, [200, 200, 200, 429], "the 13th request from the IP is refused while its source is under its own limit");
   });
 });
