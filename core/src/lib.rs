@@ -12,6 +12,7 @@ pub mod consent;
 pub mod enrich;
 pub mod event;
 pub mod id;
+pub mod identity;
 pub mod ingest;
 pub mod outbox;
 pub mod plan;
