@@ -11,11 +11,13 @@ pub mod auth;
 pub mod consent;
 pub mod enrich;
 pub mod event;
+pub mod graph_plan;
 pub mod id;
 pub mod identity;
 pub mod ingest;
 pub mod outbox;
 pub mod plan;
+pub mod profile;
 pub mod source;
 pub mod time;
 

@@ -4,6 +4,7 @@
 //! traces) are logged, never sent.
 
 use seam_core::auth::AuthError;
+use seam_core::identity::IdentityConfigError;
 use seam_core::ingest::RequestError;
 use seam_core::source::ConfigError;
 use worker::Response;
@@ -35,6 +36,24 @@ pub enum ApiError {
     /// The deployment's source configuration is broken (details are logged, not sent).
     #[error("the collector's source configuration is invalid")]
     Config(ConfigError),
+    /// The deployment's identity rules are broken (details are logged, not sent).
+    #[error("the collector's identity rules are invalid")]
+    IdentityConfig(IdentityConfigError),
+    /// An admin route without a bearer admin key.
+    #[error("an admin key is required (Authorization: Bearer <key>)")]
+    MissingAdminKey,
+    /// A wrong admin key, or admin access not configured.
+    #[error("the admin key is not valid")]
+    InvalidAdminKey,
+    /// A write key used on an admin route.
+    #[error("write keys cannot read profiles")]
+    WriteKeyForbidden,
+    /// No such profile.
+    #[error("no profile matches")]
+    ProfileNotFound,
+    /// A lookup whose identifier type or value cannot be used.
+    #[error("type must be an identifier type (user_id, email, phone, anonymous_id, cookie_id, device_id, external:<type>) and value a usable value")]
+    InvalidIdentifier,
     /// Storage failed; the client should retry.
     #[error("storage is unavailable, retry later")]
     Storage(String),
@@ -51,6 +70,12 @@ impl ApiError {
             Self::OriginNotAllowed => "origin_not_allowed",
             Self::RateLimited { .. } => "rate_limited",
             Self::Config(e) => e.code(),
+            Self::IdentityConfig(e) => e.code(),
+            Self::MissingAdminKey => "missing_admin_key",
+            Self::InvalidAdminKey => "invalid_admin_key",
+            Self::WriteKeyForbidden => "write_key_forbidden",
+            Self::ProfileNotFound => "profile_not_found",
+            Self::InvalidIdentifier => "invalid_identifier",
             Self::Storage(_) => "storage_unavailable",
         }
     }
@@ -65,7 +90,11 @@ impl ApiError {
             Self::MethodNotAllowed => 405,
             Self::OriginNotAllowed => 403,
             Self::RateLimited { .. } => 429,
-            Self::Config(_) => 500,
+            Self::Config(_) | Self::IdentityConfig(_) => 500,
+            Self::MissingAdminKey | Self::InvalidAdminKey => 401,
+            Self::WriteKeyForbidden => 403,
+            Self::ProfileNotFound => 404,
+            Self::InvalidIdentifier => 400,
             Self::Storage(_) => 503,
         }
     }
@@ -75,6 +104,9 @@ impl ApiError {
         match &self {
             Self::Storage(detail) => worker::console_error!("storage error: {detail}"),
             Self::Config(detail) => worker::console_error!("configuration error: {detail}"),
+            Self::IdentityConfig(detail) => {
+                worker::console_error!("identity rules error: {detail}")
+            }
             _ => {}
         }
         let body = serde_json::json!({ "code": self.code(), "message": self.to_string() });

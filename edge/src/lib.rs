@@ -12,6 +12,7 @@ pub mod error;
 pub mod http;
 pub mod limits;
 pub mod routes;
+pub mod settings;
 pub mod store;
 
 use seam_core::event::EventType;
@@ -24,7 +25,8 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     // Browsers on an allowed origin get CORS headers on every answer, errors included, so the SDK
     // can read a 429's Retry-After.
     let cors_origin = match http::cross_origin(&req) {
-        Some(origin) if req.path().starts_with("/v1/") => {
+        // Admin routes never get CORS: no browser page may read profiles.
+        Some(origin) if req.path().starts_with("/v1/") && !is_admin_path(&req.path()) => {
             let allowed = match store::sources::configured(&env) {
                 Ok(configured) => store::sources::any_allows_origin(&env, &configured, &origin)
                     .await
@@ -54,8 +56,14 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
 async fn route(req: Request, env: &Env) -> std::result::Result<Response, ApiError> {
     let path = req.path();
     let method = req.method();
-    if method == Method::Options && path.starts_with("/v1/") {
+    if method == Method::Options && path.starts_with("/v1/") && !is_admin_path(&path) {
         return routes::preflight::options(&req, env).await;
+    }
+    if let Some(rest) = path.strip_prefix("/v1/profiles/") {
+        return match method {
+            Method::Get => routes::profiles::get(&req, env, rest).await,
+            _ => Err(ApiError::MethodNotAllowed),
+        };
     }
     match path.as_str() {
         "/health" if method == Method::Get => Ok(routes::health::get()?),
@@ -74,4 +82,8 @@ async fn route(req: Request, env: &Env) -> std::result::Result<Response, ApiErro
             routes::ingest::post(req, env, path_type).await
         }
     }
+}
+
+fn is_admin_path(path: &str) -> bool {
+    path.starts_with("/v1/profiles")
 }

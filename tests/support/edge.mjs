@@ -96,6 +96,7 @@ export async function startEdge(name, options = {}) {
   return {
     url,
     db: proxy.env.DB,
+    kv: proxy.env.CACHE,
     /** Rows of a SQL query against the Worker's D1. */
     async query(sql, ...params) {
       return (await proxy.env.DB.prepare(sql).bind(...params).all()).results;

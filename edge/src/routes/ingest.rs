@@ -4,12 +4,14 @@
 use seam_core::auth::basic_user;
 use seam_core::enrich::cookie_action;
 use seam_core::event::EventType;
+use seam_core::graph_plan::{contributions, upsert_links, upsert_traits};
+use seam_core::identity::IdType;
 use seam_core::ingest::{decode, decompress, RequestError, MAX_REQUEST_BYTES};
 use seam_core::{id, plan};
 use worker::{Env, Request, Response};
 
 use crate::error::ApiError;
-use crate::{http, limits, store};
+use crate::{http, limits, settings, store};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -55,13 +57,43 @@ pub async fn post(
         http::is_same_site(&req),
     );
     let decoded = decoded.enrich(&facts, &source);
+    let rules = settings::identity_rules(env)?;
     let valid: Vec<_> = decoded.valid().collect();
-    let cutoff = received_at - i64::from(source.dedup_window_days) * DAY_MS;
-    let plan = plan::insert_events(&source.id, &valid, cutoff);
     let db = env.d1("DB")?;
+    let hinted = store::identity::alias_hints(&db, &valid).await?;
+    let linked: Vec<_> = valid
+        .iter()
+        .enumerate()
+        .map(|(i, e)| hinted.get(&i).unwrap_or(e))
+        .collect();
+    let graph = contributions(&linked, &source.id, &rules);
+    let cutoff = received_at - i64::from(source.dedup_window_days) * DAY_MS;
+    // Events, their identity links and their trait values commit together: no event is ever
+    // stored without its contribution to the graph. Links and traits are idempotent upserts, so
+    // a retried batch changes nothing.
+    let mut plan = plan::insert_events(&source.id, &valid, cutoff);
+    plan.extend(upsert_links(&graph.links));
+    plan.extend(upsert_traits(&graph.traits));
     let inserted = store::d1::insert_events(&db, &plan).await?;
+    let resolved = store::identity::resolve(&db, &rules, &graph.links, received_at).await?;
 
     let mut body = serde_json::json!({ "results": decoded.results(&inserted) });
+    if let (Some(resolved), Some(last)) = (&resolved, graph.links.last()) {
+        if let Some(best) = last.identifiers.first() {
+            let profile_id = resolved.profile_of(best);
+            // Read-your-writes: the response names the profile as it is after this request.
+            body["profileId"] = serde_json::Value::from(profile_id.as_str());
+            publish_snapshot(
+                env,
+                &db,
+                resolved,
+                &graph.links,
+                &profile_id,
+                !graph.traits.is_empty(),
+            )
+            .await?;
+        }
+    }
     if let seam_core::enrich::CookieAction::Set(id) = &cookie {
         // The SDK adopts this ID so the script's ID and the HttpOnly cookie agree.
         body["anonymousId"] = serde_json::Value::from(id.as_str());
@@ -71,6 +103,48 @@ pub async fn post(
         response.headers_mut().append("Set-Cookie", &set_cookie)?;
     }
     Ok(response)
+}
+
+/// Refreshes the KV snapshot of `profile_id` when this request changed it (new traits, a merge,
+/// or an anonymous ID that now points elsewhere): at most one snapshot write per request.
+async fn publish_snapshot(
+    env: &Env,
+    db: &worker::D1Database,
+    resolved: &store::identity::Resolved,
+    links: &[seam_core::identity::Link],
+    profile_id: &str,
+    traits_changed: bool,
+) -> Result<(), ApiError> {
+    let before = |text: &str| {
+        resolved
+            .before
+            .iter()
+            .find(|a| a.identifier == text)
+            .map(|a| a.profile_id.as_str())
+    };
+    let mut moved_anonymous: Vec<String> = links
+        .iter()
+        .flat_map(|l| &l.identifiers)
+        .filter(|i| i.kind == IdType::AnonymousId)
+        .filter(|i| {
+            resolved.profile_of(i) == profile_id && before(&i.to_string()) != Some(profile_id)
+        })
+        .map(|i| i.value.clone())
+        .collect();
+    moved_anonymous.sort();
+    moved_anonymous.dedup();
+    let absorbed: Vec<String> = resolved
+        .merges
+        .iter()
+        .filter(|(_, into)| into == profile_id)
+        .map(|(from, _)| from.clone())
+        .collect();
+    if !traits_changed && moved_anonymous.is_empty() && absorbed.is_empty() {
+        return Ok(());
+    }
+    let view = store::profiles::view(db, profile_id).await?;
+    store::profiles::publish(env, &view, &moved_anonymous, &absorbed).await;
+    Ok(())
 }
 
 fn random_bytes() -> [u8; 16] {

@@ -1,4 +1,7 @@
-//! Storage: executes core's write plans on D1 and reads configuration from it.
+//! Storage: executes core's write plans on D1, reads configuration and profiles from it, and
+//! publishes KV snapshots.
 
 pub mod d1;
+pub mod identity;
+pub mod profiles;
 pub mod sources;

@@ -1,0 +1,129 @@
+//! Executes identity resolution on D1: load the touched components (one recursive query), load
+//! their current assignments (one query), recompute the partition in core, write the changes
+//! (one transaction, guarded by `seq`).
+
+use std::collections::HashMap;
+
+use seam_core::event::{Event, EventType};
+use seam_core::graph_plan::{
+    graph_writes, identifiers_param, parse_link, profile_of, Assignment, LOAD_COMPONENT_SQL,
+    LOAD_IDENTITIES_SQL,
+};
+use seam_core::identity::{partition, Identifier, Link, Partition, Rules};
+use serde::Deserialize;
+use worker::D1Database;
+
+use crate::store::d1;
+
+/// The outcome of resolving a request's links.
+pub struct Resolved {
+    /// The recomputed partition of every component the request touched.
+    pub partition: Partition,
+    /// Assignments as they were before this request.
+    pub before: Vec<Assignment>,
+    /// Profiles absorbed by this request: (from, into).
+    pub merges: Vec<(String, String)>,
+}
+
+impl Resolved {
+    /// The profile an identifier belongs to now.
+    pub fn profile_of(&self, identifier: &Identifier) -> String {
+        profile_of(&self.partition, identifier).as_str().to_owned()
+    }
+}
+
+#[derive(Deserialize)]
+struct LinkRow {
+    set_key: String,
+    seq: i64,
+    timestamp: i64,
+    message_key: String,
+    identifiers: String,
+}
+
+#[derive(Deserialize)]
+struct AssignmentRow {
+    identifier: String,
+    profile_id: String,
+    seq: i64,
+}
+
+/// An `alias` whose `previousId` is neither a UUID nor the event's `anonymousId` is read by core
+/// as a previous *user* ID. When the graph already knows that value as an anonymous ID (a server
+/// library aliasing a visitor at sign-up), the event's link copy gets it as `anonymousId` so it
+/// merges as intended. The stored event is untouched. Returns the hinted copies by index.
+pub async fn alias_hints(
+    db: &D1Database,
+    events: &[&Event],
+) -> worker::Result<HashMap<usize, Event>> {
+    let mut hinted = HashMap::new();
+    for (i, event) in events.iter().enumerate() {
+        if event.kind != EventType::Alias || event.anonymous_id.is_some() {
+            continue;
+        }
+        let Some(previous) = event.body.get("previousId").and_then(|v| v.as_str()) else {
+            continue;
+        };
+        let known = db
+            .prepare("SELECT 1 AS one FROM identities WHERE identifier = ?")
+            .bind(&[format!("anonymous_id:{}", previous.trim()).into()])?
+            .first::<serde_json::Value>(None)
+            .await?;
+        if known.is_some() {
+            let mut copy = (*event).clone();
+            copy.anonymous_id = Some(previous.to_owned());
+            copy.body
+                .insert("anonymousId".into(), serde_json::Value::from(previous));
+            hinted.insert(i, copy);
+        }
+    }
+    Ok(hinted)
+}
+
+/// Recomputes and stores the partition of the components `links` touch.
+pub async fn resolve(
+    db: &D1Database,
+    rules: &Rules,
+    links: &[Link],
+    now_ms: i64,
+) -> worker::Result<Option<Resolved>> {
+    let Some(cause) = links.last().map(|l| l.message_id.clone()) else {
+        return Ok(None);
+    };
+    let seeds = identifiers_param(links.iter().flat_map(|l| &l.identifiers));
+    let rows = db
+        .prepare(LOAD_COMPONENT_SQL)
+        .bind(&[seeds.into()])?
+        .all()
+        .await?
+        .results::<LinkRow>()?;
+    let stored: Vec<_> = rows
+        .into_iter()
+        .filter_map(|r| parse_link(r.set_key, r.seq, r.timestamp, r.message_key, &r.identifiers))
+        .collect();
+    let seq = stored.iter().map(|l| l.seq).max().unwrap_or(0);
+    let component: Vec<Link> = stored.into_iter().map(|l| l.link).collect();
+    let partition = partition(&component, rules);
+
+    let all = identifiers_param(partition.profiles.iter().flat_map(|p| &p.identifiers));
+    let before: Vec<Assignment> = db
+        .prepare(LOAD_IDENTITIES_SQL)
+        .bind(&[all.into()])?
+        .all()
+        .await?
+        .results::<AssignmentRow>()?
+        .into_iter()
+        .map(|r| Assignment {
+            identifier: r.identifier,
+            profile_id: r.profile_id,
+            seq: r.seq,
+        })
+        .collect();
+    let writes = graph_writes(&partition, &before, seq, &cause, now_ms);
+    d1::execute(db, &writes.statements).await?;
+    Ok(Some(Resolved {
+        partition,
+        before,
+        merges: writes.merges,
+    }))
+}
