@@ -25,14 +25,20 @@ function batchBody(run, n) {
   return JSON.stringify({ batch, sentAt: now, writeKey: WRITE_KEY });
 }
 
-// Native seam-core cost, measured by criterion (core/benches/ingest.rs). Runs before the edge
-// starts so the two don't share the CPU. Returns the median in microseconds.
-function nativeMedianMicros(group, bench) {
+// Native seam-core cost, measured by criterion (core/benches/ingest.rs, core/benches/identity.rs)
+// in one cargo call. Runs before the edge starts so the two don't share the CPU. Returns the
+// directory criterion wrote its results to.
+function runNativeBenches() {
   const root = new URL("..", import.meta.url);
   // cargo's progress and criterion's report go to stderr so stdout stays the table.
-  execFileSync("cargo", ["bench", "-p", "seam-core", "--bench", "ingest"], { cwd: root, stdio: ["ignore", 2, 2] });
+  execFileSync("cargo", ["bench", "-p", "seam-core", "--bench", "ingest", "--bench", "identity"], { cwd: root, stdio: ["ignore", 2, 2] });
   const metadata = JSON.parse(execFileSync("cargo", ["metadata", "--format-version", "1", "--no-deps"], { cwd: root, encoding: "utf8" }));
-  const estimates = JSON.parse(readFileSync(`${metadata.target_directory}/criterion/${group}/${bench}/new/estimates.json`, "utf8"));
+  return `${metadata.target_directory}/criterion`;
+}
+
+// The median of one criterion bench, in microseconds.
+function nativeMedianMicros(criterionDir, group, bench) {
+  const estimates = JSON.parse(readFileSync(`${criterionDir}/${group}/${bench}/new/estimates.json`, "utf8"));
   return estimates.median.point_estimate / 1000;
 }
 
@@ -64,8 +70,11 @@ const size = await measureSdk();
 rows.push(["SDK wasm (wasm-opt -Oz)", `${kb(size.wasm.gzip)} gzip`, `${kb(size.wasm.brotli)} brotli, ${kb(size.wasm.raw)} raw`]);
 rows.push(["SDK JS (entry + glue, minified)", `${kb(size.js.gzip)} gzip`, `${kb(size.js.brotli)} brotli, ${kb(size.js.raw)} raw`]);
 rows.push(["SDK total download", `${kb(size.total.gzip)} gzip`, "peers: Segment 30.6, Snowplow 17, posthog-js 119 KB"]);
-const nativeBatch = nativeMedianMicros("ingest", "batch_20_events");
+const criterionDir = runNativeBenches();
+const nativeBatch = nativeMedianMicros(criterionDir, "ingest", "batch_20_events");
 rows.push(["native: decode + validate + plan, 20-event batch", `${nativeBatch.toFixed(1)} µs median`, "target < 200 µs"]);
+const nativeStitch = nativeMedianMicros(criterionDir, "identity", "stitch_50_identifiers");
+rows.push(["native: stitch, 50-identifier fragment", `${nativeStitch.toFixed(1)} µs median`, "target < 50 µs"]);
 
 // Limits far above the load so the bench measures ingestion, not the rate limiter's 429s.
 const edge = await startEdge("bench", { limits: { ip: 1_000_000, source: 1_000_000 } });
@@ -85,6 +94,25 @@ try {
     ]);
   }
   rows.push(["edge: ingest rate / no-op rate", `${((ingest.rate / noop.rate) * 100).toFixed(0)}%`, "target >= 25%"]);
+
+  // An identify that merges two existing profiles (an anonymous visitor's and the user's).
+  const MERGES = Math.min(REQUESTS, 200);
+  const post = (event) => fetch(`${edge.url}/v1/batch`, { method: "POST", body: JSON.stringify({ writeKey: WRITE_KEY, batch: [event] }) });
+  const now = Date.now();
+  await load("setup", MERGES * 2, (n) => {
+    const i = n >> 1;
+    const ts = new Date(now + i).toISOString();
+    return post(n % 2
+      ? { type: "track", event: "Product Viewed", anonymousId: `merge-anon-${run}-${i}`, timestamp: ts }
+      : { type: "identify", userId: `merge-user-${run}-${i}`, timestamp: ts, traits: { plan: "pro" } });
+  });
+  const merge = await load("identify merging two profiles", MERGES, (i) =>
+    post({ type: "identify", userId: `merge-user-${run}-${i}`, anonymousId: `merge-anon-${run}-${i}`, timestamp: new Date(now + MERGES + i).toISOString() }));
+  rows.push([
+    "edge: identify that merges two profiles",
+    `p50 ${merge.p50.toFixed(1)} ms`,
+    `p99 ${merge.p99.toFixed(1)} ms, ${merge.rate.toFixed(0)} req/s, ${merge.failures} failed`,
+  ]);
 } finally {
   await edge.stop();
 }

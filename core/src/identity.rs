@@ -259,6 +259,11 @@ impl Identifier {
     /// optional hashing. `None` when nothing usable is left or the value is blocked.
     pub fn normalized(kind: IdType, raw: &str, rules: &Rules) -> Option<Self> {
         let class = kind.class();
+        // The raw value is checked too: normalising can turn a placeholder into a plausible
+        // value (a phone of "-1" keeps only its digit, "1").
+        if rules.is_blocked(raw.trim()) {
+            return None;
+        }
         let value = normalize_value(class, raw)?;
         if rules.is_blocked(&value) {
             return None;
