@@ -91,7 +91,8 @@ pub fn upsert_links(links: &[Link]) -> Vec<Statement> {
                   ON CONFLICT (set_key) DO UPDATE SET \
                   seq = (SELECT max(seq) + 1 FROM identity_links), \
                   timestamp = excluded.timestamp, message_key = excluded.message_key \
-                  WHERE (excluded.timestamp, excluded.message_key) < (identity_links.timestamp, identity_links.message_key)"
+                  WHERE (excluded.timestamp, excluded.message_key) < (identity_links.timestamp, identity_links.message_key) \
+                  RETURNING set_key"
                 .into(),
             params: vec![
                 Param::Text(key.clone()),
@@ -148,6 +149,17 @@ pub const LOAD_COMPONENT_SQL: &str = "WITH RECURSIVE ids(identifier) AS ( \
     FROM ids JOIN link_members m ON m.identifier = ids.identifier \
     JOIN identity_links l ON l.set_key = m.set_key \
     ORDER BY l.seq LIMIT 5000";
+
+/// Appended to a request's write batch: the current assignments of its links' best identifiers.
+/// When no link changed and every one is assigned, the request needs no recomputation.
+pub fn probe_assignments(links: &[Link]) -> Statement {
+    Statement {
+        sql: LOAD_IDENTITIES_SQL.into(),
+        params: vec![Param::Text(identifiers_param(
+            links.iter().filter_map(|l| l.identifiers.first()),
+        ))],
+    }
+}
 
 /// Current assignments of identifiers (a JSON array bound as `?1`).
 pub const LOAD_IDENTITIES_SQL: &str =

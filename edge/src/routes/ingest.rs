@@ -4,7 +4,7 @@
 use seam_core::auth::basic_user;
 use seam_core::enrich::cookie_action;
 use seam_core::event::EventType;
-use seam_core::graph_plan::{contributions, upsert_links, upsert_traits};
+use seam_core::graph_plan::{contributions, probe_assignments, upsert_links, upsert_traits};
 use seam_core::identity::IdType;
 use seam_core::ingest::{decode, decompress, RequestError, MAX_REQUEST_BYTES};
 use seam_core::{id, plan};
@@ -71,28 +71,71 @@ pub async fn post(
     // Events, their identity links and their trait values commit together: no event is ever
     // stored without its contribution to the graph. Links and traits are idempotent upserts, so
     // a retried batch changes nothing.
-    let mut plan = plan::insert_events(&source.id, &valid, cutoff);
-    plan.extend(upsert_links(&graph.links));
+    let events = plan::insert_events(&source.id, &valid, cutoff);
+    let links = upsert_links(&graph.links);
+    let (n_events, n_links) = (events.len(), links.len());
+    let mut plan = events;
+    plan.extend(links);
     plan.extend(upsert_traits(&graph.traits));
-    let inserted = store::d1::insert_events(&db, &plan).await?;
-    let resolved = store::identity::resolve(&db, &rules, &graph.links, received_at).await?;
+    if !graph.links.is_empty() {
+        plan.push(probe_assignments(&graph.links));
+    }
+    let results = store::d1::execute(&db, &plan).await?;
+    let inserted = store::d1::inserted_ids(results.get(..n_events).unwrap_or_default())?;
 
     let mut body = serde_json::json!({ "results": decoded.results(&inserted) });
-    if let (Some(resolved), Some(last)) = (&resolved, graph.links.last()) {
-        if let Some(best) = last.identifiers.first() {
-            let profile_id = resolved.profile_of(best);
-            // Read-your-writes: the response names the profile as it is after this request.
-            body["profileId"] = serde_json::Value::from(profile_id.as_str());
-            publish_snapshot(
-                env,
-                &db,
-                resolved,
-                &graph.links,
-                &profile_id,
-                !graph.traits.is_empty(),
-            )
-            .await?;
-        }
+    if let Some(best) = graph.links.last().and_then(|l| l.identifiers.first()) {
+        // Known visitors with no new links (most traffic) need no recomputation: the probe at the
+        // end of the batch already holds their profile.
+        let links_changed = results
+            .get(n_events..n_events + n_links)
+            .unwrap_or_default()
+            .iter()
+            .any(|r| {
+                r.results::<serde_json::Value>()
+                    .is_ok_and(|rows| !rows.is_empty())
+            });
+        let assigned = match results.last() {
+            Some(probe) => store::identity::probed(probe)?,
+            None => Default::default(),
+        };
+        let all_assigned = graph
+            .links
+            .iter()
+            .filter_map(|l| l.identifiers.first())
+            .all(|b| assigned.contains_key(&b.to_string()));
+        let profile_id = if !links_changed && all_assigned {
+            assigned.get(&best.to_string()).cloned()
+        } else {
+            None
+        };
+        let profile_id = match profile_id {
+            Some(id) => {
+                if !graph.traits.is_empty() {
+                    let view = store::profiles::view(&db, &id).await?;
+                    store::profiles::publish(env, &view, &[], &[]).await;
+                }
+                id
+            }
+            None => {
+                let resolved = store::identity::resolve(&db, &rules, &graph.links, received_at)
+                    .await?
+                    .ok_or_else(|| ApiError::Storage("identity resolution had no links".into()))?;
+                let id = resolved.profile_of(best);
+                publish_snapshot(
+                    env,
+                    &db,
+                    &resolved,
+                    &graph.links,
+                    &id,
+                    !graph.traits.is_empty(),
+                )
+                .await?;
+                id
+            }
+        };
+        // Read-your-writes: the response names the profile as it is after this request.
+        body["profileId"] = serde_json::Value::from(profile_id);
     }
     if let seam_core::enrich::CookieAction::Set(id) = &cookie {
         // The SDK adopts this ID so the script's ID and the HttpOnly cookie agree.

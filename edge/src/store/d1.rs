@@ -38,10 +38,10 @@ struct Returned {
     message_id: String,
 }
 
-/// Executes an event-insert plan and returns the `messageId`s newly stored (the `RETURNING` rows).
-pub async fn insert_events(db: &D1Database, plan: &[Statement]) -> worker::Result<HashSet<String>> {
+/// The `messageId`s an event-insert statement's `RETURNING` rows name (the events newly stored).
+pub fn inserted_ids(results: &[D1Result]) -> worker::Result<HashSet<String>> {
     let mut inserted = HashSet::new();
-    for result in execute(db, plan).await? {
+    for result in results {
         inserted.extend(
             result
                 .results::<Returned>()?

@@ -42,7 +42,7 @@ struct LinkRow {
 }
 
 #[derive(Deserialize)]
-struct AssignmentRow {
+pub(crate) struct AssignmentRow {
     identifier: String,
     profile_id: String,
     seq: i64,
@@ -78,6 +78,15 @@ pub async fn alias_hints(
         }
     }
     Ok(hinted)
+}
+
+/// Reads the probe's rows (see `graph_plan::probe_assignments`) into identifier -> profile.
+pub fn probed(result: &worker::D1Result) -> worker::Result<HashMap<String, String>> {
+    Ok(result
+        .results::<AssignmentRow>()?
+        .into_iter()
+        .map(|r| (r.identifier, r.profile_id))
+        .collect())
 }
 
 /// Recomputes and stores the partition of the components `links` touch.
