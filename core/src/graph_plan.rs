@@ -10,7 +10,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::event::Event;
 use crate::identity::{Conflict, Identifier, Link, Partition, ProfileId, Rules};
-use crate::plan::{Param, Statement, MAX_BOUND_PARAMS};
+use crate::plan::{Param, Statement};
+
+/// Multi-row inserts whose suffix binds nothing of its own.
+fn multi_row(prefix: &str, suffix: &str, rows: Vec<Vec<Param>>) -> Vec<Statement> {
+    crate::plan::multi_row(prefix, suffix, rows, &[])
+}
 use crate::profile::{trait_rows, TraitRow};
 
 /// Most links one component load returns; beyond it a runaway component is cut (and its
@@ -293,21 +298,6 @@ pub fn profile_of(partition: &Partition, identifier: &Identifier) -> ProfileId {
     partition
         .profile_of(identifier)
         .map_or_else(|| ProfileId::for_identifier(identifier), |p| p.id.clone())
-}
-
-/// `INSERT ... VALUES (..),(..) <suffix>` statements, as few as the parameter limit allows.
-fn multi_row(prefix: &str, suffix: &str, rows: Vec<Vec<Param>>) -> Vec<Statement> {
-    let width = rows.first().map_or(1, Vec::len).max(1);
-    let per_statement = (MAX_BOUND_PARAMS / width).max(1);
-    rows.chunks(per_statement)
-        .map(|chunk| {
-            let row = format!("({})", vec!["?"; width].join(","));
-            Statement {
-                sql: format!("{prefix}{}{suffix}", vec![row; chunk.len()].join(",")),
-                params: chunk.iter().flatten().cloned().collect(),
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -51,41 +51,61 @@ const EVENT_COLUMNS: [&str; 9] = [
 /// table still holds one row per `messageId`). Each statement ends in `RETURNING message_id`, so
 /// the rows it returns are exactly the events stored now; every other event was a duplicate.
 pub fn insert_events(source_id: &str, events: &[&Event], dedup_cutoff_ms: i64) -> Vec<Statement> {
-    let rows_per_statement = (MAX_BOUND_PARAMS - 1) / EVENT_COLUMNS.len();
-    events
-        .chunks(rows_per_statement)
+    let updates: Vec<String> = EVENT_COLUMNS[2..]
+        .iter()
+        .map(|c| format!("{c}=excluded.{c}"))
+        .collect();
+    let rows = events
+        .iter()
+        .map(|e| {
+            vec![
+                Param::Text(source_id.to_owned()),
+                Param::Text(e.message_id.clone()),
+                Param::Text(e.kind.as_str().to_owned()),
+                Param::from(e.name.as_ref()),
+                Param::from(e.anonymous_id.as_ref()),
+                Param::from(e.user_id.as_ref()),
+                Param::Int(e.timestamp_ms),
+                Param::Int(e.received_at_ms),
+                // Serialising a map of Values cannot fail.
+                Param::Text(serde_json::to_string(&e.body).unwrap_or_default()),
+            ]
+        })
+        .collect();
+    multi_row(
+        &format!("INSERT INTO events ({}) VALUES ", EVENT_COLUMNS.join(",")),
+        &format!(
+            " ON CONFLICT (source_id, message_id) DO UPDATE SET {} \
+             WHERE events.received_at < ? RETURNING message_id",
+            updates.join(",")
+        ),
+        rows,
+        &[Param::Int(dedup_cutoff_ms)],
+    )
+}
+
+/// `<prefix> (..),(..) <suffix>` statements for `rows` (all of one width), as few as the
+/// parameter limit allows; `trailing` binds the suffix's own placeholders in every statement.
+pub fn multi_row(
+    prefix: &str,
+    suffix: &str,
+    rows: Vec<Vec<Param>>,
+    trailing: &[Param],
+) -> Vec<Statement> {
+    let width = rows.first().map_or(1, Vec::len).max(1);
+    let per_statement = (MAX_BOUND_PARAMS.saturating_sub(trailing.len()) / width).max(1);
+    let row = format!("({})", vec!["?"; width].join(","));
+    rows.chunks(per_statement)
         .map(|chunk| {
-            let row = format!("({})", vec!["?"; EVENT_COLUMNS.len()].join(","));
-            let updates: Vec<String> = EVENT_COLUMNS[2..]
-                .iter()
-                .map(|c| format!("{c}=excluded.{c}"))
-                .collect();
-            let sql = format!(
-                "INSERT INTO events ({}) VALUES {} ON CONFLICT (source_id, message_id) DO UPDATE SET {} \
-                 WHERE events.received_at < ? RETURNING message_id",
-                EVENT_COLUMNS.join(","),
-                vec![row; chunk.len()].join(","),
-                updates.join(",")
-            );
-            let mut params: Vec<Param> = chunk
-                .iter()
-                .flat_map(|e| {
-                    [
-                        Param::Text(source_id.to_owned()),
-                        Param::Text(e.message_id.clone()),
-                        Param::Text(e.kind.as_str().to_owned()),
-                        Param::from(e.name.as_ref()),
-                        Param::from(e.anonymous_id.as_ref()),
-                        Param::from(e.user_id.as_ref()),
-                        Param::Int(e.timestamp_ms),
-                        Param::Int(e.received_at_ms),
-                        // Serialising a map of Values cannot fail.
-                        Param::Text(serde_json::to_string(&e.body).unwrap_or_default()),
-                    ]
-                })
-                .collect();
-            params.push(Param::Int(dedup_cutoff_ms));
-            Statement { sql, params }
+            let mut params: Vec<Param> = chunk.iter().flatten().cloned().collect();
+            params.extend_from_slice(trailing);
+            Statement {
+                sql: format!(
+                    "{prefix}{}{suffix}",
+                    vec![row.as_str(); chunk.len()].join(",")
+                ),
+                params,
+            }
         })
         .collect()
 }
