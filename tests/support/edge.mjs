@@ -9,7 +9,10 @@ import { getPlatformProxy } from "wrangler";
 
 export const root = new URL("../..", import.meta.url).pathname;
 const wrangler = join(root, "node_modules/.bin/wrangler");
-const env = { ...process.env, WRANGLER_SEND_METRICS: "false", NO_COLOR: "1" };
+// CLOUDFLARE_CF_FETCH_ENABLED=false: use Miniflare's placeholder `request.cf` instead of trying
+// to download one (the machines reach package registries only).
+const env = { ...process.env, WRANGLER_SEND_METRICS: "false", NO_COLOR: "1", CLOUDFLARE_CF_FETCH_ENABLED: "false" };
+process.env.CLOUDFLARE_CF_FETCH_ENABLED = "false"; // for the in-process platform proxy too
 const mainConfig = join(root, "wrangler.toml");
 
 export const WRITE_KEY = "seam_dev_write_key";
@@ -57,6 +60,33 @@ function testConfig(name, { sources, limits }) {
   return path;
 }
 
+/** Runs `wrangler dev` on `port` until /health answers; throws (with its output) otherwise. */
+async function serve(port, config, state) {
+  const child = spawn(
+    wrangler,
+    ["dev", ...config, "--port", String(port), "--ip", "127.0.0.1", "--persist-to", state, "--show-interactive-dev-session=false"],
+    { cwd: root, env, detached: true, stdio: ["ignore", "pipe", "pipe"] },
+  );
+  let log = "";
+  child.stdout.on("data", (d) => (log += d));
+  child.stderr.on("data", (d) => (log += d));
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`wrangler dev exited:\n${log}`);
+    try {
+      if ((await fetch(`${url}/health`)).ok) return { child, url, output: () => log };
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      process.kill(-child.pid, "SIGKILL");
+      throw new Error(`wrangler dev did not become healthy:\n${log}`);
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
 /** Starts a fresh edge. Options: `sources`, `limits` (see testConfig). Call `stop()` when done. */
 export async function startEdge(name, options = {}) {
   const state = join(root, "tests/.tmp", `${name}-${process.pid}`);
@@ -66,31 +96,16 @@ export async function startEdge(name, options = {}) {
   const config = ["--config", configPath];
   runWrangler(["d1", "migrations", "apply", "DB", "--local", "--persist-to", state, ...config]);
 
-  const port = await freePort();
-  const child = spawn(
-    wrangler,
-    ["dev", ...config, "--port", String(port), "--ip", "127.0.0.1", "--persist-to", state, "--show-interactive-dev-session=false"],
-    { cwd: root, env, detached: true, stdio: ["ignore", "pipe", "pipe"] },
-  );
-  let output = "";
-  child.stdout.on("data", (d) => (output += d));
-  child.stderr.on("data", (d) => (output += d));
-  const url = `http://127.0.0.1:${port}`;
-
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`wrangler dev exited:\n${output}`);
+  // A port picked free can be taken before wrangler binds it: retry a startup that dies.
+  let started;
+  for (let attempt = 1; !started; attempt++) {
     try {
-      if ((await fetch(`${url}/health`)).ok) break;
-    } catch {
-      // not listening yet
+      started = await serve(await freePort(), config, state);
+    } catch (error) {
+      if (attempt >= 3) throw error;
     }
-    if (Date.now() > deadline) {
-      process.kill(-child.pid, "SIGKILL");
-      throw new Error(`wrangler dev did not become healthy:\n${output}`);
-    }
-    await new Promise((r) => setTimeout(r, 250));
   }
+  const { child, url, output } = started;
 
   const proxy = await getPlatformProxy({ configPath, persist: { path: join(state, "v3") } });
   return {
@@ -101,7 +116,7 @@ export async function startEdge(name, options = {}) {
     async query(sql, ...params) {
       return (await proxy.env.DB.prepare(sql).bind(...params).all()).results;
     },
-    output: () => output,
+    output,
     async stop() {
       await proxy.dispose();
       try {
