@@ -26,7 +26,7 @@ use crate::consent::{ConsentState, Purpose};
 use crate::event::{Event, EventError, EventType};
 use crate::id;
 use crate::ingest::{Decoded, Outcome};
-use crate::source::{DeniedPolicy, IpPolicy, Source};
+use crate::source::{property_key, DeniedPolicy, IpPolicy, Source};
 
 /// Coarse location from the edge (Cloudflare's `request.cf`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -110,6 +110,13 @@ fn enrich_event(
     }
 
     let body = &mut event.body;
+    if !source.deny_properties.is_empty() {
+        for key in ["properties", "traits"] {
+            if let Some(value) = body.get_mut(key) {
+                strip_denied(value, &source.deny_properties);
+            }
+        }
+    }
     let mut context = match body.remove("context") {
         Some(Value::Object(c)) => c,
         _ => Map::new(),
@@ -158,6 +165,9 @@ fn enrich_event(
             }
         }
     }
+    if let Some(traits) = context.get_mut("traits") {
+        strip_denied(traits, &source.deny_properties);
+    }
     if let Some(ua) = &facts.user_agent {
         context
             .entry("userAgent")
@@ -197,6 +207,20 @@ fn enrich_event(
     }
     body.insert("context".into(), Value::Object(context));
     Ok(event)
+}
+
+/// Removes, at any depth, object keys on the source's denylist (see [`property_key`]).
+fn strip_denied(value: &mut Value, denied: &[String]) {
+    match value {
+        Value::Object(map) => {
+            map.retain(|k, _| !denied.contains(&property_key(k)));
+            for v in map.values_mut() {
+                strip_denied(v, denied);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| strip_denied(v, denied)),
+        _ => {}
+    }
 }
 
 /// What to do with the collector's first-party ID cookie.
@@ -280,6 +304,31 @@ mod tests {
                "context": {"consent": {"gcm": {"analytics_storage": analytics}},
                            "ip": "203.0.113.77", "traits": {"email": "x@example.com"},
                            "device": {"id": "dev-1", "model": "Phone"}}})
+    }
+
+    #[test]
+    fn never_stores_denylisted_properties_at_any_depth() {
+        let event = json!({"type": "track", "event": "Order Completed", "anonymousId": "a-1",
+            "properties": {"total": 5, "credit_card": "4111", "payment": {"Card-Number": "4111", "cvv": "123"},
+                           "items": [{"sku": "s", "password": "p"}]},
+            "context": {"traits": {"Password": "p", "name": "Jane"}}});
+        let e = stored(one(
+            event.clone(),
+            &RequestFacts::default(),
+            &source(json!({})),
+        ));
+        assert_eq!(
+            e.body["properties"],
+            json!({"total": 5, "payment": {}, "items": [{"sku": "s"}]})
+        );
+        assert_eq!(e.body["context"]["traits"], json!({"name": "Jane"}));
+        let own = source(json!({"denyProperties": ["total"]}));
+        let e = stored(one(event, &RequestFacts::default(), &own));
+        assert_eq!(
+            e.body["properties"]["credit_card"], "4111",
+            "a source's own list replaces the default"
+        );
+        assert!(e.body["properties"].get("total").is_none());
     }
 
     #[test]

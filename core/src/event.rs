@@ -108,6 +108,9 @@ pub enum EventError {
     /// Consent denies storing this event (see the policy table in `enrich`).
     #[error("consent does not allow storing this event")]
     ConsentDenied,
+    /// The event carries an identifier on the suppression list (a data-subject request).
+    #[error("this event's identifiers are suppressed")]
+    Suppressed,
 }
 
 impl EventError {
@@ -125,6 +128,7 @@ impl EventError {
             Self::InvalidTimestamp(_) => "invalid_timestamp",
             Self::InvalidField(_) => "invalid_field",
             Self::ConsentDenied => "consent_denied",
+            Self::Suppressed => "suppressed",
         }
     }
 }

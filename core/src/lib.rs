@@ -7,6 +7,7 @@
 //! random bytes come in as arguments; functions return values or plans (lists of writes) that
 //! the caller executes. That keeps every rule natively testable and identical on both sides.
 
+pub mod access;
 pub mod auth;
 pub mod consent;
 pub mod enrich;
@@ -17,7 +18,9 @@ pub mod identity;
 pub mod ingest;
 pub mod outbox;
 pub mod plan;
+pub mod privacy;
 pub mod profile;
+pub mod retention;
 pub mod source;
 pub mod time;
 

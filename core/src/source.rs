@@ -16,6 +16,27 @@ use crate::auth::{constant_time_eq, AuthError};
 /// Default window in which a repeated `messageId` is a duplicate.
 pub const DEFAULT_DEDUP_WINDOW_DAYS: u32 = 7;
 
+/// Property names no source stores unless it sets its own `denyProperties` list: secrets and
+/// payment data that must never reach an analytics store.
+pub const DEFAULT_DENY_PROPERTIES: [&str; 8] = [
+    "password",
+    "passwd",
+    "creditcard",
+    "cardnumber",
+    "cvv",
+    "cvc",
+    "iban",
+    "ssn",
+];
+
+/// A property name as the denylist compares it: lower-case, without `_`, `-` or spaces.
+pub fn property_key(name: &str) -> String {
+    name.chars()
+        .filter(|c| !matches!(c, '_' | '-' | ' '))
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
 /// What to keep of the client IP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum IpPolicy {
@@ -52,6 +73,9 @@ pub struct Source {
     pub analytics_denied: DeniedPolicy,
     /// Dedup window in days.
     pub dedup_window_days: u32,
+    /// Property names never stored (compared case-insensitively, ignoring `_` and `-`), wherever
+    /// they appear in `properties`, `traits` or `context.traits`.
+    pub deny_properties: Vec<String>,
 }
 
 impl Source {
@@ -116,6 +140,8 @@ struct RawSource {
     analytics_denied: Value,
     #[serde(rename = "dedupWindowDays", default)]
     dedup_window_days: Value,
+    #[serde(rename = "denyProperties", default)]
+    deny_properties: Value,
 }
 
 /// Validates one source entry.
@@ -169,12 +195,27 @@ pub fn parse_source(key: &str, raw: &Value) -> Result<Source, ConfigError> {
             .map(|d| d as u32)
             .ok_or_else(|| invalid("dedupWindowDays", "must be a whole number from 1 to 365"))?,
     };
+    let deny_properties = match &raw.deny_properties {
+        Value::Null => DEFAULT_DENY_PROPERTIES.map(String::from).to_vec(),
+        Value::Array(items) => items
+            .iter()
+            .map(|o| o.as_str().map(property_key).filter(|k| !k.is_empty()))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| invalid("denyProperties", "must be a list of property names"))?,
+        _ => {
+            return Err(invalid(
+                "denyProperties",
+                "must be a list of property names",
+            ))
+        }
+    };
     Ok(Source {
         id: id.to_owned(),
         origins,
         ip,
         analytics_denied,
         dedup_window_days,
+        deny_properties,
     })
 }
 
@@ -211,6 +252,11 @@ impl Sources {
             .find(|(k, _)| constant_time_eq(k.as_bytes(), key.as_bytes()))
             .map(|(_, s)| s)
             .ok_or(AuthError::UnknownWriteKey)
+    }
+
+    /// The IDs of all sources.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(_, s)| s.id.as_str())
     }
 
     /// Whether any source accepts browsers on `origin` (answers CORS preflights, which carry no

@@ -3,9 +3,11 @@
 //! Messages are the public `Display` of each error enum; internal details (D1 errors, stack
 //! traces) are logged, never sent.
 
+use seam_core::access::AccessError;
 use seam_core::auth::AuthError;
 use seam_core::identity::IdentityConfigError;
 use seam_core::ingest::RequestError;
+use seam_core::retention::RetentionError;
 use seam_core::source::ConfigError;
 use worker::Response;
 
@@ -39,15 +41,21 @@ pub enum ApiError {
     /// The deployment's identity rules are broken (details are logged, not sent).
     #[error("the collector's identity rules are invalid")]
     IdentityConfig(IdentityConfigError),
-    /// An admin route without a bearer admin key.
-    #[error("an admin key is required (Authorization: Bearer <key>)")]
-    MissingAdminKey,
-    /// A wrong admin key, or admin access not configured.
-    #[error("the admin key is not valid")]
-    InvalidAdminKey,
-    /// A write key used on an admin route.
-    #[error("write keys cannot read profiles")]
-    WriteKeyForbidden,
+    /// Admin access refused, or a bad key request.
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    /// The deployment's retention settings are broken.
+    #[error("the collector's retention settings are invalid")]
+    Retention(RetentionError),
+    /// An admin request body that is not the JSON the route expects.
+    #[error("the request body must be a JSON object as documented for this route")]
+    InvalidBody,
+    /// An admin key label already in use.
+    #[error("an admin key with this label exists")]
+    LabelTaken,
+    /// No admin key with this label.
+    #[error("no admin key has this label")]
+    KeyNotFound,
     /// No such profile.
     #[error("no profile matches")]
     ProfileNotFound,
@@ -71,9 +79,11 @@ impl ApiError {
             Self::RateLimited { .. } => "rate_limited",
             Self::Config(e) => e.code(),
             Self::IdentityConfig(e) => e.code(),
-            Self::MissingAdminKey => "missing_admin_key",
-            Self::InvalidAdminKey => "invalid_admin_key",
-            Self::WriteKeyForbidden => "write_key_forbidden",
+            Self::Access(e) => e.code(),
+            Self::Retention(e) => e.code(),
+            Self::InvalidBody => "invalid_body",
+            Self::LabelTaken => "label_taken",
+            Self::KeyNotFound => "key_not_found",
             Self::ProfileNotFound => "profile_not_found",
             Self::InvalidIdentifier => "invalid_identifier",
             Self::Storage(_) => "storage_unavailable",
@@ -90,9 +100,17 @@ impl ApiError {
             Self::MethodNotAllowed => 405,
             Self::OriginNotAllowed => 403,
             Self::RateLimited { .. } => 429,
-            Self::Config(_) | Self::IdentityConfig(_) => 500,
-            Self::MissingAdminKey | Self::InvalidAdminKey => 401,
-            Self::WriteKeyForbidden => 403,
+            Self::Config(_) | Self::IdentityConfig(_) | Self::Retention(_) => 500,
+            Self::Access(
+                AccessError::MissingAdminKey
+                | AccessError::InvalidAdminKey
+                | AccessError::RevokedKey,
+            ) => 401,
+            Self::Access(AccessError::WriteKeyForbidden | AccessError::MissingScope(_)) => 403,
+            Self::Access(AccessError::InvalidLabel | AccessError::InvalidScopes) => 400,
+            Self::InvalidBody => 400,
+            Self::LabelTaken => 409,
+            Self::KeyNotFound => 404,
             Self::ProfileNotFound => 404,
             Self::InvalidIdentifier => 400,
             Self::Storage(_) => 503,
@@ -107,9 +125,13 @@ impl ApiError {
             Self::IdentityConfig(detail) => {
                 worker::console_error!("identity rules error: {detail}")
             }
+            Self::Retention(detail) => worker::console_error!("retention error: {detail}"),
             _ => {}
         }
-        let body = serde_json::json!({ "code": self.code(), "message": self.to_string() });
+        let mut body = serde_json::json!({ "code": self.code(), "message": self.to_string() });
+        if let Self::Access(AccessError::MissingScope(scope)) = &self {
+            body["scope"] = serde_json::Value::from(scope.as_str());
+        }
         let mut response = Response::from_json(&body)?.with_status(self.status());
         if let Self::RateLimited { retry_after } = self {
             response

@@ -11,12 +11,15 @@
 pub mod error;
 pub mod http;
 pub mod limits;
+pub mod retention;
 pub mod routes;
 pub mod settings;
 pub mod store;
 
 use seam_core::event::EventType;
-use worker::{event, Context, Env, Method, Request, Response, Result};
+use worker::{
+    event, Context, Env, Method, Request, Response, Result, ScheduleContext, ScheduledEvent,
+};
 
 use crate::error::ApiError;
 
@@ -53,11 +56,33 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     Ok(response)
 }
 
+/// The cron trigger: retention, as of the trigger's scheduled time.
+#[event(scheduled)]
+async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+    match retention::run(&env, event.schedule() as i64).await {
+        Ok(report) => worker::console_log!(
+            "retention: {} events, {} anonymous profiles, {} chunks",
+            report.events,
+            report.profiles,
+            report.chunks
+        ),
+        Err(e) => worker::console_error!("retention failed: {} ({})", e.code(), e),
+    }
+}
+
 async fn route(req: Request, env: &Env) -> std::result::Result<Response, ApiError> {
     let path = req.path();
     let method = req.method();
     if method == Method::Options && path.starts_with("/v1/") && !is_admin_path(&path) {
         return routes::preflight::options(&req, env).await;
+    }
+    if let Some(action) = path.strip_prefix("/v1/privacy/") {
+        let action = action.to_owned();
+        return routes::privacy::handle(req, env, &action).await;
+    }
+    if let Some(rest) = path.strip_prefix("/v1/admin/") {
+        let rest = rest.to_owned();
+        return routes::admin::handle(req, env, &rest).await;
     }
     if let Some(rest) = path.strip_prefix("/v1/profiles/") {
         return match method {
@@ -84,6 +109,21 @@ async fn route(req: Request, env: &Env) -> std::result::Result<Response, ApiErro
     }
 }
 
+/// Admin routes: never CORS-enabled, never reachable with a write key.
 fn is_admin_path(path: &str) -> bool {
-    path.starts_with("/v1/profiles")
+    ["/v1/profiles", "/v1/privacy", "/v1/admin"]
+        .iter()
+        .any(|prefix| path.starts_with(prefix))
+}
+
+/// Random bytes from the platform's CSPRNG. Workers always provide `crypto.getRandomValues`;
+/// `Math.random` only guards the impossible case so an ID is never all zeros.
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    if getrandom::fill(&mut bytes).is_err() {
+        for b in &mut bytes {
+            *b = (worker::js_sys::Math::random() * 256.0) as u8;
+        }
+    }
+    bytes
 }

@@ -1,11 +1,12 @@
-//! Deployment settings beyond sources: identity rules and the admin key.
+//! Deployment settings beyond sources: identity rules, retention and admin access.
 
-use seam_core::auth::constant_time_eq;
+use seam_core::access::{self, bearer, Grant, Scope};
 use seam_core::identity::Rules;
+use seam_core::retention::Retention;
 use worker::{Env, Request};
 
 use crate::error::ApiError;
-use crate::http;
+use crate::{http, store};
 
 /// Identity rules from the optional `IDENTITY_RULES` JSON setting; defaults otherwise.
 pub fn identity_rules(env: &Env) -> Result<Rules, ApiError> {
@@ -22,25 +23,25 @@ pub fn identity_rules(env: &Env) -> Result<Rules, ApiError> {
     Rules::from_json(&value).map_err(ApiError::IdentityConfig)
 }
 
-/// Admits a request carrying `Authorization: Bearer <ADMIN_KEY>` (a secret: `wrangler secret put
-/// ADMIN_KEY`, or `.dev.vars` locally). Write keys (Basic auth) are refused outright.
-pub fn require_admin(req: &Request, env: &Env) -> Result<(), ApiError> {
-    let header = http::header(req, "Authorization").ok_or(ApiError::MissingAdminKey)?;
-    let (scheme, presented) = header.trim().split_once(' ').unwrap_or((header.trim(), ""));
-    if scheme.eq_ignore_ascii_case("basic") {
-        return Err(ApiError::WriteKeyForbidden);
-    }
-    if !scheme.eq_ignore_ascii_case("bearer") || presented.trim().is_empty() {
-        return Err(ApiError::MissingAdminKey);
-    }
-    let expected = env
+/// Admits an admin request whose bearer key has `scope`: the root key (a secret: `wrangler secret
+/// put ADMIN_KEY`, or `.dev.vars` locally) or an issued key from the D1 `admin_keys` table. Write
+/// keys (Basic auth) are refused outright. Returns who acted, for the audit log.
+pub async fn authorize(req: &Request, env: &Env, scope: Scope) -> Result<Grant, ApiError> {
+    let presented = bearer(http::header(req, "Authorization").as_deref())?.to_owned();
+    let root = env
         .secret("ADMIN_KEY")
         .map(|s| s.to_string())
         .or_else(|_| env.var("ADMIN_KEY").map(|v| v.to_string()))
-        .unwrap_or_default();
-    // An unset or short key disables admin access rather than accepting a guessable one.
-    if expected.len() < 16 || !constant_time_eq(expected.as_bytes(), presented.trim().as_bytes()) {
-        return Err(ApiError::InvalidAdminKey);
+        .ok();
+    if let Ok(grant) = access::authorize(&presented, root.as_deref(), None, scope) {
+        return Ok(grant);
     }
-    Ok(())
+    let stored = store::keys::by_hash(&env.d1("DB")?, &access::key_hash(&presented)).await?;
+    Ok(access::authorize(&presented, None, stored.as_ref(), scope)?)
+}
+
+/// Retention settings (`RETENTION_*` vars); defaults otherwise.
+pub fn retention(env: &Env) -> Result<Retention, ApiError> {
+    Retention::from_settings(|name| env.var(name).ok().map(|v| v.to_string()))
+        .map_err(ApiError::Retention)
 }

@@ -64,7 +64,7 @@ function testConfig(name, { sources, limits }) {
 async function serve(port, config, state) {
   const child = spawn(
     wrangler,
-    ["dev", ...config, "--port", String(port), "--ip", "127.0.0.1", "--persist-to", state, "--show-interactive-dev-session=false"],
+    ["dev", ...config, "--port", String(port), "--ip", "127.0.0.1", "--persist-to", state, "--show-interactive-dev-session=false", "--test-scheduled"],
     { cwd: root, env, detached: true, stdio: ["ignore", "pipe", "pipe"] },
   );
   let log = "";

@@ -4,14 +4,21 @@
 use seam_core::auth::basic_user;
 use seam_core::enrich::cookie_action;
 use seam_core::event::EventType;
-use seam_core::graph_plan::{contributions, probe_assignments, upsert_links, upsert_traits};
-use seam_core::identity::IdType;
+use seam_core::graph_plan::{
+    contributions, identifiers_param, probe_assignments, upsert_links, upsert_traits,
+};
+use seam_core::identity::{IdType, Identifier};
 use seam_core::ingest::{decode, decompress, RequestError, MAX_REQUEST_BYTES};
+use seam_core::privacy::{
+    apply_suppressions, consent_records, count_rejections, record_consent, suppression_key,
+};
+use seam_core::retention::touch_identities;
+use seam_core::time::format_iso8601;
 use seam_core::{id, plan};
 use worker::{Env, Request, Response};
 
 use crate::error::ApiError;
-use crate::{http, limits, settings, store};
+use crate::{http, limits, random_bytes, settings, store};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -56,10 +63,24 @@ pub async fn post(
         facts.cookie_id.as_deref(),
         http::is_same_site(&req),
     );
-    let decoded = decoded.enrich(&facts, &source);
     let rules = settings::identity_rules(env)?;
-    let valid: Vec<_> = decoded.valid().collect();
     let db = env.d1("DB")?;
+    // Consent is recorded from the events as sent: a withdrawal must be on record even though
+    // the policy below strips the event's identifiers.
+    let consent = consent_records(
+        &decoded.valid().collect::<Vec<_>>(),
+        &source.id,
+        &rules,
+        facts.gpc,
+    );
+    let decoded = decoded.enrich(&facts, &source);
+    let suppressed = store::privacy::suppressed_keys(&db, received_at).await?;
+    let decoded = if suppressed.is_empty() {
+        decoded
+    } else {
+        apply_suppressions(decoded, &rules, |k| suppressed.contains(k)).0
+    };
+    let valid: Vec<_> = decoded.valid().collect();
     let hinted = store::identity::alias_hints(&db, &valid).await?;
     let linked: Vec<_> = valid
         .iter()
@@ -77,11 +98,45 @@ pub async fn post(
     let mut plan = events;
     plan.extend(links);
     plan.extend(upsert_traits(&graph.traits));
+    plan.extend(record_consent(
+        &consent
+            .into_iter()
+            .filter(|r| !is_suppressed(&r.identifier, &suppressed))
+            .collect::<Vec<_>>(),
+    ));
+    let day = format_iso8601(received_at);
+    plan.extend(count_rejections(
+        &source.id,
+        day.get(..10).unwrap_or(&day),
+        &decoded,
+    ));
+    let identifiers: Vec<&Identifier> = graph.links.iter().flat_map(|l| &l.identifiers).collect();
+    let keys: Vec<String> = identifiers.iter().map(|i| suppression_key(i)).collect();
+    // Another isolate may have suppressed someone since this one cached the list: the batch
+    // checks again at commit time, and a hit undoes this request's writes for them below.
+    let suppression_check = (!keys.is_empty()).then(|| {
+        plan.push(store::privacy::suppression_probe(&keys));
+        plan.push(touch_identities(
+            &identifiers_param(identifiers.iter().copied()),
+            received_at,
+        ));
+        plan.len() - 2
+    });
     if !graph.links.is_empty() {
         plan.push(probe_assignments(&graph.links));
     }
     let results = store::d1::execute(&db, &plan).await?;
     let inserted = store::d1::inserted_ids(results.get(..n_events).unwrap_or_default())?;
+    if let Some(late) = suppression_check.and_then(|i| results.get(i)) {
+        let late = store::privacy::probed_keys(late)?;
+        if !late.is_empty() {
+            store::privacy::forget_suppressions();
+            store::privacy::undo_suppressed(env, &db, &linked, &rules, &late).await?;
+            let decoded = apply_suppressions(decoded.clone(), &rules, |k| late.contains(k)).0;
+            let body = serde_json::json!({ "results": decoded.results(&inserted) });
+            return Ok(Response::from_json(&body)?);
+        }
+    }
 
     let mut body = serde_json::json!({ "results": decoded.results(&inserted) });
     if let Some(best) = graph.links.last().and_then(|l| l.identifiers.first()) {
@@ -190,14 +245,7 @@ async fn publish_snapshot(
     Ok(())
 }
 
-fn random_bytes() -> [u8; 16] {
-    let mut bytes = [0u8; 16];
-    // Workers always provide crypto.getRandomValues; Math.random only guards the impossible case
-    // so a generated messageId is never all zeros.
-    if getrandom::fill(&mut bytes).is_err() {
-        for b in &mut bytes {
-            *b = (worker::js_sys::Math::random() * 256.0) as u8;
-        }
-    }
-    bytes
+fn is_suppressed(identifier_text: &str, keys: &std::collections::HashSet<String>) -> bool {
+    !keys.is_empty()
+        && Identifier::parse(identifier_text).is_some_and(|i| keys.contains(&suppression_key(&i)))
 }

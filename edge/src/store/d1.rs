@@ -21,6 +21,14 @@ fn prepare(db: &D1Database, statement: &Statement) -> worker::Result<D1PreparedS
     db.prepare(&statement.sql).bind(&params)
 }
 
+/// Runs one read statement and returns its rows.
+pub async fn rows<T: serde::de::DeserializeOwned>(
+    db: &D1Database,
+    statement: &Statement,
+) -> worker::Result<Vec<T>> {
+    prepare(db, statement)?.all().await?.results::<T>()
+}
+
 /// Executes `plan` as one transaction and returns each statement's result.
 pub async fn execute(db: &D1Database, plan: &[Statement]) -> worker::Result<Vec<D1Result>> {
     if plan.is_empty() {

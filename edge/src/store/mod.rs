@@ -3,5 +3,7 @@
 
 pub mod d1;
 pub mod identity;
+pub mod keys;
+pub mod privacy;
 pub mod profiles;
 pub mod sources;

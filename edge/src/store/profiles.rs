@@ -118,6 +118,19 @@ struct Stats {
     events: i64,
 }
 
+/// A row with the JSON text stored in `column` parsed back into JSON.
+pub fn parse_json_column(mut row: Value, column: &str) -> Value {
+    if let Some(text) = row.get(column).and_then(Value::as_str) {
+        row[column] = serde_json::from_str(text).unwrap_or(Value::Null);
+    }
+    row
+}
+
+/// An event row with its stored `body` parsed.
+pub fn parse_body(row: Value) -> Value {
+    parse_json_column(row, "body")
+}
+
 /// Everything the profile API returns: the view, recent events (including anonymous ones from
 /// before a merge), merge history and refused merges.
 pub async fn full(db: &D1Database, profile_id: &str) -> worker::Result<Value> {
@@ -142,12 +155,7 @@ pub async fn full(db: &D1Database, profile_id: &str) -> worker::Result<Value> {
         .await?
         .results::<Value>()?
         .into_iter()
-        .map(|mut row| {
-            if let Some(body) = row.get("body").and_then(Value::as_str) {
-                row["body"] = serde_json::from_str(body).unwrap_or(Value::Null);
-            }
-            row
-        })
+        .map(parse_body)
         .collect();
     let merges: Vec<Value> = db
         .prepare(
@@ -201,9 +209,13 @@ pub async fn publish(env: &Env, view: &ProfileView, anonymous_ids: &[String], ab
             json!({ "mergedInto": view.profile_id }).to_string(),
         ));
     }
+    // Copies expire with the anonymous-profile retention; active profiles are re-published.
+    let ttl = crate::settings::retention(env)
+        .map(|r| u64::from(r.anonymous_profile_days) * 86_400)
+        .unwrap_or(180 * 86_400);
     for (key, value) in puts {
         let result = match kv.put(&key, value) {
-            Ok(put) => put.execute().await,
+            Ok(put) => put.expiration_ttl(ttl).execute().await,
             Err(e) => Err(e),
         };
         if let Err(e) = result {

@@ -59,15 +59,25 @@ pub async fn any_allows_origin(
     if configured.any_allows_origin(origin) {
         return Ok(true);
     }
+    Ok(stored(env).await?.iter().any(|s| s.allows_origin(origin)))
+}
+
+/// The usable sources of the D1 table. A broken row is skipped: it must not hide the others.
+async fn stored(env: &Env) -> Result<Vec<Source>, ApiError> {
     let db: D1Database = env.d1("DB")?;
     let rows = db
         .prepare("SELECT write_key, config FROM sources")
         .all()
         .await?
         .results::<Row>()?;
-    // A broken row must not hide the others from CORS.
-    Ok(rows
-        .iter()
-        .filter_map(|r| parse_row(r).ok())
-        .any(|s| s.allows_origin(origin)))
+    Ok(rows.iter().filter_map(|r| parse_row(r).ok()).collect())
+}
+
+/// Every source ID, configured and in D1: the sources events may be stored under.
+pub async fn all_ids(env: &Env, configured: &Sources) -> Result<Vec<String>, ApiError> {
+    let mut ids: Vec<String> = configured.ids().map(str::to_owned).collect();
+    ids.extend(stored(env).await?.into_iter().map(|s| s.id));
+    ids.sort();
+    ids.dedup();
+    Ok(ids)
 }

@@ -1,0 +1,90 @@
+//! Admin configuration (admin key with `config:write`):
+//! - `GET /v1/admin/keys`: issued keys (labels, scopes, dates; never hashes);
+//! - `POST /v1/admin/keys {"label", "scopes": [...]}`: issues a key, returned once (201);
+//! - `DELETE /v1/admin/keys/{label}`: revokes it;
+//! - `GET /v1/admin/audit?limit=`: the latest audit log entries.
+
+use seam_core::access::{self, parse_key_request, Scope};
+use seam_core::id;
+use seam_core::privacy::{audit, AuditEntry};
+use serde_json::{json, Value};
+use worker::{Env, Method, Request, Response};
+
+use super::query_param;
+use crate::error::ApiError;
+use crate::{random_bytes, settings, store};
+
+/// Handles `/v1/admin/{rest}`.
+pub async fn handle(mut req: Request, env: &Env, rest: &str) -> Result<Response, ApiError> {
+    let grant = settings::authorize(&req, env, Scope::ConfigWrite).await?;
+    let db = env.d1("DB")?;
+    let now_ms = worker::Date::now().as_millis() as i64;
+    let log = |action: &'static str, detail: Value| {
+        audit(&AuditEntry {
+            request_id: id::message_id("admin", now_ms, random_bytes()),
+            action,
+            actor: grant.label.clone(),
+            subject: None,
+            detail,
+            at_ms: now_ms,
+        })
+    };
+    match (req.method(), rest) {
+        (Method::Get, "keys") => Ok(Response::from_json(
+            &json!({ "keys": store::keys::list(&db).await? }),
+        )?),
+        (Method::Post, "keys") => {
+            let body: Value = req.json().await.map_err(|_| ApiError::InvalidBody)?;
+            let request = parse_key_request(&body)?;
+            let key = access::issue_key(random_bytes());
+            if !store::keys::insert(&db, &request, &access::key_hash(&key), &grant.label, now_ms)
+                .await?
+            {
+                return Err(ApiError::LabelTaken);
+            }
+            let scopes: Vec<&str> = request.scopes.iter().map(|s| s.as_str()).collect();
+            store::d1::execute(
+                &db,
+                &[log(
+                    "issue_key",
+                    json!({ "label": request.label, "scopes": scopes }),
+                )],
+            )
+            .await?;
+            let body = json!({ "label": request.label, "scopes": scopes, "key": key });
+            Ok(Response::from_json(&body)?.with_status(201))
+        }
+        (Method::Get, "audit") => {
+            let limit = query_param(&req, "limit")
+                .and_then(|l| l.parse::<u32>().ok())
+                .unwrap_or(100)
+                .clamp(1, 1000);
+            let rows = db
+                .prepare(
+                    "SELECT request_id AS requestId, action, actor, subject, detail, at FROM privacy_audit \
+                     ORDER BY at DESC, request_id DESC LIMIT ?",
+                )
+                .bind(&[f64::from(limit).into()])?
+                .all()
+                .await?
+                .results::<Value>()?
+                .into_iter()
+                .map(|row| store::profiles::parse_json_column(row, "detail"))
+                .collect::<Vec<_>>();
+            Ok(Response::from_json(&json!({ "entries": rows }))?)
+        }
+        (Method::Delete, path) if path.starts_with("keys/") => {
+            let label = &path["keys/".len()..];
+            if !store::keys::revoke(&db, label, now_ms).await? {
+                return Err(ApiError::KeyNotFound);
+            }
+            store::d1::execute(&db, &[log("revoke_key", json!({ "label": label }))]).await?;
+            Ok(Response::from_json(
+                &json!({ "label": label, "revoked": true }),
+            )?)
+        }
+        (_, "keys" | "audit") => Err(ApiError::MethodNotAllowed),
+        (_, path) if path.starts_with("keys/") => Err(ApiError::MethodNotAllowed),
+        _ => Err(ApiError::NotFound),
+    }
+}

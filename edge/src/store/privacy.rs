@@ -1,0 +1,281 @@
+//! Data-subject storage: who a person is across D1 and KV, erasure with counts, export, the
+//! suppression list and the audit log.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashSet};
+use std::rc::Rc;
+
+use seam_core::event::Event;
+use seam_core::identity::{identifiers_of, Identifier, Rules};
+use seam_core::plan::Statement;
+use seam_core::privacy::{erase, suppression_key, Subject};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use worker::{D1Database, Env};
+
+use crate::error::ApiError;
+use crate::store::{d1, profiles, sources};
+
+/// How long an isolate trusts its copy of the suppression list. Staleness is caught anyway by the
+/// check inside every ingest batch ([`suppression_probe`]); the cache only saves the common case a
+/// round trip.
+const SUPPRESSION_TTL_MS: i64 = 30_000;
+
+thread_local! {
+    static SUPPRESSED: RefCell<Option<(i64, Rc<HashSet<String>>)>> = const { RefCell::new(None) };
+}
+
+#[derive(Deserialize)]
+struct KeyRow {
+    key: String,
+}
+
+/// The suppression keys, from this isolate's cache when fresh.
+pub async fn suppressed_keys(db: &D1Database, now_ms: i64) -> worker::Result<Rc<HashSet<String>>> {
+    let cached = SUPPRESSED.with(|c| {
+        c.borrow()
+            .as_ref()
+            .filter(|(at, _)| now_ms - at < SUPPRESSION_TTL_MS)
+            .map(|(_, keys)| keys.clone())
+    });
+    if let Some(keys) = cached {
+        return Ok(keys);
+    }
+    let keys: HashSet<String> = db
+        .prepare("SELECT key FROM suppressions")
+        .all()
+        .await?
+        .results::<KeyRow>()?
+        .into_iter()
+        .map(|r| r.key)
+        .collect();
+    let keys = Rc::new(keys);
+    SUPPRESSED.with(|c| *c.borrow_mut() = Some((now_ms, keys.clone())));
+    Ok(keys)
+}
+
+/// Drops this isolate's copy of the suppression list (after this isolate changed it).
+pub fn forget_suppressions() {
+    SUPPRESSED.with(|c| *c.borrow_mut() = None);
+}
+
+/// A read for the ingest batch: which of `keys` are suppressed at commit time.
+pub fn suppression_probe(keys: &[String]) -> Statement {
+    Statement {
+        sql: "SELECT key FROM suppressions WHERE key IN (SELECT value FROM json_each(?))".into(),
+        params: vec![seam_core::plan::Param::Text(
+            serde_json::to_string(keys).unwrap_or_else(|_| "[]".into()),
+        )],
+    }
+}
+
+/// The keys a [`suppression_probe`] found.
+pub fn probed_keys(result: &worker::D1Result) -> worker::Result<HashSet<String>> {
+    Ok(result
+        .results::<KeyRow>()?
+        .into_iter()
+        .map(|r| r.key)
+        .collect())
+}
+
+/// Undoes a request's writes for events that carried an identifier suppressed while the request
+/// ran (the isolate's cached list was stale): erases everyone those events identify.
+pub async fn undo_suppressed(
+    env: &Env,
+    db: &D1Database,
+    events: &[&Event],
+    rules: &Rules,
+    late: &HashSet<String>,
+) -> Result<(), ApiError> {
+    let mut subject = Subject::default();
+    for event in events {
+        let identifiers = identifiers_of(event, rules);
+        if !identifiers
+            .iter()
+            .any(|i| late.contains(&suppression_key(i)))
+        {
+            continue;
+        }
+        for identifier in identifiers {
+            let (found, _) = subject_of(db, &identifier).await?;
+            subject.identifiers.extend(found.identifiers);
+            subject.profile_ids.extend(found.profile_ids);
+        }
+    }
+    if subject.identifiers.is_empty() {
+        return Ok(());
+    }
+    let sources = sources::all_ids(env, &sources::configured(env)?).await?;
+    erase_subject(env, db, &subject, &sources, Vec::new()).await?;
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct IdentifierRow {
+    identifier: String,
+}
+
+#[derive(Deserialize)]
+struct ProfileRow {
+    profile_id: String,
+}
+
+/// Everything that identifies the person holding `identifier`: every identifier of its profile
+/// and every profile ID it held (the current one and those merged into it), plus the current
+/// profile ID. Just the identifier when no profile holds it.
+pub async fn subject_of(
+    db: &D1Database,
+    identifier: &Identifier,
+) -> worker::Result<(Subject, Option<String>)> {
+    let mut subject = Subject::default();
+    subject.identifiers.insert(identifier.to_string());
+    let Some(profile_id) = profiles::profile_for(db, identifier).await? else {
+        return Ok((subject, None));
+    };
+    subject.identifiers.extend(
+        db.prepare("SELECT identifier FROM identities WHERE profile_id = ?")
+            .bind(&[profile_id.as_str().into()])?
+            .all()
+            .await?
+            .results::<IdentifierRow>()?
+            .into_iter()
+            .map(|r| r.identifier),
+    );
+    subject.profile_ids.extend(
+        db.prepare(
+            "WITH RECURSIVE held(profile_id) AS (SELECT ?1 UNION \
+             SELECT m.from_profile FROM merges m JOIN held h ON m.into_profile = h.profile_id) \
+             SELECT profile_id FROM held LIMIT 1000",
+        )
+        .bind(&[profile_id.as_str().into()])?
+        .all()
+        .await?
+        .results::<ProfileRow>()?
+        .into_iter()
+        .map(|r| r.profile_id),
+    );
+    Ok((subject, Some(profile_id)))
+}
+
+/// Deletes `subject` from D1 (one transaction, together with `extra` statements such as
+/// suppression and audit rows) and then from KV. Returns rows changed per name (summed when a
+/// name repeats), KV keys included.
+pub async fn erase_subject(
+    env: &Env,
+    db: &D1Database,
+    subject: &Subject,
+    source_ids: &[String],
+    extra: Vec<(&'static str, Statement)>,
+) -> worker::Result<BTreeMap<&'static str, usize>> {
+    let mut named = erase(subject, source_ids);
+    named.extend(extra);
+    let mut counts = run_counted(db, &named).await?;
+    counts.insert("kvKeys", delete_kv(env, &subject.kv_keys()).await);
+    Ok(counts)
+}
+
+/// Runs named statements as one transaction; rows changed per name (summed when a name repeats).
+pub async fn run_counted(
+    db: &D1Database,
+    named: &[(&'static str, Statement)],
+) -> worker::Result<BTreeMap<&'static str, usize>> {
+    let plan: Vec<Statement> = named.iter().map(|(_, s)| s.clone()).collect();
+    let results = d1::execute(db, &plan).await?;
+    let mut counts = BTreeMap::new();
+    for ((what, _), result) in named.iter().zip(&results) {
+        let changes = result.meta()?.and_then(|m| m.changes).unwrap_or(0);
+        *counts.entry(*what).or_default() += changes;
+    }
+    Ok(counts)
+}
+
+/// Deletes KV keys; returns how many existed. A KV failure is logged: D1 (the truth) is already
+/// clean and the snapshots would point at nothing.
+async fn delete_kv(env: &Env, keys: &[String]) -> usize {
+    let Ok(kv) = env.kv("CACHE") else {
+        return 0;
+    };
+    let mut existed = 0;
+    for key in keys {
+        if matches!(kv.get(key).text().await, Ok(Some(_))) {
+            existed += 1;
+        }
+        if let Err(e) = kv.delete(key).await {
+            worker::console_error!("kv delete failed: {e}");
+        }
+    }
+    existed
+}
+
+/// Everything stored about `subject`, for handing to the person: profile (identifiers, traits,
+/// merge history), every event (up to `max_events`, newest first), consent history, and whether
+/// processing is suppressed.
+pub async fn export(
+    db: &D1Database,
+    subject: &Subject,
+    profile_id: Option<&str>,
+    source_ids: &[String],
+    max_events: usize,
+) -> worker::Result<Value> {
+    let profile = match profile_id {
+        Some(id) => Some(profiles::full(db, id).await?),
+        None => None,
+    };
+    let list = |items: Vec<String>| serde_json::to_string(&items).unwrap_or_else(|_| "[]".into());
+    let events: Vec<Value> = db
+        .prepare(
+            "SELECT source_id AS sourceId, message_id AS messageId, type, name, timestamp, \
+             received_at AS receivedAt, body FROM events \
+             WHERE source_id IN (SELECT value FROM json_each(?1)) \
+             AND (anonymous_id IN (SELECT value FROM json_each(?2)) OR user_id IN (SELECT value FROM json_each(?3))) \
+             ORDER BY timestamp DESC LIMIT ?4",
+        )
+        .bind(&[
+            list(source_ids.to_vec()).into(),
+            list(subject.anonymous_values().into_iter().collect()).into(),
+            list(subject.user_values().into_iter().collect()).into(),
+            (max_events as f64).into(),
+        ])?
+        .all()
+        .await?
+        .results::<Value>()?
+        .into_iter()
+        .map(profiles::parse_body)
+        .collect();
+    let consent: Vec<Value> = db
+        .prepare(
+            "SELECT identifier, timestamp, source_id AS sourceId, message_key AS cause, state \
+             FROM consent_history WHERE identifier IN (SELECT value FROM json_each(?)) ORDER BY timestamp",
+        )
+        .bind(&[list(subject.identifiers.iter().cloned().collect()).into()])?
+        .all()
+        .await?
+        .results::<Value>()?
+        .into_iter()
+        .map(|row| profiles::parse_json_column(row, "state"))
+        .collect();
+    let keys: Vec<String> = subject
+        .suppression_keys()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    let suppressed = !db
+        .prepare(
+            "SELECT key FROM suppressions WHERE key IN (SELECT value FROM json_each(?)) LIMIT 1",
+        )
+        .bind(&[list(keys).into()])?
+        .all()
+        .await?
+        .results::<Value>()?
+        .is_empty();
+    let found = profile.is_some() || !events.is_empty() || !consent.is_empty();
+    Ok(json!({
+        "found": found,
+        "identifiers": if found { json!(subject.identifiers) } else { json!([]) },
+        "profile": profile,
+        "events": events,
+        "eventsTruncated": events.len() >= max_events,
+        "consentHistory": consent,
+        "suppressed": suppressed,
+    }))
+}

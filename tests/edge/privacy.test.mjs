@@ -1,0 +1,298 @@
+// Data-subject rights, consent history, access control and retention in workerd with real local
+// D1 + KV.
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { post, root, startEdge, WRITE_KEY } from "../support/edge.mjs";
+
+const ROOT_KEY = readFileSync(join(root, ".dev.vars"), "utf8").match(/^ADMIN_KEY=(.*)$/m)[1].trim();
+const run = `${process.pid}`;
+const DAY = 86_400_000;
+let n = 0;
+const mid = () => `pv-${run}-${++n}`;
+const consent = (analytics) => ({ consent: { gcm: { analytics_storage: analytics, ad_storage: "denied" } } });
+
+describe("privacy, access control and retention", () => {
+  let edge;
+  const send = (batch) => post(`${edge.url}/v1/batch`, { writeKey: WRITE_KEY, batch });
+  const call = async (method, path, { key = ROOT_KEY, body, headers = {} } = {}) => {
+    const auth = key === null ? {} : { authorization: `Bearer ${key}` };
+    const r = await fetch(`${edge.url}${path}`, {
+      method,
+      headers: { ...auth, ...(body ? { "content-type": "application/json" } : {}), ...headers },
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    const text = await r.text();
+    return { status: r.status, json: text ? JSON.parse(text) : undefined, headers: r.headers };
+  };
+  const count = async (sql, ...params) => (await edge.query(sql, ...params))[0].n;
+  const issue = async (label, scopes) => {
+    const r = await call("POST", "/v1/admin/keys", { body: { label, scopes } });
+    assert.equal(r.status, 201, JSON.stringify(r.json));
+    return r.json.key;
+  };
+
+  before(async () => {
+    edge = await startEdge("privacy");
+  });
+  after(async () => {
+    await edge?.stop();
+  });
+
+  /** Anonymous browsing, login, purchase: returns the person's identifiers. */
+  async function journey(tag) {
+    const p = { anon: `anon-${tag}-${run}`, user: `user-${tag}-${run}`, email: `${tag}-${run}@Example.com`, device: `dev-${tag}-${run}` };
+    const ctx = { ...consent("granted"), device: { id: p.device } };
+    const results = await send([
+      { type: "page", messageId: mid(), anonymousId: p.anon, name: "Home", context: ctx },
+      { type: "track", messageId: mid(), anonymousId: p.anon, event: "Product Viewed", properties: { product_id: "p1" }, context: ctx },
+      { type: "identify", messageId: mid(), anonymousId: p.anon, userId: p.user, traits: { email: p.email, name: `Name ${tag}` }, context: ctx },
+      { type: "track", messageId: mid(), userId: p.user, event: "Order Completed", properties: { order_id: `o-${tag}`, total: 42, password: "hunter2" }, context: ctx },
+    ]);
+    assert.equal(results.status, 200, JSON.stringify(results.json));
+    assert.ok(results.json.results.every((r) => r.status === "accepted"), JSON.stringify(results.json));
+    return p;
+  }
+
+  async function rowsAbout(p) {
+    const ids = [`anonymous_id:${p.anon}`, `user_id:${p.user}`, `email:${p.email.toLowerCase()}`, `device_id:${p.device}`];
+    const list = JSON.stringify(ids);
+    const inIds = "IN (SELECT value FROM json_each(?))";
+    return {
+      events: await count("SELECT count(*) AS n FROM events WHERE anonymous_id = ? OR user_id = ? OR body LIKE ?", p.anon, p.user, `%${p.email.toLowerCase()}%`),
+      identities: await count(`SELECT count(*) AS n FROM identities WHERE identifier ${inIds}`, list),
+      linkMembers: await count(`SELECT count(*) AS n FROM link_members WHERE identifier ${inIds}`, list),
+      links: await count("SELECT count(*) AS n FROM identity_links WHERE identifiers LIKE ? OR identifiers LIKE ?", `%${p.anon}%`, `%${p.user}%`),
+      traits: await count(`SELECT count(*) AS n FROM trait_values WHERE identifier ${inIds}`, list),
+      consent: await count(`SELECT count(*) AS n FROM consent_history WHERE identifier ${inIds}`, list),
+    };
+  }
+
+  const tableCounts = async () => {
+    const out = {};
+    for (const t of ["events", "identities", "link_members", "identity_links", "trait_values", "consent_history", "merges"]) {
+      out[t] = await count(`SELECT count(*) AS n FROM ${t}`);
+    }
+    return out;
+  };
+
+  test("delete by email erases the whole stitched profile everywhere, suppresses it, and leaves others untouched", async () => {
+    const jane = await journey("jane");
+    const bob = await journey("bob");
+    const lookup = (type, value) => call("GET", `/v1/profiles/lookup?type=${type}&value=${encodeURIComponent(value)}`);
+    const janeProfile = (await lookup("email", jane.email)).json;
+    assert.ok(janeProfile.profileId);
+    assert.ok(await edge.kv.get(`profile:${janeProfile.profileId}`), "KV snapshot exists before deletion");
+    assert.ok(await edge.kv.get(`anon:${jane.anon}`));
+    const before = await rowsAbout(jane);
+    assert.ok(before.events >= 4 && before.identities >= 4 && before.traits > 0 && before.consent > 0, JSON.stringify(before));
+    const bobBefore = await rowsAbout(bob);
+    const totalsBefore = await tableCounts();
+
+    const receipt = await call("POST", "/v1/privacy/delete", { body: { type: "email", value: ` ${jane.email.toUpperCase()} ` } });
+    assert.equal(receipt.status, 200, JSON.stringify(receipt.json));
+    assert.match(receipt.json.requestId, /^privacy-/);
+    assert.equal(receipt.json.action, "delete");
+    assert.equal(receipt.json.actor, "root");
+    assert.deepEqual(receipt.json.profileIds, [janeProfile.profileId]);
+    assert.equal(receipt.json.deleted.events, before.events);
+    assert.equal(receipt.json.deleted.identities, before.identities);
+    assert.equal(receipt.json.deleted.traits, before.traits);
+    assert.ok(receipt.json.deleted.kvKeys >= 2, JSON.stringify(receipt.json));
+    assert.equal(receipt.json.suppressed, before.identities);
+    assert.ok(!JSON.stringify(receipt.json).includes("jane-"), "the receipt names no identifier");
+
+    assert.deepEqual(await rowsAbout(jane), { events: 0, identities: 0, linkMembers: 0, links: 0, traits: 0, consent: 0 });
+    for (const [type, value] of [["email", jane.email], ["user_id", jane.user], ["anonymous_id", jane.anon]]) {
+      assert.equal((await lookup(type, value)).status, 404, `${type} no longer finds a profile`);
+    }
+    assert.equal(await edge.kv.get(`profile:${janeProfile.profileId}`), null);
+    assert.equal(await edge.kv.get(`anon:${jane.anon}`), null);
+    const exported = await call("GET", `/v1/privacy/export?type=email&value=${encodeURIComponent(jane.email)}`);
+    assert.equal(exported.json.data.found, false);
+    assert.deepEqual([exported.json.data.events, exported.json.data.consentHistory, exported.json.data.identifiers], [[], [], []]);
+    assert.equal(exported.json.data.suppressed, true);
+
+    // Other people's data is untouched: only Jane's rows left each table.
+    assert.deepEqual(await rowsAbout(bob), bobBefore);
+    const totalsAfter = await tableCounts();
+    assert.equal(totalsAfter.events, totalsBefore.events - before.events);
+    assert.equal(totalsAfter.identities, totalsBefore.identities - before.identities);
+    assert.equal(totalsAfter.trait_values, totalsBefore.trait_values - before.traits);
+
+    // Replays and new events carrying any of her identifiers are suppressed and counted.
+    const replay = await send([
+      { type: "identify", messageId: mid(), anonymousId: `fresh-${run}`, traits: { email: jane.email }, context: consent("granted") },
+      { type: "track", messageId: mid(), anonymousId: jane.anon, event: "Product Viewed", context: consent("granted") },
+      { type: "track", messageId: mid(), anonymousId: `someone-else-${run}`, event: "Product Viewed" },
+    ]);
+    assert.deepEqual(replay.json.results.map((r) => [r.status, r.code]), [["rejected", "suppressed"], ["rejected", "suppressed"], ["accepted", undefined]]);
+    assert.equal(await count("SELECT count(*) AS n FROM events WHERE anonymous_id IN (?, ?)", `fresh-${run}`, jane.anon), 0);
+    assert.equal(await count("SELECT count(*) AS n FROM identities WHERE identifier = ?", `anonymous_id:fresh-${run}`), 0);
+    assert.ok((await count("SELECT sum(count) AS n FROM drop_counts WHERE reason = 'suppressed'")) >= 2);
+
+    // Idempotent: a second request succeeds and deletes nothing more.
+    const again = await call("POST", "/v1/privacy/delete", { body: { identifier: { type: "email", value: jane.email } } });
+    assert.equal(again.status, 200);
+    assert.equal(again.json.deleted.events, 0);
+    assert.equal(again.json.suppressed, 0);
+  });
+
+  test("denylisted properties are never stored", async () => {
+    assert.equal(await count("SELECT count(*) AS n FROM events WHERE body LIKE '%hunter2%'"), 0);
+  });
+
+  test("export hands over profile, events and consent history; suppress and unsuppress delete nothing", async () => {
+    const kim = await journey("kim");
+    await send([
+      { type: "track", messageId: mid(), anonymousId: kim.anon, event: "Consent Changed", timestamp: new Date(Date.now() + 1000).toISOString(), context: consent("denied") },
+      { type: "track", messageId: mid(), anonymousId: kim.anon, event: "Consent Changed", timestamp: new Date(Date.now() + 2000).toISOString(), context: consent("granted") },
+    ]);
+    const exported = await call("GET", `/v1/privacy/export?type=user_id&value=${kim.user}`);
+    assert.equal(exported.status, 200);
+    const data = exported.json.data;
+    assert.equal(data.found, true);
+    assert.ok(data.identifiers.includes(`email:${kim.email.toLowerCase()}`));
+    assert.equal(data.profile.traits.name, "Name kim");
+    assert.ok(data.events.length >= 5, `${data.events.length} events`);
+    assert.ok(data.events.every((e) => e.body && e.messageId));
+    // Each record sits under the best identifier its event carried (device, user or anonymous ID).
+    const states = data.consentHistory.map((c) => c.state.gcm.analytics_storage);
+    assert.deepEqual(states.slice(-3), ["granted", "denied", "granted"], JSON.stringify(data.consentHistory));
+    assert.ok(data.consentHistory.length <= 5, "repeats of the same state are not recorded");
+    assert.equal(data.suppressed, false);
+
+    const eventsBefore = data.events.length;
+    const suppressed = await call("POST", "/v1/privacy/suppress", { body: { type: "user_id", value: kim.user } });
+    assert.equal(suppressed.status, 200);
+    assert.ok(suppressed.json.changed >= 4);
+    const blocked = await send([{ type: "track", messageId: mid(), userId: kim.user, event: "X" }]);
+    assert.equal(blocked.json.results[0].code, "suppressed");
+    const still = (await call("GET", `/v1/privacy/export?type=user_id&value=${kim.user}`)).json.data;
+    assert.equal(still.events.length, eventsBefore, "suppression deletes nothing");
+    assert.equal(still.suppressed, true);
+    const lifted = await call("POST", "/v1/privacy/unsuppress", { body: { type: "email", value: kim.email } });
+    assert.equal(lifted.json.changed, suppressed.json.changed);
+    const back = await send([{ type: "track", messageId: mid(), userId: kim.user, event: "X" }]);
+    assert.equal(back.json.results[0].status, "accepted");
+
+    const audit = (await call("GET", "/v1/admin/audit?limit=50")).json.entries;
+    const actions = audit.map((e) => e.action);
+    for (const action of ["delete", "export", "suppress", "unsuppress"]) assert.ok(actions.includes(action), `${action} is audited`);
+    assert.ok(audit.every((e) => e.actor && e.at && e.requestId));
+    assert.ok(!JSON.stringify(audit).includes(kim.email.toLowerCase()) && !JSON.stringify(audit).includes(kim.user), "the log names subjects only by key");
+  });
+
+  test("every admin route x every key kind: scopes, revocation, write keys and browsers refused", async () => {
+    const keys = {
+      reader: await issue(`reader-${run}`, ["profiles:read"]),
+      privacy: await issue(`privacy-${run}`, ["privacy:write"]),
+      config: await issue(`config-${run}`, ["config:write"]),
+      revoked: await issue(`revoked-${run}`, ["profiles:read", "privacy:write", "config:write"]),
+    };
+    assert.match(keys.reader, /^seam_admin_[0-9a-f]{48}$/);
+    assert.equal((await call("DELETE", `/v1/admin/keys/revoked-${run}`)).status, 200);
+    const listed = (await call("GET", "/v1/admin/keys")).json.keys;
+    assert.ok(listed.find((k) => k.label === `revoked-${run}`).revokedAt);
+    assert.ok(!JSON.stringify(listed).includes(keys.reader.slice(11)), "keys are never listed");
+    assert.equal(await count("SELECT count(*) AS n FROM admin_keys WHERE key_hash = ?", keys.reader), 0, "stored hashed");
+    const dup = await call("POST", "/v1/admin/keys", { body: { label: `reader-${run}`, scopes: ["profiles:read"] } });
+    assert.deepEqual([dup.status, dup.json.code], [409, "label_taken"]);
+    const bad = await call("POST", "/v1/admin/keys", { body: { label: "x", scopes: ["everything"] } });
+    assert.deepEqual([bad.status, bad.json.code], [400, "invalid_scopes"]);
+
+    const target = { type: "user_id", value: `nobody-${run}` };
+    const routes = {
+      "profiles:read": () => ["GET", `/v1/profiles/lookup?type=user_id&value=nobody-${run}`],
+      "privacy:write": () => ["GET", `/v1/privacy/export?type=user_id&value=nobody-${run}`],
+      "privacy:write (post)": () => ["POST", "/v1/privacy/unsuppress", target],
+      "config:write": () => ["GET", "/v1/admin/keys"],
+    };
+    const basic = `Basic ${Buffer.from(`${WRITE_KEY}:`).toString("base64")}`;
+    const kinds = {
+      none: { headers: {}, key: null },
+      garbage: { key: "not-a-key-at-all-really" },
+      writeKeyBasic: { key: null, headers: { authorization: basic } },
+      writeKeyBearer: { key: WRITE_KEY },
+      revoked: { key: keys.revoked },
+      reader: { key: keys.reader },
+      privacy: { key: keys.privacy },
+      config: { key: keys.config },
+      root: { key: ROOT_KEY },
+    };
+    const allowed = (kind, scope) => kind === "root" || (kind === "reader" && scope === "profiles:read") || (kind === "privacy" && scope.startsWith("privacy:write")) || (kind === "config" && scope === "config:write");
+    const expectedCode = (kind) => ({ none: "missing_admin_key", garbage: "invalid_admin_key", writeKeyBasic: "write_key_forbidden", writeKeyBearer: "invalid_admin_key", revoked: "revoked_admin_key" })[kind] ?? "insufficient_scope";
+    for (const [scope, route] of Object.entries(routes)) {
+      const [method, path, body] = route();
+      for (const [kind, options] of Object.entries(kinds)) {
+        const r = await call(method, path, { ...options, body });
+        if (allowed(kind, scope)) {
+          assert.ok([200, 404].includes(r.status) && r.json.code !== "insufficient_scope", `${kind} on ${scope}: ${r.status} ${JSON.stringify(r.json)}`);
+          if (r.status === 404) assert.equal(r.json.code, "profile_not_found");
+        } else {
+          const code = expectedCode(kind);
+          const status = ["write_key_forbidden", "insufficient_scope"].includes(code) ? 403 : 401;
+          assert.deepEqual([r.status, r.json.code], [status, code], `${kind} on ${scope}`);
+        }
+        assert.equal(r.headers.get("access-control-allow-origin"), null);
+      }
+    }
+    // No browser reaches an admin route: no CORS, not even for a preflight from the site's origin.
+    for (const path of ["/v1/privacy/delete", "/v1/admin/keys", "/v1/profiles/lookup"]) {
+      const pre = await fetch(`${edge.url}${path}`, { method: "OPTIONS", headers: { origin: "http://localhost:8787", "access-control-request-method": "POST" } });
+      assert.equal(pre.headers.get("access-control-allow-origin"), null, path);
+    }
+    const issued = (await call("GET", "/v1/admin/audit")).json.entries.filter((e) => e.action === "issue_key" || e.action === "revoke_key");
+    assert.ok(issued.some((e) => e.action === "revoke_key" && e.detail.label === `revoked-${run}`));
+  });
+
+  test("a retention run removes exactly the expired events and inactive anonymous profiles", async () => {
+    const now = Date.now();
+    const insertEvent = (id, receivedAt, anon) =>
+      edge.query(
+        "INSERT INTO events (source_id, message_id, type, name, anonymous_id, user_id, timestamp, received_at, body) VALUES ('demo-site', ?, 'track', 'Old', ?, NULL, ?, ?, '{}')",
+        id, anon, receivedAt, receivedAt,
+      );
+    const old = [];
+    for (let i = 0; i < 7; i++) {
+      old.push(`ret-old-${run}-${i}`);
+      await insertEvent(old[i], now - 91 * DAY - i * 1000, `ret-anon-old-${run}`);
+    }
+    await insertEvent(`ret-edge-${run}`, now - 89 * DAY, `ret-anon-recent-${run}`);
+    const identity = (identifier, profile, lastSeen) =>
+      edge.query("INSERT INTO identities (identifier, profile_id, seq, updated_at, last_seen) VALUES (?, ?, 0, ?, ?)", identifier, profile, lastSeen, lastSeen);
+    await identity(`anonymous_id:ret-anon-old-${run}`, `prof_ret_old_${run}`, now - 181 * DAY);
+    await identity(`device_id:ret-dev-old-${run}`, `prof_ret_old_${run}`, now - 200 * DAY);
+    await identity(`anonymous_id:ret-anon-mixed-${run}`, `prof_ret_mixed_${run}`, now - 181 * DAY);
+    await identity(`anonymous_id:ret-anon-mixed2-${run}`, `prof_ret_mixed_${run}`, now - 10 * DAY);
+    await identity(`anonymous_id:ret-anon-known-${run}`, `prof_ret_known_${run}`, now - 300 * DAY);
+    await identity(`email:ret-${run}@example.com`, `prof_ret_known_${run}`, now - 300 * DAY);
+    await edge.query("INSERT INTO trait_values (identifier, key, once, value, timestamp, message_key) VALUES (?, 'plan', 0, '\"free\"', 1, 'x')", `anonymous_id:ret-anon-old-${run}`);
+    const expiredBefore = await count("SELECT count(*) AS n FROM events WHERE received_at < ?", now - 90 * DAY);
+    const totalBefore = await count("SELECT count(*) AS n FROM events");
+
+    // wrangler dev --test-scheduled runs the cron handler at /__scheduled, as of the current time.
+    const r = await fetch(`${edge.url}/__scheduled?cron=${encodeURIComponent("17 3 * * *")}`);
+    assert.equal(r.status, 200, `${await r.text()}\n${edge.output().split('\n').filter((l) => !l.includes('wrangler:info')).join('\n').slice(-3000)}`);
+
+    assert.equal(await count("SELECT count(*) AS n FROM events WHERE received_at < ?", now - 90 * DAY), 0);
+    assert.equal(await count("SELECT count(*) AS n FROM events"), totalBefore - expiredBefore, "only expired events went");
+    assert.equal(await count("SELECT count(*) AS n FROM events WHERE message_id = ?", `ret-edge-${run}`), 1);
+    const profiles = (await edge.query("SELECT DISTINCT profile_id FROM identities WHERE profile_id LIKE ?", `prof_ret_%_${run}`)).map((p) => p.profile_id).sort();
+    assert.deepEqual(profiles, [`prof_ret_known_${run}`, `prof_ret_mixed_${run}`], "only the inactive anonymous profile is erased");
+    assert.equal(await count("SELECT count(*) AS n FROM trait_values WHERE identifier = ?", `anonymous_id:ret-anon-old-${run}`), 0);
+    const audit = (await call("GET", "/v1/admin/audit")).json.entries.find((e) => e.action === "retention");
+    assert.equal(audit.actor, "scheduler");
+    assert.equal(audit.detail.events, expiredBefore);
+    assert.equal(audit.detail.profiles, 1);
+  });
+
+  test("pages carry security headers", async () => {
+    const page = await fetch(`${edge.url}/`);
+    assert.equal(page.status, 200);
+    assert.match(page.headers.get("content-security-policy"), /default-src 'self'.*frame-ancestors 'none'/);
+    assert.equal(page.headers.get("x-content-type-options"), "nosniff");
+    assert.equal(page.headers.get("referrer-policy"), "strict-origin-when-cross-origin");
+  });
+});
