@@ -1,13 +1,15 @@
 //! # seam-core
 //!
 //! The pure logic shared by Seam's browser SDK (`seam-sdk`) and edge collector (`seam-edge`):
-//! the event model and its validation, request decoding, ID and time formats, and write plans.
+//! the event model and its validation, request decoding, ID and time formats, write plans, and
+//! personalisation (computed traits, segments, recommendations: `docs/personalisation.md`).
 //!
 //! Nothing here touches a platform: no web-sys, no worker, no clock, no randomness. Time and
 //! random bytes come in as arguments; functions return values or plans (lists of writes) that
 //! the caller executes. That keeps every rule natively testable and identical on both sides.
 
 pub mod auth;
+pub mod computed;
 pub mod consent;
 pub mod enrich;
 pub mod event;
