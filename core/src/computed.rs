@@ -96,8 +96,13 @@ pub enum ComputedConfigError {
 }
 
 fn trait_prefix(name: &Option<String>) -> String {
+    named_prefix("trait", name)
+}
+
+/// `"<what> <name>: "` for error messages about a named declaration, or nothing.
+pub(crate) fn named_prefix(what: &str, name: &Option<String>) -> String {
     name.as_ref()
-        .map_or_else(String::new, |n| format!("trait {n}: "))
+        .map_or_else(String::new, |n| format!("{what} {n}: "))
 }
 
 impl ComputedConfigError {
@@ -347,7 +352,7 @@ impl ComputedConfig {
 
     /// Parses and validates a configuration document (see the module docs for the format).
     pub fn from_json(config: &Value) -> Result<Self, ComputedConfigError> {
-        let raw: RawConfig = serde_json::from_value(config.clone()).map_err(|_| {
+        let raw = RawConfig::deserialize(config).map_err(|_| {
             ComputedConfigError::Malformed("the configuration must be a JSON object".into())
         })?;
         if let Some(field) = raw.unknown.keys().next() {
@@ -430,12 +435,11 @@ fn positive_int(v: &Value) -> Option<usize> {
 }
 
 fn parse_trait(index: usize, item: &Value) -> Result<TraitDef, ComputedConfigError> {
-    let raw: RawTrait =
-        serde_json::from_value(item.clone()).map_err(|_| ComputedConfigError::Invalid {
-            name: None,
-            field: format!("traits[{index}]"),
-            problem: "must be an object".into(),
-        })?;
+    let raw = RawTrait::deserialize(item).map_err(|_| ComputedConfigError::Invalid {
+        name: None,
+        field: format!("traits[{index}]"),
+        problem: "must be an object".into(),
+    })?;
     let name = raw
         .name
         .as_ref()
@@ -1436,6 +1440,17 @@ pub fn scalar_text(v: &Value) -> Option<String> {
         Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
         _ => None,
+    }
+}
+
+/// Present: not null, not an empty (or blank) string, list or object (`exists` in segment rules).
+pub fn is_present(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::String(s) => !s.trim().is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+        Value::Bool(_) | Value::Number(_) => true,
     }
 }
 
