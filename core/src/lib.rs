@@ -20,6 +20,7 @@ pub mod ingest;
 pub mod outbox;
 pub mod plan;
 pub mod profile;
+pub mod recommend;
 pub mod segment;
 pub mod source;
 pub mod time;
