@@ -18,6 +18,7 @@ pub mod id;
 pub mod identity;
 pub mod ingest;
 pub mod outbox;
+pub mod personalise;
 pub mod plan;
 pub mod profile;
 pub mod recommend;
