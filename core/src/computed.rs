@@ -1034,9 +1034,8 @@ fn absorb(archive: &mut Archive, def: &TraitDef, fact: &Fact) {
                 property, limit, ..
             },
         ) => {
-            let mut list = std::mem::take(items);
-            list.extend(values_at(&fact.props, property).map(|v| (fact.ts, v.clone())));
-            *items = newest_distinct(list, *limit);
+            items.extend(values_at(&fact.props, property).map(|v| (fact.ts, v.clone())));
+            *items = newest_distinct_owned(items, *limit);
         }
         (Archive::Cart { lines }, TraitKind::Cart { limit }) => cart_step(lines, fact, *limit),
         (Archive::At { t }, TraitKind::LastAt { .. }) => *t = (*t).max(fact.ts),
@@ -1083,7 +1082,7 @@ fn combine(x: Archive, y: Archive, def: &TraitDef) -> Archive {
             };
             items.extend(other);
             Archive::Recent {
-                items: newest_distinct(items, limit),
+                items: newest_distinct_owned(&items, limit),
             }
         }
         (Archive::Cart { mut lines }, Archive::Cart { lines: other }) => {
@@ -1135,12 +1134,12 @@ pub fn values(state: &ComputedState, config: &ComputedConfig, now_ms: i64) -> Ma
 
 fn value_of<'a>(
     def: &TraitDef,
-    archive: Option<&Archive>,
+    archive: Option<&'a Archive>,
     facts: impl Iterator<Item = &'a Fact>,
     now_ms: i64,
 ) -> Value {
-    let archive = archive.cloned().unwrap_or_else(|| empty_archive(&def.kind));
-    match (archive, &def.kind) {
+    let empty = empty_archive(&def.kind);
+    match (archive.unwrap_or(&empty), &def.kind) {
         (Archive::Agg { days }, TraitKind::Aggregate(agg)) => {
             let since = agg.window_ms.map(|w| now_ms - w);
             let first_day = since.map_or(i64::MIN, |s| s.div_euclid(DAY_MS));
@@ -1153,41 +1152,43 @@ fn value_of<'a>(
             }
             aggregate_value(agg.op, &total)
         }
-        (Archive::Last { mut t, mut v }, TraitKind::Last { property, .. }) => {
+        (Archive::Last { t, v }, TraitKind::Last { property, .. }) => {
+            let mut latest: (i64, &Value) = (*t, v);
             for fact in facts {
                 if let Some(value) = fact.props.get(property).filter(|x| !x.is_null()) {
-                    if fact.ts >= t {
-                        t = fact.ts;
-                        v = value.clone();
+                    if fact.ts >= latest.0 {
+                        latest = (fact.ts, value);
                     }
                 }
             }
-            v
+            latest.1.clone()
         }
         (
-            Archive::Recent { mut items },
+            Archive::Recent { items },
             TraitKind::Recent {
                 property, limit, ..
             },
         ) => {
+            let mut all: Vec<(i64, &Value)> = items.iter().map(|(t, v)| (*t, v)).collect();
             for fact in facts {
-                items.extend(values_at(&fact.props, property).map(|v| (fact.ts, v.clone())));
+                all.extend(values_at(&fact.props, property).map(|v| (fact.ts, v)));
             }
             Value::Array(
-                newest_distinct(items, *limit)
+                newest_distinct(all, *limit)
                     .into_iter()
-                    .map(|(_, v)| v)
+                    .map(|(_, v)| v.clone())
                     .collect(),
             )
         }
-        (Archive::Cart { mut lines }, TraitKind::Cart { limit }) => {
+        (Archive::Cart { lines }, TraitKind::Cart { limit }) => {
+            let mut lines = lines.clone();
             for fact in facts {
                 cart_step(&mut lines, fact, *limit);
             }
             cart_value(lines)
         }
         (Archive::At { t }, TraitKind::LastAt { as_days, .. }) => {
-            let latest = facts.map(|f| f.ts).fold(t, i64::max);
+            let latest = facts.map(|f| f.ts).fold(*t, i64::max);
             match (latest, as_days) {
                 (i64::MIN, _) => Value::Null,
                 (t, true) => Value::from((now_ms - t).max(0).div_euclid(DAY_MS)),
@@ -1195,8 +1196,8 @@ fn value_of<'a>(
             }
         }
         (Archive::Sessions { closed, last }, TraitKind::Sessions { gap_ms }) => {
-            let mut count = closed + u64::from(last != i64::MIN);
-            let mut prev = last;
+            let mut count = closed + u64::from(*last != i64::MIN);
+            let mut prev = *last;
             for fact in facts {
                 if prev == i64::MIN || fact.ts - prev > *gap_ms {
                     count += 1;
@@ -1356,18 +1357,30 @@ fn cart_value(lines: BTreeMap<String, CartLine>) -> Value {
 }
 
 /// Distinct values, each at its newest time, newest first (ties by value), at most `limit`.
-fn newest_distinct(items: Vec<(i64, Value)>, limit: usize) -> Vec<(i64, Value)> {
-    let mut newest: BTreeMap<String, (i64, Value)> = BTreeMap::new();
+fn newest_distinct(mut items: Vec<(i64, &Value)>, limit: usize) -> Vec<(i64, &Value)> {
+    // Values are only rendered to text to break ties between equal times.
+    items.sort_by(|a, b| {
+        b.0.cmp(&a.0)
+            .then_with(|| a.1.to_string().cmp(&b.1.to_string()))
+    });
+    let mut out: Vec<(i64, &Value)> = Vec::with_capacity(limit.min(items.len()));
     for (t, v) in items {
-        let key = v.to_string();
-        let keep = newest.get(&key).is_none_or(|(cur, _)| t > *cur);
-        if keep {
-            newest.insert(key, (t, v));
+        if out.len() >= limit {
+            break;
+        }
+        if !out.iter().any(|(_, seen)| *seen == v) {
+            out.push((t, v));
         }
     }
-    let mut list: Vec<(String, (i64, Value))> = newest.into_iter().collect();
-    list.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then_with(|| a.0.cmp(&b.0)));
-    list.into_iter().take(limit).map(|(_, item)| item).collect()
+    out
+}
+
+/// [`newest_distinct`] of owned items.
+fn newest_distinct_owned(items: &[(i64, Value)], limit: usize) -> Vec<(i64, Value)> {
+    newest_distinct(items.iter().map(|(t, v)| (*t, v)).collect(), limit)
+        .into_iter()
+        .map(|(t, v)| (t, v.clone()))
+        .collect()
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -147,12 +147,12 @@ pub struct Update {
 
 /// Folds a request's stored events for one profile into its state and plans the writes.
 ///
-/// `stored`/`version` come from [`LOAD_STATE_SQL`] (`None` when the profile has no row);
+/// `stored` (taken by value: it becomes the new state)/`version` come from [`LOAD_STATE_SQL`] (`None` when the profile has no row);
 /// `traits` are the profile's folded traits (for rules over traits); `now_ms` is the receive
 /// time. Pass only events that were stored now (the ingest insert's `RETURNING` rows), already
 /// attributed to `profile_id`.
 pub fn update(
-    stored: &ProfileState,
+    stored: ProfileState,
     version: Option<i64>,
     profile_id: &str,
     traits: &Map<String, Value>,
@@ -160,7 +160,7 @@ pub fn update(
     config: &PersonalisationConfig,
     now_ms: i64,
 ) -> Update {
-    let mut state = stored.clone();
+    let mut state = stored;
     let mut applied = Vec::with_capacity(events.len());
     let mut writes = Vec::new();
     let window = config.recommendations.co_view_window_ms;
@@ -398,7 +398,7 @@ mod tests {
             "products": [{"product_id": "a"}, {"product_id": "b"}]}),
         );
         let up = update(
-            &ProfileState::default(),
+            ProfileState::default(),
             None,
             "prof_1",
             &Map::new(),
@@ -426,7 +426,7 @@ mod tests {
 
         // The same event again (a retry): nothing new, no transitions, only the state save.
         let again = update(
-            &up.state,
+            up.state.clone(),
             Some(1),
             "prof_1",
             &Map::new(),
@@ -456,7 +456,7 @@ mod tests {
             json!({"product_id": "run-2", "category": "Running"}),
         );
         let up = update(
-            &ProfileState::default(),
+            ProfileState::default(),
             None,
             "prof_1",
             &Map::new(),
@@ -484,7 +484,7 @@ mod tests {
         let c = config();
         let add = track("a1", "Product Added", 0, json!({"product_id": "run-1"}));
         let up = update(
-            &ProfileState::default(),
+            ProfileState::default(),
             None,
             "prof_1",
             &Map::new(),
@@ -513,7 +513,7 @@ mod tests {
             json!({"order_id": "o2", "revenue": 300, "coupon": "Y"}),
         );
         let a = update(
-            &ProfileState::default(),
+            ProfileState::default(),
             None,
             "prof_a",
             &Map::new(),
@@ -523,7 +523,7 @@ mod tests {
         )
         .state;
         let b = update(
-            &ProfileState::default(),
+            ProfileState::default(),
             None,
             "prof_b",
             &Map::new(),
@@ -535,7 +535,7 @@ mod tests {
         let merged = merge(&a, &b, &c);
         assert_eq!(merged, merge(&b, &a, &c));
         let up = update(
-            &merged,
+            merged.clone(),
             Some(3),
             "prof_b",
             &Map::new(),

@@ -87,7 +87,7 @@ fn run(
     let mut version = None;
     for event in order {
         let up = update(
-            &state,
+            state,
             version,
             "prof_fixture",
             &case.traits,
