@@ -75,15 +75,18 @@ fn benches(c: &mut Criterion) {
         "Product Viewed",
         json!({"product_id": "p3", "category": "Running Shoes", "price": 99}),
     );
-    let up = update(
-        state.clone(),
-        Some(1),
-        "prof_bench",
-        &traits,
-        &[&next],
-        &config,
-        now,
-    );
+    let run = |stored| {
+        update(
+            stored,
+            Some(1),
+            "prof_bench",
+            &traits,
+            &[&next],
+            &config,
+            now,
+        )
+    };
+    let up = run(state.clone());
     assert!(!up.segments.is_empty());
     assert!(up.writes.len() >= 3);
 
@@ -91,18 +94,7 @@ fn benches(c: &mut Criterion) {
     let row = state.to_json_string();
     let mut group = c.benchmark_group("personalisation");
     group.bench_function("update_one_event_full_horizon", |b| {
-        b.iter(|| {
-            let stored = ProfileState::from_json_str(Some(black_box(&row)));
-            update(
-                stored,
-                Some(1),
-                "prof_bench",
-                &traits,
-                &[&next],
-                &config,
-                now,
-            )
-        })
+        b.iter(|| run(ProfileState::from_json_str(Some(black_box(&row)))))
     });
     group.bench_function("view_for_decision", |b| {
         b.iter(|| view(black_box(&state), &traits, &config, now))
