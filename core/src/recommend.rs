@@ -786,51 +786,57 @@ mod tests {
         recs.iter().map(|r| r.product_id.as_str()).collect()
     }
 
-    #[test]
-    fn recent_running_shoe_views_rank_running_shoes_first() {
-        let viewed = vec!["run-1".to_owned(), "run-2".to_owned(), "run-3".to_owned()];
-        let categories = [("Running Shoes".to_owned(), 3)].into();
-        let exclude = BTreeSet::new();
-        let catalog = catalog();
-        let popular = [stat("bag-1", 90, 20), stat("sock-1", 50, 5)];
+    /// `recommend` with default settings over borrowed test data.
+    fn rank(
+        viewed: &[&str],
+        categories: &[(&str, u64)],
+        exclude: &[&str],
+        candidates: Candidates<'_>,
+        limit: usize,
+    ) -> Vec<Recommendation> {
+        let viewed: Vec<String> = viewed.iter().map(|s| (*s).to_owned()).collect();
+        let categories = categories
+            .iter()
+            .map(|(c, n)| ((*c).to_owned(), *n))
+            .collect();
+        let exclude = exclude.iter().map(|s| (*s).to_owned()).collect();
         let signals = Signals {
             viewed: &viewed,
             categories: &categories,
             exclude: &exclude,
         };
+        recommend(&signals, &candidates, &RecommendSettings::default(), limit)
+    }
+
+    #[test]
+    fn recent_running_shoe_views_rank_running_shoes_first() {
+        let catalog = catalog();
+        let popular = [stat("bag-1", 90, 20), stat("sock-1", 50, 5)];
         let candidates = Candidates {
             pairs: &[],
             popular: &popular,
             catalog: &catalog,
         };
-        let recs = recommend(&signals, &candidates, &RecommendSettings::default(), 4);
+        let viewed = ["run-1", "run-2", "run-3"];
+        let recs = rank(&viewed, &[("Running Shoes", 3)], &[], candidates, 4);
         assert_eq!(ids(&recs), ["run-1", "run-2", "run-3", "run-4"]);
-        assert_eq!(recs[3].reason, Reason::Category);
-        assert_eq!(recs[0].reason, Reason::Category);
+        assert!(recs.iter().all(|r| r.reason == Reason::Category));
     }
 
     #[test]
     fn co_purchases_outweigh_co_views_and_newer_views_weigh_more() {
-        let viewed = vec!["run-1".to_owned(), "run-2".to_owned()];
-        let categories = BTreeMap::new();
-        let exclude = BTreeSet::new();
         let catalog = catalog();
         let pairs = [
             pair("run-1", "sock-1", 0, 2),
             pair("run-1", "sock-2", 3, 0),
             pair("run-2", "bag-1", 0, 2),
         ];
-        let signals = Signals {
-            viewed: &viewed,
-            categories: &categories,
-            exclude: &exclude,
-        };
         let candidates = Candidates {
             pairs: &pairs,
             popular: &[],
             catalog: &catalog,
         };
-        let recs = recommend(&signals, &candidates, &RecommendSettings::default(), 3);
+        let recs = rank(&["run-1", "run-2"], &[], &[], candidates, 3);
         assert_eq!(ids(&recs), ["sock-1", "bag-1", "sock-2"]);
         assert_eq!(recs[0].reason, Reason::CoPurchased);
         assert_eq!(recs[2].reason, Reason::CoViewed);
@@ -838,24 +844,21 @@ mod tests {
 
     #[test]
     fn purchased_items_never_appear() {
-        let viewed = vec!["run-1".to_owned()];
-        let categories = [("Running Shoes".to_owned(), 5)].into();
-        let exclude: BTreeSet<String> = ["run-1".to_owned(), "run-2".to_owned()].into();
         let catalog = catalog();
         let pairs = [pair("run-1", "run-2", 9, 9)];
         let popular = [stat("run-2", 100, 100)];
-        let signals = Signals {
-            viewed: &viewed,
-            categories: &categories,
-            exclude: &exclude,
-        };
         let candidates = Candidates {
             pairs: &pairs,
             popular: &popular,
             catalog: &catalog,
         };
-        let recs = recommend(&signals, &candidates, &RecommendSettings::default(), 10);
-        assert!(!recs.iter().any(|r| exclude.contains(&r.product_id)));
+        let recs = rank(
+            &["run-1"],
+            &[("Running Shoes", 5)],
+            &["run-1", "run-2"],
+            candidates,
+            10,
+        );
         assert_eq!(ids(&recs), ["run-3", "run-4"]);
     }
 
@@ -899,27 +902,18 @@ mod tests {
 
     #[test]
     fn ordering_is_deterministic_on_ties() {
-        let viewed = vec!["x".to_owned()];
-        let categories = BTreeMap::new();
-        let exclude = BTreeSet::new();
         let empty = BTreeMap::new();
         let pairs = [
             pair("x", "b", 1, 0),
             pair("x", "a", 1, 0),
             pair("x", "c", 1, 0),
         ];
-        let signals = Signals {
-            viewed: &viewed,
-            categories: &categories,
-            exclude: &exclude,
-        };
         let candidates = Candidates {
             pairs: &pairs,
             popular: &[],
             catalog: &empty,
         };
-        let recs = recommend(&signals, &candidates, &RecommendSettings::default(), 3);
-        assert_eq!(ids(&recs), ["a", "b", "c"]);
+        assert_eq!(ids(&rank(&["x"], &[], &[], candidates, 3)), ["a", "b", "c"]);
     }
 
     #[test]
