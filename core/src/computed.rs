@@ -1928,6 +1928,19 @@ pub(crate) mod tests {
         }
 
         #[test]
+        fn merging_any_split_equals_one_profile_and_commutes(sides in proptest::collection::vec(any::<bool>(), 30)) {
+            let config = shipped_config();
+            let events = history(30);
+            let (mut a, mut b) = (ComputedState::default(), ComputedState::default());
+            for (e, left) in events.iter().zip(&sides) {
+                apply(if *left { &mut a } else { &mut b }, e, &config);
+            }
+            let merged = merge(&a, &b, &config);
+            prop_assert_eq!(&merged, &merge(&b, &a, &config));
+            prop_assert_eq!(merged, state_of(&events, &config));
+        }
+
+        #[test]
         fn reapplying_any_events_after_overflow_changes_nothing(
             n in 1i64..40, horizon in 1usize..8, replays in proptest::collection::vec(0usize..40, 0..20),
         ) {
