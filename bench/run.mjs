@@ -25,13 +25,13 @@ function batchBody(run, n) {
   return JSON.stringify({ batch, sentAt: now, writeKey: WRITE_KEY });
 }
 
-// Native seam-core cost, measured by criterion (core/benches/ingest.rs, core/benches/identity.rs)
+// Native seam-core cost, measured by criterion (core/benches/ingest.rs, identity.rs, personalisation.rs)
 // in one cargo call. Runs before the edge starts so the two don't share the CPU. Returns the
 // directory criterion wrote its results to.
 function runNativeBenches() {
   const root = new URL("..", import.meta.url);
   // cargo's progress and criterion's report go to stderr so stdout stays the table.
-  execFileSync("cargo", ["bench", "-p", "seam-core", "--bench", "ingest", "--bench", "identity"], { cwd: root, stdio: ["ignore", 2, 2] });
+  execFileSync("cargo", ["bench", "-p", "seam-core", "--bench", "ingest", "--bench", "identity", "--bench", "personalisation"], { cwd: root, stdio: ["ignore", 2, 2] });
   const metadata = JSON.parse(execFileSync("cargo", ["metadata", "--format-version", "1", "--no-deps"], { cwd: root, encoding: "utf8" }));
   return `${metadata.target_directory}/criterion`;
 }
@@ -75,6 +75,8 @@ const nativeBatch = nativeMedianMicros(criterionDir, "ingest", "batch_20_events"
 rows.push(["native: decode + validate + plan, 20-event batch", `${nativeBatch.toFixed(1)} µs median`, "target < 200 µs"]);
 const nativeStitch = nativeMedianMicros(criterionDir, "identity", "stitch_50_identifiers");
 rows.push(["native: stitch, 50-identifier fragment", `${nativeStitch.toFixed(1)} µs median`, "target < 50 µs"]);
+const nativePersonalise = nativeMedianMicros(criterionDir, "personalisation", "update_one_event_full_horizon");
+rows.push(["native: personalise one event (row parse + traits + segments + writes, 128-fact state)", `${nativePersonalise.toFixed(1)} µs median`, "target < 300 µs"]);
 
 // Limits far above the load so the bench measures ingestion, not the rate limiter's 429s.
 const edge = await startEdge("bench", { limits: { ip: 1_000_000, source: 1_000_000 } });
