@@ -164,6 +164,17 @@ pub fn erase(subject: &Subject, source_ids: &[String]) -> Vec<(&'static str, Sta
         )
     };
     let profiles = json_list(&subject.profile_ids);
+    let by_profiles = |what: &'static str, table: &str| {
+        (
+            what,
+            Statement {
+                sql: format!(
+                    "DELETE FROM {table} WHERE profile_id IN (SELECT value FROM json_each(?1))"
+                ),
+                params: vec![profiles.clone()],
+            },
+        )
+    };
     vec![
         (
             "events",
@@ -223,6 +234,13 @@ pub fn erase(subject: &Subject, source_ids: &[String]) -> Vec<(&'static str, Sta
                 params: vec![profiles.clone()],
             },
         ),
+        by_profiles("personalisation", "profile_personalisation"),
+        by_profiles("segmentMemberships", "segment_memberships"),
+        // Deleting evidence rows fires triggers that take the person's co-occurrence
+        // contribution back out of item_stats and item_pairs. D1 counts trigger writes as
+        // changes, so these return their rows to be counted exactly.
+        returning(by_profiles("itemInteractions", "item_interactions")),
+        returning(by_profiles("itemPairEvidence", "item_pair_evidence")),
         (
             "refusedMerges",
             Statement {
@@ -234,6 +252,11 @@ pub fn erase(subject: &Subject, source_ids: &[String]) -> Vec<(&'static str, Sta
             },
         ),
     ]
+}
+
+fn returning((what, mut statement): (&'static str, Statement)) -> (&'static str, Statement) {
+    statement.sql.push_str(" RETURNING 1 AS one");
+    (what, statement)
 }
 
 /// Adds suppression keys (`(key, identifier class)`); already suppressed keys are kept as they are.
@@ -518,6 +541,10 @@ mod tests {
                 "linkMembers",
                 "identities",
                 "merges",
+                "personalisation",
+                "segmentMemberships",
+                "itemInteractions",
+                "itemPairEvidence",
                 "refusedMerges"
             ]
         );

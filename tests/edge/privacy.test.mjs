@@ -139,6 +139,32 @@ describe("privacy, access control and retention", () => {
     assert.equal(again.json.suppressed, 0);
   });
 
+  test("deletion takes the person's personalisation state and co-occurrence contribution back out", async () => {
+    const ann = await journey("ann");
+    const cid = await journey("cid");
+    const profileOf = async (p) => (await call("GET", `/v1/profiles/lookup?type=user_id&value=${p.user}`)).json.profileId;
+    const [annId, cidId] = [await profileOf(ann), await profileOf(cid)];
+    const [p1, p2] = [`sku-a-${run}`, `sku-b-${run}`];
+    for (const profile of [annId, cidId]) {
+      await edge.query("INSERT OR IGNORE INTO item_interactions (profile_id, product_id, kind, first_at) VALUES (?, ?, 'view', 1), (?, ?, 'view', 1)", profile, p1, profile, p2);
+      await edge.query("INSERT OR IGNORE INTO item_pair_evidence (kind, item_a, item_b, profile_id, first_at) VALUES ('view', ?, ?, ?, 1)", p1, p2, profile);
+      await edge.query("INSERT OR REPLACE INTO profile_personalisation (profile_id, state, version, updated_at) VALUES (?, '{}', 1, 1)", profile);
+      await edge.query("INSERT OR REPLACE INTO segment_memberships (profile_id, segment, entered_at) VALUES (?, 'high_value', 1)", profile);
+    }
+    const stats = async () => (await edge.query("SELECT views FROM item_stats WHERE product_id = ?", p1))[0]?.views;
+    const coViews = async () => (await edge.query("SELECT co_views FROM item_pairs WHERE item_a = ? AND item_b = ?", p2, p1))[0]?.co_views;
+    assert.deepEqual([await stats(), await coViews()], [2, 2]);
+
+    const receipt = await call("POST", "/v1/privacy/delete", { body: { type: "user_id", value: ann.user } });
+    assert.deepEqual(
+      [receipt.json.deleted.personalisation, receipt.json.deleted.segmentMemberships, receipt.json.deleted.itemInteractions, receipt.json.deleted.itemPairEvidence],
+      [1, 1, 2, 1],
+    );
+    assert.deepEqual([await stats(), await coViews()], [1, 1], "only Cid's contribution remains");
+    assert.equal(await count("SELECT count(*) AS n FROM segment_memberships WHERE profile_id = ?", cidId), 1);
+    assert.equal(await count("SELECT count(*) AS n FROM profile_personalisation WHERE profile_id IN (?, ?)", annId, cidId), 1);
+  });
+
   test("denylisted properties are never stored", async () => {
     assert.equal(await count("SELECT count(*) AS n FROM events WHERE body LIKE '%hunter2%'"), 0);
   });

@@ -182,8 +182,13 @@ pub async fn run_counted(
     let plan: Vec<Statement> = named.iter().map(|(_, s)| s.clone()).collect();
     let results = d1::execute(db, &plan).await?;
     let mut counts = BTreeMap::new();
-    for ((what, _), result) in named.iter().zip(&results) {
-        let changes = result.meta()?.and_then(|m| m.changes).unwrap_or(0);
+    for ((what, statement), result) in named.iter().zip(&results) {
+        // A statement with RETURNING is counted by its rows: `changes` includes trigger writes.
+        let changes = if statement.sql.contains(" RETURNING ") {
+            result.results::<Value>()?.len()
+        } else {
+            result.meta()?.and_then(|m| m.changes).unwrap_or(0)
+        };
         *counts.entry(*what).or_default() += changes;
     }
     Ok(counts)
