@@ -1,10 +1,14 @@
 //! Fuzzes every configuration parser an operator or admin request feeds the collector: sources
 //! (`SOURCES` and D1 rows), identity rules, admin key requests, stored key scopes and retention
-//! settings. Bad input must come back as an error naming the problem, never a panic.
+//! settings, computed-trait declarations, segment rules, recommender settings and catalogue
+//! uploads. Bad input must come back as an error naming the problem, never a panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use seam_core::access::{parse_key_request, parse_scopes};
+use seam_core::computed::ComputedConfig;
+use seam_core::recommend::{catalog_from_json, RecommendSettings};
+use seam_core::segment::SegmentSet;
 use seam_core::identity::Rules;
 use seam_core::retention::Retention;
 use seam_core::source::{parse_source, Sources};
@@ -44,4 +48,9 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(request) = parse_key_request(&value) {
         assert!(!request.scopes.is_empty() && request.label != "root");
     }
+    let computed = ComputedConfig::from_json(&value).ok();
+    let _ = SegmentSet::from_json(&value, None);
+    let _ = SegmentSet::from_json(&value, computed.as_ref());
+    let _ = RecommendSettings::from_json(&value);
+    let _ = catalog_from_json(&value);
 });
