@@ -62,7 +62,8 @@ impl<'a> Prepared<'a> {
     /// (blocked, rank, text, limit) once per distinct identifier rather than once per occurrence.
     fn new(links: &'a [Link], added: Option<&'a Link>, rules: &Rules) -> Self {
         let mut spans: Vec<(&'a Link, usize, usize, bool)> = Vec::with_capacity(links.len() + 1);
-        let mut occurrences: Vec<(u64, &'a Identifier, usize)> = Vec::new();
+        let total = links.iter().chain(added).map(|l| l.identifiers.len()).sum();
+        let mut occurrences: Vec<(u64, &'a Identifier, usize)> = Vec::with_capacity(total);
         let all = links
             .iter()
             .map(|l| (l, false))
@@ -103,8 +104,11 @@ impl<'a> Prepared<'a> {
             }
         }
 
+        // `Identifier` order is by type, then value; within one type, text forms share their
+        // prefix up to the value, so nodes are already in value order: a stable sort by type
+        // finishes the job without comparing values again.
         let mut by_order: Vec<usize> = (0..ids.len()).collect();
-        by_order.sort_unstable_by_key(|&node| ids.get(node));
+        by_order.sort_by_key(|&node| ids.get(node).map(|id| &id.kind));
         let mut order = vec![0; ids.len()];
         for (position, &node) in by_order.iter().enumerate() {
             if let Some(slot) = order.get_mut(node) {
@@ -285,19 +289,15 @@ fn intern<'a>(
 /// values, equal fingerprints; [`intern`] resolves collisions).
 pub(super) fn fingerprint(value: &str) -> u64 {
     let bytes = value.as_bytes();
-    let word = |part: &[u8]| {
-        let mut w = [0u8; 8];
-        for (to, from) in w.iter_mut().zip(part) {
-            *to = *from;
-        }
-        u64::from_le_bytes(w)
+    let word = |part: Option<&[u8]>| match part.map(<[u8; 8]>::try_from) {
+        Some(Ok(w)) => u64::from_le_bytes(w),
+        // Shorter than eight bytes: head and tail are the whole value.
+        _ => bytes
+            .iter()
+            .fold(0, |w: u64, b| w.rotate_left(8) ^ u64::from(*b)),
     };
-    let head = word(bytes);
-    let tail = word(
-        bytes
-            .get(bytes.len().saturating_sub(8)..)
-            .unwrap_or_default(),
-    );
+    let head = word(bytes.get(..8));
+    let tail = word(bytes.get(bytes.len().saturating_sub(8)..));
     (head ^ tail.rotate_left(29) ^ (bytes.len() as u64).rotate_left(53))
         .wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
