@@ -75,6 +75,8 @@ const nativeBatch = nativeMedianMicros(criterionDir, "ingest", "batch_20_events"
 rows.push(["native: decode + validate + plan, 20-event batch", `${nativeBatch.toFixed(1)} µs median`, "target < 200 µs"]);
 const nativeStitch = nativeMedianMicros(criterionDir, "identity", "stitch_50_identifiers");
 rows.push(["native: stitch, 50-identifier fragment", `${nativeStitch.toFixed(1)} µs median`, "target < 50 µs"]);
+const nativePartition = nativeMedianMicros(criterionDir, "identity", "partition_50_identifiers");
+rows.push(["native: partition, 50-identifier component", `${nativePartition.toFixed(1)} µs median`, "the edge's recomputation per request"]);
 const nativePersonalise = nativeMedianMicros(criterionDir, "personalisation", "update_one_event_full_horizon");
 rows.push(["native: personalise one event (row parse + traits + segments + writes, 128-fact state)", `${nativePersonalise.toFixed(1)} µs median`, "target < 300 µs"]);
 

@@ -1,7 +1,8 @@
-//! Native cost of stitching one event into a returning customer's identity graph in seam-core:
-//! `stitch(fragment, new_link, rules)` over the stored links of a component holding 50
-//! identifiers. `cargo bench -p seam-core --bench identity`; `bench/run.mjs` reports the median
-//! against a 50 µs target.
+//! Native cost of identity resolution in seam-core for a returning customer whose component holds
+//! 50 identifiers: `stitch(fragment, new_link, rules)` (one event joins the graph) and
+//! `partition(fragment, rules)` (what the edge recomputes per request).
+//! `cargo bench -p seam-core --bench identity`; `bench/run.mjs` reports the stitch median against
+//! a 50 µs target.
 #![allow(clippy::unwrap_used)]
 
 use std::hint::black_box;
@@ -12,12 +13,18 @@ use seam_core::identity::{partition, stitch, IdType, Identifier, Link, ProfileId
 /// 2026-01-01T00:00:00Z.
 const START_MS: i64 = 1_767_225_600_000;
 const HOUR_MS: i64 = 3_600_000;
-/// Browsing sessions in the stored history, one anonymous ID each.
-const SESSIONS: usize = 38;
-/// Collector cookies over the same period (expiry, new browsers).
-const COOKIES: usize = 8;
+/// Sessions in the stored history, one anonymous ID each.
+const SESSIONS: usize = 36;
+/// Every fourth session is in the mobile app (device ID), the rest in a browser (cookie ID).
+const APP_EVERY: usize = 4;
+/// Phones/tablets the app ran on.
+const DEVICES: usize = 4;
+/// Collector cookies over the browser sessions (expiry, new browsers).
+const COOKIES: usize = 6;
 /// Emails the user signed in with over time.
 const EMAILS: usize = 3;
+/// Browser sessions (the others are app sessions).
+const WEB_SESSIONS: usize = SESSIONS - SESSIONS / APP_EVERY;
 
 fn id(kind: IdType, value: String) -> Identifier {
     Identifier::new(kind, value)
@@ -34,54 +41,73 @@ fn anon(session: usize) -> Identifier {
     )
 }
 
-fn cookie(session: usize) -> Identifier {
-    let k = session * COOKIES / SESSIONS;
-    id(
-        IdType::CookieId,
-        format!("ck_7d2f{k:02}a1b3c4d5e6f708192a3b4c5d"),
-    )
-}
-
 fn email(session: usize) -> Identifier {
     let e = session * EMAILS / SESSIONS;
     id(IdType::Email, format!("ann.{e}@shop.example"))
 }
 
+/// The session's client: the app's device ID or the browser's collector cookie.
+fn client(session: usize) -> Identifier {
+    if session % APP_EVERY == APP_EVERY - 1 {
+        let d = (session / APP_EVERY) % DEVICES;
+        id(
+            IdType::DeviceId,
+            format!("9A1F3C7E-2B4D-4E6F-8A0B-C1D2E3F4A5{d:02}"),
+        )
+    } else {
+        let web = session - session / APP_EVERY;
+        let k = web * COOKIES / WEB_SESSIONS;
+        id(
+            IdType::CookieId,
+            format!("ck_7d2f{k:02}a1b3c4d5e6f708192a3b4c5d"),
+        )
+    }
+}
+
 /// The stored links of one customer's component, as the edge keeps them: one link per distinct
-/// identifier set (its earliest event). Each session lands anonymously (anonymous ID + cookie),
-/// most sessions then sign in (identify: + user ID + email) and keep browsing signed in (+ user
-/// ID). 50 identifiers in 1 profile.
+/// identifier set (its earliest event). Each session lands anonymously (anonymous ID + cookie or
+/// device ID); most then sign in (identify: + user ID + email) and keep browsing signed in (+ user
+/// ID); some arrive from a campaign mail (+ email, not signed in). 50 identifiers (36 anonymous
+/// IDs, 6 cookies, 4 device IDs, 3 emails, 1 user ID) in 1 profile, from 94 links.
 fn fragment() -> Vec<Link> {
     let mut links = Vec::new();
     for s in 0..SESSIONS {
         let t = START_MS + i64::try_from(s).unwrap() * 30 * HOUR_MS;
         let mid = |step: &str| format!("src_web/seam-{t}-{s:02}-{step}");
-        links.push(Link::new(t, mid("landing"), vec![anon(s), cookie(s)]));
+        links.push(Link::new(t, mid("landing"), vec![anon(s), client(s)]));
         if s % 5 == 4 {
-            continue; // a session that never signed in (the cookie still ties it in)
+            continue; // a session that never signed in (the cookie/device still ties it in)
+        }
+        if s % 7 == 3 {
+            // Arrived from a campaign mail: the email rides in context.traits.
+            links.push(Link::new(
+                t + 30_000,
+                mid("campaign"),
+                vec![email(s), anon(s), client(s)],
+            ));
         }
         links.push(Link::new(
             t + 60_000,
             mid("identify"),
-            vec![user(), email(s), anon(s), cookie(s)],
+            vec![user(), email(s), anon(s), client(s)],
         ));
         links.push(Link::new(
             t + 120_000,
             mid("signed-in"),
-            vec![user(), anon(s), cookie(s)],
+            vec![user(), anon(s), client(s)],
         ));
     }
     links
 }
 
-/// A sign-in on a new session of the latest browser whose storage was cleared: a new anonymous ID
-/// joins the profile.
+/// A sign-in in the app on a phone whose storage was cleared: a new anonymous ID joins the
+/// profile.
 fn new_link() -> Link {
     let t = START_MS + i64::try_from(SESSIONS).unwrap() * 30 * HOUR_MS;
     Link::new(
         t,
         format!("src_web/seam-{t}-new-identify"),
-        vec![user(), anon(SESSIONS), cookie(SESSIONS - 1)],
+        vec![user(), anon(SESSIONS), client(APP_EVERY - 1)],
     )
 }
 
@@ -89,11 +115,24 @@ fn benches(c: &mut Criterion) {
     let rules = Rules::default();
     let fragment = fragment();
     let new_link = new_link();
-    // Guard against benchmarking a different shape: one 50-identifier profile, no conflicts,
-    // and the new anonymous ID joins it.
+    // Guard against benchmarking a different shape: one 50-identifier profile of every kind, no
+    // conflicts, and the new anonymous ID joins it.
     let before = partition(&fragment, &rules);
     assert_eq!(before.profiles.len(), 1, "the fragment is one profile");
-    assert_eq!(before.profiles[0].identifiers.len(), 50);
+    let ids = &before.profiles[0].identifiers;
+    assert_eq!(ids.len(), 50);
+    let count = |kind: IdType| ids.iter().filter(|i| i.kind == kind).count();
+    assert_eq!(
+        [
+            IdType::UserId,
+            IdType::Email,
+            IdType::DeviceId,
+            IdType::CookieId,
+            IdType::AnonymousId
+        ]
+        .map(count),
+        [1, EMAILS, DEVICES, COOKIES, SESSIONS]
+    );
     assert!(before.conflicts.is_empty());
     let plan = stitch(&fragment, new_link.clone(), &rules);
     assert!(plan.is_new_link && plan.conflicts.is_empty() && plan.merges.is_empty());
@@ -107,6 +146,9 @@ fn benches(c: &mut Criterion) {
             |link| stitch(black_box(&fragment), link, &rules),
             BatchSize::SmallInput,
         )
+    });
+    group.bench_function("partition_50_identifiers", |b| {
+        b.iter(|| partition(black_box(&fragment), &rules))
     });
     group.finish();
 }

@@ -64,7 +64,7 @@
 //!
 //! The output is a function of the *set* of canonical links: canonicalisation is per link, the
 //! sorted deduplicated sequence is the same for every permutation and every number of
-//! repetitions of the input, the processing uses only ordered maps, and a profile's ID
+//! repetitions of the input, nothing depends on hashing or input positions, and a profile's ID
 //! ([`ProfileId::for_identifier`] of its best identifier: highest priority, then smallest text)
 //! depends only on its members. So a known user's profile ID is a stable function of their user
 //! ID, and replaying events in any order gives byte-identical results.
@@ -74,6 +74,11 @@
 //! user who, by event time, claimed it first. The [`StitchPlan`] reports every identifier's
 //! profile, so the caller rewrites such moves like any other.
 //!
+//! The work is done on integers: every distinct identifier is interned once (blocked or not,
+//! rank, text form and limit decided once, not per occurrence) to a node numbered in canonical
+//! order, so a link is a sorted list of node numbers, a cluster's best identifier is its smallest
+//! node, and each profile ID is hashed once.
+//!
 //! # Incremental stitching
 //!
 //! Processing a link only ever touches clusters of its own identifiers, so the partition
@@ -82,7 +87,9 @@
 //! same result as recomputing everything. [`stitch`] takes those components' stored links
 //! ([`component_links`] computes them from an in-memory store; the edge loads them from D1 by
 //! following identifiers to links and back until nothing new appears), recomputes, and returns a
-//! [`StitchPlan`]. Note that a component is not a profile: a refused link still connects the
+//! [`StitchPlan`]. The partitions with and without the new link share the processing sequence up
+//! to the new link's place in it, so that prefix is processed once (for the newest event, the
+//! whole fragment). Note that a component is not a profile: a refused link still connects the
 //! profiles it touches, because it influences which of them an identifier joins first.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -93,6 +100,10 @@ use sha2::{Digest, Sha256};
 
 use crate::event::{Event, EventType};
 use crate::id::is_uuid;
+
+mod resolve;
+
+pub use resolve::{partition, stitch};
 
 /// Prefix of every canonical profile ID.
 pub const PROFILE_ID_PREFIX: &str = "prof_";
@@ -306,10 +317,13 @@ impl fmt::Display for Identifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             IdType::External(name) => {
-                write!(f, "external:{}:{}", escape_type(name), self.value)
+                f.write_str("external:")?;
+                f.write_str(&escape_type(name))?;
             }
-            kind => write!(f, "{}:{}", kind.class().as_str(), self.value),
+            kind => f.write_str(kind.class().as_str())?,
         }
+        f.write_str(":")?;
+        f.write_str(&self.value)
     }
 }
 
@@ -513,20 +527,7 @@ impl Rules {
 
     /// Whether a normalised value is blocked (see the module docs).
     pub fn is_blocked(&self, value: &str) -> bool {
-        let value = value.trim().to_lowercase();
-        if value.is_empty()
-            || (self.use_default_blocklist && DEFAULT_BLOCKED.contains(&value.as_str()))
-        {
-            return true;
-        }
-        self.blocked.iter().any(|pattern| {
-            let pattern = pattern.trim().to_lowercase();
-            if pattern.contains('*') {
-                glob_matches(&pattern, &value)
-            } else {
-                pattern == value
-            }
-        })
+        Blocker::new(self).blocks(value)
     }
 
     /// Sort key of an identifier: priority rank, then text form (smallest first).
@@ -546,12 +547,62 @@ impl Rules {
         ids
     }
 
+    #[cfg(test)]
     fn canonical_link(&self, link: &Link) -> Link {
         Link {
             timestamp_ms: link.timestamp_ms,
             message_id: link.message_id.clone(),
             identifiers: self.canonical_ids(&link.identifiers),
         }
+    }
+}
+
+/// [`Rules::is_blocked`] with the configured patterns lower-cased once.
+struct Blocker {
+    defaults: bool,
+    /// Trimmed, lower-cased patterns, each with whether it is a glob.
+    patterns: Vec<(String, bool)>,
+}
+
+impl Blocker {
+    fn new(rules: &Rules) -> Self {
+        let patterns = rules
+            .blocked
+            .iter()
+            .map(|pattern| {
+                let pattern = pattern.trim().to_lowercase();
+                let glob = pattern.contains('*');
+                (pattern, glob)
+            })
+            .collect();
+        Self {
+            defaults: rules.use_default_blocklist,
+            patterns,
+        }
+    }
+
+    fn blocks(&self, value: &str) -> bool {
+        let value = value.trim();
+        if value.is_empty() {
+            return true;
+        }
+        if self.patterns.is_empty() && value.is_ascii() {
+            // ASCII lower-cases to ASCII: compare without allocating (non-ASCII text can
+            // lower-case to ASCII, e.g. the Kelvin sign, so it takes the general path).
+            return self.defaults
+                && DEFAULT_BLOCKED
+                    .iter()
+                    .any(|d| d.eq_ignore_ascii_case(value));
+        }
+        let value = value.to_lowercase();
+        (self.defaults && DEFAULT_BLOCKED.contains(&value.as_str()))
+            || self.patterns.iter().any(|(pattern, glob)| {
+                if *glob {
+                    glob_matches(pattern, &value)
+                } else {
+                    *pattern == value
+                }
+            })
     }
 }
 
@@ -889,9 +940,17 @@ pub struct ProfileId(String);
 impl ProfileId {
     /// The ID of a profile whose best identifier is `best`.
     pub fn for_identifier(best: &Identifier) -> Self {
-        let hex = sha256_hex(best.to_string().as_bytes());
-        let short: String = hex.chars().take(PROFILE_ID_HEX_CHARS).collect();
-        Self(format!("{PROFILE_ID_PREFIX}{short}"))
+        let digest = Sha256::digest(best.to_string().as_bytes());
+        let mut id = String::with_capacity(PROFILE_ID_PREFIX.len() + PROFILE_ID_HEX_CHARS);
+        id.push_str(PROFILE_ID_PREFIX);
+        id.extend(
+            digest
+                .iter()
+                .flat_map(|b| [b >> 4, b & 0x0f])
+                .take(PROFILE_ID_HEX_CHARS)
+                .map(hex_digit),
+        );
+        Self(id)
     }
 
     /// The ID as text.
@@ -973,215 +1032,6 @@ impl Partition {
     }
 }
 
-/// A union-find cluster's bookkeeping (held by its root).
-#[derive(Debug, Clone)]
-struct Cluster {
-    counts: BTreeMap<IdType, usize>,
-    size: usize,
-    merges: usize,
-    /// Smallest node index in the cluster: nodes are numbered in order of first appearance, so
-    /// the cluster existed before the current link iff this is below the link's first new node.
-    oldest: usize,
-}
-
-#[derive(Debug, Default)]
-struct Graph {
-    index: BTreeMap<Identifier, usize>,
-    parent: Vec<usize>,
-    clusters: BTreeMap<usize, Cluster>,
-    /// Number of nodes when the current link started.
-    link_start: usize,
-}
-
-impl Graph {
-    /// The root of `id`'s cluster, creating a singleton for an identifier not seen before.
-    fn node(&mut self, id: &Identifier) -> usize {
-        if let Some(&i) = self.index.get(id) {
-            return self.find(i);
-        }
-        let i = self.parent.len();
-        self.parent.push(i);
-        self.index.insert(id.clone(), i);
-        self.clusters.insert(
-            i,
-            Cluster {
-                counts: BTreeMap::from([(id.kind.clone(), 1)]),
-                size: 1,
-                merges: 0,
-                oldest: i,
-            },
-        );
-        i
-    }
-
-    fn find(&mut self, x: usize) -> usize {
-        let mut root = x;
-        while let Some(&p) = self.parent.get(root) {
-            if p == root {
-                break;
-            }
-            root = p;
-        }
-        let mut cur = x;
-        while cur != root {
-            match self.parent.get_mut(cur) {
-                Some(p) => cur = std::mem::replace(p, root),
-                None => break,
-            }
-        }
-        root
-    }
-
-    fn established(&self, cluster: &Cluster) -> bool {
-        cluster.oldest < self.link_start
-    }
-
-    /// Why the clusters rooted at `a` and `b` may not be joined, if they may not.
-    fn refusal(&self, a: usize, b: usize, rules: &Rules) -> Option<ConflictReason> {
-        let (Some(ca), Some(cb)) = (self.clusters.get(&a), self.clusters.get(&b)) else {
-            return None;
-        };
-        let breached = cb
-            .counts
-            .iter()
-            .filter(|(kind, nb)| {
-                let na = ca.counts.get(*kind).copied().unwrap_or(0);
-                rules
-                    .limit(kind)
-                    .is_some_and(|limit| na.saturating_add(**nb) > limit)
-            })
-            .map(|(kind, _)| kind)
-            .min_by_key(|kind| (rules.rank(kind.class()), *kind));
-        if let Some(kind) = breached {
-            return Some(ConflictReason::TypeLimit(kind.clone()));
-        }
-        if ca.size.saturating_add(cb.size) > rules.max_identifiers.max(1) {
-            return Some(ConflictReason::MaxIdentifiers);
-        }
-        if self.established(ca)
-            && self.established(cb)
-            && ca.merges.saturating_add(cb.merges).saturating_add(1) > rules.max_merges
-        {
-            return Some(ConflictReason::MaxMerges);
-        }
-        None
-    }
-
-    /// Joins the clusters rooted at `a` and `b`; returns the new root.
-    fn union(&mut self, a: usize, b: usize) -> usize {
-        let (Some(ca), Some(cb)) = (self.clusters.remove(&a), self.clusters.remove(&b)) else {
-            return a;
-        };
-        let is_merge = self.established(&ca) && self.established(&cb);
-        let (root, child, mut big, small) = if cb.size > ca.size {
-            (b, a, cb, ca)
-        } else {
-            (a, b, ca, cb)
-        };
-        for (kind, n) in small.counts {
-            *big.counts.entry(kind).or_insert(0) += n;
-        }
-        big.size = big.size.saturating_add(small.size);
-        big.merges = big
-            .merges
-            .saturating_add(small.merges)
-            .saturating_add(usize::from(is_merge));
-        big.oldest = big.oldest.min(small.oldest);
-        if let Some(p) = self.parent.get_mut(child) {
-            *p = root;
-        }
-        self.clusters.insert(root, big);
-        root
-    }
-}
-
-struct PendingConflict<'a> {
-    link: &'a Link,
-    anchor: &'a Identifier,
-    refused: &'a Identifier,
-    reason: ConflictReason,
-}
-
-/// Canonicalises, sorts and deduplicates links: the unique processing sequence.
-fn processing_order(links: &[Link], rules: &Rules) -> Vec<Link> {
-    let mut links: Vec<Link> = links.iter().map(|l| rules.canonical_link(l)).collect();
-    links.sort();
-    links.dedup();
-    links
-}
-
-/// Resolves links into profiles. The result depends only on the set of links (see the module
-/// docs): any permutation or repetition of `links` gives the same partition.
-pub fn partition(links: &[Link], rules: &Rules) -> Partition {
-    let links = processing_order(links, rules);
-    let mut graph = Graph::default();
-    let mut pending = Vec::new();
-    for link in &links {
-        graph.link_start = graph.parent.len();
-        let Some((first, rest)) = link.identifiers.split_first() else {
-            continue;
-        };
-        let mut anchor = graph.node(first);
-        for id in rest {
-            let other = graph.node(id);
-            if other == anchor {
-                continue;
-            }
-            match graph.refusal(anchor, other, rules) {
-                None => anchor = graph.union(anchor, other),
-                Some(reason) => pending.push(PendingConflict {
-                    link,
-                    anchor: first,
-                    refused: id,
-                    reason,
-                }),
-            }
-        }
-    }
-
-    let nodes: Vec<(Identifier, usize)> = std::mem::take(&mut graph.index).into_iter().collect();
-    let mut members: BTreeMap<usize, Vec<Identifier>> = BTreeMap::new();
-    for (id, i) in nodes {
-        let root = graph.find(i);
-        members.entry(root).or_default().push(id);
-    }
-    let mut owner: BTreeMap<Identifier, ProfileId> = BTreeMap::new();
-    let mut profiles = Vec::with_capacity(members.len());
-    for (_, mut ids) in members {
-        ids.sort_by_cached_key(|id| rules.key(id));
-        let Some(best) = ids.first() else {
-            continue;
-        };
-        let id = ProfileId::for_identifier(best);
-        owner.extend(ids.iter().map(|member| (member.clone(), id.clone())));
-        profiles.push(Profile {
-            id,
-            identifiers: ids,
-        });
-    }
-    profiles.sort_by(|a, b| a.id.cmp(&b.id));
-
-    let mut conflicts: Vec<Conflict> = pending
-        .into_iter()
-        .filter_map(|p| {
-            Some(Conflict {
-                timestamp_ms: p.link.timestamp_ms,
-                message_id: p.link.message_id.clone(),
-                profile: owner.get(p.anchor)?.clone(),
-                refused: p.refused.clone(),
-                refused_profile: owner.get(p.refused)?.clone(),
-                reason: p.reason,
-            })
-        })
-        .collect();
-    conflicts.sort();
-    conflicts.dedup();
-    Partition {
-        profiles,
-        conflicts,
-    }
-}
-
 /// The stored links in the link-graph components that `seeds` touch: every link sharing an
 /// identifier with a seed, then every link sharing one with those, until nothing new appears.
 /// Blocked identifiers connect nothing. Returned in store order.
@@ -1253,69 +1103,6 @@ pub struct StitchPlan {
     pub conflicts: Vec<Conflict>,
     /// False when `fragment` already held this link (the plan then changes nothing).
     pub is_new_link: bool,
-}
-
-/// Adds `new` to `fragment` (all stored links of the link-graph components touching `new`'s
-/// identifiers, see [`component_links`]) and reports what changes. Pure: it recomputes
-/// `partition(fragment)` and `partition(fragment + new)` and compares them, so the result does
-/// not depend on the order links arrived in. Feeding a stored link again is a no-op plan.
-pub fn stitch(fragment: &[Link], new: Link, rules: &Rules) -> StitchPlan {
-    let new = rules.canonical_link(&new);
-    let is_new_link = !fragment.iter().any(|l| rules.canonical_link(l) == new);
-    let before = partition(fragment, rules);
-    let mut all = Vec::with_capacity(fragment.len() + 1);
-    all.extend_from_slice(fragment);
-    all.push(new.clone());
-    let after = partition(&all, rules);
-
-    let owner: BTreeMap<&Identifier, &ProfileId> = after
-        .profiles
-        .iter()
-        .flat_map(|p| p.identifiers.iter().map(move |id| (id, &p.id)))
-        .collect();
-    let profile_id = new
-        .identifiers
-        .first()
-        .and_then(|id| owner.get(id))
-        .map(|p| (*p).clone());
-    let assignments = owner
-        .iter()
-        .map(|(id, p)| ((*id).clone(), (*p).clone()))
-        .collect();
-    let surviving: BTreeSet<&ProfileId> = after.profiles.iter().map(|p| &p.id).collect();
-    let merges = before
-        .profiles
-        .iter()
-        .filter(|p| !surviving.contains(&p.id))
-        .filter_map(|p| {
-            let into = owner.get(p.identifiers.first()?)?;
-            Some(Merge {
-                from: p.id.clone(),
-                into: (*into).clone(),
-                cause_message_id: new.message_id.clone(),
-            })
-        })
-        .collect();
-    let known: BTreeSet<(i64, &str, &Identifier, &ConflictReason)> = before
-        .conflicts
-        .iter()
-        .map(|c| (c.timestamp_ms, c.message_id.as_str(), &c.refused, &c.reason))
-        .collect();
-    let conflicts = after
-        .conflicts
-        .iter()
-        .filter(|c| {
-            !known.contains(&(c.timestamp_ms, c.message_id.as_str(), &c.refused, &c.reason))
-        })
-        .cloned()
-        .collect();
-    StitchPlan {
-        profile_id,
-        assignments,
-        merges,
-        conflicts,
-        is_new_link,
-    }
 }
 
 #[cfg(test)]
@@ -1467,6 +1254,41 @@ mod tests {
         assert!(p
             .profile_of(&Identifier::new(IdType::DeviceId, "shared-kiosk"))
             .is_none());
+    }
+
+    #[test]
+    fn identifiers_with_one_fingerprint_stay_apart() {
+        // Same length and same first and last eight bytes: one fingerprint, three identifiers.
+        let a = anon("AAAAAAAA1BBBBBBBB");
+        let b = anon("AAAAAAAA2BBBBBBBB");
+        let u = uid("AAAAAAAA1BBBBBBBB");
+        assert_eq!(
+            resolve::fingerprint(&a.value),
+            resolve::fingerprint(&b.value)
+        );
+        let links = [
+            link(1, "m1", &[a.clone(), cookie("c")]),
+            link(2, "m2", std::slice::from_ref(&b)),
+            link(3, "m3", &[u.clone(), a.clone()]),
+        ];
+        let p = partition(&links, &Rules::default());
+        assert_eq!(p.profiles.len(), 2);
+        let user = ProfileId::for_identifier(&u);
+        assert_eq!(owner_of(&p, &a), user);
+        assert_eq!(owner_of(&p, &cookie("c")), user);
+        assert_eq!(p.profile_of(&b).unwrap().identifiers, [b]);
+    }
+
+    #[test]
+    fn block_list_compares_unicode_lower_case() {
+        let rules = Rules {
+            blocked: vec!["Kiosk".into()],
+            ..Rules::default()
+        };
+        // The Kelvin sign lower-cases to an ASCII `k`.
+        assert!(rules.is_blocked("\u{212A}IOSK"));
+        assert!(Rules::default().is_blocked(" NuLL "));
+        assert!(!Rules::default().is_blocked("\u{212A}"));
     }
 
     #[test]
