@@ -270,6 +270,15 @@ impl Identifier {
     /// optional hashing. `None` when nothing usable is left or the value is blocked.
     pub fn normalized(kind: IdType, raw: &str, rules: &Rules) -> Option<Self> {
         let class = kind.class();
+        let hashed_class = rules.hash_pii && matches!(class, IdClass::Email | IdClass::Phone);
+        // With hashing on, a value that already is a hash (the collector rewrites stored bodies
+        // to hashes) is taken as it is: hashing it again would split the person in two.
+        if hashed_class && is_sha256_hex(raw.trim()) {
+            return Some(Self {
+                kind,
+                value: raw.trim().to_ascii_lowercase(),
+            });
+        }
         // The raw value is checked too: normalising can turn a placeholder into a plausible
         // value (a phone of "-1" keeps only its digit, "1").
         if rules.is_blocked(raw.trim()) {
@@ -279,8 +288,11 @@ impl Identifier {
         if rules.is_blocked(&value) {
             return None;
         }
-        let value = if rules.hash_pii && matches!(class, IdClass::Email | IdClass::Phone) {
-            sha256_hex(value.as_bytes())
+        let value = if hashed_class {
+            match &rules.pii_salt {
+                Some(salt) => sha256_hex(format!("{salt}\n{value}").as_bytes()),
+                None => sha256_hex(value.as_bytes()),
+            }
         } else {
             value
         };
@@ -367,6 +379,10 @@ fn normalize_value(class: IdClass, raw: &str) -> Option<String> {
     }
 }
 
+fn is_sha256_hex(value: &str) -> bool {
+    value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);
     let mut out = String::with_capacity(digest.len() * 2);
@@ -432,6 +448,11 @@ pub struct Rules {
     pub blocked: Vec<String>,
     /// Store emails and phones as the hex SHA-256 of their normalised value.
     pub hash_pii: bool,
+    /// Secret salt for [`Rules::hash_pii`] (the `PII_SALT` secret, never in configuration): the
+    /// hash becomes SHA-256 of `salt`, a newline and the value, so a stolen table cannot be
+    /// reversed by hashing a list of known addresses. Pre-hashed (unsalted) external IDs then no
+    /// longer match emails and are kept as their own external type.
+    pub pii_salt: Option<String>,
     /// Most identifiers one profile may hold.
     pub max_identifiers: usize,
     /// Most merges one profile may absorb (see the module docs for what counts).
@@ -457,6 +478,7 @@ impl Default for Rules {
             use_default_blocklist: true,
             blocked: Vec::new(),
             hash_pii: false,
+            pii_salt: None,
             max_identifiers: DEFAULT_MAX_IDENTIFIERS,
             max_merges: DEFAULT_MAX_MERGES,
         }
@@ -882,7 +904,9 @@ fn external_identifier(entry: &Value, rules: &Rules) -> Option<Identifier> {
         (None, Some(kind)) => Identifier::normalized(kind, &raw, rules),
         (None, None) => Identifier::normalized(IdType::External(type_name), &raw, rules),
         (Some(enc), Some(kind @ (IdType::Email | IdType::Phone)))
-            if rules.hash_pii && (enc == "sha256" || enc == "sha-256") =>
+            if rules.hash_pii
+                && rules.pii_salt.is_none()
+                && (enc == "sha256" || enc == "sha-256") =>
         {
             let hex = raw.trim().to_ascii_lowercase();
             (hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()))

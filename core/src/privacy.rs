@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Map, Value};
 
 use crate::event::{Event, EventError};
-use crate::identity::{identifiers_of, sha256_hex, IdClass, Identifier, Rules};
+use crate::identity::{identifiers_of, sha256_hex, IdClass, IdType, Identifier, Rules};
 use crate::ingest::{Decoded, Outcome};
 use crate::plan::{multi_row, Param, Statement};
 
@@ -89,6 +89,41 @@ pub fn count_rejections(source_id: &str, day: &str, decoded: &Decoded) -> Option
     )
     .into_iter()
     .next()
+}
+
+/// With [`Rules::hash_pii`], replaces emails and phones in event bodies (`traits` and
+/// `context.traits`) by the same hashes the identity graph stores, so neither events nor trait
+/// values keep them in clear.
+pub fn hash_pii_fields(mut decoded: Decoded, rules: &Rules) -> Decoded {
+    if !rules.hash_pii {
+        return decoded;
+    }
+    for outcome in &mut decoded.outcomes {
+        let Outcome::Valid(event) = outcome else {
+            continue;
+        };
+        hash_in(event.body.get_mut("traits"), rules);
+        if let Some(context) = event.body.get_mut("context") {
+            hash_in(context.get_mut("traits"), rules);
+        }
+    }
+    decoded
+}
+
+fn hash_in(traits: Option<&mut Value>, rules: &Rules) {
+    let Some(Value::Object(traits)) = traits else {
+        return;
+    };
+    for (field, kind) in [("email", IdType::Email), ("phone", IdType::Phone)] {
+        let hashed = match traits.get(field) {
+            Some(Value::String(raw)) => Identifier::normalized(kind, raw, rules),
+            Some(Value::Number(n)) => Identifier::normalized(kind, &n.to_string(), rules),
+            _ => None,
+        };
+        if let Some(id) = hashed {
+            traits.insert(field.into(), Value::String(id.value));
+        }
+    }
 }
 
 /// Everything that identifies one person: identifier text forms and every profile ID they held
@@ -630,6 +665,44 @@ mod tests {
             Some(r#"{"gcm":{"ad_storage":"denied"}}"#)
         );
         assert_eq!(huge.kind, EventType::Page);
+    }
+
+    #[test]
+    fn hashes_emails_and_phones_in_bodies_with_a_secret_salt() {
+        let raw = || {
+            decoded(vec![event(json!({"type": "identify", "anonymousId": "a",
+                "traits": {"email": " Jane@Example.com ", "phone": "+31 6 1234 5678", "name": "Jane"},
+                "context": {"traits": {"email": "jane@example.com"}}}))])
+        };
+        let unchanged = hash_pii_fields(raw(), &Rules::default());
+        assert_eq!(unchanged, raw(), "nothing changes without hashPii");
+        let salted = Rules {
+            hash_pii: true,
+            pii_salt: Some("s3cret-salt-value".into()),
+            ..Rules::default()
+        };
+        let out = hash_pii_fields(raw(), &salted);
+        let Outcome::Valid(e) = &out.outcomes[0] else {
+            panic!("still valid")
+        };
+        let email = e.body["traits"]["email"].as_str().unwrap();
+        assert_eq!(email.len(), 64);
+        assert_eq!(
+            e.body["context"]["traits"]["email"], email,
+            "same hash everywhere"
+        );
+        assert_eq!(e.body["traits"]["name"], "Jane");
+        assert_ne!(email, sha256_hex(b"jane@example.com"), "salted");
+        let identifiers = identifiers_of(e, &salted);
+        assert!(identifiers.contains(&Identifier::new(IdType::Email, email)));
+        let unsalted = Rules {
+            hash_pii: true,
+            ..Rules::default()
+        };
+        let Outcome::Valid(e) = &hash_pii_fields(raw(), &unsalted).outcomes[0] else {
+            panic!("still valid")
+        };
+        assert_eq!(e.body["traits"]["email"], sha256_hex(b"jane@example.com"));
     }
 
     #[test]

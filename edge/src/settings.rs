@@ -8,8 +8,19 @@ use worker::{Env, Request};
 use crate::error::ApiError;
 use crate::{http, store};
 
-/// Identity rules from the optional `IDENTITY_RULES` JSON setting; defaults otherwise.
+/// Identity rules from the optional `IDENTITY_RULES` JSON setting (defaults otherwise), with the
+/// `PII_SALT` secret for hashed emails and phones.
 pub fn identity_rules(env: &Env) -> Result<Rules, ApiError> {
+    let mut rules = configured_rules(env)?;
+    rules.pii_salt = env
+        .secret("PII_SALT")
+        .map(|s| s.to_string())
+        .ok()
+        .filter(|s| !s.is_empty());
+    Ok(rules)
+}
+
+fn configured_rules(env: &Env) -> Result<Rules, ApiError> {
     let setting = env
         .var("IDENTITY_RULES")
         .map(|v| v.to_string())

@@ -322,3 +322,37 @@ describe("privacy, access control and retention", () => {
     assert.equal(page.headers.get("referrer-policy"), "strict-origin-when-cross-origin");
   });
 });
+
+describe("hashed emails and phones", () => {
+  let edge;
+  before(async () => {
+    edge = await startEdge("hashed", { vars: { IDENTITY_RULES: '{"hashPii": true}', PII_SALT: "test-salt-not-a-real-secret" } });
+  });
+  after(async () => {
+    await edge?.stop();
+  });
+
+  test("with hashPii and a salt, no email or phone is stored in clear, yet lookup, export and delete still find the person", async () => {
+    const email = `Hash.Me-${run}@Example.com`;
+    const send = (batch) => post(`${edge.url}/v1/batch`, { writeKey: WRITE_KEY, batch });
+    const r = await send([
+      { type: "identify", messageId: mid(), anonymousId: `h-${run}`, traits: { email, phone: "+31 6 1234 5678", name: "H" } },
+      { type: "track", messageId: mid(), anonymousId: `h-${run}`, event: "X", context: { traits: { email } } },
+    ]);
+    assert.ok(r.json.results.every((x) => x.status === "accepted"));
+    const clear = email.toLowerCase().split("@")[0];
+    for (const table of ["events", "identities", "trait_values", "identity_links", "link_members"]) {
+      const rows = JSON.stringify(await edge.query(`SELECT * FROM ${table}`));
+      assert.ok(!rows.toLowerCase().includes(clear), `${table} holds no clear email`);
+      assert.ok(!rows.includes("1234 5678") && !rows.includes("31612345678"), `${table} holds no clear phone`);
+    }
+    const auth = { authorization: `Bearer ${ROOT_KEY}` };
+    const profile = await fetch(`${edge.url}/v1/profiles/lookup?type=email&value=${encodeURIComponent(email)}`, { headers: auth });
+    assert.equal(profile.status, 200);
+    assert.equal((await profile.json()).traits.name, "H");
+    const del = await fetch(`${edge.url}/v1/privacy/delete`, { method: "POST", headers: auth, body: JSON.stringify({ type: "email", value: email }) });
+    assert.equal((await del.json()).deleted.events, 2);
+    const again = await send([{ type: "identify", messageId: mid(), anonymousId: `other-${run}`, traits: { email } }]);
+    assert.equal(again.json.results[0].code, "suppressed");
+  });
+});

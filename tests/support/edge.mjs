@@ -40,11 +40,15 @@ export function runWrangler(args) {
 
 /**
  * wrangler.toml with test-specific sources (`{writeKey: {...}}`) and rate limits
- * (`{ip: n, source: n}` requests per 60 s). Written beside wrangler.toml so its relative paths
+ * (`{ip: n, source: n}` requests per 60 s) and extra `vars` (`{NAME: "value"}`). Written beside wrangler.toml so its relative paths
  * still resolve; git ignores it.
  */
-function testConfig(name, { sources, limits }) {
+function testConfig(name, { sources, limits, vars }) {
   let toml = readFileSync(mainConfig, "utf8");
+  if (vars) {
+    const lines = Object.entries(vars).map(([k, v]) => `${k} = ${JSON.stringify(v)}`).join("\n");
+    toml = toml.replace("[vars]\n", `[vars]\n${lines}\n`);
+  }
   if (sources) {
     const start = toml.indexOf('SOURCES = """');
     const end = toml.indexOf('"""', start + 13) + 3;
@@ -92,7 +96,7 @@ export async function startEdge(name, options = {}) {
   const state = join(root, "tests/.tmp", `${name}-${process.pid}`);
   rmSync(state, { recursive: true, force: true });
   mkdirSync(state, { recursive: true });
-  const configPath = options.sources || options.limits ? testConfig(name, options) : mainConfig;
+  const configPath = options.sources || options.limits || options.vars ? testConfig(name, options) : mainConfig;
   const config = ["--config", configPath];
   runWrangler(["d1", "migrations", "apply", "DB", "--local", "--persist-to", state, ...config]);
 

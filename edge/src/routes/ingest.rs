@@ -10,7 +10,8 @@ use seam_core::graph_plan::{
 use seam_core::identity::{IdType, Identifier};
 use seam_core::ingest::{decode, decompress, RequestError, MAX_REQUEST_BYTES};
 use seam_core::privacy::{
-    apply_suppressions, consent_records, count_rejections, record_consent, suppression_key,
+    apply_suppressions, consent_records, count_rejections, hash_pii_fields, record_consent,
+    suppression_key,
 };
 use seam_core::retention::touch_identities;
 use seam_core::time::format_iso8601;
@@ -73,7 +74,7 @@ pub async fn post(
         &rules,
         facts.gpc,
     );
-    let decoded = decoded.enrich(&facts, &source);
+    let decoded = hash_pii_fields(decoded.enrich(&facts, &source), &rules);
     let suppressed = store::privacy::suppressed_keys(&db, received_at).await?;
     let decoded = if suppressed.is_empty() {
         decoded
