@@ -1,6 +1,7 @@
 //! Routes. Each is decode -> core -> execute plan -> encode.
 
 pub mod admin;
+pub mod decide;
 pub mod health;
 pub mod ingest;
 pub mod preflight;
