@@ -1,6 +1,7 @@
 // Computed traits, segments and decisions in workerd with real local D1 + KV.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { post, root, startEdge, WRITE_KEY } from "../support/edge.mjs";
@@ -11,7 +12,17 @@ let n = 0;
 const mid = () => `p-${run}-${++n}`;
 // Recent times: segments look at the last 30 days.
 const ago = (minutes) => new Date(Date.now() - minutes * 60_000).toISOString();
+const decideFor = (edge, body, headers = {}) => post(`${edge.url}/v1/decide`, { writeKey: WRITE_KEY, slots: ["recommended-for-you"], ...body }, headers);
 const send = (edge, batch) => post(`${edge.url}/v1/batch`, { writeKey: WRITE_KEY, batch });
+
+// The shipped holdout (config/recommendations.json), computed like seam_core::recommend::in_holdout.
+const { holdoutSalt, holdoutPercent } = JSON.parse(readFileSync(join(root, "config/recommendations.json"), "utf8"));
+const inHoldout = (profileId) =>
+  BigInt(`0x${createHash("sha256").update(`${holdoutSalt}\n${profileId}`).digest("hex").slice(0, 16)}`) % 10000n < BigInt(Math.round(holdoutPercent * 100));
+
+export const CATALOG = ["Running Shoes", "Socks", "Jackets"].flatMap((category, c) =>
+  [1, 2, 3, 4].map((i) => ({ product_id: `${category.slice(0, 3).toLowerCase()}-${i}`, name: `${category} ${i}`, category, price: 20 * (c + 1) + i, url: `/product.html?id=${category.slice(0, 3).toLowerCase()}-${i}` })),
+);
 
 const view = (anonymousId, product_id, category, minutes) => ({
   type: "track", event: "Product Viewed", anonymousId, messageId: mid(), timestamp: ago(minutes),
@@ -90,5 +101,114 @@ describe("personalisation at ingest", () => {
     const { json } = await admin(`/v1/profiles/${first.json.profileId}`);
     assert.deepEqual(json.computedTraits.category_views, { Trail: 1 });
     assert.equal(json.traits.plan, "free");
+  });
+
+  describe("POST /v1/decide", () => {
+    const adminPost = (path, body) =>
+      post(`${edge.url}${path}`, body, { authorization: `Bearer ${ADMIN_KEY}` });
+    /** A visitor who browsed three running shoes, in or out of the holdout as asked. */
+    const runner = async (wantHoldout) => {
+      for (let i = 0; i < 200; i++) {
+        const anon = `runner-${wantHoldout}-${run}-${i}`;
+        const r = await send(edge, [view(anon, "run-2", "Running Shoes", 5), view(anon, "run-3", "Running Shoes", 4), view(anon, "run-4", "Running Shoes", 3)]);
+        if (inHoldout(r.json.profileId) === wantHoldout) return { anon, profileId: r.json.profileId };
+      }
+      throw new Error("no visitor found");
+    };
+
+    before(async () => {
+      const upload = await adminPost("/v1/admin/catalog", { items: CATALOG });
+      assert.equal(upload.status, 200, upload.text);
+      assert.equal(upload.json.stored, 12);
+      // Jackets are what other shoppers look at: the popular, non-personal default.
+      for (const who of ["a", "b", "c"]) await send(edge, [view(`crowd-${who}-${run}`, "jac-2", "Jackets", 2)]);
+    });
+
+    test("catalogue upload: admin only, bad items rejected by index and field", async () => {
+      const bad = await adminPost("/v1/admin/catalog", { items: [{ product_id: "x" }, { name: "no id" }] });
+      assert.equal(bad.status, 400);
+      assert.match(bad.json.message, /item 1: product_id/);
+      const asWriter = await post(`${edge.url}/v1/admin/catalog`, { items: CATALOG }, { authorization: `Basic ${Buffer.from(`${WRITE_KEY}:`).toString("base64")}` });
+      assert.ok([401, 403].includes(asWriter.status), `${asWriter.status}`);
+      assert.equal((await edge.query("SELECT count(*) AS n FROM catalog_items WHERE product_id = 'x'"))[0].n, 0);
+    });
+
+    test("personalised for a runner, cold start for a stranger, defaults when consent is denied", async () => {
+      const { anon, profileId } = await runner(false);
+      const r = await decideFor(edge, { anonymousId: anon, context: { consent: { personalization_storage: "granted" } } });
+      assert.equal(r.status, 200, r.text);
+      assert.equal(r.json.profileId, profileId);
+      assert.equal(r.json.reason, "personalised");
+      const [slot] = r.json.decisions;
+      assert.equal(slot.slot, "recommended-for-you");
+      assert.equal(slot.variant, "personalised");
+      assert.equal(slot.items.length, 4);
+      assert.equal(slot.items[0].category, "Running Shoes", JSON.stringify(slot.items));
+      assert.ok(slot.items.filter((i) => i.category === "Running Shoes").length >= 3, JSON.stringify(slot.items));
+      assert.ok(slot.items.every((i) => typeof i.name === "string" && i.reason), "catalogue fields and a reason per item");
+
+      const [top] = await edge.query("SELECT product_id FROM item_stats ORDER BY purchases * 3 + views DESC, product_id LIMIT 1");
+      const stranger = await decideFor(edge, { anonymousId: `stranger-${run}` });
+      assert.equal(stranger.json.reason, "cold_start");
+      assert.equal(stranger.json.profileId, null);
+      assert.equal(stranger.json.decisions[0].variant, "default");
+      assert.equal(stranger.json.decisions[0].items[0].product_id, top.product_id, "most popular first");
+
+      const denied = await decideFor(edge, { anonymousId: anon, context: { consent: { ad_personalization: "denied" } } });
+      assert.equal(denied.json.reason, "consent_denied");
+      assert.equal(denied.json.personalised, false);
+      assert.equal(denied.json.profileId, null, "the profile is not even read");
+      assert.deepEqual(denied.json.decisions[0].items.map((i) => i.product_id), stranger.json.decisions[0].items.map((i) => i.product_id));
+    });
+
+    test("purchased items are never recommended", async () => {
+      const anon = `buyer-${run}`;
+      const batch = shopperBatch(anon);
+      const { json } = await send(edge, batch);
+      const r = await decideFor(edge, { anonymousId: anon, slots: [{ id: "recommended-for-you", limit: 12 }] });
+      assert.ok(["personalised", "holdout"].includes(r.json.reason), r.text);
+      assert.ok(!r.json.decisions[0].items.some((i) => i.product_id === "run-1"), JSON.stringify(r.json.decisions[0].items));
+      assert.equal(r.json.profileId, json.profileId);
+    });
+
+    test("a held-out profile gets defaults with the reason", async () => {
+      const { anon } = await runner(true);
+      const r = await decideFor(edge, { anonymousId: anon });
+      assert.equal(r.json.reason, "holdout");
+      assert.equal(r.json.decisions[0].variant, "control");
+      const stranger = await decideFor(edge, { anonymousId: `stranger2-${run}` });
+      assert.deepEqual(r.json.decisions[0].items.map((i) => i.product_id), stranger.json.decisions[0].items.map((i) => i.product_id));
+    });
+
+    test("a KV miss falls back to D1 and re-publishes the snapshot", async () => {
+      const { anon, profileId } = await runner(false);
+      const warm = await decideFor(edge, { anonymousId: anon });
+      await edge.kv.delete(`anon:${anon}`);
+      await edge.kv.delete(`profile:${profileId}`);
+      const cold = await decideFor(edge, { anonymousId: anon });
+      assert.equal(cold.json.reason, "personalised");
+      assert.deepEqual(cold.json.decisions, warm.json.decisions);
+      assert.equal(JSON.parse(await edge.kv.get(`anon:${anon}`)).profileId, profileId);
+      assert.ok(JSON.parse(await edge.kv.get(`profile:${profileId}`)).computedTraits.viewed_products.length === 3);
+    });
+
+    test("every decision logs one Decision Exposed event per messageId; CORS like ingest", async () => {
+      const { anon } = await runner(false);
+      const headers = { origin: "http://localhost:8787" };
+      const first = await decideFor(edge, { anonymousId: anon, messageId: `exp-${run}` }, headers);
+      assert.equal(first.headers.get("access-control-allow-origin"), "http://localhost:8787");
+      await decideFor(edge, { anonymousId: anon, messageId: `exp-${run}` }, headers);
+      const rows = await edge.query("SELECT body FROM events WHERE name = 'Decision Exposed' AND anonymous_id = ?", anon);
+      assert.equal(rows.length, 1);
+      const props = JSON.parse(rows[0].body).properties;
+      assert.equal(props.reason, "personalised");
+      assert.deepEqual(props.slots[0].items, first.json.decisions[0].items.map((i) => i.product_id));
+      const refused = await decideFor(edge, { anonymousId: anon }, { origin: "https://evil.example" });
+      assert.equal(refused.status, 403);
+      const bad = await post(`${edge.url}/v1/decide`, { writeKey: WRITE_KEY, anonymousId: anon, slots: "x" });
+      assert.equal(bad.status, 400);
+      const noKey = await post(`${edge.url}/v1/decide`, { anonymousId: anon, slots: ["a"] });
+      assert.equal(noKey.status, 401);
+    });
   });
 });
