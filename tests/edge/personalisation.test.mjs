@@ -210,5 +210,37 @@ describe("personalisation at ingest", () => {
       const noKey = await post(`${edge.url}/v1/decide`, { anonymousId: anon, slots: ["a"] });
       assert.equal(noKey.status, 401);
     });
-  });
+  
+    test("pages are edge-rendered: the slot holds the visitor's recommendations without JavaScript, escaped, with security headers", async () => {
+      const evil = { product_id: "run-evil", name: "<script>alert(1)</script> Racer", category: "Running Shoes", price: 99, url: "javascript:alert(1)" };
+      assert.equal((await adminPost("/v1/admin/catalog", { items: [evil] })).status, 200);
+      const { anon } = await runner(false);
+      await send(edge, [view(anon, "run-evil", "Running Shoes", 1)]);
+      const page = await fetch(`${edge.url}/`, { headers: { cookie: `seam_id=${anon}` } });
+      assert.equal(page.status, 200);
+      const html = await page.text();
+      const slot = html.match(/<div data-seam-slot="recommended-for-you"([^>]*)>([\s\S]*?)<\/div>/);
+      assert.ok(slot, html);
+      assert.match(slot[1], /data-seam-rendered="personalised"/);
+      const ids = [...slot[2].matchAll(/data-product-id="([^"]+)"/g)].map((m) => m[1]);
+      const api = await decideFor(edge, { anonymousId: anon });
+      assert.deepEqual(ids, api.json.decisions[0].items.map((i) => i.product_id), "same items as /v1/decide");
+      assert.ok(ids.includes("run-evil"));
+      assert.ok(slot[2].includes("&lt;script&gt;alert(1)&lt;/script&gt; Racer"), slot[2]);
+      assert.ok(!html.includes("<script>alert(1)"), "no injected script");
+      assert.ok(!slot[2].includes("javascript:"), "unsafe URLs are not linked");
+      assert.match(page.headers.get("content-security-policy"), /default-src 'self'/);
+      assert.match(page.headers.get("content-security-policy"), /script-src 'self' 'wasm-unsafe-eval' 'sha256-/, "the build's CSP with its inline-script hashes");
+      assert.equal(page.headers.get("x-content-type-options"), "nosniff");
+      assert.equal(page.headers.get("referrer-policy"), "strict-origin-when-cross-origin");
+      assert.match(page.headers.get("cache-control"), /no-store/);
+
+      const anonymous = await (await fetch(`${edge.url}/product.html`)).text();
+      assert.match(anonymous, /data-seam-rendered="default"/, "no cookie: non-personal defaults");
+      const gpc = await (await fetch(`${edge.url}/`, { headers: { cookie: `seam_id=${anon}`, "sec-gpc": "1" } })).text();
+      assert.match(gpc, /data-seam-reason="consent_denied"/);
+      const css = await fetch(`${edge.url}/style.css`);
+      assert.equal(css.status, 200, "other assets are served as before");
+    });
+});
 });

@@ -488,7 +488,16 @@ async fn load_profile(
     let Some(identifier) = identifier else {
         return Ok(None);
     };
-    let Some(profile_id) = store::profiles::profile_for(db, &identifier).await? else {
+    let mut profile_id = store::profiles::profile_for(db, &identifier).await?;
+    // The `seam_id` cookie is also linked as a cookie ID (events carry it in `context.seam`).
+    if profile_id.is_none() && user_id.is_none() {
+        if let Some(cookie) =
+            anonymous_id.and_then(|a| Identifier::normalized(IdType::CookieId, a, rules))
+        {
+            profile_id = store::profiles::profile_for(db, &cookie).await?;
+        }
+    }
+    let Some(profile_id) = profile_id else {
         return Ok(None);
     };
     let view = store::profiles::view(db, &profile_id).await?;

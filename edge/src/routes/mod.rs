@@ -7,6 +7,7 @@ pub mod ingest;
 pub mod preflight;
 pub mod privacy;
 pub mod profiles;
+pub mod render;
 
 use seam_core::identity::{IdType, Identifier, Rules};
 use worker::Request;
