@@ -62,6 +62,9 @@ pub enum ApiError {
     /// A lookup whose identifier type or value cannot be used.
     #[error("type must be an identifier type (user_id, email, phone, anonymous_id, cookie_id, device_id, external:<type>) and value a usable value")]
     InvalidIdentifier,
+    /// A catalogue upload with an invalid item.
+    #[error(transparent)]
+    Catalog(#[from] seam_core::recommend::CatalogError),
     /// Storage failed; the client should retry.
     #[error("storage is unavailable, retry later")]
     Storage(String),
@@ -86,6 +89,7 @@ impl ApiError {
             Self::KeyNotFound => "key_not_found",
             Self::ProfileNotFound => "profile_not_found",
             Self::InvalidIdentifier => "invalid_identifier",
+            Self::Catalog(e) => e.code(),
             Self::Storage(_) => "storage_unavailable",
         }
     }
@@ -112,7 +116,7 @@ impl ApiError {
             Self::LabelTaken => 409,
             Self::KeyNotFound => 404,
             Self::ProfileNotFound => 404,
-            Self::InvalidIdentifier => 400,
+            Self::InvalidIdentifier | Self::Catalog(_) => 400,
             Self::Storage(_) => 503,
         }
     }

@@ -6,7 +6,9 @@
 //! lives only in [`error`]; D1 access only in [`store`].
 //!
 //! Requests that match no route fall through to the static assets (the site), which wrangler's
-//! `[assets]` serves before the Worker for every path not listed in `run_worker_first`.
+//! `[assets]` serves before the Worker for every path not listed in `run_worker_first`. The site's
+//! HTML pages are listed there: the Worker fetches them from `ASSETS` and fills their
+//! personalisation slots (`routes::render`).
 
 pub mod error;
 pub mod http;
@@ -93,9 +95,15 @@ async fn route(req: Request, env: &Env) -> std::result::Result<Response, ApiErro
     match path.as_str() {
         "/health" if method == Method::Get => Ok(routes::health::get()?),
         "/health" => Err(ApiError::MethodNotAllowed),
+        "/v1/decide" if method == Method::Post => routes::decide::post(req, env).await,
+        "/v1/decide" => Err(ApiError::MethodNotAllowed),
         _ => {
             let Some(segment) = path.strip_prefix("/v1/") else {
-                return Err(ApiError::NotFound);
+                // Site pages routed to the Worker (`run_worker_first`): edge-rendered slots.
+                return match method {
+                    Method::Get | Method::Head => routes::render::page(req, env).await,
+                    _ => Err(ApiError::MethodNotAllowed),
+                };
             };
             let path_type = match segment {
                 "batch" | "b" => None,

@@ -2,11 +2,13 @@
 //! - `GET /v1/admin/keys`: issued keys (labels, scopes, dates; never hashes);
 //! - `POST /v1/admin/keys {"label", "scopes": [...]}`: issues a key, returned once (201);
 //! - `DELETE /v1/admin/keys/{label}`: revokes it;
-//! - `GET /v1/admin/audit?limit=`: the latest audit log entries.
+//! - `GET /v1/admin/audit?limit=`: the latest audit log entries;
+//! - `POST /v1/admin/catalog {"items": [...]}`: upserts product catalogue items (all or none).
 
 use seam_core::access::{self, parse_key_request, Scope};
 use seam_core::id;
 use seam_core::privacy::{audit, AuditEntry};
+use seam_core::recommend::{catalog_from_json, upsert_catalog};
 use serde_json::{json, Value};
 use worker::{Env, Method, Request, Response};
 
@@ -83,7 +85,15 @@ pub async fn handle(mut req: Request, env: &Env, rest: &str) -> Result<Response,
                 &json!({ "label": label, "revoked": true }),
             )?)
         }
-        (_, "keys" | "audit") => Err(ApiError::MethodNotAllowed),
+        (Method::Post, "catalog") => {
+            let body: Value = req.json().await.map_err(|_| ApiError::InvalidBody)?;
+            let items = catalog_from_json(&body)?;
+            let mut plan = upsert_catalog(&items, now_ms);
+            plan.push(log("upload_catalog", json!({ "items": items.len() })));
+            store::d1::execute(&db, &plan).await?;
+            Ok(Response::from_json(&json!({ "stored": items.len() }))?)
+        }
+        (_, "keys" | "audit" | "catalog") => Err(ApiError::MethodNotAllowed),
         (_, path) if path.starts_with("keys/") => Err(ApiError::MethodNotAllowed),
         _ => Err(ApiError::NotFound),
     }

@@ -165,31 +165,96 @@ pub async fn post(
         } else {
             None
         };
-        let profile_id = match profile_id {
+        let (profile_id, snapshot, absorbed, profile_of) = match profile_id {
             Some(id) => {
-                if !graph.traits.is_empty() {
-                    let view = store::profiles::view(&db, &id).await?;
-                    store::profiles::publish(env, &view, &[], &[]).await;
-                }
-                id
+                let changed = (!graph.traits.is_empty()).then(Snapshot::default);
+                let profile_of: Vec<(String, String)> = graph
+                    .links
+                    .iter()
+                    .filter_map(|l| {
+                        let best = l.identifiers.first()?.to_string();
+                        Some((l.message_id.clone(), assigned.get(&best)?.clone()))
+                    })
+                    .collect();
+                (id, changed, Vec::new(), profile_of)
             }
             None => {
                 let resolved = store::identity::resolve(&db, &rules, &graph.links, received_at)
                     .await?
                     .ok_or_else(|| ApiError::Storage("identity resolution had no links".into()))?;
                 let id = resolved.profile_of(best);
-                publish_snapshot(
-                    env,
-                    &db,
-                    &resolved,
-                    &graph.links,
-                    &id,
-                    !graph.traits.is_empty(),
-                )
-                .await?;
-                id
+                let snapshot =
+                    snapshot_changes(&resolved, &graph.links, &id, !graph.traits.is_empty());
+                let absorbed = absorbed_into(&resolved, &id);
+                let profile_of = graph
+                    .links
+                    .iter()
+                    .filter_map(|l| {
+                        let best = l.identifiers.first()?;
+                        Some((l.message_id.clone(), resolved.profile_of(best)))
+                    })
+                    .collect();
+                (id, snapshot, absorbed, profile_of)
             }
         };
+        // This request's events of its profile feed computed traits. Duplicates are included:
+        // the core dedups them, and a retry after a failed personalisation step then heals it.
+        let mine: Vec<&seam_core::event::Event> = valid
+            .iter()
+            .copied()
+            .filter(|e| {
+                let key = format!("{}/{}", source.id, e.message_id);
+                profile_of
+                    .iter()
+                    .any(|(k, p)| *k == key && *p == profile_id)
+            })
+            .collect();
+        let config = store::personalisation::config()
+            .filter(|_| !absorbed.is_empty() || store::personalisation::reads_any(&mine));
+        if snapshot.is_some() || config.is_some() {
+            let Snapshot {
+                anonymous,
+                absorbed: forwarded,
+            } = snapshot.unwrap_or_default();
+            let mut view = store::profiles::identity_view(&db, &profile_id).await?;
+            match config {
+                Some(config) => {
+                    let update = store::personalisation::update(
+                        &db,
+                        config,
+                        &profile_id,
+                        &absorbed,
+                        &view.traits,
+                        &mine,
+                        received_at,
+                    )
+                    .await;
+                    match update {
+                        Ok(update) => {
+                            store_internal(
+                                &db,
+                                &source.id,
+                                &update.internal_events,
+                                received_at,
+                                cutoff,
+                            )
+                            .await?;
+                            view.computed_traits = update.computed;
+                            view.segments = update.segments;
+                        }
+                        // The events are stored; derived data must not fail the request. A
+                        // retry of the same batch re-applies them (see `mine`).
+                        Err(e) => {
+                            worker::console_error!("personalisation skipped: {e:?}");
+                            store::profiles::fill_personalisation(&db, &mut view, received_at)
+                                .await?;
+                        }
+                    }
+                }
+                None => store::profiles::fill_personalisation(&db, &mut view, received_at).await?,
+            }
+            store::profiles::publish(env, &view, &anonymous, &forwarded).await;
+        }
         // Read-your-writes: the response names the profile as it is after this request.
         body["profileId"] = serde_json::Value::from(profile_id);
     }
@@ -204,16 +269,33 @@ pub async fn post(
     Ok(response)
 }
 
-/// Refreshes the KV snapshot of `profile_id` when this request changed it (new traits, a merge,
-/// or an anonymous ID that now points elsewhere): at most one snapshot write per request.
-async fn publish_snapshot(
-    env: &Env,
-    db: &worker::D1Database,
+/// What a KV snapshot refresh must also write: pointers from anonymous IDs and forwarding records
+/// for absorbed profiles.
+#[derive(Default)]
+struct Snapshot {
+    anonymous: Vec<String>,
+    absorbed: Vec<String>,
+}
+
+/// Profiles `profile_id` absorbed in this request.
+fn absorbed_into(resolved: &store::identity::Resolved, profile_id: &str) -> Vec<String> {
+    resolved
+        .merges
+        .iter()
+        .filter(|(_, into)| into == profile_id)
+        .map(|(from, _)| from.clone())
+        .collect()
+}
+
+/// Whether this request changed the KV snapshot of `profile_id` (new traits, a merge, or an
+/// anonymous ID that now points elsewhere), and what else to write with it: at most one snapshot
+/// write per request.
+fn snapshot_changes(
     resolved: &store::identity::Resolved,
     links: &[seam_core::identity::Link],
     profile_id: &str,
     traits_changed: bool,
-) -> Result<(), ApiError> {
+) -> Option<Snapshot> {
     let before = |text: &str| {
         resolved
             .before
@@ -221,7 +303,7 @@ async fn publish_snapshot(
             .find(|a| a.identifier == text)
             .map(|a| a.profile_id.as_str())
     };
-    let mut moved_anonymous: Vec<String> = links
+    let mut anonymous: Vec<String> = links
         .iter()
         .flat_map(|l| &l.identifiers)
         .filter(|i| i.kind == IdType::AnonymousId)
@@ -230,19 +312,33 @@ async fn publish_snapshot(
         })
         .map(|i| i.value.clone())
         .collect();
-    moved_anonymous.sort();
-    moved_anonymous.dedup();
-    let absorbed: Vec<String> = resolved
-        .merges
-        .iter()
-        .filter(|(_, into)| into == profile_id)
-        .map(|(from, _)| from.clone())
-        .collect();
-    if !traits_changed && moved_anonymous.is_empty() && absorbed.is_empty() {
+    anonymous.sort();
+    anonymous.dedup();
+    let absorbed = absorbed_into(resolved, profile_id);
+    (traits_changed || !anonymous.is_empty() || !absorbed.is_empty()).then_some(Snapshot {
+        anonymous,
+        absorbed,
+    })
+}
+
+/// Stores server-generated events (segment transitions, decision exposures) like client events:
+/// validated by the same decoder, deduplicated by their derived `messageId`.
+pub(crate) async fn store_internal(
+    db: &worker::D1Database,
+    source_id: &str,
+    events: &[serde_json::Value],
+    received_at: i64,
+    cutoff: i64,
+) -> Result<(), ApiError> {
+    if events.is_empty() {
         return Ok(());
     }
-    let view = store::profiles::view(db, profile_id).await?;
-    store::profiles::publish(env, &view, &moved_anonymous, &absorbed).await;
+    let body = serde_json::json!({ "batch": events }).to_string();
+    let decoded = decode(body.as_bytes(), None, received_at, || {
+        id::message_id("seam-edge", received_at, random_bytes())
+    })?;
+    let valid: Vec<_> = decoded.valid().collect();
+    store::d1::execute(db, &plan::insert_events(source_id, &valid, cutoff)).await?;
     Ok(())
 }
 

@@ -1,11 +1,13 @@
 //! Routes. Each is decode -> core -> execute plan -> encode.
 
 pub mod admin;
+pub mod decide;
 pub mod health;
 pub mod ingest;
 pub mod preflight;
 pub mod privacy;
 pub mod profiles;
+pub mod render;
 
 use seam_core::identity::{IdType, Identifier, Rules};
 use worker::Request;

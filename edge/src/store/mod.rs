@@ -4,6 +4,7 @@
 pub mod d1;
 pub mod identity;
 pub mod keys;
+pub mod personalisation;
 pub mod privacy;
 pub mod profiles;
 pub mod sources;

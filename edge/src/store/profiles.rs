@@ -8,6 +8,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use worker::{D1Database, Env};
 
+use crate::store::personalisation;
+
 #[derive(Deserialize)]
 struct TraitRowDb {
     identifier: String,
@@ -67,8 +69,30 @@ pub async fn current_id(db: &D1Database, profile_id: &str) -> worker::Result<Opt
     Ok(None)
 }
 
-/// The identifiers and folded traits of a profile.
+/// A profile with its computed traits and segments as of now.
 pub async fn view(db: &D1Database, profile_id: &str) -> worker::Result<ProfileView> {
+    let mut view = identity_view(db, profile_id).await?;
+    fill_personalisation(db, &mut view, worker::Date::now().as_millis() as i64).await?;
+    Ok(view)
+}
+
+/// Fills computed traits and segments from the stored personalisation state, evaluated at
+/// `now_ms` (time-driven segments may have changed since the last event).
+pub async fn fill_personalisation(
+    db: &D1Database,
+    view: &mut ProfileView,
+    now_ms: i64,
+) -> worker::Result<()> {
+    if let Some(config) = personalisation::config() {
+        let (state, _) = personalisation::load(db, &view.profile_id).await?;
+        (view.computed_traits, view.segments) =
+            personalisation::values(&state, &view.traits, config, now_ms);
+    }
+    Ok(())
+}
+
+/// The identifiers and folded traits of a profile (no personalisation).
+pub async fn identity_view(db: &D1Database, profile_id: &str) -> worker::Result<ProfileView> {
     let mut identifiers: Vec<Identifier> = db
         .prepare("SELECT identifier FROM identities WHERE profile_id = ?")
         .bind(&[profile_id.into()])?

@@ -1,0 +1,509 @@
+//! `POST /v1/decide {anonymousId|userId, slots: [...], context}`: per slot a decision (items,
+//! variant, reason) from the profile's KV snapshot (D1 on a miss), honouring consent and the
+//! holdout, and a `Decision Exposed` event for lift measurement. Write-key auth and CORS as for
+//! ingestion: the SDK calls it from browsers. [`decide`] is shared with edge rendering.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use seam_core::auth::basic_user;
+use seam_core::identity::{IdType, Identifier, Rules};
+use seam_core::personalise::RecommendInputs;
+use seam_core::recommend::{
+    self, recommendation_reads, Candidates, CatalogItem, ItemStat, PairRow, Recommendation,
+};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use worker::{D1Database, Env, Request, Response};
+
+use crate::error::ApiError;
+use crate::store::personalisation;
+use crate::{http, limits, settings, store};
+
+const DAY_MS: i64 = 86_400_000;
+/// Items per slot unless the slot asks for fewer/more.
+const DEFAULT_LIMIT: usize = 4;
+const MAX_LIMIT: usize = 20;
+const MAX_SLOTS: usize = 10;
+/// Popular items read per decision (defaults and top-ups).
+const POPULAR: usize = 50;
+/// KV forwarding hops followed (`mergedInto`).
+const MAX_HOPS: usize = 4;
+
+/// One slot asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slot {
+    /// Slot name (`recommended-for-you`).
+    pub id: String,
+    /// How many items.
+    pub limit: usize,
+}
+
+impl Slot {
+    /// A slot from `"name"` or `{"id": "name", "limit": n}`.
+    fn parse(value: &Value) -> Option<Self> {
+        let (id, limit) = match value {
+            Value::String(s) => (s.clone(), DEFAULT_LIMIT),
+            Value::Object(o) => (
+                o.get("id")?.as_str()?.to_owned(),
+                o.get("limit")
+                    .and_then(Value::as_u64)
+                    .map_or(DEFAULT_LIMIT, |n| n as usize),
+            ),
+            _ => return None,
+        };
+        let valid = !id.is_empty() && id.len() <= 64;
+        valid.then(|| Self {
+            id,
+            limit: limit.clamp(1, MAX_LIMIT),
+        })
+    }
+}
+
+/// Why a decision is what it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Basis {
+    /// From the profile's behaviour.
+    Personalised,
+    /// No profile or no behaviour yet: popular items.
+    ColdStart,
+    /// Personalisation consent denied: non-personal defaults.
+    ConsentDenied,
+    /// In the control group: defaults, so lift can be measured.
+    Holdout,
+}
+
+impl Basis {
+    /// Wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Personalised => "personalised",
+            Self::ColdStart => "cold_start",
+            Self::ConsentDenied => "consent_denied",
+            Self::Holdout => "holdout",
+        }
+    }
+}
+
+/// A slot's recommendations with their catalogue items (for rendering).
+pub type Picks = Vec<(Recommendation, Option<CatalogItem>)>;
+
+/// Decisions for one visitor.
+#[derive(Debug, Clone)]
+pub struct Decisions {
+    /// The visitor's profile, when known.
+    pub profile_id: Option<String>,
+    /// Why.
+    pub basis: Basis,
+    /// Per slot: its recommendations and their catalogue items.
+    pub slots: Vec<(Slot, Picks)>,
+}
+
+impl Decisions {
+    /// The variant a slot shows: `personalised` or `default` (`control` in the holdout).
+    pub fn variant(&self) -> &'static str {
+        match self.basis {
+            Basis::Personalised => "personalised",
+            Basis::Holdout => "control",
+            Basis::ColdStart | Basis::ConsentDenied => "default",
+        }
+    }
+
+    /// The JSON answer of `/v1/decide`.
+    pub fn to_json(&self) -> Value {
+        let slots: Vec<Value> = self
+            .slots
+            .iter()
+            .map(|(slot, items)| {
+                json!({
+                    "slot": slot.id,
+                    "variant": self.variant(),
+                    "reason": self.basis.as_str(),
+                    "items": items.iter().map(|(r, item)| item_json(r, item.as_ref())).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        json!({
+            "profileId": self.profile_id,
+            "personalised": self.basis == Basis::Personalised,
+            "reason": self.basis.as_str(),
+            "decisions": slots,
+        })
+    }
+}
+
+fn item_json(r: &Recommendation, item: Option<&CatalogItem>) -> Value {
+    let mut out = match item.map(serde_json::to_value) {
+        Some(Ok(Value::Object(o))) => o,
+        _ => Map::new(),
+    };
+    out.insert("product_id".into(), Value::from(r.product_id.clone()));
+    out.insert("reason".into(), Value::from(r.reason.as_str()));
+    Value::Object(out)
+}
+
+/// Whether the consent state denies personalisation: Consent Mode v2's
+/// `personalization_storage` or `ad_personalization` set to `denied` (or `false`).
+pub fn personalisation_denied(consent: Option<&Value>) -> bool {
+    let Some(consent) = consent.and_then(Value::as_object) else {
+        return false;
+    };
+    ["personalization_storage", "ad_personalization"]
+        .iter()
+        .any(|k| match consent.get(*k) {
+            Some(Value::String(s)) => s.eq_ignore_ascii_case("denied"),
+            Some(Value::Bool(b)) => !b,
+            _ => false,
+        })
+}
+
+/// Handles `POST /v1/decide`.
+pub async fn post(mut req: Request, env: &Env) -> Result<Response, ApiError> {
+    let facts = http::facts(&req);
+    limits::check_ip(env, facts.ip.as_deref()).await?;
+    let configured = store::sources::configured(env)?;
+    let header_key = http::header(&req, "Authorization").and_then(|h| basic_user(&h));
+    let body: Value = req.json().await.map_err(|_| ApiError::InvalidBody)?;
+    let body = body.as_object().ok_or(ApiError::InvalidBody)?;
+    let key = body
+        .get("writeKey")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .or(header_key);
+    let source = store::sources::source_for(env, &configured, key.as_deref()).await?;
+    if http::cross_origin(&req).is_some_and(|o| !source.allows_origin(&o)) {
+        return Err(ApiError::OriginNotAllowed);
+    }
+    limits::check_source(env, &source.id).await?;
+    let slots: Vec<Slot> = match body.get("slots") {
+        Some(Value::Array(slots)) if !slots.is_empty() && slots.len() <= MAX_SLOTS => slots
+            .iter()
+            .map(Slot::parse)
+            .collect::<Option<Vec<_>>>()
+            .ok_or(ApiError::InvalidBody)?,
+        _ => return Err(ApiError::InvalidBody),
+    };
+    let text = |k: &str| {
+        body.get(k)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let (anonymous_id, user_id) = (text("anonymousId"), text("userId"));
+    if anonymous_id.is_none() && user_id.is_none() {
+        return Err(ApiError::InvalidIdentifier);
+    }
+    let context = body.get("context").cloned().unwrap_or_else(|| json!({}));
+    let denied = personalisation_denied(context.get("consent"));
+    let rules = settings::identity_rules(env)?;
+    let db = env.d1("DB")?;
+    let now_ms = worker::Date::now().as_millis() as i64;
+    let decisions = decide(
+        env,
+        &db,
+        &rules,
+        anonymous_id.as_deref(),
+        user_id.as_deref(),
+        &slots,
+        denied,
+    )
+    .await?;
+
+    let exposure = exposure_event(
+        &decisions,
+        anonymous_id.as_deref(),
+        user_id.as_deref(),
+        text("messageId"),
+        &context,
+        now_ms,
+    );
+    let batch = json!({ "batch": [exposure] }).to_string();
+    let decoded = seam_core::ingest::decode(batch.as_bytes(), None, now_ms, String::new)?
+        .enrich(&facts, &source);
+    let valid: Vec<_> = decoded.valid().collect();
+    let cutoff = now_ms - i64::from(source.dedup_window_days) * DAY_MS;
+    store::d1::execute(
+        &db,
+        &seam_core::plan::insert_events(&source.id, &valid, cutoff),
+    )
+    .await?;
+    let mut out = decisions.to_json();
+    if let Some(id) = valid.first().map(|e| e.message_id.clone()) {
+        out["exposureId"] = Value::from(id);
+    }
+    Ok(Response::from_json(&out)?)
+}
+
+/// The `Decision Exposed` event of a decision. Its `messageId` is the caller's, or derived from
+/// the visitor, the decision and the minute, so a retried call logs one exposure.
+fn exposure_event(
+    decisions: &Decisions,
+    anonymous_id: Option<&str>,
+    user_id: Option<&str>,
+    message_id: Option<String>,
+    context: &Value,
+    now_ms: i64,
+) -> Value {
+    let slots: Vec<Value> = decisions
+        .slots
+        .iter()
+        .map(|(slot, items)| {
+            json!({
+                "slot": slot.id,
+                "variant": decisions.variant(),
+                "items": items.iter().map(|(r, _)| r.product_id.clone()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let properties = json!({
+        "profile_id": decisions.profile_id,
+        "reason": decisions.basis.as_str(),
+        "variant": decisions.variant(),
+        "slots": slots,
+    });
+    let message_id = message_id.unwrap_or_else(|| {
+        let source = format!(
+            "{}\n{}\n{}\n{}",
+            anonymous_id.unwrap_or_default(),
+            user_id.unwrap_or_default(),
+            properties,
+            now_ms / 60_000
+        );
+        // SHA-256 hex (the admin-key hash function is the public one core exposes).
+        let mut hex = seam_core::access::key_hash(&source);
+        hex.truncate(32);
+        format!("seam-exp-{hex}")
+    });
+    let mut event = json!({
+        "type": "track",
+        "event": "Decision Exposed",
+        "messageId": message_id,
+        "properties": properties,
+        "context": context,
+    });
+    if let Some(a) = anonymous_id {
+        event["anonymousId"] = Value::from(a);
+    }
+    if let Some(u) = user_id {
+        event["userId"] = Value::from(u);
+    }
+    event
+}
+
+/// The decisions for a visitor: profile from KV (D1 on a miss, then re-published), then
+/// consent, holdout and recommendations per slot.
+pub async fn decide(
+    env: &Env,
+    db: &D1Database,
+    rules: &Rules,
+    anonymous_id: Option<&str>,
+    user_id: Option<&str>,
+    slots: &[Slot],
+    consent_denied: bool,
+) -> Result<Decisions, ApiError> {
+    let settings = personalisation::config().map(|c| &c.recommendations);
+    let profile = if consent_denied {
+        None
+    } else {
+        load_profile(env, db, rules, anonymous_id, user_id).await?
+    };
+    let profile_id = profile
+        .as_ref()
+        .and_then(|p| p.get("profileId"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let computed = profile
+        .as_ref()
+        .and_then(|p| p.get("computedTraits"))
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let inputs = RecommendInputs::from_computed(&computed);
+    let held_out = match (&profile_id, settings) {
+        (Some(id), Some(s)) => recommend::in_holdout(id, &s.holdout_salt, s.holdout_percent),
+        _ => false,
+    };
+    let has_signal = !inputs.viewed.is_empty() || !inputs.categories.is_empty();
+    let basis = if consent_denied {
+        Basis::ConsentDenied
+    } else if held_out {
+        Basis::Holdout
+    } else if has_signal {
+        Basis::Personalised
+    } else {
+        Basis::ColdStart
+    };
+    let personal = basis == Basis::Personalised;
+    let empty = RecommendInputs::default();
+    let used = if personal { &inputs } else { &empty };
+    let signals = used.signals();
+    let reads = recommendation_reads(&signals, POPULAR);
+    let results = store::d1::execute(db, &reads).await?;
+    let rows = |i: usize| -> Vec<CandidateRow> {
+        results
+            .get(i)
+            .and_then(|r| r.results::<CandidateRow>().ok())
+            .unwrap_or_default()
+    };
+    let (pair_rows, popular_rows) = (rows(0), rows(1));
+    let mut catalog: BTreeMap<String, CatalogItem> = BTreeMap::new();
+    for row in pair_rows
+        .iter()
+        .chain(&popular_rows)
+        .chain(&rows(2))
+        .chain(&rows(3))
+    {
+        if let Some(item) = row.body.as_deref().and_then(CatalogItem::from_json_str) {
+            catalog.insert(item.product_id.clone(), item);
+        }
+    }
+    let pairs: Vec<PairRow> = pair_rows.iter().filter_map(CandidateRow::pair).collect();
+    let popular: Vec<ItemStat> = popular_rows.iter().filter_map(CandidateRow::stat).collect();
+    let candidates = Candidates {
+        pairs: &pairs,
+        popular: &popular,
+        catalog: &catalog,
+    };
+    let default_settings;
+    let settings = match settings {
+        Some(s) => s,
+        None => {
+            default_settings = recommend::RecommendSettings::from_json(&json!({}))
+                .map_err(|e| ApiError::Storage(e.to_string()))?;
+            &default_settings
+        }
+    };
+    // Purchased items stay out of every list, personal or not, as long as consent allows using
+    // the profile at all.
+    let exclude: BTreeSet<String> = if consent_denied {
+        BTreeSet::new()
+    } else {
+        inputs.exclude.clone()
+    };
+    let slots = slots
+        .iter()
+        .map(|slot| {
+            let picked = if personal {
+                recommend::recommend(&signals, &candidates, settings, slot.limit)
+            } else {
+                recommend::defaults(&candidates, &exclude, settings, slot.limit)
+            };
+            let items = picked
+                .into_iter()
+                .map(|r| {
+                    let item = catalog.get(&r.product_id).cloned();
+                    (r, item)
+                })
+                .collect();
+            (slot.clone(), items)
+        })
+        .collect();
+    Ok(Decisions {
+        profile_id,
+        basis,
+        slots,
+    })
+}
+
+#[derive(Deserialize, Default)]
+struct CandidateRow {
+    item_a: Option<String>,
+    item_b: Option<String>,
+    co_views: Option<i64>,
+    co_purchases: Option<i64>,
+    product_id: Option<String>,
+    views: Option<i64>,
+    purchases: Option<i64>,
+    body: Option<String>,
+}
+
+impl CandidateRow {
+    fn pair(&self) -> Option<PairRow> {
+        Some(PairRow {
+            item_a: self.item_a.clone()?,
+            item_b: self.item_b.clone()?,
+            co_views: self.co_views.unwrap_or(0),
+            co_purchases: self.co_purchases.unwrap_or(0),
+        })
+    }
+
+    fn stat(&self) -> Option<ItemStat> {
+        Some(ItemStat {
+            product_id: self.product_id.clone()?,
+            views: self.views.unwrap_or(0),
+            purchases: self.purchases.unwrap_or(0),
+        })
+    }
+}
+
+/// The visitor's profile snapshot: KV (`anon:<id>` -> `profile:<id>`, following `mergedInto`),
+/// else D1, re-published to KV. `None` for an unknown visitor.
+async fn load_profile(
+    env: &Env,
+    db: &D1Database,
+    rules: &Rules,
+    anonymous_id: Option<&str>,
+    user_id: Option<&str>,
+) -> Result<Option<Value>, ApiError> {
+    let kv = env.kv("CACHE").ok();
+    let get = |key: String| {
+        let kv = kv.clone();
+        async move {
+            match kv {
+                Some(kv) => kv
+                    .get(&key)
+                    .text()
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|t| serde_json::from_str::<Value>(&t).ok()),
+                None => None,
+            }
+        }
+    };
+    // Users are looked up in D1 (no KV pointer is kept for user IDs).
+    if user_id.is_none() {
+        if let Some(anon) = anonymous_id {
+            let mut id = get(format!("anon:{anon}")).await.and_then(|p| {
+                p.get("profileId")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            });
+            for _ in 0..MAX_HOPS {
+                let Some(current) = id.take() else { break };
+                match get(format!("profile:{current}")).await {
+                    Some(p) => match p.get("mergedInto").and_then(Value::as_str) {
+                        Some(next) => id = Some(next.to_owned()),
+                        None => return Ok(Some(p)),
+                    },
+                    None => break,
+                }
+            }
+        }
+    }
+    let identifier = match (user_id, anonymous_id) {
+        (Some(u), _) => Identifier::normalized(IdType::UserId, u, rules),
+        (None, Some(a)) => Identifier::normalized(IdType::AnonymousId, a, rules),
+        (None, None) => None,
+    };
+    let Some(identifier) = identifier else {
+        return Ok(None);
+    };
+    let mut profile_id = store::profiles::profile_for(db, &identifier).await?;
+    // The `seam_id` cookie is also linked as a cookie ID (events carry it in `context.seam`).
+    if profile_id.is_none() && user_id.is_none() {
+        if let Some(cookie) =
+            anonymous_id.and_then(|a| Identifier::normalized(IdType::CookieId, a, rules))
+        {
+            profile_id = store::profiles::profile_for(db, &cookie).await?;
+        }
+    }
+    let Some(profile_id) = profile_id else {
+        return Ok(None);
+    };
+    let view = store::profiles::view(db, &profile_id).await?;
+    let anonymous: Vec<String> = anonymous_id.map(str::to_owned).into_iter().collect();
+    store::profiles::publish(env, &view, &anonymous, &[]).await;
+    serde_json::to_value(&view)
+        .map(Some)
+        .map_err(|e| ApiError::Storage(e.to_string()))
+}

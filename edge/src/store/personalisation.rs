@@ -1,0 +1,166 @@
+//! Personalisation state on D1: loads a profile's state row, runs `seam_core::personalise` and
+//! executes its plan with the version guard (docs/personalisation.md, "Edge integration
+//! contract").
+
+use std::sync::OnceLock;
+
+use seam_core::computed::Applied;
+use seam_core::event::Event;
+use seam_core::personalise::{self, PersonalisationConfig, ProfileState, Update, LOAD_STATE_SQL};
+use seam_core::plan::{Param, Statement};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use worker::D1Database;
+
+use crate::error::ApiError;
+use crate::store::d1;
+
+/// Attempts at the version-guarded save before giving up (each loser reloads and re-applies
+/// after a short random pause, so a burst of requests for one profile spreads out).
+const SAVE_ATTEMPTS: usize = 16;
+
+/// A random pause before retrying a lost save, its bound doubling per attempt up to 320 ms.
+async fn back_off(attempt: usize) {
+    let [r] = crate::random_bytes::<1>();
+    let bound = 10u64 << attempt.min(5);
+    let ms = u64::from(r) * bound / 255 + 1;
+    worker::Delay::from(std::time::Duration::from_millis(ms)).await;
+}
+
+/// The committed configuration, validated once per isolate. `None` (logged) when it is broken:
+/// personalisation is derived data and must never block ingestion.
+pub fn config() -> Option<&'static PersonalisationConfig> {
+    static CONFIG: OnceLock<Option<PersonalisationConfig>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| match PersonalisationConfig::committed() {
+            Ok(config) => Some(config),
+            Err(e) => {
+                worker::console_error!("personalisation config: {} ({e})", e.code());
+                None
+            }
+        })
+        .as_ref()
+}
+
+#[derive(Deserialize)]
+struct StateRow {
+    state: String,
+    version: i64,
+}
+
+/// A profile's stored state and its version (`None`: no row yet).
+pub async fn load(
+    db: &D1Database,
+    profile_id: &str,
+) -> worker::Result<(ProfileState, Option<i64>)> {
+    let statement = Statement {
+        sql: LOAD_STATE_SQL.into(),
+        params: vec![Param::Text(profile_id.to_owned())],
+    };
+    let row = d1::rows::<StateRow>(db, &statement)
+        .await?
+        .into_iter()
+        .next();
+    Ok(match row {
+        Some(r) => (ProfileState::from_json_str(Some(&r.state)), Some(r.version)),
+        None => (ProfileState::default(), None),
+    })
+}
+
+/// Computed traits and current segments of a stored state at `now_ms` (no writes).
+pub fn values(
+    state: &ProfileState,
+    traits: &Map<String, Value>,
+    config: &PersonalisationConfig,
+    now_ms: i64,
+) -> (Map<String, Value>, Vec<String>) {
+    let (computed, segments) = personalise::view(state, traits, config, now_ms);
+    (computed, segments.into_iter().collect())
+}
+
+/// Whether any of `events` feeds computed traits (the cheap pre-check: identify/group/alias and
+/// internal events do not).
+pub fn reads_any(events: &[&Event]) -> bool {
+    events
+        .iter()
+        .any(|e| seam_core::computed::fact_name(e).is_some())
+}
+
+/// Folds `events` (attributed to `profile_id`) into the profile's state, first
+/// absorbing the states of `absorbed` profiles (identity merges into this one). Writes go in one
+/// batch ending with the version-guarded save; a lost race reloads and redoes it (every write is
+/// idempotent). Events already held are duplicates to the core, so passing a retried batch's
+/// events again is safe and heals a request that failed after its events were stored.
+pub async fn update(
+    db: &D1Database,
+    config: &PersonalisationConfig,
+    profile_id: &str,
+    absorbed: &[String],
+    traits: &Map<String, Value>,
+    events: &[&Event],
+    now_ms: i64,
+) -> Result<Update, ApiError> {
+    for from in absorbed {
+        merge(db, config, from, profile_id, now_ms).await?;
+    }
+    for attempt in 0..SAVE_ATTEMPTS {
+        if attempt > 0 {
+            back_off(attempt).await;
+        }
+        let (state, version) = load(db, profile_id).await?;
+        let update =
+            personalise::update(state, version, profile_id, traits, events, config, now_ms);
+        // A retried batch (every event already held) with no membership change writes nothing.
+        let unchanged = !update.applied.contains(&Applied::Added) && update.diff.is_empty();
+        if unchanged && version.is_some() {
+            return Ok(update);
+        }
+        let results = d1::execute(db, &update.writes).await?;
+        let saved = results
+            .last()
+            .map(|r| r.results::<Value>().is_ok_and(|rows| !rows.is_empty()))
+            .unwrap_or(false);
+        if saved {
+            return Ok(update);
+        }
+    }
+    Err(ApiError::Storage(format!(
+        "personalisation state of {profile_id} kept changing underneath"
+    )))
+}
+
+/// Moves the state of profile `from` into `into` (an identity merge).
+async fn merge(
+    db: &D1Database,
+    config: &PersonalisationConfig,
+    from: &str,
+    into: &str,
+    now_ms: i64,
+) -> Result<(), ApiError> {
+    for attempt in 0..SAVE_ATTEMPTS {
+        if attempt > 0 {
+            back_off(attempt).await;
+        }
+        let (from_state, from_version) = load(db, from).await?;
+        if from_version.is_none() {
+            return Ok(());
+        }
+        let (into_state, into_version) = load(db, into).await?;
+        let merged = personalise::merge(&from_state, &into_state, config);
+        let writes = personalise::merge_writes(from, into, &merged, into_version, now_ms);
+        // The plan's delete of `from` must not run when the guarded save lost a race (in one
+        // batch it would), so the save goes first, alone.
+        let (save, rest) = writes.split_at(writes.len().min(1));
+        let results = d1::execute(db, save).await?;
+        if results
+            .first()
+            .is_some_and(|r| r.results::<Value>().is_ok_and(|rows| !rows.is_empty()))
+        {
+            d1::execute(db, rest).await?;
+            return Ok(());
+        }
+    }
+    Err(ApiError::Storage(format!(
+        "personalisation state of {into} kept changing underneath"
+    )))
+}

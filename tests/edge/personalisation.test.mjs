@@ -1,0 +1,246 @@
+// Computed traits, segments and decisions in workerd with real local D1 + KV.
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { post, root, startEdge, WRITE_KEY } from "../support/edge.mjs";
+
+const ADMIN_KEY = readFileSync(join(root, ".dev.vars"), "utf8").match(/^ADMIN_KEY=(.*)$/m)[1].trim();
+const run = `${process.pid}`;
+let n = 0;
+const mid = () => `p-${run}-${++n}`;
+// Recent times: segments look at the last 30 days.
+const ago = (minutes) => new Date(Date.now() - minutes * 60_000).toISOString();
+const decideFor = (edge, body, headers = {}) => post(`${edge.url}/v1/decide`, { writeKey: WRITE_KEY, slots: ["recommended-for-you"], ...body }, headers);
+const send = (edge, batch) => post(`${edge.url}/v1/batch`, { writeKey: WRITE_KEY, batch });
+
+// The shipped holdout (config/recommendations.json), computed like seam_core::recommend::in_holdout.
+const { holdoutSalt, holdoutPercent } = JSON.parse(readFileSync(join(root, "config/recommendations.json"), "utf8"));
+const inHoldout = (profileId) =>
+  BigInt(`0x${createHash("sha256").update(`${holdoutSalt}\n${profileId}`).digest("hex").slice(0, 16)}`) % 10000n < BigInt(Math.round(holdoutPercent * 100));
+
+export const CATALOG = ["Running Shoes", "Socks", "Jackets"].flatMap((category, c) =>
+  [1, 2, 3, 4].map((i) => ({ product_id: `${category.slice(0, 3).toLowerCase()}-${i}`, name: `${category} ${i}`, category, price: 20 * (c + 1) + i, url: `/product.html?id=${category.slice(0, 3).toLowerCase()}-${i}` })),
+);
+
+const view = (anonymousId, product_id, category, minutes) => ({
+  type: "track", event: "Product Viewed", anonymousId, messageId: mid(), timestamp: ago(minutes),
+  properties: { product_id, category, name: `Shoe ${product_id}`, price: 120 },
+});
+
+/** A shopper's morning: three running shoes viewed, one bought for 600, socks left in the cart. */
+export function shopperBatch(anon) {
+  return [
+    view(anon, "run-1", "Running Shoes", 20),
+    view(anon, "run-2", "Running Shoes", 19),
+    view(anon, "run-3", "Running Shoes", 18),
+    { type: "track", event: "Product Added", anonymousId: anon, messageId: mid(), timestamp: ago(17), properties: { product_id: "run-1", price: 600, quantity: 1 } },
+    { type: "track", event: "Order Completed", anonymousId: anon, messageId: mid(), timestamp: ago(16), properties: { order_id: `o-${anon}`, revenue: 600, products: [{ product_id: "run-1", category: "Running Shoes" }] } },
+    { type: "track", event: "Product Added", anonymousId: anon, messageId: mid(), timestamp: ago(15), properties: { product_id: "sock-1", price: 12, quantity: 2, name: "Trail socks" } },
+  ];
+}
+
+describe("personalisation at ingest", () => {
+  let edge;
+  const admin = (path) =>
+    fetch(`${edge.url}${path}`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } }).then(async (r) => ({ status: r.status, json: await r.json() }));
+
+  before(async () => {
+    edge = await startEdge("personalisation");
+  });
+  after(async () => {
+    await edge?.stop();
+  });
+
+  test("a shopper's events produce computed traits and segments in the profile API and KV; a retry changes nothing", async () => {
+    const anon = `shopper-${run}`;
+    const batch = shopperBatch(anon);
+    const first = await send(edge, batch);
+    assert.equal(first.status, 200, first.text);
+    const profileId = first.json.profileId;
+
+    const { status, json: profile } = await admin(`/v1/profiles/${profileId}`);
+    assert.equal(status, 200);
+    const c = profile.computedTraits;
+    assert.equal(c.orders_count, 1);
+    assert.equal(c.lifetime_value, 600);
+    assert.deepEqual(c.cart.map((l) => [l.product_id, l.quantity]), [["sock-1", 2]], "the order emptied the cart; socks added after");
+    assert.equal(c.last_viewed_category, "Running Shoes");
+    assert.deepEqual(c.viewed_products.slice(0, 3), ["run-3", "run-2", "run-1"]);
+    for (const s of ["high_value", "interested_in:Running Shoes"]) assert.ok(profile.segments.includes(s), `${s} in ${profile.segments}`);
+
+    const snapshot = JSON.parse(await edge.kv.get(`profile:${profileId}`));
+    assert.equal(snapshot.computedTraits.lifetime_value, 600, "the KV snapshot carries computed traits");
+    assert.deepEqual(snapshot.segments, profile.segments);
+
+    const entered = await edge.query("SELECT body FROM events WHERE name = 'Segment Entered' AND anonymous_id = ?", anon);
+    const names = entered.map((r) => JSON.parse(r.body).properties.segment).sort();
+    assert.deepEqual(names, profile.segments.slice().sort(), "one internal event per segment entered");
+    const members = await edge.query("SELECT segment FROM segment_memberships WHERE profile_id = ? AND exited_at IS NULL ORDER BY segment", profileId);
+    assert.deepEqual(members.map((r) => r.segment), profile.segments.slice().sort());
+
+    const [before] = await edge.query("SELECT state, version FROM profile_personalisation WHERE profile_id = ?", profileId);
+    const stats = await edge.query("SELECT product_id, views, purchases FROM item_stats ORDER BY product_id");
+    const retry = await send(edge, batch);
+    assert.equal(retry.status, 200);
+    assert.ok(retry.json.results.every((r) => r.status === "duplicate"), JSON.stringify(retry.json.results));
+    const [afterRetry] = await edge.query("SELECT state, version FROM profile_personalisation WHERE profile_id = ?", profileId);
+    assert.deepEqual(afterRetry, before, "the retried batch did not touch the state");
+    assert.deepEqual(await edge.query("SELECT product_id, views, purchases FROM item_stats ORDER BY product_id"), stats);
+    assert.equal((await edge.query("SELECT count(*) AS n FROM events WHERE name = 'Segment Entered' AND anonymous_id = ?", anon))[0].n, entered.length);
+    assert.deepEqual((await admin(`/v1/profiles/${profileId}`)).json.computedTraits, c);
+  });
+
+  test("identify-only requests skip personalisation; a later view counts once", async () => {
+    const anon = `quiet-${run}`;
+    const first = await send(edge, [{ type: "identify", anonymousId: anon, messageId: mid(), traits: { plan: "free" } }]);
+    assert.equal(first.status, 200);
+    assert.equal((await edge.query("SELECT count(*) AS n FROM profile_personalisation WHERE profile_id = ?", first.json.profileId))[0].n, 0);
+    await send(edge, [view(anon, "run-9", "Trail", 1)]);
+    const { json } = await admin(`/v1/profiles/${first.json.profileId}`);
+    assert.deepEqual(json.computedTraits.category_views, { Trail: 1 });
+    assert.equal(json.traits.plan, "free");
+  });
+
+  describe("POST /v1/decide", () => {
+    const adminPost = (path, body) =>
+      post(`${edge.url}${path}`, body, { authorization: `Bearer ${ADMIN_KEY}` });
+    /** A visitor who browsed three running shoes, in or out of the holdout as asked. */
+    const runner = async (wantHoldout) => {
+      for (let i = 0; i < 200; i++) {
+        const anon = `runner-${wantHoldout}-${run}-${i}`;
+        const r = await send(edge, [view(anon, "run-2", "Running Shoes", 5), view(anon, "run-3", "Running Shoes", 4), view(anon, "run-4", "Running Shoes", 3)]);
+        if (inHoldout(r.json.profileId) === wantHoldout) return { anon, profileId: r.json.profileId };
+      }
+      throw new Error("no visitor found");
+    };
+
+    before(async () => {
+      const upload = await adminPost("/v1/admin/catalog", { items: CATALOG });
+      assert.equal(upload.status, 200, upload.text);
+      assert.equal(upload.json.stored, 12);
+      // Jackets are what other shoppers look at: the popular, non-personal default.
+      for (const who of ["a", "b", "c"]) await send(edge, [view(`crowd-${who}-${run}`, "jac-2", "Jackets", 2)]);
+    });
+
+    test("catalogue upload: admin only, bad items rejected by index and field", async () => {
+      const bad = await adminPost("/v1/admin/catalog", { items: [{ product_id: "x" }, { name: "no id" }] });
+      assert.equal(bad.status, 400);
+      assert.match(bad.json.message, /item 1: product_id/);
+      const asWriter = await post(`${edge.url}/v1/admin/catalog`, { items: CATALOG }, { authorization: `Basic ${Buffer.from(`${WRITE_KEY}:`).toString("base64")}` });
+      assert.ok([401, 403].includes(asWriter.status), `${asWriter.status}`);
+      assert.equal((await edge.query("SELECT count(*) AS n FROM catalog_items WHERE product_id = 'x'"))[0].n, 0);
+    });
+
+    test("personalised for a runner, cold start for a stranger, defaults when consent is denied", async () => {
+      const { anon, profileId } = await runner(false);
+      const r = await decideFor(edge, { anonymousId: anon, context: { consent: { personalization_storage: "granted" } } });
+      assert.equal(r.status, 200, r.text);
+      assert.equal(r.json.profileId, profileId);
+      assert.equal(r.json.reason, "personalised");
+      const [slot] = r.json.decisions;
+      assert.equal(slot.slot, "recommended-for-you");
+      assert.equal(slot.variant, "personalised");
+      assert.equal(slot.items.length, 4);
+      assert.equal(slot.items[0].category, "Running Shoes", JSON.stringify(slot.items));
+      assert.ok(slot.items.filter((i) => i.category === "Running Shoes").length >= 3, JSON.stringify(slot.items));
+      assert.ok(slot.items.every((i) => typeof i.name === "string" && i.reason), "catalogue fields and a reason per item");
+
+      const [top] = await edge.query("SELECT product_id FROM item_stats ORDER BY purchases * 3 + views DESC, product_id LIMIT 1");
+      const stranger = await decideFor(edge, { anonymousId: `stranger-${run}` });
+      assert.equal(stranger.json.reason, "cold_start");
+      assert.equal(stranger.json.profileId, null);
+      assert.equal(stranger.json.decisions[0].variant, "default");
+      assert.equal(stranger.json.decisions[0].items[0].product_id, top.product_id, "most popular first");
+
+      const denied = await decideFor(edge, { anonymousId: anon, context: { consent: { ad_personalization: "denied" } } });
+      assert.equal(denied.json.reason, "consent_denied");
+      assert.equal(denied.json.personalised, false);
+      assert.equal(denied.json.profileId, null, "the profile is not even read");
+      assert.deepEqual(denied.json.decisions[0].items.map((i) => i.product_id), stranger.json.decisions[0].items.map((i) => i.product_id));
+    });
+
+    test("purchased items are never recommended", async () => {
+      const anon = `buyer-${run}`;
+      const batch = shopperBatch(anon);
+      const { json } = await send(edge, batch);
+      const r = await decideFor(edge, { anonymousId: anon, slots: [{ id: "recommended-for-you", limit: 12 }] });
+      assert.ok(["personalised", "holdout"].includes(r.json.reason), r.text);
+      assert.ok(!r.json.decisions[0].items.some((i) => i.product_id === "run-1"), JSON.stringify(r.json.decisions[0].items));
+      assert.equal(r.json.profileId, json.profileId);
+    });
+
+    test("a held-out profile gets defaults with the reason", async () => {
+      const { anon } = await runner(true);
+      const r = await decideFor(edge, { anonymousId: anon });
+      assert.equal(r.json.reason, "holdout");
+      assert.equal(r.json.decisions[0].variant, "control");
+      const stranger = await decideFor(edge, { anonymousId: `stranger2-${run}` });
+      assert.deepEqual(r.json.decisions[0].items.map((i) => i.product_id), stranger.json.decisions[0].items.map((i) => i.product_id));
+    });
+
+    test("a KV miss falls back to D1 and re-publishes the snapshot", async () => {
+      const { anon, profileId } = await runner(false);
+      const warm = await decideFor(edge, { anonymousId: anon });
+      await edge.kv.delete(`anon:${anon}`);
+      await edge.kv.delete(`profile:${profileId}`);
+      const cold = await decideFor(edge, { anonymousId: anon });
+      assert.equal(cold.json.reason, "personalised");
+      assert.deepEqual(cold.json.decisions, warm.json.decisions);
+      assert.equal(JSON.parse(await edge.kv.get(`anon:${anon}`)).profileId, profileId);
+      assert.ok(JSON.parse(await edge.kv.get(`profile:${profileId}`)).computedTraits.viewed_products.length === 3);
+    });
+
+    test("every decision logs one Decision Exposed event per messageId; CORS like ingest", async () => {
+      const { anon } = await runner(false);
+      const headers = { origin: "http://localhost:8787" };
+      const first = await decideFor(edge, { anonymousId: anon, messageId: `exp-${run}` }, headers);
+      assert.equal(first.headers.get("access-control-allow-origin"), "http://localhost:8787");
+      await decideFor(edge, { anonymousId: anon, messageId: `exp-${run}` }, headers);
+      const rows = await edge.query("SELECT body FROM events WHERE name = 'Decision Exposed' AND anonymous_id = ?", anon);
+      assert.equal(rows.length, 1);
+      const props = JSON.parse(rows[0].body).properties;
+      assert.equal(props.reason, "personalised");
+      assert.deepEqual(props.slots[0].items, first.json.decisions[0].items.map((i) => i.product_id));
+      const refused = await decideFor(edge, { anonymousId: anon }, { origin: "https://evil.example" });
+      assert.equal(refused.status, 403);
+      const bad = await post(`${edge.url}/v1/decide`, { writeKey: WRITE_KEY, anonymousId: anon, slots: "x" });
+      assert.equal(bad.status, 400);
+      const noKey = await post(`${edge.url}/v1/decide`, { anonymousId: anon, slots: ["a"] });
+      assert.equal(noKey.status, 401);
+    });
+  
+    test("pages are edge-rendered: the slot holds the visitor's recommendations without JavaScript, escaped, with security headers", async () => {
+      const evil = { product_id: "run-evil", name: "<script>alert(1)</script> Racer", category: "Running Shoes", price: 99, url: "javascript:alert(1)" };
+      assert.equal((await adminPost("/v1/admin/catalog", { items: [evil] })).status, 200);
+      const { anon } = await runner(false);
+      await send(edge, [view(anon, "run-evil", "Running Shoes", 1)]);
+      const page = await fetch(`${edge.url}/`, { headers: { cookie: `seam_id=${anon}` } });
+      assert.equal(page.status, 200);
+      const html = await page.text();
+      const slot = html.match(/<div data-seam-slot="recommended-for-you"([^>]*)>([\s\S]*?)<\/div>/);
+      assert.ok(slot, html);
+      assert.match(slot[1], /data-seam-rendered="personalised"/);
+      const ids = [...slot[2].matchAll(/data-product-id="([^"]+)"/g)].map((m) => m[1]);
+      const api = await decideFor(edge, { anonymousId: anon });
+      assert.deepEqual(ids, api.json.decisions[0].items.map((i) => i.product_id), "same items as /v1/decide");
+      assert.ok(ids.includes("run-evil"));
+      assert.ok(slot[2].includes("&lt;script&gt;alert(1)&lt;/script&gt; Racer"), slot[2]);
+      assert.ok(!html.includes("<script>alert(1)"), "no injected script");
+      assert.ok(!slot[2].includes("javascript:"), "unsafe URLs are not linked");
+      assert.match(page.headers.get("content-security-policy"), /default-src 'self'/);
+      assert.match(page.headers.get("content-security-policy"), /script-src 'self' 'wasm-unsafe-eval' 'sha256-/, "the build's CSP with its inline-script hashes");
+      assert.equal(page.headers.get("x-content-type-options"), "nosniff");
+      assert.equal(page.headers.get("referrer-policy"), "strict-origin-when-cross-origin");
+      assert.match(page.headers.get("cache-control"), /no-store/);
+
+      const anonymous = await (await fetch(`${edge.url}/product.html`)).text();
+      assert.match(anonymous, /data-seam-rendered="default"/, "no cookie: non-personal defaults");
+      const gpc = await (await fetch(`${edge.url}/`, { headers: { cookie: `seam_id=${anon}`, "sec-gpc": "1" } })).text();
+      assert.match(gpc, /data-seam-reason="consent_denied"/);
+      const css = await fetch(`${edge.url}/style.css`);
+      assert.equal(css.status, 200, "other assets are served as before");
+    });
+});
+});
