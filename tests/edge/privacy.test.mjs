@@ -155,11 +155,20 @@ describe("privacy, access control and retention", () => {
     const coViews = async () => (await edge.query("SELECT co_views FROM item_pairs WHERE item_a = ? AND item_b = ?", p2, p1))[0]?.co_views;
     assert.deepEqual([await stats(), await coViews()], [2, 2]);
 
+    const annRows = async () => [
+      await count("SELECT count(*) AS n FROM profile_personalisation WHERE profile_id = ?", annId),
+      await count("SELECT count(*) AS n FROM segment_memberships WHERE profile_id = ?", annId),
+      await count("SELECT count(*) AS n FROM item_interactions WHERE profile_id = ?", annId),
+      await count("SELECT count(*) AS n FROM item_pair_evidence WHERE profile_id = ?", annId),
+    ];
+    const before = await annRows();
+    assert.ok(before[0] === 1 && before[1] >= 1 && before[2] >= 2 && before[3] >= 1, JSON.stringify(before));
     const receipt = await call("POST", "/v1/privacy/delete", { body: { type: "user_id", value: ann.user } });
     assert.deepEqual(
       [receipt.json.deleted.personalisation, receipt.json.deleted.segmentMemberships, receipt.json.deleted.itemInteractions, receipt.json.deleted.itemPairEvidence],
-      [1, 1, 2, 1],
+      before,
     );
+    assert.deepEqual(await annRows(), [0, 0, 0, 0]);
     assert.deepEqual([await stats(), await coViews()], [1, 1], "only Cid's contribution remains");
     assert.equal(await count("SELECT count(*) AS n FROM segment_memberships WHERE profile_id = ?", cidId), 1);
     assert.equal(await count("SELECT count(*) AS n FROM profile_personalisation WHERE profile_id IN (?, ?)", annId, cidId), 1);
