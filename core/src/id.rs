@@ -18,7 +18,13 @@ pub fn uuid_v4(mut bytes: [u8; 16]) -> String {
 /// A message ID in the analytics.js style, `<prefix>-<epochms>-<uuid>`: unique, and sortable by
 /// send time when read by a person.
 pub fn message_id(prefix: &str, epoch_ms: i64, random: [u8; 16]) -> String {
-    format!("{prefix}-{epoch_ms}-{}", uuid_v4(random))
+    let mut out = String::with_capacity(prefix.len() + 52);
+    out.push_str(prefix);
+    out.push('-');
+    crate::jsontext::push_integer(&mut out, epoch_ms);
+    out.push('-');
+    out.push_str(&uuid_v4(random));
+    out
 }
 
 /// True when `s` looks like a UUID of any version (used to adopt IDs minted elsewhere).

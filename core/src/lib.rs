@@ -9,12 +9,14 @@
 
 pub mod auth;
 pub mod consent;
+pub mod draft;
 pub mod enrich;
 pub mod event;
 pub mod graph_plan;
 pub mod id;
 pub mod identity;
 pub mod ingest;
+pub mod jsontext;
 pub mod outbox;
 pub mod plan;
 pub mod profile;
