@@ -66,6 +66,8 @@ pub fn json_string(s: &str) -> String {
 #[derive(Debug)]
 pub struct ObjectWriter {
     out: String,
+    /// 1 when writing a whole object (after its `{`), 0 when writing bare members.
+    start: usize,
 }
 
 impl Default for ObjectWriter {
@@ -79,11 +81,19 @@ impl ObjectWriter {
     pub fn with_capacity(capacity: usize) -> Self {
         let mut out = String::with_capacity(capacity);
         out.push('{');
-        Self { out }
+        Self { out, start: 1 }
+    }
+
+    /// Writes bare members (`"a":1,"b":2`, no braces), to be embedded in another object.
+    pub fn members_only() -> Self {
+        Self {
+            out: String::with_capacity(64),
+            start: 0,
+        }
     }
 
     fn key(&mut self, key: &str) {
-        if self.out.len() > 1 {
+        if self.out.len() > self.start {
             self.out.push(',');
         }
         push_json_string(&mut self.out, key);
@@ -114,7 +124,7 @@ impl ObjectWriter {
 
     /// Adds members that are already JSON text (`"a":1,"b":2`, trusted to be valid).
     pub fn members(mut self, members: &str) -> Self {
-        if self.out.len() > 1 {
+        if self.out.len() > self.start {
             self.out.push(',');
         }
         self.out.push_str(members);
@@ -128,9 +138,11 @@ impl ObjectWriter {
         self
     }
 
-    /// Closes the object.
+    /// Closes the object (bare members stay as they are).
     pub fn finish(mut self) -> String {
-        self.out.push('}');
+        if self.start == 1 {
+            self.out.push('}');
+        }
         self.out
     }
 }
@@ -164,6 +176,11 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v, serde_json::json!({"a": "x\"y", "c": [1, 2], "d": -3}));
         assert_eq!(ObjectWriter::with_capacity(0).finish(), "{}");
+        let members = ObjectWriter::members_only()
+            .string("a", "b")
+            .integer("c", 1)
+            .finish();
+        assert_eq!(members, r#""a":"b","c":1"#);
     }
 
     proptest! {
