@@ -10,8 +10,6 @@
 //! meanwhile, and a tab that dies mid-send loses nothing: the lease runs out and another tab (or
 //! the next page) sends it again with the same `messageId`, which the collector dedups.
 
-use std::collections::VecDeque;
-
 use crate::jsontext::{push_integer, ObjectWriter};
 
 /// Browsers cap the bodies of all in-flight `keepalive` requests of a page at 64 KiB together;
@@ -50,7 +48,7 @@ impl Entry {
 /// Serialised events waiting to be sent, oldest first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outbox {
-    items: VecDeque<Entry>,
+    items: Vec<Entry>,
     bytes: usize,
     /// Events evicted for the byte budget and not yet reported to the collector.
     pub evicted: u64,
@@ -91,16 +89,15 @@ impl Outbox {
             json,
         };
         self.bytes += entry.size();
-        self.items.push_back(entry);
+        self.items.push(entry);
         let mut evicted = 0;
-        while self.bytes > budget && self.items.len() > 1 {
-            if let Some(old) = self.items.pop_front() {
-                self.bytes -= old.size();
-                evicted += 1;
-            }
+        while self.bytes > budget && evicted + 1 < self.items.len() {
+            self.bytes -= self.items[evicted].size();
+            evicted += 1;
         }
-        self.evicted += evicted;
-        evicted
+        self.items.drain(..evicted);
+        self.evicted += evicted as u64;
+        evicted as u64
     }
 
     /// Moves every event of `other` to the back of this queue (e.g. a tab's in-memory queue into
@@ -111,7 +108,7 @@ impl Outbox {
         for entry in other.items {
             let (attempts, not_before) = (entry.attempts, entry.not_before);
             self.push(entry.message_id, entry.json, budget);
-            if let Some(last) = self.items.back_mut() {
+            if let Some(last) = self.items.last_mut() {
                 last.attempts = attempts;
                 last.not_before = not_before;
             }
@@ -182,10 +179,10 @@ impl Outbox {
             None | Some(408 | 429) => true,
             Some(s) => s >= 500,
         };
-        let mut kept = VecDeque::with_capacity(self.items.len());
+        let mut kept = Vec::with_capacity(self.items.len());
         for mut entry in std::mem::take(&mut self.items) {
             if !sent.contains(&entry.message_id) {
-                kept.push_back(entry);
+                kept.push(entry);
                 continue;
             }
             if retry {
@@ -194,7 +191,7 @@ impl Outbox {
                 entry.not_before = now.saturating_add(delay as i64);
                 settled.retried += 1;
                 settled.retry_in_ms = Some(settled.retry_in_ms.map_or(delay, |d| d.min(delay)));
-                kept.push_back(entry);
+                kept.push(entry);
             } else if reply.status.is_some_and(|s| s < 400)
                 && !reply.rejected.contains(&entry.message_id)
             {
@@ -261,7 +258,7 @@ impl Outbox {
                 json: json.to_owned(),
             };
             outbox.bytes += entry.size();
-            outbox.items.push_back(entry);
+            outbox.items.push(entry);
         }
         outbox
     }

@@ -39,45 +39,29 @@ pub fn load(options: JsValue) -> bool {
     };
     let interval = config.flush_interval_ms;
     if install(config, &options) {
-        let every = Closure::new(spawn_flush);
-        platform::every(interval, &every);
-        every.forget();
-        listen(platform::on_hide, Closure::new(flush_on_hide));
-        listen(platform::on_online, Closure::new(spawn_flush));
-        listen(
-            platform::watch_history,
-            Closure::new(|| after(|c| c.navigated())),
-        );
-        listen(
-            platform::watch_data_layer,
-            Closure::new(|command: String, params: JsValue| {
-                with_client(|c| c.consent_command(&command, &params));
-            }),
-        );
-        let tcf = Closure::new(|gdpr_applies, consents, legitimate_interests, tc: String| {
+        platform::every(interval, &platform::hook(|_| spawn_flush()));
+        platform::on_hide(&platform::hook(|_| flush_on_hide()));
+        platform::on_online(&platform::hook(|_| spawn_flush()));
+        platform::watch_history(&platform::hook(|_| after(|c| c.navigated())));
+        platform::watch_data_layer(&platform::hook(|command| {
+            let name = platform::item(&command, 0).as_string().unwrap_or_default();
+            let params = platform::item(&command, 1);
+            with_client(|c| c.consent_command(&name, &params));
+        }));
+        platform::listen_tcf(&platform::hook(|d| {
+            let number = |i| platform::item(&d, i).as_f64().unwrap_or(0.0) as u16;
             let signal = TcfSignal {
-                gdpr_applies,
-                consents,
-                legitimate_interests,
-                tc_string: Some(tc),
+                gdpr_applies: platform::item(&d, 0).is_truthy(),
+                consents: number(1),
+                legitimate_interests: number(2),
+                tc_string: platform::item(&d, 3).as_string(),
             };
             with_client(|c| c.tcf_signal(signal));
-        });
-        platform::listen_tcf(&tcf);
-        tcf.forget();
+        }));
         // Events stored by earlier pages go out now.
         spawn_flush();
     }
     true
-}
-
-/// Registers a listener for the life of the page.
-fn listen<F: ?Sized + wasm_bindgen::closure::WasmClosure>(
-    register: fn(&Closure<F>),
-    closure: Closure<F>,
-) {
-    register(&closure);
-    closure.forget();
 }
 
 /// Runs a recording call on the client and starts a flush when the queue is due.

@@ -58,11 +58,11 @@ export function watchHistory(f) {
 }
 
 // gtag('consent', 'default' | 'update', {...}) pushes its `arguments` onto window.dataLayer:
-// read the commands already there, then watch new pushes.
+// read the commands already there, then watch new pushes. f([command, params]).
 export function watchDataLayer(f) {
   swallow(() => {
     const layer = (window.dataLayer = window.dataLayer || []);
-    const see = (item) => swallow(() => item && item[0] === "consent" && f(String(item[1]), item[2]));
+    const see = (item) => swallow(() => item && item[0] === "consent" && f([String(item[1]), item[2]]));
     Array.prototype.forEach.call(layer, see);
     const push = layer.push;
     layer.push = function (...items) {
@@ -72,7 +72,8 @@ export function watchDataLayer(f) {
   });
 }
 
-// IAB TCF v2.2: listen for the CMP's decisions. Purposes 1..11 become bit masks.
+// IAB TCF v2.2: listen for the CMP's decisions: f([gdprApplies, consents, legitimateInterests,
+// tcString]) with purposes 1..11 as bit masks.
 export function listenTcf(f) {
   return swallow(() => {
     if (typeof window.__tcfapi !== "function") return false;
@@ -84,7 +85,7 @@ export function listenTcf(f) {
     window.__tcfapi("addEventListener", 2, (d, ok) => {
       if (!ok || !d || (d.eventStatus !== "tcloaded" && d.eventStatus !== "useractioncomplete")) return;
       const p = d.purpose || {};
-      swallow(() => f(d.gdprApplies !== false, bits(p.consents), bits(p.legitimateInterests), d.tcString || ""));
+      swallow(() => f([d.gdprApplies !== false, bits(p.consents), bits(p.legitimateInterests), d.tcString || ""]));
     });
     return true;
   }) === true;
@@ -139,9 +140,9 @@ export function consentParams(p, keys) {
 }
 
 // POSTs a text/plain body with keepalive (no preflight; survives unload), then calls
-// done(status, retryAfter, rejectedIds, anonymousId); status 0 when no response arrived.
+// done([status, retryAfter, rejectedIds, anonymousId]); status 0 when no response arrived.
 export function post(url, body, done) {
-  const fail = () => done(0, "", "", "");
+  const fail = () => done([0, "", "", ""]);
   swallow(() =>
     fetch(url, { method: "POST", body, keepalive: true, headers: { "Content-Type": "text/plain;charset=UTF-8" } }).then(
       async (r) => {
@@ -149,7 +150,7 @@ export function post(url, body, done) {
         const results = Array.isArray(j.results) ? j.results : [];
         const rejected = results.filter((x) => x && x.status === "rejected").map((x) => String(x.messageId));
         const id = typeof j.anonymousId === "string" ? j.anonymousId : "";
-        done(r.status, r.headers.get("Retry-After") || "", rejected.join("\n"), id);
+        done([r.status, r.headers.get("Retry-After") || "", rejected.join("\n"), id]);
       },
       fail,
     ),

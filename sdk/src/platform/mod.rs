@@ -22,20 +22,20 @@ extern "C" {
     pub fn online() -> bool;
     /// Calls `f` on the `online` event.
     #[wasm_bindgen(js_name = onOnline)]
-    pub fn on_online(f: &Closure<dyn FnMut()>);
+    pub fn on_online(f: &JsValue);
     #[wasm_bindgen(js_name = withLock)]
     fn with_lock(name: &str, f: &JsValue);
     /// Calls `f` after `history.pushState`/`replaceState` and on `popstate`.
     #[wasm_bindgen(js_name = watchHistory)]
-    pub fn watch_history(f: &Closure<dyn FnMut()>);
-    /// Calls `f(command, params)` for every `gtag('consent', ...)` in `window.dataLayer`, past
-    /// and future.
+    pub fn watch_history(f: &JsValue);
+    /// Calls `f([command, params])` for every `gtag('consent', ...)` in `window.dataLayer`,
+    /// past and future.
     #[wasm_bindgen(js_name = watchDataLayer)]
-    pub fn watch_data_layer(f: &Closure<dyn FnMut(String, JsValue)>);
-    /// Listens to an IAB TCF v2.2 CMP: `f(gdprApplies, consents, legitimateInterests,
-    /// tcString)` with purposes as bit masks. False when there is no `__tcfapi`.
+    pub fn watch_data_layer(f: &JsValue);
+    /// Listens to an IAB TCF v2.2 CMP: `f([gdprApplies, consents, legitimateInterests,
+    /// tcString])` with purposes as bit masks. False when there is no `__tcfapi`.
     #[wasm_bindgen(js_name = listenTcf)]
-    pub fn listen_tcf(f: &Closure<dyn FnMut(bool, u16, u16, String)>) -> bool;
+    pub fn listen_tcf(f: &JsValue) -> bool;
     /// Reads a localStorage entry.
     #[wasm_bindgen(js_name = storageGet)]
     pub fn storage_get(key: &str) -> Option<String>;
@@ -65,10 +65,27 @@ extern "C" {
     fn after_js(ms: f64, f: &JsValue);
     /// Calls `f` every `ms` milliseconds for the life of the page.
     #[wasm_bindgen(js_name = every)]
-    pub fn every(ms: i32, f: &Closure<dyn FnMut()>);
+    pub fn every(ms: i32, f: &JsValue);
     /// Calls `f` on `pagehide` and when the page becomes hidden.
     #[wasm_bindgen(js_name = onHide)]
-    pub fn on_hide(f: &Closure<dyn FnMut()>);
+    pub fn on_hide(f: &JsValue);
+}
+
+/// A JS function that calls `f` with its first argument, for the life of the page. Every hook
+/// goes through this one closure type (and [`once`] for one-shot callbacks): each distinct
+/// closure type costs its own glue in the shipped wasm.
+pub fn hook(f: impl FnMut(JsValue) + 'static) -> JsValue {
+    Closure::wrap(Box::new(f) as Box<dyn FnMut(JsValue)>).into_js_value()
+}
+
+/// A JS function that calls `f` once with its first argument.
+pub fn once(f: impl FnOnce(JsValue) + 'static) -> JsValue {
+    Closure::once_into_js(Box::new(f) as Box<dyn FnOnce(JsValue)>)
+}
+
+/// Element `i` of a JS array (`undefined` when missing).
+pub fn item(array: &JsValue, i: u32) -> JsValue {
+    js_sys::Reflect::get_u32(array, i).unwrap_or(JsValue::UNDEFINED)
 }
 
 /// Milliseconds since the epoch, from the browser's clock.
@@ -132,33 +149,32 @@ pub struct Answer {
 /// POSTs `body` as `text/plain` (a CORS-safelisted type, so no preflight) with `keepalive`, so the
 /// request survives the page unloading; `done` gets the answer.
 pub fn post(url: &str, body: &str, done: impl FnOnce(Answer) + 'static) {
-    let callback = Closure::once_into_js(
-        move |status: u16, retry_after: String, rejected: String, anonymous_id: String| {
-            done(Answer {
-                status,
-                retry_after,
-                rejected: rejected
-                    .split('\n')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect(),
-                anonymous_id,
-            })
-        },
-    );
+    let callback = once(move |answer| {
+        let text = |i| item(&answer, i).as_string().unwrap_or_default();
+        done(Answer {
+            status: item(&answer, 0).as_f64().unwrap_or(0.0) as u16,
+            retry_after: text(1),
+            rejected: text(2)
+                .split('\n')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            anonymous_id: text(3),
+        })
+    });
     post_js(url, body, &callback);
 }
 
 /// Calls `f` once after `ms` milliseconds.
 pub fn after(ms: u64, f: impl FnOnce() + 'static) {
-    after_js(ms as f64, &Closure::once_into_js(f));
+    after_js(ms as f64, &once(move |_| f()));
 }
 
 /// Runs `f` holding the site-wide Web Lock `name`, so a read-modify-write of shared storage is
 /// safe across tabs. `f` runs later (the lock is granted asynchronously) and synchronously
 /// inside the lock; without Web Locks it runs unlocked.
 pub fn locked(name: &str, f: impl FnOnce() + 'static) {
-    with_lock(name, &Closure::once_into_js(f));
+    with_lock(name, &once(move |_| f()));
 }
 
 /// Logs to the console (debug mode only; callers decide).
