@@ -198,15 +198,13 @@ pub fn install(config: Config, options: &JsValue) -> bool {
         .and_then(|t| JSON::parse(&t).ok())
         .filter(JsValue::is_object)
         .map_or_else(Object::new, Object::from);
-    let (user_agent, locale) = platform::user_agent_and_locale();
     let library = ObjectWriter::default()
         .string("name", LIBRARY_NAME)
         .string("version", VERSION)
         .finish();
     let context = ObjectWriter::members_only()
         .raw("library", &library)
-        .string_opt("userAgent", user_agent.as_deref())
-        .string_opt("locale", locale.as_deref())
+        .members(&platform::navigator_context())
         .finish();
     let mut client = Client {
         wait_until: platform::now_ms() + i64::from(model.wait_for_update_ms(&config.region)),

@@ -121,6 +121,16 @@ export function pageJson(referrer) {
   );
 }
 
+// `context` members from the navigator, as JSON text without braces.
+export function navigatorContext() {
+  const json = swallow(() => JSON.stringify({ userAgent: navigator.userAgent, locale: navigator.language })) || "{}";
+  return json.slice(1, -1);
+}
+
+export function warn(message) {
+  console.warn(message);
+}
+
 export function documentReferrer() {
   return swallow(() => document.referrer) || "";
 }

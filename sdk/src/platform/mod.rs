@@ -54,6 +54,12 @@ extern "C" {
     /// `context.page` as JSON text, with `referrer`.
     #[wasm_bindgen(js_name = pageJson)]
     pub fn page_json(referrer: &str) -> String;
+    /// `"userAgent":"..","locale":".."` (JSON members) from the navigator.
+    #[wasm_bindgen(js_name = navigatorContext)]
+    pub fn navigator_context() -> String;
+    /// `console.warn`.
+    #[wasm_bindgen(js_name = warn)]
+    fn warn(message: &str);
     /// `document.referrer`.
     #[wasm_bindgen(js_name = documentReferrer)]
     pub fn document_referrer() -> String;
@@ -108,14 +114,6 @@ pub fn random_bytes() -> [u8; 16] {
 /// A random number in `[0, 1)` (for retry jitter).
 pub fn random_unit() -> f64 {
     js_sys::Math::random()
-}
-
-/// `navigator.userAgent` and `navigator.language`.
-pub fn user_agent_and_locale() -> (Option<String>, Option<String>) {
-    match web_sys::window().map(|w| w.navigator()) {
-        Some(n) => (n.user_agent().ok(), n.language()),
-        None => (None, None),
-    }
 }
 
 /// A consent parameter object (`{ analytics_storage: "granted", region: [...],
@@ -179,5 +177,5 @@ pub fn locked(name: &str, f: impl FnOnce() + 'static) {
 
 /// Logs to the console (debug mode only; callers decide).
 pub fn log(message: &str) {
-    web_sys::console::warn_1(&JsValue::from_str(message));
+    warn(message);
 }
