@@ -1,7 +1,8 @@
 //! # seam-core
 //!
 //! The pure logic shared by Seam's browser SDK (`seam-sdk`) and edge collector (`seam-edge`):
-//! the event model and its validation, request decoding, ID and time formats, and write plans.
+//! the event model and its validation, request decoding, ID and time formats, write plans, the
+//! consent model (GCM v2 merge rules, TCF map, GPC) and the SDK's durable outbox and retry policy.
 //!
 //! Nothing here touches a platform: no web-sys, no worker, no clock, no randomness. Time and
 //! random bytes come in as arguments; functions return values or plans (lists of writes) that
