@@ -9,7 +9,7 @@ log() { printf '\033[1;34mbuild:\033[0m %s\n' "$*"; }
 
 build_sdk() {
   log "sdk -> sdk/npm/dist"
-  cargo build -p seam-sdk --release --target wasm32-unknown-unknown --quiet
+  cargo build -p seam-sdk --release --target wasm32-unknown-unknown --features panic-trap --quiet
   local out=sdk/npm/dist
   rm -rf "$out"
   mkdir -p "$out"

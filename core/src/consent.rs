@@ -11,6 +11,9 @@
 //! Global Privacy Control (`gpc: true` or the `Sec-GPC: 1` header) denies the advertising
 //! purposes whatever else was said.
 
+use alloc::string::String;
+use alloc::vec::Vec;
+#[cfg(feature = "std")]
 use serde_json::{Map, Value};
 
 /// The seven Google Consent Mode v2 purposes.
@@ -63,6 +66,7 @@ impl Purpose {
 }
 
 /// Maps a consent category name to the purposes it covers (case-insensitive).
+#[cfg(feature = "std")]
 pub fn purposes_of_category(category: &str) -> &'static [Purpose] {
     use Purpose::*;
     let lower = category
@@ -85,6 +89,7 @@ pub fn purposes_of_category(category: &str) -> &'static [Purpose] {
 }
 
 /// What an event's consent allows.
+#[cfg(feature = "std")]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsentState {
     /// `None`: the event carried no consent object, so nothing is enforced.
@@ -93,6 +98,7 @@ pub struct ConsentState {
     pub gpc: bool,
 }
 
+#[cfg(feature = "std")]
 impl ConsentState {
     /// Reads `context.consent` of an event body; `header_gpc` is the request's `Sec-GPC: 1`.
     pub fn from_context(context: Option<&Value>, header_gpc: bool) -> Self {
@@ -384,7 +390,7 @@ impl TcfSignal {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "std"))]
 mod tests {
     use super::*;
     use serde_json::json;

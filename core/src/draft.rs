@@ -2,6 +2,8 @@
 //! anonymous ID and consent when they are queued (which, before `analytics_storage` is granted,
 //! may be later: buffered events leave with the ID minted at the grant).
 
+use alloc::string::String;
+
 use crate::jsontext::ObjectWriter;
 
 /// An event recorded by the SDK, not yet stamped.

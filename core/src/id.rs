@@ -1,5 +1,7 @@
 //! Identifier formats. Randomness is supplied by the caller (getrandom in the SDK and at the edge).
 
+use alloc::string::String;
+
 /// Formats 16 random bytes as an RFC 4122 version-4 UUID (`xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx`).
 pub fn uuid_v4(mut bytes: [u8; 16]) -> String {
     bytes[6] = (bytes[6] & 0x0f) | 0x40;

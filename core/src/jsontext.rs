@@ -4,6 +4,8 @@
 //! the formatting machinery (several KB). These few helpers are all the SDK needs to write its
 //! event and batch bodies.
 
+use alloc::string::String;
+
 /// Appends `n` in decimal.
 pub fn push_decimal(out: &mut String, n: u64) {
     push_padded(out, n, 1);

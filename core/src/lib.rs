@@ -7,20 +7,37 @@
 //! Nothing here touches a platform: no web-sys, no worker, no clock, no randomness. Time and
 //! random bytes come in as arguments; functions return values or plans (lists of writes) that
 //! the caller executes. That keeps every rule natively testable and identical on both sides.
+//!
+//! Without the default `std` feature the crate is `no_std` + `alloc` and holds only what the
+//! browser SDK needs (`consent` model, `draft`, `id`, `jsontext`, `outbox`, `time`): the SDK ships
+//! without std's panic and formatting machinery.
 
+#![cfg_attr(not(feature = "std"), no_std)]
+
+extern crate alloc;
+
+#[cfg(feature = "std")]
 pub mod auth;
 pub mod consent;
 pub mod draft;
+#[cfg(feature = "std")]
 pub mod enrich;
+#[cfg(feature = "std")]
 pub mod event;
+#[cfg(feature = "std")]
 pub mod graph_plan;
 pub mod id;
+#[cfg(feature = "std")]
 pub mod identity;
+#[cfg(feature = "std")]
 pub mod ingest;
 pub mod jsontext;
 pub mod outbox;
+#[cfg(feature = "std")]
 pub mod plan;
+#[cfg(feature = "std")]
 pub mod profile;
+#[cfg(feature = "std")]
 pub mod source;
 pub mod time;
 

@@ -10,6 +10,10 @@
 //! meanwhile, and a tab that dies mid-send loses nothing: the lease runs out and another tab (or
 //! the next page) sends it again with the same `messageId`, which the collector dedups.
 
+use alloc::borrow::ToOwned;
+use alloc::string::String;
+use alloc::vec::Vec;
+
 use crate::jsontext::{push_integer, ObjectWriter};
 
 /// Browsers cap the bodies of all in-flight `keepalive` requests of a page at 64 KiB together;
@@ -180,7 +184,7 @@ impl Outbox {
             Some(s) => s >= 500,
         };
         let mut kept = Vec::with_capacity(self.items.len());
-        for mut entry in std::mem::take(&mut self.items) {
+        for mut entry in core::mem::take(&mut self.items) {
             if !sent.contains(&entry.message_id) {
                 kept.push(entry);
                 continue;

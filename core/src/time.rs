@@ -3,6 +3,8 @@
 //! Pure so both the SDK and the edge format time identically, and so that nothing here ever asks
 //! the platform for the clock (`SystemTime::now()` traps on wasm32-unknown-unknown).
 
+use alloc::string::String;
+
 use crate::jsontext::push_padded;
 
 /// Formats epoch milliseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
@@ -45,7 +47,7 @@ pub fn parse_iso8601(text: &str) -> Option<i64> {
         if !part.iter().all(u8::is_ascii_digit) {
             return None;
         }
-        std::str::from_utf8(part).ok()?.parse().ok()
+        core::str::from_utf8(part).ok()?.parse().ok()
     };
     let sep = |at: usize, ch: u8| b.get(at) == Some(&ch);
     let (y, m, d) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);

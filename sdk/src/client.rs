@@ -4,7 +4,10 @@
 //! rules, TCF mapping, event shape, queue budget and leases, retry policy, IDs, time) come from
 //! `seam-core`.
 
-use std::cell::RefCell;
+use alloc::borrow::ToOwned;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::mem;
 
 use js_sys::{Object, Reflect, JSON};
 use seam_core::consent::{Choices, ConsentModel, Purpose, RegionDefault, TcfSignal};
@@ -145,7 +148,8 @@ pub struct Client {
     /// Sent instead of the persistent ID by `Cookieless` events: lives for this page only.
     page_id: String,
     user_id: Option<String>,
-    traits: Object,
+    /// Merged `identify` traits, as JSON text.
+    traits: String,
     group_id: Option<String>,
     /// Events waiting for consent to decide.
     held: Vec<Draft>,
@@ -154,20 +158,18 @@ pub struct Client {
     memory: Outbox,
     wait_until: i64,
     sending: bool,
-    /// `flush()` promises to resolve when the running flush ends.
-    waiters: Vec<js_sys::Function>,
     syncing: bool,
     url: String,
     referrer: String,
 }
 
-thread_local! {
-    static CLIENT: RefCell<Option<Client>> = const { RefCell::new(None) };
-}
+// The SDK is no_std (no thread_local!): a spin lock that is never contended (wasm in the browser
+// is single-threaded) holds the client. Client has no JS values, so it is Send.
+static CLIENT: spin::Mutex<Option<Client>> = spin::Mutex::new(None);
 
-/// Runs `f` on the loaded client; `None` before `load()`.
+/// Runs `f` on the loaded client; `None` before `load()` (or if called from inside `f`).
 pub fn with_client<T>(f: impl FnOnce(&mut Client) -> T) -> Option<T> {
-    CLIENT.with(|c| c.borrow_mut().as_mut().map(f))
+    CLIENT.try_lock()?.as_mut().map(f)
 }
 
 /// Installs a client from `load()` options. A second `load()` replaces the settings, applies its
@@ -195,9 +197,8 @@ pub fn install(config: Config, options: &JsValue) -> bool {
         .filter(|s| !s.is_empty() && s.len() <= 100)
         .unwrap_or_else(|| id::uuid_v4(platform::random_bytes()));
     let traits = platform::storage_get(TRAITS_KEY)
-        .and_then(|t| JSON::parse(&t).ok())
-        .filter(JsValue::is_object)
-        .map_or_else(Object::new, Object::from);
+        .and_then(|t| platform::merge_traits(&t, &JsValue::UNDEFINED))
+        .unwrap_or_else(|| "{}".to_owned());
     let library = ObjectWriter::default()
         .string("name", LIBRARY_NAME)
         .string("version", VERSION)
@@ -220,7 +221,6 @@ pub fn install(config: Config, options: &JsValue) -> bool {
         held: Vec::new(),
         memory: Outbox::default(),
         sending: false,
-        waiters: Vec::new(),
         syncing: false,
         url: platform::page_url(),
         referrer: platform::document_referrer(),
@@ -228,7 +228,9 @@ pub fn install(config: Config, options: &JsValue) -> bool {
     };
     client.change_consent(|_| {});
     let wait = client.wait_until - platform::now_ms();
-    CLIENT.with(|slot| *slot.borrow_mut() = Some(client));
+    if let Some(mut slot) = CLIENT.try_lock() {
+        *slot = Some(client);
+    }
     if wait > 0 {
         platform::after(wait as u64, || {
             with_client(|c| c.change_consent(|_| {}));
@@ -280,7 +282,7 @@ impl Client {
             self.forget_stored();
         }
         if !self.waiting() {
-            for draft in std::mem::take(&mut self.held) {
+            for draft in mem::take(&mut self.held) {
                 self.admit(draft);
             }
         }
@@ -335,10 +337,8 @@ impl Client {
         };
         keep(USER_ID_KEY, &self.user_id);
         keep(GROUP_ID_KEY, &self.group_id);
-        let traits = JSON::stringify(&self.traits)
-            .ok()
-            .and_then(|t| t.as_string());
-        keep(TRAITS_KEY, &traits.filter(|t| t != "{}"));
+        let traits = Some(self.traits.clone()).filter(|t| t != "{}");
+        keep(TRAITS_KEY, &traits);
     }
 
     /// Deletes every identifier and queued event kept in the browser's storage. The stored queue
@@ -352,7 +352,7 @@ impl Client {
             if let Some(stored) = platform::storage_get(QUEUE_KEY) {
                 platform::storage_remove(QUEUE_KEY);
                 with_client(|c| {
-                    let memory = std::mem::take(&mut c.memory);
+                    let memory = mem::take(&mut c.memory);
                     let mut moved = Outbox::decode(&stored);
                     moved.append(memory, c.config.queue_bytes);
                     c.memory = moved;
@@ -420,18 +420,16 @@ impl Client {
             self.user_id = Some(id);
         }
         if traits.is_object() {
-            Object::assign(&self.traits, &Object::from(traits.clone()));
+            match platform::merge_traits(&self.traits, traits) {
+                Some(merged) => self.traits = merged,
+                None => return self.unserialisable(),
+            }
         }
         if self.granted {
             self.store_identity();
         }
-        match stringify(&self.traits) {
-            Some(traits) => {
-                let members = ObjectWriter::members_only().raw("traits", &traits);
-                self.record("identify", members.finish(), None)
-            }
-            None => self.unserialisable(),
-        }
+        let members = ObjectWriter::members_only().raw("traits", &self.traits);
+        self.record("identify", members.finish(), None)
     }
 
     /// `group(groupId, traits?)`.
@@ -499,7 +497,7 @@ impl Client {
         if base(&url) == base(&self.url) {
             return false;
         }
-        self.referrer = std::mem::replace(&mut self.url, url);
+        self.referrer = mem::replace(&mut self.url, url);
         self.config.auto_page && self.page(None, &JsValue::UNDEFINED)
     }
 
@@ -517,7 +515,7 @@ impl Client {
         platform::storage_remove(QUEUE_KEY);
         self.user_id = None;
         self.group_id = None;
-        self.traits = Object::new();
+        self.traits = "{}".to_owned();
         self.anonymous_id = id::uuid_v4(platform::random_bytes());
         self.page_id = id::uuid_v4(platform::random_bytes());
         if self.granted {
@@ -582,7 +580,7 @@ impl Client {
         let mut stored = platform::storage_get(QUEUE_KEY)
             .map(|q| Outbox::decode(&q))
             .unwrap_or_default();
-        let memory = std::mem::take(&mut self.memory);
+        let memory = mem::take(&mut self.memory);
         if stored.append(memory.clone(), self.config.queue_bytes) > 0 {
             self.debug("seam: queue over its byte budget; oldest events evicted");
         }
@@ -602,7 +600,7 @@ impl Client {
         let (leased, evicted) = match self.sync_stored() {
             Some(mut stored) => {
                 let leased = stored.lease(now, self.config.flush_at, MAX_BATCH_BYTES);
-                let evicted = std::mem::take(&mut stored.evicted);
+                let evicted = mem::take(&mut stored.evicted);
                 platform::storage_set(QUEUE_KEY, &stored.encode());
                 (leased, evicted)
             }
@@ -610,7 +608,7 @@ impl Client {
                 let leased = self
                     .memory
                     .lease(now, self.config.flush_at, MAX_BATCH_BYTES);
-                (leased, std::mem::take(&mut self.memory.evicted))
+                (leased, mem::take(&mut self.memory.evicted))
             }
         };
         if leased.is_empty() {
@@ -682,11 +680,8 @@ fn send((ids, url, body, evicted): Batch, next: impl FnOnce(Option<u64>) + 'stat
 /// Sends due events until none are due or a send fails (a retry is then scheduled). Only one
 /// flush runs per tab at a time; a concurrent call joins it. Offline, nothing is tried (the
 /// `online` event flushes). `done` runs when this flush ends.
-pub fn flush(done: Option<js_sys::Function>) {
-    let start = with_client(|c| {
-        c.waiters.extend(done);
-        !std::mem::replace(&mut c.sending, true)
-    });
+pub fn flush() {
+    let start = with_client(|c| !mem::replace(&mut c.sending, true));
     if start == Some(true) {
         step();
     } else if start.is_none() {
@@ -714,18 +709,13 @@ fn step() {
 }
 
 fn finish() {
-    let waiters = with_client(|c| {
-        c.sending = false;
-        std::mem::take(&mut c.waiters)
-    });
-    for resolve in waiters.into_iter().flatten() {
-        let _ = resolve.call0(&JsValue::UNDEFINED);
-    }
+    with_client(|c| c.sending = false);
+    platform::flushed();
 }
 
 /// Starts a flush in the background.
 pub fn spawn_flush() {
-    flush(None);
+    flush();
 }
 
 /// The page is being hidden or unloaded: lease one batch (at most 60 KB, under the browser's

@@ -11,8 +11,24 @@
 //! behaviour in [`client`]. No export throws into the host page: bad input is logged in debug
 //! mode and ignored.
 
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
+
 pub mod client;
 pub mod platform;
+
+/// The shipped build's panic handler (`--features panic-trap`, set by scripts/build.sh): trap
+/// without formatting a message. std's handler would bring ~2 KB gzip of formatting code; test
+/// builds link std and use its handler.
+#[cfg(all(feature = "panic-trap", target_arch = "wasm32", not(test)))]
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    core::arch::wasm32::unreachable()
+}
+
+use alloc::borrow::ToOwned;
+use alloc::string::String;
 
 #[cfg(target_arch = "wasm32")]
 #[global_allocator]
@@ -125,7 +141,9 @@ pub fn consent_get() -> JsValue {
 /// Sends everything due now. Resolves when the queue is empty or the collector is unreachable.
 #[wasm_bindgen]
 pub fn flush() -> Promise {
-    Promise::new(&mut |resolve, _| client::flush(Some(resolve)))
+    let done = platform::flush_waiter();
+    client::flush();
+    done
 }
 
 /// The current anonymous ID (empty before `load()`).

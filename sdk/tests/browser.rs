@@ -64,6 +64,7 @@ export function set_navigator(name, value) {
 }
 export function go_online() { set_navigator("onLine", true); dispatchEvent(new Event("online")); }
 export function push_state(path) { history.pushState({}, "", path); }
+export function origin() { return location.origin; }
 "#)]
 extern "C" {
     fn record_fetches(status: u16);
@@ -84,6 +85,7 @@ extern "C" {
     fn set_navigator(name: &str, value: JsValue);
     fn go_online();
     fn push_state(path: &str);
+    fn origin() -> String;
 }
 
 const ID_KEY: &str = "seam_anonymous_id";
@@ -432,7 +434,7 @@ async fn evicts_the_oldest_over_the_byte_budget_and_reports_it() {
 #[wasm_bindgen_test]
 async fn history_navigation_sends_pages_with_a_referrer_chain() {
     start(200, "granted", "buffer").await;
-    let origin = web_sys_origin();
+    let origin = origin();
     push_state("/spa/one");
     push_state("/spa/one#section");
     push_state("/spa/two");
@@ -445,13 +447,6 @@ async fn history_navigation_sends_pages_with_a_referrer_chain() {
         text(&events.get(1), "context.page.referrer"),
         format!("{origin}/spa/one")
     );
-}
-
-fn web_sys_origin() -> String {
-    js_sys::eval("location.origin")
-        .unwrap()
-        .as_string()
-        .unwrap()
 }
 
 #[wasm_bindgen_test]

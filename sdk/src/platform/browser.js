@@ -182,3 +182,17 @@ export function onHide(f) {
     document.addEventListener("visibilitychange", () => document.visibilityState === "hidden" && f());
   });
 }
+
+// identify() traits: merges `traits` into the stored JSON object; undefined when not serialisable.
+export function mergeTraits(json, traits) {
+  return swallow(() => JSON.stringify(Object.assign(JSON.parse(json || "{}") || {}, traits)));
+}
+
+// flush() promises, resolved together when the running flush ends.
+const flushWaiters = [];
+export function flushWaiter() {
+  return new Promise((resolve) => flushWaiters.push(resolve));
+}
+export function flushed() {
+  for (const resolve of flushWaiters.splice(0)) resolve();
+}

@@ -6,6 +6,10 @@
 //! `None`/`false`: the SDK must never throw into the host page. Nothing here is `async`: results
 //! come back through callbacks, which keeps the wasm free of future executors.
 
+use alloc::borrow::ToOwned;
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::vec::Vec;
 use wasm_bindgen::prelude::*;
 
 #[wasm_bindgen(module = "/src/platform/browser.js")]
@@ -57,6 +61,14 @@ extern "C" {
     /// `"userAgent":"..","locale":".."` (JSON members) from the navigator.
     #[wasm_bindgen(js_name = navigatorContext)]
     pub fn navigator_context() -> String;
+    /// Merges `traits` into the JSON object `json`; `None` when not serialisable.
+    #[wasm_bindgen(js_name = mergeTraits)]
+    pub fn merge_traits(json: &str, traits: &JsValue) -> Option<String>;
+    /// A promise that resolves at the next [`flushed`].
+    #[wasm_bindgen(js_name = flushWaiter)]
+    pub fn flush_waiter() -> js_sys::Promise;
+    /// Resolves every [`flush_waiter`] promise.
+    pub fn flushed();
     /// `console.warn`.
     #[wasm_bindgen(js_name = warn)]
     fn warn(message: &str);
