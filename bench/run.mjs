@@ -6,6 +6,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { startEdge, WRITE_KEY } from "../tests/support/edge.mjs";
 import { kb, measureSdk } from "../scripts/sdk-size.mjs";
+import { sdkRows } from "./sdk.mjs";
 
 const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 400);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 8);
@@ -69,7 +70,8 @@ const rows = [];
 const size = await measureSdk();
 rows.push(["SDK wasm (wasm-opt -Oz)", `${kb(size.wasm.gzip)} gzip`, `${kb(size.wasm.brotli)} brotli, ${kb(size.wasm.raw)} raw`]);
 rows.push(["SDK JS (entry + glue, minified)", `${kb(size.js.gzip)} gzip`, `${kb(size.js.brotli)} brotli, ${kb(size.js.raw)} raw`]);
-rows.push(["SDK total download", `${kb(size.total.gzip)} gzip`, "peers: Segment 30.6, Snowplow 17, posthog-js 119 KB"]);
+// Seam vs peers (size, measured the same way), wasm breakdown, track() and load() in Chromium.
+rows.push(...(await sdkRows()));
 const criterionDir = runNativeBenches();
 const nativeBatch = nativeMedianMicros(criterionDir, "ingest", "batch_20_events");
 rows.push(["native: decode + validate + plan, 20-event batch", `${nativeBatch.toFixed(1)} µs median`, "target < 200 µs"]);

@@ -1,22 +1,30 @@
 // The demo shop's analytics: everything goes through the @seam/sdk npm package.
-import { load, page, track } from "@seam/sdk";
+import { consent, load, page, track } from "@seam/sdk";
 import { products, byId } from "./products.js";
 
 const CONSENT_KEY = "demo_consent"; // the site's own record of the visitor's choice
 
-function consent() {
-  return localStorage.getItem(CONSENT_KEY) === "granted" ? "granted" : "denied";
+// The site's gtag, as Google's snippet defines it: commands go onto window.dataLayer, where the
+// SDK reads them (also those pushed before it loaded).
+window.dataLayer = window.dataLayer || [];
+function gtag() {
+  window.dataLayer.push(arguments);
 }
 
-load({ writeKey: "seam_dev_write_key", flushInterval: 2000, consent: { analytics_storage: consent() } });
+// Consent Mode v2: everything denied until the visitor chooses (a CMP, if the page has one,
+// answers through __tcfapi and the SDK listens to it too).
+gtag("consent", "default", { analytics_storage: "denied", ad_storage: "denied", ad_user_data: "denied", ad_personalization: "denied" });
+load({ writeKey: "seam_dev_write_key", flushInterval: 2000 });
+const choice = localStorage.getItem(CONSENT_KEY);
+if (choice) consent.update({ analytics_storage: choice });
 
-// Consent banner: shown until the visitor chooses.
+// Consent banner: shown until the visitor chooses; the choice goes out as a gtag update.
 const banner = document.querySelector("#consent");
-if (banner && !localStorage.getItem(CONSENT_KEY)) banner.hidden = false;
+if (banner && !choice && !window.__tcfapi) banner.hidden = false;
 for (const button of document.querySelectorAll("[data-consent]")) {
   button.addEventListener("click", () => {
     localStorage.setItem(CONSENT_KEY, button.dataset.consent);
-    load({ writeKey: "seam_dev_write_key", consent: { analytics_storage: consent() } });
+    gtag("consent", "update", { analytics_storage: button.dataset.consent });
     banner.hidden = true;
   });
 }

@@ -9,16 +9,21 @@ log() { printf '\033[1;34mbuild:\033[0m %s\n' "$*"; }
 
 build_sdk() {
   log "sdk -> sdk/npm/dist"
-  cargo build -p seam-sdk --release --target wasm32-unknown-unknown --quiet
+  cargo build -p seam-sdk --release --target wasm32-unknown-unknown --features panic-trap --quiet
   local out=sdk/npm/dist
+  rm -rf "$out"
   mkdir -p "$out"
   wasm-bindgen --target web --no-typescript --out-dir "$out" --out-name seam_sdk \
     target/wasm32-unknown-unknown/release/seam_sdk.wasm
-  "$bin/wasm-opt" -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+  "$bin/wasm-opt" -Oz --gufa -Oz --converge --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
     --enable-reference-types --enable-multivalue --enable-mutable-globals \
     "$out/seam_sdk_bg.wasm" -o "$out/seam_sdk_bg.wasm"
-  "$bin/esbuild" "$out/seam_sdk.js" --minify --format=esm --log-level=warning \
+  node scripts/minify-names.mjs "$out/seam_sdk.js" "$out/seam_sdk_bg.wasm"
+  # --bundle inlines the JS platform hooks (sdk/src/platform/browser.js, emitted by wasm-bindgen
+  # under snippets/) so the package stays two files: glue + wasm.
+  "$bin/esbuild" "$out/seam_sdk.js" --bundle --minify --format=esm --log-level=warning --log-override:duplicate-object-key=silent \
     --outfile="$out/seam_sdk.js" --allow-overwrite
+  rm -rf "$out/snippets"
 }
 
 build_edge() {

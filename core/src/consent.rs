@@ -11,6 +11,9 @@
 //! Global Privacy Control (`gpc: true` or the `Sec-GPC: 1` header) denies the advertising
 //! purposes whatever else was said.
 
+use alloc::string::String;
+use alloc::vec::Vec;
+#[cfg(feature = "std")]
 use serde_json::{Map, Value};
 
 /// The seven Google Consent Mode v2 purposes.
@@ -63,6 +66,7 @@ impl Purpose {
 }
 
 /// Maps a consent category name to the purposes it covers (case-insensitive).
+#[cfg(feature = "std")]
 pub fn purposes_of_category(category: &str) -> &'static [Purpose] {
     use Purpose::*;
     let lower = category
@@ -85,6 +89,7 @@ pub fn purposes_of_category(category: &str) -> &'static [Purpose] {
 }
 
 /// What an event's consent allows.
+#[cfg(feature = "std")]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsentState {
     /// `None`: the event carried no consent object, so nothing is enforced.
@@ -93,6 +98,7 @@ pub struct ConsentState {
     pub gpc: bool,
 }
 
+#[cfg(feature = "std")]
 impl ConsentState {
     /// Reads `context.consent` of an event body; `header_gpc` is the request's `Sec-GPC: 1`.
     pub fn from_context(context: Option<&Value>, header_gpc: bool) -> Self {
@@ -158,7 +164,233 @@ impl ConsentState {
     }
 }
 
-#[cfg(test)]
+/// A purpose's value as one consent input states it: `Some(true)` granted, `Some(false)` denied,
+/// `None` not said. Indexed like [`Purpose::ALL`].
+pub type Choices = [Option<bool>; 7];
+
+/// Reads a GCM value: `"granted"`/`"denied"` (any case) or a boolean.
+pub fn parse_choice(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "granted" | "true" => Some(true),
+        "denied" | "false" => Some(false),
+        _ => None,
+    }
+}
+
+/// One `gtag('consent', 'default', {...})` command (or the SDK's `load({ consent })`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegionDefault {
+    /// ISO 3166-1 / 3166-2 codes (`NL`, `US-CA`); empty means everywhere.
+    pub regions: Vec<String>,
+    /// The values this default sets.
+    pub choices: Choices,
+    /// How long to hold events for an update (ms), `wait_for_update`.
+    pub wait_for_update_ms: u32,
+}
+
+impl RegionDefault {
+    /// How well this default matches `region` (`US-CA`, `NL`, or empty when unknown): 0 for a
+    /// global default, 1 for a country match, 2 for a country-and-subdivision match, `None` for
+    /// no match.
+    fn specificity(&self, region: &str) -> Option<u8> {
+        if self.regions.is_empty() {
+            return Some(0);
+        }
+        let region = region.trim();
+        let country = region.split('-').next().unwrap_or_default();
+        self.regions
+            .iter()
+            .filter_map(|r| {
+                let r = r.trim();
+                if region.is_empty() || r.is_empty() {
+                    None
+                } else if r.eq_ignore_ascii_case(region) {
+                    Some(if r.contains('-') { 2 } else { 1 })
+                } else if !r.contains('-') && r.eq_ignore_ascii_case(country) {
+                    Some(1)
+                } else {
+                    None
+                }
+            })
+            .max()
+    }
+}
+
+/// The SDK's consent state in Google Consent Mode v2 terms, fed by every input in arrival order.
+///
+/// Merge rules:
+/// - defaults: per purpose, the most specific region match wins (`US-CA` over `US` over global);
+///   between equally specific defaults the later one wins;
+/// - updates (`consent.update`, `gtag('consent','update')`, TCF signals) are global and override
+///   defaults; the latest update wins per purpose;
+/// - a purpose nobody mentioned is denied, except `security_storage` (strictly necessary);
+/// - Global Privacy Control denies `ad_storage`, `ad_user_data` and `ad_personalization`
+///   whatever else was said.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConsentModel {
+    defaults: Vec<RegionDefault>,
+    updates: Choices,
+    /// `navigator.globalPrivacyControl` was true.
+    pub gpc: bool,
+    /// The latest TCF consent string, when a CMP answered.
+    pub tc_string: Option<String>,
+    /// Whether any update (not only defaults) has arrived; ends `wait_for_update`.
+    pub updated: bool,
+}
+
+impl ConsentModel {
+    /// Records a default command.
+    pub fn add_default(&mut self, default: RegionDefault) {
+        self.defaults.push(default);
+    }
+
+    /// Records an update: every purpose it mentions takes the new value.
+    pub fn update(&mut self, choices: &Choices) {
+        for (slot, choice) in self.updates.iter_mut().zip(choices) {
+            if choice.is_some() {
+                *slot = *choice;
+            }
+        }
+        self.updated = true;
+    }
+
+    /// Records a TCF v2.2 signal; returns whether it changed anything (a CMP whose
+    /// `gdprApplies` is false says nothing about these purposes).
+    pub fn apply_tcf(&mut self, signal: &TcfSignal) -> bool {
+        match signal.choices() {
+            Some(choices) => {
+                self.update(&choices);
+                self.tc_string = signal.tc_string.clone().filter(|s| !s.is_empty());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The effective value of every purpose for a visitor in `region` (may be empty).
+    pub fn effective(&self, region: &str) -> [bool; 7] {
+        let mut out = [false; 7];
+        for purpose in Purpose::ALL {
+            let i = purpose.index();
+            let default = self
+                .defaults
+                .iter()
+                .filter_map(|d| Some((d.specificity(region)?, d.choices[i]?)))
+                // max_by_key keeps the last of equal keys: the later default wins a tie.
+                .max_by_key(|(specificity, _)| *specificity)
+                .map(|(_, value)| value);
+            let advertising = matches!(
+                purpose,
+                Purpose::AdStorage | Purpose::AdUserData | Purpose::AdPersonalization
+            );
+            out[i] = !(self.gpc && advertising)
+                && self.updates[i]
+                    .or(default)
+                    .unwrap_or(purpose == Purpose::SecurityStorage);
+        }
+        out
+    }
+
+    /// Whether `purpose` is granted for a visitor in `region`.
+    pub fn allows(&self, purpose: Purpose, region: &str) -> bool {
+        self.effective(region)[purpose.index()]
+    }
+
+    /// How long events wait for an update before the defaults decide: the longest
+    /// `wait_for_update` of the defaults matching `region`, or 0 once an update arrived.
+    pub fn wait_for_update_ms(&self, region: &str) -> u32 {
+        if self.updated {
+            return 0;
+        }
+        self.defaults
+            .iter()
+            .filter(|d| d.specificity(region).is_some())
+            .map(|d| d.wait_for_update_ms)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// `context.consent` for an event, as JSON text:
+    /// `{"categoryPreferences":{..bools..},"gcm":{..granted/denied..},"tcString"?,"gpc"?}`.
+    pub fn context_json(&self, region: &str) -> String {
+        let effective = self.effective(region);
+        let mut prefs = String::from("{\"categoryPreferences\":{");
+        let mut gcm = String::from("\"gcm\":{");
+        for (n, purpose) in Purpose::ALL.iter().enumerate() {
+            if n > 0 {
+                prefs.push(',');
+                gcm.push(',');
+            }
+            let granted = effective[purpose.index()];
+            for out in [&mut prefs, &mut gcm] {
+                out.push('"');
+                out.push_str(purpose.key());
+                out.push_str("\":");
+            }
+            prefs.push_str(if granted { "true" } else { "false" });
+            gcm.push_str(if granted { "\"granted\"" } else { "\"denied\"" });
+        }
+        prefs.push_str("},");
+        prefs.push_str(&gcm);
+        prefs.push('}');
+        if let Some(tc) = &self.tc_string {
+            prefs.push_str(",\"tcString\":");
+            crate::jsontext::push_json_string(&mut prefs, tc);
+        }
+        if self.gpc {
+            prefs.push_str(",\"gpc\":true");
+        }
+        prefs.push('}');
+        prefs
+    }
+}
+
+/// What an IAB TCF v2.2 CMP reported through `__tcfapi('addEventListener', 2, ...)`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TcfSignal {
+    /// `tcData.gdprApplies`.
+    pub gdpr_applies: bool,
+    /// Bit `n` set: `tcData.purpose.consents[n]` is true (purposes 1..=11).
+    pub consents: u16,
+    /// Bit `n` set: `tcData.purpose.legitimateInterests[n]` is true.
+    pub legitimate_interests: u16,
+    /// `tcData.tcString`.
+    pub tc_string: Option<String>,
+}
+
+impl TcfSignal {
+    /// The GCM values this signal implies; `None` when GDPR does not apply (the CMP then says
+    /// nothing about consent and the other inputs decide).
+    ///
+    /// | GCM purpose | TCF purposes |
+    /// |---|---|
+    /// | `ad_storage` | 1 |
+    /// | `analytics_storage` | 1 and 8 (consent or legitimate interest) |
+    /// | `ad_user_data` | 1 and 7 (consent or legitimate interest) |
+    /// | `ad_personalization` | 3 and 4 |
+    /// | `functionality_storage` | 1 |
+    /// | `personalization_storage` | 1, 5 and 6 |
+    /// | `security_storage` | always granted (strictly necessary) |
+    pub fn choices(&self) -> Option<Choices> {
+        if !self.gdpr_applies {
+            return None;
+        }
+        let consent = |n: u8| self.consents & (1 << n) != 0;
+        let basis = |n: u8| consent(n) || self.legitimate_interests & (1 << n) != 0;
+        let store = consent(1);
+        Some([
+            Some(store),
+            Some(store && basis(8)),
+            Some(store && basis(7)),
+            Some(consent(3) && consent(4)),
+            Some(store),
+            Some(store && consent(5) && consent(6)),
+            Some(true),
+        ])
+    }
+}
+
+#[cfg(all(test, feature = "std"))]
 mod tests {
     use super::*;
     use serde_json::json;
@@ -223,5 +455,176 @@ mod tests {
         );
         assert!(!s.allows(Purpose::AnalyticsStorage));
         assert!(purposes_of_category("C0004").is_empty());
+    }
+
+    fn choices(pairs: &[(Purpose, bool)]) -> Choices {
+        let mut c = [None; 7];
+        for (p, v) in pairs {
+            c[p.index()] = Some(*v);
+        }
+        c
+    }
+
+    fn default(regions: &[&str], pairs: &[(Purpose, bool)], wait: u32) -> RegionDefault {
+        RegionDefault {
+            regions: regions.iter().map(|r| (*r).to_owned()).collect(),
+            choices: choices(pairs),
+            wait_for_update_ms: wait,
+        }
+    }
+
+    #[test]
+    fn nothing_said_denies_all_but_security() {
+        let m = ConsentModel::default();
+        assert_eq!(
+            m.effective(""),
+            [false, false, false, false, false, false, true]
+        );
+    }
+
+    #[test]
+    fn most_specific_region_default_wins_per_purpose() {
+        use Purpose::*;
+        let mut m = ConsentModel::default();
+        m.add_default(default(
+            &[],
+            &[(AnalyticsStorage, true), (AdStorage, true)],
+            0,
+        ));
+        m.add_default(default(&["US"], &[(AnalyticsStorage, false)], 0));
+        m.add_default(default(&["US-CA"], &[(AnalyticsStorage, true)], 500));
+        assert!(m.allows(AnalyticsStorage, "NL"), "global default");
+        assert!(!m.allows(AnalyticsStorage, "US-NY"), "country default");
+        assert!(m.allows(AnalyticsStorage, "US-CA"), "subdivision default");
+        assert!(
+            m.allows(AdStorage, "US-CA"),
+            "other purposes fall back per purpose"
+        );
+        assert!(!m.allows(AnalyticsStorage, "US"));
+        assert_eq!(m.wait_for_update_ms("US-CA"), 500);
+        assert_eq!(m.wait_for_update_ms("NL"), 0);
+        // An unknown region only matches global defaults.
+        assert!(m.allows(AnalyticsStorage, ""));
+    }
+
+    #[test]
+    fn later_default_wins_a_tie_and_updates_override_defaults() {
+        use Purpose::*;
+        let mut m = ConsentModel::default();
+        m.add_default(default(&[], &[(AnalyticsStorage, true)], 300));
+        m.add_default(default(&[], &[(AnalyticsStorage, false)], 0));
+        assert!(!m.allows(AnalyticsStorage, ""));
+        assert_eq!(m.wait_for_update_ms(""), 300);
+        m.update(&choices(&[(AnalyticsStorage, true)]));
+        assert!(m.allows(AnalyticsStorage, ""));
+        assert_eq!(m.wait_for_update_ms(""), 0, "an update ends the wait");
+        m.update(&choices(&[(AdStorage, true)]));
+        assert!(m.allows(AnalyticsStorage, ""), "updates merge per purpose");
+        m.add_default(default(&[], &[(AnalyticsStorage, false)], 0));
+        assert!(
+            m.allows(AnalyticsStorage, ""),
+            "a later default does not undo an update"
+        );
+        m.update(&choices(&[(AnalyticsStorage, false)]));
+        assert!(!m.allows(AnalyticsStorage, ""), "revoke");
+    }
+
+    #[test]
+    fn gpc_denies_advertising_even_when_granted() {
+        use Purpose::*;
+        let mut m = ConsentModel {
+            gpc: true,
+            ..ConsentModel::default()
+        };
+        m.update(&[Some(true); 7]);
+        let e = m.effective("");
+        assert!(!e[AdStorage.index()] && !e[AdUserData.index()] && !e[AdPersonalization.index()]);
+        assert!(e[AnalyticsStorage.index()] && e[PersonalizationStorage.index()]);
+    }
+
+    #[test]
+    fn maps_tcf_purposes_to_gcm() {
+        use Purpose::*;
+        let bits = |ns: &[u8]| ns.iter().fold(0u16, |b, n| b | 1 << n);
+        let all = TcfSignal {
+            gdpr_applies: true,
+            consents: bits(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]),
+            legitimate_interests: 0,
+            tc_string: Some("CP-all".into()),
+        };
+        assert_eq!(all.choices(), Some([Some(true); 7]));
+        let measure_only = TcfSignal {
+            consents: bits(&[1]),
+            legitimate_interests: bits(&[7, 8]),
+            ..all.clone()
+        };
+        let c = measure_only.choices().unwrap();
+        assert_eq!(
+            c[AnalyticsStorage.index()],
+            Some(true),
+            "P1 + P8 by legitimate interest"
+        );
+        assert_eq!(c[AdUserData.index()], Some(true));
+        assert_eq!(c[AdPersonalization.index()], Some(false));
+        assert_eq!(c[PersonalizationStorage.index()], Some(false));
+        let no_storage = TcfSignal {
+            consents: bits(&[3, 4, 5, 6, 7, 8]),
+            ..all.clone()
+        };
+        let c = no_storage.choices().unwrap();
+        assert_eq!(c[AdStorage.index()], Some(false));
+        assert_eq!(
+            c[AnalyticsStorage.index()],
+            Some(false),
+            "no P1, no storage"
+        );
+        assert_eq!(c[AdPersonalization.index()], Some(true));
+        assert_eq!(c[SecurityStorage.index()], Some(true));
+        let outside_gdpr = TcfSignal {
+            gdpr_applies: false,
+            ..all.clone()
+        };
+        assert_eq!(outside_gdpr.choices(), None);
+
+        let mut m = ConsentModel::default();
+        assert!(m.apply_tcf(&all));
+        assert!(m.allows(AnalyticsStorage, ""));
+        assert_eq!(m.tc_string.as_deref(), Some("CP-all"));
+        assert!(!m.apply_tcf(&outside_gdpr));
+    }
+
+    #[test]
+    fn context_json_is_what_the_collector_reads() {
+        let mut m = ConsentModel {
+            gpc: true,
+            tc_string: Some("CP\"x".into()),
+            ..ConsentModel::default()
+        };
+        m.update(&choices(&[
+            (Purpose::AnalyticsStorage, true),
+            (Purpose::AdStorage, true),
+        ]));
+        let json: Value = serde_json::from_str(&m.context_json("")).unwrap();
+        assert_eq!(
+            json["categoryPreferences"]["analytics_storage"],
+            json!(true)
+        );
+        assert_eq!(json["gcm"]["ad_storage"], json!("denied"), "GPC");
+        assert_eq!(json["gcm"]["security_storage"], json!("granted"));
+        assert_eq!(json["tcString"], json!("CP\"x"));
+        assert_eq!(json["gpc"], json!(true));
+        // The collector reads the same state back.
+        let state = ConsentState::from_context(Some(&json!({ "consent": json })), false);
+        assert!(state.allows(Purpose::AnalyticsStorage));
+        assert!(!state.allows(Purpose::AdStorage));
+        assert!(!state.allows(Purpose::FunctionalityStorage));
+    }
+
+    #[test]
+    fn parses_choice_words() {
+        assert_eq!(parse_choice("granted"), Some(true));
+        assert_eq!(parse_choice(" DENIED "), Some(false));
+        assert_eq!(parse_choice("true"), Some(true));
+        assert_eq!(parse_choice("maybe"), None);
     }
 }

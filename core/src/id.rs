@@ -1,5 +1,7 @@
 //! Identifier formats. Randomness is supplied by the caller (getrandom in the SDK and at the edge).
 
+use alloc::string::String;
+
 /// Formats 16 random bytes as an RFC 4122 version-4 UUID (`xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx`).
 pub fn uuid_v4(mut bytes: [u8; 16]) -> String {
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
@@ -18,7 +20,13 @@ pub fn uuid_v4(mut bytes: [u8; 16]) -> String {
 /// A message ID in the analytics.js style, `<prefix>-<epochms>-<uuid>`: unique, and sortable by
 /// send time when read by a person.
 pub fn message_id(prefix: &str, epoch_ms: i64, random: [u8; 16]) -> String {
-    format!("{prefix}-{epoch_ms}-{}", uuid_v4(random))
+    let mut out = String::with_capacity(prefix.len() + 52);
+    out.push_str(prefix);
+    out.push('-');
+    crate::jsontext::push_integer(&mut out, epoch_ms);
+    out.push('-');
+    out.push_str(&uuid_v4(random));
+    out
 }
 
 /// True when `s` looks like a UUID of any version (used to adopt IDs minted elsewhere).

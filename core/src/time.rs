@@ -3,6 +3,10 @@
 //! Pure so both the SDK and the edge format time identically, and so that nothing here ever asks
 //! the platform for the clock (`SystemTime::now()` traps on wasm32-unknown-unknown).
 
+use alloc::string::String;
+
+use crate::jsontext::push_padded;
+
 /// Formats epoch milliseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 pub fn format_iso8601(epoch_ms: i64) -> String {
     let days = epoch_ms.div_euclid(86_400_000);
@@ -11,7 +15,27 @@ pub fn format_iso8601(epoch_ms: i64) -> String {
     let (h, rest) = (ms_of_day / 3_600_000, ms_of_day % 3_600_000);
     let (min, rest) = (rest / 60_000, rest % 60_000);
     let (s, ms) = (rest / 1000, rest % 1000);
-    format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}.{ms:03}Z")
+    // Written by hand rather than with `format!`: the browser SDK calls this and must stay small.
+    let mut out = String::with_capacity(24);
+    if y < 0 {
+        out.push('-');
+        push_padded(&mut out, y.unsigned_abs(), 3);
+    } else {
+        push_padded(&mut out, y as u64, 4);
+    }
+    for (sep, value, width) in [
+        ('-', m, 2),
+        ('-', d, 2),
+        ('T', h, 2),
+        (':', min, 2),
+        (':', s, 2),
+        ('.', ms, 3),
+    ] {
+        out.push(sep);
+        push_padded(&mut out, value as u64, width);
+    }
+    out.push('Z');
+    out
 }
 
 /// Parses an RFC 3339 / ISO-8601 date-time (`2024-01-02T03:04:05.678Z`, `+02:00` offsets, or a
@@ -23,7 +47,7 @@ pub fn parse_iso8601(text: &str) -> Option<i64> {
         if !part.iter().all(u8::is_ascii_digit) {
             return None;
         }
-        std::str::from_utf8(part).ok()?.parse().ok()
+        core::str::from_utf8(part).ok()?.parse().ok()
     };
     let sep = |at: usize, ch: u8| b.get(at) == Some(&ch);
     let (y, m, d) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);

@@ -70,6 +70,34 @@ export function page(name, properties) {
   call("page", [name == null ? undefined : String(name), properties]);
 }
 
+/** Says who the user is: identify("u1", { email }) or identify({ plan }) for traits only. */
+export function identify(userId, traits) {
+  if (userId !== null && typeof userId === "object") [userId, traits] = [undefined, userId];
+  call("identify", [userId == null ? undefined : String(userId), traits]);
+}
+
+/** Puts the user in a group (account): group("acme", { plan: "pro" }). */
+export function group(groupId, traits) {
+  call("group", [String(groupId ?? ""), traits]);
+}
+
+/** Joins previousId (default: the current user or anonymous ID) to userId. */
+export function alias(userId, previousId) {
+  call("alias", [String(userId ?? ""), previousId == null ? undefined : String(previousId)]);
+}
+
+/** Consent in Google Consent Mode v2 terms. */
+export const consent = {
+  /** Records the visitor's choice: consent.update({ analytics_storage: "granted" }). */
+  update(values) {
+    call("consentUpdate", [values]);
+  },
+  /** The consent in force ({ categoryPreferences, gcm, tcString?, gpc? }); undefined before ready. */
+  get() {
+    return state === "ready" ? call("consentGet", []) : undefined;
+  },
+};
+
 /** Sends everything queued now; resolves when done (or when the collector is unreachable). */
 export async function flush() {
   if (ready) await ready;
@@ -86,7 +114,7 @@ export function anonymousId() {
   return state === "ready" ? call("anonymousId", []) : undefined;
 }
 
-/** Forgets the anonymous ID and drops queued events (e.g. on log-out). */
+/** Forgets the IDs and traits and drops queued events (e.g. on log-out). */
 export function reset() {
   call("reset", []);
 }

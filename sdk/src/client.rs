@@ -1,19 +1,53 @@
-//! The SDK's state and behaviour: identity, event building, the outbox and delivery.
+//! The SDK's state and behaviour: consent, identity, event building, the queue and delivery.
 //!
-//! Browser access goes through [`crate::platform`]; rules that need no browser (batching, body
-//! format, retry policy, IDs, time) come from `seam-core`.
+//! Browser access goes through [`crate::platform`]; rules that need no browser (consent merge
+//! rules, TCF mapping, event shape, queue budget and leases, retry policy, IDs, time) come from
+//! `seam-core`.
 
-use std::cell::RefCell;
+use alloc::borrow::ToOwned;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::mem;
 
 use js_sys::{Object, Reflect, JSON};
-use seam_core::outbox::{batch_body, verdict, Outbox, Verdict, MAX_BATCH_BYTES};
-use seam_core::{id, time, LIBRARY_NAME, VERSION};
+use seam_core::consent::{Choices, ConsentModel, Purpose, RegionDefault, TcfSignal};
+use seam_core::draft::{compose, Draft, Stamp};
+use seam_core::jsontext::ObjectWriter;
+use seam_core::outbox::{
+    batch_body, parse_retry_after, Outbox, Reply, DEFAULT_BUDGET_BYTES, MAX_BATCH_BYTES,
+};
+use seam_core::{id, LIBRARY_NAME, VERSION};
 use wasm_bindgen::JsValue;
 
 use crate::platform;
 
-/// localStorage key of the persisted anonymous ID.
+/// Cookie and localStorage name of the persisted anonymous ID.
 pub const ANONYMOUS_ID_KEY: &str = "seam_anonymous_id";
+/// localStorage key of the user ID from `identify`.
+pub const USER_ID_KEY: &str = "seam_user_id";
+/// localStorage key of the user's traits (JSON).
+pub const TRAITS_KEY: &str = "seam_user_traits";
+/// localStorage key of the group ID from `group`.
+pub const GROUP_ID_KEY: &str = "seam_group_id";
+/// localStorage key of the queue shared by the site's tabs (see `seam_core::outbox`).
+pub const QUEUE_KEY: &str = "seam_queue";
+/// Web Lock guarding [`QUEUE_KEY`].
+const QUEUE_LOCK: &str = "seam_queue";
+/// One year, like the collector's cookie.
+const COOKIE_MAX_AGE: u32 = 31_536_000;
+/// Events held before consent decides, at most; the oldest are evicted (and counted) past it.
+const MAX_HELD: usize = 1000;
+
+/// What happens to events while `analytics_storage` is not granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PreConsent {
+    /// Held in memory; sent with the persistent ID once granted, lost with the page otherwise.
+    Buffer,
+    /// Discarded.
+    Drop,
+    /// Sent now with a page-only anonymous ID (the collector stores them without identifiers).
+    Cookieless,
+}
 
 /// Settings from `load(options)`.
 #[derive(Debug, Clone)]
@@ -28,117 +62,187 @@ pub struct Config {
     pub flush_interval_ms: i32,
     /// Log failures to the console.
     pub debug: bool,
-    /// Whether `analytics_storage` consent allows a persistent identifier.
-    pub analytics_granted: bool,
+    /// Events before consent (`preConsent`).
+    pub pre_consent: PreConsent,
+    /// Byte budget of the stored queue (`queueBytes`).
+    pub queue_bytes: usize,
+    /// Cookie domain (`cookie.domain`); empty means host-only.
+    pub cookie_domain: String,
+    /// Send a `page` on History API navigations (`autoPage`, default true).
+    pub auto_page: bool,
+    /// The visitor's region for region-scoped consent defaults (`region`, e.g. `US-CA`).
+    pub region: String,
+}
+
+fn get(value: &JsValue, key: &str) -> JsValue {
+    Reflect::get(value, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
 }
 
 impl Config {
-    /// Reads the options object; `None` (with a reason) when it is unusable.
+    /// Reads the options object; an error (with a reason) when it is unusable.
     pub fn from_js(options: &JsValue) -> Result<Self, &'static str> {
-        let get = |key: &str| Reflect::get(options, &JsValue::from_str(key)).ok();
-        let write_key = get("writeKey")
-            .and_then(|v| v.as_string())
-            .filter(|k| !k.is_empty())
-            .ok_or("load() needs a writeKey")?;
-        let endpoint = get("endpoint")
-            .and_then(|v| v.as_string())
-            .unwrap_or_default()
-            .trim_end_matches('/')
-            .to_owned();
+        let text = |key: &str| get(options, key).as_string().unwrap_or_default();
+        let write_key = text("writeKey");
+        if write_key.is_empty() {
+            return Err("load() needs a writeKey");
+        }
         let number = |key: &str, default: f64, min: f64| {
-            get(key)
-                .and_then(|v| v.as_f64())
+            get(options, key)
+                .as_f64()
                 .filter(|n| n.is_finite())
                 .map_or(default, |n| n.max(min))
         };
-        let analytics_granted = get("consent")
-            .and_then(|c| Reflect::get(&c, &JsValue::from_str("analytics_storage")).ok())
-            .and_then(|v| v.as_string())
-            .is_some_and(|v| v == "granted");
+        let pre_consent = match text("preConsent").as_str() {
+            "drop" => PreConsent::Drop,
+            "cookieless" => PreConsent::Cookieless,
+            _ => PreConsent::Buffer,
+        };
         Ok(Self {
             write_key,
-            endpoint,
+            endpoint: text("endpoint").trim_end_matches('/').to_owned(),
             flush_at: number("flushAt", 20.0, 1.0) as usize,
             flush_interval_ms: number("flushInterval", 5000.0, 100.0) as i32,
-            debug: get("debug").is_some_and(|v| v.is_truthy()),
-            analytics_granted,
+            debug: get(options, "debug").is_truthy(),
+            pre_consent,
+            queue_bytes: number("queueBytes", DEFAULT_BUDGET_BYTES as f64, 1024.0) as usize,
+            cookie_domain: get(&get(options, "cookie"), "domain")
+                .as_string()
+                .unwrap_or_default(),
+            auto_page: get(options, "autoPage") != JsValue::FALSE,
+            region: text("region"),
         })
+    }
+}
+
+/// The GCM keys in [`Purpose::ALL`] order, for `platform::read_consent_params`.
+const PURPOSE_KEYS: &str = "ad_storage,analytics_storage,ad_user_data,ad_personalization,functionality_storage,personalization_storage,security_storage";
+
+/// A consent parameter object: `{ analytics_storage: "granted", ..., region?, wait_for_update? }`
+/// (values `"granted"`/`"denied"` or booleans), as `gtag('consent', 'default', ...)` takes it.
+pub fn default_from_js(value: &JsValue) -> RegionDefault {
+    let (letters, wait, regions) = platform::read_consent_params(value, PURPOSE_KEYS);
+    let mut choices: Choices = [None; 7];
+    for (slot, letter) in choices.iter_mut().zip(letters.bytes()) {
+        *slot = match letter {
+            b'g' => Some(true),
+            b'd' => Some(false),
+            _ => None,
+        };
+    }
+    RegionDefault {
+        regions,
+        choices,
+        wait_for_update_ms: wait.clamp(0.0, 60_000.0) as u32,
     }
 }
 
 /// One loaded SDK instance.
 pub struct Client {
     config: Config,
+    consent: ConsentModel,
+    consent_json: String,
+    granted: bool,
+    /// `context` members every event carries (library, userAgent, locale).
+    context: String,
     anonymous_id: String,
-    outbox: Outbox,
+    /// Sent instead of the persistent ID by `Cookieless` events: lives for this page only.
+    page_id: String,
+    user_id: Option<String>,
+    /// Merged `identify` traits, as JSON text.
+    traits: String,
+    group_id: Option<String>,
+    /// Events waiting for consent to decide.
+    held: Vec<Draft>,
+    /// Events not (yet) in the stored queue: new ones until the next sync, and all of them while
+    /// storage is not allowed.
+    memory: Outbox,
+    wait_until: i64,
     sending: bool,
+    syncing: bool,
+    url: String,
+    referrer: String,
 }
 
-thread_local! {
-    static CLIENT: RefCell<Option<Client>> = const { RefCell::new(None) };
-}
+// The SDK is no_std (no thread_local!): a spin lock that is never contended (wasm in the browser
+// is single-threaded) holds the client. Client has no JS values, so it is Send.
+static CLIENT: spin::Mutex<Option<Client>> = spin::Mutex::new(None);
 
-/// Runs `f` on the loaded client; `None` before `load()`.
+/// Runs `f` on the loaded client; `None` before `load()` (or if called from inside `f`).
 pub fn with_client<T>(f: impl FnOnce(&mut Client) -> T) -> Option<T> {
-    CLIENT.with(|c| c.borrow_mut().as_mut().map(f))
+    CLIENT.try_lock()?.as_mut().map(f)
 }
 
-/// Installs a client from `load()` options. A second `load()` replaces the settings but keeps the
-/// queue and identity, so calling it twice loses nothing.
-pub fn install(config: Config) -> bool {
-    CLIENT.with(|slot| {
-        let mut slot = slot.borrow_mut();
-        let first = slot.is_none();
-        match slot.as_mut() {
-            Some(client) => {
-                client.config = config;
-                client.persist_identity();
-            }
-            None => {
-                let mut client = Client {
-                    anonymous_id: String::new(),
-                    config,
-                    outbox: Outbox::default(),
-                    sending: false,
-                };
-                client.anonymous_id = client.load_or_mint_anonymous_id();
-                *slot = Some(client);
-            }
+/// Installs a client from `load()` options. A second `load()` replaces the settings, applies its
+/// `consent` as an update and keeps the queue and identity, so calling it twice loses nothing.
+/// Returns true the first time (the caller then wires timers and listeners).
+pub fn install(config: Config, options: &JsValue) -> bool {
+    let consent = get(options, "consent");
+    let existing = with_client(|c| {
+        c.config = config.clone();
+        if consent.is_object() {
+            let choices = default_from_js(&consent).choices;
+            c.change_consent(|m| m.update(&choices));
         }
-        first
-    })
+    });
+    if existing.is_some() {
+        return false;
+    }
+    let mut model = ConsentModel::default();
+    model.gpc = platform::gpc();
+    if consent.is_object() {
+        model.add_default(default_from_js(&consent));
+    }
+    let stored = |key| platform::cookie_get(key).or_else(|| platform::storage_get(key));
+    let anonymous_id = stored(ANONYMOUS_ID_KEY)
+        .filter(|s| !s.is_empty() && s.len() <= 100)
+        .unwrap_or_else(|| id::uuid_v4(platform::random_bytes()));
+    let traits = platform::storage_get(TRAITS_KEY)
+        .and_then(|t| platform::merge_traits(&t, &JsValue::UNDEFINED))
+        .unwrap_or_else(|| "{}".to_owned());
+    let library = ObjectWriter::default()
+        .string("name", LIBRARY_NAME)
+        .string("version", VERSION)
+        .finish();
+    let context = ObjectWriter::members_only()
+        .raw("library", &library)
+        .members(&platform::navigator_context())
+        .finish();
+    let mut client = Client {
+        wait_until: platform::now_ms() + i64::from(model.wait_for_update_ms(&config.region)),
+        consent: model,
+        consent_json: String::new(),
+        granted: false,
+        context,
+        anonymous_id,
+        page_id: id::uuid_v4(platform::random_bytes()),
+        user_id: platform::storage_get(USER_ID_KEY),
+        traits,
+        group_id: platform::storage_get(GROUP_ID_KEY),
+        held: Vec::new(),
+        memory: Outbox::default(),
+        sending: false,
+        syncing: false,
+        url: platform::page_url(),
+        referrer: platform::document_referrer(),
+        config,
+    };
+    client.change_consent(|_| {});
+    let wait = client.wait_until - platform::now_ms();
+    if let Some(mut slot) = CLIENT.try_lock() {
+        *slot = Some(client);
+    }
+    if wait > 0 {
+        platform::after(wait as u64, || {
+            with_client(|c| c.change_consent(|_| {}));
+        });
+    }
+    true
 }
 
 impl Client {
-    fn load_or_mint_anonymous_id(&self) -> String {
-        let stored = platform::storage_get(ANONYMOUS_ID_KEY).filter(|s| id::is_uuid(s));
-        let anonymous_id = stored.unwrap_or_else(|| id::uuid_v4(platform::random_bytes()));
-        self.persist(&anonymous_id);
-        anonymous_id
-    }
-
-    fn persist_identity(&self) {
-        self.persist(&self.anonymous_id);
-    }
-
-    /// The ID is written to storage only with analytics consent; without it, it lives in memory
-    /// for this page only, and a copy stored under an earlier grant is deleted.
-    fn persist(&self, anonymous_id: &str) {
-        if self.config.analytics_granted {
-            platform::storage_set(ANONYMOUS_ID_KEY, anonymous_id);
-        } else {
-            platform::storage_remove(ANONYMOUS_ID_KEY);
-        }
-    }
-
     /// The current anonymous ID.
     pub fn anonymous_id(&self) -> &str {
         &self.anonymous_id
-    }
-
-    /// Events waiting to be sent.
-    pub fn pending(&self) -> usize {
-        self.outbox.len()
     }
 
     /// Settings in force.
@@ -146,88 +250,294 @@ impl Client {
         &self.config
     }
 
-    /// Builds an event of `kind` with the extra `fields` and queues it. Returns whether the queue
-    /// is now due for a flush.
-    pub fn enqueue(&mut self, kind: &str, fields: &[(&str, JsValue)]) -> bool {
-        let now = platform::now_ms();
-        let event = Object::new();
-        let set = |target: &Object, key: &str, value: &JsValue| {
-            let _ = Reflect::set(target, &JsValue::from_str(key), value);
-        };
-        let message_id = id::message_id("seam", now, platform::random_bytes());
-        set(&event, "type", &kind.into());
-        set(&event, "messageId", &message_id.into());
-        set(&event, "anonymousId", &self.anonymous_id.as_str().into());
-        set(&event, "timestamp", &time::format_iso8601(now).into());
-        for (key, value) in fields {
-            if !value.is_undefined() && !value.is_null() {
-                set(&event, key, value);
-            }
-        }
-        set(&event, "context", &self.context());
-        match JSON::stringify(&event).ok().and_then(|s| s.as_string()) {
-            Some(json) => self.outbox.push(json),
-            // Cyclic or otherwise unserialisable properties: drop this event, never throw.
-            None => self.debug("seam: event dropped, properties cannot be serialised"),
-        }
-        self.outbox.len() >= self.config.flush_at || self.outbox.bytes() >= MAX_BATCH_BYTES
+    /// `context.consent` as the events carry it.
+    pub fn consent_json(&self) -> &str {
+        &self.consent_json
     }
 
-    fn context(&self) -> JsValue {
-        let context = Object::new();
-        let set = |target: &Object, key: &str, value: JsValue| {
-            let _ = Reflect::set(target, &JsValue::from_str(key), &value);
+    /// Events waiting: held for consent, in memory, and (when storage is allowed) stored.
+    pub fn pending(&self) -> usize {
+        let stored = if self.granted {
+            platform::storage_get(QUEUE_KEY).map_or(0, |q| Outbox::decode(&q).len())
+        } else {
+            0
         };
-        let library = Object::new();
-        set(&library, "name", LIBRARY_NAME.into());
-        set(&library, "version", VERSION.into());
-        set(&context, "library", library.into());
-        if let Some(page) = platform::page_info() {
-            let p = Object::new();
-            set(&p, "url", page.url.into());
-            set(&p, "path", page.path.into());
-            set(&p, "search", page.search.into());
-            set(&p, "title", page.title.into());
-            set(&p, "referrer", page.referrer.into());
-            set(&context, "page", p.into());
+        self.held.len() + self.memory.len() + stored
+    }
+
+    /// Changes the consent state with `f`, then acts on the result: on a grant the identity is
+    /// stored and held events are queued with it; on a revoke stored identifiers (cookie,
+    /// localStorage, the stored queue) are deleted; when the wait for an update ends, held events
+    /// go where the consent now sends them.
+    pub fn change_consent(&mut self, f: impl FnOnce(&mut ConsentModel)) {
+        f(&mut self.consent);
+        self.consent.gpc = platform::gpc();
+        let region = &self.config.region;
+        self.consent_json = self.consent.context_json(region);
+        let was = self.granted;
+        self.granted = self.consent.allows(Purpose::AnalyticsStorage, region);
+        if self.granted {
+            self.store_identity();
+        } else if was {
+            self.forget_stored();
         }
-        let (user_agent, locale) = platform::user_agent_and_locale();
-        if let Some(ua) = user_agent {
-            set(&context, "userAgent", ua.into());
+        if !self.waiting() {
+            for draft in mem::take(&mut self.held) {
+                self.admit(draft);
+            }
         }
-        if let Some(locale) = locale {
-            set(&context, "locale", locale.into());
+        if self.granted && !self.memory.is_empty() {
+            spawn_sync();
         }
-        let analytics = self.config.analytics_granted;
-        let prefs = Object::new();
-        set(&prefs, "analytics_storage", analytics.into());
-        let consent = Object::new();
-        set(&consent, "categoryPreferences", prefs.into());
-        set(&context, "consent", consent.into());
-        context.into()
+    }
+
+    fn waiting(&self) -> bool {
+        !self.consent.updated && platform::now_ms() < self.wait_until
+    }
+
+    /// A gtag consent command: `default` or `update`.
+    pub fn consent_command(&mut self, command: &str, params: &JsValue) {
+        match command {
+            "default" => {
+                let default = default_from_js(params);
+                if default.wait_for_update_ms > 0 && !self.consent.updated {
+                    let wait = i64::from(default.wait_for_update_ms);
+                    self.wait_until = self.wait_until.max(platform::now_ms() + wait);
+                    platform::after(wait as u64, || {
+                        with_client(|c| c.change_consent(|_| {}));
+                    });
+                }
+                self.change_consent(|m| m.add_default(default));
+            }
+            "update" => {
+                let choices = default_from_js(params).choices;
+                self.change_consent(|m| m.update(&choices));
+            }
+            _ => {}
+        }
+    }
+
+    /// A TCF v2.2 signal from the CMP.
+    pub fn tcf_signal(&mut self, signal: TcfSignal) {
+        self.change_consent(|m| {
+            m.apply_tcf(&signal);
+        });
+    }
+
+    fn store_identity(&self) {
+        let domain = &self.config.cookie_domain;
+        platform::cookie_set(ANONYMOUS_ID_KEY, &self.anonymous_id, domain, COOKIE_MAX_AGE);
+        platform::storage_set(ANONYMOUS_ID_KEY, &self.anonymous_id);
+        let keep = |key, value: &Option<String>| match value {
+            Some(v) => platform::storage_set(key, v),
+            None => {
+                platform::storage_remove(key);
+                true
+            }
+        };
+        keep(USER_ID_KEY, &self.user_id);
+        keep(GROUP_ID_KEY, &self.group_id);
+        let traits = Some(self.traits.clone()).filter(|t| t != "{}");
+        keep(TRAITS_KEY, &traits);
+    }
+
+    /// Deletes every identifier and queued event kept in the browser's storage. The stored queue
+    /// moves to memory: those events were recorded with consent and are still sent.
+    fn forget_stored(&mut self) {
+        platform::cookie_set(ANONYMOUS_ID_KEY, "", &self.config.cookie_domain, 0);
+        for key in [ANONYMOUS_ID_KEY, USER_ID_KEY, TRAITS_KEY, GROUP_ID_KEY] {
+            platform::storage_remove(key);
+        }
+        platform::locked(QUEUE_LOCK, || {
+            if let Some(stored) = platform::storage_get(QUEUE_KEY) {
+                platform::storage_remove(QUEUE_KEY);
+                with_client(|c| {
+                    let memory = mem::take(&mut c.memory);
+                    let mut moved = Outbox::decode(&stored);
+                    moved.append(memory, c.config.queue_bytes);
+                    c.memory = moved;
+                });
+            }
+        });
+    }
+
+    /// Records an event of `kind` with type-specific `members` (JSON text). Returns whether the
+    /// queue is now due for a flush.
+    pub fn record(&mut self, kind: &'static str, members: String, user_id: Option<String>) -> bool {
+        let now = platform::now_ms();
+        let draft = Draft {
+            kind,
+            message_id: id::message_id("seam", now, platform::random_bytes()),
+            timestamp: platform::iso_time(now as f64),
+            user_id: user_id.or_else(|| self.user_id.clone()),
+            members,
+            page: platform::page_json(&self.referrer),
+        };
+        self.admit(draft);
+        self.memory.len() >= self.config.flush_at || self.memory.bytes() >= MAX_BATCH_BYTES
+    }
+
+    /// Queues a draft the way consent allows: stamped with the persistent ID when
+    /// `analytics_storage` is granted, else per `preConsent`; held while waiting for an update.
+    fn admit(&mut self, draft: Draft) {
+        let mode = self.config.pre_consent;
+        if self.waiting() || (!self.granted && mode == PreConsent::Buffer) {
+            if self.held.len() >= MAX_HELD {
+                self.held.remove(0);
+                self.memory.evicted += 1;
+            }
+            self.held.push(draft);
+            return;
+        }
+        if !self.granted && mode == PreConsent::Drop {
+            return;
+        }
+        let stamp = Stamp {
+            anonymous_id: if self.granted {
+                &self.anonymous_id
+            } else {
+                &self.page_id
+            },
+            context: &self.context,
+            consent: &self.consent_json,
+        };
+        let json = compose(&draft, stamp);
+        let evicted = self
+            .memory
+            .push(draft.message_id, json, self.config.queue_bytes);
+        if evicted > 0 {
+            self.debug("seam: queue over its byte budget; oldest events evicted");
+        }
+        if self.granted && !self.syncing {
+            self.syncing = true;
+            spawn_sync();
+        }
+    }
+
+    /// `identify(userId?, traits?)`: remembers the user and merges the traits.
+    pub fn identify(&mut self, user_id: Option<String>, traits: &JsValue) -> bool {
+        if let Some(id) = user_id.filter(|id| !id.is_empty()) {
+            self.user_id = Some(id);
+        }
+        if traits.is_object() {
+            match platform::merge_traits(&self.traits, traits) {
+                Some(merged) => self.traits = merged,
+                None => return self.unserialisable(),
+            }
+        }
+        if self.granted {
+            self.store_identity();
+        }
+        let members = ObjectWriter::members_only().raw("traits", &self.traits);
+        self.record("identify", members.finish(), None)
+    }
+
+    /// `group(groupId, traits?)`.
+    pub fn group(&mut self, group_id: String, traits: &JsValue) -> bool {
+        self.group_id = Some(group_id.clone());
+        if self.granted {
+            self.store_identity();
+        }
+        match stringify(&object_or_empty(traits)) {
+            Some(traits) => {
+                let members = ObjectWriter::members_only()
+                    .string("groupId", &group_id)
+                    .raw("traits", &traits)
+                    .finish();
+                self.record("group", members, None)
+            }
+            None => self.unserialisable(),
+        }
+    }
+
+    /// `alias(userId, previousId?)`: `previousId` defaults to the current user or anonymous ID.
+    pub fn alias(&mut self, user_id: String, previous_id: Option<String>) -> bool {
+        let previous = previous_id
+            .or_else(|| self.user_id.clone())
+            .unwrap_or_else(|| self.anonymous_id.clone());
+        let members = ObjectWriter::members_only()
+            .string("previousId", &previous)
+            .finish();
+        self.record("alias", members, Some(user_id))
+    }
+
+    /// `track(event, properties?)`.
+    pub fn track(&mut self, event: &str, properties: &JsValue) -> bool {
+        match stringify(&object_or_empty(properties)) {
+            Some(props) => {
+                let members = ObjectWriter::members_only()
+                    .string("event", event)
+                    .raw("properties", &props)
+                    .finish();
+                self.record("track", members, None)
+            }
+            None => self.unserialisable(),
+        }
+    }
+
+    /// `page(name?, properties?)`.
+    pub fn page(&mut self, name: Option<String>, properties: &JsValue) -> bool {
+        match stringify(&object_or_empty(properties)) {
+            Some(props) => {
+                let members = ObjectWriter::members_only()
+                    .string_opt("name", name.as_deref())
+                    .raw("properties", &props)
+                    .finish();
+                self.record("page", members, None)
+            }
+            None => self.unserialisable(),
+        }
+    }
+
+    /// A History API navigation: the referrer chain moves on, and with `autoPage` a page view is
+    /// recorded when the URL (ignoring the fragment) changed.
+    pub fn navigated(&mut self) -> bool {
+        let url = platform::page_url();
+        let base = |u: &str| u.split('#').next().unwrap_or_default().to_owned();
+        if base(&url) == base(&self.url) {
+            return false;
+        }
+        self.referrer = mem::replace(&mut self.url, url);
+        self.config.auto_page && self.page(None, &JsValue::UNDEFINED)
+    }
+
+    fn unserialisable(&self) -> bool {
+        // Cyclic or otherwise unserialisable properties: drop this event, never throw.
+        self.debug("seam: event dropped, properties cannot be serialised");
+        false
+    }
+
+    /// Forgets the identity, traits and everything queued (here and in storage); a new
+    /// anonymous ID is minted.
+    pub fn reset(&mut self) {
+        self.held.clear();
+        self.memory.clear();
+        platform::storage_remove(QUEUE_KEY);
+        self.user_id = None;
+        self.group_id = None;
+        self.traits = "{}".to_owned();
+        self.anonymous_id = id::uuid_v4(platform::random_bytes());
+        self.page_id = id::uuid_v4(platform::random_bytes());
+        if self.granted {
+            self.store_identity();
+        }
     }
 
     /// Adopts the anonymous ID the collector echoes from its HttpOnly cookie, so the script's ID
     /// and the cookie agree (the cookie outlives Safari's 7-day cap on script storage).
-    fn adopt_collector_id(&mut self, reply: &JsValue) {
-        let echoed = Reflect::get(reply, &JsValue::from_str("anonymousId"))
-            .ok()
-            .and_then(|v| v.as_string())
-            .filter(|id| !id.is_empty() && id.len() <= 100);
+    fn adopt_collector_id(&mut self, echoed: Option<String>) {
         if let Some(id) = echoed {
-            if self.config.analytics_granted && id != self.anonymous_id {
+            if self.granted && id != self.anonymous_id {
                 self.anonymous_id = id;
-                self.persist_identity();
+                self.store_identity();
             }
         }
     }
 
-    /// Forgets the identity and everything queued; a new anonymous ID is minted.
-    pub fn reset(&mut self) {
-        platform::storage_remove(ANONYMOUS_ID_KEY);
-        self.outbox.clear();
-        self.anonymous_id = id::uuid_v4(platform::random_bytes());
-        self.persist_identity();
+    fn url(&self) -> String {
+        let mut url = self.config.endpoint.clone();
+        url.push_str("/v1/batch");
+        url
     }
 
     fn debug(&self, message: &str) {
@@ -237,42 +547,185 @@ impl Client {
     }
 }
 
-/// Sends queued events until the queue is empty or the collector cannot take more right now.
-/// Only one flush runs at a time; a concurrent call returns at once.
-pub async fn flush() {
-    let started = with_client(|c| !std::mem::replace(&mut c.sending, true)).unwrap_or(false);
-    if !started {
-        return;
+fn stringify(value: &JsValue) -> Option<String> {
+    JSON::stringify(value).ok().and_then(|s| s.as_string())
+}
+
+fn object_or_empty(value: &JsValue) -> JsValue {
+    if value.is_object() {
+        value.clone()
+    } else {
+        Object::new().into()
     }
-    while let Some((batch, url, body)) = with_client(|c| {
-        let batch = c.outbox.take_batch(c.config.flush_at, MAX_BATCH_BYTES);
-        let sent_at = time::format_iso8601(platform::now_ms());
-        let body = batch_body(&batch, &c.config.write_key, &sent_at);
-        (batch, format!("{}/v1/batch", c.config.endpoint), body)
-    })
-    .filter(|(batch, _, _)| !batch.is_empty())
-    {
-        let reply = platform::post_text(&url, &body).await;
-        let delivered = with_client(|c| match verdict(reply.as_ref().map(|r| r.status)) {
-            Verdict::Delivered => {
-                if let Some(reply) = &reply {
-                    c.adopt_collector_id(&reply.body);
-                }
-                true
-            }
-            Verdict::Drop => {
-                c.debug("seam: collector refused a batch; dropped");
-                true
-            }
-            Verdict::Retry => {
-                c.debug("seam: send failed; will retry");
-                c.outbox.restore(batch);
-                false
-            }
+}
+
+/// Moves this tab's new events into the stored queue (under the cross-tab lock), so they survive
+/// a reload. Runs soon after events are recorded; calls made meanwhile share one sync.
+pub fn spawn_sync() {
+    platform::locked(QUEUE_LOCK, || {
+        with_client(|c| {
+            c.sync_stored();
+            c.syncing = false;
         });
-        if delivered != Some(true) {
-            break;
+    });
+}
+
+impl Client {
+    /// Moves [`Client::memory`] into the stored queue; returns the stored queue (still in memory
+    /// for the caller's next step). Must run under the queue lock.
+    fn sync_stored(&mut self) -> Option<Outbox> {
+        if !self.granted {
+            return None;
+        }
+        let mut stored = platform::storage_get(QUEUE_KEY)
+            .map(|q| Outbox::decode(&q))
+            .unwrap_or_default();
+        let memory = mem::take(&mut self.memory);
+        if stored.append(memory.clone(), self.config.queue_bytes) > 0 {
+            self.debug("seam: queue over its byte budget; oldest events evicted");
+        }
+        if platform::storage_set(QUEUE_KEY, &stored.encode()) {
+            Some(stored)
+        } else {
+            // Storage full or blocked: keep the events in memory rather than lose them.
+            self.memory = memory;
+            None
         }
     }
+
+    /// Leases the next batch: from the stored queue when storage is allowed (must then run under
+    /// the queue lock, or be the last act of a closing page), else from memory. Returns the
+    /// leased message IDs, the URL and the body.
+    fn lease(&mut self, now: i64) -> Option<(Vec<String>, String, String, u64)> {
+        let (leased, evicted) = match self.sync_stored() {
+            Some(mut stored) => {
+                let leased = stored.lease(now, self.config.flush_at, MAX_BATCH_BYTES);
+                let evicted = mem::take(&mut stored.evicted);
+                platform::storage_set(QUEUE_KEY, &stored.encode());
+                (leased, evicted)
+            }
+            None => {
+                let leased = self
+                    .memory
+                    .lease(now, self.config.flush_at, MAX_BATCH_BYTES);
+                (leased, mem::take(&mut self.memory.evicted))
+            }
+        };
+        if leased.is_empty() {
+            self.memory.evicted += evicted;
+            return None;
+        }
+        let (ids, events): (Vec<String>, Vec<String>) = leased.into_iter().unzip();
+        let sent_at = platform::iso_time(now as f64);
+        let body = batch_body(&events, &self.config.write_key, &sent_at, evicted);
+        Some((ids, self.url(), body, evicted))
+    }
+
+    /// Applies the collector's reply to the sent events, wherever they are now (memory, or the
+    /// stored queue: must then run under the queue lock). Returns when to retry, if needed.
+    fn settle(&mut self, ids: &[String], reply: &Reply, evicted: u64) -> Option<u64> {
+        let now = platform::now_ms();
+        let jitter = platform::random_unit();
+        let mut result = self.memory.settle(ids, reply, now, jitter);
+        if self.granted {
+            if let Some(text) = platform::storage_get(QUEUE_KEY) {
+                let mut stored = Outbox::decode(&text);
+                let s = stored.settle(ids, reply, now, jitter);
+                platform::storage_set(QUEUE_KEY, &stored.encode());
+                result.delivered += s.delivered;
+                result.dropped += s.dropped;
+                result.retried += s.retried;
+                result.retry_in_ms = result.retry_in_ms.or(s.retry_in_ms);
+            }
+        }
+        if result.retried > 0 {
+            // The batch did not arrive: report the evictions with the next one.
+            self.memory.evicted += evicted;
+            self.debug("seam: send failed; will retry");
+        }
+        if result.dropped > 0 {
+            self.debug("seam: the collector refused events; dropped");
+        }
+        result.retry_in_ms
+    }
+}
+
+/// A leased batch: message IDs, URL, body, evictions it reports.
+type Batch = (Vec<String>, String, String, u64);
+
+/// Runs `f` under the queue lock when events live in shared storage, else right away.
+fn queue_op(f: impl FnOnce() + 'static) {
+    if with_client(|c| c.granted).unwrap_or(false) {
+        platform::locked(QUEUE_LOCK, f);
+    } else {
+        f();
+    }
+}
+
+/// Sends one leased batch; `next` runs after it is settled, with the retry delay when the
+/// collector did not take it.
+fn send((ids, url, body, evicted): Batch, next: impl FnOnce(Option<u64>) + 'static) {
+    platform::post(&url, &body, move |answer| {
+        let reply = Reply {
+            status: Some(answer.status).filter(|s| *s != 0),
+            retry_after_ms: parse_retry_after(&answer.retry_after),
+            rejected: answer.rejected,
+        };
+        let echoed = Some(answer.anonymous_id).filter(|id| !id.is_empty() && id.len() <= 100);
+        with_client(|c| c.adopt_collector_id(echoed));
+        queue_op(move || next(with_client(|c| c.settle(&ids, &reply, evicted)).flatten()));
+    });
+}
+
+/// Sends due events until none are due or a send fails (a retry is then scheduled). Only one
+/// flush runs per tab at a time; a concurrent call joins it. Offline, nothing is tried (the
+/// `online` event flushes). `done` runs when this flush ends.
+pub fn flush() {
+    let start = with_client(|c| !mem::replace(&mut c.sending, true));
+    if start == Some(true) {
+        step();
+    } else if start.is_none() {
+        finish();
+    }
+}
+
+fn step() {
+    if !platform::online() {
+        return finish();
+    }
+    queue_op(|| {
+        let now = platform::now_ms();
+        match with_client(|c| c.lease(now)).flatten() {
+            Some(batch) => send(batch, |retry| match retry {
+                Some(delay) => {
+                    platform::after(delay, spawn_flush);
+                    finish();
+                }
+                None => step(),
+            }),
+            None => finish(),
+        }
+    });
+}
+
+fn finish() {
     with_client(|c| c.sending = false);
+    platform::flushed();
+}
+
+/// Starts a flush in the background.
+pub fn spawn_flush() {
+    flush();
+}
+
+/// The page is being hidden or unloaded: lease one batch (at most 60 KB, under the browser's
+/// 64 KB keepalive cap) right now, without waiting for the lock, and send it with `keepalive`.
+/// What does not fit stays stored for the next page.
+pub fn flush_on_hide() {
+    if !platform::online() {
+        return;
+    }
+    if let Some(batch) = with_client(|c| c.lease(platform::now_ms())).flatten() {
+        send(batch, |_| {});
+    }
 }

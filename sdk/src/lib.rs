@@ -1,73 +1,149 @@
 //! # seam-sdk
 //!
-//! Seam's browser SDK, compiled to WebAssembly and shipped as an npm package. It keeps a
-//! first-party anonymous ID (persisted only with analytics consent), builds Segment-compatible
-//! events, batches them and sends them to the Seam edge collector with `fetch(keepalive)` and a
-//! `text/plain` body, so no CORS preflight is needed.
+//! Seam's browser SDK, compiled to WebAssembly and shipped as an npm package (`@seam/sdk`).
+//! It owns consent state (Google Consent Mode v2 fed by the site, gtag/dataLayer commands, IAB
+//! TCF v2.2 and GPC), first-party IDs (cookie + localStorage, only with `analytics_storage`),
+//! and a durable queue shared by the site's tabs that batches Segment-compatible events to the
+//! Seam edge collector with `fetch(keepalive)` and a `text/plain` body (no CORS preflight),
+//! retrying with backoff until the collector has them.
 //!
-//! This file holds every `#[wasm_bindgen]` export; browser APIs live in [`platform`]. No export
-//! throws into the host page: bad input is logged in debug mode and ignored.
+//! This file holds every `#[wasm_bindgen]` export; browser APIs live in [`platform`], state and
+//! behaviour in [`client`]. No export throws into the host page: bad input is logged in debug
+//! mode and ignored.
+
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
 
 pub mod client;
 pub mod platform;
 
+/// The shipped build's panic handler (`--features panic-trap`, set by scripts/build.sh): trap
+/// without formatting a message. std's handler would bring ~2 KB gzip of formatting code; test
+/// builds link std and use its handler.
+#[cfg(all(feature = "panic-trap", target_arch = "wasm32", not(test)))]
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    core::arch::wasm32::unreachable()
+}
+
+use alloc::borrow::ToOwned;
+use alloc::string::String;
+
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOCATOR: lol_alloc::LockedAllocator<lol_alloc::FreeListAllocator> =
+    lol_alloc::LockedAllocator::new(lol_alloc::FreeListAllocator::new());
+
 use js_sys::Promise;
+use seam_core::consent::TcfSignal;
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::future_to_promise;
 
-use client::{flush as flush_outbox, install, with_client, Config};
+use client::{flush_on_hide, install, spawn_flush, with_client, Config};
 
-/// Starts the SDK: `load({ writeKey, endpoint?, flushAt?, flushInterval?, debug?, consent? })`.
-/// Returns false (and logs) when the options are unusable.
+/// Starts the SDK: `load({ writeKey, endpoint?, consent?, cookie?, flushAt?, flushInterval?,
+/// debug?, preConsent?, queueBytes?, autoPage?, region? })`. Returns false (and logs) when the
+/// options are unusable.
 #[wasm_bindgen]
 pub fn load(options: JsValue) -> bool {
     let config = match Config::from_js(&options) {
         Ok(config) => config,
         Err(reason) => {
-            platform::log(&format!("seam: {reason}"));
+            platform::log(reason);
             return false;
         }
     };
     let interval = config.flush_interval_ms;
-    if install(config) {
-        platform::every(interval, spawn_flush);
-        platform::on_page_hide(spawn_flush);
+    if install(config, &options) {
+        platform::every(interval, &platform::hook(|_| spawn_flush()));
+        platform::on_hide(&platform::hook(|_| flush_on_hide()));
+        platform::on_online(&platform::hook(|_| spawn_flush()));
+        platform::watch_history(&platform::hook(|_| after(|c| c.navigated())));
+        platform::watch_data_layer(&platform::hook(|command| {
+            let name = platform::item(&command, 0).as_string().unwrap_or_default();
+            let params = platform::item(&command, 1);
+            with_client(|c| c.consent_command(&name, &params));
+        }));
+        platform::listen_tcf(&platform::hook(|d| {
+            let number = |i| platform::item(&d, i).as_f64().unwrap_or(0.0) as u16;
+            let signal = TcfSignal {
+                gdpr_applies: platform::item(&d, 0).is_truthy(),
+                consents: number(1),
+                legitimate_interests: number(2),
+                tc_string: platform::item(&d, 3).as_string(),
+            };
+            with_client(|c| c.tcf_signal(signal));
+        }));
+        // Events stored by earlier pages go out now.
+        spawn_flush();
     }
     true
+}
+
+/// Runs a recording call on the client and starts a flush when the queue is due.
+fn after(f: impl FnOnce(&mut client::Client) -> bool) {
+    if with_client(f) == Some(true) {
+        spawn_flush();
+    }
 }
 
 /// Records a user action: `track("Product Viewed", { product_id: "p1" })`.
 #[wasm_bindgen]
 pub fn track(event: String, properties: JsValue) {
-    if event.trim().is_empty() {
-        return;
+    if !event.trim().is_empty() {
+        after(|c| c.track(&event, &properties));
     }
-    enqueue(
-        "track",
-        &[
-            ("event", event.into()),
-            ("properties", object_or_empty(properties)),
-        ],
-    );
 }
 
 /// Records a page view: `page()`, `page("Product")`, `page("Product", { sku })`.
 #[wasm_bindgen]
 pub fn page(name: Option<String>, properties: JsValue) {
-    let name = name.map_or(JsValue::UNDEFINED, JsValue::from);
-    enqueue(
-        "page",
-        &[("name", name), ("properties", object_or_empty(properties))],
-    );
+    after(|c| c.page(name, &properties));
 }
 
-/// Sends everything queued now. Resolves when the queue is empty or the collector is unreachable.
+/// Says who the user is: `identify("u1", { email })`, or `identify(undefined, { plan })`.
+#[wasm_bindgen]
+pub fn identify(user_id: Option<String>, traits: JsValue) {
+    after(|c| c.identify(user_id, &traits));
+}
+
+/// Puts the user in a group (account): `group("acme", { plan: "pro" })`.
+#[wasm_bindgen]
+pub fn group(group_id: String, traits: JsValue) {
+    if !group_id.is_empty() {
+        after(|c| c.group(group_id, &traits));
+    }
+}
+
+/// Joins `previousId` (default: the current user or anonymous ID) to `userId`.
+#[wasm_bindgen]
+pub fn alias(user_id: String, previous_id: Option<String>) {
+    if !user_id.is_empty() {
+        after(|c| c.alias(user_id, previous_id));
+    }
+}
+
+/// Records the visitor's choice: `consentUpdate({ analytics_storage: "granted" })`.
+#[wasm_bindgen(js_name = consentUpdate)]
+pub fn consent_update(values: JsValue) {
+    with_client(|c| c.consent_command("update", &values));
+    spawn_flush();
+}
+
+/// The consent in force, as events carry it: `{ categoryPreferences, gcm, tcString?, gpc? }`.
+#[wasm_bindgen(js_name = consentGet)]
+pub fn consent_get() -> JsValue {
+    with_client(|c| js_sys::JSON::parse(c.consent_json()).ok())
+        .flatten()
+        .unwrap_or(JsValue::UNDEFINED)
+}
+
+/// Sends everything due now. Resolves when the queue is empty or the collector is unreachable.
 #[wasm_bindgen]
 pub fn flush() -> Promise {
-    future_to_promise(async {
-        flush_outbox().await;
-        Ok(JsValue::UNDEFINED)
-    })
+    let done = platform::flush_waiter();
+    client::flush();
+    done
 }
 
 /// The current anonymous ID (empty before `load()`).
@@ -76,7 +152,7 @@ pub fn anonymous_id() -> String {
     with_client(|c| c.anonymous_id().to_owned()).unwrap_or_default()
 }
 
-/// Forgets the anonymous ID and drops queued events.
+/// Forgets the IDs and traits and drops queued events.
 #[wasm_bindgen]
 pub fn reset() {
     with_client(|c| c.reset());
@@ -86,22 +162,4 @@ pub fn reset() {
 #[wasm_bindgen]
 pub fn pending() -> usize {
     with_client(|c| c.pending()).unwrap_or(0)
-}
-
-fn enqueue(kind: &str, fields: &[(&str, JsValue)]) {
-    if with_client(|c| c.enqueue(kind, fields)) == Some(true) {
-        spawn_flush();
-    }
-}
-
-fn spawn_flush() {
-    wasm_bindgen_futures::spawn_local(flush_outbox());
-}
-
-fn object_or_empty(value: JsValue) -> JsValue {
-    if value.is_object() {
-        value
-    } else {
-        js_sys::Object::new().into()
-    }
 }

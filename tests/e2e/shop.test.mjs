@@ -1,40 +1,98 @@
-// End to end: a visitor in real Chromium uses the demo shop served by the Worker; the SDK from the
-// npm package sends the events; the rows appear in the Worker's local D1.
+// End to end: visitors in real Chromium use the demo shop served by the Worker; the SDK from the
+// packed npm package sends the events; the rows appear in the Worker's local D1.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { startEdge } from "../support/edge.mjs";
 import { eventually, launchBrowser } from "../support/browser.mjs";
 
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
 describe("demo shop -> SDK -> edge -> D1", () => {
   let edge;
-  let browser;
+  const browsers = [];
   before(async () => {
     edge = await startEdge("e2e");
-    browser = await launchBrowser();
   });
   after(async () => {
-    await browser?.close();
+    for (const b of browsers) await b.close();
     await edge?.stop();
   });
 
-  const eventsOf = (anonymousId) =>
-    edge.query("SELECT type, name, body FROM events WHERE anonymous_id = ? ORDER BY timestamp", anonymousId);
+  /** A fresh browser profile; with `consent`, the visitor chose it on an earlier visit. */
+  async function visitor(consent) {
+    const browser = await launchBrowser();
+    browsers.push(browser);
+    if (consent) await browser.context.addInitScript((c) => localStorage.setItem("demo_consent", c), consent);
+    return browser;
+  }
 
-  test("after consent, a click on Add to cart produces stored events linked to the visitor", async () => {
+  /** Every messageId the page sends to the collector, in send order (retries repeat). */
+  function recordSends(page, sent = []) {
+    page.on("request", (request) => {
+      if (!request.url().endsWith("/v1/batch")) return;
+      for (const event of JSON.parse(request.postData() ?? "{}").batch ?? []) sent.push(event.messageId);
+    });
+    return sent;
+  }
+
+  // Reads through wrangler's platform proxy share the SQLite file with the running Worker: a read
+  // can meet SQLITE_BUSY while the Worker writes (and the reverse), so poll gently and retry.
+  async function eventsOf(anonymousId) {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await edge.query("SELECT message_id, type, name, body FROM events WHERE anonymous_id = ? ORDER BY timestamp", anonymousId);
+      } catch (error) {
+        if (attempt >= 5) throw error;
+        await sleep(200);
+      }
+    }
+  }
+  const until = (fn, ms = 40_000) => eventually(fn, ms, 1000);
+  const storedId = (page) => page.evaluate(() => localStorage.getItem("seam_anonymous_id"));
+  const count = (rows, name) => rows.filter((r) => r.name === name).length;
+
+  test("before consent nothing is stored or sent; on grant the buffered events arrive once with the ID", async () => {
+    const browser = await visitor();
     const page = await browser.context.newPage();
     const failures = [];
     page.on("pageerror", (e) => failures.push(e.message));
+    const sent = recordSends(page);
     await page.goto(`${edge.url}/`);
+    await page.getByRole("button", { name: "Allow" }).waitFor();
+    await sleep(2500); // more than the shop's flushInterval
+    assert.deepEqual(sent, [], "nothing sent before the visitor chose");
+    assert.equal(await storedId(page), null, "no localStorage ID");
+    assert.deepEqual((await browser.context.cookies(edge.url)).map((c) => c.name), [], "no cookie");
+
     await page.getByRole("button", { name: "Allow" }).click();
+    const anonymousId = await eventually(() => storedId(page));
+    assert.match(anonymousId ?? "", /^[0-9a-f-]{36}$/, "consent granted: the SDK persists its anonymous ID");
+    const home = await until(async () => {
+      const rows = await eventsOf(anonymousId);
+      return count(rows, "Product List Viewed") > 0 && rows;
+    });
+    assert.ok(home, "the buffered events reached D1 with the ID");
+    assert.equal(count(home, "Home"), 1, "the buffered page view arrives once");
+    const body = JSON.parse(home.find((r) => r.name === "Home").body);
+    assert.equal(body.context.consent.gcm.analytics_storage, "granted");
+    assert.equal(body.context.consent.categoryPreferences.analytics_storage, true);
+
+    const cookies = await until(async () => {
+      const c = await browser.context.cookies(edge.url);
+      return c.some((x) => x.name === "seam_id") && c;
+    });
+    const sdkCookie = cookies.find((c) => c.name === "seam_anonymous_id");
+    assert.equal(sdkCookie?.value, anonymousId, "the SDK's first-party cookie");
+    assert.equal(sdkCookie.sameSite, "Lax");
+    const collectorCookie = cookies.find((c) => c.name === "seam_id");
+    assert.equal(collectorCookie.value, anonymousId, "the collector's HttpOnly cookie agrees");
+    assert.equal(collectorCookie.httpOnly, true);
+
     await page.getByRole("link", { name: "Trail Runner" }).click();
     await page.waitForURL(/\/product\?/);
     await page.getByRole("button", { name: "Add to cart" }).click();
     await page.getByText("Added to cart.").waitFor();
-
-    const anonymousId = await eventually(() => page.evaluate(() => localStorage.getItem("seam_anonymous_id")));
-    assert.match(anonymousId ?? "", /^[0-9a-f-]{36}$/, "consent granted: the SDK persists its anonymous ID");
-
-    const rows = await eventually(async () => {
+    const rows = await until(async () => {
       const r = await eventsOf(anonymousId);
       return r.some((e) => e.name === "Product Added") && r;
     });
@@ -42,57 +100,141 @@ describe("demo shop -> SDK -> edge -> D1", () => {
     const names = rows.map((r) => `${r.type}:${r.name}`);
     assert.ok(names.includes("page:Product"), `page view stored (${names})`);
     assert.ok(names.includes("track:Product Viewed"), `product view stored (${names})`);
-
     const added = JSON.parse(rows.find((r) => r.name === "Product Added").body);
     assert.equal(added.properties.product_id, "trail-runner");
     assert.equal(added.properties.price, 129);
     assert.equal(added.context.library.name, "seam.js");
     assert.equal(added.context.page.path, "/product");
-    assert.equal(added.context.consent.categoryPreferences.analytics_storage, true);
+    assert.match(added.context.page.referrer, /\/$/, "referrer is the home page");
     assert.match(added.context.userAgent, /Chrome/);
-
-    // The home page view was sent before the visitor chose: stored without identifiers.
-    const home = await eventually(async () => {
-      const r = await edge.query("SELECT anonymous_id, body FROM events WHERE name = 'Home' AND json_extract(body, '$.context.consent.categoryPreferences.analytics_storage') = 0");
-      return r.length > 0 && r;
-    });
-    assert.ok(home, "the pre-consent page view was stored");
-    assert.equal(home[0].anonymous_id, null);
-    assert.equal(JSON.parse(home[0].body).anonymousId, undefined);
-
-    // The collector's HttpOnly cookie holds the same ID, so it survives script-storage caps.
-    const cookie = await eventually(async () => (await browser.context.cookies(edge.url)).find((c) => c.name === "seam_id"));
-    assert.ok(cookie, "the collector set its first-party cookie");
-    assert.equal(cookie.value, anonymousId);
-    assert.equal(cookie.httpOnly, true);
-    assert.equal(cookie.sameSite, "Lax");
     assert.deepEqual(failures, [], "no errors thrown in the page");
-    await page.close();
   });
 
-  test("without consent, events are still sent but no identifier is stored in the browser", async () => {
+  test("declining consent sends nothing and stores no identifier", async () => {
+    const browser = await visitor();
     const page = await browser.context.newPage();
+    const sent = recordSends(page);
     await page.goto(`${edge.url}/`);
-    await page.evaluate(() => localStorage.clear());
-    await page.reload();
     await page.getByRole("button", { name: "Decline" }).click();
     await page.getByRole("link", { name: "Road Racer" }).click();
     await page.waitForURL(/\/product\?/);
+    await sleep(2500);
+    assert.equal(await storedId(page), null);
+    assert.deepEqual(sent, [], "events stay buffered in memory and die with the page");
+    const cookies = (await browser.context.cookies(edge.url)).map((c) => c.name);
+    assert.ok(!cookies.includes("seam_id") && !cookies.includes("seam_anonymous_id"), `${cookies}`);
+  });
 
-    const stored = await page.evaluate(() => localStorage.getItem("seam_anonymous_id"));
-    assert.equal(stored, null);
-    const rows = await eventually(async () => {
-      const r = await edge.query(
-        "SELECT body FROM events WHERE name = 'Product Viewed' AND json_extract(body, '$.properties.product_id') = 'road-racer'",
-      );
-      return r.length > 0 && r;
+  test("collector failing with 503/429 while the visitor navigates away and back: every event arrives exactly once", async () => {
+    const browser = await visitor("granted");
+    let failing = true;
+    let failures = 0;
+    await browser.context.route("**/v1/batch", (route) => {
+      if (!failing) return route.continue();
+      failures++;
+      return route.fulfill({
+        status: failures % 2 ? 503 : 429,
+        headers: { "Retry-After": "1", "content-type": "application/json" },
+        body: '{"code":"storage_unavailable","message":"try later"}',
+      });
     });
-    assert.ok(rows, "the product view reached D1");
-    const body = JSON.parse(rows[0].body);
-    assert.equal(body.context.consent.categoryPreferences.analytics_storage, false);
-    assert.equal(body.anonymousId, undefined, "stored without identifiers");
-    const cookie = await eventually(async () => !(await browser.context.cookies(edge.url)).some((c) => c.name === "seam_id"));
-    assert.ok(cookie, "declining consent deletes the collector's cookie");
-    await page.close();
+    const page = await browser.context.newPage();
+    const sent = recordSends(page);
+    await page.goto(`${edge.url}/product?id=trail-runner`);
+    const anonymousId = await eventually(() => storedId(page));
+    await page.getByRole("button", { name: "Add to cart" }).click();
+    await page.getByRole("button", { name: "Add to cart" }).click();
+    await sleep(1500);
+    await page.goto(`${edge.url}/`); // away while the batch is failing: pagehide send fails too
+    await sleep(500);
+    await page.goto(`${edge.url}/product?id=trail-runner`);
+    await page.getByRole("button", { name: "Add to cart" }).click();
+    assert.ok(failures > 1, `the collector refused ${failures} requests`);
+    failing = false;
+
+    const rows = await until(async () => {
+      const r = await eventsOf(anonymousId);
+      return count(r, "Product Added") === 3 && count(r, "Product") === 2 && count(r, "Home") === 1 && r;
+    });
+    assert.ok(rows, "every event arrived");
+    const ids = new Set(sent);
+    assert.equal(rows.length, new Set(rows.map((r) => r.message_id)).size);
+    for (const row of rows) assert.ok(ids.has(row.message_id), "stored under the messageId the SDK sent");
+    await sleep(1500);
+    assert.equal((await eventsOf(anonymousId)).length, rows.length, "nothing arrives twice");
+  });
+
+  test("offline for 10 s, then online: every event is delivered", async () => {
+    const browser = await visitor("granted");
+    const page = await browser.context.newPage();
+    await page.goto(`${edge.url}/product?id=road-racer`);
+    const anonymousId = await eventually(() => storedId(page));
+    assert.ok(await until(async () => count(await eventsOf(anonymousId), "Product Viewed") === 1));
+    await browser.context.setOffline(true);
+    for (let i = 0; i < 3; i++) await page.getByRole("button", { name: "Add to cart" }).click();
+    await sleep(10_000);
+    assert.equal(count(await eventsOf(anonymousId), "Product Added"), 0, "nothing got through offline");
+    await browser.context.setOffline(false);
+    const delivered = await until(async () => count(await eventsOf(anonymousId), "Product Added") === 3);
+    assert.ok(delivered, "all three arrived after going online");
+  });
+
+  test("two tabs tracking at once: no duplicate sends, no loss", async () => {
+    const browser = await visitor("granted");
+    const sent = [];
+    const first = await browser.context.newPage();
+    recordSends(first, sent);
+    await first.goto(`${edge.url}/product?id=trail-runner`);
+    const anonymousId = await eventually(() => storedId(first));
+    const second = await browser.context.newPage();
+    recordSends(second, sent);
+    await second.goto(`${edge.url}/product?id=road-racer`);
+    assert.equal(await storedId(second), anonymousId, "the tabs share the visitor's ID");
+    const clicks = (page) => (async () => {
+      for (let i = 0; i < 10; i++) await page.getByRole("button", { name: "Add to cart" }).click();
+    })();
+    await Promise.all([clicks(first), clicks(second)]);
+    const rows = await until(async () => {
+      const r = await eventsOf(anonymousId);
+      return count(r, "Product Added") === 20 && r;
+    });
+    assert.ok(rows, `all 20 Product Added events arrived (${count(await eventsOf(anonymousId), "Product Added")}; ${sent.length} sent)`);
+    await sleep(2500);
+    const counts = new Map();
+    for (const id of sent) counts.set(id, (counts.get(id) ?? 0) + 1);
+    const twice = [...counts].filter(([, n]) => n > 1);
+    assert.deepEqual(twice, [], "no event was sent by both tabs");
+    assert.equal(counts.size, (await eventsOf(anonymousId)).length);
+  });
+
+  test("gtag consent commands and a TCF CMP drive the consent state", async () => {
+    const browser = await visitor();
+    // A CMP stub answering like a real one: storage (1) and measurement (7, 8), no ad profile.
+    await browser.context.addInitScript(() => {
+      window.__tcfapi = (command, version, callback) => {
+        if (command !== "addEventListener") return;
+        const consents = { 1: true, 7: true, 8: true };
+        setTimeout(() => callback({ eventStatus: "tcloaded", gdprApplies: true, tcString: "CPstub", purpose: { consents, legitimateInterests: {} } }, true), 50);
+      };
+    });
+    const page = await browser.context.newPage();
+    await page.goto(`${edge.url}/`);
+    const anonymousId = await eventually(() => storedId(page));
+    assert.ok(anonymousId, "the CMP's consent lets the SDK store its ID");
+    const rows = await until(async () => {
+      const r = await eventsOf(anonymousId);
+      return count(r, "Home") === 1 && r;
+    });
+    assert.ok(rows, "the page view arrived with the ID");
+    const consent = JSON.parse(rows.find((r) => r.name === "Home").body).context.consent;
+    assert.equal(consent.tcString, "CPstub");
+    assert.equal(consent.gcm.analytics_storage, "granted");
+    assert.equal(consent.gcm.ad_user_data, "granted");
+    assert.equal(consent.gcm.ad_personalization, "denied");
+
+    await page.evaluate(() => window.dataLayer.push(["consent", "update", { analytics_storage: "denied" }]));
+    assert.equal(await storedId(page), null, "a gtag update revoking analytics deletes the ID");
+    const cookie = (await browser.context.cookies(edge.url)).find((c) => c.name === "seam_anonymous_id");
+    assert.equal(cookie, undefined, "and the SDK's cookie");
   });
 });

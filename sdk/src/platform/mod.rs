@@ -1,13 +1,110 @@
 //! Everything that touches the browser. The rest of the SDK sees plain Rust values.
 //!
-//! Every function here swallows browser errors (private-mode storage, blocked fetch, missing
-//! `window` in a worker) and reports them as `None`/`false`: the SDK must never throw into the
-//! host page.
+//! Most calls go through `browser.js` (a few lines of JS each, far smaller in the shipped
+//! package than the same calls through web-sys). Every function here swallows browser errors
+//! (private-mode storage, blocked fetch, missing `window` in a worker) and reports them as
+//! `None`/`false`: the SDK must never throw into the host page. Nothing here is `async`: results
+//! come back through callbacks, which keeps the wasm free of future executors.
 
+use alloc::borrow::ToOwned;
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::vec::Vec;
 use wasm_bindgen::prelude::*;
-use wasm_bindgen::JsCast;
-use wasm_bindgen_futures::JsFuture;
-use web_sys::{Request, RequestInit, Response, Storage};
+
+#[wasm_bindgen(module = "/src/platform/browser.js")]
+extern "C" {
+    /// A cookie's value.
+    #[wasm_bindgen(js_name = cookieGet)]
+    pub fn cookie_get(name: &str) -> Option<String>;
+    /// Sets (or with `max_age` 0 deletes) a `Secure; SameSite=Lax` cookie.
+    #[wasm_bindgen(js_name = cookieSet)]
+    pub fn cookie_set(name: &str, value: &str, domain: &str, max_age: u32);
+    /// `navigator.globalPrivacyControl === true`.
+    pub fn gpc() -> bool;
+    /// `navigator.onLine` (true when unknown).
+    pub fn online() -> bool;
+    /// Calls `f` on the `online` event.
+    #[wasm_bindgen(js_name = onOnline)]
+    pub fn on_online(f: &JsValue);
+    #[wasm_bindgen(js_name = withLock)]
+    fn with_lock(name: &str, f: &JsValue);
+    /// Calls `f` after `history.pushState`/`replaceState` and on `popstate`.
+    #[wasm_bindgen(js_name = watchHistory)]
+    pub fn watch_history(f: &JsValue);
+    /// Calls `f([command, params])` for every `gtag('consent', ...)` in `window.dataLayer`,
+    /// past and future.
+    #[wasm_bindgen(js_name = watchDataLayer)]
+    pub fn watch_data_layer(f: &JsValue);
+    /// Listens to an IAB TCF v2.2 CMP: `f([gdprApplies, consents, legitimateInterests,
+    /// tcString])` with purposes as bit masks. False when there is no `__tcfapi`.
+    #[wasm_bindgen(js_name = listenTcf)]
+    pub fn listen_tcf(f: &JsValue) -> bool;
+    /// Reads a localStorage entry.
+    #[wasm_bindgen(js_name = storageGet)]
+    pub fn storage_get(key: &str) -> Option<String>;
+    /// Writes a localStorage entry; false when storage is unavailable or full.
+    #[wasm_bindgen(js_name = storageSet)]
+    pub fn storage_set(key: &str, value: &str) -> bool;
+    /// Removes a localStorage entry.
+    #[wasm_bindgen(js_name = storageRemove)]
+    pub fn storage_remove(key: &str);
+    /// Epoch ms as ISO-8601 (`Date.toISOString`).
+    #[wasm_bindgen(js_name = isoTime)]
+    pub fn iso_time(ms: f64) -> String;
+    /// `location.href`.
+    #[wasm_bindgen(js_name = pageUrl)]
+    pub fn page_url() -> String;
+    /// `context.page` as JSON text, with `referrer`.
+    #[wasm_bindgen(js_name = pageJson)]
+    pub fn page_json(referrer: &str) -> String;
+    /// `"userAgent":"..","locale":".."` (JSON members) from the navigator.
+    #[wasm_bindgen(js_name = navigatorContext)]
+    pub fn navigator_context() -> String;
+    /// Merges `traits` into the JSON object `json`; `None` when not serialisable.
+    #[wasm_bindgen(js_name = mergeTraits)]
+    pub fn merge_traits(json: &str, traits: &JsValue) -> Option<String>;
+    /// A promise that resolves at the next [`flushed`].
+    #[wasm_bindgen(js_name = flushWaiter)]
+    pub fn flush_waiter() -> js_sys::Promise;
+    /// Resolves every [`flush_waiter`] promise.
+    pub fn flushed();
+    /// `console.warn`.
+    #[wasm_bindgen(js_name = warn)]
+    fn warn(message: &str);
+    /// `document.referrer`.
+    #[wasm_bindgen(js_name = documentReferrer)]
+    pub fn document_referrer() -> String;
+    #[wasm_bindgen(js_name = consentParams)]
+    fn consent_params(params: &JsValue, keys: &str) -> js_sys::Array;
+    #[wasm_bindgen(js_name = post)]
+    fn post_js(url: &str, body: &str, done: &JsValue);
+    #[wasm_bindgen(js_name = after)]
+    fn after_js(ms: f64, f: &JsValue);
+    /// Calls `f` every `ms` milliseconds for the life of the page.
+    #[wasm_bindgen(js_name = every)]
+    pub fn every(ms: i32, f: &JsValue);
+    /// Calls `f` on `pagehide` and when the page becomes hidden.
+    #[wasm_bindgen(js_name = onHide)]
+    pub fn on_hide(f: &JsValue);
+}
+
+/// A JS function that calls `f` with its first argument, for the life of the page. Every hook
+/// goes through this one closure type (and [`once`] for one-shot callbacks): each distinct
+/// closure type costs its own glue in the shipped wasm.
+pub fn hook(f: impl FnMut(JsValue) + 'static) -> JsValue {
+    Closure::wrap(Box::new(f) as Box<dyn FnMut(JsValue)>).into_js_value()
+}
+
+/// A JS function that calls `f` once with its first argument.
+pub fn once(f: impl FnOnce(JsValue) + 'static) -> JsValue {
+    Closure::once_into_js(Box::new(f) as Box<dyn FnOnce(JsValue)>)
+}
+
+/// Element `i` of a JS array (`undefined` when missing).
+pub fn item(array: &JsValue, i: u32) -> JsValue {
+    js_sys::Reflect::get_u32(array, i).unwrap_or(JsValue::UNDEFINED)
+}
 
 /// Milliseconds since the epoch, from the browser's clock.
 pub fn now_ms() -> i64 {
@@ -26,146 +123,71 @@ pub fn random_bytes() -> [u8; 16] {
     bytes
 }
 
-fn local_storage() -> Option<Storage> {
-    web_sys::window()?.local_storage().ok().flatten()
+/// A random number in `[0, 1)` (for retry jitter).
+pub fn random_unit() -> f64 {
+    js_sys::Math::random()
 }
 
-/// Reads a localStorage entry.
-pub fn storage_get(key: &str) -> Option<String> {
-    local_storage()?.get_item(key).ok().flatten()
+/// A consent parameter object (`{ analytics_storage: "granted", region: [...],
+/// wait_for_update: 500 }`) read in one call: per-purpose letters (`g`, `d`, `-`, in `keys`
+/// order), `wait_for_update` and the regions.
+pub fn read_consent_params(params: &JsValue, keys: &str) -> (String, f64, Vec<String>) {
+    let parts = consent_params(params, keys);
+    (
+        parts.get(0).as_string().unwrap_or_default(),
+        parts.get(1).as_f64().unwrap_or(0.0),
+        js_sys::Array::from(&parts.get(2))
+            .iter()
+            .filter_map(|r| r.as_string())
+            .collect(),
+    )
 }
 
-/// Writes a localStorage entry; false when storage is unavailable or full.
-pub fn storage_set(key: &str, value: &str) -> bool {
-    local_storage().is_some_and(|s| s.set_item(key, value).is_ok())
-}
-
-/// Removes a localStorage entry.
-pub fn storage_remove(key: &str) {
-    if let Some(s) = local_storage() {
-        let _ = s.remove_item(key);
-    }
-}
-
-/// What the SDK reports about the current page (`context.page`).
-#[derive(Debug, Clone, Default)]
-pub struct PageInfo {
-    /// Full URL.
-    pub url: String,
-    /// Path.
-    pub path: String,
-    /// Query string including `?`.
-    pub search: String,
-    /// Document title.
-    pub title: String,
-    /// `document.referrer`.
-    pub referrer: String,
-}
-
-/// The current page, when running in a window.
-pub fn page_info() -> Option<PageInfo> {
-    let window = web_sys::window()?;
-    let location = window.location();
-    let document = window.document()?;
-    Some(PageInfo {
-        url: location.href().ok()?,
-        path: location.pathname().unwrap_or_default(),
-        search: location.search().unwrap_or_default(),
-        title: document.title(),
-        referrer: document.referrer(),
-    })
-}
-
-/// `navigator.userAgent` and `navigator.language`.
-pub fn user_agent_and_locale() -> (Option<String>, Option<String>) {
-    match web_sys::window().map(|w| w.navigator()) {
-        Some(n) => (n.user_agent().ok(), n.language()),
-        None => (None, None),
-    }
-}
-
-/// A collector response: status and, when it was JSON, the parsed body.
-pub struct Reply {
+/// What the collector answered; `status` 0 when no response arrived.
+#[derive(Debug, Default)]
+pub struct Answer {
     /// HTTP status.
     pub status: u16,
-    /// Parsed JSON body (`undefined` when absent or not JSON).
-    pub body: JsValue,
+    /// The `Retry-After` header.
+    pub retry_after: String,
+    /// `messageId`s of `results` entries with `status: "rejected"`.
+    pub rejected: Vec<String>,
+    /// The ID the collector echoes from its cookie (empty when none).
+    pub anonymous_id: String,
 }
 
 /// POSTs `body` as `text/plain` (a CORS-safelisted type, so no preflight) with `keepalive`, so the
-/// request survives the page unloading. `None` when no response arrived.
-pub async fn post_text(url: &str, body: &str) -> Option<Reply> {
-    let window = web_sys::window()?;
-    let init = RequestInit::new();
-    init.set_method("POST");
-    // web-sys has no setter for `keepalive`; RequestInit is a plain dictionary, so set it directly.
-    let _ = js_sys::Reflect::set(&init, &JsValue::from_str("keepalive"), &JsValue::TRUE);
-    init.set_body(&JsValue::from_str(body));
-    let request = Request::new_with_str_and_init(url, &init).ok()?;
-    request
-        .headers()
-        .set("Content-Type", "text/plain;charset=UTF-8")
-        .ok()?;
-    let response: Response = JsFuture::from(window.fetch_with_request(&request))
-        .await
-        .ok()?
-        .dyn_into()
-        .ok()?;
-    let body = match response.json() {
-        Ok(promise) => JsFuture::from(promise).await.unwrap_or(JsValue::UNDEFINED),
-        Err(_) => JsValue::UNDEFINED,
-    };
-    Some(Reply {
-        status: response.status(),
-        body,
-    })
-}
-
-/// Calls `f` every `ms` milliseconds for the life of the page.
-pub fn every(ms: i32, f: impl FnMut() + 'static) {
-    let Some(window) = web_sys::window() else {
-        return;
-    };
-    let callback = Closure::<dyn FnMut()>::new(f);
-    let _ = window.set_interval_with_callback_and_timeout_and_arguments_0(
-        callback.as_ref().unchecked_ref(),
-        ms,
-    );
-    // The timer lives as long as the page, so the closure must too.
-    callback.forget();
-}
-
-/// Calls `f` when the page is hidden or unloaded (`pagehide`, `visibilitychange` to hidden): the
-/// last reliable moment to send.
-pub fn on_page_hide(f: impl Fn() + 'static) {
-    let Some(window) = web_sys::window() else {
-        return;
-    };
-    let f = std::rc::Rc::new(f);
-    let on_hide = {
-        let f = f.clone();
-        Closure::<dyn FnMut()>::new(move || f())
-    };
-    let on_visibility = Closure::<dyn FnMut()>::new(move || {
-        let hidden = web_sys::window()
-            .and_then(|w| w.document())
-            .is_some_and(|d| d.visibility_state() == web_sys::VisibilityState::Hidden);
-        if hidden {
-            f();
-        }
+/// request survives the page unloading; `done` gets the answer.
+pub fn post(url: &str, body: &str, done: impl FnOnce(Answer) + 'static) {
+    let callback = once(move |answer| {
+        let text = |i| item(&answer, i).as_string().unwrap_or_default();
+        done(Answer {
+            status: item(&answer, 0).as_f64().unwrap_or(0.0) as u16,
+            retry_after: text(1),
+            rejected: text(2)
+                .split('\n')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            anonymous_id: text(3),
+        })
     });
-    let _ = window.add_event_listener_with_callback("pagehide", on_hide.as_ref().unchecked_ref());
-    if let Some(document) = window.document() {
-        let _ = document.add_event_listener_with_callback(
-            "visibilitychange",
-            on_visibility.as_ref().unchecked_ref(),
-        );
-    }
-    on_hide.forget();
-    on_visibility.forget();
+    post_js(url, body, &callback);
+}
+
+/// Calls `f` once after `ms` milliseconds.
+pub fn after(ms: u64, f: impl FnOnce() + 'static) {
+    after_js(ms as f64, &once(move |_| f()));
+}
+
+/// Runs `f` holding the site-wide Web Lock `name`, so a read-modify-write of shared storage is
+/// safe across tabs. `f` runs later (the lock is granted asynchronously) and synchronously
+/// inside the lock; without Web Locks it runs unlocked.
+pub fn locked(name: &str, f: impl FnOnce() + 'static) {
+    with_lock(name, &once(move |_| f()));
 }
 
 /// Logs to the console (debug mode only; callers decide).
 pub fn log(message: &str) {
-    web_sys::console::warn_1(&JsValue::from_str(message));
+    warn(message);
 }

@@ -1,0 +1,200 @@
+// The browser SDK's rows for `npm run bench`: download size next to the peers (measured the same
+// way), where the wasm bytes go, and main-thread cost of track() plus load-to-ready in headless
+// Chromium, side by side with Segment's analytics-next in the same harness.
+//
+// Peers are installed at pinned versions into bench/.peers (git-ignored) with npm the first time.
+// Run alone: `node bench/sdk.mjs`.
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { createServer } from "node:http";
+import { extname, join } from "node:path";
+import { gzipSync } from "node:zlib";
+import { build } from "esbuild";
+import { launchBrowser } from "../tests/support/browser.mjs";
+import { kb, measureSdk } from "../scripts/sdk-size.mjs";
+
+const root = new URL("..", import.meta.url).pathname;
+const peersDir = join(root, "bench/.peers");
+export const PEERS = {
+  "@segment/analytics-next": "1.84.3",
+  "@rudderstack/analytics-js": "3.34.1",
+  "posthog-js": "1.449.2",
+  "@snowplow/browser-tracker": "4.10.1",
+};
+const CALLS = 10_000;
+const BATCH = 20; // performance.now() is too coarse for one call: time batches of 20
+
+function installPeers() {
+  const installed = (name) => existsSync(join(peersDir, "node_modules", name, "package.json"));
+  if (Object.keys(PEERS).every(installed)) return;
+  mkdirSync(peersDir, { recursive: true });
+  writeFileSync(join(peersDir, "package.json"), JSON.stringify({ name: "seam-bench-peers", private: true }));
+  const specs = Object.entries(PEERS).map(([name, version]) => `${name}@${version}`);
+  execFileSync("npm", ["install", "--no-audit", "--no-fund", "--ignore-scripts", ...specs], { cwd: peersDir, stdio: ["ignore", 2, 2] });
+}
+
+/** A site's bundle of `entry` (esbuild, minified, everything inlined). */
+async function bundle(contents, format = "esm") {
+  const result = await build({
+    stdin: { contents, resolveDir: peersDir, loader: "js" },
+    bundle: true,
+    minify: true,
+    format,
+    write: false,
+    logLevel: "silent",
+    define: { "process.env.NODE_ENV": '"production"' },
+  });
+  return Buffer.from(result.outputFiles[0].contents);
+}
+
+/** gzip -9 of what a site ships for each peer: its npm entry bundled and minified. */
+export async function peerSizeRows() {
+  installPeers();
+  const rows = [];
+  for (const [name, version] of Object.entries(PEERS)) {
+    const js = await bundle(`import * as sdk from "${name}"; globalThis.__sdk = sdk;`);
+    rows.push([`size: ${name} ${version}`, `${kb(gzipSync(js, { level: 9 }).length)} gzip`, `${kb(js.length)} raw (npm entry, esbuild --bundle --minify)`]);
+  }
+  return rows;
+}
+
+/** Section sizes of the shipped wasm (it carries no names, so twiggy shows only indices). */
+export function wasmSectionRow() {
+  const wasm = readFileSync(join(root, "sdk/npm/dist/seam_sdk_bg.wasm"));
+  const names = { 1: "types", 2: "imports", 3: "functions", 5: "memory", 6: "globals", 7: "exports", 9: "elements", 10: "code", 11: "data" };
+  const sizes = {};
+  for (let pos = 8; pos < wasm.length; ) {
+    const id = wasm[pos];
+    let size = 0;
+    let shift = 0;
+    let p = pos + 1;
+    for (;;) {
+      const byte = wasm[p++];
+      size |= (byte & 0x7f) << shift;
+      if (!(byte & 0x80)) break;
+      shift += 7;
+    }
+    const key = names[id] ?? "other";
+    sizes[key] = (sizes[key] ?? 0) + size;
+    pos = p + size;
+  }
+  const detail = Object.entries(sizes)
+    .sort((a, b) => b[1] - a[1])
+    .map(([k, v]) => `${k} ${kb(v)}`)
+    .join(", ");
+  return ["SDK wasm sections (raw)", kb(wasm.length), detail];
+}
+
+const TYPES = { ".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "application/wasm", ".html": "text/html" };
+
+/** Serves the SDK package, the analytics-next bundle and a collector that answers 200. */
+async function serve(files) {
+  const server = createServer((req, res) => {
+    const headers = {
+      // Cross-origin isolation gives performance.now() its finest resolution.
+      "Cross-Origin-Opener-Policy": "same-origin",
+      "Cross-Origin-Embedder-Policy": "require-corp",
+    };
+    const path = req.url.split("?")[0];
+    if (req.method === "POST" || path.startsWith("/v1/")) {
+      req.resume();
+      res.writeHead(200, { ...headers, "content-type": "application/json", "access-control-allow-origin": "*" });
+      return res.end("{}");
+    }
+    const file = files[path] ?? (path.startsWith("/seam/") ? join(root, "sdk/npm", path.slice(6)) : undefined);
+    if (!file || (typeof file === "string" && !existsSync(file))) {
+      res.writeHead(404, headers);
+      return res.end();
+    }
+    res.writeHead(200, { ...headers, "content-type": TYPES[extname(path)] ?? "text/plain" });
+    res.end(typeof file === "string" ? readFileSync(file) : file);
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  return { url: `http://127.0.0.1:${server.address().port}`, close: () => new Promise((r) => server.close(r)) };
+}
+
+// Runs in the page: load-to-ready, then CALLS track() calls timed in batches.
+const harness = (calls, batch) => `
+  const props = { product_id: "p1", category: "Running Shoes", price: 129 };
+  const times = [];
+  async function measure(track) {
+    for (let i = 0; i < ${calls}; i += ${batch}) {
+      const t0 = performance.now();
+      for (let j = 0; j < ${batch}; j++) track("Product Viewed", props);
+      times.push((performance.now() - t0) / ${batch});
+      // Let the SDK deliver between batches, so the timing is steady state, not a growing backlog.
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    times.sort((a, b) => a - b);
+    return times[times.length >> 1] * 1000;
+  }
+  window.__result = (async () => {
+    const t0 = performance.now();
+    const track = await start();
+    const ready = performance.now() - t0;
+    return { ready, median: await measure(track), isolated: crossOriginIsolated };
+  })();
+`;
+
+/** track() median (µs per call) and load-to-ready (ms) for Seam and analytics-next. */
+export async function browserRows() {
+  installPeers();
+  const analyticsNext = await bundle(`import { AnalyticsBrowser } from "@segment/analytics-next"; window.AnalyticsBrowser = AnalyticsBrowser;`, "iife");
+  const pages = {
+    "/seam.html": `<script type="module">
+      import { load, track } from "/seam/index.js";
+      async function start() {
+        await load({ writeKey: "bench", endpoint: location.origin, consent: { analytics_storage: "granted" }, flushInterval: 600000 });
+        return track;
+      }
+      ${harness(CALLS, BATCH)}
+    </script>`,
+    "/segment.html": `<script src="/analytics-next.js"></script><script>
+      async function start() {
+        const [analytics] = await AnalyticsBrowser.load({
+          writeKey: "bench",
+          cdnURL: location.origin,
+          cdnSettings: { integrations: { "Segment.io": { apiKey: "bench", apiHost: location.host + "/v1", protocol: "http" } } },
+        });
+        return (event, props) => analytics.track(event, props);
+      }
+      ${harness(CALLS, BATCH)}
+    </script>`,
+  };
+  const server = await serve({ "/analytics-next.js": analyticsNext, ...Object.fromEntries(Object.entries(pages).map(([k, v]) => [k, Buffer.from(v)])) });
+  const browser = await launchBrowser();
+  const results = {};
+  try {
+    for (const name of ["seam", "segment"]) {
+      const page = await browser.context.newPage();
+      await page.goto(`${server.url}/${name}.html`, { waitUntil: "domcontentloaded" });
+      results[name] = await page.evaluate(() => window.__result);
+      await page.close();
+    }
+  } finally {
+    await browser.close();
+    await server.close();
+  }
+  const { seam, segment } = results;
+  const isolated = seam.isolated && segment.isolated ? "cross-origin isolated timer" : "coarse timer";
+  return [
+    ["browser: track() main-thread median, Seam", `${seam.median.toFixed(1)} µs`, `vs analytics-next ${segment.median.toFixed(1)} µs; ${CALLS} calls in batches of ${BATCH}, headless Chromium, ${isolated}`],
+    ["browser: track() median, analytics-next 1.84.3", `${segment.median.toFixed(1)} µs`, "same harness and page shape"],
+    ["browser: load() to ready, Seam", `${seam.ready.toFixed(1)} ms`, `vs analytics-next ${segment.ready.toFixed(1)} ms (local server, settings passed in, no CDN fetch)`],
+  ];
+}
+
+/** Every SDK row: Seam's size, the peers', the wasm breakdown, the browser timings. */
+export async function sdkRows() {
+  const size = await measureSdk();
+  return [
+    ["size: @seam/sdk (wasm + JS)", `${kb(size.total.gzip)} gzip`, `wasm ${kb(size.wasm.gzip)} + JS ${kb(size.js.gzip)}; ${kb(size.total.brotli)} brotli`],
+    ...(await peerSizeRows()),
+    wasmSectionRow(),
+    ...(await browserRows()),
+  ];
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  for (const row of await sdkRows()) console.log(`| ${row.join(" | ")} |`);
+}

@@ -1,0 +1,198 @@
+// Browser hooks that are shorter in JS than through web-sys: cookies, the cross-tab lock, History
+// API, dataLayer, the TCF API, GPC and the online state. Bundled into the package's glue by
+// scripts/build.sh. Every function swallows errors: the SDK never throws into the host page.
+
+const swallow = (f) => {
+  try {
+    return f();
+  } catch {
+    return undefined;
+  }
+};
+
+export function cookieGet(name) {
+  return swallow(() => {
+    const found = document.cookie.split("; ").find((c) => c.startsWith(name + "="));
+    return found ? decodeURIComponent(found.slice(name.length + 1)) : undefined;
+  });
+}
+
+// maxAge 0 deletes. Secure + SameSite=Lax; host-only unless a domain is configured.
+export function cookieSet(name, value, domain, maxAge) {
+  swallow(() => {
+    document.cookie = `${name}=${encodeURIComponent(value)}; Max-Age=${maxAge}; Path=/; SameSite=Lax; Secure${domain ? "; Domain=" + domain : ""}`;
+  });
+}
+
+export function gpc() {
+  return swallow(() => navigator.globalPrivacyControl === true) === true;
+}
+
+export function online() {
+  return swallow(() => navigator.onLine) !== false;
+}
+
+export function onOnline(f) {
+  swallow(() => addEventListener("online", () => f()));
+}
+
+// Runs f (synchronous) holding a Web Lock shared by the site's tabs; without Web Locks (old
+// browsers, insecure origins) it runs unlocked.
+export function withLock(name, f) {
+  const locks = swallow(() => navigator.locks);
+  return locks ? locks.request(name, () => f()) : Promise.resolve().then(() => f());
+}
+
+export function watchHistory(f) {
+  swallow(() => {
+    for (const method of ["pushState", "replaceState"]) {
+      const original = history[method];
+      history[method] = function (...args) {
+        const result = original.apply(this, args);
+        swallow(f);
+        return result;
+      };
+    }
+    addEventListener("popstate", () => swallow(f));
+  });
+}
+
+// gtag('consent', 'default' | 'update', {...}) pushes its `arguments` onto window.dataLayer:
+// read the commands already there, then watch new pushes. f([command, params]).
+export function watchDataLayer(f) {
+  swallow(() => {
+    const layer = (window.dataLayer = window.dataLayer || []);
+    const see = (item) => swallow(() => item && item[0] === "consent" && f([String(item[1]), item[2]]));
+    Array.prototype.forEach.call(layer, see);
+    const push = layer.push;
+    layer.push = function (...items) {
+      items.forEach(see);
+      return push.apply(this, items);
+    };
+  });
+}
+
+// IAB TCF v2.2: listen for the CMP's decisions: f([gdprApplies, consents, legitimateInterests,
+// tcString]) with purposes 1..11 as bit masks.
+export function listenTcf(f) {
+  return swallow(() => {
+    if (typeof window.__tcfapi !== "function") return false;
+    const bits = (o) => {
+      let b = 0;
+      for (let n = 1; n <= 11; n++) if (o && o[n]) b |= 1 << n;
+      return b;
+    };
+    window.__tcfapi("addEventListener", 2, (d, ok) => {
+      if (!ok || !d || (d.eventStatus !== "tcloaded" && d.eventStatus !== "useractioncomplete")) return;
+      const p = d.purpose || {};
+      swallow(() => f([d.gdprApplies !== false, bits(p.consents), bits(p.legitimateInterests), d.tcString || ""]));
+    });
+    return true;
+  }) === true;
+}
+
+export function storageGet(key) {
+  return swallow(() => localStorage.getItem(key)) ?? undefined;
+}
+
+// False when storage is unavailable or full.
+export function storageSet(key, value) {
+  return swallow(() => (localStorage.setItem(key, value), true)) === true;
+}
+
+export function storageRemove(key) {
+  swallow(() => localStorage.removeItem(key));
+}
+
+export function isoTime(ms) {
+  return new Date(ms).toISOString();
+}
+
+export function pageUrl() {
+  return swallow(() => location.href) || "";
+}
+
+// context.page as JSON text; the referrer is the SDK's (it follows SPA navigations).
+export function pageJson(referrer) {
+  return (
+    swallow(() =>
+      JSON.stringify({ path: location.pathname, referrer, search: location.search, title: document.title, url: location.href }),
+    ) || "{}"
+  );
+}
+
+// `context` members from the navigator, as JSON text without braces.
+export function navigatorContext() {
+  const json = swallow(() => JSON.stringify({ userAgent: navigator.userAgent, locale: navigator.language })) || "{}";
+  return json.slice(1, -1);
+}
+
+export function warn(message) {
+  console.warn(message);
+}
+
+export function documentReferrer() {
+  return swallow(() => document.referrer) || "";
+}
+
+// A gtag consent parameter object as [values, wait_for_update, regions]: values has one letter
+// per GCM purpose in `keys` order, "g" granted, "d" denied, "-" not said.
+export function consentParams(p, keys) {
+  const letter = (v) => (v === true || v === "granted" ? "g" : v === false || v === "denied" ? "d" : "-");
+  return swallow(() => {
+    const region = p.region;
+    return [
+      keys.split(",").map((k) => letter(p[k])).join(""),
+      Number(p.wait_for_update) || 0,
+      (Array.isArray(region) ? region : region ? [region] : []).map(String),
+    ];
+  }) || ["-------", 0, []];
+}
+
+// POSTs a text/plain body with keepalive (no preflight; survives unload), then calls
+// done([status, retryAfter, rejectedIds, anonymousId]); status 0 when no response arrived.
+export function post(url, body, done) {
+  const fail = () => done([0, "", "", ""]);
+  swallow(() =>
+    fetch(url, { method: "POST", body, keepalive: true, headers: { "Content-Type": "text/plain;charset=UTF-8" } }).then(
+      async (r) => {
+        const j = (await r.json().catch(() => null)) || {};
+        const results = Array.isArray(j.results) ? j.results : [];
+        const rejected = results.filter((x) => x && x.status === "rejected").map((x) => String(x.messageId));
+        const id = typeof j.anonymousId === "string" ? j.anonymousId : "";
+        done([r.status, r.headers.get("Retry-After") || "", rejected.join("\n"), id]);
+      },
+      fail,
+    ),
+  ) || fail();
+}
+
+export function after(ms, f) {
+  setTimeout(f, ms);
+}
+
+export function every(ms, f) {
+  setInterval(f, ms);
+}
+
+// pagehide, or the page becoming hidden: the last reliable moment to send.
+export function onHide(f) {
+  swallow(() => {
+    addEventListener("pagehide", () => f());
+    document.addEventListener("visibilitychange", () => document.visibilityState === "hidden" && f());
+  });
+}
+
+// identify() traits: merges `traits` into the stored JSON object; undefined when not serialisable.
+export function mergeTraits(json, traits) {
+  return swallow(() => JSON.stringify(Object.assign(JSON.parse(json || "{}") || {}, traits)));
+}
+
+// flush() promises, resolved together when the running flush ends.
+const flushWaiters = [];
+export function flushWaiter() {
+  return new Promise((resolve) => flushWaiters.push(resolve));
+}
+export function flushed() {
+  for (const resolve of flushWaiters.splice(0)) resolve();
+}
