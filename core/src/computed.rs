@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Number, Value};
 
 use crate::event::{Event, EventType};
-use crate::time::format_iso8601;
+use crate::time::{format_iso8601, DAY_MS};
 
 /// Facts a state keeps unless the configuration says otherwise.
 pub const DEFAULT_HORIZON: usize = 128;
@@ -47,7 +47,6 @@ pub const PAGE_FACT: &str = "$page";
 /// Fact name of `screen` events.
 pub const SCREEN_FACT: &str = "$screen";
 
-const DAY_MS: i64 = 86_400_000;
 const MINUTE_MS: i64 = 60_000;
 /// Quantity cap per cart line, so a hostile `quantity` cannot overflow anything.
 const MAX_CART_QUANTITY: i64 = 9_999;

@@ -909,8 +909,7 @@ fn external_identifier(entry: &Value, rules: &Rules) -> Option<Identifier> {
                 && (enc == "sha256" || enc == "sha-256") =>
         {
             let hex = raw.trim().to_ascii_lowercase();
-            (hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()))
-                .then(|| Identifier::new(kind, hex))
+            is_sha256_hex(&hex).then(|| Identifier::new(kind, hex))
         }
         (Some(enc), _) => {
             Identifier::normalized(IdType::External(format!("{type_name}.{enc}")), &raw, rules)

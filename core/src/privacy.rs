@@ -315,6 +315,14 @@ pub fn suppress(keys: &[(String, &'static str)], request_id: &str, now_ms: i64) 
     )
 }
 
+/// A read for the ingest batch: which of `keys` are suppressed at commit time.
+pub fn suppression_probe(keys: &[String]) -> Statement {
+    Statement {
+        sql: "SELECT key FROM suppressions WHERE key IN (SELECT value FROM json_each(?1))".into(),
+        params: vec![json_list(keys)],
+    }
+}
+
 /// Lifts the suppression of `keys`.
 pub fn unsuppress(keys: &[String]) -> Statement {
     Statement {

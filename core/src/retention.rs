@@ -7,8 +7,8 @@
 
 use crate::identity::IdClass;
 use crate::plan::{Param, Statement};
+use crate::time::DAY_MS;
 
-const DAY_MS: i64 = 86_400_000;
 /// How often an identifier's `last_seen` is refreshed at most: finer precision would cost a write
 /// per request for nothing.
 pub const TOUCH_GRANULARITY_MS: i64 = 3_600_000;

@@ -7,10 +7,13 @@ use alloc::string::String;
 
 use crate::jsontext::push_padded;
 
+/// Milliseconds in a day.
+pub const DAY_MS: i64 = 86_400_000;
+
 /// Formats epoch milliseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 pub fn format_iso8601(epoch_ms: i64) -> String {
-    let days = epoch_ms.div_euclid(86_400_000);
-    let ms_of_day = epoch_ms.rem_euclid(86_400_000);
+    let days = epoch_ms.div_euclid(DAY_MS);
+    let ms_of_day = epoch_ms.rem_euclid(DAY_MS);
     let (y, m, d) = civil_from_days(days);
     let (h, rest) = (ms_of_day / 3_600_000, ms_of_day % 3_600_000);
     let (min, rest) = (rest / 60_000, rest % 60_000);
@@ -57,7 +60,7 @@ pub fn parse_iso8601(text: &str) -> Option<i64> {
     }
     let days = days_from_civil(y, m, d);
     if b.len() == 10 {
-        return Some(days * 86_400_000);
+        return Some(days * DAY_MS);
     }
     if !(sep(10, b'T') || sep(10, b't') || sep(10, b' ')) || !sep(13, b':') || !sep(16, b':') {
         return None;
@@ -98,7 +101,7 @@ pub fn parse_iso8601(text: &str) -> Option<i64> {
         }
         _ => return None,
     };
-    Some(days * 86_400_000 + ((h * 60 + min - offset_min) * 60 + s) * 1000 + ms)
+    Some(days * DAY_MS + ((h * 60 + min - offset_min) * 60 + s) * 1000 + ms)
 }
 
 fn is_leap(y: i64) -> bool {

@@ -19,11 +19,6 @@ use crate::error::ApiError;
 use crate::{random_bytes, settings, store};
 
 #[derive(Deserialize)]
-struct ProfileRow {
-    profile_id: String,
-}
-
-#[derive(Deserialize)]
 struct MemberRow {
     identifier: String,
     profile_id: String,
@@ -104,12 +99,14 @@ async fn expired_profiles(
     policy: &Retention,
     now_ms: i64,
 ) -> Result<Subject, ApiError> {
-    let ids: Vec<String> =
-        store::d1::rows::<ProfileRow>(db, &inactive_anonymous_profiles(policy, now_ms))
-            .await?
-            .into_iter()
-            .map(|r| r.profile_id)
-            .collect();
+    let ids: Vec<String> = store::d1::rows::<store::profiles::ProfileIdRow>(
+        db,
+        &inactive_anonymous_profiles(policy, now_ms),
+    )
+    .await?
+    .into_iter()
+    .map(|r| r.profile_id)
+    .collect();
     let mut subject = Subject::default();
     if ids.is_empty() {
         return Ok(subject);

@@ -11,6 +11,7 @@ use seam_core::personalise::RecommendInputs;
 use seam_core::recommend::{
     self, recommendation_reads, Candidates, CatalogItem, ItemStat, PairRow, Recommendation,
 };
+use seam_core::time::DAY_MS;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use worker::{D1Database, Env, Request, Response};
@@ -19,7 +20,6 @@ use crate::error::ApiError;
 use crate::store::personalisation;
 use crate::{http, limits, settings, store};
 
-const DAY_MS: i64 = 86_400_000;
 /// Items per slot unless the slot asks for fewer/more.
 const DEFAULT_LIMIT: usize = 4;
 const MAX_LIMIT: usize = 20;

@@ -11,17 +11,15 @@ use seam_core::identity::{IdType, Identifier};
 use seam_core::ingest::{decode, decompress, RequestError, MAX_REQUEST_BYTES};
 use seam_core::privacy::{
     apply_suppressions, consent_records, count_rejections, hash_pii_fields, record_consent,
-    suppression_key,
+    suppression_key, suppression_probe,
 };
 use seam_core::retention::touch_identities;
-use seam_core::time::format_iso8601;
+use seam_core::time::{format_iso8601, DAY_MS};
 use seam_core::{id, plan};
 use worker::{Env, Request, Response};
 
 use crate::error::ApiError;
 use crate::{http, limits, random_bytes, settings, store};
-
-const DAY_MS: i64 = 86_400_000;
 
 /// Handles one ingestion request; `path_type` is `None` for batches.
 pub async fn post(
@@ -116,7 +114,7 @@ pub async fn post(
     // Another isolate may have suppressed someone since this one cached the list: the batch
     // checks again at commit time, and a hit undoes this request's writes for them below.
     let suppression_check = (!keys.is_empty()).then(|| {
-        plan.push(store::privacy::suppression_probe(&keys));
+        plan.push(suppression_probe(&keys));
         plan.push(touch_identities(
             &identifiers_param(identifiers.iter().copied()),
             received_at,

@@ -59,17 +59,7 @@ pub fn forget_suppressions() {
     SUPPRESSED.with(|c| *c.borrow_mut() = None);
 }
 
-/// A read for the ingest batch: which of `keys` are suppressed at commit time.
-pub fn suppression_probe(keys: &[String]) -> Statement {
-    Statement {
-        sql: "SELECT key FROM suppressions WHERE key IN (SELECT value FROM json_each(?))".into(),
-        params: vec![seam_core::plan::Param::Text(
-            serde_json::to_string(keys).unwrap_or_else(|_| "[]".into()),
-        )],
-    }
-}
-
-/// The keys a [`suppression_probe`] found.
+/// The keys a [`seam_core::privacy::suppression_probe`] found.
 pub fn probed_keys(result: &worker::D1Result) -> worker::Result<HashSet<String>> {
     Ok(result
         .results::<KeyRow>()?
@@ -110,16 +100,6 @@ pub async fn undo_suppressed(
     Ok(())
 }
 
-#[derive(Deserialize)]
-struct IdentifierRow {
-    identifier: String,
-}
-
-#[derive(Deserialize)]
-struct ProfileRow {
-    profile_id: String,
-}
-
 /// Everything that identifies the person holding `identifier`: every identifier of its profile
 /// and every profile ID it held (the current one and those merged into it), plus the current
 /// profile ID. Just the identifier when no profile holds it.
@@ -132,15 +112,9 @@ pub async fn subject_of(
     let Some(profile_id) = profiles::profile_for(db, identifier).await? else {
         return Ok((subject, None));
     };
-    subject.identifiers.extend(
-        db.prepare("SELECT identifier FROM identities WHERE profile_id = ?")
-            .bind(&[profile_id.as_str().into()])?
-            .all()
-            .await?
-            .results::<IdentifierRow>()?
-            .into_iter()
-            .map(|r| r.identifier),
-    );
+    subject
+        .identifiers
+        .extend(profiles::identifier_texts(db, &profile_id).await?);
     subject.profile_ids.extend(
         db.prepare(
             "WITH RECURSIVE held(profile_id) AS (SELECT ?1 UNION \
@@ -150,7 +124,7 @@ pub async fn subject_of(
         .bind(&[profile_id.as_str().into()])?
         .all()
         .await?
-        .results::<ProfileRow>()?
+        .results::<profiles::ProfileIdRow>()?
         .into_iter()
         .map(|r| r.profile_id),
     );

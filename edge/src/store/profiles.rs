@@ -25,9 +25,24 @@ struct IdentifierRow {
     identifier: String,
 }
 
+/// A row naming a profile.
 #[derive(Deserialize)]
-struct ProfileIdRow {
-    profile_id: String,
+pub struct ProfileIdRow {
+    /// The profile ID.
+    pub profile_id: String,
+}
+
+/// Text forms of every identifier a profile holds now.
+pub async fn identifier_texts(db: &D1Database, profile_id: &str) -> worker::Result<Vec<String>> {
+    Ok(db
+        .prepare("SELECT identifier FROM identities WHERE profile_id = ?")
+        .bind(&[profile_id.into()])?
+        .all()
+        .await?
+        .results::<IdentifierRow>()?
+        .into_iter()
+        .map(|r| r.identifier)
+        .collect())
 }
 
 /// The profile holding an identifier, if any.
@@ -93,14 +108,10 @@ pub async fn fill_personalisation(
 
 /// The identifiers and folded traits of a profile (no personalisation).
 pub async fn identity_view(db: &D1Database, profile_id: &str) -> worker::Result<ProfileView> {
-    let mut identifiers: Vec<Identifier> = db
-        .prepare("SELECT identifier FROM identities WHERE profile_id = ?")
-        .bind(&[profile_id.into()])?
-        .all()
+    let mut identifiers: Vec<Identifier> = identifier_texts(db, profile_id)
         .await?
-        .results::<IdentifierRow>()?
         .iter()
-        .filter_map(|r| Identifier::parse(&r.identifier))
+        .filter_map(|t| Identifier::parse(t))
         .collect();
     identifiers.sort_by_key(|i| i.class() as usize);
     let rows: Vec<TraitRow> = db
