@@ -4,11 +4,12 @@
 //! Events are kept as already-serialised JSON strings so the browser never needs `serde_json`
 //! (about 25 KB gzip): the SDK serialises properties with the browser's own `JSON.stringify`.
 //!
-//! The queue is shared by every tab of a site through one storage entry ([`Outbox::encode`] /
-//! [`Outbox::decode`]); each change is read-modify-write under a cross-tab lock. An event being
-//! sent is *leased*: its `not_before` moves [`LEASE_MS`] into the future so no other tab sends it
-//! meanwhile, and a tab that dies mid-send loses nothing: the lease runs out and another tab (or
-//! the next page) sends it again with the same `messageId`, which the collector dedups.
+//! Each tab stores its queue in its own storage entry ([`Outbox::encode`] / [`Outbox::decode`]),
+//! written only by that tab; a queue left by a closed tab is adopted whole by another
+//! ([`Outbox::append`] keeps retry state). An event being sent is *leased*: its `not_before`
+//! moves [`LEASE_MS`] into the future so it is not sent twice meanwhile, and a page that dies
+//! mid-send loses nothing: the lease runs out and the tab that adopts the queue (or the next
+//! page) sends it again with the same `messageId`, which the collector dedups.
 
 use alloc::borrow::ToOwned;
 use alloc::string::String;

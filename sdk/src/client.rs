@@ -29,10 +29,9 @@ pub const USER_ID_KEY: &str = "seam_user_id";
 pub const TRAITS_KEY: &str = "seam_user_traits";
 /// localStorage key of the group ID from `group`.
 pub const GROUP_ID_KEY: &str = "seam_group_id";
-/// localStorage key of the queue shared by the site's tabs (see `seam_core::outbox`).
-pub const QUEUE_KEY: &str = "seam_queue";
-/// Web Lock guarding [`QUEUE_KEY`].
-const QUEUE_LOCK: &str = "seam_queue";
+/// Prefix of the localStorage keys (and Web Lock names) of the tabs' queues: each tab stores its
+/// queue under the prefix plus a random tab ID and holds the lock of that name while it lives.
+pub const QUEUE_PREFIX: &str = "seam_queue";
 /// One year, like the collector's cookie.
 const COOKIE_MAX_AGE: u32 = 31_536_000;
 /// Events held before consent decides, at most; the oldest are evicted (and counted) past it.
@@ -159,6 +158,7 @@ pub struct Client {
     wait_until: i64,
     sending: bool,
     syncing: bool,
+    queue_key: String,
     url: String,
     referrer: String,
 }
@@ -207,6 +207,10 @@ pub fn install(config: Config, options: &JsValue) -> bool {
         .raw("library", &library)
         .members(&platform::navigator_context())
         .finish();
+    let mut queue_key = QUEUE_PREFIX.to_owned();
+    queue_key.push(':');
+    queue_key.push_str(&id::uuid_v4(platform::random_bytes()));
+    platform::hold_lock(&queue_key);
     let mut client = Client {
         wait_until: platform::now_ms() + i64::from(model.wait_for_update_ms(&config.region)),
         consent: model,
@@ -222,6 +226,7 @@ pub fn install(config: Config, options: &JsValue) -> bool {
         memory: Outbox::default(),
         sending: false,
         syncing: false,
+        queue_key,
         url: platform::page_url(),
         referrer: platform::document_referrer(),
         config,
@@ -258,7 +263,7 @@ impl Client {
     /// Events waiting: held for consent, in memory, and (when storage is allowed) stored.
     pub fn pending(&self) -> usize {
         let stored = if self.granted {
-            platform::storage_get(QUEUE_KEY).map_or(0, |q| Outbox::decode(&q).len())
+            platform::storage_get(&self.queue_key).map_or(0, |q| Outbox::decode(&q).len())
         } else {
             0
         };
@@ -348,17 +353,28 @@ impl Client {
         for key in [ANONYMOUS_ID_KEY, USER_ID_KEY, TRAITS_KEY, GROUP_ID_KEY] {
             platform::storage_remove(key);
         }
-        platform::locked(QUEUE_LOCK, || {
-            if let Some(stored) = platform::storage_get(QUEUE_KEY) {
-                platform::storage_remove(QUEUE_KEY);
-                with_client(|c| {
-                    let memory = mem::take(&mut c.memory);
-                    let mut moved = Outbox::decode(&stored);
-                    moved.append(memory, c.config.queue_bytes);
-                    c.memory = moved;
-                });
+        if let Some(stored) = platform::storage_get(&self.queue_key) {
+            platform::storage_remove(&self.queue_key);
+            let memory = mem::take(&mut self.memory);
+            let mut moved = Outbox::decode(&stored);
+            moved.append(memory, self.config.queue_bytes);
+            self.memory = moved;
+        }
+    }
+
+    /// Takes over the stored queue `key` of a tab that is gone: its events join this tab's queue
+    /// (stored when consent allows, else in memory) with their retry state.
+    fn adopt(&mut self, key: &str) {
+        if let Some(stored) = platform::storage_get(key) {
+            let orphan = Outbox::decode(&stored);
+            self.memory.append(orphan, self.config.queue_bytes);
+            platform::storage_remove(key);
+            if self.granted && !self.syncing {
+                self.syncing = true;
+                spawn_sync();
             }
-        });
+            spawn_flush();
+        }
     }
 
     /// Records an event of `kind` with type-specific `members` (JSON text). Returns whether the
@@ -512,7 +528,7 @@ impl Client {
     pub fn reset(&mut self) {
         self.held.clear();
         self.memory.clear();
-        platform::storage_remove(QUEUE_KEY);
+        platform::storage_remove(&self.queue_key);
         self.user_id = None;
         self.group_id = None;
         self.traits = "{}".to_owned();
@@ -559,10 +575,10 @@ fn object_or_empty(value: &JsValue) -> JsValue {
     }
 }
 
-/// Moves this tab's new events into the stored queue (under the cross-tab lock), so they survive
-/// a reload. Runs soon after events are recorded; calls made meanwhile share one sync.
+/// Moves this tab's new events into its stored queue, so they survive a reload. Runs soon after
+/// events are recorded; calls made meanwhile share one sync.
 pub fn spawn_sync() {
-    platform::locked(QUEUE_LOCK, || {
+    platform::after(0, || {
         with_client(|c| {
             c.sync_stored();
             c.syncing = false;
@@ -572,19 +588,19 @@ pub fn spawn_sync() {
 
 impl Client {
     /// Moves [`Client::memory`] into the stored queue; returns the stored queue (still in memory
-    /// for the caller's next step). Must run under the queue lock.
+    /// for the caller's next step).
     fn sync_stored(&mut self) -> Option<Outbox> {
         if !self.granted {
             return None;
         }
-        let mut stored = platform::storage_get(QUEUE_KEY)
+        let mut stored = platform::storage_get(&self.queue_key)
             .map(|q| Outbox::decode(&q))
             .unwrap_or_default();
         let memory = mem::take(&mut self.memory);
         if stored.append(memory.clone(), self.config.queue_bytes) > 0 {
             self.debug("seam: queue over its byte budget; oldest events evicted");
         }
-        if platform::storage_set(QUEUE_KEY, &stored.encode()) {
+        if platform::storage_set(&self.queue_key, &stored.encode()) {
             Some(stored)
         } else {
             // Storage full or blocked: keep the events in memory rather than lose them.
@@ -593,15 +609,14 @@ impl Client {
         }
     }
 
-    /// Leases the next batch: from the stored queue when storage is allowed (must then run under
-    /// the queue lock, or be the last act of a closing page), else from memory. Returns the
-    /// leased message IDs, the URL and the body.
+    /// Leases the next batch: from the stored queue when storage is allowed, else from memory.
+    /// Returns the leased message IDs, the URL and the body.
     fn lease(&mut self, now: i64) -> Option<(Vec<String>, String, String, u64)> {
         let (leased, evicted) = match self.sync_stored() {
             Some(mut stored) => {
                 let leased = stored.lease(now, self.config.flush_at, MAX_BATCH_BYTES);
                 let evicted = mem::take(&mut stored.evicted);
-                platform::storage_set(QUEUE_KEY, &stored.encode());
+                platform::storage_set(&self.queue_key, &stored.encode());
                 (leased, evicted)
             }
             None => {
@@ -622,16 +637,16 @@ impl Client {
     }
 
     /// Applies the collector's reply to the sent events, wherever they are now (memory, or the
-    /// stored queue: must then run under the queue lock). Returns when to retry, if needed.
+    /// stored queue). Returns when to retry, if needed.
     fn settle(&mut self, ids: &[String], reply: &Reply, evicted: u64) -> Option<u64> {
         let now = platform::now_ms();
         let jitter = platform::random_unit();
         let mut result = self.memory.settle(ids, reply, now, jitter);
         if self.granted {
-            if let Some(text) = platform::storage_get(QUEUE_KEY) {
+            if let Some(text) = platform::storage_get(&self.queue_key) {
                 let mut stored = Outbox::decode(&text);
                 let s = stored.settle(ids, reply, now, jitter);
-                platform::storage_set(QUEUE_KEY, &stored.encode());
+                platform::storage_set(&self.queue_key, &stored.encode());
                 result.delivered += s.delivered;
                 result.dropped += s.dropped;
                 result.retried += s.retried;
@@ -653,15 +668,6 @@ impl Client {
 /// A leased batch: message IDs, URL, body, evictions it reports.
 type Batch = (Vec<String>, String, String, u64);
 
-/// Runs `f` under the queue lock when events live in shared storage, else right away.
-fn queue_op(f: impl FnOnce() + 'static) {
-    if with_client(|c| c.granted).unwrap_or(false) {
-        platform::locked(QUEUE_LOCK, f);
-    } else {
-        f();
-    }
-}
-
 /// Sends one leased batch; `next` runs after it is settled, with the retry delay when the
 /// collector did not take it.
 fn send((ids, url, body, evicted): Batch, next: impl FnOnce(Option<u64>) + 'static) {
@@ -673,7 +679,7 @@ fn send((ids, url, body, evicted): Batch, next: impl FnOnce(Option<u64>) + 'stat
         };
         let echoed = Some(answer.anonymous_id).filter(|id| !id.is_empty() && id.len() <= 100);
         with_client(|c| c.adopt_collector_id(echoed));
-        queue_op(move || next(with_client(|c| c.settle(&ids, &reply, evicted)).flatten()));
+        next(with_client(|c| c.settle(&ids, &reply, evicted)).flatten());
     });
 }
 
@@ -683,9 +689,23 @@ fn send((ids, url, body, evicted): Batch, next: impl FnOnce(Option<u64>) + 'stat
 pub fn flush() {
     let start = with_client(|c| !mem::replace(&mut c.sending, true));
     if start == Some(true) {
+        adopt_orphans();
         step();
     } else if start.is_none() {
         finish();
+    }
+}
+
+/// Queues left by closed tabs and earlier pages join this tab's queue (asynchronously: each
+/// needs its owner's lock).
+fn adopt_orphans() {
+    if let Some(own) = with_client(|c| c.queue_key.clone()) {
+        let adopt = platform::hook(|key| {
+            if let Some(key) = key.as_string() {
+                with_client(|c| c.adopt(&key));
+            }
+        });
+        platform::orphans(QUEUE_PREFIX, &own, &adopt);
     }
 }
 
@@ -693,19 +713,17 @@ fn step() {
     if !platform::online() {
         return finish();
     }
-    queue_op(|| {
-        let now = platform::now_ms();
-        match with_client(|c| c.lease(now)).flatten() {
-            Some(batch) => send(batch, |retry| match retry {
-                Some(delay) => {
-                    platform::after(delay, spawn_flush);
-                    finish();
-                }
-                None => step(),
-            }),
-            None => finish(),
-        }
-    });
+    let now = platform::now_ms();
+    match with_client(|c| c.lease(now)).flatten() {
+        Some(batch) => send(batch, |retry| match retry {
+            Some(delay) => {
+                platform::after(delay, spawn_flush);
+                finish();
+            }
+            None => step(),
+        }),
+        None => finish(),
+    }
 }
 
 fn finish() {
@@ -713,13 +731,14 @@ fn finish() {
     platform::flushed();
 }
 
-/// Starts a flush in the background.
+/// Starts a flush in the background, after the current task: the caller may hold the client,
+/// and events recorded in the same task (a page load's `page` and `track`) go in one batch.
 pub fn spawn_flush() {
-    flush();
+    platform::after(0, flush);
 }
 
 /// The page is being hidden or unloaded: lease one batch (at most 60 KB, under the browser's
-/// 64 KB keepalive cap) right now, without waiting for the lock, and send it with `keepalive`.
+/// 64 KB keepalive cap) right now and send it with `keepalive`.
 /// What does not fit stays stored for the next page.
 pub fn flush_on_hide() {
     if !platform::online() {

@@ -40,6 +40,13 @@ export function reject_event(name) {
 export function fetches() { return window.__seam.calls; }
 export function sent_events() { return window.__seam.calls.flatMap((c) => c.json.batch); }
 export function stored(key) { return localStorage.getItem(key); }
+export function stored_queue() {
+  for (let i = 0; i < localStorage.length; i++) {
+    const key = localStorage.key(i);
+    if (key.startsWith("seam_queue:")) return localStorage.getItem(key);
+  }
+  return null;
+}
 export function store(key, value) { localStorage.setItem(key, value); }
 export function cookie(name) {
   const c = document.cookie.split("; ").find((c) => c.startsWith(name + "="));
@@ -75,6 +82,7 @@ extern "C" {
     fn fetches() -> js_sys::Array;
     fn sent_events() -> js_sys::Array;
     fn stored(key: &str) -> Option<String>;
+    fn stored_queue() -> Option<String>;
     fn store(key: &str, value: &str);
     fn cookie(name: &str) -> Option<String>;
     fn sleep(ms: u32) -> js_sys::Promise;
@@ -130,7 +138,7 @@ async fn start(status: u16, analytics: &str, mode: &str) {
     );
     assert!(seam_sdk::load(json(&options)));
     seam_sdk::reset();
-    // Let lock-guarded storage work from earlier tests settle.
+    // Let deferred storage work from earlier tests settle.
     wait(20).await;
     record_fetches(status);
     reply_body("{}");
@@ -231,11 +239,7 @@ async fn before_consent_nothing_is_stored_and_buffered_events_leave_with_the_id_
     assert_eq!(seam_sdk::pending(), 2);
     assert_eq!(stored(ID_KEY), None);
     assert_eq!(cookie(ID_KEY), None);
-    assert_eq!(
-        stored("seam_queue"),
-        None,
-        "no durable queue without consent"
-    );
+    assert_eq!(stored_queue(), None, "no durable queue without consent");
 
     seam_sdk::consent_update(json(r#"{"analytics_storage":"granted"}"#));
     let id = seam_sdk::anonymous_id();
@@ -378,7 +382,7 @@ async fn the_queue_is_stored_and_events_left_by_another_page_are_sent() {
     set_navigator("onLine", JsValue::FALSE);
     seam_sdk::track("Kept".into(), JsValue::UNDEFINED);
     wait(50).await;
-    let queue = stored("seam_queue").unwrap();
+    let queue = stored_queue().unwrap();
     assert!(
         queue.contains("\"Kept\""),
         "the queue is in localStorage: {queue}"
@@ -386,12 +390,12 @@ async fn the_queue_is_stored_and_events_left_by_another_page_are_sent() {
     flush().await;
     assert_eq!(fetches().length(), 0, "offline: nothing tried");
 
-    // Another tab or an earlier page left an event in the shared queue.
+    // A closed tab or an earlier page left an event in its queue; nobody holds its lock.
     let earlier =
         r#"{"type":"track","event":"From earlier","messageId":"m-earlier","anonymousId":"a"}"#;
     store(
-        "seam_queue",
-        &format!("{queue}\n0\t0\tm-earlier\t{earlier}"),
+        "seam_queue:closed-tab",
+        &format!("0\n0\t0\tm-earlier\t{earlier}"),
     );
     go_online();
     wait(100).await;

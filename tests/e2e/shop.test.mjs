@@ -159,7 +159,7 @@ describe("demo shop -> SDK -> edge -> D1", () => {
     assert.ok(rows, "every event arrived");
     const ids = new Set(sent);
     assert.equal(rows.length, new Set(rows.map((r) => r.message_id)).size);
-    for (const row of rows) assert.ok(ids.has(row.message_id), "stored under the messageId the SDK sent");
+    for (const row of rows) assert.ok(ids.has(row.message_id), `stored under the messageId the SDK sent: ${row.name} ${row.message_id} not in ${[...ids]}`);
     await sleep(1500);
     assert.equal((await eventsOf(anonymousId)).length, rows.length, "nothing arrives twice");
   });

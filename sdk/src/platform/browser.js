@@ -36,11 +36,27 @@ export function onOnline(f) {
   swallow(() => addEventListener("online", () => f()));
 }
 
-// Runs f (synchronous) holding a Web Lock shared by the site's tabs; without Web Locks (old
-// browsers, insecure origins) it runs unlocked.
-export function withLock(name, f) {
-  const locks = swallow(() => navigator.locks);
-  return locks ? locks.request(name, () => f()) : Promise.resolve().then(() => f());
+// Each tab keeps its own stored queue, named after a Web Lock the tab holds for its life: only
+// the owner writes a queue, so no tab can overwrite another's events (localStorage is not
+// consistent across a browser's processes, so a shared read-modify-write loses events even
+// under a lock). A queue whose lock is free belongs to a tab that is gone; f(key) adopts it,
+// and the adopter then keeps that lock so no other tab adopts the same queue. Without Web Locks
+// every other queue is adopted (a live tab's events may then be sent twice; the collector
+// dedups them by messageId).
+const forever = () => new Promise(() => {});
+export function holdLock(name) {
+  swallow(() => navigator.locks.request(name, forever));
+}
+export function orphans(prefix, own, f) {
+  swallow(() => {
+    for (const key of Object.keys(localStorage)) {
+      if (!key.startsWith(prefix) || key === own) continue;
+      const locks = navigator.locks;
+      locks
+        ? locks.request(key, { ifAvailable: true }, (lock) => lock && (swallow(() => f(key)), forever()))
+        : swallow(() => f(key));
+    }
+  });
 }
 
 export function watchHistory(f) {

@@ -27,8 +27,12 @@ extern "C" {
     /// Calls `f` on the `online` event.
     #[wasm_bindgen(js_name = onOnline)]
     pub fn on_online(f: &JsValue);
-    #[wasm_bindgen(js_name = withLock)]
-    fn with_lock(name: &str, f: &JsValue);
+    /// Holds the Web Lock `name` for the life of the page.
+    #[wasm_bindgen(js_name = holdLock)]
+    pub fn hold_lock(name: &str);
+    /// Calls `f(key)` for every localStorage key starting with `prefix` (other than `own`)
+    /// whose owner tab is gone, then keeps its lock (see `browser.js`).
+    pub fn orphans(prefix: &str, own: &str, f: &JsValue);
     /// Calls `f` after `history.pushState`/`replaceState` and on `popstate`.
     #[wasm_bindgen(js_name = watchHistory)]
     pub fn watch_history(f: &JsValue);
@@ -178,13 +182,6 @@ pub fn post(url: &str, body: &str, done: impl FnOnce(Answer) + 'static) {
 /// Calls `f` once after `ms` milliseconds.
 pub fn after(ms: u64, f: impl FnOnce() + 'static) {
     after_js(ms as f64, &once(move |_| f()));
-}
-
-/// Runs `f` holding the site-wide Web Lock `name`, so a read-modify-write of shared storage is
-/// safe across tabs. `f` runs later (the lock is granted asynchronously) and synchronously
-/// inside the lock; without Web Locks it runs unlocked.
-pub fn locked(name: &str, f: impl FnOnce() + 'static) {
-    with_lock(name, &once(move |_| f()));
 }
 
 /// Logs to the console (debug mode only; callers decide).
