@@ -162,7 +162,7 @@ pub fn update(
 ) -> Update {
     let mut state = stored;
     let mut applied = Vec::with_capacity(events.len());
-    let mut writes = Vec::new();
+    let mut evidence = recommend::Evidence::default();
     let window = config.recommendations.co_view_window_ms;
     for event in events {
         let outcome = computed::apply(&mut state.computed, event, &config.computed);
@@ -171,15 +171,11 @@ pub fn update(
             let recent = state
                 .computed
                 .recent_values("Product Viewed", "product_id", since);
-            writes.extend(recommend::interaction_writes(
-                profile_id,
-                event,
-                &recent,
-                &config.recommendations,
-            ));
+            evidence.add(profile_id, event, &recent, &config.recommendations);
         }
         applied.push(outcome);
     }
+    let mut writes = evidence.writes();
     let (computed, evaluated) = view(&state, traits, config, now_ms);
     let diff = segment::diff(&state.segments, &evaluated, now_ms);
     state.segments = diff.memberships.clone();
@@ -470,9 +466,14 @@ mod tests {
             .filter(|s| s.sql.contains("item_pair_evidence"))
             .collect();
         assert_eq!(evidence.len(), 1);
+        let rows: Value = match evidence[0].params.as_slice() {
+            [Param::Text(rows)] => serde_json::from_str(rows).unwrap(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(rows.as_array().map(Vec::len), Some(1));
         assert_eq!(
-            evidence[0].params[1..3],
-            [Param::Text("run-1".into()), Param::Text("run-2".into())]
+            (&rows[0][1], &rows[0][2]),
+            (&json!("run-1"), &json!("run-2"))
         );
         let inputs = RecommendInputs::from_computed(&up.computed);
         assert_eq!(inputs.viewed, vec!["run-2".to_owned(), "run-1".to_owned()]);

@@ -165,14 +165,18 @@ pub fn catalog_from_json(upload: &Value) -> Result<Vec<CatalogItem>, CatalogErro
 /// Upserts catalogue items seen at `at_ms`; a newer stored row is kept (last write by event time
 /// wins, so a late event cannot roll a product back).
 pub fn upsert_catalog(items: &[CatalogItem], at_ms: i64) -> Vec<Statement> {
+    catalog_writes(items.iter().map(|item| (item, at_ms)))
+}
+
+/// [`upsert_catalog`] with a time per item (a later row of the same product wins).
+fn catalog_writes<'a>(items: impl Iterator<Item = (&'a CatalogItem, i64)>) -> Vec<Statement> {
     multi_row(
         "INSERT INTO catalog_items (product_id, category, body, updated_at) VALUES ",
         " ON CONFLICT (product_id) DO UPDATE SET category = excluded.category, \
           body = excluded.body, updated_at = excluded.updated_at \
           WHERE excluded.updated_at >= catalog_items.updated_at",
         items
-            .iter()
-            .map(|item| {
+            .map(|(item, at_ms)| {
                 vec![
                     Param::Text(item.product_id.clone()),
                     Param::from(item.category.as_ref()),
@@ -319,71 +323,140 @@ pub fn interaction_writes(
     recent_views: &[(i64, Value)],
     settings: &RecommendSettings,
 ) -> Vec<Statement> {
-    let Some(props) = event.body.get("properties").and_then(Value::as_object) else {
-        return Vec::new();
-    };
-    let at = event.timestamp_ms;
-    let (kind, products, pairs): (&str, Vec<String>, Vec<(String, String)>) =
-        match (event.kind, event.name.as_deref()) {
-            (EventType::Track, Some(PRODUCT_VIEWED)) => {
-                let Some(item) = CatalogItem::from_properties(props) else {
-                    return Vec::new();
-                };
-                let mut others: Vec<String> = Vec::new();
-                for (t, v) in recent_views {
-                    let Some(id) = scalar_text(v) else { continue };
-                    let near = (t - at).abs() <= settings.co_view_window_ms;
-                    if near && id != item.product_id && !others.contains(&id) {
-                        others.push(id);
-                    }
-                    if others.len() >= MAX_CO_VIEWED {
-                        break;
-                    }
-                }
-                let pairs: Vec<(String, String)> = others
-                    .into_iter()
-                    .map(|o| ordered(o, item.product_id.clone()))
-                    .collect();
-                let mut plan = upsert_catalog(std::slice::from_ref(&item), at);
-                plan.extend(evidence_writes(
-                    profile_id,
-                    "view",
-                    &[item.product_id],
-                    &pairs,
-                    at,
-                ));
-                return plan;
-            }
-            (EventType::Track, Some(ORDER_COMPLETED)) => {
-                let mut ids: Vec<String> = Vec::new();
-                for p in props
-                    .get("products")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    let id = p
-                        .get("product_id")
-                        .and_then(scalar_text)
-                        .or_else(|| p.get("sku").and_then(scalar_text));
-                    if let Some(id) = id.filter(|id| !ids.contains(id)) {
-                        ids.push(id);
-                    }
-                    if ids.len() >= MAX_ORDER_ITEMS {
-                        break;
-                    }
-                }
-                let mut pairs = Vec::new();
-                for (i, a) in ids.iter().enumerate() {
-                    for b in &ids[i + 1..] {
-                        pairs.push(ordered(a.clone(), b.clone()));
-                    }
-                }
-                ("purchase", ids, pairs)
-            }
-            _ => return Vec::new(),
+    let mut evidence = Evidence::default();
+    evidence.add(profile_id, event, recent_views, settings);
+    evidence.writes()
+}
+
+/// The [`interaction_writes`] of a run of events, gathered so they go to D1 as one statement
+/// per table however many rows (a 20-event batch is 3 statements, not 60): interaction and
+/// evidence rows travel as one JSON array parameter, so D1's 100-parameter limit does not
+/// split them.
+#[derive(Debug, Default)]
+pub struct Evidence {
+    catalog: Vec<(CatalogItem, i64)>,
+    interactions: Vec<Value>,
+    pairs: Vec<Value>,
+}
+
+impl Evidence {
+    /// Adds one stored event's contribution (see [`interaction_writes`]).
+    pub fn add(
+        &mut self,
+        profile_id: &str,
+        event: &Event,
+        recent_views: &[(i64, Value)],
+        settings: &RecommendSettings,
+    ) {
+        let Some(props) = event.body.get("properties").and_then(Value::as_object) else {
+            return;
         };
-    evidence_writes(profile_id, kind, &products, &pairs, at)
+        let at = event.timestamp_ms;
+        let (kind, products, pairs): (&str, Vec<String>, Vec<(String, String)>) =
+            match (event.kind, event.name.as_deref()) {
+                (EventType::Track, Some(PRODUCT_VIEWED)) => {
+                    let Some(item) = CatalogItem::from_properties(props) else {
+                        return;
+                    };
+                    let mut others: Vec<String> = Vec::new();
+                    for (t, v) in recent_views {
+                        let Some(id) = scalar_text(v) else { continue };
+                        let near = (t - at).abs() <= settings.co_view_window_ms;
+                        if near && id != item.product_id && !others.contains(&id) {
+                            others.push(id);
+                        }
+                        if others.len() >= MAX_CO_VIEWED {
+                            break;
+                        }
+                    }
+                    let pairs: Vec<(String, String)> = others
+                        .into_iter()
+                        .map(|o| ordered(o, item.product_id.clone()))
+                        .collect();
+                    self.evidence(
+                        profile_id,
+                        "view",
+                        std::slice::from_ref(&item.product_id),
+                        &pairs,
+                        at,
+                    );
+                    self.catalog.push((item, at));
+                    return;
+                }
+                (EventType::Track, Some(ORDER_COMPLETED)) => {
+                    let mut ids: Vec<String> = Vec::new();
+                    for p in props
+                        .get("products")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                    {
+                        let id = p
+                            .get("product_id")
+                            .and_then(scalar_text)
+                            .or_else(|| p.get("sku").and_then(scalar_text));
+                        if let Some(id) = id.filter(|id| !ids.contains(id)) {
+                            ids.push(id);
+                        }
+                        if ids.len() >= MAX_ORDER_ITEMS {
+                            break;
+                        }
+                    }
+                    let mut pairs = Vec::new();
+                    for (i, a) in ids.iter().enumerate() {
+                        for b in &ids[i + 1..] {
+                            pairs.push(ordered(a.clone(), b.clone()));
+                        }
+                    }
+                    ("purchase", ids, pairs)
+                }
+                _ => return,
+            };
+        self.evidence(profile_id, kind, &products, &pairs, at);
+    }
+
+    fn evidence(
+        &mut self,
+        profile_id: &str,
+        kind: &str,
+        products: &[String],
+        pairs: &[(String, String)],
+        at: i64,
+    ) {
+        self.interactions.extend(
+            products
+                .iter()
+                .map(|p| serde_json::json!([profile_id, p, kind, at])),
+        );
+        self.pairs.extend(
+            pairs
+                .iter()
+                .map(|(a, b)| serde_json::json!([kind, a, b, profile_id, at])),
+        );
+    }
+
+    /// The writes: catalogue upserts, then interactions, then pair evidence.
+    pub fn writes(self) -> Vec<Statement> {
+        let mut plan = catalog_writes(self.catalog.iter().map(|(item, at)| (item, *at)));
+        let rows = |sql: &str, rows: Vec<Value>| {
+            (!rows.is_empty()).then(|| Statement {
+                sql: sql.into(),
+                params: vec![Param::Text(Value::Array(rows).to_string())],
+            })
+        };
+        plan.extend(rows(
+            "INSERT OR IGNORE INTO item_interactions (profile_id, product_id, kind, first_at) \
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?1)",
+            self.interactions,
+        ));
+        plan.extend(rows(
+            "INSERT OR IGNORE INTO item_pair_evidence (kind, item_a, item_b, profile_id, first_at) \
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 \
+             FROM json_each(?1)",
+            self.pairs,
+        ));
+        plan
+    }
 }
 
 fn ordered(a: String, b: String) -> (String, String) {
@@ -392,35 +465,6 @@ fn ordered(a: String, b: String) -> (String, String) {
     } else {
         (b, a)
     }
-}
-
-fn evidence_writes(
-    profile_id: &str,
-    kind: &str,
-    products: &[String],
-    pairs: &[(String, String)],
-    at: i64,
-) -> Vec<Statement> {
-    let text = |s: &str| Param::Text(s.to_owned());
-    let mut plan = multi_row(
-        "INSERT OR IGNORE INTO item_interactions (profile_id, product_id, kind, first_at) VALUES ",
-        "",
-        products
-            .iter()
-            .map(|p| vec![text(profile_id), text(p), text(kind), Param::Int(at)])
-            .collect(),
-        &[],
-    );
-    plan.extend(multi_row(
-        "INSERT OR IGNORE INTO item_pair_evidence (kind, item_a, item_b, profile_id, first_at) VALUES ",
-        "",
-        pairs
-            .iter()
-            .map(|(a, b)| vec![text(kind), text(a), text(b), text(profile_id), Param::Int(at)])
-            .collect(),
-        &[],
-    ));
-    plan
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -943,29 +987,45 @@ mod tests {
             (body.name.as_deref(), body.price),
             (Some("Tempo"), Some(99.5))
         );
+        assert_eq!(rows_of(&plan[1]), json!([["prof_1", "run-3", "view", t0]]));
         assert_eq!(
-            plan[1].params,
-            vec![
-                Param::Text("prof_1".into()),
-                Param::Text("run-3".into()),
-                Param::Text("view".into()),
-                Param::Int(t0)
-            ]
-        );
-        assert_eq!(
-            plan[2].params,
-            vec![
-                Param::Text("view".into()),
-                Param::Text("run-1".into()),
-                Param::Text("run-3".into()),
-                Param::Text("prof_1".into()),
-                Param::Int(t0)
-            ],
+            rows_of(&plan[2]),
+            json!([["view", "run-1", "run-3", "prof_1", t0]]),
             "one pair, ordered, old view outside the window"
         );
-        for s in &plan {
-            assert_eq!(s.sql.matches('?').count(), s.params.len());
+        assert_eq!(plan[0].sql.matches('?').count(), plan[0].params.len());
+    }
+
+    /// The rows a JSON-array insert carries.
+    fn rows_of(statement: &Statement) -> Value {
+        assert!(statement.sql.contains("json_each(?1)"), "{}", statement.sql);
+        match statement.params.as_slice() {
+            [Param::Text(rows)] => serde_json::from_str(rows).unwrap(),
+            other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_run_of_events_writes_one_statement_per_table() {
+        let settings = RecommendSettings::default();
+        let mut evidence = Evidence::default();
+        let mut recent = Vec::new();
+        for i in 0..20_i64 {
+            let id = format!("p{i}");
+            let view = track(
+                &format!("v{i}"),
+                "Product Viewed",
+                i * 1000,
+                json!({"product_id": id, "category": "Running Shoes"}),
+            );
+            evidence.add("prof_1", &view, &recent, &settings);
+            recent.push((view.timestamp_ms, json!(id)));
+        }
+        let plan = evidence.writes();
+        assert_eq!(plan.len(), 3, "catalogue, interactions, pair evidence");
+        assert_eq!(rows_of(&plan[1]).as_array().unwrap().len(), 20);
+        let pairs = rows_of(&plan[2]);
+        assert!(pairs.as_array().unwrap().len() > 20, "{pairs}");
     }
 
     #[test]
@@ -976,11 +1036,27 @@ mod tests {
             0,
             json!({"order_id": "o1", "products": [{"product_id": "b"}, {"sku": "a"}, {"product_id": "c"}, {"product_id": "b"}]}),
         );
+        let t = order.timestamp_ms;
         let plan = interaction_writes("prof_1", &order, &[], &RecommendSettings::default());
         assert_eq!(plan.len(), 2);
-        assert_eq!(plan[0].params.len(), 3 * 4, "three distinct products");
-        assert_eq!(plan[1].params.len(), 3 * 5, "three pairs");
-        assert!(plan[1].params.contains(&Param::Text("purchase".into())));
+        assert_eq!(
+            rows_of(&plan[0]),
+            json!([
+                ["prof_1", "b", "purchase", t],
+                ["prof_1", "a", "purchase", t],
+                ["prof_1", "c", "purchase", t]
+            ]),
+            "three distinct products"
+        );
+        assert_eq!(
+            rows_of(&plan[1]),
+            json!([
+                ["purchase", "a", "b", "prof_1", t],
+                ["purchase", "b", "c", "prof_1", t],
+                ["purchase", "a", "c", "prof_1", t]
+            ]),
+            "three pairs, each ordered"
+        );
         let other = track("x", "Cart Viewed", 0, json!({}));
         assert!(interaction_writes("p", &other, &[], &RecommendSettings::default()).is_empty());
     }

@@ -26,7 +26,7 @@ use worker::{
 use crate::error::ApiError;
 
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     // Browsers on an allowed origin get CORS headers on every answer, errors included, so the SDK
     // can read a 429's Retry-After.
     let cors_origin = match http::cross_origin(&req) {
@@ -43,7 +43,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
         _ => None,
     };
     let is_preflight = req.method() == Method::Options;
-    let mut response = match route(req, &env).await {
+    let mut response = match route(req, &env, &ctx).await {
         Ok(response) => response,
         Err(error) => error.into_response()?,
     };
@@ -72,7 +72,7 @@ async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     }
 }
 
-async fn route(req: Request, env: &Env) -> std::result::Result<Response, ApiError> {
+async fn route(req: Request, env: &Env, ctx: &Context) -> std::result::Result<Response, ApiError> {
     let path = req.path();
     let method = req.method();
     if method == Method::Options && path.starts_with("/v1/") && !is_admin_path(&path) {
@@ -112,7 +112,7 @@ async fn route(req: Request, env: &Env) -> std::result::Result<Response, ApiErro
             if method != Method::Post {
                 return Err(ApiError::MethodNotAllowed);
             }
-            routes::ingest::post(req, env, path_type).await
+            routes::ingest::post(req, env, ctx, path_type).await
         }
     }
 }

@@ -149,5 +149,19 @@ export async function post(url, body, headers = {}) {
   } catch {
     json = undefined;
   }
+  // Computed traits, segments and KV snapshots are refreshed after the ingest response: wait for
+  // them, so a test reads what the request led to.
+  if (/\/v1\/[a-z]+$/.test(new URL(url).pathname)) await settled(new URL(url).origin);
   return { status: response.status, json, text, headers: response.headers };
+}
+
+/** Waits until the Worker has no profile refresh running (`/health` reports them). */
+export async function settled(origin, ms = 10_000) {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    const health = await fetch(`${origin}/health`).then((r) => r.json(), () => null);
+    if (!health || typeof health.refreshing !== "number" || health.refreshing === 0) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error("profile refreshes still running after 10 s");
 }

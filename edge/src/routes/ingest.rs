@@ -16,7 +16,9 @@ use seam_core::privacy::{
 use seam_core::retention::touch_identities;
 use seam_core::time::{format_iso8601, DAY_MS};
 use seam_core::{id, plan};
-use worker::{Env, Request, Response};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use worker::{Context, Env, Request, Response};
 
 use crate::error::ApiError;
 use crate::{http, limits, random_bytes, settings, store};
@@ -25,6 +27,7 @@ use crate::{http, limits, random_bytes, settings, store};
 pub async fn post(
     mut req: Request,
     env: &Env,
+    ctx: &Context,
     path_type: Option<EventType>,
 ) -> Result<Response, ApiError> {
     let facts = http::facts(&req);
@@ -121,8 +124,14 @@ pub async fn post(
         ));
         plan.len() - 2
     });
-    if !graph.links.is_empty() {
+    let best = graph.links.last().and_then(|l| l.identifiers.first());
+    let probe_at = plan.len();
+    if let Some(best) = best {
         plan.push(probe_assignments(&graph.links));
+        // The profile's read model as this batch leaves it, for the refresh below when the
+        // visitor's profile did not change (most traffic): one round trip fewer.
+        let profile = "(SELECT profile_id FROM identities WHERE identifier = ?1)";
+        plan.extend(store::profiles::view_reads(profile, &best.to_string()));
     }
     let results = store::d1::execute(&db, &plan).await?;
     let inserted = store::d1::inserted_ids(results.get(..n_events).unwrap_or_default())?;
@@ -138,7 +147,7 @@ pub async fn post(
     }
 
     let mut body = serde_json::json!({ "results": decoded.results(&inserted) });
-    if let Some(best) = graph.links.last().and_then(|l| l.identifiers.first()) {
+    if let Some(best) = best {
         // Known visitors with no new links (most traffic) need no recomputation: the probe at the
         // end of the batch already holds their profile.
         let links_changed = results
@@ -149,7 +158,7 @@ pub async fn post(
                 r.results::<serde_json::Value>()
                     .is_ok_and(|rows| !rows.is_empty())
             });
-        let assigned = match results.last() {
+        let assigned = match results.get(probe_at) {
             Some(probe) => store::identity::probed(probe)?,
             None => Default::default(),
         };
@@ -163,8 +172,11 @@ pub async fn post(
         } else {
             None
         };
-        let (profile_id, snapshot, absorbed, profile_of) = match profile_id {
+        let (profile_id, snapshot, absorbed, profile_of, loaded) = match profile_id {
             Some(id) => {
+                let loaded = results
+                    .get(probe_at + 1..)
+                    .and_then(|reads| store::profiles::loaded_from(reads, &id).ok());
                 let changed = (!graph.traits.is_empty()).then(Snapshot::default);
                 let profile_of: Vec<(String, String)> = graph
                     .links
@@ -174,7 +186,7 @@ pub async fn post(
                         Some((l.message_id.clone(), assigned.get(&best)?.clone()))
                     })
                     .collect();
-                (id, changed, Vec::new(), profile_of)
+                (id, changed, Vec::new(), profile_of, loaded)
             }
             None => {
                 let resolved = store::identity::resolve(&db, &rules, &graph.links, received_at)
@@ -192,66 +204,48 @@ pub async fn post(
                         Some((l.message_id.clone(), resolved.profile_of(best)))
                     })
                     .collect();
-                (id, snapshot, absorbed, profile_of)
+                (id, snapshot, absorbed, profile_of, None)
             }
         };
         // This request's events of its profile feed computed traits. Duplicates are included:
         // the core dedups them, and a retry after a failed personalisation step then heals it.
-        let mine: Vec<&seam_core::event::Event> = valid
+        let mine: Vec<seam_core::event::Event> = valid
             .iter()
-            .copied()
             .filter(|e| {
                 let key = format!("{}/{}", source.id, e.message_id);
                 profile_of
                     .iter()
                     .any(|(k, p)| *k == key && *p == profile_id)
             })
+            .map(|e| (*e).clone())
             .collect();
-        let config = store::personalisation::config()
-            .filter(|_| !absorbed.is_empty() || store::personalisation::reads_any(&mine));
+        let config = store::personalisation::config().filter(|_| {
+            !absorbed.is_empty()
+                || store::personalisation::reads_any(&mine.iter().collect::<Vec<_>>())
+        });
         if snapshot.is_some() || config.is_some() {
-            let Snapshot {
-                anonymous,
-                absorbed: forwarded,
-            } = snapshot.unwrap_or_default();
-            let mut view = store::profiles::identity_view(&db, &profile_id).await?;
-            match config {
-                Some(config) => {
-                    let update = store::personalisation::update(
-                        &db,
-                        config,
-                        &profile_id,
-                        &absorbed,
-                        &view.traits,
-                        &mine,
-                        received_at,
-                    )
-                    .await;
-                    match update {
-                        Ok(update) => {
-                            store_internal(
-                                &db,
-                                &source.id,
-                                &update.internal_events,
-                                received_at,
-                                cutoff,
-                            )
-                            .await?;
-                            view.computed_traits = update.computed;
-                            view.segments = update.segments;
-                        }
-                        // The events are stored; derived data must not fail the request. A
-                        // retry of the same batch re-applies them (see `mine`).
-                        Err(e) => {
-                            worker::console_error!("personalisation skipped: {e:?}");
-                            store::profiles::fill_personalisation(&db, &mut view, received_at)
-                                .await?;
-                        }
-                    }
+            // Derived state (computed traits, segments, the KV snapshot) is brought up to date
+            // after the response: the events and the identity graph are already committed, so
+            // the visitor's request does not wait for it. It is idempotent; a retried batch
+            // re-applies it.
+            let refresh = Refresh {
+                source_id: source.id.clone(),
+                profile_id: profile_id.clone(),
+                snapshot: snapshot.unwrap_or_default(),
+                absorbed,
+                mine,
+                received_at,
+                cutoff,
+                loaded,
+            };
+            let env = env.clone();
+            REFRESHING.fetch_add(1, Ordering::Relaxed);
+            ctx.wait_until(async move {
+                if let Err(e) = refresh.run(&env, config).await {
+                    worker::console_error!("profile refresh failed: {}", e.code());
                 }
-                None => store::profiles::fill_personalisation(&db, &mut view, received_at).await?,
-            }
-            store::profiles::publish(env, &view, &anonymous, &forwarded).await;
+                REFRESHING.fetch_sub(1, Ordering::Relaxed);
+            });
         }
         // Read-your-writes: the response names the profile as it is after this request.
         body["profileId"] = serde_json::Value::from(profile_id);
@@ -265,6 +259,92 @@ pub async fn post(
         response.headers_mut().append("Set-Cookie", &set_cookie)?;
     }
     Ok(response)
+}
+
+/// Profile refreshes this isolate has started and not finished (reported by `/health`, so tests
+/// and operators can tell when derived state has caught up).
+pub static REFRESHING: AtomicUsize = AtomicUsize::new(0);
+
+/// Derived state of one profile to bring up to date after a request: computed traits, segments
+/// (with their transition events) and the KV snapshot.
+struct Refresh {
+    source_id: String,
+    profile_id: String,
+    snapshot: Snapshot,
+    absorbed: Vec<String>,
+    mine: Vec<seam_core::event::Event>,
+    received_at: i64,
+    cutoff: i64,
+    /// The profile's read model and state, when the request's batch already read them.
+    loaded: Option<store::profiles::Loaded>,
+}
+
+impl Refresh {
+    async fn run(
+        mut self,
+        env: &Env,
+        config: Option<&'static seam_core::personalise::PersonalisationConfig>,
+    ) -> Result<(), ApiError> {
+        let db = env.d1("DB")?;
+        let (mut view, loaded) = match self.loaded.take() {
+            Some(loaded) => loaded,
+            None => store::profiles::view_and_state(&db, &self.profile_id).await?,
+        };
+        if view.identifiers.is_empty() {
+            // The profile was erased (or merged away) since the request committed: writing its
+            // state or snapshot now would bring the person's data back.
+            return Ok(());
+        }
+        let Some(config) = config else {
+            store::profiles::fill_personalisation(&mut view, &loaded.0, self.received_at);
+            return self.publish(env, &view).await;
+        };
+        let mine: Vec<&seam_core::event::Event> = self.mine.iter().collect();
+        let before = loaded.0.clone();
+        let update = store::personalisation::update(
+            &db,
+            config,
+            &view,
+            &self.absorbed,
+            &mine,
+            self.received_at,
+            loaded,
+        )
+        .await;
+        let update = match update {
+            Ok(update) => update,
+            Err(e) => {
+                // The snapshot still gets the new traits; a retry of the batch re-applies the rest.
+                worker::console_error!("personalisation skipped: {}", e.code());
+                store::profiles::fill_personalisation(&mut view, &before, self.received_at);
+                return self.publish(env, &view).await;
+            }
+        };
+        store_internal(
+            &db,
+            &self.source_id,
+            &update.internal_events,
+            self.received_at,
+            self.cutoff,
+        )
+        .await?;
+        view.computed_traits = update.computed;
+        view.segments = update.segments;
+        self.publish(env, &view).await
+    }
+
+    async fn publish(
+        self,
+        env: &Env,
+        view: &seam_core::profile::ProfileView,
+    ) -> Result<(), ApiError> {
+        let Snapshot {
+            anonymous,
+            absorbed,
+        } = self.snapshot;
+        store::profiles::publish(env, view, &anonymous, &absorbed).await;
+        Ok(())
+    }
 }
 
 /// What a KV snapshot refresh must also write: pointers from anonymous IDs and forwarding records

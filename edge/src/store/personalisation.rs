@@ -8,6 +8,7 @@ use seam_core::computed::Applied;
 use seam_core::event::Event;
 use seam_core::personalise::{self, PersonalisationConfig, ProfileState, Update, LOAD_STATE_SQL};
 use seam_core::plan::{Param, Statement};
+use seam_core::profile::ProfileView;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use worker::D1Database;
@@ -42,8 +43,9 @@ pub fn config() -> Option<&'static PersonalisationConfig> {
         .as_ref()
 }
 
+/// A stored state row.
 #[derive(Deserialize)]
-struct StateRow {
+pub struct StateRow {
     state: String,
     version: i64,
 }
@@ -61,10 +63,15 @@ pub async fn load(
         .await?
         .into_iter()
         .next();
-    Ok(match row {
+    Ok(state_of(row))
+}
+
+/// The state and version a [`LOAD_STATE_SQL`] row holds (`None`: no row yet).
+pub fn state_of(row: Option<StateRow>) -> (ProfileState, Option<i64>) {
+    match row {
         Some(r) => (ProfileState::from_json_str(Some(&r.state)), Some(r.version)),
         None => (ProfileState::default(), None),
-    })
+    }
 }
 
 /// Computed traits and current segments of a stored state at `now_ms` (no writes).
@@ -86,20 +93,24 @@ pub fn reads_any(events: &[&Event]) -> bool {
         .any(|e| seam_core::computed::fact_name(e).is_some())
 }
 
-/// Folds `events` (attributed to `profile_id`) into the profile's state, first
-/// absorbing the states of `absorbed` profiles (identity merges into this one). Writes go in one
-/// batch ending with the version-guarded save; a lost race reloads and redoes it (every write is
+/// Folds `events` (attributed to the profile) into the profile's state (`loaded`: as the caller
+/// read it, with its version; rules over traits see `profile.traits`), first absorbing the
+/// states of `absorbed` profiles (identity merges into this one). Writes go in one batch ending
+/// with the version-guarded save; a lost race reloads and redoes it (every write is
 /// idempotent). Events already held are duplicates to the core, so passing a retried batch's
 /// events again is safe and heals a request that failed after its events were stored.
 pub async fn update(
     db: &D1Database,
     config: &PersonalisationConfig,
-    profile_id: &str,
+    profile: &ProfileView,
     absorbed: &[String],
-    traits: &Map<String, Value>,
     events: &[&Event],
     now_ms: i64,
+    loaded: (ProfileState, Option<i64>),
 ) -> Result<Update, ApiError> {
+    let (profile_id, traits) = (profile.profile_id.as_str(), &profile.traits);
+    // A merge changes this profile's state: what the caller read before it is stale.
+    let mut loaded = absorbed.is_empty().then_some(loaded);
     for from in absorbed {
         merge(db, config, from, profile_id, now_ms).await?;
     }
@@ -107,7 +118,10 @@ pub async fn update(
         if attempt > 0 {
             back_off(attempt).await;
         }
-        let (state, version) = load(db, profile_id).await?;
+        let (state, version) = match loaded.take() {
+            Some(loaded) => loaded,
+            None => load(db, profile_id).await?,
+        };
         let update =
             personalise::update(state, version, profile_id, traits, events, config, now_ms);
         // A retried batch (every event already held) with no membership change writes nothing.

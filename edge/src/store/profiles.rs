@@ -1,14 +1,15 @@
 //! The profile read model: D1 is the truth; KV holds snapshots for the decision path.
 
-use seam_core::graph_plan::identifiers_param;
 use seam_core::identity::{IdType, Identifier};
+use seam_core::personalise::ProfileState;
+use seam_core::plan::{Param, Statement};
 use seam_core::profile::{ProfileView, TraitRow};
 use seam_core::time::format_iso8601;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use worker::{D1Database, Env};
+use worker::{D1Database, D1Result, Env};
 
-use crate::store::personalisation;
+use crate::store::{d1, personalisation};
 
 #[derive(Deserialize)]
 struct TraitRowDb {
@@ -86,42 +87,63 @@ pub async fn current_id(db: &D1Database, profile_id: &str) -> worker::Result<Opt
 
 /// A profile with its computed traits and segments as of now.
 pub async fn view(db: &D1Database, profile_id: &str) -> worker::Result<ProfileView> {
-    let mut view = identity_view(db, profile_id).await?;
-    fill_personalisation(db, &mut view, worker::Date::now().as_millis() as i64).await?;
+    let (mut view, state) = view_and_state(db, profile_id).await?;
+    fill_personalisation(&mut view, &state.0, worker::Date::now().as_millis() as i64);
     Ok(view)
 }
 
-/// Fills computed traits and segments from the stored personalisation state, evaluated at
+/// Fills computed traits and segments from a stored personalisation state, evaluated at
 /// `now_ms` (time-driven segments may have changed since the last event).
-pub async fn fill_personalisation(
-    db: &D1Database,
-    view: &mut ProfileView,
-    now_ms: i64,
-) -> worker::Result<()> {
+pub fn fill_personalisation(view: &mut ProfileView, state: &ProfileState, now_ms: i64) {
     if let Some(config) = personalisation::config() {
-        let (state, _) = personalisation::load(db, &view.profile_id).await?;
         (view.computed_traits, view.segments) =
-            personalisation::values(&state, &view.traits, config, now_ms);
+            personalisation::values(state, &view.traits, config, now_ms);
     }
-    Ok(())
 }
 
-/// The identifiers and folded traits of a profile (no personalisation).
-pub async fn identity_view(db: &D1Database, profile_id: &str) -> worker::Result<ProfileView> {
-    let mut identifiers: Vec<Identifier> = identifier_texts(db, profile_id)
-        .await?
+/// The identifiers and folded traits of a profile (no personalisation yet), with its stored
+/// personalisation state and version, read in one round trip.
+pub async fn view_and_state(db: &D1Database, profile_id: &str) -> worker::Result<Loaded> {
+    let reads = view_reads("?1", profile_id);
+    let results = d1::execute(db, &reads).await?;
+    loaded_from(&results, profile_id)
+}
+
+/// A profile read model with its personalisation state and version.
+pub type Loaded = (ProfileView, (ProfileState, Option<i64>));
+
+/// The three reads of [`view_and_state`] for the profile that `profile` (SQL: `?1`, or a
+/// subquery over `?1`) names, `?1` bound to `param`. Ingest appends them to its batch, keyed by
+/// the visitor's identifier, to save the refresh a round trip.
+pub fn view_reads(profile: &str, param: &str) -> [Statement; 3] {
+    [
+        format!("SELECT identifier FROM identities WHERE profile_id = {profile}"),
+        format!(
+            "SELECT identifier, key, once, value, timestamp, message_key FROM trait_values \
+             WHERE identifier IN (SELECT identifier FROM identities WHERE profile_id = {profile})"
+        ),
+        format!("SELECT state, version FROM profile_personalisation WHERE profile_id = {profile}"),
+    ]
+    .map(|sql| Statement {
+        sql,
+        params: vec![Param::Text(param.to_owned())],
+    })
+}
+
+/// Reads the results of [`view_reads`] for `profile_id`.
+pub fn loaded_from(results: &[D1Result], profile_id: &str) -> worker::Result<Loaded> {
+    let [identifiers, traits, state] = results else {
+        return Err(worker::Error::RustError(
+            "a read batch lost a result".into(),
+        ));
+    };
+    let mut identifiers: Vec<Identifier> = identifiers
+        .results::<IdentifierRow>()?
         .iter()
-        .filter_map(|t| Identifier::parse(t))
+        .filter_map(|r| Identifier::parse(&r.identifier))
         .collect();
     identifiers.sort_by_key(|i| i.class() as usize);
-    let rows: Vec<TraitRow> = db
-        .prepare(
-            "SELECT identifier, key, once, value, timestamp, message_key FROM trait_values \
-             WHERE identifier IN (SELECT value FROM json_each(?))",
-        )
-        .bind(&[identifiers_param(&identifiers).into()])?
-        .all()
-        .await?
+    let rows: Vec<TraitRow> = traits
         .results::<TraitRowDb>()?
         .into_iter()
         .map(|r| TraitRow {
@@ -134,7 +156,8 @@ pub async fn identity_view(db: &D1Database, profile_id: &str) -> worker::Result<
         })
         .collect();
     let texts = identifiers.iter().map(ToString::to_string).collect();
-    Ok(ProfileView::new(profile_id, texts, &rows))
+    let state = personalisation::state_of(state.results()?.into_iter().next());
+    Ok((ProfileView::new(profile_id, texts, &rows), state))
 }
 
 fn values_of<'a>(identifiers: &'a [String], kind: &'a IdType) -> Vec<String> {
