@@ -259,6 +259,17 @@ impl Sources {
         self.0.iter().map(|(_, s)| s.id.as_str())
     }
 
+    /// The source a page served on `origin` belongs to (for events the edge logs itself, such
+    /// as exposures of edge-rendered slots): the first whose origins allow it, else the first
+    /// configured.
+    pub fn site_source(&self, origin: &str) -> Option<&Source> {
+        self.0
+            .iter()
+            .map(|(_, s)| s)
+            .find(|s| s.allows_origin(origin))
+            .or_else(|| self.0.first().map(|(_, s)| s))
+    }
+
     /// Whether any source accepts browsers on `origin` (answers CORS preflights, which carry no
     /// write key).
     pub fn any_allows_origin(&self, origin: &str) -> bool {
@@ -270,6 +281,20 @@ impl Sources {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_page_belongs_to_the_source_allowing_its_origin_else_the_first() {
+        let sources = Sources::parse(
+            r#"{"k1": {"id": "blog", "origins": ["https://blog.example"]},
+                "k2": {"id": "shop", "origins": ["https://*.shop.example"]}}"#,
+        )
+        .unwrap();
+        let id = |o| sources.site_source(o).map(|s| s.id.as_str());
+        assert_eq!(id("https://www.shop.example"), Some("shop"));
+        assert_eq!(id("https://blog.example"), Some("blog"));
+        assert_eq!(id("http://127.0.0.1:8787"), Some("blog"));
+        assert_eq!(Sources::default().site_source("https://a.example"), None);
+    }
 
     #[test]
     fn parses_sources_with_defaults() {

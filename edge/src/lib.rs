@@ -18,6 +18,8 @@ pub mod routes;
 pub mod settings;
 pub mod store;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use seam_core::event::EventType;
 use worker::{
     event, Context, Env, Method, Request, Response, Result, ScheduleContext, ScheduledEvent,
@@ -101,7 +103,7 @@ async fn route(req: Request, env: &Env, ctx: &Context) -> std::result::Result<Re
             let Some(segment) = path.strip_prefix("/v1/") else {
                 // Site pages routed to the Worker (`run_worker_first`): edge-rendered slots.
                 return match method {
-                    Method::Get | Method::Head => routes::render::page(req, env).await,
+                    Method::Get | Method::Head => routes::render::page(req, env, ctx).await,
                     _ => Err(ApiError::MethodNotAllowed),
                 };
             };
@@ -115,6 +117,24 @@ async fn route(req: Request, env: &Env, ctx: &Context) -> std::result::Result<Re
             routes::ingest::post(req, env, ctx, path_type).await
         }
     }
+}
+
+/// Work this isolate runs after its responses (profile refreshes, exposure logs) and has not
+/// finished: `/health` reports it, so tests and operators can tell when derived state caught up.
+static BACKGROUND: AtomicUsize = AtomicUsize::new(0);
+
+/// Runs `work` after the response is sent (`ctx.wait_until`), counted in [`background`].
+pub fn after_response(ctx: &Context, work: impl std::future::Future<Output = ()> + 'static) {
+    BACKGROUND.fetch_add(1, Ordering::Relaxed);
+    ctx.wait_until(async move {
+        work.await;
+        BACKGROUND.fetch_sub(1, Ordering::Relaxed);
+    });
+}
+
+/// Background tasks running now (see [`after_response`]).
+pub fn background() -> usize {
+    BACKGROUND.load(Ordering::Relaxed)
 }
 
 /// Admin routes: never CORS-enabled, never reachable with a write key.

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { post, root, startEdge, WRITE_KEY } from "../support/edge.mjs";
+import { post, root, settled, startEdge, WRITE_KEY } from "../support/edge.mjs";
 
 const ADMIN_KEY = readFileSync(join(root, ".dev.vars"), "utf8").match(/^ADMIN_KEY=(.*)$/m)[1].trim();
 const run = `${process.pid}`;
@@ -225,6 +225,15 @@ describe("personalisation at ingest", () => {
       const ids = [...slot[2].matchAll(/data-product-id="([^"]+)"/g)].map((m) => m[1]);
       const api = await decideFor(edge, { anonymousId: anon });
       assert.deepEqual(ids, api.json.decisions[0].items.map((i) => i.product_id), "same items as /v1/decide");
+      await settled(edge.url);
+      const exposures = (await edge.query("SELECT source_id, body FROM events WHERE name = 'Decision Exposed' AND anonymous_id = ?", anon))
+        .map((r) => ({ source: r.source_id, ...JSON.parse(r.body) }))
+        .filter((e) => e.context.seam?.rendered);
+      assert.equal(exposures.length, 1, "the rendered page logged its exposure");
+      assert.equal(exposures[0].source, "demo-site");
+      assert.equal(exposures[0].context.page.path, "/");
+      assert.equal(exposures[0].properties.reason, "personalised");
+      assert.deepEqual(exposures[0].properties.slots[0].items, ids, "the items the page showed");
       assert.ok(ids.includes("run-evil"));
       assert.ok(slot[2].includes("&lt;script&gt;alert(1)&lt;/script&gt; Racer"), slot[2]);
       assert.ok(!html.includes("<script>alert(1)"), "no injected script");

@@ -155,13 +155,13 @@ export async function post(url, body, headers = {}) {
   return { status: response.status, json, text, headers: response.headers };
 }
 
-/** Waits until the Worker has no profile refresh running (`/health` reports them). */
+/** Waits until the Worker has no work running after its responses (`/health` reports it). */
 export async function settled(origin, ms = 10_000) {
   const deadline = Date.now() + ms;
   while (Date.now() < deadline) {
     const health = await fetch(`${origin}/health`).then((r) => r.json(), () => null);
-    if (!health || typeof health.refreshing !== "number" || health.refreshing === 0) return;
+    if (!health || typeof health.background !== "number" || health.background === 0) return;
     await new Promise((r) => setTimeout(r, 10));
   }
-  throw new Error("profile refreshes still running after 10 s");
+  throw new Error("background work still running after 10 s");
 }

@@ -6,11 +6,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use seam_core::auth::basic_user;
+use seam_core::enrich::RequestFacts;
 use seam_core::identity::{IdType, Identifier, Rules};
 use seam_core::personalise::RecommendInputs;
 use seam_core::recommend::{
     self, recommendation_reads, Candidates, CatalogItem, ItemStat, PairRow, Recommendation,
 };
+use seam_core::source::Source;
 use seam_core::time::DAY_MS;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -208,29 +210,66 @@ pub async fn post(mut req: Request, env: &Env) -> Result<Response, ApiError> {
     )
     .await?;
 
-    let exposure = exposure_event(
-        &decisions,
-        anonymous_id.as_deref(),
-        user_id.as_deref(),
-        text("messageId"),
-        &context,
-        now_ms,
-    );
-    let batch = json!({ "batch": [exposure] }).to_string();
-    let decoded = seam_core::ingest::decode(batch.as_bytes(), None, now_ms, String::new)?
-        .enrich(&facts, &source);
-    let valid: Vec<_> = decoded.valid().collect();
-    let cutoff = now_ms - i64::from(source.dedup_window_days) * DAY_MS;
-    store::d1::execute(
-        &db,
-        &seam_core::plan::insert_events(&source.id, &valid, cutoff),
-    )
-    .await?;
+    let exposure = Exposure {
+        decisions: &decisions,
+        anonymous_id: anonymous_id.as_deref(),
+        user_id: user_id.as_deref(),
+        message_id: text("messageId"),
+        context: &context,
+    };
+    let logged = exposure.log(&db, &source, &facts, now_ms).await?;
     let mut out = decisions.to_json();
-    if let Some(id) = valid.first().map(|e| e.message_id.clone()) {
+    if let Some(id) = logged {
         out["exposureId"] = Value::from(id);
     }
     Ok(Response::from_json(&out)?)
+}
+
+/// A decision as shown to a visitor: logged as a `Decision Exposed` event so lift can be
+/// measured (holdout vs personalised).
+pub struct Exposure<'a> {
+    /// What was decided.
+    pub decisions: &'a Decisions,
+    /// The visitor's anonymous ID.
+    pub anonymous_id: Option<&'a str>,
+    /// The visitor's user ID.
+    pub user_id: Option<&'a str>,
+    /// The caller's `messageId`, if it sent one.
+    pub message_id: Option<String>,
+    /// The event's `context`.
+    pub context: &'a Value,
+}
+
+impl Exposure<'_> {
+    /// Stores the exposure event as `source`'s, deduplicated like any event; returns its
+    /// `messageId`.
+    pub async fn log(
+        self,
+        db: &D1Database,
+        source: &Source,
+        facts: &RequestFacts,
+        now_ms: i64,
+    ) -> Result<Option<String>, ApiError> {
+        let exposure = exposure_event(
+            self.decisions,
+            self.anonymous_id,
+            self.user_id,
+            self.message_id,
+            self.context,
+            now_ms,
+        );
+        let batch = json!({ "batch": [exposure] }).to_string();
+        let decoded = seam_core::ingest::decode(batch.as_bytes(), None, now_ms, String::new)?
+            .enrich(facts, source);
+        let valid: Vec<_> = decoded.valid().collect();
+        let cutoff = now_ms - i64::from(source.dedup_window_days) * DAY_MS;
+        store::d1::execute(
+            db,
+            &seam_core::plan::insert_events(&source.id, &valid, cutoff),
+        )
+        .await?;
+        Ok(valid.first().map(|e| e.message_id.clone()))
+    }
 }
 
 /// The `Decision Exposed` event of a decision. Its `messageId` is the caller's, or derived from

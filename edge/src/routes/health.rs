@@ -2,13 +2,12 @@
 
 use worker::{Response, Result};
 
-/// Answers `{"status":"ok","version":...,"refreshing":n}`: `refreshing` counts this isolate's
-/// profile refreshes still running after their ingest responses.
+/// Answers `{"status":"ok","version":...,"background":n}`: `background` counts this isolate's
+/// work still running after its responses (profile refreshes, exposure logs).
 pub fn get() -> Result<Response> {
-    let refreshing = super::ingest::REFRESHING.load(std::sync::atomic::Ordering::Relaxed);
     Response::from_json(&serde_json::json!({
         "status": "ok",
         "version": seam_core::VERSION,
-        "refreshing": refreshing,
+        "background": crate::background(),
     }))
 }

@@ -16,8 +16,6 @@ use seam_core::privacy::{
 use seam_core::retention::touch_identities;
 use seam_core::time::{format_iso8601, DAY_MS};
 use seam_core::{id, plan};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use worker::{Context, Env, Request, Response};
 
 use crate::error::ApiError;
@@ -239,12 +237,10 @@ pub async fn post(
                 loaded,
             };
             let env = env.clone();
-            REFRESHING.fetch_add(1, Ordering::Relaxed);
-            ctx.wait_until(async move {
+            crate::after_response(ctx, async move {
                 if let Err(e) = refresh.run(&env, config).await {
                     worker::console_error!("profile refresh failed: {}", e.code());
                 }
-                REFRESHING.fetch_sub(1, Ordering::Relaxed);
             });
         }
         // Read-your-writes: the response names the profile as it is after this request.
@@ -260,10 +256,6 @@ pub async fn post(
     }
     Ok(response)
 }
-
-/// Profile refreshes this isolate has started and not finished (reported by `/health`, so tests
-/// and operators can tell when derived state has caught up).
-pub static REFRESHING: AtomicUsize = AtomicUsize::new(0);
 
 /// Derived state of one profile to bring up to date after a request: computed traits, segments
 /// (with their transition events) and the KV snapshot.

@@ -5,12 +5,14 @@
 
 use lol_html::html_content::ContentType;
 use lol_html::{element, rewrite_str, RewriteStrSettings};
+use seam_core::enrich::RequestFacts;
 use seam_core::recommend::CatalogItem;
-use worker::{Env, Request, Response};
+use serde_json::json;
+use worker::{Context, Env, Request, Response};
 
-use super::decide::{decide, Decisions, Slot};
+use super::decide::{decide, Decisions, Exposure, Slot};
 use crate::error::ApiError;
-use crate::{http, settings};
+use crate::{http, settings, store};
 
 /// The slot the demo site's pages carry.
 pub const RECOMMENDED: &str = "recommended-for-you";
@@ -33,8 +35,10 @@ const FALLBACK_CSP: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-e
     base-uri 'self'; form-action 'self'; frame-ancestors 'none'";
 
 /// Serves a site path: HTML pages with slots are rendered, everything else passes through.
-pub async fn page(req: Request, env: &Env) -> Result<Response, ApiError> {
+pub async fn page(req: Request, env: &Env, ctx: &Context) -> Result<Response, ApiError> {
     let visitor = http::cookie_id(&req);
+    let facts = http::facts(&req);
+    let url = req.url()?;
     // Global Privacy Control opts out of ad personalisation: non-personal defaults.
     let opted_out = http::header(&req, "Sec-GPC").is_some_and(|v| v.trim() == "1");
     let mut asset = env.assets("ASSETS")?.fetch_request(req).await?;
@@ -64,7 +68,12 @@ pub async fn page(req: Request, env: &Env) -> Result<Response, ApiError> {
             opted_out,
         )
         .await?;
-        fill(&html, &decisions).map_err(|e| ApiError::Storage(format!("render: {e}")))?
+        let body =
+            fill(&html, &decisions).map_err(|e| ApiError::Storage(format!("render: {e}")))?;
+        if let (Some(visitor), Some(_)) = (visitor, &decisions.profile_id) {
+            log_exposure(env, ctx, &url, facts, visitor, decisions)?;
+        }
+        body
     } else {
         html
     };
@@ -82,6 +91,45 @@ pub async fn page(req: Request, env: &Env) -> Result<Response, ApiError> {
     headers.set("Cache-Control", "private, no-store")?;
     headers.set("Vary", "Cookie")?;
     Ok(response)
+}
+
+/// Logs the rendered decision as a `Decision Exposed` event of the site's source, after the
+/// response (the page does not wait for it). Only known visitors: an exposure nobody can be
+/// attributed to measures no lift.
+fn log_exposure(
+    env: &Env,
+    ctx: &Context,
+    url: &worker::Url,
+    facts: RequestFacts,
+    visitor: String,
+    decisions: Decisions,
+) -> Result<(), ApiError> {
+    let Some(source) = store::sources::configured(env)?
+        .site_source(&url.origin().ascii_serialization())
+        .cloned()
+    else {
+        return Ok(());
+    };
+    let db = env.d1("DB")?;
+    // `seam.rendered`: the slot was filled by the edge, not by the SDK.
+    let context = json!({
+        "page": { "path": url.path(), "url": url.as_str() },
+        "seam": { "rendered": true },
+    });
+    crate::after_response(ctx, async move {
+        let exposure = Exposure {
+            decisions: &decisions,
+            anonymous_id: Some(&visitor),
+            user_id: None,
+            message_id: None,
+            context: &context,
+        };
+        let now_ms = worker::Date::now().as_millis() as i64;
+        if let Err(e) = exposure.log(&db, &source, &facts, now_ms).await {
+            worker::console_error!("exposure log failed: {}", e.code());
+        }
+    });
+    Ok(())
 }
 
 /// Fills the recommendation slot of `html` with the decision's items.
