@@ -35,12 +35,15 @@ describe("demo shop -> SDK -> edge -> D1", () => {
     return sent;
   }
 
+  // Events the edge logs itself for the visitor (exposures of rendered pages, segment changes).
+  const SENT_BY_BROWSER = "coalesce(name, '') NOT IN ('Decision Exposed', 'Segment Entered', 'Segment Exited')";
+
   // Reads through wrangler's platform proxy share the SQLite file with the running Worker: a read
   // can meet SQLITE_BUSY while the Worker writes (and the reverse), so poll gently and retry.
   async function eventsOf(anonymousId) {
     for (let attempt = 0; ; attempt++) {
       try {
-        return await edge.query("SELECT message_id, type, name, body FROM events WHERE anonymous_id = ? ORDER BY timestamp", anonymousId);
+        return await edge.query(`SELECT message_id, type, name, body FROM events WHERE anonymous_id = ? AND ${SENT_BY_BROWSER} ORDER BY timestamp`, anonymousId);
       } catch (error) {
         if (attempt >= 5) throw error;
         await sleep(200);
