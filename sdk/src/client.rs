@@ -369,10 +369,7 @@ impl Client {
             let orphan = Outbox::decode(&stored);
             self.memory.append(orphan, self.config.queue_bytes);
             platform::storage_remove(key);
-            if self.granted && !self.syncing {
-                self.syncing = true;
-                spawn_sync();
-            }
+            self.request_sync();
             spawn_flush();
         }
     }
@@ -424,6 +421,11 @@ impl Client {
         if evicted > 0 {
             self.debug("seam: queue over its byte budget; oldest events evicted");
         }
+        self.request_sync();
+    }
+
+    /// Schedules one [`spawn_sync`] for the events recorded meanwhile (when storage is allowed).
+    fn request_sync(&mut self) {
         if self.granted && !self.syncing {
             self.syncing = true;
             spawn_sync();

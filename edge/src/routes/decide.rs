@@ -13,11 +13,11 @@ use seam_core::recommend::{
     self, recommendation_reads, Candidates, CatalogItem, ItemStat, PairRow, Recommendation,
 };
 use seam_core::source::Source;
-use seam_core::time::DAY_MS;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use worker::{D1Database, Env, Request, Response};
 
+use super::ingest::store_internal;
 use crate::error::ApiError;
 use crate::store::personalisation;
 use crate::{http, limits, settings, store};
@@ -241,8 +241,8 @@ pub struct Exposure<'a> {
 }
 
 impl Exposure<'_> {
-    /// Stores the exposure event as `source`'s, deduplicated like any event; returns its
-    /// `messageId`.
+    /// Stores the exposure event as `source`'s (enriched from the request like any event,
+    /// deduplicated by `messageId`); returns its `messageId`.
     pub async fn log(
         self,
         db: &D1Database,
@@ -250,82 +250,60 @@ impl Exposure<'_> {
         facts: &RequestFacts,
         now_ms: i64,
     ) -> Result<Option<String>, ApiError> {
-        let exposure = exposure_event(
-            self.decisions,
-            self.anonymous_id,
-            self.user_id,
-            self.message_id,
-            self.context,
-            now_ms,
-        );
-        let batch = json!({ "batch": [exposure] }).to_string();
-        let decoded = seam_core::ingest::decode(batch.as_bytes(), None, now_ms, String::new)?
-            .enrich(facts, source);
-        let valid: Vec<_> = decoded.valid().collect();
-        let cutoff = now_ms - i64::from(source.dedup_window_days) * DAY_MS;
-        store::d1::execute(
-            db,
-            &seam_core::plan::insert_events(&source.id, &valid, cutoff),
-        )
-        .await?;
-        Ok(valid.first().map(|e| e.message_id.clone()))
+        let event = self.event(now_ms);
+        let stored = store_internal(db, source, Some(facts), &[event], now_ms).await?;
+        Ok(stored.into_iter().next())
     }
-}
 
-/// The `Decision Exposed` event of a decision. Its `messageId` is the caller's, or derived from
-/// the visitor, the decision and the minute, so a retried call logs one exposure.
-fn exposure_event(
-    decisions: &Decisions,
-    anonymous_id: Option<&str>,
-    user_id: Option<&str>,
-    message_id: Option<String>,
-    context: &Value,
-    now_ms: i64,
-) -> Value {
-    let slots: Vec<Value> = decisions
-        .slots
-        .iter()
-        .map(|(slot, items)| {
-            json!({
-                "slot": slot.id,
-                "variant": decisions.variant(),
-                "items": items.iter().map(|(r, _)| r.product_id.clone()).collect::<Vec<_>>(),
+    /// The `Decision Exposed` event. Its `messageId` is the caller's, or derived from the
+    /// visitor, the decision and the minute, so a retried call logs one exposure.
+    fn event(self, now_ms: i64) -> Value {
+        let decisions = self.decisions;
+        let slots: Vec<Value> = decisions
+            .slots
+            .iter()
+            .map(|(slot, items)| {
+                json!({
+                    "slot": slot.id,
+                    "variant": decisions.variant(),
+                    "items": items.iter().map(|(r, _)| r.product_id.clone()).collect::<Vec<_>>(),
+                })
             })
-        })
-        .collect();
-    let properties = json!({
-        "profile_id": decisions.profile_id,
-        "reason": decisions.basis.as_str(),
-        "variant": decisions.variant(),
-        "slots": slots,
-    });
-    let message_id = message_id.unwrap_or_else(|| {
-        let source = format!(
-            "{}\n{}\n{}\n{}",
-            anonymous_id.unwrap_or_default(),
-            user_id.unwrap_or_default(),
-            properties,
-            now_ms / 60_000
-        );
-        // SHA-256 hex (the admin-key hash function is the public one core exposes).
-        let mut hex = seam_core::access::key_hash(&source);
-        hex.truncate(32);
-        format!("seam-exp-{hex}")
-    });
-    let mut event = json!({
-        "type": "track",
-        "event": "Decision Exposed",
-        "messageId": message_id,
-        "properties": properties,
-        "context": context,
-    });
-    if let Some(a) = anonymous_id {
-        event["anonymousId"] = Value::from(a);
+            .collect();
+        let properties = json!({
+            "profile_id": decisions.profile_id,
+            "reason": decisions.basis.as_str(),
+            "variant": decisions.variant(),
+            "slots": slots,
+        });
+        let message_id = self.message_id.unwrap_or_else(|| {
+            let source = format!(
+                "{}\n{}\n{}\n{}",
+                self.anonymous_id.unwrap_or_default(),
+                self.user_id.unwrap_or_default(),
+                properties,
+                now_ms / 60_000
+            );
+            // SHA-256 hex (the admin-key hash function is the public one core exposes).
+            let mut hex = seam_core::access::key_hash(&source);
+            hex.truncate(32);
+            format!("seam-exp-{hex}")
+        });
+        let mut event = json!({
+            "type": "track",
+            "event": "Decision Exposed",
+            "messageId": message_id,
+            "properties": properties,
+            "context": self.context,
+        });
+        if let Some(a) = self.anonymous_id {
+            event["anonymousId"] = Value::from(a);
+        }
+        if let Some(u) = self.user_id {
+            event["userId"] = Value::from(u);
+        }
+        event
     }
-    if let Some(u) = user_id {
-        event["userId"] = Value::from(u);
-    }
-    event
 }
 
 /// The decisions for a visitor: profile from KV (D1 on a miss, then re-published), then

@@ -127,9 +127,15 @@ pub async fn post(
     if let Some(best) = best {
         plan.push(probe_assignments(&graph.links));
         // The profile's read model as this batch leaves it, for the refresh below when the
-        // visitor's profile did not change (most traffic): one round trip fewer.
-        let profile = "(SELECT profile_id FROM identities WHERE identifier = ?1)";
-        plan.extend(store::profiles::view_reads(profile, &best.to_string()));
+        // visitor's profile did not change (most traffic): one round trip fewer. Only when a
+        // refresh is likely; otherwise the refresh reads for itself.
+        let refresh_likely = !graph.traits.is_empty()
+            || (store::personalisation::config().is_some()
+                && store::personalisation::reads_any(valid.iter().copied()));
+        if refresh_likely {
+            let profile = "(SELECT profile_id FROM identities WHERE identifier = ?1)";
+            plan.extend(store::profiles::view_reads(profile, &best.to_string()));
+        }
     }
     let results = store::d1::execute(&db, &plan).await?;
     let inserted = store::d1::inserted_ids(results.get(..n_events).unwrap_or_default())?;
@@ -217,23 +223,20 @@ pub async fn post(
             })
             .map(|e| (*e).clone())
             .collect();
-        let config = store::personalisation::config().filter(|_| {
-            !absorbed.is_empty()
-                || store::personalisation::reads_any(&mine.iter().collect::<Vec<_>>())
-        });
+        let config = store::personalisation::config()
+            .filter(|_| !absorbed.is_empty() || store::personalisation::reads_any(&mine));
         if snapshot.is_some() || config.is_some() {
             // Derived state (computed traits, segments, the KV snapshot) is brought up to date
             // after the response: the events and the identity graph are already committed, so
             // the visitor's request does not wait for it. It is idempotent; a retried batch
             // re-applies it.
             let refresh = Refresh {
-                source_id: source.id.clone(),
+                source: source.clone(),
                 profile_id: profile_id.clone(),
                 snapshot: snapshot.unwrap_or_default(),
                 absorbed,
                 mine,
                 received_at,
-                cutoff,
                 loaded,
             };
             let env = env.clone();
@@ -260,13 +263,12 @@ pub async fn post(
 /// Derived state of one profile to bring up to date after a request: computed traits, segments
 /// (with their transition events) and the KV snapshot.
 struct Refresh {
-    source_id: String,
+    source: seam_core::source::Source,
     profile_id: String,
     snapshot: Snapshot,
     absorbed: Vec<String>,
     mine: Vec<seam_core::event::Event>,
     received_at: i64,
-    cutoff: i64,
     /// The profile's read model and state, when the request's batch already read them.
     loaded: Option<store::profiles::Loaded>,
 }
@@ -292,7 +294,6 @@ impl Refresh {
             return self.publish(env, &view).await;
         };
         let mine: Vec<&seam_core::event::Event> = self.mine.iter().collect();
-        let before = loaded.0.clone();
         let update = store::personalisation::update(
             &db,
             config,
@@ -308,16 +309,17 @@ impl Refresh {
             Err(e) => {
                 // The snapshot still gets the new traits; a retry of the batch re-applies the rest.
                 worker::console_error!("personalisation skipped: {}", e.code());
-                store::profiles::fill_personalisation(&mut view, &before, self.received_at);
+                let (stored, _) = store::personalisation::load(&db, &self.profile_id).await?;
+                store::profiles::fill_personalisation(&mut view, &stored, self.received_at);
                 return self.publish(env, &view).await;
             }
         };
         store_internal(
             &db,
-            &self.source_id,
+            &self.source,
+            None,
             &update.internal_events,
             self.received_at,
-            self.cutoff,
         )
         .await?;
         view.computed_traits = update.computed;
@@ -395,21 +397,25 @@ fn snapshot_changes(
 /// validated by the same decoder, deduplicated by their derived `messageId`.
 pub(crate) async fn store_internal(
     db: &worker::D1Database,
-    source_id: &str,
+    source: &seam_core::source::Source,
+    facts: Option<&seam_core::enrich::RequestFacts>,
     events: &[serde_json::Value],
     received_at: i64,
-    cutoff: i64,
-) -> Result<(), ApiError> {
+) -> Result<Vec<String>, ApiError> {
     if events.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let body = serde_json::json!({ "batch": events }).to_string();
-    let decoded = decode(body.as_bytes(), None, received_at, || {
+    let mut decoded = decode(body.as_bytes(), None, received_at, || {
         id::message_id("seam-edge", received_at, random_bytes())
     })?;
+    if let Some(facts) = facts {
+        decoded = decoded.enrich(facts, source);
+    }
     let valid: Vec<_> = decoded.valid().collect();
-    store::d1::execute(db, &plan::insert_events(source_id, &valid, cutoff)).await?;
-    Ok(())
+    let cutoff = received_at - i64::from(source.dedup_window_days) * DAY_MS;
+    store::d1::execute(db, &plan::insert_events(&source.id, &valid, cutoff)).await?;
+    Ok(valid.iter().map(|e| e.message_id.clone()).collect())
 }
 
 fn is_suppressed(identifier_text: &str, keys: &std::collections::HashSet<String>) -> bool {

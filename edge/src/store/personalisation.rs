@@ -87,9 +87,9 @@ pub fn values(
 
 /// Whether any of `events` feeds computed traits (the cheap pre-check: identify/group/alias and
 /// internal events do not).
-pub fn reads_any(events: &[&Event]) -> bool {
+pub fn reads_any<'a>(events: impl IntoIterator<Item = &'a Event>) -> bool {
     events
-        .iter()
+        .into_iter()
         .any(|e| seam_core::computed::fact_name(e).is_some())
 }
 
