@@ -9,6 +9,7 @@ const item = (product_id, sku, name, category, brand, price) => ({
   brand,
   price,
   url: `/product.html?id=${product_id}`,
+  image_url: `/img/${product_id}.svg`,
 });
 
 export const products = [
@@ -25,5 +26,21 @@ export const products = [
   item("running-socks", "AC-RS-11", "Cushioned Running Socks", "Accessories", "Fjell", 15.0),
   item("gps-watch", "AC-GW-12", "GPS Watch", "Accessories", "Lumo", 249.0),
 ];
+
+// Shown on the product page only; kept out of the product objects so events stay small.
+export const descriptions = {
+  "trail-runner": "Grippy lugs, a rock plate and a snug heel for muddy, rooty singletrack.",
+  "road-racer": "A light, springy racer with a carbon plate for fast days on tarmac.",
+  "tempo-trainer": "Responsive foam for intervals and tempo runs, durable enough for daily miles.",
+  "ultra-cushion": "Maximal cushioning that stays soft from the first kilometre to the last.",
+  "merino-tee": "Soft merino wool that keeps you warm when wet and fresh for days.",
+  "wind-shell": "A featherweight shell that packs into its own pocket and shrugs off gusts.",
+  "thermal-tights": "Brushed-back tights with reflective details for cold, dark runs.",
+  "race-singlet": "A barely-there mesh singlet, cut for race day and hot summer sessions.",
+  "hydration-vest": "Two soft flasks up front and room for a jacket: bounce-free on long runs.",
+  "head-torch": "400 lumens, a rechargeable battery and a comfortable band for night runs.",
+  "running-socks": "Padded heel and toe, arch support and no seams to rub.",
+  "gps-watch": "Multi-band GPS, heart rate and 30 hours of battery for training and racing.",
+};
 
 export const byId = (id) => products.find((p) => p.product_id === id);

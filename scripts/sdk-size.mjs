@@ -1,5 +1,6 @@
 // Measures what a page downloads for the SDK: the optimised wasm module, and the JS (package entry
-// + wasm-bindgen glue) bundled and minified the way a site's bundler would, each gzip -9.
+// + wasm-bindgen glue) bundled and minified the way a site's bundler would, each gzip -9; and the
+// optional `@seam/sdk/decide` add-on by itself.
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { brotliCompressSync, constants, gzipSync } from "node:zlib";
@@ -22,7 +23,19 @@ export async function measureSdk() {
     logLevel: "silent",
   });
   const js = Buffer.from(bundle.outputFiles[0].contents);
+  // The optional decide add-on on its own (the core it imports is counted above).
+  const addOn = await build({
+    entryPoints: [join(root, "sdk/npm/decide.js")],
+    bundle: true,
+    minify: true,
+    format: "esm",
+    write: false,
+    external: ["./index.js"],
+    logLevel: "silent",
+  });
+  const decide = Buffer.from(addOn.outputFiles[0].contents);
   return {
+    decide: { raw: decide.length, gzip: gzip(decide), brotli: brotli(decide) },
     wasm: { raw: wasm.length, gzip: gzip(wasm), brotli: brotli(wasm) },
     js: { raw: js.length, gzip: gzip(js), brotli: brotli(js) },
     total: { raw: wasm.length + js.length, gzip: gzip(wasm) + gzip(js), brotli: brotli(wasm) + brotli(js) },

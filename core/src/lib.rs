@@ -54,6 +54,8 @@ pub mod retention;
 #[cfg(feature = "std")]
 pub mod segment;
 #[cfg(feature = "std")]
+pub mod slot;
+#[cfg(feature = "std")]
 pub mod source;
 pub mod time;
 

@@ -15,6 +15,7 @@ use crate::recommend::{self, RecommendConfigError, RecommendSettings};
 use crate::segment::{
     self, Membership, MembershipDiff, Memberships, SegmentConfigError, SegmentSet, Subject,
 };
+use crate::slot::{SlotConfig, SlotConfigError};
 
 /// The committed default computed-traits configuration.
 pub const DEFAULT_COMPUTED_TRAITS: &str = include_str!("../../config/computed-traits.json");
@@ -22,12 +23,14 @@ pub const DEFAULT_COMPUTED_TRAITS: &str = include_str!("../../config/computed-tr
 pub const DEFAULT_SEGMENTS: &str = include_str!("../../config/segments.json");
 /// The committed default recommender settings.
 pub const DEFAULT_RECOMMENDATIONS: &str = include_str!("../../config/recommendations.json");
+/// The committed default slots (templates and banners).
+pub const DEFAULT_SLOTS: &str = include_str!("../../config/slots.json");
 
 /// Loads a profile's state row. Bind `?1` = profile ID; columns `state`, `version`.
 pub const LOAD_STATE_SQL: &str =
     "SELECT state, version FROM profile_personalisation WHERE profile_id = ?1";
 
-/// A mistake in any of the three personalisation documents.
+/// A mistake in any of the four personalisation documents.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PersonalisationConfigError {
     /// In `computed-traits.json`.
@@ -39,6 +42,9 @@ pub enum PersonalisationConfigError {
     /// In `recommendations.json`.
     #[error(transparent)]
     Recommendations(#[from] RecommendConfigError),
+    /// In `slots.json`.
+    #[error(transparent)]
+    Slots(#[from] SlotConfigError),
     /// A document is not JSON.
     #[error("{0} is not valid JSON")]
     NotJson(&'static str),
@@ -51,6 +57,7 @@ impl PersonalisationConfigError {
             Self::Computed(e) => e.code(),
             Self::Segments(e) => e.code(),
             Self::Recommendations(e) => e.code(),
+            Self::Slots(e) => e.code(),
             Self::NotJson(_) => "invalid_personalisation_config",
         }
     }
@@ -65,14 +72,17 @@ pub struct PersonalisationConfig {
     pub segments: SegmentSet,
     /// Recommender settings and holdout.
     pub recommendations: RecommendSettings,
+    /// Slots: templates and banners (validated against `segments`).
+    pub slots: SlotConfig,
 }
 
 impl PersonalisationConfig {
-    /// Parses and validates the three documents (as stored in D1/KV or committed in `config/`).
+    /// Parses and validates the four documents (as stored in D1/KV or committed in `config/`).
     pub fn from_json_strs(
         computed: &str,
         segments: &str,
         recommendations: &str,
+        slots: &str,
     ) -> Result<Self, PersonalisationConfigError> {
         let parse = |text: &str, what| {
             serde_json::from_str::<Value>(text)
@@ -82,10 +92,12 @@ impl PersonalisationConfig {
         let segments = SegmentSet::from_json(&parse(segments, "segments")?, Some(&computed))?;
         let recommendations =
             RecommendSettings::from_json(&parse(recommendations, "recommendations")?)?;
+        let slots = SlotConfig::from_json(&parse(slots, "slots")?, &segments)?;
         Ok(Self {
             computed,
             segments,
             recommendations,
+            slots,
         })
     }
 
@@ -95,6 +107,7 @@ impl PersonalisationConfig {
             DEFAULT_COMPUTED_TRAITS,
             DEFAULT_SEGMENTS,
             DEFAULT_RECOMMENDATIONS,
+            DEFAULT_SLOTS,
         )
     }
 }
@@ -372,6 +385,7 @@ mod tests {
             DEFAULT_COMPUTED_TRAITS,
             r#"{"segments": [{"name": "vip", "rule": {"gt": [{"computed": "ltv"}, 1]}}]}"#,
             "{}",
+            "{}",
         )
         .unwrap_err();
         assert_eq!(e.code(), "invalid_segment_rule");
@@ -379,8 +393,23 @@ mod tests {
             e.to_string().contains("segment vip: rule.gt[0].computed"),
             "{e}"
         );
-        let e = PersonalisationConfig::from_json_strs("{", DEFAULT_SEGMENTS, "{}").unwrap_err();
+        let e =
+            PersonalisationConfig::from_json_strs("{", DEFAULT_SEGMENTS, "{}", "{}").unwrap_err();
         assert_eq!(e.code(), "invalid_personalisation_config");
+        // Slots are checked against the segments of the same load.
+        let e = PersonalisationConfig::from_json_strs(
+            DEFAULT_COMPUTED_TRAITS,
+            r#"{"segments": []}"#,
+            "{}",
+            DEFAULT_SLOTS,
+        )
+        .unwrap_err();
+        assert_eq!(e.code(), "invalid_slot_config");
+        assert!(
+            e.to_string()
+                .starts_with("slot discount-banner: variants[0].when.all[0]"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -65,6 +65,10 @@ pub enum ApiError {
     /// A catalogue upload with an invalid item.
     #[error(transparent)]
     Catalog(#[from] seam_core::recommend::CatalogError),
+    /// An uploaded personalisation configuration that does not validate (the message names the
+    /// document, the trait/segment/slot and the field).
+    #[error(transparent)]
+    Personalisation(#[from] seam_core::personalise::PersonalisationConfigError),
     /// Storage failed; the client should retry.
     #[error("storage is unavailable, retry later")]
     Storage(String),
@@ -90,6 +94,7 @@ impl ApiError {
             Self::ProfileNotFound => "profile_not_found",
             Self::InvalidIdentifier => "invalid_identifier",
             Self::Catalog(e) => e.code(),
+            Self::Personalisation(e) => e.code(),
             Self::Storage(_) => "storage_unavailable",
         }
     }
@@ -116,7 +121,7 @@ impl ApiError {
             Self::LabelTaken => 409,
             Self::KeyNotFound => 404,
             Self::ProfileNotFound => 404,
-            Self::InvalidIdentifier | Self::Catalog(_) => 400,
+            Self::InvalidIdentifier | Self::Catalog(_) | Self::Personalisation(_) => 400,
             Self::Storage(_) => 503,
         }
     }

@@ -31,13 +31,17 @@ pub fn is_same_site(req: &Request) -> bool {
 
 /// The ID in our cookie, when present and well-formed.
 pub fn cookie_id(req: &Request) -> Option<String> {
+    cookie(req, ID_COOKIE).filter(|v| is_cookie_safe(v))
+}
+
+/// A cookie's value.
+pub fn cookie(req: &Request, name: &str) -> Option<String> {
     let cookies = header(req, "Cookie")?;
     cookies
         .split(';')
         .filter_map(|c| c.trim().split_once('='))
-        .find(|(name, _)| *name == ID_COOKIE)
+        .find(|(n, _)| *n == name)
         .map(|(_, value)| value.trim().to_owned())
-        .filter(|v| is_cookie_safe(v))
 }
 
 fn cf_string(cf: &JsValue, key: &str) -> Option<String> {

@@ -80,6 +80,10 @@ async fn route(req: Request, env: &Env, ctx: &Context) -> std::result::Result<Re
     if method == Method::Options && path.starts_with("/v1/") && !is_admin_path(&path) {
         return routes::preflight::options(&req, env).await;
     }
+    if path != "/health" {
+        // Picks up an uploaded personalisation configuration (a KV read every 30 s at most).
+        store::personalisation::refresh_config(env).await;
+    }
     if let Some(action) = path.strip_prefix("/v1/privacy/") {
         let action = action.to_owned();
         return routes::privacy::handle(req, env, &action).await;

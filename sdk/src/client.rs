@@ -281,6 +281,16 @@ impl Client {
         self.consent_json = self.consent.context_json(region);
         let was = self.granted;
         self.granted = self.consent.allows(Purpose::AnalyticsStorage, region);
+        // Pages the edge renders read this next to the ID cookie, before any event says so; it
+        // lives and goes with that cookie (max-age 0 deletes it).
+        let personal = self.consent.allows(Purpose::PersonalizationStorage, region)
+            && self.consent.allows(Purpose::AdPersonalization, region);
+        platform::cookie_set(
+            "seam_personalise",
+            if personal { "1" } else { "0" },
+            &self.config.cookie_domain,
+            if self.granted { COOKIE_MAX_AGE } else { 0 },
+        );
         if self.granted {
             self.store_identity();
         } else if was {

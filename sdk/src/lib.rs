@@ -55,7 +55,7 @@ pub fn load(options: JsValue) -> bool {
     };
     let interval = config.flush_interval_ms;
     if install(config, &options) {
-        platform::every(interval, &platform::hook(|_| spawn_flush()));
+        platform::every(&platform::hook(|_| spawn_flush()), interval);
         platform::on_hide(&platform::hook(|_| flush_on_hide()));
         platform::on_online(&platform::hook(|_| spawn_flush()));
         platform::watch_history(&platform::hook(|_| after(|c| c.navigated())));

@@ -233,7 +233,8 @@ describe("personalisation at ingest", () => {
       assert.equal(exposures[0].source, "demo-site");
       assert.equal(exposures[0].context.page.path, "/");
       assert.equal(exposures[0].properties.reason, "personalised");
-      assert.deepEqual(exposures[0].properties.slots[0].items, ids, "the items the page showed");
+      const shown = exposures[0].properties.slots.find((x) => x.slot === "recommended-for-you");
+      assert.deepEqual(shown.items, ids, "the items the page showed");
       assert.ok(ids.includes("run-evil"));
       assert.ok(slot[2].includes("&lt;script&gt;alert(1)&lt;/script&gt; Racer"), slot[2]);
       assert.ok(!html.includes("<script>alert(1)"), "no injected script");
@@ -248,8 +249,116 @@ describe("personalisation at ingest", () => {
       assert.match(anonymous, /data-seam-rendered="default"/, "no cookie: non-personal defaults");
       const gpc = await (await fetch(`${edge.url}/`, { headers: { cookie: `seam_id=${anon}`, "sec-gpc": "1" } })).text();
       assert.match(gpc, /data-seam-reason="consent_denied"/);
+      const cookie = await (await fetch(`${edge.url}/`, { headers: { cookie: `seam_id=${anon}; seam_personalise=0` } })).text();
+      assert.match(cookie, /data-seam-slot="recommended-for-you" data-seam-rendered="default" data-seam-reason="consent_denied"/, "the SDK's consent cookie");
       const css = await fetch(`${edge.url}/style.css`);
       assert.equal(css.status, 200, "other assets are served as before");
     });
-});
+
+    test("decisions carry the slot's markup from its template", async () => {
+      const { anon } = await runner(false);
+      const r = await decideFor(edge, { anonymousId: anon, slots: ["recommended-for-you", "sidebar"] });
+      const [recs, sidebar] = r.json.decisions;
+      assert.match(recs.html, /^<h2>Recommended for you<\/h2><ul class="seam-recs">/);
+      assert.deepEqual([...recs.html.matchAll(/data-product-id="([^"]+)"/g)].map((m) => m[1]), recs.items.map((i) => i.product_id));
+      assert.equal(sidebar.slot, "sidebar", "an undeclared slot gets recommendations with the default templates");
+      assert.equal(sidebar.items.length, 4);
+    });
+  });
+
+  describe("uploaded configuration and the discount banner", () => {
+    const committed = JSON.parse(readFileSync(join(root, "config/segments.json"), "utf8"));
+    const adminSend = (method, body) =>
+      fetch(`${edge.url}/v1/admin/personalisation`, {
+        method,
+        headers: { authorization: `Bearer ${ADMIN_KEY}`, "content-type": "application/json" },
+        body: body && JSON.stringify(body),
+      }).then(async (r) => ({ status: r.status, json: await r.json() }));
+    /** The committed segments with the cart-abandon window cut to `seconds`. */
+    const shortWindow = (seconds) => {
+      const segments = structuredClone(committed);
+      const abandon = segments.segments.find((s) => s.name === "cart_abandoners");
+      abandon.rule = { and: [
+        { exists: { computed: "cart" } },
+        { not: { within_minutes: [{ computed: "last_cart_activity_at" }, seconds / 60] } },
+        { eq: [{ count: { event: "Order Completed", within_minutes: seconds / 60 } }, 0] },
+      ] };
+      return segments;
+    };
+    const order = (anon, minutes, coupon) => ({
+      type: "track", event: "Order Completed", anonymousId: anon, messageId: mid(), timestamp: ago(minutes),
+      properties: { order_id: mid(), revenue: 90, ...(coupon ? { coupon, discount: 10 } : {}), products: [{ product_id: "soc-1", category: "Socks" }] },
+    });
+    after(async () => {
+      await adminSend("DELETE");
+    });
+
+    test("an upload is validated whole: a mistake names the document's field and changes nothing", async () => {
+      const before = await adminSend("GET");
+      assert.equal(before.status, 200);
+      assert.equal(before.json.stamp, "committed");
+      assert.deepEqual(before.json.documents.segments, committed);
+      const bad = await adminSend("PUT", { slots: { slots: { "discount-banner": { type: "banner", variants: [{ name: "v", when: { all: ["vip"] }, html: "<p>x</p>" }] } } } });
+      assert.equal(bad.status, 400);
+      assert.equal(bad.json.code, "invalid_slot_config");
+      assert.equal(bad.json.message, 'slot discount-banner: variants[0].when.all[0] "vip" is not a declared segment');
+      const badRule = await adminSend("PUT", { segments: { segments: [{ name: "x", rule: { gt: [{ computed: "nope" }, 1] } }] } });
+      assert.equal(badRule.status, 400);
+      assert.match(badRule.json.message, /segment x: rule\.gt\[0\]\.computed/);
+      assert.equal((await adminSend("GET")).json.stamp, "committed", "nothing changed");
+      const unknown = await adminSend("PUT", { segmentz: {} });
+      assert.equal(unknown.status, 400);
+      const asWriter = await fetch(`${edge.url}/v1/admin/personalisation`, { headers: { authorization: `Basic ${Buffer.from(`${WRITE_KEY}:`).toString("base64")}` } });
+      assert.ok([401, 403].includes(asWriter.status));
+    });
+
+    test("a discount-sensitive shopper who leaves a cart sees the banner once the (uploaded, short) window passes", async () => {
+      const upload = await adminSend("PUT", { segments: shortWindow(3) });
+      assert.equal(upload.status, 200, JSON.stringify(upload.json));
+      assert.match(upload.json.stamp, /^[0-9a-f]{16}$/);
+      const stored = await edge.query("SELECT value FROM settings WHERE key = 'config:personalisation'");
+      assert.equal(JSON.parse(stored[0].value).stamp, upload.json.stamp, "D1 holds the upload");
+      assert.equal(JSON.parse(await edge.kv.get("config:personalisation")).stamp, upload.json.stamp, "KV caches it");
+
+      // Cookie IDs are at least 16 characters.
+      const anon = `bargain-hunter-${run}`;
+      const thrifty = `full-price-buyer-${run}`;
+      const cart = (who) => ({ type: "track", event: "Product Added", anonymousId: who, messageId: mid(), timestamp: new Date().toISOString(), properties: { product_id: "jac-1", price: 81, quantity: 1 } });
+      await send(edge, [order(anon, 60, "WELCOME5"), order(anon, 30, "SPRING20"), cart(anon)]);
+      await send(edge, [order(thrifty, 60), order(thrifty, 30), cart(thrifty)]);
+      const banner = (who, headers = {}) => fetch(`${edge.url}/`, { headers: { cookie: `seam_id=${who}`, ...headers } }).then((r) => r.text());
+      const slotOf = (html) => html.match(/<div data-seam-slot="discount-banner"([^>]*)>([\s\S]*?)<\/div>/);
+
+      const early = await decideFor(edge, { anonymousId: anon, slots: ["discount-banner"] });
+      const heldOut = early.json.reason === "holdout";
+      assert.equal(early.json.decisions[0].variant, heldOut ? "control" : "none", "cart just touched: not abandoned yet");
+      assert.equal(early.json.decisions[0].html, "");
+      await new Promise((r) => setTimeout(r, 3500));
+
+      // No event since: the segment is entered by time alone, evaluated at decision time.
+      const late = await decideFor(edge, { anonymousId: anon, slots: ["discount-banner", "recommended-for-you"] });
+      if (!heldOut) {
+        assert.equal(late.json.decisions[0].variant, "cart_discount_10", JSON.stringify(late.json));
+        assert.equal(late.json.decisions[0].reason, "segments");
+        assert.match(late.json.decisions[0].html, /COMEBACK10/);
+        const [, attrs, inner] = slotOf(await banner(anon));
+        assert.match(attrs, /data-seam-rendered="cart_discount_10"/);
+        assert.match(inner, /<aside class="seam-banner"[^>]*>.*COMEBACK10/);
+      } else {
+        assert.equal(late.json.decisions[0].variant, "control", "the holdout sees no banner");
+      }
+      const [, fullPriceAttrs, fullPrice] = slotOf(await banner(thrifty));
+      assert.doesNotMatch(fullPrice, /COMEBACK10/, "no coupon history: no banner");
+      assert.match(fullPriceAttrs, /data-seam-rendered="(none|control)" data-seam-reason="(no_match|holdout)"/);
+      const [, deniedAttrs, denied] = slotOf(await banner(anon, { cookie: `seam_id=${anon}; seam_personalise=0` }));
+      assert.doesNotMatch(denied, /COMEBACK10/, "personalisation denied: no banner");
+      assert.match(deniedAttrs, /data-seam-reason="consent_denied"/);
+
+      const reset = await adminSend("DELETE");
+      assert.equal(reset.json.stamp, "committed");
+      const hourWindow = await decideFor(edge, { anonymousId: anon, slots: ["discount-banner"] });
+      assert.ok(["none", "control"].includes(hourWindow.json.decisions[0].variant), "back to the committed 1 h window");
+      assert.equal((await edge.query("SELECT count(*) AS n FROM settings"))[0].n, 0);
+    });
+  });
 });

@@ -3,7 +3,12 @@
 //! - `POST /v1/admin/keys {"label", "scopes": [...]}`: issues a key, returned once (201);
 //! - `DELETE /v1/admin/keys/{label}`: revokes it;
 //! - `GET /v1/admin/audit?limit=`: the latest audit log entries;
-//! - `POST /v1/admin/catalog {"items": [...]}`: upserts product catalogue items (all or none).
+//! - `POST /v1/admin/catalog {"items": [...]}`: upserts product catalogue items (all or none);
+//! - `GET /v1/admin/personalisation`: the personalisation documents in force and their stamp;
+//! - `PUT /v1/admin/personalisation {"computedTraits"?, "segments"?, "recommendations"?,
+//!   "slots"?}`: replaces them (an omitted document is the committed one), validated together:
+//!   a mistake is a 400 naming the document's trait/segment/slot and field, and nothing changes;
+//! - `DELETE /v1/admin/personalisation`: back to the committed `config/*.json`.
 
 use seam_core::access::{self, parse_key_request, Scope};
 use seam_core::id;
@@ -14,6 +19,7 @@ use worker::{Env, Method, Request, Response};
 
 use super::query_param;
 use crate::error::ApiError;
+use crate::store::personalisation;
 use crate::{random_bytes, settings, store};
 
 /// Handles `/v1/admin/{rest}`.
@@ -93,7 +99,64 @@ pub async fn handle(mut req: Request, env: &Env, rest: &str) -> Result<Response,
             store::d1::execute(&db, &plan).await?;
             Ok(Response::from_json(&json!({ "stored": items.len() }))?)
         }
-        (_, "keys" | "audit" | "catalog") => Err(ApiError::MethodNotAllowed),
+        (Method::Get, "personalisation") => {
+            let stored = personalisation::load_stored(env).await?;
+            let documents = stored
+                .documents
+                .unwrap_or_else(personalisation::ConfigDocuments::committed);
+            Ok(Response::from_json(
+                &json!({ "stamp": stored.stamp, "documents": documents }),
+            )?)
+        }
+        (Method::Put, "personalisation") => {
+            let body: Value = req.json().await.map_err(|_| ApiError::InvalidBody)?;
+            let body = body.as_object().ok_or(ApiError::InvalidBody)?;
+            let known = ["computedTraits", "segments", "recommendations", "slots"];
+            if body.keys().any(|k| !known.contains(&k.as_str())) {
+                return Err(ApiError::InvalidBody);
+            }
+            let mut documents = personalisation::ConfigDocuments::committed();
+            for (name, slot) in [
+                ("computedTraits", &mut documents.computed_traits),
+                ("segments", &mut documents.segments),
+                ("recommendations", &mut documents.recommendations),
+                ("slots", &mut documents.slots),
+            ] {
+                if let Some(doc) = body.get(name) {
+                    *slot = doc.clone();
+                }
+            }
+            documents.validate()?;
+            let stored = personalisation::StoredConfig {
+                stamp: documents.stamp(),
+                documents: Some(documents),
+            };
+            personalisation::save_stored(env, &stored, now_ms).await?;
+            let names: Vec<&str> = known
+                .iter()
+                .copied()
+                .filter(|k| body.contains_key(*k))
+                .collect();
+            store::d1::execute(
+                &db,
+                &[log(
+                    "upload_personalisation",
+                    json!({ "stamp": stored.stamp, "documents": names }),
+                )],
+            )
+            .await?;
+            Ok(Response::from_json(&json!({ "stamp": stored.stamp }))?)
+        }
+        (Method::Delete, "personalisation") => {
+            let stored = personalisation::StoredConfig {
+                stamp: personalisation::COMMITTED.into(),
+                documents: None,
+            };
+            personalisation::save_stored(env, &stored, now_ms).await?;
+            store::d1::execute(&db, &[log("reset_personalisation", json!({}))]).await?;
+            Ok(Response::from_json(&json!({ "stamp": stored.stamp }))?)
+        }
+        (_, "keys" | "audit" | "catalog" | "personalisation") => Err(ApiError::MethodNotAllowed),
         (_, path) if path.starts_with("keys/") => Err(ApiError::MethodNotAllowed),
         _ => Err(ApiError::NotFound),
     }

@@ -8,10 +8,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use seam_core::auth::basic_user;
 use seam_core::enrich::RequestFacts;
 use seam_core::identity::{IdType, Identifier, Rules};
-use seam_core::personalise::RecommendInputs;
+use seam_core::personalise::{self, RecommendInputs, LOAD_STATE_SQL};
+use seam_core::plan::{Param, Statement};
 use seam_core::recommend::{
     self, recommendation_reads, Candidates, CatalogItem, ItemStat, PairRow, Recommendation,
 };
+use seam_core::slot::{self, SlotConfig, SlotKind};
 use seam_core::source::Source;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -22,9 +24,6 @@ use crate::error::ApiError;
 use crate::store::personalisation;
 use crate::{http, limits, settings, store};
 
-/// Items per slot unless the slot asks for fewer/more.
-const DEFAULT_LIMIT: usize = 4;
-const MAX_LIMIT: usize = 20;
 const MAX_SLOTS: usize = 10;
 /// Popular items read per decision (defaults and top-ups).
 const POPULAR: usize = 50;
@@ -34,30 +33,26 @@ const MAX_HOPS: usize = 4;
 /// One slot asked for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Slot {
-    /// Slot name (`recommended-for-you`).
+    /// Slot name (`recommended-for-you`, `discount-banner`).
     pub id: String,
-    /// How many items.
-    pub limit: usize,
+    /// How many items, when the caller says (else the slot's configured limit).
+    pub limit: Option<usize>,
 }
 
 impl Slot {
     /// A slot from `"name"` or `{"id": "name", "limit": n}`.
     fn parse(value: &Value) -> Option<Self> {
         let (id, limit) = match value {
-            Value::String(s) => (s.clone(), DEFAULT_LIMIT),
+            Value::String(s) => (s.clone(), None),
             Value::Object(o) => (
                 o.get("id")?.as_str()?.to_owned(),
                 o.get("limit")
                     .and_then(Value::as_u64)
-                    .map_or(DEFAULT_LIMIT, |n| n as usize),
+                    .map(|n| (n as usize).clamp(1, slot::MAX_LIMIT)),
             ),
             _ => return None,
         };
-        let valid = !id.is_empty() && id.len() <= 64;
-        valid.then(|| Self {
-            id,
-            limit: limit.clamp(1, MAX_LIMIT),
-        })
+        slot::valid_slot_name(&id).then_some(Self { id, limit })
     }
 }
 
@@ -75,6 +70,15 @@ pub enum Basis {
 }
 
 impl Basis {
+    /// The variant of a recommendations slot.
+    pub fn variant(self) -> &'static str {
+        match self {
+            Self::Personalised => "personalised",
+            Self::Holdout => "control",
+            Self::ColdStart | Self::ConsentDenied => "default",
+        }
+    }
+
     /// Wire name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -89,6 +93,22 @@ impl Basis {
 /// A slot's recommendations with their catalogue items (for rendering).
 pub type Picks = Vec<(Recommendation, Option<CatalogItem>)>;
 
+/// What one slot shows.
+#[derive(Debug, Clone)]
+pub struct SlotDecision {
+    /// The slot.
+    pub slot: Slot,
+    /// `personalised`, `default`, `control` (holdout), or a banner variant's name (`none`: no
+    /// banner).
+    pub variant: String,
+    /// Why: the visitor's basis, or for banners `segments` / `no_match`.
+    pub reason: &'static str,
+    /// Recommended items (empty for banners).
+    pub items: Picks,
+    /// The slot's markup, rendered from its template (empty: leave the page's own content).
+    pub html: String,
+}
+
 /// Decisions for one visitor.
 #[derive(Debug, Clone)]
 pub struct Decisions {
@@ -96,18 +116,15 @@ pub struct Decisions {
     pub profile_id: Option<String>,
     /// Why.
     pub basis: Basis,
-    /// Per slot: its recommendations and their catalogue items.
-    pub slots: Vec<(Slot, Picks)>,
+    /// Per slot, in the order asked.
+    pub slots: Vec<SlotDecision>,
 }
 
 impl Decisions {
-    /// The variant a slot shows: `personalised` or `default` (`control` in the holdout).
+    /// The variant a recommendations slot shows: `personalised` or `default` (`control` in the
+    /// holdout).
     pub fn variant(&self) -> &'static str {
-        match self.basis {
-            Basis::Personalised => "personalised",
-            Basis::Holdout => "control",
-            Basis::ColdStart | Basis::ConsentDenied => "default",
-        }
+        self.basis.variant()
     }
 
     /// The JSON answer of `/v1/decide`.
@@ -115,12 +132,13 @@ impl Decisions {
         let slots: Vec<Value> = self
             .slots
             .iter()
-            .map(|(slot, items)| {
+            .map(|d| {
                 json!({
-                    "slot": slot.id,
-                    "variant": self.variant(),
-                    "reason": self.basis.as_str(),
-                    "items": items.iter().map(|(r, item)| item_json(r, item.as_ref())).collect::<Vec<_>>(),
+                    "slot": d.slot.id,
+                    "variant": d.variant,
+                    "reason": d.reason,
+                    "items": d.items.iter().map(|(r, item)| item_json(r, item.as_ref())).collect::<Vec<_>>(),
+                    "html": d.html,
                 })
             })
             .collect();
@@ -144,18 +162,26 @@ fn item_json(r: &Recommendation, item: Option<&CatalogItem>) -> Value {
 }
 
 /// Whether the consent state denies personalisation: Consent Mode v2's
-/// `personalization_storage` or `ad_personalization` set to `denied` (or `false`).
+/// `personalization_storage` or `ad_personalization` set to `denied` (or `false`), given as GCM
+/// values directly or as the SDK's consent state (`{gcm, categoryPreferences}`).
 pub fn personalisation_denied(consent: Option<&Value>) -> bool {
     let Some(consent) = consent.and_then(Value::as_object) else {
         return false;
     };
-    ["personalization_storage", "ad_personalization"]
-        .iter()
-        .any(|k| match consent.get(*k) {
-            Some(Value::String(s)) => s.eq_ignore_ascii_case("denied"),
-            Some(Value::Bool(b)) => !b,
-            _ => false,
-        })
+    let denies = |values: &Map<String, Value>| {
+        ["personalization_storage", "ad_personalization"]
+            .iter()
+            .any(|k| match values.get(*k) {
+                Some(Value::String(s)) => s.eq_ignore_ascii_case("denied"),
+                Some(Value::Bool(b)) => !b,
+                _ => false,
+            })
+    };
+    denies(consent)
+        || ["gcm", "categoryPreferences"]
+            .iter()
+            .filter_map(|k| consent.get(*k).and_then(Value::as_object))
+            .any(denies)
 }
 
 /// Handles `POST /v1/decide`.
@@ -199,16 +225,11 @@ pub async fn post(mut req: Request, env: &Env) -> Result<Response, ApiError> {
     let rules = settings::identity_rules(env)?;
     let db = env.d1("DB")?;
     let now_ms = worker::Date::now().as_millis() as i64;
-    let decisions = decide(
-        env,
-        &db,
-        &rules,
-        anonymous_id.as_deref(),
-        user_id.as_deref(),
-        &slots,
-        denied,
-    )
-    .await?;
+    let visitor = Visitor {
+        anonymous_id: anonymous_id.as_deref(),
+        user_id: user_id.as_deref(),
+    };
+    let decisions = decide(env, &db, &rules, visitor, &slots, denied).await?;
 
     let exposure = Exposure {
         decisions: &decisions,
@@ -262,11 +283,11 @@ impl Exposure<'_> {
         let slots: Vec<Value> = decisions
             .slots
             .iter()
-            .map(|(slot, items)| {
+            .map(|d| {
                 json!({
-                    "slot": slot.id,
-                    "variant": decisions.variant(),
-                    "items": items.iter().map(|(r, _)| r.product_id.clone()).collect::<Vec<_>>(),
+                    "slot": d.slot.id,
+                    "variant": d.variant,
+                    "items": d.items.iter().map(|(r, _)| r.product_id.clone()).collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -307,38 +328,52 @@ impl Exposure<'_> {
 }
 
 /// The decisions for a visitor: profile from KV (D1 on a miss, then re-published), then
-/// consent, holdout and recommendations per slot.
+/// consent, holdout and per slot its recommendations or banner. Banners read the profile's
+/// state row in the same round trip and evaluate segments at `now`, so time-driven ones
+/// (`cart_abandoners`) are current without an event.
 pub async fn decide(
     env: &Env,
     db: &D1Database,
     rules: &Rules,
-    anonymous_id: Option<&str>,
-    user_id: Option<&str>,
+    visitor: Visitor<'_>,
     slots: &[Slot],
     consent_denied: bool,
 ) -> Result<Decisions, ApiError> {
-    let settings = personalisation::config().map(|c| &c.recommendations);
+    let config = personalisation::config();
+    let fallback = SlotConfig::default();
+    let slot_config = config.as_ref().map_or(&fallback, |c| &c.slots);
     let profile = if consent_denied {
         None
     } else {
-        load_profile(env, db, rules, anonymous_id, user_id).await?
+        load_profile(env, db, rules, visitor.anonymous_id, visitor.user_id).await?
     };
     let profile_id = profile
         .as_ref()
         .and_then(|p| p.get("profileId"))
         .and_then(Value::as_str)
         .map(str::to_owned);
-    let computed = profile
-        .as_ref()
-        .and_then(|p| p.get("computedTraits"))
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    let inputs = RecommendInputs::from_computed(&computed);
-    let held_out = match (&profile_id, settings) {
-        (Some(id), Some(s)) => recommend::in_holdout(id, &s.holdout_salt, s.holdout_percent),
-        _ => false,
+    let object = |key: &str| {
+        profile
+            .as_ref()
+            .and_then(|p| p.get(key))
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default()
     };
+    let computed = object("computedTraits");
+    let inputs = RecommendInputs::from_computed(&computed);
+    let default_settings;
+    let settings = match &config {
+        Some(c) => &c.recommendations,
+        None => {
+            default_settings = recommend::RecommendSettings::from_json(&json!({}))
+                .map_err(|e| ApiError::Storage(e.to_string()))?;
+            &default_settings
+        }
+    };
+    let held_out = profile_id.as_deref().is_some_and(|id| {
+        recommend::in_holdout(id, &settings.holdout_salt, settings.holdout_percent)
+    });
     let has_signal = !inputs.viewed.is_empty() || !inputs.categories.is_empty();
     let basis = if consent_denied {
         Basis::ConsentDenied
@@ -353,9 +388,44 @@ pub async fn decide(
     let empty = RecommendInputs::default();
     let used = if personal { &inputs } else { &empty };
     let signals = used.signals();
-    let reads = recommendation_reads(&signals, POPULAR);
+    let kinds: Vec<&SlotKind> = slots.iter().map(|s| slot_config.get(&s.id)).collect();
+    let wants_items = kinds
+        .iter()
+        .any(|k| matches!(k, SlotKind::Recommendations { .. }));
+    // Banners are personal: only for a known profile that consent allows and the holdout spares.
+    let banner_profile = profile_id
+        .as_deref()
+        .filter(|_| matches!(basis, Basis::Personalised | Basis::ColdStart))
+        .filter(|_| kinds.iter().any(|k| matches!(k, SlotKind::Banner { .. })));
+    let mut reads = if wants_items {
+        recommendation_reads(&signals, POPULAR)
+    } else {
+        Vec::new()
+    };
+    let state_at = reads.len();
+    if let Some(id) = banner_profile {
+        reads.push(Statement {
+            sql: LOAD_STATE_SQL.into(),
+            params: vec![Param::Text(id.to_owned())],
+        });
+    }
     let results = store::d1::execute(db, &reads).await?;
+    let segments: BTreeSet<String> = match (&config, banner_profile) {
+        (Some(config), Some(_)) => {
+            let row = results
+                .get(state_at)
+                .and_then(|r| r.results::<personalisation::StateRow>().ok())
+                .and_then(|rows| rows.into_iter().next());
+            let (state, _) = personalisation::state_of(row);
+            let now_ms = worker::Date::now().as_millis() as i64;
+            personalise::view(&state, &object("traits"), config, now_ms).1
+        }
+        _ => BTreeSet::new(),
+    };
     let rows = |i: usize| -> Vec<CandidateRow> {
+        if i >= state_at {
+            return Vec::new();
+        }
         results
             .get(i)
             .and_then(|r| r.results::<CandidateRow>().ok())
@@ -380,15 +450,6 @@ pub async fn decide(
         popular: &popular,
         catalog: &catalog,
     };
-    let default_settings;
-    let settings = match settings {
-        Some(s) => s,
-        None => {
-            default_settings = recommend::RecommendSettings::from_json(&json!({}))
-                .map_err(|e| ApiError::Storage(e.to_string()))?;
-            &default_settings
-        }
-    };
     // Purchased items stay out of every list, personal or not, as long as consent allows using
     // the profile at all.
     let exclude: BTreeSet<String> = if consent_denied {
@@ -398,20 +459,55 @@ pub async fn decide(
     };
     let slots = slots
         .iter()
-        .map(|slot| {
-            let picked = if personal {
-                recommend::recommend(&signals, &candidates, settings, slot.limit)
-            } else {
-                recommend::defaults(&candidates, &exclude, settings, slot.limit)
-            };
-            let items = picked
-                .into_iter()
-                .map(|r| {
-                    let item = catalog.get(&r.product_id).cloned();
-                    (r, item)
-                })
-                .collect();
-            (slot.clone(), items)
+        .zip(kinds)
+        .map(|(slot, kind)| match kind {
+            SlotKind::Recommendations { limit, .. } => {
+                let limit = slot.limit.unwrap_or(*limit);
+                let picked = if personal {
+                    recommend::recommend(&signals, &candidates, settings, limit)
+                } else {
+                    recommend::defaults(&candidates, &exclude, settings, limit)
+                };
+                let items: Picks = picked
+                    .into_iter()
+                    .map(|r| {
+                        let item = catalog.get(&r.product_id).cloned();
+                        (r, item)
+                    })
+                    .collect();
+                let shown: Vec<(&str, &str, Option<&CatalogItem>)> = items
+                    .iter()
+                    .map(|(r, item)| (r.product_id.as_str(), r.reason.as_str(), item.as_ref()))
+                    .collect();
+                SlotDecision {
+                    slot: slot.clone(),
+                    variant: basis.variant().into(),
+                    reason: basis.as_str(),
+                    html: slot::render_items(&slot.id, kind, &shown),
+                    items,
+                }
+            }
+            SlotKind::Banner { variants } => {
+                let chosen =
+                    banner_profile.and_then(|_| variants.iter().find(|v| v.matches(&segments)));
+                let reason = match (basis, chosen) {
+                    (Basis::ConsentDenied | Basis::Holdout, _) => basis.as_str(),
+                    _ if banner_profile.is_none() => Basis::ColdStart.as_str(),
+                    (_, Some(_)) => "segments",
+                    (_, None) => "no_match",
+                };
+                SlotDecision {
+                    slot: slot.clone(),
+                    variant: match (basis, chosen) {
+                        (Basis::Holdout, _) => "control".into(),
+                        (_, Some(v)) => v.name.clone(),
+                        (_, None) => "none".into(),
+                    },
+                    reason,
+                    items: Vec::new(),
+                    html: chosen.map(|v| v.html.clone()).unwrap_or_default(),
+                }
+            }
         })
         .collect();
     Ok(Decisions {
@@ -419,6 +515,15 @@ pub async fn decide(
         basis,
         slots,
     })
+}
+
+/// Who a decision is for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Visitor<'a> {
+    /// Anonymous ID (or the `seam_id` cookie).
+    pub anonymous_id: Option<&'a str>,
+    /// User ID.
+    pub user_id: Option<&'a str>,
 }
 
 #[derive(Deserialize, Default)]

@@ -277,7 +277,7 @@ impl Refresh {
     async fn run(
         mut self,
         env: &Env,
-        config: Option<&'static seam_core::personalise::PersonalisationConfig>,
+        config: Option<std::sync::Arc<seam_core::personalise::PersonalisationConfig>>,
     ) -> Result<(), ApiError> {
         let db = env.d1("DB")?;
         let (mut view, loaded) = match self.loaded.take() {
@@ -296,7 +296,7 @@ impl Refresh {
         let mine: Vec<&seam_core::event::Event> = self.mine.iter().collect();
         let update = store::personalisation::update(
             &db,
-            config,
+            &config,
             &view,
             &self.absorbed,
             &mine,

@@ -1,22 +1,24 @@
-//! Edge-rendered pages: the site's HTML is fetched from the `ASSETS` binding and its
-//! `<div data-seam-slot="recommended-for-you">` is filled server-side (with `lol_html`) from the
-//! visitor's `seam_id` cookie, so the page arrives personalised without JavaScript or flicker.
-//! Every product field is HTML-escaped; the security headers of `dist/site/_headers` are kept.
+//! Edge-rendered pages: the site's HTML is fetched from the `ASSETS` binding and every
+//! `<div data-seam-slot="...">` it carries (`recommended-for-you`, `discount-banner`, ...) is
+//! filled server-side (with `lol_html`) from the visitor's `seam_id` cookie and the slot
+//! templates of `config/slots.json`, so the page arrives personalised without JavaScript or
+//! flicker. Consent: `Sec-GPC: 1` or the SDK's `seam_personalise=0` cookie give non-personal
+//! defaults. Every product field is HTML-escaped; the security headers of `_headers` are kept.
 
 use lol_html::html_content::ContentType;
 use lol_html::{element, rewrite_str, RewriteStrSettings};
 use seam_core::enrich::RequestFacts;
-use seam_core::recommend::CatalogItem;
+use seam_core::slot::slots_in_html;
 use serde_json::json;
 use worker::{Context, Env, Request, Response};
 
-use super::decide::{decide, Decisions, Exposure, Slot};
+use super::decide::{decide, Decisions, Exposure, Slot, Visitor};
 use crate::error::ApiError;
 use crate::{http, settings, store};
 
-/// The slot the demo site's pages carry.
-pub const RECOMMENDED: &str = "recommended-for-you";
-const ITEMS: usize = 4;
+/// The cookie the SDK keeps in step with the visitor's consent: `0` when personalisation
+/// (`personalization_storage` or `ad_personalization`) is denied.
+const CONSENT_COOKIE: &str = "seam_personalise";
 
 /// Security headers every HTML page gets when the Worker serves it (the same as
 /// `scripts/build-site.mjs` writes into `_headers`; a CSP already on the asset response wins).
@@ -39,8 +41,10 @@ pub async fn page(req: Request, env: &Env, ctx: &Context) -> Result<Response, Ap
     let visitor = http::cookie_id(&req);
     let facts = http::facts(&req);
     let url = req.url()?;
-    // Global Privacy Control opts out of ad personalisation: non-personal defaults.
-    let opted_out = http::header(&req, "Sec-GPC").is_some_and(|v| v.trim() == "1");
+    // Global Privacy Control opts out of ad personalisation, and the SDK's consent cookie says
+    // when the visitor denied it: non-personal defaults either way.
+    let opted_out = http::header(&req, "Sec-GPC").is_some_and(|v| v.trim() == "1")
+        || http::cookie(&req, CONSENT_COOKIE).is_some_and(|v| v == "0");
     let mut asset = env.assets("ASSETS")?.fetch_request(req).await?;
     let is_html = asset
         .headers()
@@ -50,24 +54,18 @@ pub async fn page(req: Request, env: &Env, ctx: &Context) -> Result<Response, Ap
         return Ok(asset);
     }
     let html = asset.text().await?;
-    let marker = format!("data-seam-slot=\"{RECOMMENDED}\"");
-    let body = if html.contains(&marker) {
+    let slots: Vec<Slot> = slots_in_html(&html)
+        .into_iter()
+        .map(|id| Slot { id, limit: None })
+        .collect();
+    let body = if !slots.is_empty() {
         let db = env.d1("DB")?;
         let rules = settings::identity_rules(env)?;
-        let slots = [Slot {
-            id: RECOMMENDED.into(),
-            limit: ITEMS,
-        }];
-        let decisions = decide(
-            env,
-            &db,
-            &rules,
-            visitor.as_deref(),
-            None,
-            &slots,
-            opted_out,
-        )
-        .await?;
+        let who = Visitor {
+            anonymous_id: visitor.as_deref(),
+            user_id: None,
+        };
+        let decisions = decide(env, &db, &rules, who, &slots, opted_out).await?;
         let body =
             fill(&html, &decisions).map_err(|e| ApiError::Storage(format!("render: {e}")))?;
         if let (Some(visitor), Some(_)) = (visitor, &decisions.profile_id) {
@@ -132,85 +130,22 @@ fn log_exposure(
     Ok(())
 }
 
-/// Fills the recommendation slot of `html` with the decision's items.
+/// Fills each decided slot of `html` with its markup (a slot without markup, such as a banner
+/// nobody qualifies for, keeps the page's own content) and marks it with variant and reason.
 pub fn fill(html: &str, decisions: &Decisions) -> Result<String, lol_html::errors::RewritingError> {
-    let Some((_, items)) = decisions.slots.first() else {
-        return Ok(html.to_owned());
-    };
-    let cards: String = items
-        .iter()
-        .filter_map(|(_, item)| item.as_ref())
-        .map(card)
-        .collect();
-    let inner = format!("<h2>Recommended for you</h2><ul class=\"seam-recs\">{cards}</ul>");
-    let variant = decisions.variant();
-    let reason = decisions.basis.as_str();
-    let handler = element!("[data-seam-slot=\"recommended-for-you\"]", move |el| {
-        el.set_inner_content(&inner, ContentType::Html);
-        el.set_attribute("data-seam-rendered", variant)?;
-        el.set_attribute("data-seam-reason", reason)?;
-        Ok(())
-    });
-    rewrite_str(
-        html,
-        RewriteStrSettings::new().append_element_content_handler(handler),
-    )
-}
-
-/// One product card; every field escaped, links only to this site or http(s).
-fn card(item: &CatalogItem) -> String {
-    let name = escape(item.name.as_deref().unwrap_or(&item.product_id));
-    let href = item
-        .url
-        .as_deref()
-        .filter(|u| is_safe_url(u))
-        .map(escape)
-        .unwrap_or_else(|| format!("/product.html?id={}", escape(&percent(&item.product_id))));
-    let category = item
-        .category
-        .as_deref()
-        .map(|c| format!("<span class=\"seam-cat\">{}</span>", escape(c)))
-        .unwrap_or_default();
-    let price = item
-        .price
-        .map(|p| format!("<span class=\"seam-price\">{p:.2}</span>"))
-        .unwrap_or_default();
-    format!(
-        "<li data-product-id=\"{}\"><a href=\"{href}\">{name}</a>{category}{price}</li>",
-        escape(&item.product_id)
-    )
-}
-
-fn is_safe_url(url: &str) -> bool {
-    (url.starts_with('/') && !url.starts_with("//"))
-        || url.starts_with("https://")
-        || url.starts_with("http://")
-}
-
-fn percent(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-/// Escapes text for HTML content and quoted attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
+    let mut settings = RewriteStrSettings::new();
+    for d in &decisions.slots {
+        settings = settings.append_element_content_handler({
+            let selector = format!("[data-seam-slot=\"{}\"]", d.slot.id);
+            element!(selector, move |el| {
+                if !d.html.is_empty() {
+                    el.set_inner_content(&d.html, ContentType::Html);
+                }
+                el.set_attribute("data-seam-rendered", &d.variant)?;
+                el.set_attribute("data-seam-reason", d.reason)?;
+                Ok(())
+            })
+        });
     }
-    out
+    rewrite_str(html, settings)
 }

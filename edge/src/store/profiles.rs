@@ -97,7 +97,7 @@ pub async fn view(db: &D1Database, profile_id: &str) -> worker::Result<ProfileVi
 pub fn fill_personalisation(view: &mut ProfileView, state: &ProfileState, now_ms: i64) {
     if let Some(config) = personalisation::config() {
         (view.computed_traits, view.segments) =
-            personalisation::values(state, &view.traits, config, now_ms);
+            personalisation::values(state, &view.traits, &config, now_ms);
     }
 }
 

@@ -25,7 +25,7 @@ export function cookieSet(name, value, domain, maxAge) {
 }
 
 export function gpc() {
-  return swallow(() => navigator.globalPrivacyControl === true) === true;
+  return swallow(() => navigator.globalPrivacyControl) === true;
 }
 
 export function online() {
@@ -108,7 +108,8 @@ export function listenTcf(f) {
 }
 
 export function storageGet(key) {
-  return swallow(() => localStorage.getItem(key)) ?? undefined;
+  // null (no such key) is None to wasm-bindgen, like undefined.
+  return swallow(() => localStorage.getItem(key));
 }
 
 // False when storage is unavailable or full.
@@ -143,10 +144,6 @@ export function navigatorContext() {
   return json.slice(1, -1);
 }
 
-export function warn(message) {
-  console.warn(message);
-}
-
 export function documentReferrer() {
   return swallow(() => document.referrer) || "";
 }
@@ -165,12 +162,13 @@ export function consentParams(p, keys) {
   }) || ["-------", 0, []];
 }
 
-// POSTs a text/plain body with keepalive (no preflight; survives unload), then calls
-// done([status, retryAfter, rejectedIds, anonymousId]); status 0 when no response arrived.
+// POSTs a text/plain body (a string body is sent as text/plain;charset=UTF-8: no preflight) with
+// keepalive (survives unload), then calls done([status, retryAfter, rejectedIds, anonymousId]);
+// status 0 when no response arrived.
 export function post(url, body, done) {
   const fail = () => done([0, "", "", ""]);
   swallow(() =>
-    fetch(url, { method: "POST", body, keepalive: true, headers: { "Content-Type": "text/plain;charset=UTF-8" } }).then(
+    fetch(url, { method: "POST", body, keepalive: true }).then(
       async (r) => {
         const j = (await r.json().catch(() => null)) || {};
         const results = Array.isArray(j.results) ? j.results : [];
@@ -181,14 +179,6 @@ export function post(url, body, done) {
       fail,
     ),
   ) || fail();
-}
-
-export function after(ms, f) {
-  setTimeout(f, ms);
-}
-
-export function every(ms, f) {
-  setInterval(f, ms);
 }
 
 // pagehide, or the page becoming hidden: the last reliable moment to send.

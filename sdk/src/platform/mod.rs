@@ -12,6 +12,18 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use wasm_bindgen::prelude::*;
 
+// Globals bound directly: no wrapper function to ship.
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = console)]
+    fn warn(message: &str);
+    #[wasm_bindgen(js_name = setTimeout)]
+    fn after_js(f: &JsValue, ms: f64);
+    /// Calls `f` every `ms` milliseconds for the life of the page.
+    #[wasm_bindgen(js_name = setInterval)]
+    pub fn every(f: &JsValue, ms: i32);
+}
+
 #[wasm_bindgen(module = "/src/platform/browser.js")]
 extern "C" {
     /// A cookie's value.
@@ -73,9 +85,6 @@ extern "C" {
     pub fn flush_waiter() -> js_sys::Promise;
     /// Resolves every [`flush_waiter`] promise.
     pub fn flushed();
-    /// `console.warn`.
-    #[wasm_bindgen(js_name = warn)]
-    fn warn(message: &str);
     /// `document.referrer`.
     #[wasm_bindgen(js_name = documentReferrer)]
     pub fn document_referrer() -> String;
@@ -83,11 +92,6 @@ extern "C" {
     fn consent_params(params: &JsValue, keys: &str) -> js_sys::Array;
     #[wasm_bindgen(js_name = post)]
     fn post_js(url: &str, body: &str, done: &JsValue);
-    #[wasm_bindgen(js_name = after)]
-    fn after_js(ms: f64, f: &JsValue);
-    /// Calls `f` every `ms` milliseconds for the life of the page.
-    #[wasm_bindgen(js_name = every)]
-    pub fn every(ms: i32, f: &JsValue);
     /// Calls `f` on `pagehide` and when the page becomes hidden.
     #[wasm_bindgen(js_name = onHide)]
     pub fn on_hide(f: &JsValue);
@@ -181,7 +185,7 @@ pub fn post(url: &str, body: &str, done: impl FnOnce(Answer) + 'static) {
 
 /// Calls `f` once after `ms` milliseconds.
 pub fn after(ms: u64, f: impl FnOnce() + 'static) {
-    after_js(ms as f64, &once(move |_| f()));
+    after_js(&once(move |_| f()), ms as f64);
 }
 
 /// Logs to the console (debug mode only; callers decide).
