@@ -103,6 +103,23 @@ describe("personalisation at ingest", () => {
     assert.equal(json.traits.plan, "free");
   });
 
+  test("a server-side batch of several users refreshes every user's profile, not only the last one's", async () => {
+    const users = ["ada", "bob", "cy"].map((u) => `many-${u}-${run}`);
+    const batch = users.flatMap((anon, i) => [view(anon, `many-${i}`, "Trail", 3), view(anon, `many-${i}-b`, "Trail", 2)]);
+    const r = await send(edge, batch);
+    assert.equal(r.status, 200, r.text);
+    await settled(edge.url);
+    for (const [i, anon] of users.entries()) {
+      const [{ profile_id }] = await edge.query("SELECT profile_id FROM identities WHERE identifier = ?", `anonymous_id:${anon}`);
+      const { json } = await admin(`/v1/profiles/${profile_id}`);
+      assert.deepEqual(json.computedTraits.viewed_products, [`many-${i}-b`, `many-${i}`], anon);
+      const snapshot = JSON.parse(await edge.kv.get(`profile:${profile_id}`));
+      assert.deepEqual(snapshot.computedTraits.viewed_products, [`many-${i}-b`, `many-${i}`], `KV snapshot of ${anon}`);
+    }
+    const [{ n }] = await edge.query("SELECT count(*) AS n FROM item_interactions WHERE product_id LIKE 'many-%'");
+    assert.equal(n, 6, "every user's views feed co-occurrence");
+  });
+
   describe("POST /v1/decide", () => {
     const adminPost = (path, body) =>
       post(`${edge.url}${path}`, body, { authorization: `Bearer ${ADMIN_KEY}` });

@@ -176,12 +176,12 @@ pub async fn post(
         } else {
             None
         };
-        let (profile_id, snapshot, absorbed, profile_of, loaded) = match profile_id {
+        let traits_changed = !graph.traits.is_empty();
+        let (profile_id, profile_of, resolved, mut loaded) = match profile_id {
             Some(id) => {
                 let loaded = results
                     .get(probe_at + 1..)
                     .and_then(|reads| store::profiles::loaded_from(reads, &id).ok());
-                let changed = (!graph.traits.is_empty()).then(Snapshot::default);
                 let profile_of: Vec<(String, String)> = graph
                     .links
                     .iter()
@@ -190,16 +190,13 @@ pub async fn post(
                         Some((l.message_id.clone(), assigned.get(&best)?.clone()))
                     })
                     .collect();
-                (id, changed, Vec::new(), profile_of, loaded)
+                (id, profile_of, None, loaded)
             }
             None => {
                 let resolved = store::identity::resolve(&db, &rules, &graph.links, received_at)
                     .await?
                     .ok_or_else(|| ApiError::Storage("identity resolution had no links".into()))?;
                 let id = resolved.profile_of(best);
-                let snapshot =
-                    snapshot_changes(&resolved, &graph.links, &id, !graph.traits.is_empty());
-                let absorbed = absorbed_into(&resolved, &id);
                 let profile_of = graph
                     .links
                     .iter()
@@ -208,41 +205,69 @@ pub async fn post(
                         Some((l.message_id.clone(), resolved.profile_of(best)))
                     })
                     .collect();
-                (id, snapshot, absorbed, profile_of, None)
+                (id, profile_of, Some(resolved), None)
             }
         };
-        // This request's events of its profile feed computed traits. Duplicates are included:
-        // the core dedups them, and a retry after a failed personalisation step then heals it.
-        let mine: Vec<seam_core::event::Event> = valid
-            .iter()
-            .filter(|e| {
-                let key = format!("{}/{}", source.id, e.message_id);
-                profile_of
-                    .iter()
-                    .any(|(k, p)| *k == key && *p == profile_id)
-            })
-            .map(|e| (*e).clone())
-            .collect();
-        let config = store::personalisation::config()
-            .filter(|_| !absorbed.is_empty() || store::personalisation::reads_any(&mine));
-        if snapshot.is_some() || config.is_some() {
+        // Every profile the request touched (a server-side batch carries many users) gets its
+        // derived state refreshed: the visitor's profile first.
+        let mut profiles = vec![profile_id.clone()];
+        for (_, p) in &profile_of {
+            if !profiles.contains(p) {
+                profiles.push(p.clone());
+            }
+        }
+        let config = store::personalisation::config();
+        let mut refreshes = Vec::new();
+        for profile in profiles {
+            let (snapshot, absorbed) = match &resolved {
+                Some(r) => (
+                    snapshot_changes(r, &graph.links, &profile, traits_changed),
+                    absorbed_into(r, &profile),
+                ),
+                None => (traits_changed.then(Snapshot::default), Vec::new()),
+            };
+            // The request's events of this profile feed computed traits. Duplicates are
+            // included: the core dedups them, and a retry after a failed personalisation step
+            // then heals it.
+            let mine: Vec<seam_core::event::Event> = valid
+                .iter()
+                .filter(|e| {
+                    let key = format!("{}/{}", source.id, e.message_id);
+                    profile_of.iter().any(|(k, p)| *k == key && *p == profile)
+                })
+                .map(|e| (*e).clone())
+                .collect();
+            let config = config
+                .clone()
+                .filter(|_| !absorbed.is_empty() || store::personalisation::reads_any(&mine));
+            if snapshot.is_some() || config.is_some() {
+                refreshes.push(Refresh {
+                    source: source.clone(),
+                    loaded: if profile == profile_id {
+                        loaded.take()
+                    } else {
+                        None
+                    },
+                    profile_id: profile,
+                    snapshot: snapshot.unwrap_or_default(),
+                    absorbed,
+                    mine,
+                    received_at,
+                    config,
+                });
+            }
+        }
+        if !refreshes.is_empty() {
             // Derived state (computed traits, segments, the KV snapshot) is brought up to date
             // after the response: the events and the identity graph are already committed, so
             // the visitor's request does not wait for it. It is idempotent; a retried batch
             // re-applies it.
-            let refresh = Refresh {
-                source: source.clone(),
-                profile_id: profile_id.clone(),
-                snapshot: snapshot.unwrap_or_default(),
-                absorbed,
-                mine,
-                received_at,
-                loaded,
-            };
             let env = env.clone();
             crate::after_response(ctx, async move {
-                if let Err(e) = refresh.run(&env, config).await {
-                    worker::console_error!("profile refresh failed: {}", e.code());
+                for refresh in refreshes {
+                    if let Err(e) = refresh.run(&env).await {
+                        worker::console_error!("profile refresh failed: {}", e.code());
+                    }
                 }
             });
         }
@@ -271,14 +296,12 @@ struct Refresh {
     received_at: i64,
     /// The profile's read model and state, when the request's batch already read them.
     loaded: Option<store::profiles::Loaded>,
+    /// The personalisation configuration, when this profile's events feed it.
+    config: Option<std::sync::Arc<seam_core::personalise::PersonalisationConfig>>,
 }
 
 impl Refresh {
-    async fn run(
-        mut self,
-        env: &Env,
-        config: Option<std::sync::Arc<seam_core::personalise::PersonalisationConfig>>,
-    ) -> Result<(), ApiError> {
+    async fn run(mut self, env: &Env) -> Result<(), ApiError> {
         let db = env.d1("DB")?;
         let (mut view, loaded) = match self.loaded.take() {
             Some(loaded) => loaded,
@@ -289,7 +312,7 @@ impl Refresh {
             // state or snapshot now would bring the person's data back.
             return Ok(());
         }
-        let Some(config) = config else {
+        let Some(config) = self.config.take() else {
             store::profiles::fill_personalisation(&mut view, &loaded.0, self.received_at);
             return self.publish(env, &view).await;
         };
