@@ -76,6 +76,9 @@ pub struct Source {
     /// Property names never stored (compared case-insensitively, ignoring `_` and `-`), wherever
     /// they appear in `properties`, `traits` or `context.traits`.
     pub deny_properties: Vec<String>,
+    /// The site's own origin (`https://origin.shop.example`) when the Worker proxies the site's
+    /// pages from it (filling their slots) instead of serving them from its assets.
+    pub site_origin: Option<String>,
 }
 
 impl Source {
@@ -142,6 +145,8 @@ struct RawSource {
     dedup_window_days: Value,
     #[serde(rename = "denyProperties", default)]
     deny_properties: Value,
+    #[serde(rename = "siteOrigin", default)]
+    site_origin: Value,
 }
 
 /// Validates one source entry.
@@ -209,6 +214,13 @@ pub fn parse_source(key: &str, raw: &Value) -> Result<Source, ConfigError> {
             ))
         }
     };
+    let site_origin =
+        match &raw.site_origin {
+            Value::Null => None,
+            v => Some(v.as_str().and_then(site_origin).ok_or_else(|| {
+                invalid("siteOrigin", "must be an http(s) origin without a path")
+            })?),
+        };
     Ok(Source {
         id: id.to_owned(),
         origins,
@@ -216,7 +228,22 @@ pub fn parse_source(key: &str, raw: &Value) -> Result<Source, ConfigError> {
         analytics_denied,
         dedup_window_days,
         deny_properties,
+        site_origin,
     })
+}
+
+/// `scheme://host[:port]` (a trailing `/` is dropped); anything with a path, query, fragment or
+/// credentials is refused, so a proxied path is always appended to the origin itself.
+fn site_origin(text: &str) -> Option<String> {
+    let text = text.strip_suffix('/').unwrap_or(text);
+    let rest = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"))?;
+    let valid = !rest.is_empty()
+        && rest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
+    valid.then(|| text.to_owned())
 }
 
 /// All configured sources, by write key.
@@ -364,5 +391,44 @@ mod tests {
         assert!(any.allows_origin("https://anything.example"));
         let none = parse_source("k", &json!({"id": "x"})).unwrap();
         assert!(!none.allows_origin("https://shop.example"));
+    }
+
+    #[test]
+    fn site_origin_is_an_origin_without_a_path() {
+        let origin = |v: Value| parse_source("k", &json!({"id": "x", "siteOrigin": v}));
+        assert_eq!(
+            origin(json!("https://origin.shop.example/"))
+                .unwrap()
+                .site_origin
+                .as_deref(),
+            Some("https://origin.shop.example")
+        );
+        assert_eq!(
+            origin(json!("http://127.0.0.1:8080"))
+                .unwrap()
+                .site_origin
+                .as_deref(),
+            Some("http://127.0.0.1:8080")
+        );
+        for bad in [
+            json!("https://a.example/shop"),
+            json!("ftp://a.example"),
+            json!("https://user@a.example"),
+            json!("https://a.example?x=1"),
+            json!("https://"),
+            json!(1),
+        ] {
+            assert!(
+                matches!(
+                    origin(bad.clone()),
+                    Err(ConfigError::Invalid {
+                        field: "siteOrigin",
+                        ..
+                    })
+                ),
+                "{bad}"
+            );
+        }
+        assert_eq!(origin(Value::Null).unwrap().site_origin, None);
     }
 }

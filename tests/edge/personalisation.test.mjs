@@ -3,6 +3,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { createServer } from "node:http";
 import { join } from "node:path";
 import { post, root, settled, startEdge, WRITE_KEY } from "../support/edge.mjs";
 
@@ -377,5 +378,60 @@ describe("personalisation at ingest", () => {
       assert.ok(["none", "control"].includes(hourWindow.json.decisions[0].variant), "back to the committed 1 h window");
       assert.equal((await edge.query("SELECT count(*) AS n FROM settings"))[0].n, 0);
     });
+  });
+});
+
+describe("edge rendering of a site proxied from its own origin", () => {
+  let edge;
+  let origin;
+  const seen = [];
+  before(async () => {
+    // The site owner's origin server: HTML with a slot, its own cookie and CSP.
+    origin = createServer((req, res) => {
+      seen.push({ url: req.url, host: req.headers["x-forwarded-host"], cookie: req.headers.cookie });
+      if (req.url.startsWith("/missing")) {
+        res.writeHead(404, { "content-type": "text/plain" }).end("not here");
+        return;
+      }
+      res.writeHead(200, {
+        "content-type": "text/html; charset=utf-8",
+        "set-cookie": "origin_session=abc; Path=/",
+        "content-security-policy": "default-src 'self' https://cdn.shop.example",
+      });
+      res.end('<!doctype html><title>Origin shop</title><h1>Origin shop</h1><div data-seam-slot="recommended-for-you">fallback</div>');
+    });
+    await new Promise((r) => origin.listen(0, "127.0.0.1", r));
+    edge = await startEdge("proxy", {
+      sources: { [WRITE_KEY]: { id: "proxied-shop", origins: ["*"], siteOrigin: `http://127.0.0.1:${origin.address().port}` } },
+    });
+  });
+  after(async () => {
+    await edge?.stop();
+    origin?.close();
+  });
+
+  test("pages come from the source's siteOrigin with their own headers, and their slots are filled", async () => {
+    const anon = `proxied-visitor-${run}`;
+    await send(edge, [view(anon, "run-1", "Running Shoes", 3), view(anon, "run-2", "Running Shoes", 2)]);
+    await settled(edge.url);
+    const r = await fetch(`${edge.url}/product?id=run-1`, { headers: { cookie: `seam_id=${anon}; origin_session=abc` } });
+    assert.equal(r.status, 200);
+    const html = await r.text();
+    assert.match(html, /<h1>Origin shop<\/h1>/, "the origin's page");
+    assert.match(html, /data-seam-slot="recommended-for-you" data-seam-rendered="personalised"/);
+    assert.doesNotMatch(html, />fallback</, "the slot is filled");
+    assert.equal(r.headers.get("content-security-policy"), "default-src 'self' https://cdn.shop.example", "the origin's own policy");
+    assert.equal(r.headers.get("set-cookie"), "origin_session=abc; Path=/");
+    assert.match(r.headers.get("cache-control"), /private, no-store/);
+    const request = seen.find((s) => s.url === "/product?id=run-1");
+    assert.ok(request, JSON.stringify(seen));
+    assert.equal(request.host, new URL(edge.url).host, "the origin learns the public host");
+    assert.match(request.cookie, /origin_session=abc/, "the visitor's cookies reach the origin");
+
+    const missing = await fetch(`${edge.url}/product?id=missing`.replace("/product", "/missing"));
+    assert.equal(missing.status, 404, "the origin's errors pass through");
+    await settled(edge.url);
+    const [exposure] = await edge.query("SELECT source_id FROM events WHERE name = 'Decision Exposed' AND anonymous_id = ?", anon);
+    assert.equal(exposure.source_id, "proxied-shop");
   });
 });

@@ -10,7 +10,7 @@ use lol_html::{element, rewrite_str, RewriteStrSettings};
 use seam_core::enrich::RequestFacts;
 use seam_core::slot::slots_in_html;
 use serde_json::json;
-use worker::{Context, Env, Request, Response};
+use worker::{Context, Env, Fetch, Request, RequestInit, Response};
 
 use super::decide::{decide, Decisions, Exposure, Slot, Visitor};
 use crate::error::ApiError;
@@ -45,7 +45,16 @@ pub async fn page(req: Request, env: &Env, ctx: &Context) -> Result<Response, Ap
     // when the visitor denied it: non-personal defaults either way.
     let opted_out = http::header(&req, "Sec-GPC").is_some_and(|v| v.trim() == "1")
         || http::cookie(&req, CONSENT_COOKIE).is_some_and(|v| v == "0");
-    let mut asset = env.assets("ASSETS")?.fetch_request(req).await?;
+    let site = store::sources::configured(env)?
+        .site_source(&url.origin().ascii_serialization())
+        .cloned();
+    // The site's pages come from its own origin when the source names one, else from the
+    // Worker's assets.
+    let proxied = site.as_ref().and_then(|s| s.site_origin.clone());
+    let mut asset = match &proxied {
+        Some(origin) => fetch_origin(&req, origin, &url).await?,
+        None => env.assets("ASSETS")?.fetch_request(req).await?,
+    };
     let is_html = asset
         .headers()
         .get("Content-Type")?
@@ -68,8 +77,8 @@ pub async fn page(req: Request, env: &Env, ctx: &Context) -> Result<Response, Ap
         let decisions = decide(env, &db, &rules, who, &slots, opted_out).await?;
         let body =
             fill(&html, &decisions).map_err(|e| ApiError::Storage(format!("render: {e}")))?;
-        if let (Some(visitor), Some(_)) = (visitor, &decisions.profile_id) {
-            log_exposure(env, ctx, &url, facts, visitor, decisions)?;
+        if let (Some(visitor), Some(_), Some(site)) = (visitor, &decisions.profile_id, site) {
+            log_exposure(env, ctx, &url, facts, visitor, decisions, site)?;
         }
         body
     } else {
@@ -77,18 +86,61 @@ pub async fn page(req: Request, env: &Env, ctx: &Context) -> Result<Response, Ap
     };
     let mut response = Response::from_html(body)?;
     let headers = response.headers_mut();
-    let csp = asset.headers().get("Content-Security-Policy")?;
-    headers.set(
-        "Content-Security-Policy",
-        csp.as_deref().unwrap_or(FALLBACK_CSP),
-    )?;
+    // The page's own headers (cookies, its CSP), less those that described the original bytes.
+    for (name, value) in asset.headers().entries() {
+        if !UNCOPIED.contains(&name.as_str()) {
+            headers.append(&name, &value)?;
+        }
+    }
+    // A proxied site keeps its own policy; the Worker's assets get the build's or this one.
+    if proxied.is_none() && headers.get("Content-Security-Policy")?.is_none() {
+        headers.set("Content-Security-Policy", FALLBACK_CSP)?;
+    }
     for (name, value) in SECURITY_HEADERS {
-        headers.set(name, value)?;
+        if headers.get(name)?.is_none() {
+            headers.set(name, value)?;
+        }
     }
     // Personalised per visitor: never shared by caches.
     headers.set("Cache-Control", "private, no-store")?;
-    headers.set("Vary", "Cookie")?;
+    headers.append("Vary", "Cookie")?;
     Ok(response)
+}
+
+/// Response headers of the fetched page not copied to the rendered one: they described the
+/// original bytes (the rendered body differs per visitor).
+const UNCOPIED: [&str; 6] = [
+    "content-length",
+    "content-encoding",
+    "transfer-encoding",
+    "etag",
+    "last-modified",
+    "content-type",
+];
+
+/// GETs `url`'s path and query from the site's origin, with the visitor's headers.
+async fn fetch_origin(
+    req: &Request,
+    origin: &str,
+    url: &worker::Url,
+) -> Result<Response, ApiError> {
+    let mut target = format!("{origin}{}", url.path());
+    if let Some(query) = url.query() {
+        target.push('?');
+        target.push_str(query);
+    }
+    let headers = req.headers().clone();
+    let host = url.host_str().unwrap_or_default();
+    let host = match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    };
+    headers.set("X-Forwarded-Host", &host)?;
+    headers.set("X-Forwarded-Proto", url.scheme())?;
+    let mut init = RequestInit::new();
+    init.with_method(req.method()).with_headers(headers);
+    let request = Request::new_with_init(&target, &init)?;
+    Ok(Fetch::Request(request).send().await?)
 }
 
 /// Logs the rendered decision as a `Decision Exposed` event of the site's source, after the
@@ -101,13 +153,8 @@ fn log_exposure(
     facts: RequestFacts,
     visitor: String,
     decisions: Decisions,
+    source: seam_core::source::Source,
 ) -> Result<(), ApiError> {
-    let Some(source) = store::sources::configured(env)?
-        .site_source(&url.origin().ascii_serialization())
-        .cloned()
-    else {
-        return Ok(());
-    };
     let db = env.d1("DB")?;
     // `seam.rendered`: the slot was filled by the edge, not by the SDK.
     let context = json!({
