@@ -1,16 +1,22 @@
 // `npm run bench`: the one entry point for Seam's speed and size numbers. Prints a markdown table
 // and writes it to bench/results.md. Load goes only to the local workerd on 127.0.0.1, bounded in
 // request count.
+//
+// BENCH_ONLY=edge node bench/run.mjs: only the edge section (ingest, merge, decisions and rendered
+// pages, one wrangler dev run), skipping the SDK size/browser and native criterion benches (which
+// take minutes); the table is printed but bench/results.md is left as it is.
 import { execFileSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
-import { startEdge, WRITE_KEY } from "../tests/support/edge.mjs";
+import { root, settled, startEdge, WRITE_KEY } from "../tests/support/edge.mjs";
+import { products } from "../demo-site/products.js";
 import { kb, measureSdk } from "../scripts/sdk-size.mjs";
 import { sdkRows } from "./sdk.mjs";
 
 const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 400);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 8);
 const WARMUP = 40;
+const EDGE_ONLY = process.env.BENCH_ONLY === "edge";
 
 function batchBody(run, n) {
   const now = new Date().toISOString();
@@ -66,21 +72,129 @@ async function load(label, count, makeRequest) {
   return { label, rate: count / seconds, p50: pct(0.5), p99: pct(0.99), failures };
 }
 
+/** A table row of one `load` result: rate, then p50/p99 latency (and `extra`) and failures. */
+function speedRow(result, extra = "") {
+  return [
+    `edge: ${result.label}`,
+    `${result.rate.toFixed(0)} req/s`,
+    `p50 ${result.p50.toFixed(1)} ms, p99 ${result.p99.toFixed(1)} ms${extra}, ${result.failures} failed`,
+  ];
+}
+
+// Decisions and edge-rendered pages. Visitors with behaviour: anonymous IDs as the SDK's cookie
+// carries them (at least 16 characters).
+const VISITORS = 50;
+const visitorId = (i) => `bench-visitor-${String(i + 1).padStart(6, "0")}`;
+const PAGE = "/";
+// Every HTML page of the site is routed to the Worker (wrangler.toml run_worker_first), so none can
+// be served without it: the "static page" is an asset of about the same size (products.js,
+// 2.7 KB vs index.html's 3.0 KB) that the assets layer serves with no Worker code at all.
+const STATIC_ASSET = "/products.js";
+
+/**
+ * Rows for `/v1/decide` and the edge-rendered page, on a running edge: the demo shop's 12-item
+ * catalogue is uploaded, 50 visitors each view 3-5 products, then four loads of REQUESTS each
+ * (visitors cycled): the static asset, the page for an unknown visitor (the Worker renders
+ * non-personal defaults), the page for a known visitor (`seam_id` cookie: personalised), and
+ * `POST /v1/decide` for the page's two slots.
+ */
+async function decisionRows(edge, run) {
+  const adminKey = readFileSync(`${root}/.dev.vars`, "utf8").match(/^ADMIN_KEY=(.*)$/m)?.[1].trim();
+  const upload = await fetch(`${edge.url}/v1/admin/catalog`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${adminKey}`, "content-type": "application/json" },
+    body: JSON.stringify({ items: products }),
+  });
+  const uploaded = await upload.text();
+  if (upload.status !== 200 || JSON.parse(uploaded).stored !== products.length) throw new Error(`catalogue upload: ${upload.status} ${uploaded}`);
+
+  // Visitor i views 3-5 distinct products across the categories, a minute apart, in the last 5 minutes.
+  const now = Date.now();
+  const views = await load("setup", VISITORS, (i) => {
+    const count = 3 + (i % 3);
+    const batch = Array.from({ length: count }, (_, k) => {
+      const p = products[(i * 5 + k * 7) % products.length];
+      return {
+        type: "track",
+        event: "Product Viewed",
+        anonymousId: visitorId(i),
+        messageId: `bench-view-${run}-${i}-${k}`,
+        timestamp: new Date(now - (count - k) * 60_000).toISOString(),
+        properties: { product_id: p.product_id, category: p.category, name: p.name, price: p.price },
+        context: { page: { path: "/product" }, userAgent: "bench" },
+      };
+    });
+    return fetch(`${edge.url}/v1/batch`, { method: "POST", body: JSON.stringify({ writeKey: WRITE_KEY, batch }), headers: { "content-type": "text/plain" } });
+  });
+  if (views.failures) throw new Error(`${views.failures} of ${VISITORS} visitors' events were refused`);
+  await settled(edge.url, 60_000); // their traits, segments and KV snapshots
+
+  const staticAsset = () => fetch(`${edge.url}${STATIC_ASSET}`);
+  const strangerPage = () => fetch(`${edge.url}${PAGE}`);
+  const visitorPage = (n) => fetch(`${edge.url}${PAGE}`, { headers: { cookie: `seam_id=${visitorId(n % VISITORS)}` } });
+  const decide = (n) =>
+    fetch(`${edge.url}/v1/decide`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ writeKey: WRITE_KEY, anonymousId: visitorId(n % VISITORS), slots: ["recommended-for-you", "discount-banner"] }),
+    });
+
+  // Check what is measured: the asset bypasses the Worker, the pages carry the slots as rendered.
+  const rendered = (html) => html.match(/data-seam-slot="recommended-for-you"[^>]*data-seam-rendered="([^"]+)"/)?.[1] ?? "unrendered";
+  const asset = await staticAsset();
+  const assetBytes = (await asset.arrayBuffer()).byteLength;
+  if (!asset.ok || /text\/html/.test(asset.headers.get("content-type"))) throw new Error(`${STATIC_ASSET}: ${asset.status} ${asset.headers.get("content-type")}`);
+  const stranger = await (await strangerPage()).text();
+  if (rendered(stranger) !== "default") throw new Error(`unknown visitor's page rendered ${rendered(stranger)}`);
+  const variants = {};
+  let pageBytes = 0;
+  for (let i = 0; i < VISITORS; i++) {
+    const html = await (await visitorPage(i)).text();
+    variants[rendered(html)] = (variants[rendered(html)] ?? 0) + 1;
+    pageBytes = Math.max(pageBytes, Buffer.byteLength(html));
+  }
+  if (!variants.personalised) throw new Error(`no visitor got a personalised page: ${JSON.stringify(variants)}`);
+  const mix = Object.entries(variants).map(([v, n]) => `${n} ${v}`).join(", ");
+
+  const kinds = [staticAsset, strangerPage, visitorPage, decide];
+  await load("warmup", WARMUP, (n) => kinds[n % kinds.length](n));
+  // Each load starts once the previous one's work after the response (exposure logs) is done.
+  const measure = async (label, makeRequest) => {
+    await settled(edge.url, 60_000);
+    return load(label, REQUESTS, makeRequest);
+  };
+  const plain = await measure(`static asset, no Worker code (GET ${STATIC_ASSET}, ${kb(assetBytes)})`, staticAsset);
+  const defaults = await measure(`page for an unknown visitor (GET ${PAGE}, no cookie: Worker renders defaults)`, strangerPage);
+  const personal = await measure(`personalised page (GET ${PAGE} with seam_id cookie, ${kb(pageBytes)})`, visitorPage);
+  const decisions = await measure("decision (POST /v1/decide, 2 slots)", decide);
+  const pct = (a, b) => `${((a.rate / b.rate) * 100).toFixed(0)}%`;
+  return [
+    speedRow(plain),
+    speedRow(defaults),
+    speedRow(personal, `, ${VISITORS} visitors cycled (${mix})`),
+    speedRow(decisions, `, ${VISITORS} visitors cycled`),
+    ["edge: personalised page rate / static asset rate", pct(personal, plain), "target >= 50% (no HTML page can bypass the Worker: the static row is a same-size asset)"],
+    ["edge: personalised page rate / unknown-visitor page rate", pct(personal, defaults), "the profile read and personal decision on top of rendering"],
+  ];
+}
+
 const rows = [];
-const size = await measureSdk();
-rows.push(["SDK wasm (wasm-opt -Oz)", `${kb(size.wasm.gzip)} gzip`, `${kb(size.wasm.brotli)} brotli, ${kb(size.wasm.raw)} raw`]);
-rows.push(["SDK JS (entry + glue, minified)", `${kb(size.js.gzip)} gzip`, `${kb(size.js.brotli)} brotli, ${kb(size.js.raw)} raw`]);
-// Seam vs peers (size, measured the same way), wasm breakdown, track() and load() in Chromium.
-rows.push(...(await sdkRows()));
-const criterionDir = runNativeBenches();
-const nativeBatch = nativeMedianMicros(criterionDir, "ingest", "batch_20_events");
-rows.push(["native: decode + validate + plan, 20-event batch", `${nativeBatch.toFixed(1)} µs median`, "target < 200 µs"]);
-const nativeStitch = nativeMedianMicros(criterionDir, "identity", "stitch_50_identifiers");
-rows.push(["native: stitch, 50-identifier fragment", `${nativeStitch.toFixed(1)} µs median`, "target < 50 µs"]);
-const nativePartition = nativeMedianMicros(criterionDir, "identity", "partition_50_identifiers");
-rows.push(["native: partition, 50-identifier component", `${nativePartition.toFixed(1)} µs median`, "the edge's recomputation per request"]);
-const nativePersonalise = nativeMedianMicros(criterionDir, "personalisation", "update_one_event_full_horizon");
-rows.push(["native: personalise one event (row parse + traits + segments + writes, 128-fact state)", `${nativePersonalise.toFixed(1)} µs median`, "target < 300 µs"]);
+if (!EDGE_ONLY) {
+  const size = await measureSdk();
+  rows.push(["SDK wasm (wasm-opt -Oz)", `${kb(size.wasm.gzip)} gzip`, `${kb(size.wasm.brotli)} brotli, ${kb(size.wasm.raw)} raw`]);
+  rows.push(["SDK JS (entry + glue, minified)", `${kb(size.js.gzip)} gzip`, `${kb(size.js.brotli)} brotli, ${kb(size.js.raw)} raw`]);
+  // Seam vs peers (size, measured the same way), wasm breakdown, track() and load() in Chromium.
+  rows.push(...(await sdkRows()));
+  const criterionDir = runNativeBenches();
+  const nativeBatch = nativeMedianMicros(criterionDir, "ingest", "batch_20_events");
+  rows.push(["native: decode + validate + plan, 20-event batch", `${nativeBatch.toFixed(1)} µs median`, "target < 200 µs"]);
+  const nativeStitch = nativeMedianMicros(criterionDir, "identity", "stitch_50_identifiers");
+  rows.push(["native: stitch, 50-identifier fragment", `${nativeStitch.toFixed(1)} µs median`, "target < 50 µs"]);
+  const nativePartition = nativeMedianMicros(criterionDir, "identity", "partition_50_identifiers");
+  rows.push(["native: partition, 50-identifier component", `${nativePartition.toFixed(1)} µs median`, "the edge's recomputation per request"]);
+  const nativePersonalise = nativeMedianMicros(criterionDir, "personalisation", "update_one_event_full_horizon");
+  rows.push(["native: personalise one event (row parse + traits + segments + writes, 128-fact state)", `${nativePersonalise.toFixed(1)} µs median`, "target < 300 µs"]);
+}
 
 // Limits far above the load so the bench measures ingestion, not the rate limiter's 429s.
 const edge = await startEdge("bench", { limits: { ip: 1_000_000, source: 1_000_000 } });
@@ -91,14 +205,7 @@ try {
   await load("warmup", WARMUP, (n) => (n % 2 ? health() : batch(-1 - n)));
   const noop = await load("no-op route (GET /health)", REQUESTS, health);
   const ingest = await load("20-event batch (POST /v1/batch)", REQUESTS, batch);
-  for (const result of [noop, ingest]) {
-    const extra = result === ingest ? `, ${(result.rate * 20).toFixed(0)} events/s` : "";
-    rows.push([
-      `edge: ${result.label}`,
-      `${result.rate.toFixed(0)} req/s`,
-      `p50 ${result.p50.toFixed(1)} ms, p99 ${result.p99.toFixed(1)} ms${extra}, ${result.failures} failed`,
-    ]);
-  }
+  rows.push(speedRow(noop), speedRow(ingest, `, ${(ingest.rate * 20).toFixed(0)} events/s`));
   rows.push(["edge: ingest rate / no-op rate", `${((ingest.rate / noop.rate) * 100).toFixed(0)}%`, "target >= 25%"]);
 
   // An identify that merges two existing profiles (an anonymous visitor's and the user's).
@@ -119,6 +226,10 @@ try {
     `p50 ${merge.p50.toFixed(1)} ms`,
     `p99 ${merge.p99.toFixed(1)} ms, ${merge.rate.toFixed(0)} req/s, ${merge.failures} failed`,
   ]);
+
+  // `/v1/decide` and the edge-rendered page vs the same-size static asset, same run.
+  await settled(edge.url, 60_000);
+  rows.push(...(await decisionRows(edge, run)));
 } finally {
   await edge.stop();
 }
@@ -132,4 +243,4 @@ const table = [
   "",
 ].join("\n");
 console.log(table);
-writeFileSync(new URL("./results.md", import.meta.url), table);
+if (!EDGE_ONLY) writeFileSync(new URL("./results.md", import.meta.url), table);
