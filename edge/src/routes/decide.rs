@@ -3,7 +3,9 @@
 //! holdout, and a `Decision Exposed` event for lift measurement. Write-key auth and CORS as for
 //! ingestion: the SDK calls it from browsers. [`decide`] is shared with edge rendering.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
 
 use seam_core::auth::basic_user;
 use seam_core::enrich::RequestFacts;
@@ -278,7 +280,7 @@ impl Exposure<'_> {
 
     /// The `Decision Exposed` event. Its `messageId` is the caller's, or derived from the
     /// visitor, the decision and the minute, so a retried call logs one exposure.
-    fn event(self, now_ms: i64) -> Value {
+    pub fn event(self, now_ms: i64) -> Value {
         let decisions = self.decisions;
         let slots: Vec<Value> = decisions
             .slots
@@ -397,7 +399,9 @@ pub async fn decide(
         .as_deref()
         .filter(|_| matches!(basis, Basis::Personalised | Basis::ColdStart))
         .filter(|_| kinds.iter().any(|k| matches!(k, SlotKind::Banner { .. })));
-    let mut reads = if wants_items {
+    // A non-personal decision reads only the popular list: kept per isolate for a few seconds.
+    let cached = (wants_items && !personal).then(popular_cached).flatten();
+    let mut reads = if wants_items && cached.is_none() {
         recommendation_reads(&signals, POPULAR)
     } else {
         Vec::new()
@@ -431,14 +435,20 @@ pub async fn decide(
             .and_then(|r| r.results::<CandidateRow>().ok())
             .unwrap_or_default()
     };
-    let (pair_rows, popular_rows) = (rows(0), rows(1));
+    let (pair_rows, popular_rows, more) = match cached {
+        Some(popular) => (Vec::new(), popular, Vec::new()),
+        None => {
+            let popular = Rc::new(rows(1));
+            if wants_items && !personal {
+                keep_popular(&popular);
+            }
+            let mut more = rows(2);
+            more.extend(rows(3));
+            (rows(0), popular, more)
+        }
+    };
     let mut catalog: BTreeMap<String, CatalogItem> = BTreeMap::new();
-    for row in pair_rows
-        .iter()
-        .chain(&popular_rows)
-        .chain(&rows(2))
-        .chain(&rows(3))
-    {
+    for row in pair_rows.iter().chain(popular_rows.iter()).chain(&more) {
         if let Some(item) = row.body.as_deref().and_then(CatalogItem::from_json_str) {
             catalog.insert(item.product_id.clone(), item);
         }
@@ -526,6 +536,65 @@ pub struct Visitor<'a> {
     pub user_id: Option<&'a str>,
 }
 
+/// Anonymous ID -> profile ID pointers an isolate remembers (cleared when full), for at most
+/// [`POINTER_TTL_MS`]; this isolate's own KV publishes update them at once.
+const KNOWN_PROFILES: usize = 10_000;
+const POINTER_TTL_MS: f64 = 60_000.0;
+
+thread_local! {
+    static PROFILE_OF: RefCell<HashMap<String, (String, f64)>> = RefCell::new(HashMap::new());
+}
+
+fn known_profile(anonymous_id: &str) -> Option<String> {
+    let now = worker::Date::now().as_millis() as f64;
+    PROFILE_OF.with(|p| {
+        p.borrow()
+            .get(anonymous_id)
+            .filter(|(_, at)| now - at < POINTER_TTL_MS)
+            .map(|(id, _)| id.clone())
+    })
+}
+
+/// Remembers that `anonymous_id` belongs to `profile_id` (as the KV pointer says).
+pub fn remember_profile(anonymous_id: &str, profile_id: &str) {
+    let now = worker::Date::now().as_millis() as f64;
+    PROFILE_OF.with(|p| {
+        let mut known = p.borrow_mut();
+        if known.len() >= KNOWN_PROFILES {
+            known.clear();
+        }
+        known.insert(anonymous_id.to_owned(), (profile_id.to_owned(), now));
+    });
+}
+
+/// How long an isolate reuses the popular list for non-personal decisions. Ingest in the same
+/// isolate drops it at once; other isolates' writes show within this time.
+const POPULAR_TTL_MS: f64 = 10_000.0;
+
+thread_local! {
+    static POPULAR_ROWS: RefCell<Option<(f64, Rc<Vec<CandidateRow>>)>> = const { RefCell::new(None) };
+}
+
+fn popular_cached() -> Option<Rc<Vec<CandidateRow>>> {
+    let now = worker::Date::now().as_millis() as f64;
+    POPULAR_ROWS.with(|p| {
+        p.borrow()
+            .as_ref()
+            .filter(|(at, _)| now - at < POPULAR_TTL_MS)
+            .map(|(_, rows)| Rc::clone(rows))
+    })
+}
+
+fn keep_popular(rows: &Rc<Vec<CandidateRow>>) {
+    let now = worker::Date::now().as_millis() as f64;
+    POPULAR_ROWS.with(|p| *p.borrow_mut() = Some((now, Rc::clone(rows))));
+}
+
+/// Drops the isolate's popular list (new product evidence or catalogue items were written).
+pub fn forget_popular() {
+    POPULAR_ROWS.with(|p| *p.borrow_mut() = None);
+}
+
 #[derive(Deserialize, Default)]
 struct CandidateRow {
     item_a: Option<String>,
@@ -585,11 +654,19 @@ async fn load_profile(
     // Users are looked up in D1 (no KV pointer is kept for user IDs).
     if user_id.is_none() {
         if let Some(anon) = anonymous_id {
-            let mut id = get(format!("anon:{anon}")).await.and_then(|p| {
-                p.get("profileId")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-            });
+            // The pointer rarely changes (a merge leaves a forwarding record on the old profile,
+            // which is followed below), so the isolate remembers it: one KV read fewer.
+            let mut id = match known_profile(anon) {
+                Some(id) => Some(id),
+                None => get(format!("anon:{anon}")).await.and_then(|p| {
+                    p.get("profileId")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                }),
+            };
+            if let (Some(id), None) = (&id, known_profile(anon)) {
+                remember_profile(anon, id);
+            }
             for _ in 0..MAX_HOPS {
                 let Some(current) = id.take() else { break };
                 match get(format!("profile:{current}")).await {

@@ -327,6 +327,8 @@ impl Refresh {
             loaded,
         )
         .await;
+        // New product evidence changes popularity.
+        super::decide::forget_popular();
         let update = match update {
             Ok(update) => update,
             Err(e) => {
@@ -425,6 +427,17 @@ pub(crate) async fn store_internal(
     events: &[serde_json::Value],
     received_at: i64,
 ) -> Result<Vec<String>, ApiError> {
+    let valid = prepare_internal(source, facts, events, received_at)?;
+    insert_internal(db, source, &valid, received_at).await
+}
+
+/// Validates and enriches server-logged events like client events (invalid ones are dropped).
+pub(crate) fn prepare_internal(
+    source: &seam_core::source::Source,
+    facts: Option<&seam_core::enrich::RequestFacts>,
+    events: &[serde_json::Value],
+    received_at: i64,
+) -> Result<Vec<seam_core::event::Event>, ApiError> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
@@ -435,8 +448,21 @@ pub(crate) async fn store_internal(
     if let Some(facts) = facts {
         decoded = decoded.enrich(facts, source);
     }
-    let valid: Vec<_> = decoded.valid().collect();
-    let cutoff = received_at - i64::from(source.dedup_window_days) * DAY_MS;
+    Ok(decoded.valid().cloned().collect())
+}
+
+/// Stores prepared events of `source` (deduplicated by `messageId`); returns their IDs.
+pub(crate) async fn insert_internal(
+    db: &worker::D1Database,
+    source: &seam_core::source::Source,
+    events: &[seam_core::event::Event],
+    now_ms: i64,
+) -> Result<Vec<String>, ApiError> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let valid: Vec<_> = events.iter().collect();
+    let cutoff = now_ms - i64::from(source.dedup_window_days) * DAY_MS;
     store::d1::execute(db, &plan::insert_events(&source.id, &valid, cutoff)).await?;
     Ok(valid.iter().map(|e| e.message_id.clone()).collect())
 }

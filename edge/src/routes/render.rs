@@ -10,9 +10,17 @@ use lol_html::{element, rewrite_str, RewriteStrSettings};
 use seam_core::enrich::RequestFacts;
 use seam_core::slot::slots_in_html;
 use serde_json::json;
-use worker::{Context, Env, Fetch, Request, RequestInit, Response};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use worker::{Context, Env, Fetch, Method, Request, RequestInit, Response};
+
+use seam_core::event::Event;
+use seam_core::source::Source;
 
 use super::decide::{decide, Decisions, Exposure, Slot, Visitor};
+use super::ingest::{insert_internal, prepare_internal};
 use crate::error::ApiError;
 use crate::{http, settings, store};
 
@@ -51,19 +59,34 @@ pub async fn page(req: Request, env: &Env, ctx: &Context) -> Result<Response, Ap
     // The site's pages come from its own origin when the source names one, else from the
     // Worker's assets.
     let proxied = site.as_ref().and_then(|s| s.site_origin.clone());
-    let mut asset = match &proxied {
-        Some(origin) => fetch_origin(&req, origin, &url).await?,
-        None => env.assets("ASSETS")?.fetch_request(req).await?,
+    let cache_key =
+        (proxied.is_none() && req.method() == Method::Get).then(|| url.path().to_owned());
+    let page = match cache_key.as_deref().and_then(cached_page) {
+        Some(page) => page,
+        None => {
+            let mut asset = match &proxied {
+                Some(origin) => fetch_origin(&req, origin, &url).await?,
+                None => env.assets("ASSETS")?.fetch_request(req).await?,
+            };
+            let is_html = asset
+                .headers()
+                .get("Content-Type")?
+                .is_some_and(|t| t.starts_with("text/html"));
+            if asset.status_code() != 200 || !is_html {
+                return Ok(asset);
+            }
+            let page = Rc::new(Page {
+                html: asset.text().await?,
+                headers: asset.headers().entries().collect(),
+            });
+            if let Some(key) = cache_key {
+                keep_page(key, &page);
+            }
+            page
+        }
     };
-    let is_html = asset
-        .headers()
-        .get("Content-Type")?
-        .is_some_and(|t| t.starts_with("text/html"));
-    if asset.status_code() != 200 || !is_html {
-        return Ok(asset);
-    }
-    let html = asset.text().await?;
-    let slots: Vec<Slot> = slots_in_html(&html)
+    let html = page.html.as_str();
+    let slots: Vec<Slot> = slots_in_html(html)
         .into_iter()
         .map(|id| Slot { id, limit: None })
         .collect();
@@ -75,21 +98,20 @@ pub async fn page(req: Request, env: &Env, ctx: &Context) -> Result<Response, Ap
             user_id: None,
         };
         let decisions = decide(env, &db, &rules, who, &slots, opted_out).await?;
-        let body =
-            fill(&html, &decisions).map_err(|e| ApiError::Storage(format!("render: {e}")))?;
+        let body = fill(html, &decisions).map_err(|e| ApiError::Storage(format!("render: {e}")))?;
         if let (Some(visitor), Some(_), Some(site)) = (visitor, &decisions.profile_id, site) {
             log_exposure(env, ctx, &url, facts, visitor, decisions, site)?;
         }
         body
     } else {
-        html
+        html.to_owned()
     };
     let mut response = Response::from_html(body)?;
     let headers = response.headers_mut();
     // The page's own headers (cookies, its CSP), less those that described the original bytes.
-    for (name, value) in asset.headers().entries() {
+    for (name, value) in &page.headers {
         if !UNCOPIED.contains(&name.as_str()) {
-            headers.append(&name, &value)?;
+            headers.append(name, value)?;
         }
     }
     // A proxied site keeps its own policy; the Worker's assets get the build's or this one.
@@ -105,6 +127,34 @@ pub async fn page(req: Request, env: &Env, ctx: &Context) -> Result<Response, Ap
     headers.set("Cache-Control", "private, no-store")?;
     headers.append("Vary", "Cookie")?;
     Ok(response)
+}
+
+/// A site page as fetched: its HTML and headers.
+struct Page {
+    html: String,
+    headers: Vec<(String, String)>,
+}
+
+/// Pages of the Worker's own assets kept per isolate: assets are immutable within a deployment
+/// (a new deployment starts new isolates), so the asset fetch is paid once per page and isolate.
+/// Proxied origins are fetched every time.
+const CACHED_PAGES: usize = 64;
+
+thread_local! {
+    static PAGES: RefCell<HashMap<String, Rc<Page>>> = RefCell::new(HashMap::new());
+}
+
+fn cached_page(path: &str) -> Option<Rc<Page>> {
+    PAGES.with(|p| p.borrow().get(path).cloned())
+}
+
+fn keep_page(path: String, page: &Rc<Page>) {
+    PAGES.with(|p| {
+        let mut pages = p.borrow_mut();
+        if pages.len() < CACHED_PAGES {
+            pages.insert(path, Rc::clone(page));
+        }
+    });
 }
 
 /// Response headers of the fetched page not copied to the rendered one: they described the
@@ -143,8 +193,9 @@ async fn fetch_origin(
     Ok(Fetch::Request(request).send().await?)
 }
 
-/// Logs the rendered decision as a `Decision Exposed` event of the site's source, after the
-/// response (the page does not wait for it). Only known visitors: an exposure nobody can be
+/// Logs the rendered decision as a `Decision Exposed` event of the site's source. Exposures are
+/// gathered per isolate and written together shortly after the first one's response (one D1
+/// batch instead of one write per page view). Only known visitors: an exposure nobody can be
 /// attributed to measures no lift.
 fn log_exposure(
     env: &Env,
@@ -153,28 +204,61 @@ fn log_exposure(
     facts: RequestFacts,
     visitor: String,
     decisions: Decisions,
-    source: seam_core::source::Source,
+    source: Source,
 ) -> Result<(), ApiError> {
-    let db = env.d1("DB")?;
     // `seam.rendered`: the slot was filled by the edge, not by the SDK.
     let context = json!({
         "page": { "path": url.path(), "url": url.as_str() },
         "seam": { "rendered": true },
     });
-    crate::after_response(ctx, async move {
-        let exposure = Exposure {
-            decisions: &decisions,
-            anonymous_id: Some(&visitor),
-            user_id: None,
-            message_id: None,
-            context: &context,
-        };
-        let now_ms = worker::Date::now().as_millis() as i64;
-        if let Err(e) = exposure.log(&db, &source, &facts, now_ms).await {
-            worker::console_error!("exposure log failed: {}", e.code());
-        }
+    let now_ms = worker::Date::now().as_millis() as i64;
+    let event = Exposure {
+        decisions: &decisions,
+        anonymous_id: Some(&visitor),
+        user_id: None,
+        message_id: None,
+        context: &context,
+    }
+    .event(now_ms);
+    let prepared = prepare_internal(&source, Some(&facts), &[event], now_ms)?;
+    let first = EXPOSURES.with(|pending| {
+        let mut pending = pending.borrow_mut();
+        let first = pending.is_none();
+        let list = pending.get_or_insert_with(Vec::new);
+        list.extend(prepared.into_iter().map(|e| (source.clone(), e)));
+        first
     });
+    if first {
+        let db = env.d1("DB")?;
+        crate::after_response(ctx, async move {
+            worker::Delay::from(EXPOSURE_GATHER).await;
+            let pending = EXPOSURES
+                .with(|p| p.borrow_mut().take())
+                .unwrap_or_default();
+            let mut by_source: Vec<(Source, Vec<Event>)> = Vec::new();
+            for (source, event) in pending {
+                match by_source.iter_mut().find(|(s, _)| s.id == source.id) {
+                    Some((_, events)) => events.push(event),
+                    None => by_source.push((source, vec![event])),
+                }
+            }
+            let now_ms = worker::Date::now().as_millis() as i64;
+            for (source, events) in by_source {
+                if let Err(e) = insert_internal(&db, &source, &events, now_ms).await {
+                    worker::console_error!("exposure log failed: {}", e.code());
+                }
+            }
+        });
+    }
     Ok(())
+}
+
+/// How long exposures gather before they are written.
+const EXPOSURE_GATHER: std::time::Duration = std::time::Duration::from_millis(200);
+
+thread_local! {
+    /// Exposures waiting to be written (`Some` while a write is scheduled).
+    static EXPOSURES: RefCell<Option<Vec<(Source, Event)>>> = const { RefCell::new(None) };
 }
 
 /// Fills each decided slot of `html` with its markup (a slot without markup, such as a banner

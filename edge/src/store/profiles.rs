@@ -259,6 +259,7 @@ pub async fn publish(env: &Env, view: &ProfileView, anonymous_ids: &[String], ab
     )];
     let pointer = json!({ "profileId": view.profile_id }).to_string();
     for anon in anonymous_ids {
+        crate::routes::decide::remember_profile(anon, &view.profile_id);
         puts.push((format!("anon:{anon}"), pointer.clone()));
     }
     for old in absorbed {
