@@ -28,13 +28,26 @@ if (import.meta.url === `file://${process.argv[1]}`) {
 
   rmSync(out, { recursive: true, force: true });
   mkdirSync(out, { recursive: true });
-  cpSync(join(root, "demo-site"), out, { recursive: true });
+  cpSync(join(root, "demo-site"), out, { recursive: true, filter: (src) => !src.includes("/partials") });
+  expandIncludes();
   for (const file of pkg.files.filter((f) => !f.endsWith(".md") && !f.endsWith(".d.ts"))) {
     mkdirSync(dirname(join(out, "vendor/seam-sdk", file)), { recursive: true });
     cpSync(join(pkgDir, file), join(out, "vendor/seam-sdk", file));
   }
   rmSync(unpacked, { recursive: true, force: true });
   writeSecurityHeaders();
+}
+
+// The pages share their head links, header, footer and consent banner: `<!-- include: name -->`
+// is replaced by demo-site/partials/name.html, so the served HTML is whole (the Worker renders
+// it as is, and it works without JavaScript).
+function expandIncludes() {
+  for (const file of readdirSync(out).filter((f) => f.endsWith(".html"))) {
+    const html = readFileSync(join(out, file), "utf8").replace(/^ *<!-- include: ([a-z-]+) -->\n/gm, (_, name) =>
+      readFileSync(join(root, "demo-site/partials", `${name}.html`), "utf8"),
+    );
+    writeFileSync(join(out, file), html);
+  }
 }
 
 // Security headers for every page the Worker's assets serve (Cloudflare's `_headers` file). The

@@ -88,11 +88,25 @@ impl PersonalisationConfig {
             serde_json::from_str::<Value>(text)
                 .map_err(|_| PersonalisationConfigError::NotJson(what))
         };
-        let computed = ComputedConfig::from_json(&parse(computed, "computed traits")?)?;
-        let segments = SegmentSet::from_json(&parse(segments, "segments")?, Some(&computed))?;
-        let recommendations =
-            RecommendSettings::from_json(&parse(recommendations, "recommendations")?)?;
-        let slots = SlotConfig::from_json(&parse(slots, "slots")?, &segments)?;
+        Self::from_json(
+            &parse(computed, "computed traits")?,
+            &parse(segments, "segments")?,
+            &parse(recommendations, "recommendations")?,
+            &parse(slots, "slots")?,
+        )
+    }
+
+    /// Validates the four documents, already parsed.
+    pub fn from_json(
+        computed: &Value,
+        segments: &Value,
+        recommendations: &Value,
+        slots: &Value,
+    ) -> Result<Self, PersonalisationConfigError> {
+        let computed = ComputedConfig::from_json(computed)?;
+        let segments = SegmentSet::from_json(segments, Some(&computed))?;
+        let recommendations = RecommendSettings::from_json(recommendations)?;
+        let slots = SlotConfig::from_json(slots, &segments)?;
         Ok(Self {
             computed,
             segments,

@@ -312,12 +312,9 @@ impl SlotConfig {
     }
 }
 
-/// Slot names as pages and requests may use them.
+/// Slot names as pages and requests may use them: the names traits and segments use.
 pub fn valid_slot_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    crate::computed::valid_name(name)
 }
 
 fn parse_slot(name: &str, def: &Value, segments: &SegmentSet) -> Result<SlotKind, SlotConfigError> {

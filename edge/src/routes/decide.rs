@@ -342,8 +342,14 @@ pub async fn decide(
     consent_denied: bool,
 ) -> Result<Decisions, ApiError> {
     let config = personalisation::config();
-    let fallback = SlotConfig::default();
-    let slot_config = config.as_ref().map_or(&fallback, |c| &c.slots);
+    let fallback;
+    let slot_config = match &config {
+        Some(c) => &c.slots,
+        None => {
+            fallback = SlotConfig::default();
+            &fallback
+        }
+    };
     let profile = if consent_denied {
         None
     } else {
@@ -656,16 +662,16 @@ async fn load_profile(
         if let Some(anon) = anonymous_id {
             // The pointer rarely changes (a merge leaves a forwarding record on the old profile,
             // which is followed below), so the isolate remembers it: one KV read fewer.
-            let mut id = match known_profile(anon) {
-                Some(id) => Some(id),
-                None => get(format!("anon:{anon}")).await.and_then(|p| {
+            let mut id = known_profile(anon);
+            if id.is_none() {
+                id = get(format!("anon:{anon}")).await.and_then(|p| {
                     p.get("profileId")
                         .and_then(Value::as_str)
                         .map(str::to_owned)
-                }),
-            };
-            if let (Some(id), None) = (&id, known_profile(anon)) {
-                remember_profile(anon, id);
+                });
+                if let Some(id) = &id {
+                    remember_profile(anon, id);
+                }
             }
             for _ in 0..MAX_HOPS {
                 let Some(current) = id.take() else { break };

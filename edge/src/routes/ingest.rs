@@ -1,6 +1,8 @@
 //! `POST /v1/{batch,track,identify,page,screen,group,alias}` and the short forms
 //! `/v1/{b,t,i,p,s,g,a}`: the Segment HTTP Tracking API.
 
+use std::collections::HashMap;
+
 use seam_core::auth::basic_user;
 use seam_core::enrich::cookie_action;
 use seam_core::event::EventType;
@@ -209,34 +211,40 @@ pub async fn post(
             }
         };
         // Every profile the request touched (a server-side batch carries many users) gets its
-        // derived state refreshed: the visitor's profile first.
-        let mut profiles = vec![profile_id.clone()];
-        for (_, p) in &profile_of {
-            if !profiles.contains(p) {
-                profiles.push(p.clone());
-            }
+        // derived state refreshed, the visitor's profile first. One pass groups the request's
+        // events by profile: duplicates are included (the core dedups them, and a retry after a
+        // failed personalisation step then heals it).
+        let profile_by_key: HashMap<&str, &str> = profile_of
+            .iter()
+            .map(|(k, p)| (k.as_str(), p.as_str()))
+            .collect();
+        let mut events_of: Vec<(String, Vec<seam_core::event::Event>)> =
+            vec![(profile_id.clone(), Vec::new())];
+        let mut slot_of: HashMap<String, usize> = HashMap::from([(profile_id.clone(), 0)]);
+        for e in &valid {
+            let key = format!("{}/{}", source.id, e.message_id);
+            let Some(profile) = profile_by_key.get(key.as_str()) else {
+                continue;
+            };
+            let i = *slot_of.entry((*profile).to_owned()).or_insert_with(|| {
+                events_of.push(((*profile).to_owned(), Vec::new()));
+                events_of.len() - 1
+            });
+            events_of[i].1.push((*e).clone());
         }
+        let mut changed = match &resolved {
+            Some(r) => snapshot_changes(r, &graph.links),
+            None => HashMap::new(),
+        };
         let config = store::personalisation::config();
         let mut refreshes = Vec::new();
-        for profile in profiles {
-            let (snapshot, absorbed) = match &resolved {
-                Some(r) => (
-                    snapshot_changes(r, &graph.links, &profile, traits_changed),
-                    absorbed_into(r, &profile),
-                ),
-                None => (traits_changed.then(Snapshot::default), Vec::new()),
-            };
-            // The request's events of this profile feed computed traits. Duplicates are
-            // included: the core dedups them, and a retry after a failed personalisation step
-            // then heals it.
-            let mine: Vec<seam_core::event::Event> = valid
-                .iter()
-                .filter(|e| {
-                    let key = format!("{}/{}", source.id, e.message_id);
-                    profile_of.iter().any(|(k, p)| *k == key && *p == profile)
-                })
-                .map(|e| (*e).clone())
-                .collect();
+        for (profile, mine) in events_of {
+            let changed = changed.remove(&profile);
+            let absorbed = changed
+                .as_ref()
+                .map(|s| s.absorbed.clone())
+                .unwrap_or_default();
+            let snapshot = changed.or_else(|| traits_changed.then(Snapshot::default));
             let config = config
                 .clone()
                 .filter(|_| !absorbed.is_empty() || store::personalisation::reads_any(&mine));
@@ -374,48 +382,40 @@ struct Snapshot {
     absorbed: Vec<String>,
 }
 
-/// Profiles `profile_id` absorbed in this request.
-fn absorbed_into(resolved: &store::identity::Resolved, profile_id: &str) -> Vec<String> {
-    resolved
-        .merges
-        .iter()
-        .filter(|(_, into)| into == profile_id)
-        .map(|(from, _)| from.clone())
-        .collect()
-}
-
-/// Whether this request changed the KV snapshot of `profile_id` (new traits, a merge, or an
-/// anonymous ID that now points elsewhere), and what else to write with it: at most one snapshot
-/// write per request.
+/// The KV snapshot writes this request caused, per profile: pointers from anonymous IDs that
+/// changed profile, and forwarding records for absorbed profiles. One pass over the links (a
+/// batch may carry thousands of users).
 fn snapshot_changes(
     resolved: &store::identity::Resolved,
     links: &[seam_core::identity::Link],
-    profile_id: &str,
-    traits_changed: bool,
-) -> Option<Snapshot> {
-    let before = |text: &str| {
-        resolved
-            .before
-            .iter()
-            .find(|a| a.identifier == text)
-            .map(|a| a.profile_id.as_str())
-    };
-    let mut anonymous: Vec<String> = links
+) -> HashMap<String, Snapshot> {
+    let before: HashMap<&str, &str> = resolved
+        .before
+        .iter()
+        .map(|a| (a.identifier.as_str(), a.profile_id.as_str()))
+        .collect();
+    let mut out: HashMap<String, Snapshot> = HashMap::new();
+    for i in links
         .iter()
         .flat_map(|l| &l.identifiers)
         .filter(|i| i.kind == IdType::AnonymousId)
-        .filter(|i| {
-            resolved.profile_of(i) == profile_id && before(&i.to_string()) != Some(profile_id)
-        })
-        .map(|i| i.value.clone())
-        .collect();
-    anonymous.sort();
-    anonymous.dedup();
-    let absorbed = absorbed_into(resolved, profile_id);
-    (traits_changed || !anonymous.is_empty() || !absorbed.is_empty()).then_some(Snapshot {
-        anonymous,
-        absorbed,
-    })
+    {
+        let now = resolved.profile_of(i);
+        if before.get(i.to_string().as_str()) != Some(&now.as_str()) {
+            out.entry(now).or_default().anonymous.push(i.value.clone());
+        }
+    }
+    for (from, into) in &resolved.merges {
+        out.entry(into.clone())
+            .or_default()
+            .absorbed
+            .push(from.clone());
+    }
+    for snapshot in out.values_mut() {
+        snapshot.anonymous.sort();
+        snapshot.anonymous.dedup();
+    }
+    out
 }
 
 /// Stores server-generated events (segment transitions, decision exposures) like client events:

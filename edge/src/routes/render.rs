@@ -75,8 +75,10 @@ pub async fn page(req: Request, env: &Env, ctx: &Context) -> Result<Response, Ap
             if asset.status_code() != 200 || !is_html {
                 return Ok(asset);
             }
+            let html = asset.text().await?;
             let page = Rc::new(Page {
-                html: asset.text().await?,
+                slots: slots_in_html(&html),
+                html,
                 headers: asset.headers().entries().collect(),
             });
             if let Some(key) = cache_key {
@@ -86,9 +88,13 @@ pub async fn page(req: Request, env: &Env, ctx: &Context) -> Result<Response, Ap
         }
     };
     let html = page.html.as_str();
-    let slots: Vec<Slot> = slots_in_html(html)
-        .into_iter()
-        .map(|id| Slot { id, limit: None })
+    let slots: Vec<Slot> = page
+        .slots
+        .iter()
+        .map(|id| Slot {
+            id: id.clone(),
+            limit: None,
+        })
         .collect();
     let body = if !slots.is_empty() {
         let db = env.d1("DB")?;
@@ -129,9 +135,10 @@ pub async fn page(req: Request, env: &Env, ctx: &Context) -> Result<Response, Ap
     Ok(response)
 }
 
-/// A site page as fetched: its HTML and headers.
+/// A site page as fetched: its HTML, the slots it carries and its headers.
 struct Page {
     html: String,
+    slots: Vec<String>,
     headers: Vec<(String, String)>,
 }
 

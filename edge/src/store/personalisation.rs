@@ -116,11 +116,11 @@ impl ConfigDocuments {
 
     /// Validates the documents together.
     pub fn validate(&self) -> Result<PersonalisationConfig, PersonalisationConfigError> {
-        PersonalisationConfig::from_json_strs(
-            &self.computed_traits.to_string(),
-            &self.segments.to_string(),
-            &self.recommendations.to_string(),
-            &self.slots.to_string(),
+        PersonalisationConfig::from_json(
+            &self.computed_traits,
+            &self.segments,
+            &self.recommendations,
+            &self.slots,
         )
     }
 
