@@ -169,10 +169,10 @@ describe("ingestion rules", () => {
     const event = track();
     await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [event] });
     const day = 86_400_000;
-    await edge.db.prepare("UPDATE events SET received_at = received_at - ? WHERE message_id = ?").bind(6 * day, event.messageId).run();
+    await edge.exec("UPDATE events SET received_at = received_at - ? WHERE message_id = ?", 6 * day, event.messageId);
     let res = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [event] });
     assert.equal(res.json.results[0].status, "duplicate", "6 days later: still a duplicate");
-    await edge.db.prepare("UPDATE events SET received_at = received_at - ? WHERE message_id = ?").bind(2 * day, event.messageId).run();
+    await edge.exec("UPDATE events SET received_at = received_at - ? WHERE message_id = ?", 2 * day, event.messageId);
     res = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [event] });
     assert.equal(res.json.results[0].status, "accepted", "8 days later: outside the window");
     assert.equal((await stored(event.messageId)).length, 1, "still one row per messageId");
@@ -221,8 +221,8 @@ describe("ingestion rules", () => {
 
   test("reads sources from the D1 sources table too, including their origins", async () => {
     const config = JSON.stringify({ id: "from-d1", origins: ["https://d1.example"] });
-    await edge.db.prepare("INSERT INTO sources (write_key, config, created_at) VALUES (?, ?, ?)").bind("d1_key_0123456789", config, Date.now()).run();
-    await edge.db.prepare("INSERT INTO sources (write_key, config, created_at) VALUES (?, ?, ?)").bind("broken_key_0123456789", '{"id": 5}', Date.now()).run();
+    await edge.exec("INSERT INTO sources (write_key, config, created_at) VALUES (?, ?, ?)", "d1_key_0123456789", config, Date.now());
+    await edge.exec("INSERT INTO sources (write_key, config, created_at) VALUES (?, ?, ?)", "broken_key_0123456789", '{"id": 5}', Date.now());
     const event = track();
     const res = await post(`${edge.url}/v1/batch`, { writeKey: "d1_key_0123456789", batch: [event] }, { origin: "https://d1.example" });
     assert.equal(res.status, 200);

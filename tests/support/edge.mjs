@@ -91,6 +91,24 @@ async function serve(port, config, state) {
   }
 }
 
+/**
+ * Tests reach the Worker's SQLite file from a second workerd (the platform proxy). When the
+ * Worker is writing after a response (profile refresh, exposure batch) that second process can
+ * get SQLITE_BUSY, which D1 surfaces only as "internal error". A failed statement did nothing,
+ * so it is retried after a short wait.
+ */
+async function whenUnlocked(statement) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await statement();
+    } catch (error) {
+      const busy = /internal error|SQLITE_BUSY|database is locked/i.test(String(error?.message));
+      if (!busy || attempt >= 20) throw error;
+      await new Promise((r) => setTimeout(r, 50 * attempt));
+    }
+  }
+}
+
 /** Starts a fresh edge. Options: `sources`, `limits` (see testConfig). Call `stop()` when done. */
 export async function startEdge(name, options = {}) {
   const state = join(root, "tests/.tmp", `${name}-${process.pid}`);
@@ -114,11 +132,14 @@ export async function startEdge(name, options = {}) {
   const proxy = await getPlatformProxy({ configPath, persist: { path: join(state, "v3") } });
   return {
     url,
-    db: proxy.env.DB,
     kv: proxy.env.CACHE,
     /** Rows of a SQL query against the Worker's D1. */
     async query(sql, ...params) {
-      return (await proxy.env.DB.prepare(sql).bind(...params).all()).results;
+      return (await whenUnlocked(() => proxy.env.DB.prepare(sql).bind(...params).all())).results;
+    },
+    /** Runs a SQL write against the Worker's D1 (test set-up, e.g. ageing a row). */
+    async exec(sql, ...params) {
+      return whenUnlocked(() => proxy.env.DB.prepare(sql).bind(...params).run());
     },
     output,
     async stop() {
