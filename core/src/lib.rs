@@ -23,6 +23,8 @@ pub mod access;
 #[cfg(feature = "std")]
 pub mod auth;
 #[cfg(feature = "std")]
+pub mod candidates;
+#[cfg(feature = "std")]
 pub mod computed;
 pub mod consent;
 pub mod draft;

@@ -166,6 +166,8 @@ pub struct Update {
     pub diff: MembershipDiff,
     /// Internal `Segment Entered`/`Segment Exited` events to validate and store like any other.
     pub internal_events: Vec<Value>,
+    /// The shared recommendation inputs the writes change (for caches to drop).
+    pub changed: recommend::Changed,
     /// Writes for one D1 batch: co-occurrence evidence, catalogue, memberships, then the state
     /// save. The save ends in `RETURNING version`: no row returned means another request saved
     /// first; reload and call [`update`] again (every write here is idempotent).
@@ -202,6 +204,7 @@ pub fn update(
         }
         applied.push(outcome);
     }
+    let changed = evidence.changed().clone();
     let mut writes = evidence.writes();
     let (computed, evaluated) = view(&state, traits, config, now_ms);
     let diff = segment::diff(&state.segments, &evaluated, now_ms);
@@ -219,6 +222,7 @@ pub fn update(
         computed,
         diff,
         internal_events,
+        changed,
         writes,
     }
 }

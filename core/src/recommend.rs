@@ -212,6 +212,9 @@ pub struct RecommendSettings {
     pub holdout_percent: f64,
     /// Salt of the holdout hash (change it to draw a new control group).
     pub holdout_salt: String,
+    /// How long an isolate reuses shared inputs (co-occurrence, category listings, catalogue,
+    /// popularity) between decisions: the freshness traded for speed (0 reads D1 every time).
+    pub cache_ms: i64,
 }
 
 impl Default for RecommendSettings {
@@ -225,6 +228,7 @@ impl Default for RecommendSettings {
             popularity_weight: 0.25,
             holdout_percent: 0.0,
             holdout_salt: "seam".into(),
+            cache_ms: 10_000,
         }
     }
 }
@@ -277,6 +281,13 @@ impl RecommendSettings {
                     if s.holdout_percent > 100.0 {
                         return Err(err(key, "must be from 0 to 100"));
                     }
+                }
+                "cacheSeconds" => {
+                    let seconds = non_negative(value, key)?;
+                    if seconds > 300.0 {
+                        return Err(err(key, "must be from 0 to 300 seconds"));
+                    }
+                    s.cache_ms = (seconds * 1000.0).round() as i64;
                 }
                 "holdoutSalt" => {
                     s.holdout_salt = value
@@ -337,6 +348,25 @@ pub struct Evidence {
     catalog: Vec<(CatalogItem, i64)>,
     interactions: Vec<Value>,
     pairs: Vec<Value>,
+    changed: Changed,
+}
+
+/// What a run of evidence writes changes in the shared recommendation inputs: the products
+/// whose counts, partners or catalogue entry change, and the categories whose listing changes.
+/// Caches of those inputs ([`crate::candidates::CandidateCache`]) drop exactly these.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changed {
+    /// Products with new interactions, pair evidence or catalogue bodies.
+    pub products: BTreeSet<String>,
+    /// Categories of upserted catalogue items.
+    pub categories: BTreeSet<String>,
+}
+
+impl Changed {
+    /// Nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.products.is_empty() && self.categories.is_empty()
+    }
 }
 
 impl Evidence {
@@ -380,6 +410,8 @@ impl Evidence {
                         &pairs,
                         at,
                     );
+                    self.changed.products.insert(item.product_id.clone());
+                    self.changed.categories.extend(item.category.clone());
                     self.catalog.push((item, at));
                     return;
                 }
@@ -423,6 +455,11 @@ impl Evidence {
         pairs: &[(String, String)],
         at: i64,
     ) {
+        self.changed.products.extend(products.iter().cloned());
+        for (a, b) in pairs {
+            self.changed.products.insert(a.clone());
+            self.changed.products.insert(b.clone());
+        }
         self.interactions.extend(
             products
                 .iter()
@@ -433,6 +470,11 @@ impl Evidence {
                 .iter()
                 .map(|(a, b)| serde_json::json!([kind, a, b, profile_id, at])),
         );
+    }
+
+    /// What [`Evidence::writes`] will change.
+    pub fn changed(&self) -> &Changed {
+        &self.changed
     }
 
     /// The writes: catalogue upserts, then interactions, then pair evidence.
@@ -470,54 +512,6 @@ fn ordered(a: String, b: String) -> (String, String) {
 // ------------------------------------------------------------------------------------------------
 // Reads and scoring
 // ------------------------------------------------------------------------------------------------
-
-/// Co-occurrence of `item_b` with the profile's `item_a`, with `item_b`'s catalogue body.
-/// Bind `?1` = JSON array of product IDs.
-pub const LOAD_PAIRS_SQL: &str = "SELECT p.item_a, p.item_b, p.co_views, p.co_purchases, c.body \
-    FROM item_pairs p LEFT JOIN catalog_items c ON c.product_id = p.item_b \
-    WHERE p.item_a IN (SELECT value FROM json_each(?1)) \
-    ORDER BY p.co_purchases * 3 + p.co_views DESC, p.item_b LIMIT 300";
-
-/// The most popular items with their catalogue bodies. Bind `?1` = how many.
-pub const LOAD_POPULAR_SQL: &str = "SELECT s.product_id, s.views, s.purchases, c.body \
-    FROM item_stats s LEFT JOIN catalog_items c ON c.product_id = s.product_id \
-    ORDER BY s.purchases * 3 + s.views DESC, s.product_id LIMIT ?1";
-
-/// Catalogue items of some categories. Bind `?1` = JSON array of categories.
-pub const LOAD_CATEGORY_ITEMS_SQL: &str = "SELECT body FROM catalog_items \
-    WHERE category IN (SELECT value FROM json_each(?1)) ORDER BY updated_at DESC, product_id LIMIT 200";
-
-/// Catalogue items by ID. Bind `?1` = JSON array of product IDs.
-pub const LOAD_ITEMS_SQL: &str =
-    "SELECT body FROM catalog_items WHERE product_id IN (SELECT value FROM json_each(?1))";
-
-/// The read batch a decision needs: pairs of the viewed items, popular items (`popular` of
-/// them), catalogue items of the profile's categories, and the viewed items themselves, in that
-/// order. Parse rows into [`PairRow`], [`ItemStat`] and [`CatalogItem`] ([`Candidates`]).
-pub fn recommendation_reads(signals: &Signals<'_>, popular: usize) -> Vec<Statement> {
-    let json = |items: Vec<&String>| {
-        Param::Text(serde_json::to_string(&items).unwrap_or_else(|_| "[]".into()))
-    };
-    let categories: Vec<&String> = signals.categories.keys().collect();
-    vec![
-        Statement {
-            sql: LOAD_PAIRS_SQL.into(),
-            params: vec![json(signals.viewed.iter().collect())],
-        },
-        Statement {
-            sql: LOAD_POPULAR_SQL.into(),
-            params: vec![Param::Int(i64::try_from(popular).unwrap_or(50))],
-        },
-        Statement {
-            sql: LOAD_CATEGORY_ITEMS_SQL.into(),
-            params: vec![json(categories)],
-        },
-        Statement {
-            sql: LOAD_ITEMS_SQL.into(),
-            params: vec![json(signals.viewed.iter().collect())],
-        },
-    ]
-}
 
 /// One stored co-occurrence row.
 #[derive(Debug, Clone, PartialEq)]
@@ -1029,6 +1023,47 @@ mod tests {
     }
 
     #[test]
+    fn evidence_names_the_products_and_categories_its_writes_change() {
+        let settings = RecommendSettings::default();
+        let mut evidence = Evidence::default();
+        let view = track(
+            "v1",
+            "Product Viewed",
+            0,
+            json!({"product_id": "run-2", "category": "Running Shoes"}),
+        );
+        evidence.add(
+            "prof_1",
+            &view,
+            &[(view.timestamp_ms - 1000, json!("run-1"))],
+            &settings,
+        );
+        let order = track(
+            "o1",
+            "Order Completed",
+            1000,
+            json!({"order_id": "o1", "products": [{"product_id": "bag-1"}, {"product_id": "sock-1"}]}),
+        );
+        evidence.add("prof_1", &order, &[], &settings);
+        evidence.add(
+            "prof_1",
+            &track("x", "Cart Viewed", 2000, json!({})),
+            &[],
+            &settings,
+        );
+        let changed = evidence.changed().clone();
+        let products: Vec<&str> = changed.products.iter().map(String::as_str).collect();
+        assert_eq!(
+            products,
+            ["bag-1", "run-1", "run-2", "sock-1"],
+            "both sides of each pair"
+        );
+        let categories: Vec<&str> = changed.categories.iter().map(String::as_str).collect();
+        assert_eq!(categories, ["Running Shoes"]);
+        assert!(Evidence::default().changed().is_empty());
+    }
+
+    #[test]
     fn order_completed_plans_purchases_and_every_pair() {
         let order = track(
             "o1",
@@ -1104,6 +1139,11 @@ mod tests {
             (e.code(), e.field.as_str()),
             ("invalid_recommendations_config", "holdoutPercent")
         );
+        assert_eq!(RecommendSettings::default().cache_ms, 10_000);
+        let s = RecommendSettings::from_json(&json!({"cacheSeconds": 0.5})).unwrap();
+        assert_eq!(s.cache_ms, 500);
+        let e = RecommendSettings::from_json(&json!({"cacheSeconds": 301})).unwrap_err();
+        assert_eq!(e.field, "cacheSeconds");
     }
 
     #[test]

@@ -101,7 +101,7 @@ async fn route(req: Request, env: &Env, ctx: &Context) -> std::result::Result<Re
     match path.as_str() {
         "/health" if method == Method::Get => Ok(routes::health::get()?),
         "/health" => Err(ApiError::MethodNotAllowed),
-        "/v1/decide" if method == Method::Post => routes::decide::post(req, env).await,
+        "/v1/decide" if method == Method::Post => routes::decide::post(req, env, ctx).await,
         "/v1/decide" => Err(ApiError::MethodNotAllowed),
         _ => {
             let Some(segment) = path.strip_prefix("/v1/") else {

@@ -74,6 +74,8 @@ describe("personalisation at ingest", () => {
     const snapshot = JSON.parse(await edge.kv.get(`profile:${profileId}`));
     assert.equal(snapshot.computedTraits.lifetime_value, 600, "the KV snapshot carries computed traits");
     assert.deepEqual(snapshot.segments, profile.segments);
+    const [row] = await edge.query("SELECT state FROM profile_personalisation WHERE profile_id = ?", profileId);
+    assert.deepEqual(snapshot.state, JSON.parse(row.state), "and the stored state decisions evaluate segments from");
 
     const entered = await edge.query("SELECT body FROM events WHERE name = 'Segment Entered' AND anonymous_id = ?", anon);
     const names = entered.map((r) => JSON.parse(r.body).properties.segment).sort();
@@ -189,6 +191,27 @@ describe("personalisation at ingest", () => {
       assert.equal(r.json.profileId, json.profileId);
     });
 
+    test("new evidence shows in the very next decision: the isolate's cached partner lists are dropped by the write", async () => {
+      // A sock browser (not held out) is decided for first, so the partners of soc-4 are cached.
+      let anon;
+      for (let i = 0; !anon; i++) {
+        const candidate = `sock-fan-${run}-${i}`;
+        const r = await send(edge, [view(candidate, "soc-4", "Socks", 3)]);
+        if (!inHoldout(r.json.profileId)) anon = candidate;
+      }
+      await settled(edge.url);
+      const reasonOf = async (id) => {
+        const r = await decideFor(edge, { anonymousId: anon, slots: [{ id: "recommended-for-you", limit: 12 }] });
+        assert.equal(r.json.reason, "personalised", r.text);
+        return r.json.decisions[0].items.find((i) => i.product_id === id)?.reason;
+      };
+      assert.notEqual(await reasonOf("jac-3"), "co_viewed", "nobody viewed them together yet");
+      // Two other shoppers view soc-4 and jac-3 together.
+      for (const who of ["x", "y"]) await send(edge, [view(`pairer-${who}-${run}`, "soc-4", "Socks", 2), view(`pairer-${who}-${run}`, "jac-3", "Jackets", 1)]);
+      await settled(edge.url);
+      assert.equal(await reasonOf("jac-3"), "co_viewed", "well within the cache's 10 s, the decision already sees the pairs");
+    });
+
     test("a held-out profile gets defaults with the reason", async () => {
       const { anon } = await runner(true);
       const r = await decideFor(edge, { anonymousId: anon });
@@ -215,7 +238,10 @@ describe("personalisation at ingest", () => {
       const headers = { origin: "http://localhost:8787" };
       const first = await decideFor(edge, { anonymousId: anon, messageId: `exp-${run}` }, headers);
       assert.equal(first.headers.get("access-control-allow-origin"), "http://localhost:8787");
-      await decideFor(edge, { anonymousId: anon, messageId: `exp-${run}` }, headers);
+      const again = await decideFor(edge, { anonymousId: anon, messageId: `exp-${run}` }, headers);
+      assert.deepEqual([first.json.exposureId, again.json.exposureId], [`exp-${run}`, `exp-${run}`]);
+      // Exposures are written together shortly after the responses.
+      await settled(edge.url);
       const rows = await edge.query("SELECT body FROM events WHERE name = 'Decision Exposed' AND anonymous_id = ?", anon);
       assert.equal(rows.length, 1);
       const props = JSON.parse(rows[0].body).properties;

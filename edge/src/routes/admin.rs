@@ -97,7 +97,7 @@ pub async fn handle(mut req: Request, env: &Env, rest: &str) -> Result<Response,
             let mut plan = upsert_catalog(&items, now_ms);
             plan.push(log("upload_catalog", json!({ "items": items.len() })));
             store::d1::execute(&db, &plan).await?;
-            super::decide::forget_popular();
+            super::decide::forget_candidates(None);
             Ok(Response::from_json(&json!({ "stored": items.len() }))?)
         }
         (Method::Get, "personalisation") => {

@@ -4,24 +4,22 @@
 //! ingestion: the SDK calls it from browsers. [`decide`] is shared with edge rendering.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::rc::Rc;
+use std::collections::{BTreeSet, HashMap};
 
 use seam_core::auth::basic_user;
-use seam_core::enrich::RequestFacts;
+use seam_core::candidates::{CandidateCache, CandidatePlan, CandidateRow, CandidateSet};
+use seam_core::event::Event;
 use seam_core::identity::{IdType, Identifier, Rules};
+use seam_core::personalise::ProfileState;
 use seam_core::personalise::{self, RecommendInputs, LOAD_STATE_SQL};
 use seam_core::plan::{Param, Statement};
-use seam_core::recommend::{
-    self, recommendation_reads, Candidates, CatalogItem, ItemStat, PairRow, Recommendation,
-};
+use seam_core::recommend::{self, CatalogItem, Changed, Recommendation};
 use seam_core::slot::{self, SlotConfig, SlotKind};
 use seam_core::source::Source;
-use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use worker::{D1Database, Env, Request, Response};
+use worker::{Context, D1Database, Env, Request, Response};
 
-use super::ingest::store_internal;
+use super::ingest::{insert_internal, prepare_internal};
 use crate::error::ApiError;
 use crate::store::personalisation;
 use crate::{http, limits, settings, store};
@@ -187,7 +185,7 @@ pub fn personalisation_denied(consent: Option<&Value>) -> bool {
 }
 
 /// Handles `POST /v1/decide`.
-pub async fn post(mut req: Request, env: &Env) -> Result<Response, ApiError> {
+pub async fn post(mut req: Request, env: &Env, ctx: &Context) -> Result<Response, ApiError> {
     let facts = http::facts(&req);
     limits::check_ip(env, facts.ip.as_deref()).await?;
     let configured = store::sources::configured(env)?;
@@ -240,12 +238,65 @@ pub async fn post(mut req: Request, env: &Env) -> Result<Response, ApiError> {
         message_id: text("messageId"),
         context: &context,
     };
-    let logged = exposure.log(&db, &source, &facts, now_ms).await?;
+    let prepared = prepare_internal(&source, Some(&facts), &[exposure.event(now_ms)], now_ms)?;
     let mut out = decisions.to_json();
-    if let Some(id) = logged {
-        out["exposureId"] = Value::from(id);
+    if let Some(event) = prepared.first() {
+        out["exposureId"] = Value::from(event.message_id.as_str());
     }
+    log_soon(env, ctx, &source, prepared)?;
     Ok(Response::from_json(&out)?)
+}
+
+/// Logs server-made events (decision exposures) of `source`: they gather per isolate and are
+/// written together shortly after the first one's response, one D1 batch instead of a write per
+/// decision or page view. Deduplicated by `messageId` like any event.
+pub fn log_soon(
+    env: &Env,
+    ctx: &Context,
+    source: &Source,
+    events: Vec<Event>,
+) -> Result<(), ApiError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let first = EXPOSURES.with(|pending| {
+        let mut pending = pending.borrow_mut();
+        let first = pending.is_none();
+        let list = pending.get_or_insert_with(Vec::new);
+        list.extend(events.into_iter().map(|e| (source.clone(), e)));
+        first
+    });
+    if first {
+        let db = env.d1("DB")?;
+        crate::after_response(ctx, async move {
+            worker::Delay::from(EXPOSURE_GATHER).await;
+            let pending = EXPOSURES
+                .with(|p| p.borrow_mut().take())
+                .unwrap_or_default();
+            let mut by_source: Vec<(Source, Vec<Event>)> = Vec::new();
+            for (source, event) in pending {
+                match by_source.iter_mut().find(|(s, _)| s.id == source.id) {
+                    Some((_, events)) => events.push(event),
+                    None => by_source.push((source, vec![event])),
+                }
+            }
+            let now_ms = worker::Date::now().as_millis() as i64;
+            for (source, events) in by_source {
+                if let Err(e) = insert_internal(&db, &source, &events, now_ms).await {
+                    worker::console_error!("exposure log failed: {}", e.code());
+                }
+            }
+        });
+    }
+    Ok(())
+}
+
+/// How long exposures gather before they are written.
+const EXPOSURE_GATHER: std::time::Duration = std::time::Duration::from_millis(200);
+
+thread_local! {
+    /// Exposures waiting to be written (`Some` while a write is scheduled).
+    static EXPOSURES: RefCell<Option<Vec<(Source, Event)>>> = const { RefCell::new(None) };
 }
 
 /// A decision as shown to a visitor: logged as a `Decision Exposed` event so lift can be
@@ -264,20 +315,6 @@ pub struct Exposure<'a> {
 }
 
 impl Exposure<'_> {
-    /// Stores the exposure event as `source`'s (enriched from the request like any event,
-    /// deduplicated by `messageId`); returns its `messageId`.
-    pub async fn log(
-        self,
-        db: &D1Database,
-        source: &Source,
-        facts: &RequestFacts,
-        now_ms: i64,
-    ) -> Result<Option<String>, ApiError> {
-        let event = self.event(now_ms);
-        let stored = store_internal(db, source, Some(facts), &[event], now_ms).await?;
-        Ok(stored.into_iter().next())
-    }
-
     /// The `Decision Exposed` event. Its `messageId` is the caller's, or derived from the
     /// visitor, the decision and the minute, so a retried call logs one exposure.
     pub fn event(self, now_ms: i64) -> Value {
@@ -405,67 +442,61 @@ pub async fn decide(
         .as_deref()
         .filter(|_| matches!(basis, Basis::Personalised | Basis::ColdStart))
         .filter(|_| kinds.iter().any(|k| matches!(k, SlotKind::Banner { .. })));
-    // A non-personal decision reads only the popular list: kept per isolate for a few seconds.
-    let cached = (wants_items && !personal).then(popular_cached).flatten();
-    let mut reads = if wants_items && cached.is_none() {
-        recommendation_reads(&signals, POPULAR)
-    } else {
-        Vec::new()
-    };
+    let now_ms = worker::Date::now().as_millis() as i64;
+    // Shared inputs come from the isolate's cache; D1 is read only for what it lacks.
+    let plan = wants_items.then(|| {
+        CANDIDATES.with(|c| {
+            let mut cache = c.borrow_mut();
+            cache.set_ttl(settings.cache_ms);
+            cache.plan(&signals, true, now_ms)
+        })
+    });
+    let mut reads = plan
+        .as_ref()
+        .map(CandidatePlan::statements)
+        .unwrap_or_default();
     let state_at = reads.len();
-    if let Some(id) = banner_profile {
+    // Banners evaluate segments from the state the KV snapshot carries (D1 for an older one).
+    let snapshot_state = profile
+        .as_ref()
+        .and_then(|p| p.get("state"))
+        .and_then(|s| serde_json::from_value::<ProfileState>(s.clone()).ok());
+    if let (Some(id), None) = (banner_profile, &snapshot_state) {
         reads.push(Statement {
             sql: LOAD_STATE_SQL.into(),
             params: vec![Param::Text(id.to_owned())],
         });
     }
-    let results = store::d1::execute(db, &reads).await?;
+    let mut results = store::d1::execute(db, &reads).await?;
     let segments: BTreeSet<String> = match (&config, banner_profile) {
         (Some(config), Some(_)) => {
-            let row = results
-                .get(state_at)
-                .and_then(|r| r.results::<personalisation::StateRow>().ok())
-                .and_then(|rows| rows.into_iter().next());
-            let (state, _) = personalisation::state_of(row);
-            let now_ms = worker::Date::now().as_millis() as i64;
+            let state = match snapshot_state {
+                Some(state) => state,
+                None => {
+                    let row = results
+                        .get(state_at)
+                        .and_then(|r| r.results::<personalisation::StateRow>().ok())
+                        .and_then(|rows| rows.into_iter().next());
+                    personalisation::state_of(row).0
+                }
+            };
             personalise::view(&state, &object("traits"), config, now_ms).1
         }
         _ => BTreeSet::new(),
     };
-    let rows = |i: usize| -> Vec<CandidateRow> {
-        if i >= state_at {
-            return Vec::new();
+    results.truncate(state_at);
+    let set = match plan {
+        Some(plan) => {
+            let rows = results
+                .iter()
+                .map(|r| r.results::<CandidateRow>().unwrap_or_default())
+                .collect();
+            CANDIDATES.with(|c| c.borrow_mut().absorb(plan, rows, now_ms))
         }
-        results
-            .get(i)
-            .and_then(|r| r.results::<CandidateRow>().ok())
-            .unwrap_or_default()
+        None => CandidateSet::default(),
     };
-    let (pair_rows, popular_rows, more) = match cached {
-        Some(popular) => (Vec::new(), popular, Vec::new()),
-        None => {
-            let popular = Rc::new(rows(1));
-            if wants_items && !personal {
-                keep_popular(&popular);
-            }
-            let mut more = rows(2);
-            more.extend(rows(3));
-            (rows(0), popular, more)
-        }
-    };
-    let mut catalog: BTreeMap<String, CatalogItem> = BTreeMap::new();
-    for row in pair_rows.iter().chain(popular_rows.iter()).chain(&more) {
-        if let Some(item) = row.body.as_deref().and_then(CatalogItem::from_json_str) {
-            catalog.insert(item.product_id.clone(), item);
-        }
-    }
-    let pairs: Vec<PairRow> = pair_rows.iter().filter_map(CandidateRow::pair).collect();
-    let popular: Vec<ItemStat> = popular_rows.iter().filter_map(CandidateRow::stat).collect();
-    let candidates = Candidates {
-        pairs: &pairs,
-        popular: &popular,
-        catalog: &catalog,
-    };
+    let catalog = &set.catalog;
+    let candidates = set.candidates();
     // Purchased items stay out of every list, personal or not, as long as consent allows using
     // the profile at all.
     let exclude: BTreeSet<String> = if consent_denied {
@@ -573,63 +604,23 @@ pub fn remember_profile(anonymous_id: &str, profile_id: &str) {
     });
 }
 
-/// How long an isolate reuses the popular list for non-personal decisions. Ingest in the same
-/// isolate drops it at once; other isolates' writes show within this time.
-const POPULAR_TTL_MS: f64 = 10_000.0;
+/// Entries kept per kind (products' partner lists, listings, items).
+const CANDIDATE_CAPACITY: usize = 5_000;
 
 thread_local! {
-    static POPULAR_ROWS: RefCell<Option<(f64, Rc<Vec<CandidateRow>>)>> = const { RefCell::new(None) };
+    /// The isolate's shared recommendation inputs; each decision sets the lifetime from the
+    /// configured `cacheSeconds`.
+    static CANDIDATES: RefCell<CandidateCache> =
+        RefCell::new(CandidateCache::new(0, CANDIDATE_CAPACITY, POPULAR));
 }
 
-fn popular_cached() -> Option<Rc<Vec<CandidateRow>>> {
-    let now = worker::Date::now().as_millis() as f64;
-    POPULAR_ROWS.with(|p| {
-        p.borrow()
-            .as_ref()
-            .filter(|(at, _)| now - at < POPULAR_TTL_MS)
-            .map(|(_, rows)| Rc::clone(rows))
-    })
-}
-
-fn keep_popular(rows: &Rc<Vec<CandidateRow>>) {
-    let now = worker::Date::now().as_millis() as f64;
-    POPULAR_ROWS.with(|p| *p.borrow_mut() = Some((now, Rc::clone(rows))));
-}
-
-/// Drops the isolate's popular list (new product evidence or catalogue items were written).
-pub fn forget_popular() {
-    POPULAR_ROWS.with(|p| *p.borrow_mut() = None);
-}
-
-#[derive(Deserialize, Default)]
-struct CandidateRow {
-    item_a: Option<String>,
-    item_b: Option<String>,
-    co_views: Option<i64>,
-    co_purchases: Option<i64>,
-    product_id: Option<String>,
-    views: Option<i64>,
-    purchases: Option<i64>,
-    body: Option<String>,
-}
-
-impl CandidateRow {
-    fn pair(&self) -> Option<PairRow> {
-        Some(PairRow {
-            item_a: self.item_a.clone()?,
-            item_b: self.item_b.clone()?,
-            co_views: self.co_views.unwrap_or(0),
-            co_purchases: self.co_purchases.unwrap_or(0),
-        })
-    }
-
-    fn stat(&self) -> Option<ItemStat> {
-        Some(ItemStat {
-            product_id: self.product_id.clone()?,
-            views: self.views.unwrap_or(0),
-            purchases: self.purchases.unwrap_or(0),
-        })
-    }
+/// Drops the cached recommendation inputs that writes changed (`None`: all of them, for a
+/// catalogue upload, an erasure or a merge).
+pub fn forget_candidates(changed: Option<&Changed>) {
+    CANDIDATES.with(|c| match changed {
+        Some(changed) => c.borrow_mut().forget(changed),
+        None => c.borrow_mut().clear(),
+    });
 }
 
 /// The visitor's profile snapshot: KV (`anon:<id>` -> `profile:<id>`, following `mergedInto`),
@@ -705,10 +696,12 @@ async fn load_profile(
     let Some(profile_id) = profile_id else {
         return Ok(None);
     };
-    let view = store::profiles::view(db, &profile_id).await?;
+    let (mut view, (state, _)) = store::profiles::view_and_state(db, &profile_id).await?;
+    let now_ms = worker::Date::now().as_millis() as i64;
+    store::profiles::fill_personalisation(&mut view, &state, now_ms);
     let anonymous: Vec<String> = anonymous_id.map(str::to_owned).into_iter().collect();
-    store::profiles::publish(env, &view, &anonymous, &[]).await;
-    serde_json::to_value(&view)
-        .map(Some)
-        .map_err(|e| ApiError::Storage(e.to_string()))
+    store::profiles::publish(env, &view, Some(&state), &anonymous, &[]).await;
+    let mut snapshot = serde_json::to_value(&view).map_err(|e| ApiError::Storage(e.to_string()))?;
+    snapshot["state"] = serde_json::to_value(&state).unwrap_or_default();
+    Ok(Some(snapshot))
 }

@@ -322,7 +322,7 @@ impl Refresh {
         }
         let Some(config) = self.config.take() else {
             store::profiles::fill_personalisation(&mut view, &loaded.0, self.received_at);
-            return self.publish(env, &view).await;
+            return self.publish(env, &view, &loaded.0).await;
         };
         let mine: Vec<&seam_core::event::Event> = self.mine.iter().collect();
         let update = store::personalisation::update(
@@ -335,16 +335,23 @@ impl Refresh {
             loaded,
         )
         .await;
-        // New product evidence changes popularity.
-        super::decide::forget_popular();
         let update = match update {
-            Ok(update) => update,
+            // New product evidence changes partner lists, listings and popularity (a merge moves
+            // evidence between profiles: everything).
+            Ok(update) if self.absorbed.is_empty() => {
+                super::decide::forget_candidates(Some(&update.changed));
+                update
+            }
+            Ok(update) => {
+                super::decide::forget_candidates(None);
+                update
+            }
             Err(e) => {
                 // The snapshot still gets the new traits; a retry of the batch re-applies the rest.
                 worker::console_error!("personalisation skipped: {}", e.code());
                 let (stored, _) = store::personalisation::load(&db, &self.profile_id).await?;
                 store::profiles::fill_personalisation(&mut view, &stored, self.received_at);
-                return self.publish(env, &view).await;
+                return self.publish(env, &view, &stored).await;
             }
         };
         store_internal(
@@ -357,19 +364,20 @@ impl Refresh {
         .await?;
         view.computed_traits = update.computed;
         view.segments = update.segments;
-        self.publish(env, &view).await
+        self.publish(env, &view, &update.state).await
     }
 
     async fn publish(
         self,
         env: &Env,
         view: &seam_core::profile::ProfileView,
+        state: &seam_core::personalise::ProfileState,
     ) -> Result<(), ApiError> {
         let Snapshot {
             anonymous,
             absorbed,
         } = self.snapshot;
-        store::profiles::publish(env, view, &anonymous, &absorbed).await;
+        store::profiles::publish(env, view, Some(state), &anonymous, &absorbed).await;
         Ok(())
     }
 }

@@ -131,6 +131,8 @@ async fn delete(env: &Env, grant: &Grant, identifier: &Identifier) -> Result<Res
         action.audit("delete", grant, identifier, subject_detail(&subject)),
     ));
     let counts = store::privacy::erase_subject(env, &db, &subject, &sources, extra).await?;
+    // The person's evidence no longer counts in co-occurrence and popularity.
+    super::decide::forget_candidates(None);
     store::privacy::forget_suppressions();
     let receipt = action.receipt(
         "delete",

@@ -16,11 +16,10 @@ use std::rc::Rc;
 
 use worker::{Context, Env, Fetch, Method, Request, RequestInit, Response};
 
-use seam_core::event::Event;
 use seam_core::source::Source;
 
-use super::decide::{decide, Decisions, Exposure, Slot, Visitor};
-use super::ingest::{insert_internal, prepare_internal};
+use super::decide::{decide, log_soon, Decisions, Exposure, Slot, Visitor};
+use super::ingest::prepare_internal;
 use crate::error::ApiError;
 use crate::{http, settings, store};
 
@@ -200,10 +199,9 @@ async fn fetch_origin(
     Ok(Fetch::Request(request).send().await?)
 }
 
-/// Logs the rendered decision as a `Decision Exposed` event of the site's source. Exposures are
-/// gathered per isolate and written together shortly after the first one's response (one D1
-/// batch instead of one write per page view). Only known visitors: an exposure nobody can be
-/// attributed to measures no lift.
+/// Logs the rendered decision as a `Decision Exposed` event of the site's source (written
+/// shortly after the response with others: [`log_soon`]). Only known visitors: an exposure
+/// nobody can be attributed to measures no lift.
 fn log_exposure(
     env: &Env,
     ctx: &Context,
@@ -228,44 +226,7 @@ fn log_exposure(
     }
     .event(now_ms);
     let prepared = prepare_internal(&source, Some(&facts), &[event], now_ms)?;
-    let first = EXPOSURES.with(|pending| {
-        let mut pending = pending.borrow_mut();
-        let first = pending.is_none();
-        let list = pending.get_or_insert_with(Vec::new);
-        list.extend(prepared.into_iter().map(|e| (source.clone(), e)));
-        first
-    });
-    if first {
-        let db = env.d1("DB")?;
-        crate::after_response(ctx, async move {
-            worker::Delay::from(EXPOSURE_GATHER).await;
-            let pending = EXPOSURES
-                .with(|p| p.borrow_mut().take())
-                .unwrap_or_default();
-            let mut by_source: Vec<(Source, Vec<Event>)> = Vec::new();
-            for (source, event) in pending {
-                match by_source.iter_mut().find(|(s, _)| s.id == source.id) {
-                    Some((_, events)) => events.push(event),
-                    None => by_source.push((source, vec![event])),
-                }
-            }
-            let now_ms = worker::Date::now().as_millis() as i64;
-            for (source, events) in by_source {
-                if let Err(e) = insert_internal(&db, &source, &events, now_ms).await {
-                    worker::console_error!("exposure log failed: {}", e.code());
-                }
-            }
-        });
-    }
-    Ok(())
-}
-
-/// How long exposures gather before they are written.
-const EXPOSURE_GATHER: std::time::Duration = std::time::Duration::from_millis(200);
-
-thread_local! {
-    /// Exposures waiting to be written (`Some` while a write is scheduled).
-    static EXPOSURES: RefCell<Option<Vec<(Source, Event)>>> = const { RefCell::new(None) };
+    log_soon(env, ctx, &source, prepared)
 }
 
 /// Fills each decided slot of `html` with its markup (a slot without markup, such as a banner

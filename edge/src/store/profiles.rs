@@ -246,17 +246,28 @@ pub async fn full(db: &D1Database, profile_id: &str) -> worker::Result<Value> {
     Ok(out)
 }
 
-/// Writes KV snapshots for the decision path: the profile by ID, pointers from its anonymous IDs,
-/// and forwarding records for profiles it absorbed. KV is a cache: failures are logged, never
-/// fatal, and D1 stays the truth.
-pub async fn publish(env: &Env, view: &ProfileView, anonymous_ids: &[String], absorbed: &[String]) {
+/// Writes KV snapshots for the decision path: the profile by ID (with its personalisation
+/// `state`, so decisions evaluate time-driven segments without a D1 read), pointers from its
+/// anonymous IDs, and forwarding records for profiles it absorbed. KV is a cache: failures are
+/// logged, never fatal, and D1 stays the truth.
+pub async fn publish(
+    env: &Env,
+    view: &ProfileView,
+    state: Option<&ProfileState>,
+    anonymous_ids: &[String],
+    absorbed: &[String],
+) {
     let Ok(kv) = env.kv("CACHE") else {
         return;
     };
-    let mut puts = vec![(
-        format!("profile:{}", view.profile_id),
-        serde_json::to_string(view).unwrap_or_default(),
-    )];
+    let mut snapshot = serde_json::to_value(view).unwrap_or_default();
+    if let (Some(state), Some(fields)) = (state, snapshot.as_object_mut()) {
+        fields.insert(
+            "state".into(),
+            serde_json::to_value(state).unwrap_or_default(),
+        );
+    }
+    let mut puts = vec![(format!("profile:{}", view.profile_id), snapshot.to_string())];
     let pointer = json!({ "profileId": view.profile_id }).to_string();
     for anon in anonymous_ids {
         crate::routes::decide::remember_profile(anon, &view.profile_id);
