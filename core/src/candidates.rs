@@ -423,6 +423,12 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
     const TTL: i64 = 10_000;
+    const EVERY_READ: [&str; 4] = [
+        LOAD_PAIRS_SQL,
+        LOAD_POPULAR_SQL,
+        LOAD_CATEGORY_ITEMS_SQL,
+        LOAD_ITEMS_SQL,
+    ];
     const T0: i64 = 1_700_000_000_000;
 
     fn body(id: &str, category: &str) -> Option<String> {
@@ -522,15 +528,7 @@ mod tests {
         let cache = CandidateCache::new(TTL, 100, 50);
         let profile = Profile::new(&["a", "b", "a"], &["shoes"]);
         let plan = cache.plan(&profile.signals(), true, T0);
-        assert_eq!(
-            sqls(&plan),
-            [
-                LOAD_PAIRS_SQL,
-                LOAD_POPULAR_SQL,
-                LOAD_CATEGORY_ITEMS_SQL,
-                LOAD_ITEMS_SQL
-            ]
-        );
+        assert_eq!(sqls(&plan), EVERY_READ);
         let statements = plan.statements();
         assert_eq!(
             statements[0].params,
@@ -622,15 +620,7 @@ mod tests {
         });
         let plan = cache.plan(&profile.signals(), true, T0 + 1);
         let statements = plan.statements();
-        assert_eq!(
-            sqls(&plan),
-            [
-                LOAD_PAIRS_SQL,
-                LOAD_POPULAR_SQL,
-                LOAD_CATEGORY_ITEMS_SQL,
-                LOAD_ITEMS_SQL
-            ]
-        );
+        assert_eq!(sqls(&plan), EVERY_READ);
         assert_eq!(statements[0].params[0], Param::Text(r#"["b"]"#.into()));
         assert_eq!(statements[2].params[0], Param::Text(r#"["bags"]"#.into()));
         assert_eq!(statements[3].params[0], Param::Text(r#"["b"]"#.into()));
