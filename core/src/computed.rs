@@ -413,6 +413,25 @@ impl ComputedConfig {
         Ok(Self::new(horizon, dedup_by, traits))
     }
 
+    /// What time alone changes in the traits named `names`: the windows of their aggregates,
+    /// and whether any counts whole days since an event (its value moves every day).
+    pub fn clock_of(&self, names: &BTreeSet<String>) -> (BTreeSet<i64>, bool) {
+        let mut windows = BTreeSet::new();
+        let mut daily = false;
+        for def in self.traits.iter().filter(|d| names.contains(&d.name)) {
+            match &def.kind {
+                TraitKind::Aggregate(Aggregate {
+                    window_ms: Some(w), ..
+                }) => {
+                    windows.insert(*w);
+                }
+                TraitKind::LastAt { as_days: true, .. } => daily = true,
+                _ => {}
+            }
+        }
+        (windows, daily)
+    }
+
     /// The declaration named `name`.
     pub fn get(&self, name: &str) -> Option<&TraitDef> {
         self.traits.iter().find(|t| t.name == name)
@@ -797,6 +816,27 @@ impl ComputedState {
     /// The blob to store.
     pub fn to_json_string(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|_| "{}".into())
+    }
+
+    /// The instants time windows are measured from: fact times, archived times and cart lines,
+    /// and the last millisecond of each archived day (an archived day leaves a window whole).
+    pub fn times(&self) -> Vec<i64> {
+        let mut times: Vec<i64> = self.facts.iter().map(|f| f.ts).collect();
+        for archive in self.archive.values() {
+            match archive {
+                Archive::Agg { days } => times.extend(
+                    days.keys()
+                        .filter(|d| **d != 0)
+                        .map(|d| (d + 1).saturating_mul(DAY_MS) - 1),
+                ),
+                Archive::Last { t, .. } | Archive::At { t } => times.push(*t),
+                Archive::Recent { items } => times.extend(items.iter().map(|(t, _)| *t)),
+                Archive::Cart { lines } => times.extend(lines.values().map(|l| l.ts)),
+                Archive::Sessions { last, .. } => times.push(*last),
+            }
+        }
+        times.retain(|t| *t != i64::MIN);
+        times
     }
 
     /// Events named `event` (any behavioural event when `None`) held at or after `since_ms`.

@@ -16,6 +16,7 @@ use crate::segment::{
     self, Membership, MembershipDiff, Memberships, SegmentConfigError, SegmentSet, Subject,
 };
 use crate::slot::{SlotConfig, SlotConfigError};
+use crate::time::DAY_MS;
 
 /// The committed default computed-traits configuration.
 pub const DEFAULT_COMPUTED_TRAITS: &str = include_str!("../../config/computed-traits.json");
@@ -214,7 +215,8 @@ pub fn update(
         None => Vec::new(),
     };
     writes.extend(segment::membership_writes(profile_id, &diff));
-    writes.push(save_state(profile_id, &state, version, now_ms));
+    let check_at = next_check(&state, traits, config, &evaluated, now_ms);
+    writes.push(save_state(profile_id, &state, version, now_ms, check_at));
     Update {
         segments: evaluated.into_iter().collect(),
         state,
@@ -246,18 +248,114 @@ pub fn view(
     (computed, segments)
 }
 
-/// The version-guarded upsert of a state row.
+/// The sweep's step for one profile whose `check_at` came (no new event): memberships
+/// re-evaluated at `now_ms`, transitions recorded with their internal events (for the profile's
+/// `user_id`/`anonymous_id`, caused by time), and the state saved with its next check. The save
+/// is version-guarded like [`update`]'s: no row returned means an ingest got there first (and
+/// set the next check itself).
+pub fn advance(
+    stored: ProfileState,
+    version: i64,
+    profile_id: &str,
+    traits: &Map<String, Value>,
+    (user_id, anonymous_id): (Option<&str>, Option<&str>),
+    config: &PersonalisationConfig,
+    now_ms: i64,
+) -> Update {
+    let mut state = stored;
+    let (computed, evaluated) = view(&state, traits, config, now_ms);
+    let diff = segment::diff(&state.segments, &evaluated, now_ms);
+    state.segments = diff.memberships.clone();
+    let internal_events =
+        segment::timed_transition_events(&diff, profile_id, user_id, anonymous_id);
+    let mut writes = segment::membership_writes(profile_id, &diff);
+    let check_at = next_check(&state, traits, config, &evaluated, now_ms);
+    writes.push(save_state(
+        profile_id,
+        &state,
+        Some(version),
+        now_ms,
+        check_at,
+    ));
+    Update {
+        segments: evaluated.into_iter().collect(),
+        state,
+        applied: Vec::new(),
+        computed,
+        diff,
+        internal_events,
+        changed: recommend::Changed::default(),
+        writes,
+    }
+}
+
+/// Candidate instants [`next_check`] evaluates before it settles for the next one unprobed.
+pub const MAX_PROBES: usize = 8;
+
+/// When to look at a profile again with no new event: the first instant after `now_ms` at which
+/// its memberships (`current`, as evaluated at `now_ms`) change by time alone. Time changes
+/// verdicts only where a fact or trait time plus a window the rules measure passes (`within_*`,
+/// windowed counts, windowed computed traits) or a day count moves; those instants are probed in
+/// order with [`view`]. After [`MAX_PROBES`] quiet ones the next candidate is returned and the
+/// sweep probes again from there. `None`: time alone changes nothing.
+pub fn next_check(
+    state: &ProfileState,
+    traits: &Map<String, Value>,
+    config: &PersonalisationConfig,
+    current: &BTreeSet<String>,
+    now_ms: i64,
+) -> Option<i64> {
+    let clock = config.segments.clock();
+    let (trait_windows, daily) = config.computed.clock_of(&clock.computed);
+    let windows: BTreeSet<i64> = clock.windows_ms.union(&trait_windows).copied().collect();
+    let mut candidates = BTreeSet::new();
+    // A window holds while `now <= t + w`: the verdict can change one millisecond later.
+    let mut passes = |t: i64, w: i64| {
+        candidates.insert(t.saturating_add(w).saturating_add(1));
+    };
+    for t in state.computed.times() {
+        windows.iter().for_each(|w| passes(t, *w));
+        if daily && t <= now_ms {
+            // The next few day boundaries: a threshold days away is found by the probes.
+            let next = (now_ms - t).div_euclid(DAY_MS) + 1;
+            for days in next..=next + MAX_PROBES as i64 {
+                passes(t, days.saturating_mul(DAY_MS) - 1);
+            }
+        }
+    }
+    for (path, w) in &clock.trait_windows {
+        let value = path
+            .split_first()
+            .and_then(|(first, rest)| rest.iter().try_fold(traits.get(first)?, |v, k| v.get(k)));
+        if let Some(t) = value.and_then(segment::time_of) {
+            passes(t, *w);
+        }
+    }
+    let mut later = candidates.range(now_ms.saturating_add(1)..).copied();
+    for _ in 0..MAX_PROBES {
+        let at = later.next()?;
+        if &view(state, traits, config, at).1 != current {
+            return Some(at);
+        }
+    }
+    later.next()
+}
+
+/// The version-guarded upsert of a state row, with the time the sweep should look at it again
+/// (`check_at`, see [`next_check`]).
 pub fn save_state(
     profile_id: &str,
     state: &ProfileState,
     version: Option<i64>,
     now_ms: i64,
+    check_at: Option<i64>,
 ) -> Statement {
     let expected = version.unwrap_or(0);
     Statement {
-        sql: "INSERT INTO profile_personalisation (profile_id, state, version, updated_at) \
-              VALUES (?1, ?2, ?3, ?4) ON CONFLICT (profile_id) DO UPDATE SET \
-              state = excluded.state, version = excluded.version, updated_at = excluded.updated_at \
+        sql: "INSERT INTO profile_personalisation (profile_id, state, version, updated_at, check_at) \
+              VALUES (?1, ?2, ?3, ?4, ?6) ON CONFLICT (profile_id) DO UPDATE SET \
+              state = excluded.state, version = excluded.version, updated_at = excluded.updated_at, \
+              check_at = excluded.check_at \
               WHERE profile_personalisation.version = ?5 RETURNING version"
             .into(),
         params: vec![
@@ -266,9 +364,14 @@ pub fn save_state(
             Param::Int(expected + 1),
             Param::Int(now_ms),
             Param::Int(expected),
+            check_at.map_or(Param::Null, Param::Int),
         ],
     }
 }
+
+/// Profiles due for the sweep at `now`: their state rows. Bind `?1` = now, `?2` = how many.
+pub const DUE_SQL: &str = "SELECT profile_id, state, version FROM profile_personalisation \
+    WHERE check_at <= ?1 ORDER BY check_at LIMIT ?2";
 
 /// Combines the states of profile `from` absorbed into `into` (identity merge): computed states
 /// merge ([`computed::merge`]); a segment current on either side stays current with the earlier
@@ -316,7 +419,7 @@ pub fn merge_writes(
     now_ms: i64,
 ) -> Vec<Statement> {
     vec![
-        save_state(into, merged, into_version, now_ms),
+        save_state(into, merged, into_version, now_ms, None),
         Statement {
             sql: "DELETE FROM profile_personalisation WHERE profile_id = ?1".into(),
             params: vec![Param::Text(from.to_owned())],
@@ -381,6 +484,7 @@ impl RecommendInputs {
 mod tests {
     use super::*;
     use crate::computed::tests::{track, T0};
+    use crate::time::format_iso8601;
     use serde_json::json;
 
     const HOUR: i64 = 3_600_000;
@@ -481,6 +585,166 @@ mod tests {
         assert!(again.diff.is_empty() && again.internal_events.is_empty());
         assert_eq!(again.writes.len(), 1);
         assert_eq!(again.state, up.state);
+    }
+
+    /// The `check_at` a planned state save carries.
+    fn check_at_of(writes: &[Statement]) -> Option<i64> {
+        let save = writes.last().expect("a state save");
+        assert!(save.sql.starts_with("INSERT INTO profile_personalisation"));
+        match save.params[5] {
+            Param::Int(t) => Some(t),
+            Param::Null => None,
+            ref other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_left_cart_is_due_for_the_sweep_the_moment_the_abandon_window_passes() {
+        let c = config();
+        let added = track(
+            "add1",
+            "Product Added",
+            0,
+            json!({"product_id": "sock-1", "price": 12, "quantity": 1}),
+        );
+        let up = update(
+            ProfileState::default(),
+            None,
+            "prof_1",
+            &Map::new(),
+            &[&added],
+            &c,
+            T0 + 60_000,
+        );
+        assert!(up.segments.is_empty(), "{:?}", up.segments);
+        let due = T0 + HOUR + 1;
+        assert_eq!(check_at_of(&up.writes), Some(due), "one hour after the add");
+
+        // The sweep at that time: enters cart_abandoners, caused by time, and needs no next check.
+        let swept = advance(
+            up.state.clone(),
+            1,
+            "prof_1",
+            &Map::new(),
+            (Some("user-1"), Some("anon-1")),
+            &c,
+            due,
+        );
+        assert_eq!(swept.segments, vec!["cart_abandoners".to_owned()]);
+        assert_eq!(swept.internal_events.len(), 1);
+        let event = &swept.internal_events[0];
+        assert_eq!(event["event"], json!("Segment Entered"));
+        assert_eq!(event["properties"]["cause"], json!("time"));
+        assert_eq!(
+            (&event["userId"], &event["anonymousId"]),
+            (&json!("user-1"), &json!("anon-1"))
+        );
+        assert_eq!(event["timestamp"], json!(format_iso8601(due)));
+        let again = advance(
+            up.state.clone(),
+            1,
+            "prof_1",
+            &Map::new(),
+            (None, Some("anon-1")),
+            &c,
+            due,
+        );
+        assert_eq!(
+            again.internal_events[0]["messageId"], event["messageId"],
+            "a re-run dedups"
+        );
+        let sql: Vec<&str> = swept.writes.iter().map(|s| s.sql.as_str()).collect();
+        assert!(sql[0].starts_with("INSERT INTO segment_memberships"));
+        assert_eq!(
+            swept.writes.last().unwrap().params[4],
+            Param::Int(1),
+            "version-guarded"
+        );
+        assert_eq!(
+            check_at_of(&swept.writes),
+            None,
+            "nothing else moves with time"
+        );
+
+        // An order before the window passes empties the cart: no check is needed any more.
+        let order = track(
+            "o1",
+            "Order Completed",
+            120_000,
+            json!({"order_id": "o1", "revenue": 12}),
+        );
+        let bought = update(
+            up.state,
+            Some(1),
+            "prof_1",
+            &Map::new(),
+            &[&order],
+            &c,
+            T0 + 180_000,
+        );
+        assert_eq!(check_at_of(&bought.writes), None);
+    }
+
+    #[test]
+    fn day_counts_and_trait_times_are_checked_when_they_cross_a_threshold() {
+        let segments = json!({"segments": [
+            {"name": "lapsed", "rule": {"gte": [{"computed": "days_since_last_order"}, 7]}},
+            {"name": "trial_over", "rule": {"not": {"within_days": [{"trait": "trial.started_at"}, 14]}}},
+        ]});
+        let c = PersonalisationConfig::from_json(
+            &serde_json::from_str(DEFAULT_COMPUTED_TRAITS).unwrap(),
+            &segments,
+            &json!({}),
+            &json!({}),
+        )
+        .unwrap();
+        let order = track(
+            "o1",
+            "Order Completed",
+            0,
+            json!({"order_id": "o1", "revenue": 5}),
+        );
+        let day = 86_400_000;
+        let up = update(
+            ProfileState::default(),
+            None,
+            "p",
+            &Map::new(),
+            &[&order],
+            &c,
+            T0,
+        );
+        assert_eq!(
+            check_at_of(&up.writes),
+            Some(T0 + 7 * day),
+            "when the count reaches 7 days"
+        );
+
+        let trial = json!({"trial": {"started_at": format_iso8601(T0 - 10 * day)}});
+        let traits = trial.as_object().unwrap();
+        let (_, now_in) = view(&up.state, traits, &c, T0);
+        assert_eq!(
+            next_check(&up.state, traits, &c, &now_in, T0),
+            Some(T0 + 4 * day + 1),
+            "the trial's 14 days end first"
+        );
+        let quiet = PersonalisationConfig::from_json(
+            &serde_json::from_str(DEFAULT_COMPUTED_TRAITS).unwrap(),
+            &json!({"segments": [{"name": "big", "rule": {"gt": [{"computed": "lifetime_value"}, 1]}}]}),
+            &json!({}),
+            &json!({}),
+        )
+        .unwrap();
+        let up = update(
+            ProfileState::default(),
+            None,
+            "p",
+            &Map::new(),
+            &[&order],
+            &quiet,
+            T0,
+        );
+        assert_eq!(check_at_of(&up.writes), None, "no rule measures time");
     }
 
     #[test]

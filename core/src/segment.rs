@@ -602,12 +602,7 @@ fn holds(rule: &Rule, s: &Subject<'_>, now: i64, each: Each<'_>) -> bool {
         Rule::Exists(a) => crate::computed::is_present(&resolve(a, s, now, each)),
         Rule::Within(a, window) => {
             let value = resolve(a, s, now, each);
-            let at = match value.as_ref() {
-                Value::String(text) => parse_iso8601(text),
-                Value::Number(n) => n.as_i64(),
-                _ => None,
-            };
-            at.is_some_and(|t| t >= now.saturating_sub(*window))
+            time_of(value.as_ref()).is_some_and(|t| t >= now.saturating_sub(*window))
         }
     }
 }
@@ -659,6 +654,79 @@ fn compare(cmp: Cmp, a: &Value, b: &Value) -> bool {
         Cmp::Gte => matches!(ordering, Some(Ordering::Greater | Ordering::Equal)),
         Cmp::Lt => ordering == Some(Ordering::Less),
         Cmp::Lte => matches!(ordering, Some(Ordering::Less | Ordering::Equal)),
+    }
+}
+
+/// What can change a segment set's verdicts while no event arrives: the time windows its rules
+/// measure (`within_*`, windowed counts), the computed traits they read (whose own windows and
+/// day counts move with time) and the profile-trait times they measure. See
+/// [`crate::personalise::next_check`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Clock {
+    /// Window lengths (ms) of `within_*` rules and windowed counts.
+    pub windows_ms: BTreeSet<i64>,
+    /// Computed traits some rule reads.
+    pub computed: BTreeSet<String>,
+    /// `within_*` rules over profile traits: the trait path and the window.
+    pub trait_windows: Vec<(Vec<String>, i64)>,
+}
+
+impl SegmentSet {
+    /// What time alone can change in these segments' verdicts.
+    pub fn clock(&self) -> Clock {
+        let mut clock = Clock::default();
+        for def in &self.segments {
+            if let Some(source) = &def.for_each {
+                clock.read(source);
+            }
+            clock.walk(&def.rule);
+        }
+        clock
+    }
+}
+
+impl Clock {
+    fn walk(&mut self, rule: &Rule) {
+        match rule {
+            Rule::And(rules) | Rule::Or(rules) => rules.iter().for_each(|r| self.walk(r)),
+            Rule::Not(r) => self.walk(r),
+            Rule::Compare(_, a, b) | Rule::In(a, b) => {
+                self.read(a);
+                self.read(b);
+            }
+            Rule::Exists(a) => self.read(a),
+            Rule::Within(a, window) => {
+                self.windows_ms.insert(*window);
+                if let Operand::Trait(path) = a {
+                    self.trait_windows.push((path.clone(), *window));
+                }
+                self.read(a);
+            }
+        }
+    }
+
+    fn read(&mut self, operand: &Operand) {
+        match operand {
+            Operand::Computed(name, _) => {
+                self.computed.insert(name.clone());
+            }
+            Operand::Count {
+                window_ms: Some(window),
+                ..
+            } => {
+                self.windows_ms.insert(*window);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The time (epoch ms) a trait value holds: ISO-8601 text or epoch milliseconds.
+pub fn time_of(value: &Value) -> Option<i64> {
+    match value {
+        Value::String(text) => parse_iso8601(text),
+        Value::Number(n) => n.as_i64(),
+        _ => None,
     }
 }
 
@@ -771,6 +839,28 @@ pub fn diff(stored: &Memberships, evaluated: &BTreeSet<String>, now_ms: i64) -> 
 /// causing event's identifiers, and a `messageId` derived from profile, segment, direction and
 /// the cause, so a retried cause emits the same IDs and the event dedup absorbs them.
 pub fn transition_events(diff: &MembershipDiff, profile_id: &str, cause: &Event) -> Vec<Value> {
+    let who = (cause.user_id.as_deref(), cause.anonymous_id.as_deref());
+    events_for(diff, profile_id, who, Some(&cause.message_id))
+}
+
+/// The internal events of transitions that time alone caused (a window passed; the sweep found
+/// them), for the profile's `user_id`/`anonymous_id`. Their `messageId` derives from profile,
+/// segment, direction and the transition time; `properties.cause` is `"time"`.
+pub fn timed_transition_events(
+    diff: &MembershipDiff,
+    profile_id: &str,
+    user_id: Option<&str>,
+    anonymous_id: Option<&str>,
+) -> Vec<Value> {
+    events_for(diff, profile_id, (user_id, anonymous_id), None)
+}
+
+fn events_for(
+    diff: &MembershipDiff,
+    profile_id: &str,
+    (user_id, anonymous_id): (Option<&str>, Option<&str>),
+    cause: Option<&str>,
+) -> Vec<Value> {
     diff.transitions
         .iter()
         .map(|t| {
@@ -779,27 +869,28 @@ pub fn transition_events(diff: &MembershipDiff, profile_id: &str, cause: &Event)
             } else {
                 SEGMENT_EXITED
             };
-            let id_source = format!("{profile_id}\n{}\n{name}\n{}", t.segment, cause.message_id);
+            let because = cause.map_or_else(|| format!("time {}", t.at_ms), str::to_owned);
+            let id_source = format!("{profile_id}\n{}\n{name}\n{because}", t.segment);
             let mut hex = crate::identity::sha256_hex(id_source.as_bytes());
             hex.truncate(32);
             let mut event = Map::new();
             event.insert("type".into(), Value::from("track"));
             event.insert("event".into(), Value::from(name));
             event.insert("messageId".into(), Value::from(format!("seam-seg-{hex}")));
-            if let Some(u) = &cause.user_id {
-                event.insert("userId".into(), Value::from(u.clone()));
+            if let Some(u) = user_id {
+                event.insert("userId".into(), Value::from(u));
             }
-            if let Some(a) = &cause.anonymous_id {
-                event.insert("anonymousId".into(), Value::from(a.clone()));
+            if let Some(a) = anonymous_id {
+                event.insert("anonymousId".into(), Value::from(a));
             }
             event.insert("timestamp".into(), Value::from(format_iso8601(t.at_ms)));
             let mut properties = Map::new();
             properties.insert("segment".into(), Value::from(t.segment.clone()));
             properties.insert("profile_id".into(), Value::from(profile_id));
-            properties.insert(
-                "cause_message_id".into(),
-                Value::from(cause.message_id.clone()),
-            );
+            match cause {
+                Some(id) => properties.insert("cause_message_id".into(), Value::from(id)),
+                None => properties.insert("cause".into(), Value::from("time")),
+            };
             event.insert("properties".into(), Value::Object(properties));
             Value::Object(event)
         })

@@ -480,6 +480,8 @@ fn declared(segments: &SegmentSet, name: &str) -> bool {
 }
 
 /// Renders a recommendations slot's markup for its items (each with the reason it was picked).
+/// No items render nothing, so the page keeps the slot's own content (an empty catalogue shows
+/// no heading over an empty list).
 pub fn render_items(
     slot: &str,
     kind: &SlotKind,
@@ -494,6 +496,9 @@ pub fn render_items(
     else {
         return String::new();
     };
+    if items.is_empty() {
+        return String::new();
+    }
     let rendered: String = items
         .iter()
         .map(|(product_id, reason, item)| {
@@ -643,6 +648,12 @@ mod tests {
             html.contains("<span class=\"seam-price\">9.50</span>"),
             "{html}"
         );
+    }
+
+    #[test]
+    fn no_items_render_nothing_so_the_page_keeps_its_own_content() {
+        let config = committed();
+        assert_eq!(render_items(RECOMMENDED, config.get(RECOMMENDED), &[]), "");
     }
 
     #[test]

@@ -281,6 +281,11 @@ impl Sources {
             .ok_or(AuthError::UnknownWriteKey)
     }
 
+    /// The source with this ID.
+    pub fn by_id(&self, id: &str) -> Option<&Source> {
+        self.0.iter().map(|(_, s)| s).find(|s| s.id == id)
+    }
+
     /// The IDs of all sources.
     pub fn ids(&self) -> impl Iterator<Item = &str> {
         self.0.iter().map(|(_, s)| s.id.as_str())

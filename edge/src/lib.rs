@@ -17,6 +17,7 @@ pub mod retention;
 pub mod routes;
 pub mod settings;
 pub mod store;
+pub mod sweep;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -60,10 +61,26 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     Ok(response)
 }
 
-/// The cron trigger: retention, as of the trigger's scheduled time.
+/// The segment sweep's cron (`wrangler.toml`); any other trigger runs retention.
+const SWEEP_CRON: &str = "*/5 * * * *";
+
+/// The cron triggers, as of the trigger's scheduled time: the segment sweep every five minutes,
+/// retention daily.
 #[event(scheduled)]
 async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
-    match retention::run(&env, event.schedule() as i64).await {
+    let now_ms = event.schedule() as i64;
+    if event.cron() == SWEEP_CRON {
+        match sweep::run(&env, now_ms).await {
+            Ok(report) => worker::console_log!(
+                "segment sweep: {} profiles, {} transitions",
+                report.profiles,
+                report.transitions
+            ),
+            Err(e) => worker::console_error!("segment sweep failed: {} ({})", e.code(), e),
+        }
+        return;
+    }
+    match retention::run(&env, now_ms).await {
         Ok(report) => worker::console_log!(
             "retention: {} events, {} anonymous profiles, {} chunks",
             report.events,

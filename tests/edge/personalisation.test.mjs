@@ -368,7 +368,8 @@ describe("personalisation at ingest", () => {
       const anon = `bargain-hunter-${run}`;
       const thrifty = `full-price-buyer-${run}`;
       const cart = (who) => ({ type: "track", event: "Product Added", anonymousId: who, messageId: mid(), timestamp: new Date().toISOString(), properties: { product_id: "jac-1", price: 81, quantity: 1 } });
-      await send(edge, [order(anon, 60, "WELCOME5"), order(anon, 30, "SPRING20"), cart(anon)]);
+      const left = cart(anon);
+      await send(edge, [order(anon, 60, "WELCOME5"), order(anon, 30, "SPRING20"), left]);
       await send(edge, [order(thrifty, 60), order(thrifty, 30), cart(thrifty)]);
       const banner = (who, headers = {}) => fetch(`${edge.url}/`, { headers: { cookie: `seam_id=${who}`, ...headers } }).then((r) => r.text());
       const slotOf = (html) => html.match(/<div data-seam-slot="discount-banner"([^>]*)>([\s\S]*?)<\/div>/);
@@ -397,6 +398,28 @@ describe("personalisation at ingest", () => {
       const [, deniedAttrs, denied] = slotOf(await banner(anon, { cookie: `seam_id=${anon}; seam_personalise=0` }));
       assert.doesNotMatch(denied, /COMEBACK10/, "personalisation denied: no banner");
       assert.match(deniedAttrs, /data-seam-reason="consent_denied"/);
+
+      // The segment sweep (cron) records the time-driven entry with no event: membership rows,
+      // a Segment Entered event caused by time, and the KV snapshot. A second run finds nothing due.
+      const entered = () =>
+        edge.query("SELECT anonymous_id, body FROM events WHERE name = 'Segment Entered' AND anonymous_id IN (?, ?)", anon, thrifty)
+          .then((rows) => rows.map((r) => [r.anonymous_id, JSON.parse(r.body).properties]).filter(([, p]) => p.segment === "cart_abandoners"));
+      assert.deepEqual(await entered(), [], "not before the sweep");
+      const sweep = () => fetch(`${edge.url}/__scheduled?cron=${encodeURIComponent("*/5 * * * *")}`);
+      assert.equal((await sweep()).status, 200);
+      const events = await entered();
+      assert.deepEqual(events.map(([who]) => who).sort(), [anon, thrifty].sort(), "both carts were left");
+      assert.ok(events.every(([, p]) => p.cause === "time" && p.profile_id), JSON.stringify(events));
+      const [bargainProfile] = events.filter(([who]) => who === anon).map(([, p]) => p.profile_id);
+      const members = await edge.query("SELECT profile_id FROM segment_memberships WHERE segment = 'cart_abandoners' AND exited_at IS NULL AND profile_id = ?", bargainProfile);
+      assert.equal(members.length, 1, "the membership row is written");
+      const snapshot = JSON.parse(await edge.kv.get(`profile:${bargainProfile}`));
+      assert.ok(snapshot.segments.includes("cart_abandoners") && snapshot.segments.includes("high_discount_affinity"), JSON.stringify(snapshot.segments));
+      const [due] = await edge.query("SELECT check_at FROM profile_personalisation WHERE profile_id = ?", bargainProfile);
+      // Next: two orders and no visit for 30 days make churn_risk.
+      assert.equal(due.check_at, Date.parse(left.timestamp) + 30 * 86_400_000 + 1, "due again when churn_risk could begin");
+      assert.equal((await sweep()).status, 200);
+      assert.equal((await entered()).length, 2, "a second run stores nothing again");
 
       const reset = await adminSend("DELETE");
       assert.equal(reset.json.stamp, "committed");

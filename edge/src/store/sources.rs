@@ -73,6 +73,14 @@ async fn stored(env: &Env) -> Result<Vec<Source>, ApiError> {
     Ok(rows.iter().filter_map(|r| parse_row(r).ok()).collect())
 }
 
+/// The source with this ID: configured ones, then D1 (`None`: removed since).
+pub async fn by_id(env: &Env, configured: &Sources, id: &str) -> Result<Option<Source>, ApiError> {
+    if let Some(source) = configured.by_id(id) {
+        return Ok(Some(source.clone()));
+    }
+    Ok(stored(env).await?.into_iter().find(|s| s.id == id))
+}
+
 /// Every source ID, configured and in D1: the sources events may be stored under.
 pub async fn all_ids(env: &Env, configured: &Sources) -> Result<Vec<String>, ApiError> {
     let mut ids: Vec<String> = configured.ids().map(str::to_owned).collect();
