@@ -4,7 +4,7 @@
 //! the event model and its validation, request decoding, ID and time formats, write plans, the
 //! consent model (GCM v2 merge rules, TCF map, GPC), the SDK's durable outbox and retry policy,
 //! admin access, privacy and retention plans, and personalisation (computed traits, segments,
-//! recommendations: `docs/personalisation.md`).
+//! recommendations: `docs/personalisation.md`, and the spacing of their refreshes).
 //!
 //! Nothing here touches a platform: no web-sys, no worker, no clock, no randomness. Time and
 //! random bytes come in as arguments; functions return values or plans (lists of writes) that
@@ -24,6 +24,8 @@ pub mod access;
 pub mod auth;
 #[cfg(feature = "std")]
 pub mod candidates;
+#[cfg(feature = "std")]
+pub mod coalesce;
 #[cfg(feature = "std")]
 pub mod computed;
 pub mod consent;

@@ -123,6 +123,31 @@ describe("personalisation at ingest", () => {
     assert.equal(n, 6, "every user's views feed co-occurrence");
   });
 
+  test("a burst of batches for one shopper saves its state once or twice, with every event in it", async () => {
+    const anon = `burst-${run}`;
+    const first = await send(edge, [view(anon, "burst-0", "Trail", 10)]);
+    assert.equal(first.status, 200, first.text);
+    const profileId = first.json.profileId;
+    const [{ version: before }] = await edge.query("SELECT version FROM profile_personalisation WHERE profile_id = ?", profileId);
+    // Six batches at once, straight after the first: without waiting for each other's refresh.
+    const burst = await Promise.all(
+      [1, 2, 3, 4, 5, 6].map((i) =>
+        fetch(`${edge.url}/v1/batch`, { method: "POST", body: JSON.stringify({ writeKey: WRITE_KEY, batch: [view(anon, `burst-${i}`, "Trail", 10 - i)] }) }),
+      ),
+    );
+    assert.ok(burst.every((r) => r.status === 200));
+    await settled(edge.url);
+    const [{ version }] = await edge.query("SELECT version FROM profile_personalisation WHERE profile_id = ?", profileId);
+    // One save at once if the first one's spacing had passed, one trailing save with the rest
+    // (a third only if the burst straddled a second spacing on a slow machine).
+    assert.ok(version - before <= 3, `${version - before} saves for 6 batches`);
+    const expected = [6, 5, 4, 3, 2, 1, 0].map((i) => `burst-${i}`);
+    const { json } = await admin(`/v1/profiles/${profileId}`);
+    assert.deepEqual(json.computedTraits.viewed_products.slice(0, 7), expected);
+    const snapshot = JSON.parse(await edge.kv.get(`profile:${profileId}`));
+    assert.deepEqual(snapshot.computedTraits.viewed_products.slice(0, 7), expected, "the KV snapshot has the whole burst");
+  });
+
   describe("POST /v1/decide", () => {
     const adminPost = (path, body) =>
       post(`${edge.url}${path}`, body, { authorization: `Bearer ${ADMIN_KEY}` });
@@ -460,8 +485,13 @@ describe("edge rendering of a site proxied from its own origin", () => {
   });
 
   test("pages come from the source's siteOrigin with their own headers, and their slots are filled", async () => {
-    const anon = `proxied-visitor-${run}`;
-    await send(edge, [view(anon, "run-1", "Running Shoes", 3), view(anon, "run-2", "Running Shoes", 2)]);
+    // A visitor outside the holdout (whose profile ID decides it), so the slot is personalised.
+    let anon;
+    for (let i = 0; !anon; i++) {
+      const candidate = `proxied-visitor-${run}-${i}`;
+      const r = await send(edge, [view(candidate, "run-1", "Running Shoes", 3), view(candidate, "run-2", "Running Shoes", 2)]);
+      if (!inHoldout(r.json.profileId)) anon = candidate;
+    }
     await settled(edge.url);
     const r = await fetch(`${edge.url}/product?id=run-1`, { headers: { cookie: `seam_id=${anon}; origin_session=abc` } });
     assert.equal(r.status, 200);

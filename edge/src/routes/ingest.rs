@@ -1,9 +1,11 @@
 //! `POST /v1/{batch,track,identify,page,screen,group,alias}` and the short forms
 //! `/v1/{b,t,i,p,s,g,a}`: the Segment HTTP Tracking API.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 use seam_core::auth::basic_user;
+use seam_core::coalesce::{Absorb, Claim, Coalescer, Offer};
 use seam_core::enrich::cookie_action;
 use seam_core::event::EventType;
 use seam_core::graph_plan::{
@@ -271,13 +273,7 @@ pub async fn post(
             // the visitor's request does not wait for it. It is idempotent; a retried batch
             // re-applies it.
             let env = env.clone();
-            crate::after_response(ctx, async move {
-                for refresh in refreshes {
-                    if let Err(e) = refresh.run(&env).await {
-                        worker::console_error!("profile refresh failed: {}", e.code());
-                    }
-                }
-            });
+            crate::after_response(ctx, async move { refresh_spaced(&env, refreshes).await });
         }
         // Read-your-writes: the response names the profile as it is after this request.
         body["profileId"] = serde_json::Value::from(profile_id);
@@ -293,6 +289,59 @@ pub async fn post(
     Ok(response)
 }
 
+/// A profile's refreshes start at most once a second in an isolate (KV takes one write per
+/// second per key); what arrives in between runs once, after the spacing.
+const REFRESH_SPACING_MS: i64 = 1_000;
+/// Profiles whose spacing an isolate remembers.
+const SPACED_PROFILES: usize = 10_000;
+
+thread_local! {
+    static REFRESHES: RefCell<Coalescer<Refresh>> =
+        RefCell::new(Coalescer::new(REFRESH_SPACING_MS, SPACED_PROFILES));
+}
+
+/// Runs a request's refreshes: each at once unless its profile refreshed within the spacing,
+/// then folded into that profile's trailing run (owned by the first request that waits).
+async fn refresh_spaced(env: &Env, refreshes: Vec<Refresh>) {
+    let now = || worker::Date::now().as_millis() as i64;
+    let mut owed: Vec<(String, i64)> = Vec::new();
+    for refresh in refreshes {
+        let key = refresh.profile_id.clone();
+        match REFRESHES.with(|c| c.borrow_mut().offer(&key, refresh, now())) {
+            Offer::Run(refresh) => run_spaced(env, &key, refresh).await,
+            Offer::Wait(ms) => owed.push((key, now() + ms)),
+            Offer::Joined => {}
+        }
+    }
+    while let Some(earliest) = owed.iter().map(|(_, at)| *at).min() {
+        let wait = (earliest - now()).max(0) as u64;
+        worker::Delay::from(std::time::Duration::from_millis(wait)).await;
+        let mut later = Vec::new();
+        for (key, at) in owed {
+            if at > now() {
+                later.push((key, at));
+                continue;
+            }
+            match REFRESHES.with(|c| c.borrow_mut().claim(&key, now())) {
+                Claim::Run(mut refresh) => {
+                    // Read at run time: what the request read is older than the runs since.
+                    refresh.loaded = None;
+                    run_spaced(env, &key, refresh).await;
+                }
+                Claim::Wait(ms) => later.push((key, now() + ms)),
+            }
+        }
+        owed = later;
+    }
+}
+
+async fn run_spaced(env: &Env, key: &str, refresh: Refresh) {
+    if let Err(e) = refresh.run(env).await {
+        worker::console_error!("profile refresh failed: {}", e.code());
+    }
+    REFRESHES.with(|c| c.borrow_mut().finished(key));
+}
+
 /// Derived state of one profile to bring up to date after a request: computed traits, segments
 /// (with their transition events) and the KV snapshot.
 struct Refresh {
@@ -306,6 +355,27 @@ struct Refresh {
     loaded: Option<store::profiles::Loaded>,
     /// The personalisation configuration, when this profile's events feed it.
     config: Option<std::sync::Arc<seam_core::personalise::PersonalisationConfig>>,
+}
+
+impl Absorb for Refresh {
+    /// Later requests' refresh folded in: their events (the core skips ones it has), pointer and
+    /// forwarding writes, and the newest time and source.
+    fn absorb(&mut self, later: Refresh) {
+        self.mine.extend(later.mine);
+        for (mine, theirs) in [
+            (&mut self.snapshot.anonymous, later.snapshot.anonymous),
+            (&mut self.snapshot.absorbed, later.snapshot.absorbed),
+            (&mut self.absorbed, later.absorbed),
+        ] {
+            mine.extend(theirs);
+            mine.sort();
+            mine.dedup();
+        }
+        self.received_at = self.received_at.max(later.received_at);
+        self.source = later.source;
+        self.config = later.config.or(self.config.take());
+        self.loaded = None;
+    }
 }
 
 impl Refresh {
