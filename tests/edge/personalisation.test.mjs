@@ -513,4 +513,20 @@ describe("edge rendering of a site proxied from its own origin", () => {
     const [exposure] = await edge.query("SELECT source_id FROM events WHERE name = 'Decision Exposed' AND anonymous_id = ?", anon);
     assert.equal(exposure.source_id, "proxied-shop");
   });
+
+  test("when decisions cannot be made (storage failing) the page is still served, slots as the origin sent them", async () => {
+    // A visitor the isolate has never seen is looked up in D1; the table is gone for a moment.
+    await edge.exec("ALTER TABLE identities RENAME TO identities_away");
+    try {
+      const r = await fetch(`${edge.url}/product?id=run-2`, { headers: { cookie: `seam_id=unseen-visitor-${run}` } });
+      assert.equal(r.status, 200);
+      const html = await r.text();
+      assert.match(html, /<h1>Origin shop<\/h1>/);
+      assert.match(html, /<div data-seam-slot="recommended-for-you">fallback<\/div>/, "the origin's own slot content");
+    } finally {
+      await edge.exec("ALTER TABLE identities_away RENAME TO identities");
+    }
+    const again = await fetch(`${edge.url}/product?id=run-2`, { headers: { cookie: `seam_id=unseen-visitor-${run}` } });
+    assert.match(await again.text(), /data-seam-slot="recommended-for-you" data-seam-rendered="default"/, "and filled again once storage is back");
+  });
 });

@@ -43,6 +43,38 @@ const FALLBACK_CSP: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-e
     style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; \
     base-uri 'self'; form-action 'self'; frame-ancestors 'none'";
 
+/// Who asks for a page, and from where.
+struct Visit<'a> {
+    url: &'a worker::Url,
+    facts: RequestFacts,
+    visitor: Option<String>,
+    site: Option<Source>,
+    opted_out: bool,
+}
+
+/// The page with its slots filled, and the visitor's exposure logged.
+async fn personalise(
+    env: &Env,
+    ctx: &Context,
+    html: &str,
+    slots: &[Slot],
+    visit: Visit<'_>,
+) -> Result<String, ApiError> {
+    let db = env.d1("DB")?;
+    let rules = settings::identity_rules(env)?;
+    let who = Visitor {
+        anonymous_id: visit.visitor.as_deref(),
+        user_id: None,
+    };
+    let decisions = decide(env, &db, &rules, who, slots, visit.opted_out).await?;
+    let body = fill(html, &decisions).map_err(|e| ApiError::Storage(format!("render: {e}")))?;
+    if let (Some(visitor), Some(_), Some(site)) = (visit.visitor, &decisions.profile_id, visit.site)
+    {
+        log_exposure(env, ctx, visit.url, visit.facts, visitor, decisions, site)?;
+    }
+    Ok(body)
+}
+
 /// Serves a site path: HTML pages with slots are rendered, everything else passes through.
 pub async fn page(req: Request, env: &Env, ctx: &Context) -> Result<Response, ApiError> {
     let visitor = http::cookie_id(&req);
@@ -95,21 +127,25 @@ pub async fn page(req: Request, env: &Env, ctx: &Context) -> Result<Response, Ap
             limit: None,
         })
         .collect();
-    let body = if !slots.is_empty() {
-        let db = env.d1("DB")?;
-        let rules = settings::identity_rules(env)?;
-        let who = Visitor {
-            anonymous_id: visitor.as_deref(),
-            user_id: None,
-        };
-        let decisions = decide(env, &db, &rules, who, &slots, opted_out).await?;
-        let body = fill(html, &decisions).map_err(|e| ApiError::Storage(format!("render: {e}")))?;
-        if let (Some(visitor), Some(_), Some(site)) = (visitor, &decisions.profile_id, site) {
-            log_exposure(env, ctx, &url, facts, visitor, decisions, site)?;
-        }
-        body
-    } else {
+    let body = if slots.is_empty() {
         html.to_owned()
+    } else {
+        let visit = Visit {
+            url: &url,
+            facts,
+            visitor,
+            site,
+            opted_out,
+        };
+        match personalise(env, ctx, html, &slots, visit).await {
+            Ok(body) => body,
+            // The page is the site's: when a decision cannot be made (storage down), the slots
+            // keep the content the page ships with rather than the page failing.
+            Err(e) => {
+                worker::console_error!("render: slots left as served: {}", e.code());
+                html.to_owned()
+            }
+        }
     };
     let mut response = Response::from_html(body)?;
     let headers = response.headers_mut();
