@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::event::Event;
-use crate::identity::{Conflict, Identifier, Link, Partition, ProfileId, Rules};
+use crate::identity::{Conflict, Identifier, Link, Partition, Rules};
 use crate::plan::{Param, Statement};
 
 /// Multi-row inserts whose suffix binds nothing of its own.
@@ -293,18 +293,11 @@ fn conflict_rows(conflicts: &[Conflict], now_ms: i64) -> Vec<Statement> {
     )
 }
 
-/// The profile an identifier belongs to in `partition` (its own singleton ID when absent).
-pub fn profile_of(partition: &Partition, identifier: &Identifier) -> ProfileId {
-    partition
-        .profile_of(identifier)
-        .map_or_else(|| ProfileId::for_identifier(identifier), |p| p.id.clone())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::event::{validate, Envelope};
-    use crate::identity::{partition, IdType};
+    use crate::identity::{partition, IdType, ProfileId};
     use serde_json::json;
 
     #[test]

@@ -6,10 +6,10 @@ use std::collections::HashMap;
 
 use seam_core::event::{Event, EventType};
 use seam_core::graph_plan::{
-    graph_writes, identifiers_param, parse_link, profile_of, Assignment, LOAD_COMPONENT_SQL,
+    graph_writes, identifiers_param, parse_link, Assignment, LOAD_COMPONENT_SQL,
     LOAD_IDENTITIES_SQL,
 };
-use seam_core::identity::{partition, Identifier, Link, Partition, Rules};
+use seam_core::identity::{partition, Identifier, Link, Partition, ProfileId, Rules};
 use serde::Deserialize;
 use worker::D1Database;
 
@@ -17,18 +17,40 @@ use crate::store::d1;
 
 /// The outcome of resolving a request's links.
 pub struct Resolved {
-    /// The recomputed partition of every component the request touched.
-    pub partition: Partition,
     /// Assignments as they were before this request.
     pub before: Vec<Assignment>,
     /// Profiles absorbed by this request: (from, into).
     pub merges: Vec<(String, String)>,
+    /// The profile of every identifier in the components the request touched, as recomputed: a
+    /// server-side batch asks once per link, so lookups must not scan the partition.
+    profile_by_identifier: HashMap<Identifier, String>,
 }
 
 impl Resolved {
+    fn new(partition: &Partition, before: Vec<Assignment>, merges: Vec<(String, String)>) -> Self {
+        let profile_by_identifier = partition
+            .profiles
+            .iter()
+            .flat_map(|p| {
+                p.identifiers
+                    .iter()
+                    .map(|i| (i.clone(), p.id.as_str().to_owned()))
+            })
+            .collect();
+        Resolved {
+            before,
+            merges,
+            profile_by_identifier,
+        }
+    }
+
     /// The profile an identifier belongs to now.
     pub fn profile_of(&self, identifier: &Identifier) -> String {
-        profile_of(&self.partition, identifier).as_str().to_owned()
+        match self.profile_by_identifier.get(identifier) {
+            Some(profile) => profile.clone(),
+            // Not in any touched component: its own singleton profile.
+            None => ProfileId::for_identifier(identifier).as_str().to_owned(),
+        }
     }
 }
 
@@ -130,9 +152,5 @@ pub async fn resolve(
         .collect();
     let writes = graph_writes(&partition, &before, seq, &cause, now_ms);
     d1::execute(db, &writes.statements).await?;
-    Ok(Some(Resolved {
-        partition,
-        before,
-        merges: writes.merges,
-    }))
+    Ok(Some(Resolved::new(&partition, before, writes.merges)))
 }
