@@ -169,6 +169,8 @@ struct RawTrait {
     #[serde(default)]
     gap_minutes: Option<Value>,
     #[serde(default)]
+    subtract: Option<Value>,
+    #[serde(default)]
     description: Option<Value>,
     #[serde(flatten)]
     unknown: Map<String, Value>,
@@ -203,6 +205,9 @@ pub struct Aggregate {
     pub properties: Vec<String>,
     /// For shares: properties of which any truthy one marks the event.
     pub when: Vec<String>,
+    /// For sums: fact names whose amount (the same properties) counts negatively, e.g.
+    /// `Order Refunded` for a lifetime value net of refunds.
+    pub subtract: Vec<String>,
     /// Only events in the last this many ms count.
     pub window_ms: Option<i64>,
 }
@@ -261,7 +266,7 @@ impl TraitDef {
     fn reads(&self, fact: &str) -> bool {
         let listed = |events: &[String]| events.is_empty() || events.iter().any(|e| e == fact);
         match &self.kind {
-            TraitKind::Aggregate(a) => listed(&a.events),
+            TraitKind::Aggregate(a) => listed(&a.events) || a.subtract.iter().any(|e| e == fact),
             TraitKind::Last { events, .. }
             | TraitKind::Recent { events, .. }
             | TraitKind::LastAt { events, .. } => listed(events),
@@ -297,6 +302,7 @@ fn default_dedup_by() -> BTreeMap<String, String> {
     [
         (ORDER_COMPLETED, "order_id"),
         ("Order Refunded", "order_id"),
+        ("Order Cancelled", "order_id"),
     ]
     .into_iter()
     .map(|(e, p)| (e.to_owned(), p.to_owned()))
@@ -325,6 +331,9 @@ impl ComputedConfig {
                 TraitKind::Aggregate(a) => {
                     need(&a.events, &a.properties);
                     need(&a.events, &a.when);
+                    if !a.subtract.is_empty() {
+                        need(&a.subtract, &a.properties);
+                    }
                 }
                 TraitKind::Last {
                     events, property, ..
@@ -498,6 +507,14 @@ fn parse_trait(index: usize, item: &Value) -> Result<TraitDef, ComputedConfigErr
     }
     let when = string_list(raw.when.as_ref())
         .ok_or_else(|| err("when", "must be a property name or a list of names"))?;
+    let subtract = string_list(raw.subtract.as_ref())
+        .ok_or_else(|| err("subtract", "must be an event name or a list of names"))?;
+    if let Some(both) = subtract.iter().find(|e| events.contains(e)) {
+        return Err(err(
+            "subtract",
+            &format!("{both:?} is also in event: it cannot count both ways"),
+        ));
+    }
     let window_ms = match &raw.window_days {
         None | Some(Value::Null) => None,
         Some(v) => Some(
@@ -523,7 +540,8 @@ fn parse_trait(index: usize, item: &Value) -> Result<TraitDef, ComputedConfigErr
     // Which optional fields each type accepts; anything else set is a mistake worth naming.
     let allowed: &[&str] = match kind {
         "count" => &["event", "windowDays"],
-        "sum" | "average" => &["event", "property", "windowDays"],
+        "sum" => &["event", "property", "windowDays", "subtract"],
+        "average" => &["event", "property", "windowDays"],
         "share" => &["event", "when", "windowDays"],
         "tally" => &["event", "property", "windowDays", "limit"],
         "last" => &["event", "property"],
@@ -540,6 +558,7 @@ fn parse_trait(index: usize, item: &Value) -> Result<TraitDef, ComputedConfigErr
         ("limit", raw.limit.is_some()),
         ("when", raw.when.is_some()),
         ("gapMinutes", raw.gap_minutes.is_some()),
+        ("subtract", raw.subtract.is_some()),
     ];
     if let Some((field, _)) = set.iter().find(|(f, on)| *on && !allowed.contains(f)) {
         return Err(err(field, &format!("does not apply to a {kind} trait")));
@@ -561,6 +580,7 @@ fn parse_trait(index: usize, item: &Value) -> Result<TraitDef, ComputedConfigErr
             events: needs_event()?,
             properties: properties.clone(),
             when: when.clone(),
+            subtract: subtract.clone(),
             window_ms,
         }))
     };
@@ -1250,6 +1270,17 @@ fn value_of<'a>(
 }
 
 fn contribute(bucket: &mut Bucket, agg: &Aggregate, fact: &Fact) {
+    if agg.subtract.contains(&fact.event) {
+        // A refund or cancellation takes its amount back; it is not one more event.
+        if let Some(x) = agg
+            .properties
+            .iter()
+            .find_map(|p| fact.props.get(p).and_then(number))
+        {
+            bucket.sum -= x;
+        }
+        return;
+    }
     bucket.n += 1;
     match agg.op {
         AggregateOp::Sum | AggregateOp::Average => {
@@ -1596,6 +1627,84 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn refunds_and_cancellations_take_their_amount_out_of_lifetime_value_once() {
+        let config = shipped_config();
+        let mut events = vec![
+            order("m1", "o1", 0, json!({"revenue": 100})),
+            order("m2", "o2", 1000, json!({"revenue": 50})),
+            order("m3", "o3", 1500, json!({"total": 20})),
+            track(
+                "m4",
+                "Order Refunded",
+                2000,
+                json!({"order_id": "o1", "total": 100}),
+            ),
+            // The refund reported twice (a webhook retried with a new messageId): once.
+            track(
+                "m5",
+                "Order Refunded",
+                2500,
+                json!({"order_id": "o1", "total": 100}),
+            ),
+        ];
+        let v = values(&state_of(&events, &config), &config, T0 + HOUR);
+        assert_eq!(v["lifetime_value"], json!(70.0));
+        assert_eq!(v["orders_count"], json!(3), "orders placed stay counted");
+        assert_eq!(
+            v["average_order_value"],
+            json!(56.67),
+            "the average is of orders placed"
+        );
+        events.push(track(
+            "m6",
+            "Order Cancelled",
+            3000,
+            json!({"order_id": "o2", "revenue": 50}),
+        ));
+        // No amount: nothing to take back.
+        events.push(track(
+            "m7",
+            "Order Refunded",
+            3500,
+            json!({"order_id": "o3"}),
+        ));
+        let v = values(&state_of(&events, &config), &config, T0 + HOUR);
+        assert_eq!(v["lifetime_value"], json!(20.0));
+    }
+
+    #[test]
+    fn subtracted_amounts_survive_folding_into_the_archive_and_merges() {
+        let doc = json!({"horizon": 2, "traits": [{"name": "net", "type": "sum",
+            "event": "Order Completed", "property": "total", "subtract": "Order Refunded"}]});
+        let config = ComputedConfig::from_json(&doc).unwrap();
+        let events = [
+            order("m1", "o1", 0, json!({"total": 40})),
+            track(
+                "m2",
+                "Order Refunded",
+                1000,
+                json!({"order_id": "o1", "total": 15}),
+            ),
+            order("m3", "o2", 2000, json!({"total": 10})),
+            order("m4", "o3", 3000, json!({"total": 5})),
+        ];
+        let one = state_of(&events, &config);
+        assert!(
+            !one.archive.is_empty(),
+            "the horizon of 2 folded the first facts"
+        );
+        assert_eq!(values(&one, &config, T0)["net"], json!(40.0));
+        let (a, b) = (
+            state_of(&events[..2], &config),
+            state_of(&events[2..], &config),
+        );
+        assert_eq!(
+            values(&merge(&a, &b, &config), &config, T0)["net"],
+            json!(40.0)
+        );
+    }
+
+    #[test]
     fn same_event_twice_gives_the_same_state() {
         let config = shipped_config();
         let e = track(
@@ -1911,6 +2020,18 @@ pub(crate) mod tests {
         assert!(
             e.to_string()
                 .contains("trait x: limit does not apply to a count trait"),
+            "{e}"
+        );
+        let e = check(
+            json!([{"name": "aov", "type": "average", "event": "E", "property": "total", "subtract": "R"}]),
+        );
+        assert_eq!((e.trait_name(), e.field()), (Some("aov"), Some("subtract")));
+        let e = check(
+            json!([{"name": "net", "type": "sum", "event": ["E", "R"], "property": "total", "subtract": "R"}]),
+        );
+        assert!(
+            e.to_string()
+                .starts_with("computed traits: trait net: subtract \"R\" is also in event"),
             "{e}"
         );
         let e = check(json!([{"name": "x", "type": "count", "evnt": "E"}]));

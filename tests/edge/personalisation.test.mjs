@@ -95,6 +95,24 @@ describe("personalisation at ingest", () => {
     assert.deepEqual((await admin(`/v1/profiles/${profileId}`)).json.computedTraits, c);
   });
 
+  test("a refund takes its amount out of lifetime value and the shopper leaves high_value", async () => {
+    const anon = `refunded-${run}`;
+    const order = { type: "track", event: "Order Completed", anonymousId: anon, messageId: mid(), timestamp: ago(10), properties: { order_id: `r-${run}`, revenue: 600 } };
+    const placed = await send(edge, [order]);
+    const profileId = placed.json.profileId;
+    assert.ok((await admin(`/v1/profiles/${profileId}`)).json.segments.includes("high_value"));
+    const refund = { type: "track", event: "Order Refunded", anonymousId: anon, messageId: mid(), timestamp: ago(5), properties: { order_id: `r-${run}`, total: 200 } };
+    await send(edge, [refund]);
+    const { json } = await admin(`/v1/profiles/${profileId}`);
+    assert.equal(json.computedTraits.lifetime_value, 400);
+    assert.equal(json.computedTraits.orders_count, 1);
+    assert.ok(!json.segments.includes("high_value"), `${json.segments}`);
+    const exited = await edge.query("SELECT body FROM events WHERE name = 'Segment Exited' AND anonymous_id = ?", anon);
+    assert.deepEqual(exited.map((r) => JSON.parse(r.body).properties.segment), ["high_value"]);
+    const snapshot = JSON.parse(await edge.kv.get(`profile:${profileId}`));
+    assert.equal(snapshot.computedTraits.lifetime_value, 400, "decisions see the net value");
+  });
+
   test("identify-only requests skip personalisation; a later view counts once", async () => {
     const anon = `quiet-${run}`;
     const first = await send(edge, [{ type: "identify", anonymousId: anon, messageId: mid(), traits: { plan: "free" } }]);
