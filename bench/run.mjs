@@ -167,6 +167,29 @@ async function decisionRows(edge, run) {
   const defaults = await measure(`page for an unknown visitor (GET ${PAGE}, no cookie: Worker renders defaults)`, strangerPage);
   const personal = await measure(`personalised page (GET ${PAGE} with seam_id cookie, ${kb(pageBytes)})`, visitorPage);
   const decisions = await measure("decision (POST /v1/decide, 2 slots)", decide);
+  // Real shops decide while shoppers browse: the same pages with product views arriving alongside
+  // (one view per request, the catalogue's products, the same visitors). Each view's evidence
+  // changes what decisions read, so it tests the shared-input cache under writes.
+  await settled(edge.url, 60_000);
+  const viewNow = (n) => {
+    const p = products[n % products.length];
+    const event = {
+      type: "track", event: "Product Viewed", anonymousId: visitorId(n % VISITORS), messageId: `bench-browse-${run}-${n}`,
+      timestamp: new Date().toISOString(), properties: { product_id: p.product_id, category: p.category, name: p.name, price: p.price },
+    };
+    return fetch(`${edge.url}/v1/batch`, { method: "POST", body: JSON.stringify({ writeKey: WRITE_KEY, batch: [event] }), headers: { "content-type": "text/plain" } });
+  };
+  // Two shoppers' worth of views at a time, for as long as the pages are measured.
+  let browsingDone = false;
+  let viewsSent = 0;
+  const viewsStarted = performance.now();
+  const shoppers = Array.from({ length: 2 }, async () => {
+    while (!browsingDone) await (await viewNow(viewsSent++)).arrayBuffer();
+  });
+  const browsing = await load("personalised page while shoppers browse", REQUESTS, visitorPage);
+  browsingDone = true;
+  await Promise.all(shoppers);
+  const viewRate = viewsSent / ((performance.now() - viewsStarted) / 1000);
   // The same page with the shared-input cache off (`cacheSeconds: 0`): every decision reads its
   // co-occurrence, listings and popular items from D1, as on an isolate's first request or with a
   // catalogue too large to stay warm.
@@ -184,6 +207,7 @@ async function decisionRows(edge, run) {
     speedRow(defaults),
     speedRow(personal, `, ${VISITORS} visitors cycled (${mix})`),
     speedRow(decisions, `, ${VISITORS} visitors cycled`),
+    speedRow(browsing, `, while ${viewRate.toFixed(0)} product views/s arrive (one-event batches from 2 concurrent shoppers)`),
     speedRow(uncached, `, ${VISITORS} visitors cycled`),
     ["edge: personalised page rate / static asset rate", pct(personal, plain), "target >= 50% (no HTML page can bypass the Worker: the static row is a same-size asset); shared inputs cached per isolate (cacheSeconds: 10), profile from KV"],
     ["edge: same, every decision reading D1", pct(uncached, plain), "cacheSeconds: 0: the cold-isolate or large-catalogue case"],

@@ -167,8 +167,12 @@ pub struct Update {
     pub diff: MembershipDiff,
     /// Internal `Segment Entered`/`Segment Exited` events to validate and store like any other.
     pub internal_events: Vec<Value>,
-    /// The shared recommendation inputs the writes change (for caches to drop).
+    /// The shared recommendation inputs the writes may change (for caches to drop).
     pub changed: recommend::Changed,
+    /// What `writes[i]` changes when it changes any row, for the first (evidence) writes: a
+    /// caller that sees which of them changed nothing can narrow [`Update::changed`] (see
+    /// [`Update::changed_by`]).
+    pub evidence_changes: Vec<recommend::Changed>,
     /// Writes for one D1 batch: co-occurrence evidence, catalogue, memberships, then the state
     /// save. The save ends in `RETURNING version`: no row returned means another request saved
     /// first; reload and call [`update`] again (every write here is idempotent).
@@ -205,8 +209,9 @@ pub fn update(
         }
         applied.push(outcome);
     }
-    let changed = evidence.changed().clone();
-    let mut writes = evidence.writes();
+    let changed = evidence.changed();
+    let (mut writes, evidence_changes): (Vec<Statement>, Vec<recommend::Changed>) =
+        evidence.writes_and_changes().into_iter().unzip();
     let (computed, evaluated) = view(&state, traits, config, now_ms);
     let diff = segment::diff(&state.segments, &evaluated, now_ms);
     state.segments = diff.memberships.clone();
@@ -225,7 +230,22 @@ pub fn update(
         diff,
         internal_events,
         changed,
+        evidence_changes,
         writes,
+    }
+}
+
+impl Update {
+    /// What the writes changed, given whether each evidence write changed any row
+    /// (`wrote(i)`; unknown counts as changed).
+    pub fn changed_by(&self, wrote: impl Fn(usize) -> bool) -> recommend::Changed {
+        let mut changed = recommend::Changed::default();
+        for (i, c) in self.evidence_changes.iter().enumerate() {
+            if wrote(i) {
+                changed.extend(c);
+            }
+        }
+        changed
     }
 }
 
@@ -285,6 +305,7 @@ pub fn advance(
         diff,
         internal_events,
         changed: recommend::Changed::default(),
+        evidence_changes: Vec::new(),
         writes,
     }
 }
@@ -570,6 +591,16 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert_eq!(saved, up.state);
+
+        // Writes that change no row (evidence given before) drop nothing from caches.
+        assert_eq!(up.changed_by(|_| true), up.changed);
+        assert_eq!(up.evidence_changes.len(), 2, "interactions, pair evidence");
+        let only_interactions = up.changed_by(|i| i == 0);
+        assert_eq!(
+            only_interactions.products.iter().collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert!(up.changed_by(|_| false).is_empty());
 
         // The same event again (a retry): nothing new, no transitions, only the state save.
         let again = update(

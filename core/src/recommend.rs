@@ -174,7 +174,9 @@ fn catalog_writes<'a>(items: impl Iterator<Item = (&'a CatalogItem, i64)>) -> Ve
         "INSERT INTO catalog_items (product_id, category, body, updated_at) VALUES ",
         " ON CONFLICT (product_id) DO UPDATE SET category = excluded.category, \
           body = excluded.body, updated_at = excluded.updated_at \
-          WHERE excluded.updated_at >= catalog_items.updated_at",
+          WHERE excluded.updated_at >= catalog_items.updated_at \
+          AND (catalog_items.body IS NOT excluded.body \
+          OR catalog_items.category IS NOT excluded.category)",
         items
             .map(|(item, at_ms)| {
                 vec![
@@ -348,7 +350,10 @@ pub struct Evidence {
     catalog: Vec<(CatalogItem, i64)>,
     interactions: Vec<Value>,
     pairs: Vec<Value>,
-    changed: Changed,
+    /// What the catalogue, interaction and pair writes change, each when it changes any row.
+    catalog_changed: Changed,
+    interactions_changed: Changed,
+    pairs_changed: Changed,
 }
 
 /// What a run of evidence writes changes in the shared recommendation inputs: the products
@@ -366,6 +371,12 @@ impl Changed {
     /// Nothing changed.
     pub fn is_empty(&self) -> bool {
         self.products.is_empty() && self.categories.is_empty()
+    }
+
+    /// Adds `other`'s products and categories.
+    pub fn extend(&mut self, other: &Changed) {
+        self.products.extend(other.products.iter().cloned());
+        self.categories.extend(other.categories.iter().cloned());
     }
 }
 
@@ -410,8 +421,12 @@ impl Evidence {
                         &pairs,
                         at,
                     );
-                    self.changed.products.insert(item.product_id.clone());
-                    self.changed.categories.extend(item.category.clone());
+                    self.catalog_changed
+                        .products
+                        .insert(item.product_id.clone());
+                    self.catalog_changed
+                        .categories
+                        .extend(item.category.clone());
                     self.catalog.push((item, at));
                     return;
                 }
@@ -455,10 +470,12 @@ impl Evidence {
         pairs: &[(String, String)],
         at: i64,
     ) {
-        self.changed.products.extend(products.iter().cloned());
+        self.interactions_changed
+            .products
+            .extend(products.iter().cloned());
         for (a, b) in pairs {
-            self.changed.products.insert(a.clone());
-            self.changed.products.insert(b.clone());
+            self.pairs_changed.products.insert(a.clone());
+            self.pairs_changed.products.insert(b.clone());
         }
         self.interactions.extend(
             products
@@ -472,30 +489,52 @@ impl Evidence {
         );
     }
 
-    /// What [`Evidence::writes`] will change.
-    pub fn changed(&self) -> &Changed {
-        &self.changed
+    /// What [`Evidence::writes`] may change (all of it, if every write changes a row).
+    pub fn changed(&self) -> Changed {
+        let mut all = self.catalog_changed.clone();
+        all.extend(&self.interactions_changed);
+        all.extend(&self.pairs_changed);
+        all
     }
 
     /// The writes: catalogue upserts, then interactions, then pair evidence.
     pub fn writes(self) -> Vec<Statement> {
-        let mut plan = catalog_writes(self.catalog.iter().map(|(item, at)| (item, *at)));
-        let rows = |sql: &str, rows: Vec<Value>| {
-            (!rows.is_empty()).then(|| Statement {
-                sql: sql.into(),
-                params: vec![Param::Text(Value::Array(rows).to_string())],
+        self.writes_and_changes()
+            .into_iter()
+            .map(|(write, _)| write)
+            .collect()
+    }
+
+    /// [`Evidence::writes`], each with what it changes if it changes any row. Evidence a profile
+    /// gave before (a product viewed again) and unchanged catalogue bodies change nothing, so a
+    /// caller that sees a write change no row need not drop cached inputs for it.
+    pub fn writes_and_changes(self) -> Vec<(Statement, Changed)> {
+        let mut plan: Vec<(Statement, Changed)> =
+            catalog_writes(self.catalog.iter().map(|(item, at)| (item, *at)))
+                .into_iter()
+                .map(|write| (write, self.catalog_changed.clone()))
+                .collect();
+        let rows = |sql: &str, rows: Vec<Value>, changed: Changed| {
+            (!rows.is_empty()).then(|| {
+                let write = Statement {
+                    sql: sql.into(),
+                    params: vec![Param::Text(Value::Array(rows).to_string())],
+                };
+                (write, changed)
             })
         };
         plan.extend(rows(
             "INSERT OR IGNORE INTO item_interactions (profile_id, product_id, kind, first_at) \
              SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?1)",
             self.interactions,
+            self.interactions_changed,
         ));
         plan.extend(rows(
             "INSERT OR IGNORE INTO item_pair_evidence (kind, item_a, item_b, profile_id, first_at) \
              SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 \
              FROM json_each(?1)",
             self.pairs,
+            self.pairs_changed,
         ));
         plan
     }
@@ -1051,7 +1090,7 @@ mod tests {
             &[],
             &settings,
         );
-        let changed = evidence.changed().clone();
+        let changed = evidence.changed();
         let products: Vec<&str> = changed.products.iter().map(String::as_str).collect();
         assert_eq!(
             products,
@@ -1061,6 +1100,49 @@ mod tests {
         let categories: Vec<&str> = changed.categories.iter().map(String::as_str).collect();
         assert_eq!(categories, ["Running Shoes"]);
         assert!(Evidence::default().changed().is_empty());
+    }
+
+    #[test]
+    fn each_evidence_write_names_only_what_it_changes() {
+        let settings = RecommendSettings::default();
+        let mut evidence = Evidence::default();
+        let view = track(
+            "v1",
+            "Product Viewed",
+            0,
+            json!({"product_id": "run-2", "category": "Running Shoes"}),
+        );
+        evidence.add(
+            "prof_1",
+            &view,
+            &[(view.timestamp_ms - 1000, json!("run-1"))],
+            &settings,
+        );
+        let plan = evidence.writes_and_changes();
+        let names = |c: &Changed| {
+            (
+                c.products.iter().cloned().collect::<Vec<_>>(),
+                c.categories.iter().cloned().collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(plan.len(), 3);
+        assert!(plan[0].0.sql.starts_with("INSERT INTO catalog_items"));
+        assert!(
+            plan[0]
+                .0
+                .sql
+                .contains("catalog_items.body IS NOT excluded.body"),
+            "an unchanged body is not rewritten, so the write reports no change"
+        );
+        assert_eq!(
+            names(&plan[0].1),
+            (vec!["run-2".into()], vec!["Running Shoes".into()])
+        );
+        assert_eq!(names(&plan[1].1), (vec!["run-2".into()], vec![]));
+        assert_eq!(
+            names(&plan[2].1),
+            (vec!["run-1".into(), "run-2".into()], vec![])
+        );
     }
 
     #[test]

@@ -334,7 +334,16 @@ pub async fn update(
             .map(|r| r.results::<Value>().is_ok_and(|rows| !rows.is_empty()))
             .unwrap_or(false);
         if saved {
-            return Ok(update);
+            // Evidence the profile had given before (a product viewed again) and unchanged
+            // catalogue bodies write no row: caches keep what those writes would have dropped.
+            let changed = update.changed_by(|i| {
+                results
+                    .get(i)
+                    .and_then(|r| r.meta().ok().flatten())
+                    .and_then(|m| m.changes)
+                    .is_none_or(|n| n > 0)
+            });
+            return Ok(Update { changed, ..update });
         }
     }
     Err(ApiError::Storage(format!(
