@@ -390,10 +390,72 @@ impl TcfSignal {
     }
 }
 
+/// Whether a decision request's consent denies personalisation: `personalization_storage` or
+/// `ad_personalization` set to `denied` (any case) or `false`, given as GCM values directly or
+/// inside the SDK's consent state (`gcm`, `categoryPreferences`). Unlike
+/// [`ConsentState::allows`], a purpose left unsaid does not deny: a page that asks for a decision
+/// shows something either way, and only an explicit refusal makes it non-personal.
+#[cfg(feature = "std")]
+pub fn personalisation_denied(consent: Option<&Value>) -> bool {
+    let Some(consent) = consent.and_then(Value::as_object) else {
+        return false;
+    };
+    let denies = |values: &Map<String, Value>| {
+        [Purpose::PersonalizationStorage, Purpose::AdPersonalization]
+            .iter()
+            .any(|p| match values.get(p.key()) {
+                Some(Value::String(s)) => s.eq_ignore_ascii_case("denied"),
+                Some(Value::Bool(b)) => !b,
+                _ => false,
+            })
+    };
+    denies(consent)
+        || ["gcm", "categoryPreferences"]
+            .iter()
+            .filter_map(|k| consent.get(*k).and_then(Value::as_object))
+            .any(denies)
+}
+
 #[cfg(all(test, feature = "std"))]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn personalisation_is_denied_only_when_refused() {
+        let cases = [
+            (None, false),
+            (Some(json!({})), false),
+            (
+                Some(json!({"gcm": {"analytics_storage": "granted"}})),
+                false,
+            ),
+            (Some(json!({"personalization_storage": "denied"})), true),
+            (Some(json!({"ad_personalization": "DENIED"})), true),
+            (Some(json!({"ad_personalization": false})), true),
+            (Some(json!({"ad_personalization": true})), false),
+            (
+                Some(json!({"gcm": {"personalization_storage": "denied"}})),
+                true,
+            ),
+            (
+                Some(json!({"categoryPreferences": {"ad_personalization": false}})),
+                true,
+            ),
+            (
+                Some(json!({"gcm": {"personalization_storage": "granted"}})),
+                false,
+            ),
+            (Some(json!("denied")), false),
+        ];
+        for (consent, denied) in cases {
+            assert_eq!(
+                personalisation_denied(consent.as_ref()),
+                denied,
+                "{consent:?}"
+            );
+        }
+    }
 
     fn state(context: Value, gpc: bool) -> ConsentState {
         ConsentState::from_context(Some(&context), gpc)

@@ -29,6 +29,8 @@ pub mod coalesce;
 #[cfg(feature = "std")]
 pub mod computed;
 pub mod consent;
+#[cfg(feature = "std")]
+pub mod decide;
 pub mod draft;
 #[cfg(feature = "std")]
 pub mod enrich;
@@ -41,6 +43,8 @@ pub mod id;
 pub mod identity;
 #[cfg(feature = "std")]
 pub mod ingest;
+#[cfg(feature = "std")]
+pub mod ingest_plan;
 pub mod jsontext;
 pub mod outbox;
 #[cfg(feature = "std")]
@@ -53,6 +57,10 @@ pub mod privacy;
 pub mod profile;
 #[cfg(feature = "std")]
 pub mod recommend;
+#[cfg(feature = "std")]
+pub mod refresh;
+#[cfg(feature = "std")]
+pub mod resolution;
 #[cfg(feature = "std")]
 pub mod retention;
 #[cfg(feature = "std")]

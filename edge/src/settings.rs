@@ -1,12 +1,10 @@
-//! Deployment settings beyond sources: identity rules, retention and admin access.
+//! Deployment settings beyond sources: identity rules and retention.
 
-use seam_core::access::{self, bearer, Grant, Scope};
 use seam_core::identity::Rules;
 use seam_core::retention::Retention;
-use worker::{Env, Request};
+use worker::Env;
 
 use crate::error::ApiError;
-use crate::{http, store};
 
 /// Identity rules from the optional `IDENTITY_RULES` JSON setting (defaults otherwise), with the
 /// `PII_SALT` secret for hashed emails and phones.
@@ -32,23 +30,6 @@ fn configured_rules(env: &Env) -> Result<Rules, ApiError> {
         ApiError::IdentityConfig(seam_core::identity::IdentityConfigError::NotAnObject)
     })?;
     Rules::from_json(&value).map_err(ApiError::IdentityConfig)
-}
-
-/// Admits an admin request whose bearer key has `scope`: the root key (a secret: `wrangler secret
-/// put ADMIN_KEY`, or `.dev.vars` locally) or an issued key from the D1 `admin_keys` table. Write
-/// keys (Basic auth) are refused outright. Returns who acted, for the audit log.
-pub async fn authorize(req: &Request, env: &Env, scope: Scope) -> Result<Grant, ApiError> {
-    let presented = bearer(http::header(req, "Authorization").as_deref())?.to_owned();
-    let root = env
-        .secret("ADMIN_KEY")
-        .map(|s| s.to_string())
-        .or_else(|_| env.var("ADMIN_KEY").map(|v| v.to_string()))
-        .ok();
-    if let Ok(grant) = access::authorize(&presented, root.as_deref(), None, scope) {
-        return Ok(grant);
-    }
-    let stored = store::keys::by_hash(&env.d1("DB")?, &access::key_hash(&presented)).await?;
-    Ok(access::authorize(&presented, None, stored.as_ref(), scope)?)
 }
 
 /// Retention settings (`RETENTION_*` vars); defaults otherwise.

@@ -17,19 +17,23 @@ use seam_core::recommend::{catalog_from_json, upsert_catalog};
 use serde_json::{json, Value};
 use worker::{Env, Method, Request, Response};
 
-use super::query_param;
 use crate::error::ApiError;
-use crate::store::personalisation;
-use crate::{random_bytes, settings, store};
+use crate::http::admin::{authorize, query_param};
+use crate::store::config::{self, ConfigDocuments, StoredConfig};
+use crate::{isolate, platform, store};
 
-/// Handles `/v1/admin/{rest}`.
-pub async fn handle(mut req: Request, env: &Env, rest: &str) -> Result<Response, ApiError> {
-    let grant = settings::authorize(&req, env, Scope::ConfigWrite).await?;
+/// Handles `/v1/admin/{rest}` at `now_ms`.
+pub async fn handle(
+    mut req: Request,
+    env: &Env,
+    rest: &str,
+    now_ms: i64,
+) -> Result<Response, ApiError> {
+    let grant = authorize(&req, env, Scope::ConfigWrite).await?;
     let db = env.d1("DB")?;
-    let now_ms = worker::Date::now().as_millis() as i64;
     let log = |action: &'static str, detail: Value| {
         audit(&AuditEntry {
-            request_id: id::message_id("admin", now_ms, random_bytes()),
+            request_id: id::message_id("admin", now_ms, platform::random_bytes()),
             action,
             actor: grant.label.clone(),
             subject: None,
@@ -44,7 +48,7 @@ pub async fn handle(mut req: Request, env: &Env, rest: &str) -> Result<Response,
         (Method::Post, "keys") => {
             let body: Value = req.json().await.map_err(|_| ApiError::InvalidBody)?;
             let request = parse_key_request(&body)?;
-            let key = access::issue_key(random_bytes());
+            let key = access::issue_key(platform::random_bytes());
             if !store::keys::insert(&db, &request, &access::key_hash(&key), &grant.label, now_ms)
                 .await?
             {
@@ -67,18 +71,7 @@ pub async fn handle(mut req: Request, env: &Env, rest: &str) -> Result<Response,
                 .and_then(|l| l.parse::<u32>().ok())
                 .unwrap_or(100)
                 .clamp(1, 1000);
-            let rows = db
-                .prepare(
-                    "SELECT request_id AS requestId, action, actor, subject, detail, at FROM privacy_audit \
-                     ORDER BY at DESC, request_id DESC LIMIT ?",
-                )
-                .bind(&[f64::from(limit).into()])?
-                .all()
-                .await?
-                .results::<Value>()?
-                .into_iter()
-                .map(|row| store::profiles::parse_json_column(row, "detail"))
-                .collect::<Vec<_>>();
+            let rows = store::audit::recent(&db, limit).await?;
             Ok(Response::from_json(&json!({ "entries": rows }))?)
         }
         (Method::Delete, path) if path.starts_with("keys/") => {
@@ -97,14 +90,12 @@ pub async fn handle(mut req: Request, env: &Env, rest: &str) -> Result<Response,
             let mut plan = upsert_catalog(&items, now_ms);
             plan.push(log("upload_catalog", json!({ "items": items.len() })));
             store::d1::execute(&db, &plan).await?;
-            super::decide::forget_candidates(None);
+            isolate::forget_candidates(None);
             Ok(Response::from_json(&json!({ "stored": items.len() }))?)
         }
         (Method::Get, "personalisation") => {
-            let stored = personalisation::load_stored(env).await?;
-            let documents = stored
-                .documents
-                .unwrap_or_else(personalisation::ConfigDocuments::committed);
+            let stored = config::load_stored(env).await?;
+            let documents = stored.documents.unwrap_or_else(ConfigDocuments::committed);
             Ok(Response::from_json(
                 &json!({ "stamp": stored.stamp, "documents": documents }),
             )?)
@@ -116,7 +107,7 @@ pub async fn handle(mut req: Request, env: &Env, rest: &str) -> Result<Response,
             if body.keys().any(|k| !known.contains(&k.as_str())) {
                 return Err(ApiError::InvalidBody);
             }
-            let mut documents = personalisation::ConfigDocuments::committed();
+            let mut documents = ConfigDocuments::committed();
             for (name, slot) in [
                 ("computedTraits", &mut documents.computed_traits),
                 ("segments", &mut documents.segments),
@@ -128,11 +119,11 @@ pub async fn handle(mut req: Request, env: &Env, rest: &str) -> Result<Response,
                 }
             }
             documents.validate()?;
-            let stored = personalisation::StoredConfig {
+            let stored = StoredConfig {
                 stamp: documents.stamp(),
                 documents: Some(documents),
             };
-            personalisation::save_stored(env, &stored, now_ms).await?;
+            config::save_stored(env, &stored, now_ms).await?;
             let names: Vec<&str> = known
                 .iter()
                 .copied()
@@ -149,11 +140,8 @@ pub async fn handle(mut req: Request, env: &Env, rest: &str) -> Result<Response,
             Ok(Response::from_json(&json!({ "stamp": stored.stamp }))?)
         }
         (Method::Delete, "personalisation") => {
-            let stored = personalisation::StoredConfig {
-                stamp: personalisation::COMMITTED.into(),
-                documents: None,
-            };
-            personalisation::save_stored(env, &stored, now_ms).await?;
+            let stored = StoredConfig::committed();
+            config::save_stored(env, &stored, now_ms).await?;
             store::d1::execute(&db, &[log("reset_personalisation", json!({}))]).await?;
             Ok(Response::from_json(&json!({ "stamp": stored.stamp }))?)
         }

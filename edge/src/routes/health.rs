@@ -8,6 +8,6 @@ pub fn get() -> Result<Response> {
     Response::from_json(&serde_json::json!({
         "status": "ok",
         "version": seam_core::VERSION,
-        "background": crate::background(),
+        "background": crate::isolate::background(),
     }))
 }

@@ -19,19 +19,25 @@ use seam_core::{id, privacy};
 use serde_json::{json, Value};
 use worker::{Env, Method, Request, Response};
 
-use super::{identifier, query_param};
 use crate::error::ApiError;
-use crate::{random_bytes, settings, store};
+use crate::http::admin::{authorize, identifier, query_param};
+use crate::{isolate, platform, settings, store};
 
 /// Events an export returns at most (newest first); the receipt says when there were more.
 const MAX_EXPORT_EVENTS: usize = 10_000;
 
-/// Handles `/v1/privacy/{action}`.
-pub async fn handle(mut req: Request, env: &Env, action: &str) -> Result<Response, ApiError> {
+/// Handles `/v1/privacy/{action}` at `now_ms`.
+pub async fn handle(
+    mut req: Request,
+    env: &Env,
+    action: &str,
+    now_ms: i64,
+) -> Result<Response, ApiError> {
+    let action_at = Action::start(now_ms);
     match (req.method(), action) {
-        (Method::Get, "export") => export(&req, env).await,
+        (Method::Get, "export") => export(&req, env, action_at).await,
         (Method::Post, "delete" | "suppress" | "unsuppress") => {
-            let grant = settings::authorize(&req, env, Scope::PrivacyWrite).await?;
+            let grant = authorize(&req, env, Scope::PrivacyWrite).await?;
             let body: Value = req.json().await.map_err(|_| ApiError::InvalidBody)?;
             // Accept {"type","value"} and {"identifier": {"type","value"}}.
             let target = body.get("identifier").unwrap_or(&body);
@@ -41,8 +47,11 @@ pub async fn handle(mut req: Request, env: &Env, action: &str) -> Result<Respons
                 &settings::identity_rules(env)?,
             )?;
             match action {
-                "delete" => delete(env, &grant, &identifier).await,
-                _ => set_suppression(env, &grant, &identifier, action == "suppress").await,
+                "delete" => delete(env, &grant, &identifier, action_at).await,
+                _ => {
+                    let on = action == "suppress";
+                    set_suppression(env, &grant, &identifier, on, action_at).await
+                }
             }
         }
         (_, "export" | "delete" | "suppress" | "unsuppress") => Err(ApiError::MethodNotAllowed),
@@ -56,10 +65,9 @@ struct Action {
 }
 
 impl Action {
-    fn start() -> Self {
-        let now_ms = worker::Date::now().as_millis() as i64;
+    fn start(now_ms: i64) -> Self {
         Self {
-            request_id: id::message_id("privacy", now_ms, random_bytes()),
+            request_id: id::message_id("privacy", now_ms, platform::random_bytes()),
             now_ms,
         }
     }
@@ -113,11 +121,15 @@ fn subject_detail(subject: &Subject) -> Value {
     })
 }
 
-async fn delete(env: &Env, grant: &Grant, identifier: &Identifier) -> Result<Response, ApiError> {
+async fn delete(
+    env: &Env,
+    grant: &Grant,
+    identifier: &Identifier,
+    action: Action,
+) -> Result<Response, ApiError> {
     let db = env.d1("DB")?;
     let (subject, _) = store::privacy::subject_of(&db, identifier).await?;
     let sources = store::sources::all_ids(env, &store::sources::configured(env)?).await?;
-    let action = Action::start();
     let mut extra: Vec<(&'static str, Statement)> = suppress(
         &subject.suppression_keys(),
         &action.request_id,
@@ -132,8 +144,8 @@ async fn delete(env: &Env, grant: &Grant, identifier: &Identifier) -> Result<Res
     ));
     let counts = store::privacy::erase_subject(env, &db, &subject, &sources, extra).await?;
     // The person's evidence no longer counts in co-occurrence and popularity.
-    super::decide::forget_candidates(None);
-    store::privacy::forget_suppressions();
+    isolate::forget_candidates(None);
+    isolate::forget_suppressions();
     let receipt = action.receipt(
         "delete",
         grant,
@@ -152,10 +164,10 @@ async fn set_suppression(
     grant: &Grant,
     identifier: &Identifier,
     on: bool,
+    action: Action,
 ) -> Result<Response, ApiError> {
     let db = env.d1("DB")?;
     let (subject, _) = store::privacy::subject_of(&db, identifier).await?;
-    let action = Action::start();
     let keys = subject.suppression_keys();
     let (name, mut plan): (&'static str, Vec<(&'static str, Statement)>) = if on {
         let statements = suppress(&keys, &action.request_id, action.now_ms);
@@ -172,7 +184,7 @@ async fn set_suppression(
         action.audit(name, grant, identifier, subject_detail(&subject)),
     ));
     let counts = store::privacy::run_counted(&db, &plan).await?;
-    store::privacy::forget_suppressions();
+    isolate::forget_suppressions();
     let receipt = action.receipt(
         name,
         grant,
@@ -185,8 +197,8 @@ async fn set_suppression(
     Ok(Response::from_json(&receipt)?)
 }
 
-async fn export(req: &Request, env: &Env) -> Result<Response, ApiError> {
-    let grant = settings::authorize(req, env, Scope::PrivacyWrite).await?;
+async fn export(req: &Request, env: &Env, action: Action) -> Result<Response, ApiError> {
+    let grant = authorize(req, env, Scope::PrivacyWrite).await?;
     let identifier = identifier(
         query_param(req, "type").as_deref(),
         query_param(req, "value").as_deref(),
@@ -195,13 +207,13 @@ async fn export(req: &Request, env: &Env) -> Result<Response, ApiError> {
     let db = env.d1("DB")?;
     let (subject, profile_id) = store::privacy::subject_of(&db, &identifier).await?;
     let sources = store::sources::all_ids(env, &store::sources::configured(env)?).await?;
-    let action = Action::start();
     let data = store::privacy::export(
         &db,
         &subject,
         profile_id.as_deref(),
         &sources,
         MAX_EXPORT_EVENTS,
+        action.now_ms,
     )
     .await?;
     let events = data["events"].as_array().map_or(0, Vec::len);

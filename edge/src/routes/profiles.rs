@@ -4,13 +4,13 @@
 use seam_core::access::Scope;
 use worker::{Env, Request, Response};
 
-use super::{identifier, query_param};
 use crate::error::ApiError;
+use crate::http::admin::{authorize, identifier, query_param};
 use crate::{settings, store};
 
-/// Handles `GET /v1/profiles/...`; `rest` is the path after `/v1/profiles/`.
-pub async fn get(req: &Request, env: &Env, rest: &str) -> Result<Response, ApiError> {
-    settings::authorize(req, env, Scope::ProfilesRead).await?;
+/// Handles `GET /v1/profiles/...` at `now_ms`; `rest` is the path after `/v1/profiles/`.
+pub async fn get(req: &Request, env: &Env, rest: &str, now_ms: i64) -> Result<Response, ApiError> {
+    authorize(req, env, Scope::ProfilesRead).await?;
     let db = env.d1("DB")?;
     let profile_id = if rest == "lookup" {
         let identifier = identifier(
@@ -23,7 +23,7 @@ pub async fn get(req: &Request, env: &Env, rest: &str) -> Result<Response, ApiEr
         store::profiles::current_id(&db, rest).await?
     };
     let profile_id = profile_id.ok_or(ApiError::ProfileNotFound)?;
-    let mut body = store::profiles::full(&db, &profile_id).await?;
+    let mut body = store::profiles::full(&db, &profile_id, now_ms).await?;
     if rest != "lookup" && rest != profile_id {
         body["requestedId"] = serde_json::Value::from(rest);
     }

@@ -5,23 +5,21 @@
 //! flicker. Consent: `Sec-GPC: 1` or the SDK's `seam_personalise=0` cookie give non-personal
 //! defaults. Every product field is HTML-escaped; the security headers of `_headers` are kept.
 
-use lol_html::html_content::ContentType;
-use lol_html::{element, rewrite_str, RewriteStrSettings};
-use seam_core::enrich::RequestFacts;
-use seam_core::slot::slots_in_html;
-use serde_json::json;
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 
+use lol_html::html_content::ContentType;
+use lol_html::{element, rewrite_str, RewriteStrSettings};
+use seam_core::decide::{Decisions, Exposure, Slot};
+use seam_core::enrich::RequestFacts;
+use seam_core::slot::slots_in_html;
+use seam_core::source::Source;
+use serde_json::json;
 use worker::{Context, Env, Fetch, Method, Request, RequestInit, Response};
 
-use seam_core::source::Source;
-
-use super::decide::{decide, log_soon, Decisions, Exposure, Slot, Visitor};
-use super::ingest::prepare_internal;
 use crate::error::ApiError;
-use crate::{http, settings, store};
+use crate::isolate::{self, Page};
+use crate::store::decisions::Visitor;
+use crate::{http, jobs, settings, store};
 
 /// The cookie the SDK keeps in step with the visitor's consent: `0` when personalisation
 /// (`personalization_storage` or `ad_personalization`) is denied.
@@ -50,6 +48,7 @@ struct Visit<'a> {
     visitor: Option<String>,
     site: Option<Source>,
     opted_out: bool,
+    now_ms: i64,
 }
 
 /// The page with its slots filled, and the visitor's exposure logged.
@@ -66,17 +65,26 @@ async fn personalise(
         anonymous_id: visit.visitor.as_deref(),
         user_id: None,
     };
-    let decisions = decide(env, &db, &rules, who, slots, visit.opted_out).await?;
+    let decisions =
+        store::decisions::decide(env, &db, &rules, who, slots, visit.opted_out, visit.now_ms)
+            .await?;
     let body = fill(html, &decisions).map_err(|e| ApiError::Storage(format!("render: {e}")))?;
-    if let (Some(visitor), Some(_), Some(site)) = (visit.visitor, &decisions.profile_id, visit.site)
+    if let (Some(visitor), Some(_), Some(site)) =
+        (&visit.visitor, &decisions.profile_id, &visit.site)
     {
-        log_exposure(env, ctx, visit.url, visit.facts, visitor, decisions, site)?;
+        log_exposure(env, ctx, &visit, visitor, &decisions, site)?;
     }
     Ok(body)
 }
 
-/// Serves a site path: HTML pages with slots are rendered, everything else passes through.
-pub async fn page(req: Request, env: &Env, ctx: &Context) -> Result<Response, ApiError> {
+/// Serves a site path at `now_ms`: HTML pages with slots are rendered, everything else passes
+/// through.
+pub async fn page(
+    req: Request,
+    env: &Env,
+    ctx: &Context,
+    now_ms: i64,
+) -> Result<Response, ApiError> {
     let visitor = http::cookie_id(&req);
     let facts = http::facts(&req);
     let url = req.url()?;
@@ -92,7 +100,7 @@ pub async fn page(req: Request, env: &Env, ctx: &Context) -> Result<Response, Ap
     let proxied = site.as_ref().and_then(|s| s.site_origin.clone());
     let cache_key =
         (proxied.is_none() && req.method() == Method::Get).then(|| url.path().to_owned());
-    let page = match cache_key.as_deref().and_then(cached_page) {
+    let page = match cache_key.as_deref().and_then(isolate::cached_page) {
         Some(page) => page,
         None => {
             let mut asset = match &proxied {
@@ -113,20 +121,13 @@ pub async fn page(req: Request, env: &Env, ctx: &Context) -> Result<Response, Ap
                 headers: asset.headers().entries().collect(),
             });
             if let Some(key) = cache_key {
-                keep_page(key, &page);
+                isolate::keep_page(key, &page);
             }
             page
         }
     };
     let html = page.html.as_str();
-    let slots: Vec<Slot> = page
-        .slots
-        .iter()
-        .map(|id| Slot {
-            id: id.clone(),
-            limit: None,
-        })
-        .collect();
+    let slots: Vec<Slot> = page.slots.iter().map(|id| Slot::named(id)).collect();
     let body = if slots.is_empty() {
         html.to_owned()
     } else {
@@ -136,6 +137,7 @@ pub async fn page(req: Request, env: &Env, ctx: &Context) -> Result<Response, Ap
             visitor,
             site,
             opted_out,
+            now_ms,
         };
         match personalise(env, ctx, html, &slots, visit).await {
             Ok(body) => body,
@@ -168,35 +170,6 @@ pub async fn page(req: Request, env: &Env, ctx: &Context) -> Result<Response, Ap
     headers.set("Cache-Control", "private, no-store")?;
     headers.append("Vary", "Cookie")?;
     Ok(response)
-}
-
-/// A site page as fetched: its HTML, the slots it carries and its headers.
-struct Page {
-    html: String,
-    slots: Vec<String>,
-    headers: Vec<(String, String)>,
-}
-
-/// Pages of the Worker's own assets kept per isolate: assets are immutable within a deployment
-/// (a new deployment starts new isolates), so the asset fetch is paid once per page and isolate.
-/// Proxied origins are fetched every time.
-const CACHED_PAGES: usize = 64;
-
-thread_local! {
-    static PAGES: RefCell<HashMap<String, Rc<Page>>> = RefCell::new(HashMap::new());
-}
-
-fn cached_page(path: &str) -> Option<Rc<Page>> {
-    PAGES.with(|p| p.borrow().get(path).cloned())
-}
-
-fn keep_page(path: String, page: &Rc<Page>) {
-    PAGES.with(|p| {
-        let mut pages = p.borrow_mut();
-        if pages.len() < CACHED_PAGES {
-            pages.insert(path, Rc::clone(page));
-        }
-    });
 }
 
 /// Response headers of the fetched page not copied to the rendered one: they described the
@@ -236,33 +209,31 @@ async fn fetch_origin(
 }
 
 /// Logs the rendered decision as a `Decision Exposed` event of the site's source (written
-/// shortly after the response with others: [`log_soon`]). Only known visitors: an exposure
+/// shortly after the response with others: `jobs::exposures`). Only known visitors: an exposure
 /// nobody can be attributed to measures no lift.
 fn log_exposure(
     env: &Env,
     ctx: &Context,
-    url: &worker::Url,
-    facts: RequestFacts,
-    visitor: String,
-    decisions: Decisions,
-    source: Source,
+    visit: &Visit<'_>,
+    visitor: &str,
+    decisions: &Decisions,
+    source: &Source,
 ) -> Result<(), ApiError> {
     // `seam.rendered`: the slot was filled by the edge, not by the SDK.
     let context = json!({
-        "page": { "path": url.path(), "url": url.as_str() },
+        "page": { "path": visit.url.path(), "url": visit.url.as_str() },
         "seam": { "rendered": true },
     });
-    let now_ms = worker::Date::now().as_millis() as i64;
     let event = Exposure {
-        decisions: &decisions,
-        anonymous_id: Some(&visitor),
+        decisions,
+        anonymous_id: Some(visitor),
         user_id: None,
         message_id: None,
         context: &context,
     }
-    .event(now_ms);
-    let prepared = prepare_internal(&source, Some(&facts), &[event], now_ms)?;
-    log_soon(env, ctx, &source, prepared)
+    .event(visit.now_ms);
+    let prepared = store::events::prepare(source, Some(&visit.facts), &[event], visit.now_ms)?;
+    jobs::exposures::log_soon(env, ctx, source, prepared)
 }
 
 /// Fills each decided slot of `html` with its markup (a slot without markup, such as a banner

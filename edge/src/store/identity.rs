@@ -9,50 +9,12 @@ use seam_core::graph_plan::{
     graph_writes, identifiers_param, parse_link, Assignment, LOAD_COMPONENT_SQL,
     LOAD_IDENTITIES_SQL,
 };
-use seam_core::identity::{partition, Identifier, Link, Partition, ProfileId, Rules};
+use seam_core::identity::{partition, Link, Rules};
+use seam_core::resolution::Resolved;
 use serde::Deserialize;
 use worker::D1Database;
 
 use crate::store::d1;
-
-/// The outcome of resolving a request's links.
-pub struct Resolved {
-    /// Assignments as they were before this request.
-    pub before: Vec<Assignment>,
-    /// Profiles absorbed by this request: (from, into).
-    pub merges: Vec<(String, String)>,
-    /// The profile of every identifier in the components the request touched, as recomputed: a
-    /// server-side batch asks once per link, so lookups must not scan the partition.
-    profile_by_identifier: HashMap<Identifier, String>,
-}
-
-impl Resolved {
-    fn new(partition: &Partition, before: Vec<Assignment>, merges: Vec<(String, String)>) -> Self {
-        let profile_by_identifier = partition
-            .profiles
-            .iter()
-            .flat_map(|p| {
-                p.identifiers
-                    .iter()
-                    .map(|i| (i.clone(), p.id.as_str().to_owned()))
-            })
-            .collect();
-        Resolved {
-            before,
-            merges,
-            profile_by_identifier,
-        }
-    }
-
-    /// The profile an identifier belongs to now.
-    pub fn profile_of(&self, identifier: &Identifier) -> String {
-        match self.profile_by_identifier.get(identifier) {
-            Some(profile) => profile.clone(),
-            // Not in any touched component: its own singleton profile.
-            None => ProfileId::for_identifier(identifier).as_str().to_owned(),
-        }
-    }
-}
 
 #[derive(Deserialize)]
 struct LinkRow {

@@ -1,10 +1,17 @@
-//! Storage: executes core's write plans on D1, reads configuration and profiles from it, and
-//! publishes KV snapshots.
+//! Storage: the only code that touches D1 and KV. It executes core's plans, holds the few
+//! queries that are not plans, and publishes KV snapshots. Nothing here knows about routes.
 
+pub mod audit;
+pub mod config;
 pub mod d1;
+pub mod decisions;
+pub mod events;
 pub mod identity;
 pub mod keys;
 pub mod personalisation;
 pub mod privacy;
 pub mod profiles;
+pub mod retention;
+pub mod snapshots;
 pub mod sources;
+pub mod sweep;

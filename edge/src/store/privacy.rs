@@ -1,7 +1,6 @@
 //! Data-subject storage: who a person is across D1 and KV, erasure with counts, export, the
 //! suppression list and the audit log.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
 use std::rc::Rc;
 
@@ -14,16 +13,8 @@ use serde_json::{json, Value};
 use worker::{D1Database, Env};
 
 use crate::error::ApiError;
+use crate::isolate;
 use crate::store::{d1, profiles, sources};
-
-/// How long an isolate trusts its copy of the suppression list. Staleness is caught anyway by the
-/// check inside every ingest batch ([`suppression_probe`]); the cache only saves the common case a
-/// round trip.
-const SUPPRESSION_TTL_MS: i64 = 30_000;
-
-thread_local! {
-    static SUPPRESSED: RefCell<Option<(i64, Rc<HashSet<String>>)>> = const { RefCell::new(None) };
-}
 
 #[derive(Deserialize)]
 struct KeyRow {
@@ -32,13 +23,7 @@ struct KeyRow {
 
 /// The suppression keys, from this isolate's cache when fresh.
 pub async fn suppressed_keys(db: &D1Database, now_ms: i64) -> worker::Result<Rc<HashSet<String>>> {
-    let cached = SUPPRESSED.with(|c| {
-        c.borrow()
-            .as_ref()
-            .filter(|(at, _)| now_ms - at < SUPPRESSION_TTL_MS)
-            .map(|(_, keys)| keys.clone())
-    });
-    if let Some(keys) = cached {
+    if let Some(keys) = isolate::suppressions(now_ms) {
         return Ok(keys);
     }
     let keys: HashSet<String> = db
@@ -50,13 +35,8 @@ pub async fn suppressed_keys(db: &D1Database, now_ms: i64) -> worker::Result<Rc<
         .map(|r| r.key)
         .collect();
     let keys = Rc::new(keys);
-    SUPPRESSED.with(|c| *c.borrow_mut() = Some((now_ms, keys.clone())));
+    isolate::keep_suppressions(now_ms, keys.clone());
     Ok(keys)
-}
-
-/// Drops this isolate's copy of the suppression list (after this isolate changed it).
-pub fn forget_suppressions() {
-    SUPPRESSED.with(|c| *c.borrow_mut() = None);
 }
 
 /// The keys a [`seam_core::privacy::suppression_probe`] found.
@@ -195,9 +175,10 @@ pub async fn export(
     profile_id: Option<&str>,
     source_ids: &[String],
     max_events: usize,
+    now_ms: i64,
 ) -> worker::Result<Value> {
     let profile = match profile_id {
-        Some(id) => Some(profiles::full(db, id).await?),
+        Some(id) => Some(profiles::full(db, id, now_ms).await?),
         None => None,
     };
     let list = |items: Vec<String>| serde_json::to_string(&items).unwrap_or_else(|_| "[]".into());

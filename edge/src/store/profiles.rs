@@ -1,14 +1,16 @@
 //! The profile read model: D1 is the truth; KV holds snapshots for the decision path.
 
 use seam_core::identity::{IdType, Identifier};
+use seam_core::ingest_plan::view_reads;
 use seam_core::personalise::ProfileState;
-use seam_core::plan::{Param, Statement};
 use seam_core::profile::{ProfileView, TraitRow};
+use seam_core::refresh::Loaded;
 use seam_core::time::format_iso8601;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use worker::{D1Database, D1Result, Env};
+use worker::{D1Database, D1Result};
 
+use crate::isolate;
 use crate::store::{d1, personalisation};
 
 #[derive(Deserialize)]
@@ -85,17 +87,17 @@ pub async fn current_id(db: &D1Database, profile_id: &str) -> worker::Result<Opt
     Ok(None)
 }
 
-/// A profile with its computed traits and segments as of now.
-pub async fn view(db: &D1Database, profile_id: &str) -> worker::Result<ProfileView> {
+/// A profile with its computed traits and segments as of `now_ms`.
+pub async fn view(db: &D1Database, profile_id: &str, now_ms: i64) -> worker::Result<ProfileView> {
     let (mut view, state) = view_and_state(db, profile_id).await?;
-    fill_personalisation(&mut view, &state.0, worker::Date::now().as_millis() as i64);
+    fill_personalisation(&mut view, &state.0, now_ms);
     Ok(view)
 }
 
 /// Fills computed traits and segments from a stored personalisation state, evaluated at
 /// `now_ms` (time-driven segments may have changed since the last event).
 pub fn fill_personalisation(view: &mut ProfileView, state: &ProfileState, now_ms: i64) {
-    if let Some(config) = personalisation::config() {
+    if let Some(config) = isolate::config() {
         (view.computed_traits, view.segments) =
             personalisation::values(state, &view.traits, &config, now_ms);
     }
@@ -107,27 +109,6 @@ pub async fn view_and_state(db: &D1Database, profile_id: &str) -> worker::Result
     let reads = view_reads("?1", profile_id);
     let results = d1::execute(db, &reads).await?;
     loaded_from(&results, profile_id)
-}
-
-/// A profile read model with its personalisation state and version.
-pub type Loaded = (ProfileView, (ProfileState, Option<i64>));
-
-/// The three reads of [`view_and_state`] for the profile that `profile` (SQL: `?1`, or a
-/// subquery over `?1`) names, `?1` bound to `param`. Ingest appends them to its batch, keyed by
-/// the visitor's identifier, to save the refresh a round trip.
-pub fn view_reads(profile: &str, param: &str) -> [Statement; 3] {
-    [
-        format!("SELECT identifier FROM identities WHERE profile_id = {profile}"),
-        format!(
-            "SELECT identifier, key, once, value, timestamp, message_key FROM trait_values \
-             WHERE identifier IN (SELECT identifier FROM identities WHERE profile_id = {profile})"
-        ),
-        format!("SELECT state, version FROM profile_personalisation WHERE profile_id = {profile}"),
-    ]
-    .map(|sql| Statement {
-        sql,
-        params: vec![Param::Text(param.to_owned())],
-    })
 }
 
 /// Reads the results of [`view_reads`] for `profile_id`.
@@ -191,8 +172,8 @@ pub fn parse_body(row: Value) -> Value {
 
 /// Everything the profile API returns: the view, recent events (including anonymous ones from
 /// before a merge), merge history and refused merges.
-pub async fn full(db: &D1Database, profile_id: &str) -> worker::Result<Value> {
-    let mut view = view(db, profile_id).await?;
+pub async fn full(db: &D1Database, profile_id: &str, now_ms: i64) -> worker::Result<Value> {
+    let mut view = view(db, profile_id, now_ms).await?;
     let anonymous = serde_json::to_string(&values_of(&view.identifiers, &IdType::AnonymousId))?;
     let users = serde_json::to_string(&values_of(&view.identifiers, &IdType::UserId))?;
     let matches = "(anonymous_id IN (SELECT value FROM json_each(?1)) OR user_id IN (SELECT value FROM json_each(?2)))";
@@ -244,52 +225,4 @@ pub async fn full(db: &D1Database, profile_id: &str) -> worker::Result<Value> {
     out["merges"] = Value::Array(merges);
     out["refusedMerges"] = Value::Array(conflicts);
     Ok(out)
-}
-
-/// Writes KV snapshots for the decision path: the profile by ID (with its personalisation
-/// `state`, so decisions evaluate time-driven segments without a D1 read), pointers from its
-/// anonymous IDs, and forwarding records for profiles it absorbed. KV is a cache: failures are
-/// logged, never fatal, and D1 stays the truth.
-pub async fn publish(
-    env: &Env,
-    view: &ProfileView,
-    state: Option<&ProfileState>,
-    anonymous_ids: &[String],
-    absorbed: &[String],
-) {
-    let Ok(kv) = env.kv("CACHE") else {
-        return;
-    };
-    let mut snapshot = serde_json::to_value(view).unwrap_or_default();
-    if let (Some(state), Some(fields)) = (state, snapshot.as_object_mut()) {
-        fields.insert(
-            "state".into(),
-            serde_json::to_value(state).unwrap_or_default(),
-        );
-    }
-    let mut puts = vec![(format!("profile:{}", view.profile_id), snapshot.to_string())];
-    let pointer = json!({ "profileId": view.profile_id }).to_string();
-    for anon in anonymous_ids {
-        crate::routes::decide::remember_profile(anon, &view.profile_id);
-        puts.push((format!("anon:{anon}"), pointer.clone()));
-    }
-    for old in absorbed {
-        puts.push((
-            format!("profile:{old}"),
-            json!({ "mergedInto": view.profile_id }).to_string(),
-        ));
-    }
-    // Copies expire with the anonymous-profile retention; active profiles are re-published.
-    let ttl = crate::settings::retention(env)
-        .map(|r| u64::from(r.anonymous_profile_days) * 86_400)
-        .unwrap_or(180 * 86_400);
-    for (key, value) in puts {
-        let result = match kv.put(&key, value) {
-            Ok(put) => put.expiration_ttl(ttl).execute().await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = result {
-            worker::console_error!("kv put {key} failed: {e}");
-        }
-    }
 }

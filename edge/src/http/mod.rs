@@ -1,4 +1,10 @@
-//! HTTP details shared by routes: request facts, CORS and the first-party ID cookie.
+//! HTTP details shared by routes: request facts, CORS, the first-party ID cookie, and
+//! admission (who may call: write keys with their source, origin and rate limits; admin keys
+//! with their scopes).
+
+pub mod admin;
+pub mod admission;
+pub mod limits;
 
 use seam_core::enrich::{is_cookie_safe, CookieAction, Geo, RequestFacts};
 use wasm_bindgen::JsValue;

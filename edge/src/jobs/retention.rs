@@ -9,20 +9,14 @@ use std::collections::BTreeMap;
 
 use seam_core::id;
 use seam_core::plan::Statement;
-use seam_core::privacy::{audit, erase, AuditEntry, Subject};
-use seam_core::retention::{inactive_anonymous_profiles, purge_events, Retention};
-use serde::Deserialize;
+use seam_core::privacy::{audit, erase, AuditEntry};
+use seam_core::retention::purge_events;
 use serde_json::json;
-use worker::{D1Database, Env};
+use worker::Env;
 
 use crate::error::ApiError;
-use crate::{random_bytes, settings, store};
-
-#[derive(Deserialize)]
-struct MemberRow {
-    identifier: String,
-    profile_id: String,
-}
+use crate::store::retention::{changes, expired_profiles};
+use crate::{platform, settings, store};
 
 /// What one run removed.
 #[derive(Debug, Default)]
@@ -67,7 +61,7 @@ pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
         }
     }
     let entry = AuditEntry {
-        request_id: id::message_id("retention", now_ms, random_bytes()),
+        request_id: id::message_id("retention", now_ms, platform::random_bytes()),
         action: "retention",
         actor: "scheduler".into(),
         subject: None,
@@ -83,45 +77,4 @@ pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
     };
     store::d1::execute(&db, &[audit(&entry)]).await?;
     Ok(report)
-}
-
-async fn changes(db: &D1Database, statement: &Statement) -> Result<usize, ApiError> {
-    let results = store::d1::execute(db, std::slice::from_ref(statement)).await?;
-    Ok(match results.first() {
-        Some(r) => r.meta()?.and_then(|m| m.changes).unwrap_or(0),
-        None => 0,
-    })
-}
-
-/// One chunk of expired anonymous profiles with all their identifiers, as one subject.
-async fn expired_profiles(
-    db: &D1Database,
-    policy: &Retention,
-    now_ms: i64,
-) -> Result<Subject, ApiError> {
-    let ids: Vec<String> = store::d1::rows::<store::profiles::ProfileIdRow>(
-        db,
-        &inactive_anonymous_profiles(policy, now_ms),
-    )
-    .await?
-    .into_iter()
-    .map(|r| r.profile_id)
-    .collect();
-    let mut subject = Subject::default();
-    if ids.is_empty() {
-        return Ok(subject);
-    }
-    let members = db
-        .prepare(
-            "SELECT identifier, profile_id FROM identities WHERE profile_id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(&[serde_json::to_string(&ids).unwrap_or_default().into()])?
-        .all()
-        .await?
-        .results::<MemberRow>()?;
-    for m in members {
-        subject.identifiers.insert(m.identifier);
-        subject.profile_ids.insert(m.profile_id);
-    }
-    Ok(subject)
 }

@@ -5,14 +5,12 @@
 //! KV snapshot follows. Bounded chunks keep one run within the Worker's limits.
 
 use seam_core::identity::{IdType, Identifier};
-use seam_core::personalise::{self, DUE_SQL};
-use seam_core::plan::{Param, Statement};
-use serde::Deserialize;
+use seam_core::personalise;
 use serde_json::Value;
 use worker::{D1Database, Env};
 
 use crate::error::ApiError;
-use crate::routes::ingest::store_internal;
+use crate::isolate;
 use crate::store::{self, d1};
 
 /// Profiles per chunk.
@@ -29,39 +27,26 @@ pub struct Report {
     pub transitions: usize,
 }
 
-#[derive(Deserialize)]
-struct DueRow {
-    profile_id: String,
-}
-
-#[derive(Deserialize)]
-struct SourceRow {
-    source_id: String,
-}
-
 /// Re-evaluates every profile due at `now_ms` (at most [`MAX_CHUNKS`] × [`CHUNK`]).
 pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
-    store::personalisation::refresh_config(env).await;
+    store::config::refresh(env, now_ms).await;
     let mut report = Report::default();
-    let Some(config) = store::personalisation::config() else {
+    let Some(config) = isolate::config() else {
         return Ok(report);
     };
     let db = env.d1("DB")?;
     let configured = store::sources::configured(env)?;
     for _ in 0..MAX_CHUNKS {
-        let due = Statement {
-            sql: DUE_SQL.into(),
-            params: vec![Param::Int(now_ms), Param::Int(CHUNK)],
-        };
-        let rows = d1::rows::<DueRow>(&db, &due).await?;
-        for row in &rows {
+        let rows = store::sweep::due(&db, now_ms, CHUNK).await?;
+        for profile_id in &rows {
             report.profiles += 1;
-            match advance(env, &db, &configured, &config, &row.profile_id, now_ms).await {
+            match advance(env, &db, &configured, &config, profile_id, now_ms).await {
                 Ok(n) => report.transitions += n,
                 Err(e) => {
-                    // One profile's failure must not stop the others; it stays due.
+                    // One profile's failure must not stop the others; it is retried at the
+                    // next run instead of at once (it must not hold the chunk).
                     worker::console_error!("segment sweep of a profile failed: {}", e.code());
-                    postpone(&db, &row.profile_id, now_ms).await?;
+                    store::sweep::postpone(&db, profile_id, now_ms + RETRY_AFTER_MS).await?;
                 }
             }
         }
@@ -84,7 +69,7 @@ async fn advance(
     let (mut view, (state, version)) = store::profiles::view_and_state(db, profile_id).await?;
     let Some(version) = version.filter(|_| !view.identifiers.is_empty()) else {
         // Erased or merged away meanwhile: nothing to evaluate, ever.
-        clear(db, profile_id).await?;
+        store::sweep::clear(db, profile_id).await?;
         return Ok(0);
     };
     let first = |kind: IdType| {
@@ -115,55 +100,22 @@ async fn advance(
     let transitions = update.diff.transitions.len();
     if !update.internal_events.is_empty() {
         // The events go to the source the profile was last seen through.
-        let last = Statement {
-            sql: "SELECT source_id FROM events WHERE anonymous_id = ?1 OR user_id = ?2 \
-                  ORDER BY timestamp DESC LIMIT 1"
-                .into(),
-            params: vec![
-                anonymous_id.map_or(Param::Null, Param::Text),
-                user_id.map_or(Param::Null, Param::Text),
-            ],
-        };
-        let source_id = d1::rows::<SourceRow>(db, &last).await?.into_iter().next();
+        let source_id = store::sweep::last_source(db, anonymous_id, user_id).await?;
         let source = match source_id {
-            Some(row) => store::sources::by_id(env, configured, &row.source_id).await?,
+            Some(id) => store::sources::by_id(env, configured, &id).await?,
             None => None,
         };
         match source {
             Some(source) => {
-                store_internal(db, &source, None, &update.internal_events, now_ms).await?;
+                store::events::store(db, &source, &update.internal_events, now_ms).await?;
             }
             None => worker::console_error!("segment sweep: no source for a profile's events"),
         }
     }
     view.computed_traits = update.computed;
     view.segments = update.segments;
-    store::profiles::publish(env, &view, Some(&update.state), &[], &[]).await;
+    store::snapshots::publish(env, &view, Some(&update.state), &[], &[], now_ms).await;
     Ok(transitions)
-}
-
-/// Takes a profile out of the sweep.
-async fn clear(db: &D1Database, profile_id: &str) -> Result<(), ApiError> {
-    let statement = Statement {
-        sql: "UPDATE profile_personalisation SET check_at = NULL WHERE profile_id = ?1".into(),
-        params: vec![Param::Text(profile_id.to_owned())],
-    };
-    d1::execute(db, &[statement]).await?;
-    Ok(())
-}
-
-/// Retries a failed profile at the next run instead of at once (a failing profile must not
-/// hold the chunk).
-async fn postpone(db: &D1Database, profile_id: &str, now_ms: i64) -> Result<(), ApiError> {
-    let statement = Statement {
-        sql: "UPDATE profile_personalisation SET check_at = ?2 WHERE profile_id = ?1".into(),
-        params: vec![
-            Param::Text(profile_id.to_owned()),
-            Param::Int(now_ms + RETRY_AFTER_MS),
-        ],
-    };
-    d1::execute(db, &[statement]).await?;
-    Ok(())
 }
 
 /// How long a profile whose sweep failed waits.

@@ -1,0 +1,60 @@
+//! Admission of write-key requests (ingest, decide): the client IP's rate limit, the source
+//! the write key names (Basic auth or the body's `writeKey`), the browser origin that source
+//! allows, and the source's rate limit.
+
+use seam_core::auth::basic_user;
+use seam_core::enrich::RequestFacts;
+use seam_core::source::{Source, Sources};
+use worker::{Env, Request};
+
+use super::{cross_origin, facts, header, limits};
+use crate::error::ApiError;
+use crate::store;
+
+/// Facts of a request that passed the IP limit.
+pub async fn admit_ip(req: &Request, env: &Env) -> Result<RequestFacts, ApiError> {
+    let facts = facts(req);
+    limits::check_ip(env, facts.ip.as_deref()).await?;
+    Ok(facts)
+}
+
+/// The write key of a request: the header's now, the body's once it is read.
+pub struct WriteKey {
+    configured: Sources,
+    header: Option<String>,
+}
+
+impl WriteKey {
+    /// The configured sources and the key in the `Authorization` header, if any.
+    pub fn read(req: &Request, env: &Env) -> Result<Self, ApiError> {
+        Ok(Self {
+            configured: store::sources::configured(env)?,
+            header: header(req, "Authorization").and_then(|h| basic_user(&h)),
+        })
+    }
+
+    /// Rejects an unknown key in the header before the body is read, so bad keys cost no
+    /// parsing.
+    pub async fn check_header(&self, env: &Env) -> Result<(), ApiError> {
+        if self.header.is_some() {
+            store::sources::source_for(env, &self.configured, self.header.as_deref()).await?;
+        }
+        Ok(())
+    }
+
+    /// The source of the body's key (else the header's), once its origin and rate limit pass.
+    pub async fn source(
+        &self,
+        req: &Request,
+        env: &Env,
+        body_key: Option<&str>,
+    ) -> Result<Source, ApiError> {
+        let key = body_key.or(self.header.as_deref());
+        let source = store::sources::source_for(env, &self.configured, key).await?;
+        if cross_origin(req).is_some_and(|o| !source.allows_origin(&o)) {
+            return Err(ApiError::OriginNotAllowed);
+        }
+        limits::check_source(env, &source.id).await?;
+        Ok(source)
+    }
+}

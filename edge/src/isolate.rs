@@ -1,0 +1,269 @@
+//! Everything an isolate keeps between requests, in one place: what is cached, for how long,
+//! and what drops it. Each is a cache of D1/KV truth or of immutable assets, so losing any of
+//! them (a new isolate) costs reads, never correctness.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use seam_core::candidates::CandidateCache;
+use seam_core::coalesce::Coalescer;
+use seam_core::event::Event;
+use seam_core::personalise::PersonalisationConfig;
+use seam_core::recommend::Changed;
+use seam_core::refresh::Refresh;
+use seam_core::source::Source;
+use worker::Context;
+
+/// Work this isolate runs after its responses (profile refreshes, exposure logs) and has not
+/// finished: `/health` reports it, so tests and operators can tell when derived state caught up.
+static BACKGROUND: AtomicUsize = AtomicUsize::new(0);
+
+/// Runs `work` after the response is sent (`ctx.wait_until`), counted in [`background`].
+pub fn after_response(ctx: &Context, work: impl Future<Output = ()> + 'static) {
+    BACKGROUND.fetch_add(1, Ordering::Relaxed);
+    ctx.wait_until(async move {
+        work.await;
+        BACKGROUND.fetch_sub(1, Ordering::Relaxed);
+    });
+}
+
+/// Background tasks running now (see [`after_response`]).
+pub fn background() -> usize {
+    BACKGROUND.load(Ordering::Relaxed)
+}
+
+// --- Personalisation configuration -------------------------------------------------------
+
+/// How long an isolate uses its configuration before checking KV for an upload (so an upload
+/// reaches every isolate within this time; the isolate that took the upload uses it at once).
+const CONFIG_TTL_MS: i64 = 30_000;
+/// The stamp of the committed documents (an upload's stamp is a hash of its documents).
+pub const COMMITTED: &str = "committed";
+
+struct Active {
+    config: Option<Arc<PersonalisationConfig>>,
+    stamp: String,
+    checked_ms: i64,
+}
+
+thread_local! {
+    static ACTIVE: RefCell<Active> = RefCell::new(Active {
+        config: committed_config(),
+        stamp: COMMITTED.into(),
+        checked_ms: i64::MIN,
+    });
+}
+
+/// The committed `config/*.json`; `None` (logged) when invalid: personalisation is derived data
+/// and must never block ingestion.
+pub fn committed_config() -> Option<Arc<PersonalisationConfig>> {
+    match PersonalisationConfig::committed() {
+        Ok(config) => Some(Arc::new(config)),
+        Err(e) => {
+            worker::console_error!("personalisation config: {} ({e})", e.code());
+            None
+        }
+    }
+}
+
+/// The personalisation configuration in force in this isolate.
+pub fn config() -> Option<Arc<PersonalisationConfig>> {
+    ACTIVE.with(|a| a.borrow().config.clone())
+}
+
+/// The stamp of the configuration in force.
+pub fn config_stamp() -> String {
+    ACTIVE.with(|a| a.borrow().stamp.clone())
+}
+
+/// Whether the configuration is due a check for an upload at `now_ms`; marks it checked, so
+/// concurrent requests do not all read.
+pub fn config_check_due(now_ms: i64) -> bool {
+    ACTIVE.with(|a| {
+        let mut a = a.borrow_mut();
+        let due = now_ms.saturating_sub(a.checked_ms) >= CONFIG_TTL_MS;
+        if due {
+            a.checked_ms = now_ms;
+        }
+        due
+    })
+}
+
+/// Makes `config` (stamped `stamp`) the isolate's configuration.
+pub fn use_config(config: Option<Arc<PersonalisationConfig>>, stamp: &str) {
+    ACTIVE.with(|a| {
+        let mut a = a.borrow_mut();
+        a.config = config;
+        a.stamp = stamp.to_owned();
+    });
+}
+
+// --- Suppression list ---------------------------------------------------------------------
+
+/// How long an isolate trusts its copy of the suppression list. Staleness is caught anyway by
+/// the check inside every ingest batch; the cache only saves the common case a round trip.
+const SUPPRESSION_TTL_MS: i64 = 30_000;
+
+thread_local! {
+    static SUPPRESSED: RefCell<Option<(i64, Rc<HashSet<String>>)>> = const { RefCell::new(None) };
+}
+
+/// The cached suppression keys, when fresh at `now_ms`.
+pub fn suppressions(now_ms: i64) -> Option<Rc<HashSet<String>>> {
+    SUPPRESSED.with(|c| {
+        c.borrow()
+            .as_ref()
+            .filter(|(at, _)| now_ms - at < SUPPRESSION_TTL_MS)
+            .map(|(_, keys)| keys.clone())
+    })
+}
+
+/// Keeps the suppression keys read at `now_ms`.
+pub fn keep_suppressions(now_ms: i64, keys: Rc<HashSet<String>>) {
+    SUPPRESSED.with(|c| *c.borrow_mut() = Some((now_ms, keys)));
+}
+
+/// Drops the copy of the suppression list (after this isolate changed it, or saw it change).
+pub fn forget_suppressions() {
+    SUPPRESSED.with(|c| *c.borrow_mut() = None);
+}
+
+// --- Shared recommendation inputs ---------------------------------------------------------
+
+/// Popular items read per decision (defaults and top-ups).
+const POPULAR: usize = 50;
+/// Entries kept per kind (products' partner lists, listings, items).
+const CANDIDATE_CAPACITY: usize = 5_000;
+
+thread_local! {
+    /// Each decision sets the lifetime from the configured `cacheSeconds`.
+    static CANDIDATES: RefCell<CandidateCache> =
+        RefCell::new(CandidateCache::new(0, CANDIDATE_CAPACITY, POPULAR));
+}
+
+/// Runs `f` with the isolate's shared recommendation inputs.
+pub fn with_candidates<R>(f: impl FnOnce(&mut CandidateCache) -> R) -> R {
+    CANDIDATES.with(|c| f(&mut c.borrow_mut()))
+}
+
+/// Drops the cached recommendation inputs that writes changed (`None`: all of them, for a
+/// catalogue upload, an erasure or a merge).
+pub fn forget_candidates(changed: Option<&Changed>) {
+    with_candidates(|c| match changed {
+        Some(changed) => c.forget(changed),
+        None => c.clear(),
+    });
+}
+
+// --- Anonymous ID -> profile pointers -----------------------------------------------------
+
+/// Pointers remembered (cleared when full), each for at most [`POINTER_TTL_MS`]; this isolate's
+/// own KV publishes update them at once.
+const KNOWN_PROFILES: usize = 10_000;
+const POINTER_TTL_MS: i64 = 60_000;
+
+thread_local! {
+    static PROFILE_OF: RefCell<HashMap<String, (String, i64)>> = RefCell::new(HashMap::new());
+}
+
+/// The profile `anonymous_id` pointed to when last seen, if recent.
+pub fn known_profile(anonymous_id: &str, now_ms: i64) -> Option<String> {
+    PROFILE_OF.with(|p| {
+        p.borrow()
+            .get(anonymous_id)
+            .filter(|(_, at)| now_ms - at < POINTER_TTL_MS)
+            .map(|(id, _)| id.clone())
+    })
+}
+
+/// Remembers that `anonymous_id` belongs to `profile_id` (as the KV pointer says).
+pub fn remember_profile(anonymous_id: &str, profile_id: &str, now_ms: i64) {
+    PROFILE_OF.with(|p| {
+        let mut known = p.borrow_mut();
+        if known.len() >= KNOWN_PROFILES {
+            known.clear();
+        }
+        known.insert(anonymous_id.to_owned(), (profile_id.to_owned(), now_ms));
+    });
+}
+
+// --- Site pages ---------------------------------------------------------------------------
+
+/// A site page as fetched: its HTML, the slots it carries and its headers.
+pub struct Page {
+    pub html: String,
+    pub slots: Vec<String>,
+    pub headers: Vec<(String, String)>,
+}
+
+/// Pages of the Worker's own assets kept: assets are immutable within a deployment (a new
+/// deployment starts new isolates), so the asset fetch is paid once per page and isolate.
+/// Proxied origins are fetched every time.
+const CACHED_PAGES: usize = 64;
+
+thread_local! {
+    static PAGES: RefCell<HashMap<String, Rc<Page>>> = RefCell::new(HashMap::new());
+}
+
+/// The kept asset page at `path`.
+pub fn cached_page(path: &str) -> Option<Rc<Page>> {
+    PAGES.with(|p| p.borrow().get(path).cloned())
+}
+
+/// Keeps an asset page (until [`CACHED_PAGES`] are kept).
+pub fn keep_page(path: String, page: &Rc<Page>) {
+    PAGES.with(|p| {
+        let mut pages = p.borrow_mut();
+        if pages.len() < CACHED_PAGES {
+            pages.insert(path, Rc::clone(page));
+        }
+    });
+}
+
+// --- Exposures waiting to be written ------------------------------------------------------
+
+thread_local! {
+    /// `Some` while a write is scheduled.
+    static EXPOSURES: RefCell<Option<Vec<(Source, Event)>>> = const { RefCell::new(None) };
+}
+
+/// Adds events to the pending exposure log; `true` when none were pending (the caller then
+/// schedules the write).
+pub fn queue_exposures(source: &Source, events: Vec<Event>) -> bool {
+    EXPOSURES.with(|pending| {
+        let mut pending = pending.borrow_mut();
+        let first = pending.is_none();
+        let list = pending.get_or_insert_with(Vec::new);
+        list.extend(events.into_iter().map(|e| (source.clone(), e)));
+        first
+    })
+}
+
+/// Takes the pending exposures (the next queued one schedules a new write).
+pub fn take_exposures() -> Vec<(Source, Event)> {
+    EXPOSURES
+        .with(|p| p.borrow_mut().take())
+        .unwrap_or_default()
+}
+
+// --- Profile refresh spacing --------------------------------------------------------------
+
+/// A profile's refreshes start at most once a second in an isolate (KV takes one write per
+/// second per key); what arrives in between runs once, after the spacing.
+const REFRESH_SPACING_MS: i64 = 1_000;
+/// Profiles whose spacing an isolate remembers.
+const SPACED_PROFILES: usize = 10_000;
+
+thread_local! {
+    static REFRESHES: RefCell<Coalescer<Refresh>> =
+        RefCell::new(Coalescer::new(REFRESH_SPACING_MS, SPACED_PROFILES));
+}
+
+/// Runs `f` with the isolate's refresh spacing.
+pub fn with_refreshes<R>(f: impl FnOnce(&mut Coalescer<Refresh>) -> R) -> R {
+    REFRESHES.with(|c| f(&mut c.borrow_mut()))
+}

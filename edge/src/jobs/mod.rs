@@ -1,0 +1,37 @@
+//! Work that runs outside a request's response: the cron jobs (segment sweep, retention) and
+//! what a request leaves for after its response (profile refreshes, the exposure log). Jobs use
+//! store functions, never routes.
+
+pub mod exposures;
+pub mod refresh;
+pub mod retention;
+pub mod sweep;
+
+use worker::Env;
+
+/// The segment sweep's cron (`wrangler.toml`); any other trigger runs retention.
+const SWEEP_CRON: &str = "*/5 * * * *";
+
+/// Runs the job of a cron trigger, as of the trigger's scheduled time.
+pub async fn scheduled(cron: &str, env: &Env, now_ms: i64) {
+    if cron == SWEEP_CRON {
+        match sweep::run(env, now_ms).await {
+            Ok(report) => worker::console_log!(
+                "segment sweep: {} profiles, {} transitions",
+                report.profiles,
+                report.transitions
+            ),
+            Err(e) => worker::console_error!("segment sweep failed: {} ({})", e.code(), e),
+        }
+        return;
+    }
+    match retention::run(env, now_ms).await {
+        Ok(report) => worker::console_log!(
+            "retention: {} events, {} anonymous profiles, {} chunks",
+            report.events,
+            report.profiles,
+            report.chunks
+        ),
+        Err(e) => worker::console_error!("retention failed: {} ({})", e.code(), e),
+    }
+}

@@ -1,0 +1,75 @@
+//! What a decision reads, shared by `/v1/decide` and edge-rendered pages: the visitor's
+//! profile snapshot (KV, D1 on a miss), then one D1 batch for whatever the isolate's shared
+//! recommendation inputs lack and, for banners, the profile's state. The decision itself is
+//! `seam_core::decide`.
+
+use seam_core::candidates::CandidateRow;
+use seam_core::decide::{self, DecisionRows, Decisions, Slot};
+use seam_core::identity::Rules;
+use worker::{D1Database, Env};
+
+use crate::error::ApiError;
+use crate::isolate;
+use crate::store::personalisation::StateRow;
+use crate::store::{d1, snapshots};
+
+/// Who a decision is for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Visitor<'a> {
+    /// Anonymous ID (or the `seam_id` cookie).
+    pub anonymous_id: Option<&'a str>,
+    pub user_id: Option<&'a str>,
+}
+
+/// The decisions for `visitor` at `now_ms`.
+pub async fn decide(
+    env: &Env,
+    db: &D1Database,
+    rules: &Rules,
+    visitor: Visitor<'_>,
+    slots: &[Slot],
+    consent_denied: bool,
+    now_ms: i64,
+) -> Result<Decisions, ApiError> {
+    let config = isolate::config();
+    let profile = if consent_denied {
+        None
+    } else {
+        snapshots::visitor_profile(
+            env,
+            db,
+            rules,
+            visitor.anonymous_id,
+            visitor.user_id,
+            now_ms,
+        )
+        .await?
+    };
+    let plan = isolate::with_candidates(|cache| {
+        decide::plan(
+            profile.as_ref(),
+            slots,
+            consent_denied,
+            config.as_deref(),
+            cache,
+            now_ms,
+        )
+    });
+    let results = d1::execute(db, &plan.reads()).await?;
+    let candidate_reads = plan.candidate_reads();
+    let rows = DecisionRows {
+        candidates: results
+            .iter()
+            .take(candidate_reads)
+            .map(|r| r.results::<CandidateRow>().unwrap_or_default())
+            .collect(),
+        state: results
+            .get(candidate_reads)
+            .and_then(|r| r.results::<StateRow>().ok())
+            .and_then(|rows| rows.into_iter().next())
+            .map(|row| row.state),
+    };
+    Ok(isolate::with_candidates(|cache| {
+        plan.decide(rows, config.as_deref(), cache, now_ms)
+    }))
+}

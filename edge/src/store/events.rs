@@ -1,0 +1,63 @@
+//! Server-made events (segment transitions, decision exposures), validated by the same decoder
+//! as client events and stored under a source, deduplicated by their derived `messageId`.
+
+use seam_core::enrich::RequestFacts;
+use seam_core::event::Event;
+use seam_core::id;
+use seam_core::ingest::decode;
+use seam_core::plan::insert_events;
+use seam_core::source::Source;
+use seam_core::time::DAY_MS;
+use serde_json::Value;
+use worker::D1Database;
+
+use crate::error::ApiError;
+use crate::platform;
+use crate::store::d1;
+
+/// Validates and enriches server-made events like client events (invalid ones are dropped).
+pub fn prepare(
+    source: &Source,
+    facts: Option<&RequestFacts>,
+    events: &[Value],
+    received_at: i64,
+) -> Result<Vec<Event>, ApiError> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let body = serde_json::json!({ "batch": events }).to_string();
+    let mut decoded = decode(body.as_bytes(), None, received_at, || {
+        id::message_id("seam-edge", received_at, platform::random_bytes())
+    })?;
+    if let Some(facts) = facts {
+        decoded = decoded.enrich(facts, source);
+    }
+    Ok(decoded.valid().cloned().collect())
+}
+
+/// Stores prepared events of `source`; returns their IDs.
+pub async fn insert(
+    db: &D1Database,
+    source: &Source,
+    events: &[Event],
+    now_ms: i64,
+) -> Result<Vec<String>, ApiError> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let valid: Vec<_> = events.iter().collect();
+    let cutoff = now_ms - i64::from(source.dedup_window_days) * DAY_MS;
+    d1::execute(db, &insert_events(&source.id, &valid, cutoff)).await?;
+    Ok(valid.iter().map(|e| e.message_id.clone()).collect())
+}
+
+/// [`prepare`] then [`insert`], without request facts.
+pub async fn store(
+    db: &D1Database,
+    source: &Source,
+    events: &[Value],
+    received_at: i64,
+) -> Result<Vec<String>, ApiError> {
+    let valid = prepare(source, None, events, received_at)?;
+    insert(db, source, &valid, received_at).await
+}

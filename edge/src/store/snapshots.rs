@@ -1,0 +1,148 @@
+//! KV snapshots for the decision path: the profile by ID (with its personalisation `state`, so
+//! decisions evaluate time-driven segments without a D1 read), `anon:<id>` pointers, and
+//! `mergedInto` forwarding records. KV is a cache: D1 stays the truth, and a failed KV write is
+//! logged, never fatal.
+
+use seam_core::identity::{IdType, Identifier, Rules};
+use seam_core::personalise::ProfileState;
+use seam_core::profile::ProfileView;
+use serde_json::{json, Value};
+use worker::{D1Database, Env};
+
+use crate::error::ApiError;
+use crate::isolate;
+use crate::settings;
+use crate::store::profiles;
+
+/// KV forwarding hops followed (`mergedInto`).
+const MAX_HOPS: usize = 4;
+
+/// Writes the profile's snapshot, pointers from `anonymous_ids` and forwarding records for the
+/// profiles it `absorbed`.
+pub async fn publish(
+    env: &Env,
+    view: &ProfileView,
+    state: Option<&ProfileState>,
+    anonymous_ids: &[String],
+    absorbed: &[String],
+    now_ms: i64,
+) {
+    let Ok(kv) = env.kv("CACHE") else {
+        return;
+    };
+    let mut snapshot = serde_json::to_value(view).unwrap_or_default();
+    if let (Some(state), Some(fields)) = (state, snapshot.as_object_mut()) {
+        fields.insert(
+            "state".into(),
+            serde_json::to_value(state).unwrap_or_default(),
+        );
+    }
+    let mut puts = vec![(format!("profile:{}", view.profile_id), snapshot.to_string())];
+    let pointer = json!({ "profileId": view.profile_id }).to_string();
+    for anon in anonymous_ids {
+        isolate::remember_profile(anon, &view.profile_id, now_ms);
+        puts.push((format!("anon:{anon}"), pointer.clone()));
+    }
+    for old in absorbed {
+        puts.push((
+            format!("profile:{old}"),
+            json!({ "mergedInto": view.profile_id }).to_string(),
+        ));
+    }
+    // Copies expire with the anonymous-profile retention; active profiles are re-published.
+    let ttl = settings::retention(env)
+        .map(|r| u64::from(r.anonymous_profile_days) * 86_400)
+        .unwrap_or(180 * 86_400);
+    for (key, value) in puts {
+        let result = match kv.put(&key, value) {
+            Ok(put) => put.expiration_ttl(ttl).execute().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            worker::console_error!("kv put {key} failed: {e}");
+        }
+    }
+}
+
+/// The visitor's profile snapshot: KV (`anon:<id>` -> `profile:<id>`, following `mergedInto`),
+/// else D1, re-published to KV. `None` for an unknown visitor. User IDs are looked up in D1 (no
+/// KV pointer is kept for them).
+pub async fn visitor_profile(
+    env: &Env,
+    db: &D1Database,
+    rules: &Rules,
+    anonymous_id: Option<&str>,
+    user_id: Option<&str>,
+    now_ms: i64,
+) -> Result<Option<Value>, ApiError> {
+    let kv = env.kv("CACHE").ok();
+    let get = |key: String| {
+        let kv = kv.clone();
+        async move {
+            match kv {
+                Some(kv) => kv
+                    .get(&key)
+                    .text()
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|t| serde_json::from_str::<Value>(&t).ok()),
+                None => None,
+            }
+        }
+    };
+    if user_id.is_none() {
+        if let Some(anon) = anonymous_id {
+            // The pointer rarely changes (a merge leaves a forwarding record on the old profile,
+            // which is followed below), so the isolate remembers it: one KV read fewer.
+            let mut id = isolate::known_profile(anon, now_ms);
+            if id.is_none() {
+                id = get(format!("anon:{anon}")).await.and_then(|p| {
+                    p.get("profileId")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                });
+                if let Some(id) = &id {
+                    isolate::remember_profile(anon, id, now_ms);
+                }
+            }
+            for _ in 0..MAX_HOPS {
+                let Some(current) = id.take() else { break };
+                match get(format!("profile:{current}")).await {
+                    Some(p) => match p.get("mergedInto").and_then(Value::as_str) {
+                        Some(next) => id = Some(next.to_owned()),
+                        None => return Ok(Some(p)),
+                    },
+                    None => break,
+                }
+            }
+        }
+    }
+    let identifier = match (user_id, anonymous_id) {
+        (Some(u), _) => Identifier::normalized(IdType::UserId, u, rules),
+        (None, Some(a)) => Identifier::normalized(IdType::AnonymousId, a, rules),
+        (None, None) => None,
+    };
+    let Some(identifier) = identifier else {
+        return Ok(None);
+    };
+    let mut profile_id = profiles::profile_for(db, &identifier).await?;
+    // The `seam_id` cookie is also linked as a cookie ID (events carry it in `context.seam`).
+    if profile_id.is_none() && user_id.is_none() {
+        if let Some(cookie) =
+            anonymous_id.and_then(|a| Identifier::normalized(IdType::CookieId, a, rules))
+        {
+            profile_id = profiles::profile_for(db, &cookie).await?;
+        }
+    }
+    let Some(profile_id) = profile_id else {
+        return Ok(None);
+    };
+    let (mut view, (state, _)) = profiles::view_and_state(db, &profile_id).await?;
+    profiles::fill_personalisation(&mut view, &state, now_ms);
+    let anonymous: Vec<String> = anonymous_id.map(str::to_owned).into_iter().collect();
+    publish(env, &view, Some(&state), &anonymous, &[], now_ms).await;
+    let mut snapshot = serde_json::to_value(&view).map_err(|e| ApiError::Storage(e.to_string()))?;
+    snapshot["state"] = serde_json::to_value(&state).unwrap_or_default();
+    Ok(Some(snapshot))
+}

@@ -1,0 +1,75 @@
+//! The segment sweep's reads and writes: profiles whose `check_at` has come, taking one out of
+//! the sweep or putting it off, and the source a profile was last seen through.
+
+use seam_core::personalise::DUE_SQL;
+use seam_core::plan::{Param, Statement};
+use serde::Deserialize;
+use worker::D1Database;
+
+use crate::error::ApiError;
+use crate::store::d1;
+
+#[derive(Deserialize)]
+struct DueRow {
+    profile_id: String,
+}
+
+#[derive(Deserialize)]
+struct SourceRow {
+    source_id: String,
+}
+
+/// Up to `limit` profiles due at `now_ms`.
+pub async fn due(db: &D1Database, now_ms: i64, limit: i64) -> Result<Vec<String>, ApiError> {
+    let due = Statement {
+        sql: DUE_SQL.into(),
+        params: vec![Param::Int(now_ms), Param::Int(limit)],
+    };
+    Ok(d1::rows::<DueRow>(db, &due)
+        .await?
+        .into_iter()
+        .map(|r| r.profile_id)
+        .collect())
+}
+
+/// Takes a profile out of the sweep.
+pub async fn clear(db: &D1Database, profile_id: &str) -> Result<(), ApiError> {
+    let statement = Statement {
+        sql: "UPDATE profile_personalisation SET check_at = NULL WHERE profile_id = ?1".into(),
+        params: vec![Param::Text(profile_id.to_owned())],
+    };
+    d1::execute(db, &[statement]).await?;
+    Ok(())
+}
+
+/// Makes a profile due again at `at_ms`.
+pub async fn postpone(db: &D1Database, profile_id: &str, at_ms: i64) -> Result<(), ApiError> {
+    let statement = Statement {
+        sql: "UPDATE profile_personalisation SET check_at = ?2 WHERE profile_id = ?1".into(),
+        params: vec![Param::Text(profile_id.to_owned()), Param::Int(at_ms)],
+    };
+    d1::execute(db, &[statement]).await?;
+    Ok(())
+}
+
+/// The source of the newest event with either ID.
+pub async fn last_source(
+    db: &D1Database,
+    anonymous_id: Option<String>,
+    user_id: Option<String>,
+) -> Result<Option<String>, ApiError> {
+    let last = Statement {
+        sql: "SELECT source_id FROM events WHERE anonymous_id = ?1 OR user_id = ?2 \
+              ORDER BY timestamp DESC LIMIT 1"
+            .into(),
+        params: vec![
+            anonymous_id.map_or(Param::Null, Param::Text),
+            user_id.map_or(Param::Null, Param::Text),
+        ],
+    };
+    Ok(d1::rows::<SourceRow>(db, &last)
+        .await?
+        .into_iter()
+        .next()
+        .map(|r| r.source_id))
+}
