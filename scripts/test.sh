@@ -13,6 +13,7 @@ step "cargo clippy (wasm32)"
 cargo clippy --workspace --target wasm32-unknown-unknown --quiet -- -D warnings
 cargo clippy -p seam-sdk --tests --target wasm32-unknown-unknown --quiet -- -D warnings
 step "core: unit + property tests (native)"; cargo test -p seam-core
+step "edge: orchestration over in-memory stores (native)"; cargo test -p seam-edge --lib
 step "sdk: browser tests (headless Chromium)"
 (cd sdk && CHROMEDRIVER=/usr/bin/chromedriver cargo test -p seam-sdk --target wasm32-unknown-unknown)
 step "sdk: size budget"; node scripts/check-size.mjs

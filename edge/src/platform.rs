@@ -25,3 +25,11 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
 pub async fn sleep(ms: u64) {
     worker::Delay::from(Duration::from_millis(ms)).await;
 }
+
+/// Logs an error to the Worker's console (stderr in native tests, where there is no console).
+pub fn log_error(message: &str) {
+    #[cfg(target_arch = "wasm32")]
+    worker::console_error!("{message}");
+    #[cfg(not(target_arch = "wasm32"))]
+    eprintln!("{message}");
+}

@@ -2,15 +2,176 @@
 //! events) and the KV snapshot of every profile a request touched. A profile's refreshes are
 //! spaced per isolate (`isolate::with_refreshes`): the first of a burst runs at once, the rest
 //! fold into one trailing run owned by the first request that waits.
+//!
+//! [`run`] orchestrates one refresh over a [`ProfileStore`]: D1 and KV at the edge, memory in
+//! the tests below.
 
 use seam_core::coalesce::{Claim, Offer};
-use seam_core::personalise::ProfileState;
+use seam_core::event::Event;
+use seam_core::personalise::{PersonalisationConfig, ProfileState, Update};
 use seam_core::profile::ProfileView;
-use seam_core::refresh::Refresh;
-use worker::{Context, Env};
+use seam_core::recommend::Changed;
+use seam_core::refresh::{Loaded, Refresh, SnapshotWrites};
+use seam_core::source::Source;
+use serde_json::Value;
+use worker::{Context, D1Database, Env};
 
 use crate::error::ApiError;
 use crate::{isolate, platform, store};
+
+/// What a refresh reads and writes.
+pub(crate) trait ProfileStore {
+    /// The profile's read model with its state and version.
+    async fn load(&self, profile_id: &str) -> Result<Loaded, ApiError>;
+    /// The profile's state and version alone.
+    async fn load_state(&self, profile_id: &str) -> Result<(ProfileState, Option<i64>), ApiError>;
+    /// Folds `events` (and the states of `absorbed` profiles) into the profile's state and
+    /// saves it under the version guard.
+    async fn personalise(
+        &self,
+        config: &PersonalisationConfig,
+        view: &ProfileView,
+        absorbed: &[String],
+        events: &[&Event],
+        now_ms: i64,
+        loaded: (ProfileState, Option<i64>),
+    ) -> Result<Update, ApiError>;
+    /// Stores server-made events under `source`.
+    async fn store_events(
+        &self,
+        source: &Source,
+        events: &[Value],
+        now_ms: i64,
+    ) -> Result<(), ApiError>;
+    /// Publishes the profile's snapshot with its pointer and forwarding writes.
+    async fn publish(&self, view: &ProfileView, state: &ProfileState, writes: &SnapshotWrites);
+    /// Drops cached recommendation inputs that saved writes made stale.
+    fn forget(&self, stale: Stale);
+}
+
+/// Which cached recommendation inputs a refresh's writes made stale.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Stale {
+    Inputs(Changed),
+    /// A merge moved evidence between profiles.
+    Everything,
+}
+
+/// Brings one profile's derived state up to date.
+pub(crate) async fn run(store: &impl ProfileStore, mut refresh: Refresh) -> Result<(), ApiError> {
+    let (mut view, loaded) = match refresh.loaded.take() {
+        Some(loaded) => loaded,
+        None => store.load(&refresh.profile_id).await?,
+    };
+    if view.identifiers.is_empty() {
+        // The profile was erased (or merged away) since the request committed: writing its
+        // state or snapshot now would bring the person's data back.
+        return Ok(());
+    }
+    let Some(config) = refresh.config.take() else {
+        store::profiles::fill_personalisation(&mut view, &loaded.0, refresh.received_at);
+        store.publish(&view, &loaded.0, &refresh.snapshot).await;
+        return Ok(());
+    };
+    let events: Vec<&Event> = refresh.events.iter().collect();
+    let update = store
+        .personalise(
+            &config,
+            &view,
+            &refresh.absorbed,
+            &events,
+            refresh.received_at,
+            loaded,
+        )
+        .await;
+    let update = match update {
+        Ok(update) if refresh.absorbed.is_empty() => {
+            store.forget(Stale::Inputs(update.changed.clone()));
+            update
+        }
+        Ok(update) => {
+            store.forget(Stale::Everything);
+            update
+        }
+        Err(e) => {
+            // The snapshot still gets the new traits; a retry of the batch re-applies the rest.
+            platform::log_error(&format!("personalisation skipped: {}", e.code()));
+            let (stored, _) = store.load_state(&refresh.profile_id).await?;
+            store::profiles::fill_personalisation(&mut view, &stored, refresh.received_at);
+            store.publish(&view, &stored, &refresh.snapshot).await;
+            return Ok(());
+        }
+    };
+    store
+        .store_events(
+            &refresh.source,
+            &update.internal_events,
+            refresh.received_at,
+        )
+        .await?;
+    view.computed_traits = update.computed;
+    view.segments = update.segments;
+    store.publish(&view, &update.state, &refresh.snapshot).await;
+    Ok(())
+}
+
+/// D1 and KV.
+struct Edge<'a> {
+    env: &'a Env,
+    db: D1Database,
+}
+
+impl ProfileStore for Edge<'_> {
+    async fn load(&self, profile_id: &str) -> Result<Loaded, ApiError> {
+        Ok(store::profiles::view_and_state(&self.db, profile_id).await?)
+    }
+
+    async fn load_state(&self, profile_id: &str) -> Result<(ProfileState, Option<i64>), ApiError> {
+        Ok(store::personalisation::load(&self.db, profile_id).await?)
+    }
+
+    async fn personalise(
+        &self,
+        config: &PersonalisationConfig,
+        view: &ProfileView,
+        absorbed: &[String],
+        events: &[&Event],
+        now_ms: i64,
+        loaded: (ProfileState, Option<i64>),
+    ) -> Result<Update, ApiError> {
+        store::personalisation::update(&self.db, config, view, absorbed, events, now_ms, loaded)
+            .await
+    }
+
+    async fn store_events(
+        &self,
+        source: &Source,
+        events: &[Value],
+        now_ms: i64,
+    ) -> Result<(), ApiError> {
+        store::events::store(&self.db, source, events, now_ms).await?;
+        Ok(())
+    }
+
+    async fn publish(&self, view: &ProfileView, state: &ProfileState, writes: &SnapshotWrites) {
+        store::snapshots::publish(
+            self.env,
+            view,
+            Some(state),
+            &writes.anonymous,
+            &writes.absorbed,
+            platform::now_ms(),
+        )
+        .await;
+    }
+
+    fn forget(&self, stale: Stale) {
+        match stale {
+            Stale::Inputs(changed) => isolate::forget_candidates(Some(&changed)),
+            Stale::Everything => isolate::forget_candidates(None),
+        }
+    }
+}
 
 /// Runs `refreshes` after the response. They are idempotent; a retried batch re-applies them.
 pub fn after_response(ctx: &Context, env: &Env, refreshes: Vec<Refresh>) {
@@ -56,83 +217,217 @@ async fn spaced(env: &Env, refreshes: Vec<Refresh>) {
 }
 
 async fn run_spaced(env: &Env, key: &str, refresh: Refresh) {
-    if let Err(e) = run(env, refresh).await {
-        worker::console_error!("profile refresh failed: {}", e.code());
+    let outcome = match env.d1("DB") {
+        Ok(db) => run(&Edge { env, db }, refresh).await,
+        Err(e) => Err(e.into()),
+    };
+    if let Err(e) = outcome {
+        platform::log_error(&format!("profile refresh failed: {}", e.code()));
     }
     isolate::with_refreshes(|c| c.finished(key));
 }
 
-async fn run(env: &Env, mut refresh: Refresh) -> Result<(), ApiError> {
-    let db = env.d1("DB")?;
-    let (mut view, loaded) = match refresh.loaded.take() {
-        Some(loaded) => loaded,
-        None => store::profiles::view_and_state(&db, &refresh.profile_id).await?,
-    };
-    if view.identifiers.is_empty() {
-        // The profile was erased (or merged away) since the request committed: writing its
-        // state or snapshot now would bring the person's data back.
-        return Ok(());
-    }
-    let Some(config) = refresh.config.take() else {
-        store::profiles::fill_personalisation(&mut view, &loaded.0, refresh.received_at);
-        return publish(env, &refresh, &view, &loaded.0).await;
-    };
-    let events: Vec<&seam_core::event::Event> = refresh.events.iter().collect();
-    let update = store::personalisation::update(
-        &db,
-        &config,
-        &view,
-        &refresh.absorbed,
-        &events,
-        refresh.received_at,
-        loaded,
-    )
-    .await;
-    let update = match update {
-        // New product evidence changes partner lists and listings (a merge moves evidence
-        // between profiles: everything).
-        Ok(update) if refresh.absorbed.is_empty() => {
-            isolate::forget_candidates(Some(&update.changed));
-            update
-        }
-        Ok(update) => {
-            isolate::forget_candidates(None);
-            update
-        }
-        Err(e) => {
-            // The snapshot still gets the new traits; a retry of the batch re-applies the rest.
-            worker::console_error!("personalisation skipped: {}", e.code());
-            let (stored, _) = store::personalisation::load(&db, &refresh.profile_id).await?;
-            store::profiles::fill_personalisation(&mut view, &stored, refresh.received_at);
-            return publish(env, &refresh, &view, &stored).await;
-        }
-    };
-    store::events::store(
-        &db,
-        &refresh.source,
-        &update.internal_events,
-        refresh.received_at,
-    )
-    .await?;
-    view.computed_traits = update.computed;
-    view.segments = update.segments;
-    publish(env, &refresh, &view, &update.state).await
-}
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::future::Future;
+    use std::pin::pin;
+    use std::sync::Arc;
+    use std::task::{Context as Task, Poll, Waker};
 
-async fn publish(
-    env: &Env,
-    refresh: &Refresh,
-    view: &ProfileView,
-    state: &ProfileState,
-) -> Result<(), ApiError> {
-    store::snapshots::publish(
-        env,
-        view,
-        Some(state),
-        &refresh.snapshot.anonymous,
-        &refresh.snapshot.absorbed,
-        platform::now_ms(),
-    )
-    .await;
-    Ok(())
+    use seam_core::ingest::decode;
+    use seam_core::personalise;
+    use seam_core::source::parse_source;
+    use serde_json::json;
+
+    use super::*;
+
+    const T0: i64 = 1_800_000_000_000;
+
+    /// The in-memory twin of D1 + KV: one state row per profile, the events stored, the
+    /// snapshots published and the cache drops asked for.
+    #[derive(Default)]
+    struct Memory {
+        profiles: RefCell<HashMap<String, Loaded>>,
+        broken: bool,
+        stored: RefCell<Vec<(String, Value)>>,
+        published: RefCell<Vec<(ProfileView, ProfileState, SnapshotWrites)>>,
+        forgotten: RefCell<Vec<Stale>>,
+    }
+
+    impl Memory {
+        fn with_profile(profile_id: &str, identifiers: &[&str]) -> Self {
+            let memory = Memory::default();
+            let texts = identifiers.iter().map(|i| (*i).to_owned()).collect();
+            let view = ProfileView::new(profile_id, texts, &[]);
+            memory
+                .profiles
+                .borrow_mut()
+                .insert(profile_id.into(), (view, (ProfileState::default(), None)));
+            memory
+        }
+    }
+
+    impl ProfileStore for Memory {
+        async fn load(&self, profile_id: &str) -> Result<Loaded, ApiError> {
+            Ok(self
+                .profiles
+                .borrow()
+                .get(profile_id)
+                .cloned()
+                .unwrap_or_else(|| {
+                    let view = ProfileView::new(profile_id, Vec::new(), &[]);
+                    (view, (ProfileState::default(), None))
+                }))
+        }
+
+        async fn load_state(
+            &self,
+            profile_id: &str,
+        ) -> Result<(ProfileState, Option<i64>), ApiError> {
+            Ok(self.load(profile_id).await?.1)
+        }
+
+        async fn personalise(
+            &self,
+            config: &PersonalisationConfig,
+            view: &ProfileView,
+            _absorbed: &[String],
+            events: &[&Event],
+            now_ms: i64,
+            (state, version): (ProfileState, Option<i64>),
+        ) -> Result<Update, ApiError> {
+            if self.broken {
+                return Err(ApiError::Storage("down".into()));
+            }
+            let update = personalise::update(
+                state,
+                version,
+                &view.profile_id,
+                &view.traits,
+                events,
+                config,
+                now_ms,
+            );
+            if let Some(row) = self.profiles.borrow_mut().get_mut(&view.profile_id) {
+                row.1 = (update.state.clone(), Some(version.unwrap_or(0) + 1));
+            }
+            Ok(update)
+        }
+
+        async fn store_events(
+            &self,
+            source: &Source,
+            events: &[Value],
+            _now_ms: i64,
+        ) -> Result<(), ApiError> {
+            let mut stored = self.stored.borrow_mut();
+            stored.extend(events.iter().map(|e| (source.id.clone(), e.clone())));
+            Ok(())
+        }
+
+        async fn publish(&self, view: &ProfileView, state: &ProfileState, writes: &SnapshotWrites) {
+            let published = (view.clone(), state.clone(), writes.clone());
+            self.published.borrow_mut().push(published);
+        }
+
+        fn forget(&self, stale: Stale) {
+            self.forgotten.borrow_mut().push(stale);
+        }
+    }
+
+    fn block_on<F: Future>(future: F) -> F::Output {
+        match pin!(future).poll(&mut Task::from_waker(Waker::noop())) {
+            Poll::Ready(output) => output,
+            Poll::Pending => unreachable!("the in-memory store never waits"),
+        }
+    }
+
+    fn order(revenue: f64) -> Vec<Event> {
+        let body = json!({"batch": [{"type": "track", "event": "Order Completed", "userId": "u1",
+            "messageId": "o1", "timestamp": "2027-01-15T08:00:00Z",
+            "properties": {"order_id": "o1", "revenue": revenue}}]});
+        decode(body.to_string().as_bytes(), None, T0, || "generated".into())
+            .unwrap()
+            .valid()
+            .cloned()
+            .collect()
+    }
+
+    fn refresh(events: Vec<Event>, personalised: bool) -> Refresh {
+        Refresh {
+            source: parse_source("k", &json!({"id": "web"})).unwrap(),
+            profile_id: "p1".into(),
+            snapshot: SnapshotWrites {
+                anonymous: vec!["a1".into()],
+                absorbed: Vec::new(),
+            },
+            absorbed: Vec::new(),
+            events,
+            received_at: T0,
+            loaded: None,
+            config: personalised.then(|| Arc::new(PersonalisationConfig::committed().unwrap())),
+        }
+    }
+
+    #[test]
+    fn a_big_order_publishes_its_value_and_stores_the_segment_entry() {
+        let memory = Memory::with_profile("p1", &["user_id:u1"]);
+        block_on(run(&memory, refresh(order(600.0), true))).unwrap();
+        let published = memory.published.borrow();
+        let (view, state, writes) = &published[0];
+        assert_eq!(view.computed_traits["lifetime_value"], json!(600.0));
+        assert!(view.segments.contains(&"high_value".to_owned()));
+        assert_eq!(writes.anonymous, ["a1"]);
+        assert_eq!(
+            state,
+            &memory.profiles.borrow()["p1"].1 .0,
+            "the saved state"
+        );
+        let stored = memory.stored.borrow();
+        assert!(stored.iter().any(|(source, e)| source == "web"
+            && e["event"] == "Segment Entered"
+            && e["properties"]["segment"] == "high_value"));
+        assert!(matches!(memory.forgotten.borrow()[..], [Stale::Inputs(_)]));
+    }
+
+    #[test]
+    fn an_erased_profile_gets_no_state_and_no_snapshot() {
+        let memory = Memory::with_profile("p1", &[]);
+        block_on(run(&memory, refresh(order(600.0), true))).unwrap();
+        assert!(memory.published.borrow().is_empty());
+        assert!(memory.stored.borrow().is_empty());
+        assert!(memory.forgotten.borrow().is_empty());
+    }
+
+    #[test]
+    fn a_failed_personalisation_still_publishes_the_stored_state() {
+        let mut memory = Memory::with_profile("p1", &["user_id:u1"]);
+        memory.broken = true;
+        block_on(run(&memory, refresh(order(600.0), true))).unwrap();
+        let published = memory.published.borrow();
+        assert_eq!(published.len(), 1);
+        assert_eq!(published[0].1, ProfileState::default());
+        assert!(memory.stored.borrow().is_empty());
+        assert!(memory.forgotten.borrow().is_empty(), "nothing was written");
+    }
+
+    #[test]
+    fn a_merge_drops_every_cached_input() {
+        let memory = Memory::with_profile("p1", &["user_id:u1"]);
+        let mut merge = refresh(order(10.0), true);
+        merge.absorbed = vec!["p0".into()];
+        block_on(run(&memory, merge)).unwrap();
+        assert_eq!(memory.forgotten.borrow()[..], [Stale::Everything]);
+    }
+
+    #[test]
+    fn without_personalisation_only_the_snapshot_is_published() {
+        let memory = Memory::with_profile("p1", &["user_id:u1"]);
+        block_on(run(&memory, refresh(order(600.0), false))).unwrap();
+        assert_eq!(memory.published.borrow().len(), 1);
+        assert!(memory.stored.borrow().is_empty());
+        assert_eq!(memory.profiles.borrow()["p1"].1 .1, None, "no state saved");
+    }
 }
