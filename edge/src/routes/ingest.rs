@@ -1,19 +1,19 @@
 //! `POST /v1/{batch,track,identify,page,screen,group,alias}` and the short forms
 //! `/v1/{b,t,i,p,s,g,a}`: the Segment HTTP Tracking API.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use seam_core::enrich::{cookie_action, CookieAction};
 use seam_core::event::EventType;
 use seam_core::graph_plan::contributions;
 use seam_core::id;
-use seam_core::identity::Identifier;
+use seam_core::identity::{Identifier, Link, Rules};
 use seam_core::ingest::{decode, decompress, RequestError, MAX_REQUEST_BYTES};
 use seam_core::ingest_plan::{settled_profiles, IngestInput, IngestPlan};
 use seam_core::privacy::{apply_suppressions, consent_records, hash_pii_fields, suppression_key};
-use seam_core::refresh::{self, snapshot_changes, Committed};
+use seam_core::refresh::{self, snapshot_changes, Committed, Loaded, SnapshotWrites};
 use serde_json::Value;
-use worker::{Context, Env, Request, Response};
+use worker::{Context, D1Database, D1Result, Env, Request, Response};
 
 use crate::error::ApiError;
 use crate::http::{self, admission};
@@ -108,41 +108,21 @@ pub async fn post(
 
     let mut body = serde_json::json!({ "results": decoded.results(&inserted) });
     if let Some(best) = plan.best() {
-        let links_changed = plan.links_changed(&results, |r| {
-            r.results::<Value>().is_ok_and(|rows| !rows.is_empty())
-        });
-        let assigned = match plan.assignments(&results) {
-            Some(probe) => store::identity::probed(probe)?,
-            None => Default::default(),
-        };
-        // Known visitors with no new links (most traffic) need no recomputation: the probe at
-        // the end of the batch already holds their profile.
-        let (profile_id, profile_of, changed, loaded) =
-            match settled_profiles(&graph.links, best, links_changed, &assigned) {
-                Some((id, profile_of)) => {
-                    let loaded = plan
-                        .profile_reads(&results)
-                        .and_then(|reads| store::profiles::loaded_from(reads, &id).ok());
-                    (id, profile_of, Default::default(), loaded)
-                }
-                None => {
-                    let resolved = store::identity::resolve(&db, &rules, &graph.links, received_at)
-                        .await?
-                        .ok_or_else(|| {
-                            ApiError::Storage("identity resolution had no links".into())
-                        })?;
-                    let profile_of = graph
-                        .links
-                        .iter()
-                        .filter_map(|l| {
-                            let best = l.identifiers.first()?;
-                            Some((l.message_id.clone(), resolved.profile_of(best)))
-                        })
-                        .collect();
-                    let changed = snapshot_changes(&resolved, &graph.links);
-                    (resolved.profile_of(best), profile_of, changed, None)
-                }
-            };
+        let Settled {
+            profile_id,
+            profile_of,
+            changed,
+            loaded,
+        } = profiles_after(
+            &db,
+            &rules,
+            &plan,
+            &results,
+            &graph.links,
+            best,
+            received_at,
+        )
+        .await?;
         // Derived state (computed traits, segments, the KV snapshot) is brought up to date
         // after the response: the events and the identity graph are already committed, so the
         // visitor's request does not wait for it.
@@ -170,6 +150,63 @@ pub async fn post(
         response.headers_mut().append("Set-Cookie", &set_cookie)?;
     }
     Ok(response)
+}
+
+/// What the request's links belong to after the commit: the visitor's profile, the profile of
+/// every link, the KV snapshot writes a resolution caused, and the visitor's profile as the
+/// batch read it. Known visitors with no new links (most traffic) need no resolution: the probe
+/// at the end of the batch already holds their profile.
+async fn profiles_after(
+    db: &D1Database,
+    rules: &Rules,
+    plan: &IngestPlan,
+    results: &[D1Result],
+    links: &[Link],
+    best: &Identifier,
+    received_at: i64,
+) -> Result<Settled, ApiError> {
+    let links_changed = plan.links_changed(results, |r| {
+        r.results::<Value>().is_ok_and(|rows| !rows.is_empty())
+    });
+    let assigned = match plan.assignments(results) {
+        Some(probe) => store::identity::probed(probe)?,
+        None => Default::default(),
+    };
+    if let Some((id, profile_of)) = settled_profiles(links, best, links_changed, &assigned) {
+        let loaded = plan
+            .profile_reads(results)
+            .and_then(|reads| store::profiles::loaded_from(reads, &id).ok());
+        return Ok(Settled {
+            profile_id: id,
+            profile_of,
+            changed: HashMap::new(),
+            loaded,
+        });
+    }
+    let resolved = store::identity::resolve(db, rules, links, received_at)
+        .await?
+        .ok_or_else(|| ApiError::Storage("identity resolution had no links".into()))?;
+    let profile_of = links
+        .iter()
+        .filter_map(|l| {
+            let best = l.identifiers.first()?;
+            Some((l.message_id.clone(), resolved.profile_of(best)))
+        })
+        .collect();
+    let changed = snapshot_changes(&resolved, links);
+    Ok(Settled {
+        profile_id: resolved.profile_of(best),
+        profile_of,
+        changed,
+        loaded: None,
+    })
+}
+
+struct Settled {
+    profile_id: String,
+    profile_of: Vec<(String, String)>,
+    changed: HashMap<String, SnapshotWrites>,
+    loaded: Option<Loaded>,
 }
 
 fn is_suppressed(identifier_text: &str, keys: &HashSet<String>) -> bool {
