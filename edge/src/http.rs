@@ -1,6 +1,6 @@
 //! HTTP details shared by routes: request facts, CORS and the first-party ID cookie.
 
-use seam_core::enrich::{is_cookie_safe, CookieAction, Geo, RequestFacts};
+use seam_core::collect::enrich::{is_cookie_safe, CookieAction, Geo, RequestFacts};
 use wasm_bindgen::JsValue;
 use worker::{Headers, Request};
 

@@ -21,7 +21,7 @@ pub mod sweep;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use seam_core::event::EventType;
+use seam_core::collect::event::EventType;
 use worker::{
     event, Context, Env, Method, Request, Response, Result, ScheduleContext, ScheduledEvent,
 };

@@ -7,10 +7,10 @@
 
 use std::collections::BTreeMap;
 
-use seam_core::id;
+use seam_core::format::id;
 use seam_core::plan::Statement;
+use seam_core::privacy::retention::{inactive_anonymous_profiles, purge_events, Retention};
 use seam_core::privacy::{audit, erase, AuditEntry, Subject};
-use seam_core::retention::{inactive_anonymous_profiles, purge_events, Retention};
 use serde::Deserialize;
 use serde_json::json;
 use worker::{D1Database, Env};

@@ -1,8 +1,8 @@
 //! Deployment settings beyond sources: identity rules, retention and admin access.
 
-use seam_core::access::{self, bearer, Grant, Scope};
 use seam_core::identity::Rules;
-use seam_core::retention::Retention;
+use seam_core::privacy::access::{self, bearer, Grant, Scope};
+use seam_core::privacy::retention::Retention;
 use worker::{Env, Request};
 
 use crate::error::ApiError;

@@ -6,16 +6,18 @@
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 
-use seam_core::auth::basic_user;
-use seam_core::candidates::{CandidateCache, CandidatePlan, CandidateRow, CandidateSet};
-use seam_core::event::Event;
+use seam_core::collect::auth::basic_user;
+use seam_core::collect::event::Event;
+use seam_core::collect::source::Source;
 use seam_core::identity::{IdType, Identifier, Rules};
+use seam_core::personalise::candidates::{
+    CandidateCache, CandidatePlan, CandidateRow, CandidateSet,
+};
+use seam_core::personalise::recommend::{self, CatalogItem, Changed, Recommendation};
+use seam_core::personalise::slot::{self, SlotConfig, SlotKind};
 use seam_core::personalise::ProfileState;
 use seam_core::personalise::{self, RecommendInputs, LOAD_STATE_SQL};
 use seam_core::plan::{Param, Statement};
-use seam_core::recommend::{self, CatalogItem, Changed, Recommendation};
-use seam_core::slot::{self, SlotConfig, SlotKind};
-use seam_core::source::Source;
 use serde_json::{json, Map, Value};
 use worker::{Context, D1Database, Env, Request, Response};
 
@@ -345,7 +347,7 @@ impl Exposure<'_> {
                 now_ms / 60_000
             );
             // SHA-256 hex (the admin-key hash function is the public one core exposes).
-            let mut hex = seam_core::access::key_hash(&source);
+            let mut hex = seam_core::privacy::access::key_hash(&source);
             hex.truncate(32);
             format!("seam-exp-{hex}")
         });

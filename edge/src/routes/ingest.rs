@@ -4,22 +4,22 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use seam_core::auth::basic_user;
-use seam_core::coalesce::{Absorb, Claim, Coalescer, Offer};
-use seam_core::enrich::cookie_action;
-use seam_core::event::EventType;
-use seam_core::graph_plan::{
+use seam_core::collect::auth::basic_user;
+use seam_core::collect::enrich::cookie_action;
+use seam_core::collect::event::EventType;
+use seam_core::collect::ingest::{decode, decompress, RequestError, MAX_REQUEST_BYTES};
+use seam_core::format::time::{format_iso8601, DAY_MS};
+use seam_core::identity::graph_plan::{
     contributions, identifiers_param, probe_assignments, upsert_links, upsert_traits,
 };
 use seam_core::identity::{IdType, Identifier};
-use seam_core::ingest::{decode, decompress, RequestError, MAX_REQUEST_BYTES};
+use seam_core::personalise::coalesce::{Absorb, Claim, Coalescer, Offer};
+use seam_core::privacy::retention::touch_identities;
 use seam_core::privacy::{
     apply_suppressions, consent_records, count_rejections, hash_pii_fields, record_consent,
     suppression_key, suppression_probe,
 };
-use seam_core::retention::touch_identities;
-use seam_core::time::{format_iso8601, DAY_MS};
-use seam_core::{id, plan};
+use seam_core::{format::id, plan};
 use worker::{Context, Env, Request, Response};
 
 use crate::error::ApiError;
@@ -220,7 +220,7 @@ pub async fn post(
             .iter()
             .map(|(k, p)| (k.as_str(), p.as_str()))
             .collect();
-        let mut events_of: Vec<(String, Vec<seam_core::event::Event>)> =
+        let mut events_of: Vec<(String, Vec<seam_core::collect::event::Event>)> =
             vec![(profile_id.clone(), Vec::new())];
         let mut slot_of: HashMap<String, usize> = HashMap::from([(profile_id.clone(), 0)]);
         for e in &valid {
@@ -278,7 +278,7 @@ pub async fn post(
         // Read-your-writes: the response names the profile as it is after this request.
         body["profileId"] = serde_json::Value::from(profile_id);
     }
-    if let seam_core::enrich::CookieAction::Set(id) = &cookie {
+    if let seam_core::collect::enrich::CookieAction::Set(id) = &cookie {
         // The SDK adopts this ID so the script's ID and the HttpOnly cookie agree.
         body["anonymousId"] = serde_json::Value::from(id.as_str());
     }
@@ -345,11 +345,11 @@ async fn run_spaced(env: &Env, key: &str, refresh: Refresh) {
 /// Derived state of one profile to bring up to date after a request: computed traits, segments
 /// (with their transition events) and the KV snapshot.
 struct Refresh {
-    source: seam_core::source::Source,
+    source: seam_core::collect::source::Source,
     profile_id: String,
     snapshot: Snapshot,
     absorbed: Vec<String>,
-    mine: Vec<seam_core::event::Event>,
+    mine: Vec<seam_core::collect::event::Event>,
     received_at: i64,
     /// The profile's read model and state, when the request's batch already read them.
     loaded: Option<store::profiles::Loaded>,
@@ -394,7 +394,7 @@ impl Refresh {
             store::profiles::fill_personalisation(&mut view, &loaded.0, self.received_at);
             return self.publish(env, &view, &loaded.0).await;
         };
-        let mine: Vec<&seam_core::event::Event> = self.mine.iter().collect();
+        let mine: Vec<&seam_core::collect::event::Event> = self.mine.iter().collect();
         let update = store::personalisation::update(
             &db,
             &config,
@@ -440,7 +440,7 @@ impl Refresh {
     async fn publish(
         self,
         env: &Env,
-        view: &seam_core::profile::ProfileView,
+        view: &seam_core::identity::profile::ProfileView,
         state: &seam_core::personalise::ProfileState,
     ) -> Result<(), ApiError> {
         let Snapshot {
@@ -500,8 +500,8 @@ fn snapshot_changes(
 /// validated by the same decoder, deduplicated by their derived `messageId`.
 pub(crate) async fn store_internal(
     db: &worker::D1Database,
-    source: &seam_core::source::Source,
-    facts: Option<&seam_core::enrich::RequestFacts>,
+    source: &seam_core::collect::source::Source,
+    facts: Option<&seam_core::collect::enrich::RequestFacts>,
     events: &[serde_json::Value],
     received_at: i64,
 ) -> Result<Vec<String>, ApiError> {
@@ -511,11 +511,11 @@ pub(crate) async fn store_internal(
 
 /// Validates and enriches server-logged events like client events (invalid ones are dropped).
 pub(crate) fn prepare_internal(
-    source: &seam_core::source::Source,
-    facts: Option<&seam_core::enrich::RequestFacts>,
+    source: &seam_core::collect::source::Source,
+    facts: Option<&seam_core::collect::enrich::RequestFacts>,
     events: &[serde_json::Value],
     received_at: i64,
-) -> Result<Vec<seam_core::event::Event>, ApiError> {
+) -> Result<Vec<seam_core::collect::event::Event>, ApiError> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
@@ -532,8 +532,8 @@ pub(crate) fn prepare_internal(
 /// Stores prepared events of `source` (deduplicated by `messageId`); returns their IDs.
 pub(crate) async fn insert_internal(
     db: &worker::D1Database,
-    source: &seam_core::source::Source,
-    events: &[seam_core::event::Event],
+    source: &seam_core::collect::source::Source,
+    events: &[seam_core::collect::event::Event],
     now_ms: i64,
 ) -> Result<Vec<String>, ApiError> {
     if events.is_empty() {

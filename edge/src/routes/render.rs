@@ -7,8 +7,8 @@
 
 use lol_html::html_content::ContentType;
 use lol_html::{element, rewrite_str, RewriteStrSettings};
-use seam_core::enrich::RequestFacts;
-use seam_core::slot::slots_in_html;
+use seam_core::collect::enrich::RequestFacts;
+use seam_core::personalise::slot::slots_in_html;
 use serde_json::json;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -16,7 +16,7 @@ use std::rc::Rc;
 
 use worker::{Context, Env, Fetch, Method, Request, RequestInit, Response};
 
-use seam_core::source::Source;
+use seam_core::collect::source::Source;
 
 use super::decide::{decide, log_soon, Decisions, Exposure, Slot, Visitor};
 use super::ingest::prepare_internal;

@@ -5,13 +5,13 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use seam_core::computed::Applied;
-use seam_core::event::Event;
+use seam_core::collect::event::Event;
+use seam_core::identity::profile::ProfileView;
+use seam_core::personalise::computed::Applied;
 use seam_core::personalise::{
     self, PersonalisationConfig, PersonalisationConfigError, ProfileState, Update, LOAD_STATE_SQL,
 };
 use seam_core::plan::{Param, Statement};
-use seam_core::profile::ProfileView;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use worker::{D1Database, Env};
@@ -127,7 +127,7 @@ impl ConfigDocuments {
     /// A stable hash of the documents.
     pub fn stamp(&self) -> String {
         let text = serde_json::to_string(self).unwrap_or_default();
-        let mut hash = seam_core::access::key_hash(&text);
+        let mut hash = seam_core::privacy::access::key_hash(&text);
         hash.truncate(16);
         hash
     }
@@ -289,7 +289,7 @@ pub fn values(
 pub fn reads_any<'a>(events: impl IntoIterator<Item = &'a Event>) -> bool {
     events
         .into_iter()
-        .any(|e| seam_core::computed::fact_name(e).is_some())
+        .any(|e| seam_core::personalise::computed::fact_name(e).is_some())
 }
 
 /// Folds `events` (attributed to the profile) into the profile's state (`loaded`: as the caller

@@ -1,10 +1,10 @@
 //! The profile read model: D1 is the truth; KV holds snapshots for the decision path.
 
+use seam_core::format::time::format_iso8601;
+use seam_core::identity::profile::{ProfileView, TraitRow};
 use seam_core::identity::{IdType, Identifier};
 use seam_core::personalise::ProfileState;
 use seam_core::plan::{Param, Statement};
-use seam_core::profile::{ProfileView, TraitRow};
-use seam_core::time::format_iso8601;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use worker::{D1Database, D1Result, Env};

@@ -5,9 +5,9 @@
 //! Worker's CPU and D1's per-query limits; a run stops after [`Retention::max_chunks`] chunks and
 //! the next run carries on.
 
+use crate::format::time::DAY_MS;
 use crate::identity::IdClass;
 use crate::plan::{Param, Statement};
-use crate::time::DAY_MS;
 
 /// How often an identifier's `last_seen` is refreshed at most: finer precision would cost a write
 /// per request for nothing.

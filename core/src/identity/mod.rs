@@ -98,9 +98,11 @@ use std::fmt;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::event::{Event, EventType};
-use crate::id::is_uuid;
+use crate::collect::event::{Event, EventType};
+use crate::format::id::is_uuid;
 
+pub mod graph_plan;
+pub mod profile;
 mod resolve;
 
 pub use resolve::{partition, stitch};
@@ -1131,7 +1133,7 @@ pub struct StitchPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{validate, Envelope};
+    use crate::collect::event::{validate, Envelope};
     use proptest::prelude::*;
     use serde_json::json;
 

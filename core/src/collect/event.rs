@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::time::{format_iso8601, parse_iso8601};
+use crate::format::time::{format_iso8601, parse_iso8601};
 
 /// Largest accepted event, serialised (Segment's limit).
 pub const MAX_EVENT_BYTES: usize = 32 * 1024;

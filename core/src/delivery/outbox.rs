@@ -15,7 +15,7 @@ use alloc::borrow::ToOwned;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use crate::jsontext::{push_integer, ObjectWriter};
+use crate::format::jsontext::{push_integer, ObjectWriter};
 
 /// Browsers cap the bodies of all in-flight `keepalive` requests of a page at 64 KiB together;
 /// stay under it with room for the envelope.

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::event::Event;
+use crate::collect::event::Event;
 use crate::identity::{Conflict, Identifier, Link, Partition, Rules};
 use crate::plan::{Param, Statement};
 
@@ -16,7 +16,7 @@ use crate::plan::{Param, Statement};
 fn multi_row(prefix: &str, suffix: &str, rows: Vec<Vec<Param>>) -> Vec<Statement> {
     crate::plan::multi_row(prefix, suffix, rows, &[])
 }
-use crate::profile::{trait_rows, TraitRow};
+use crate::identity::profile::{trait_rows, TraitRow};
 
 /// Most links one component load returns; beyond it a runaway component is cut (and its
 /// profiles are still capped by the identity rules).
@@ -296,7 +296,7 @@ fn conflict_rows(conflicts: &[Conflict], now_ms: i64) -> Vec<Statement> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{validate, Envelope};
+    use crate::collect::event::{validate, Envelope};
     use crate::identity::{partition, IdType, ProfileId};
     use serde_json::json;
 

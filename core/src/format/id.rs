@@ -23,7 +23,7 @@ pub fn message_id(prefix: &str, epoch_ms: i64, random: [u8; 16]) -> String {
     let mut out = String::with_capacity(prefix.len() + 52);
     out.push_str(prefix);
     out.push('-');
-    crate::jsontext::push_integer(&mut out, epoch_ms);
+    crate::format::jsontext::push_integer(&mut out, epoch_ms);
     out.push('-');
     out.push_str(&uuid_v4(random));
     out

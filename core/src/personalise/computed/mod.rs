@@ -25,8 +25,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Number, Value};
 
-use crate::event::{Event, EventType};
-use crate::time::{format_iso8601, DAY_MS};
+use crate::collect::event::{Event, EventType};
+use crate::format::time::{format_iso8601, DAY_MS};
 
 /// Facts a state keeps unless the configuration says otherwise.
 pub const DEFAULT_HORIZON: usize = 128;
@@ -1559,7 +1559,7 @@ fn short_hash(text: &str) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::event::{validate, Envelope};
+    use crate::collect::event::{validate, Envelope};
     use proptest::prelude::*;
     use serde_json::json;
 
@@ -1568,7 +1568,7 @@ pub(crate) mod tests {
     const HOUR: i64 = 3_600_000;
 
     pub(crate) fn shipped_config() -> ComputedConfig {
-        let text = include_str!("../../config/computed-traits.json");
+        let text = include_str!("../../../../config/computed-traits.json");
         ComputedConfig::from_json(&serde_json::from_str(text).unwrap()).unwrap()
     }
 

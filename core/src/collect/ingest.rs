@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::event::{validate, Envelope, Event, EventError, EventType};
+use crate::collect::event::{validate, Envelope, Event, EventError, EventType};
 
 /// Largest accepted request body.
 pub const MAX_REQUEST_BYTES: usize = 500 * 1024;

@@ -13,8 +13,8 @@ use std::rc::Rc;
 
 use serde::Deserialize;
 
+use crate::personalise::recommend::{Candidates, CatalogItem, Changed, ItemStat, PairRow, Signals};
 use crate::plan::{Param, Statement};
-use crate::recommend::{Candidates, CatalogItem, Changed, ItemStat, PairRow, Signals};
 
 /// Partners kept per product (strongest first).
 pub const PAIRS_PER_ITEM: usize = 50;

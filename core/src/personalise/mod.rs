@@ -1,31 +1,37 @@
 //! The per-profile personalisation pipeline the edge runs: load one state row, fold a request's
 //! stored events into computed traits, re-evaluate segments, and write back one plan. The
-//! contract is in `docs/personalisation.md`; the parts are [`crate::computed`],
-//! [`crate::segment`] and [`crate::recommend`].
+//! contract is in `docs/personalisation.md`. The parts: [`computed`] traits, [`segment`]s,
+//! [`recommend`]ations and the per-isolate cache of their shared inputs ([`candidates`]), the
+//! [`slot`]s decisions fill, and the per-profile spacing of refreshes ([`coalesce`]).
+
+pub mod candidates;
+pub mod coalesce;
+pub mod computed;
+pub mod recommend;
+pub mod segment;
+pub mod slot;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::computed::{self, Applied, ComputedConfig, ComputedConfigError, ComputedState};
-use crate::event::Event;
+use crate::collect::event::Event;
+use crate::format::time::DAY_MS;
 use crate::plan::{Param, Statement};
-use crate::recommend::{self, RecommendConfigError, RecommendSettings};
-use crate::segment::{
-    self, Membership, MembershipDiff, Memberships, SegmentConfigError, SegmentSet, Subject,
-};
-use crate::slot::{SlotConfig, SlotConfigError};
-use crate::time::DAY_MS;
+use computed::{Applied, ComputedConfig, ComputedConfigError, ComputedState};
+use recommend::{RecommendConfigError, RecommendSettings};
+use segment::{Membership, MembershipDiff, Memberships, SegmentConfigError, SegmentSet, Subject};
+use slot::{SlotConfig, SlotConfigError};
 
 /// The committed default computed-traits configuration.
-pub const DEFAULT_COMPUTED_TRAITS: &str = include_str!("../../config/computed-traits.json");
+pub const DEFAULT_COMPUTED_TRAITS: &str = include_str!("../../../config/computed-traits.json");
 /// The committed default segments.
-pub const DEFAULT_SEGMENTS: &str = include_str!("../../config/segments.json");
+pub const DEFAULT_SEGMENTS: &str = include_str!("../../../config/segments.json");
 /// The committed default recommender settings.
-pub const DEFAULT_RECOMMENDATIONS: &str = include_str!("../../config/recommendations.json");
+pub const DEFAULT_RECOMMENDATIONS: &str = include_str!("../../../config/recommendations.json");
 /// The committed default slots (templates and banners).
-pub const DEFAULT_SLOTS: &str = include_str!("../../config/slots.json");
+pub const DEFAULT_SLOTS: &str = include_str!("../../../config/slots.json");
 
 /// Loads a profile's state row. Bind `?1` = profile ID; columns `state`, `version`.
 pub const LOAD_STATE_SQL: &str =
@@ -504,8 +510,8 @@ impl RecommendInputs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::computed::tests::{track, T0};
-    use crate::time::format_iso8601;
+    use crate::format::time::format_iso8601;
+    use crate::personalise::computed::tests::{track, T0};
     use serde_json::json;
 
     const HOUR: i64 = 3_600_000;

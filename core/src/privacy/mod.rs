@@ -13,13 +13,16 @@
 //! - **Audit**: every privacy action is logged by admin key label ([`audit`]), naming the subject
 //!   only by its suppression key.
 
+pub mod access;
+pub mod retention;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
 
-use crate::event::{Event, EventError};
+use crate::collect::event::{Event, EventError};
+use crate::collect::ingest::{Decoded, Outcome};
 use crate::identity::{identifiers_of, sha256_hex, IdClass, IdType, Identifier, Rules};
-use crate::ingest::{Decoded, Outcome};
 use crate::plan::{multi_row, Param, Statement};
 
 /// Domain separator for suppression keys, so they never equal another hash of the same text.
@@ -466,7 +469,7 @@ pub fn record_consent(records: &[ConsentRecord]) -> Vec<Statement> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{validate, Envelope, EventType};
+    use crate::collect::event::{validate, Envelope, EventType};
     use crate::identity::IdType;
     use serde_json::json;
 

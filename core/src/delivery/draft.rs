@@ -4,7 +4,7 @@
 
 use alloc::string::String;
 
-use crate::jsontext::ObjectWriter;
+use crate::format::jsontext::ObjectWriter;
 
 /// An event recorded by the SDK, not yet stamped.
 #[derive(Debug, Clone, PartialEq, Eq)]

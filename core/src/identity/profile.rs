@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::event::{Event, EventType};
+use crate::collect::event::{Event, EventType};
 use crate::identity::Identifier;
 
 /// Key prefix for group memberships in trait rows.
@@ -152,7 +152,7 @@ impl ProfileView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{validate, Envelope};
+    use crate::collect::event::{validate, Envelope};
     use crate::identity::{IdType, Identifier};
     use proptest::prelude::*;
     use serde_json::json;

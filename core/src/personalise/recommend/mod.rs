@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::computed::{number, scalar_text};
-use crate::event::{Event, EventType};
+use crate::collect::event::{Event, EventType};
+use crate::personalise::computed::{number, scalar_text};
 use crate::plan::{multi_row, Param, Statement};
 
 /// Products of one order paired for co-purchase (n·(n-1)/2 pairs).
@@ -325,7 +325,7 @@ impl RecommendSettings {
 ///
 /// - `Product Viewed`: the catalogue row, a `view` interaction, and `view` pair evidence with
 ///   every product in `recent_views` (the profile's views as `(time, product_id)`, e.g.
-///   [`crate::computed::ComputedState::recent_values`]) within the co-view window of this one;
+///   [`crate::personalise::computed::ComputedState::recent_values`]) within the co-view window of this one;
 /// - `Order Completed`: a `purchase` interaction per product and `purchase` pair evidence for
 ///   every two products of the order.
 ///
@@ -358,7 +358,7 @@ pub struct Evidence {
 
 /// What a run of evidence writes changes in the shared recommendation inputs: the products
 /// whose counts, partners or catalogue entry change, and the categories whose listing changes.
-/// Caches of those inputs ([`crate::candidates::CandidateCache`]) drop exactly these.
+/// Caches of those inputs ([`crate::personalise::candidates::CandidateCache`]) drop exactly these.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Changed {
     /// Products with new interactions, pair evidence or catalogue bodies.
@@ -815,7 +815,7 @@ pub fn in_holdout(profile_id: &str, salt: &str, percent: f64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::computed::tests::track;
+    use crate::personalise::computed::tests::track;
     use serde_json::json;
 
     fn item(id: &str, category: &str) -> CatalogItem {

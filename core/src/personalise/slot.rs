@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use crate::recommend::CatalogItem;
-use crate::segment::SegmentSet;
+use crate::personalise::recommend::CatalogItem;
+use crate::personalise::segment::SegmentSet;
 
 /// Items a recommendations slot shows unless the request asks otherwise.
 pub const DEFAULT_LIMIT: usize = 4;
@@ -314,7 +314,7 @@ impl SlotConfig {
 
 /// Slot names as pages and requests may use them: the names traits and segments use.
 pub fn valid_slot_name(name: &str) -> bool {
-    crate::computed::valid_name(name)
+    crate::personalise::computed::valid_name(name)
 }
 
 fn parse_slot(name: &str, def: &Value, segments: &SegmentSet) -> Result<SlotKind, SlotConfigError> {
@@ -613,12 +613,12 @@ mod tests {
     }
 
     fn committed() -> SlotConfig {
-        let doc: Value = serde_json::from_str(include_str!("../../config/slots.json")).unwrap();
+        let doc: Value = serde_json::from_str(include_str!("../../../config/slots.json")).unwrap();
         let segments: Value =
-            serde_json::from_str(include_str!("../../config/segments.json")).unwrap();
+            serde_json::from_str(include_str!("../../../config/segments.json")).unwrap();
         let computed: Value =
-            serde_json::from_str(include_str!("../../config/computed-traits.json")).unwrap();
-        let computed = crate::computed::ComputedConfig::from_json(&computed).unwrap();
+            serde_json::from_str(include_str!("../../../config/computed-traits.json")).unwrap();
+        let computed = crate::personalise::computed::ComputedConfig::from_json(&computed).unwrap();
         let segments = SegmentSet::from_json(&segments, Some(&computed)).unwrap();
         SlotConfig::from_json(&doc, &segments).unwrap()
     }

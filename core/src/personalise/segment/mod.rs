@@ -25,10 +25,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::computed::{scalar_text, valid_name, ComputedConfig, ComputedState};
-use crate::event::Event;
+use crate::collect::event::Event;
+use crate::format::time::{format_iso8601, parse_iso8601};
+use crate::personalise::computed::{scalar_text, valid_name, ComputedConfig, ComputedState};
 use crate::plan::{multi_row, Param, Statement};
-use crate::time::{format_iso8601, parse_iso8601};
 
 /// Deepest rule nesting accepted.
 pub const MAX_DEPTH: usize = 8;
@@ -89,7 +89,7 @@ pub enum SegmentConfigError {
 }
 
 fn segment_prefix(segment: &Option<String>) -> String {
-    crate::computed::named_prefix("segment", segment)
+    crate::personalise::computed::named_prefix("segment", segment)
 }
 
 impl SegmentConfigError {
@@ -545,7 +545,7 @@ fn parse_segment(
 pub struct Subject<'a> {
     /// Folded profile traits.
     pub traits: &'a Map<String, Value>,
-    /// Computed trait values ([`crate::computed::values`] at the same `now`).
+    /// Computed trait values ([`crate::personalise::computed::values`] at the same `now`).
     pub computed: &'a Map<String, Value>,
     /// The computed state, for event counts.
     pub state: &'a ComputedState,
@@ -599,7 +599,7 @@ fn holds(rule: &Rule, s: &Subject<'_>, now: i64, each: Each<'_>) -> bool {
                 && b.as_array()
                     .is_some_and(|list| list.iter().any(|x| equal(&a, x)))
         }
-        Rule::Exists(a) => crate::computed::is_present(&resolve(a, s, now, each)),
+        Rule::Exists(a) => crate::personalise::computed::is_present(&resolve(a, s, now, each)),
         Rule::Within(a, window) => {
             let value = resolve(a, s, now, each);
             time_of(value.as_ref()).is_some_and(|t| t >= now.saturating_sub(*window))
@@ -946,14 +946,14 @@ pub fn membership_writes(profile_id: &str, diff: &MembershipDiff) -> Vec<Stateme
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::computed::tests::{shipped_config, track, T0};
-    use crate::computed::{apply, values};
+    use crate::personalise::computed::tests::{shipped_config, track, T0};
+    use crate::personalise::computed::{apply, values};
     use serde_json::json;
 
     const HOUR: i64 = 3_600_000;
 
     fn shipped_segments() -> SegmentSet {
-        let text = include_str!("../../config/segments.json");
+        let text = include_str!("../../../../config/segments.json");
         SegmentSet::from_json(
             &serde_json::from_str(text).unwrap(),
             Some(&shipped_config()),
@@ -1032,7 +1032,7 @@ mod tests {
 
     #[test]
     fn within_reads_iso_and_epoch_times_against_now() {
-        let computed = json!({"last_seen_at": crate::time::format_iso8601(T0 - 2 * HOUR)});
+        let computed = json!({"last_seen_at": crate::format::time::format_iso8601(T0 - 2 * HOUR)});
         let traits = json!({"signed_up": T0 - 40 * 24 * HOUR});
         let table = [
             (
@@ -1060,7 +1060,7 @@ mod tests {
         }
     }
 
-    fn profile(events: &[crate::event::Event], now: i64) -> BTreeSet<String> {
+    fn profile(events: &[crate::collect::event::Event], now: i64) -> BTreeSet<String> {
         let config = shipped_config();
         let mut state = ComputedState::default();
         for e in events {
@@ -1116,10 +1116,14 @@ mod tests {
         let mut state = ComputedState::default();
         for (i, at) in [0, 5 * 60_000, 20 * 60_000].iter().enumerate() {
             let raw = json!({"type": "page", "anonymousId": "a", "messageId": format!("p{i}"),
-                "timestamp": crate::time::format_iso8601(T0 + at)});
-            let e =
-                crate::event::validate(raw, 10, &crate::event::Envelope::default(), String::new)
-                    .unwrap();
+                "timestamp": crate::format::time::format_iso8601(T0 + at)});
+            let e = crate::collect::event::validate(
+                raw,
+                10,
+                &crate::collect::event::Envelope::default(),
+                String::new,
+            )
+            .unwrap();
             apply(&mut state, &e, &config);
         }
         let empty = Map::new();
@@ -1283,10 +1287,10 @@ mod tests {
         let events = transition_events(&d, "prof_1", &cause);
         assert_eq!(events.len(), 1);
         assert_eq!(events, transition_events(&d, "prof_1", &cause));
-        let e = crate::event::validate(
+        let e = crate::collect::event::validate(
             events[0].clone(),
             10,
-            &crate::event::Envelope::default(),
+            &crate::collect::event::Envelope::default(),
             String::new,
         )
         .unwrap();
@@ -1298,7 +1302,7 @@ mod tests {
         let mut state = ComputedState::default();
         assert_eq!(
             apply(&mut state, &e, &shipped_config()),
-            crate::computed::Applied::Ignored
+            crate::personalise::computed::Applied::Ignored
         );
     }
 

@@ -5,7 +5,7 @@
 
 use alloc::string::String;
 
-use crate::jsontext::push_padded;
+use crate::format::jsontext::push_padded;
 
 /// Milliseconds in a day.
 pub const DAY_MS: i64 = 86_400_000;

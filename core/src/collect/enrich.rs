@@ -22,11 +22,11 @@ use std::net::IpAddr;
 
 use serde_json::{Map, Value};
 
+use crate::collect::event::{Event, EventError, EventType};
+use crate::collect::ingest::{Decoded, Outcome};
+use crate::collect::source::{property_key, DeniedPolicy, IpPolicy, Source};
 use crate::consent::{ConsentState, Purpose};
-use crate::event::{Event, EventError, EventType};
-use crate::id;
-use crate::ingest::{Decoded, Outcome};
-use crate::source::{property_key, DeniedPolicy, IpPolicy, Source};
+use crate::format::id;
 
 /// Coarse location from the edge (Cloudflare's `request.cf`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -271,8 +271,8 @@ pub fn is_cookie_safe(value: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::decode;
-    use crate::source::parse_source;
+    use crate::collect::ingest::decode;
+    use crate::collect::source::parse_source;
     use serde_json::json;
 
     fn source(extra: Value) -> Source {

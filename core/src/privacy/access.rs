@@ -13,7 +13,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::auth::constant_time_eq;
+use crate::collect::auth::constant_time_eq;
 use crate::identity::sha256_hex;
 
 /// Label of the deployment-secret key.

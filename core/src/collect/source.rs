@@ -11,7 +11,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::auth::{constant_time_eq, AuthError};
+use crate::collect::auth::{constant_time_eq, AuthError};
 
 /// Default window in which a repeated `messageId` is a duplicate.
 pub const DEFAULT_DEDUP_WINDOW_DAYS: u32 = 7;
