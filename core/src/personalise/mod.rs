@@ -511,7 +511,7 @@ impl RecommendInputs {
 mod tests {
     use super::*;
     use crate::format::time::format_iso8601;
-    use crate::personalise::computed::tests::{track, T0};
+    use crate::personalise::computed::test_support::{track, T0};
     use serde_json::json;
 
     const HOUR: i64 = 3_600_000;

@@ -815,7 +815,7 @@ pub fn in_holdout(profile_id: &str, salt: &str, percent: f64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::personalise::computed::tests::track;
+    use crate::personalise::computed::test_support::track;
     use serde_json::json;
 
     fn item(id: &str, category: &str) -> CatalogItem {

@@ -946,7 +946,7 @@ pub fn membership_writes(profile_id: &str, diff: &MembershipDiff) -> Vec<Stateme
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::personalise::computed::tests::{shipped_config, track, T0};
+    use crate::personalise::computed::test_support::{shipped_config, track, T0};
     use crate::personalise::computed::{apply, values};
     use serde_json::json;
 
