@@ -6,8 +6,8 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use seam_core::event::EventType;
-use seam_core::ingest::decode;
+use seam_core::collect::event::EventType;
+use seam_core::collect::ingest::decode;
 use seam_core::plan::insert_events;
 use serde_json::{json, Value};
 

@@ -9,9 +9,9 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use seam_core::event::{validate, Envelope, Event};
+use seam_core::collect::event::{validate, Envelope, Event};
+use seam_core::format::time::format_iso8601;
 use seam_core::personalise::{update, view, PersonalisationConfig, ProfileState};
-use seam_core::time::format_iso8601;
 use serde_json::{json, Map, Value};
 
 /// 2026-01-01T00:00:00Z.

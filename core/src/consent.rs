@@ -335,7 +335,7 @@ impl ConsentModel {
         prefs.push('}');
         if let Some(tc) = &self.tc_string {
             prefs.push_str(",\"tcString\":");
-            crate::jsontext::push_json_string(&mut prefs, tc);
+            crate::format::jsontext::push_json_string(&mut prefs, tc);
         }
         if self.gpc {
             prefs.push_str(",\"gpc\":true");

@@ -1,7 +1,7 @@
 //! Write plans: the SQL a request needs, as data. The edge executes a plan in one D1 `batch()`
 //! (a transaction); tests inspect it without a database.
 
-use crate::event::Event;
+use crate::collect::event::Event;
 
 /// D1 binds at most 100 parameters per statement.
 pub const MAX_BOUND_PARAMS: usize = 100;
@@ -113,7 +113,7 @@ pub fn multi_row(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{validate, Envelope};
+    use crate::collect::event::{validate, Envelope};
     use serde_json::json;
 
     fn event(n: usize) -> Event {

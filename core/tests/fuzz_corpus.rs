@@ -6,8 +6,8 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 
-use seam_core::event::EventType;
-use seam_core::ingest::{decode, Decoded, RequestError, Status};
+use seam_core::collect::event::EventType;
+use seam_core::collect::ingest::{decode, Decoded, RequestError, Status};
 use seam_core::plan::{insert_events, Param, MAX_BOUND_PARAMS};
 
 const RECEIVED_AT_MS: i64 = 1_767_225_600_000;

@@ -10,12 +10,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use seam_core::event::{validate, Envelope};
+use seam_core::collect::event::{validate, Envelope};
+use seam_core::format::time::format_iso8601;
 use seam_core::identity::{
     component_links, partition, stitch, Identifier, Link, Partition, ProfileId, Rules,
     PROFILE_ID_PREFIX,
 };
-use seam_core::time::format_iso8601;
 use serde::Deserialize;
 use serde_json::Value;
 

@@ -6,9 +6,9 @@
 
 use std::path::PathBuf;
 
-use seam_core::event::{validate, Envelope, Event};
+use seam_core::collect::event::{validate, Envelope, Event};
+use seam_core::format::time::parse_iso8601;
 use seam_core::personalise::{update, view, PersonalisationConfig, ProfileState};
-use seam_core::time::parse_iso8601;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 

@@ -1,7 +1,7 @@
 //! The route table: which route answers a method and path, CORS on every answer to an allowed
 //! browser origin, and the request's one reading of the clock.
 
-use seam_core::event::EventType;
+use seam_core::collect::event::EventType;
 use worker::{Context, Env, Method, Request, Response, Result};
 
 use crate::error::ApiError;

@@ -3,12 +3,12 @@
 //! Messages are the public `Display` of each error enum; internal details (D1 errors, stack
 //! traces) are logged, never sent.
 
-use seam_core::access::AccessError;
-use seam_core::auth::AuthError;
+use seam_core::collect::auth::AuthError;
+use seam_core::collect::ingest::RequestError;
+use seam_core::collect::source::ConfigError;
 use seam_core::identity::IdentityConfigError;
-use seam_core::ingest::RequestError;
-use seam_core::retention::RetentionError;
-use seam_core::source::ConfigError;
+use seam_core::privacy::access::AccessError;
+use seam_core::privacy::retention::RetentionError;
 use worker::Response;
 
 /// Every way a request can fail as a whole.
@@ -64,7 +64,7 @@ pub enum ApiError {
     InvalidIdentifier,
     /// A catalogue upload with an invalid item.
     #[error(transparent)]
-    Catalog(#[from] seam_core::recommend::CatalogError),
+    Catalog(#[from] seam_core::personalise::recommend::CatalogError),
     /// An uploaded personalisation configuration that does not validate (the message names the
     /// document, the trait/segment/slot and the field).
     #[error(transparent)]

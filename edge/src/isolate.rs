@@ -9,13 +9,13 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use seam_core::candidates::CandidateCache;
-use seam_core::coalesce::Coalescer;
-use seam_core::event::Event;
+use seam_core::collect::event::Event;
+use seam_core::collect::source::Source;
+use seam_core::personalise::candidates::CandidateCache;
+use seam_core::personalise::coalesce::Coalescer;
+use seam_core::personalise::recommend::Changed;
+use seam_core::personalise::refresh::Refresh;
 use seam_core::personalise::PersonalisationConfig;
-use seam_core::recommend::Changed;
-use seam_core::refresh::Refresh;
-use seam_core::source::Source;
 use worker::Context;
 
 /// Work this isolate runs after its responses (profile refreshes, exposure logs) and has not
@@ -194,6 +194,7 @@ pub fn remember_profile(anonymous_id: &str, profile_id: &str, now_ms: i64) {
 // --- Site pages ---------------------------------------------------------------------------
 
 /// A site page as fetched: its HTML, the slots it carries and its headers.
+#[allow(missing_docs)] // the fields say what they hold
 pub struct Page {
     pub html: String,
     pub slots: Vec<String>,

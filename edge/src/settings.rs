@@ -1,7 +1,7 @@
 //! Deployment settings beyond sources: identity rules and retention.
 
 use seam_core::identity::Rules;
-use seam_core::retention::Retention;
+use seam_core::privacy::retention::Retention;
 use worker::Env;
 
 use crate::error::ApiError;

@@ -5,13 +5,13 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use seam_core::access::{parse_key_request, parse_scopes};
-use seam_core::computed::ComputedConfig;
-use seam_core::recommend::{catalog_from_json, RecommendSettings};
-use seam_core::segment::SegmentSet;
+use seam_core::privacy::access::{parse_key_request, parse_scopes};
+use seam_core::personalise::computed::ComputedConfig;
+use seam_core::personalise::recommend::{catalog_from_json, RecommendSettings};
+use seam_core::personalise::segment::SegmentSet;
 use seam_core::identity::Rules;
-use seam_core::retention::Retention;
-use seam_core::source::{parse_source, Sources};
+use seam_core::privacy::retention::Retention;
+use seam_core::collect::source::{parse_source, Sources};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -6,8 +6,8 @@
 use std::collections::HashSet;
 
 use libfuzzer_sys::fuzz_target;
-use seam_core::event::EventType;
-use seam_core::ingest::{decode, decompress, MAX_REQUEST_BYTES};
+use seam_core::collect::event::EventType;
+use seam_core::collect::ingest::{decode, decompress, MAX_REQUEST_BYTES};
 use seam_core::plan::{insert_events, MAX_BOUND_PARAMS};
 
 const RECEIVED_AT_MS: i64 = 1_767_225_600_000;

@@ -5,15 +5,15 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use seam_core::enrich::RequestFacts;
+use seam_core::collect::enrich::RequestFacts;
 use seam_core::identity::{identifiers_of, Rules};
-use seam_core::ingest::decode;
+use seam_core::collect::ingest::decode;
 use seam_core::plan::Statement;
 use seam_core::privacy::{
     apply_suppressions, consent_records, count_rejections, erase, record_consent, suppress,
     suppression_key, Subject,
 };
-use seam_core::source::parse_source;
+use seam_core::collect::source::parse_source;
 
 fn well_formed(s: &Statement) {
     let numbered = s.sql.contains("?1");

@@ -11,12 +11,12 @@ use core::mem;
 
 use js_sys::{Object, Reflect, JSON};
 use seam_core::consent::{Choices, ConsentModel, Purpose, RegionDefault, TcfSignal};
-use seam_core::draft::{compose, Draft, Stamp};
-use seam_core::jsontext::ObjectWriter;
-use seam_core::outbox::{
+use seam_core::delivery::draft::{compose, Draft, Stamp};
+use seam_core::delivery::outbox::{
     batch_body, parse_retry_after, Outbox, Reply, DEFAULT_BUDGET_BYTES, MAX_BATCH_BYTES,
 };
-use seam_core::{id, LIBRARY_NAME, VERSION};
+use seam_core::format::jsontext::ObjectWriter;
+use seam_core::{format::id, LIBRARY_NAME, VERSION};
 use wasm_bindgen::JsValue;
 
 use crate::platform;

@@ -16,7 +16,7 @@ const ago = (minutes) => new Date(Date.now() - minutes * 60_000).toISOString();
 const decideFor = (edge, body, headers = {}) => post(`${edge.url}/v1/decide`, { writeKey: WRITE_KEY, slots: ["recommended-for-you"], ...body }, headers);
 const send = (edge, batch) => post(`${edge.url}/v1/batch`, { writeKey: WRITE_KEY, batch });
 
-// The shipped holdout (config/recommendations.json), computed like seam_core::recommend::in_holdout.
+// The shipped holdout (config/recommendations.json), computed like seam_core::personalise::recommend::in_holdout.
 const { holdoutSalt, holdoutPercent } = JSON.parse(readFileSync(join(root, "config/recommendations.json"), "utf8"));
 const inHoldout = (profileId) =>
   BigInt(`0x${createHash("sha256").update(`${holdoutSalt}\n${profileId}`).digest("hex").slice(0, 16)}`) % 10000n < BigInt(Math.round(holdoutPercent * 100));

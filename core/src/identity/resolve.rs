@@ -7,9 +7,10 @@ use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
 
+use super::rules::Blocker;
 use super::{
-    Blocker, Conflict, ConflictReason, IdType, Identifier, Link, Merge, Partition, Profile,
-    ProfileId, Rules, StitchPlan,
+    Conflict, ConflictReason, IdType, Identifier, Link, Merge, Partition, Profile, ProfileId,
+    Rules, StitchPlan,
 };
 
 /// Marks an identifier that is not (yet) a node of the graph.
@@ -287,7 +288,7 @@ fn intern<'a>(
 
 /// A cheap fingerprint of a value from its length and its first and last eight bytes (equal
 /// values, equal fingerprints; [`intern`] resolves collisions).
-pub(super) fn fingerprint(value: &str) -> u64 {
+fn fingerprint(value: &str) -> u64 {
     let bytes = value.as_bytes();
     let word = |part: Option<&[u8]>| match part.map(<[u8; 8]>::try_from) {
         Some(Ok(w)) => u64::from_le_bytes(w),
@@ -730,4 +731,377 @@ fn distinct_best(best: &[usize]) -> impl Iterator<Item = usize> + '_ {
         .enumerate()
         .filter(|(node, b)| *node == **b)
         .map(|(_, b)| *b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::test_support::{anon, cookie, email, link, owner_of, uid};
+    use crate::identity::{component_links, Link, Partition};
+    use proptest::prelude::*;
+    use serde_json::json;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn never_merges_two_user_ids() {
+        let rules = Rules::default();
+        let links = [
+            link(1, "m1", &[uid("u1"), anon("a")]),
+            link(2, "m2", &[uid("u2"), anon("a")]),
+            link(3, "m3", &[uid("u1"), uid("u2")]),
+        ];
+        let p = partition(&links, &rules);
+        assert_ne!(owner_of(&p, &uid("u1")), owner_of(&p, &uid("u2")));
+        // The anonymous ID stays with the user who claimed it first.
+        assert_eq!(owner_of(&p, &anon("a")), owner_of(&p, &uid("u1")));
+        let reasons: Vec<_> = p.conflicts.iter().map(|c| c.reason.code()).collect();
+        assert_eq!(reasons, ["user_id_conflict", "user_id_conflict"]);
+        let first = &p.conflicts[0];
+        assert_eq!(first.message_id, "m2");
+        assert_eq!(first.refused, anon("a"));
+        assert_eq!(first.profile, ProfileId::for_identifier(&uid("u2")));
+        assert_eq!(first.refused_profile, ProfileId::for_identifier(&uid("u1")));
+    }
+
+    #[test]
+    fn anonymous_browsing_then_sign_in_joins_one_profile() {
+        let rules = Rules::default();
+        let links = [
+            link(1, "page1", &[anon("a"), cookie("c")]),
+            link(2, "page2", &[anon("a")]),
+            link(
+                3,
+                "identify",
+                &[uid("u1"), anon("a"), email("u1@shop.example")],
+            ),
+            link(4, "later", &[cookie("c"), anon("a2")]),
+        ];
+        let p = partition(&links, &rules);
+        assert_eq!(p.profiles.len(), 1);
+        let profile = &p.profiles[0];
+        assert_eq!(profile.id, ProfileId::for_identifier(&uid("u1")));
+        assert_eq!(profile.identifiers[0], uid("u1"));
+        assert_eq!(profile.identifiers.len(), 5);
+        assert!(p.conflicts.is_empty());
+    }
+
+    #[test]
+    fn email_limit_records_conflict() {
+        let rules = Rules::default();
+        let mut links: Vec<Link> = (0..6)
+            .map(|i| {
+                link(
+                    i,
+                    &format!("m{i}"),
+                    &[uid("u1"), email(&format!("e{i}@x.example"))],
+                )
+            })
+            .collect();
+        links.reverse();
+        let p = partition(&links, &rules);
+        let main = p.profile_of(&uid("u1")).unwrap();
+        assert_eq!(main.identifiers.len(), 6);
+        let lone = p.profile_of(&email("e5@x.example")).unwrap();
+        assert_eq!(lone.identifiers, [email("e5@x.example")]);
+        assert_eq!(p.conflicts.len(), 1);
+        assert_eq!(p.conflicts[0].message_id, "m5");
+        assert_eq!(
+            p.conflicts[0].reason,
+            ConflictReason::TypeLimit(IdType::Email)
+        );
+        assert_eq!(p.conflicts[0].reason.code(), "identifier_limit");
+    }
+
+    #[test]
+    fn identifiers_with_one_fingerprint_stay_apart() {
+        // Same length and same first and last eight bytes: one fingerprint, three identifiers.
+        let a = anon("AAAAAAAA1BBBBBBBB");
+        let b = anon("AAAAAAAA2BBBBBBBB");
+        let u = uid("AAAAAAAA1BBBBBBBB");
+        assert_eq!(fingerprint(&a.value), fingerprint(&b.value));
+        let links = [
+            link(1, "m1", &[a.clone(), cookie("c")]),
+            link(2, "m2", std::slice::from_ref(&b)),
+            link(3, "m3", &[u.clone(), a.clone()]),
+        ];
+        let p = partition(&links, &Rules::default());
+        assert_eq!(p.profiles.len(), 2);
+        let user = ProfileId::for_identifier(&u);
+        assert_eq!(owner_of(&p, &a), user);
+        assert_eq!(owner_of(&p, &cookie("c")), user);
+        assert_eq!(p.profile_of(&b).unwrap().identifiers, [b]);
+    }
+
+    #[test]
+    fn max_identifiers_cap_records_conflict() {
+        let rules = Rules {
+            max_identifiers: 3,
+            ..Rules::default()
+        };
+        let links: Vec<Link> = (0..4)
+            .map(|i| link(i, &format!("m{i}"), &[cookie("c"), anon(&format!("a{i}"))]))
+            .collect();
+        let p = partition(&links, &rules);
+        assert_eq!(p.profile_of(&cookie("c")).unwrap().identifiers.len(), 3);
+        assert_eq!(p.conflicts.len(), 2);
+        assert!(p
+            .conflicts
+            .iter()
+            .all(|c| c.reason == ConflictReason::MaxIdentifiers));
+    }
+
+    #[test]
+    fn max_merges_cap_records_conflict_but_new_identifiers_still_attach() {
+        let rules = Rules {
+            max_merges: 1,
+            ..Rules::default()
+        };
+        let links = [
+            link(1, "m1", &[anon("a1")]),
+            link(2, "m2", &[anon("a2")]),
+            link(3, "m3", &[anon("a3")]),
+            link(4, "m4", &[uid("u"), anon("a1"), anon("new1")]), // attach: no merge
+            link(5, "m5", &[uid("u"), anon("a2")]),               // merge 1
+            link(6, "m6", &[uid("u"), anon("a3")]),               // merge 2: refused
+            link(7, "m7", &[uid("u"), anon("new2")]),             // attach: fine
+        ];
+        let p = partition(&links, &rules);
+        let main = p.profile_of(&uid("u")).unwrap();
+        assert_eq!(main.identifiers.len(), 5);
+        assert_eq!(p.conflicts.len(), 1);
+        assert_eq!(p.conflicts[0].message_id, "m6");
+        assert_eq!(p.conflicts[0].reason.code(), "max_merges");
+    }
+
+    #[test]
+    fn duplicates_and_order_do_not_matter() {
+        let rules = Rules::default();
+        let links = vec![
+            link(1, "m1", &[uid("u1"), anon("a")]),
+            link(1, "m0", &[uid("u2"), anon("a")]),
+            link(2, "m2", &[anon("a"), cookie("c")]),
+        ];
+        let mut shuffled = links.clone();
+        shuffled.reverse();
+        shuffled.push(link(1, "m0", &[anon("a"), uid("u2"), anon("a")]));
+        assert_eq!(partition(&links, &rules), partition(&shuffled, &rules));
+        // m0 sorts before m1 at the same millisecond, so u2 claims the anonymous ID.
+        let p = partition(&links, &rules);
+        assert_eq!(owner_of(&p, &anon("a")), owner_of(&p, &uid("u2")));
+    }
+
+    #[test]
+    fn priority_decides_the_best_identifier() {
+        let rules = Rules::from_json(&json!({"priority": ["cookie_id"]})).unwrap();
+        let p = partition(&[link(1, "m", &[uid("u1"), cookie("c")])], &rules);
+        assert_eq!(p.profiles[0].id, ProfileId::for_identifier(&cookie("c")));
+        assert_eq!(p.profiles[0].identifiers, [cookie("c"), uid("u1")]);
+    }
+
+    #[test]
+    fn stitch_of_the_same_link_twice_is_a_no_op() {
+        let rules = Rules::default();
+        let first = link(1, "m1", &[anon("a"), cookie("c")]);
+        let plan1 = stitch(&[], first.clone(), &rules);
+        assert!(plan1.is_new_link);
+        assert!(plan1.merges.is_empty());
+        let plan2 = stitch(std::slice::from_ref(&first), first.clone(), &rules);
+        assert!(!plan2.is_new_link);
+        assert!(plan2.merges.is_empty());
+        assert!(plan2.conflicts.is_empty());
+        assert_eq!(plan1.assignments, plan2.assignments);
+        assert_eq!(plan1.profile_id, plan2.profile_id);
+    }
+
+    #[test]
+    fn stitch_reports_absorbed_profiles_as_merges() {
+        let rules = Rules::default();
+        let store = vec![
+            link(1, "m1", &[anon("a1")]),
+            link(2, "m2", &[anon("a2"), cookie("c")]),
+        ];
+        let sign_in = link(3, "m3", &[uid("u1"), anon("a1"), cookie("c")]);
+        let fragment = component_links(&store, &sign_in.identifiers, &rules);
+        assert_eq!(fragment.len(), 2);
+        let plan = stitch(&fragment, sign_in, &rules);
+        let user = ProfileId::for_identifier(&uid("u1"));
+        assert_eq!(plan.profile_id, Some(user.clone()));
+        let mut expected = vec![
+            Merge {
+                from: ProfileId::for_identifier(&anon("a1")),
+                into: user.clone(),
+                cause_message_id: "m3".into(),
+            },
+            Merge {
+                from: ProfileId::for_identifier(&cookie("c")),
+                into: user.clone(),
+                cause_message_id: "m3".into(),
+            },
+        ];
+        expected.sort();
+        assert_eq!(plan.merges, expected);
+        assert_eq!(plan.assignments.len(), 4);
+        assert!(plan.assignments.iter().all(|(_, p)| *p == user));
+    }
+
+    #[test]
+    fn stitch_reports_only_new_conflicts() {
+        let rules = Rules::default();
+        let store = vec![link(1, "m1", &[uid("u1"), anon("a")])];
+        let plan = stitch(&store, link(2, "m2", &[uid("u2"), anon("a")]), &rules);
+        assert_eq!(plan.conflicts.len(), 1);
+        assert_eq!(plan.profile_id, Some(ProfileId::for_identifier(&uid("u2"))));
+        let mut store = store;
+        store.push(link(2, "m2", &[uid("u2"), anon("a")]));
+        let plan = stitch(&store, link(3, "m3", &[anon("a"), cookie("c")]), &rules);
+        assert!(plan.conflicts.is_empty());
+        assert!(plan.merges.is_empty());
+        assert_eq!(plan.profile_id, Some(ProfileId::for_identifier(&uid("u1"))));
+    }
+
+    #[test]
+    fn late_event_is_ordered_by_event_time() {
+        let rules = Rules::default();
+        let store = vec![link(10, "m10", &[uid("u2"), anon("a")])];
+        // u1 used the browser earlier but that event arrives late: it takes the anonymous ID.
+        let plan = stitch(&store, link(5, "m5", &[uid("u1"), anon("a")]), &rules);
+        let u1 = ProfileId::for_identifier(&uid("u1"));
+        assert!(plan.assignments.contains(&(anon("a"), u1)));
+        assert_eq!(plan.conflicts.len(), 1);
+        assert_eq!(plan.conflicts[0].message_id, "m10");
+    }
+
+    // ---- properties ----
+
+    fn tight_rules() -> Rules {
+        let mut rules = Rules::default();
+        rules.limits.insert(IdType::Email, Some(2));
+        rules.limits.insert(IdType::CookieId, Some(2));
+        rules.max_identifiers = 5;
+        rules.max_merges = 1;
+        rules
+    }
+
+    fn arb_rules() -> impl Strategy<Value = Rules> {
+        prop_oneof![Just(Rules::default()), Just(tight_rules())]
+    }
+
+    fn arb_link() -> impl Strategy<Value = Link> {
+        (
+            0i64..12,
+            0u8..30,
+            proptest::option::of(0u8..4),
+            proptest::collection::vec(0u8..5, 0..3),
+            proptest::option::of(0u8..6),
+            proptest::option::of(0u8..4),
+        )
+            .prop_filter_map("a link needs an identifier", |(ts, m, u, es, a, c)| {
+                let mut ids: Vec<Identifier> = Vec::new();
+                ids.extend(u.map(|u| uid(&format!("u{u}"))));
+                ids.extend(es.iter().map(|e| email(&format!("e{e}@x.example"))));
+                ids.extend(a.map(|a| anon(&format!("a{a}"))));
+                ids.extend(c.map(|c| cookie(&format!("c{c}"))));
+                (!ids.is_empty()).then(|| Link::new(ts, format!("m{m}"), ids))
+            })
+    }
+
+    fn arb_links() -> impl Strategy<Value = Vec<Link>> {
+        proptest::collection::vec(arb_link(), 1..24)
+            .prop_flat_map(|links| {
+                let n = links.len();
+                (Just(links), proptest::collection::vec(0..n, 0..4))
+            })
+            .prop_map(|(mut links, dups)| {
+                for i in dups {
+                    if let Some(l) = links.get(i).cloned() {
+                        links.push(l);
+                    }
+                }
+                links
+            })
+    }
+
+    fn arb_case() -> impl Strategy<Value = (Vec<Link>, Vec<Link>, Rules)> {
+        (arb_links(), arb_rules()).prop_flat_map(|(links, rules)| {
+            (Just(links.clone()).prop_shuffle(), Just(links), Just(rules))
+        })
+    }
+
+    fn assignment_map(p: &Partition) -> BTreeMap<Identifier, ProfileId> {
+        p.profiles
+            .iter()
+            .flat_map(|prof| {
+                prof.identifiers
+                    .iter()
+                    .map(|id| (id.clone(), prof.id.clone()))
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn partition_is_independent_of_order_and_duplicates((shuffled, links, rules) in arb_case()) {
+            let a = partition(&links, &rules);
+            let b = partition(&shuffled, &rules);
+            prop_assert_eq!(a, b);
+        }
+
+        #[test]
+        fn folding_stitch_in_any_arrival_order_equals_the_batch_partition(
+            (arrival, links, rules) in arb_case()
+        ) {
+            let mut store: Vec<Link> = Vec::new();
+            let mut assigned: BTreeMap<Identifier, ProfileId> = BTreeMap::new();
+            for new in arrival {
+                let fragment = component_links(&store, &new.identifiers, &rules);
+                let seen = fragment.iter().any(|l| rules.canonical_link(l) == rules.canonical_link(&new));
+                let plan = stitch(&fragment, new.clone(), &rules);
+                prop_assert_eq!(plan.is_new_link, !seen);
+                if !plan.is_new_link {
+                    prop_assert!(plan.merges.is_empty());
+                    prop_assert!(plan.conflicts.is_empty());
+                    for (id, p) in &plan.assignments {
+                        prop_assert_eq!(assigned.get(id), Some(p));
+                    }
+                }
+                for merge in &plan.merges {
+                    prop_assert!(plan.assignments.iter().all(|(_, p)| *p != merge.from));
+                }
+                assigned.extend(plan.assignments);
+                store.push(new);
+            }
+            prop_assert_eq!(assigned, assignment_map(&partition(&links, &rules)));
+        }
+
+        #[test]
+        fn no_profile_holds_two_user_ids((_, links, rules) in arb_case()) {
+            for profile in partition(&links, &rules).profiles {
+                let users = profile.identifiers.iter().filter(|id| id.kind == IdType::UserId).count();
+                prop_assert!(users <= 1);
+                for (kind, n) in profile.identifiers.iter().fold(BTreeMap::new(), |mut m, id| {
+                    *m.entry(id.kind.clone()).or_insert(0usize) += 1;
+                    m
+                }) {
+                    prop_assert!(rules.limit(&kind).is_none_or(|l| n <= l));
+                }
+                prop_assert!(profile.identifiers.len() <= rules.max_identifiers);
+            }
+        }
+
+        #[test]
+        fn every_identifier_ends_in_exactly_one_profile((_, links, rules) in arb_case()) {
+            let p = partition(&links, &rules);
+            let input: BTreeSet<&Identifier> = links.iter().flat_map(|l| &l.identifiers).collect();
+            let mut count: BTreeMap<&Identifier, usize> = BTreeMap::new();
+            for id in p.profiles.iter().flat_map(|prof| &prof.identifiers) {
+                *count.entry(id).or_insert(0) += 1;
+            }
+            prop_assert_eq!(count.keys().copied().collect::<BTreeSet<_>>(), input);
+            prop_assert!(count.values().all(|n| *n == 1));
+            let ids: BTreeSet<&ProfileId> = p.profiles.iter().map(|prof| &prof.id).collect();
+            prop_assert_eq!(ids.len(), p.profiles.len());
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! Admission of admin requests: the bearer key and its scopes, and the identifier a route names.
 
-use seam_core::access::{self, bearer, Grant, Scope};
 use seam_core::identity::{IdType, Identifier, Rules};
+use seam_core::privacy::access::{self, bearer, Grant, Scope};
 use worker::{Env, Request};
 
 use super::header;

@@ -2,9 +2,9 @@
 //! the write key names (Basic auth or the body's `writeKey`), the browser origin that source
 //! allows, and the source's rate limit.
 
-use seam_core::auth::basic_user;
-use seam_core::enrich::RequestFacts;
-use seam_core::source::{Source, Sources};
+use seam_core::collect::auth::basic_user;
+use seam_core::collect::enrich::RequestFacts;
+use seam_core::collect::source::{Source, Sources};
 use worker::{Env, Request};
 
 use super::{cross_origin, facts, header, limits};

@@ -6,7 +6,7 @@ pub mod admin;
 pub mod admission;
 pub mod limits;
 
-use seam_core::enrich::{is_cookie_safe, CookieAction, Geo, RequestFacts};
+use seam_core::collect::enrich::{is_cookie_safe, CookieAction, Geo, RequestFacts};
 use wasm_bindgen::JsValue;
 use worker::{Headers, Request};
 

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use seam_core::event::Event;
-use seam_core::source::Source;
+use seam_core::collect::event::Event;
+use seam_core::collect::source::Source;
 use worker::{Context, Env};
 
 use crate::error::ApiError;

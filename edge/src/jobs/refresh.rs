@@ -6,13 +6,13 @@
 //! [`run`] orchestrates one refresh over a [`ProfileStore`]: D1 and KV at the edge, memory in
 //! the tests below.
 
-use seam_core::coalesce::{Claim, Offer};
-use seam_core::event::Event;
+use seam_core::collect::event::Event;
+use seam_core::collect::source::Source;
+use seam_core::identity::profile::ProfileView;
+use seam_core::personalise::coalesce::{Claim, Offer};
+use seam_core::personalise::recommend::Changed;
+use seam_core::personalise::refresh::{Loaded, Refresh, SnapshotWrites};
 use seam_core::personalise::{PersonalisationConfig, ProfileState, Update};
-use seam_core::profile::ProfileView;
-use seam_core::recommend::Changed;
-use seam_core::refresh::{Loaded, Refresh, SnapshotWrites};
-use seam_core::source::Source;
 use serde_json::Value;
 use worker::{Context, D1Database, Env};
 
@@ -236,9 +236,9 @@ mod tests {
     use std::sync::Arc;
     use std::task::{Context as Task, Poll, Waker};
 
-    use seam_core::ingest::decode;
+    use seam_core::collect::ingest::decode;
+    use seam_core::collect::source::parse_source;
     use seam_core::personalise;
-    use seam_core::source::parse_source;
     use serde_json::json;
 
     use super::*;

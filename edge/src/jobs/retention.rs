@@ -7,10 +7,10 @@
 
 use std::collections::BTreeMap;
 
-use seam_core::id;
+use seam_core::format::id;
 use seam_core::plan::Statement;
+use seam_core::privacy::retention::purge_events;
 use seam_core::privacy::{audit, erase, AuditEntry};
-use seam_core::retention::purge_events;
 use serde_json::json;
 use worker::Env;
 

@@ -61,7 +61,7 @@ pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
 async fn advance(
     env: &Env,
     db: &D1Database,
-    configured: &seam_core::source::Sources,
+    configured: &seam_core::collect::source::Sources,
     config: &personalise::PersonalisationConfig,
     profile_id: &str,
     now_ms: i64,

@@ -10,10 +10,10 @@
 //!   a mistake is a 400 naming the document's trait/segment/slot and field, and nothing changes;
 //! - `DELETE /v1/admin/personalisation`: back to the committed `config/*.json`.
 
-use seam_core::access::{self, parse_key_request, Scope};
-use seam_core::id;
+use seam_core::format::id;
+use seam_core::personalise::recommend::{catalog_from_json, upsert_catalog};
+use seam_core::privacy::access::{self, parse_key_request, Scope};
 use seam_core::privacy::{audit, AuditEntry};
-use seam_core::recommend::{catalog_from_json, upsert_catalog};
 use serde_json::{json, Value};
 use worker::{Env, Method, Request, Response};
 

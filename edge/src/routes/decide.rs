@@ -1,10 +1,10 @@
 //! `POST /v1/decide {anonymousId|userId, slots: [...], context}`: per slot a decision (items,
 //! variant, reason) from the profile's KV snapshot (D1 on a miss), honouring consent and the
-//! holdout (`seam_core::decide`), and a `Decision Exposed` event for lift measurement.
+//! holdout (`seam_core::personalise::decide`), and a `Decision Exposed` event for lift measurement.
 //! Write-key auth and CORS as for ingestion: the SDK calls it from browsers.
 
 use seam_core::consent::personalisation_denied;
-use seam_core::decide::{Exposure, Slot};
+use seam_core::personalise::decide::{Exposure, Slot};
 use serde_json::{json, Value};
 use worker::{Context, Env, Request, Response};
 

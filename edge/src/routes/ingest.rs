@@ -3,15 +3,15 @@
 
 use std::collections::{HashMap, HashSet};
 
-use seam_core::enrich::{cookie_action, CookieAction};
-use seam_core::event::EventType;
-use seam_core::graph_plan::contributions;
-use seam_core::id;
+use seam_core::collect::enrich::{cookie_action, CookieAction};
+use seam_core::collect::event::EventType;
+use seam_core::collect::ingest::{decode, decompress, RequestError, MAX_REQUEST_BYTES};
+use seam_core::collect::ingest_plan::{settled_profiles, IngestInput, IngestPlan};
+use seam_core::format::id;
+use seam_core::identity::graph_plan::contributions;
 use seam_core::identity::{Identifier, Link, Rules};
-use seam_core::ingest::{decode, decompress, RequestError, MAX_REQUEST_BYTES};
-use seam_core::ingest_plan::{settled_profiles, IngestInput, IngestPlan};
+use seam_core::personalise::refresh::{self, snapshot_changes, Committed, Loaded, SnapshotWrites};
 use seam_core::privacy::{apply_suppressions, consent_records, hash_pii_fields, suppression_key};
-use seam_core::refresh::{self, snapshot_changes, Committed, Loaded, SnapshotWrites};
 use serde_json::Value;
 use worker::{Context, D1Database, D1Result, Env, Request, Response};
 

@@ -10,12 +10,12 @@
 
 use std::collections::BTreeMap;
 
-use seam_core::access::{Grant, Scope};
+use seam_core::format::time::format_iso8601;
 use seam_core::identity::Identifier;
 use seam_core::plan::Statement;
+use seam_core::privacy::access::{Grant, Scope};
 use seam_core::privacy::{audit, suppress, unsuppress, AuditEntry, Subject};
-use seam_core::time::format_iso8601;
-use seam_core::{id, privacy};
+use seam_core::{format::id, privacy};
 use serde_json::{json, Value};
 use worker::{Env, Method, Request, Response};
 

@@ -1,7 +1,7 @@
 //! Admin profile API: `GET /v1/profiles/{profileId}` and
 //! `GET /v1/profiles/lookup?type=email&value=...`. D1 is read directly (the truth), never KV.
 
-use seam_core::access::Scope;
+use seam_core::privacy::access::Scope;
 use worker::{Env, Request, Response};
 
 use crate::error::ApiError;

@@ -9,10 +9,10 @@ use std::rc::Rc;
 
 use lol_html::html_content::ContentType;
 use lol_html::{element, rewrite_str, RewriteStrSettings};
-use seam_core::decide::{Decisions, Exposure, Slot};
-use seam_core::enrich::RequestFacts;
-use seam_core::slot::slots_in_html;
-use seam_core::source::Source;
+use seam_core::collect::enrich::RequestFacts;
+use seam_core::collect::source::Source;
+use seam_core::personalise::decide::{Decisions, Exposure, Slot};
+use seam_core::personalise::slot::slots_in_html;
 use serde_json::json;
 use worker::{Context, Env, Fetch, Method, Request, RequestInit, Response};
 

@@ -39,6 +39,7 @@ impl StoredConfig {
 }
 
 /// `computed-traits.json`, `segments.json`, `recommendations.json`, `slots.json`, as JSON.
+#[allow(missing_docs)] // the fields say what they hold
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ConfigDocuments {
@@ -73,7 +74,7 @@ impl ConfigDocuments {
     /// A stable hash of the documents.
     pub fn stamp(&self) -> String {
         let text = serde_json::to_string(self).unwrap_or_default();
-        let mut hash = seam_core::access::key_hash(&text);
+        let mut hash = seam_core::privacy::access::key_hash(&text);
         hash.truncate(16);
         hash
     }

@@ -1,11 +1,11 @@
 //! What a decision reads, shared by `/v1/decide` and edge-rendered pages: the visitor's
 //! profile snapshot (KV, D1 on a miss), then one D1 batch for whatever the isolate's shared
 //! recommendation inputs lack and, for banners, the profile's state. The decision itself is
-//! `seam_core::decide`.
+//! `seam_core::personalise::decide`.
 
-use seam_core::candidates::CandidateRow;
-use seam_core::decide::{self, DecisionRows, Decisions, Slot};
 use seam_core::identity::Rules;
+use seam_core::personalise::candidates::CandidateRow;
+use seam_core::personalise::decide::{self, DecisionRows, Decisions, Slot};
 use worker::{D1Database, Env};
 
 use crate::error::ApiError;
@@ -14,6 +14,7 @@ use crate::store::personalisation::StateRow;
 use crate::store::{d1, snapshots};
 
 /// Who a decision is for.
+#[allow(missing_docs)] // the fields say what they hold
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Visitor<'a> {
     /// Anonymous ID (or the `seam_id` cookie).

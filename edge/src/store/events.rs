@@ -1,13 +1,13 @@
 //! Server-made events (segment transitions, decision exposures), validated by the same decoder
 //! as client events and stored under a source, deduplicated by their derived `messageId`.
 
-use seam_core::enrich::RequestFacts;
-use seam_core::event::Event;
-use seam_core::id;
-use seam_core::ingest::decode;
+use seam_core::collect::enrich::RequestFacts;
+use seam_core::collect::event::Event;
+use seam_core::collect::ingest::decode;
+use seam_core::collect::source::Source;
+use seam_core::format::id;
+use seam_core::format::time::DAY_MS;
 use seam_core::plan::insert_events;
-use seam_core::source::Source;
-use seam_core::time::DAY_MS;
 use serde_json::Value;
 use worker::D1Database;
 

@@ -4,13 +4,13 @@
 
 use std::collections::HashMap;
 
-use seam_core::event::{Event, EventType};
-use seam_core::graph_plan::{
+use seam_core::collect::event::{Event, EventType};
+use seam_core::identity::graph_plan::{
     graph_writes, identifiers_param, parse_link, Assignment, LOAD_COMPONENT_SQL,
     LOAD_IDENTITIES_SQL,
 };
+use seam_core::identity::resolution::Resolved;
 use seam_core::identity::{partition, Link, Rules};
-use seam_core::resolution::Resolved;
 use serde::Deserialize;
 use worker::D1Database;
 

@@ -1,6 +1,6 @@
 //! Issued admin keys in D1 (hashes only).
 
-use seam_core::access::{parse_scopes, scopes_json, KeyRequest, StoredKey};
+use seam_core::privacy::access::{parse_scopes, scopes_json, KeyRequest, StoredKey};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use worker::D1Database;

@@ -2,11 +2,11 @@
 //! executes its plan with the version guard (docs/personalisation.md, "Edge integration
 //! contract").
 
-use seam_core::computed::Applied;
-use seam_core::event::Event;
+use seam_core::collect::event::Event;
+use seam_core::identity::profile::ProfileView;
+use seam_core::personalise::computed::Applied;
 use seam_core::personalise::{self, PersonalisationConfig, ProfileState, Update, LOAD_STATE_SQL};
 use seam_core::plan::{Param, Statement};
-use seam_core::profile::ProfileView;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use worker::D1Database;
@@ -27,6 +27,7 @@ async fn back_off(attempt: usize) {
 }
 
 /// A stored state row.
+#[allow(missing_docs)] // the fields say what they hold
 #[derive(Deserialize)]
 pub struct StateRow {
     pub state: String,

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::rc::Rc;
 
-use seam_core::event::Event;
+use seam_core::collect::event::Event;
 use seam_core::identity::{identifiers_of, Identifier, Rules};
 use seam_core::plan::Statement;
 use seam_core::privacy::{erase, suppression_key, Subject};

@@ -1,11 +1,11 @@
 //! The profile read model: D1 is the truth; KV holds snapshots for the decision path.
 
+use seam_core::collect::ingest_plan::view_reads;
+use seam_core::format::time::format_iso8601;
+use seam_core::identity::profile::{ProfileView, TraitRow};
 use seam_core::identity::{IdType, Identifier};
-use seam_core::ingest_plan::view_reads;
+use seam_core::personalise::refresh::Loaded;
 use seam_core::personalise::ProfileState;
-use seam_core::profile::{ProfileView, TraitRow};
-use seam_core::refresh::Loaded;
-use seam_core::time::format_iso8601;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use worker::{D1Database, D1Result};

@@ -1,9 +1,9 @@
-//! Retention's reads and purges: statements come from `seam_core::retention`; this counts what
+//! Retention's reads and purges: statements come from `seam_core::privacy::retention`; this counts what
 //! they removed and gathers expired anonymous profiles into one erasure subject.
 
 use seam_core::plan::Statement;
+use seam_core::privacy::retention::{inactive_anonymous_profiles, Retention};
 use seam_core::privacy::Subject;
-use seam_core::retention::{inactive_anonymous_profiles, Retention};
 use serde::Deserialize;
 use worker::D1Database;
 

@@ -3,9 +3,9 @@
 //! `mergedInto` forwarding records. KV is a cache: D1 stays the truth, and a failed KV write is
 //! logged, never fatal.
 
+use seam_core::identity::profile::ProfileView;
 use seam_core::identity::{IdType, Identifier, Rules};
 use seam_core::personalise::ProfileState;
-use seam_core::profile::ProfileView;
 use serde_json::{json, Value};
 use worker::{D1Database, Env};
 

@@ -1,7 +1,7 @@
 //! Where sources come from: the `SOURCES` setting first, then the D1 `sources` table.
 
-use seam_core::auth::AuthError;
-use seam_core::source::{parse_source, Source, Sources};
+use seam_core::collect::auth::AuthError;
+use seam_core::collect::source::{parse_source, Source, Sources};
 use serde::Deserialize;
 use worker::{D1Database, Env};
 

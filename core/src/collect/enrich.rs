@@ -1,0 +1,502 @@
+//! What the collector adds to and removes from each validated event before it is stored:
+//! request facts (IP, user agent, geo, GPC), the source's IP policy, and consent enforcement.
+//!
+//! Consent policy (per event, from its `context.consent`; see [`crate::consent`]):
+//!
+//! | consent says                    | source `analyticsDenied` | track / page / screen            | identify / group / alias |
+//! |---------------------------------|--------------------------|----------------------------------|--------------------------|
+//! | nothing (no consent object)     | any                      | stored as sent                   | stored as sent           |
+//! | `analytics_storage` granted     | any                      | stored as sent                   | stored as sent           |
+//! | `analytics_storage` denied      | `anonymize` (default)    | stored without identifiers¹      | not stored²              |
+//! | `analytics_storage` denied      | `drop`                   | not stored²                      | not stored²              |
+//!
+//! ¹ `anonymousId`, `userId`, `traits`, `context.traits`, `context.externalIds`, `context.ip`,
+//!   `context.device.id`/`advertisingId` and city-level location are removed; the result is
+//!   `accepted` with code `consent_anonymized`, and the event can never be linked to a profile.
+//! ² result `rejected` with code `consent_denied` (these events exist only to identify).
+//!
+//! GPC (`Sec-GPC: 1` or `context.consent.gpc`) is recorded as `context.consent.gpc = true` and
+//! denies `ad_storage`, `ad_user_data` and `ad_personalization`.
+
+use std::net::IpAddr;
+
+use serde_json::{Map, Value};
+
+use crate::collect::event::{Event, EventError, EventType};
+use crate::collect::ingest::{Decoded, Outcome};
+use crate::collect::source::{property_key, DeniedPolicy, IpPolicy, Source};
+use crate::consent::{ConsentState, Purpose};
+use crate::format::id;
+
+/// Coarse location from the edge (Cloudflare's `request.cf`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Geo {
+    /// ISO country code.
+    pub country: Option<String>,
+    /// Region name.
+    pub region: Option<String>,
+    /// City name.
+    pub city: Option<String>,
+    /// IANA time zone.
+    pub timezone: Option<String>,
+}
+
+/// What the edge knows about the request, beyond its body.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestFacts {
+    /// Client IP (`CF-Connecting-IP`).
+    pub ip: Option<String>,
+    /// `User-Agent` header.
+    pub user_agent: Option<String>,
+    /// `Sec-GPC: 1` was sent.
+    pub gpc: bool,
+    /// Geo from the edge.
+    pub geo: Option<Geo>,
+    /// The collector's first-party cookie ID, when the browser sent it.
+    pub cookie_id: Option<String>,
+}
+
+/// Zeroes the last octet of an IPv4 address or the last 80 bits of an IPv6 address.
+pub fn truncate_ip(ip: &str) -> Option<String> {
+    match ip.trim().parse::<IpAddr>().ok()? {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            Some(IpAddr::from([a, b, c, 0]).to_string())
+        }
+        IpAddr::V6(v6) => {
+            let mut octets = v6.octets();
+            octets[6..].fill(0);
+            Some(IpAddr::from(octets).to_string())
+        }
+    }
+}
+
+impl Decoded {
+    /// Applies request facts and the source's policies to every valid event.
+    pub fn enrich(mut self, facts: &RequestFacts, source: &Source) -> Self {
+        self.outcomes = self
+            .outcomes
+            .into_iter()
+            .map(|outcome| match outcome {
+                Outcome::Valid(event) => match enrich_event(event, facts, source) {
+                    Ok(event) => Outcome::Valid(event),
+                    Err((message_id, error)) => Outcome::Rejected {
+                        message_id: Some(message_id),
+                        error,
+                    },
+                },
+                other => other,
+            })
+            .collect();
+        self
+    }
+}
+
+fn enrich_event(
+    mut event: Event,
+    facts: &RequestFacts,
+    source: &Source,
+) -> Result<Event, (String, EventError)> {
+    let consent = ConsentState::from_context(event.body.get("context"), facts.gpc);
+    let denied = !consent.allows(Purpose::AnalyticsStorage);
+    if denied
+        && (source.analytics_denied == DeniedPolicy::Drop
+            || matches!(
+                event.kind,
+                EventType::Identify | EventType::Group | EventType::Alias
+            ))
+    {
+        return Err((event.message_id, EventError::ConsentDenied));
+    }
+
+    let body = &mut event.body;
+    if !source.deny_properties.is_empty() {
+        for key in ["properties", "traits"] {
+            if let Some(value) = body.get_mut(key) {
+                strip_denied(value, &source.deny_properties);
+            }
+        }
+    }
+    let mut context = match body.remove("context") {
+        Some(Value::Object(c)) => c,
+        _ => Map::new(),
+    };
+    if denied {
+        for key in ["anonymousId", "userId", "previousId", "traits"] {
+            body.remove(key);
+        }
+        for key in ["traits", "externalIds", "ip"] {
+            context.remove(key);
+        }
+        if let Some(Value::Object(device)) = context.get_mut("device") {
+            device.remove("id");
+            device.remove("advertisingId");
+        }
+        if let Some(Value::Object(location)) = context.get_mut("location") {
+            location.remove("city");
+            location.remove("latitude");
+            location.remove("longitude");
+        }
+        event.anonymous_id = None;
+        event.user_id = None;
+        event.anonymized = true;
+    } else {
+        // A server library reports its end user's IP in context.ip; otherwise use the caller's.
+        let ip = match context.remove("ip") {
+            Some(Value::String(s)) => Some(s),
+            _ => facts.ip.clone(),
+        };
+        let kept = match (source.ip, ip) {
+            (_, None) | (IpPolicy::Drop, _) => None,
+            (IpPolicy::Full, Some(ip)) => ip.parse::<IpAddr>().ok().map(|a| a.to_string()),
+            (IpPolicy::Truncate, Some(ip)) => truncate_ip(&ip),
+        };
+        if let Some(ip) = kept {
+            context.insert("ip".into(), Value::from(ip));
+        }
+        if let Some(cookie_id) = &facts.cookie_id {
+            if event.anonymous_id.as_deref() != Some(cookie_id) {
+                let seam = context
+                    .entry("seam")
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if let Value::Object(seam) = seam {
+                    seam.insert("cookieId".into(), Value::from(cookie_id.clone()));
+                }
+            }
+        }
+    }
+    if let Some(traits) = context.get_mut("traits") {
+        strip_denied(traits, &source.deny_properties);
+    }
+    if let Some(ua) = &facts.user_agent {
+        context
+            .entry("userAgent")
+            .or_insert_with(|| Value::from(ua.clone()));
+    }
+    if let Some(geo) = &facts.geo {
+        let location = context
+            .entry("location")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(location) = location {
+            let city = if denied { None } else { geo.city.as_ref() };
+            for (key, value) in [
+                ("country", geo.country.as_ref()),
+                ("region", geo.region.as_ref()),
+                ("city", city),
+            ] {
+                if let Some(v) = value {
+                    location
+                        .entry(key)
+                        .or_insert_with(|| Value::from(v.clone()));
+                }
+            }
+        }
+        if let Some(tz) = &geo.timezone {
+            context
+                .entry("timezone")
+                .or_insert_with(|| Value::from(tz.clone()));
+        }
+    }
+    if consent.gpc {
+        let slot = context
+            .entry("consent")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(c) = slot {
+            c.insert("gpc".into(), Value::Bool(true));
+        }
+    }
+    body.insert("context".into(), Value::Object(context));
+    Ok(event)
+}
+
+/// Removes, at any depth, object keys on the source's denylist (see [`property_key`]).
+fn strip_denied(value: &mut Value, denied: &[String]) {
+    match value {
+        Value::Object(map) => {
+            map.retain(|k, _| !denied.contains(&property_key(k)));
+            for v in map.values_mut() {
+                strip_denied(v, denied);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| strip_denied(v, denied)),
+        _ => {}
+    }
+}
+
+/// What to do with the collector's first-party ID cookie.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CookieAction {
+    /// Leave it as it is.
+    Keep,
+    /// (Re)set it to this ID for another year.
+    Set(String),
+    /// Delete it (analytics consent was withdrawn).
+    Clear,
+}
+
+/// Decides the cookie from the most recent event in the request that states consent. Only
+/// same-site browser requests get a cookie; an existing cookie's ID wins so IDs stay stable when
+/// the browser's own storage was wiped (Safari caps script-set storage at 7 days).
+pub fn cookie_action(decoded: &Decoded, cookie_id: Option<&str>, same_site: bool) -> CookieAction {
+    if !same_site {
+        return CookieAction::Keep;
+    }
+    let latest = decoded
+        .valid()
+        .map(|e| (e, ConsentState::from_context(e.body.get("context"), false)))
+        .filter(|(_, consent)| consent.is_known())
+        .max_by_key(|(e, _)| e.timestamp_ms);
+    match latest {
+        None => CookieAction::Keep,
+        Some((_, consent)) if !consent.allows(Purpose::AnalyticsStorage) => match cookie_id {
+            Some(_) => CookieAction::Clear,
+            None => CookieAction::Keep,
+        },
+        Some((event, _)) => cookie_id
+            .filter(|c| is_cookie_safe(c))
+            .or(event.anonymous_id.as_deref().filter(|a| is_cookie_safe(a)))
+            .map_or(CookieAction::Keep, |id| CookieAction::Set(id.to_owned())),
+    }
+}
+
+/// IDs we are willing to put in a cookie: short, and only URL/cookie-safe characters.
+pub fn is_cookie_safe(value: &str) -> bool {
+    (8..=100).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && (id::is_uuid(value) || value.len() >= 16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::ingest::decode;
+    use crate::collect::source::parse_source;
+    use serde_json::json;
+
+    fn source(extra: Value) -> Source {
+        let mut raw = json!({"id": "s"});
+        if let (Value::Object(r), Value::Object(e)) = (&mut raw, extra) {
+            r.extend(e);
+        }
+        parse_source("k", &raw).unwrap()
+    }
+
+    fn one(event: Value, facts: &RequestFacts, source: &Source) -> Outcome {
+        let body = json!({"batch": [event]}).to_string();
+        let decoded = decode(body.as_bytes(), None, 1_000, || "gen".into()).unwrap();
+        decoded.enrich(facts, source).outcomes.remove(0)
+    }
+
+    fn stored(outcome: Outcome) -> Event {
+        match outcome {
+            Outcome::Valid(e) => e,
+            other => panic!("expected a stored event, got {other:?}"),
+        }
+    }
+
+    const DENIED: &str = "denied";
+
+    fn with_consent(kind: &str, analytics: &str) -> Value {
+        json!({"type": kind, "event": "E", "anonymousId": "a-1", "userId": "u-1", "messageId": "m",
+               "traits": {"email": "x@example.com"},
+               "context": {"consent": {"gcm": {"analytics_storage": analytics}},
+                           "ip": "203.0.113.77", "traits": {"email": "x@example.com"},
+                           "device": {"id": "dev-1", "model": "Phone"}}})
+    }
+
+    #[test]
+    fn never_stores_denylisted_properties_at_any_depth() {
+        let event = json!({"type": "track", "event": "Order Completed", "anonymousId": "a-1",
+            "properties": {"total": 5, "credit_card": "4111", "payment": {"Card-Number": "4111", "cvv": "123"},
+                           "items": [{"sku": "s", "password": "p"}]},
+            "context": {"traits": {"Password": "p", "name": "Jane"}}});
+        let e = stored(one(
+            event.clone(),
+            &RequestFacts::default(),
+            &source(json!({})),
+        ));
+        assert_eq!(
+            e.body["properties"],
+            json!({"total": 5, "payment": {}, "items": [{"sku": "s"}]})
+        );
+        assert_eq!(e.body["context"]["traits"], json!({"name": "Jane"}));
+        let own = source(json!({"denyProperties": ["total"]}));
+        let e = stored(one(event, &RequestFacts::default(), &own));
+        assert_eq!(
+            e.body["properties"]["credit_card"], "4111",
+            "a source's own list replaces the default"
+        );
+        assert!(e.body["properties"].get("total").is_none());
+    }
+
+    #[test]
+    fn truncates_ipv4_and_ipv6() {
+        assert_eq!(truncate_ip("203.0.113.77").as_deref(), Some("203.0.113.0"));
+        assert_eq!(
+            truncate_ip("2001:db8:85a3:1234:5678:8a2e:370:7334").as_deref(),
+            Some("2001:db8:85a3::")
+        );
+        assert_eq!(truncate_ip("not an ip"), None);
+    }
+
+    #[test]
+    fn applies_ip_policy_to_request_ip() {
+        let facts = RequestFacts {
+            ip: Some("198.51.100.23".into()),
+            ..RequestFacts::default()
+        };
+        let ev = json!({"type": "track", "event": "E", "anonymousId": "a"});
+        let ip = |policy: &str| {
+            stored(one(ev.clone(), &facts, &source(json!({"ip": policy})))).body["context"]
+                .get("ip")
+                .cloned()
+        };
+        assert_eq!(ip("truncate"), Some(json!("198.51.100.0")));
+        assert_eq!(ip("full"), Some(json!("198.51.100.23")));
+        assert_eq!(ip("drop"), None);
+    }
+
+    #[test]
+    fn anonymizes_track_when_analytics_is_denied() {
+        let event = stored(one(
+            with_consent("track", DENIED),
+            &RequestFacts::default(),
+            &source(json!({})),
+        ));
+        assert!(event.anonymized);
+        assert_eq!((event.anonymous_id, event.user_id), (None, None));
+        for key in ["anonymousId", "userId", "traits"] {
+            assert!(!event.body.contains_key(key), "{key} kept");
+        }
+        let context = &event.body["context"];
+        assert_eq!(context.get("ip"), None);
+        assert_eq!(context.get("traits"), None);
+        assert_eq!(context["device"], json!({"model": "Phone"}));
+    }
+
+    #[test]
+    fn drops_identify_when_analytics_is_denied_and_everything_under_drop_policy() {
+        let identify = one(
+            with_consent("identify", DENIED),
+            &RequestFacts::default(),
+            &source(json!({})),
+        );
+        assert!(matches!(
+            identify,
+            Outcome::Rejected {
+                error: EventError::ConsentDenied,
+                ..
+            }
+        ));
+        let track = one(
+            with_consent("track", DENIED),
+            &RequestFacts::default(),
+            &source(json!({"analyticsDenied": "drop"})),
+        );
+        assert!(matches!(
+            track,
+            Outcome::Rejected {
+                error: EventError::ConsentDenied,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn keeps_identifiers_when_granted_and_fills_request_facts() {
+        let facts = RequestFacts {
+            user_agent: Some("UA/1".into()),
+            gpc: true,
+            geo: Some(Geo {
+                country: Some("NL".into()),
+                city: Some("Utrecht".into()),
+                timezone: Some("Europe/Amsterdam".into()),
+                ..Geo::default()
+            }),
+            cookie_id: Some("cookie-id-0123456789".into()),
+            ..RequestFacts::default()
+        };
+        let event = stored(one(
+            with_consent("identify", "granted"),
+            &facts,
+            &source(json!({})),
+        ));
+        assert_eq!(event.user_id.as_deref(), Some("u-1"));
+        let context = &event.body["context"];
+        assert_eq!(context["ip"], json!("203.0.113.0"));
+        assert_eq!(context["userAgent"], json!("UA/1"));
+        assert_eq!(
+            context["location"],
+            json!({"country": "NL", "city": "Utrecht"})
+        );
+        assert_eq!(context["timezone"], json!("Europe/Amsterdam"));
+        assert_eq!(context["consent"]["gpc"], json!(true));
+        assert_eq!(context["seam"]["cookieId"], json!("cookie-id-0123456789"));
+    }
+
+    #[test]
+    fn events_without_consent_are_stored_as_sent() {
+        let mut ev = with_consent("track", "x");
+        ev["context"].as_object_mut().unwrap().remove("consent");
+        let event = stored(one(ev, &RequestFacts::default(), &source(json!({}))));
+        assert!(!event.anonymized);
+        assert_eq!(event.anonymous_id.as_deref(), Some("a-1"));
+    }
+
+    fn decoded(events: Value) -> Decoded {
+        decode(
+            json!({"batch": events}).to_string().as_bytes(),
+            None,
+            0,
+            || "g".into(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn cookie_is_set_only_with_analytics_consent_on_same_site_requests() {
+        let aid = "0b6b1c3e-2a5f-4c1e-9a7d-3f2e1d0c9b8a";
+        let granted = decoded(json!([{"type": "page", "anonymousId": aid,
+            "context": {"consent": {"categoryPreferences": {"analytics_storage": true}}}}]));
+        assert_eq!(
+            cookie_action(&granted, None, true),
+            CookieAction::Set(aid.into())
+        );
+        assert_eq!(cookie_action(&granted, None, false), CookieAction::Keep);
+        let existing = "11111111-2222-4333-8444-555555555555";
+        assert_eq!(
+            cookie_action(&granted, Some(existing), true),
+            CookieAction::Set(existing.into())
+        );
+
+        let denied = decoded(json!([{"type": "page", "anonymousId": aid,
+            "context": {"consent": {"categoryPreferences": {"analytics_storage": false}}}}]));
+        assert_eq!(cookie_action(&denied, None, true), CookieAction::Keep);
+        assert_eq!(
+            cookie_action(&denied, Some(existing), true),
+            CookieAction::Clear
+        );
+
+        let silent = decoded(json!([{"type": "page", "anonymousId": aid}]));
+        assert_eq!(
+            cookie_action(&silent, Some(existing), true),
+            CookieAction::Keep
+        );
+    }
+
+    #[test]
+    fn latest_consent_in_the_request_decides_the_cookie() {
+        let aid = "0b6b1c3e-2a5f-4c1e-9a7d-3f2e1d0c9b8a";
+        let d = decoded(json!([
+            {"type": "page", "anonymousId": aid, "timestamp": "2026-01-01T00:00:02Z",
+             "context": {"consent": {"gcm": {"analytics_storage": "denied"}}}},
+            {"type": "page", "anonymousId": aid, "timestamp": "2026-01-01T00:00:01Z",
+             "context": {"consent": {"gcm": {"analytics_storage": "granted"}}}}
+        ]));
+        assert_eq!(cookie_action(&d, Some(aid), true), CookieAction::Clear);
+        assert!(!is_cookie_safe("a;b=c"));
+        assert!(!is_cookie_safe("short"));
+    }
+}

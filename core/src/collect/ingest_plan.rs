@@ -1,0 +1,331 @@
+//! One ingest request's D1 batch, with the place of every result the edge reads back.
+//!
+//! Events, their identity links and their trait values commit together: no event is ever stored
+//! without its contribution to the graph. Links and traits are idempotent upserts, so a retried
+//! batch changes nothing. The batch ends with checks and reads that save round trips: the
+//! suppression list as of commit time (another isolate may have suppressed someone since this
+//! one cached it), the current assignments of the links' best identifiers (a known visitor with
+//! no new links needs no resolution) and, when a refresh is likely, the visitor's profile.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use crate::collect::event::Event;
+use crate::collect::ingest::Decoded;
+use crate::collect::source::Source;
+use crate::format::time::{format_iso8601, DAY_MS};
+use crate::identity::graph_plan::{
+    identifiers_param, probe_assignments, upsert_links, upsert_traits, Contributions,
+};
+use crate::identity::{Identifier, Link};
+use crate::personalise::refresh::feeds_computed;
+use crate::plan::{insert_events, Param, Statement};
+use crate::privacy::retention::touch_identities;
+use crate::privacy::ConsentRecord;
+use crate::privacy::{count_rejections, record_consent, suppression_key, suppression_probe};
+
+/// What a request stores, as core decided it.
+#[allow(missing_docs)] // the fields say what they hold
+pub struct IngestInput<'a> {
+    pub source: &'a Source,
+    /// Valid events after enrichment, consent policy and suppression.
+    pub events: &'a [&'a Event],
+    /// Their links and trait rows.
+    pub graph: &'a Contributions,
+    /// Consent changes to record (suppressed identifiers already left out).
+    pub consent: &'a [ConsentRecord],
+    /// The whole request, for its rejection counts.
+    pub decoded: &'a Decoded,
+    pub received_at: i64,
+    /// Whether a personalisation configuration is in force (its events make a refresh likely).
+    pub personalising: bool,
+}
+
+/// The batch and the positions of the results read back.
+pub struct IngestPlan {
+    statements: Vec<Statement>,
+    events: Range<usize>,
+    links: Range<usize>,
+    suppression_probe: Option<usize>,
+    assignments: Option<usize>,
+    profile_reads: Option<Range<usize>>,
+    best: Option<Identifier>,
+}
+
+impl IngestPlan {
+    /// Plans the batch for `input`.
+    pub fn new(input: IngestInput<'_>) -> Self {
+        let IngestInput {
+            source,
+            events,
+            graph,
+            consent,
+            decoded,
+            received_at,
+            personalising,
+        } = input;
+        let cutoff = received_at - i64::from(source.dedup_window_days) * DAY_MS;
+        let mut statements = insert_events(&source.id, events, cutoff);
+        let events_at = 0..statements.len();
+        statements.extend(upsert_links(&graph.links));
+        let links_at = events_at.end..statements.len();
+        statements.extend(upsert_traits(&graph.traits));
+        statements.extend(record_consent(consent));
+        let day = format_iso8601(received_at);
+        statements.extend(count_rejections(
+            &source.id,
+            day.get(..10).unwrap_or(&day),
+            decoded,
+        ));
+        let identifiers: Vec<&Identifier> =
+            graph.links.iter().flat_map(|l| &l.identifiers).collect();
+        let keys: Vec<String> = identifiers.iter().map(|i| suppression_key(i)).collect();
+        let suppression_at = (!keys.is_empty()).then(|| {
+            statements.push(suppression_probe(&keys));
+            statements.push(touch_identities(
+                &identifiers_param(identifiers.iter().copied()),
+                received_at,
+            ));
+            statements.len() - 2
+        });
+        let best = graph
+            .links
+            .last()
+            .and_then(|l| l.identifiers.first())
+            .cloned();
+        let mut assignments = None;
+        let mut profile_reads = None;
+        if let Some(best) = &best {
+            assignments = Some(statements.len());
+            statements.push(probe_assignments(&graph.links));
+            // The profile's read model as this batch leaves it, for the refresh when the
+            // visitor's profile did not change (most traffic): one round trip fewer. Only when
+            // a refresh is likely; otherwise the refresh reads for itself.
+            let refresh_likely = !graph.traits.is_empty()
+                || (personalising && feeds_computed(events.iter().copied()));
+            if refresh_likely {
+                let profile = "(SELECT profile_id FROM identities WHERE identifier = ?1)";
+                let start = statements.len();
+                statements.extend(view_reads(profile, &best.to_string()));
+                profile_reads = Some(start..statements.len());
+            }
+        }
+        IngestPlan {
+            statements,
+            events: events_at,
+            links: links_at,
+            suppression_probe: suppression_at,
+            assignments,
+            profile_reads,
+            best,
+        }
+    }
+
+    /// The statements, for one D1 batch.
+    pub fn statements(&self) -> &[Statement] {
+        &self.statements
+    }
+
+    /// The visitor's best identifier (of the request's last link with identifiers).
+    pub fn best(&self) -> Option<&Identifier> {
+        self.best.as_ref()
+    }
+
+    /// The event inserts' results (their `RETURNING` rows name the events stored now).
+    pub fn event_results<'r, R>(&self, results: &'r [R]) -> &'r [R] {
+        results.get(self.events.clone()).unwrap_or_default()
+    }
+
+    /// Whether any link upsert returned a row (a link new to the graph).
+    pub fn links_changed<R>(&self, results: &[R], returned_rows: impl Fn(&R) -> bool) -> bool {
+        results
+            .get(self.links.clone())
+            .unwrap_or_default()
+            .iter()
+            .any(returned_rows)
+    }
+
+    /// The suppression probe's result: keys suppressed as of commit.
+    pub fn suppression_probe<'r, R>(&self, results: &'r [R]) -> Option<&'r R> {
+        self.suppression_probe.and_then(|i| results.get(i))
+    }
+
+    /// The assignment probe's result: the best identifiers' current profiles.
+    pub fn assignments<'r, R>(&self, results: &'r [R]) -> Option<&'r R> {
+        self.assignments.and_then(|i| results.get(i))
+    }
+
+    /// The visitor profile's reads ([`view_reads`]), when the batch made them.
+    pub fn profile_reads<'r, R>(&self, results: &'r [R]) -> Option<&'r [R]> {
+        self.profile_reads.clone().and_then(|r| results.get(r))
+    }
+}
+
+/// The visitor's profile when the batch settled it without a resolution: no link was new and
+/// every link's best identifier is assigned (`assigned`: identifier text -> profile). Returns
+/// the visitor's profile and `(message key, profile)` for every link.
+pub fn settled_profiles(
+    links: &[Link],
+    best: &Identifier,
+    links_changed: bool,
+    assigned: &HashMap<String, String>,
+) -> Option<(String, Vec<(String, String)>)> {
+    let all_assigned = links
+        .iter()
+        .filter_map(|l| l.identifiers.first())
+        .all(|b| assigned.contains_key(&b.to_string()));
+    if links_changed || !all_assigned {
+        return None;
+    }
+    let profile_id = assigned.get(&best.to_string())?.clone();
+    let profile_of = links
+        .iter()
+        .filter_map(|l| {
+            let best = l.identifiers.first()?.to_string();
+            Some((l.message_id.clone(), assigned.get(&best)?.clone()))
+        })
+        .collect();
+    Some((profile_id, profile_of))
+}
+
+/// The three reads of a profile's read model (identifiers, trait rows, personalisation state
+/// and version) for the profile that `profile` (SQL: `?1`, or a subquery over `?1`) names, `?1`
+/// bound to `param`.
+pub fn view_reads(profile: &str, param: &str) -> [Statement; 3] {
+    [
+        format!("SELECT identifier FROM identities WHERE profile_id = {profile}"),
+        format!(
+            "SELECT identifier, key, once, value, timestamp, message_key FROM trait_values \
+             WHERE identifier IN (SELECT identifier FROM identities WHERE profile_id = {profile})"
+        ),
+        format!("SELECT state, version FROM profile_personalisation WHERE profile_id = {profile}"),
+    ]
+    .map(|sql| Statement {
+        sql,
+        params: vec![Param::Text(param.to_owned())],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::ingest::decode;
+    use crate::collect::source::parse_source;
+    use crate::identity::graph_plan::{contributions, LOAD_IDENTITIES_SQL};
+    use crate::identity::Rules;
+    use serde_json::json;
+
+    const T0: i64 = 1_800_000_000_000;
+
+    fn decoded(batch: serde_json::Value) -> Decoded {
+        let body = json!({ "batch": batch }).to_string();
+        decode(body.as_bytes(), None, T0, || "generated".into()).unwrap()
+    }
+
+    fn plan_for(batch: serde_json::Value, personalising: bool) -> (IngestPlan, Vec<String>) {
+        let source = parse_source("k", &json!({"id": "web"})).unwrap();
+        let decoded = decoded(batch);
+        let events: Vec<&Event> = decoded.valid().collect();
+        let graph = contributions(&events, &source.id, &Rules::default());
+        let plan = IngestPlan::new(IngestInput {
+            source: &source,
+            events: &events,
+            graph: &graph,
+            consent: &[],
+            decoded: &decoded,
+            received_at: T0,
+            personalising,
+        });
+        // Each "result" is its statement's SQL, so a position read names what it read.
+        let results = plan.statements().iter().map(|s| s.sql.clone()).collect();
+        (plan, results)
+    }
+
+    #[test]
+    fn every_result_is_read_from_its_own_statement() {
+        let (plan, results) = plan_for(
+            json!([
+                {"type": "track", "event": "Product Viewed", "anonymousId": "a1", "messageId": "m1"},
+                {"type": "identify", "userId": "u1", "anonymousId": "a1", "messageId": "m2",
+                 "traits": {"plan": "gold"}},
+                {"type": "track", "messageId": "bad"}
+            ]),
+            false,
+        );
+        assert!(plan
+            .event_results(&results)
+            .iter()
+            .all(|sql| sql.starts_with("INSERT INTO events")));
+        assert!(!plan.event_results(&results).is_empty());
+        assert!(plan
+            .suppression_probe(&results)
+            .is_some_and(|sql| sql.contains("FROM suppressions")));
+        assert_eq!(
+            plan.assignments(&results).map(String::as_str),
+            Some(LOAD_IDENTITIES_SQL)
+        );
+        let reads = plan
+            .profile_reads(&results)
+            .expect("traits changed: a refresh is likely");
+        assert_eq!(reads.len(), 3);
+        assert!(reads[2].contains("profile_personalisation"));
+        assert!(plan.links_changed(&results, |sql| sql.contains("identity_links")));
+        assert_eq!(
+            plan.best().map(ToString::to_string).as_deref(),
+            Some("user_id:u1")
+        );
+    }
+
+    #[test]
+    fn profile_reads_only_when_a_refresh_is_likely() {
+        let view = json!([{"type": "track", "event": "Product Viewed", "anonymousId": "a1",
+                           "messageId": "m1", "properties": {"product_id": "p1"}}]);
+        let identify = json!([{"type": "identify", "anonymousId": "a1", "messageId": "m1"}]);
+        let cases = [
+            ("a view, personalisation on", view.clone(), true, true),
+            ("a view, personalisation off", view, false, false),
+            ("an identify without traits", identify, true, false),
+        ];
+        for (name, batch, personalising, reads) in cases {
+            let (plan, results) = plan_for(batch, personalising);
+            assert_eq!(plan.profile_reads(&results).is_some(), reads, "{name}");
+        }
+    }
+
+    #[test]
+    fn anonymous_free_batch_has_no_probes() {
+        let (plan, results) = plan_for(json!([{"type": "track", "messageId": "bad"}]), true);
+        assert!(plan.best().is_none());
+        assert!(plan.suppression_probe(&results).is_none());
+        assert!(plan.assignments(&results).is_none());
+        assert!(plan.profile_reads(&results).is_none());
+    }
+
+    #[test]
+    fn settled_only_without_new_links_and_with_every_link_assigned() {
+        let decoded = decoded(json!([
+            {"type": "track", "event": "A", "anonymousId": "a1", "messageId": "m1"},
+            {"type": "track", "event": "B", "anonymousId": "a2", "messageId": "m2"}
+        ]));
+        let events: Vec<&Event> = decoded.valid().collect();
+        let graph = contributions(&events, "web", &Rules::default());
+        let best = graph.links[1].identifiers[0].clone();
+        let both: HashMap<String, String> = HashMap::from([
+            ("anonymous_id:a1".into(), "p1".into()),
+            ("anonymous_id:a2".into(), "p2".into()),
+        ]);
+        let one: HashMap<String, String> = HashMap::from([("anonymous_id:a2".into(), "p2".into())]);
+        assert_eq!(
+            settled_profiles(&graph.links, &best, false, &both),
+            Some((
+                "p2".into(),
+                vec![
+                    ("web/m1".into(), "p1".into()),
+                    ("web/m2".into(), "p2".into())
+                ]
+            ))
+        );
+        assert_eq!(settled_profiles(&graph.links, &best, true, &both), None);
+        assert_eq!(settled_profiles(&graph.links, &best, false, &one), None);
+    }
+}

@@ -1,0 +1,169 @@
+//! The graph and what resolving it produces: links (one per event), profiles named by their
+//! best identifier, and the conflicts of refused unions.
+
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+
+use super::extract::identifiers_of;
+use super::identifier::{hex_digit, IdType, Identifier};
+use super::rules::Rules;
+use super::{PROFILE_ID_HEX_CHARS, PROFILE_ID_PREFIX};
+use crate::collect::event::Event;
+
+/// One event's contribution to the graph: its identifiers and its ordering key.
+///
+/// Field order makes the derived `Ord` the processing order: `(timestamp_ms, message_id,
+/// identifiers)`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Link {
+    /// The event's (skew-corrected) time.
+    pub timestamp_ms: i64,
+    /// The event's `messageId`.
+    pub message_id: String,
+    /// The identifiers it carries.
+    pub identifiers: Vec<Identifier>,
+}
+
+impl Link {
+    /// A link from parts.
+    pub fn new(
+        timestamp_ms: i64,
+        message_id: impl Into<String>,
+        identifiers: Vec<Identifier>,
+    ) -> Self {
+        Self {
+            timestamp_ms,
+            message_id: message_id.into(),
+            identifiers,
+        }
+    }
+
+    /// The link an event contributes ([`identifiers_of`] plus its ordering key).
+    pub fn from_event(event: &Event, rules: &Rules) -> Self {
+        Self::new(
+            event.timestamp_ms,
+            event.message_id.clone(),
+            identifiers_of(event, rules),
+        )
+    }
+}
+
+/// A canonical profile ID: `prof_` + the first 20 hex digits of the SHA-256 of the text form of
+/// the profile's best identifier.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProfileId(String);
+
+impl ProfileId {
+    /// The ID of a profile whose best identifier is `best`.
+    pub fn for_identifier(best: &Identifier) -> Self {
+        let digest = Sha256::digest(best.to_string().as_bytes());
+        let mut id = String::with_capacity(PROFILE_ID_PREFIX.len() + PROFILE_ID_HEX_CHARS);
+        id.push_str(PROFILE_ID_PREFIX);
+        id.extend(
+            digest
+                .iter()
+                .flat_map(|b| [b >> 4, b & 0x0f])
+                .take(PROFILE_ID_HEX_CHARS)
+                .map(hex_digit),
+        );
+        Self(id)
+    }
+
+    /// The ID as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ProfileId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One resolved person: a cluster of identifiers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    /// Canonical ID, from the best identifier.
+    pub id: ProfileId,
+    /// Members, best first (priority rank, then text form).
+    pub identifiers: Vec<Identifier>,
+}
+
+/// Why a union was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ConflictReason {
+    /// The profile would hold more identifiers of this type than its limit (the highest-priority
+    /// breached type is reported). Two user IDs is this, with [`IdType::UserId`].
+    TypeLimit(IdType),
+    /// The profile would exceed [`Rules::max_identifiers`].
+    MaxIdentifiers,
+    /// The profile would exceed [`Rules::max_merges`].
+    MaxMerges,
+}
+
+impl ConflictReason {
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::TypeLimit(IdType::UserId) => "user_id_conflict",
+            Self::TypeLimit(_) => "identifier_limit",
+            Self::MaxIdentifiers => "max_identifiers",
+            Self::MaxMerges => "max_merges",
+        }
+    }
+}
+
+/// A link that could not join everything it carries.
+#[allow(missing_docs)] // the fields say what they hold
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Conflict {
+    /// Time of the link.
+    pub timestamp_ms: i64,
+    /// `messageId` of the link.
+    pub message_id: String,
+    /// The profile the link's event belongs to (that of its best identifier), as finally
+    /// resolved.
+    pub profile: ProfileId,
+    /// The identifier whose cluster was not merged in.
+    pub refused: Identifier,
+    /// The profile the refused identifier belongs to, as finally resolved.
+    pub refused_profile: ProfileId,
+    pub reason: ConflictReason,
+}
+
+/// The profiles a set of links resolves to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Partition {
+    /// Profiles, sorted by ID. Every non-blocked identifier of the input is in exactly one.
+    pub profiles: Vec<Profile>,
+    /// Refused unions, sorted (time, message ID, ...), without repeats.
+    pub conflicts: Vec<Conflict>,
+}
+
+impl Partition {
+    /// The profile holding `id` (linear scan).
+    pub fn profile_of(&self, id: &Identifier) -> Option<&Profile> {
+        self.profiles.iter().find(|p| p.identifiers.contains(id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::partition;
+    use crate::identity::test_support::{anon, link, uid};
+
+    #[test]
+    fn profile_id_is_a_stable_function_of_the_user_id() {
+        assert_eq!(
+            ProfileId::for_identifier(&uid("u1")).as_str(),
+            "prof_90c5bc873dedef8054fd"
+        );
+        let rules = Rules::default();
+        let a = partition(&[link(1, "m", &[uid("u1"), anon("x")])], &rules);
+        let b = partition(&[link(9, "n", &[anon("y"), uid("u1")])], &rules);
+        assert_eq!(a.profiles[0].id, b.profiles[0].id);
+    }
+}

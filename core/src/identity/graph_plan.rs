@@ -1,0 +1,406 @@
+//! Write plans and queries for the identity graph (schema: `edge/migrations/0003_identity.sql`).
+//!
+//! A request stores its events' links and trait rows together with the events (one
+//! transaction), then loads the connected components those links touch with one recursive query,
+//! recomputes their partition with [`crate::identity::partition`], and writes the assignments
+//! guarded by the highest link `seq` it saw, so concurrent requests converge on the partition of
+//! all links whatever order their writes land in.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::collect::event::Event;
+use crate::identity::{Conflict, Identifier, Link, Partition, Rules};
+use crate::plan::{Param, Statement};
+
+/// Multi-row inserts whose suffix binds nothing of its own.
+fn multi_row(prefix: &str, suffix: &str, rows: Vec<Vec<Param>>) -> Vec<Statement> {
+    crate::plan::multi_row(prefix, suffix, rows, &[])
+}
+use crate::identity::profile::{trait_rows, TraitRow};
+
+/// Most links one component load returns; beyond it a runaway component is cut (and its
+/// profiles are still capped by the identity rules).
+pub const MAX_COMPONENT_LINKS: usize = 5000;
+
+/// A link as stored: its set key and the identifier text forms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredLink {
+    /// sha256 of the sorted identifier text forms.
+    pub set_key: String,
+    /// Global order of the last change.
+    pub seq: i64,
+    /// The link.
+    pub link: Link,
+}
+
+/// What a request's events add to the graph.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Contributions {
+    /// One link per event that carries identifiers (message keys are `<source>/<messageId>`,
+    /// so sources never collide).
+    pub links: Vec<Link>,
+    /// Trait rows, under each event's best identifier.
+    pub traits: Vec<TraitRow>,
+}
+
+/// Links and trait rows of stored events.
+pub fn contributions(events: &[&Event], source_id: &str, rules: &Rules) -> Contributions {
+    let mut out = Contributions::default();
+    for event in events {
+        let mut link = Link::from_event(event, rules);
+        link.message_id = format!("{source_id}/{}", event.message_id);
+        let Some(best) = link.identifiers.first() else {
+            continue;
+        };
+        out.traits.extend(trait_rows(event, best, &link.message_id));
+        out.links.push(link);
+    }
+    out
+}
+
+/// Text forms of every identifier in `links`, as the JSON array the load queries bind.
+pub fn identifiers_param<'a>(identifiers: impl IntoIterator<Item = &'a Identifier>) -> String {
+    let texts: BTreeSet<String> = identifiers.into_iter().map(ToString::to_string).collect();
+    serde_json::to_string(&texts).unwrap_or_else(|_| "[]".into())
+}
+
+/// The set key of a link: SHA-256 of its sorted identifier text forms.
+pub fn set_key(link: &Link) -> String {
+    let texts: BTreeSet<String> = link.identifiers.iter().map(ToString::to_string).collect();
+    crate::identity::sha256_hex(texts.into_iter().collect::<Vec<_>>().join("\n").as_bytes())
+}
+
+fn identifiers_json(link: &Link) -> String {
+    let texts: BTreeSet<String> = link.identifiers.iter().map(ToString::to_string).collect();
+    serde_json::to_string(&texts).unwrap_or_else(|_| "[]".into())
+}
+
+/// Upserts for links with at least one identifier. A set seen before keeps its earliest event;
+/// when an earlier event arrives it replaces the key and takes a new `seq`.
+pub fn upsert_links(links: &[Link]) -> Vec<Statement> {
+    let mut by_set: BTreeMap<String, &Link> = BTreeMap::new();
+    for link in links.iter().filter(|l| !l.identifiers.is_empty()) {
+        let key = set_key(link);
+        let earlier = by_set.get(&key).is_none_or(|cur| {
+            (link.timestamp_ms, &link.message_id) < (cur.timestamp_ms, &cur.message_id)
+        });
+        if earlier {
+            by_set.insert(key, link);
+        }
+    }
+    let mut statements = Vec::new();
+    for (key, link) in &by_set {
+        statements.push(Statement {
+            sql: "INSERT INTO identity_links (set_key, seq, timestamp, message_key, identifiers) \
+                  VALUES (?1, (SELECT coalesce(max(seq), 0) + 1 FROM identity_links), ?2, ?3, ?4) \
+                  ON CONFLICT (set_key) DO UPDATE SET \
+                  seq = (SELECT max(seq) + 1 FROM identity_links), \
+                  timestamp = excluded.timestamp, message_key = excluded.message_key \
+                  WHERE (excluded.timestamp, excluded.message_key) < (identity_links.timestamp, identity_links.message_key) \
+                  RETURNING set_key"
+                .into(),
+            params: vec![
+                Param::Text(key.clone()),
+                Param::Int(link.timestamp_ms),
+                Param::Text(link.message_id.clone()),
+                Param::Text(identifiers_json(link)),
+            ],
+        });
+        let members: Vec<String> = link.identifiers.iter().map(ToString::to_string).collect();
+        statements.extend(multi_row(
+            "INSERT OR IGNORE INTO link_members (identifier, set_key) VALUES ",
+            "",
+            members
+                .iter()
+                .map(|m| vec![Param::Text(m.clone()), Param::Text(key.clone())])
+                .collect(),
+        ));
+    }
+    statements
+}
+
+/// Upserts for trait rows: plain rows replace older values, `$set_once` rows replace newer ones.
+pub fn upsert_traits(rows: &[TraitRow]) -> Vec<Statement> {
+    multi_row(
+        "INSERT INTO trait_values (identifier, key, once, value, timestamp, message_key) VALUES ",
+        " ON CONFLICT (identifier, key, once) DO UPDATE SET value = excluded.value, \
+          timestamp = excluded.timestamp, message_key = excluded.message_key \
+          WHERE CASE WHEN excluded.once = 1 \
+            THEN (excluded.timestamp, excluded.message_key) < (trait_values.timestamp, trait_values.message_key) \
+            ELSE (excluded.timestamp, excluded.message_key) > (trait_values.timestamp, trait_values.message_key) END",
+        rows.iter()
+            .map(|r| {
+                vec![
+                    Param::Text(r.identifier.clone()),
+                    Param::Text(r.key.clone()),
+                    Param::Int(i64::from(r.once)),
+                    Param::Text(r.value.to_string()),
+                    Param::Int(r.timestamp_ms),
+                    Param::Text(r.message_key.clone()),
+                ]
+            })
+            .collect(),
+    )
+}
+
+/// One query: every link of the connected components containing `seeds` (a JSON array of
+/// identifier text forms, bound as `?1`), following shared identifiers transitively.
+pub const LOAD_COMPONENT_SQL: &str = "WITH RECURSIVE ids(identifier) AS ( \
+      SELECT value FROM json_each(?1) \
+      UNION SELECT m2.identifier FROM ids \
+        JOIN link_members m1 ON m1.identifier = ids.identifier \
+        JOIN link_members m2 ON m2.set_key = m1.set_key) \
+    SELECT DISTINCT l.set_key, l.seq, l.timestamp, l.message_key, l.identifiers \
+    FROM ids JOIN link_members m ON m.identifier = ids.identifier \
+    JOIN identity_links l ON l.set_key = m.set_key \
+    ORDER BY l.seq LIMIT 5000";
+
+/// Appended to a request's write batch: the current assignments of its links' best identifiers.
+/// When no link changed and every one is assigned, the request needs no recomputation.
+pub fn probe_assignments(links: &[Link]) -> Statement {
+    Statement {
+        sql: LOAD_IDENTITIES_SQL.into(),
+        params: vec![Param::Text(identifiers_param(
+            links.iter().filter_map(|l| l.identifiers.first()),
+        ))],
+    }
+}
+
+/// Current assignments of identifiers (a JSON array bound as `?1`).
+pub const LOAD_IDENTITIES_SQL: &str =
+    "SELECT identifier, profile_id, seq FROM identities WHERE identifier IN (SELECT value FROM json_each(?1))";
+
+/// Parses a stored link row.
+pub fn parse_link(
+    set_key: String,
+    seq: i64,
+    timestamp_ms: i64,
+    message_key: String,
+    identifiers_json: &str,
+) -> Option<StoredLink> {
+    let texts: Vec<String> = serde_json::from_str(identifiers_json).ok()?;
+    let identifiers = texts.iter().filter_map(|t| Identifier::parse(t)).collect();
+    Some(StoredLink {
+        set_key,
+        seq,
+        link: Link::new(timestamp_ms, message_key, identifiers),
+    })
+}
+
+/// A stored assignment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    /// Identifier text form.
+    pub identifier: String,
+    /// Its profile.
+    pub profile_id: String,
+    /// The `seq` it was computed from.
+    pub seq: i64,
+}
+
+/// What a request writes after recomputing the partition of the components it touched.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GraphWrites {
+    /// Statements for one transaction.
+    pub statements: Vec<Statement>,
+    /// Profiles absorbed into others: (from, into).
+    pub merges: Vec<(String, String)>,
+}
+
+/// Diffs the recomputed partition against stored assignments. Assignments are written where the
+/// stored row is missing, differs, or was computed from fewer links (`seq`), each guarded so an
+/// older computation can never overwrite a newer one.
+pub fn graph_writes(
+    partition: &Partition,
+    stored: &[Assignment],
+    seq: i64,
+    cause: &str,
+    now_ms: i64,
+) -> GraphWrites {
+    let current: BTreeMap<&str, &Assignment> =
+        stored.iter().map(|a| (a.identifier.as_str(), a)).collect();
+    let mut rows = Vec::new();
+    let mut merges = BTreeSet::new();
+    for profile in &partition.profiles {
+        for identifier in &profile.identifiers {
+            let text = identifier.to_string();
+            let old = current.get(text.as_str());
+            if let Some(old) = old {
+                if old.profile_id != profile.id.as_str() {
+                    merges.insert((old.profile_id.clone(), profile.id.as_str().to_owned()));
+                }
+            }
+            let stale = old.is_none_or(|o| o.profile_id != profile.id.as_str() || o.seq < seq);
+            if stale {
+                rows.push(vec![
+                    Param::Text(text),
+                    Param::Text(profile.id.as_str().to_owned()),
+                    Param::Int(seq),
+                    Param::Int(now_ms),
+                ]);
+            }
+        }
+    }
+    // A profile that still holds identifiers is not absorbed, only split/renamed ones are.
+    let surviving: BTreeSet<&str> = partition.profiles.iter().map(|p| p.id.as_str()).collect();
+    let merges: Vec<(String, String)> = merges
+        .into_iter()
+        .filter(|(from, _)| !surviving.contains(from.as_str()))
+        .collect();
+    let mut statements = multi_row(
+        "INSERT INTO identities (identifier, profile_id, seq, updated_at) VALUES ",
+        " ON CONFLICT (identifier) DO UPDATE SET profile_id = excluded.profile_id, \
+          seq = excluded.seq, updated_at = excluded.updated_at WHERE excluded.seq >= identities.seq",
+        rows,
+    );
+    statements.extend(multi_row(
+        "INSERT OR IGNORE INTO merges (from_profile, into_profile, message_key, merged_at) VALUES ",
+        "",
+        merges
+            .iter()
+            .map(|(from, into)| {
+                vec![
+                    Param::Text(from.clone()),
+                    Param::Text(into.clone()),
+                    Param::Text(cause.to_owned()),
+                    Param::Int(now_ms),
+                ]
+            })
+            .collect(),
+    ));
+    statements.extend(conflict_rows(&partition.conflicts, now_ms));
+    GraphWrites { statements, merges }
+}
+
+fn conflict_rows(conflicts: &[Conflict], now_ms: i64) -> Vec<Statement> {
+    multi_row(
+        "INSERT OR IGNORE INTO identity_conflicts \
+         (message_key, refused, reason, profile_id, refused_profile, recorded_at) VALUES ",
+        "",
+        conflicts
+            .iter()
+            .map(|c| {
+                vec![
+                    Param::Text(c.message_id.clone()),
+                    Param::Text(c.refused.to_string()),
+                    Param::Text(c.reason.code().to_owned()),
+                    Param::Text(c.profile.as_str().to_owned()),
+                    Param::Text(c.refused_profile.as_str().to_owned()),
+                    Param::Int(now_ms),
+                ]
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::event::{validate, Envelope};
+    use crate::identity::{partition, IdType, ProfileId};
+    use serde_json::json;
+
+    #[test]
+    fn contributions_key_links_by_source_and_skip_anonymized_events() {
+        let ev =
+            |raw: serde_json::Value| validate(raw, 10, &Envelope::default(), String::new).unwrap();
+        let identify = ev(
+            json!({"type": "identify", "userId": "u1", "anonymousId": "a1", "messageId": "m1", "traits": {"plan": "pro"}}),
+        );
+        let mut anonymized =
+            ev(json!({"type": "track", "event": "x", "anonymousId": "a2", "messageId": "m2"}));
+        anonymized.anonymized = true;
+        let c = contributions(&[&identify, &anonymized], "web", &Rules::default());
+        assert_eq!(c.links.len(), 1);
+        assert_eq!(c.links[0].message_id, "web/m1");
+        assert_eq!(c.traits.len(), 1);
+        assert_eq!(c.traits[0].identifier, "user_id:u1");
+        assert_eq!(c.traits[0].message_key, "web/m1");
+    }
+
+    fn id(kind: IdType, v: &str) -> Identifier {
+        Identifier::new(kind, v)
+    }
+
+    #[test]
+    fn set_key_ignores_identifier_order() {
+        let a = Link::new(
+            1,
+            "m1",
+            vec![id(IdType::UserId, "u"), id(IdType::AnonymousId, "a")],
+        );
+        let b = Link::new(
+            2,
+            "m2",
+            vec![id(IdType::AnonymousId, "a"), id(IdType::UserId, "u")],
+        );
+        assert_eq!(set_key(&a), set_key(&b));
+    }
+
+    #[test]
+    fn upserts_one_link_per_identifier_set_keeping_the_earliest() {
+        let links = [
+            Link::new(5, "late", vec![id(IdType::AnonymousId, "a")]),
+            Link::new(1, "early", vec![id(IdType::AnonymousId, "a")]),
+            Link::new(1, "empty", vec![]),
+        ];
+        let plan = upsert_links(&links);
+        assert_eq!(plan.len(), 2, "one link upsert + one member insert");
+        assert_eq!(plan[0].params[2], Param::Text("early".into()));
+        assert_eq!(plan[0].params.len(), 4, "numbered parameters ?1..?4");
+        assert_eq!(plan[1].sql.matches('?').count(), plan[1].params.len());
+    }
+
+    #[test]
+    fn writes_only_changed_or_newer_assignments_and_reports_merges() {
+        let rules = Rules::default();
+        let links = [
+            Link::new(1, "m1", vec![id(IdType::AnonymousId, "a")]),
+            Link::new(
+                2,
+                "m2",
+                vec![id(IdType::UserId, "u"), id(IdType::AnonymousId, "a")],
+            ),
+        ];
+        let p = partition(&links, &rules);
+        let anon_profile = ProfileId::for_identifier(&id(IdType::AnonymousId, "a"));
+        let user_profile = ProfileId::for_identifier(&id(IdType::UserId, "u"));
+        let stored = [Assignment {
+            identifier: "anonymous_id:a".into(),
+            profile_id: anon_profile.as_str().into(),
+            seq: 1,
+        }];
+        let writes = graph_writes(&p, &stored, 2, "src/m2", 0);
+        assert_eq!(
+            writes.merges,
+            vec![(
+                anon_profile.as_str().to_owned(),
+                user_profile.as_str().to_owned()
+            )]
+        );
+        let identities = &writes.statements[0];
+        assert_eq!(identities.params.len(), 8, "both identifiers written");
+        assert!(identities
+            .sql
+            .contains("WHERE excluded.seq >= identities.seq"));
+
+        let up_to_date = [
+            Assignment {
+                identifier: "anonymous_id:a".into(),
+                profile_id: user_profile.as_str().into(),
+                seq: 2,
+            },
+            Assignment {
+                identifier: "user_id:u".into(),
+                profile_id: user_profile.as_str().into(),
+                seq: 2,
+            },
+        ];
+        let writes = graph_writes(&p, &up_to_date, 2, "src/m3", 0);
+        assert!(
+            writes.statements.is_empty(),
+            "nothing changed, nothing written"
+        );
+        assert!(writes.merges.is_empty());
+    }
+}

@@ -1,0 +1,734 @@
+//! Data-subject rights and consent records, as plans the edge executes.
+//!
+//! - **Suppression**: identifiers a person asked us to forget are kept only as salted-by-domain
+//!   SHA-256 keys ([`suppression_key`]), never in clear, so the list itself holds no personal data.
+//!   Events carrying one are rejected with code `suppressed` ([`apply_suppressions`]) and counted
+//!   per day and reason ([`count_rejections`]).
+//! - **Erasure**: [`erase`] plans the deletion of everything stored about a [`Subject`] (its
+//!   identifiers and the profile IDs they held): events, identity links, assignments, traits,
+//!   consent records, merge and conflict audit rows. Links shared with someone else's identifiers
+//!   lose only the subject's identifiers, so other people's profiles are untouched.
+//! - **Consent history**: each identifier's consent state is recorded when it changes
+//!   ([`consent_records`], [`record_consent`]), with the source and the event that carried it.
+//! - **Audit**: every privacy action is logged by admin key label ([`audit`]), naming the subject
+//!   only by its suppression key.
+
+pub mod access;
+pub mod retention;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Map, Value};
+
+use crate::collect::event::{Event, EventError};
+use crate::collect::ingest::{Decoded, Outcome};
+use crate::identity::{identifiers_of, sha256_hex, IdClass, IdType, Identifier, Rules};
+use crate::plan::{multi_row, Param, Statement};
+
+/// Domain separator for suppression keys, so they never equal another hash of the same text.
+const SUPPRESSION_DOMAIN: &str = "seam-suppression\n";
+/// Largest consent state recorded; anything bigger (a runaway TC string) is cut to its GCM part.
+pub const MAX_CONSENT_BYTES: usize = 4096;
+
+/// The key under which an identifier is suppressed.
+pub fn suppression_key(identifier: &Identifier) -> String {
+    sha256_hex(format!("{SUPPRESSION_DOMAIN}{identifier}").as_bytes())
+}
+
+/// Rejects every valid event that carries an identifier whose [`suppression_key`] is suppressed.
+/// Returns the request with those events rejected (code `suppressed`) and how many there were.
+pub fn apply_suppressions(
+    mut decoded: Decoded,
+    rules: &Rules,
+    is_suppressed: impl Fn(&str) -> bool,
+) -> (Decoded, usize) {
+    let mut count = 0;
+    for outcome in &mut decoded.outcomes {
+        let Outcome::Valid(event) = outcome else {
+            continue;
+        };
+        if identifiers_of(event, rules)
+            .iter()
+            .any(|i| is_suppressed(&suppression_key(i)))
+        {
+            count += 1;
+            *outcome = Outcome::Rejected {
+                message_id: Some(event.message_id.clone()),
+                error: EventError::Suppressed,
+            };
+        }
+    }
+    (decoded, count)
+}
+
+/// Adds this request's rejected events to the per-day counters, by code. `None` when nothing was
+/// rejected (the common case costs no write).
+pub fn count_rejections(source_id: &str, day: &str, decoded: &Decoded) -> Option<Statement> {
+    let mut counts: BTreeMap<&'static str, i64> = BTreeMap::new();
+    for outcome in &decoded.outcomes {
+        if let Outcome::Rejected { error, .. } = outcome {
+            *counts.entry(error.code()).or_default() += 1;
+        }
+    }
+    let rows: Vec<Vec<Param>> = counts
+        .into_iter()
+        .map(|(code, n)| {
+            vec![
+                Param::Text(source_id.to_owned()),
+                Param::Text(code.to_owned()),
+                Param::Text(day.to_owned()),
+                Param::Int(n),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        return None;
+    }
+    multi_row(
+        "INSERT INTO drop_counts (source_id, reason, day, count) VALUES ",
+        " ON CONFLICT (source_id, reason, day) DO UPDATE SET count = count + excluded.count",
+        rows,
+        &[],
+    )
+    .into_iter()
+    .next()
+}
+
+/// With [`Rules::hash_pii`], replaces emails and phones in event bodies (`traits` and
+/// `context.traits`) by the same hashes the identity graph stores, so neither events nor trait
+/// values keep them in clear.
+pub fn hash_pii_fields(mut decoded: Decoded, rules: &Rules) -> Decoded {
+    if !rules.hash_pii {
+        return decoded;
+    }
+    for outcome in &mut decoded.outcomes {
+        let Outcome::Valid(event) = outcome else {
+            continue;
+        };
+        hash_in(event.body.get_mut("traits"), rules);
+        if let Some(context) = event.body.get_mut("context") {
+            hash_in(context.get_mut("traits"), rules);
+        }
+    }
+    decoded
+}
+
+fn hash_in(traits: Option<&mut Value>, rules: &Rules) {
+    let Some(Value::Object(traits)) = traits else {
+        return;
+    };
+    for (field, kind) in [("email", IdType::Email), ("phone", IdType::Phone)] {
+        let hashed = match traits.get(field) {
+            Some(Value::String(raw)) => Identifier::normalized(kind, raw, rules),
+            Some(Value::Number(n)) => Identifier::normalized(kind, &n.to_string(), rules),
+            _ => None,
+        };
+        if let Some(id) = hashed {
+            traits.insert(field.into(), Value::String(id.value));
+        }
+    }
+}
+
+/// Everything that identifies one person: identifier text forms and every profile ID they held
+/// (the current one and those it absorbed).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Subject {
+    /// Identifier text forms (`email:jane@example.com`, `anonymous_id:a1`, ...).
+    pub identifiers: BTreeSet<String>,
+    /// Profile IDs.
+    pub profile_ids: BTreeSet<String>,
+}
+
+impl Subject {
+    /// The values events store in their `anonymous_id` column: anonymous and cookie IDs (the SDK
+    /// adopts the cookie ID as its anonymous ID).
+    pub fn anonymous_values(&self) -> BTreeSet<String> {
+        self.values_of(&[IdClass::AnonymousId, IdClass::CookieId])
+    }
+
+    /// The values events store in their `user_id` column.
+    pub fn user_values(&self) -> BTreeSet<String> {
+        self.values_of(&[IdClass::UserId])
+    }
+
+    fn values_of(&self, classes: &[IdClass]) -> BTreeSet<String> {
+        self.identifiers
+            .iter()
+            .filter_map(|t| Identifier::parse(t))
+            .filter(|i| classes.contains(&i.class()))
+            .map(|i| i.value)
+            .collect()
+    }
+
+    /// Suppression keys of every identifier, with the identifier's class (kept for counting).
+    pub fn suppression_keys(&self) -> Vec<(String, &'static str)> {
+        self.identifiers
+            .iter()
+            .filter_map(|t| Identifier::parse(t))
+            .map(|i| (suppression_key(&i), i.class().as_str()))
+            .collect()
+    }
+
+    /// KV keys holding copies of this person: profile snapshots and anonymous-ID pointers.
+    pub fn kv_keys(&self) -> Vec<String> {
+        let profiles = self.profile_ids.iter().map(|p| format!("profile:{p}"));
+        let anonymous = self
+            .anonymous_values()
+            .into_iter()
+            .map(|a| format!("anon:{a}"));
+        profiles.chain(anonymous).collect()
+    }
+}
+
+fn json_list<'a>(items: impl IntoIterator<Item = &'a String>) -> Param {
+    let items: Vec<&String> = items.into_iter().collect();
+    Param::Text(serde_json::to_string(&items).unwrap_or_else(|_| "[]".into()))
+}
+
+const IN_IDS: &str = "(SELECT value FROM json_each(?1))";
+
+/// Deletes everything stored about `subject`, as `(what, statement)` pairs whose row counts make
+/// the receipt. `source_ids` are every source events may have been stored under (events are keyed
+/// by source first, so the delete uses their indexes). Run as one batch: all or nothing.
+pub fn erase(subject: &Subject, source_ids: &[String]) -> Vec<(&'static str, Statement)> {
+    let ids = json_list(&subject.identifiers);
+    let by_ids = |what: &'static str, sql: String| {
+        (
+            what,
+            Statement {
+                sql,
+                params: vec![ids.clone()],
+            },
+        )
+    };
+    let profiles = json_list(&subject.profile_ids);
+    let by_profiles = |what: &'static str, table: &str| {
+        (
+            what,
+            Statement {
+                sql: format!(
+                    "DELETE FROM {table} WHERE profile_id IN (SELECT value FROM json_each(?1))"
+                ),
+                params: vec![profiles.clone()],
+            },
+        )
+    };
+    vec![
+        (
+            "events",
+            Statement {
+                sql: "DELETE FROM events WHERE source_id IN (SELECT value FROM json_each(?1)) \
+                      AND (anonymous_id IN (SELECT value FROM json_each(?2)) \
+                      OR user_id IN (SELECT value FROM json_each(?3)))"
+                    .into(),
+                params: vec![
+                    json_list(source_ids),
+                    json_list(&subject.anonymous_values()),
+                    json_list(&subject.user_values()),
+                ],
+            },
+        ),
+        by_ids(
+            "traits",
+            format!("DELETE FROM trait_values WHERE identifier IN {IN_IDS}"),
+        ),
+        by_ids(
+            "consentRecords",
+            format!("DELETE FROM consent_history WHERE identifier IN {IN_IDS}"),
+        ),
+        // Links made only of the subject's identifiers go; links shared with others keep the
+        // others' identifiers, so no one else's profile changes.
+        by_ids(
+            "identityLinks",
+            format!(
+                "DELETE FROM identity_links WHERE set_key IN \
+                 (SELECT set_key FROM link_members WHERE identifier IN {IN_IDS}) \
+                 AND NOT EXISTS (SELECT 1 FROM link_members m WHERE m.set_key = identity_links.set_key \
+                 AND m.identifier NOT IN {IN_IDS})"
+            ),
+        ),
+        by_ids(
+            "sharedLinksRedacted",
+            format!(
+                "UPDATE identity_links SET identifiers = (SELECT json_group_array(value) FROM \
+                 json_each(identity_links.identifiers) WHERE value NOT IN {IN_IDS}) \
+                 WHERE set_key IN (SELECT set_key FROM link_members WHERE identifier IN {IN_IDS})"
+            ),
+        ),
+        by_ids(
+            "linkMembers",
+            format!("DELETE FROM link_members WHERE identifier IN {IN_IDS}"),
+        ),
+        by_ids(
+            "identities",
+            format!("DELETE FROM identities WHERE identifier IN {IN_IDS}"),
+        ),
+        (
+            "merges",
+            Statement {
+                sql: "DELETE FROM merges WHERE from_profile IN (SELECT value FROM json_each(?1)) \
+                      OR into_profile IN (SELECT value FROM json_each(?1))"
+                    .into(),
+                params: vec![profiles.clone()],
+            },
+        ),
+        by_profiles("personalisation", "profile_personalisation"),
+        by_profiles("segmentMemberships", "segment_memberships"),
+        // Deleting evidence rows fires triggers that take the person's co-occurrence
+        // contribution back out of item_stats and item_pairs. D1 counts trigger writes as
+        // changes, so these return their rows to be counted exactly.
+        returning(by_profiles("itemInteractions", "item_interactions")),
+        returning(by_profiles("itemPairEvidence", "item_pair_evidence")),
+        (
+            "refusedMerges",
+            Statement {
+                sql: "DELETE FROM identity_conflicts WHERE profile_id IN (SELECT value FROM json_each(?1)) \
+                      OR refused_profile IN (SELECT value FROM json_each(?1)) \
+                      OR refused IN (SELECT value FROM json_each(?2))"
+                    .into(),
+                params: vec![profiles, ids],
+            },
+        ),
+    ]
+}
+
+fn returning((what, mut statement): (&'static str, Statement)) -> (&'static str, Statement) {
+    statement.sql.push_str(" RETURNING 1 AS one");
+    (what, statement)
+}
+
+/// Adds suppression keys (`(key, identifier class)`); already suppressed keys are kept as they are.
+pub fn suppress(keys: &[(String, &'static str)], request_id: &str, now_ms: i64) -> Vec<Statement> {
+    let rows = keys
+        .iter()
+        .map(|(key, class)| {
+            vec![
+                Param::Text(key.clone()),
+                Param::Text((*class).to_owned()),
+                Param::Int(now_ms),
+                Param::Text(request_id.to_owned()),
+            ]
+        })
+        .collect();
+    multi_row(
+        "INSERT INTO suppressions (key, id_class, created_at, request_id) VALUES ",
+        " ON CONFLICT (key) DO NOTHING",
+        rows,
+        &[],
+    )
+}
+
+/// A read for the ingest batch: which of `keys` are suppressed at commit time.
+pub fn suppression_probe(keys: &[String]) -> Statement {
+    Statement {
+        sql: "SELECT key FROM suppressions WHERE key IN (SELECT value FROM json_each(?1))".into(),
+        params: vec![json_list(keys)],
+    }
+}
+
+/// Lifts the suppression of `keys`.
+pub fn unsuppress(keys: &[String]) -> Statement {
+    Statement {
+        sql: "DELETE FROM suppressions WHERE key IN (SELECT value FROM json_each(?1))".into(),
+        params: vec![json_list(keys)],
+    }
+}
+
+/// One privacy action for the audit log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    /// The receipt's request ID.
+    pub request_id: String,
+    /// `delete`, `suppress`, `unsuppress`, `export`, `issue_key`, `revoke_key`, `retention`.
+    pub action: &'static str,
+    /// Label of the admin key that acted (`root`, `scheduler`, or an issued key's label).
+    pub actor: String,
+    /// The subject's [`suppression_key`] (never the identifier in clear), when there is one.
+    pub subject: Option<String>,
+    /// What was done: counts, scopes... never personal data.
+    pub detail: Value,
+    /// When (epoch ms).
+    pub at_ms: i64,
+}
+
+/// Appends `entry` to the audit log.
+pub fn audit(entry: &AuditEntry) -> Statement {
+    Statement {
+        sql: "INSERT INTO privacy_audit (request_id, action, actor, subject, detail, at) \
+              VALUES (?, ?, ?, ?, ?, ?)"
+            .into(),
+        params: vec![
+            Param::Text(entry.request_id.clone()),
+            Param::Text(entry.action.to_owned()),
+            Param::Text(entry.actor.clone()),
+            Param::from(entry.subject.as_ref()),
+            Param::Text(entry.detail.to_string()),
+            Param::Int(entry.at_ms),
+        ],
+    }
+}
+
+/// A consent state some identifier's event carried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsentRecord {
+    /// The event's best identifier (text form).
+    pub identifier: String,
+    /// Event time.
+    pub timestamp_ms: i64,
+    /// `<source>/<messageId>` of the event.
+    pub message_key: String,
+    /// Source that received it.
+    pub source_id: String,
+    /// Canonical JSON of the state (`gcm`, `categoryPreferences`, `tcString`, `gpc`).
+    pub state: String,
+}
+
+/// The canonical consent state of an event: its `context.consent` object (keys sorted), plus
+/// `gpc: true` when the request said so. `None` when the event carries no consent.
+pub fn consent_state(event: &Event, gpc: bool) -> Option<String> {
+    let consent = event
+        .body
+        .get("context")
+        .and_then(|c| c.get("consent"))
+        .and_then(Value::as_object);
+    let mut state: Map<String, Value> = consent.cloned().unwrap_or_default();
+    if gpc {
+        state.insert("gpc".into(), Value::Bool(true));
+    }
+    if state.is_empty() {
+        return None;
+    }
+    let text = Value::Object(state.clone()).to_string();
+    if text.len() <= MAX_CONSENT_BYTES {
+        return Some(text);
+    }
+    // Keep what decides processing; a huge free-form TC string or vendor list is not worth it.
+    state.retain(|k, _| matches!(k.as_str(), "gcm" | "categoryPreferences" | "gpc"));
+    let text = Value::Object(state).to_string();
+    (text.len() <= MAX_CONSENT_BYTES).then_some(text)
+}
+
+/// Consent records of `events` (read before consent policies strip identifiers: a withdrawal is
+/// exactly what must be on record). Per identifier, consecutive events with the same state make
+/// one record.
+pub fn consent_records(
+    events: &[&Event],
+    source_id: &str,
+    rules: &Rules,
+    gpc: bool,
+) -> Vec<ConsentRecord> {
+    let mut records: Vec<ConsentRecord> = events
+        .iter()
+        .filter_map(|event| {
+            let state = consent_state(event, gpc)?;
+            let best = identifiers_of(event, rules).into_iter().next()?;
+            Some(ConsentRecord {
+                identifier: best.to_string(),
+                timestamp_ms: event.timestamp_ms,
+                message_key: format!("{source_id}/{}", event.message_id),
+                source_id: source_id.to_owned(),
+                state,
+            })
+        })
+        .collect();
+    records.sort_by(|a, b| {
+        (&a.identifier, a.timestamp_ms, &a.message_key).cmp(&(
+            &b.identifier,
+            b.timestamp_ms,
+            &b.message_key,
+        ))
+    });
+    records.dedup_by(|later, earlier| {
+        later.identifier == earlier.identifier && later.state == earlier.state
+    });
+    records
+}
+
+/// Inserts each record unless the identifier's latest earlier record has the same state, so the
+/// history holds changes, not every event.
+pub fn record_consent(records: &[ConsentRecord]) -> Vec<Statement> {
+    records
+        .iter()
+        .map(|r| Statement {
+            sql: "INSERT INTO consent_history (identifier, timestamp, message_key, source_id, state) \
+                  SELECT ?1, ?2, ?3, ?4, ?5 WHERE coalesce((SELECT state FROM consent_history \
+                  WHERE identifier = ?1 AND timestamp <= ?2 ORDER BY timestamp DESC LIMIT 1), '') <> ?5 \
+                  ON CONFLICT DO NOTHING"
+                .into(),
+            params: vec![
+                Param::Text(r.identifier.clone()),
+                Param::Int(r.timestamp_ms),
+                Param::Text(r.message_key.clone()),
+                Param::Text(r.source_id.clone()),
+                Param::Text(r.state.clone()),
+            ],
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::event::{validate, Envelope, EventType};
+    use crate::identity::IdType;
+    use serde_json::json;
+
+    fn event(raw: Value) -> Event {
+        let envelope = Envelope {
+            received_at_ms: 1_767_225_600_000,
+            ..Envelope::default()
+        };
+        validate(raw, 0, &envelope, || "gen".to_owned()).unwrap()
+    }
+
+    fn decoded(events: Vec<Event>) -> Decoded {
+        Decoded {
+            write_key: None,
+            outcomes: events.into_iter().map(Outcome::Valid).collect(),
+        }
+    }
+
+    fn email(value: &str) -> Identifier {
+        Identifier::normalized(IdType::Email, value, &Rules::default()).unwrap()
+    }
+
+    #[test]
+    fn suppression_keys_hide_the_identifier_and_follow_normalisation() {
+        let key = suppression_key(&email(" Jane@Example.com "));
+        assert_eq!(key, suppression_key(&email("jane@example.com")));
+        assert_eq!(key.len(), 64);
+        assert!(!key.contains("jane"));
+        assert_ne!(
+            key,
+            sha256_hex(b"email:jane@example.com"),
+            "domain-separated"
+        );
+    }
+
+    #[test]
+    fn rejects_only_events_carrying_a_suppressed_identifier() {
+        let suppressed = suppression_key(&email("jane@example.com"));
+        let request = decoded(vec![
+            event(
+                json!({"type": "identify", "messageId": "m1", "anonymousId": "a-new",
+                         "traits": {"email": "JANE@example.com"}}),
+            ),
+            event(
+                json!({"type": "track", "messageId": "m2", "anonymousId": "a-other", "event": "X"}),
+            ),
+        ]);
+        let (out, count) = apply_suppressions(request, &Rules::default(), |k| k == suppressed);
+        assert_eq!(count, 1);
+        assert!(matches!(&out.outcomes[0],
+            Outcome::Rejected { message_id: Some(m), error: EventError::Suppressed } if m == "m1"));
+        assert!(matches!(&out.outcomes[1], Outcome::Valid(_)));
+    }
+
+    #[test]
+    fn counts_rejections_per_code_and_writes_nothing_without_any() {
+        let mut request = decoded(vec![event(
+            json!({"type": "track", "messageId": "m1", "anonymousId": "a", "event": "X"}),
+        )]);
+        assert_eq!(count_rejections("s", "2026-01-01", &request), None);
+        for (i, error) in [
+            EventError::Suppressed,
+            EventError::Suppressed,
+            EventError::MissingId,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            request.outcomes.push(Outcome::Rejected {
+                message_id: Some(format!("r{i}")),
+                error,
+            });
+        }
+        let statement = count_rejections("s", "2026-01-01", &request).unwrap();
+        assert!(statement.sql.contains("count = count + excluded.count"));
+        let text = |i: usize| statement.params[i].clone();
+        assert_eq!(
+            (text(1), text(3), text(5), text(7)),
+            (
+                Param::Text("missing_id".into()),
+                Param::Int(1),
+                Param::Text("suppressed".into()),
+                Param::Int(2)
+            )
+        );
+    }
+
+    fn subject() -> Subject {
+        Subject {
+            identifiers: [
+                "email:jane@example.com",
+                "user_id:u1",
+                "anonymous_id:a1",
+                "cookie_id:c1",
+                "device_id:d1",
+            ]
+            .map(String::from)
+            .into(),
+            profile_ids: ["prof_new", "prof_old"].map(String::from).into(),
+        }
+    }
+
+    #[test]
+    fn erasure_targets_every_table_with_the_subjects_values() {
+        let plan = erase(&subject(), &["demo-site".into()]);
+        let tables: Vec<&str> = plan.iter().map(|(what, _)| *what).collect();
+        assert_eq!(
+            tables,
+            [
+                "events",
+                "traits",
+                "consentRecords",
+                "identityLinks",
+                "sharedLinksRedacted",
+                "linkMembers",
+                "identities",
+                "merges",
+                "personalisation",
+                "segmentMemberships",
+                "itemInteractions",
+                "itemPairEvidence",
+                "refusedMerges"
+            ]
+        );
+        let events = &plan[0].1;
+        assert_eq!(
+            events.params,
+            vec![
+                Param::Text(r#"["demo-site"]"#.into()),
+                Param::Text(r#"["a1","c1"]"#.into()),
+                Param::Text(r#"["u1"]"#.into())
+            ]
+        );
+        // Shared links must be redacted before their members are deleted.
+        let position = |what| tables.iter().position(|t| *t == what).unwrap();
+        assert!(position("sharedLinksRedacted") < position("linkMembers"));
+        assert!(position("identityLinks") < position("linkMembers"));
+    }
+
+    #[test]
+    fn kv_keys_cover_profiles_and_anonymous_pointers() {
+        assert_eq!(
+            subject().kv_keys(),
+            ["profile:prof_new", "profile:prof_old", "anon:a1", "anon:c1"]
+        );
+    }
+
+    #[test]
+    fn suppression_keys_of_a_subject_skip_unparseable_text() {
+        let mut s = subject();
+        s.identifiers.insert("not an identifier".into());
+        let keys = s.suppression_keys();
+        assert_eq!(keys.len(), 5);
+        assert!(keys.contains(&(suppression_key(&email("jane@example.com")), "email")));
+    }
+
+    #[test]
+    fn consent_records_keep_changes_only_and_survive_anonymisation() {
+        let with = |mid: &str, second: u32, state: &str| {
+            event(
+                json!({"type": "track", "messageId": mid, "anonymousId": "a1", "event": "X",
+                         "timestamp": format!("2026-01-01T00:00:{second:02}Z"),
+                         "context": {"consent": {"gcm": {"analytics_storage": state}}}}),
+            )
+        };
+        let events = [
+            with("m3", 3, "denied"),
+            with("m1", 1, "granted"),
+            with("m2", 2, "granted"),
+        ];
+        let refs: Vec<&Event> = events.iter().collect();
+        let records = consent_records(&refs, "src", &Rules::default(), false);
+        let summary: Vec<(&str, &str)> = records
+            .iter()
+            .map(|r| (r.message_key.as_str(), r.state.as_str()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("src/m1", r#"{"gcm":{"analytics_storage":"granted"}}"#),
+                ("src/m3", r#"{"gcm":{"analytics_storage":"denied"}}"#)
+            ]
+        );
+        assert_eq!(records[0].identifier, "anonymous_id:a1");
+        let statements = record_consent(&records);
+        assert_eq!(statements.len(), 2);
+        assert!(statements[0].sql.contains("<> ?5"));
+    }
+
+    #[test]
+    fn consent_state_adds_gpc_and_caps_size() {
+        let plain = event(json!({"type": "page", "anonymousId": "a"}));
+        assert_eq!(consent_state(&plain, false), None);
+        assert_eq!(
+            consent_state(&plain, true).as_deref(),
+            Some(r#"{"gpc":true}"#)
+        );
+        let huge = event(
+            json!({"type": "page", "anonymousId": "a", "context": {"consent": {
+            "tcString": "x".repeat(5000), "gcm": {"ad_storage": "denied"}}}}),
+        );
+        assert_eq!(
+            consent_state(&huge, false).as_deref(),
+            Some(r#"{"gcm":{"ad_storage":"denied"}}"#)
+        );
+        assert_eq!(huge.kind, EventType::Page);
+    }
+
+    #[test]
+    fn hashes_emails_and_phones_in_bodies_with_a_secret_salt() {
+        let raw = || {
+            decoded(vec![event(json!({"type": "identify", "anonymousId": "a",
+                "traits": {"email": " Jane@Example.com ", "phone": "+31 6 1234 5678", "name": "Jane"},
+                "context": {"traits": {"email": "jane@example.com"}}}))])
+        };
+        let unchanged = hash_pii_fields(raw(), &Rules::default());
+        assert_eq!(unchanged, raw(), "nothing changes without hashPii");
+        let salted = Rules {
+            hash_pii: true,
+            pii_salt: Some("s3cret-salt-value".into()),
+            ..Rules::default()
+        };
+        let out = hash_pii_fields(raw(), &salted);
+        let Outcome::Valid(e) = &out.outcomes[0] else {
+            panic!("still valid")
+        };
+        let email = e.body["traits"]["email"].as_str().unwrap();
+        assert_eq!(email.len(), 64);
+        assert_eq!(
+            e.body["context"]["traits"]["email"], email,
+            "same hash everywhere"
+        );
+        assert_eq!(e.body["traits"]["name"], "Jane");
+        assert_ne!(email, sha256_hex(b"jane@example.com"), "salted");
+        let identifiers = identifiers_of(e, &salted);
+        assert!(identifiers.contains(&Identifier::new(IdType::Email, email)));
+        let unsalted = Rules {
+            hash_pii: true,
+            ..Rules::default()
+        };
+        let Outcome::Valid(e) = &hash_pii_fields(raw(), &unsalted).outcomes[0] else {
+            panic!("still valid")
+        };
+        assert_eq!(e.body["traits"]["email"], sha256_hex(b"jane@example.com"));
+    }
+
+    #[test]
+    fn audit_entries_name_the_subject_only_by_key() {
+        let entry = AuditEntry {
+            request_id: "req_1".into(),
+            action: "delete",
+            actor: "support-desk".into(),
+            subject: Some(suppression_key(&email("jane@example.com"))),
+            detail: json!({"events": 3}),
+            at_ms: 5,
+        };
+        let statement = audit(&entry);
+        let params = format!("{:?}", statement.params);
+        assert!(!params.contains("jane"));
+        assert!(params.contains("support-desk"));
+    }
+}
