@@ -12,64 +12,46 @@ use seam_core::privacy::retention::RetentionError;
 use worker::Response;
 
 /// Every way a request can fail as a whole.
+#[allow(missing_docs)] // each variant's message says what it is
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// The body could not be read as a request.
     #[error(transparent)]
     Request(#[from] RequestError),
-    /// No or unknown write key.
     #[error(transparent)]
     Auth(#[from] AuthError),
-    /// No such route.
     #[error("no such route")]
     NotFound,
-    /// Route exists, method does not.
     #[error("method not allowed")]
     MethodNotAllowed,
-    /// The browser's origin is not allowed for this source.
     #[error("this origin may not send to this source")]
     OriginNotAllowed,
-    /// Over the rate limit; retry after this many seconds.
     #[error("too many requests, retry later")]
     RateLimited {
         /// Seconds until the limit's window has passed.
         retry_after: u32,
     },
-    /// The deployment's source configuration is broken (details are logged, not sent).
     #[error("the collector's source configuration is invalid")]
     Config(ConfigError),
-    /// The deployment's identity rules are broken (details are logged, not sent).
     #[error("the collector's identity rules are invalid")]
     IdentityConfig(IdentityConfigError),
-    /// Admin access refused, or a bad key request.
     #[error(transparent)]
     Access(#[from] AccessError),
-    /// The deployment's retention settings are broken.
     #[error("the collector's retention settings are invalid")]
     Retention(RetentionError),
-    /// An admin request body that is not the JSON the route expects.
     #[error("the request body must be a JSON object as documented for this route")]
     InvalidBody,
-    /// An admin key label already in use.
     #[error("an admin key with this label exists")]
     LabelTaken,
-    /// No admin key with this label.
     #[error("no admin key has this label")]
     KeyNotFound,
-    /// No such profile.
     #[error("no profile matches")]
     ProfileNotFound,
-    /// A lookup whose identifier type or value cannot be used.
     #[error("type must be an identifier type (user_id, email, phone, anonymous_id, cookie_id, device_id, external:<type>) and value a usable value")]
     InvalidIdentifier,
-    /// A catalogue upload with an invalid item.
     #[error(transparent)]
     Catalog(#[from] seam_core::personalise::recommend::CatalogError),
-    /// An uploaded personalisation configuration that does not validate (the message names the
-    /// document, the trait/segment/slot and the field).
     #[error(transparent)]
     Personalisation(#[from] seam_core::personalise::PersonalisationConfigError),
-    /// Storage failed; the client should retry.
     #[error("storage is unavailable, retry later")]
     Storage(String),
 }
