@@ -44,8 +44,18 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 
-# --- Local secrets: .dev.vars is git-ignored; make one with a fresh random admin key.
+# --- Local secrets: .dev.vars is git-ignored; make one with fresh random secrets, and add any
+# secret a newer .dev.vars.example names to an older .dev.vars.
+random_hex() { od -An -N24 -tx1 /dev/urandom | tr -d ' \n'; }
 if [ ! -f .dev.vars ]; then
-  log "creating .dev.vars from .dev.vars.example with a random ADMIN_KEY"
-  sed "s/^ADMIN_KEY=.*/ADMIN_KEY=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')/" .dev.vars.example > .dev.vars
+  log "creating .dev.vars from .dev.vars.example with random secrets"
+  : > .dev.vars
 fi
+for name in ADMIN_KEY SERVER_WRITE_KEY IDENTITY_SECRET; do
+  if ! grep -q "^$name=" .dev.vars; then
+    log "adding a random $name to .dev.vars"
+    prefix=""
+    [ "$name" = SERVER_WRITE_KEY ] && prefix="seam_server_"
+    printf '%s=%s%s\n' "$name" "$prefix" "$(random_hex)" >> .dev.vars
+  fi
+done

@@ -102,10 +102,20 @@ pub struct ConsentState {
 impl ConsentState {
     /// Reads `context.consent` of an event body; `header_gpc` is the request's `Sec-GPC: 1`.
     pub fn from_context(context: Option<&Value>, header_gpc: bool) -> Self {
-        let consent = context
+        let raw = context
             .and_then(|c| c.get("consent"))
-            .and_then(Value::as_object);
+            .filter(|v| !v.is_null());
+        let consent = raw.and_then(Value::as_object);
         let gpc = header_gpc || consent.is_some_and(|c| c.get("gpc") == Some(&Value::Bool(true)));
+        if raw.is_some() && consent.is_none() {
+            // Present but unreadable: fail closed rather than enforce nothing.
+            let mut allowed = [false; 7];
+            allowed[Purpose::SecurityStorage.index()] = true;
+            return Self {
+                purposes: Some(allowed),
+                gpc,
+            };
+        }
         let purposes = consent.map(|consent| {
             let mut allowed = [false; 7];
             allowed[Purpose::SecurityStorage.index()] = true;
@@ -394,11 +404,16 @@ impl TcfSignal {
 /// `ad_personalization` set to `denied` (any case) or `false`, given as GCM values directly or
 /// inside the SDK's consent state (`gcm`, `categoryPreferences`). Unlike
 /// [`ConsentState::allows`], a purpose left unsaid does not deny: a page that asks for a decision
-/// shows something either way, and only an explicit refusal makes it non-personal.
+/// shows something either way, and only an explicit refusal makes it non-personal. A consent
+/// that is present but not an object denies (fail closed).
 #[cfg(feature = "std")]
 pub fn personalisation_denied(consent: Option<&Value>) -> bool {
-    let Some(consent) = consent.and_then(Value::as_object) else {
+    let Some(consent) = consent.filter(|c| !c.is_null()) else {
         return false;
+    };
+    // Present but unreadable: fail closed.
+    let Some(consent) = consent.as_object() else {
+        return true;
     };
     let denies = |values: &Map<String, Value>| {
         [Purpose::PersonalizationStorage, Purpose::AdPersonalization]
@@ -446,7 +461,9 @@ mod tests {
                 Some(json!({"gcm": {"personalization_storage": "granted"}})),
                 false,
             ),
-            (Some(json!("denied")), false),
+            (Some(json!(null)), false),
+            (Some(json!("denied")), true),
+            (Some(json!(["granted"])), true),
         ];
         for (consent, denied) in cases {
             assert_eq!(
@@ -455,6 +472,31 @@ mod tests {
                 "{consent:?}"
             );
         }
+    }
+
+    #[test]
+    fn unreadable_consent_denies_everything_but_security() {
+        for consent in [
+            json!("granted"),
+            json!(true),
+            json!(["analytics_storage"]),
+            json!(1),
+        ] {
+            let state = ConsentState::from_context(Some(&json!({ "consent": consent })), false);
+            assert!(state.is_known(), "{consent}");
+            for p in Purpose::ALL {
+                assert_eq!(
+                    state.allows(p),
+                    p == Purpose::SecurityStorage,
+                    "{consent} {p:?}"
+                );
+            }
+        }
+        let null = ConsentState::from_context(Some(&json!({ "consent": null })), false);
+        assert!(
+            !null.is_known(),
+            "null is no consent object: nothing enforced"
+        );
     }
 
     fn state(context: Value, gpc: bool) -> ConsentState {

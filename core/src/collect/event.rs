@@ -105,6 +105,9 @@ pub enum EventError {
     /// A field has the wrong JSON type.
     #[error("{0} has the wrong type")]
     InvalidField(&'static str),
+    /// An identifier field over [`MAX_ID_BYTES`].
+    #[error("{0} is longer than 256 bytes")]
+    IdTooLong(&'static str),
     /// Consent denies storing this event (see the policy table in `enrich`).
     #[error("consent does not allow storing this event")]
     ConsentDenied,
@@ -127,6 +130,7 @@ impl EventError {
             Self::TooLarge => "event_too_large",
             Self::InvalidTimestamp(_) => "invalid_timestamp",
             Self::InvalidField(_) => "invalid_field",
+            Self::IdTooLong(_) => "identifier_too_long",
             Self::ConsentDenied => "consent_denied",
             Self::Suppressed => "suppressed",
         }
@@ -285,12 +289,17 @@ pub fn corrected_timestamp(timestamp: Option<i64>, sent_at: Option<i64>, receive
     }
 }
 
-/// An identifier field: a non-empty string, or a number (some server libraries send numeric
-/// user IDs), normalised to a string.
+/// Identifiers longer than this are refused: every identifier is an index key, a KV key and a
+/// hash input, and no real ID system needs more.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// An identifier field: a non-empty string of at most [`MAX_ID_BYTES`], or a number (some
+/// server libraries send numeric user IDs), normalised to a string.
 fn id_field(body: &Map<String, Value>, field: &'static str) -> Result<Option<String>, EventError> {
     match body.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) if s.len() > MAX_ID_BYTES => Err(EventError::IdTooLong(field)),
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(Value::Number(n)) => Ok(Some(n.to_string())),
         Some(_) => Err(EventError::InvalidField(field)),
@@ -346,6 +355,26 @@ mod tests {
     fn check(raw: Value) -> Result<Event, EventError> {
         let len = raw.to_string().len();
         validate(raw, len, &envelope(), || "generated".into())
+    }
+
+    #[test]
+    fn rejects_identifiers_over_256_bytes() {
+        let at_cap = "é".repeat(128);
+        assert!(check(json!({"type": "identify", "userId": at_cap})).is_ok());
+        for field in ["anonymousId", "userId"] {
+            let mut raw = json!({"type": "track", "event": "x", "anonymousId": "a"});
+            raw[field] = json!("x".repeat(257));
+            let err = check(raw).unwrap_err();
+            assert_eq!(
+                (err.code(), err.to_string()),
+                (
+                    "identifier_too_long",
+                    format!("{field} is longer than 256 bytes")
+                )
+            );
+        }
+        let group = check(json!({"type": "group", "userId": "u", "groupId": "g".repeat(300)}));
+        assert_eq!(group.unwrap_err(), EventError::IdTooLong("groupId"));
     }
 
     #[test]

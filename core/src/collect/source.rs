@@ -59,11 +59,25 @@ pub enum DeniedPolicy {
     Drop,
 }
 
+/// How far a source's events are believed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SourceKind {
+    /// A write key shipped in pages: public, so what it sends is a claim by whoever holds the
+    /// page. Rate-limited per client IP and per source.
+    #[default]
+    Browser,
+    /// A secret key used by the site's own servers: trusted. Rate-limited per source only (one
+    /// import host sends everything).
+    Server,
+}
+
 /// A validated source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Source {
     /// Stable source ID (stored with each event).
     pub id: String,
+    /// `"kind": "browser"` (default) or `"server"`.
+    pub kind: SourceKind,
     /// Origins allowed to send from browsers: exact (`https://a.example`), wildcard subdomain
     /// (`https://*.a.example`) or `*`.
     pub origins: Vec<String>,
@@ -82,6 +96,21 @@ pub struct Source {
 }
 
 impl Source {
+    /// The source of the deployment's server key (`SERVER_WRITE_KEY`): trusted, no browser
+    /// origin, defaults otherwise.
+    pub fn server(id: &str) -> Self {
+        Source {
+            id: id.to_owned(),
+            kind: SourceKind::Server,
+            origins: Vec::new(),
+            ip: IpPolicy::Truncate,
+            analytics_denied: DeniedPolicy::Anonymize,
+            dedup_window_days: DEFAULT_DEDUP_WINDOW_DAYS,
+            deny_properties: DEFAULT_DENY_PROPERTIES.map(String::from).to_vec(),
+            site_origin: None,
+        }
+    }
+
     /// Whether a browser on `origin` may send to this source.
     pub fn allows_origin(&self, origin: &str) -> bool {
         self.origins
@@ -136,6 +165,8 @@ impl ConfigError {
 struct RawSource {
     id: Option<Value>,
     #[serde(default)]
+    kind: Value,
+    #[serde(default)]
     origins: Value,
     #[serde(default)]
     ip: Value,
@@ -165,6 +196,12 @@ pub fn parse_source(key: &str, raw: &Value) -> Result<Source, ConfigError> {
         .and_then(Value::as_str)
         .filter(|s| !s.trim().is_empty() && s.len() <= 64)
         .ok_or_else(|| invalid("id", "must be a non-empty string of at most 64 characters"))?;
+    let kind = match raw.kind.as_str() {
+        None if raw.kind.is_null() => SourceKind::Browser,
+        Some("browser") => SourceKind::Browser,
+        Some("server") => SourceKind::Server,
+        _ => return Err(invalid("kind", "must be \"browser\" or \"server\"")),
+    };
     let origins = match &raw.origins {
         Value::Null => Vec::new(),
         Value::Array(items) => items
@@ -223,6 +260,7 @@ pub fn parse_source(key: &str, raw: &Value) -> Result<Source, ConfigError> {
         };
     Ok(Source {
         id: id.to_owned(),
+        kind,
         origins,
         ip,
         analytics_denied,
@@ -313,6 +351,24 @@ impl Sources {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn kind_defaults_to_browser_and_server_is_opt_in() {
+        let browser = parse_source("k", &json!({"id": "web"})).unwrap();
+        assert_eq!(browser.kind, SourceKind::Browser);
+        let server = parse_source("k", &json!({"id": "api", "kind": "server"})).unwrap();
+        assert_eq!(server.kind, SourceKind::Server);
+        let bad = parse_source("k", &json!({"id": "x", "kind": "admin"})).unwrap_err();
+        assert_eq!(
+            bad.to_string(),
+            "source k: kind must be \"browser\" or \"server\""
+        );
+        assert_eq!(Source::server("server").kind, SourceKind::Server);
+        assert!(
+            Source::server("server").origins.is_empty(),
+            "no page may use it"
+        );
+    }
 
     #[test]
     fn a_page_belongs_to_the_source_allowing_its_origin_else_the_first() {

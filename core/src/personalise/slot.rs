@@ -543,8 +543,16 @@ fn item_field(
     }
 }
 
-/// Relative links (not protocol-relative) and http(s) URLs.
+/// Same-site paths and http(s) URLs. Browsers' URL parsing drops tabs and newlines and reads
+/// `\` as `/`, so `/\evil.example` and `/<TAB>/evil.example` are `//evil.example`, another
+/// origin: any whitespace, control character or backslash refuses the URL.
 pub fn is_safe_url(url: &str) -> bool {
+    if url
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace() || c == '\\')
+    {
+        return false;
+    }
     (url.starts_with('/') && !url.starts_with("//"))
         || url.starts_with("https://")
         || url.starts_with("http://")
@@ -598,6 +606,28 @@ pub fn slots_in_html(html: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refuses_urls_browsers_read_as_another_origin() {
+        let cases = [
+            ("/product?id=1", true),
+            ("https://shop.example/p/1", true),
+            ("http://shop.example/p/1", true),
+            ("//evil.example", false),
+            ("/\\evil.example", false),
+            ("\\\\evil.example", false),
+            ("/\t/evil.example", false),
+            ("/\n/evil.example", false),
+            (" //evil.example", false),
+            ("/\u{7f}/x", false),
+            ("javascript:alert(1)", false),
+            ("data:text/html,x", false),
+            ("", false),
+        ];
+        for (url, safe) in cases {
+            assert_eq!(is_safe_url(url), safe, "{url:?}");
+        }
+    }
     use serde_json::json;
 
     fn segments() -> SegmentSet {

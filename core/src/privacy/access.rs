@@ -146,6 +146,19 @@ pub struct StoredKey {
 pub struct Grant {
     /// Label of the key used.
     pub label: String,
+    /// What the key may do.
+    pub scopes: Vec<Scope>,
+}
+
+impl Grant {
+    /// Whether this key may issue a key with `requested` scopes: only scopes it holds itself, so
+    /// a key cannot mint one more powerful than it is.
+    pub fn may_issue(&self, requested: &[Scope]) -> Result<(), AccessError> {
+        match requested.iter().find(|s| !self.scopes.contains(s)) {
+            Some(missing) => Err(AccessError::MissingScope(*missing)),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Decides whether `presented` may act with scope `needed`. `root` is the deployment secret (if
@@ -161,6 +174,7 @@ pub fn authorize(
         if constant_time_eq(key_hash(root).as_bytes(), hash.as_bytes()) {
             return Ok(Grant {
                 label: ROOT_LABEL.to_owned(),
+                scopes: Scope::ALL.to_vec(),
             });
         }
     }
@@ -175,6 +189,7 @@ pub fn authorize(
     }
     Ok(Grant {
         label: key.label.clone(),
+        scopes: key.scopes.clone(),
     })
 }
 
@@ -251,6 +266,28 @@ mod tests {
             revoked,
         };
         (key, stored)
+    }
+
+    #[test]
+    fn a_key_issues_only_scopes_it_holds() {
+        let grant = |scopes: &[Scope]| Grant {
+            label: "k".into(),
+            scopes: scopes.to_vec(),
+        };
+        let config_only = grant(&[Scope::ConfigWrite]);
+        assert_eq!(config_only.may_issue(&[Scope::ConfigWrite]), Ok(()));
+        assert_eq!(
+            config_only.may_issue(&[Scope::ConfigWrite, Scope::PrivacyWrite]),
+            Err(AccessError::MissingScope(Scope::PrivacyWrite))
+        );
+        assert_eq!(grant(&Scope::ALL).may_issue(&Scope::ALL), Ok(()));
+        let root = authorize(
+            "root-secret-0123456789",
+            Some("root-secret-0123456789"),
+            None,
+            Scope::ProfilesRead,
+        );
+        assert_eq!(root.map(|g| g.scopes), Ok(Scope::ALL.to_vec()));
     }
 
     #[test]

@@ -1,22 +1,15 @@
-//! Admission of write-key requests (ingest, decide): the client IP's rate limit, the source
-//! the write key names (Basic auth or the body's `writeKey`), the browser origin that source
-//! allows, and the source's rate limit.
+//! Admission of write-key requests (ingest, decide): the source the write key names (Basic auth
+//! or the body's `writeKey`), the browser origin that source allows, and the rate limits: per
+//! client IP for browser sources (a public key is anyone's), per source for all.
 
 use seam_core::collect::auth::basic_user;
 use seam_core::collect::enrich::RequestFacts;
-use seam_core::collect::source::{Source, Sources};
+use seam_core::collect::source::{Source, SourceKind, Sources};
 use worker::{Env, Request};
 
-use super::{cross_origin, facts, header, limits};
+use super::{cross_origin, header, limits};
 use crate::error::ApiError;
 use crate::store;
-
-/// Facts of a request that passed the IP limit.
-pub async fn admit_ip(req: &Request, env: &Env) -> Result<RequestFacts, ApiError> {
-    let facts = facts(req);
-    limits::check_ip(env, facts.ip.as_deref()).await?;
-    Ok(facts)
-}
 
 /// The write key of a request: the header's now, the body's once it is read.
 pub struct WriteKey {
@@ -42,17 +35,21 @@ impl WriteKey {
         Ok(())
     }
 
-    /// The source of the body's key (else the header's), once its origin and rate limit pass.
+    /// The source of the body's key (else the header's), once its origin and rate limits pass.
     pub async fn source(
         &self,
         req: &Request,
         env: &Env,
+        facts: &RequestFacts,
         body_key: Option<&str>,
     ) -> Result<Source, ApiError> {
         let key = body_key.or(self.header.as_deref());
         let source = store::sources::source_for(env, &self.configured, key).await?;
         if cross_origin(req).is_some_and(|o| !source.allows_origin(&o)) {
             return Err(ApiError::OriginNotAllowed);
+        }
+        if source.kind == SourceKind::Browser {
+            limits::check_ip(env, facts.ip.as_deref()).await?;
         }
         limits::check_source(env, &source.id).await?;
         Ok(source)

@@ -48,6 +48,7 @@ pub async fn handle(
         (Method::Post, "keys") => {
             let body: Value = req.json().await.map_err(|_| ApiError::InvalidBody)?;
             let request = parse_key_request(&body)?;
+            grant.may_issue(&request.scopes)?;
             let key = access::issue_key(platform::random_bytes());
             if !store::keys::insert(&db, &request, &access::key_hash(&key), &grant.label, now_ms)
                 .await?

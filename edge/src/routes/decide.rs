@@ -3,14 +3,18 @@
 //! holdout (`seam_core::personalise::decide`), and a `Decision Exposed` event for lift measurement.
 //! Write-key auth and CORS as for ingestion: the SDK calls it from browsers.
 
+use seam_core::collect::ingest::RequestError;
 use seam_core::consent::personalisation_denied;
 use seam_core::personalise::decide::{Exposure, Slot};
 use serde_json::{json, Value};
 use worker::{Context, Env, Request, Response};
 
 use crate::error::ApiError;
-use crate::http::admission;
+use crate::http::{self, admission};
 use crate::{jobs, settings, store};
+
+/// A decision request is a few identifiers, slot names and a consent state: 64 KB is plenty.
+const MAX_DECIDE_BYTES: usize = 64 * 1024;
 
 /// Handles `POST /v1/decide` at `now_ms`.
 pub async fn post(
@@ -19,12 +23,20 @@ pub async fn post(
     ctx: &Context,
     now_ms: i64,
 ) -> Result<Response, ApiError> {
-    let facts = admission::admit_ip(&req, env).await?;
+    let facts = http::facts(&req);
     let write_key = admission::WriteKey::read(&req, env)?;
-    let body: Value = req.json().await.map_err(|_| ApiError::InvalidBody)?;
+    let declared = http::header(&req, "Content-Length").and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_DECIDE_BYTES) {
+        return Err(RequestError::TooLarge.into());
+    }
+    let raw = req.bytes().await.map_err(|_| ApiError::InvalidBody)?;
+    if raw.len() > MAX_DECIDE_BYTES {
+        return Err(RequestError::TooLarge.into());
+    }
+    let body: Value = serde_json::from_slice(&raw).map_err(|_| ApiError::InvalidBody)?;
     let body = body.as_object().ok_or(ApiError::InvalidBody)?;
     let body_key = body.get("writeKey").and_then(Value::as_str);
-    let source = write_key.source(&req, env, body_key).await?;
+    let source = write_key.source(&req, env, &facts, body_key).await?;
     let slots = Slot::parse_list(body.get("slots")).ok_or(ApiError::InvalidBody)?;
     let text = |k: &str| {
         body.get(k)
@@ -37,7 +49,8 @@ pub async fn post(
         return Err(ApiError::InvalidIdentifier);
     }
     let context = body.get("context").cloned().unwrap_or_else(|| json!({}));
-    let denied = personalisation_denied(context.get("consent"));
+    // Global Privacy Control opts out of personalisation here as on rendered pages.
+    let denied = facts.gpc || personalisation_denied(context.get("consent"));
     let rules = settings::identity_rules(env)?;
     let db = env.d1("DB")?;
     let visitor = store::decisions::Visitor {

@@ -27,7 +27,7 @@ pub async fn post(
     path_type: Option<EventType>,
     received_at: i64,
 ) -> Result<Response, ApiError> {
-    let facts = admission::admit_ip(&req, env).await?;
+    let facts = http::facts(&req);
     let declared = http::header(&req, "Content-Length").and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > MAX_REQUEST_BYTES) {
         return Err(RequestError::TooLarge.into());
@@ -44,7 +44,7 @@ pub async fn post(
         id::message_id("seam-edge", received_at, platform::random_bytes())
     })?;
     let source = write_key
-        .source(&req, env, decoded.write_key.as_deref())
+        .source(&req, env, &facts, decoded.write_key.as_deref())
         .await?;
 
     let cookie = cookie_action(

@@ -14,7 +14,7 @@ use seam_core::collect::source::Source;
 use seam_core::personalise::decide::{Decisions, Exposure, Slot};
 use seam_core::personalise::slot::slots_in_html;
 use serde_json::json;
-use worker::{Context, Env, Fetch, Method, Request, RequestInit, Response};
+use worker::{Context, Env, Fetch, Method, Request, RequestInit, RequestRedirect, Response};
 
 use crate::error::ApiError;
 use crate::isolate::{self, Page};
@@ -157,8 +157,9 @@ pub async fn page(
             headers.append(name, value)?;
         }
     }
-    // A proxied site keeps its own policy; the Worker's assets get the build's or this one.
-    if proxied.is_none() && headers.get("Content-Security-Policy")?.is_none() {
+    // A page keeps its own policy (a proxied site's, or the build's for the Worker's assets);
+    // a page without one gets this strict one.
+    if headers.get("Content-Security-Policy")?.is_none() {
         headers.set("Content-Security-Policy", FALLBACK_CSP)?;
     }
     for (name, value) in SECURITY_HEADERS {
@@ -202,8 +203,14 @@ async fn fetch_origin(
     };
     headers.set("X-Forwarded-Host", &host)?;
     headers.set("X-Forwarded-Proto", url.scheme())?;
+    // Credentials meant for this Worker are not the origin's to see.
+    headers.delete("Authorization")?;
     let mut init = RequestInit::new();
-    init.with_method(req.method()).with_headers(headers);
+    // A redirect is the origin's answer to the browser, which follows it itself: the Worker
+    // fetching wherever it points would let the origin aim the Worker at any address.
+    init.with_method(req.method())
+        .with_headers(headers)
+        .with_redirect(RequestRedirect::Manual);
     let request = Request::new_with_init(&target, &init)?;
     Ok(Fetch::Request(request).send().await?)
 }

@@ -7,13 +7,26 @@ use worker::{D1Database, Env};
 
 use crate::error::ApiError;
 
-/// The `SOURCES` setting, parsed. A broken setting is a deployment error, reported as such.
+/// A server key shorter than this is ignored (a guessable key would hand out trust).
+const MIN_SERVER_KEY_LEN: usize = 16;
+
+/// The `SOURCES` setting, parsed, plus the `server` source of the `SERVER_WRITE_KEY` secret
+/// when one is set. A broken setting is a deployment error, reported as such.
 pub fn configured(env: &Env) -> Result<Sources, ApiError> {
     let setting = env
         .var("SOURCES")
         .map(|v| v.to_string())
         .unwrap_or_default();
-    Sources::parse(&setting).map_err(ApiError::Config)
+    let mut sources = Sources::parse(&setting).map_err(ApiError::Config)?;
+    let server_key = env
+        .secret("SERVER_WRITE_KEY")
+        .map(|s| s.to_string())
+        .ok()
+        .filter(|k| k.len() >= MIN_SERVER_KEY_LEN);
+    if let Some(key) = server_key {
+        sources.insert(key, Source::server("server"));
+    }
+    Ok(sources)
 }
 
 #[derive(Deserialize)]

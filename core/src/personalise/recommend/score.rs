@@ -187,9 +187,15 @@ pub fn recommend(
             parts.entry(stat.product_id.as_str()).or_default();
         }
     }
+    // Only catalogued items with a name: a bare ID renders as nothing a shopper can read, and
+    // an item whose name nobody (upload or event) gave is not one to show.
     let allowed = |id: &str| {
         !signals.exclude.contains(id)
-            && (candidates.catalog.is_empty() || candidates.catalog.contains_key(id))
+            && candidates
+                .catalog
+                .get(id)
+                .and_then(|item| item.name.as_deref())
+                .is_some_and(|name| !name.trim().is_empty())
     };
     let mut ranked: Vec<Recommendation> = parts
         .into_iter()
@@ -412,7 +418,10 @@ mod tests {
 
     #[test]
     fn ordering_is_deterministic_on_ties() {
-        let empty = BTreeMap::new();
+        let named: BTreeMap<String, CatalogItem> = ["a", "b", "c"]
+            .into_iter()
+            .map(|id| (id.to_owned(), item(id, "Tie")))
+            .collect();
         let pairs = [
             pair("x", "b", 1, 0),
             pair("x", "a", 1, 0),
@@ -421,8 +430,36 @@ mod tests {
         let candidates = Candidates {
             pairs: &pairs,
             popular: &[],
-            catalog: &empty,
+            catalog: &named,
         };
         assert_eq!(ids(&rank(&["x"], &[], &[], candidates, 3)), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn never_recommends_items_without_a_name() {
+        let mut catalog = catalog();
+        let mut nameless = item("nameless", "Running Shoes");
+        nameless.name = None;
+        catalog.insert("nameless".into(), nameless);
+        let mut blank = item("blank", "Running Shoes");
+        blank.name = Some("  ".into());
+        catalog.insert("blank".into(), blank);
+        let pairs = [
+            pair("run-1", "nameless", 9, 9),
+            pair("run-1", "blank", 9, 9),
+            pair("run-1", "uncatalogued", 9, 9),
+            pair("run-1", "run-2", 1, 0),
+        ];
+        let candidates = Candidates {
+            pairs: &pairs,
+            popular: &[],
+            catalog: &catalog,
+        };
+        let ranked = rank(&["run-1"], &[], &[], candidates, 10);
+        let got = ids(&ranked);
+        assert!(got.contains(&"run-2"), "{got:?}");
+        for hidden in ["nameless", "blank", "uncatalogued"] {
+            assert!(!got.contains(&hidden), "{hidden} in {got:?}");
+        }
     }
 }
