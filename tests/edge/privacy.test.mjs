@@ -248,7 +248,8 @@ describe("privacy, access control and retention", () => {
       "privacy:write POST suppress": () => ["POST", "/v1/privacy/suppress", target],
       "privacy:write POST unsuppress": () => ["POST", "/v1/privacy/unsuppress", target],
       "config:write GET keys": () => ["GET", "/v1/admin/keys"],
-      "config:write POST keys": () => ["POST", "/v1/admin/keys", { label: `matrix-${run}-${++label}`, scopes: ["profiles:read"] }],
+      // A scope the config key holds itself: a key issues no scope it lacks (trust.test.mjs).
+      "config:write POST keys": () => ["POST", "/v1/admin/keys", { label: `matrix-${run}-${++label}`, scopes: ["config:write"] }],
       "config:write DELETE key": () => ["DELETE", `/v1/admin/keys/no-such-key-${run}`],
       "config:write GET audit": () => ["GET", "/v1/admin/audit?limit=1"],
       "config:write POST catalog": () => ["POST", "/v1/admin/catalog", { items: [{ product_id: `matrix-${run}`, name: "Matrix", category: "Test", price: 1 }] }],

@@ -54,6 +54,39 @@ describe("trust: what the public write key cannot do", () => {
     assert.match(slot.html, new RegExp(`href="/product.html\\?id=bs-${run}"`), "the safe fallback link");
   });
 
+  test("a browser's Product Viewed cannot replace an uploaded catalogue row, whatever date it claims", async () => {
+    const id = `up-${run}`;
+    const upload = await admin(edge, "POST", "/v1/admin/catalog", { items: [{ product_id: id, name: "Real name", url: "/real", category: "Shoes", price: 50 }] });
+    assert.equal(upload.status, 200);
+    const attacker = `cat-attacker-${run}`;
+    await send(edge, [
+      { ...viewed(attacker, id, { name: "Hacked", url: "/phish", price: 1, image_url: "/img.png" }), timestamp: "9999-01-01T00:00:00Z" },
+      viewed(attacker, id, { name: "Hacked again", category: "Phish" }),
+    ]);
+    const body = async (product) => {
+      const [row] = await edge.query("SELECT body, category, uploaded FROM catalog_items WHERE product_id = ?", product);
+      return { ...JSON.parse(row.body), category: row.category, uploaded: row.uploaded };
+    };
+    const kept = await body(id);
+    assert.equal(kept.name, "Real name");
+    assert.equal(kept.url, "/real");
+    assert.equal(kept.price, 50);
+    assert.equal(kept.category, "Shoes");
+    assert.equal(kept.image_url, "/img.png", "a field the upload left unset may be filled");
+    assert.equal(kept.uploaded, 1);
+
+    const again = await admin(edge, "POST", "/v1/admin/catalog", { items: [{ product_id: id, name: "New name", url: "/new" }] });
+    assert.equal(again.status, 200);
+    assert.equal((await body(id)).name, "New name", "a re-upload always wins");
+
+    // Between events, a date far in the future is clamped to when it arrived: it cannot pin a row.
+    const eventMade = `ev-${run}`;
+    await send(edge, [{ ...viewed(attacker, eventMade, { name: "Pinned" }), timestamp: "9999-01-01T00:00:00Z" }]);
+    await new Promise((r) => setTimeout(r, 5));
+    await send(edge, [viewed(`shopper-${run}`, eventMade, { name: "Current" })]);
+    assert.equal((await body(eventMade)).name, "Current");
+  });
+
   test("an unreadable consent object is not consent: identify is dropped, the track is anonymised", async () => {
     const anon = `consent-${run}`;
     const r = await send(edge, [

@@ -2,7 +2,7 @@
 //! their current assignments (one query), recompute the partition in core, write the changes
 //! (one transaction, guarded by `seq`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use seam_core::collect::event::{Event, EventType};
 use seam_core::identity::graph_plan::{
@@ -11,6 +11,7 @@ use seam_core::identity::graph_plan::{
 };
 use seam_core::identity::resolution::Resolved;
 use seam_core::identity::{partition, Link, Rules};
+use seam_core::plan::{Param, Statement};
 use serde::Deserialize;
 use worker::D1Database;
 
@@ -35,26 +36,40 @@ pub(crate) struct AssignmentRow {
 /// An `alias` whose `previousId` is neither a UUID nor the event's `anonymousId` is read by core
 /// as a previous *user* ID. When the graph already knows that value as an anonymous ID (a server
 /// library aliasing a visitor at sign-up), the event's link copy gets it as `anonymousId` so it
-/// merges as intended. The stored event is untouched. Returns the hinted copies by index.
+/// merges as intended. The stored event is untouched. Returns the hinted copies by index. One
+/// query for the whole request, however many aliases it carries (D1 caps queries per
+/// invocation).
 pub async fn alias_hints(
     db: &D1Database,
     events: &[&Event],
 ) -> worker::Result<HashMap<usize, Event>> {
+    let candidates: Vec<(usize, &str)> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.kind == EventType::Alias && e.anonymous_id.is_none())
+        .filter_map(|(i, e)| Some((i, e.body.get("previousId")?.as_str()?)))
+        .collect();
+    if candidates.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let asked: Vec<String> = candidates
+        .iter()
+        .map(|(_, previous)| format!("anonymous_id:{}", previous.trim()))
+        .collect();
+    let statement = Statement {
+        sql: "SELECT identifier FROM identities WHERE identifier IN (SELECT value FROM json_each(?1))"
+            .into(),
+        params: vec![Param::Text(serde_json::to_string(&asked).unwrap_or_default())],
+    };
+    let known: HashSet<String> = d1::rows::<IdentifierRow>(db, &statement)
+        .await?
+        .into_iter()
+        .map(|r| r.identifier)
+        .collect();
     let mut hinted = HashMap::new();
-    for (i, event) in events.iter().enumerate() {
-        if event.kind != EventType::Alias || event.anonymous_id.is_some() {
-            continue;
-        }
-        let Some(previous) = event.body.get("previousId").and_then(|v| v.as_str()) else {
-            continue;
-        };
-        let known = db
-            .prepare("SELECT 1 AS one FROM identities WHERE identifier = ?")
-            .bind(&[format!("anonymous_id:{}", previous.trim()).into()])?
-            .first::<serde_json::Value>(None)
-            .await?;
-        if known.is_some() {
-            let mut copy = (*event).clone();
+    for ((i, previous), key) in candidates.into_iter().zip(&asked) {
+        if known.contains(key) {
+            let mut copy = events[i].clone();
             copy.anonymous_id = Some(previous.to_owned());
             copy.body
                 .insert("anonymousId".into(), serde_json::Value::from(previous));
@@ -62,6 +77,11 @@ pub async fn alias_hints(
         }
     }
     Ok(hinted)
+}
+
+#[derive(Deserialize)]
+struct IdentifierRow {
+    identifier: String,
 }
 
 /// Reads the probe's rows (see `graph_plan::probe_assignments`) into identifier -> profile.

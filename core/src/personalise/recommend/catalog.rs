@@ -137,35 +137,63 @@ pub fn catalog_from_json(upload: &Value) -> Result<Vec<CatalogItem>, CatalogErro
         .collect()
 }
 
-/// Upserts catalogue items seen at `at_ms`; a newer stored row is kept (last write by event time
-/// wins, so a late event cannot roll a product back).
+/// Writes an admin upload: each row replaces what is stored and is marked uploaded, whatever
+/// events said before and whatever time they claimed.
 pub fn upsert_catalog(items: &[CatalogItem], at_ms: i64) -> Vec<Statement> {
-    catalog_writes(items.iter().map(|item| (item, at_ms)))
-}
-
-/// [`upsert_catalog`] with a time per item (a later row of the same product wins).
-pub(super) fn catalog_writes<'a>(
-    items: impl Iterator<Item = (&'a CatalogItem, i64)>,
-) -> Vec<Statement> {
     multi_row(
-        "INSERT INTO catalog_items (product_id, category, body, updated_at) VALUES ",
+        "INSERT INTO catalog_items (product_id, category, body, updated_at, uploaded) VALUES ",
         " ON CONFLICT (product_id) DO UPDATE SET category = excluded.category, \
-          body = excluded.body, updated_at = excluded.updated_at \
-          WHERE excluded.updated_at >= catalog_items.updated_at \
-          AND (catalog_items.body IS NOT excluded.body \
-          OR catalog_items.category IS NOT excluded.category)",
+          body = excluded.body, updated_at = excluded.updated_at, uploaded = 1",
         items
-            .map(|(item, at_ms)| {
-                vec![
-                    Param::Text(item.product_id.clone()),
-                    Param::from(item.category.as_ref()),
-                    Param::Text(serde_json::to_string(item).unwrap_or_else(|_| "{}".into())),
-                    Param::Int(at_ms),
-                ]
+            .iter()
+            .map(|item| {
+                let mut row = row(item, at_ms);
+                row.push(Param::Int(1));
+                row
             })
             .collect(),
         &[],
     )
+}
+
+/// The body and category an event's row leaves: its own on an event-made row; on an uploaded
+/// row the upload's, with only the fields the upload left unset filled from the event
+/// (`json_patch` lets the stored upload override the event's body).
+const EVENT_BODY: &str = "CASE WHEN catalog_items.uploaded = 1 \
+    THEN json_patch(excluded.body, catalog_items.body) ELSE excluded.body END";
+const EVENT_CATEGORY: &str = "CASE WHEN catalog_items.uploaded = 1 \
+    THEN coalesce(catalog_items.category, excluded.category) ELSE excluded.category END";
+
+/// Writes items seen in events, each at its (receive-clamped) event time: a later event's row
+/// replaces an earlier one's; an uploaded row only gains fields it lacks. A write that would
+/// change nothing is skipped, so it reports no change (and drops no cached listing).
+pub(super) fn catalog_writes<'a>(
+    items: impl Iterator<Item = (&'a CatalogItem, i64)>,
+) -> Vec<Statement> {
+    let suffix = format!(
+        " ON CONFLICT (product_id) DO UPDATE SET category = {EVENT_CATEGORY}, \
+          body = {EVENT_BODY}, \
+          updated_at = CASE WHEN catalog_items.uploaded = 1 \
+            THEN catalog_items.updated_at ELSE excluded.updated_at END \
+          WHERE (catalog_items.uploaded = 1 OR excluded.updated_at >= catalog_items.updated_at) \
+          AND (({EVENT_BODY}) IS NOT catalog_items.body \
+            OR ({EVENT_CATEGORY}) IS NOT catalog_items.category)"
+    );
+    multi_row(
+        "INSERT INTO catalog_items (product_id, category, body, updated_at) VALUES ",
+        &suffix,
+        items.map(|(item, at_ms)| row(item, at_ms)).collect(),
+        &[],
+    )
+}
+
+fn row(item: &CatalogItem, at_ms: i64) -> Vec<Param> {
+    vec![
+        Param::Text(item.product_id.clone()),
+        Param::from(item.category.as_ref()),
+        Param::Text(serde_json::to_string(item).unwrap_or_else(|_| "{}".into())),
+        Param::Int(at_ms),
+    ]
 }
 
 #[cfg(test)]
