@@ -383,10 +383,7 @@ mod tests {
         assert_eq!(plan.len(), 3);
         assert!(plan[0].0.sql.starts_with("INSERT INTO catalog_items"));
         assert!(
-            plan[0]
-                .0
-                .sql
-                .contains(") IS NOT catalog_items.body"),
+            plan[0].0.sql.contains(") IS NOT catalog_items.body"),
             "an unchanged body is not rewritten, so the write reports no change"
         );
         assert_eq!(
