@@ -87,6 +87,36 @@ describe("trust: what the public write key cannot do", () => {
     assert.equal((await body(eventMade)).name, "Current");
   });
 
+  test("an ID padded with spaces is the same ID to export and erasure", async () => {
+    const padded = { type: "track", event: "Padded", anonymousId: `  pad-${run} `, messageId: mid() };
+    const r = await send(edge, [padded]);
+    assert.equal(r.json.results[0].status, "accepted");
+    const [row] = await edge.query("SELECT anonymous_id FROM events WHERE message_id = ?", padded.messageId);
+    assert.equal(row.anonymous_id, `pad-${run}`, "stored trimmed, as the identity graph has it");
+    const exported = await admin(edge, "GET", `/v1/privacy/export?type=anonymous_id&value=pad-${run}`);
+    assert.ok(exported.json.data.events.some((e) => e.messageId === padded.messageId));
+    const erased = await admin(edge, "POST", "/v1/privacy/delete", { type: "anonymous_id", value: `pad-${run}` });
+    assert.equal(erased.status, 200);
+    assert.equal((await edge.query("SELECT count(*) AS n FROM events WHERE message_id = ?", padded.messageId))[0].n, 0);
+  });
+
+  test("a suppressed visitor's decisions log no exposure", async () => {
+    const anon = `supp-${run}`;
+    await send(edge, [viewed(anon, `s1-${run}`)]);
+    const before = await decide(edge, { anonymousId: anon });
+    assert.ok(before.json.exposureId, "an exposure while processing is allowed");
+    const suppressed = await admin(edge, "POST", "/v1/privacy/suppress", { type: "anonymous_id", value: anon });
+    assert.equal(suppressed.status, 200);
+    const exposures = async () =>
+      (await edge.query("SELECT count(*) AS n FROM events WHERE anonymous_id = ? AND name = 'Decision Exposed'", anon))[0].n;
+    const logged = await exposures();
+    const after = await decide(edge, { anonymousId: anon, messageId: mid() });
+    assert.equal(after.status, 200);
+    assert.equal(after.json.exposureId, undefined);
+    await settled(edge.url);
+    assert.equal(await exposures(), logged, "nothing new stored for them");
+  });
+
   test("an unreadable consent object is not consent: identify is dropped, the track is anonymised", async () => {
     const anon = `consent-${run}`;
     const r = await send(edge, [

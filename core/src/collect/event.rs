@@ -293,14 +293,18 @@ pub fn corrected_timestamp(timestamp: Option<i64>, sent_at: Option<i64>, receive
 /// hash input, and no real ID system needs more.
 pub const MAX_ID_BYTES: usize = 256;
 
-/// An identifier field: a non-empty string of at most [`MAX_ID_BYTES`], or a number (some
-/// server libraries send numeric user IDs), normalised to a string.
+/// An identifier field: a non-empty string of at most [`MAX_ID_BYTES`] (trimmed), or a number
+/// (some server libraries send numeric user IDs), normalised to a string.
 fn id_field(body: &Map<String, Value>, field: &'static str) -> Result<Option<String>, EventError> {
     match body.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-        Some(Value::String(s)) if s.len() > MAX_ID_BYTES => Err(EventError::IdTooLong(field)),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::String(s)) if s.trim().len() > MAX_ID_BYTES => {
+            Err(EventError::IdTooLong(field))
+        }
+        // Stored as the identity graph normalises it: an ID padded with spaces must not be a
+        // second spelling that export and erasure by the plain ID miss.
+        Some(Value::String(s)) => Ok(Some(s.trim().to_owned())),
         Some(Value::Number(n)) => Ok(Some(n.to_string())),
         Some(_) => Err(EventError::InvalidField(field)),
     }
@@ -355,6 +359,18 @@ mod tests {
     fn check(raw: Value) -> Result<Event, EventError> {
         let len = raw.to_string().len();
         validate(raw, len, &envelope(), || "generated".into())
+    }
+
+    #[test]
+    fn stores_identifiers_trimmed() {
+        let event = check(
+            json!({"type": "track", "event": "x", "anonymousId": "  a1 ", "userId": "\tu1\n"}),
+        )
+        .unwrap();
+        assert_eq!(event.anonymous_id.as_deref(), Some("a1"));
+        assert_eq!(event.user_id.as_deref(), Some("u1"));
+        assert_eq!(event.body["anonymousId"], json!("a1"));
+        assert_eq!(event.body["userId"], json!("u1"));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use serde_json::Value;
 use worker::{Context, D1Database, Env};
 
 use crate::error::ApiError;
-use crate::{isolate, platform, store};
+use crate::{isolate, platform, settings, store};
 
 /// What a refresh reads and writes.
 pub(crate) trait ProfileStore {
@@ -149,7 +149,8 @@ impl ProfileStore for Edge<'_> {
         events: &[Value],
         now_ms: i64,
     ) -> Result<(), ApiError> {
-        store::events::store(&self.db, source, events, now_ms).await?;
+        let rules = settings::identity_rules(self.env)?;
+        store::events::store(&self.db, &rules, source, events, now_ms).await?;
         Ok(())
     }
 

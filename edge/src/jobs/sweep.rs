@@ -10,8 +10,8 @@ use serde_json::Value;
 use worker::{D1Database, Env};
 
 use crate::error::ApiError;
-use crate::isolate;
 use crate::store::{self, d1};
+use crate::{isolate, settings};
 
 /// Profiles per chunk.
 const CHUNK: i64 = 50;
@@ -107,7 +107,8 @@ async fn advance(
         };
         match source {
             Some(source) => {
-                store::events::store(db, &source, &update.internal_events, now_ms).await?;
+                let rules = settings::identity_rules(env)?;
+                store::events::store(db, &rules, &source, &update.internal_events, now_ms).await?;
             }
             None => worker::console_error!("segment sweep: no source for a profile's events"),
         }

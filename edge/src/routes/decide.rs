@@ -67,8 +67,15 @@ pub async fn post(
         message_id: text("messageId"),
         context: &context,
     };
-    let prepared =
-        store::events::prepare(&source, Some(&facts), &[exposure.event(now_ms)], now_ms)?;
+    let prepared = store::events::prepare(
+        &db,
+        &rules,
+        &source,
+        Some(&facts),
+        &[exposure.event(now_ms)],
+        now_ms,
+    )
+    .await?;
     let mut out = decisions.to_json();
     if let Some(event) = prepared.first() {
         out["exposureId"] = Value::from(event.message_id.as_str());

@@ -11,10 +11,13 @@ use lol_html::html_content::ContentType;
 use lol_html::{element, rewrite_str, RewriteStrSettings};
 use seam_core::collect::enrich::RequestFacts;
 use seam_core::collect::source::Source;
+use seam_core::identity::Rules;
 use seam_core::personalise::decide::{Decisions, Exposure, Slot};
 use seam_core::personalise::slot::slots_in_html;
 use serde_json::json;
-use worker::{Context, Env, Fetch, Method, Request, RequestInit, RequestRedirect, Response};
+use worker::{
+    Context, D1Database, Env, Fetch, Method, Request, RequestInit, RequestRedirect, Response,
+};
 
 use crate::error::ApiError;
 use crate::isolate::{self, Page};
@@ -72,7 +75,7 @@ async fn personalise(
     if let (Some(visitor), Some(_), Some(site)) =
         (&visit.visitor, &decisions.profile_id, &visit.site)
     {
-        log_exposure(env, ctx, &visit, visitor, &decisions, site)?;
+        log_exposure(env, ctx, (&db, &rules), &visit, visitor, &decisions, site).await?;
     }
     Ok(body)
 }
@@ -218,9 +221,10 @@ async fn fetch_origin(
 /// Logs the rendered decision as a `Decision Exposed` event of the site's source (written
 /// shortly after the response with others: `jobs::exposures`). Only known visitors: an exposure
 /// nobody can be attributed to measures no lift.
-fn log_exposure(
+async fn log_exposure(
     env: &Env,
     ctx: &Context,
+    (db, rules): (&D1Database, &Rules),
     visit: &Visit<'_>,
     visitor: &str,
     decisions: &Decisions,
@@ -239,7 +243,8 @@ fn log_exposure(
         context: &context,
     }
     .event(visit.now_ms);
-    let prepared = store::events::prepare(source, Some(&visit.facts), &[event], visit.now_ms)?;
+    let facts = Some(&visit.facts);
+    let prepared = store::events::prepare(db, rules, source, facts, &[event], visit.now_ms).await?;
     jobs::exposures::log_soon(env, ctx, source, prepared)
 }
 

@@ -1,5 +1,6 @@
 //! Server-made events (segment transitions, decision exposures), validated by the same decoder
-//! as client events and stored under a source, deduplicated by their derived `messageId`.
+//! as client events and stored under a source, deduplicated by their derived `messageId`. Like
+//! client events, none is kept for a suppressed identifier.
 
 use seam_core::collect::enrich::RequestFacts;
 use seam_core::collect::event::Event;
@@ -7,16 +8,21 @@ use seam_core::collect::ingest::decode;
 use seam_core::collect::source::Source;
 use seam_core::format::id;
 use seam_core::format::time::DAY_MS;
+use seam_core::identity::Rules;
 use seam_core::plan::insert_events;
+use seam_core::privacy::apply_suppressions;
 use serde_json::Value;
 use worker::D1Database;
 
 use crate::error::ApiError;
 use crate::platform;
-use crate::store::d1;
+use crate::store::{d1, privacy};
 
-/// Validates and enriches server-made events like client events (invalid ones are dropped).
-pub fn prepare(
+/// Validates and enriches server-made events like client events; invalid ones and those of
+/// suppressed identifiers are dropped.
+pub async fn prepare(
+    db: &D1Database,
+    rules: &Rules,
     source: &Source,
     facts: Option<&RequestFacts>,
     events: &[Value],
@@ -31,6 +37,10 @@ pub fn prepare(
     })?;
     if let Some(facts) = facts {
         decoded = decoded.enrich(facts, source);
+    }
+    let suppressed = privacy::suppressed_keys(db, received_at).await?;
+    if !suppressed.is_empty() {
+        decoded = apply_suppressions(decoded, rules, |k| suppressed.contains(k)).0;
     }
     Ok(decoded.valid().cloned().collect())
 }
@@ -54,10 +64,11 @@ pub async fn insert(
 /// [`prepare`] then [`insert`], without request facts.
 pub async fn store(
     db: &D1Database,
+    rules: &Rules,
     source: &Source,
     events: &[Value],
     received_at: i64,
 ) -> Result<Vec<String>, ApiError> {
-    let valid = prepare(source, None, events, received_at)?;
+    let valid = prepare(db, rules, source, None, events, received_at).await?;
     insert(db, source, &valid, received_at).await
 }
