@@ -203,24 +203,38 @@ pub struct Page {
 
 /// Pages of the Worker's own assets kept: assets are immutable within a deployment (a new
 /// deployment starts new isolates), so the asset fetch is paid once per page and isolate.
-/// Proxied origins are fetched every time.
+/// Proxied origins are fetched every time. Bounded in bytes as well as pages: an isolate has
+/// 128 MB for everything.
 const CACHED_PAGES: usize = 64;
+const CACHED_PAGE_BYTES: usize = 4 * 1024 * 1024;
 
 thread_local! {
-    static PAGES: RefCell<HashMap<String, Rc<Page>>> = RefCell::new(HashMap::new());
+    static PAGES: RefCell<(HashMap<String, Rc<Page>>, usize)> =
+        RefCell::new((HashMap::new(), 0));
 }
 
 /// The kept asset page at `path`.
 pub fn cached_page(path: &str) -> Option<Rc<Page>> {
-    PAGES.with(|p| p.borrow().get(path).cloned())
+    PAGES.with(|p| p.borrow().0.get(path).cloned())
 }
 
-/// Keeps an asset page (until [`CACHED_PAGES`] are kept).
+/// Keeps an asset page while fewer than [`CACHED_PAGES`] pages and [`CACHED_PAGE_BYTES`] bytes
+/// are kept (a page that does not fit is simply fetched again next time).
 pub fn keep_page(path: String, page: &Rc<Page>) {
+    let size = page.html.len()
+        + page
+            .headers
+            .iter()
+            .map(|(n, v)| n.len() + v.len())
+            .sum::<usize>();
     PAGES.with(|p| {
-        let mut pages = p.borrow_mut();
-        if pages.len() < CACHED_PAGES {
+        let (pages, bytes) = &mut *p.borrow_mut();
+        if pages.len() < CACHED_PAGES
+            && *bytes + size <= CACHED_PAGE_BYTES
+            && !pages.contains_key(&path)
+        {
             pages.insert(path, Rc::clone(page));
+            *bytes += size;
         }
     });
 }
@@ -267,4 +281,38 @@ thread_local! {
 /// Runs `f` with the isolate's refresh spacing.
 pub fn with_refreshes<R>(f: impl FnOnce(&mut Coalescer<Refresh>) -> R) -> R {
     REFRESHES.with(|c| f(&mut c.borrow_mut()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(bytes: usize) -> Rc<Page> {
+        Rc::new(Page {
+            html: "x".repeat(bytes),
+            slots: Vec::new(),
+            headers: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn pages_are_kept_within_a_byte_budget() {
+        keep_page("/big".into(), &page(CACHED_PAGE_BYTES + 1));
+        assert!(
+            cached_page("/big").is_none(),
+            "larger than the whole budget"
+        );
+        keep_page("/half".into(), &page(CACHED_PAGE_BYTES / 2));
+        keep_page("/half".into(), &page(CACHED_PAGE_BYTES / 2));
+        keep_page("/other".into(), &page(CACHED_PAGE_BYTES / 2 - 10));
+        assert!(cached_page("/half").is_some());
+        assert!(
+            cached_page("/other").is_some(),
+            "a page kept twice counts once"
+        );
+        keep_page("/more".into(), &page(100));
+        assert!(cached_page("/more").is_none(), "the budget is spent");
+        keep_page("/tiny".into(), &page(10));
+        assert!(cached_page("/tiny").is_some(), "what still fits is kept");
+    }
 }

@@ -162,6 +162,20 @@ describe("trust: what the public write key cannot do", () => {
     assert.equal(deep.status, 400, "deep nesting is a bad request, not a crash");
   });
 
+  test("deeply nested JSON on admin routes is a bad request, never a crash", async () => {
+    const deep = `${"[".repeat(3000)}${"]".repeat(3000)}`;
+    for (const [method, path, body] of [
+      ["PUT", "/v1/admin/personalisation", `{"segments":${deep}}`],
+      ["POST", "/v1/admin/catalog", `{"items":${deep}}`],
+      ["POST", "/v1/admin/keys", `{"label":"deep","scopes":${deep}}`],
+      ["POST", "/v1/privacy/delete", `{"type":"user_id","value":${deep}}`],
+    ]) {
+      const r = await fetch(`${edge.url}${path}`, { method, headers: { authorization: `Bearer ${ADMIN_KEY}` }, body });
+      assert.equal(r.status, 400, `${method} ${path}`);
+      assert.equal((await r.json()).code, "invalid_body", `${method} ${path}`);
+    }
+  });
+
   test("an admin key can only issue keys with scopes it holds itself", async () => {
     const minted = await admin(edge, "POST", "/v1/admin/keys", { label: `config-only-${run}`, scopes: ["config:write"] });
     assert.equal(minted.status, 201);
