@@ -172,7 +172,8 @@ describe("trust: what the public write key cannot do", () => {
     ]) {
       const r = await fetch(`${edge.url}${path}`, { method, headers: { authorization: `Bearer ${ADMIN_KEY}` }, body });
       assert.equal(r.status, 400, `${method} ${path}`);
-      assert.equal((await r.json()).code, "invalid_body", `${method} ${path}`);
+      // Refused as a body or as the document it should have been; either way a stable code.
+      assert.match((await r.json()).code, /^invalid_/, `${method} ${path}`);
     }
   });
 
