@@ -136,7 +136,8 @@ pub fn forget_suppressions() {
 
 /// Popular items read per decision (defaults and top-ups).
 const POPULAR: usize = 50;
-/// Entries kept per kind (products' partner lists, listings, items).
+/// Entries kept per kind (products' partner lists, listings, items); each kind is also held to
+/// `candidates::DEFAULT_MAX_BYTES`.
 const CANDIDATE_CAPACITY: usize = 5_000;
 
 thread_local! {

@@ -99,6 +99,116 @@ type Popular = Rc<Vec<(ItemStat, Option<CatalogItem>)>>;
 struct Entry<T> {
     at_ms: i64,
     value: T,
+    /// Its estimated size (see [`weigh_item`]).
+    bytes: usize,
+}
+
+/// Bytes kept per kind of entry by default: an isolate has 128 MB for everything, and listings
+/// carry up to 100 catalogue bodies each, so a count of entries alone bounds nothing.
+pub const DEFAULT_MAX_BYTES: usize = 8 * 1024 * 1024;
+/// What an entry costs beyond its strings (map slot, `Rc`, `Vec` and struct headers), roughly.
+const ENTRY_OVERHEAD: usize = 96;
+
+/// A catalogue item's estimated size in memory.
+fn weigh_item(item: &CatalogItem) -> usize {
+    let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    ENTRY_OVERHEAD
+        + item.product_id.len()
+        + text(&item.name)
+        + text(&item.category)
+        + text(&item.brand)
+        + text(&item.currency)
+        + text(&item.url)
+        + text(&item.image_url)
+}
+
+fn weigh_partners(list: &Partners) -> usize {
+    list.iter()
+        .map(|(pair, item)| {
+            ENTRY_OVERHEAD
+                + pair.item_a.len()
+                + pair.item_b.len()
+                + item.as_ref().map_or(0, weigh_item)
+        })
+        .sum()
+}
+
+fn weigh_listing(list: &Listing) -> usize {
+    list.iter().map(weigh_item).sum()
+}
+
+fn weigh_found(item: &Option<CatalogItem>) -> usize {
+    item.as_ref().map_or(0, weigh_item)
+}
+
+/// Entries of one kind, with their total estimated size.
+#[derive(Debug, Clone)]
+struct Kept<T> {
+    entries: HashMap<String, Entry<T>>,
+    bytes: usize,
+}
+
+impl<T> Default for Kept<T> {
+    fn default() -> Self {
+        Self {
+            entries: HashMap::new(),
+            bytes: 0,
+        }
+    }
+}
+
+impl<T> Kept<T> {
+    fn get(&self, key: &str) -> Option<&Entry<T>> {
+        self.entries.get(key)
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Some(old) = self.entries.remove(key) {
+            self.bytes -= old.bytes;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    /// Keeps `value` under `key` unless caching is off or it could never fit. A full kind
+    /// (entries or bytes) drops expired entries first and starts over if still full (simpler
+    /// than LRU; a full cache of live entries means the working set outgrew it anyway).
+    fn keep(&mut self, limits: Limits, key: String, value: T, weight: usize, now_ms: i64) {
+        let bytes = weight + key.len() + ENTRY_OVERHEAD;
+        if limits.ttl_ms <= 0 || bytes > limits.max_bytes {
+            return;
+        }
+        self.remove(&key);
+        let full =
+            |k: &Self| k.entries.len() >= limits.capacity || k.bytes + bytes > limits.max_bytes;
+        if full(self) {
+            self.entries
+                .retain(|_, e| now_ms.saturating_sub(e.at_ms) < limits.ttl_ms);
+            self.bytes = self.entries.values().map(|e| e.bytes).sum();
+            if full(self) {
+                self.clear();
+            }
+        }
+        self.bytes += bytes;
+        self.entries.insert(
+            key,
+            Entry {
+                at_ms: now_ms,
+                value,
+                bytes,
+            },
+        );
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    ttl_ms: i64,
+    capacity: usize,
+    max_bytes: usize,
 }
 
 /// One read a decision still needs.
@@ -187,26 +297,39 @@ impl CandidateSet {
 pub struct CandidateCache {
     ttl_ms: i64,
     capacity: usize,
+    max_bytes: usize,
     popular_limit: usize,
-    pairs: HashMap<String, Entry<Partners>>,
-    categories: HashMap<String, Entry<Listing>>,
-    items: HashMap<String, Entry<Option<CatalogItem>>>,
+    pairs: Kept<Partners>,
+    categories: Kept<Listing>,
+    items: Kept<Option<CatalogItem>>,
     popular: Option<Entry<Popular>>,
 }
 
 impl CandidateCache {
-    /// An empty cache: entries live `ttl_ms` (0 keeps nothing), at most `capacity` per kind;
-    /// the popular list holds `popular_limit` items.
+    /// An empty cache: entries live `ttl_ms` (0 keeps nothing), at most `capacity` entries and
+    /// [`DEFAULT_MAX_BYTES`] per kind; the popular list holds `popular_limit` items.
     pub fn new(ttl_ms: i64, capacity: usize, popular_limit: usize) -> Self {
         Self {
             ttl_ms,
             capacity,
+            max_bytes: DEFAULT_MAX_BYTES,
             popular_limit,
-            pairs: HashMap::new(),
-            categories: HashMap::new(),
-            items: HashMap::new(),
+            pairs: Kept::default(),
+            categories: Kept::default(),
+            items: Kept::default(),
             popular: None,
         }
+    }
+
+    /// The same cache with at most `max_bytes` (estimated) per kind.
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// The estimated bytes kept: partner lists, listings, items.
+    pub fn bytes(&self) -> [usize; 3] {
+        [self.pairs.bytes, self.categories.bytes, self.items.bytes]
     }
 
     /// What a decision over `signals` can take from the cache at `now_ms`, and the reads for
@@ -273,7 +396,11 @@ impl CandidateCache {
         now_ms: i64,
     ) -> CandidateSet {
         rows.resize_with(plan.reads.len(), Vec::new);
-        let limits = (self.ttl_ms, self.capacity);
+        let limits = Limits {
+            ttl_ms: self.ttl_ms,
+            capacity: self.capacity,
+            max_bytes: self.max_bytes,
+        };
         let mut set = CandidateSet::default();
         for partners in &plan.pairs {
             for (pair, item) in partners.iter() {
@@ -301,7 +428,9 @@ impl CandidateCache {
                         }
                     }
                     for (id, list) in by_item {
-                        keep(&mut self.pairs, limits, id, Rc::new(list), now_ms);
+                        let list = Rc::new(list);
+                        let weight = weigh_partners(&list);
+                        self.pairs.keep(limits, id, list, weight, now_ms);
                     }
                 }
                 Read::Popular => {
@@ -314,6 +443,8 @@ impl CandidateCache {
                         self.popular = Some(Entry {
                             at_ms: now_ms,
                             value: Rc::clone(&list),
+                            // The popular list is one list of `popular_limit` items.
+                            bytes: 0,
                         });
                     }
                     popular = Some(list);
@@ -329,7 +460,9 @@ impl CandidateCache {
                         }
                     }
                     for (name, list) in by_name {
-                        keep(&mut self.categories, limits, name, Rc::new(list), now_ms);
+                        let list = Rc::new(list);
+                        let weight = weigh_listing(&list);
+                        self.categories.keep(limits, name, list, weight, now_ms);
                     }
                 }
                 Read::Items(ids) => {
@@ -345,7 +478,8 @@ impl CandidateCache {
                     }
                     // Unknown items are kept too (as absent): asking again would find nothing.
                     for (id, item) in found {
-                        keep(&mut self.items, limits, id, item, now_ms);
+                        let weight = weigh_found(&item);
+                        self.items.keep(limits, id, item, weight, now_ms);
                     }
                 }
             }
@@ -386,34 +520,6 @@ impl CandidateCache {
         self.items.clear();
         self.popular = None;
     }
-}
-
-/// Keeps `value` under `key` unless caching is off. A full map drops expired entries first and
-/// starts over if still full (simpler than LRU; a full map of live entries means the working set
-/// outgrew it anyway).
-fn keep<T>(
-    map: &mut HashMap<String, Entry<T>>,
-    (ttl_ms, capacity): (i64, usize),
-    key: String,
-    value: T,
-    now_ms: i64,
-) {
-    if ttl_ms <= 0 {
-        return;
-    }
-    if map.len() >= capacity {
-        map.retain(|_, e| now_ms.saturating_sub(e.at_ms) < ttl_ms);
-        if map.len() >= capacity {
-            map.clear();
-        }
-    }
-    map.insert(
-        key,
-        Entry {
-            at_ms: now_ms,
-            value,
-        },
-    );
 }
 
 #[cfg(test)]
@@ -670,7 +776,7 @@ mod tests {
             let rows = rows_for(&plan);
             small.absorb(plan, rows, T0 + i as i64);
         }
-        assert!(small.pairs.len() <= 2 && small.items.len() <= 2);
+        assert!(small.pairs.entries.len() <= 2 && small.items.entries.len() <= 2);
         let c = Profile::new(&["c"], &[]);
         assert!(
             small
@@ -679,5 +785,47 @@ mod tests {
                 .is_empty(),
             "the newest stays"
         );
+    }
+
+    #[test]
+    fn a_kind_over_its_byte_budget_starts_over_and_nothing_larger_is_kept() {
+        let mut cache = CandidateCache::new(TTL, 1_000, 50);
+        let profile = Profile::new(&["a"], &["shoes"]);
+        let plan = cache.plan(&profile.signals(), false, T0);
+        let rows = rows_for(&plan);
+        let set = cache.absorb(plan, rows, T0);
+        let [pairs, listings, items] = cache.bytes();
+        assert!(
+            pairs > 0 && listings > 0 && items > 0,
+            "{:?}",
+            cache.bytes()
+        );
+
+        // A budget that holds one partner list but not two: the second starts the kind over.
+        let one = pairs + 10;
+        let mut tight = CandidateCache::new(TTL, 1_000, 50).with_max_bytes(one);
+        for (i, id) in ["a", "b"].into_iter().enumerate() {
+            let p = Profile::new(&[id], &[]);
+            let plan = tight.plan(&p.signals(), false, T0 + i as i64);
+            let rows = rows_for(&plan);
+            tight.absorb(plan, rows, T0 + i as i64);
+            assert!(tight.bytes()[0] <= one, "{:?}", tight.bytes());
+        }
+        assert_eq!(tight.pairs.entries.len(), 1, "only the newest list fits");
+
+        // Nothing larger than the whole budget is kept, and the decision still gets its rows.
+        let mut tiny = CandidateCache::new(TTL, 1_000, 50).with_max_bytes(1);
+        let plan = tiny.plan(&profile.signals(), false, T0);
+        let rows = rows_for(&plan);
+        let tiny_set = tiny.absorb(plan, rows, T0);
+        assert_eq!(tiny.bytes(), [0, 0, 0]);
+        assert_eq!(
+            tiny_set.pairs, set.pairs,
+            "what was read is used, kept or not"
+        );
+
+        // Forgetting gives the bytes back.
+        cache.clear();
+        assert_eq!(cache.bytes(), [0, 0, 0]);
     }
 }
