@@ -234,6 +234,11 @@ pub struct CandidatePlan {
 }
 
 impl CandidatePlan {
+    /// How many reads [`CandidatePlan::statements`] holds, without building them.
+    pub fn read_count(&self) -> usize {
+        self.reads.len()
+    }
+
     /// The D1 reads to run, in order (empty when the cache had everything).
     pub fn statements(&self) -> Vec<Statement> {
         let list = |ids: &[String]| {

@@ -304,7 +304,9 @@ impl DecisionPlan {
 
     /// How many of [`DecisionPlan::reads`] are candidate reads (the rest is the state row).
     pub fn candidate_reads(&self) -> usize {
-        self.candidates.as_ref().map_or(0, |c| c.statements().len())
+        self.candidates
+            .as_ref()
+            .map_or(0, CandidatePlan::read_count)
     }
 
     /// The decisions, given the rows the reads returned. `cache` keeps the new rows; banners
