@@ -32,6 +32,15 @@ fn configured_rules(env: &Env) -> Result<Rules, ApiError> {
     Rules::from_json(&value).map_err(ApiError::IdentityConfig)
 }
 
+/// The `IDENTITY_SECRET` that identity tokens are signed with, when configured (at least 16
+/// bytes: a shorter secret could be guessed from one token).
+pub fn identity_secret(env: &Env) -> Option<Vec<u8>> {
+    env.secret("IDENTITY_SECRET")
+        .map(|s| s.to_string().into_bytes())
+        .ok()
+        .filter(|s| s.len() >= 16)
+}
+
 /// Retention settings (`RETENTION_*` vars); defaults otherwise.
 pub fn retention(env: &Env) -> Result<Retention, ApiError> {
     Retention::from_settings(|name| env.var(name).ok().map(|v| v.to_string()))

@@ -71,7 +71,11 @@ export type Properties = Record<string, unknown>;
 export function load(options: LoadOptions): Promise<boolean>;
 export function track(event: string, properties?: Properties): void;
 export function page(name?: string | Properties, properties?: Properties): void;
-export function identify(userId?: string | Properties, traits?: Properties): void;
+export function identify(
+  userId?: string | Properties,
+  traits?: Properties,
+  options?: { identityToken?: string },
+): void;
 export function group(groupId: string, traits?: Properties): void;
 export function alias(userId: string, previousId?: string): void;
 export const consent: {

@@ -70,10 +70,15 @@ export function page(name, properties) {
   call("page", [name == null ? undefined : String(name), properties]);
 }
 
-/** Says who the user is: identify("u1", { email }) or identify({ plan }) for traits only. */
-export function identify(userId, traits) {
-  if (userId !== null && typeof userId === "object") [userId, traits] = [undefined, userId];
-  call("identify", [userId == null ? undefined : String(userId), traits]);
+/**
+ * Says who the user is: identify("u1", { email }) or identify({ plan }) for traits only. Pass
+ * the identity token your backend signed for the user, identify("u1", { email }, { identityToken }),
+ * so Seam believes the user ID (see the README).
+ */
+export function identify(userId, traits, options) {
+  if (userId !== null && typeof userId === "object") [userId, traits, options] = [undefined, userId, traits];
+  const token = options && typeof options.identityToken === "string" ? options.identityToken : undefined;
+  call("identify", [userId == null ? undefined : String(userId), traits, token]);
 }
 
 /** Puts the user in a group (account): group("acme", { plan: "pro" }). */

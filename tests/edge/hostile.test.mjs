@@ -24,7 +24,7 @@ describe("hostile input", () => {
   before(async () => {
     edge = await startEdge("hostile", {
       sources: {
-        [WRITE_KEY]: { id: "demo-site", origins: ["http://localhost:8787"] },
+        [WRITE_KEY]: { id: "demo-site", identity: "trust-browser", origins: ["http://localhost:8787"] },
         [OTHER_KEY]: { id: "other-source" },
       },
     });

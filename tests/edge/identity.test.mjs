@@ -3,7 +3,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { post, root, startEdge, WRITE_KEY } from "../support/edge.mjs";
+import { post, root, startEdge, trustingSources, WRITE_KEY } from "../support/edge.mjs";
 
 const ADMIN_KEY = readFileSync(join(root, ".dev.vars"), "utf8").match(/^ADMIN_KEY=(.*)$/m)[1].trim();
 const run = `${process.pid}`;
@@ -19,7 +19,7 @@ describe("identity and profiles", () => {
   const lookup = async (type, value) => (await admin(`/v1/profiles/lookup?type=${type}&value=${encodeURIComponent(value)}`)).json;
 
   before(async () => {
-    edge = await startEdge("identity");
+    edge = await startEdge("identity", { sources: trustingSources() });
   });
   after(async () => {
     await edge?.stop();

@@ -5,7 +5,7 @@ import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { createServer } from "node:http";
 import { join } from "node:path";
-import { post, root, settled, startEdge, WRITE_KEY } from "../support/edge.mjs";
+import { post, root, settled, startEdge, trustingSources, WRITE_KEY } from "../support/edge.mjs";
 
 const ADMIN_KEY = readFileSync(join(root, ".dev.vars"), "utf8").match(/^ADMIN_KEY=(.*)$/m)[1].trim();
 const run = `${process.pid}`;
@@ -48,7 +48,7 @@ describe("personalisation at ingest", () => {
     fetch(`${edge.url}${path}`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } }).then(async (r) => ({ status: r.status, json: await r.json() }));
 
   before(async () => {
-    edge = await startEdge("personalisation");
+    edge = await startEdge("personalisation", { sources: trustingSources() });
   });
   after(async () => {
     await edge?.stop();
@@ -496,7 +496,7 @@ describe("edge rendering of a site proxied from its own origin", () => {
     });
     await new Promise((r) => origin.listen(0, "127.0.0.1", r));
     edge = await startEdge("proxy", {
-      sources: { [WRITE_KEY]: { id: "proxied-shop", origins: ["*"], siteOrigin: `http://127.0.0.1:${origin.address().port}` } },
+      sources: { [WRITE_KEY]: { id: "proxied-shop", identity: "trust-browser", origins: ["*"], siteOrigin: `http://127.0.0.1:${origin.address().port}` } },
     });
   });
   after(async () => {

@@ -4,7 +4,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { post, root, startEdge, WRITE_KEY } from "../support/edge.mjs";
+import { post, root, startEdge, trustingSources, WRITE_KEY } from "../support/edge.mjs";
 
 const ROOT_KEY = readFileSync(join(root, ".dev.vars"), "utf8").match(/^ADMIN_KEY=(.*)$/m)[1].trim();
 const run = `${process.pid}`;
@@ -34,7 +34,7 @@ describe("privacy, access control and retention", () => {
   };
 
   before(async () => {
-    edge = await startEdge("privacy");
+    edge = await startEdge("privacy", { sources: trustingSources() });
   });
   after(async () => {
     await edge?.stop();
@@ -347,7 +347,7 @@ describe("privacy, access control and retention", () => {
 describe("hashed emails and phones", () => {
   let edge;
   before(async () => {
-    edge = await startEdge("hashed", { vars: { IDENTITY_RULES: '{"hashPii": true}', PII_SALT: "test-salt-not-a-real-secret" } });
+    edge = await startEdge("hashed", { sources: trustingSources(), vars: { IDENTITY_RULES: '{"hashPii": true}', PII_SALT: "test-salt-not-a-real-secret" } });
   });
   after(async () => {
     await edge?.stop();

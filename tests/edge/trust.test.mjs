@@ -3,6 +3,7 @@
 // legitimate journeys next to them must keep working. Real Worker in workerd, real D1 and KV.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { createHmac } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { createServer } from "node:http";
 import { join } from "node:path";
@@ -145,12 +146,13 @@ describe("trust: what the public write key cannot do", () => {
   });
 
   test("decide honours Global Privacy Control and caps its body", async () => {
-    const anon = `gpc-${run}`;
+    const anon = `gpc-visitor-${run}-0000`;
+    const own = { cookie: `seam_id=${anon}` };
     await send(edge, [viewed(anon, `g1-${run}`), viewed(anon, `g2-${run}`)]);
-    const plain = await decide(edge, { anonymousId: anon });
+    const plain = await decide(edge, { anonymousId: anon }, own);
     assert.notEqual(plain.json.reason, "consent_denied");
     assert.ok(plain.json.profileId);
-    const gpc = await decide(edge, { anonymousId: anon }, { "Sec-GPC": "1" });
+    const gpc = await decide(edge, { anonymousId: anon }, { ...own, "Sec-GPC": "1" });
     assert.equal(gpc.status, 200);
     assert.equal(gpc.json.reason, "consent_denied");
     assert.equal(gpc.json.profileId, null, "the profile is not even read");
@@ -265,5 +267,176 @@ describe("trust: rate limits and the page proxy", () => {
     assert.equal(moved.status, 302, "the browser gets the redirect");
     assert.equal(moved.headers.get("location"), "http://169.254.169.254/latest/meta-data/");
     await settled(edge.url);
+  });
+});
+
+describe("trust: identity claims from the public key", () => {
+  let edge;
+  const IDENTITY_SECRET = secret("IDENTITY_SECRET");
+  const SERVER_KEY = secret("SERVER_WRITE_KEY");
+  const token = (userId, expires = Math.floor(Date.now() / 1000) + 3600, key = IDENTITY_SECRET) =>
+    `v1.${expires}.${createHmac("sha256", key).update(`${userId}.${expires}`).digest("hex")}`;
+  const lookup = async (type, value) => {
+    const r = await admin(edge, "GET", `/v1/profiles/lookup?type=${type}&value=${encodeURIComponent(value)}`);
+    return r.status === 200 ? r.json : null;
+  };
+  const holds = (profile, type, value) => (profile?.identifiers ?? []).includes(`${type}:${value}`);
+  const cookie = (id) => ({ cookie: `seam_id=${id}` });
+  // A server identifies the victim; the victim has browsed two products on their own browser.
+  const victim = async (tag) => {
+    const user = `victim-${tag}-${run}`;
+    const email = `${user}@shop.example`;
+    const browser = `browser-${tag}-${run}-0000`;
+    const r = await send(edge, [
+      { type: "identify", userId: user, anonymousId: browser, traits: { email }, messageId: mid() },
+      viewed(browser, `secret-${tag}-${run}`),
+    ], SERVER_KEY);
+    assert.deepEqual(r.json.results.map((x) => x.status), ["accepted", "accepted"]);
+    return { user, email, browser, profileId: (await lookup("user_id", user)).profileId };
+  };
+  before(async () => {
+    edge = await startEdge("trust-identity");
+  });
+  after(async () => {
+    await edge?.stop();
+  });
+
+  test("an email claimed from a page joins nothing and the response names no profile", async () => {
+    const v = await victim("email");
+    const mine = `attacker-email-${run}-0000`;
+    const r = await send(edge, [{ type: "identify", anonymousId: mine, traits: { email: v.email }, messageId: mid() }]);
+    assert.equal(r.json.results[0].status, "accepted", "the claim is kept as an event");
+    assert.equal(r.json.profileId, undefined, "no account-exists oracle");
+    const me = await lookup("anonymous_id", mine);
+    assert.notEqual(me.profileId, v.profileId);
+    assert.equal(me.traits.email, v.email, "kept as a trait of the claimant's own profile");
+    assert.ok(!holds(await lookup("email", v.email), "anonymous_id", mine));
+    // Asking with that email's owner in mind gets the claimant nothing personal either.
+    const d = await decide(edge, { anonymousId: mine, userId: v.user }, cookie(mine));
+    assert.notEqual(d.json.profileId, v.profileId);
+    assert.equal(d.json.profileId, me.profileId, "the claimant's own browser, proven by its cookie");
+  });
+
+  test("decide for someone else's user ID is not personal and re-points nothing", async () => {
+    const v = await victim("decide");
+    const mine = `attacker-decide-${run}-0000`;
+    const d = await decide(edge, { anonymousId: mine, userId: v.user, slots: [{ id: "recommended-for-you", limit: 20 }] });
+    assert.equal(d.status, 200);
+    assert.equal(d.json.personalised, false);
+    assert.equal(d.json.profileId, null);
+    assert.ok(!JSON.stringify(d.json).includes(`secret-decide-${run}`));
+    assert.equal(await edge.kv.get(`anon:${mine}`), null, "no pointer for an unproven identity");
+    // The victim's own browser, proven by its cookie, is personal.
+    const own = await decide(edge, { anonymousId: v.browser }, cookie(v.browser));
+    assert.equal(own.json.profileId, v.profileId);
+    // A body anonymous ID without the cookie is a claim too.
+    const claimed = await decide(edge, { anonymousId: v.browser });
+    assert.equal(claimed.json.profileId, null);
+    // The server key may ask for anyone.
+    const server = await post(`${edge.url}/v1/decide`, { writeKey: SERVER_KEY, userId: v.user, slots: ["recommended-for-you"] });
+    assert.equal(server.json.profileId, v.profileId);
+  });
+
+  test("two browsers claiming one user ID stay apart", async () => {
+    const user = `shared-${run}`;
+    const [a, b] = [`claim-a-${run}-0000`, `claim-b-${run}-0000`];
+    await send(edge, [{ type: "identify", userId: user, anonymousId: a, messageId: mid() }, viewed(a, `a-only-${run}`)]);
+    await send(edge, [{ type: "identify", userId: user, anonymousId: b, messageId: mid() }]);
+    const [pa, pb] = [await lookup("anonymous_id", a), await lookup("anonymous_id", b)];
+    assert.notEqual(pa.profileId, pb.profileId);
+    assert.equal(await lookup("user_id", user), null, "an unverified user ID is no identifier");
+    const d = await decide(edge, { anonymousId: b }, cookie(b));
+    assert.ok(!JSON.stringify(d.json).includes(`a-only-${run}`));
+  });
+
+  test("anonymous browsing then a verified login on two devices makes one profile", async () => {
+    const user = `verified-${run}`;
+    const [phone, laptop] = [`phone-${run}-00000`, `laptop-${run}-0000`];
+    await send(edge, [viewed(phone, `phone-view-${run}`)], WRITE_KEY, cookie(phone));
+    await send(edge, [viewed(laptop, `laptop-view-${run}`)], WRITE_KEY, cookie(laptop));
+    for (const device of [phone, laptop]) {
+      const r = await send(edge, [{
+        type: "identify", userId: user, anonymousId: device, messageId: mid(),
+        context: { seam: { identityToken: token(user) } },
+      }], WRITE_KEY, cookie(device));
+      assert.equal(r.json.results[0].status, "accepted");
+    }
+    const profile = await lookup("user_id", user);
+    assert.ok(profile, "the verified user ID is an identifier");
+    assert.ok(holds(profile, "anonymous_id", phone) && holds(profile, "anonymous_id", laptop), JSON.stringify(profile.identifiers));
+    // The laptop sees what the phone viewed.
+    const d = await decide(edge, { anonymousId: laptop, slots: [{ id: "recommended-for-you", limit: 20 }] }, cookie(laptop));
+    assert.equal(d.json.profileId, profile.profileId);
+    // A verified decide body works without the cookie.
+    const byToken = await decide(edge, { userId: user, context: { seam: { identityToken: token(user) } } });
+    assert.equal(byToken.json.profileId, profile.profileId);
+    const [stored] = await edge.query(`SELECT body FROM events WHERE json_extract(body, '$.userId') = '${user}' AND json_extract(body, '$.type') = 'identify' LIMIT 1`);
+    const seam = JSON.parse(stored.body).context.seam;
+    assert.equal(seam.identity, "verified");
+    assert.equal(seam.identityToken, undefined, "tokens are not stored");
+  });
+
+  test("a token for one user cannot verify another, and an expired token is refused", async () => {
+    const v = await victim("token");
+    const mallory = `mallory-${run}`;
+    const mine = `attacker-token-${run}-0000`;
+    const cases = [
+      [token(mallory), "invalid_identity_token"],
+      [token(v.user, Math.floor(Date.now() / 1000) - 5), "expired_identity_token"],
+      [token(v.user, undefined, "not-the-deployment-secret"), "invalid_identity_token"],
+      ["v1.garbage", "malformed_identity_token"],
+    ];
+    for (const [t, code] of cases) {
+      const messageId = mid();
+      await send(edge, [{ type: "identify", userId: v.user, anonymousId: mine, messageId, context: { seam: { identityToken: t } } }]);
+      const [row] = await edge.query(`SELECT body FROM events WHERE message_id = '${messageId}'`);
+      const seam = JSON.parse(row.body).context.seam;
+      assert.deepEqual([seam.identity, seam.identityError], ["claimed", code]);
+    }
+    assert.ok(!holds(await lookup("user_id", v.user), "anonymous_id", mine));
+    const d = await decide(edge, { userId: v.user, context: { seam: { identityToken: token(mallory) } } });
+    assert.equal(d.json.profileId, null);
+  });
+
+  test("a page cannot forge the collector's own fields", async () => {
+    const v = await victim("forge");
+    const mine = `attacker-forge-${run}-0000`;
+    await send(edge, [{ type: "identify", userId: v.user, anonymousId: mine, messageId: mid(), context: { seam: { identity: "verified", cookieId: v.browser } } }]);
+    const me = await lookup("anonymous_id", mine);
+    assert.notEqual(me.profileId, v.profileId);
+    assert.ok(!holds(await lookup("user_id", v.user), "cookie_id", v.browser));
+  });
+
+  test("server-side identify merges freely, and a trust-browser source believes the page", async () => {
+    const user = `server-${run}`;
+    const [a, b] = [`srv-a-${run}-0000`, `srv-b-${run}-0000`];
+    await send(edge, [
+      { type: "identify", userId: user, anonymousId: a, traits: { email: `${user}@shop.example` }, messageId: mid() },
+      { type: "identify", userId: user, anonymousId: b, messageId: mid() },
+    ], SERVER_KEY);
+    const p = await lookup("email", `${user}@shop.example`);
+    assert.ok(holds(p, "anonymous_id", a) && holds(p, "anonymous_id", b) && holds(p, "user_id", user));
+  });
+});
+
+describe("trust: a source that opts into trusting browsers", () => {
+  let edge;
+  before(async () => {
+    edge = await startEdge("trust-browser", {
+      sources: { [WRITE_KEY]: { id: "demo-site", identity: "trust-browser" } },
+    });
+  });
+  after(async () => {
+    await edge?.stop();
+  });
+
+  test("believes a page's identify, as documented with its risk", async () => {
+    const user = `believed-${run}`;
+    const anon = `believed-anon-${run}`;
+    const r = await send(edge, [{ type: "identify", userId: user, anonymousId: anon, traits: { email: `${user}@shop.example` }, messageId: mid() }]);
+    assert.ok(r.json.profileId, "a trusted source's response names the profile");
+    const p = await admin(edge, "GET", `/v1/profiles/lookup?type=email&value=${user}%40shop.example`);
+    assert.equal(p.status, 200);
+    assert.ok(p.json.identifiers.includes(`anonymous_id:${anon}`), JSON.stringify(p.json.identifiers));
   });
 });

@@ -17,6 +17,20 @@ const mainConfig = join(root, "wrangler.toml");
 
 export const WRITE_KEY = "seam_dev_write_key";
 
+/**
+ * The dev sources as wrangler.toml configures them, with the dev key opted into
+ * `"identity": "trust-browser"`: for suites about stitching, profiles, privacy and
+ * personalisation themselves, which send identities as a trusting site would. What a public key
+ * may not do under the default (`verify`) is tests/edge/trust.test.mjs's subject.
+ */
+export function trustingSources(extra = {}) {
+  const toml = readFileSync(mainConfig, "utf8");
+  const json = toml.slice(toml.indexOf('SOURCES = """') + 13, toml.indexOf('"""', toml.indexOf('SOURCES = """') + 13));
+  const sources = JSON.parse(json);
+  sources[WRITE_KEY] = { ...sources[WRITE_KEY], identity: "trust-browser", ...extra };
+  return sources;
+}
+
 function freePort() {
   return new Promise((resolve, reject) => {
     const server = createServer();

@@ -1,10 +1,12 @@
 //! The collector's front half: who may send ([`auth`], [`source`]), what an event is
 //! ([`event`]), decoding a request into per-event outcomes ([`ingest`]) and what the edge adds to
-//! and removes from each event before storing it ([`enrich`]).
+//! and removes from each event before storing it ([`enrich`]), and how far a browser's identity
+//! claims are proven ([`proof`]).
 
 pub mod auth;
 pub mod enrich;
 pub mod event;
 pub mod ingest;
 pub mod ingest_plan;
+pub mod proof;
 pub mod source;

@@ -71,6 +71,20 @@ pub enum SourceKind {
     Server,
 }
 
+/// Whether a browser source's identity claims are believed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IdentityPolicy {
+    /// `"identity": "verify"` (the default): a browser's `userId` counts only with a valid
+    /// identity token, its emails and phones only as traits, its anonymous IDs only as claims;
+    /// `/v1/decide` personalises only for the visitor's own cookie or a verified user.
+    #[default]
+    Verify,
+    /// `"identity": "trust-browser"`: everything a page sends is believed, as before identity
+    /// verification existed. Anyone who copies the write key can then join their browser to
+    /// any profile whose user ID or email they know and read its personalisation.
+    TrustBrowser,
+}
+
 /// A validated source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Source {
@@ -78,6 +92,8 @@ pub struct Source {
     pub id: String,
     /// `"kind": "browser"` (default) or `"server"`.
     pub kind: SourceKind,
+    /// `"identity": "verify"` (default) or `"trust-browser"`; only browser sources read it.
+    pub identity: IdentityPolicy,
     /// Origins allowed to send from browsers: exact (`https://a.example`), wildcard subdomain
     /// (`https://*.a.example`) or `*`.
     pub origins: Vec<String>,
@@ -102,6 +118,7 @@ impl Source {
         Source {
             id: id.to_owned(),
             kind: SourceKind::Server,
+            identity: IdentityPolicy::Verify,
             origins: Vec::new(),
             ip: IpPolicy::Truncate,
             analytics_denied: DeniedPolicy::Anonymize,
@@ -109,6 +126,12 @@ impl Source {
             deny_properties: DEFAULT_DENY_PROPERTIES.map(String::from).to_vec(),
             site_origin: None,
         }
+    }
+
+    /// Whether what this source sends is believed as sent: a server source, or a browser source
+    /// that opted into `trust-browser`.
+    pub fn is_trusted(&self) -> bool {
+        self.kind == SourceKind::Server || self.identity == IdentityPolicy::TrustBrowser
     }
 
     /// Whether a browser on `origin` may send to this source.
@@ -167,6 +190,8 @@ struct RawSource {
     #[serde(default)]
     kind: Value,
     #[serde(default)]
+    identity: Value,
+    #[serde(default)]
     origins: Value,
     #[serde(default)]
     ip: Value,
@@ -201,6 +226,17 @@ pub fn parse_source(key: &str, raw: &Value) -> Result<Source, ConfigError> {
         Some("browser") => SourceKind::Browser,
         Some("server") => SourceKind::Server,
         _ => return Err(invalid("kind", "must be \"browser\" or \"server\"")),
+    };
+    let identity = match raw.identity.as_str() {
+        None if raw.identity.is_null() => IdentityPolicy::Verify,
+        Some("verify") => IdentityPolicy::Verify,
+        Some("trust-browser") => IdentityPolicy::TrustBrowser,
+        _ => {
+            return Err(invalid(
+                "identity",
+                "must be \"verify\" or \"trust-browser\"",
+            ))
+        }
     };
     let origins = match &raw.origins {
         Value::Null => Vec::new(),
@@ -261,6 +297,7 @@ pub fn parse_source(key: &str, raw: &Value) -> Result<Source, ConfigError> {
     Ok(Source {
         id: id.to_owned(),
         kind,
+        identity,
         origins,
         ip,
         analytics_denied,

@@ -8,20 +8,102 @@ use super::rules::Rules;
 use crate::collect::event::{Event, EventType};
 use crate::format::id::is_uuid;
 
+/// Where the `context.seam.identity` marker is kept: the collector writes it on every event
+/// from a browser source (and removes whatever the client sent there).
+pub const PROOF_FIELD: &str = "identity";
+
+/// How far an event's identifiers are proven, from the marker the collector wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proof {
+    /// No marker: a server source (or a browser source that trusts browsers): every identifier
+    /// counts.
+    Trusted,
+    /// `"verified"`: a browser event whose `userId` carried a valid identity token. The user ID,
+    /// anonymous ID and the collector's cookie count; a device ID is only a claim ([`claims_of`]);
+    /// emails, phones and external IDs are not identifiers (they stay on the event as traits).
+    Verified,
+    /// `"claimed"` (or any other marker: fail closed): a browser event without a valid token.
+    /// As `Verified`, but the user ID is not an identifier either.
+    Claimed,
+}
+
+impl Proof {
+    /// The marker's value for this level (`None` for [`Proof::Trusted`]: no marker).
+    pub fn marker(self) -> Option<&'static str> {
+        match self {
+            Proof::Trusted => None,
+            Proof::Verified => Some("verified"),
+            Proof::Claimed => Some("claimed"),
+        }
+    }
+
+    /// The level recorded on `event`.
+    pub fn of(event: &Event) -> Self {
+        let marker = event
+            .body
+            .get("context")
+            .and_then(|c| c.get("seam"))
+            .and_then(|s| s.get(PROOF_FIELD));
+        match marker {
+            None => Proof::Trusted,
+            Some(Value::String(v)) if v == "verified" => Proof::Verified,
+            Some(_) => Proof::Claimed,
+        }
+    }
+
+    /// Whether an identifier of `kind` read anywhere but the event's own `userId` counts.
+    fn admits(self, kind: &IdType) -> bool {
+        self == Proof::Trusted
+            || matches!(
+                kind,
+                IdType::CookieId | IdType::AnonymousId | IdType::DeviceId
+            )
+    }
+}
+
+/// Which of `identifiers` (those [`identifiers_of`] read from `event`) the sender only claims:
+/// for a browser event its device ID. A browser's anonymous ID and the collector's cookie are
+/// random values only that browser holds, so they act as its own (bearer) identity; a device
+/// ID (`context.device.id`) may be shared with other apps and ad networks, so naming one proves
+/// nothing.
+pub fn claims_of(event: &Event, identifiers: &[Identifier]) -> Vec<Identifier> {
+    if Proof::of(event) == Proof::Trusted {
+        return Vec::new();
+    }
+    identifiers
+        .iter()
+        .filter(|id| id.kind == IdType::DeviceId)
+        .cloned()
+        .collect()
+}
+
 /// The identifiers an event carries (see the table in the module docs): normalised, blocked
-/// values dropped, duplicates removed, best first.
+/// values dropped, duplicates removed, best first. For a browser event only those its
+/// [`Proof`] admits.
 pub fn identifiers_of(event: &Event, rules: &Rules) -> Vec<Identifier> {
     if event.anonymized {
         return Vec::new();
     }
+    let proof = Proof::of(event);
     let body = &event.body;
     let mut ids = Vec::new();
+    if proof != Proof::Claimed {
+        // The token verified this user ID (and only this one).
+        ids.extend(
+            event
+                .user_id
+                .as_deref()
+                .and_then(|raw| Identifier::normalized(IdType::UserId, raw, rules)),
+        );
+    }
     let mut add = |kind: IdType, raw: Option<String>| {
+        if !proof.admits(&kind) {
+            return;
+        }
         if let Some(id) = raw.and_then(|raw| Identifier::normalized(kind, &raw, rules)) {
             ids.push(id);
         }
     };
-    add(IdType::UserId, event.user_id.clone());
     add(IdType::AnonymousId, event.anonymous_id.clone());
     if event.kind == EventType::Identify {
         let traits = body.get("traits").and_then(Value::as_object);
@@ -60,7 +142,8 @@ pub fn identifiers_of(event: &Event, rules: &Rules) -> Vec<Identifier> {
         ids.extend(
             entries
                 .iter()
-                .filter_map(|entry| external_identifier(entry, rules)),
+                .filter_map(|entry| external_identifier(entry, rules))
+                .filter(|id| proof.admits(&id.kind)),
         );
     }
     rules.canonical_ids(&ids)

@@ -5,7 +5,7 @@ use std::fmt;
 
 use sha2::{Digest, Sha256};
 
-use super::extract::identifiers_of;
+use super::extract::{claims_of, identifiers_of};
 use super::identifier::{hex_digit, IdType, Identifier};
 use super::rules::Rules;
 use super::{PROFILE_ID_HEX_CHARS, PROFILE_ID_PREFIX};
@@ -14,7 +14,7 @@ use crate::collect::event::Event;
 /// One event's contribution to the graph: its identifiers and its ordering key.
 ///
 /// Field order makes the derived `Ord` the processing order: `(timestamp_ms, message_id,
-/// identifiers)`.
+/// identifiers, claimed)`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Link {
     /// The event's (skew-corrected) time.
@@ -23,6 +23,10 @@ pub struct Link {
     pub message_id: String,
     /// The identifiers it carries.
     pub identifiers: Vec<Identifier>,
+    /// Those of `identifiers` the sender only claims (a device ID from a browser source): a
+    /// claim may bring identifiers seen for the first time into a profile but never joins two
+    /// that exist.
+    pub claimed: Vec<Identifier>,
 }
 
 impl Link {
@@ -36,16 +40,30 @@ impl Link {
             timestamp_ms,
             message_id: message_id.into(),
             identifiers,
+            claimed: Vec::new(),
         }
     }
 
-    /// The link an event contributes ([`identifiers_of`] plus its ordering key).
+    /// The same link with `claimed` (each must also be in `identifiers`) marked as claims.
+    pub fn with_claimed(mut self, mut claimed: Vec<Identifier>) -> Self {
+        claimed.retain(|c| self.identifiers.contains(c));
+        claimed.sort();
+        claimed.dedup();
+        self.claimed = claimed;
+        self
+    }
+
+    /// Whether `id` is only claimed by this link.
+    pub fn is_claimed(&self, id: &Identifier) -> bool {
+        self.claimed.contains(id)
+    }
+
+    /// The link an event contributes ([`identifiers_of`] plus its ordering key), its claims
+    /// marked ([`claims_of`]).
     pub fn from_event(event: &Event, rules: &Rules) -> Self {
-        Self::new(
-            event.timestamp_ms,
-            event.message_id.clone(),
-            identifiers_of(event, rules),
-        )
+        let identifiers = identifiers_of(event, rules);
+        let claimed = claims_of(event, &identifiers);
+        Self::new(event.timestamp_ms, event.message_id.clone(), identifiers).with_claimed(claimed)
     }
 }
 
@@ -101,6 +119,9 @@ pub enum ConflictReason {
     MaxIdentifiers,
     /// The profile would exceed [`Rules::max_merges`].
     MaxMerges,
+    /// Only a claim joins the two: an identifier the sender merely claims belongs to a profile
+    /// that already exists.
+    Unproven,
 }
 
 impl ConflictReason {
@@ -111,6 +132,7 @@ impl ConflictReason {
             Self::TypeLimit(_) => "identifier_limit",
             Self::MaxIdentifiers => "max_identifiers",
             Self::MaxMerges => "max_merges",
+            Self::Unproven => "unverified_claim",
         }
     }
 }

@@ -64,10 +64,21 @@ pub fn identifiers_param<'a>(identifiers: impl IntoIterator<Item = &'a Identifie
     serde_json::to_string(&texts).unwrap_or_else(|_| "[]".into())
 }
 
-/// The set key of a link: SHA-256 of its sorted identifier text forms.
+/// The set key of a link: SHA-256 of its sorted identifier text forms, then (when it claims
+/// any) `~` and its claimed ones: the same identifiers proven and merely claimed are two links.
 pub fn set_key(link: &Link) -> String {
     let texts: BTreeSet<String> = link.identifiers.iter().map(ToString::to_string).collect();
-    crate::identity::sha256_hex(texts.into_iter().collect::<Vec<_>>().join("\n").as_bytes())
+    let mut text = texts.into_iter().collect::<Vec<_>>().join("\n");
+    if !link.claimed.is_empty() {
+        let claimed: BTreeSet<String> = link.claimed.iter().map(ToString::to_string).collect();
+        text.push_str("\n~\n");
+        text.push_str(&claimed.into_iter().collect::<Vec<_>>().join("\n"));
+    }
+    crate::identity::sha256_hex(text.as_bytes())
+}
+
+fn claimed_json(link: &Link) -> Option<String> {
+    (!link.claimed.is_empty()).then(|| identifiers_param(&link.claimed))
 }
 
 fn identifiers_json(link: &Link) -> String {
@@ -91,8 +102,8 @@ pub fn upsert_links(links: &[Link]) -> Vec<Statement> {
     let mut statements = Vec::new();
     for (key, link) in &by_set {
         statements.push(Statement {
-            sql: "INSERT INTO identity_links (set_key, seq, timestamp, message_key, identifiers) \
-                  VALUES (?1, (SELECT coalesce(max(seq), 0) + 1 FROM identity_links), ?2, ?3, ?4) \
+            sql: "INSERT INTO identity_links (set_key, seq, timestamp, message_key, identifiers, claimed) \
+                  VALUES (?1, (SELECT coalesce(max(seq), 0) + 1 FROM identity_links), ?2, ?3, ?4, ?5) \
                   ON CONFLICT (set_key) DO UPDATE SET \
                   seq = (SELECT max(seq) + 1 FROM identity_links), \
                   timestamp = excluded.timestamp, message_key = excluded.message_key \
@@ -104,6 +115,7 @@ pub fn upsert_links(links: &[Link]) -> Vec<Statement> {
                 Param::Int(link.timestamp_ms),
                 Param::Text(link.message_id.clone()),
                 Param::Text(identifiers_json(link)),
+                claimed_json(link).map_or(Param::Null, Param::Text),
             ],
         });
         let members: Vec<String> = link.identifiers.iter().map(ToString::to_string).collect();
@@ -150,7 +162,7 @@ pub const LOAD_COMPONENT_SQL: &str = "WITH RECURSIVE ids(identifier) AS ( \
       UNION SELECT m2.identifier FROM ids \
         JOIN link_members m1 ON m1.identifier = ids.identifier \
         JOIN link_members m2 ON m2.set_key = m1.set_key) \
-    SELECT DISTINCT l.set_key, l.seq, l.timestamp, l.message_key, l.identifiers \
+    SELECT DISTINCT l.set_key, l.seq, l.timestamp, l.message_key, l.identifiers, l.claimed \
     FROM ids JOIN link_members m ON m.identifier = ids.identifier \
     JOIN identity_links l ON l.set_key = m.set_key \
     ORDER BY l.seq LIMIT 5000";
@@ -177,13 +189,21 @@ pub fn parse_link(
     timestamp_ms: i64,
     message_key: String,
     identifiers_json: &str,
+    claimed_json: Option<&str>,
 ) -> Option<StoredLink> {
-    let texts: Vec<String> = serde_json::from_str(identifiers_json).ok()?;
-    let identifiers = texts.iter().filter_map(|t| Identifier::parse(t)).collect();
+    let parse = |json: &str| -> Option<Vec<Identifier>> {
+        let texts: Vec<String> = serde_json::from_str(json).ok()?;
+        Some(texts.iter().filter_map(|t| Identifier::parse(t)).collect())
+    };
+    let identifiers = parse(identifiers_json)?;
+    let claimed = claimed_json
+        .map(parse)
+        .unwrap_or_default()
+        .unwrap_or_default();
     Some(StoredLink {
         set_key,
         seq,
-        link: Link::new(timestamp_ms, message_key, identifiers),
+        link: Link::new(timestamp_ms, message_key, identifiers).with_claimed(claimed),
     })
 }
 
@@ -347,8 +367,33 @@ mod tests {
         let plan = upsert_links(&links);
         assert_eq!(plan.len(), 2, "one link upsert + one member insert");
         assert_eq!(plan[0].params[2], Param::Text("early".into()));
-        assert_eq!(plan[0].params.len(), 4, "numbered parameters ?1..?4");
+        assert_eq!(plan[0].params.len(), 5, "numbered parameters ?1..?5");
+        assert_eq!(plan[0].params[4], Param::Null, "nothing claimed");
         assert_eq!(plan[1].sql.matches('?').count(), plan[1].params.len());
+    }
+
+    #[test]
+    fn a_claimed_link_is_stored_apart_from_the_proven_one() {
+        let (a, c) = (id(IdType::AnonymousId, "a"), id(IdType::CookieId, "c"));
+        let proven = Link::new(1, "m1", vec![c.clone(), a.clone()]);
+        let claimed = proven.clone().with_claimed(vec![a.clone()]);
+        assert_ne!(set_key(&proven), set_key(&claimed));
+        let plan = upsert_links(std::slice::from_ref(&claimed));
+        let Param::Text(json) = &plan[0].params[4] else {
+            panic!("claimed identifiers are stored");
+        };
+        let Param::Text(identifiers) = &plan[0].params[3] else {
+            panic!("identifiers are stored");
+        };
+        let stored = parse_link(
+            set_key(&claimed),
+            1,
+            1,
+            "m1".into(),
+            identifiers,
+            Some(json),
+        );
+        assert_eq!(stored.map(|s| s.link.claimed), Some(vec![a]));
     }
 
     #[test]

@@ -50,6 +50,8 @@ struct Prepared<'a> {
     limited_type: Vec<usize>,
     /// Every step's nodes, concatenated.
     members: Vec<usize>,
+    /// For each entry of `members`: whether its link only claims it.
+    claimed: Vec<bool>,
     /// The processing sequence: canonical links sorted by `(timestamp_ms, message_id,
     /// identifiers)`, without repeats.
     steps: Vec<Step<'a>>,
@@ -143,6 +145,7 @@ impl<'a> Prepared<'a> {
         // Each link's nodes, best first, without repeats, compacted in place: a link's nodes
         // are written at or before where its occurrences were read.
         let mut steps = Vec::with_capacity(spans.len());
+        let mut claimed = vec![false; members.len()];
         let mut added_best = None;
         let mut end = 0;
         for (link, from, to, is_added) in spans {
@@ -162,6 +165,14 @@ impl<'a> Prepared<'a> {
                 own.sort_unstable();
                 end = start + dedup_sorted(own);
             }
+            if !link.claimed.is_empty() {
+                for at in start..end {
+                    let id = members.get(at).and_then(|&node| ids.get(node));
+                    if let (Some(id), Some(flag)) = (id, claimed.get_mut(at)) {
+                        *flag = link.claimed.contains(id);
+                    }
+                }
+            }
             if is_added {
                 added_best = members.get(start).copied().filter(|_| end > start);
             }
@@ -174,6 +185,7 @@ impl<'a> Prepared<'a> {
             });
         }
         members.truncate(end);
+        claimed.truncate(end);
 
         let mut prepared = Self {
             ids,
@@ -182,6 +194,7 @@ impl<'a> Prepared<'a> {
             limited,
             limited_type,
             members,
+            claimed,
             steps: Vec::new(),
             added_best,
         };
@@ -195,8 +208,13 @@ impl<'a> Prepared<'a> {
         self.members.get(step.start..step.end).unwrap_or_default()
     }
 
+    /// Which of [`Prepared::nodes`] the step only claims.
+    fn claims(&self, step: &Step) -> &[bool] {
+        self.claimed.get(step.start..step.end).unwrap_or_default()
+    }
+
     /// `Link`'s order: time, message ID, then the identifiers (best first) compared in
-    /// `Identifier` order.
+    /// `Identifier` order, then which are claimed.
     fn cmp_steps(&self, a: &Step, b: &Step) -> Ordering {
         let order = |node: &usize| self.order.get(*node).copied().unwrap_or(NO_NODE);
         (a.timestamp_ms, a.message_id)
@@ -207,6 +225,7 @@ impl<'a> Prepared<'a> {
                     .map(order)
                     .cmp(self.nodes(b).iter().map(order))
             })
+            .then_with(|| self.claims(a).cmp(self.claims(b)))
     }
 
     fn identifier(&self, node: usize) -> Option<&'a Identifier> {
@@ -235,6 +254,7 @@ impl<'a> Prepared<'a> {
                 }),
             Refusal::MaxIdentifiers => ConflictReason::MaxIdentifiers,
             Refusal::MaxMerges => ConflictReason::MaxMerges,
+            Refusal::Unproven => ConflictReason::Unproven,
         }
     }
 }
@@ -309,6 +329,7 @@ enum Refusal {
     TypeLimit(usize),
     MaxIdentifiers,
     MaxMerges,
+    Unproven,
 }
 
 /// A refused union: the step's best identifier did not absorb `refused`'s cluster.
@@ -446,6 +467,17 @@ impl Graph {
         None
     }
 
+    /// Whether only a claim would join the cluster rooted at `a` (reached through a proven
+    /// identifier of the step when `a_proven`) with the one rooted at `b` (reached through a
+    /// claimed identifier when `b_claimed`). A side reached only through claims joins only if it
+    /// is new in this step: naming someone's anonymous ID must not hand their history to the
+    /// sender's cookie or verified user ID, nor attach the sender's IDs to their profile.
+    fn unproven(&self, a: usize, a_proven: bool, b: usize, b_claimed: bool) -> bool {
+        let established =
+            |root: usize| self.clusters.get(root).is_some_and(|c| self.established(c));
+        (!a_proven && established(a)) || (b_claimed && established(b))
+    }
+
     /// Joins the clusters rooted at `a` and `b`; returns the new root.
     fn union(&mut self, a: usize, b: usize) -> usize {
         let (Some(ca), Some(cb)) = (self.clusters.get(a), self.clusters.get(b)) else {
@@ -485,19 +517,36 @@ impl Graph {
     /// Processes one step: starts from the cluster of the link's best identifier and merges in
     /// every other identifier's cluster, in priority order, where the rules allow.
     fn apply(&mut self, step: usize, prepared: &Prepared, rules: &Rules) {
-        let nodes = prepared
-            .steps
-            .get(step)
-            .map_or(&[][..], |s| prepared.nodes(s));
+        let (nodes, claims) = prepared.steps.get(step).map_or((&[][..], &[][..]), |s| {
+            (prepared.nodes(s), prepared.claims(s))
+        });
+        let claimed = |at: usize| claims.get(at).copied().unwrap_or(false);
         if let Some((&first, rest)) = nodes.split_first() {
             let mut anchor = self.node(first, prepared);
-            for &node in rest {
+            let mut anchor_proven = !claimed(0);
+            // Proven identifiers first: a claimed one the proven ones already joined is no
+            // conflict.
+            let order = (0..rest.len())
+                .filter(|at| !claimed(at + 1))
+                .chain((0..rest.len()).filter(|at| claimed(at + 1)));
+            for at in order {
+                let Some(&node) = rest.get(at) else { continue };
+                let node_claimed = claimed(at + 1);
                 let other = self.node(node, prepared);
                 if other == anchor {
+                    anchor_proven |= !node_claimed;
                     continue;
                 }
-                match self.refusal(anchor, other, prepared, rules) {
-                    None => anchor = self.union(anchor, other),
+                let refusal = if self.unproven(anchor, anchor_proven, other, node_claimed) {
+                    Some(Refusal::Unproven)
+                } else {
+                    self.refusal(anchor, other, prepared, rules)
+                };
+                match refusal {
+                    None => {
+                        anchor = self.union(anchor, other);
+                        anchor_proven |= !node_claimed;
+                    }
                     Some(reason) => self.pending.push(Pending {
                         step,
                         refused: node,
@@ -741,6 +790,85 @@ mod tests {
     use proptest::prelude::*;
     use serde_json::json;
     use std::collections::BTreeMap;
+
+    fn claim(ts: i64, mid: &str, ids: &[Identifier], claimed: &[&Identifier]) -> Link {
+        link(ts, mid, ids).with_claimed(claimed.iter().map(|&id| id.clone()).collect())
+    }
+
+    #[test]
+    fn a_claimed_anonymous_id_never_joins_an_existing_profile() {
+        let rules = Rules::default();
+        let (x, victim, attacker) = (anon("x"), cookie("victim"), cookie("attacker"));
+        let links = [
+            claim(1, "m1", &[victim.clone(), x.clone()], &[&x]),
+            claim(2, "m2", &[uid("u1"), victim.clone(), x.clone()], &[&x]),
+            // Another browser names the victim's anonymous ID.
+            claim(3, "m3", &[attacker.clone(), x.clone()], &[&x]),
+        ];
+        let p = partition(&links, &rules);
+        assert_eq!(owner_of(&p, &x), owner_of(&p, &uid("u1")));
+        assert_ne!(owner_of(&p, &attacker), owner_of(&p, &uid("u1")));
+        assert_eq!(p.conflicts.len(), 1);
+        assert_eq!(p.conflicts[0].reason.code(), "unverified_claim");
+        assert_eq!(p.conflicts[0].refused, x);
+    }
+
+    #[test]
+    fn a_verified_user_cannot_claim_another_browsers_anonymous_id() {
+        let rules = Rules::default();
+        let x = anon("x");
+        let links = [
+            claim(1, "m1", &[cookie("victim"), x.clone()], &[&x]),
+            claim(2, "m2", &[uid("mallory"), cookie("mine"), x.clone()], &[&x]),
+        ];
+        let p = partition(&links, &rules);
+        assert_ne!(owner_of(&p, &x), owner_of(&p, &uid("mallory")));
+        assert_eq!(owner_of(&p, &x), owner_of(&p, &cookie("victim")));
+    }
+
+    #[test]
+    fn a_cookie_brings_new_anonymous_ids_into_its_profile() {
+        let rules = Rules::default();
+        let c = cookie("c");
+        let links = [
+            claim(1, "m1", &[c.clone(), anon("x")], &[&anon("x")]),
+            claim(2, "m2", &[c.clone(), anon("x2")], &[&anon("x2")]),
+        ];
+        let p = partition(&links, &rules);
+        assert_eq!(owner_of(&p, &anon("x2")), owner_of(&p, &anon("x")));
+        assert!(p.conflicts.is_empty());
+    }
+
+    #[test]
+    fn verified_logins_on_two_devices_make_one_profile() {
+        let rules = Rules::default();
+        let (c1, c2, x1, x2) = (cookie("c1"), cookie("c2"), anon("x1"), anon("x2"));
+        let links = [
+            claim(1, "m1", &[c1.clone(), x1.clone()], &[&x1]),
+            claim(2, "m2", &[c2.clone(), x2.clone()], &[&x2]),
+            claim(3, "m3", &[uid("u"), c1.clone(), x1.clone()], &[&x1]),
+            claim(4, "m4", &[uid("u"), c2.clone(), x2.clone()], &[&x2]),
+        ];
+        let p = partition(&links, &rules);
+        assert_eq!(p.profiles.len(), 1);
+        assert_eq!(p.profiles[0].identifiers.len(), 5);
+    }
+
+    #[test]
+    fn claims_alone_never_merge_two_browsers() {
+        let rules = Rules::default();
+        let (x, y) = (anon("x"), anon("y"));
+        let links = [
+            claim(1, "m1", std::slice::from_ref(&x), &[&x]),
+            claim(2, "m2", std::slice::from_ref(&y), &[&y]),
+            claim(3, "m3", &[x.clone(), y.clone()], &[&x, &y]),
+        ];
+        let p = partition(&links, &rules);
+        assert_ne!(owner_of(&p, &x), owner_of(&p, &y));
+        // New claimed IDs seen together for the first time do belong together.
+        let p = partition(&links[2..], &rules);
+        assert_eq!(owner_of(&p, &x), owner_of(&p, &y));
+    }
 
     #[test]
     fn never_merges_two_user_ids() {
@@ -994,15 +1122,26 @@ mod tests {
             proptest::collection::vec(0u8..5, 0..3),
             proptest::option::of(0u8..6),
             proptest::option::of(0u8..4),
+            any::<bool>(),
         )
-            .prop_filter_map("a link needs an identifier", |(ts, m, u, es, a, c)| {
-                let mut ids: Vec<Identifier> = Vec::new();
-                ids.extend(u.map(|u| uid(&format!("u{u}"))));
-                ids.extend(es.iter().map(|e| email(&format!("e{e}@x.example"))));
-                ids.extend(a.map(|a| anon(&format!("a{a}"))));
-                ids.extend(c.map(|c| cookie(&format!("c{c}"))));
-                (!ids.is_empty()).then(|| Link::new(ts, format!("m{m}"), ids))
-            })
+            .prop_filter_map(
+                "a link needs an identifier",
+                |(ts, m, u, es, a, c, claim)| {
+                    let mut ids: Vec<Identifier> = Vec::new();
+                    ids.extend(u.map(|u| uid(&format!("u{u}"))));
+                    ids.extend(es.iter().map(|e| email(&format!("e{e}@x.example"))));
+                    ids.extend(a.map(|a| anon(&format!("a{a}"))));
+                    ids.extend(c.map(|c| cookie(&format!("c{c}"))));
+                    // A browser's link: its anonymous ID is only claimed.
+                    let claimed: Vec<Identifier> = if claim {
+                        a.map(|a| anon(&format!("a{a}"))).into_iter().collect()
+                    } else {
+                        Vec::new()
+                    };
+                    (!ids.is_empty())
+                        .then(|| Link::new(ts, format!("m{m}"), ids).with_claimed(claimed))
+                },
+            )
     }
 
     fn arb_links() -> impl Strategy<Value = Vec<Link>> {
@@ -1073,6 +1212,34 @@ mod tests {
                 store.push(new);
             }
             prop_assert_eq!(assigned, assignment_map(&partition(&links, &rules)));
+        }
+
+        /// A link merges two existing profiles only when it proves an identifier of each: with
+        /// any interleaving of verified and claimed links, a claim never moves a verified
+        /// identifier out of its profile or anything into it.
+        #[test]
+        fn only_proven_identifiers_merge_existing_profiles((_, links, rules) in arb_case(), late in arb_link()) {
+            let mut late = late;
+            late.timestamp_ms = 100;
+            let before = partition(&links, &rules);
+            let mut all = links.clone();
+            all.push(late.clone());
+            let after = partition(&all, &rules);
+            let proven: Vec<&Identifier> = late.identifiers.iter().filter(|id| !late.is_claimed(id)).collect();
+            let proves = |profile: &Profile| profile.identifiers.iter().any(|id| proven.contains(&id));
+            for p in &before.profiles {
+                for q in &before.profiles {
+                    if p.id >= q.id {
+                        continue;
+                    }
+                    let (Some(first_p), Some(first_q)) = (p.identifiers.first(), q.identifiers.first()) else {
+                        continue;
+                    };
+                    if after.profile_of(first_p).map(|x| &x.id) == after.profile_of(first_q).map(|x| &x.id) {
+                        prop_assert!(proves(p) && proves(q), "{:?} merged {:?} and {:?}", late, p, q);
+                    }
+                }
+            }
         }
 
         #[test]

@@ -189,6 +189,7 @@ impl Rules {
             timestamp_ms: link.timestamp_ms,
             message_id: link.message_id.clone(),
             identifiers: self.canonical_ids(&link.identifiers),
+            claimed: link.claimed.clone(),
         }
     }
 }

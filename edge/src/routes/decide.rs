@@ -2,8 +2,12 @@
 //! variant, reason) from the profile's KV snapshot (D1 on a miss), honouring consent and the
 //! holdout (`seam_core::personalise::decide`), and a `Decision Exposed` event for lift measurement.
 //! Write-key auth and CORS as for ingestion: the SDK calls it from browsers.
+//!
+//! A browser key is public, so the answer is personal only for the identity the request proves
+//! (see [`bound`]); a server key (or a `trust-browser` source) may ask for anyone.
 
 use seam_core::collect::ingest::RequestError;
+use seam_core::collect::proof::{self, TOKEN_FIELD};
 use seam_core::consent::personalisation_denied;
 use seam_core::personalise::decide::{Exposure, Slot};
 use serde_json::{json, Value};
@@ -44,11 +48,31 @@ pub async fn post(
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
     };
-    let (anonymous_id, user_id) = (text("anonymousId"), text("userId"));
-    if anonymous_id.is_none() && user_id.is_none() {
+    let (claimed_anonymous, claimed_user) = (text("anonymousId"), text("userId"));
+    if claimed_anonymous.is_none() && claimed_user.is_none() {
         return Err(ApiError::InvalidIdentifier);
     }
-    let context = body.get("context").cloned().unwrap_or_else(|| json!({}));
+    let mut context = body.get("context").cloned().unwrap_or_else(|| json!({}));
+    let token = context
+        .pointer(&format!("/seam/{TOKEN_FIELD}"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    if let Some(c) = context.as_object_mut() {
+        // Only the collector writes `context.seam` on stored events.
+        c.remove("seam");
+    }
+    let (anonymous_id, user_id) = if source.is_trusted() {
+        (claimed_anonymous.clone(), claimed_user)
+    } else {
+        let secret = settings::identity_secret(env);
+        bound(
+            facts.cookie_id.clone(),
+            claimed_user,
+            token.as_deref(),
+            secret.as_deref(),
+            now_ms,
+        )
+    };
     // Global Privacy Control opts out of personalisation here as on rendered pages.
     let denied = facts.gpc || personalisation_denied(context.get("consent"));
     let rules = settings::identity_rules(env)?;
@@ -60,9 +84,15 @@ pub async fn post(
     let decisions =
         store::decisions::decide(env, &db, &rules, visitor, &slots, denied, now_ms).await?;
 
+    // The exposure belongs to the proven visitor, or else to the browser's own anonymous ID
+    // (a claim about itself, never a user ID).
+    let exposed_anonymous = anonymous_id.as_deref().or(user_id
+        .is_none()
+        .then_some(claimed_anonymous.as_deref())
+        .flatten());
     let exposure = Exposure {
         decisions: &decisions,
-        anonymous_id: anonymous_id.as_deref(),
+        anonymous_id: exposed_anonymous,
         user_id: user_id.as_deref(),
         message_id: text("messageId"),
         context: &context,
@@ -82,4 +112,25 @@ pub async fn post(
     }
     jobs::exposures::log_soon(env, ctx, &source, prepared)?;
     Ok(Response::from_json(&out)?)
+}
+
+/// The identity a public-key request proves: a user ID with a valid identity token, else the
+/// `seam_id` cookie (the browser's own ID, sent by the browser itself). Anything else in the
+/// body is a claim and gets the non-personal answer.
+fn bound(
+    cookie: Option<String>,
+    user_id: Option<String>,
+    token: Option<&str>,
+    secret: Option<&[u8]>,
+    now_ms: i64,
+) -> (Option<String>, Option<String>) {
+    let verified = match (&user_id, token, secret) {
+        (Some(u), Some(t), Some(secret)) => proof::verify(t, u, secret, now_ms).is_ok(),
+        _ => false,
+    };
+    if verified {
+        (None, user_id)
+    } else {
+        (cookie, None)
+    }
 }

@@ -46,6 +46,11 @@ pub async fn post(
     let source = write_key
         .source(&req, env, &facts, decoded.write_key.as_deref())
         .await?;
+    let decoded = decoded.prove(
+        &source,
+        settings::identity_secret(env).as_deref(),
+        received_at,
+    );
 
     let cookie = cookie_action(
         &decoded,
@@ -138,8 +143,11 @@ pub async fn post(
             received_at,
         });
         jobs::refresh::after_response(ctx, env, refreshes);
-        // Read-your-writes: the response names the profile as it is after this request.
-        body["profileId"] = Value::from(profile_id);
+        // Read-your-writes: the response names the profile as it is after this request, to
+        // trusted callers only (to a page it would tell whether an email has a profile).
+        if source.is_trusted() {
+            body["profileId"] = Value::from(profile_id);
+        }
     }
     if let CookieAction::Set(id) = &cookie {
         // The SDK adopts this ID so the script's ID and the HttpOnly cookie agree.

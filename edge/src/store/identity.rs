@@ -24,6 +24,7 @@ struct LinkRow {
     timestamp: i64,
     message_key: String,
     identifiers: String,
+    claimed: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -112,7 +113,16 @@ pub async fn resolve(
         .results::<LinkRow>()?;
     let stored: Vec<_> = rows
         .into_iter()
-        .filter_map(|r| parse_link(r.set_key, r.seq, r.timestamp, r.message_key, &r.identifiers))
+        .filter_map(|r| {
+            parse_link(
+                r.set_key,
+                r.seq,
+                r.timestamp,
+                r.message_key,
+                &r.identifiers,
+                r.claimed.as_deref(),
+            )
+        })
         .collect();
     let seq = stored.iter().map(|l| l.seq).max().unwrap_or(0);
     let component: Vec<Link> = stored.into_iter().map(|l| l.link).collect();
