@@ -192,12 +192,8 @@ async fn track_posts_a_text_plain_keepalive_batch_with_consent() {
 #[wasm_bindgen_test]
 async fn identify_group_alias_carry_ids_and_traits_and_reset_forgets_them() {
     start(200, "granted", "buffer").await;
-    seam_sdk::identify(
-        Some("user-1".into()),
-        json(r#"{"email":"a@example.com"}"#),
-        None,
-    );
-    seam_sdk::identify(None, json(r#"{"plan":"pro"}"#), None);
+    seam_sdk::identify(Some("user-1".into()), json(r#"{"email":"a@example.com"}"#));
+    seam_sdk::identify(None, json(r#"{"plan":"pro"}"#));
     seam_sdk::group("acme".into(), json(r#"{"seats":5}"#));
     seam_sdk::track("Clicked".into(), JsValue::UNDEFINED);
     seam_sdk::alias("user-2".into(), None);
