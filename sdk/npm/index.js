@@ -7,6 +7,15 @@ const queued = [];
 let state = "idle"; // idle -> loading -> ready | failed
 let ready;
 let debug = false;
+const TOKEN_KEY = "seam_identity_token";
+
+function tokens(f) {
+  try {
+    f(localStorage);
+  } catch (error) {
+    report(error);
+  }
+}
 
 function report(error) {
   if (debug) console.warn("seam:", error);
@@ -77,8 +86,14 @@ export function page(name, properties) {
  */
 export function identify(userId, traits, options) {
   if (userId !== null && typeof userId === "object") [userId, traits, options] = [undefined, userId, traits];
-  const token = options && typeof options.identityToken === "string" ? options.identityToken : undefined;
-  call("identify", [userId == null ? undefined : String(userId), traits, token]);
+  const token = options?.identityToken;
+  // Kept beside the user ID; a token vouches for one user, so another user's identify drops it.
+  tokens((s) =>
+    /^v1\.\d{1,12}\.[\da-f]{64}$/i.test(token)
+      ? s.setItem(TOKEN_KEY, token)
+      : userId != null && String(userId) !== s.getItem("seam_user_id") && s.removeItem(TOKEN_KEY),
+  );
+  call("identify", [userId == null ? undefined : String(userId), traits]);
 }
 
 /** Puts the user in a group (account): group("acme", { plan: "pro" }). */
@@ -121,6 +136,7 @@ export function anonymousId() {
 
 /** Forgets the IDs and traits and drops queued events (e.g. on log-out). */
 export function reset() {
+  tokens((s) => s.removeItem(TOKEN_KEY));
   call("reset", []);
 }
 

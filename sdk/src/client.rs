@@ -25,7 +25,8 @@ use crate::platform;
 pub const ANONYMOUS_ID_KEY: &str = "seam_anonymous_id";
 /// localStorage key of the user ID from `identify`.
 pub const USER_ID_KEY: &str = "seam_user_id";
-/// localStorage key of the identity token the site gave with `identify`.
+/// localStorage key of the identity token the site gave with `identify` (the JS entry keeps it;
+/// the platform's `post` sends it as batch-level `context.seam.identityToken`).
 pub const IDENTITY_TOKEN_KEY: &str = "seam_identity_token";
 /// localStorage key of the user's traits (JSON).
 pub const TRAITS_KEY: &str = "seam_user_traits";
@@ -149,8 +150,6 @@ pub struct Client {
     /// Sent instead of the persistent ID by `Cookieless` events: lives for this page only.
     page_id: String,
     user_id: Option<String>,
-    /// The site's signed proof of `user_id` (sent with every event while it is the user).
-    identity_token: Option<String>,
     /// Merged `identify` traits, as JSON text.
     traits: String,
     group_id: Option<String>,
@@ -224,7 +223,6 @@ pub fn install(config: Config, options: &JsValue) -> bool {
         anonymous_id,
         page_id: id::uuid_v4(platform::random_bytes()),
         user_id: platform::storage_get(USER_ID_KEY),
-        identity_token: platform::storage_get(IDENTITY_TOKEN_KEY),
         traits,
         group_id: platform::storage_get(GROUP_ID_KEY),
         held: Vec::new(),
@@ -356,7 +354,6 @@ impl Client {
             }
         };
         keep(USER_ID_KEY, &self.user_id);
-        keep(IDENTITY_TOKEN_KEY, &self.identity_token);
         keep(GROUP_ID_KEY, &self.group_id);
         let traits = Some(self.traits.clone()).filter(|t| t != "{}");
         keep(TRAITS_KEY, &traits);
@@ -369,9 +366,9 @@ impl Client {
         for key in [
             ANONYMOUS_ID_KEY,
             USER_ID_KEY,
-            IDENTITY_TOKEN_KEY,
             TRAITS_KEY,
             GROUP_ID_KEY,
+            IDENTITY_TOKEN_KEY,
         ] {
             platform::storage_remove(key);
         }
@@ -407,7 +404,6 @@ impl Client {
             user_id: user_id.or_else(|| self.user_id.clone()),
             members,
             page: platform::page_json(&self.referrer),
-            identity_token: self.identity_token.clone(),
         };
         self.admit(draft);
         self.memory.len() >= self.config.flush_at || self.memory.bytes() >= MAX_BATCH_BYTES
@@ -455,23 +451,10 @@ impl Client {
         }
     }
 
-    /// `identify(userId?, traits?, token?)`: remembers the user (with the site's identity token
-    /// for them, when given) and merges the traits.
-    pub fn identify(
-        &mut self,
-        user_id: Option<String>,
-        traits: &JsValue,
-        token: Option<String>,
-    ) -> bool {
+    /// `identify(userId?, traits?)`: remembers the user and merges the traits.
+    pub fn identify(&mut self, user_id: Option<String>, traits: &JsValue) -> bool {
         if let Some(id) = user_id.filter(|id| !id.is_empty()) {
-            if self.user_id.as_ref() != Some(&id) {
-                // A token vouches for one user only.
-                self.identity_token = None;
-            }
             self.user_id = Some(id);
-        }
-        if let Some(token) = token.filter(|t| !t.is_empty() && t.len() <= 200) {
-            self.identity_token = Some(token);
         }
         if traits.is_object() {
             match platform::merge_traits(&self.traits, traits) {
@@ -568,7 +551,6 @@ impl Client {
         self.memory.clear();
         platform::storage_remove(&self.queue_key);
         self.user_id = None;
-        self.identity_token = None;
         self.group_id = None;
         self.traits = "{}".to_owned();
         self.anonymous_id = id::uuid_v4(platform::random_bytes());

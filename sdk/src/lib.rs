@@ -101,11 +101,10 @@ pub fn page(name: Option<String>, properties: JsValue) {
     after(|c| c.page(name, &properties));
 }
 
-/// Says who the user is: `identify("u1", { email })`, or `identify(undefined, { plan })`; with
-/// the site's identity token for the user as `identity_token` (see the package README).
+/// Says who the user is: `identify("u1", { email })`, or `identify(undefined, { plan })`.
 #[wasm_bindgen]
-pub fn identify(user_id: Option<String>, traits: JsValue, identity_token: Option<String>) {
-    after(|c| c.identify(user_id, &traits, identity_token));
+pub fn identify(user_id: Option<String>, traits: JsValue) {
+    after(|c| c.identify(user_id, &traits));
 }
 
 /// Puts the user in a group (account): `group("acme", { plan: "pro" })`.

@@ -216,6 +216,17 @@ async fn identify_group_alias_carry_ids_and_traits_and_reset_forgets_them() {
     assert_eq!(text(&alias, "previousId"), "user-1");
     assert_eq!(stored("seam_user_id").as_deref(), Some("user-1"));
     assert!(stored("seam_user_traits").unwrap().contains("pro"));
+    assert_eq!(get(&fetches().get(0), "json.context"), JsValue::UNDEFINED);
+
+    // The site's identity token (kept by the JS entry's identify) rides with every batch.
+    let token = "v1.1893456000.0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    store("seam_identity_token", token);
+    seam_sdk::track("Signed in".into(), JsValue::UNDEFINED);
+    flush().await;
+    let signed = fetches().get(1);
+    assert_eq!(text(&signed, "json.context.seam.identityToken"), token);
+    assert_eq!(text(&signed, "json.batch.0.userId"), "user-1");
+    store("seam_identity_token", "");
 
     let before = seam_sdk::anonymous_id();
     seam_sdk::reset();
@@ -224,7 +235,7 @@ async fn identify_group_alias_carry_ids_and_traits_and_reset_forgets_them() {
     assert_eq!(stored("seam_user_traits"), None);
     seam_sdk::track("After".into(), JsValue::UNDEFINED);
     flush().await;
-    let last = sent_events().get(5);
+    let last = sent_events().get(6);
     assert_eq!(get(&last, "userId"), JsValue::UNDEFINED);
     assert_eq!(text(&last, "anonymousId"), seam_sdk::anonymous_id());
 }

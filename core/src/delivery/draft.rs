@@ -21,9 +21,6 @@ pub struct Draft {
     pub members: String,
     /// `context.page` as JSON text, captured at the call.
     pub page: String,
-    /// The identity token the site gave with `identify`, sent as `context.seam.identityToken`
-    /// so the collector can believe the user ID.
-    pub identity_token: Option<String>,
 }
 
 /// What [`compose`] adds when the event is queued.
@@ -50,14 +47,6 @@ pub fn compose(draft: &Draft, stamp: Stamp<'_>) -> String {
     context.push_str(&draft.page);
     context.push_str(",\"consent\":");
     context.push_str(stamp.consent);
-    if let Some(token) = &draft.identity_token {
-        context.push_str(",\"seam\":");
-        context.push_str(
-            &ObjectWriter::with_capacity(token.len() + 20)
-                .string("identityToken", token)
-                .finish(),
-        );
-    }
     context.push('}');
     let mut event = ObjectWriter::with_capacity(context.len() + draft.members.len() + 160)
         .string("type", draft.kind)
@@ -85,7 +74,6 @@ mod tests {
             user_id: Some("u\"1".into()),
             members: r#""event":"Product Viewed","properties":{"price":12.5}"#.into(),
             page: r#"{"path":"/p"}"#.into(),
-            identity_token: None,
         };
         let stamp = Stamp {
             anonymous_id: "a1",
@@ -117,29 +105,6 @@ mod tests {
         assert_eq!(
             v["context"],
             json!({"page": {"path": "/p"}, "consent": {"gcm": {}}})
-        );
-    }
-
-    #[test]
-    fn a_signed_in_users_events_carry_their_identity_token() {
-        let draft = Draft {
-            kind: "identify",
-            message_id: "seam-2-x".into(),
-            timestamp: "2026-01-01T00:00:00.000Z".into(),
-            user_id: Some("ann".into()),
-            members: String::new(),
-            page: "{}".into(),
-            identity_token: Some("v1.1767229200.ab\"".into()),
-        };
-        let stamp = Stamp {
-            anonymous_id: "a1",
-            context: "",
-            consent: "{}",
-        };
-        let v: Value = serde_json::from_str(&compose(&draft, stamp)).unwrap();
-        assert_eq!(
-            v["context"]["seam"],
-            json!({"identityToken": "v1.1767229200.ab\""})
         );
     }
 }

@@ -167,6 +167,14 @@ export function consentParams(p, keys) {
 // status 0 when no response arrived.
 export function post(url, body, done) {
   const fail = () => done([0, "", "", ""]);
+  // The site's identity token for the signed-in user (kept by identify in the JS entry) goes as
+  // batch-level context.seam.identityToken, which the collector merges into every event.
+  const token = storageGet("seam_identity_token");
+  if (token) {
+    const b = JSON.parse(body);
+    b.context = { ...b.context, seam: { ...b.context?.seam, identityToken: token } };
+    body = JSON.stringify(b);
+  }
   swallow(() =>
     fetch(url, { method: "POST", body, keepalive: true }).then(
       async (r) => {
