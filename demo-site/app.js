@@ -1,6 +1,6 @@
 // The demo shop: catalogue, cart and checkout in plain JS. Every shopper action goes through the
 // @seam/sdk npm package as a Segment e-commerce event.
-import { consent, load, page, track } from "@seam/sdk";
+import { consent, flush, identify, load, page, reset, track } from "@seam/sdk";
 import { products, byId, descriptions } from "./products.js";
 import { CART_ID, CART_KEY, addToCart, cartLines, cents, clearCart, removeFromCart, subtotal } from "./cart.js";
 
@@ -239,5 +239,56 @@ if (view === "checkout") {
     $("#confirmation-title").textContent = `Thank you — order ${ids.order_id} placed`;
     $("#confirmation").hidden = false;
     $("#confirmation").focus();
+  });
+}
+
+// --- Account ---------------------------------------------------------------------------------
+// The shop's backend (the Worker's /demo/sign-in in this demo) checks the password and signs the
+// account ID; identify passes that token, so Seam believes the user ID (docs/identity.md).
+
+const ACCOUNT_KEY = "demo_account";
+const account = () => {
+  try {
+    return JSON.parse(localStorage.getItem(ACCOUNT_KEY));
+  } catch {
+    return null;
+  }
+};
+if (account()) $("#account-link").textContent = "Account";
+
+if (view === "signin") {
+  page("Sign In");
+  const show = () => {
+    const signedIn = account();
+    $("#signin-form").hidden = Boolean(signedIn);
+    $("#signed-in").hidden = !signedIn;
+    $("#signed-in-email").textContent = signedIn?.email ?? "";
+  };
+  show();
+  $("#signin-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const status = $("#signin-status");
+    const response = await fetch("/demo/sign-in", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ email: $("#signin-email").value, password: $("#signin-password").value }),
+    }).catch(() => null);
+    const body = await response?.json().catch(() => null);
+    if (!response?.ok || !body?.identityToken) {
+      status.textContent = response?.status === 401 ? "Wrong email or password." : "Sign-in is not available.";
+      return;
+    }
+    identify(body.userId, { email: body.email }, { identityToken: body.identityToken });
+    track("Signed In", {});
+    localStorage.setItem(ACCOUNT_KEY, JSON.stringify({ userId: body.userId, email: body.email }));
+    status.textContent = "";
+    show();
+  });
+  $("#sign-out").addEventListener("click", async () => {
+    track("Signed Out", {});
+    await flush(); // reset() drops what is still queued
+    reset();
+    localStorage.removeItem(ACCOUNT_KEY);
+    show();
   });
 }

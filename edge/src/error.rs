@@ -46,6 +46,8 @@ pub enum ApiError {
     KeyNotFound,
     #[error("no profile matches")]
     ProfileNotFound,
+    #[error("the email or password is wrong")]
+    InvalidCredentials,
     #[error("type must be an identifier type (user_id, email, phone, anonymous_id, cookie_id, device_id, external:<type>) and value a usable value")]
     InvalidIdentifier,
     #[error(transparent)]
@@ -74,6 +76,7 @@ impl ApiError {
             Self::LabelTaken => "label_taken",
             Self::KeyNotFound => "key_not_found",
             Self::ProfileNotFound => "profile_not_found",
+            Self::InvalidCredentials => "invalid_credentials",
             Self::InvalidIdentifier => "invalid_identifier",
             Self::Catalog(e) => e.code(),
             Self::Personalisation(e) => e.code(),
@@ -103,6 +106,7 @@ impl ApiError {
             Self::LabelTaken => 409,
             Self::KeyNotFound => 404,
             Self::ProfileNotFound => 404,
+            Self::InvalidCredentials => 401,
             Self::InvalidIdentifier | Self::Catalog(_) | Self::Personalisation(_) => 400,
             Self::Storage(_) => 503,
         }

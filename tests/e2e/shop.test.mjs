@@ -2,7 +2,9 @@
 // packed npm package sends the events; the rows appear in the Worker's local D1.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { startEdge } from "../support/edge.mjs";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { root, startEdge } from "../support/edge.mjs";
 import { eventually, launchBrowser } from "../support/browser.mjs";
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -239,5 +241,46 @@ describe("demo shop -> SDK -> edge -> D1", () => {
     assert.equal(await storedId(page), null, "a gtag update revoking analytics deletes the ID");
     const cookie = (await browser.context.cookies(edge.url)).find((c) => c.name === "seam_anonymous_id");
     assert.equal(cookie, undefined, "and the SDK's cookie");
+  });
+
+  test("signing in through the shop's backend verifies the shopper: their browsing joins their account", async () => {
+    const secrets = readFileSync(join(root, ".dev.vars"), "utf8");
+    const password = secrets.match(/^DEMO_PASSWORD=(.*)$/m)[1].trim();
+    const browser = await visitor(JSON.stringify({ analytics_storage: "granted", personalization_storage: "granted" }));
+    const page = await browser.context.newPage();
+    await page.goto(`${edge.url}/product?id=trail-runner`);
+    const anonymousId = await eventually(() => storedId(page));
+    await page.getByRole("link", { name: "Sign in" }).click();
+    await page.waitForURL(/\/signin/);
+    await page.getByLabel("Email").fill("ada@shop.example");
+    await page.getByLabel("Password").fill("not-the-password");
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await page.getByText("Wrong email or password.").waitFor();
+    await page.getByLabel("Password").fill(password);
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await page.getByText("Signed in as").waitFor();
+    assert.match(await page.evaluate(() => localStorage.getItem("seam_identity_token")), /^v1\.\d+\.[0-9a-f]{64}$/);
+
+    const identify = await until(async () => {
+      const rows = await eventsOf(anonymousId);
+      return rows.find((r) => r.type === "identify");
+    });
+    const body = JSON.parse(identify.body);
+    assert.match(body.userId, /^shopper-[0-9a-f]{16}$/);
+    assert.equal(body.context.seam.identity, "verified", "the collector believed the user ID");
+    assert.equal(body.context.seam.identityToken, undefined, "and did not store the token");
+    const admin = secrets.match(/^ADMIN_KEY=(.*)$/m)[1].trim();
+    const profile = await until(async () => {
+      const r = await fetch(`${edge.url}/v1/profiles/lookup?type=user_id&value=${body.userId}`, { headers: { authorization: `Bearer ${admin}` } });
+      const p = r.status === 200 && (await r.json());
+      return p && p.identifiers.includes(`anonymous_id:${anonymousId}`) && p;
+    });
+    assert.ok(profile, "the browser's anonymous history is in the account's profile");
+    assert.ok(profile.eventCount >= 3, `views before sign-in count for the account (${profile.eventCount})`);
+
+    await page.getByRole("button", { name: "Sign out" }).click();
+    await page.getByRole("button", { name: "Sign in" }).waitFor();
+    assert.equal(await page.evaluate(() => localStorage.getItem("seam_identity_token")), null, "sign-out forgets the token");
+    assert.notEqual(await storedId(page), anonymousId, "and starts a new anonymous ID");
   });
 });

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod decide;
+pub mod demo;
 pub mod health;
 pub mod ingest;
 pub mod preflight;
