@@ -398,6 +398,24 @@ describe("trust: identity claims from the public key", () => {
     assert.equal(d.json.profileId, null);
   });
 
+  test("a browser's clock is a claim: a trait dated 9999 holds for minutes, history dates from arrival", async () => {
+    const anon = `clock-${run}-00000000`;
+    const sentAt = Date.now();
+    await send(edge, [{ type: "identify", anonymousId: anon, traits: { plan: "forever" }, timestamp: "9999-01-01T00:00:00Z", messageId: mid() }]);
+    const [trait] = await edge.query("SELECT timestamp FROM trait_values WHERE identifier = ? AND key = 'plan'", `anonymous_id:${anon}`);
+    assert.ok(trait.timestamp <= Date.now() + 5 * 60_000, `at most five minutes ahead (${trait.timestamp}), so a later write wins`);
+    const old = mid();
+    await send(edge, [{
+      type: "track", event: "Backdated", anonymousId: anon, messageId: old, timestamp: "2001-01-01T00:00:00Z",
+      context: { consent: { gcm: { analytics_storage: "granted", ad_user_data: "granted" } } },
+    }]);
+    const [event] = await edge.query("SELECT timestamp FROM events WHERE message_id = ?", old);
+    assert.ok(event.timestamp >= sentAt - 7 * 86_400_000 - 1000, `clamped to the dedup window (${event.timestamp})`);
+    const history = await edge.query("SELECT timestamp FROM consent_history WHERE identifier = ?", `anonymous_id:${anon}`);
+    assert.equal(history.length, 1);
+    assert.ok(history[0].timestamp >= sentAt - 1000, "consent is on record from when it arrived");
+  });
+
   test("a page cannot forge the collector's own fields", async () => {
     const v = await victim("forge");
     const mine = `attacker-forge-${run}-0000`;

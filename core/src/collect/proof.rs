@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::collect::auth::constant_time_eq;
 use crate::collect::ingest::{Decoded, Outcome};
 use crate::collect::source::Source;
+use crate::format::time::DAY_MS;
 use crate::identity::{Proof, PROOF_FIELD};
 
 /// Where a client puts the token (in `context.seam`).
@@ -128,7 +129,32 @@ pub fn verify(token: &str, user_id: &str, secret: &[u8], now_ms: i64) -> Result<
     Ok(())
 }
 
+/// How far past its receipt a browser may date an event (a clock running ahead, or a queue
+/// flushed across a time change).
+pub const MAX_FUTURE_MS: i64 = 5 * 60 * 1000;
+
 impl Decoded {
+    /// Bounds what a browser's clock can claim: unless the source is trusted, each event's time
+    /// (which orders the identity graph and decides last-write-wins) is kept between the source's
+    /// dedup window before its receipt and [`MAX_FUTURE_MS`] after it. The body keeps the time as
+    /// sent. Server sources may backfill any history.
+    pub fn clamp_clock(mut self, source: &Source) -> Self {
+        if source.is_trusted() {
+            return self;
+        }
+        let window = i64::from(source.dedup_window_days) * DAY_MS;
+        for outcome in &mut self.outcomes {
+            if let Outcome::Valid(event) = outcome {
+                let received = event.received_at_ms;
+                event.timestamp_ms = event.timestamp_ms.clamp(
+                    received.saturating_sub(window),
+                    received.saturating_add(MAX_FUTURE_MS),
+                );
+            }
+        }
+        self
+    }
+
     /// Records on every valid event how far its identity is proven (`context.seam.identity`),
     /// checking identity tokens against `secret` at `now_ms`. Tokens are removed, and so is any
     /// proof marker or, from browsers, cookie ID a client sent: only the collector writes those.
@@ -234,6 +260,29 @@ mod tests {
             "traits": {"email": "ann@shop.example"},
             "context": {"seam": {"identityToken": token, "cookieId": "forged"}}
         })
+    }
+
+    #[test]
+    fn a_browsers_clock_moves_nothing_outside_the_window() {
+        let raw = serde_json::to_vec(&json!({"batch": [
+            {"type": "track", "event": "Old", "anonymousId": "a1", "messageId": "m1", "timestamp": "2001-01-01T00:00:00Z"},
+            {"type": "track", "event": "Future", "anonymousId": "a1", "messageId": "m2", "timestamp": "9999-01-01T00:00:00Z"},
+            {"type": "track", "event": "Recent", "anonymousId": "a1", "messageId": "m3", "timestamp": "2025-12-31T23:00:00Z"}
+        ]}))
+        .unwrap();
+        let decode_now = || decode(&raw, None, NOW_MS, || "generated".into()).unwrap();
+        let times = |d: Decoded| d.valid().map(|e| e.timestamp_ms).collect::<Vec<_>>();
+        let browser = times(decode_now().clamp_clock(&source(json!({}))));
+        assert_eq!(
+            browser,
+            [
+                NOW_MS - 7 * DAY_MS,
+                NOW_MS + MAX_FUTURE_MS,
+                NOW_MS - 3_600_000
+            ]
+        );
+        let server = times(decode_now().clamp_clock(&source(json!({"kind": "server"}))));
+        assert_eq!(server[0], 978_307_200_000, "a server may backfill history");
     }
 
     #[test]

@@ -416,15 +416,24 @@ pub fn consent_records(
     source_id: &str,
     rules: &Rules,
     gpc: bool,
+    at_receipt: bool,
 ) -> Vec<ConsentRecord> {
     let mut records: Vec<ConsentRecord> = events
         .iter()
-        .filter_map(|event| {
+        .enumerate()
+        .filter_map(|(at, event)| {
             let state = consent_state(event, gpc)?;
             let best = identifiers_of(event, rules).into_iter().next()?;
+            // A browser's clock is a claim: its consent changes are history from when they
+            // arrived (a millisecond apart per event, so a batch keeps its order).
+            let timestamp_ms = if at_receipt {
+                event.received_at_ms.saturating_add(at as i64)
+            } else {
+                event.timestamp_ms
+            };
             Some(ConsentRecord {
                 identifier: best.to_string(),
-                timestamp_ms: event.timestamp_ms,
+                timestamp_ms,
                 message_key: format!("{source_id}/{}", event.message_id),
                 source_id: source_id.to_owned(),
                 state,
@@ -627,6 +636,22 @@ mod tests {
     }
 
     #[test]
+    fn a_browsers_consent_history_is_dated_by_its_arrival() {
+        let e = event(
+            json!({"type": "track", "messageId": "m1", "anonymousId": "a1", "event": "X",
+                             "timestamp": "2001-01-01T00:00:00Z",
+                             "context": {"consent": {"gcm": {"analytics_storage": "granted"}}}}),
+        );
+        let records = consent_records(&[&e], "src", &Rules::default(), false, true);
+        assert_eq!(records[0].timestamp_ms, e.received_at_ms);
+        let trusted = consent_records(&[&e], "src", &Rules::default(), false, false);
+        assert_eq!(
+            trusted[0].timestamp_ms, e.timestamp_ms,
+            "a server may backfill"
+        );
+    }
+
+    #[test]
     fn consent_records_keep_changes_only_and_survive_anonymisation() {
         let with = |mid: &str, second: u32, state: &str| {
             event(
@@ -641,7 +666,7 @@ mod tests {
             with("m2", 2, "granted"),
         ];
         let refs: Vec<&Event> = events.iter().collect();
-        let records = consent_records(&refs, "src", &Rules::default(), false);
+        let records = consent_records(&refs, "src", &Rules::default(), false, false);
         let summary: Vec<(&str, &str)> = records
             .iter()
             .map(|r| (r.message_key.as_str(), r.state.as_str()))

@@ -46,11 +46,13 @@ pub async fn post(
     let source = write_key
         .source(&req, env, &facts, decoded.write_key.as_deref())
         .await?;
-    let decoded = decoded.prove(
-        &source,
-        settings::identity_secret(env).as_deref(),
-        received_at,
-    );
+    let decoded = decoded
+        .prove(
+            &source,
+            settings::identity_secret(env).as_deref(),
+            received_at,
+        )
+        .clamp_clock(&source);
 
     let cookie = cookie_action(
         &decoded,
@@ -66,6 +68,7 @@ pub async fn post(
         &source.id,
         &rules,
         facts.gpc,
+        !source.is_trusted(),
     );
     let decoded = hash_pii_fields(decoded.enrich(&facts, &source), &rules);
     let suppressed = store::privacy::suppressed_keys(&db, received_at).await?;
