@@ -7,7 +7,7 @@
 //! one cached it), the current assignments of the links' best identifiers (a known visitor with
 //! no new links needs no resolution) and, when a refresh is likely, the visitor's profile.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::ops::Range;
 
 use crate::collect::event::Event;
@@ -17,7 +17,7 @@ use crate::format::time::{format_iso8601, DAY_MS};
 use crate::identity::graph_plan::{
     identifiers_param, probe_assignments, upsert_links, upsert_traits, Contributions,
 };
-use crate::identity::{Identifier, Link};
+use crate::identity::{mentioned_identifiers, Identifier, Link, Rules};
 use crate::personalise::refresh::feeds_computed;
 use crate::plan::{insert_events, Param, Statement};
 use crate::privacy::retention::touch_identities;
@@ -37,6 +37,7 @@ pub struct IngestInput<'a> {
     /// The whole request, for its rejection counts.
     pub decoded: &'a Decoded,
     pub received_at: i64,
+    pub rules: &'a Rules,
     /// Whether a personalisation configuration is in force (its events make a refresh likely).
     pub personalising: bool,
 }
@@ -62,6 +63,7 @@ impl IngestPlan {
             consent,
             decoded,
             received_at,
+            rules,
             personalising,
         } = input;
         let cutoff = received_at - i64::from(source.dedup_window_days) * DAY_MS;
@@ -79,7 +81,12 @@ impl IngestPlan {
         ));
         let identifiers: Vec<&Identifier> =
             graph.links.iter().flat_map(|l| &l.identifiers).collect();
-        let keys: Vec<String> = identifiers.iter().map(|i| suppression_key(i)).collect();
+        // Claims count too: a suppressed person's email must not return in someone's traits.
+        let mentioned: BTreeSet<Identifier> = events
+            .iter()
+            .flat_map(|e| mentioned_identifiers(e, rules))
+            .collect();
+        let keys: Vec<String> = mentioned.iter().map(suppression_key).collect();
         let suppression_at = (!keys.is_empty()).then(|| {
             statements.push(suppression_probe(&keys));
             statements.push(touch_identities(
@@ -234,6 +241,7 @@ mod tests {
             consent: &[],
             decoded: &decoded,
             received_at: T0,
+            rules: &Rules::default(),
             personalising,
         });
         // Each "result" is its statement's SQL, so a position read names what it read.

@@ -81,10 +81,19 @@ pub fn claims_of(event: &Event, identifiers: &[Identifier]) -> Vec<Identifier> {
 /// values dropped, duplicates removed, best first. For a browser event only those its
 /// [`Proof`] admits.
 pub fn identifiers_of(event: &Event, rules: &Rules) -> Vec<Identifier> {
+    read_identifiers(event, rules, Proof::of(event))
+}
+
+/// Every identifier an event names, proven or not: what suppression and erasure look for (a
+/// suppressed person's email must not come back as someone else's claim).
+pub fn mentioned_identifiers(event: &Event, rules: &Rules) -> Vec<Identifier> {
+    read_identifiers(event, rules, Proof::Trusted)
+}
+
+fn read_identifiers(event: &Event, rules: &Rules, proof: Proof) -> Vec<Identifier> {
     if event.anonymized {
         return Vec::new();
     }
-    let proof = Proof::of(event);
     let body = &event.body;
     let mut ids = Vec::new();
     if proof != Proof::Claimed {

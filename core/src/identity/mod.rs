@@ -114,7 +114,7 @@ mod stitching;
 #[cfg(test)]
 pub(crate) mod test_support;
 
-pub use extract::{claims_of, identifiers_of, Proof, PROOF_FIELD};
+pub use extract::{claims_of, identifiers_of, mentioned_identifiers, Proof, PROOF_FIELD};
 pub use graph::{Conflict, ConflictReason, Link, Partition, Profile, ProfileId};
 pub(crate) use identifier::sha256_hex;
 pub use identifier::{IdClass, IdType, Identifier};

@@ -22,7 +22,9 @@ use serde_json::{Map, Value};
 
 use crate::collect::event::{Event, EventError};
 use crate::collect::ingest::{Decoded, Outcome};
-use crate::identity::{identifiers_of, sha256_hex, IdClass, IdType, Identifier, Rules};
+use crate::identity::{
+    identifiers_of, mentioned_identifiers, sha256_hex, IdClass, IdType, Identifier, Rules,
+};
 use crate::plan::{multi_row, Param, Statement};
 
 /// Domain separator for suppression keys, so they never equal another hash of the same text.
@@ -47,7 +49,7 @@ pub fn apply_suppressions(
         let Outcome::Valid(event) = outcome else {
             continue;
         };
-        if identifiers_of(event, rules)
+        if mentioned_identifiers(event, rules)
             .iter()
             .any(|i| is_suppressed(&suppression_key(i)))
         {
@@ -633,6 +635,33 @@ mod tests {
         let keys = s.suppression_keys();
         assert_eq!(keys.len(), 5);
         assert!(keys.contains(&(suppression_key(&email("jane@example.com")), "email")));
+    }
+
+    #[test]
+    fn a_suppressed_email_is_refused_even_as_a_browsers_unproven_claim() {
+        let raw = json!({"batch": [
+            {"type": "identify", "messageId": "m1", "anonymousId": "a1",
+             "traits": {"email": "Jane@Example.com"}, "context": {"seam": {"identity": "claimed"}}},
+            {"type": "identify", "messageId": "m2", "anonymousId": "a2",
+             "traits": {"email": "other@example.com"}, "context": {"seam": {"identity": "claimed"}}}
+        ]});
+        let decoded = crate::collect::ingest::decode(raw.to_string().as_bytes(), None, 1, || {
+            "generated".into()
+        })
+        .unwrap();
+        let rules = Rules::default();
+        let jane = suppression_key(&email("jane@example.com"));
+        assert!(decoded.valid().all(|e| !identifiers_of(e, &rules)
+            .iter()
+            .any(|i| i.kind == IdType::Email)));
+        let (kept, refused) = apply_suppressions(decoded, &rules, |k| k == jane);
+        assert_eq!(refused, 1);
+        assert_eq!(
+            kept.valid()
+                .map(|e| e.message_id.as_str())
+                .collect::<Vec<_>>(),
+            ["m2"]
+        );
     }
 
     #[test]

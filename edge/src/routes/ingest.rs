@@ -97,6 +97,7 @@ pub async fn post(
         consent: &consent,
         decoded: &decoded,
         received_at,
+        rules: &rules,
         personalising: config.is_some(),
     });
     let results = store::d1::execute(&db, plan.statements()).await?;

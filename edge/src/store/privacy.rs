@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::rc::Rc;
 
 use seam_core::collect::event::Event;
-use seam_core::identity::{identifiers_of, Identifier, Rules};
+use seam_core::identity::{mentioned_identifiers, Identifier, Rules};
 use seam_core::plan::Statement;
 use seam_core::privacy::{erase, suppression_key, Subject};
 use serde::Deserialize;
@@ -59,7 +59,7 @@ pub async fn undo_suppressed(
 ) -> Result<(), ApiError> {
     let mut subject = Subject::default();
     for event in events {
-        let identifiers = identifiers_of(event, rules);
+        let identifiers = mentioned_identifiers(event, rules);
         if !identifiers
             .iter()
             .any(|i| late.contains(&suppression_key(i)))
