@@ -416,6 +416,42 @@ describe("trust: identity claims from the public key", () => {
     assert.ok(history[0].timestamp >= sentAt - 1000, "consent is on record from when it arrived");
   });
 
+  test("erasure reaches the person's email in others' claims and their events of deleted sources; a claimant's request covers only their browser", async () => {
+    const v = await victim("erase");
+    const mine = `attacker-erase-${run}-0000`;
+    await send(edge, [
+      { type: "identify", anonymousId: mine, traits: { email: v.email.toUpperCase(), plan: "mine" }, messageId: mid() },
+      { type: "track", event: "Claimed", anonymousId: mine, context: { traits: { email: v.email } }, messageId: mid() },
+    ]);
+    const now = Date.now();
+    await edge.exec(
+      "INSERT INTO events (source_id, message_id, type, name, anonymous_id, user_id, timestamp, received_at, body) VALUES (?, ?, 'track', 'Old', NULL, ?, ?, ?, ?)",
+      "removed-source", `old-${run}`, v.user, now, now, JSON.stringify({ type: "track", event: "Old", userId: v.user }),
+    );
+    // The claimant asks for their own data: they get their browser, not the victim.
+    const own = await admin(edge, "GET", `/v1/privacy/export?type=anonymous_id&value=${mine}`);
+    assert.equal(own.status, 200);
+    assert.ok(!own.json.data.identifiers.includes(`user_id:${v.user}`), JSON.stringify(own.json.data.identifiers));
+    assert.ok(own.json.data.events.length > 0 && own.json.data.events.every((e) => e.body.anonymousId === mine));
+    const ownDelete = await admin(edge, "POST", "/v1/privacy/delete", { type: "anonymous_id", value: `other-${run}-never-seen` });
+    assert.equal(ownDelete.status, 200);
+    assert.ok(await lookup("user_id", v.user), "the victim is untouched by someone else's request");
+
+    const theirs = await admin(edge, "GET", `/v1/privacy/export?type=email&value=${encodeURIComponent(v.email)}`);
+    assert.ok(theirs.json.data.events.some((e) => e.sourceId === "removed-source"), "an export covers deleted sources");
+    const erased = await admin(edge, "POST", "/v1/privacy/delete", { type: "email", value: v.email });
+    assert.equal(erased.status, 200);
+    assert.ok(erased.json.deleted.redactedClaims >= 3, JSON.stringify(erased.json.deleted));
+    assert.equal(await lookup("user_id", v.user), null);
+    const [{ n: left }] = await edge.query("SELECT count(*) AS n FROM events WHERE body LIKE ?", `%${v.email}%`);
+    assert.equal(left, 0, "the email is in no stored event, whoever sent it");
+    const [{ n: old }] = await edge.query("SELECT count(*) AS n FROM events WHERE source_id = 'removed-source' AND user_id = ?", v.user);
+    assert.equal(old, 0, "events of a source no longer configured are erased too");
+    const me = await lookup("anonymous_id", mine);
+    assert.equal(me.traits.email, undefined, "the claimant's profile no longer holds the email");
+    assert.equal(me.traits.plan, "mine", "and keeps everything else");
+  });
+
   test("a page cannot forge the collector's own fields", async () => {
     const v = await victim("forge");
     const mine = `attacker-forge-${run}-0000`;

@@ -153,6 +153,12 @@ impl Subject {
         self.values_of(&[IdClass::UserId])
     }
 
+    /// The person's emails and phones (normalised, or hashed under `hashPii`): what other
+    /// people's events may still name in their traits.
+    pub fn contact_values(&self) -> BTreeSet<String> {
+        self.values_of(&[IdClass::Email, IdClass::Phone])
+    }
+
     fn values_of(&self, classes: &[IdClass]) -> BTreeSet<String> {
         self.identifiers
             .iter()
@@ -189,6 +195,17 @@ fn json_list<'a>(items: impl IntoIterator<Item = &'a String>) -> Param {
 
 const IN_IDS: &str = "(SELECT value FROM json_each(?1))";
 
+/// Prefix of a statement over a person's events in every source that has events, configured
+/// or since deleted: the distinct `source_id`s, read by seeking the events index once per source.
+pub const WITH_EVENT_SOURCES: &str = "WITH RECURSIVE seen(id) AS ( \
+    SELECT (SELECT min(source_id) FROM events) \
+    UNION ALL SELECT (SELECT min(source_id) FROM events WHERE source_id > seen.id) \
+    FROM seen WHERE seen.id IS NOT NULL) ";
+/// The sources a [`WITH_EVENT_SOURCES`] statement covers: the configured ones bound as `?1`
+/// (a JSON array) and every one that has events.
+pub const IN_EVENT_SOURCES: &str =
+    "(SELECT value FROM json_each(?1) UNION SELECT id FROM seen WHERE id IS NOT NULL)";
+
 /// Deletes everything stored about `subject`, as `(what, statement)` pairs whose row counts make
 /// the receipt. `source_ids` are every source events may have been stored under (events are keyed
 /// by source first, so the delete uses their indexes). Run as one batch: all or nothing.
@@ -215,14 +232,33 @@ pub fn erase(subject: &Subject, source_ids: &[String]) -> Vec<(&'static str, Sta
             },
         )
     };
-    vec![
+    let contacts = json_list(&subject.contact_values());
+    // Someone else's events may name the person's email or phone as a claim (a browser cannot
+    // prove one): those fields go too. A scan of the bodies, acceptable for a rare request.
+    let redact = |path: &str| {
+        (
+            "redactedClaims",
+            Statement {
+                sql: format!(
+                    "UPDATE events SET body = json_remove(body, '{path}') WHERE \
+                     lower(trim(replace(replace(replace(replace(replace(\
+                     CAST(json_extract(body, '{path}') AS TEXT), ' ', ''), '-', ''), '(', ''), ')', ''), '.', ''))) \
+                     IN (SELECT value FROM json_each(?1)) \
+                     OR lower(trim(CAST(json_extract(body, '{path}') AS TEXT))) IN (SELECT value FROM json_each(?1))"
+                ),
+                params: vec![contacts.clone()],
+            },
+        )
+    };
+    let mut plan = vec![
         (
             "events",
             Statement {
-                sql: "DELETE FROM events WHERE source_id IN (SELECT value FROM json_each(?1)) \
-                      AND (anonymous_id IN (SELECT value FROM json_each(?2)) \
-                      OR user_id IN (SELECT value FROM json_each(?3)))"
-                    .into(),
+                sql: format!(
+                    "{WITH_EVENT_SOURCES}DELETE FROM events WHERE source_id IN {IN_EVENT_SOURCES} \
+                     AND (anonymous_id IN (SELECT value FROM json_each(?2)) \
+                     OR user_id IN (SELECT value FROM json_each(?3)))"
+                ),
                 params: vec![
                     json_list(source_ids),
                     json_list(&subject.anonymous_values()),
@@ -230,6 +266,7 @@ pub fn erase(subject: &Subject, source_ids: &[String]) -> Vec<(&'static str, Sta
                 ],
             },
         ),
+
         by_ids(
             "traits",
             format!("DELETE FROM trait_values WHERE identifier IN {IN_IDS}"),
@@ -291,7 +328,25 @@ pub fn erase(subject: &Subject, source_ids: &[String]) -> Vec<(&'static str, Sta
                 params: vec![profiles, ids],
             },
         ),
-    ]
+    ];
+    if !subject.contact_values().is_empty() {
+        plan.extend([
+            redact("$.traits.email"),
+            redact("$.context.traits.email"),
+            redact("$.traits.phone"),
+            redact("$.context.traits.phone"),
+            (
+                "redactedClaims",
+                Statement {
+                    sql: "DELETE FROM trait_values WHERE key IN ('email', 'phone') AND \
+                          lower(trim(CAST(json_extract(value, '$') AS TEXT))) IN (SELECT value FROM json_each(?1))"
+                        .into(),
+                    params: vec![contacts.clone()],
+                },
+            ),
+        ]);
+    }
+    plan
 }
 
 fn returning((what, mut statement): (&'static str, Statement)) -> (&'static str, Statement) {
@@ -602,8 +657,27 @@ mod tests {
                 "segmentMemberships",
                 "itemInteractions",
                 "itemPairEvidence",
-                "refusedMerges"
+                "refusedMerges",
+                // The email as someone else's claim: four body fields and trait rows.
+                "redactedClaims",
+                "redactedClaims",
+                "redactedClaims",
+                "redactedClaims",
+                "redactedClaims"
             ]
+        );
+        assert_eq!(
+            plan[13].1.params,
+            vec![Param::Text(r#"["jane@example.com"]"#.into())]
+        );
+        let anonymous = Subject {
+            identifiers: ["anonymous_id:a1".to_owned()].into(),
+            profile_ids: Default::default(),
+        };
+        assert_eq!(
+            erase(&anonymous, &[]).len(),
+            13,
+            "no scan of bodies for a person without contacts"
         );
         let events = &plan[0].1;
         assert_eq!(

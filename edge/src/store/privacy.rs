@@ -7,7 +7,7 @@ use std::rc::Rc;
 use seam_core::collect::event::Event;
 use seam_core::identity::{mentioned_identifiers, Identifier, Rules};
 use seam_core::plan::Statement;
-use seam_core::privacy::{erase, suppression_key, Subject};
+use seam_core::privacy::{erase, suppression_key, Subject, IN_EVENT_SOURCES, WITH_EVENT_SOURCES};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use worker::{D1Database, Env};
@@ -183,13 +183,13 @@ pub async fn export(
     };
     let list = |items: Vec<String>| serde_json::to_string(&items).unwrap_or_else(|_| "[]".into());
     let events: Vec<Value> = db
-        .prepare(
-            "SELECT source_id AS sourceId, message_id AS messageId, type, name, timestamp, \
-             received_at AS receivedAt, body FROM events \
-             WHERE source_id IN (SELECT value FROM json_each(?1)) \
+        .prepare(format!(
+            "{WITH_EVENT_SOURCES}SELECT source_id AS sourceId, message_id AS messageId, type, name, \
+             timestamp, received_at AS receivedAt, body FROM events \
+             WHERE source_id IN {IN_EVENT_SOURCES} \
              AND (anonymous_id IN (SELECT value FROM json_each(?2)) OR user_id IN (SELECT value FROM json_each(?3))) \
-             ORDER BY timestamp DESC LIMIT ?4",
-        )
+             ORDER BY timestamp DESC LIMIT ?4"
+        ))
         .bind(&[
             list(source_ids.to_vec()).into(),
             list(subject.anonymous_values().into_iter().collect()).into(),
