@@ -109,11 +109,14 @@ pub fn use_config(config: Option<Arc<PersonalisationConfig>>, stamp: &str) {
 const SUPPRESSION_TTL_MS: i64 = 30_000;
 
 thread_local! {
-    static SUPPRESSED: RefCell<Option<(i64, Rc<HashSet<String>>)>> = const { RefCell::new(None) };
+    /// `None` inside: the list is too long to hold (each request asks D1 about its own keys).
+    #[allow(clippy::type_complexity)]
+    static SUPPRESSED: RefCell<Option<(i64, Option<Rc<HashSet<String>>>)>> =
+        const { RefCell::new(None) };
 }
 
-/// The cached suppression keys, when fresh at `now_ms`.
-pub fn suppressions(now_ms: i64) -> Option<Rc<HashSet<String>>> {
+/// The cached suppression keys, when fresh at `now_ms` (`Some(None)`: too many to hold).
+pub fn suppressions(now_ms: i64) -> Option<Option<Rc<HashSet<String>>>> {
     SUPPRESSED.with(|c| {
         c.borrow()
             .as_ref()
@@ -122,8 +125,8 @@ pub fn suppressions(now_ms: i64) -> Option<Rc<HashSet<String>>> {
     })
 }
 
-/// Keeps the suppression keys read at `now_ms`.
-pub fn keep_suppressions(now_ms: i64, keys: Rc<HashSet<String>>) {
+/// Keeps the suppression keys read at `now_ms` (`None`: too many to hold).
+pub fn keep_suppressions(now_ms: i64, keys: Option<Rc<HashSet<String>>>) {
     SUPPRESSED.with(|c| *c.borrow_mut() = Some((now_ms, keys)));
 }
 

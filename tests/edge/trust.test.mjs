@@ -494,3 +494,32 @@ describe("trust: a source that opts into trusting browsers", () => {
     assert.ok(p.json.identifiers.includes(`anonymous_id:${anon}`), JSON.stringify(p.json.identifiers));
   });
 });
+
+describe("trust: a suppression list too long to hold in memory", () => {
+  let edge;
+  before(async () => {
+    edge = await startEdge("trust-suppressions");
+  });
+  after(async () => {
+    await edge?.stop();
+  });
+
+  test("is asked about per request, and still refuses the suppressed", async () => {
+    // 25,000 suppressed keys (past what an isolate holds), then one real person.
+    await edge.exec(
+      "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 25000) " +
+        "INSERT INTO suppressions (key, id_class, created_at, request_id) SELECT printf('%064x', i), 'email', 0, 'bulk' FROM n",
+    );
+    const email = `suppressed-${run}@shop.example`;
+    const r = await admin(edge, "POST", "/v1/privacy/suppress", { type: "email", value: email });
+    assert.equal(r.status, 200);
+    const sent = await send(edge, [
+      { type: "identify", anonymousId: `long-a-${run}`, traits: { email }, messageId: mid() },
+      { type: "track", event: "Fine", anonymousId: `long-b-${run}`, messageId: mid() },
+    ]);
+    assert.deepEqual(sent.json.results.map((x) => x.status), ["rejected", "accepted"]);
+    assert.equal(sent.json.results[0].code, "suppressed");
+    const again = await send(edge, [{ type: "track", event: "Again", anonymousId: `long-c-${run}`, context: { traits: { email } }, messageId: mid() }]);
+    assert.equal(again.json.results[0].code, "suppressed", "the next request (the isolate now knows the list is long)");
+  });
+});

@@ -37,6 +37,16 @@ pub fn suppression_key(identifier: &Identifier) -> String {
     sha256_hex(format!("{SUPPRESSION_DOMAIN}{identifier}").as_bytes())
 }
 
+/// The suppression keys of every identifier `decoded`'s valid events name, without repeats.
+pub fn suppression_candidates(decoded: &Decoded, rules: &Rules) -> Vec<String> {
+    let keys: BTreeSet<String> = decoded
+        .valid()
+        .flat_map(|e| mentioned_identifiers(e, rules))
+        .map(|i| suppression_key(&i))
+        .collect();
+    keys.into_iter().collect()
+}
+
 /// Rejects every valid event that carries an identifier whose [`suppression_key`] is suppressed.
 /// Returns the request with those events rejected (code `suppressed`) and how many there were.
 pub fn apply_suppressions(

@@ -71,7 +71,7 @@ pub async fn post(
         !source.is_trusted(),
     );
     let decoded = hash_pii_fields(decoded.enrich(&facts, &source), &rules);
-    let suppressed = store::privacy::suppressed_keys(&db, received_at).await?;
+    let suppressed = store::privacy::suppressed_keys(&db, &decoded, &rules, received_at).await?;
     let decoded = if suppressed.is_empty() {
         decoded
     } else {

@@ -38,7 +38,7 @@ pub async fn prepare(
     if let Some(facts) = facts {
         decoded = decoded.enrich(facts, source);
     }
-    let suppressed = privacy::suppressed_keys(db, received_at).await?;
+    let suppressed = privacy::suppressed_keys(db, &decoded, rules, received_at).await?;
     if !suppressed.is_empty() {
         decoded = apply_suppressions(decoded, rules, |k| suppressed.contains(k)).0;
     }

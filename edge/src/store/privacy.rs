@@ -5,9 +5,13 @@ use std::collections::{BTreeMap, HashSet};
 use std::rc::Rc;
 
 use seam_core::collect::event::Event;
+use seam_core::collect::ingest::Decoded;
 use seam_core::identity::{mentioned_identifiers, Identifier, Rules};
 use seam_core::plan::Statement;
-use seam_core::privacy::{erase, suppression_key, Subject, IN_EVENT_SOURCES, WITH_EVENT_SOURCES};
+use seam_core::privacy::{
+    erase, suppression_candidates, suppression_key, suppression_probe, Subject, IN_EVENT_SOURCES,
+    WITH_EVENT_SOURCES,
+};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use worker::{D1Database, Env};
@@ -21,22 +25,55 @@ struct KeyRow {
     key: String,
 }
 
-/// The suppression keys, from this isolate's cache when fresh.
-pub async fn suppressed_keys(db: &D1Database, now_ms: i64) -> worker::Result<Rc<HashSet<String>>> {
-    if let Some(keys) = isolate::suppressions(now_ms) {
-        return Ok(keys);
+/// Most suppression keys an isolate holds (a 64-hex-digit key is about 130 bytes in the set:
+/// some 2.6 MB). Past that, each request asks D1 about its own events' keys instead.
+const MAX_HELD_SUPPRESSIONS: usize = 20_000;
+
+/// The suppressed keys among those `decoded`'s events name: this isolate's copy of the whole
+/// list when fresh and small enough to hold, else D1's answer for the request's own keys.
+pub async fn suppressed_keys(
+    db: &D1Database,
+    decoded: &Decoded,
+    rules: &Rules,
+    now_ms: i64,
+) -> worker::Result<Rc<HashSet<String>>> {
+    match isolate::suppressions(now_ms) {
+        Some(Some(keys)) => return Ok(keys),
+        Some(None) => return probe(db, decoded, rules).await,
+        None => {}
     }
     let keys: HashSet<String> = db
-        .prepare("SELECT key FROM suppressions")
+        .prepare("SELECT key FROM suppressions LIMIT ?1")
+        .bind(&[((MAX_HELD_SUPPRESSIONS + 1) as f64).into()])?
         .all()
         .await?
         .results::<KeyRow>()?
         .into_iter()
         .map(|r| r.key)
         .collect();
+    if keys.len() > MAX_HELD_SUPPRESSIONS {
+        isolate::keep_suppressions(now_ms, None);
+        return probe(db, decoded, rules).await;
+    }
     let keys = Rc::new(keys);
-    isolate::keep_suppressions(now_ms, keys.clone());
+    isolate::keep_suppressions(now_ms, Some(keys.clone()));
     Ok(keys)
+}
+
+async fn probe(
+    db: &D1Database,
+    decoded: &Decoded,
+    rules: &Rules,
+) -> worker::Result<Rc<HashSet<String>>> {
+    let keys = suppression_candidates(decoded, rules);
+    if keys.is_empty() {
+        return Ok(Rc::default());
+    }
+    let result = d1::execute(db, &[suppression_probe(&keys)]).await?;
+    match result.first() {
+        Some(found) => Ok(Rc::new(probed_keys(found)?)),
+        None => Ok(Rc::default()),
+    }
 }
 
 /// The keys a [`seam_core::privacy::suppression_probe`] found.
