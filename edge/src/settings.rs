@@ -7,11 +7,16 @@ use worker::Env;
 use crate::error::ApiError;
 
 /// Identity rules from the optional `IDENTITY_RULES` JSON setting (defaults otherwise), with the
-/// `PII_SALT` secret for hashed emails and phones.
+/// `PII_SALT` secret for hashed emails and phones and the `PROFILE_ID_SALT` secret for profile IDs.
 pub fn identity_rules(env: &Env) -> Result<Rules, ApiError> {
     let mut rules = configured_rules(env)?;
     rules.pii_salt = env
         .secret("PII_SALT")
+        .map(|s| s.to_string())
+        .ok()
+        .filter(|s| !s.is_empty());
+    rules.profile_salt = env
+        .secret("PROFILE_ID_SALT")
         .map(|s| s.to_string())
         .ok()
         .filter(|s| !s.is_empty());

@@ -73,9 +73,21 @@ impl Link {
 pub struct ProfileId(String);
 
 impl ProfileId {
-    /// The ID of a profile whose best identifier is `best`.
+    /// The ID of a profile whose best identifier is `best`, unsalted.
     pub fn for_identifier(best: &Identifier) -> Self {
-        let digest = Sha256::digest(best.to_string().as_bytes());
+        Self::salted(best, None)
+    }
+
+    /// The ID of a profile whose best identifier is `best`, with the deployment's secret salt
+    /// ([`Rules::profile_salt`]) when it has one.
+    pub fn salted(best: &Identifier, salt: Option<&str>) -> Self {
+        let mut hasher = Sha256::new();
+        if let Some(salt) = salt {
+            hasher.update(salt.as_bytes());
+            hasher.update(b"\n");
+        }
+        hasher.update(best.to_string().as_bytes());
+        let digest = hasher.finalize();
         let mut id = String::with_capacity(PROFILE_ID_PREFIX.len() + PROFILE_ID_HEX_CHARS);
         id.push_str(PROFILE_ID_PREFIX);
         id.extend(
@@ -187,5 +199,20 @@ mod tests {
         let a = partition(&[link(1, "m", &[uid("u1"), anon("x")])], &rules);
         let b = partition(&[link(9, "n", &[anon("y"), uid("u1")])], &rules);
         assert_eq!(a.profiles[0].id, b.profiles[0].id);
+    }
+
+    #[test]
+    fn a_salted_profile_id_cannot_be_computed_from_the_user_id() {
+        let rules = Rules {
+            profile_salt: Some("deployment secret".into()),
+            ..Rules::default()
+        };
+        let p = partition(&[link(1, "m", &[uid("u1"), anon("x")])], &rules);
+        assert_ne!(p.profiles[0].id, ProfileId::for_identifier(&uid("u1")));
+        assert_eq!(
+            p.profiles[0].id,
+            ProfileId::salted(&uid("u1"), Some("deployment secret"))
+        );
+        assert!(p.profiles[0].id.as_str().starts_with("prof_"));
     }
 }

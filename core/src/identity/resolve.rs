@@ -627,17 +627,23 @@ impl Graph {
 }
 
 /// Profile IDs by best node, each hashed once.
-struct ProfileNames(Vec<Option<ProfileId>>);
+struct ProfileNames<'r> {
+    names: Vec<Option<ProfileId>>,
+    salt: Option<&'r str>,
+}
 
-impl ProfileNames {
-    fn new(prepared: &Prepared) -> Self {
-        Self(vec![None; prepared.ids.len()])
+impl<'r> ProfileNames<'r> {
+    fn new(prepared: &Prepared, rules: &'r Rules) -> Self {
+        Self {
+            names: vec![None; prepared.ids.len()],
+            salt: rules.profile_salt.as_deref(),
+        }
     }
 
     fn of(&mut self, best: usize, prepared: &Prepared) -> Option<ProfileId> {
-        let slot = self.0.get_mut(best)?;
+        let slot = self.names.get_mut(best)?;
         if slot.is_none() {
-            *slot = Some(ProfileId::for_identifier(prepared.identifier(best)?));
+            *slot = Some(ProfileId::salted(prepared.identifier(best)?, self.salt));
         }
         slot.clone()
     }
@@ -652,7 +658,7 @@ pub fn partition(links: &[Link], rules: &Rules) -> Partition {
         graph.apply(step, &prepared, rules);
     }
     let best = graph.best();
-    let mut names = ProfileNames::new(&prepared);
+    let mut names = ProfileNames::new(&prepared, rules);
     let mut profile_at = vec![NO_NODE; best.len()];
     let mut profiles: Vec<Profile> = Vec::new();
     for (node, &b) in best.iter().enumerate() {
@@ -718,7 +724,7 @@ pub fn stitch(fragment: &[Link], new: Link, rules: &Rules) -> StitchPlan {
         after.apply(step, &prepared, rules);
     }
 
-    let mut names = ProfileNames::new(&prepared);
+    let mut names = ProfileNames::new(&prepared, rules);
     let best_after = after.best();
     let profile_after =
         |node: usize, names: &mut ProfileNames| names.of(*best_after.get(node)?, &prepared);

@@ -67,6 +67,10 @@ pub struct Rules {
     /// reversed by hashing a list of known addresses. Pre-hashed (unsalted) external IDs then no
     /// longer match emails and are kept as their own external type.
     pub pii_salt: Option<String>,
+    /// Secret mixed into profile IDs (the `PROFILE_ID_SALT` secret), so no one can compute a
+    /// person's profile ID from their user ID or email. `None`: unsalted, as before it existed.
+    /// Changing it renames every profile on its next event.
+    pub profile_salt: Option<String>,
     /// Most identifiers one profile may hold.
     pub max_identifiers: usize,
     /// Most merges one profile may absorb (see the module docs for what counts).
@@ -93,6 +97,7 @@ impl Default for Rules {
             blocked: Vec::new(),
             hash_pii: false,
             pii_salt: None,
+            profile_salt: None,
             max_identifiers: DEFAULT_MAX_IDENTIFIERS,
             max_merges: DEFAULT_MAX_MERGES,
         }
