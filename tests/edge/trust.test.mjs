@@ -452,6 +452,23 @@ describe("trust: identity claims from the public key", () => {
     assert.equal(me.traits.plan, "mine", "and keeps everything else");
   });
 
+  test("a flood of backdated identifies naming the victim detaches nothing and fills no cap", async () => {
+    const v = await victim("flood");
+    const before = (await lookup("user_id", v.user)).identifiers;
+    const flood = Array.from({ length: 500 }, (_, i) => ({
+      type: "identify", userId: v.user, anonymousId: `flood-${run}-${i}-000000`, traits: { email: v.email },
+      timestamp: "2001-01-01T00:00:00Z", messageId: mid(),
+    }));
+    const r = await send(edge, flood);
+    assert.equal(r.json.results.filter((x) => x.status === "accepted").length, 500, "kept as claims");
+    assert.deepEqual((await lookup("user_id", v.user)).identifiers, before, "the victim's profile is as it was");
+    // The victim's own new device still joins them by a verified login.
+    const device = `victim-new-device-${run}-00`;
+    await send(edge, [{ type: "identify", userId: v.user, anonymousId: device, messageId: mid(),
+      context: { seam: { identityToken: token(v.user) } } }]);
+    assert.ok(holds(await lookup("user_id", v.user), "anonymous_id", device));
+  });
+
   test("a page cannot forge the collector's own fields", async () => {
     const v = await victim("forge");
     const mine = `attacker-forge-${run}-0000`;
