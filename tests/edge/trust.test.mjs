@@ -345,8 +345,9 @@ describe("trust: identity claims from the public key", () => {
     const [pa, pb] = [await lookup("anonymous_id", a), await lookup("anonymous_id", b)];
     assert.notEqual(pa.profileId, pb.profileId);
     assert.equal(await lookup("user_id", user), null, "an unverified user ID is no identifier");
+    assert.equal(pa.traits.claimedUserId, user, "but kept as the browser's claim");
     const d = await decide(edge, { anonymousId: b }, cookie(b));
-    assert.ok(!JSON.stringify(d.json).includes(`a-only-${run}`));
+    assert.equal(d.json.profileId, pb.profileId, "B's decisions are B's own, never A's history");
   });
 
   test("anonymous browsing then a verified login on two devices makes one profile", async () => {

@@ -18,6 +18,7 @@ use serde_json::{Map, Value};
 
 use crate::collect::event::{Event, EventType};
 use crate::identity::Identifier;
+use crate::identity::Proof;
 
 /// Key prefix for group memberships in trait rows.
 pub const GROUP_PREFIX: &str = "$group:";
@@ -38,6 +39,10 @@ pub struct TraitRow {
     /// `$set_once` semantics (earliest wins).
     pub once: bool,
 }
+
+/// The trait under which an anonymous profile keeps the user ID its browser claimed without an
+/// identity token.
+pub const CLAIMED_USER_ID: &str = "claimedUserId";
 
 /// The trait rows an event contributes, under its best identifier.
 pub fn trait_rows(event: &Event, best: &Identifier, message_key: &str) -> Vec<TraitRow> {
@@ -61,6 +66,14 @@ pub fn trait_rows(event: &Event, best: &Identifier, message_key: &str) -> Vec<Tr
                 } else if !key.starts_with('$') {
                     rows.push(row(key.clone(), value.clone(), false));
                 }
+            }
+            // A browser's unverified user ID joins nothing but is kept as what it is: a claim.
+            if let (Proof::Claimed, Some(user_id)) = (Proof::of(event), &event.user_id) {
+                rows.push(row(
+                    CLAIMED_USER_ID.into(),
+                    Value::from(user_id.as_str()),
+                    false,
+                ));
             }
             rows
         }
