@@ -27,6 +27,8 @@
 
 extern crate alloc;
 
+#[cfg(feature = "std")]
+pub mod activate;
 pub mod consent;
 pub mod delivery;
 pub mod format;

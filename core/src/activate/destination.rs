@@ -1,0 +1,360 @@
+//! Destination configuration: `{"type": "...", "enabled": true, "settings": {...}, "filter":
+//! {"events": [...]}}` per name, in `config/destinations.json` or through the admin API. Parsed,
+//! then validated per type; every error names the destination and the field.
+
+use serde_json::{Map, Value};
+
+use super::policy::Purpose;
+use super::{event_name, ga4, klaviyo, meta, webhook, Mapped, Outgoing};
+
+/// Longest destination name (it is part of URLs and delivery IDs).
+pub const MAX_NAME_LEN: usize = 64;
+/// Most event names one filter lists.
+pub const MAX_FILTER_EVENTS: usize = 200;
+
+/// Why a destination's configuration was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DestinationConfigError {
+    /// The name is empty, too long or has characters other than letters, digits, `-` and `_`.
+    #[error("destination names are 1 to 64 letters, digits, '-' or '_'")]
+    InvalidName,
+    /// A field is missing or has a bad value.
+    #[error("destination {name}: {field} {problem}")]
+    Invalid {
+        /// The destination.
+        name: String,
+        /// The field (`settings.url`, `filter.events`, ...).
+        field: &'static str,
+        /// What is wrong.
+        problem: &'static str,
+    },
+}
+
+impl DestinationConfigError {
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidName => "invalid_destination_name",
+            Self::Invalid { .. } => "invalid_destination_config",
+        }
+    }
+}
+
+/// A destination's type and its validated settings.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kind {
+    /// Any HTTPS endpoint: the Segment-spec event, signed.
+    Webhook(webhook::Settings),
+    /// Google Analytics 4 Measurement Protocol.
+    Ga4(ga4::Settings),
+    /// Meta Conversions API.
+    Meta(meta::Settings),
+    /// Klaviyo Events API.
+    Klaviyo(klaviyo::Settings),
+}
+
+impl Kind {
+    /// The type's name in configuration.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Kind::Webhook(_) => "webhook",
+            Kind::Ga4(_) => "ga4",
+            Kind::Meta(_) => "meta",
+            Kind::Klaviyo(_) => "klaviyo",
+        }
+    }
+
+    /// What the destination uses the data for, which decides the consent it needs.
+    pub fn purpose(&self) -> Purpose {
+        match self {
+            Kind::Webhook(s) => s.purpose,
+            Kind::Ga4(_) | Kind::Klaviyo(_) => Purpose::Analytics,
+            Kind::Meta(_) => Purpose::Advertising,
+        }
+    }
+
+    /// The base URLs it calls (checked by [`super::policy::check_url`] before any call).
+    pub fn urls(&self) -> Vec<&str> {
+        match self {
+            Kind::Webhook(s) => vec![s.url.as_str()],
+            Kind::Ga4(s) => vec![s.base_url.as_str()],
+            Kind::Meta(s) => vec![s.base_url.as_str()],
+            Kind::Klaviyo(s) => vec![s.base_url.as_str()],
+        }
+    }
+
+    /// The request for one event.
+    pub fn map(&self, out: Outgoing<'_>) -> Mapped {
+        match self {
+            Kind::Webhook(s) => webhook::map(s, out),
+            Kind::Ga4(s) => ga4::map(s, out),
+            Kind::Meta(s) => meta::map(s, out),
+            Kind::Klaviyo(s) => klaviyo::map(s, out),
+        }
+    }
+}
+
+/// Which events a destination takes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Filter {
+    /// Event names (`Order Completed`, `Page Viewed`, `Identify`, `Segment Entered`); empty
+    /// means every event.
+    pub events: Vec<String>,
+}
+
+impl Filter {
+    /// Whether `event` (a stored body) passes.
+    pub fn accepts(&self, event: &Value) -> bool {
+        self.events.is_empty() || self.events.contains(&event_name(event))
+    }
+}
+
+/// A validated destination.
+#[allow(missing_docs)] // the fields say what they hold
+#[derive(Debug, Clone, PartialEq)]
+pub struct Destination {
+    /// Its name (unique; part of every delivery ID).
+    pub name: String,
+    /// Whether events go to it.
+    pub enabled: bool,
+    pub kind: Kind,
+    pub filter: Filter,
+}
+
+impl Destination {
+    /// Parses and validates one destination entry.
+    pub fn parse(name: &str, raw: &Value) -> Result<Self, DestinationConfigError> {
+        if name.is_empty()
+            || name.len() > MAX_NAME_LEN
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(DestinationConfigError::InvalidName);
+        }
+        let invalid = |field, problem| DestinationConfigError::Invalid {
+            name: name.to_owned(),
+            field,
+            problem,
+        };
+        let raw = raw
+            .as_object()
+            .ok_or_else(|| invalid("entry", "must be an object"))?;
+        let enabled = match raw.get("enabled") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(invalid("enabled", "must be true or false")),
+        };
+        let empty = Map::new();
+        let settings = match raw.get("settings") {
+            None | Some(Value::Null) => &empty,
+            Some(Value::Object(s)) => s,
+            Some(_) => return Err(invalid("settings", "must be an object")),
+        };
+        let fields = Fields {
+            settings,
+            invalid: &invalid,
+        };
+        let kind = match raw.get("type").and_then(Value::as_str) {
+            Some("webhook") => Kind::Webhook(webhook::Settings::parse(&fields)?),
+            Some("ga4") => Kind::Ga4(ga4::Settings::parse(&fields)?),
+            Some("meta") => Kind::Meta(meta::Settings::parse(&fields)?),
+            Some("klaviyo") => Kind::Klaviyo(klaviyo::Settings::parse(&fields)?),
+            _ => {
+                return Err(invalid(
+                    "type",
+                    "must be \"webhook\", \"ga4\", \"meta\" or \"klaviyo\"",
+                ))
+            }
+        };
+        let filter = match raw.get("filter") {
+            None | Some(Value::Null) => Filter::default(),
+            Some(Value::Object(f)) => match f.get("events") {
+                None | Some(Value::Null) => Filter::default(),
+                Some(Value::Array(names)) if names.len() <= MAX_FILTER_EVENTS => Filter {
+                    events: names
+                        .iter()
+                        .map(|n| n.as_str().filter(|s| !s.is_empty()).map(str::to_owned))
+                        .collect::<Option<Vec<_>>>()
+                        .ok_or_else(|| invalid("filter.events", "must be event names"))?,
+                },
+                Some(_) => {
+                    return Err(invalid(
+                        "filter.events",
+                        "must be a list of at most 200 event names",
+                    ))
+                }
+            },
+            Some(_) => return Err(invalid("filter", "must be an object")),
+        };
+        Ok(Self {
+            name: name.to_owned(),
+            enabled,
+            kind,
+            filter,
+        })
+    }
+
+    /// Parses a `{"name": {...}, ...}` document (`config/destinations.json`).
+    pub fn parse_all(doc: &Value) -> Result<Vec<Self>, DestinationConfigError> {
+        let Some(entries) = doc.as_object() else {
+            return Err(DestinationConfigError::Invalid {
+                name: String::new(),
+                field: "document",
+                problem: "must be an object keyed by destination name",
+            });
+        };
+        entries
+            .iter()
+            .filter(|(name, _)| !name.starts_with('_'))
+            .map(|(name, raw)| Self::parse(name, raw))
+            .collect()
+    }
+
+    /// The configuration as the admin API shows it: secrets replaced by `"********"`.
+    pub fn redacted(raw: &Value) -> Value {
+        let mut out = raw.clone();
+        if let Some(Value::Object(settings)) = out.get_mut("settings") {
+            for (key, value) in settings.iter_mut() {
+                if SECRET_FIELDS.contains(&key.as_str()) && !value.is_null() {
+                    *value = Value::from("********");
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Settings fields that hold credentials.
+pub const SECRET_FIELDS: [&str; 4] = ["secret", "apiSecret", "accessToken", "apiKey"];
+
+/// Reads settings fields, reporting errors against the destination.
+pub struct Fields<'a> {
+    settings: &'a Map<String, Value>,
+    invalid: &'a dyn Fn(&'static str, &'static str) -> DestinationConfigError,
+}
+
+impl Fields<'_> {
+    /// A required non-empty string of at most 2,048 bytes.
+    pub fn required(
+        &self,
+        key: &'static str,
+        field: &'static str,
+    ) -> Result<String, DestinationConfigError> {
+        self.optional(key, field)?
+            .ok_or_else(|| (self.invalid)(field, "is required"))
+    }
+
+    /// An optional non-empty string of at most 2,048 bytes.
+    pub fn optional(
+        &self,
+        key: &str,
+        field: &'static str,
+    ) -> Result<Option<String>, DestinationConfigError> {
+        match self.settings.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 2048 => {
+                Ok(Some(s.trim().to_owned()))
+            }
+            Some(_) => Err((self.invalid)(field, "must be a non-empty string")),
+        }
+    }
+
+    /// A base URL: `https://host[:port]`, no trailing `/`; `default` when unset.
+    pub fn base_url(
+        &self,
+        key: &str,
+        field: &'static str,
+        default: &str,
+    ) -> Result<String, DestinationConfigError> {
+        let url = self
+            .optional(key, field)?
+            .unwrap_or_else(|| default.to_owned());
+        let url = url.trim_end_matches('/').to_owned();
+        if url.starts_with("https://") || url.starts_with("http://") {
+            Ok(url)
+        } else {
+            Err((self.invalid)(field, "must be an http(s) URL"))
+        }
+    }
+
+    /// The error for `field`.
+    pub fn error(&self, field: &'static str, problem: &'static str) -> DestinationConfigError {
+        (self.invalid)(field, problem)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn errors_name_the_destination_and_the_field() {
+        let err =
+            Destination::parse("orders", &json!({"type": "webhook", "settings": {}})).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "destination orders: settings.url is required"
+        );
+        assert_eq!(err.code(), "invalid_destination_config");
+        let err = Destination::parse("x", &json!({"type": "fax"})).unwrap_err();
+        assert!(err.to_string().starts_with("destination x: type must be"));
+        let err = Destination::parse(
+            "x",
+            &json!({"type": "webhook", "settings": {"url": "https://a.example", "secret": "0123456789abcdef"}, "filter": {"events": [1]}}),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "destination x: filter.events must be event names"
+        );
+        assert_eq!(
+            Destination::parse("bad name!", &json!({}))
+                .unwrap_err()
+                .code(),
+            "invalid_destination_name"
+        );
+    }
+
+    #[test]
+    fn parses_a_document_and_defaults_to_disabled() {
+        let doc = json!({
+            "_comment": "ignored",
+            "hooks": {"type": "webhook", "settings": {"url": "https://hooks.example/seam", "secret": "whsec_0123456789abcdef"},
+                      "filter": {"events": ["Order Completed", "Segment Entered"]}},
+            "analytics": {"type": "ga4", "enabled": true, "settings": {"measurementId": "G-ABC", "apiSecret": "k"}}
+        });
+        let all = Destination::parse_all(&doc).unwrap();
+        assert_eq!(all.len(), 2);
+        let ga4 = all.iter().find(|d| d.name == "analytics").unwrap();
+        assert!(ga4.enabled);
+        assert_eq!(ga4.kind.name(), "ga4");
+        let hooks = all.iter().find(|d| d.name == "hooks").unwrap();
+        assert!(!hooks.enabled, "nothing is enabled unless it says so");
+        assert!(hooks
+            .filter
+            .accepts(&json!({"type": "track", "event": "Order Completed"})));
+        assert!(!hooks
+            .filter
+            .accepts(&json!({"type": "track", "event": "Product Viewed"})));
+        assert!(!hooks.filter.accepts(&json!({"type": "page"})));
+    }
+
+    #[test]
+    fn the_committed_defaults_parse_and_enable_nothing() {
+        let doc: Value =
+            serde_json::from_str(include_str!("../../../config/destinations.json")).unwrap();
+        let all = Destination::parse_all(&doc).unwrap();
+        assert!(all.iter().all(|d| !d.enabled));
+    }
+
+    #[test]
+    fn the_admin_view_never_shows_a_secret() {
+        let raw = json!({"type": "meta", "settings": {"pixelId": "1", "accessToken": "EAAB", "testEventCode": "T"}});
+        let shown = Destination::redacted(&raw);
+        assert_eq!(shown["settings"]["accessToken"], json!("********"));
+        assert_eq!(shown["settings"]["pixelId"], json!("1"));
+        assert!(!shown.to_string().contains("EAAB"));
+    }
+}

@@ -1,0 +1,220 @@
+//! Klaviyo (JSON:API, `revision` header), for e-mail flows and profiles.
+//!
+//! - A track (and page) becomes `POST {baseUrl}/api/events`: `{data: {type: "event", attributes:
+//!   {properties, time, value?, value_currency?, unique_id, metric: {data: {type: "metric",
+//!   attributes: {name}}}, profile: {data: {type: "profile", attributes: {…}}}}}}`, with the
+//!   delivery ID as `unique_id` so a redelivery is not counted twice.
+//! - An identify becomes `POST {baseUrl}/api/profile-import`: the profile's identifiers plus
+//!   `first_name`, `last_name` and the other traits as `properties`.
+//!
+//! Profile identifiers: `email`, `phone_number` (E.164), `external_id` (the user ID) and
+//! `anonymous_id`; an event with none of them is skipped.
+
+use serde_json::{json, Map, Value};
+
+use super::destination::{DestinationConfigError, Fields};
+use super::{contact, event_name, number, properties, text, HttpRequest, Mapped, Outgoing};
+use crate::format::time::format_iso8601;
+
+/// The real endpoint; tests point `baseUrl` at a local receiver.
+pub const DEFAULT_BASE_URL: &str = "https://a.klaviyo.com";
+/// API revision sent unless `revision` says otherwise.
+pub const DEFAULT_REVISION: &str = "2024-10-15";
+
+/// Klaviyo settings: `{"apiKey" (a private key), "revision"?, "baseUrl"?}`.
+#[allow(missing_docs)] // the fields say what they hold
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub api_key: String,
+    pub revision: String,
+    pub base_url: String,
+}
+
+impl Settings {
+    pub(crate) fn parse(f: &Fields<'_>) -> Result<Self, DestinationConfigError> {
+        let revision = f
+            .optional("revision", "settings.revision")?
+            .unwrap_or_else(|| DEFAULT_REVISION.to_owned());
+        if revision.len() != 10 || revision.bytes().filter(|b| *b == b'-').count() != 2 {
+            return Err(f.error("settings.revision", "must be a date like 2024-10-15"));
+        }
+        Ok(Self {
+            api_key: f.required("apiKey", "settings.apiKey")?,
+            revision,
+            base_url: f.base_url("baseUrl", "settings.baseUrl", DEFAULT_BASE_URL)?,
+        })
+    }
+
+    fn request(&self, path: &str, body: &Value) -> HttpRequest {
+        HttpRequest {
+            method: "POST",
+            url: format!("{}{path}", self.base_url),
+            headers: vec![
+                (
+                    "authorization".into(),
+                    format!("Klaviyo-API-Key {}", self.api_key),
+                ),
+                ("revision".into(), self.revision.clone()),
+                ("accept".into(), "application/vnd.api+json".into()),
+                ("content-type".into(), "application/vnd.api+json".into()),
+            ],
+            body: body.to_string(),
+        }
+    }
+}
+
+fn profile(event: &Value) -> Map<String, Value> {
+    let mut p = Map::new();
+    if let Some(email) = contact(event, "email") {
+        p.insert("email".into(), Value::from(email.to_lowercase()));
+    }
+    if let Some(phone) = contact(event, "phone") {
+        let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
+        if !digits.is_empty() {
+            p.insert("phone_number".into(), Value::from(format!("+{digits}")));
+        }
+    }
+    if let Some(user) = text(event.get("userId")) {
+        p.insert("external_id".into(), Value::from(user));
+    }
+    if let Some(anonymous) = text(event.get("anonymousId")) {
+        p.insert("anonymous_id".into(), Value::from(anonymous));
+    }
+    p
+}
+
+/// The request for one event.
+pub fn map(settings: &Settings, out: Outgoing<'_>) -> Mapped {
+    let event = out.event;
+    let mut attributes = profile(event);
+    if attributes.is_empty() {
+        return Mapped::Skip("no_profile_identifier");
+    }
+    if event.get("type").and_then(Value::as_str) == Some("identify") {
+        let traits = event.get("traits").and_then(Value::as_object);
+        let mut rest = Map::new();
+        for (k, v) in traits.into_iter().flatten() {
+            match k.as_str() {
+                "firstName" | "first_name" => {
+                    attributes.insert("first_name".into(), v.clone());
+                }
+                "lastName" | "last_name" => {
+                    attributes.insert("last_name".into(), v.clone());
+                }
+                "email" | "phone" => {}
+                _ => {
+                    rest.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        if !rest.is_empty() {
+            attributes.insert("properties".into(), Value::Object(rest));
+        }
+        let body = json!({"data": {"type": "profile", "attributes": attributes}});
+        return Mapped::Send(settings.request("/api/profile-import", &body));
+    }
+    let name = event_name(event);
+    if name.is_empty() {
+        return Mapped::Skip("no_event_name");
+    }
+    let props = properties(event);
+    let mut event_attributes = json!({
+        "properties": props,
+        "time": format_iso8601(out.timestamp_ms),
+        "unique_id": out.delivery_id,
+        "metric": {"data": {"type": "metric", "attributes": {"name": name}}},
+        "profile": {"data": {"type": "profile", "attributes": attributes}},
+    });
+    if let Some(value) = number(props.get("revenue")).or_else(|| number(props.get("value"))) {
+        event_attributes["value"] = json!(value);
+        if let Some(currency) = text(props.get("currency")) {
+            event_attributes["value_currency"] = Value::from(currency.to_uppercase());
+        }
+    }
+    let body = json!({"data": {"type": "event", "attributes": event_attributes}});
+    Mapped::Send(settings.request("/api/events", &body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            api_key: "pk_test".into(),
+            revision: DEFAULT_REVISION.into(),
+            base_url: DEFAULT_BASE_URL.into(),
+        }
+    }
+
+    fn send(event: &Value) -> HttpRequest {
+        match map(
+            &settings(),
+            Outgoing {
+                event,
+                delivery_id: "dlv_9",
+                attempt: 1,
+                timestamp_ms: 1_767_225_600_000,
+            },
+        ) {
+            Mapped::Send(r) => r,
+            Mapped::Skip(why) => panic!("skipped: {why}"),
+        }
+    }
+
+    #[test]
+    fn an_order_is_an_event_on_the_profile_with_a_unique_id() {
+        let event = json!({
+            "type": "track", "event": "Order Completed", "userId": "u1", "anonymousId": "a1",
+            "properties": {"order_id": "o1", "revenue": 58.5, "currency": "eur"},
+            "context": {"traits": {"email": "Ann@Shop.Example", "phone": "+31 6 1234 5678"}}
+        });
+        let r = send(&event);
+        assert_eq!(r.url, "https://a.klaviyo.com/api/events");
+        assert_eq!(r.header("Authorization"), Some("Klaviyo-API-Key pk_test"));
+        assert_eq!(r.header("revision"), Some(DEFAULT_REVISION));
+        assert_eq!(
+            serde_json::from_str::<Value>(&r.body).unwrap(),
+            json!({"data": {"type": "event", "attributes": {
+                "properties": {"order_id": "o1", "revenue": 58.5, "currency": "eur"},
+                "time": "2026-01-01T00:00:00.000Z", "unique_id": "dlv_9",
+                "value": 58.5, "value_currency": "EUR",
+                "metric": {"data": {"type": "metric", "attributes": {"name": "Order Completed"}}},
+                "profile": {"data": {"type": "profile", "attributes": {
+                    "email": "ann@shop.example", "phone_number": "+31612345678", "external_id": "u1", "anonymous_id": "a1"}}}
+            }}})
+        );
+    }
+
+    #[test]
+    fn an_identify_imports_the_profile_and_a_bare_event_is_skipped() {
+        let r = send(&json!({"type": "identify", "userId": "u1",
+                             "traits": {"email": "a@b.example", "firstName": "Ann", "plan": "pro"}}));
+        assert_eq!(r.url, "https://a.klaviyo.com/api/profile-import");
+        assert_eq!(
+            serde_json::from_str::<Value>(&r.body).unwrap(),
+            json!({"data": {"type": "profile", "attributes": {
+                "email": "a@b.example", "external_id": "u1", "first_name": "Ann", "properties": {"plan": "pro"}}}})
+        );
+        let minimal = send(&json!({"type": "page", "anonymousId": "a1"}));
+        let body: Value = serde_json::from_str(&minimal.body).unwrap();
+        assert_eq!(
+            body["data"]["attributes"]["metric"]["data"]["attributes"]["name"],
+            json!("Page Viewed")
+        );
+        assert!(body["data"]["attributes"].get("value").is_none());
+        let nobody = json!({"type": "track", "event": "X"});
+        assert_eq!(
+            map(
+                &settings(),
+                Outgoing {
+                    event: &nobody,
+                    delivery_id: "d",
+                    attempt: 1,
+                    timestamp_ms: 0
+                }
+            ),
+            Mapped::Skip("no_profile_identifier")
+        );
+    }
+}
