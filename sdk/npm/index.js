@@ -89,7 +89,7 @@ export function identify(userId, traits, options) {
   const token = options?.identityToken;
   // Kept beside the user ID; a token vouches for one user, so another user's identify drops it.
   tokens((s) =>
-    /^v1\.\d{1,12}\.[\da-f]{64}$/i.test(token)
+    /^v1\.\d+\.[\da-f]{64}$/i.test(token)
       ? s.setItem(TOKEN_KEY, token)
       : userId != null && String(userId) !== s.getItem("seam_user_id") && s.removeItem(TOKEN_KEY),
   );

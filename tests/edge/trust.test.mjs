@@ -473,7 +473,11 @@ describe("trust: identity claims from the public key", () => {
   test("a page cannot forge the collector's own fields", async () => {
     const v = await victim("forge");
     const mine = `attacker-forge-${run}-0000`;
-    await send(edge, [{ type: "identify", userId: v.user, anonymousId: mine, messageId: mid(), context: { seam: { identity: "verified", cookieId: v.browser } } }]);
+    await send(edge, [
+      { type: "identify", userId: v.user, anonymousId: mine, messageId: mid(), context: { seam: { identity: "verified", cookieId: v.browser } } },
+      { type: "identify", userId: v.user, anonymousId: mine, messageId: mid(), context: null },
+      { type: "track", event: "X", userId: v.user, anonymousId: mine, messageId: mid(), context: { seam: null } },
+    ]);
     const me = await lookup("anonymous_id", mine);
     assert.notEqual(me.profileId, v.profileId);
     assert.ok(!holds(await lookup("user_id", v.user), "cookie_id", v.browser));

@@ -22,7 +22,7 @@
 use serde_json::{json, Map, Value};
 
 use super::destination::{DestinationConfigError, Fields};
-use super::{event_name, number, properties, text, HttpRequest, Mapped, Outgoing};
+use super::{event_name, number, properties, text, user_id, HttpRequest, Mapped, Outgoing};
 use crate::consent::{self, ConsentState};
 
 /// The real endpoint; tests point `baseUrl` at a local receiver.
@@ -210,7 +210,7 @@ pub fn map(settings: &Settings, out: Outgoing<'_>) -> Mapped {
         },
         "events": [{"name": name, "params": params(event, &name)}],
     });
-    if let Some(user) = text(event.get("userId")) {
+    if let Some(user) = user_id(event) {
         body["user_id"] = Value::from(user);
     }
     body["timestamp_micros"] = json!(out.timestamp_ms.saturating_mul(1000));

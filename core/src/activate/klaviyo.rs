@@ -13,7 +13,9 @@
 use serde_json::{json, Map, Value};
 
 use super::destination::{DestinationConfigError, Fields};
-use super::{contact, event_name, number, properties, text, HttpRequest, Mapped, Outgoing};
+use super::{
+    contact, event_name, number, properties, text, user_id, HttpRequest, Mapped, Outgoing,
+};
 use crate::format::time::format_iso8601;
 
 /// The real endpoint; tests point `baseUrl` at a local receiver.
@@ -74,7 +76,7 @@ fn profile(event: &Value) -> Map<String, Value> {
             p.insert("phone_number".into(), Value::from(format!("+{digits}")));
         }
     }
-    if let Some(user) = text(event.get("userId")) {
+    if let Some(user) = user_id(event) {
         p.insert("external_id".into(), Value::from(user));
     }
     if let Some(anonymous) = text(event.get("anonymousId")) {
@@ -183,6 +185,28 @@ mod tests {
                 "profile": {"data": {"type": "profile", "attributes": {
                     "email": "ann@shop.example", "phone_number": "+31612345678", "external_id": "u1", "anonymous_id": "a1"}}}
             }}})
+        );
+    }
+
+    #[test]
+    fn a_browsers_claims_never_reach_klaviyo_as_the_person() {
+        // Anyone with the public key could send someone's email: it must not update their
+        // Klaviyo profile or trigger their flows.
+        let claimed = json!({"type": "identify", "userId": "victim", "anonymousId": "a1",
+                             "traits": {"email": "victim@shop.example", "firstName": "Eve"},
+                             "context": {"seam": {"identity": "claimed"}}});
+        let body: Value = serde_json::from_str(&send(&claimed).body).unwrap();
+        assert_eq!(
+            body["data"]["attributes"],
+            json!({"anonymous_id": "a1", "first_name": "Eve"})
+        );
+        let verified = json!({"type": "track", "event": "X", "userId": "ann", "anonymousId": "a1",
+                              "context": {"seam": {"identity": "verified"}, "traits": {"email": "x@y.example"}}});
+        let body: Value = serde_json::from_str(&send(&verified).body).unwrap();
+        assert_eq!(
+            body["data"]["attributes"]["profile"]["data"]["attributes"],
+            json!({"external_id": "ann", "anonymous_id": "a1"}),
+            "a token verifies the user ID, never the email"
         );
     }
 

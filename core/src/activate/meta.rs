@@ -24,7 +24,9 @@ use serde_json::{json, Map, Value};
 
 use super::destination::{DestinationConfigError, Fields};
 use super::ga4::query_escape;
-use super::{contact, event_name, number, properties, text, HttpRequest, Mapped, Outgoing};
+use super::{
+    contact, event_name, number, properties, text, user_id, HttpRequest, Mapped, Outgoing,
+};
 use crate::identity::{sha256_hex, IdType, Identifier, Rules};
 
 /// The real endpoint; tests point `baseUrl` at a local receiver.
@@ -111,7 +113,7 @@ fn user_data(event: &Value) -> Map<String, Value> {
     if let Some(ph) = contact(event, "phone").and_then(|p| hashed(IdType::Phone, &p)) {
         data.insert("ph".into(), json!([ph]));
     }
-    if let Some(id) = text(event.get("userId")).or_else(|| text(event.get("anonymousId"))) {
+    if let Some(id) = user_id(event).or_else(|| text(event.get("anonymousId"))) {
         data.insert("external_id".into(), json!([sha256_hex(id.as_bytes())]));
     }
     for (from, to) in [

@@ -22,6 +22,8 @@ pub mod webhook;
 
 use serde_json::Value;
 
+use crate::identity::Proof;
+
 /// A request a mapper asks the edge to make.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpRequest {
@@ -120,9 +122,22 @@ pub(crate) fn event_name(event: &Value) -> String {
     }
 }
 
-/// The person's email and phone as the event carries them: identify `traits`, then
-/// `context.traits`.
+/// The user ID a destination may act on: the event's own, unless a browser only claimed it
+/// (an unverified `userId` must not reach another tool as that user).
+pub(crate) fn user_id(event: &Value) -> Option<String> {
+    match Proof::of_body(event.get("context")) {
+        Proof::Claimed => None,
+        Proof::Trusted | Proof::Verified => text(event.get("userId")),
+    }
+}
+
+/// The person's email or phone as a trusted sender stated it: identify `traits`, then
+/// `context.traits`. A browser's are claims (anyone may type anyone's address) and are never
+/// passed on as the person's.
 pub(crate) fn contact(event: &Value, field: &str) -> Option<String> {
+    if Proof::of_body(event.get("context")) != Proof::Trusted {
+        return None;
+    }
     let from_traits = (event.get("type").and_then(Value::as_str) == Some("identify"))
         .then(|| text(event.get("traits").and_then(|t| t.get(field))))
         .flatten();

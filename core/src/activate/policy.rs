@@ -105,7 +105,7 @@ pub struct Attempt<'a> {
 }
 
 /// Decides what follows `attempt`: retry network errors, 408, 429 and 5xx with exponential
-/// backoff (full jitter from `jitter` in `[0, 1)`), honouring `Retry-After` seconds, while the
+/// backoff ("equal jitter": half the delay fixed, half scaled by `jitter` in `[0, 1)`), honouring `Retry-After` seconds, while the
 /// next attempt still falls inside `window_ms` of the first; any other status is final.
 pub fn after(attempt: Attempt<'_>, window_ms: i64, jitter: f64) -> Next {
     let retryable = match attempt.status {
@@ -214,12 +214,24 @@ fn is_private_host(host: &str) -> bool {
     if host.contains(':') {
         return match host.parse::<std::net::Ipv6Addr>() {
             Ok(ip) => {
-                let first = ip.segments()[0];
+                let s = ip.segments();
+                let embedded_v4 = |hi: u16, lo: u16| {
+                    let [a, b] = hi.to_be_bytes();
+                    let [c, d] = lo.to_be_bytes();
+                    std::net::Ipv4Addr::new(a, b, c, d)
+                };
                 ip.is_loopback()
                     || ip.is_unspecified()
-                    || (first & 0xfe00) == 0xfc00
-                    || (first & 0xffc0) == 0xfe80
+                    || (s[0] & 0xfe00) == 0xfc00 // unique local
+                    || (s[0] & 0xffc0) == 0xfe80 // link-local
+                    || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
+                    || (s[0] & 0xff00) == 0xff00 // multicast
                     || ip.to_ipv4_mapped().is_some_and(|v4| is_private_v4(&v4))
+                    // IPv4-compatible (::a.b.c.d), NAT64 (64:ff9b::/96) and 6to4 (2002::/16)
+                    // addresses reach an IPv4 address: judge that one.
+                    || (s[..6] == [0; 6] && is_private_v4(&embedded_v4(s[6], s[7])))
+                    || (s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] && is_private_v4(&embedded_v4(s[6], s[7])))
+                    || (s[0] == 0x2002 && is_private_v4(&embedded_v4(s[1], s[2])))
             }
             Err(_) => true,
         };
@@ -244,15 +256,16 @@ fn is_private_host(host: &str) -> bool {
 }
 
 fn is_private_v4(ip: &std::net::Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
+    let [a, b, c, _] = ip.octets();
     ip.is_private()
         || ip.is_loopback()
         || ip.is_link_local()
         || ip.is_unspecified()
         || ip.is_broadcast()
         || a == 0
-        || (a == 100 && (64..128).contains(&b))
-        || (a == 192 && b == 0)
+        || (a == 100 && (64..128).contains(&b)) // carrier-grade NAT
+        || (a == 192 && b == 0 && (c == 0 || c == 2)) // IETF protocol assignments, TEST-NET-1
+        || (a == 198 && (b == 18 || b == 19)) // benchmarking
         || a >= 224
 }
 
@@ -386,6 +399,7 @@ mod tests {
             "https://api.klaviyo.com",
             "https://8.8.8.8/x",
             "https://[2001:db8::1]/",
+            "https://192.0.78.9/",
         ] {
             assert_eq!(check_url(ok, false), Ok(()), "{ok}");
         }
@@ -405,6 +419,11 @@ mod tests {
             ("https://[fe80::1]/", UrlError::PrivateAddress),
             ("https://[fd00::1]/", UrlError::PrivateAddress),
             ("https://[::ffff:10.0.0.1]/", UrlError::PrivateAddress),
+            ("https://[64:ff9b::a00:1]/", UrlError::PrivateAddress),
+            ("https://[2002:a00:1::]/", UrlError::PrivateAddress),
+            ("https://[::127.0.0.1]/", UrlError::PrivateAddress),
+            ("https://[ff02::1]/", UrlError::PrivateAddress),
+            ("https://198.18.0.1/", UrlError::PrivateAddress),
             ("https://2130706433/", UrlError::PrivateAddress),
             ("https://0x7f.0.0.1/", UrlError::PrivateAddress),
             ("https://0177.0.0.1/", UrlError::PrivateAddress),

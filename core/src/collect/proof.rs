@@ -212,8 +212,13 @@ fn existing_seam(body: &mut Map<String, Value>) -> Option<&mut Map<String, Value
 fn seam_of(body: &mut Map<String, Value>) -> Option<&mut Map<String, Value>> {
     let context = body
         .entry("context")
-        .or_insert_with(|| Value::Object(Map::new()))
-        .as_object_mut()?;
+        .or_insert_with(|| Value::Object(Map::new()));
+    // `null` or any other non-object: the marker must be written whatever the client sent, or
+    // an unmarked event would read as trusted.
+    if !context.is_object() {
+        *context = Value::Object(Map::new());
+    }
+    let context = context.as_object_mut()?;
     let seam = context
         .entry("seam")
         .or_insert_with(|| Value::Object(Map::new()));
@@ -377,6 +382,22 @@ mod tests {
         );
         let server = source(json!({"kind": "server"}));
         assert_eq!(proven(identify(None), &server), ids);
+    }
+
+    #[test]
+    fn a_null_or_odd_context_cannot_skip_the_marker() {
+        for context in [
+            json!(null),
+            json!({"seam": null}),
+            json!({"seam": "trusted"}),
+        ] {
+            let body = json!({"type": "identify", "userId": "victim", "anonymousId": "a1", "context": context});
+            assert_eq!(
+                proven(body, &source(json!({}))),
+                ["anonymous_id:a1"],
+                "{context}"
+            );
+        }
     }
 
     #[test]

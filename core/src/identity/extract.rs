@@ -39,9 +39,12 @@ impl Proof {
 
     /// The level recorded on `event`.
     pub fn of(event: &Event) -> Self {
-        let marker = event
-            .body
-            .get("context")
+        Self::of_body(event.body.get("context"))
+    }
+
+    /// The level recorded in a stored event's `context`.
+    pub fn of_body(context: Option<&Value>) -> Self {
+        let marker = context
             .and_then(|c| c.get("seam"))
             .and_then(|s| s.get(PROOF_FIELD));
         match marker {

@@ -246,15 +246,15 @@ pub fn erase(subject: &Subject, source_ids: &[String]) -> Vec<(&'static str, Sta
     // Someone else's events may name the person's email or phone as a claim (a browser cannot
     // prove one): those fields go too. A scan of the bodies, acceptable for a rare request.
     let redact = |path: &str| {
+        let field = format!("json_extract(body, '{path}')");
         (
             "redactedClaims",
             Statement {
                 sql: format!(
                     "UPDATE events SET body = json_remove(body, '{path}') WHERE \
-                     lower(trim(replace(replace(replace(replace(replace(\
-                     CAST(json_extract(body, '{path}') AS TEXT), ' ', ''), '-', ''), '(', ''), ')', ''), '.', ''))) \
-                     IN (SELECT value FROM json_each(?1)) \
-                     OR lower(trim(CAST(json_extract(body, '{path}') AS TEXT))) IN (SELECT value FROM json_each(?1))"
+                     {} IN (SELECT value FROM json_each(?1)) OR {} IN (SELECT value FROM json_each(?1))",
+                    plain(&field),
+                    digits(&field)
                 ),
                 params: vec![contacts.clone()],
             },
@@ -348,15 +348,45 @@ pub fn erase(subject: &Subject, source_ids: &[String]) -> Vec<(&'static str, Sta
             (
                 "redactedClaims",
                 Statement {
-                    sql: "DELETE FROM trait_values WHERE key IN ('email', 'phone') AND \
-                          lower(trim(CAST(json_extract(value, '$') AS TEXT))) IN (SELECT value FROM json_each(?1))"
-                        .into(),
+                    sql: format!(
+                        "DELETE FROM trait_values WHERE key IN ('email', 'phone') AND ({} IN \
+                         (SELECT value FROM json_each(?1)) OR {} IN (SELECT value FROM json_each(?1)))",
+                        plain("json_extract(value, '$')"),
+                        digits("json_extract(value, '$')")
+                    ),
                     params: vec![contacts.clone()],
                 },
             ),
         ]);
     }
+    let users = subject.user_values();
+    if !users.is_empty() {
+        // Browsers that claimed the person's user ID keep it as a trait (`claimedUserId`).
+        plan.push((
+            "redactedClaims",
+            Statement {
+                sql: "DELETE FROM trait_values WHERE key = 'claimedUserId' \
+                      AND CAST(json_extract(value, '$') AS TEXT) IN (SELECT value FROM json_each(?1))"
+                    .into(),
+                params: vec![json_list(&users)],
+            },
+        ));
+    }
     plan
+}
+
+/// SQL for a stored email or phone as the identity graph normalises an email: trimmed and
+/// lower-cased.
+fn plain(expr: &str) -> String {
+    format!("lower(trim(CAST({expr} AS TEXT)))")
+}
+
+/// SQL for a stored phone without the usual formatting (spaces, dashes, brackets, dots), as the
+/// identity graph keeps phones.
+fn digits(expr: &str) -> String {
+    format!(
+        "replace(replace(replace(replace(replace(trim(CAST({expr} AS TEXT)), ' ', ''), '-', ''), '(', ''), ')', ''), '.', '')"
+    )
 }
 
 fn returning((what, mut statement): (&'static str, Statement)) -> (&'static str, Statement) {
@@ -668,7 +698,9 @@ mod tests {
                 "itemInteractions",
                 "itemPairEvidence",
                 "refusedMerges",
-                // The email as someone else's claim: four body fields and trait rows.
+                // The email as someone else's claim: four body fields and trait rows; the user
+                // ID as another browser's `claimedUserId`.
+                "redactedClaims",
                 "redactedClaims",
                 "redactedClaims",
                 "redactedClaims",

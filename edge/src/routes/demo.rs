@@ -29,6 +29,11 @@ pub async fn sign_in(mut req: Request, env: &Env, now_ms: i64) -> Result<Respons
     let (Some(password), Some(secret)) = (password, settings::identity_secret(env)) else {
         return Err(ApiError::NotFound);
     };
+    let declared =
+        crate::http::header(&req, "Content-Length").and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+        return Err(ApiError::InvalidBody);
+    }
     let raw = req.bytes().await.map_err(|_| ApiError::InvalidBody)?;
     if raw.len() > MAX_BODY_BYTES {
         return Err(ApiError::InvalidBody);

@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use seam_core::collect::event::Event;
 use seam_core::collect::ingest::Decoded;
-use seam_core::identity::{mentioned_identifiers, Identifier, Rules};
+use seam_core::identity::{identifiers_of, mentioned_identifiers, Identifier, Rules};
 use seam_core::plan::Statement;
 use seam_core::privacy::{
     erase, suppression_candidates, suppression_key, suppression_probe, Subject, IN_EVENT_SOURCES,
@@ -86,7 +86,8 @@ pub fn probed_keys(result: &worker::D1Result) -> worker::Result<HashSet<String>>
 }
 
 /// Undoes a request's writes for events that carried an identifier suppressed while the request
-/// ran (the isolate's cached list was stale): erases everyone those events identify.
+/// ran (the isolate's cached list was stale): erases the suppressed identifiers and what those
+/// events prove (never a profile they merely claim).
 pub async fn undo_suppressed(
     env: &Env,
     db: &D1Database,
@@ -96,13 +97,15 @@ pub async fn undo_suppressed(
 ) -> Result<(), ApiError> {
     let mut subject = Subject::default();
     for event in events {
-        let identifiers = mentioned_identifiers(event, rules);
-        if !identifiers
-            .iter()
-            .any(|i| late.contains(&suppression_key(i)))
-        {
+        let hits: Vec<Identifier> = mentioned_identifiers(event, rules)
+            .into_iter()
+            .filter(|i| late.contains(&suppression_key(i)))
+            .collect();
+        if hits.is_empty() {
             continue;
         }
+        let mut identifiers = identifiers_of(event, rules);
+        identifiers.extend(hits);
         for identifier in identifiers {
             let (found, _) = subject_of(db, &identifier).await?;
             subject.identifiers.extend(found.identifiers);
