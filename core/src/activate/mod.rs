@@ -11,13 +11,17 @@
 //!   deduplicate on it), the consent a destination's purpose needs, retries (backoff with
 //!   jitter, `Retry-After`, a retry window, then the dead-letter list) and which URLs may be
 //!   called at all (no private, loopback or link-local targets).
-//! - one module per destination type: [`webhook`], [`ga4`], [`meta`], [`klaviyo`].
+//! - one module per destination type: [`webhook`], [`ga4`], [`meta`], [`klaviyo`]; and the
+//!   message channels journeys send through: [`sendgrid`] (e-mail) and [`twilio`] (SMS,
+//!   WhatsApp).
 
 pub mod destination;
 pub mod ga4;
 pub mod klaviyo;
 pub mod meta;
 pub mod policy;
+pub mod sendgrid;
+pub mod twilio;
 pub mod webhook;
 
 use serde_json::Value;
