@@ -24,6 +24,7 @@ use serde_json::{json, Map, Value};
 use super::destination::{DestinationConfigError, Fields};
 use super::{event_name, number, properties, text, user_id, HttpRequest, Mapped, Outgoing};
 use crate::consent::{self, ConsentState};
+use crate::format::encode::percent;
 
 /// The real endpoint; tests point `baseUrl` at a local receiver.
 pub const DEFAULT_BASE_URL: &str = "https://www.google-analytics.com";
@@ -218,22 +219,9 @@ pub fn map(settings: &Settings, out: Outgoing<'_>) -> Mapped {
         "{}/mp/collect?measurement_id={}&api_secret={}",
         settings.base_url,
         settings.measurement_id,
-        query_escape(&settings.api_secret)
+        percent(&settings.api_secret)
     );
     Mapped::Send(HttpRequest::post_json(url, &body))
-}
-
-/// Percent-encodes everything but unreserved characters.
-pub(crate) fn query_escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

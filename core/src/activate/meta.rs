@@ -23,10 +23,10 @@
 use serde_json::{json, Map, Value};
 
 use super::destination::{DestinationConfigError, Fields};
-use super::ga4::query_escape;
 use super::{
     contact, event_name, number, properties, text, user_id, HttpRequest, Mapped, Outgoing,
 };
+use crate::format::encode::percent;
 use crate::identity::{sha256_hex, IdType, Identifier, Rules};
 
 /// The real endpoint; tests point `baseUrl` at a local receiver.
@@ -56,8 +56,9 @@ impl Settings {
         let api_version = f
             .optional("apiVersion", "settings.apiVersion")?
             .unwrap_or_else(|| DEFAULT_API_VERSION.to_owned());
-        if !api_version.starts_with('v')
-            || !api_version[1..]
+        let version_digits = api_version.strip_prefix('v').unwrap_or_default();
+        if version_digits.is_empty()
+            || !version_digits
                 .bytes()
                 .all(|b| b.is_ascii_digit() || b == b'.')
         {
@@ -213,7 +214,7 @@ pub fn map(settings: &Settings, out: Outgoing<'_>) -> Mapped {
         settings.base_url,
         settings.api_version,
         settings.pixel_id,
-        query_escape(&settings.access_token)
+        percent(&settings.access_token)
     );
     Mapped::Send(HttpRequest::post_json(url, &body))
 }

@@ -6,9 +6,9 @@
 //! module only shapes the request.
 
 use super::destination::{DestinationConfigError, Fields};
-use super::ga4::query_escape;
 use super::HttpRequest;
 use crate::collect::auth::base64_encode;
+use crate::format::encode::percent;
 
 /// The real endpoint; tests point `baseUrl` at a local receiver.
 pub const DEFAULT_BASE_URL: &str = "https://api.twilio.com";
@@ -111,7 +111,7 @@ pub fn request(settings: &Settings, message: &Message) -> Result<HttpRequest, Me
     }
     let body = form
         .iter()
-        .map(|(k, v)| format!("{k}={}", query_escape(v)))
+        .map(|(k, v)| format!("{k}={}", percent(v)))
         .collect::<Vec<_>>()
         .join("&");
     let credentials =

@@ -10,7 +10,8 @@
 use super::destination::{DestinationConfigError, Fields};
 use super::policy::Purpose;
 use super::{HttpRequest, Mapped, Outgoing};
-use crate::collect::proof::{hex, hmac_sha256};
+use crate::collect::proof::hmac_sha256;
+use crate::format::encode::hex;
 
 /// Webhook settings: `{"url", "secret", "purpose"?: "necessary" | "analytics" | "advertising"}`.
 #[allow(missing_docs)] // the fields say what they hold

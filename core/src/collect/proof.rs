@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::collect::auth::constant_time_eq;
 use crate::collect::ingest::{Decoded, Outcome};
 use crate::collect::source::Source;
+use crate::format::encode::hex;
 use crate::format::time::DAY_MS;
 use crate::identity::{Proof, PROOF_FIELD};
 
@@ -84,10 +85,6 @@ pub(crate) fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
         .chain_update(inner)
         .finalize()
         .into()
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The token for `user_id` valid until `expires` (unix seconds).

@@ -1,5 +1,6 @@
 //! Identifier formats. Randomness is supplied by the caller (getrandom in the SDK and at the edge).
 
+use super::encode::hex_digit;
 use alloc::string::String;
 
 /// Formats 16 random bytes as an RFC 4122 version-4 UUID (`xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx`).
@@ -36,10 +37,6 @@ pub fn is_uuid(s: &str) -> bool {
             8 | 13 | 18 | 23 => c == b'-',
             _ => c.is_ascii_hexdigit(),
         })
-}
-
-fn hex_digit(n: u8) -> char {
-    char::from(b"0123456789abcdef"[usize::from(n & 0x0f)])
 }
 
 #[cfg(test)]

@@ -6,10 +6,11 @@ use std::fmt;
 use sha2::{Digest, Sha256};
 
 use super::extract::{claims_of, identifiers_of};
-use super::identifier::{hex_digit, IdType, Identifier};
+use super::identifier::{IdType, Identifier};
 use super::rules::Rules;
 use super::{PROFILE_ID_HEX_CHARS, PROFILE_ID_PREFIX};
 use crate::collect::event::Event;
+use crate::format::encode::hex_digit;
 
 /// One event's contribution to the graph: its identifiers and its ordering key.
 ///

@@ -250,17 +250,7 @@ pub(super) fn is_sha256_hex(value: &str) -> bool {
 }
 
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    let mut out = String::with_capacity(digest.len() * 2);
-    for b in digest {
-        out.push(hex_digit(b >> 4));
-        out.push(hex_digit(b & 0x0f));
-    }
-    out
-}
-
-pub(super) fn hex_digit(n: u8) -> char {
-    char::from_digit(u32::from(n & 0x0f), 16).unwrap_or('0')
+    crate::format::encode::hex(&Sha256::digest(bytes))
 }
 
 #[cfg(test)]

@@ -532,7 +532,12 @@ fn item_field(
         "url" => Some(
             item.and_then(|i| i.url.clone())
                 .filter(|u| is_safe_url(u))
-                .unwrap_or_else(|| format!("/product.html?id={}", percent(product_id))),
+                .unwrap_or_else(|| {
+                    format!(
+                        "/product.html?id={}",
+                        crate::format::encode::percent(product_id)
+                    )
+                }),
         ),
         "category" => item.and_then(|i| i.category.clone()),
         "brand" => item.and_then(|i| i.brand.clone()),
@@ -556,18 +561,6 @@ pub fn is_safe_url(url: &str) -> bool {
     (url.starts_with('/') && !url.starts_with("//"))
         || url.starts_with("https://")
         || url.starts_with("http://")
-}
-
-fn percent(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 /// Escapes text for HTML content and quoted attribute values.
