@@ -51,7 +51,7 @@ if [ ! -f .dev.vars ]; then
   log "creating .dev.vars from .dev.vars.example with random secrets"
   : > .dev.vars
 fi
-for name in ADMIN_KEY SERVER_WRITE_KEY IDENTITY_SECRET PROFILE_ID_SALT DEMO_PASSWORD; do
+for name in ADMIN_KEY SERVER_WRITE_KEY IDENTITY_SECRET PROFILE_ID_SALT DEMO_PASSWORD SECRETS_KEY; do
   if ! grep -q "^$name=" .dev.vars; then
     log "adding a random $name to .dev.vars"
     prefix=""
@@ -59,3 +59,9 @@ for name in ADMIN_KEY SERVER_WRITE_KEY IDENTITY_SECRET PROFILE_ID_SALT DEMO_PASS
     printf '%s=%s%s\n' "$name" "$prefix" "$(random_hex)" >> .dev.vars
   fi
 done
+# Local receivers (tests, a webhook on this machine) may be destinations here, never in a
+# deployment (core::activate::policy::check_url).
+if ! grep -q "^ALLOW_LOCAL_DESTINATIONS=" .dev.vars; then
+  log "allowing local destination receivers in .dev.vars"
+  printf 'ALLOW_LOCAL_DESTINATIONS=true\n' >> .dev.vars
+fi

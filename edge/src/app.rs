@@ -54,10 +54,17 @@ async fn route(
     if path != "/health" {
         // Picks up an uploaded personalisation configuration (a KV read every 30 s at most).
         store::config::refresh(env, now_ms).await;
+        store::destinations::refresh(env, now_ms).await;
     }
     if let Some(action) = path.strip_prefix("/v1/privacy/") {
         let action = action.to_owned();
         return routes::privacy::handle(req, env, &action, now_ms).await;
+    }
+    if let Some(rest) = path.strip_prefix("/v1/admin/destinations") {
+        if rest.is_empty() || rest.starts_with('/') {
+            let rest = rest.to_owned();
+            return routes::destinations::handle(req, env, &rest, now_ms).await;
+        }
     }
     if let Some(rest) = path.strip_prefix("/v1/admin/") {
         let rest = rest.to_owned();

@@ -3,6 +3,7 @@
 //! Messages are the public `Display` of each error enum; internal details (D1 errors, stack
 //! traces) are logged, never sent.
 
+use seam_core::activate::sealed::SealError;
 use seam_core::collect::auth::AuthError;
 use seam_core::collect::ingest::RequestError;
 use seam_core::collect::source::ConfigError;
@@ -54,6 +55,14 @@ pub enum ApiError {
     Catalog(#[from] seam_core::personalise::recommend::CatalogError),
     #[error(transparent)]
     Personalisation(#[from] seam_core::personalise::PersonalisationConfigError),
+    #[error(transparent)]
+    Destination(#[from] seam_core::activate::destination::DestinationConfigError),
+    #[error(transparent)]
+    DestinationUrl(#[from] seam_core::activate::policy::UrlError),
+    #[error(transparent)]
+    Secrets(#[from] seam_core::activate::sealed::SealError),
+    #[error("no destination has this name")]
+    DestinationNotFound,
     #[error("storage is unavailable, retry later")]
     Storage(String),
 }
@@ -80,6 +89,10 @@ impl ApiError {
             Self::InvalidIdentifier => "invalid_identifier",
             Self::Catalog(e) => e.code(),
             Self::Personalisation(e) => e.code(),
+            Self::Destination(e) => e.code(),
+            Self::DestinationUrl(e) => e.code(),
+            Self::Secrets(e) => e.code(),
+            Self::DestinationNotFound => "destination_not_found",
             Self::Storage(_) => "storage_unavailable",
         }
     }
@@ -108,6 +121,10 @@ impl ApiError {
             Self::ProfileNotFound => 404,
             Self::InvalidCredentials => 401,
             Self::InvalidIdentifier | Self::Catalog(_) | Self::Personalisation(_) => 400,
+            Self::Destination(_) | Self::DestinationUrl(_) => 400,
+            Self::Secrets(SealError::NothingStored(..)) => 400,
+            Self::Secrets(_) => 500,
+            Self::DestinationNotFound => 404,
             Self::Storage(_) => 503,
         }
     }
@@ -121,6 +138,7 @@ impl ApiError {
                 worker::console_error!("identity rules error: {detail}")
             }
             Self::Retention(detail) => worker::console_error!("retention error: {detail}"),
+            Self::Secrets(detail) => worker::console_error!("destination secrets: {detail}"),
             _ => {}
         }
         let mut body = serde_json::json!({ "code": self.code(), "message": self.to_string() });

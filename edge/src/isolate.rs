@@ -9,6 +9,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use seam_core::activate::destination::Destination;
 use seam_core::collect::event::Event;
 use seam_core::collect::source::Source;
 use seam_core::personalise::candidates::CandidateCache;
@@ -99,6 +100,53 @@ pub fn use_config(config: Option<Arc<PersonalisationConfig>>, stamp: &str) {
         let mut a = a.borrow_mut();
         a.config = config;
         a.stamp = stamp.to_owned();
+    });
+}
+
+// --- Destinations -------------------------------------------------------------------------
+
+struct Routing {
+    destinations: Arc<Vec<Destination>>,
+    stamp: String,
+    checked_ms: i64,
+}
+
+thread_local! {
+    static DESTINATIONS: RefCell<Routing> = RefCell::new(Routing {
+        destinations: Arc::new(Vec::new()),
+        stamp: String::new(),
+        checked_ms: i64::MIN,
+    });
+}
+
+/// The destinations in force in this isolate (secrets opened).
+pub fn destinations() -> Arc<Vec<Destination>> {
+    DESTINATIONS.with(|d| d.borrow().destinations.clone())
+}
+
+/// The stamp of the destinations in force (empty before the first load).
+pub fn destinations_stamp() -> String {
+    DESTINATIONS.with(|d| d.borrow().stamp.clone())
+}
+
+/// Whether the destinations are due a check at `now_ms` (as [`config_check_due`]).
+pub fn destinations_check_due(now_ms: i64) -> bool {
+    DESTINATIONS.with(|d| {
+        let mut d = d.borrow_mut();
+        let due = now_ms.saturating_sub(d.checked_ms) >= CONFIG_TTL_MS;
+        if due {
+            d.checked_ms = now_ms;
+        }
+        due
+    })
+}
+
+/// Makes `destinations` (stamped `stamp`) the isolate's destinations.
+pub fn use_destinations(destinations: Vec<Destination>, stamp: &str) {
+    DESTINATIONS.with(|d| {
+        let mut d = d.borrow_mut();
+        d.destinations = Arc::new(destinations);
+        d.stamp = stamp.to_owned();
     });
 }
 

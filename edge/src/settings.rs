@@ -1,5 +1,6 @@
 //! Deployment settings beyond sources: identity rules and retention.
 
+use seam_core::activate::policy::Backoff;
 use seam_core::identity::Rules;
 use seam_core::privacy::retention::Retention;
 use worker::Env;
@@ -50,4 +51,37 @@ pub fn identity_secret(env: &Env) -> Option<Vec<u8>> {
 pub fn retention(env: &Env) -> Result<Retention, ApiError> {
     Retention::from_settings(|name| env.var(name).ok().map(|v| v.to_string()))
         .map_err(ApiError::Retention)
+}
+
+/// The key destination secrets are sealed with, from the `SECRETS_KEY` secret.
+pub fn secrets_key(env: &Env) -> Option<[u8; 32]> {
+    let secret = env.secret("SECRETS_KEY").ok()?.to_string();
+    seam_core::activate::sealed::key(secret.as_bytes()).ok()
+}
+
+/// Whether destinations may be local receivers (`ALLOW_LOCAL_DESTINATIONS=true`, in
+/// `.dev.vars` for local development only).
+pub fn allow_local_destinations(env: &Env) -> bool {
+    env.secret("ALLOW_LOCAL_DESTINATIONS")
+        .map(|v| v.to_string() == "true")
+        .unwrap_or(false)
+}
+
+/// Delivery retries: `DELIVERY_RETRY_WINDOW_MINUTES` (default 240, Segment's four hours) and
+/// `DELIVERY_FIRST_RETRY_SECONDS` (default 30; doubled per attempt up to an hour).
+pub fn delivery_backoff(env: &Env) -> Backoff {
+    let number = |name: &str| {
+        env.var(name)
+            .ok()
+            .and_then(|v| v.to_string().trim().parse::<i64>().ok())
+            .filter(|n| *n > 0)
+    };
+    let mut backoff = Backoff::default();
+    if let Some(minutes) = number("DELIVERY_RETRY_WINDOW_MINUTES") {
+        backoff.window_ms = minutes.saturating_mul(60_000);
+    }
+    if let Some(seconds) = number("DELIVERY_FIRST_RETRY_SECONDS") {
+        backoff.first_ms = seconds.saturating_mul(1_000);
+    }
+    backoff
 }

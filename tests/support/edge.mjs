@@ -60,8 +60,11 @@ export function runWrangler(args) {
 function testConfig(name, { sources, limits, vars }) {
   let toml = readFileSync(mainConfig, "utf8");
   if (vars) {
-    const lines = Object.entries(vars).map(([k, v]) => `${k} = ${JSON.stringify(v)}`).join("\n");
-    toml = toml.replace("[vars]\n", `[vars]\n${lines}\n`);
+    for (const [k, v] of Object.entries(vars)) {
+      const line = `${k} = ${JSON.stringify(v)}`;
+      const existing = new RegExp(`^${k} = .*$`, "m");
+      toml = existing.test(toml) ? toml.replace(existing, line) : toml.replace("[vars]\n", `[vars]\n${line}\n`);
+    }
   }
   if (sources) {
     const start = toml.indexOf('SOURCES = """');

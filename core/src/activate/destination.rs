@@ -5,7 +5,10 @@
 use serde_json::{Map, Value};
 
 use super::policy::Purpose;
-use super::{event_name, ga4, klaviyo, meta, webhook, Mapped, Outgoing};
+use super::{event_name, ga4, klaviyo, meta, name_of, webhook, Mapped, Outgoing};
+
+/// The committed `config/destinations.json`: what applies until the admin API stores a change.
+pub const DEFAULT_DESTINATIONS: &str = include_str!("../../../config/destinations.json");
 
 /// Longest destination name (it is part of URLs and delivery IDs).
 pub const MAX_NAME_LEN: usize = 64;
@@ -106,6 +109,11 @@ impl Filter {
     /// Whether `event` (a stored body) passes.
     pub fn accepts(&self, event: &Value) -> bool {
         self.events.is_empty() || self.events.contains(&event_name(event))
+    }
+
+    /// [`Filter::accepts`] for a stored body.
+    pub fn accepts_body(&self, body: &Map<String, Value>) -> bool {
+        self.events.is_empty() || self.events.contains(&name_of(body))
     }
 }
 
@@ -217,7 +225,7 @@ impl Destination {
         if let Some(Value::Object(settings)) = out.get_mut("settings") {
             for (key, value) in settings.iter_mut() {
                 if SECRET_FIELDS.contains(&key.as_str()) && !value.is_null() {
-                    *value = Value::from("********");
+                    *value = Value::from(super::sealed::MASK);
                 }
             }
         }
@@ -343,8 +351,7 @@ mod tests {
 
     #[test]
     fn the_committed_defaults_parse_and_enable_nothing() {
-        let doc: Value =
-            serde_json::from_str(include_str!("../../../config/destinations.json")).unwrap();
+        let doc: Value = serde_json::from_str(DEFAULT_DESTINATIONS).unwrap();
         let all = Destination::parse_all(&doc).unwrap();
         assert!(all.iter().all(|d| !d.enabled));
     }

@@ -15,11 +15,13 @@
 //!   message channels journeys send through: [`sendgrid`] (e-mail) and [`twilio`] (SMS,
 //!   WhatsApp).
 
+pub mod deliver;
 pub mod destination;
 pub mod ga4;
 pub mod klaviyo;
 pub mod meta;
 pub mod policy;
+pub mod sealed;
 pub mod sendgrid;
 pub mod twilio;
 pub mod webhook;
@@ -115,8 +117,13 @@ pub(crate) fn properties(event: &Value) -> &serde_json::Map<String, Value> {
 /// The event's name as destinations see it: the `event` of a track, `Page Viewed` / `Screen
 /// Viewed` for pages and screens, `Identify` for identifies.
 pub(crate) fn event_name(event: &Value) -> String {
-    match event.get("type").and_then(Value::as_str) {
-        Some("track") => text(event.get("event")).unwrap_or_default(),
+    event.as_object().map(name_of).unwrap_or_default()
+}
+
+/// [`event_name`] of a stored body.
+pub fn name_of(body: &serde_json::Map<String, Value>) -> String {
+    match body.get("type").and_then(Value::as_str) {
+        Some("track") => text(body.get("event")).unwrap_or_default(),
         Some("page") => "Page Viewed".into(),
         Some("screen") => "Screen Viewed".into(),
         Some("identify") => "Identify".into(),

@@ -1,10 +1,11 @@
 //! The rules every delivery follows, whatever the destination: its ID, the consent it needs,
 //! when to retry, and which URLs may be called.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::consent::{self, ConsentState};
 use crate::identity::sha256_hex;
+use crate::personalise::computed::INTERNAL_EVENTS;
 
 /// Default retry window (Segment's figure): after it, a delivery goes to the dead-letter list.
 pub const DEFAULT_RETRY_WINDOW_MS: i64 = 4 * 60 * 60 * 1000;
@@ -12,6 +13,27 @@ pub const DEFAULT_RETRY_WINDOW_MS: i64 = 4 * 60 * 60 * 1000;
 pub const FIRST_BACKOFF_MS: i64 = 30_000;
 /// Longest wait between attempts.
 pub const MAX_BACKOFF_MS: i64 = 60 * 60 * 1000;
+
+/// How long to keep retrying, and how fast.
+#[allow(missing_docs)] // the fields say what they hold
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// The first retry's delay (before jitter); each later one doubles, up to `max_ms`.
+    pub first_ms: i64,
+    pub max_ms: i64,
+    /// Measured from the first attempt.
+    pub window_ms: i64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            first_ms: FIRST_BACKOFF_MS,
+            max_ms: MAX_BACKOFF_MS,
+            window_ms: DEFAULT_RETRY_WINDOW_MS,
+        }
+    }
+}
 
 /// The stable ID of delivering one event to one destination: the same after a crash or a
 /// redelivery, so the receiver can deduplicate on it (Meta `event_id` aside, which is the
@@ -56,13 +78,30 @@ impl Withheld {
 /// consent object is not restricted (the site did not ask), except that GPC, when the event
 /// carried it, denies advertising.
 pub fn permitted(event: &Value, purpose: Purpose) -> Result<(), Withheld> {
-    let context = event.get("context");
-    let anonymous = event.get("anonymousId").is_none() && event.get("userId").is_none();
+    match event.as_object() {
+        Some(body) => permitted_body(body, purpose),
+        None => Err(Withheld::Anonymized),
+    }
+}
+
+/// [`permitted`] for a stored body.
+pub fn permitted_body(body: &Map<String, Value>, purpose: Purpose) -> Result<(), Withheld> {
+    let context = body.get("context");
+    let anonymous = body.get("anonymousId").is_none() && body.get("userId").is_none();
     if anonymous && purpose != Purpose::Necessary {
         return Err(Withheld::Anonymized);
     }
-    let gpc = context
-        .and_then(|c| c.get("consent"))
+    let consent_object = context.and_then(|c| c.get("consent"));
+    // Server-made events (segment transitions, exposures) carry no consent of their own: the
+    // person's may have denied advertising, so ad platforms get them only with consent shown.
+    let server_made = body
+        .get("event")
+        .and_then(Value::as_str)
+        .is_some_and(|name| INTERNAL_EVENTS.contains(&name));
+    if purpose == Purpose::Advertising && server_made && consent_object.is_none() {
+        return Err(Withheld::Consent);
+    }
+    let gpc = consent_object
         .and_then(|c| c.get("gpc"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
@@ -105,9 +144,10 @@ pub struct Attempt<'a> {
 }
 
 /// Decides what follows `attempt`: retry network errors, 408, 429 and 5xx with exponential
-/// backoff ("equal jitter": half the delay fixed, half scaled by `jitter` in `[0, 1)`), honouring `Retry-After` seconds, while the
-/// next attempt still falls inside `window_ms` of the first; any other status is final.
-pub fn after(attempt: Attempt<'_>, window_ms: i64, jitter: f64) -> Next {
+/// backoff ("equal jitter": half the delay fixed, half scaled by `jitter` in `[0, 1)`),
+/// honouring `Retry-After` seconds, while the next attempt still falls inside the window; any
+/// other status is final.
+pub fn after(attempt: Attempt<'_>, backoff: &Backoff, jitter: f64) -> Next {
     let retryable = match attempt.status {
         Some(200..=299) => return Next::Delivered,
         None => true,
@@ -120,19 +160,23 @@ pub fn after(attempt: Attempt<'_>, window_ms: i64, jitter: f64) -> Next {
         return Next::DeadLetter(reason);
     }
     let exponent = attempt.number.saturating_sub(1).min(20);
-    let backoff = FIRST_BACKOFF_MS
+    let delay = backoff
+        .first_ms
         .saturating_mul(1 << exponent)
-        .min(MAX_BACKOFF_MS);
-    let jittered = backoff / 2 + (backoff as f64 / 2.0 * jitter.clamp(0.0, 1.0)) as i64;
+        .min(backoff.max_ms);
+    let jittered = delay / 2 + (delay as f64 / 2.0 * jitter.clamp(0.0, 1.0)) as i64;
     let delay = match attempt
         .retry_after
         .and_then(|v| v.trim().parse::<i64>().ok())
         .filter(|s| *s >= 0)
     {
-        Some(seconds) => seconds.saturating_mul(1000).clamp(1000, MAX_BACKOFF_MS),
+        Some(seconds) => seconds
+            .saturating_mul(1000)
+            .clamp(1000, backoff.max_ms.max(1000)),
         None => jittered.max(1000),
     };
-    if attempt.now_ms.saturating_add(delay) > attempt.first_at_ms.saturating_add(window_ms) {
+    if attempt.now_ms.saturating_add(delay) > attempt.first_at_ms.saturating_add(backoff.window_ms)
+    {
         return Next::DeadLetter(format!("{reason}_retry_window_exhausted"));
     }
     Next::RetryIn(delay)
@@ -321,6 +365,13 @@ mod tests {
             Ok(()),
             "no consent object: not restricted"
         );
+        let entered = json!({"type": "track", "event": "Segment Entered", "userId": "u"});
+        assert_eq!(
+            permitted(&entered, Purpose::Advertising),
+            Err(Withheld::Consent),
+            "a server-made event shows no ad consent"
+        );
+        assert_eq!(permitted(&entered, Purpose::Analytics), Ok(()));
     }
 
     fn attempt(
@@ -340,7 +391,7 @@ mod tests {
 
     #[test]
     fn retries_transient_failures_with_backoff_and_stops_at_the_window() {
-        let w = DEFAULT_RETRY_WINDOW_MS;
+        let w = &Backoff::default();
         assert_eq!(
             after(attempt(Some(204), None, 1, 0), w, 0.5),
             Next::Delivered
@@ -387,7 +438,7 @@ mod tests {
         );
         // Out of window.
         assert_eq!(
-            after(attempt(Some(503), None, 9, w - 1_000), w, 0.0),
+            after(attempt(Some(503), None, 9, w.window_ms - 1_000), w, 0.0),
             Next::DeadLetter("http_503_retry_window_exhausted".into())
         );
     }

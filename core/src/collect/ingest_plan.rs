@@ -10,6 +10,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Range;
 
+use crate::activate::deliver::{self, Route};
 use crate::collect::event::Event;
 use crate::collect::ingest::Decoded;
 use crate::collect::source::Source;
@@ -40,12 +41,15 @@ pub struct IngestInput<'a> {
     pub rules: &'a Rules,
     /// Whether a personalisation configuration is in force (its events make a refresh likely).
     pub personalising: bool,
+    /// Which events go to which destinations ([`deliver::route`]).
+    pub routes: &'a [Route],
 }
 
 /// The batch and the positions of the results read back.
 pub struct IngestPlan {
     statements: Vec<Statement>,
     events: Range<usize>,
+    deliveries: Range<usize>,
     links: Range<usize>,
     suppression_probe: Option<usize>,
     assignments: Option<usize>,
@@ -65,12 +69,16 @@ impl IngestPlan {
             received_at,
             rules,
             personalising,
+            routes,
         } = input;
         let cutoff = received_at - i64::from(source.dedup_window_days) * DAY_MS;
         let mut statements = insert_events(&source.id, events, cutoff);
         let events_at = 0..statements.len();
+        // The outbox rows commit with their events (after them: they select the rows stored).
+        statements.extend(deliver::enqueue(&source.id, routes, received_at));
+        let deliveries_at = events_at.end..statements.len();
         statements.extend(upsert_links(&graph.links));
-        let links_at = events_at.end..statements.len();
+        let links_at = deliveries_at.end..statements.len();
         statements.extend(upsert_traits(&graph.traits));
         statements.extend(record_consent(consent));
         let day = format_iso8601(received_at);
@@ -120,6 +128,7 @@ impl IngestPlan {
         IngestPlan {
             statements,
             events: events_at,
+            deliveries: deliveries_at,
             links: links_at,
             suppression_probe: suppression_at,
             assignments,
@@ -141,6 +150,11 @@ impl IngestPlan {
     /// The event inserts' results (their `RETURNING` rows name the events stored now).
     pub fn event_results<'r, R>(&self, results: &'r [R]) -> &'r [R] {
         results.get(self.events.clone()).unwrap_or_default()
+    }
+
+    /// The outbox inserts' results: their `RETURNING` rows are the deliveries to send.
+    pub fn delivery_results<'r, R>(&self, results: &'r [R]) -> &'r [R] {
+        results.get(self.deliveries.clone()).unwrap_or_default()
     }
 
     /// Whether any link upsert returned a row (a link new to the graph).
@@ -243,6 +257,10 @@ mod tests {
             received_at: T0,
             rules: &Rules::default(),
             personalising,
+            routes: &[Route {
+                destination: "hooks".into(),
+                message_ids: vec!["m1".into()],
+            }],
         });
         // Each "result" is its statement's SQL, so a position read names what it read.
         let results = plan.statements().iter().map(|s| s.sql.clone()).collect();
@@ -265,6 +283,8 @@ mod tests {
             .iter()
             .all(|sql| sql.starts_with("INSERT INTO events")));
         assert!(!plan.event_results(&results).is_empty());
+        assert_eq!(plan.delivery_results(&results).len(), 1);
+        assert!(plan.delivery_results(&results)[0].starts_with("INSERT INTO deliveries"));
         assert!(plan
             .suppression_probe(&results)
             .is_some_and(|sql| sql.contains("FROM suppressions")));

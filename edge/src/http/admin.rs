@@ -1,12 +1,16 @@
 //! Admission of admin requests: the bearer key and its scopes, and the identifier a route names.
 
+use seam_core::format::id;
 use seam_core::identity::{IdType, Identifier, Rules};
+use seam_core::plan::Statement;
 use seam_core::privacy::access::{self, bearer, Grant, Scope};
+use seam_core::privacy::{audit, AuditEntry};
+use serde_json::Value;
 use worker::{Env, Request};
 
 use super::header;
 use crate::error::ApiError;
-use crate::store;
+use crate::{platform, store};
 
 /// Admits an admin request whose bearer key has `scope`: the root key (a secret: `wrangler secret
 /// put ADMIN_KEY`, or `.dev.vars` locally) or an issued key from the D1 `admin_keys` table. Write
@@ -58,5 +62,17 @@ pub fn query_param(req: &Request, name: &str) -> Option<String> {
         url.query_pairs()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.into_owned())
+    })
+}
+
+/// The audit log entry of an admin action by `grant` that names no person.
+pub fn audit_entry(grant: &Grant, action: &'static str, detail: Value, now_ms: i64) -> Statement {
+    audit(&AuditEntry {
+        request_id: id::message_id("admin", now_ms, platform::random_bytes()),
+        action,
+        actor: grant.label.clone(),
+        subject: None,
+        detail,
+        at_ms: now_ms,
     })
 }

@@ -25,6 +25,7 @@ pub fn log_soon(
         return Ok(());
     }
     let db = env.d1("DB")?;
+    let env = env.clone();
     isolate::after_response(ctx, async move {
         platform::sleep(GATHER.as_millis() as u64).await;
         let mut by_source: Vec<(Source, Vec<Event>)> = Vec::new();
@@ -36,8 +37,9 @@ pub fn log_soon(
         }
         let now_ms = platform::now_ms();
         for (source, events) in by_source {
-            if let Err(e) = store::events::insert(&db, &source, &events, now_ms).await {
-                worker::console_error!("exposure log failed: {}", e.code());
+            match store::events::insert(&db, &source, &events, now_ms).await {
+                Ok(jobs) => super::deliver::send(&env, jobs).await,
+                Err(e) => worker::console_error!("exposure log failed: {}", e.code()),
             }
         }
     });

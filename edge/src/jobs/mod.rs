@@ -2,6 +2,7 @@
 //! what a request leaves for after its response (profile refreshes, the exposure log). Jobs use
 //! store functions, never routes.
 
+pub mod deliver;
 pub mod exposures;
 pub mod refresh;
 pub mod retention;
@@ -15,6 +16,11 @@ const SWEEP_CRON: &str = "*/5 * * * *";
 /// Runs the job of a cron trigger, as of the trigger's scheduled time.
 pub async fn scheduled(cron: &str, env: &Env, now_ms: i64) {
     if cron == SWEEP_CRON {
+        match deliver::resend_overdue(env, now_ms).await {
+            Ok(0) => {}
+            Ok(n) => worker::console_log!("deliveries: {n} overdue sent again"),
+            Err(e) => worker::console_error!("overdue deliveries: {e}"),
+        }
         match sweep::run(env, now_ms).await {
             Ok(report) => worker::console_log!(
                 "segment sweep: {} profiles, {} transitions",

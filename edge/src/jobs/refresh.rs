@@ -150,7 +150,8 @@ impl ProfileStore for Edge<'_> {
         now_ms: i64,
     ) -> Result<(), ApiError> {
         let rules = settings::identity_rules(self.env)?;
-        store::events::store(&self.db, &rules, source, events, now_ms).await?;
+        let jobs = store::events::store(&self.db, &rules, source, events, now_ms).await?;
+        super::deliver::send(self.env, jobs).await;
         Ok(())
     }
 

@@ -108,7 +108,10 @@ async fn advance(
         match source {
             Some(source) => {
                 let rules = settings::identity_rules(env)?;
-                store::events::store(db, &rules, &source, &update.internal_events, now_ms).await?;
+                let jobs =
+                    store::events::store(db, &rules, &source, &update.internal_events, now_ms)
+                        .await?;
+                super::deliver::send(env, jobs).await;
             }
             None => worker::console_error!("segment sweep: no source for a profile's events"),
         }

@@ -10,15 +10,13 @@
 //!   a mistake is a 400 naming the document's trait/segment/slot and field, and nothing changes;
 //! - `DELETE /v1/admin/personalisation`: back to the committed `config/*.json`.
 
-use seam_core::format::id;
 use seam_core::personalise::recommend::{catalog_from_json, upsert_catalog};
 use seam_core::privacy::access::{self, parse_key_request, Scope};
-use seam_core::privacy::{audit, AuditEntry};
 use serde_json::{json, Value};
 use worker::{Env, Method, Request, Response};
 
 use crate::error::ApiError;
-use crate::http::admin::{authorize, query_param};
+use crate::http::admin::{audit_entry, authorize, query_param};
 use crate::store::config::{self, ConfigDocuments, StoredConfig};
 use crate::{isolate, platform, store};
 
@@ -31,16 +29,7 @@ pub async fn handle(
 ) -> Result<Response, ApiError> {
     let grant = authorize(&req, env, Scope::ConfigWrite).await?;
     let db = env.d1("DB")?;
-    let log = |action: &'static str, detail: Value| {
-        audit(&AuditEntry {
-            request_id: id::message_id("admin", now_ms, platform::random_bytes()),
-            action,
-            actor: grant.label.clone(),
-            subject: None,
-            detail,
-            at_ms: now_ms,
-        })
-    };
+    let log = |action: &'static str, detail: Value| audit_entry(&grant, action, detail, now_ms);
     match (req.method(), rest) {
         (Method::Get, "keys") => Ok(Response::from_json(
             &json!({ "keys": store::keys::list(&db).await? }),

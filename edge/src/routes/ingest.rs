@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use seam_core::activate::deliver;
 use seam_core::collect::enrich::{cookie_action, CookieAction};
 use seam_core::collect::event::EventType;
 use seam_core::collect::ingest::{decode, decompress, RequestError, MAX_REQUEST_BYTES};
@@ -99,9 +100,16 @@ pub async fn post(
         received_at,
         rules: &rules,
         personalising: config.is_some(),
+        routes: &deliver::route(&isolate::destinations(), &valid),
     });
     let results = store::d1::execute(&db, plan.statements()).await?;
     let inserted = store::d1::inserted_ids(plan.event_results(&results))?;
+    // The outbox rows are committed: the queue messages can wait for the response.
+    jobs::deliver::send_after_response(
+        ctx,
+        env,
+        store::deliveries::jobs_of(plan.delivery_results(&results)),
+    );
     if let Some(late) = plan.suppression_probe(&results) {
         let late = store::privacy::probed_keys(late)?;
         if !late.is_empty() {

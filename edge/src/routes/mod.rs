@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod decide;
 pub mod demo;
+pub mod destinations;
 pub mod health;
 pub mod ingest;
 pub mod preflight;

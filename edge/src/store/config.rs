@@ -5,14 +5,13 @@
 use std::sync::Arc;
 
 use seam_core::personalise::{self, PersonalisationConfig, PersonalisationConfigError};
-use seam_core::plan::{Param, Statement};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use worker::Env;
 
 use crate::error::ApiError;
 use crate::isolate::{self, COMMITTED};
-use crate::store::d1;
+use crate::store::documents;
 
 /// KV key and D1 `settings` key of the uploaded configuration.
 const CONFIG_KEY: &str = "config:personalisation";
@@ -109,65 +108,14 @@ fn activate(stored: &StoredConfig) -> Result<(), PersonalisationConfigError> {
     Ok(())
 }
 
-#[derive(Deserialize)]
-struct SettingRow {
-    value: String,
-}
-
-/// The uploaded configuration: KV, else D1 (then cached in KV); the committed marker when none.
+/// The uploaded configuration, or the committed marker when none.
 pub async fn load_stored(env: &Env) -> worker::Result<StoredConfig> {
-    let kv = env.kv("CACHE").ok();
-    if let Some(kv) = &kv {
-        if let Ok(Some(stored)) = kv.get(CONFIG_KEY).json::<StoredConfig>().await {
-            return Ok(stored);
-        }
-    }
-    let statement = Statement {
-        sql: "SELECT value FROM settings WHERE key = ?1".into(),
-        params: vec![Param::Text(CONFIG_KEY.into())],
-    };
-    let row = d1::rows::<SettingRow>(&env.d1("DB")?, &statement)
-        .await?
-        .into_iter()
-        .next();
-    let stored = row
-        .and_then(|r| serde_json::from_str::<StoredConfig>(&r.value).ok())
-        .unwrap_or_else(StoredConfig::committed);
-    cache(env, &stored).await;
-    Ok(stored)
+    documents::load(env, CONFIG_KEY, StoredConfig::committed).await
 }
 
 /// Stores `stored` in D1 and KV and makes it this isolate's configuration.
 pub async fn save_stored(env: &Env, stored: &StoredConfig, now_ms: i64) -> Result<(), ApiError> {
-    let statement = match &stored.documents {
-        Some(_) => Statement {
-            sql: "INSERT INTO settings (key, value, updated_at) VALUES (?1, ?2, ?3) \
-                  ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
-                .into(),
-            params: vec![
-                Param::Text(CONFIG_KEY.into()),
-                Param::Text(serde_json::to_string(stored).map_err(|e| ApiError::Storage(e.to_string()))?),
-                Param::Int(now_ms),
-            ],
-        },
-        None => Statement {
-            sql: "DELETE FROM settings WHERE key = ?1".into(),
-            params: vec![Param::Text(CONFIG_KEY.into())],
-        },
-    };
-    d1::execute(&env.d1("DB")?, &[statement]).await?;
-    cache(env, stored).await;
+    let keep = stored.documents.is_some();
+    documents::save(env, CONFIG_KEY, stored, keep, Vec::new(), now_ms).await?;
     activate(stored).map_err(ApiError::Personalisation)
-}
-
-async fn cache(env: &Env, stored: &StoredConfig) {
-    let Ok(kv) = env.kv("CACHE") else { return };
-    let Ok(text) = serde_json::to_string(stored) else {
-        return;
-    };
-    if let Ok(put) = kv.put(CONFIG_KEY, text) {
-        if let Err(e) = put.execute().await {
-            worker::console_error!("config cache write failed: {e}");
-        }
-    }
 }

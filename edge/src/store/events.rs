@@ -2,6 +2,9 @@
 //! as client events and stored under a source, deduplicated by their derived `messageId`. Like
 //! client events, none is kept for a suppressed identifier.
 
+use std::collections::BTreeMap;
+
+use seam_core::activate::deliver::{self, Job};
 use seam_core::collect::enrich::RequestFacts;
 use seam_core::collect::event::Event;
 use seam_core::collect::ingest::decode;
@@ -15,8 +18,8 @@ use serde_json::Value;
 use worker::D1Database;
 
 use crate::error::ApiError;
-use crate::platform;
-use crate::store::{d1, privacy};
+use crate::store::{d1, deliveries, privacy};
+use crate::{isolate, platform};
 
 /// Validates and enriches server-made events like client events; invalid ones and those of
 /// suppressed identifiers are dropped.
@@ -45,20 +48,38 @@ pub async fn prepare(
     Ok(decoded.valid().cloned().collect())
 }
 
-/// Stores prepared events of `source`; returns their IDs.
+/// Stores prepared events of `source` with their deliveries to the destinations in force;
+/// returns the deliveries to send (`jobs::deliver::send`).
 pub async fn insert(
     db: &D1Database,
     source: &Source,
     events: &[Event],
     now_ms: i64,
-) -> Result<Vec<String>, ApiError> {
+) -> Result<Vec<Job>, ApiError> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
     let valid: Vec<_> = events.iter().collect();
     let cutoff = now_ms - i64::from(source.dedup_window_days) * DAY_MS;
-    d1::execute(db, &insert_events(&source.id, &valid, cutoff)).await?;
-    Ok(valid.iter().map(|e| e.message_id.clone()).collect())
+    let mut plan = insert_events(&source.id, &valid, cutoff);
+    let first_delivery = plan.len();
+    let destinations = isolate::destinations();
+    // The outbox selects each event by its receipt time (gathered exposures have several).
+    let mut by_receipt: BTreeMap<i64, Vec<&Event>> = BTreeMap::new();
+    for event in &valid {
+        by_receipt
+            .entry(event.received_at_ms)
+            .or_default()
+            .push(event);
+    }
+    for (received_at, events) in by_receipt {
+        let routes = deliver::route(&destinations, &events);
+        plan.extend(deliver::enqueue(&source.id, &routes, received_at));
+    }
+    let results = d1::execute(db, &plan).await?;
+    Ok(deliveries::jobs_of(
+        results.get(first_delivery..).unwrap_or_default(),
+    ))
 }
 
 /// [`prepare`] then [`insert`], without request facts.
@@ -68,7 +89,7 @@ pub async fn store(
     source: &Source,
     events: &[Value],
     received_at: i64,
-) -> Result<Vec<String>, ApiError> {
+) -> Result<Vec<Job>, ApiError> {
     let valid = prepare(db, rules, source, None, events, received_at).await?;
     insert(db, source, &valid, received_at).await
 }

@@ -1,0 +1,203 @@
+//! Delivery through Cloudflare Queues (`DELIVERIES`): sending jobs after the rows that make
+//! them durable are committed, the queue consumer that calls destinations, and the sweep's
+//! re-send of overdue rows. The rules are core's (`seam_core::activate::deliver`); this module
+//! makes the calls.
+
+use futures_util::future::{join_all, select, Either};
+use seam_core::activate::deliver::{self, Job, Outcome, Step, Stored};
+use seam_core::activate::policy::Attempt;
+use seam_core::activate::HttpRequest;
+use serde_json::Value;
+use worker::{
+    AbortController, Context, Env, Fetch, Headers, MessageBatch, MessageBuilder, Method, Request,
+    RequestInit, RequestRedirect,
+};
+
+use crate::{isolate, platform, settings, store};
+
+/// The queue binding.
+const QUEUE: &str = "DELIVERIES";
+/// A destination gets this long to answer before the attempt counts as a network error.
+const CALL_TIMEOUT_MS: u64 = 15_000;
+/// Queues take at most 100 messages per `sendBatch`.
+const SEND_BATCH: usize = 100;
+/// Longest delay Queues accepts on a message (12 hours).
+const MAX_DELAY_SECONDS: u32 = 43_200;
+
+/// Sends `jobs` to the queue. A failure is logged, not raised: the rows are committed, and the
+/// sweep sends what is overdue.
+pub async fn send(env: &Env, jobs: Vec<Job>) {
+    if jobs.is_empty() {
+        return;
+    }
+    let queue = match env.queue(QUEUE) {
+        Ok(queue) => queue,
+        Err(e) => {
+            worker::console_error!("delivery queue unavailable: {e}");
+            return;
+        }
+    };
+    for chunk in jobs.chunks(SEND_BATCH) {
+        let messages: Vec<_> = chunk
+            .iter()
+            .map(|j| MessageBuilder::new(j.clone()).build())
+            .collect();
+        if let Err(e) = queue.send_batch(messages).await {
+            worker::console_error!("delivery enqueue failed ({} jobs): {e}", chunk.len());
+        }
+    }
+}
+
+/// Sends `jobs` after the response.
+pub fn send_after_response(ctx: &Context, env: &Env, jobs: Vec<Job>) {
+    if jobs.is_empty() {
+        return;
+    }
+    let env = env.clone();
+    isolate::after_response(ctx, async move { send(&env, jobs).await });
+}
+
+/// Re-sends deliveries whose messages are overdue (run by the sweep cron); returns how many.
+pub async fn resend_overdue(env: &Env, now_ms: i64) -> worker::Result<usize> {
+    let jobs = store::deliveries::overdue(&env.d1("DB")?, now_ms).await?;
+    let n = jobs.len();
+    send(env, jobs).await;
+    Ok(n)
+}
+
+/// The queue consumer: claims each message's delivery, calls the destination, and records the
+/// outcome. A retry is a fresh message delayed until it is due. Every message is acknowledged:
+/// the rows are the truth, and what this run leaves unfinished the sweep sends again.
+pub async fn consume(batch: MessageBatch<Value>, env: &Env) -> worker::Result<()> {
+    let now_ms = platform::now_ms();
+    store::destinations::refresh(env, now_ms).await;
+    let jobs: Vec<Job> = batch
+        .messages()?
+        .iter()
+        .filter_map(|m| match serde_json::from_value::<Job>(m.body().clone()) {
+            Ok(job) => Some(job),
+            Err(_) => {
+                worker::console_error!("delivery queue: a message that is not a delivery");
+                None
+            }
+        })
+        .collect();
+    let db = env.d1("DB")?;
+    let claimed = match store::deliveries::claim(&db, &jobs, now_ms).await {
+        Ok(claimed) => claimed,
+        Err(e) => {
+            // Nothing was claimed: let the queue bring the batch back.
+            worker::console_error!("delivery claim failed: {e}");
+            batch.retry_all();
+            return Ok(());
+        }
+    };
+    let destinations = isolate::destinations();
+    let allow_local = settings::allow_local_destinations(env);
+    let backoff = settings::delivery_backoff(env);
+    let calls = claimed.iter().map(|c| {
+        let destination = destinations.iter().find(|d| d.name == c.job.destination);
+        let event = c.event.as_ref().map(|(body, timestamp_ms)| Stored {
+            body,
+            timestamp_ms: *timestamp_ms,
+        });
+        let step = deliver::prepare(&c.job, destination, event, c.attempt, allow_local);
+        async move {
+            match step {
+                Step::Done(outcome) => (c.job.clone(), outcome, None),
+                Step::Send(request) => {
+                    let (status, retry_after) = call(&request).await;
+                    let attempt = Attempt {
+                        status,
+                        retry_after: retry_after.as_deref(),
+                        number: c.attempt,
+                        first_at_ms: c.first_attempt_at,
+                        now_ms: platform::now_ms(),
+                    };
+                    let jitter = f64::from(platform::random_bytes::<1>()[0]) / 256.0;
+                    (
+                        c.job.clone(),
+                        deliver::settle(attempt, &backoff, jitter),
+                        status,
+                    )
+                }
+            }
+        }
+    });
+    let outcomes = join_all(calls).await;
+    let done_ms = platform::now_ms();
+    if let Err(e) = store::deliveries::record(&db, &outcomes, done_ms).await {
+        // The calls were made; the rows stay claimed until their lease ends, then the sweep
+        // sends them again under the same delivery IDs, which receivers deduplicate on.
+        worker::console_error!("delivery record failed: {e}");
+    }
+    let retries: Vec<(Job, i64)> = outcomes
+        .iter()
+        .filter_map(|(job, outcome, _)| match outcome {
+            Outcome::Retry { at_ms, .. } => Some((job.clone(), *at_ms)),
+            _ => None,
+        })
+        .collect();
+    if let Ok(queue) = env.queue(QUEUE) {
+        for (job, at_ms) in retries {
+            // Rounded up, so the message never arrives before the row is due.
+            let seconds = ((at_ms - done_ms).max(0) as u64).div_ceil(1000);
+            let delay = u32::try_from(seconds)
+                .unwrap_or(MAX_DELAY_SECONDS)
+                .min(MAX_DELAY_SECONDS);
+            let message = MessageBuilder::new(job).delay_seconds(delay).build();
+            if let Err(e) = queue.send(message).await {
+                worker::console_error!("delivery retry enqueue failed: {e}");
+            }
+        }
+    }
+    batch.ack_all();
+    Ok(())
+}
+
+/// Makes one call; returns its status (`None`: no answer in time, or a network error) and its
+/// `Retry-After`. Redirects are not followed: a destination's URL is checked, its redirect
+/// target would not be.
+async fn call(request: &HttpRequest) -> (Option<u16>, Option<String>) {
+    let prepared = (|| {
+        let headers = Headers::new();
+        for (name, value) in &request.headers {
+            headers.set(name, value)?;
+        }
+        let mut init = RequestInit::new();
+        init.with_method(Method::from(request.method.to_owned()))
+            .with_headers(headers)
+            .with_redirect(RequestRedirect::Manual);
+        if request.method != "GET" {
+            init.with_body(Some(request.body.clone().into()));
+        }
+        Request::new_with_init(&request.url, &init)
+    })();
+    let Ok(prepared) = prepared else {
+        return (None, None);
+    };
+    let controller = AbortController::default();
+    let signal = controller.signal();
+    let fetch = Fetch::Request(prepared);
+    let sent = Box::pin(fetch.send_with_signal(&signal));
+    let timeout = Box::pin(platform::sleep(CALL_TIMEOUT_MS));
+    let answered = match select(sent, timeout).await {
+        Either::Left((result, _)) => Some(result),
+        Either::Right(_) => None,
+    };
+    match answered {
+        Some(Ok(mut response)) => {
+            let status = response.status_code();
+            let retry_after = response.headers().get("Retry-After").ok().flatten();
+            // Drain the body so the connection is released; its content is not kept (it may
+            // echo personal data).
+            let _ = response.bytes().await;
+            (Some(status), retry_after)
+        }
+        Some(Err(_)) => (None, None),
+        None => {
+            controller.abort();
+            (None, None)
+        }
+    }
+}
