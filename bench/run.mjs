@@ -12,6 +12,7 @@ import { root, settled, startEdge, WRITE_KEY } from "../tests/support/edge.mjs";
 import { products } from "../demo-site/products.js";
 import { kb, measureSdk } from "../scripts/sdk-size.mjs";
 import { sdkRows } from "./sdk.mjs";
+import { startReceiver } from "../tests/support/receiver.mjs";
 
 const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 400);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 8);
@@ -215,6 +216,47 @@ async function decisionRows(edge, run) {
   ];
 }
 
+/**
+ * Destinations: the same 20-event batches with three destinations taking every event (a
+ * webhook, GA4 and Klaviyo, all pointed at a local receiver that answers 200 at once), against
+ * the ingest rate without any; then how fast the queue consumer delivered what that load made.
+ */
+async function destinationRows(edge, run, plain, batch) {
+  const secrets = readFileSync(`${root}/.dev.vars`, "utf8");
+  const adminKey = secrets.match(/^ADMIN_KEY=(.*)$/m)[1].trim();
+  const receiver = await startReceiver();
+  try {
+    const destinations = {
+      hook: { type: "webhook", settings: { url: `${receiver.url}/hook`, secret: "bench-secret-0123456789" } },
+      ga4: { type: "ga4", settings: { measurementId: "G-BENCH", apiSecret: "s", baseUrl: `${receiver.url}/ga4` } },
+      klaviyo: { type: "klaviyo", settings: { apiKey: "pk_bench", baseUrl: `${receiver.url}/klaviyo` } },
+    };
+    for (const [name, entry] of Object.entries(destinations)) {
+      const put = await fetch(`${edge.url}/v1/admin/destinations/${name}`, {
+        method: "PUT",
+        headers: { authorization: `Bearer ${adminKey}`, "content-type": "application/json" },
+        body: JSON.stringify(entry),
+      });
+      if (!put.ok) throw new Error(`destination ${name}: ${put.status} ${await put.text()}`);
+    }
+    const offset = 1_000_000; // fresh messageIds: the plain run's would be duplicates
+    const started = performance.now();
+    const routed = await load("20-event batch, 3 destinations taking every event", REQUESTS, (n) => batch(offset + n));
+    const expected = REQUESTS * 20 * 3;
+    const deadline = Date.now() + 180_000;
+    while (receiver.requests.length < expected && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+    const delivered = receiver.requests.length;
+    const seconds = (performance.now() - started) / 1000;
+    return [
+      speedRow(routed, `, ${(routed.rate * 20).toFixed(0)} events/s`),
+      ["edge: ingest rate with 3 destinations / without", `${((routed.rate / plain.rate) * 100).toFixed(0)}%`, "target >= 90% (ingest loses <= 10%)"],
+      ["edge: deliveries through the queue to a local no-op receiver", `${(delivered / seconds).toFixed(0)} deliveries/s`, `${delivered} of ${expected} delivered ${seconds.toFixed(1)} s after the load began (one call per event and destination)`],
+    ];
+  } finally {
+    await receiver.close();
+  }
+}
+
 const rows = [];
 if (!EDGE_ONLY) {
   const size = await measureSdk();
@@ -244,6 +286,7 @@ try {
   const ingest = await load("20-event batch (POST /v1/batch)", REQUESTS, batch);
   rows.push(speedRow(noop), speedRow(ingest, `, ${(ingest.rate * 20).toFixed(0)} events/s`));
   rows.push(["edge: ingest rate / no-op rate", `${((ingest.rate / noop.rate) * 100).toFixed(0)}%`, "target >= 25%"]);
+  rows.push(...(await destinationRows(edge, run, ingest, batch)));
 
   // An identify that merges two existing profiles (an anonymous visitor's and the user's).
   const MERGES = Math.min(REQUESTS, 200);

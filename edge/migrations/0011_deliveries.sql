@@ -14,6 +14,9 @@ CREATE TABLE deliveries (
   updated_at       INTEGER NOT NULL,
   last_status      INTEGER,
   last_error       TEXT,
+  -- What to send when it is not a stored event: an erasure forwarded to the destination
+  -- (source_id '$erasure'). Cleared once delivered or skipped.
+  payload          TEXT,
   PRIMARY KEY (destination, source_id, message_id)
 ) WITHOUT ROWID;
 

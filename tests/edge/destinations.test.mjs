@@ -113,6 +113,24 @@ describe("destinations: delivery through the queue", () => {
     assert.ok([401, 403].includes(writeKey.status), "a write key cannot read destinations");
   });
 
+  test("a condition in the segment rule language and a field mapping shape what a webhook gets", async () => {
+    const put = await admin(edge, "PUT", "/v1/admin/destinations/big-orders", webhook("/big", {
+      filter: { events: ["Order Completed"], where: { gte: [{ field: "properties.revenue" }, 100] } },
+      mapping: { order: "properties.order_id", total: "properties.revenue", customer: "userId" },
+    }));
+    assert.equal(put.status, 201, put.text);
+    const small = order({ userId: `small-${run}` });
+    const big = order({ userId: `big-${run}`, properties: { order_id: `big-order-${run}`, revenue: 150, currency: "EUR" } });
+    await send(edge, [small, big], SERVER_KEY);
+    const [got] = await receiver.wait("/big", 1);
+    assert.deepEqual(got.json, { order: `big-order-${run}`, total: 150, customer: `big-${run}` });
+    await sleep(1000);
+    assert.equal(receiver.to("/big").length, 1, "the small order did not pass the condition");
+    const bad = await admin(edge, "PUT", "/v1/admin/destinations/big-orders", webhook("/big", { filter: { where: { gte: [{ trait: "x" }, 1] } } }));
+    assert.equal(bad.status, 400);
+    assert.match(bad.json.message, /^destination big-orders: filter\.where\.gte\[0\]\.trait is not available/);
+  });
+
   test("a receiver failing with 500 then accepting gets exactly one successful delivery per event", async () => {
     scripts.set("/flaky", (_, count) => ({ status: count === 1 ? 500 : 200 }));
     assert.equal((await admin(edge, "PUT", "/v1/admin/destinations/flaky", webhook("/flaky"))).status, 201);
@@ -294,6 +312,12 @@ describe("destinations: delivery through the queue", () => {
   test("segment transitions reach a destination subscribed to them (audience sync)", async () => {
     const put = await admin(edge, "PUT", "/v1/admin/destinations/audiences", webhook("/audiences", { filter: { events: ["Segment Entered", "Segment Exited"] } }));
     assert.equal(put.status, 201, put.text);
+    scripts.set("/lists/api/profile-import", () => ({ status: 201, body: { data: { type: "profile", id: "01KLAVIYOPROFILE" } } }));
+    const lists = await admin(edge, "PUT", "/v1/admin/destinations/klaviyo-lists", {
+      type: "klaviyo", settings: { apiKey: "pk_test_456", baseUrl: `${receiver.url}/lists`, lists: { high_value: "LIST1" } },
+      filter: { events: ["Segment Entered", "Segment Exited"] },
+    });
+    assert.equal(lists.status, 201, lists.text);
     const userId = `big-spender-${run}`;
     await send(edge, [order({ userId, anonymousId: undefined, properties: { order_id: `big-${run}`, revenue: 900, currency: "EUR" } })], SERVER_KEY);
     const got = await receiver.wait("/audiences", 1);
@@ -301,6 +325,41 @@ describe("destinations: delivery through the queue", () => {
     assert.ok(entered, JSON.stringify(got.map((r) => r.json.properties)));
     assert.equal(entered.json.event, "Segment Entered");
     assert.equal(entered.json.userId, userId);
+    // Klaviyo: the profile is imported, then added to the list by the ID Klaviyo answered with.
+    const [imported, added] = await receiver.wait("/lists", 2);
+    assert.equal(imported.path, "/lists/api/profile-import");
+    assert.equal(imported.json.data.attributes.external_id, userId);
+    assert.equal(added.method, "POST");
+    assert.equal(added.path, "/lists/api/lists/LIST1/relationships/profiles");
+    assert.deepEqual(added.json, { data: [{ type: "profile", id: "01KLAVIYOPROFILE" }] });
+  });
+
+  test("an erasure is forwarded to Klaviyo and to webhooks that take Delete, and the request is not kept", async () => {
+    assert.equal((await admin(edge, "PUT", "/v1/admin/destinations/erasures", webhook("/erasures", { filter: { events: ["Delete"] } }))).status, 201);
+    const email = `forget-${run}@example.com`;
+    const userId = `forget-${run}`;
+    await send(edge, [{ type: "identify", userId, messageId: mid(), traits: { email } }], SERVER_KEY);
+    const before = receiver.to("/klaviyo/api/data-privacy-deletion-jobs").length;
+    const erased = await fetch(`${edge.url}/v1/privacy/delete`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${ADMIN_KEY}`, "content-type": "application/json" },
+      body: JSON.stringify({ type: "user_id", value: userId }),
+    }).then((r) => r.json());
+    assert.equal(erased.forwardedTo, 3, "the webhook taking Delete and both Klaviyo accounts");
+    const [hook] = await receiver.wait("/erasures", 1);
+    assert.equal(hook.json.type, "delete");
+    assert.deepEqual(hook.json.userIds, [userId]);
+    assert.deepEqual(hook.json.emails, [email]);
+    assert.equal(hook.headers["x-seam-signature"], `sha256=${createHmac("sha256", HOOK_SECRET).update(hook.raw).digest("hex")}`);
+    const jobs = await receiver.wait("/klaviyo/api/data-privacy-deletion-jobs", before + 1);
+    const job = jobs.at(-1).json.data;
+    assert.equal(job.type, "data-privacy-deletion-job");
+    assert.equal(job.attributes.profile.data.attributes.email, email);
+    assert.equal(receiver.to("/orders").filter((r) => r.json?.type === "delete").length, 0, "a webhook filtered to orders is not told");
+    await sleep(500);
+    const rows = await edge.query("SELECT destination, status, payload FROM deliveries WHERE source_id = '$erasure' ORDER BY destination");
+    assert.deepEqual(rows.map((r) => [r.destination, r.status, r.payload]), [
+      ["erasures", "delivered", null], ["klaviyo", "delivered", null], ["klaviyo-lists", "delivered", null],
+    ]);
   });
 });
-

@@ -19,13 +19,16 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{json, Value};
 
-use super::destination::Destination;
+use super::destination::{Destination, Kind};
 use super::policy::{self, after, check_url, permitted, permitted_body, Attempt, Backoff, Next};
-use super::{HttpRequest, Mapped, Outgoing};
+use super::{FollowUp, HttpRequest, Mapped, Outgoing};
 use crate::collect::event::Event;
+use crate::format::time::format_iso8601;
+use crate::identity::IdClass;
 use crate::plan::{Param, Statement, MAX_BOUND_PARAMS};
+use crate::privacy::Subject;
 
 /// How long a claimed delivery is held before another consumer may take it over.
 pub const LEASE_MS: i64 = 60_000;
@@ -93,7 +96,7 @@ pub fn route(destinations: &[Destination], events: &[&Event]) -> Vec<Route> {
             let message_ids: Vec<String> = events
                 .iter()
                 .filter(|e| {
-                    d.filter.accepts_body(&e.body)
+                    d.filter.accepts_body(&e.body, e.received_at_ms)
                         && permitted_body(&e.body, d.kind.purpose()).is_ok()
                 })
                 .map(|e| e.message_id.clone())
@@ -141,9 +144,61 @@ pub fn enqueue(source_id: &str, routes: &[Route], received_at: i64) -> Vec<State
         .collect()
 }
 
+/// The source of forwarded erasures' delivery rows (no event source has this ID: source IDs
+/// are configured names).
+pub const ERASURE_SOURCE: &str = "$erasure";
+
+/// Forwards the erasure `request_id` of `subject` to every enabled destination that can delete
+/// a person ([`super::destination::Kind::forwards_erasure`]; a webhook only when its filter
+/// takes `Delete`). Returns the jobs and the rows to commit with the erasure. The payload names
+/// the person's user IDs, emails and phones: it is kept only until delivered.
+pub fn forward_erasure(
+    destinations: &[Destination],
+    request_id: &str,
+    subject: &Subject,
+    now_ms: i64,
+) -> (Vec<Job>, Vec<Statement>) {
+    let payload = json!({
+        "type": "delete",
+        "messageId": request_id,
+        "timestamp": format_iso8601(now_ms),
+        "userIds": subject.values_of(&[IdClass::UserId]),
+        "emails": subject.values_of(&[IdClass::Email]),
+        "phones": subject.values_of(&[IdClass::Phone]),
+    });
+    let takes = |d: &&Destination| {
+        d.enabled
+            && d.kind.forwards_erasure()
+            && (matches!(d.kind, Kind::Klaviyo(_)) || d.filter.takes_name("Delete"))
+    };
+    destinations
+        .iter()
+        .filter(takes)
+        .map(|d| {
+            let job = Job {
+                destination: d.name.clone(),
+                source_id: ERASURE_SOURCE.into(),
+                message_id: request_id.into(),
+            };
+            let mut params = job.key_params().to_vec();
+            params.extend([Param::Int(now_ms), Param::Text(payload.to_string())]);
+            let statement = Statement {
+                sql: "INSERT INTO deliveries (destination, source_id, message_id, status, \
+                      attempts, created_at, next_at, updated_at, payload) \
+                      VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?4, ?4, ?5) \
+                      ON CONFLICT DO NOTHING RETURNING destination, source_id, message_id"
+                    .into(),
+                params,
+            };
+            (job, statement)
+        })
+        .unzip()
+}
+
 /// Two statements per job: take the row if it is due (or its sender's lease ran out), counting
-/// the attempt (returns `attempts, first_attempt_at`; no row: not this consumer's to send), and
-/// read its event (`body, timestamp`; no row: erased or expired).
+/// the attempt (returns `attempts, first_attempt_at, payload`; no row: not this consumer's to
+/// send), and read its event (`body, timestamp`; no row: erased or expired). A row with a
+/// `payload` (a forwarded erasure) sends that instead of an event.
 pub fn claim(job: &Job, now_ms: i64) -> [Statement; 2] {
     let [d, s, m] = job.key_params();
     [
@@ -154,7 +209,7 @@ pub fn claim(job: &Job, now_ms: i64) -> [Statement; 2] {
                   WHERE destination = ?1 AND source_id = ?2 AND message_id = ?3 \
                   AND ((status = 'pending' AND next_at <= ?4 + 1000) \
                        OR (status = 'sending' AND next_at < ?4)) \
-                  RETURNING attempts, first_attempt_at"
+                  RETURNING attempts, first_attempt_at, payload"
                 .into(),
             params: vec![
                 d,
@@ -205,8 +260,8 @@ impl Outcome {
 /// What to do with a claimed delivery.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
-    /// Make this call, then [`settle`].
-    Send(HttpRequest),
+    /// Make this call (and, after a 2xx, the follow-up's), then [`settle`].
+    Send(HttpRequest, Option<FollowUp>),
     /// Nothing to call: record this.
     Done(Outcome),
 }
@@ -239,9 +294,13 @@ pub fn prepare(
     let Some(event) = event else {
         return Step::Done(Outcome::Skipped("event_erased"));
     };
+    let erasure = job.source_id == ERASURE_SOURCE;
     // Consent is checked again: an erasure may have redacted the event since it was routed.
-    if let Err(withheld) = permitted(event.body, destination.kind.purpose()) {
-        return Step::Done(Outcome::Skipped(withheld.code()));
+    // Forwarding an erasure needs none: it carries out the person's own request.
+    if !erasure {
+        if let Err(withheld) = permitted(event.body, destination.kind.purpose()) {
+            return Step::Done(Outcome::Skipped(withheld.code()));
+        }
     }
     let delivery_id = job.delivery_id();
     let out = Outgoing {
@@ -250,10 +309,19 @@ pub fn prepare(
         attempt,
         timestamp_ms: event.timestamp_ms,
     };
-    match destination.kind.map(out) {
+    let mapped = if erasure {
+        destination.kind.map_erasure(out)
+    } else {
+        destination.map(out)
+    };
+    match mapped {
         Mapped::Skip(reason) => Step::Done(Outcome::Skipped(reason)),
         Mapped::Send(request) => match check_url(&request.url, allow_local) {
-            Ok(()) => Step::Send(request),
+            Ok(()) => Step::Send(request, None),
+            Err(e) => Step::Done(Outcome::Dead(e.code().into())),
+        },
+        Mapped::SendThen(request, then) => match check_url(&request.url, allow_local) {
+            Ok(()) => Step::Send(request, Some(then)),
             Err(e) => Step::Done(Outcome::Dead(e.code().into())),
         },
     }
@@ -291,7 +359,8 @@ pub fn record(job: &Job, outcome: &Outcome, http_status: Option<u16>, now_ms: i6
     ]);
     Statement {
         sql: "UPDATE deliveries SET status = ?4, next_at = ?5, last_error = ?6, \
-              last_status = ?7, updated_at = ?8 \
+              last_status = ?7, updated_at = ?8, \
+              payload = CASE WHEN ?4 IN ('delivered', 'skipped') THEN NULL ELSE payload END \
               WHERE destination = ?1 AND source_id = ?2 AND message_id = ?3 \
               AND status = 'sending'"
             .into(),
@@ -558,7 +627,7 @@ mod tests {
             Step::Done(Outcome::Skipped("destination_disabled"))
         );
         match prepare(&job("m1"), orders, Some(stored), 2, false) {
-            Step::Send(request) => {
+            Step::Send(request, None) => {
                 assert_eq!(request.url, "https://hooks.example/o");
                 assert_eq!(
                     request.header("x-seam-delivery"),
@@ -589,7 +658,7 @@ mod tests {
         );
         assert!(matches!(
             prepare(&job("m"), Some(&local), Some(stored), 1, true),
-            Step::Send(_)
+            Step::Send(_, None)
         ));
     }
 
@@ -677,6 +746,54 @@ mod tests {
         let some = replay("orders", Some(&["m1".into(), "m2".into()]), 7);
         assert!(some.sql.contains("message_id IN (?4,?5)"));
         assert_eq!(some.params.len(), 5);
+    }
+
+    #[test]
+    fn an_erasure_goes_to_destinations_that_can_delete() {
+        let mut all = destinations();
+        all.extend(
+            Destination::parse_all(&json!({
+                "kl": {"type": "klaviyo", "enabled": true, "settings": {"apiKey": "pk"},
+                       "filter": {"events": ["Order Completed"]}},
+                "all": {"type": "webhook", "enabled": true,
+                        "settings": {"url": "https://hooks.example/all", "secret": "0123456789abcdef"}}
+            }))
+            .unwrap(),
+        );
+        let mut subject = Subject::default();
+        subject.identifiers.extend([
+            "user_id:u1".to_owned(),
+            "email:ann@shop.example".to_owned(),
+            "anonymous_id:a1".to_owned(),
+        ]);
+        let (jobs, plan) = forward_erasure(&all, "req_1", &subject, 5);
+        let names: Vec<&str> = jobs.iter().map(|j| j.destination.as_str()).collect();
+        assert_eq!(
+            names,
+            ["all", "kl"],
+            "not Meta (no API), not a webhook filtered to orders"
+        );
+        assert!(jobs.iter().all(|j| j.source_id == ERASURE_SOURCE));
+        let Param::Text(payload) = &plan[0].params[4] else {
+            panic!("payload")
+        };
+        let payload: Value = serde_json::from_str(payload).unwrap();
+        assert_eq!(payload["emails"], json!(["ann@shop.example"]));
+        assert_eq!(payload["userIds"], json!(["u1"]));
+        assert!(
+            !payload.to_string().contains("a1"),
+            "anonymous IDs stay home"
+        );
+
+        let kl = all.iter().find(|d| d.name == "kl");
+        let stored = Stored {
+            body: &payload,
+            timestamp_ms: 5,
+        };
+        match prepare(&jobs[1], kl, Some(stored), 1, false) {
+            Step::Send(r, None) => assert!(r.url.ends_with("/api/data-privacy-deletion-jobs")),
+            other => panic!("expected a deletion job, got {other:?}"),
+        }
     }
 
     #[test]

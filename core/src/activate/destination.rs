@@ -5,13 +5,16 @@
 use serde_json::{Map, Value};
 
 use super::policy::Purpose;
-use super::{event_name, ga4, klaviyo, meta, name_of, webhook, Mapped, Outgoing};
+use super::{ga4, klaviyo, meta, name_of, webhook, Mapped, Outgoing};
+use crate::personalise::segment::{event_condition, holds_for_event, Rule, SegmentConfigError};
 
 /// The committed `config/destinations.json`: what applies until the admin API stores a change.
 pub const DEFAULT_DESTINATIONS: &str = include_str!("../../../config/destinations.json");
 
 /// Longest destination name (it is part of URLs and delivery IDs).
 pub const MAX_NAME_LEN: usize = 64;
+/// Most fields one mapping names.
+pub const MAX_MAPPED_FIELDS: usize = 100;
 /// Most event names one filter lists.
 pub const MAX_FILTER_EVENTS: usize = 200;
 
@@ -31,6 +34,14 @@ pub enum DestinationConfigError {
         /// What is wrong.
         problem: &'static str,
     },
+    /// `filter.where` is not a valid condition.
+    #[error("destination {name}: {detail}")]
+    Condition {
+        /// The destination.
+        name: String,
+        /// Where in the condition, and what is wrong.
+        detail: String,
+    },
 }
 
 impl DestinationConfigError {
@@ -38,7 +49,7 @@ impl DestinationConfigError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::InvalidName => "invalid_destination_name",
-            Self::Invalid { .. } => "invalid_destination_config",
+            Self::Invalid { .. } | Self::Condition { .. } => "invalid_destination_config",
         }
     }
 }
@@ -86,6 +97,21 @@ impl Kind {
         }
     }
 
+    /// Whether an erasure can be forwarded to it: Klaviyo has a deletion API; a webhook gets
+    /// the request signed like an event. GA4's user deletion needs OAuth, and Meta has none.
+    pub fn forwards_erasure(&self) -> bool {
+        matches!(self, Kind::Webhook(_) | Kind::Klaviyo(_))
+    }
+
+    /// The request for a forwarded erasure ([`super::deliver::forward_erasure`]'s payload).
+    pub fn map_erasure(&self, out: Outgoing<'_>) -> Mapped {
+        match self {
+            Kind::Webhook(s) => webhook::map(s, out),
+            Kind::Klaviyo(s) => klaviyo::erase(s, out.event),
+            Kind::Ga4(_) | Kind::Meta(_) => Mapped::Skip("erasure_not_supported"),
+        }
+    }
+
     /// The request for one event.
     pub fn map(&self, out: Outgoing<'_>) -> Mapped {
         match self {
@@ -98,22 +124,36 @@ impl Kind {
 }
 
 /// Which events a destination takes.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Filter {
     /// Event names (`Order Completed`, `Page Viewed`, `Identify`, `Segment Entered`); empty
     /// means every event.
     pub events: Vec<String>,
+    /// `where`: a condition over the event in the segment rule language, with
+    /// `{"field": "properties.revenue"}` operands.
+    pub condition: Option<Rule>,
 }
 
 impl Filter {
-    /// Whether `event` (a stored body) passes.
-    pub fn accepts(&self, event: &Value) -> bool {
-        self.events.is_empty() || self.events.contains(&event_name(event))
+    /// Whether `event` (a stored body) passes at `now_ms`.
+    pub fn accepts(&self, event: &Value, now_ms: i64) -> bool {
+        event
+            .as_object()
+            .is_some_and(|body| self.accepts_body(body, now_ms))
     }
 
     /// [`Filter::accepts`] for a stored body.
-    pub fn accepts_body(&self, body: &Map<String, Value>) -> bool {
-        self.events.is_empty() || self.events.contains(&name_of(body))
+    pub fn accepts_body(&self, body: &Map<String, Value>, now_ms: i64) -> bool {
+        self.takes_name(&name_of(body))
+            && self
+                .condition
+                .as_ref()
+                .is_none_or(|rule| holds_for_event(rule, body, now_ms))
+    }
+
+    /// Whether the event names let `name` through (the condition aside).
+    pub fn takes_name(&self, name: &str) -> bool {
+        self.events.is_empty() || self.events.iter().any(|e| e == name)
     }
 }
 
@@ -127,6 +167,9 @@ pub struct Destination {
     pub enabled: bool,
     pub kind: Kind,
     pub filter: Filter,
+    /// `mapping` (webhooks): the body is `{target: the value at a dotted path of the event}`
+    /// instead of the whole event.
+    pub mapping: Vec<(String, Vec<String>)>,
 }
 
 impl Destination {
@@ -177,29 +220,91 @@ impl Destination {
         };
         let filter = match raw.get("filter") {
             None | Some(Value::Null) => Filter::default(),
-            Some(Value::Object(f)) => match f.get("events") {
-                None | Some(Value::Null) => Filter::default(),
-                Some(Value::Array(names)) if names.len() <= MAX_FILTER_EVENTS => Filter {
-                    events: names
-                        .iter()
-                        .map(|n| n.as_str().filter(|s| !s.is_empty()).map(str::to_owned))
-                        .collect::<Option<Vec<_>>>()
-                        .ok_or_else(|| invalid("filter.events", "must be event names"))?,
+            Some(Value::Object(f)) => Filter {
+                events: Self::filter_events(f, &invalid)?,
+                condition: match f.get("where") {
+                    None | Some(Value::Null) => None,
+                    Some(rule) => Some(event_condition(rule, name).map_err(|e| {
+                        DestinationConfigError::Condition {
+                            name: name.to_owned(),
+                            detail: condition_detail(e),
+                        }
+                    })?),
                 },
-                Some(_) => {
-                    return Err(invalid(
-                        "filter.events",
-                        "must be a list of at most 200 event names",
-                    ))
-                }
             },
             Some(_) => return Err(invalid("filter", "must be an object")),
+        };
+        let mapping = match raw.get("mapping") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(_) if !matches!(kind, Kind::Webhook(_)) => {
+                return Err(invalid("mapping", "is only available for webhooks"))
+            }
+            Some(Value::Object(m)) if !m.is_empty() && m.len() <= MAX_MAPPED_FIELDS => m
+                .iter()
+                .map(|(target, path)| {
+                    let path: Vec<String> = path
+                        .as_str()
+                        .map(|p| p.split('.').map(str::to_owned).collect())
+                        .filter(|p: &Vec<String>| p.iter().all(|seg| !seg.is_empty()))
+                        .ok_or_else(|| {
+                            invalid("mapping", "must map names to dotted event paths")
+                        })?;
+                    Ok((target.clone(), path))
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => {
+                return Err(invalid(
+                    "mapping",
+                    "must be an object of 1 to 100 names and dotted event paths",
+                ))
+            }
         };
         Ok(Self {
             name: name.to_owned(),
             enabled,
             kind,
             filter,
+            mapping,
+        })
+    }
+
+    /// The request for one event, with the field mapping applied.
+    pub fn map(&self, out: Outgoing<'_>) -> Mapped {
+        if self.mapping.is_empty() {
+            return self.kind.map(out);
+        }
+        let mapped: Map<String, Value> = self
+            .mapping
+            .iter()
+            .filter_map(|(target, path)| {
+                let value = path.iter().try_fold(out.event, |v, seg| v.get(seg))?;
+                Some((target.clone(), value.clone()))
+            })
+            .collect();
+        let event = Value::Object(mapped);
+        self.kind.map(Outgoing {
+            event: &event,
+            ..out
+        })
+    }
+
+    fn filter_events(
+        f: &Map<String, Value>,
+        invalid: &dyn Fn(&'static str, &'static str) -> DestinationConfigError,
+    ) -> Result<Vec<String>, DestinationConfigError> {
+        Ok(match f.get("events") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(names)) if names.len() <= MAX_FILTER_EVENTS => names
+                .iter()
+                .map(|n| n.as_str().filter(|s| !s.is_empty()).map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| invalid("filter.events", "must be event names"))?,
+            Some(_) => {
+                return Err(invalid(
+                    "filter.events",
+                    "must be a list of at most 200 event names",
+                ))
+            }
         })
     }
 
@@ -230,6 +335,18 @@ impl Destination {
             }
         }
         out
+    }
+}
+
+/// A condition error without the segment document's framing.
+fn condition_detail(e: SegmentConfigError) -> String {
+    match e {
+        SegmentConfigError::Invalid { field, problem, .. } => format!("{field} {problem}"),
+        SegmentConfigError::Unknown { field, .. } => format!("unknown {field}"),
+        SegmentConfigError::TooComplex { field, .. } => {
+            format!("{field} makes the condition too large")
+        }
+        other => other.to_string(),
     }
 }
 
@@ -283,6 +400,27 @@ impl Fields<'_> {
             Ok(url)
         } else {
             Err((self.invalid)(field, "must be an http(s) URL"))
+        }
+    }
+
+    /// An optional object of non-empty strings (at most 200 entries), e.g. segment -> list ID.
+    pub fn string_map(
+        &self,
+        key: &str,
+        field: &'static str,
+    ) -> Result<Vec<(String, String)>, DestinationConfigError> {
+        match self.settings.get(key) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Object(map)) if map.len() <= 200 => map
+                .iter()
+                .map(|(k, v)| match v.as_str().map(str::trim) {
+                    Some(s) if !s.is_empty() && s.len() <= 256 && !k.is_empty() => {
+                        Ok((k.clone(), s.to_owned()))
+                    }
+                    _ => Err((self.invalid)(field, "must map names to non-empty strings")),
+                })
+                .collect(),
+            Some(_) => Err((self.invalid)(field, "must be an object")),
         }
     }
 
@@ -342,11 +480,82 @@ mod tests {
         assert!(!hooks.enabled, "nothing is enabled unless it says so");
         assert!(hooks
             .filter
-            .accepts(&json!({"type": "track", "event": "Order Completed"})));
+            .accepts(&json!({"type": "track", "event": "Order Completed"}), 0));
         assert!(!hooks
             .filter
-            .accepts(&json!({"type": "track", "event": "Product Viewed"})));
-        assert!(!hooks.filter.accepts(&json!({"type": "page"})));
+            .accepts(&json!({"type": "track", "event": "Product Viewed"}), 0));
+        assert!(!hooks.filter.accepts(&json!({"type": "page"}), 0));
+    }
+
+    #[test]
+    fn a_condition_in_the_segment_rule_language_filters_events() {
+        let big = Destination::parse(
+            "big-orders",
+            &json!({"type": "webhook", "settings": {"url": "https://h.example", "secret": "0123456789abcdef"},
+                    "filter": {"events": ["Order Completed"],
+                               "where": {"and": [{"gte": [{"field": "properties.revenue"}, 100]},
+                                                 {"in": [{"field": "properties.currency"}, ["EUR", "USD"]]}]}}}),
+        )
+        .unwrap();
+        let order = |revenue: f64, currency: &str| {
+            json!({"type": "track", "event": "Order Completed",
+                   "properties": {"revenue": revenue, "currency": currency}})
+        };
+        assert!(big.filter.accepts(&order(150.0, "EUR"), 0));
+        assert!(!big.filter.accepts(&order(99.0, "EUR"), 0));
+        assert!(!big.filter.accepts(&order(150.0, "GBP"), 0));
+        assert!(!big.filter.accepts(
+            &json!({"type": "track", "event": "Checkout Started", "properties": {"revenue": 500}}),
+            0
+        ));
+        let err = Destination::parse(
+            "big-orders",
+            &json!({"type": "webhook", "settings": {"url": "https://h.example", "secret": "0123456789abcdef"},
+                    "filter": {"where": {"gte": [{"computed": "lifetime_value"}, 1]}}}),
+        )
+        .unwrap_err();
+        assert_eq!(err.code(), "invalid_destination_config");
+        assert!(
+            err.to_string().starts_with(
+                "destination big-orders: filter.where.gte[0].computed is not available"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_webhook_mapping_sends_only_the_mapped_fields() {
+        let d = Destination::parse(
+            "erp",
+            &json!({"type": "webhook", "settings": {"url": "https://h.example", "secret": "0123456789abcdef"},
+                    "mapping": {"order": "properties.order_id", "total": "properties.revenue",
+                                "missing": "properties.nothing"}}),
+        )
+        .unwrap();
+        let event = json!({"type": "track", "event": "Order Completed", "anonymousId": "a",
+                           "properties": {"order_id": "o1", "revenue": 9.5}});
+        let Mapped::Send(r) = d.map(Outgoing {
+            event: &event,
+            delivery_id: "dlv_1",
+            attempt: 1,
+            timestamp_ms: 0,
+        }) else {
+            panic!("expected a request");
+        };
+        assert_eq!(
+            serde_json::from_str::<Value>(&r.body).unwrap(),
+            json!({"order": "o1", "total": 9.5})
+        );
+        let err = Destination::parse(
+            "m",
+            &json!({"type": "meta", "settings": {"pixelId": "1", "accessToken": "t"},
+                    "mapping": {"x": "y"}}),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "destination m: mapping is only available for webhooks"
+        );
     }
 
     #[test]

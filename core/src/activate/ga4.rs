@@ -253,7 +253,7 @@ mod tests {
                 );
                 serde_json::from_str(&r.body).unwrap()
             }
-            Mapped::Skip(why) => panic!("skipped: {why}"),
+            other => panic!("not sent: {other:?}"),
         }
     }
 

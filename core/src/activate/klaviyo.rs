@@ -14,8 +14,9 @@ use serde_json::{json, Map, Value};
 
 use super::destination::{DestinationConfigError, Fields};
 use super::{
-    contact, event_name, number, properties, text, user_id, HttpRequest, Mapped, Outgoing,
+    contact, event_name, number, properties, text, user_id, FollowUp, HttpRequest, Mapped, Outgoing,
 };
+use crate::format::encode::percent;
 use crate::format::time::format_iso8601;
 
 /// The real endpoint; tests point `baseUrl` at a local receiver.
@@ -23,13 +24,16 @@ pub const DEFAULT_BASE_URL: &str = "https://a.klaviyo.com";
 /// API revision sent unless `revision` says otherwise.
 pub const DEFAULT_REVISION: &str = "2024-10-15";
 
-/// Klaviyo settings: `{"apiKey" (a private key), "revision"?, "baseUrl"?}`.
+/// Klaviyo settings: `{"apiKey" (a private key), "revision"?, "baseUrl"?, "lists"?: {segment
+/// name: list ID}}`.
 #[allow(missing_docs)] // the fields say what they hold
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     pub api_key: String,
     pub revision: String,
     pub base_url: String,
+    /// Audience sync: members of each segment are kept in a Klaviyo list.
+    pub lists: Vec<(String, String)>,
 }
 
 impl Settings {
@@ -44,12 +48,17 @@ impl Settings {
             api_key: f.required("apiKey", "settings.apiKey")?,
             revision,
             base_url: f.base_url("baseUrl", "settings.baseUrl", DEFAULT_BASE_URL)?,
+            lists: f.string_map("lists", "settings.lists")?,
         })
     }
 
     fn request(&self, path: &str, body: &Value) -> HttpRequest {
+        self.call("POST", path, body)
+    }
+
+    fn call(&self, method: &'static str, path: &str, body: &Value) -> HttpRequest {
         HttpRequest {
-            method: "POST",
+            method,
             url: format!("{}{path}", self.base_url),
             headers: vec![
                 (
@@ -85,12 +94,77 @@ fn profile(event: &Value) -> Map<String, Value> {
     p
 }
 
+/// A segment transition for a synced list: the profile goes in or out of the list, once
+/// `profile-import` has named its Klaviyo ID.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListChange {
+    settings: Settings,
+    list_id: String,
+    remove: bool,
+}
+
+impl ListChange {
+    /// `POST` (add) or `DELETE` (remove) `/api/lists/{id}/relationships/profiles` for the
+    /// profile `profile-import` answered with.
+    pub fn request(&self, answer: &Value) -> Option<HttpRequest> {
+        let profile_id = answer.get("data")?.get("id")?.as_str()?;
+        let body = json!({"data": [{"type": "profile", "id": profile_id}]});
+        let path = format!(
+            "/api/lists/{}/relationships/profiles",
+            percent(&self.list_id)
+        );
+        let method = if self.remove { "DELETE" } else { "POST" };
+        Some(self.settings.call(method, &path, &body))
+    }
+}
+
+/// A forwarded erasure: a data-privacy deletion job for the person's first email, else phone
+/// (Klaviyo takes one identifier per job and no external ID).
+pub fn erase(settings: &Settings, erasure: &Value) -> Mapped {
+    let first = |field: &str| {
+        erasure
+            .get(field)
+            .and_then(Value::as_array)
+            .and_then(|values| values.iter().find_map(|v| text(Some(v))))
+    };
+    let attributes = if let Some(email) = first("emails") {
+        json!({"email": email})
+    } else if let Some(phone) = first("phones") {
+        json!({"phone_number": phone})
+    } else {
+        return Mapped::Skip("no_deletable_identifier");
+    };
+    let body = json!({"data": {"type": "data-privacy-deletion-job", "attributes": {
+        "profile": {"data": {"type": "profile", "attributes": attributes}}
+    }}});
+    Mapped::Send(settings.request("/api/data-privacy-deletion-jobs", &body))
+}
+
 /// The request for one event.
 pub fn map(settings: &Settings, out: Outgoing<'_>) -> Mapped {
     let event = out.event;
     let mut attributes = profile(event);
     if attributes.is_empty() {
         return Mapped::Skip("no_profile_identifier");
+    }
+    let name = event_name(event);
+    let transition = match name.as_str() {
+        "Segment Entered" => Some(false),
+        "Segment Exited" => Some(true),
+        _ => None,
+    };
+    let segment = text(properties(event).get("segment"));
+    let list = segment.and_then(|s| settings.lists.iter().find(|(name, _)| *name == s));
+    if let (Some(remove), Some((_, list_id))) = (transition, list) {
+        let body = json!({"data": {"type": "profile", "attributes": attributes}});
+        return Mapped::SendThen(
+            settings.request("/api/profile-import", &body),
+            FollowUp::KlaviyoList(ListChange {
+                settings: settings.clone(),
+                list_id: list_id.clone(),
+                remove,
+            }),
+        );
     }
     if event.get("type").and_then(Value::as_str) == Some("identify") {
         let traits = event.get("traits").and_then(Value::as_object);
@@ -115,7 +189,6 @@ pub fn map(settings: &Settings, out: Outgoing<'_>) -> Mapped {
         let body = json!({"data": {"type": "profile", "attributes": attributes}});
         return Mapped::Send(settings.request("/api/profile-import", &body));
     }
-    let name = event_name(event);
     if name.is_empty() {
         return Mapped::Skip("no_event_name");
     }
@@ -146,6 +219,7 @@ mod tests {
             api_key: "pk_test".into(),
             revision: DEFAULT_REVISION.into(),
             base_url: DEFAULT_BASE_URL.into(),
+            lists: vec![("high_value".into(), "LsT1".into())],
         }
     }
 
@@ -160,8 +234,84 @@ mod tests {
             },
         ) {
             Mapped::Send(r) => r,
-            Mapped::Skip(why) => panic!("skipped: {why}"),
+            other => panic!("not sent: {other:?}"),
         }
+    }
+
+    #[test]
+    fn an_erasure_becomes_a_deletion_job_by_email_then_phone() {
+        let Mapped::Send(r) = erase(
+            &settings(),
+            &json!({"type": "delete", "emails": ["ann@shop.example"], "phones": ["+316"]}),
+        ) else {
+            panic!("expected a deletion job");
+        };
+        assert_eq!(
+            r.url,
+            "https://a.klaviyo.com/api/data-privacy-deletion-jobs"
+        );
+        assert_eq!(
+            serde_json::from_str::<Value>(&r.body).unwrap(),
+            json!({"data": {"type": "data-privacy-deletion-job", "attributes": {
+                "profile": {"data": {"type": "profile", "attributes": {"email": "ann@shop.example"}}}}}})
+        );
+        let Mapped::Send(r) = erase(&settings(), &json!({"phones": ["+316"]})) else {
+            panic!("expected a deletion job");
+        };
+        assert!(r.body.contains(r#""phone_number":"+316""#));
+        assert_eq!(
+            erase(&settings(), &json!({"userIds": ["u1"]})),
+            Mapped::Skip("no_deletable_identifier")
+        );
+    }
+
+    #[test]
+    fn a_segment_transition_moves_the_profile_in_and_out_of_its_list() {
+        let entered = json!({"type": "track", "event": "Segment Entered", "userId": "u1",
+                             "properties": {"segment": "high_value"}});
+        let out = Outgoing {
+            event: &entered,
+            delivery_id: "dlv_1",
+            attempt: 1,
+            timestamp_ms: 0,
+        };
+        let Mapped::SendThen(import, follow) = map(&settings(), out) else {
+            panic!("expected a profile import and a list change");
+        };
+        assert_eq!(import.url, "https://a.klaviyo.com/api/profile-import");
+        let body: Value = serde_json::from_str(&import.body).unwrap();
+        assert_eq!(body["data"]["attributes"]["external_id"], json!("u1"));
+        let answer = json!({"data": {"type": "profile", "id": "01KLAV"}});
+        let add = follow.next(&answer).unwrap();
+        assert_eq!(add.method, "POST");
+        assert_eq!(
+            add.url,
+            "https://a.klaviyo.com/api/lists/LsT1/relationships/profiles"
+        );
+        assert_eq!(
+            serde_json::from_str::<Value>(&add.body).unwrap(),
+            json!({"data": [{"type": "profile", "id": "01KLAV"}]})
+        );
+        assert_eq!(add.header("revision"), Some(DEFAULT_REVISION));
+        assert_eq!(follow.next(&json!({"errors": []})), None);
+
+        let exited = json!({"type": "track", "event": "Segment Exited", "userId": "u1",
+                            "properties": {"segment": "high_value"}});
+        let Mapped::SendThen(_, follow) = map(
+            &settings(),
+            Outgoing {
+                event: &exited,
+                ..out
+            },
+        ) else {
+            panic!("expected a list change");
+        };
+        assert_eq!(follow.next(&answer).unwrap().method, "DELETE");
+
+        // A segment without a list is an ordinary event.
+        let other = json!({"type": "track", "event": "Segment Entered", "userId": "u1",
+                           "properties": {"segment": "churn_risk"}});
+        assert_eq!(send(&other).url, "https://a.klaviyo.com/api/events");
     }
 
     #[test]

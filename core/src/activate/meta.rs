@@ -244,7 +244,7 @@ mod tests {
             },
         ) {
             Mapped::Send(r) => (r.url, serde_json::from_str(&r.body).unwrap()),
-            Mapped::Skip(why) => panic!("skipped: {why}"),
+            other => panic!("not sent: {other:?}"),
         }
     }
 

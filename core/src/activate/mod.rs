@@ -68,9 +68,29 @@ impl HttpRequest {
 pub enum Mapped {
     /// Send this.
     Send(HttpRequest),
+    /// Send this, then the request [`FollowUp::next`] builds from its answer (an API that
+    /// needs an ID it only hands out in a response).
+    SendThen(HttpRequest, FollowUp),
     /// Nothing to send, for this reason (a stable code): e.g. the destination needs an
     /// identifier the event lacks. Not an error: the delivery is recorded as skipped.
     Skip(&'static str),
+}
+
+/// A second request built from the first one's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FollowUp {
+    /// Add the profile Klaviyo returned to a list, or remove it.
+    KlaviyoList(klaviyo::ListChange),
+}
+
+impl FollowUp {
+    /// The request for the first request's JSON answer; `None` when the answer lacks what it
+    /// needs.
+    pub fn next(&self, answer: &Value) -> Option<HttpRequest> {
+        match self {
+            FollowUp::KlaviyoList(change) => change.request(answer),
+        }
+    }
 }
 
 /// One event on its way to one destination.
@@ -129,6 +149,7 @@ pub fn name_of(body: &serde_json::Map<String, Value>) -> String {
         Some("identify") => "Identify".into(),
         Some("group") => "Group".into(),
         Some("alias") => "Alias".into(),
+        Some("delete") => "Delete".into(),
         _ => String::new(),
     }
 }

@@ -169,7 +169,8 @@ impl Subject {
         self.values_of(&[IdClass::Email, IdClass::Phone])
     }
 
-    fn values_of(&self, classes: &[IdClass]) -> BTreeSet<String> {
+    /// The values of the subject's identifiers of `classes`.
+    pub fn values_of(&self, classes: &[IdClass]) -> BTreeSet<String> {
         self.identifiers
             .iter()
             .filter_map(|t| Identifier::parse(t))

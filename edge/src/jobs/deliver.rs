@@ -5,7 +5,7 @@
 
 use futures_util::future::{join_all, select, Either};
 use seam_core::activate::deliver::{self, Job, Outcome, Step, Stored};
-use seam_core::activate::policy::Attempt;
+use seam_core::activate::policy::{self, Attempt};
 use seam_core::activate::HttpRequest;
 use serde_json::Value;
 use worker::{
@@ -21,6 +21,8 @@ const QUEUE: &str = "DELIVERIES";
 const CALL_TIMEOUT_MS: u64 = 15_000;
 /// Queues take at most 100 messages per `sendBatch`.
 const SEND_BATCH: usize = 100;
+/// Largest answer a follow-up reads.
+const MAX_ANSWER_BYTES: usize = 256 * 1024;
 /// Longest delay Queues accepts on a message (12 hours).
 const MAX_DELAY_SECONDS: u32 = 43_200;
 
@@ -105,8 +107,25 @@ pub async fn consume(batch: MessageBatch<Value>, env: &Env) -> worker::Result<()
         async move {
             match step {
                 Step::Done(outcome) => (c.job.clone(), outcome, None),
-                Step::Send(request) => {
-                    let (status, retry_after) = call(&request).await;
+                Step::Send(request, then) => {
+                    let mut answer = call(&request, then.is_some()).await;
+                    if let (Some(then), Some(200..=299)) = (&then, answer.status) {
+                        let next = answer.body.as_ref().and_then(|body| then.next(body));
+                        match next {
+                            Some(next) if policy::check_url(&next.url, allow_local).is_ok() => {
+                                answer = call(&next, false).await;
+                            }
+                            _ => {
+                                let outcome = Outcome::Dead("unexpected_answer".into());
+                                return (c.job.clone(), outcome, answer.status);
+                            }
+                        }
+                    }
+                    let Answer {
+                        status,
+                        retry_after,
+                        ..
+                    } = answer;
                     let attempt = Attempt {
                         status,
                         retry_after: retry_after.as_deref(),
@@ -155,10 +174,23 @@ pub async fn consume(batch: MessageBatch<Value>, env: &Env) -> worker::Result<()
     Ok(())
 }
 
-/// Makes one call; returns its status (`None`: no answer in time, or a network error) and its
-/// `Retry-After`. Redirects are not followed: a destination's URL is checked, its redirect
+/// What a destination answered.
+struct Answer {
+    /// `None`: no answer in time, or a network error.
+    status: Option<u16>,
+    retry_after: Option<String>,
+    /// The JSON body, when asked for (a follow-up needs it).
+    body: Option<Value>,
+}
+
+/// Makes one call. Redirects are not followed: a destination's URL is checked, its redirect
 /// target would not be.
-async fn call(request: &HttpRequest) -> (Option<u16>, Option<String>) {
+async fn call(request: &HttpRequest, want_body: bool) -> Answer {
+    let failed = Answer {
+        status: None,
+        retry_after: None,
+        body: None,
+    };
     let prepared = (|| {
         let headers = Headers::new();
         for (name, value) in &request.headers {
@@ -174,7 +206,7 @@ async fn call(request: &HttpRequest) -> (Option<u16>, Option<String>) {
         Request::new_with_init(&request.url, &init)
     })();
     let Ok(prepared) = prepared else {
-        return (None, None);
+        return failed;
     };
     let controller = AbortController::default();
     let signal = controller.signal();
@@ -189,15 +221,22 @@ async fn call(request: &HttpRequest) -> (Option<u16>, Option<String>) {
         Some(Ok(mut response)) => {
             let status = response.status_code();
             let retry_after = response.headers().get("Retry-After").ok().flatten();
-            // Drain the body so the connection is released; its content is not kept (it may
-            // echo personal data).
-            let _ = response.bytes().await;
-            (Some(status), retry_after)
+            // The body is read so the connection is released; it is kept only when a follow-up
+            // needs it (it may echo personal data), and only if small.
+            let bytes = response.bytes().await.unwrap_or_default();
+            let body = (want_body && bytes.len() <= MAX_ANSWER_BYTES)
+                .then(|| serde_json::from_slice(&bytes).ok())
+                .flatten();
+            Answer {
+                status: Some(status),
+                retry_after,
+                body,
+            }
         }
-        Some(Err(_)) => (None, None),
+        Some(Err(_)) => failed,
         None => {
             controller.abort();
-            (None, None)
+            failed
         }
     }
 }

@@ -7,7 +7,9 @@
 
 use std::collections::BTreeMap;
 
+use seam_core::activate::deliver;
 use seam_core::format::id;
+use seam_core::format::time::DAY_MS;
 use seam_core::plan::Statement;
 use seam_core::privacy::retention::purge_events;
 use seam_core::privacy::{audit, erase, AuditEntry};
@@ -27,9 +29,16 @@ pub struct Report {
     pub profiles: usize,
     /// Rows deleted per table for those profiles.
     pub profile_rows: BTreeMap<&'static str, usize>,
+    /// Delivery log rows pruned (finished ones after a week, dead ones after 30 days).
+    pub deliveries: usize,
     /// Chunks used (at most the configured maximum).
     pub chunks: u32,
 }
+
+/// How long finished deliveries (delivered, skipped) stay in the log.
+const DONE_DELIVERIES_MS: i64 = 7 * DAY_MS;
+/// How long dead deliveries (replayable) and the hourly counts stay.
+const DEAD_DELIVERIES_MS: i64 = 30 * DAY_MS;
 
 /// Runs retention as of `now_ms` and records the run in the audit log.
 pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
@@ -60,6 +69,20 @@ pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
             break;
         }
     }
+    for statement in deliver::prune(
+        now_ms - DONE_DELIVERIES_MS,
+        now_ms - DEAD_DELIVERIES_MS,
+        policy.chunk,
+    ) {
+        while report.chunks < policy.max_chunks {
+            let deleted = changes(&db, &statement).await?;
+            report.deliveries += deleted;
+            report.chunks += 1;
+            if deleted < policy.chunk as usize {
+                break;
+            }
+        }
+    }
     let entry = AuditEntry {
         request_id: id::message_id("retention", now_ms, platform::random_bytes()),
         action: "retention",
@@ -69,6 +92,7 @@ pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
             "events": report.events,
             "profiles": report.profiles,
             "profileRows": report.profile_rows,
+            "deliveries": report.deliveries,
             "chunks": report.chunks,
             "eventDays": policy.event_days,
             "anonymousProfileDays": policy.anonymous_profile_days,

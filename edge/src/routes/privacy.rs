@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 
+use seam_core::activate::deliver;
 use seam_core::format::time::format_iso8601;
 use seam_core::identity::Identifier;
 use seam_core::plan::Statement;
@@ -21,7 +22,7 @@ use worker::{Env, Method, Request, Response};
 
 use crate::error::ApiError;
 use crate::http::admin::{authorize, identifier, query_param};
-use crate::{isolate, platform, settings, store};
+use crate::{isolate, jobs, platform, settings, store};
 
 /// Events an export returns at most (newest first); the receipt says when there were more.
 const MAX_EXPORT_EVENTS: usize = 10_000;
@@ -138,11 +139,20 @@ async fn delete(
     .into_iter()
     .map(|s| ("suppressed", s))
     .collect();
+    // Destinations with a deletion API are told, through the delivery queue.
+    let (forwards, rows) = deliver::forward_erasure(
+        &isolate::destinations(),
+        &action.request_id,
+        &subject,
+        action.now_ms,
+    );
+    extra.extend(rows.into_iter().map(|s| ("forwarded", s)));
     extra.push((
         "audit",
         action.audit("delete", grant, identifier, subject_detail(&subject)),
     ));
     let counts = store::privacy::erase_subject(env, &db, &subject, &sources, extra).await?;
+    jobs::deliver::send(env, forwards).await;
     // The person's evidence no longer counts in co-occurrence and popularity.
     isolate::forget_candidates(None);
     isolate::forget_suppressions();
@@ -152,8 +162,9 @@ async fn delete(
         identifier,
         json!({
             "profileIds": subject.profile_ids,
-            "deleted": counts_json(&counts, &["suppressed", "audit"]),
+            "deleted": counts_json(&counts, &["suppressed", "audit", "forwarded"]),
             "suppressed": counts.get("suppressed").copied().unwrap_or(0),
+            "forwardedTo": counts.get("forwarded").copied().unwrap_or(0),
         }),
     );
     Ok(Response::from_json(&receipt)?)

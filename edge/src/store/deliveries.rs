@@ -28,6 +28,7 @@ pub struct Claimed {
 struct ClaimRow {
     attempts: u32,
     first_attempt_at: i64,
+    payload: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -50,11 +51,14 @@ pub async fn claim(db: &D1Database, jobs: &[Job], now_ms: i64) -> worker::Result
         let Some(row) = taken.results::<ClaimRow>()?.into_iter().next() else {
             continue;
         };
-        let event = event
-            .results::<EventRow>()?
-            .into_iter()
-            .next()
-            .and_then(|e| Some((serde_json::from_str(&e.body).ok()?, e.timestamp)));
+        let event = match &row.payload {
+            Some(payload) => serde_json::from_str(payload).ok().map(|p| (p, now_ms)),
+            None => event
+                .results::<EventRow>()?
+                .into_iter()
+                .next()
+                .and_then(|e| Some((serde_json::from_str(&e.body).ok()?, e.timestamp))),
+        };
         claimed.push(Claimed {
             job: job.clone(),
             attempt: row.attempts,

@@ -183,6 +183,9 @@ struct Parser<'a> {
     segment: &'a str,
     computed: Option<&'a ComputedConfig>,
     each_allowed: bool,
+    /// A destination's event condition: `field` reads the event; profile operands are not
+    /// available.
+    event_fields: bool,
     nodes: usize,
 }
 
@@ -313,6 +316,15 @@ impl Parser<'_> {
         };
         Ok(match kind.as_str() {
             "value" => Operand::Value(arg.clone()),
+            // An event condition is evaluated with the event as the subject's traits.
+            "field" if self.event_fields => Operand::Trait(path(self)?),
+            "field" => return Err(self.invalid(&here, "is only available in destination filters")),
+            "trait" | "computed" | "count" if self.event_fields => {
+                return Err(self.invalid(
+                    &here,
+                    "is not available in an event condition (use {\"field\": \"properties.…\"})",
+                ))
+            }
             "trait" => Operand::Trait(path(self)?),
             "computed" => {
                 let mut segs = path(self)?;
@@ -456,6 +468,7 @@ fn parse_segment(
         segment: &name,
         computed,
         each_allowed: false,
+        event_fields: false,
         nodes: 0,
     };
     if let Some(field) = raw.unknown.keys().next() {
@@ -487,6 +500,20 @@ fn parse_segment(
         for_each,
         rule,
     })
+}
+
+/// Parses a condition over one event (a destination's `filter.where`): the segment rule
+/// language with `{"field": "properties.revenue"}` operands reading the event. Errors name
+/// `owner` where segment errors name the segment.
+pub fn event_condition(raw: &Value, owner: &str) -> Result<Rule, SegmentConfigError> {
+    let mut parser = Parser {
+        segment: owner,
+        computed: None,
+        each_allowed: false,
+        event_fields: true,
+        nodes: 0,
+    };
+    parser.rule(raw, "filter.where", 1)
 }
 
 #[cfg(test)]

@@ -56,6 +56,18 @@ pub fn evaluate(set: &SegmentSet, subject: &Subject<'_>, now_ms: i64) -> BTreeSe
     out
 }
 
+/// Whether an event condition ([`super::config::event_condition`]) holds for `event` (a stored
+/// body) at `now_ms`.
+pub fn holds_for_event(rule: &Rule, event: &Map<String, Value>, now_ms: i64) -> bool {
+    let state = ComputedState::default();
+    let subject = Subject {
+        traits: event,
+        computed: &Map::new(),
+        state: &state,
+    };
+    holds(rule, &subject, now_ms, None)
+}
+
 fn holds(rule: &Rule, s: &Subject<'_>, now: i64, each: Each<'_>) -> bool {
     match rule {
         Rule::And(rules) => rules.iter().all(|r| holds(r, s, now, each)),
