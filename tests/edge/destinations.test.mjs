@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { createHash, createHmac } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { post, root, startEdge, trustingSources, WRITE_KEY } from "../support/edge.mjs";
+import { post, root, startEdge, WRITE_KEY } from "../support/edge.mjs";
 import { startReceiver } from "../support/receiver.mjs";
 
 const secrets = readFileSync(join(root, ".dev.vars"), "utf8");
@@ -52,7 +52,7 @@ describe("destinations: delivery through the queue", () => {
       return { status: 200 };
     });
     // Retries one second apart instead of thirty, so the retry tests take seconds.
-    edge = await startEdge("destinations", { sources: trustingSources(), vars: { DELIVERY_FIRST_RETRY_SECONDS: "1" } });
+    edge = await startEdge("destinations", { vars: { DELIVERY_FIRST_RETRY_SECONDS: "1" } });
   });
   after(async () => {
     await edge?.stop();
@@ -362,4 +362,41 @@ describe("destinations: delivery through the queue", () => {
       ["erasures", "delivered", null], ["klaviyo", "delivered", null], ["klaviyo-lists", "delivered", null],
     ]);
   });
+
+  test("SendGrid and Twilio send transactional messages to the trusted email and phone", async () => {
+    const mail = await admin(edge, "PUT", "/v1/admin/destinations/confirmations", {
+      type: "sendgrid", filter: { events: ["Order Completed"] },
+      settings: { apiKey: "SG.test", fromEmail: "shop@shop.example", templateId: "d-confirm", baseUrl: `${receiver.url}/sendgrid` },
+    });
+    assert.equal(mail.status, 201, mail.text);
+    assert.equal(mail.json.settings.apiKey, "********");
+    const sms = await admin(edge, "PUT", "/v1/admin/destinations/texts", {
+      type: "twilio", filter: { events: ["Order Completed"] },
+      settings: { accountSid: "AC123", authToken: "twilio-token", from: "+3197010", text: "Thanks for your order!", baseUrl: `${receiver.url}/twilio` },
+    });
+    assert.equal(sms.status, 201, sms.text);
+    assert.doesNotMatch(sms.text, /twilio-token/);
+    const email = `mail-${run}@example.com`;
+    const bought = order({ userId: `mail-${run}`, anonymousId: undefined, context: { traits: { email, phone: "+31 6 1234 5678" } } });
+    await send(edge, [bought], SERVER_KEY);
+    const [sent] = await receiver.wait("/sendgrid", 1);
+    assert.equal(sent.path, "/sendgrid/v3/mail/send");
+    assert.equal(sent.headers.authorization, "Bearer SG.test");
+    assert.equal(sent.json.template_id, "d-confirm");
+    assert.deepEqual(sent.json.personalizations[0].to, [{ email }]);
+    assert.equal(sent.json.personalizations[0].dynamic_template_data.properties.order_id, bought.properties.order_id);
+    assert.match(sent.json.custom_args.seam_delivery, /^dlv_/);
+    const [texted] = await receiver.wait("/twilio", 1);
+    assert.equal(texted.path, "/twilio/2010-04-01/Accounts/AC123/Messages.json");
+    assert.equal(texted.headers.authorization, `Basic ${Buffer.from("AC123:twilio-token").toString("base64")}`);
+    const form = new URLSearchParams(texted.raw);
+    assert.equal(form.get("To"), "+31612345678");
+    assert.equal(form.get("Body"), "Thanks for your order!");
+    // A page's claimed email gets nothing.
+    const before = receiver.to("/sendgrid").length;
+    await send(edge, [order({ context: { traits: { email } } })]);
+    await sleep(1500);
+    assert.equal(receiver.to("/sendgrid").length, before);
+  });
 });
+

@@ -195,36 +195,86 @@ pub fn forward_erasure(
         .unzip()
 }
 
-/// Two statements per job: take the row if it is due (or its sender's lease ran out), counting
-/// the attempt (returns `attempts, first_attempt_at, payload`; no row: not this consumer's to
-/// send), and read its event (`body, timestamp`; no row: erased or expired). A row with a
-/// `payload` (a forwarded erasure) sends that instead of an event.
-pub fn claim(job: &Job, now_ms: i64) -> [Statement; 2] {
-    let [d, s, m] = job.key_params();
-    [
-        Statement {
-            sql: "UPDATE deliveries SET status = 'sending', attempts = attempts + 1, \
-                  next_at = ?4 + ?5, first_attempt_at = COALESCE(first_attempt_at, ?4), \
-                  updated_at = ?4 \
-                  WHERE destination = ?1 AND source_id = ?2 AND message_id = ?3 \
-                  AND ((status = 'pending' AND next_at <= ?4 + 1000) \
-                       OR (status = 'sending' AND next_at < ?4)) \
-                  RETURNING attempts, first_attempt_at, payload"
-                .into(),
-            params: vec![
-                d,
-                s.clone(),
-                m.clone(),
+/// Claims `jobs` and reads their events, in as few statements as the parameter limit allows
+/// (a queue batch is mostly one source's events for a few destinations):
+/// - per destination and source, an update that takes each row that is due (or whose sender's
+///   lease ran out), counting the attempt; it returns `destination, source_id, message_id,
+///   attempts, first_attempt_at, payload` for each row taken (a job not returned is not this
+///   consumer's to send);
+/// - per source, a read of the events: `source_id, message_id, body, timestamp` (an event not
+///   returned was erased or expired).
+///
+/// A row with a `payload` (a forwarded erasure) sends that instead of an event.
+pub fn claim(jobs: &[Job], now_ms: i64) -> Vec<Statement> {
+    let mut by_key: BTreeMap<(&str, &str), Vec<&str>> = BTreeMap::new();
+    let mut by_source: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for job in jobs {
+        by_key
+            .entry((&job.destination, &job.source_id))
+            .or_default()
+            .push(&job.message_id);
+        let ids = by_source.entry(&job.source_id).or_default();
+        if !ids.contains(&job.message_id.as_str()) {
+            ids.push(&job.message_id);
+        }
+    }
+    let mut plan = Vec::new();
+    for ((destination, source_id), ids) in by_key {
+        plan.extend(in_chunks(
+            &ids,
+            vec![
                 Param::Int(now_ms),
                 Param::Int(LEASE_MS),
+                Param::Text(destination.into()),
+                Param::Text(source_id.into()),
             ],
-        },
-        Statement {
-            sql: "SELECT body, timestamp FROM events WHERE source_id = ?1 AND message_id = ?2"
-                .into(),
-            params: vec![s, m],
-        },
-    ]
+            |list| {
+                format!(
+                    "UPDATE deliveries SET status = 'sending', attempts = attempts + 1, \
+                     next_at = ?1 + ?2, first_attempt_at = COALESCE(first_attempt_at, ?1), \
+                     updated_at = ?1 \
+                     WHERE destination = ?3 AND source_id = ?4 AND message_id IN ({list}) \
+                     AND ((status = 'pending' AND next_at <= ?1 + 1000) \
+                          OR (status = 'sending' AND next_at < ?1)) \
+                     RETURNING destination, source_id, message_id, attempts, first_attempt_at, \
+                     payload"
+                )
+            },
+        ));
+    }
+    for (source_id, ids) in by_source {
+        plan.extend(in_chunks(
+            &ids,
+            vec![Param::Text(source_id.into())],
+            |list| {
+                format!(
+                    "SELECT source_id, message_id, body, timestamp FROM events \
+                 WHERE source_id = ?1 AND message_id IN ({list})"
+                )
+            },
+        ));
+    }
+    plan
+}
+
+/// Statements of `sql(list of placeholders)` binding `fixed` then chunks of `ids`, as few as
+/// the parameter limit allows.
+fn in_chunks(ids: &[&str], fixed: Vec<Param>, sql: impl Fn(&str) -> String) -> Vec<Statement> {
+    let first = fixed.len() + 1;
+    ids.chunks(MAX_BOUND_PARAMS - fixed.len())
+        .map(|chunk| {
+            let list = (first..first + chunk.len())
+                .map(|i| format!("?{i}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            let mut params = fixed.clone();
+            params.extend(chunk.iter().map(|id| Param::Text((*id).to_owned())));
+            Statement {
+                sql: sql(&list),
+                params,
+            }
+        })
+        .collect()
 }
 
 /// How a delivery ended this time.
@@ -341,31 +391,53 @@ pub fn settle(attempt: Attempt<'_>, backoff: &Backoff, jitter: f64) -> Outcome {
     }
 }
 
-/// Writes `outcome` of a claimed `job` (only while it is still this sender's: `sending`).
-pub fn record(job: &Job, outcome: &Outcome, http_status: Option<u16>, now_ms: i64) -> Statement {
-    let (status, next_at, error) = match outcome {
-        Outcome::Delivered(_) => ("delivered", now_ms, None),
-        Outcome::Retry { at_ms, error } => ("pending", *at_ms, Some(error.clone())),
-        Outcome::Dead(error) => ("dead", now_ms, Some(error.clone())),
-        Outcome::Skipped(reason) => ("skipped", now_ms, Some((*reason).to_owned())),
-    };
-    let mut params = job.key_params().to_vec();
-    params.extend([
-        Param::Text(status.into()),
-        Param::Int(next_at),
-        error.map_or(Param::Null, Param::Text),
-        http_status.map_or(Param::Null, |s| Param::Int(i64::from(s))),
-        Param::Int(now_ms),
-    ]);
-    Statement {
-        sql: "UPDATE deliveries SET status = ?4, next_at = ?5, last_error = ?6, \
-              last_status = ?7, updated_at = ?8, \
-              payload = CASE WHEN ?4 IN ('delivered', 'skipped') THEN NULL ELSE payload END \
-              WHERE destination = ?1 AND source_id = ?2 AND message_id = ?3 \
-              AND status = 'sending'"
-            .into(),
-        params,
+/// Writes the outcomes of claimed jobs (with the HTTP status each call got), each only while
+/// its row is still this sender's (`sending`). Outcomes that write the same values share one
+/// statement per destination and source: a batch that went well is a single update.
+pub fn record(outcomes: &[(Job, Outcome, Option<u16>)], now_ms: i64) -> Vec<Statement> {
+    type Values = (String, i64, Option<String>, Option<u16>);
+    let mut groups: BTreeMap<(&str, &str, Values), Vec<&str>> = BTreeMap::new();
+    for (job, outcome, http_status) in outcomes {
+        let (status, next_at, error) = match outcome {
+            Outcome::Delivered(_) => ("delivered", now_ms, None),
+            Outcome::Retry { at_ms, error } => ("pending", *at_ms, Some(error.clone())),
+            Outcome::Dead(error) => ("dead", now_ms, Some(error.clone())),
+            Outcome::Skipped(reason) => ("skipped", now_ms, Some((*reason).to_owned())),
+        };
+        groups
+            .entry((
+                &job.destination,
+                &job.source_id,
+                (status.to_owned(), next_at, error, *http_status),
+            ))
+            .or_default()
+            .push(&job.message_id);
     }
+    groups
+        .into_iter()
+        .flat_map(
+            |((destination, source_id, (status, next_at, error, http)), ids)| {
+                let fixed = vec![
+                    Param::Text(status),
+                    Param::Int(next_at),
+                    error.map_or(Param::Null, Param::Text),
+                    http.map_or(Param::Null, |s| Param::Int(i64::from(s))),
+                    Param::Int(now_ms),
+                    Param::Text(destination.into()),
+                    Param::Text(source_id.into()),
+                ];
+                in_chunks(&ids, fixed, |list| {
+                    format!(
+                        "UPDATE deliveries SET status = ?1, next_at = ?2, last_error = ?3, \
+                     last_status = ?4, updated_at = ?5, \
+                     payload = CASE WHEN ?1 IN ('delivered', 'skipped') THEN NULL ELSE payload END \
+                     WHERE destination = ?6 AND source_id = ?7 AND message_id IN ({list}) \
+                     AND status = 'sending'"
+                    )
+                })
+            },
+        )
+        .collect()
 }
 
 /// Adds `outcomes` (destination, outcome) to the hourly counts of the hour of `now_ms`.
@@ -697,20 +769,59 @@ mod tests {
     }
 
     #[test]
-    fn records_only_while_the_row_is_claimed() {
-        let s = record(
-            &job("m1"),
-            &Outcome::Retry {
-                at_ms: 9,
-                error: "http_500".into(),
-            },
-            Some(500),
+    fn records_only_while_the_row_is_claimed_and_groups_alike_outcomes() {
+        let retry = Outcome::Retry {
+            at_ms: 9,
+            error: "http_500".into(),
+        };
+        let plan = record(
+            &[
+                (job("m1"), Outcome::Delivered(200), Some(200)),
+                (job("m2"), Outcome::Delivered(200), Some(200)),
+                (job("m3"), retry, Some(500)),
+            ],
             5,
         );
-        assert!(s.sql.ends_with("AND status = 'sending'"));
-        assert_eq!(s.params[3], Param::Text("pending".into()));
-        assert_eq!(s.params[4], Param::Int(9));
-        assert_eq!(s.params[6], Param::Int(500));
+        assert_eq!(plan.len(), 2, "the two deliveries share an update");
+        assert!(plan
+            .iter()
+            .all(|s| s.sql.ends_with("AND status = 'sending'")));
+        let delivered = plan
+            .iter()
+            .find(|s| s.params[0] == Param::Text("delivered".into()))
+            .unwrap();
+        assert_eq!(
+            delivered.params[7..],
+            [Param::Text("m1".into()), Param::Text("m2".into())]
+        );
+        let pending = plan
+            .iter()
+            .find(|s| s.params[0] == Param::Text("pending".into()))
+            .unwrap();
+        assert_eq!(pending.params[1], Param::Int(9));
+        assert_eq!(pending.params[3], Param::Int(500));
+    }
+
+    #[test]
+    fn claims_a_batch_in_one_update_per_destination_and_one_read_per_source() {
+        let mut jobs: Vec<Job> = (0..40).map(|i| job(&format!("m{i}"))).collect();
+        jobs.extend((0..40).map(|i| Job {
+            destination: "ads".into(),
+            ..job(&format!("m{i}"))
+        }));
+        let plan = claim(&jobs, 7);
+        let updates = plan.iter().filter(|s| s.sql.starts_with("UPDATE")).count();
+        let reads: Vec<_> = plan
+            .iter()
+            .filter(|s| s.sql.starts_with("SELECT"))
+            .collect();
+        assert_eq!(updates, 2);
+        assert_eq!(reads.len(), 1, "one source; each event read once");
+        assert_eq!(reads[0].params.len(), 41);
+        for s in &plan {
+            assert!(s.params.len() <= MAX_BOUND_PARAMS);
+            assert!(s.sql.contains(&format!("?{})", s.params.len())));
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use serde_json::{Map, Value};
 
 use super::policy::Purpose;
-use super::{ga4, klaviyo, meta, name_of, webhook, Mapped, Outgoing};
+use super::{ga4, klaviyo, meta, name_of, sendgrid, twilio, webhook, Mapped, Outgoing};
 use crate::personalise::segment::{event_condition, holds_for_event, Rule, SegmentConfigError};
 
 /// The committed `config/destinations.json`: what applies until the admin API stores a change.
@@ -65,6 +65,10 @@ pub enum Kind {
     Meta(meta::Settings),
     /// Klaviyo Events API.
     Klaviyo(klaviyo::Settings),
+    /// SendGrid mail send, for transactional e-mail (an order confirmation).
+    Sendgrid(sendgrid::Transactional),
+    /// Twilio Messages, for transactional SMS or WhatsApp (a shipping notice).
+    Twilio(twilio::Transactional),
 }
 
 impl Kind {
@@ -75,6 +79,8 @@ impl Kind {
             Kind::Ga4(_) => "ga4",
             Kind::Meta(_) => "meta",
             Kind::Klaviyo(_) => "klaviyo",
+            Kind::Sendgrid(_) => "sendgrid",
+            Kind::Twilio(_) => "twilio",
         }
     }
 
@@ -82,6 +88,8 @@ impl Kind {
     pub fn purpose(&self) -> Purpose {
         match self {
             Kind::Webhook(s) => s.purpose,
+            Kind::Sendgrid(s) => s.purpose,
+            Kind::Twilio(s) => s.purpose,
             Kind::Ga4(_) | Kind::Klaviyo(_) => Purpose::Analytics,
             Kind::Meta(_) => Purpose::Advertising,
         }
@@ -94,6 +102,8 @@ impl Kind {
             Kind::Ga4(s) => vec![s.base_url.as_str()],
             Kind::Meta(s) => vec![s.base_url.as_str()],
             Kind::Klaviyo(s) => vec![s.base_url.as_str()],
+            Kind::Sendgrid(s) => vec![s.settings.base_url.as_str()],
+            Kind::Twilio(s) => vec![s.settings.base_url.as_str()],
         }
     }
 
@@ -108,7 +118,9 @@ impl Kind {
         match self {
             Kind::Webhook(s) => webhook::map(s, out),
             Kind::Klaviyo(s) => klaviyo::erase(s, out.event),
-            Kind::Ga4(_) | Kind::Meta(_) => Mapped::Skip("erasure_not_supported"),
+            Kind::Ga4(_) | Kind::Meta(_) | Kind::Sendgrid(_) | Kind::Twilio(_) => {
+                Mapped::Skip("erasure_not_supported")
+            }
         }
     }
 
@@ -119,6 +131,8 @@ impl Kind {
             Kind::Ga4(s) => ga4::map(s, out),
             Kind::Meta(s) => meta::map(s, out),
             Kind::Klaviyo(s) => klaviyo::map(s, out),
+            Kind::Sendgrid(s) => s.map(out),
+            Kind::Twilio(s) => s.map(out),
         }
     }
 }
@@ -211,12 +225,12 @@ impl Destination {
             Some("ga4") => Kind::Ga4(ga4::Settings::parse(&fields)?),
             Some("meta") => Kind::Meta(meta::Settings::parse(&fields)?),
             Some("klaviyo") => Kind::Klaviyo(klaviyo::Settings::parse(&fields)?),
-            _ => {
-                return Err(invalid(
-                    "type",
-                    "must be \"webhook\", \"ga4\", \"meta\" or \"klaviyo\"",
-                ))
-            }
+            Some("sendgrid") => Kind::Sendgrid(sendgrid::Transactional::parse(&fields)?),
+            Some("twilio") => Kind::Twilio(twilio::Transactional::parse(&fields)?),
+            _ => return Err(invalid(
+                "type",
+                "must be \"webhook\", \"ga4\", \"meta\", \"klaviyo\", \"sendgrid\" or \"twilio\"",
+            )),
         };
         let filter = match raw.get("filter") {
             None | Some(Value::Null) => Filter::default(),
@@ -351,7 +365,7 @@ fn condition_detail(e: SegmentConfigError) -> String {
 }
 
 /// Settings fields that hold credentials.
-pub const SECRET_FIELDS: [&str; 4] = ["secret", "apiSecret", "accessToken", "apiKey"];
+pub const SECRET_FIELDS: [&str; 5] = ["secret", "apiSecret", "accessToken", "apiKey", "authToken"];
 
 /// Reads settings fields, reporting errors against the destination.
 pub struct Fields<'a> {
@@ -400,6 +414,20 @@ impl Fields<'_> {
             Ok(url)
         } else {
             Err((self.invalid)(field, "must be an http(s) URL"))
+        }
+    }
+
+    /// `settings.purpose`: `"analytics"`, `"necessary"` or `"advertising"`, else `default`.
+    pub fn purpose(&self, default: Purpose) -> Result<Purpose, DestinationConfigError> {
+        match self.optional("purpose", "settings.purpose")?.as_deref() {
+            None => Ok(default),
+            Some("analytics") => Ok(Purpose::Analytics),
+            Some("necessary") => Ok(Purpose::Necessary),
+            Some("advertising") => Ok(Purpose::Advertising),
+            Some(_) => Err(self.error(
+                "settings.purpose",
+                "must be \"analytics\", \"necessary\" or \"advertising\"",
+            )),
         }
     }
 

@@ -8,7 +8,8 @@
 use serde_json::{json, Value};
 
 use super::destination::{DestinationConfigError, Fields};
-use super::HttpRequest;
+use super::policy::Purpose;
+use super::{contact, event_name, properties, HttpRequest, Mapped, Outgoing};
 use crate::identity::{IdType, Identifier, Rules};
 
 /// The real endpoint; tests point `baseUrl` at a local receiver.
@@ -37,6 +38,64 @@ impl Settings {
             from_name: f.optional("fromName", "settings.fromName")?,
             base_url: f.base_url("baseUrl", "settings.baseUrl", DEFAULT_BASE_URL)?,
         })
+    }
+}
+
+/// SendGrid as a destination, for transactional mail: each event it takes becomes the dynamic
+/// template `templateId` sent to the person's email (from a trusted event only: a page's claimed
+/// address is anyone's), with `{event, properties, traits}` as `dynamic_template_data` and the
+/// delivery ID in `custom_args`. Settings: those of [`Settings`] plus `templateId` and
+/// `purpose` (default `necessary`: an order confirmation needs no analytics consent).
+#[allow(missing_docs)] // the fields say what they hold
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transactional {
+    pub settings: Settings,
+    pub template_id: String,
+    pub purpose: Purpose,
+}
+
+impl Transactional {
+    /// Validates the destination's settings.
+    pub fn parse(f: &Fields<'_>) -> Result<Self, DestinationConfigError> {
+        let template_id = f.required("templateId", "settings.templateId")?;
+        if !template_id.starts_with("d-") {
+            return Err(f.error("settings.templateId", "must be a dynamic template ID (d-…)"));
+        }
+        Ok(Self {
+            settings: Settings::parse(f)?,
+            template_id,
+            purpose: f.purpose(Purpose::Necessary)?,
+        })
+    }
+
+    /// The mail for one event.
+    pub fn map(&self, out: Outgoing<'_>) -> Mapped {
+        let Some(to) = contact(out.event, "email") else {
+            return Mapped::Skip("no_trusted_email");
+        };
+        let traits = out
+            .event
+            .get("context")
+            .and_then(|c| c.get("traits"))
+            .or_else(|| out.event.get("traits"))
+            .cloned()
+            .unwrap_or_else(|| json!({}));
+        let mail = Mail {
+            to,
+            body: Body::Template {
+                id: self.template_id.clone(),
+                data: json!({
+                    "event": event_name(out.event),
+                    "properties": properties(out.event),
+                    "traits": traits,
+                }),
+            },
+            custom_args: vec![("seam_delivery".into(), out.delivery_id.to_owned())],
+        };
+        match request(&self.settings, &mail) {
+            Ok(request) => Mapped::Send(request),
+            Err(_) => Mapped::Skip("invalid_recipient"),
+        }
     }
 }
 
@@ -122,6 +181,49 @@ mod tests {
             from_name: Some("Seam Shop".into()),
             base_url: DEFAULT_BASE_URL.into(),
         }
+    }
+
+    fn out(event: &Value) -> Outgoing<'_> {
+        Outgoing {
+            event,
+            delivery_id: "dlv_7",
+            attempt: 1,
+            timestamp_ms: 0,
+        }
+    }
+
+    #[test]
+    fn an_order_confirmation_goes_to_a_trusted_email_only() {
+        let destination = Transactional {
+            settings: settings(),
+            template_id: "d-confirm".into(),
+            purpose: Purpose::Necessary,
+        };
+        let order = json!({"type": "track", "event": "Order Completed", "userId": "u1",
+                           "properties": {"order_id": "o1", "total": 58.5},
+                           "context": {"traits": {"email": "ann@shop.example", "first_name": "Ann"}}});
+        let Mapped::Send(r) = destination.map(out(&order)) else {
+            panic!("expected a mail");
+        };
+        assert_eq!(
+            serde_json::from_str::<Value>(&r.body).unwrap(),
+            json!({
+                "from": {"email": "shop@shop.example", "name": "Seam Shop"},
+                "template_id": "d-confirm",
+                "custom_args": {"seam_delivery": "dlv_7"},
+                "personalizations": [{"to": [{"email": "ann@shop.example"}], "dynamic_template_data": {
+                    "event": "Order Completed",
+                    "properties": {"order_id": "o1", "total": 58.5},
+                    "traits": {"email": "ann@shop.example", "first_name": "Ann"}}}]
+            })
+        );
+        let claimed = json!({"type": "track", "event": "Order Completed", "anonymousId": "a",
+                             "context": {"traits": {"email": "victim@shop.example"},
+                                         "seam": {"identity": "claimed"}}});
+        assert_eq!(
+            destination.map(out(&claimed)),
+            Mapped::Skip("no_trusted_email")
+        );
     }
 
     #[test]

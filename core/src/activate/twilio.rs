@@ -5,8 +5,11 @@
 //! plus `StatusCallback` for delivery and read receipts. Journeys build the [`Message`]; this
 //! module only shapes the request.
 
+use serde_json::Value;
+
 use super::destination::{DestinationConfigError, Fields};
-use super::HttpRequest;
+use super::policy::Purpose;
+use super::{contact, HttpRequest, Mapped, Outgoing};
 use crate::collect::auth::base64_encode;
 use crate::format::encode::percent;
 
@@ -44,6 +47,80 @@ impl Settings {
             status_callback: f.optional("statusCallback", "settings.statusCallback")?,
             base_url: f.base_url("baseUrl", "settings.baseUrl", DEFAULT_BASE_URL)?,
         })
+    }
+}
+
+/// Twilio as a destination, for transactional messages: each event it takes becomes a message
+/// to the person's phone (from a trusted event only). Settings: those of [`Settings`] plus
+/// either `text` (fixed) or `contentSid` (an approved template, needed for WhatsApp) with
+/// `variables` (`{"1": "properties.order_id"}`: template variable -> dotted event path), and
+/// `purpose` (default `necessary`).
+#[allow(missing_docs)] // the fields say what they hold
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transactional {
+    pub settings: Settings,
+    pub text: Option<String>,
+    pub content_sid: Option<String>,
+    pub variables: Vec<(String, String)>,
+    pub purpose: Purpose,
+}
+
+impl Transactional {
+    /// Validates the destination's settings.
+    pub fn parse(f: &Fields<'_>) -> Result<Self, DestinationConfigError> {
+        let text = f.optional("text", "settings.text")?;
+        let content_sid = f.optional("contentSid", "settings.contentSid")?;
+        if text.is_some() == content_sid.is_some() {
+            return Err(f.error(
+                "settings.text",
+                "or settings.contentSid is required (one of them)",
+            ));
+        }
+        Ok(Self {
+            settings: Settings::parse(f)?,
+            text,
+            content_sid,
+            variables: f.string_map("variables", "settings.variables")?,
+            purpose: f.purpose(Purpose::Necessary)?,
+        })
+    }
+
+    /// The message for one event.
+    pub fn map(&self, out: Outgoing<'_>) -> Mapped {
+        let Some(to) = contact(out.event, "phone") else {
+            return Mapped::Skip("no_trusted_phone");
+        };
+        let to: String = to
+            .chars()
+            .filter(|c| c.is_ascii_digit() || *c == '+')
+            .collect();
+        let content = match (&self.content_sid, &self.text) {
+            (Some(sid), _) => {
+                let variables: serde_json::Map<String, Value> = self
+                    .variables
+                    .iter()
+                    .filter_map(|(name, path)| {
+                        let value = path.split('.').try_fold(out.event, |v, seg| v.get(seg))?;
+                        let text = match value {
+                            Value::String(s) => s.clone(),
+                            Value::Number(n) => n.to_string(),
+                            _ => return None,
+                        };
+                        Some((name.clone(), Value::from(text)))
+                    })
+                    .collect();
+                Content::Template {
+                    sid: sid.clone(),
+                    variables: Value::Object(variables).to_string(),
+                }
+            }
+            (None, Some(text)) => Content::Text(text.clone()),
+            (None, None) => return Mapped::Skip("no_content"),
+        };
+        match request(&self.settings, &Message { to, content }) {
+            Ok(request) => Mapped::Send(request),
+            Err(_) => Mapped::Skip("invalid_recipient"),
+        }
     }
 }
 
@@ -145,6 +222,48 @@ mod tests {
             status_callback: Some("https://shop.example/v1/hooks/twilio".into()),
             base_url: DEFAULT_BASE_URL.into(),
         }
+    }
+
+    #[test]
+    fn a_shipping_notice_fills_template_variables_from_the_event() {
+        let destination = Transactional {
+            settings: settings("whatsapp:+3197010"),
+            text: None,
+            content_sid: Some("HXship".into()),
+            variables: vec![
+                ("1".into(), "properties.order_id".into()),
+                ("2".into(), "properties.eta_days".into()),
+                ("3".into(), "properties.missing".into()),
+            ],
+            purpose: Purpose::Necessary,
+        };
+        let shipped = serde_json::json!({"type": "track", "event": "Order Shipped", "userId": "u1",
+            "properties": {"order_id": "o1", "eta_days": 2},
+            "context": {"traits": {"phone": "+31 6 1234 5678"}}});
+        let out = Outgoing {
+            event: &shipped,
+            delivery_id: "dlv_1",
+            attempt: 1,
+            timestamp_ms: 0,
+        };
+        let Mapped::Send(r) = destination.map(out) else {
+            panic!("expected a message");
+        };
+        assert_eq!(
+            r.body,
+            "To=whatsapp%3A%2B31612345678&From=whatsapp%3A%2B3197010&ContentSid=HXship\
+             &ContentVariables=%7B%221%22%3A%22o1%22%2C%222%22%3A%222%22%7D\
+             &StatusCallback=https%3A%2F%2Fshop.example%2Fv1%2Fhooks%2Ftwilio"
+        );
+        let anonymous =
+            serde_json::json!({"type": "track", "event": "Order Shipped", "anonymousId": "a"});
+        assert_eq!(
+            destination.map(Outgoing {
+                event: &anonymous,
+                ..out
+            }),
+            Mapped::Skip("no_trusted_phone")
+        );
     }
 
     #[test]

@@ -34,17 +34,7 @@ impl Settings {
         if secret.len() < 16 {
             return Err(f.error("settings.secret", "must be at least 16 characters"));
         }
-        let purpose = match f.optional("purpose", "settings.purpose")?.as_deref() {
-            None | Some("analytics") => Purpose::Analytics,
-            Some("necessary") => Purpose::Necessary,
-            Some("advertising") => Purpose::Advertising,
-            Some(_) => {
-                return Err(f.error(
-                    "settings.purpose",
-                    "must be \"analytics\", \"necessary\" or \"advertising\"",
-                ))
-            }
-        };
+        let purpose = f.purpose(Purpose::Analytics)?;
         Ok(Self {
             url,
             secret,

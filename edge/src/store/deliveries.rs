@@ -1,7 +1,7 @@
 //! The delivery log (`deliveries`, `delivery_counts`): runs core's delivery plans
 //! (`seam_core::activate::deliver`) and reads their rows back.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use seam_core::activate::deliver::{self, Job, Outcome};
 use seam_core::plan::Statement;
@@ -26,6 +26,9 @@ pub struct Claimed {
 
 #[derive(Deserialize)]
 struct ClaimRow {
+    destination: String,
+    source_id: String,
+    message_id: String,
     attempts: u32,
     first_attempt_at: i64,
     payload: Option<String>,
@@ -33,6 +36,8 @@ struct ClaimRow {
 
 #[derive(Deserialize)]
 struct EventRow {
+    source_id: String,
+    message_id: String,
     body: String,
     timestamp: i64,
 }
@@ -40,33 +45,42 @@ struct EventRow {
 /// Claims `jobs` in one batch; returns those this consumer holds (the rest are finished, not
 /// due yet or held by another sender).
 pub async fn claim(db: &D1Database, jobs: &[Job], now_ms: i64) -> worker::Result<Vec<Claimed>> {
-    let plan: Vec<Statement> = jobs
-        .iter()
-        .flat_map(|job| deliver::claim(job, now_ms))
-        .collect();
+    let plan = deliver::claim(jobs, now_ms);
     let results = d1::execute(db, &plan).await?;
-    let mut claimed = Vec::new();
-    for (job, pair) in jobs.iter().zip(results.chunks(2)) {
-        let [taken, event] = pair else { continue };
-        let Some(row) = taken.results::<ClaimRow>()?.into_iter().next() else {
-            continue;
-        };
-        let event = match &row.payload {
-            Some(payload) => serde_json::from_str(payload).ok().map(|p| (p, now_ms)),
-            None => event
-                .results::<EventRow>()?
-                .into_iter()
-                .next()
-                .and_then(|e| Some((serde_json::from_str(&e.body).ok()?, e.timestamp))),
-        };
-        claimed.push(Claimed {
-            job: job.clone(),
-            attempt: row.attempts,
-            first_attempt_at: row.first_attempt_at,
-            event,
-        });
+    let mut taken = Vec::new();
+    let mut events: HashMap<(String, String), (Value, i64)> = HashMap::new();
+    for (statement, result) in plan.iter().zip(&results) {
+        if statement.sql.starts_with("UPDATE") {
+            taken.extend(result.results::<ClaimRow>()?);
+        } else {
+            for row in result.results::<EventRow>()? {
+                if let Ok(body) = serde_json::from_str(&row.body) {
+                    events.insert((row.source_id, row.message_id), (body, row.timestamp));
+                }
+            }
+        }
     }
-    Ok(claimed)
+    Ok(taken
+        .into_iter()
+        .map(|row| {
+            let event = match &row.payload {
+                Some(payload) => serde_json::from_str(payload).ok().map(|p| (p, now_ms)),
+                None => events
+                    .get(&(row.source_id.clone(), row.message_id.clone()))
+                    .cloned(),
+            };
+            Claimed {
+                job: Job {
+                    destination: row.destination,
+                    source_id: row.source_id,
+                    message_id: row.message_id,
+                },
+                attempt: row.attempts,
+                first_attempt_at: row.first_attempt_at,
+                event,
+            }
+        })
+        .collect())
 }
 
 /// Writes the outcomes (with the HTTP status each call got) and the hourly counts, in one batch.
@@ -75,10 +89,7 @@ pub async fn record(
     outcomes: &[(Job, Outcome, Option<u16>)],
     now_ms: i64,
 ) -> worker::Result<()> {
-    let mut plan: Vec<Statement> = outcomes
-        .iter()
-        .map(|(job, outcome, status)| deliver::record(job, outcome, *status, now_ms))
-        .collect();
+    let mut plan = deliver::record(outcomes, now_ms);
     plan.extend(deliver::count(
         outcomes
             .iter()
