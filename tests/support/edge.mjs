@@ -2,7 +2,7 @@
 // state directory, exactly as `npm run dev` serves it, and gives tests direct D1 access through
 // wrangler's platform proxy on the same state.
 import { spawn, spawnSync } from "node:child_process";
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { appendFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { getPlatformProxy } from "wrangler";
@@ -88,9 +88,15 @@ async function serve(port, config, state) {
     ["dev", ...config, "--port", String(port), "--ip", "127.0.0.1", "--persist-to", state, "--show-interactive-dev-session=false", "--test-scheduled"],
     { cwd: root, env, detached: true, stdio: ["ignore", "pipe", "pipe"] },
   );
+  // The newest output only: a long run (the bench) must not grow a string without bound.
+  // SEAM_EDGE_LOG=<file> keeps all of it in that file.
   let log = "";
-  child.stdout.on("data", (d) => (log += d));
-  child.stderr.on("data", (d) => (log += d));
+  const keep = (d) => {
+    log = (log + d).slice(-1_000_000);
+    if (process.env.SEAM_EDGE_LOG) appendFileSync(process.env.SEAM_EDGE_LOG, d);
+  };
+  child.stdout.on("data", keep);
+  child.stderr.on("data", keep);
   const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 60_000;
   for (;;) {

@@ -28,7 +28,9 @@ export async function startReceiver(answer = () => ({ status: 200 })) {
       const request = { method: req.method, path: url.pathname, query: url.searchParams, headers: req.headers, raw, json, at: Date.now() };
       requests.push(request);
       const { status = 200, headers = {}, body = "{}" } = respond(request, n) ?? {};
-      res.writeHead(status, { "content-type": "application/json", ...headers });
+      // Each call closes its connection: under load, idle kept-alive sockets would pile up in
+      // workerd until it runs out of file descriptors.
+      res.writeHead(status, { "content-type": "application/json", connection: "close", ...headers });
       res.end(typeof body === "string" ? body : JSON.stringify(body));
     });
   });

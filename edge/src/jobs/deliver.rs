@@ -3,8 +3,11 @@
 //! re-send of overdue rows. The rules are core's (`seam_core::activate::deliver`); this module
 //! makes the calls.
 
-use futures_util::future::{join_all, select, Either};
-use seam_core::activate::deliver::{self, Job, Outcome, Step, Stored};
+use std::collections::BTreeMap;
+
+use futures_util::future::{select, Either};
+use futures_util::stream::{self, StreamExt};
+use seam_core::activate::deliver::{self, Job, Outcome, Parcel, Step, Stored};
 use seam_core::activate::policy::{self, Attempt};
 use seam_core::activate::HttpRequest;
 use serde_json::Value;
@@ -19,6 +22,8 @@ use crate::{isolate, platform, settings, store};
 const QUEUE: &str = "DELIVERIES";
 /// A destination gets this long to answer before the attempt counts as a network error.
 const CALL_TIMEOUT_MS: u64 = 15_000;
+/// Calls in flight at once per consumer invocation.
+const CONCURRENT_CALLS: usize = 6;
 /// Queues take at most 100 messages per `sendBatch`.
 const SEND_BATCH: usize = 100;
 /// Largest answer a follow-up reads.
@@ -26,9 +31,14 @@ const MAX_ANSWER_BYTES: usize = 256 * 1024;
 /// Longest delay Queues accepts on a message (12 hours).
 const MAX_DELAY_SECONDS: u32 = 43_200;
 
-/// Sends `jobs` to the queue. A failure is logged, not raised: the rows are committed, and the
-/// sweep sends what is overdue.
+/// Sends `jobs` to the queue, packed into parcels. A failure is logged, not raised: the rows
+/// are committed, and the sweep sends what is overdue.
 pub async fn send(env: &Env, jobs: Vec<Job>) {
+    send_delayed(env, jobs, 0).await;
+}
+
+/// [`send`], each message delayed by `delay_seconds`.
+async fn send_delayed(env: &Env, jobs: Vec<Job>, delay_seconds: u32) {
     if jobs.is_empty() {
         return;
     }
@@ -39,13 +49,18 @@ pub async fn send(env: &Env, jobs: Vec<Job>) {
             return;
         }
     };
-    for chunk in jobs.chunks(SEND_BATCH) {
+    let parcels = Parcel::pack(jobs);
+    for chunk in parcels.chunks(SEND_BATCH) {
         let messages: Vec<_> = chunk
             .iter()
-            .map(|j| MessageBuilder::new(j.clone()).build())
+            .map(|p| {
+                MessageBuilder::new(p.clone())
+                    .delay_seconds(delay_seconds)
+                    .build()
+            })
             .collect();
         if let Err(e) = queue.send_batch(messages).await {
-            worker::console_error!("delivery enqueue failed ({} jobs): {e}", chunk.len());
+            worker::console_error!("delivery enqueue failed ({} parcels): {e}", chunk.len());
         }
     }
 }
@@ -76,13 +91,16 @@ pub async fn consume(batch: MessageBatch<Value>, env: &Env) -> worker::Result<()
     let jobs: Vec<Job> = batch
         .messages()?
         .iter()
-        .filter_map(|m| match serde_json::from_value::<Job>(m.body().clone()) {
-            Ok(job) => Some(job),
-            Err(_) => {
-                worker::console_error!("delivery queue: a message that is not a delivery");
-                None
-            }
-        })
+        .filter_map(
+            |m| match serde_json::from_value::<Parcel>(m.body().clone()) {
+                Ok(parcel) => Some(parcel.unpack()),
+                Err(_) => {
+                    worker::console_error!("delivery queue: a message that is not a parcel");
+                    None
+                }
+            },
+        )
+        .flatten()
         .collect();
     let db = env.d1("DB")?;
     let claimed = match store::deliveries::claim(&db, &jobs, now_ms).await {
@@ -143,32 +161,32 @@ pub async fn consume(batch: MessageBatch<Value>, env: &Env) -> worker::Result<()
             }
         }
     });
-    let outcomes = join_all(calls).await;
+    // A few calls at a time (workerd keeps six connections open per invocation), so each
+    // call's timeout runs from its own start.
+    let outcomes: Vec<_> = stream::iter(calls)
+        .buffer_unordered(CONCURRENT_CALLS)
+        .collect()
+        .await;
     let done_ms = platform::now_ms();
     if let Err(e) = store::deliveries::record(&db, &outcomes, done_ms).await {
         // The calls were made; the rows stay claimed until their lease ends, then the sweep
         // sends them again under the same delivery IDs, which receivers deduplicate on.
         worker::console_error!("delivery record failed: {e}");
     }
-    let retries: Vec<(Job, i64)> = outcomes
-        .iter()
-        .filter_map(|(job, outcome, _)| match outcome {
-            Outcome::Retry { at_ms, .. } => Some((job.clone(), *at_ms)),
-            _ => None,
-        })
-        .collect();
-    if let Ok(queue) = env.queue(QUEUE) {
-        for (job, at_ms) in retries {
+    // Retries due at the same second travel together.
+    let mut retries: BTreeMap<u32, Vec<Job>> = BTreeMap::new();
+    for (job, outcome, _) in &outcomes {
+        if let Outcome::Retry { at_ms, .. } = outcome {
             // Rounded up, so the message never arrives before the row is due.
             let seconds = ((at_ms - done_ms).max(0) as u64).div_ceil(1000);
             let delay = u32::try_from(seconds)
                 .unwrap_or(MAX_DELAY_SECONDS)
                 .min(MAX_DELAY_SECONDS);
-            let message = MessageBuilder::new(job).delay_seconds(delay).build();
-            if let Err(e) = queue.send(message).await {
-                worker::console_error!("delivery retry enqueue failed: {e}");
-            }
+            retries.entry(delay).or_default().push(job.clone());
         }
+    }
+    for (delay, jobs) in retries {
+        send_delayed(env, jobs, delay).await;
     }
     batch.ack_all();
     Ok(())
