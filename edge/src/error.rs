@@ -122,7 +122,7 @@ impl ApiError {
             Self::InvalidCredentials => 401,
             Self::InvalidIdentifier | Self::Catalog(_) | Self::Personalisation(_) => 400,
             Self::Destination(_) | Self::DestinationUrl(_) => 400,
-            Self::Secrets(SealError::NothingStored(..)) => 400,
+            Self::Secrets(SealError::NothingStored(..) | SealError::UrlChanged(..)) => 400,
             Self::Secrets(_) => 500,
             Self::DestinationNotFound => 404,
             Self::Storage(_) => 503,

@@ -124,6 +124,12 @@ pub fn destinations() -> Arc<Vec<Destination>> {
     DESTINATIONS.with(|d| d.borrow().destinations.clone())
 }
 
+/// Whether this isolate has read the destinations at least once (routing against an empty
+/// list would silently skip them).
+pub fn destinations_loaded() -> bool {
+    DESTINATIONS.with(|d| !d.borrow().stamp.is_empty())
+}
+
 /// The stamp of the destinations in force (empty before the first load).
 pub fn destinations_stamp() -> String {
     DESTINATIONS.with(|d| d.borrow().stamp.clone())

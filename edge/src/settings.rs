@@ -85,3 +85,15 @@ pub fn delivery_backoff(env: &Env) -> Backoff {
     }
     backoff
 }
+
+/// How long a forwarded erasure waits before it is sent: `DELIVERY_ERASURE_DELAY_SECONDS`
+/// (default 900, the longest a delivery already under way can take).
+pub fn erasure_delay_ms(env: &Env) -> i64 {
+    env.var("DELIVERY_ERASURE_DELAY_SECONDS")
+        .ok()
+        .and_then(|v| v.to_string().trim().parse::<i64>().ok())
+        .filter(|s| *s >= 0)
+        .map_or(seam_core::activate::deliver::ERASURE_DELAY_MS, |s| {
+            s.saturating_mul(1000)
+        })
+}

@@ -51,8 +51,9 @@ describe("destinations: delivery through the queue", () => {
       for (const [prefix, script] of scripts) if (request.path.startsWith(prefix)) return script(request, count);
       return { status: 200 };
     });
-    // Retries one second apart instead of thirty, so the retry tests take seconds.
-    edge = await startEdge("destinations", { vars: { DELIVERY_FIRST_RETRY_SECONDS: "1" } });
+    // Retries one second apart instead of thirty, and erasures forwarded after one second
+    // instead of fifteen minutes, so these tests take seconds.
+    edge = await startEdge("destinations", { vars: { DELIVERY_FIRST_RETRY_SECONDS: "1", DELIVERY_ERASURE_DELAY_SECONDS: "1" } });
   });
   after(async () => {
     await edge?.stop();
@@ -109,6 +110,12 @@ describe("destinations: delivery through the queue", () => {
     const masked = await admin(edge, "PUT", "/v1/admin/destinations/broken", webhook("/x", { settings: { url: `${receiver.url}/x`, secret: "********" } }));
     assert.equal(masked.status, 400, "a mask with nothing stored behind it");
     assert.equal((await admin(edge, "GET", "/v1/admin/destinations/broken")).status, 404, "nothing was stored");
+    // A kept secret never follows a new URL: whoever edits the destination must know it.
+    assert.equal((await admin(edge, "PUT", "/v1/admin/destinations/moving", webhook("/moving"))).status, 201);
+    const moved = await admin(edge, "PUT", "/v1/admin/destinations/moving", webhook("/x", { settings: { url: "https://attacker.example/collect", secret: "********" } }));
+    assert.equal(moved.status, 400);
+    assert.equal(moved.json.message, "destination moving: settings.secret must be sent again when the URL changes");
+    assert.equal((await admin(edge, "DELETE", "/v1/admin/destinations/moving")).status, 200);
     const writeKey = await fetch(`${edge.url}/v1/admin/destinations`, { headers: { authorization: `Basic ${Buffer.from(`${WRITE_KEY}:`).toString("base64")}` } });
     assert.ok([401, 403].includes(writeKey.status), "a write key cannot read destinations");
   });
@@ -318,15 +325,32 @@ describe("destinations: delivery through the queue", () => {
       filter: { events: ["Segment Entered", "Segment Exited"] },
     });
     assert.equal(lists.status, 201, lists.text);
+    // An ad platform gets a transition only when the person's recorded consent allows ads.
+    const ads = await admin(edge, "PUT", "/v1/admin/destinations/ad-audiences", webhook("/ad-audiences", {
+      settings: { url: `${receiver.url}/ad-audiences`, secret: HOOK_SECRET, purpose: "advertising" },
+      filter: { events: ["Segment Entered"] },
+    }));
+    assert.equal(ads.status, 201, ads.text);
     const userId = `big-spender-${run}`;
-    await send(edge, [order({ userId, anonymousId: undefined, properties: { order_id: `big-${run}`, revenue: 900, currency: "EUR" } })], SERVER_KEY);
-    const got = await receiver.wait("/audiences", 1);
-    const entered = got.find((r) => r.json.properties?.segment === "high_value");
+    const consenting = `consenting-spender-${run}`;
+    await send(edge, [
+      order({ userId, anonymousId: undefined, properties: { order_id: `big-${run}`, revenue: 900, currency: "EUR" } }),
+      order({ userId: consenting, anonymousId: undefined, context: granted, properties: { order_id: `big2-${run}`, revenue: 900, currency: "EUR" } }),
+    ], SERVER_KEY);
+    const [toAds] = await receiver.wait("/ad-audiences", 1);
+    assert.equal(toAds.json.userId, consenting);
+    assert.equal(toAds.json.context.consent.gcm.ad_user_data, "granted", "the transition carries the person's consent");
+    const got = await receiver.wait("/audiences", 2);
+    const entered = got.find((r) => r.json.properties?.segment === "high_value" && r.json.userId === userId);
     assert.ok(entered, JSON.stringify(got.map((r) => r.json.properties)));
     assert.equal(entered.json.event, "Segment Entered");
     assert.equal(entered.json.userId, userId);
+    await sleep(1000);
+    assert.deepEqual(receiver.to("/ad-audiences").map((r) => r.json.userId), [consenting], "no recorded consent, no ads");
     // Klaviyo: the profile is imported, then added to the list by the ID Klaviyo answered with.
-    const [imported, added] = await receiver.wait("/lists", 2);
+    const synced = await receiver.wait("/lists", 4);
+    const imported = synced.find((r) => r.path === "/lists/api/profile-import" && r.json.data.attributes.external_id === userId);
+    const added = synced.find((r) => r.path.includes("/relationships/"));
     assert.equal(imported.path, "/lists/api/profile-import");
     assert.equal(imported.json.data.attributes.external_id, userId);
     assert.equal(added.method, "POST");
@@ -334,8 +358,11 @@ describe("destinations: delivery through the queue", () => {
     assert.deepEqual(added.json, { data: [{ type: "profile", id: "01KLAVIYOPROFILE" }] });
   });
 
-  test("an erasure is forwarded to Klaviyo and to webhooks that take Delete, and the request is not kept", async () => {
-    assert.equal((await admin(edge, "PUT", "/v1/admin/destinations/erasures", webhook("/erasures", { filter: { events: ["Delete"] } }))).status, 201);
+  test("an erasure is forwarded to Klaviyo and to webhooks that ask for it, and the request is not kept", async () => {
+    const put = await admin(edge, "PUT", "/v1/admin/destinations/erasures", webhook("/erasures", {
+      settings: { url: `${receiver.url}/erasures`, secret: HOOK_SECRET, forwardErasures: true },
+    }));
+    assert.equal(put.status, 201, put.text);
     const email = `forget-${run}@example.com`;
     const userId = `forget-${run}`;
     await send(edge, [{ type: "identify", userId, messageId: mid(), traits: { email } }], SERVER_KEY);
@@ -345,7 +372,7 @@ describe("destinations: delivery through the queue", () => {
       headers: { authorization: `Bearer ${ADMIN_KEY}`, "content-type": "application/json" },
       body: JSON.stringify({ type: "user_id", value: userId }),
     }).then((r) => r.json());
-    assert.equal(erased.forwardedTo, 3, "the webhook taking Delete and both Klaviyo accounts");
+    assert.equal(erased.forwardedTo, 3, "the webhook that asked and both Klaviyo accounts");
     const [hook] = await receiver.wait("/erasures", 1);
     assert.equal(hook.json.type, "delete");
     assert.deepEqual(hook.json.userIds, [userId]);

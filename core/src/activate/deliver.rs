@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::destination::{Destination, Kind};
+use super::destination::Destination;
 use super::policy::{self, after, check_url, permitted, permitted_body, Attempt, Backoff, Next};
 use super::{FollowUp, HttpRequest, Mapped, Outgoing};
 use crate::collect::event::Event;
@@ -30,8 +30,13 @@ use crate::identity::IdClass;
 use crate::plan::{Param, Statement, MAX_BOUND_PARAMS};
 use crate::privacy::Subject;
 
-/// How long a claimed delivery is held before another consumer may take it over.
-pub const LEASE_MS: i64 = 60_000;
+/// How long a claimed delivery is held before another consumer may take it over: the longest a
+/// queue consumer invocation may run (15 minutes of wall time), so a live sender is never
+/// overtaken; a crashed one's rows are sent again by the sweep after it.
+pub const LEASE_MS: i64 = 15 * 60_000;
+/// How long a forwarded erasure waits by default, so no call that read the person's data before
+/// the erasure (a profile import already under way) lands after the deletion.
+pub const ERASURE_DELAY_MS: i64 = LEASE_MS;
 /// How long past its due time a pending row waits before the sweep sends it again (its own
 /// message normally arrives well within this).
 pub const OVERDUE_AFTER_MS: i64 = 60_000;
@@ -207,14 +212,15 @@ pub fn enqueue(source_id: &str, routes: &[Route], received_at: i64) -> Vec<State
 pub const ERASURE_SOURCE: &str = "$erasure";
 
 /// Forwards the erasure `request_id` of `subject` to every enabled destination that can delete
-/// a person ([`super::destination::Kind::forwards_erasure`]; a webhook only when its filter
-/// takes `Delete`). Returns the jobs and the rows to commit with the erasure. The payload names
+/// a person ([`super::destination::Kind::forwards_erasure`]: Klaviyo, and webhooks set to
+/// `forwardErasures`), due after `delay_ms` ([`ERASURE_DELAY_MS`] unless configured). Returns the jobs and the rows to commit with the erasure. The payload names
 /// the person's user IDs, emails and phones: it is kept only until delivered.
 pub fn forward_erasure(
     destinations: &[Destination],
     request_id: &str,
     subject: &Subject,
     now_ms: i64,
+    delay_ms: i64,
 ) -> (Vec<Job>, Vec<Statement>) {
     let payload = json!({
         "type": "delete",
@@ -224,11 +230,7 @@ pub fn forward_erasure(
         "emails": subject.values_of(&[IdClass::Email]),
         "phones": subject.values_of(&[IdClass::Phone]),
     });
-    let takes = |d: &&Destination| {
-        d.enabled
-            && d.kind.forwards_erasure()
-            && (matches!(d.kind, Kind::Klaviyo(_)) || d.filter.takes_name("Delete"))
-    };
+    let takes = |d: &&Destination| d.enabled && d.kind.forwards_erasure();
     destinations
         .iter()
         .filter(takes)
@@ -239,11 +241,15 @@ pub fn forward_erasure(
                 message_id: request_id.into(),
             };
             let mut params = job.key_params().to_vec();
-            params.extend([Param::Int(now_ms), Param::Text(payload.to_string())]);
+            params.extend([
+                Param::Int(now_ms),
+                Param::Text(payload.to_string()),
+                Param::Int(now_ms + delay_ms),
+            ]);
             let statement = Statement {
                 sql: "INSERT INTO deliveries (destination, source_id, message_id, status, \
                       attempts, created_at, next_at, updated_at, payload) \
-                      VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?4, ?4, ?5) \
+                      VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?6, ?4, ?5) \
                       ON CONFLICT DO NOTHING RETURNING destination, source_id, message_id"
                     .into(),
                 params,
@@ -449,13 +455,14 @@ pub fn settle(attempt: Attempt<'_>, backoff: &Backoff, jitter: f64) -> Outcome {
     }
 }
 
-/// Writes the outcomes of claimed jobs (with the HTTP status each call got), each only while
-/// its row is still this sender's (`sending`). Outcomes that write the same values share one
+/// Writes the outcomes of claimed jobs (with the HTTP status each call got and the attempt
+/// number it was claimed as), each only while its row is still this sender's (`sending`, same
+/// attempt). Outcomes that write the same values share one
 /// statement per destination and source: a batch that went well is a single update.
-pub fn record(outcomes: &[(Job, Outcome, Option<u16>)], now_ms: i64) -> Vec<Statement> {
-    type Values = (String, i64, Option<String>, Option<u16>);
+pub fn record(outcomes: &[(Job, Outcome, Option<u16>, u32)], now_ms: i64) -> Vec<Statement> {
+    type Values = (String, i64, Option<String>, Option<u16>, u32);
     let mut groups: BTreeMap<(&str, &str, Values), Vec<&str>> = BTreeMap::new();
-    for (job, outcome, http_status) in outcomes {
+    for (job, outcome, http_status, attempt) in outcomes {
         let (status, next_at, error) = match outcome {
             Outcome::Delivered(_) => ("delivered", now_ms, None),
             Outcome::Retry { at_ms, error } => ("pending", *at_ms, Some(error.clone())),
@@ -466,7 +473,7 @@ pub fn record(outcomes: &[(Job, Outcome, Option<u16>)], now_ms: i64) -> Vec<Stat
             .entry((
                 &job.destination,
                 &job.source_id,
-                (status.to_owned(), next_at, error, *http_status),
+                (status.to_owned(), next_at, error, *http_status, *attempt),
             ))
             .or_default()
             .push(&job.message_id);
@@ -474,7 +481,7 @@ pub fn record(outcomes: &[(Job, Outcome, Option<u16>)], now_ms: i64) -> Vec<Stat
     groups
         .into_iter()
         .flat_map(
-            |((destination, source_id, (status, next_at, error, http)), ids)| {
+            |((destination, source_id, (status, next_at, error, http, attempt)), ids)| {
                 let fixed = vec![
                     Param::Text(status),
                     Param::Int(next_at),
@@ -483,14 +490,16 @@ pub fn record(outcomes: &[(Job, Outcome, Option<u16>)], now_ms: i64) -> Vec<Stat
                     Param::Int(now_ms),
                     Param::Text(destination.into()),
                     Param::Text(source_id.into()),
+                    Param::Int(i64::from(attempt)),
                 ];
                 in_chunks(&ids, fixed, |list| {
                     format!(
                         "UPDATE deliveries SET status = ?1, next_at = ?2, last_error = ?3, \
-                     last_status = ?4, updated_at = ?5, \
-                     payload = CASE WHEN ?1 IN ('delivered', 'skipped') THEN NULL ELSE payload END \
-                     WHERE destination = ?6 AND source_id = ?7 AND message_id IN ({list}) \
-                     AND status = 'sending'"
+                         last_status = ?4, updated_at = ?5, \
+                         payload = CASE WHEN ?1 IN ('delivered', 'skipped') THEN NULL \
+                         ELSE payload END \
+                         WHERE destination = ?6 AND source_id = ?7 AND message_id IN ({list}) \
+                         AND status = 'sending' AND attempts = ?8"
                     )
                 })
             },
@@ -834,23 +843,27 @@ mod tests {
         };
         let plan = record(
             &[
-                (job("m1"), Outcome::Delivered(200), Some(200)),
-                (job("m2"), Outcome::Delivered(200), Some(200)),
-                (job("m3"), retry, Some(500)),
+                (job("m1"), Outcome::Delivered(200), Some(200), 1),
+                (job("m2"), Outcome::Delivered(200), Some(200), 1),
+                (job("m3"), retry, Some(500), 2),
             ],
             5,
         );
         assert_eq!(plan.len(), 2, "the two deliveries share an update");
         assert!(plan
             .iter()
-            .all(|s| s.sql.ends_with("AND status = 'sending'")));
+            .all(|s| s.sql.ends_with("AND status = 'sending' AND attempts = ?8")));
         let delivered = plan
             .iter()
             .find(|s| s.params[0] == Param::Text("delivered".into()))
             .unwrap();
         assert_eq!(
             delivered.params[7..],
-            [Param::Text("m1".into()), Param::Text("m2".into())]
+            [
+                Param::Int(1),
+                Param::Text("m1".into()),
+                Param::Text("m2".into())
+            ]
         );
         let pending = plan
             .iter()
@@ -925,7 +938,8 @@ mod tests {
                 "kl": {"type": "klaviyo", "enabled": true, "settings": {"apiKey": "pk"},
                        "filter": {"events": ["Order Completed"]}},
                 "all": {"type": "webhook", "enabled": true,
-                        "settings": {"url": "https://hooks.example/all", "secret": "0123456789abcdef"}}
+                        "settings": {"url": "https://hooks.example/all", "secret": "0123456789abcdef",
+                                     "forwardErasures": true}}
             }))
             .unwrap(),
         );
@@ -935,12 +949,13 @@ mod tests {
             "email:ann@shop.example".to_owned(),
             "anonymous_id:a1".to_owned(),
         ]);
-        let (jobs, plan) = forward_erasure(&all, "req_1", &subject, 5);
+        let (jobs, plan) = forward_erasure(&all, "req_1", &subject, 5, ERASURE_DELAY_MS);
+        assert_eq!(plan[0].params[5], Param::Int(5 + ERASURE_DELAY_MS));
         let names: Vec<&str> = jobs.iter().map(|j| j.destination.as_str()).collect();
         assert_eq!(
             names,
             ["all", "kl"],
-            "not Meta (no API), not a webhook filtered to orders"
+            "not Meta (no API), not a webhook that did not ask"
         );
         assert!(jobs.iter().all(|j| j.source_id == ERASURE_SOURCE));
         let Param::Text(payload) = &plan[0].params[4] else {

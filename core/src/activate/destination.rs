@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 
 use super::policy::Purpose;
 use super::{ga4, klaviyo, meta, name_of, sendgrid, twilio, webhook, Mapped, Outgoing};
+use crate::identity::Proof;
 use crate::personalise::segment::{event_condition, holds_for_event, Rule, SegmentConfigError};
 
 /// The committed `config/destinations.json`: what applies until the admin API stores a change.
@@ -110,7 +111,11 @@ impl Kind {
     /// Whether an erasure can be forwarded to it: Klaviyo has a deletion API; a webhook gets
     /// the request signed like an event. GA4's user deletion needs OAuth, and Meta has none.
     pub fn forwards_erasure(&self) -> bool {
-        matches!(self, Kind::Webhook(_) | Kind::Klaviyo(_))
+        match self {
+            Kind::Webhook(s) => s.forward_erasures,
+            Kind::Klaviyo(_) => true,
+            _ => false,
+        }
     }
 
     /// The request for a forwarded erasure ([`super::deliver::forward_erasure`]'s payload).
@@ -287,9 +292,21 @@ impl Destination {
         if self.mapping.is_empty() {
             return self.kind.map(out);
         }
+        // What a page only claimed (a user ID without a token, its traits) must not leave as the
+        // person's: a mapping cannot carry the proof marker, so such fields are left out.
+        let proof = Proof::of_body(out.event.get("context"));
+        let claimed = |path: &[String]| match path.first().map(String::as_str) {
+            Some("userId") => proof == Proof::Claimed,
+            Some("traits") => proof != Proof::Trusted,
+            Some("context") => {
+                proof != Proof::Trusted && path.get(1).map(String::as_str) == Some("traits")
+            }
+            _ => false,
+        };
         let mapped: Map<String, Value> = self
             .mapping
             .iter()
+            .filter(|(_, path)| !claimed(path))
             .filter_map(|(target, path)| {
                 let value = path.iter().try_fold(out.event, |v, seg| v.get(seg))?;
                 Some((target.clone(), value.clone()))
@@ -414,6 +431,15 @@ impl Fields<'_> {
             Ok(url)
         } else {
             Err((self.invalid)(field, "must be an http(s) URL"))
+        }
+    }
+
+    /// An optional boolean setting (default false).
+    pub fn flag(&self, key: &str, field: &'static str) -> Result<bool, DestinationConfigError> {
+        match self.settings.get(key) {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(_) => Err((self.invalid)(field, "must be true or false")),
         }
     }
 
@@ -573,6 +599,38 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<Value>(&r.body).unwrap(),
             json!({"order": "o1", "total": 9.5})
+        );
+        let identity = Destination::parse(
+            "erp",
+            &json!({"type": "webhook", "settings": {"url": "https://h.example", "secret": "0123456789abcdef"},
+                    "mapping": {"customer": "userId", "email": "context.traits.email"}}),
+        )
+        .unwrap();
+        let body_for = |context: Value| {
+            let event = json!({"type": "track", "event": "X", "userId": "victim",
+                               "context": context});
+            let Mapped::Send(r) = identity.map(Outgoing {
+                event: &event,
+                delivery_id: "dlv_1",
+                attempt: 1,
+                timestamp_ms: 0,
+            }) else {
+                panic!("expected a request");
+            };
+            serde_json::from_str::<Value>(&r.body).unwrap()
+        };
+        assert_eq!(
+            body_for(json!({"traits": {"email": "v@x.example"}, "seam": {"identity": "claimed"}})),
+            json!({}),
+            "a page's claims are not mapped out as the person's"
+        );
+        assert_eq!(
+            body_for(json!({"traits": {"email": "v@x.example"}, "seam": {"identity": "verified"}})),
+            json!({"customer": "victim"})
+        );
+        assert_eq!(
+            body_for(json!({"traits": {"email": "v@x.example"}})),
+            json!({"customer": "victim", "email": "v@x.example"})
         );
         let err = Destination::parse(
             "m",

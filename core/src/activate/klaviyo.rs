@@ -18,6 +18,7 @@ use super::{
 };
 use crate::format::encode::percent;
 use crate::format::time::format_iso8601;
+use crate::identity::Proof;
 
 /// The real endpoint; tests point `baseUrl` at a local receiver.
 pub const DEFAULT_BASE_URL: &str = "https://a.klaviyo.com";
@@ -153,7 +154,10 @@ pub fn map(settings: &Settings, out: Outgoing<'_>) -> Mapped {
         "Segment Exited" => Some(true),
         _ => None,
     };
-    let segment = text(properties(event).get("segment"));
+    // Only the collector's own transitions move list members: a page could send any.
+    let segment = (Proof::of_body(event.get("context")) == Proof::Trusted)
+        .then(|| text(properties(event).get("segment")))
+        .flatten();
     let list = segment.and_then(|s| settings.lists.iter().find(|(name, _)| *name == s));
     if let (Some(remove), Some((_, list_id))) = (transition, list) {
         let body = json!({"data": {"type": "profile", "attributes": attributes}});

@@ -149,7 +149,6 @@ pub fn name_of(body: &serde_json::Map<String, Value>) -> String {
         Some("identify") => "Identify".into(),
         Some("group") => "Group".into(),
         Some("alias") => "Alias".into(),
-        Some("delete") => "Delete".into(),
         _ => String::new(),
     }
 }

@@ -24,6 +24,10 @@ pub enum SealError {
     /// A secret was given as the mask with no stored value behind it.
     #[error("destination {0}: settings.{1} is required (\"********\" keeps a stored value only)")]
     NothingStored(String, String),
+    /// A secret was given as the mask while the URL it is sent to changed: whoever may edit a
+    /// destination could otherwise send its key to a host of their own.
+    #[error("destination {0}: settings.{1} must be sent again when the URL changes")]
+    UrlChanged(String, String),
     /// A stored value does not open with this key (a changed key, or tampering).
     #[error("a stored destination secret could not be opened")]
     Unreadable,
@@ -34,7 +38,9 @@ impl SealError {
     pub fn code(&self) -> &'static str {
         match self {
             SealError::NoKey => "secrets_key_missing",
-            SealError::NothingStored(..) => "invalid_destination_config",
+            SealError::NothingStored(..) | SealError::UrlChanged(..) => {
+                "invalid_destination_config"
+            }
             SealError::Unreadable => "secret_unreadable",
         }
     }
@@ -102,6 +108,19 @@ pub fn seal_entry(
                 continue;
             };
             let sealed = if value == MASK {
+                let url_of = |entry: Option<&Value>, key: &str| {
+                    entry
+                        .and_then(|e| e.get("settings"))
+                        .and_then(|s| s.get(key))
+                        .cloned()
+                };
+                if previous.is_some()
+                    && ["url", "baseUrl"]
+                        .iter()
+                        .any(|k| url_of(Some(entry), k) != url_of(previous, k))
+                {
+                    return Err(SealError::UrlChanged(name.into(), field.into()));
+                }
                 previous
                     .and_then(|p| p.get("settings"))
                     .and_then(|s| s.get(field))
@@ -199,13 +218,20 @@ mod tests {
         let stored = seal_entry(&k(), "hooks", &first, None, &mut nonce).unwrap();
         assert!(!stored.to_string().contains("s1-0123456789abcdef"));
         assert_eq!(stored["settings"]["url"], json!("https://h.example"));
-        let edit =
-            json!({"type": "webhook", "settings": {"url": "https://h2.example", "secret": MASK}});
+        let moved =
+            json!({"type": "webhook", "settings": {"url": "https://evil.example", "secret": MASK}});
+        assert_eq!(
+            seal_entry(&k(), "hooks", &moved, Some(&stored), &mut nonce),
+            Err(SealError::UrlChanged("hooks".into(), "secret".into())),
+            "a kept secret never follows a new URL"
+        );
+        let edit = json!({"type": "webhook", "settings": {"url": "https://h.example", "secret": MASK,
+                                                          "purpose": "necessary"}});
         let stored2 = seal_entry(&k(), "hooks", &edit, Some(&stored), &mut nonce).unwrap();
         assert_eq!(stored2["settings"]["secret"], stored["settings"]["secret"]);
         let opened = open_entry(Some(&k()), "hooks", &stored2).unwrap();
         assert_eq!(opened["settings"]["secret"], json!("s1-0123456789abcdef"));
-        assert_eq!(opened["settings"]["url"], json!("https://h2.example"));
+        assert_eq!(opened["settings"]["purpose"], json!("necessary"));
         assert!(matches!(
             seal_entry(&k(), "new", &edit, None, &mut nonce),
             Err(SealError::NothingStored(..))

@@ -22,6 +22,8 @@ pub struct Settings {
     /// Default `analytics`: a webhook usually feeds another tool; the site's own order system
     /// can say `necessary`.
     pub purpose: Purpose,
+    /// `forwardErasures`: erasure requests are sent here too, signed like events.
+    pub forward_erasures: bool,
 }
 
 impl Settings {
@@ -39,6 +41,7 @@ impl Settings {
             url,
             secret,
             purpose,
+            forward_erasures: f.flag("forwardErasures", "settings.forwardErasures")?,
         })
     }
 }
@@ -75,6 +78,7 @@ mod tests {
             url: "https://hooks.example/seam".into(),
             secret: "whsec_0123456789abcdef".into(),
             purpose: Purpose::Analytics,
+            forward_erasures: false,
         };
         let event = json!({"type": "track", "event": "Order Completed", "messageId": "m1",
                            "properties": {"order_id": "o1", "revenue": 25.5}});

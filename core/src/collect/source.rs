@@ -219,8 +219,14 @@ pub fn parse_source(key: &str, raw: &Value) -> Result<Source, ConfigError> {
         .id
         .as_ref()
         .and_then(Value::as_str)
-        .filter(|s| !s.trim().is_empty() && s.len() <= 64)
-        .ok_or_else(|| invalid("id", "must be a non-empty string of at most 64 characters"))?;
+        // `$…` names are the collector's own (the `$erasure` deliveries).
+        .filter(|s| !s.trim().is_empty() && s.len() <= 64 && !s.starts_with('$'))
+        .ok_or_else(|| {
+            invalid(
+                "id",
+                "must be a non-empty string of at most 64 characters, not starting with '$'",
+            )
+        })?;
     let kind = match raw.kind.as_str() {
         None if raw.kind.is_null() => SourceKind::Browser,
         Some("browser") => SourceKind::Browser,

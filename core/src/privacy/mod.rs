@@ -466,6 +466,28 @@ pub fn audit(entry: &AuditEntry) -> Statement {
     }
 }
 
+/// The newest recorded consent state of each of `identifiers` (text forms): rows of
+/// `identifier, state, timestamp`. Server-made events carry it, so a destination gets a
+/// segment transition only when the person's own consent allows it.
+pub fn latest_consent(identifiers: &[String]) -> crate::plan::Statement {
+    let ids = &identifiers[..identifiers.len().min(crate::plan::MAX_BOUND_PARAMS)];
+    crate::plan::Statement {
+        // SQLite returns the other columns of the row that holds MAX(timestamp).
+        sql: format!(
+            "SELECT identifier, state, MAX(timestamp) AS timestamp FROM consent_history \
+             WHERE identifier IN ({}) GROUP BY identifier",
+            (1..=ids.len())
+                .map(|i| format!("?{i}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        params: ids
+            .iter()
+            .map(|id| crate::plan::Param::Text(id.clone()))
+            .collect(),
+    }
+}
+
 /// A consent state some identifier's event carried.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsentRecord {

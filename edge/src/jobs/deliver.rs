@@ -22,6 +22,8 @@ use crate::{isolate, platform, settings, store};
 const QUEUE: &str = "DELIVERIES";
 /// A destination gets this long to answer before the attempt counts as a network error.
 const CALL_TIMEOUT_MS: u64 = 15_000;
+/// Tries at writing a batch's outcomes.
+const RECORD_ATTEMPTS: u32 = 3;
 /// Calls in flight at once per consumer invocation.
 const CONCURRENT_CALLS: usize = 6;
 /// Queues take at most 100 messages per `sendBatch`.
@@ -38,7 +40,7 @@ pub async fn send(env: &Env, jobs: Vec<Job>) {
 }
 
 /// [`send`], each message delayed by `delay_seconds`.
-async fn send_delayed(env: &Env, jobs: Vec<Job>, delay_seconds: u32) {
+pub async fn send_delayed(env: &Env, jobs: Vec<Job>, delay_seconds: u32) {
     if jobs.is_empty() {
         return;
     }
@@ -112,7 +114,19 @@ pub async fn consume(batch: MessageBatch<Value>, env: &Env) -> worker::Result<()
             return Ok(());
         }
     };
-    let destinations = isolate::destinations();
+    let mut destinations = isolate::destinations();
+    let unknown = claimed
+        .iter()
+        .any(|c| !destinations.iter().any(|d| d.name == c.job.destination));
+    if unknown {
+        // Another isolate may have added it since this one looked: ask D1 before skipping.
+        if let Err(e) = store::destinations::reload(env).await {
+            worker::console_error!("destinations reload failed: {e}");
+            batch.retry_all();
+            return Ok(());
+        }
+        destinations = isolate::destinations();
+    }
     let allow_local = settings::allow_local_destinations(env);
     let backoff = settings::delivery_backoff(env);
     let calls = claimed.iter().map(|c| {
@@ -124,7 +138,7 @@ pub async fn consume(batch: MessageBatch<Value>, env: &Env) -> worker::Result<()
         let step = deliver::prepare(&c.job, destination, event, c.attempt, allow_local);
         async move {
             match step {
-                Step::Done(outcome) => (c.job.clone(), outcome, None),
+                Step::Done(outcome) => (c.job.clone(), outcome, None, c.attempt),
                 Step::Send(request, then) => {
                     let mut answer = call(&request, then.is_some()).await;
                     if let (Some(then), Some(200..=299)) = (&then, answer.status) {
@@ -135,7 +149,7 @@ pub async fn consume(batch: MessageBatch<Value>, env: &Env) -> worker::Result<()
                             }
                             _ => {
                                 let outcome = Outcome::Dead("unexpected_answer".into());
-                                return (c.job.clone(), outcome, answer.status);
+                                return (c.job.clone(), outcome, answer.status, c.attempt);
                             }
                         }
                     }
@@ -156,6 +170,7 @@ pub async fn consume(batch: MessageBatch<Value>, env: &Env) -> worker::Result<()
                         c.job.clone(),
                         deliver::settle(attempt, &backoff, jitter),
                         status,
+                        c.attempt,
                     )
                 }
             }
@@ -168,14 +183,20 @@ pub async fn consume(batch: MessageBatch<Value>, env: &Env) -> worker::Result<()
         .collect()
         .await;
     let done_ms = platform::now_ms();
-    if let Err(e) = store::deliveries::record(&db, &outcomes, done_ms).await {
-        // The calls were made; the rows stay claimed until their lease ends, then the sweep
-        // sends them again under the same delivery IDs, which receivers deduplicate on.
-        worker::console_error!("delivery record failed: {e}");
+    for attempt in 1..=RECORD_ATTEMPTS {
+        match store::deliveries::record(&db, &outcomes, done_ms).await {
+            Ok(()) => break,
+            // After the last try the rows stay claimed until their lease ends; the sweep then
+            // sends them again under the same delivery IDs, which receivers deduplicate on.
+            Err(e) if attempt == RECORD_ATTEMPTS => {
+                worker::console_error!("delivery record failed: {e}")
+            }
+            Err(_) => platform::sleep(200 * u64::from(attempt)).await,
+        }
     }
     // Retries due at the same second travel together.
     let mut retries: BTreeMap<u32, Vec<Job>> = BTreeMap::new();
-    for (job, outcome, _) in &outcomes {
+    for (job, outcome, _, _) in &outcomes {
         if let Outcome::Retry { at_ms, .. } = outcome {
             // Rounded up, so the message never arrives before the row is due.
             let seconds = ((at_ms - done_ms).max(0) as u64).div_ceil(1000);
@@ -229,28 +250,40 @@ async fn call(request: &HttpRequest, want_body: bool) -> Answer {
     let controller = AbortController::default();
     let signal = controller.signal();
     let fetch = Fetch::Request(prepared);
-    let sent = Box::pin(fetch.send_with_signal(&signal));
-    let timeout = Box::pin(platform::sleep(CALL_TIMEOUT_MS));
-    let answered = match select(sent, timeout).await {
+    // The answer, its body included, must come within the timeout.
+    let answer = async {
+        let mut response = fetch.send_with_signal(&signal).await?;
+        let status = response.status_code();
+        let retry_after = response.headers().get("Retry-After").ok().flatten();
+        let declared = response
+            .headers()
+            .get("Content-Length")
+            .ok()
+            .flatten()
+            .and_then(|n| n.parse::<usize>().ok());
+        // The body is read only when a follow-up needs it (it may echo personal data), and
+        // only if small; otherwise it is left unread and dropped with the response.
+        let body = if want_body && declared.is_none_or(|n| n <= MAX_ANSWER_BYTES) {
+            let bytes = response.bytes().await?;
+            (bytes.len() <= MAX_ANSWER_BYTES)
+                .then(|| serde_json::from_slice(&bytes).ok())
+                .flatten()
+        } else {
+            None
+        };
+        Ok::<_, worker::Error>(Answer {
+            status: Some(status),
+            retry_after,
+            body,
+        })
+    };
+    let answered = match select(Box::pin(answer), Box::pin(platform::sleep(CALL_TIMEOUT_MS))).await
+    {
         Either::Left((result, _)) => Some(result),
         Either::Right(_) => None,
     };
     match answered {
-        Some(Ok(mut response)) => {
-            let status = response.status_code();
-            let retry_after = response.headers().get("Retry-After").ok().flatten();
-            // The body is read so the connection is released; it is kept only when a follow-up
-            // needs it (it may echo personal data), and only if small.
-            let bytes = response.bytes().await.unwrap_or_default();
-            let body = (want_body && bytes.len() <= MAX_ANSWER_BYTES)
-                .then(|| serde_json::from_slice(&bytes).ok())
-                .flatten();
-            Answer {
-                status: Some(status),
-                retry_after,
-                body,
-            }
-        }
+        Some(Ok(answer)) => answer,
         Some(Err(_)) => failed,
         None => {
             controller.abort();

@@ -15,6 +15,8 @@ const SWEEP_CRON: &str = "*/5 * * * *";
 
 /// Runs the job of a cron trigger, as of the trigger's scheduled time.
 pub async fn scheduled(cron: &str, env: &Env, now_ms: i64) {
+    // The sweep stores segment transitions: they are routed like any event.
+    crate::store::destinations::refresh(env, now_ms).await;
     if cron == SWEEP_CRON {
         match deliver::resend_overdue(env, now_ms).await {
             Ok(0) => {}

@@ -21,8 +21,10 @@ use crate::http::admin::{audit_entry, authorize, query_param};
 use crate::store::destinations::StoredDestinations;
 use crate::{jobs, platform, settings, store};
 
-/// Largest destination entry accepted.
+/// Largest request body accepted (an entry, a replay list).
 const MAX_ENTRY_BYTES: usize = 64 * 1024;
+/// Most `messageIds` one replay names (one statement's parameters).
+const MAX_REPLAY_IDS: usize = 97;
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 
 /// Handles `/v1/admin/destinations{rest}` at `now_ms`.
@@ -61,17 +63,14 @@ pub async fn handle(
             ))?)
         }
         (Method::Put, [name]) => {
-            let body = req.bytes().await.map_err(|_| ApiError::InvalidBody)?;
-            if body.len() > MAX_ENTRY_BYTES {
-                return Err(ApiError::InvalidBody);
-            }
+            let body = capped_body(&mut req).await?;
             let mut entry: Value =
                 serde_json::from_slice(&body).map_err(|_| ApiError::InvalidBody)?;
             let Some(fields) = entry.as_object_mut() else {
                 return Err(ApiError::InvalidBody);
             };
             fields.entry("enabled").or_insert_with(|| Value::Bool(true));
-            let mut stored = store::destinations::load(env).await?;
+            let mut stored = store::destinations::load_current(env).await?;
             let sealed_entry = seal(env, name, &entry, stored.entries.get(*name))?;
             let key = settings::secrets_key(env);
             let opened = sealed::open_entry(key.as_ref(), name, &sealed_entry)?;
@@ -93,7 +92,7 @@ pub async fn handle(
             Ok(Response::from_json(&view(name, &sealed_entry, None))?.with_status(status))
         }
         (Method::Delete, [name]) => {
-            let mut stored = store::destinations::load(env).await?;
+            let mut stored = store::destinations::load_current(env).await?;
             if stored.entries.remove(*name).is_none() {
                 return Err(ApiError::DestinationNotFound);
             }
@@ -125,7 +124,7 @@ pub async fn handle(
             if !stored.entries.contains_key(*name) {
                 return Err(ApiError::DestinationNotFound);
             }
-            let body = req.bytes().await.map_err(|_| ApiError::InvalidBody)?;
+            let body = capped_body(&mut req).await?;
             let only: Option<Vec<String>> = if body.is_empty() {
                 None
             } else {
@@ -133,7 +132,7 @@ pub async fn handle(
                     serde_json::from_slice(&body).map_err(|_| ApiError::InvalidBody)?;
                 match body.get("messageIds") {
                     None | Some(Value::Null) => None,
-                    Some(Value::Array(ids)) => Some(
+                    Some(Value::Array(ids)) if ids.len() <= MAX_REPLAY_IDS => Some(
                         ids.iter()
                             .map(|v| v.as_str().map(str::to_owned))
                             .collect::<Option<Vec<_>>>()
@@ -156,6 +155,24 @@ pub async fn handle(
         (_, [""] | [_] | [_, "deliveries" | "replay"]) => Err(ApiError::MethodNotAllowed),
         _ => Err(ApiError::NotFound),
     }
+}
+
+/// The request body, refused over [`MAX_ENTRY_BYTES`] (by its declared length before reading).
+async fn capped_body(req: &mut Request) -> Result<Vec<u8>, ApiError> {
+    let declared = req
+        .headers()
+        .get("Content-Length")
+        .ok()
+        .flatten()
+        .and_then(|n| n.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_ENTRY_BYTES) {
+        return Err(ApiError::InvalidBody);
+    }
+    let body = req.bytes().await.map_err(|_| ApiError::InvalidBody)?;
+    if body.len() > MAX_ENTRY_BYTES {
+        return Err(ApiError::InvalidBody);
+    }
+    Ok(body)
 }
 
 /// `entry` with its secrets sealed (a masked one keeps `previous`'s).

@@ -91,6 +91,11 @@ pub async fn post(
         .filter(|r| !is_suppressed(&r.identifier, &suppressed))
         .collect();
     let config = isolate::config();
+    if !isolate::destinations_loaded() {
+        // The destinations could not be read: storing events without their deliveries would
+        // lose them for every destination. The client retries.
+        return Err(ApiError::Storage("destinations not loaded".into()));
+    }
     let plan = IngestPlan::new(IngestInput {
         source: &source,
         events: &valid,

@@ -139,12 +139,15 @@ async fn delete(
     .into_iter()
     .map(|s| ("suppressed", s))
     .collect();
-    // Destinations with a deletion API are told, through the delivery queue.
+    // Destinations with a deletion API are told, through the delivery queue, once every
+    // delivery already under way is over.
+    let erasure_delay_ms = settings::erasure_delay_ms(env);
     let (forwards, rows) = deliver::forward_erasure(
         &isolate::destinations(),
         &action.request_id,
         &subject,
         action.now_ms,
+        erasure_delay_ms,
     );
     extra.extend(rows.into_iter().map(|s| ("forwarded", s)));
     extra.push((
@@ -152,7 +155,8 @@ async fn delete(
         action.audit("delete", grant, identifier, subject_detail(&subject)),
     ));
     let counts = store::privacy::erase_subject(env, &db, &subject, &sources, extra).await?;
-    jobs::deliver::send(env, forwards).await;
+    let delay_seconds = u32::try_from(erasure_delay_ms.div_euclid(1000) + 1).unwrap_or(u32::MAX);
+    jobs::deliver::send_delayed(env, forwards, delay_seconds).await;
     // The person's evidence no longer counts in co-occurrence and popularity.
     isolate::forget_candidates(None);
     isolate::forget_suppressions();

@@ -86,14 +86,14 @@ pub async fn claim(db: &D1Database, jobs: &[Job], now_ms: i64) -> worker::Result
 /// Writes the outcomes (with the HTTP status each call got) and the hourly counts, in one batch.
 pub async fn record(
     db: &D1Database,
-    outcomes: &[(Job, Outcome, Option<u16>)],
+    outcomes: &[(Job, Outcome, Option<u16>, u32)],
     now_ms: i64,
 ) -> worker::Result<()> {
     let mut plan = deliver::record(outcomes, now_ms);
     plan.extend(deliver::count(
         outcomes
             .iter()
-            .map(|(job, outcome, _)| (job.destination.as_str(), outcome)),
+            .map(|(job, outcome, _, _)| (job.destination.as_str(), outcome)),
         now_ms,
     ));
     d1::execute(db, &plan).await.map(drop)

@@ -48,7 +48,8 @@ impl StoredDestinations {
     }
 }
 
-/// Re-reads the destinations when this isolate's copy is due.
+/// Re-reads the destinations when this isolate's copy is due. Until a first read succeeds,
+/// [`isolate::destinations_loaded`] is false and nothing may be routed.
 pub async fn refresh(env: &Env, now_ms: i64) {
     if !isolate::destinations_check_due(now_ms) {
         return;
@@ -84,6 +85,19 @@ fn activate(env: &Env, stored: &StoredDestinations) {
 /// The stored entries, else the committed file.
 pub async fn load(env: &Env) -> worker::Result<StoredDestinations> {
     documents::load(env, KEY, StoredDestinations::committed).await
+}
+
+/// The stored entries as D1 holds them now (the KV copy may be behind another isolate's
+/// change): for read-modify-write in the admin API.
+pub async fn load_current(env: &Env) -> worker::Result<StoredDestinations> {
+    documents::load_current(env, KEY, StoredDestinations::committed).await
+}
+
+/// Makes D1's entries this isolate's destinations now.
+pub async fn reload(env: &Env) -> worker::Result<()> {
+    let stored = load_current(env).await?;
+    activate(env, &stored);
+    Ok(())
 }
 
 /// Stores `stored` (D1 with `audit` in the same batch, then KV) and makes it this isolate's.

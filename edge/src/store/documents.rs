@@ -26,6 +26,17 @@ pub async fn load<T: Serialize + DeserializeOwned>(
             return Ok(stored);
         }
     }
+    let stored = load_current(env, key, default).await?;
+    cache(env, key, &stored).await;
+    Ok(stored)
+}
+
+/// The document stored under `key` as D1 holds it, else `default()`.
+pub async fn load_current<T: DeserializeOwned>(
+    env: &Env,
+    key: &str,
+    default: impl FnOnce() -> T,
+) -> worker::Result<T> {
     let statement = Statement {
         sql: "SELECT value FROM settings WHERE key = ?1".into(),
         params: vec![Param::Text(key.into())],
@@ -34,11 +45,9 @@ pub async fn load<T: Serialize + DeserializeOwned>(
         .await?
         .into_iter()
         .next();
-    let stored = row
+    Ok(row
         .and_then(|r| serde_json::from_str::<T>(&r.value).ok())
-        .unwrap_or_else(default);
-    cache(env, key, &stored).await;
-    Ok(stored)
+        .unwrap_or_else(default))
 }
 
 /// Stores `document` under `key` (`None`: removes the upload), in one D1 batch with `also`

@@ -2,7 +2,7 @@
 //! as client events and stored under a source, deduplicated by their derived `messageId`. Like
 //! client events, none is kept for a suppressed identifier.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use seam_core::activate::deliver::{self, Job};
 use seam_core::collect::enrich::RequestFacts;
@@ -11,9 +11,11 @@ use seam_core::collect::ingest::decode;
 use seam_core::collect::source::Source;
 use seam_core::format::id;
 use seam_core::format::time::DAY_MS;
-use seam_core::identity::Rules;
+use seam_core::identity::{IdType, Identifier, Rules};
 use seam_core::plan::insert_events;
-use seam_core::privacy::apply_suppressions;
+use seam_core::plan::MAX_BOUND_PARAMS;
+use seam_core::privacy::{apply_suppressions, latest_consent};
+use serde::Deserialize;
 use serde_json::Value;
 use worker::D1Database;
 
@@ -48,6 +50,73 @@ pub async fn prepare(
     Ok(decoded.valid().cloned().collect())
 }
 
+#[derive(Deserialize)]
+struct ConsentRow {
+    identifier: String,
+    state: String,
+    timestamp: i64,
+}
+
+/// Gives each server-made event without a consent object the person's newest recorded consent
+/// (over its user and anonymous IDs), so destinations judge it by the person's own choice.
+async fn stamp_consent(
+    db: &D1Database,
+    rules: &Rules,
+    events: &mut [Event],
+) -> Result<(), ApiError> {
+    let ids_of = |e: &Event| -> Vec<String> {
+        [
+            (IdType::UserId, e.user_id.as_deref()),
+            (IdType::AnonymousId, e.anonymous_id.as_deref()),
+            (IdType::CookieId, e.anonymous_id.as_deref()),
+        ]
+        .into_iter()
+        .filter_map(|(kind, value)| Identifier::normalized(kind, value?, rules))
+        .map(|i| i.to_string())
+        .collect()
+    };
+    let unstamped = |e: &Event| {
+        e.body
+            .get("context")
+            .and_then(|c| c.get("consent"))
+            .is_none()
+    };
+    let mut wanted: Vec<String> = events
+        .iter()
+        .filter(|e| unstamped(e))
+        .flat_map(ids_of)
+        .collect();
+    wanted.sort();
+    wanted.dedup();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let mut newest: HashMap<String, (i64, Value)> = HashMap::new();
+    for chunk in wanted.chunks(MAX_BOUND_PARAMS) {
+        for row in d1::rows::<ConsentRow>(db, &latest_consent(chunk)).await? {
+            if let Ok(state) = serde_json::from_str::<Value>(&row.state) {
+                newest.insert(row.identifier, (row.timestamp, state));
+            }
+        }
+    }
+    for event in events.iter_mut().filter(|e| unstamped(e)) {
+        let state = ids_of(event)
+            .iter()
+            .filter_map(|id| newest.get(id))
+            .max_by_key(|(at, _)| *at)
+            .map(|(_, state)| state.clone());
+        let Some(state) = state else { continue };
+        let context = event
+            .body
+            .entry("context")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Value::Object(context) = context {
+            context.insert("consent".into(), state);
+        }
+    }
+    Ok(())
+}
+
 /// Stores prepared events of `source` with their deliveries to the destinations in force;
 /// returns the deliveries to send (`jobs::deliver::send`).
 pub async fn insert(
@@ -58,6 +127,9 @@ pub async fn insert(
 ) -> Result<Vec<Job>, ApiError> {
     if events.is_empty() {
         return Ok(Vec::new());
+    }
+    if !isolate::destinations_loaded() {
+        return Err(ApiError::Storage("destinations not loaded".into()));
     }
     let valid: Vec<_> = events.iter().collect();
     let cutoff = now_ms - i64::from(source.dedup_window_days) * DAY_MS;
@@ -82,7 +154,8 @@ pub async fn insert(
     ))
 }
 
-/// [`prepare`] then [`insert`], without request facts.
+/// [`prepare`] then [`insert`], without request facts, for the collector's own events (segment
+/// transitions): each carries the person's newest recorded consent.
 pub async fn store(
     db: &D1Database,
     rules: &Rules,
@@ -90,6 +163,7 @@ pub async fn store(
     events: &[Value],
     received_at: i64,
 ) -> Result<Vec<Job>, ApiError> {
-    let valid = prepare(db, rules, source, None, events, received_at).await?;
+    let mut valid = prepare(db, rules, source, None, events, received_at).await?;
+    stamp_consent(db, rules, &mut valid).await?;
     insert(db, source, &valid, received_at).await
 }
