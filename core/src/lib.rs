@@ -40,6 +40,8 @@ pub mod collect;
 #[cfg(feature = "std")]
 pub mod identity;
 #[cfg(feature = "std")]
+pub mod journey;
+#[cfg(feature = "std")]
 pub mod personalise;
 #[cfg(feature = "std")]
 pub mod privacy;

@@ -516,6 +516,24 @@ pub fn event_condition(raw: &Value, owner: &str) -> Result<Rule, SegmentConfigEr
     parser.rule(raw, "filter.where", 1)
 }
 
+/// Parses a condition over one profile outside a segment document (a journey's branch): the
+/// segment rule language as segments use it. Errors name `owner` and `field`.
+pub fn profile_condition(
+    raw: &Value,
+    owner: &str,
+    field: &str,
+    computed: Option<&ComputedConfig>,
+) -> Result<Rule, SegmentConfigError> {
+    let mut parser = Parser {
+        segment: owner,
+        computed,
+        each_allowed: false,
+        event_fields: false,
+        nodes: 0,
+    };
+    parser.rule(raw, field, 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -56,6 +56,11 @@ pub fn evaluate(set: &SegmentSet, subject: &Subject<'_>, now_ms: i64) -> BTreeSe
     out
 }
 
+/// Whether `rule` holds for `subject` at `now_ms` (a journey's branch).
+pub fn holds_for(rule: &Rule, subject: &Subject<'_>, now_ms: i64) -> bool {
+    holds(rule, subject, now_ms, None)
+}
+
 /// Whether an event condition ([`super::config::event_condition`]) holds for `event` (a stored
 /// body) at `now_ms`.
 pub fn holds_for_event(rule: &Rule, event: &Map<String, Value>, now_ms: i64) -> bool {

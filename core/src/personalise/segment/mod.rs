@@ -25,8 +25,11 @@ mod config;
 mod eval;
 mod membership;
 
-pub use config::{event_condition, Cmp, Operand, Rule, SegmentConfigError, SegmentDef, SegmentSet};
-pub use eval::{evaluate, holds_for_event, time_of, Clock, Subject};
+pub use config::{
+    event_condition, profile_condition, Cmp, Operand, Rule, SegmentConfigError, SegmentDef,
+    SegmentSet,
+};
+pub use eval::{evaluate, holds_for, holds_for_event, time_of, Clock, Subject};
 pub use membership::{
     current, diff, membership_writes, timed_transition_events, transition_events, Membership,
     MembershipDiff, Memberships, Transition,
