@@ -12,11 +12,14 @@
 //!   journey, step and field.
 //! - [`may_enter`]: triggers and the re-entry policy; [`in_control`]: the holdout, drawn from a
 //!   hash so it is the same on every walk.
+//! - [`template`]: message templates (profile fields, cart items, a per-person coupon code),
+//!   escaped for their channel.
 //!
 //! Not wired to the Worker yet (issue #16): the edge will keep one row per (journey, person)
 //! with its entry time and next due time, and run due walks from the cron sweep.
 
 pub mod config;
+pub mod template;
 
 use serde_json::{Map, Value};
 
