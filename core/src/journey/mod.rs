@@ -12,6 +12,8 @@
 //!   journey, step and field.
 //! - [`may_enter`]: triggers and the re-entry policy; [`in_control`]: the holdout, drawn from a
 //!   hash so it is the same on every walk.
+//! - [`inbound`]: SendGrid's Event Webhook and Twilio's status callbacks as events on the
+//!   person's profile (opens, clicks, reads, opt-outs).
 //! - [`template`]: message templates (profile fields, cart items, a per-person coupon code),
 //!   escaped for their channel.
 //!
@@ -19,6 +21,7 @@
 //! with its entry time and next due time, and run due walks from the cron sweep.
 
 pub mod config;
+pub mod inbound;
 pub mod template;
 
 use serde_json::{Map, Value};
