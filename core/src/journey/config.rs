@@ -11,6 +11,8 @@ const MINUTE_MS: i64 = 60_000;
 pub const MAX_STEPS: usize = 50;
 /// Longest wait: 90 days.
 pub const MAX_WAIT_MS: i64 = 90 * 1440 * MINUTE_MS;
+/// Longest re-entry delay or frequency-cap window: 10 years.
+pub const MAX_WINDOW_MS: i64 = 3650 * 1440 * MINUTE_MS;
 
 /// Why a journey definition was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -229,13 +231,25 @@ impl Journey {
         let ids: Vec<String> = raw_steps
             .iter()
             .enumerate()
-            .map(|(i, s)| {
-                s.get("id")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| format!("{}", i + 1))
+            .map(|(i, s)| match s.get("id") {
+                None | Some(Value::Null) => Ok(format!("{}", i + 1)),
+                Some(Value::String(id))
+                    if !id.is_empty()
+                        && id.len() <= 64
+                        && id != "exit"
+                        && id
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+                {
+                    Ok(id.clone())
+                }
+                Some(_) => Err(err(
+                    Some(&format!("{}", i + 1)),
+                    "id",
+                    "must be 1 to 64 letters, digits, '-' or '_' (and not \"exit\")",
+                )),
             })
-            .collect();
+            .collect::<Result<_, _>>()?;
         for (i, id) in ids.iter().enumerate() {
             if ids[..i].contains(id) {
                 return Err(err(Some(id), "id", "is used by an earlier step"));
@@ -349,13 +363,15 @@ impl Journey {
             None | Some(Value::Null) => Reentry::Never,
             Some(Value::String(s)) if s == "never" => Reentry::Never,
             Some(Value::String(s)) if s == "always" => Reentry::Always,
-            Some(Value::Object(o)) => Reentry::After(duration_of(o).ok_or_else(|| {
-                err(
-                    None,
-                    "reentry",
-                    "must be \"never\", \"always\" or a duration",
-                )
-            })?),
+            Some(Value::Object(o)) => {
+                Reentry::After(duration_of(o, MAX_WINDOW_MS).ok_or_else(|| {
+                    err(
+                        None,
+                        "reentry",
+                        "must be \"never\", \"always\" or a duration",
+                    )
+                })?)
+            }
             Some(_) => {
                 return Err(err(
                     None,
@@ -375,7 +391,7 @@ impl Journey {
                 let per = o
                     .get("per")
                     .and_then(Value::as_object)
-                    .and_then(duration_of)
+                    .and_then(|o| duration_of(o, MAX_WINDOW_MS))
                     .ok_or_else(|| err(None, "frequencyCap.per", "must be a duration"))?;
                 Some(Cap {
                     sends: sends as u32,
@@ -439,10 +455,10 @@ impl Journey {
 }
 
 fn duration(v: &Value) -> Option<i64> {
-    v.as_object().and_then(duration_of)
+    v.as_object().and_then(|o| duration_of(o, MAX_WAIT_MS))
 }
 
-fn duration_of(o: &Map<String, Value>) -> Option<i64> {
+fn duration_of(o: &Map<String, Value>, max_ms: i64) -> Option<i64> {
     let (unit, n) = o.iter().next().filter(|_| o.len() == 1)?;
     let unit_ms = match unit.as_str() {
         "minutes" => MINUTE_MS,
@@ -451,11 +467,14 @@ fn duration_of(o: &Map<String, Value>) -> Option<i64> {
         _ => return None,
     };
     let ms = (n.as_f64()? * unit_ms as f64).round() as i64;
-    (ms > 0 && ms <= MAX_WAIT_MS).then_some(ms)
+    (ms > 0 && ms <= max_ms).then_some(ms)
 }
 
 fn clock_minute(text: &str) -> Option<i64> {
     let (h, m) = text.split_once(':')?;
+    if h.len() != 2 || m.len() != 2 || !(h.bytes().chain(m.bytes())).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     let (h, m) = (h.parse::<i64>().ok()?, m.parse::<i64>().ok()?);
     ((0..24).contains(&h) && (0..60).contains(&m)).then_some(h * 60 + m)
 }

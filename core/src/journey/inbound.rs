@@ -12,9 +12,6 @@ use serde_json::{json, Map, Value};
 use crate::format::time::format_iso8601;
 use crate::identity::sha256_hex;
 
-/// Most events one webhook call may carry.
-pub const MAX_EVENTS: usize = 1_000;
-
 /// The Seam event name of a SendGrid event type; `None` for types journeys do not use
 /// (`processed`, `deferred`).
 fn sendgrid_name(kind: &str) -> Option<&'static str> {
@@ -37,9 +34,9 @@ pub fn sendgrid_events(body: &Value) -> Vec<Value> {
     let Some(entries) = body.as_array() else {
         return Vec::new();
     };
+    // Every entry counts (the provider does not retry a success); the route caps the body.
     entries
         .iter()
-        .take(MAX_EVENTS)
         .filter_map(|entry| {
             let email = entry.get("email")?.as_str()?.trim();
             let name = sendgrid_name(entry.get("event")?.as_str()?)?;
@@ -78,7 +75,8 @@ pub fn sendgrid_events(body: &Value) -> Vec<Value> {
 
 /// A Seam event for a Twilio status callback (its form fields): `delivered` and `read` (WhatsApp)
 /// become `Message Delivered` / `Message Read`, `failed` and `undelivered` `Message Failed`; a
-/// STOP reply's opt-out (`OptOutType=STOP`) becomes `Unsubscribed` for the channel. Others are
+/// STOP reply (the inbound-message webhook, `OptOutType=STOP`) becomes `Unsubscribed` for the
+/// channel, on the sender's number. Others are
 /// `None`. `received_ms` dates it (Twilio sends no time).
 pub fn twilio_event(fields: &[(String, String)], received_ms: i64) -> Option<Value> {
     let field = |name: &str| {
@@ -87,14 +85,17 @@ pub fn twilio_event(fields: &[(String, String)], received_ms: i64) -> Option<Val
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     };
-    let to = field("To")?;
-    let (channel, phone) = match to.strip_prefix("whatsapp:") {
+    let stop = field("OptOutType") == Some("STOP");
+    // A status callback is about a message to the person (`To`); a STOP reply comes from them
+    // (`From`: `To` is the business's own number).
+    let address = if stop { field("From")? } else { field("To")? };
+    let (channel, phone) = match address.strip_prefix("whatsapp:") {
         Some(phone) => ("whatsapp", phone),
-        None => ("sms", to),
+        None => ("sms", address),
     };
     let sid = field("MessageSid").or_else(|| field("SmsSid"))?;
     let status = field("MessageStatus").or_else(|| field("SmsStatus"))?;
-    let name = if field("OptOutType") == Some("STOP") {
+    let name = if stop {
         "Unsubscribed"
     } else {
         match status {
@@ -201,8 +202,9 @@ mod tests {
         let stop = twilio_event(
             &form(&[
                 ("MessageSid", "SM2"),
-                ("MessageStatus", "received"),
-                ("To", "+31612345678"),
+                ("SmsStatus", "received"),
+                ("From", "+31612345678"),
+                ("To", "+3197010"),
                 ("OptOutType", "STOP"),
             ]),
             0,
@@ -210,6 +212,11 @@ mod tests {
         .unwrap();
         assert_eq!(stop["event"], json!("Unsubscribed"));
         assert_eq!(stop["properties"]["channel_opt_out"], json!("sms"));
+        assert_eq!(
+            stop["context"]["traits"]["phone"],
+            json!("+31612345678"),
+            "the shopper, not the business"
+        );
         assert!(twilio_event(
             &form(&[
                 ("MessageSid", "SM3"),

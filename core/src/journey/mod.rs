@@ -49,8 +49,9 @@ pub struct Person<'a> {
     pub segments: &'a [String],
     /// Behavioural facts (at least those since entry), in any order.
     pub facts: &'a [Fact],
-    /// When any journey sent to them before this walk's sends (for the frequency cap).
-    pub other_sends: &'a [i64],
+    /// Sends any journey made to them (key, time), for the frequency cap; this walk's own
+    /// sends may be among them (a re-walk) and count once.
+    pub other_sends: &'a [(String, i64)],
     /// Erased or suppressed: they leave every journey at once.
     pub suppressed: bool,
 }
@@ -104,8 +105,10 @@ pub struct Withheld {
 /// What a walk found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Walk {
-    /// Sends due by `now`, in order (including those earlier walks already made: the caller
-    /// sends the ones whose keys it has not recorded).
+    /// Sends due by `now`, in order, including those earlier walks already made. The caller
+    /// records every decision by key, sent or withheld, and acts only on keys it has not
+    /// decided before: a send withheld for want of consent at its time is not released when
+    /// consent arrives hours later.
     pub sends: Vec<Send>,
     /// Sends held back (for exposure events: a holdout is measured by what it did not get).
     pub withheld: Vec<Withheld>,
@@ -213,10 +216,13 @@ pub fn walk(journey: &Journey, person: &Person<'_>, entered_ms: i64, now_ms: i64
                 in_segments,
                 otherwise,
             } => {
+                // Counts start at the journey's last send (or entry): "opened but not clicked"
+                // is about the message just sent, not an earlier one.
+                let since = out.sends.last().map_or(entered_ms, |s| s.at_ms);
                 let holds = in_segments.iter().all(|s| person.segments.contains(s))
                     && condition
                         .as_ref()
-                        .is_none_or(|rule| branch_holds(rule, person, entered_ms, t));
+                        .is_none_or(|rule| branch_holds(rule, person, since, t));
                 if holds {
                     i += 1;
                 } else {
@@ -234,12 +240,18 @@ pub fn walk(journey: &Journey, person: &Person<'_>, entered_ms: i64, now_ms: i64
                 template,
             } => {
                 let at = journey.quiet_hours.map_or(t, |q| after_quiet_hours(&q, t));
+                // An exit during the quiet hours stops the send they delayed.
+                if let Some((event, exit_at)) = exited_by(at.min(now_ms)) {
+                    out.next = Next::Done(End::ExitEvent(event, exit_at));
+                    return out;
+                }
                 if at > now_ms {
                     out.next = Next::At(at);
                     return out;
                 }
                 t = at;
-                if let Some(reason) = held_back(journey, person, control, &out.sends, at) {
+                let key = send_key(&journey.name, person.profile_id, entered_ms, &step.id);
+                if let Some(reason) = held_back(journey, person, control, &out.sends, &key, at) {
                     out.withheld.push(Withheld {
                         step: step.id.clone(),
                         reason,
@@ -248,7 +260,7 @@ pub fn walk(journey: &Journey, person: &Person<'_>, entered_ms: i64, now_ms: i64
                     out.sends.push(Send {
                         step: step.id.clone(),
                         at_ms: at,
-                        key: send_key(&journey.name, person.profile_id, entered_ms, &step.id),
+                        key,
                         destination: destination.clone(),
                         template: template.clone(),
                     });
@@ -262,17 +274,16 @@ pub fn walk(journey: &Journey, person: &Person<'_>, entered_ms: i64, now_ms: i64
     out
 }
 
-/// Why a send due at `at` is held back, if it is.
+/// Why the send `key` due at `at` is held back, if it is. Consent and the cap come before the
+/// holdout, so the control group is held back only where the others would have been sent to.
 fn held_back(
     journey: &Journey,
     person: &Person<'_>,
     control: bool,
     sent: &[Send],
+    key: &str,
     at: i64,
 ) -> Option<&'static str> {
-    if control {
-        return Some("holdout");
-    }
     if let Some(name) = &journey.consent_trait {
         let opted_in = match person.traits.get(name) {
             Some(Value::Bool(b)) => *b,
@@ -285,16 +296,21 @@ fn held_back(
     }
     if let Some(cap) = journey.cap {
         let since = at.saturating_sub(cap.per_ms);
+        let ours = |k: &str| k == key || sent.iter().any(|s| s.key == k);
         let recent = person
             .other_sends
             .iter()
-            .copied()
+            .filter(|(k, _)| !ours(k))
+            .map(|(_, ts)| *ts)
             .chain(sent.iter().map(|s| s.at_ms))
             .filter(|ts| *ts > since && *ts <= at)
             .count();
         if recent >= cap.sends as usize {
             return Some("frequency_cap");
         }
+    }
+    if control {
+        return Some("holdout");
     }
     None
 }
@@ -510,6 +526,31 @@ mod tests {
     }
 
     #[test]
+    fn a_rewalk_counts_its_own_sends_once_and_branches_on_the_last_message() {
+        let mut j = abandoned_checkout();
+        j.cap = Some(Cap {
+            sends: 2,
+            per_ms: 24 * HOUR,
+        });
+        let traits = Map::new();
+        let discount = vec!["high_discount_affinity".to_owned()];
+        let opened = [fact("Email Opened", T0 + 2 * HOUR)];
+        let mut p = person(&opened, &discount, &traits);
+        let first = walk(&j, &p, T0, T0 + HOUR);
+        // The caller recorded the reminder; the re-walk at 11 h must not count it twice.
+        let recorded = [(first.sends[0].key.clone(), first.sends[0].at_ms)];
+        p.other_sends = &recorded;
+        assert_eq!(
+            steps_sent(&walk(&j, &p, T0, T0 + 11 * HOUR)),
+            ["reminder", "whatsapp"]
+        );
+        // An open from before the reminder was sent is not an open of the reminder.
+        let early = [fact("Email Opened", T0 + 30 * 60_000)];
+        let w = walk(&j, &person(&early, &discount, &traits), T0, T0 + 11 * HOUR);
+        assert_eq!(steps_sent(&w), ["reminder"]);
+    }
+
+    #[test]
     fn erased_people_leave_at_once() {
         let j = abandoned_checkout();
         let traits = Map::new();
@@ -536,12 +577,16 @@ mod tests {
             ["reminder"]
         );
 
-        let capped_sends = [T0 + 10, T0 + 20, T0 + 30];
+        let capped_sends = [
+            ("a".to_owned(), T0 + 10),
+            ("b".to_owned(), T0 + 20),
+            ("c".to_owned(), T0 + 30),
+        ];
         let mut capped = person(&[], &[], &yes);
         capped.other_sends = &capped_sends;
         let w = walk(&j, &capped, T0, T0 + 2 * HOUR);
         assert_eq!(w.withheld[0].reason, "frequency_cap");
-        let old_sends = [T0 - 2 * 24 * HOUR; 3];
+        let old_sends = capped_sends.clone().map(|(k, ts)| (k, ts - 2 * 24 * HOUR));
         capped.other_sends = &old_sends;
         assert_eq!(
             steps_sent(&walk(&j, &capped, T0, T0 + 2 * HOUR)),
@@ -584,6 +629,11 @@ mod tests {
         assert_eq!(w.next, Next::At(morning));
         let w = walk(&j, &p, entered, morning);
         assert_eq!(w.sends[0].at_ms, morning);
+        // An order in the night stops the email the quiet hours held back.
+        let ordered = [fact("Order Completed", midnight_utc + DAY_MS + 2 * HOUR)];
+        let w = walk(&j, &person(&ordered, &[], &traits), entered, morning);
+        assert!(w.sends.is_empty());
+        assert!(matches!(w.next, Next::Done(End::ExitEvent(..))));
     }
 
     #[test]
@@ -664,6 +714,15 @@ mod tests {
                 json!({"trigger": {"segment": "s"}, "holdoutPercent": 90, "steps": [{"exit": true}]})
             ),
             "journey j: holdoutPercent must be 0 to 50"
+        );
+        assert_eq!(
+            bad(json!({"trigger": {"segment": "s"}, "steps": [{"id": "exit", "exit": true}]})),
+            "journey j: step 1: id must be 1 to 64 letters, digits, '-' or '_' (and not \"exit\")"
+        );
+        assert_eq!(
+            bad(json!({"trigger": {"segment": "s"}, "quietHours": {"from": "+8:00", "to": "07:00"},
+                       "steps": [{"exit": true}]})),
+            "journey j: quietHours must be {\"from\": \"HH:MM\", \"to\": \"HH:MM\", \"utcOffsetMinutes\"?}"
         );
         let committed: Value =
             serde_json::from_str(include_str!("../../../config/journeys.json")).unwrap();

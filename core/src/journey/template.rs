@@ -137,12 +137,14 @@ fn path_of(text: &str, at: usize) -> Result<Vec<String>, TemplateError> {
 
 fn lookup<'a>(root: &'a Value, item: &'a Value, path: &[String]) -> Option<&'a Value> {
     let (first, rest) = path.split_first()?;
+    // The context's own names come first: a cart item (a page's claim) cannot stand in for
+    // `coupon` or `profile` inside a loop.
     let start = if first == "this" {
         item
     } else {
-        match item.get(first.as_str()) {
+        match root.get(first.as_str()) {
             Some(v) => v,
-            None => root.get(first.as_str())?,
+            None => item.get(first.as_str())?,
         }
     };
     rest.iter().try_fold(start, |v, seg| match v {
@@ -162,6 +164,8 @@ fn render_parts(parts: &[Part], root: &Value, item: &Value, channel: Channel, ou
                     Some(Value::Bool(b)) => b.to_string(),
                     _ => String::new(),
                 };
+                // Judged as written: no whitespace or control character may hide a scheme or
+                // a second slash that escaping would then reveal.
                 if *url && !is_safe_url(&text) {
                     continue;
                 }
@@ -179,7 +183,10 @@ fn render_parts(parts: &[Part], root: &Value, item: &Value, channel: Channel, ou
 }
 
 fn is_safe_url(url: &str) -> bool {
-    let lower = url.trim().to_ascii_lowercase();
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return false;
+    }
+    let lower = url.to_ascii_lowercase();
     lower.starts_with("https://")
         || lower.starts_with("http://")
         || (lower.starts_with('/') && !lower.starts_with("//") && !lower.starts_with("/\\"))
@@ -241,6 +248,21 @@ mod tests {
             t.render(&context(), Channel::Html),
             "<p>Hi Ann &lt;script&gt;,</p><ul><li><a href=\"/product.html?id=p1\">Trail Runner</a> €129</li>\
              <li><a href=\"\">Sock &quot;Pro&quot;</a> €9.5</li></ul>"
+        );
+    }
+
+    #[test]
+    fn hidden_schemes_and_items_posing_as_the_context_render_nothing() {
+        let t = Template::parse("{{#each cart}}<a href=\"{{url url}}\">{{coupon}}</a>{{/each}}")
+            .unwrap();
+        let c = json!({"coupon": "REAL", "cart": [
+            {"url": "/\t/evil.example", "coupon": "FAKE"},
+            {"url": " https://shop.example/x"},
+            {"url": "HTTPS://shop.example/ok"}
+        ]});
+        assert_eq!(
+            t.render(&c, Channel::Html),
+            "<a href=\"\">REAL</a><a href=\"\">REAL</a><a href=\"HTTPS://shop.example/ok\">REAL</a>"
         );
     }
 
