@@ -17,6 +17,7 @@ use serde_json::{json, Map, Value};
 use worker::{Env, Method, Request, Response};
 
 use crate::error::ApiError;
+use crate::http;
 use crate::http::admin::{audit_entry, authorize, query_param};
 use crate::store::destinations::StoredDestinations;
 use crate::{jobs, platform, settings, store};
@@ -159,12 +160,7 @@ pub async fn handle(
 
 /// The request body, refused over [`MAX_ENTRY_BYTES`] (by its declared length before reading).
 async fn capped_body(req: &mut Request) -> Result<Vec<u8>, ApiError> {
-    let declared = req
-        .headers()
-        .get("Content-Length")
-        .ok()
-        .flatten()
-        .and_then(|n| n.parse::<usize>().ok());
+    let declared = http::header(req, "Content-Length").and_then(|n| n.parse::<usize>().ok());
     if declared.is_some_and(|n| n > MAX_ENTRY_BYTES) {
         return Err(ApiError::InvalidBody);
     }
