@@ -27,6 +27,7 @@ use super::{FollowUp, HttpRequest, Mapped, Outgoing};
 use crate::collect::event::Event;
 use crate::format::time::format_iso8601;
 use crate::identity::IdClass;
+use crate::journey::message::MESSAGE_SOURCE;
 use crate::plan::{Param, Statement, MAX_BOUND_PARAMS};
 use crate::privacy::Subject;
 
@@ -154,7 +155,7 @@ pub struct Route {
 pub fn route(destinations: &[Destination], events: &[&Event]) -> Vec<Route> {
     destinations
         .iter()
-        .filter(|d| d.enabled)
+        .filter(|d| d.enabled && d.kind.takes_events())
         .filter_map(|d| {
             let message_ids: Vec<String> = events
                 .iter()
@@ -277,6 +278,10 @@ pub fn claim(jobs: &[Job], now_ms: i64) -> Vec<Statement> {
             .entry((&job.destination, &job.source_id))
             .or_default()
             .push(&job.message_id);
+        // Erasures and journey messages carry their payload: there is no event to read.
+        if job.source_id.starts_with('$') {
+            continue;
+        }
         let ids = by_source.entry(&job.source_id).or_default();
         if !ids.contains(&job.message_id.as_str()) {
             ids.push(&job.message_id);
@@ -409,9 +414,11 @@ pub fn prepare(
         return Step::Done(Outcome::Skipped("event_erased"));
     };
     let erasure = job.source_id == ERASURE_SOURCE;
+    let message = job.source_id == MESSAGE_SOURCE;
     // Consent is checked again: an erasure may have redacted the event since it was routed.
-    // Forwarding an erasure needs none: it carries out the person's own request.
-    if !erasure {
+    // Forwarding an erasure needs none: it carries out the person's own request. A journey
+    // message was judged by its journey (consent trait, opt-outs) when it was decided.
+    if !erasure && !message {
         if let Err(withheld) = permitted(event.body, destination.kind.purpose()) {
             return Step::Done(Outcome::Skipped(withheld.code()));
         }
@@ -425,6 +432,8 @@ pub fn prepare(
     };
     let mapped = if erasure {
         destination.kind.map_erasure(out)
+    } else if message {
+        destination.kind.map_message(out)
     } else {
         destination.map(out)
     };

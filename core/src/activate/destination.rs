@@ -129,6 +129,26 @@ impl Kind {
         }
     }
 
+    /// Whether events are routed to it: a SendGrid destination without `templateId` or a
+    /// Twilio one without `text`/`contentSid` sends journey messages only.
+    pub fn takes_events(&self) -> bool {
+        match self {
+            Kind::Sendgrid(s) => s.template_id.is_some(),
+            Kind::Twilio(s) => s.takes_events(),
+            _ => true,
+        }
+    }
+
+    /// The request for a journey message (`core::journey::message`): e-mail through SendGrid,
+    /// SMS and WhatsApp through Twilio.
+    pub fn map_message(&self, out: Outgoing<'_>) -> Mapped {
+        match self {
+            Kind::Sendgrid(s) => s.message(out),
+            Kind::Twilio(s) => s.message(out),
+            _ => Mapped::Skip("messages_not_supported"),
+        }
+    }
+
     /// The request for one event.
     pub fn map(&self, out: Outgoing<'_>) -> Mapped {
         match self {

@@ -41,24 +41,26 @@ impl Settings {
     }
 }
 
-/// SendGrid as a destination, for transactional mail: each event it takes becomes the dynamic
-/// template `templateId` sent to the person's email (from a trusted event only: a page's claimed
-/// address is anyone's), with `{event, properties, traits}` as `dynamic_template_data` and the
-/// delivery ID in `custom_args`. Settings: those of [`Settings`] plus `templateId` and
-/// `purpose` (default `necessary`: an order confirmation needs no analytics consent).
+/// SendGrid as a destination, for transactional mail and journey messages. With `templateId`,
+/// each event it takes becomes that dynamic template sent to the person's email (from a
+/// trusted event only: a page's claimed address is anyone's), with `{event, properties,
+/// traits}` as `dynamic_template_data` and the delivery ID in `custom_args`; without one it
+/// takes no events and sends only journey messages ([`Transactional::message`]). Settings:
+/// those of [`Settings`] plus `templateId`? and `purpose` (default `necessary`: an order
+/// confirmation needs no analytics consent).
 #[allow(missing_docs)] // the fields say what they hold
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transactional {
     pub settings: Settings,
-    pub template_id: String,
+    pub template_id: Option<String>,
     pub purpose: Purpose,
 }
 
 impl Transactional {
     /// Validates the destination's settings.
     pub fn parse(f: &Fields<'_>) -> Result<Self, DestinationConfigError> {
-        let template_id = f.required("templateId", "settings.templateId")?;
-        if !template_id.starts_with("d-") {
+        let template_id = f.optional("templateId", "settings.templateId")?;
+        if template_id.as_ref().is_some_and(|t| !t.starts_with("d-")) {
             return Err(f.error("settings.templateId", "must be a dynamic template ID (d-…)"));
         }
         Ok(Self {
@@ -70,6 +72,9 @@ impl Transactional {
 
     /// The mail for one event.
     pub fn map(&self, out: Outgoing<'_>) -> Mapped {
+        let Some(template_id) = &self.template_id else {
+            return Mapped::Skip("no_template");
+        };
         let Some(to) = contact(out.event, "email") else {
             return Mapped::Skip("no_trusted_email");
         };
@@ -83,7 +88,7 @@ impl Transactional {
         let mail = Mail {
             to,
             body: Body::Template {
-                id: self.template_id.clone(),
+                id: template_id.clone(),
                 data: json!({
                     "event": event_name(out.event),
                     "properties": properties(out.event),
@@ -91,6 +96,38 @@ impl Transactional {
                 }),
             },
             custom_args: vec![("seam_delivery".into(), out.delivery_id.to_owned())],
+        };
+        match request(&self.settings, &mail) {
+            Ok(request) => Mapped::Send(request),
+            Err(_) => Mapped::Skip("invalid_recipient"),
+        }
+    }
+}
+
+impl Transactional {
+    /// The mail for a journey message (`core::journey::message::render`'s payload, an e-mail):
+    /// its subject and HTML, with the delivery ID, journey and step in `custom_args` so the
+    /// Event Webhook's opens and clicks come home to the journey.
+    pub fn message(&self, out: Outgoing<'_>) -> Mapped {
+        let field = |k: &str| out.event.get(k).and_then(Value::as_str).map(str::to_owned);
+        let (Some("email"), Some(to), Some(subject), Some(html)) = (
+            out.event.get("channel").and_then(Value::as_str),
+            field("to"),
+            field("subject"),
+            field("html"),
+        ) else {
+            return Mapped::Skip("not_an_email");
+        };
+        let mut custom_args = vec![("seam_delivery".into(), out.delivery_id.to_owned())];
+        for (arg, key) in [("seam_journey", "journey"), ("seam_step", "step")] {
+            if let Some(v) = field(key) {
+                custom_args.push((arg.into(), v));
+            }
+        }
+        let mail = Mail {
+            to,
+            body: Body::Html { subject, html },
+            custom_args,
         };
         match request(&self.settings, &mail) {
             Ok(request) => Mapped::Send(request),
@@ -196,7 +233,7 @@ mod tests {
     fn an_order_confirmation_goes_to_a_trusted_email_only() {
         let destination = Transactional {
             settings: settings(),
-            template_id: "d-confirm".into(),
+            template_id: Some("d-confirm".into()),
             purpose: Purpose::Necessary,
         };
         let order = json!({"type": "track", "event": "Order Completed", "userId": "u1",
@@ -273,5 +310,30 @@ mod tests {
             ..mail
         };
         assert_eq!(request(&settings(), &bad), Err(MailError::InvalidRecipient));
+    }
+
+    #[test]
+    fn a_journey_message_becomes_its_mail_and_a_journey_only_destination_takes_no_events() {
+        let destination = Transactional {
+            settings: settings(),
+            template_id: None,
+            purpose: Purpose::Necessary,
+        };
+        let message = json!({"channel": "email", "to": "ann@shop.example", "subject": "Your cart",
+                             "html": "<p>Hi</p>", "journey": "abandoned_checkout", "step": "reminder"});
+        let Mapped::Send(r) = destination.message(out(&message)) else {
+            panic!("expected a mail");
+        };
+        let body: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(body["subject"], json!("Your cart"));
+        assert_eq!(body["content"][0]["value"], json!("<p>Hi</p>"));
+        assert_eq!(
+            body["custom_args"],
+            json!({"seam_delivery": "dlv_7", "seam_journey": "abandoned_checkout", "seam_step": "reminder"})
+        );
+        let sms = json!({"channel": "sms", "to": "+31612345678", "text": "Hi"});
+        assert_eq!(destination.message(out(&sms)), Mapped::Skip("not_an_email"));
+        let order = json!({"type": "track", "event": "Order Completed"});
+        assert_eq!(destination.map(out(&order)), Mapped::Skip("no_template"));
     }
 }

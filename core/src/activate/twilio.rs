@@ -70,10 +70,10 @@ impl Transactional {
     pub fn parse(f: &Fields<'_>) -> Result<Self, DestinationConfigError> {
         let text = f.optional("text", "settings.text")?;
         let content_sid = f.optional("contentSid", "settings.contentSid")?;
-        if text.is_some() == content_sid.is_some() {
+        if text.is_some() && content_sid.is_some() {
             return Err(f.error(
                 "settings.text",
-                "or settings.contentSid is required (one of them)",
+                "and settings.contentSid exclude each other",
             ));
         }
         Ok(Self {
@@ -115,6 +115,44 @@ impl Transactional {
                 }
             }
             (None, Some(text)) => Content::Text(text.clone()),
+            (None, None) => return Mapped::Skip("no_content"),
+        };
+        match request(&self.settings, &Message { to, content }) {
+            Ok(request) => Mapped::Send(request),
+            Err(_) => Mapped::Skip("invalid_recipient"),
+        }
+    }
+}
+
+impl Transactional {
+    /// Whether it takes events (a fixed text or template); without either it sends only
+    /// journey messages.
+    pub fn takes_events(&self) -> bool {
+        self.text.is_some() || self.content_sid.is_some()
+    }
+
+    /// The message for a journey message (`core::journey::message::render`'s payload, SMS or
+    /// WhatsApp): its text, or an approved template with its variables.
+    pub fn message(&self, out: Outgoing<'_>) -> Mapped {
+        let field = |k: &str| out.event.get(k).and_then(Value::as_str).map(str::to_owned);
+        let channel = out.event.get("channel").and_then(Value::as_str);
+        if !matches!(channel, Some("sms" | "whatsapp")) {
+            return Mapped::Skip("not_a_text_message");
+        }
+        let Some(to) = field("to") else {
+            return Mapped::Skip("invalid_recipient");
+        };
+        let content = match (field("contentSid"), field("text")) {
+            (Some(sid), _) => Content::Template {
+                sid,
+                variables: out
+                    .event
+                    .get("variables")
+                    .cloned()
+                    .unwrap_or_else(|| Value::Object(Default::default()))
+                    .to_string(),
+            },
+            (None, Some(text)) => Content::Text(text),
             (None, None) => return Mapped::Skip("no_content"),
         };
         match request(&self.settings, &Message { to, content }) {
@@ -310,5 +348,44 @@ mod tests {
             content: Content::Text("x".into()),
         };
         assert_eq!(request(&s, &bad), Err(MessageError::InvalidRecipient));
+    }
+
+    #[test]
+    fn journey_messages_as_text_or_approved_template() {
+        let destination = Transactional {
+            settings: settings("whatsapp:+14155238886"),
+            text: None,
+            content_sid: None,
+            variables: Vec::new(),
+            purpose: Purpose::Necessary,
+        };
+        assert!(!destination.takes_events());
+        let out = |event| Outgoing {
+            event,
+            delivery_id: "dlv_1",
+            attempt: 1,
+            timestamp_ms: 0,
+        };
+        let text = serde_json::json!({"channel": "whatsapp", "to": "+31612345678", "text": "10% off: SAVE10-AB"});
+        let Mapped::Send(r) = destination.message(out(&text)) else {
+            panic!("expected a message");
+        };
+        assert!(r.body.starts_with("To=whatsapp%3A%2B31612345678&From=whatsapp%3A%2B14155238886&Body=10%25%20off%3A%20SAVE10-AB"), "{}", r.body);
+        let approved = serde_json::json!({"channel": "whatsapp", "to": "+31612345678",
+                                          "contentSid": "HX9", "variables": {"1": "Ann"}});
+        let Mapped::Send(r) = destination.message(out(&approved)) else {
+            panic!("expected a message");
+        };
+        assert!(
+            r.body
+                .contains("ContentSid=HX9&ContentVariables=%7B%221%22%3A%22Ann%22%7D"),
+            "{}",
+            r.body
+        );
+        let email = serde_json::json!({"channel": "email", "to": "a@b.example"});
+        assert_eq!(
+            destination.message(out(&email)),
+            Mapped::Skip("not_a_text_message")
+        );
     }
 }

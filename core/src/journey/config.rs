@@ -104,6 +104,18 @@ pub enum Reentry {
     After(i64),
 }
 
+impl Reentry {
+    /// At `now_ms`, an earlier entry later than the returned time blocks a new one (`None`:
+    /// none does; only an active run does).
+    pub fn blocked_after(self, now_ms: i64) -> Option<i64> {
+        match self {
+            Reentry::Never => Some(i64::MIN),
+            Reentry::Always => None,
+            Reentry::After(ms) => Some(now_ms.saturating_sub(ms)),
+        }
+    }
+}
+
 /// At most `sends` messages per person in any `per_ms` window, across journeys.
 #[allow(missing_docs)] // the fields say what they hold
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -58,8 +58,11 @@ pub fn sendgrid_events(body: &Value) -> Vec<Value> {
                     properties.insert(key.into(), v.clone());
                 }
             }
+            let mut traits = json!({"email": email});
             if name == "Unsubscribed" {
                 properties.insert("channel_opt_out".into(), Value::from("email"));
+                // The opt-out every later send checks (`message::Medium::opt_out_trait`).
+                traits["unsubscribed_email"] = Value::Bool(true);
             }
             Some(json!({
                 "type": "track",
@@ -67,7 +70,7 @@ pub fn sendgrid_events(body: &Value) -> Vec<Value> {
                 "messageId": message_id("sendgrid", &id),
                 "timestamp": format_iso8601(seconds.saturating_mul(1000)),
                 "properties": properties,
-                "context": {"traits": {"email": email}},
+                "context": {"traits": traits},
             }))
         })
         .collect()
@@ -106,8 +109,10 @@ pub fn twilio_event(fields: &[(String, String)], received_ms: i64) -> Option<Val
         }
     };
     let mut properties = json!({"channel": channel, "message_sid": sid, "status": status});
+    let mut traits = json!({"phone": phone});
     if name == "Unsubscribed" {
         properties["channel_opt_out"] = Value::from(channel);
+        traits[format!("unsubscribed_{channel}")] = Value::Bool(true);
     }
     Some(json!({
         "type": "track",
@@ -115,7 +120,7 @@ pub fn twilio_event(fields: &[(String, String)], received_ms: i64) -> Option<Val
         "messageId": message_id("twilio", &format!("{sid}/{status}")),
         "timestamp": format_iso8601(received_ms),
         "properties": properties,
-        "context": {"traits": {"phone": phone}},
+        "context": {"traits": traits},
     }))
 }
 
@@ -154,6 +159,13 @@ mod tests {
             json!("ann@shop.example")
         );
         assert_eq!(events[0]["properties"]["seam_delivery"], json!("jrn_1"));
+        assert_eq!(
+            events[2]["context"]["traits"]["unsubscribed_email"],
+            json!(true)
+        );
+        assert!(events[0]["context"]["traits"]
+            .get("unsubscribed_email")
+            .is_none());
         assert_eq!(events[0]["timestamp"], json!("2027-01-15T08:00:00.000Z"));
         assert_eq!(
             events[1]["properties"]["url"],

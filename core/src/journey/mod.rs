@@ -22,6 +22,8 @@
 
 pub mod config;
 pub mod inbound;
+pub mod message;
+pub mod run;
 pub mod template;
 
 use serde_json::{Map, Value};
@@ -35,6 +37,91 @@ use crate::personalise::computed::{ComputedState, Fact};
 use crate::personalise::segment::{holds_for, holds_for_event, Subject};
 
 const DAY_MS: i64 = 1440 * 60_000;
+
+/// The committed journeys (`config/journeys.json`).
+pub const DEFAULT_JOURNEYS: &str = include_str!("../../../config/journeys.json");
+/// The committed message templates (`config/templates.json`).
+pub const DEFAULT_TEMPLATES: &str = include_str!("../../../config/templates.json");
+
+/// Why a journeys upload was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JourneysError {
+    /// A journey is wrong.
+    #[error(transparent)]
+    Journey(#[from] JourneyConfigError),
+    /// A template is wrong.
+    #[error(transparent)]
+    Template(#[from] message::TemplateConfigError),
+}
+
+impl JourneysError {
+    /// Stable error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            JourneysError::Journey(e) => e.code(),
+            JourneysError::Template(e) => e.code(),
+        }
+    }
+}
+
+/// Journeys and the templates they send, validated together.
+#[derive(Debug, Clone, Default)]
+pub struct Journeys {
+    /// The journeys.
+    pub journeys: Vec<Journey>,
+    /// Templates by name.
+    pub templates: message::Templates,
+}
+
+impl Journeys {
+    /// Parses both documents; every send must name a template of the second.
+    pub fn parse(
+        journeys: &Value,
+        templates: &Value,
+        computed: Option<&crate::personalise::computed::ComputedConfig>,
+    ) -> Result<Self, JourneysError> {
+        let templates = message::parse_templates(templates)?;
+        let journeys = Journey::parse_all(journeys, computed)?;
+        for journey in &journeys {
+            for step in &journey.steps {
+                if let Action::Send { template, .. } = &step.action {
+                    if !templates.contains_key(template) {
+                        return Err(JourneyConfigError {
+                            journey: journey.name.clone(),
+                            step: Some(step.id.clone()),
+                            field: "send.template".into(),
+                            problem: format!("names no template ({template})"),
+                        }
+                        .into());
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            journeys,
+            templates,
+        })
+    }
+
+    /// The committed documents.
+    pub fn committed() -> Result<Self, JourneysError> {
+        let parse = |t: &str| serde_json::from_str(t).unwrap_or(Value::Null);
+        Self::parse(&parse(DEFAULT_JOURNEYS), &parse(DEFAULT_TEMPLATES), None)
+    }
+
+    /// The journey named `name`.
+    pub fn get(&self, name: &str) -> Option<&Journey> {
+        self.journeys.iter().find(|j| j.name == name)
+    }
+
+    /// The journeys `cause` at `now_ms` triggers (before the re-entry policy).
+    pub fn triggered_by<'a>(&'a self, cause: Cause<'_>, now_ms: i64) -> Vec<&'a Journey> {
+        self.journeys
+            .iter()
+            .filter(|j| triggered(j, cause, now_ms))
+            .collect()
+    }
+}
 
 /// What a walk knows about the person.
 #[derive(Debug, Clone, Copy)]
@@ -84,6 +171,18 @@ pub enum End {
     Suppressed,
 }
 
+impl End {
+    /// Stable code, stored as the run's end reason.
+    pub fn code(&self) -> &'static str {
+        match self {
+            End::Completed => "completed",
+            End::ExitEvent(..) => "exit_event",
+            End::BranchedOut(_) => "branched_out",
+            End::Suppressed => "suppressed",
+        }
+    }
+}
+
 /// Where the walk stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Next {
@@ -114,6 +213,8 @@ pub struct Walk {
     pub withheld: Vec<Withheld>,
     /// Where it stopped.
     pub next: Next,
+    /// The step it waits at (with [`Next::At`]) or ended at.
+    pub step: Option<String>,
 }
 
 /// The key of the send of `step` for the person who entered `journey` at `entered_ms`.
@@ -142,15 +243,9 @@ pub enum Cause<'a> {
     Event(&'a Map<String, Value>),
 }
 
-/// Whether `cause` at `now_ms` enters the person into `journey`, given their earlier entries
-/// (`(entered_ms, still_active)`).
-pub fn may_enter(
-    journey: &Journey,
-    cause: Cause<'_>,
-    earlier: &[(i64, bool)],
-    now_ms: i64,
-) -> bool {
-    let triggered = match (&journey.trigger, cause) {
+/// Whether `cause` at `now_ms` is the journey's trigger.
+pub fn triggered(journey: &Journey, cause: Cause<'_>, now_ms: i64) -> bool {
+    match (&journey.trigger, cause) {
         (Trigger::SegmentEntered(want), Cause::SegmentEntered(got)) => want == got,
         (Trigger::Event { name, condition }, Cause::Event(body)) => {
             crate::activate::name_of(body) == *name
@@ -159,15 +254,23 @@ pub fn may_enter(
                     .is_none_or(|rule| holds_for_event(rule, body, now_ms))
         }
         _ => false,
-    };
-    if !triggered || earlier.iter().any(|(_, active)| *active) {
+    }
+}
+
+/// Whether `cause` at `now_ms` enters the person into `journey`, given their earlier entries
+/// (`(entered_ms, still_active)`). [`run::enter`] applies the same policy in one statement.
+pub fn may_enter(
+    journey: &Journey,
+    cause: Cause<'_>,
+    earlier: &[(i64, bool)],
+    now_ms: i64,
+) -> bool {
+    if !triggered(journey, cause, now_ms) || earlier.iter().any(|(_, active)| *active) {
         return false;
     }
-    let last = earlier.iter().map(|(at, _)| *at).max();
-    match (journey.reentry, last) {
-        (_, None) | (Reentry::Always, _) => true,
-        (Reentry::Never, Some(_)) => false,
-        (Reentry::After(ms), Some(at)) => now_ms >= at.saturating_add(ms),
+    match journey.reentry.blocked_after(now_ms) {
+        None => true,
+        Some(cutoff) => earlier.iter().all(|(at, _)| *at <= cutoff),
     }
 }
 
@@ -177,6 +280,7 @@ pub fn walk(journey: &Journey, person: &Person<'_>, entered_ms: i64, now_ms: i64
         sends: Vec::new(),
         withheld: Vec::new(),
         next: Next::Done(End::Completed),
+        step: None,
     };
     if person.suppressed {
         out.next = Next::Done(End::Suppressed);
@@ -194,6 +298,7 @@ pub fn walk(journey: &Journey, person: &Person<'_>, entered_ms: i64, now_ms: i64
     let mut t = entered_ms;
     let mut i = 0;
     while let Some(step) = journey.steps.get(i) {
+        out.step = Some(step.id.clone());
         if let Some((event, at)) = exited_by(t) {
             out.next = Next::Done(End::ExitEvent(event, at));
             return out;

@@ -324,6 +324,23 @@ pub fn erase(subject: &Subject, source_ids: &[String]) -> Vec<(&'static str, Sta
         ),
         by_profiles("personalisation", "profile_personalisation"),
         by_profiles("segmentMemberships", "segment_memberships"),
+        // Journey messages not yet sent are not sent, and no rendered message is kept (it
+        // names the person's address); then their journeys end by going.
+        (
+            "journeyMessages",
+            Statement {
+                sql: "UPDATE deliveries SET payload = NULL, status = CASE WHEN status IN \
+                      ('pending', 'sending', 'dead') THEN 'skipped' ELSE status END, \
+                      last_error = CASE WHEN status IN ('pending', 'sending', 'dead') \
+                      THEN 'event_erased' ELSE last_error END \
+                      WHERE source_id = '$journey' AND message_id IN (SELECT key FROM \
+                      journey_decisions WHERE profile_id IN (SELECT value FROM json_each(?1)))"
+                    .into(),
+                params: vec![profiles.clone()],
+            },
+        ),
+        by_profiles("journeyDecisions", "journey_decisions"),
+        by_profiles("journeyRuns", "journey_runs"),
         // Deleting evidence rows fires triggers that take the person's co-occurrence
         // contribution back out of item_stats and item_pairs. D1 counts trigger writes as
         // changes, so these return their rows to be counted exactly.
@@ -718,6 +735,9 @@ mod tests {
                 "merges",
                 "personalisation",
                 "segmentMemberships",
+                "journeyMessages",
+                "journeyDecisions",
+                "journeyRuns",
                 "itemInteractions",
                 "itemPairEvidence",
                 "refusedMerges",
@@ -732,7 +752,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            plan[13].1.params,
+            plan[16].1.params,
             vec![Param::Text(r#"["jane@example.com"]"#.into())]
         );
         let anonymous = Subject {
@@ -741,7 +761,7 @@ mod tests {
         };
         assert_eq!(
             erase(&anonymous, &[]).len(),
-            13,
+            16,
             "no scan of bodies for a person without contacts"
         );
         let events = &plan[0].1;

@@ -69,4 +69,13 @@ const PRODUCT_ADDED: &str = "Product Added";
 const PRODUCT_REMOVED: &str = "Product Removed";
 const ORDER_COMPLETED: &str = "Order Completed";
 /// Properties a cart line keeps from `Product Added`.
-const CART_PROPERTIES: [&str; 6] = ["product_id", "sku", "quantity", "price", "name", "category"];
+const CART_PROPERTIES: [&str; 8] = [
+    "product_id",
+    "sku",
+    "quantity",
+    "price",
+    "name",
+    "category",
+    "url",
+    "image_url",
+];

@@ -209,7 +209,7 @@ pub(super) fn cart_step(lines: &mut BTreeMap<String, CartLine>, fact: &Fact, lim
                 props: Map::new(),
             });
             line.quantity = (line.quantity + quantity.unwrap_or(1)).min(MAX_CART_QUANTITY);
-            for key in ["price", "name", "category"] {
+            for key in ["price", "name", "category", "url", "image_url"] {
                 if let Some(v) = fact.props.get(key) {
                     line.props.insert(key.to_owned(), v.clone());
                 }

@@ -1,0 +1,38 @@
+-- Journeys (core::journey, edge/src/jobs/journeys.rs): one row per entry of a person into a
+-- journey. The one-minute cron walks active rows whose `next_at` has come; the walk (a pure
+-- function of the person's facts) says which sends are due and when to look again.
+CREATE TABLE journey_runs (
+  journey    TEXT    NOT NULL,
+  profile_id TEXT    NOT NULL,
+  entered_at INTEGER NOT NULL, -- epoch ms, the collector's clock
+  status     TEXT    NOT NULL, -- 'active' | 'ended'
+  next_at    INTEGER,          -- active: when to walk again (or a walker's lease)
+  step       TEXT,             -- active: the step it waits at; ended: where it ended
+  end_reason TEXT,             -- completed | exit_event | branched_out | suppressed | erased
+  ended_at   INTEGER,
+  control    INTEGER NOT NULL DEFAULT 0, -- in the holdout group
+  cause      TEXT,             -- the segment or event that entered them
+  updated_at INTEGER NOT NULL,
+  PRIMARY KEY (journey, profile_id, entered_at)
+) WITHOUT ROWID;
+
+-- Nobody is in the same journey twice at once, whatever races.
+CREATE UNIQUE INDEX journey_runs_active ON journey_runs (journey, profile_id) WHERE status = 'active';
+CREATE INDEX journey_runs_due ON journey_runs (status, next_at);
+CREATE INDEX journey_runs_by_profile ON journey_runs (profile_id);
+
+-- Every send decision by its key (core::journey::send_key), made once: `sent` (a delivery row
+-- under source '$journey' carries the message) or why not (holdout, no_consent, frequency_cap,
+-- unsubscribed, no_contact, no_template). A later walk acts only on keys not decided here.
+CREATE TABLE journey_decisions (
+  key         TEXT    NOT NULL PRIMARY KEY,
+  journey     TEXT    NOT NULL,
+  profile_id  TEXT    NOT NULL,
+  entered_at  INTEGER NOT NULL,
+  step        TEXT    NOT NULL,
+  destination TEXT,
+  outcome     TEXT    NOT NULL,
+  at          INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX journey_decisions_by_profile ON journey_decisions (profile_id, at);
+CREATE INDEX journey_decisions_by_journey ON journey_decisions (journey, at);
