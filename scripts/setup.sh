@@ -51,7 +51,7 @@ if [ ! -f .dev.vars ]; then
   log "creating .dev.vars from .dev.vars.example with random secrets"
   : > .dev.vars
 fi
-for name in ADMIN_KEY SERVER_WRITE_KEY IDENTITY_SECRET PROFILE_ID_SALT DEMO_PASSWORD SECRETS_KEY; do
+for name in ADMIN_KEY SERVER_WRITE_KEY IDENTITY_SECRET PROFILE_ID_SALT DEMO_PASSWORD SECRETS_KEY HOOKS_SECRET; do
   if ! grep -q "^$name=" .dev.vars; then
     log "adding a random $name to .dev.vars"
     prefix=""

@@ -60,6 +60,21 @@ async fn route(
         let action = action.to_owned();
         return routes::privacy::handle(req, env, &action, now_ms).await;
     }
+    if let Some(rest) = path.strip_prefix("/v1/hooks/") {
+        return match method {
+            Method::Post => {
+                let rest = rest.to_owned();
+                routes::hooks::post(req, env, ctx, &rest, now_ms).await
+            }
+            _ => Err(ApiError::MethodNotAllowed),
+        };
+    }
+    if let Some(rest) = path.strip_prefix("/v1/admin/journeys") {
+        if rest.is_empty() || rest.starts_with('/') {
+            let rest = rest.to_owned();
+            return routes::journeys::handle(req, env, &rest, now_ms).await;
+        }
+    }
     if let Some(rest) = path.strip_prefix("/v1/admin/destinations") {
         if rest.is_empty() || rest.starts_with('/') {
             let rest = rest.to_owned();
@@ -103,9 +118,9 @@ async fn route(
     }
 }
 
-/// Admin routes: never CORS-enabled, never reachable with a write key.
+/// Admin routes and provider webhooks: never CORS-enabled, never reachable with a write key.
 fn is_admin_path(path: &str) -> bool {
-    ["/v1/profiles", "/v1/privacy", "/v1/admin"]
+    ["/v1/profiles", "/v1/privacy", "/v1/admin", "/v1/hooks"]
         .iter()
         .any(|prefix| path.starts_with(prefix))
 }

@@ -63,6 +63,12 @@ pub enum ApiError {
     Secrets(#[from] seam_core::activate::sealed::SealError),
     #[error("no destination has this name")]
     DestinationNotFound,
+    #[error(transparent)]
+    Journeys(#[from] seam_core::journey::JourneysError),
+    #[error("no journey has this name")]
+    JourneyNotFound,
+    #[error("this hook is not configured, or its secret is wrong")]
+    HookForbidden,
     #[error("storage is unavailable, retry later")]
     Storage(String),
 }
@@ -93,6 +99,9 @@ impl ApiError {
             Self::DestinationUrl(e) => e.code(),
             Self::Secrets(e) => e.code(),
             Self::DestinationNotFound => "destination_not_found",
+            Self::Journeys(e) => e.code(),
+            Self::JourneyNotFound => "journey_not_found",
+            Self::HookForbidden => "hook_forbidden",
             Self::Storage(_) => "storage_unavailable",
         }
     }
@@ -124,7 +133,9 @@ impl ApiError {
             Self::Destination(_) | Self::DestinationUrl(_) => 400,
             Self::Secrets(SealError::NothingStored(..) | SealError::UrlChanged(..)) => 400,
             Self::Secrets(_) => 500,
-            Self::DestinationNotFound => 404,
+            Self::DestinationNotFound | Self::JourneyNotFound => 404,
+            Self::Journeys(_) => 400,
+            Self::HookForbidden => 403,
             Self::Storage(_) => 503,
         }
     }

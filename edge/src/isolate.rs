@@ -12,6 +12,7 @@ use std::sync::Arc;
 use seam_core::activate::destination::Destination;
 use seam_core::collect::event::Event;
 use seam_core::collect::source::Source;
+use seam_core::journey::Journeys;
 use seam_core::personalise::candidates::CandidateCache;
 use seam_core::personalise::coalesce::Coalescer;
 use seam_core::personalise::recommend::Changed;
@@ -153,6 +154,53 @@ pub fn use_destinations(destinations: Vec<Destination>, stamp: &str) {
         let mut d = d.borrow_mut();
         d.destinations = Arc::new(destinations);
         d.stamp = stamp.to_owned();
+    });
+}
+
+// --- Journeys -----------------------------------------------------------------------------
+
+struct Flows {
+    journeys: Arc<Journeys>,
+    stamp: String,
+    checked_ms: i64,
+}
+
+thread_local! {
+    static JOURNEYS: RefCell<Flows> = RefCell::new(Flows {
+        journeys: Arc::new(Journeys::default()),
+        stamp: String::new(),
+        checked_ms: i64::MIN,
+    });
+}
+
+/// The journeys and templates in force in this isolate (none before the first load).
+pub fn journeys() -> Arc<Journeys> {
+    JOURNEYS.with(|j| j.borrow().journeys.clone())
+}
+
+/// The stamp of the journeys in force (empty before the first load).
+pub fn journeys_stamp() -> String {
+    JOURNEYS.with(|j| j.borrow().stamp.clone())
+}
+
+/// Whether the journeys are due a check at `now_ms` (as [`config_check_due`]).
+pub fn journeys_check_due(now_ms: i64) -> bool {
+    JOURNEYS.with(|j| {
+        let mut j = j.borrow_mut();
+        let due = now_ms.saturating_sub(j.checked_ms) >= CONFIG_TTL_MS;
+        if due {
+            j.checked_ms = now_ms;
+        }
+        due
+    })
+}
+
+/// Makes `journeys` (stamped `stamp`) the isolate's journeys.
+pub fn use_journeys(journeys: Journeys, stamp: &str) {
+    JOURNEYS.with(|j| {
+        let mut j = j.borrow_mut();
+        j.journeys = Arc::new(journeys);
+        j.stamp = stamp.to_owned();
     });
 }
 

@@ -4,6 +4,7 @@
 //! Tracking API, stitches identities, keeps profiles and decides what pages show. The pure logic
 //! is `seam-core`; this crate is the plumbing around it:
 //!
+//! - [`accept`]: what happens to decoded events, whichever route received them.
 //! - [`app`]: the route table and CORS; reads the clock once per request.
 //! - [`http`]: request facts, cookies, admission (write keys with source, origin and rate
 //!   limits; admin keys with scopes). [`error`]: the one place errors become HTTP.
@@ -18,6 +19,7 @@
 //! HTML pages are listed there: the Worker fetches them from `ASSETS` and fills their
 //! personalisation slots (`routes::render`).
 
+pub mod accept;
 pub mod app;
 pub mod error;
 pub mod http;

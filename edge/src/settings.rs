@@ -97,3 +97,28 @@ pub fn erasure_delay_ms(env: &Env) -> i64 {
             s.saturating_mul(1000)
         })
 }
+
+/// The `HOOKS_SECRET` that provider webhooks carry in their URL (`/v1/hooks/sendgrid/{secret}`),
+/// when configured (at least 16 bytes).
+pub fn hooks_secret(env: &Env) -> Option<String> {
+    env.secret("HOOKS_SECRET")
+        .map(|s| s.to_string())
+        .ok()
+        .filter(|s| s.len() >= 16)
+}
+
+/// The key per-person coupon codes are made with: `SECRETS_KEY` (core's coupon HMAC has its
+/// own domain), so a code cannot be computed by anyone who lacks it.
+pub fn coupon_secret(env: &Env) -> Option<[u8; 32]> {
+    secrets_key(env)
+}
+
+/// `JOURNEY_TIME_SCALE`: journeys' waits run this many times faster (`3600`: an hour in a
+/// second), for demos and tests; 1 (real time) unless set.
+pub fn journey_time_scale(env: &Env) -> i64 {
+    env.var("JOURNEY_TIME_SCALE")
+        .ok()
+        .and_then(|v| v.to_string().trim().parse::<i64>().ok())
+        .filter(|n| *n >= 1)
+        .unwrap_or(1)
+}

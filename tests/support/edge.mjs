@@ -150,12 +150,20 @@ export async function startEdge(name, options = {}) {
       if (attempt >= 3) throw error;
     }
   }
-  const { child, url, output } = started;
+  let { child, url, output } = started;
+  const exited = () => new Promise((r) => (child.exitCode !== null ? r() : child.once("exit", r)));
 
   const proxy = await getPlatformProxy({ configPath, persist: { path: join(state, "v3") } });
   return {
     url,
     kv: proxy.env.CACHE,
+    /** Stops the Worker and starts it again on the same state (a deploy or a crash); `url` changes. */
+    async restart() {
+      process.kill(-child.pid, "SIGTERM");
+      await exited();
+      ({ child, url, output } = await serve(await freePort(), config, state));
+      this.url = url;
+    },
     /** Rows of a SQL query against the Worker's D1. */
     async query(sql, ...params) {
       return (await whenUnlocked(() => proxy.env.DB.prepare(sql).bind(...params).all())).results;
@@ -164,7 +172,7 @@ export async function startEdge(name, options = {}) {
     async exec(sql, ...params) {
       return whenUnlocked(() => proxy.env.DB.prepare(sql).bind(...params).run());
     },
-    output,
+    output: () => output(),
     async stop() {
       await proxy.dispose();
       try {
@@ -172,7 +180,7 @@ export async function startEdge(name, options = {}) {
       } catch {
         // already gone
       }
-      await new Promise((r) => (child.exitCode !== null ? r() : child.once("exit", r)));
+      await exited();
       rmSync(state, { recursive: true, force: true });
       if (configPath !== mainConfig) rmSync(configPath, { force: true });
     },

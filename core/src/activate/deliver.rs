@@ -279,7 +279,7 @@ pub fn claim(jobs: &[Job], now_ms: i64) -> Vec<Statement> {
             .or_default()
             .push(&job.message_id);
         // Erasures and journey messages carry their payload: there is no event to read.
-        if job.source_id.starts_with('$') {
+        if job.source_id == ERASURE_SOURCE || job.source_id == MESSAGE_SOURCE {
             continue;
         }
         let ids = by_source.entry(&job.source_id).or_default();

@@ -160,6 +160,22 @@ impl ProfileView {
             last_seen: None,
         }
     }
+
+    /// A user ID and an anonymous ID the profile holds (the first of each kind), which the
+    /// collector's own events about the person (segment transitions, journey entries) carry.
+    pub fn first_ids(&self) -> (Option<String>, Option<String>) {
+        let first = |kind: crate::identity::IdType| {
+            self.identifiers
+                .iter()
+                .filter_map(|t| Identifier::parse(t))
+                .find(|i| i.kind == kind)
+                .map(|i| i.value)
+        };
+        (
+            first(crate::identity::IdType::UserId),
+            first(crate::identity::IdType::AnonymousId),
+        )
+    }
 }
 
 #[cfg(test)]

@@ -175,6 +175,28 @@ impl Journey {
             .collect()
     }
 
+    /// The journey with its durations (waits, the re-entry period, the cap's window) divided
+    /// by `factor`: `JOURNEY_TIME_SCALE` runs an hour's wait in a second for demos and tests.
+    /// Quiet hours are clock times and stay as they are.
+    pub fn scaled(mut self, factor: i64) -> Journey {
+        if factor <= 1 {
+            return self;
+        }
+        let scale = |ms: i64| (ms / factor).max(1);
+        for step in &mut self.steps {
+            if let Action::Wait(ms) = &mut step.action {
+                *ms = scale(*ms);
+            }
+        }
+        if let Reentry::After(ms) = &mut self.reentry {
+            *ms = scale(*ms);
+        }
+        if let Some(cap) = &mut self.cap {
+            cap.per_ms = scale(cap.per_ms);
+        }
+        self
+    }
+
     /// Parses and validates one journey.
     pub fn parse(
         name: &str,

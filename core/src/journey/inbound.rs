@@ -58,30 +58,56 @@ pub fn sendgrid_events(body: &Value) -> Vec<Value> {
                     properties.insert(key.into(), v.clone());
                 }
             }
-            let mut traits = json!({"email": email});
             if name == "Unsubscribed" {
                 properties.insert("channel_opt_out".into(), Value::from("email"));
-                // The opt-out every later send checks (`message::Medium::opt_out_trait`).
-                traits["unsubscribed_email"] = Value::Bool(true);
             }
-            Some(json!({
-                "type": "track",
-                "event": name,
-                "messageId": message_id("sendgrid", &id),
-                "timestamp": format_iso8601(seconds.saturating_mul(1000)),
-                "properties": properties,
-                "context": {"traits": traits},
-            }))
+            Some(with_opt_out(
+                json!({
+                    "type": "track",
+                    "event": name,
+                    "anonymousId": contact_id(email),
+                    "messageId": message_id("sendgrid", &id),
+                    "timestamp": format_iso8601(seconds.saturating_mul(1000)),
+                    "properties": properties,
+                    "context": {"traits": {"email": email}},
+                }),
+                ("email", email),
+                "email",
+            ))
         })
+        .flatten()
         .collect()
 }
 
-/// A Seam event for a Twilio status callback (its form fields): `delivered` and `read` (WhatsApp)
+/// `event`, and for an `Unsubscribed` one also an identify that sets the opt-out trait every
+/// later send checks (`message::Medium::opt_out_trait`): traits live on identifies.
+fn with_opt_out(event: Value, (field, address): (&str, &str), channel: &str) -> Vec<Value> {
+    if event["event"] != "Unsubscribed" {
+        return vec![event];
+    }
+    let mut traits = Map::new();
+    traits.insert(field.into(), Value::from(address));
+    traits.insert(format!("unsubscribed_{channel}"), Value::Bool(true));
+    let identify = json!({
+        "type": "identify",
+        "anonymousId": event["anonymousId"],
+        "messageId": format!("{}-optout", event["messageId"].as_str().unwrap_or_default()),
+        "timestamp": event["timestamp"],
+        "traits": traits,
+    });
+    vec![event, identify]
+}
+
+/// Seam events for a Twilio status callback (its form fields): `delivered` and `read` (WhatsApp)
 /// become `Message Delivered` / `Message Read`, `failed` and `undelivered` `Message Failed`; a
 /// STOP reply (the inbound-message webhook, `OptOutType=STOP`) becomes `Unsubscribed` for the
-/// channel, on the sender's number. Others are
-/// `None`. `received_ms` dates it (Twilio sends no time).
-pub fn twilio_event(fields: &[(String, String)], received_ms: i64) -> Option<Value> {
+/// channel, on the sender's number, with the identify that records the opt-out. Others make
+/// none. `received_ms` dates them (Twilio sends no time).
+pub fn twilio_events(fields: &[(String, String)], received_ms: i64) -> Vec<Value> {
+    twilio_event(fields, received_ms).unwrap_or_default()
+}
+
+fn twilio_event(fields: &[(String, String)], received_ms: i64) -> Option<Vec<Value>> {
     let field = |name: &str| {
         fields
             .iter()
@@ -109,19 +135,73 @@ pub fn twilio_event(fields: &[(String, String)], received_ms: i64) -> Option<Val
         }
     };
     let mut properties = json!({"channel": channel, "message_sid": sid, "status": status});
-    let mut traits = json!({"phone": phone});
     if name == "Unsubscribed" {
         properties["channel_opt_out"] = Value::from(channel);
-        traits[format!("unsubscribed_{channel}")] = Value::Bool(true);
     }
-    Some(json!({
-        "type": "track",
-        "event": name,
-        "messageId": message_id("twilio", &format!("{sid}/{status}")),
-        "timestamp": format_iso8601(received_ms),
-        "properties": properties,
-        "context": {"traits": traits},
-    }))
+    Some(with_opt_out(
+        json!({
+            "type": "track",
+            "event": name,
+            "anonymousId": contact_id(phone),
+            "messageId": message_id("twilio", &format!("{sid}/{status}")),
+            "timestamp": format_iso8601(received_ms),
+            "properties": properties,
+            "context": {"traits": {"phone": phone}},
+        }),
+        ("phone", phone),
+        channel,
+    ))
+}
+
+/// Most fields read from a form body (Twilio sends some 20).
+pub const MAX_FORM_FIELDS: usize = 100;
+
+/// The fields of an `application/x-www-form-urlencoded` body (Twilio's callbacks), decoded;
+/// a malformed escape is kept as written. At most [`MAX_FORM_FIELDS`].
+pub fn parse_form(body: &[u8]) -> Vec<(String, String)> {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    fn decode(part: &[u8]) -> String {
+        let mut out = Vec::with_capacity(part.len());
+        let mut i = 0;
+        while i < part.len() {
+            match (
+                part[i],
+                part.get(i + 1).copied().and_then(hex),
+                part.get(i + 2).copied().and_then(hex),
+            ) {
+                (b'%', Some(hi), Some(lo)) => {
+                    out.push(hi << 4 | lo);
+                    i += 3;
+                    continue;
+                }
+                (b'+', _, _) => out.push(b' '),
+                (b, _, _) => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    body.split(|b| *b == b'&')
+        .filter(|pair| !pair.is_empty())
+        .take(MAX_FORM_FIELDS)
+        .map(|pair| {
+            let mut halves = pair.splitn(2, |b| *b == b'=');
+            let key = decode(halves.next().unwrap_or_default());
+            let value = decode(halves.next().unwrap_or_default());
+            (key, value)
+        })
+        .collect()
+}
+
+/// The events' `anonymousId` (the Tracking API needs a user or anonymous ID): one per address,
+/// derived from it, so the address in `context.traits` joins it to the person's profile and an
+/// erasure of the person finds these events by it.
+fn contact_id(address: &str) -> String {
+    let mut hex = sha256_hex(format!("contact\n{}", address.to_lowercase()).as_bytes());
+    hex.truncate(32);
+    format!("contact-{hex}")
 }
 
 fn message_id(provider: &str, id: &str) -> String {
@@ -148,11 +228,16 @@ mod tests {
         let events = sendgrid_events(&body);
         let names: Vec<&str> = events
             .iter()
-            .map(|e| e["event"].as_str().unwrap())
+            .map(|e| e["event"].as_str().unwrap_or("(identify)"))
             .collect();
         assert_eq!(
             names,
-            ["Email Opened", "Email Link Clicked", "Unsubscribed"]
+            [
+                "Email Opened",
+                "Email Link Clicked",
+                "Unsubscribed",
+                "(identify)"
+            ]
         );
         assert_eq!(
             events[0]["context"]["traits"]["email"],
@@ -160,12 +245,10 @@ mod tests {
         );
         assert_eq!(events[0]["properties"]["seam_delivery"], json!("jrn_1"));
         assert_eq!(
-            events[2]["context"]["traits"]["unsubscribed_email"],
-            json!(true)
+            events[3]["traits"],
+            json!({"email": "ann@shop.example", "unsubscribed_email": true}),
+            "the opt-out is recorded as a trait"
         );
-        assert!(events[0]["context"]["traits"]
-            .get("unsubscribed_email")
-            .is_none());
         assert_eq!(events[0]["timestamp"], json!("2027-01-15T08:00:00.000Z"));
         assert_eq!(
             events[1]["properties"]["url"],
@@ -188,30 +271,32 @@ mod tests {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect()
         };
-        let read = twilio_event(
+        let [read] = &twilio_events(
             &form(&[
                 ("MessageSid", "SM1"),
                 ("MessageStatus", "read"),
                 ("To", "whatsapp:+31612345678"),
             ]),
             1_800_000_000_000,
-        )
-        .unwrap();
+        )[..] else {
+            panic!("one event");
+        };
         assert_eq!(read["event"], json!("Message Read"));
         assert_eq!(read["properties"]["channel"], json!("whatsapp"));
         assert_eq!(read["context"]["traits"]["phone"], json!("+31612345678"));
-        let delivered = twilio_event(
+        let [delivered] = &twilio_events(
             &form(&[
                 ("MessageSid", "SM1"),
                 ("MessageStatus", "delivered"),
                 ("To", "+31612345678"),
             ]),
             0,
-        )
-        .unwrap();
+        )[..] else {
+            panic!("one event");
+        };
         assert_eq!(delivered["event"], json!("Message Delivered"));
         assert_ne!(delivered["messageId"], read["messageId"]);
-        let stop = twilio_event(
+        let [stop, opt_out] = &twilio_events(
             &form(&[
                 ("MessageSid", "SM2"),
                 ("SmsStatus", "received"),
@@ -220,8 +305,15 @@ mod tests {
                 ("OptOutType", "STOP"),
             ]),
             0,
-        )
-        .unwrap();
+        )[..] else {
+            panic!("the event and the opt-out");
+        };
+        assert_eq!(opt_out["type"], json!("identify"));
+        assert_eq!(
+            opt_out["traits"],
+            json!({"phone": "+31612345678", "unsubscribed_sms": true})
+        );
+        assert_eq!(opt_out["anonymousId"], stop["anonymousId"]);
         assert_eq!(stop["event"], json!("Unsubscribed"));
         assert_eq!(stop["properties"]["channel_opt_out"], json!("sms"));
         assert_eq!(
@@ -229,7 +321,7 @@ mod tests {
             json!("+31612345678"),
             "the shopper, not the business"
         );
-        assert!(twilio_event(
+        assert!(twilio_events(
             &form(&[
                 ("MessageSid", "SM3"),
                 ("MessageStatus", "queued"),
@@ -237,6 +329,21 @@ mod tests {
             ]),
             0
         )
-        .is_none());
+        .is_empty());
+    }
+
+    #[test]
+    fn a_form_body_is_decoded() {
+        let fields = parse_form(b"To=whatsapp%3A%2B31612345678&Body=hi+there&Bad=%zz&Empty=&&Flag");
+        assert_eq!(
+            fields,
+            [
+                ("To".to_owned(), "whatsapp:+31612345678".to_owned()),
+                ("Body".to_owned(), "hi there".to_owned()),
+                ("Bad".to_owned(), "%zz".to_owned()),
+                ("Empty".to_owned(), String::new()),
+                ("Flag".to_owned(), String::new()),
+            ]
+        );
     }
 }

@@ -103,6 +103,16 @@ impl Journeys {
         })
     }
 
+    /// Every journey [`Journey::scaled`] by `factor`.
+    pub fn scaled(mut self, factor: i64) -> Self {
+        self.journeys = self
+            .journeys
+            .into_iter()
+            .map(|j| j.scaled(factor))
+            .collect();
+        self
+    }
+
     /// The committed documents.
     pub fn committed() -> Result<Self, JourneysError> {
         let parse = |t: &str| serde_json::from_str(t).unwrap_or(Value::Null);
@@ -533,6 +543,29 @@ mod tests {
 
     fn steps_sent(w: &Walk) -> Vec<&str> {
         w.sends.iter().map(|s| s.step.as_str()).collect()
+    }
+
+    #[test]
+    fn a_time_scale_shortens_waits_but_not_quiet_hours() {
+        let mut j = abandoned_checkout();
+        j.quiet_hours = Some(QuietHours {
+            from_minute: 0,
+            to_minute: 1,
+            utc_offset_minutes: 0,
+        });
+        let j = j.scaled(3600);
+        assert_eq!(
+            j.steps[0].action,
+            Action::Wait(1000),
+            "an hour becomes a second"
+        );
+        assert_eq!(j.reentry, Reentry::After(7 * 24 * 1000));
+        assert_eq!(j.cap.unwrap().per_ms, 24 * 1000);
+        assert_eq!(j.quiet_hours.unwrap().to_minute, 1);
+        let traits = Map::new();
+        let p = person(&[], &[], &traits);
+        let noon = T0 - T0.rem_euclid(DAY_MS) + DAY_MS / 2;
+        assert_eq!(steps_sent(&walk(&j, &p, noon, noon + 1000)), ["reminder"]);
     }
 
     #[test]

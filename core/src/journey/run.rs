@@ -9,9 +9,12 @@
 //! walker adds nothing.
 
 use serde::Deserialize;
+use serde_json::{json, Value};
 
 use super::message::MESSAGE_SOURCE;
 use super::{in_control, Journey, Next};
+use crate::format::time::format_iso8601;
+use crate::identity::sha256_hex;
 use crate::plan::{Param, Statement};
 
 /// How long a claimed run is a walker's before another may take it.
@@ -24,8 +27,14 @@ pub const MAX_CLAIM: u32 = 100;
 /// control` when it entered them. The run is due at once: the walk sets its next time.
 pub fn enter(journey: &Journey, profile_id: &str, cause: &str, now_ms: i64) -> Statement {
     let control = in_control(journey, profile_id);
-    // i64::MAX: no earlier entry is after it, so only an active run blocks.
-    let blocked_after = journey.reentry.blocked_after(now_ms).unwrap_or(i64::MAX);
+    // Past any time: no earlier entry is after it, so only an active run blocks. (Bounds
+    // within 2^53: D1 binds numbers as doubles.)
+    const FAR: i64 = 1 << 53;
+    let blocked_after = journey
+        .reentry
+        .blocked_after(now_ms)
+        .unwrap_or(FAR)
+        .clamp(-FAR, FAR);
     Statement {
         sql: "INSERT INTO journey_runs (journey, profile_id, entered_at, status, next_at, \
               control, cause, updated_at) \
@@ -43,6 +52,39 @@ pub fn enter(journey: &Journey, profile_id: &str, cause: &str, now_ms: i64) -> S
             Param::Int(blocked_after),
         ],
     }
+}
+
+/// The `Journey Entered` exposure event of one entry, on the person (`profile_id`, and a user
+/// ID or anonymous ID of theirs): lift is measured by comparing the groups' outcomes.
+pub fn entered_event(
+    journey: &str,
+    cause: &str,
+    (profile_id, user_id, anonymous_id): (&str, Option<&str>, Option<&str>),
+    at_ms: i64,
+    control: bool,
+) -> Value {
+    let mut hex =
+        sha256_hex(format!("journey entered\n{journey}\n{profile_id}\n{at_ms}").as_bytes());
+    hex.truncate(32);
+    let mut event = json!({
+        "type": "track",
+        "event": "Journey Entered",
+        "messageId": format!("seam-jrn-{hex}"),
+        "timestamp": format_iso8601(at_ms),
+        "properties": {
+            "journey": journey,
+            "group": if control { "control" } else { "treatment" },
+            "cause": cause,
+            "profile_id": profile_id,
+        },
+    });
+    if let Some(u) = user_id {
+        event["userId"] = Value::from(u);
+    }
+    if let Some(a) = anonymous_id {
+        event["anonymousId"] = Value::from(a);
+    }
+    event
 }
 
 /// A run as claimed.
@@ -263,10 +305,20 @@ pub fn stats(journey: &str) -> [Statement; 2] {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
     use crate::journey::End;
+
+    #[test]
+    fn the_exposure_event_names_the_group_and_is_the_same_on_a_retry() {
+        let e = entered_event("j", "segment:s", ("p", Some("u1"), None), 1000, true);
+        assert_eq!(e["properties"]["group"], "control");
+        assert_eq!(e["userId"], "u1");
+        assert!(e.get("anonymousId").is_none());
+        assert_eq!(
+            e["messageId"],
+            entered_event("j", "x", ("p", Some("u1"), None), 1000, false)["messageId"]
+        );
+    }
 
     fn journey(reentry: Value) -> Journey {
         Journey::parse(
@@ -278,18 +330,16 @@ mod tests {
         .unwrap()
     }
 
-    use serde_json::Value;
-
     #[test]
     fn entry_applies_the_reentry_policy_in_its_statement() {
         let at = |s: &Statement| s.params[5].clone();
         assert_eq!(
             at(&enter(&journey(json!("never")), "p", "x", 1000)),
-            Param::Int(i64::MIN)
+            Param::Int(-(1 << 53))
         );
         assert_eq!(
             at(&enter(&journey(json!("always")), "p", "x", 1000)),
-            Param::Int(i64::MAX)
+            Param::Int(1 << 53)
         );
         assert_eq!(
             at(&enter(&journey(json!({"days": 1})), "p", "x", 100_000_000)),

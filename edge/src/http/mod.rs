@@ -19,6 +19,23 @@ pub fn header(req: &Request, name: &str) -> Option<String> {
     req.headers().get(name).ok().flatten()
 }
 
+/// The request body, refused (413) over `max` bytes: by its declared length before reading.
+pub async fn capped_body(req: &mut Request, max: usize) -> Result<Vec<u8>, crate::error::ApiError> {
+    use seam_core::collect::ingest::RequestError;
+    let declared = header(req, "Content-Length").and_then(|n| n.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(RequestError::TooLarge.into());
+    }
+    let body = req
+        .bytes()
+        .await
+        .map_err(|_| crate::error::ApiError::InvalidBody)?;
+    if body.len() > max {
+        return Err(RequestError::TooLarge.into());
+    }
+    Ok(body)
+}
+
 /// The `Origin` header when it names another origin than the request's own. Same-origin requests
 /// need no CORS.
 pub fn cross_origin(req: &Request) -> Option<String> {

@@ -1,9 +1,10 @@
-//! Work that runs outside a request's response: the cron jobs (segment sweep, retention) and
-//! what a request leaves for after its response (profile refreshes, the exposure log). Jobs use
-//! store functions, never routes.
+//! Work that runs outside a request's response: the cron jobs (journeys, segment sweep,
+//! retention) and what a request leaves for after its response (profile refreshes, the
+//! exposure log). Jobs use store functions, never routes.
 
 pub mod deliver;
 pub mod exposures;
+pub mod journeys;
 pub mod refresh;
 pub mod retention;
 pub mod sweep;
@@ -12,11 +13,25 @@ use worker::Env;
 
 /// The segment sweep's cron (`wrangler.toml`); any other trigger runs retention.
 const SWEEP_CRON: &str = "*/5 * * * *";
+/// The journeys' cron: every minute.
+const JOURNEY_CRON: &str = "* * * * *";
 
 /// Runs the job of a cron trigger, as of the trigger's scheduled time.
 pub async fn scheduled(cron: &str, env: &Env, now_ms: i64) {
     // The sweep stores segment transitions: they are routed like any event.
     crate::store::destinations::refresh(env, now_ms).await;
+    if cron == JOURNEY_CRON {
+        match journeys::run(env, now_ms).await {
+            Ok(report) if report.walked > 0 => worker::console_log!(
+                "journeys: {} runs walked, {} messages",
+                report.walked,
+                report.sent
+            ),
+            Ok(_) => {}
+            Err(e) => worker::console_error!("journeys failed: {} ({})", e.code(), e),
+        }
+        return;
+    }
     if cron == SWEEP_CRON {
         match deliver::resend_overdue(env, now_ms).await {
             Ok(0) => {}

@@ -9,7 +9,9 @@
 use seam_core::collect::event::Event;
 use seam_core::collect::source::Source;
 use seam_core::identity::profile::ProfileView;
+use seam_core::journey::Cause;
 use seam_core::personalise::coalesce::{Claim, Offer};
+use seam_core::personalise::computed::Applied;
 use seam_core::personalise::recommend::Changed;
 use seam_core::personalise::refresh::{Loaded, Refresh, SnapshotWrites};
 use seam_core::personalise::{PersonalisationConfig, ProfileState, Update};
@@ -41,6 +43,14 @@ pub(crate) trait ProfileStore {
         &self,
         source: &Source,
         events: &[Value],
+        now_ms: i64,
+    ) -> Result<(), ApiError>;
+    /// Enters the profile into the journeys its new segments and events trigger.
+    async fn enter_journeys(
+        &self,
+        view: &ProfileView,
+        source: &Source,
+        causes: &[Cause<'_>],
         now_ms: i64,
     ) -> Result<(), ApiError>;
     /// Publishes the profile's snapshot with its pointer and forwarding writes.
@@ -109,6 +119,31 @@ pub(crate) async fn run(store: &impl ProfileStore, mut refresh: Refresh) -> Resu
             refresh.received_at,
         )
         .await?;
+    // Retries and late arrivals enter no one; identifies and other non-behaviour count.
+    let new = |a: &Applied| !matches!(a, Applied::Duplicate | Applied::Late);
+    let causes: Vec<Cause<'_>> = update
+        .diff
+        .transitions
+        .iter()
+        .filter(|t| t.entered)
+        .map(|t| Cause::SegmentEntered(&t.segment))
+        .chain(
+            refresh
+                .events
+                .iter()
+                .zip(&update.applied)
+                .filter(|(_, applied)| new(applied))
+                .map(|(e, _)| Cause::Event(&e.body)),
+        )
+        .collect();
+    if !causes.is_empty() {
+        if let Err(e) = store
+            .enter_journeys(&view, &refresh.source, &causes, refresh.received_at)
+            .await
+        {
+            platform::log_error(&format!("journey entry failed: {}", e.code()));
+        }
+    }
     view.computed_traits = update.computed;
     view.segments = update.segments;
     store.publish(&view, &update.state, &refresh.snapshot).await;
@@ -152,6 +187,24 @@ impl ProfileStore for Edge<'_> {
         let rules = settings::identity_rules(self.env)?;
         let jobs = store::events::store(&self.db, &rules, source, events, now_ms).await?;
         super::deliver::send(self.env, jobs).await;
+        Ok(())
+    }
+
+    async fn enter_journeys(
+        &self,
+        view: &ProfileView,
+        source: &Source,
+        causes: &[Cause<'_>],
+        now_ms: i64,
+    ) -> Result<(), ApiError> {
+        let (user_id, anonymous_id) = view.first_ids();
+        let who = super::journeys::Who {
+            profile_id: &view.profile_id,
+            source,
+            user_id: user_id.as_deref(),
+            anonymous_id: anonymous_id.as_deref(),
+        };
+        super::journeys::enter(self.env, &self.db, who, causes, now_ms).await?;
         Ok(())
     }
 
@@ -256,6 +309,7 @@ mod tests {
         stored: RefCell<Vec<(String, Value)>>,
         published: RefCell<Vec<(ProfileView, ProfileState, SnapshotWrites)>>,
         forgotten: RefCell<Vec<Stale>>,
+        entered_by: RefCell<Vec<String>>,
     }
 
     impl Memory {
@@ -329,6 +383,22 @@ mod tests {
             Ok(())
         }
 
+        async fn enter_journeys(
+            &self,
+            _view: &ProfileView,
+            _source: &Source,
+            causes: &[Cause<'_>],
+            _now_ms: i64,
+        ) -> Result<(), ApiError> {
+            self.entered_by
+                .borrow_mut()
+                .extend(causes.iter().map(|c| match c {
+                    Cause::SegmentEntered(s) => format!("segment:{s}"),
+                    Cause::Event(body) => format!("event:{}", body["event"]),
+                }));
+            Ok(())
+        }
+
         async fn publish(&self, view: &ProfileView, state: &ProfileState, writes: &SnapshotWrites) {
             let published = (view.clone(), state.clone(), writes.clone());
             self.published.borrow_mut().push(published);
@@ -392,6 +462,15 @@ mod tests {
             && e["event"] == "Segment Entered"
             && e["properties"]["segment"] == "high_value"));
         assert!(matches!(memory.forgotten.borrow()[..], [Stale::Inputs(_)]));
+        drop((stored, published));
+        assert_eq!(
+            memory.entered_by.borrow()[..],
+            ["segment:high_value", "event:\"Order Completed\""],
+            "journeys may start from the new segment and from the order"
+        );
+        // The same order again enters nothing.
+        block_on(run(&memory, refresh(order(600.0), true))).unwrap();
+        assert_eq!(memory.entered_by.borrow().len(), 2);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! events and membership rows appear on time rather than at the profile's next event, and its
 //! KV snapshot follows. Bounded chunks keep one run within the Worker's limits.
 
-use seam_core::identity::{IdType, Identifier};
+use seam_core::journey::Cause;
 use seam_core::personalise;
 use serde_json::Value;
 use worker::{D1Database, Env};
@@ -72,14 +72,7 @@ async fn advance(
         store::sweep::clear(db, profile_id).await?;
         return Ok(0);
     };
-    let first = |kind: IdType| {
-        view.identifiers
-            .iter()
-            .filter_map(|t| Identifier::parse(t))
-            .find(|i| i.kind == kind)
-            .map(|i| i.value)
-    };
-    let (user_id, anonymous_id) = (first(IdType::UserId), first(IdType::AnonymousId));
+    let (user_id, anonymous_id) = view.first_ids();
     let update = personalise::advance(
         state,
         version,
@@ -100,7 +93,8 @@ async fn advance(
     let transitions = update.diff.transitions.len();
     if !update.internal_events.is_empty() {
         // The events go to the source the profile was last seen through.
-        let source_id = store::sweep::last_source(db, anonymous_id, user_id).await?;
+        let source_id =
+            store::sweep::last_source(db, anonymous_id.clone(), user_id.clone()).await?;
         let source = match source_id {
             Some(id) => store::sources::by_id(env, configured, &id).await?,
             None => None,
@@ -112,6 +106,20 @@ async fn advance(
                     store::events::store(db, &rules, &source, &update.internal_events, now_ms)
                         .await?;
                 super::deliver::send(env, jobs).await;
+                let causes: Vec<Cause<'_>> = update
+                    .diff
+                    .transitions
+                    .iter()
+                    .filter(|t| t.entered)
+                    .map(|t| Cause::SegmentEntered(&t.segment))
+                    .collect();
+                let who = super::journeys::Who {
+                    profile_id,
+                    source: &source,
+                    user_id: user_id.as_deref(),
+                    anonymous_id: anonymous_id.as_deref(),
+                };
+                super::journeys::enter(env, db, who, &causes, now_ms).await?;
             }
             None => worker::console_error!("segment sweep: no source for a profile's events"),
         }

@@ -64,7 +64,7 @@ pub async fn handle(
             ))?)
         }
         (Method::Put, [name]) => {
-            let body = capped_body(&mut req).await?;
+            let body = http::capped_body(&mut req, MAX_ENTRY_BYTES).await?;
             let mut entry: Value =
                 serde_json::from_slice(&body).map_err(|_| ApiError::InvalidBody)?;
             let Some(fields) = entry.as_object_mut() else {
@@ -125,7 +125,7 @@ pub async fn handle(
             if !stored.entries.contains_key(*name) {
                 return Err(ApiError::DestinationNotFound);
             }
-            let body = capped_body(&mut req).await?;
+            let body = http::capped_body(&mut req, MAX_ENTRY_BYTES).await?;
             let only: Option<Vec<String>> = if body.is_empty() {
                 None
             } else {
@@ -156,19 +156,6 @@ pub async fn handle(
         (_, [""] | [_] | [_, "deliveries" | "replay"]) => Err(ApiError::MethodNotAllowed),
         _ => Err(ApiError::NotFound),
     }
-}
-
-/// The request body, refused over [`MAX_ENTRY_BYTES`] (by its declared length before reading).
-async fn capped_body(req: &mut Request) -> Result<Vec<u8>, ApiError> {
-    let declared = http::header(req, "Content-Length").and_then(|n| n.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > MAX_ENTRY_BYTES) {
-        return Err(ApiError::InvalidBody);
-    }
-    let body = req.bytes().await.map_err(|_| ApiError::InvalidBody)?;
-    if body.len() > MAX_ENTRY_BYTES {
-        return Err(ApiError::InvalidBody);
-    }
-    Ok(body)
 }
 
 /// `entry` with its secrets sealed (a masked one keeps `previous`'s).

@@ -76,6 +76,17 @@ async fn probe(
     }
 }
 
+/// Whether any of `identifiers` is suppressed (asked D1: a journey decides rarely and must not
+/// act on a stale copy of the list).
+pub async fn any_suppressed(db: &D1Database, identifiers: &[Identifier]) -> worker::Result<bool> {
+    let keys: Vec<String> = identifiers.iter().map(suppression_key).collect();
+    if keys.is_empty() {
+        return Ok(false);
+    }
+    let found: Vec<KeyRow> = d1::rows(db, &suppression_probe(&keys)).await?;
+    Ok(!found.is_empty())
+}
+
 /// The keys a [`seam_core::privacy::suppression_probe`] found.
 pub fn probed_keys(result: &worker::D1Result) -> worker::Result<HashSet<String>> {
     Ok(result

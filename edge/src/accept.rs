@@ -1,0 +1,210 @@
+//! Accepting decoded events, for the Tracking API (`routes::ingest`) and the provider webhooks
+//! (`routes::hooks`): consent records, PII hashing, the suppression list, identity stitching,
+//! the events with their deliveries in one D1 batch, then the profile refreshes after the
+//! response.
+
+use std::collections::{HashMap, HashSet};
+
+use seam_core::activate::deliver;
+use seam_core::collect::enrich::RequestFacts;
+use seam_core::collect::ingest::{Decoded, EventResult};
+use seam_core::collect::ingest_plan::{settled_profiles, IngestInput, IngestPlan};
+use seam_core::collect::source::Source;
+use seam_core::identity::graph_plan::contributions;
+use seam_core::identity::{Identifier, Link, Rules};
+use seam_core::personalise::refresh::{self, snapshot_changes, Committed, Loaded, SnapshotWrites};
+use seam_core::privacy::{apply_suppressions, consent_records, hash_pii_fields, suppression_key};
+use serde_json::Value;
+use worker::{Context, D1Database, D1Result, Env};
+
+use crate::error::ApiError;
+use crate::{isolate, jobs, settings, store};
+
+/// What became of a request's events.
+pub struct Accepted {
+    /// The per-event results.
+    pub results: Vec<EventResult>,
+    /// The profile the request's best identifier belongs to now, when it has one.
+    pub profile_id: Option<String>,
+}
+
+/// Accepts `decoded`'s valid events from `source`, received at `received_at` with `facts`.
+pub async fn accept(
+    env: &Env,
+    ctx: &Context,
+    source: &Source,
+    decoded: Decoded,
+    facts: &RequestFacts,
+    received_at: i64,
+) -> Result<Accepted, ApiError> {
+    let rules = settings::identity_rules(env)?;
+    let db = env.d1("DB")?;
+    // Consent is recorded from the events as sent: a withdrawal must be on record even though
+    // the policy below strips the event's identifiers.
+    let consent = consent_records(
+        &decoded.valid().collect::<Vec<_>>(),
+        &source.id,
+        &rules,
+        facts.gpc,
+        !source.is_trusted(),
+    );
+    let decoded = hash_pii_fields(decoded.enrich(facts, source), &rules);
+    let suppressed = store::privacy::suppressed_keys(&db, &decoded, &rules, received_at).await?;
+    let decoded = if suppressed.is_empty() {
+        decoded
+    } else {
+        apply_suppressions(decoded, &rules, |k| suppressed.contains(k)).0
+    };
+    let valid: Vec<_> = decoded.valid().collect();
+    let hinted = store::identity::alias_hints(&db, &valid).await?;
+    let linked: Vec<_> = valid
+        .iter()
+        .enumerate()
+        .map(|(i, e)| hinted.get(&i).unwrap_or(e))
+        .collect();
+    let graph = contributions(&linked, &source.id, &rules);
+    let consent: Vec<_> = consent
+        .into_iter()
+        .filter(|r| !is_suppressed(&r.identifier, &suppressed))
+        .collect();
+    let config = isolate::config();
+    if !isolate::destinations_loaded() {
+        // The destinations could not be read: storing events without their deliveries would
+        // lose them for every destination. The client retries.
+        return Err(ApiError::Storage("destinations not loaded".into()));
+    }
+    let plan = IngestPlan::new(IngestInput {
+        source,
+        events: &valid,
+        graph: &graph,
+        consent: &consent,
+        decoded: &decoded,
+        received_at,
+        rules: &rules,
+        personalising: config.is_some(),
+        routes: &deliver::route(&isolate::destinations(), &valid),
+    });
+    let results = store::d1::execute(&db, plan.statements()).await?;
+    let inserted = store::d1::inserted_ids(plan.event_results(&results))?;
+    // The outbox rows are committed: the queue messages can wait for the response.
+    jobs::deliver::send_after_response(
+        ctx,
+        env,
+        store::deliveries::jobs_of(plan.delivery_results(&results)),
+    );
+    if let Some(late) = plan.suppression_probe(&results) {
+        let late = store::privacy::probed_keys(late)?;
+        if !late.is_empty() {
+            // Someone was suppressed since this isolate cached the list: undo this request's
+            // writes for them.
+            isolate::forget_suppressions();
+            store::privacy::undo_suppressed(env, &db, &linked, &rules, &late).await?;
+            let decoded = apply_suppressions(decoded.clone(), &rules, |k| late.contains(k)).0;
+            return Ok(Accepted {
+                results: decoded.results(&inserted),
+                profile_id: None,
+            });
+        }
+    }
+
+    let mut accepted = Accepted {
+        results: decoded.results(&inserted),
+        profile_id: None,
+    };
+    if let Some(best) = plan.best() {
+        let Settled {
+            profile_id,
+            profile_of,
+            changed,
+            loaded,
+        } = profiles_after(
+            &db,
+            &rules,
+            &plan,
+            &results,
+            &graph.links,
+            best,
+            received_at,
+        )
+        .await?;
+        // Derived state (computed traits, segments, the KV snapshot) is brought up to date
+        // after the response: the events and the identity graph are already committed, so the
+        // visitor's request does not wait for it.
+        let refreshes = refresh::plan(Committed {
+            source,
+            profile_id: &profile_id,
+            profile_of: &profile_of,
+            events: &valid,
+            changed,
+            traits_changed: !graph.traits.is_empty(),
+            config,
+            loaded,
+            received_at,
+        });
+        jobs::refresh::after_response(ctx, env, refreshes);
+        accepted.profile_id = Some(profile_id);
+    }
+    Ok(accepted)
+}
+
+/// What the request's links belong to after the commit: the visitor's profile, the profile of
+/// every link, the KV snapshot writes a resolution caused, and the visitor's profile as the
+/// batch read it. Known visitors with no new links (most traffic) need no resolution: the probe
+/// at the end of the batch already holds their profile.
+async fn profiles_after(
+    db: &D1Database,
+    rules: &Rules,
+    plan: &IngestPlan,
+    results: &[D1Result],
+    links: &[Link],
+    best: &Identifier,
+    received_at: i64,
+) -> Result<Settled, ApiError> {
+    let links_changed = plan.links_changed(results, |r| {
+        r.results::<Value>().is_ok_and(|rows| !rows.is_empty())
+    });
+    let assigned = match plan.assignments(results) {
+        Some(probe) => store::identity::probed(probe)?,
+        None => Default::default(),
+    };
+    if let Some((id, profile_of)) = settled_profiles(links, best, links_changed, &assigned) {
+        let loaded = plan
+            .profile_reads(results)
+            .and_then(|reads| store::profiles::loaded_from(reads, &id).ok());
+        return Ok(Settled {
+            profile_id: id,
+            profile_of,
+            changed: HashMap::new(),
+            loaded,
+        });
+    }
+    let resolved = store::identity::resolve(db, rules, links, received_at)
+        .await?
+        .ok_or_else(|| ApiError::Storage("identity resolution had no links".into()))?;
+    let profile_of = links
+        .iter()
+        .filter_map(|l| {
+            let best = l.identifiers.first()?;
+            Some((l.message_id.clone(), resolved.profile_of(best)))
+        })
+        .collect();
+    let changed = snapshot_changes(&resolved, links);
+    Ok(Settled {
+        profile_id: resolved.profile_of(best),
+        profile_of,
+        changed,
+        loaded: None,
+    })
+}
+
+struct Settled {
+    profile_id: String,
+    profile_of: Vec<(String, String)>,
+    changed: HashMap<String, SnapshotWrites>,
+    loaded: Option<Loaded>,
+}
+
+fn is_suppressed(identifier_text: &str, keys: &HashSet<String>) -> bool {
+    !keys.is_empty()
+        && Identifier::parse(identifier_text).is_some_and(|i| keys.contains(&suppression_key(&i)))
+}

@@ -1,0 +1,74 @@
+//! Provider webhooks, verified by the secret in their URL (`HOOKS_SECRET`):
+//! - `POST /v1/hooks/sendgrid/{secret}`: SendGrid's Event Webhook (a JSON array of events);
+//! - `POST /v1/hooks/twilio/{secret}`: Twilio's status callbacks and inbound STOP replies
+//!   (form-encoded).
+//!
+//! Their entries become events on the person's profile (`seam_core::journey::inbound`):
+//! opens, clicks, reads and opt-outs that journeys branch on and every later send respects.
+//! They are accepted like the Tracking API's events, under the server source [`HOOKS_SOURCE`].
+
+use seam_core::collect::enrich::RequestFacts;
+use seam_core::collect::ingest::decode;
+use seam_core::collect::source::Source;
+use seam_core::format::id;
+use seam_core::journey::inbound;
+use serde_json::{json, Value};
+use worker::{Context, Env, Request, Response};
+
+use crate::error::ApiError;
+use crate::{accept, http, platform, settings};
+
+/// The source provider events are stored under (source IDs starting with `$` are the
+/// collector's own).
+pub const HOOKS_SOURCE: &str = "$hooks";
+/// Largest webhook body (SendGrid batches up to some thousand entries).
+const MAX_HOOK_BYTES: usize = 1024 * 1024;
+/// Events per accepted batch.
+const CHUNK: usize = 500;
+
+/// Handles `POST /v1/hooks/{provider}/{secret}` received at `now_ms`.
+pub async fn post(
+    mut req: Request,
+    env: &Env,
+    ctx: &Context,
+    rest: &str,
+    now_ms: i64,
+) -> Result<Response, ApiError> {
+    let (provider, secret) = rest.split_once('/').ok_or(ApiError::NotFound)?;
+    if !matches!(provider, "sendgrid" | "twilio") {
+        return Err(ApiError::NotFound);
+    }
+    let expected = settings::hooks_secret(env).ok_or(ApiError::HookForbidden)?;
+    if !same(secret.as_bytes(), expected.as_bytes()) {
+        return Err(ApiError::HookForbidden);
+    }
+    let body = http::capped_body(&mut req, MAX_HOOK_BYTES).await?;
+    let events = if provider == "sendgrid" {
+        let entries: Value = serde_json::from_slice(&body).map_err(|_| ApiError::InvalidBody)?;
+        if !entries.is_array() {
+            return Err(ApiError::InvalidBody);
+        }
+        inbound::sendgrid_events(&entries)
+    } else {
+        inbound::twilio_events(&inbound::parse_form(&body), now_ms)
+    };
+    let source = Source::server(HOOKS_SOURCE);
+    let mut stored = 0;
+    for chunk in events.chunks(CHUNK) {
+        let batch = json!({ "batch": chunk }).to_string();
+        let decoded = decode(batch.as_bytes(), None, now_ms, || {
+            id::message_id("seam-hooks", now_ms, platform::random_bytes())
+        })?
+        .prove(&source, None, now_ms)
+        .clamp_clock(&source);
+        let accepted =
+            accept::accept(env, ctx, &source, decoded, &RequestFacts::default(), now_ms).await?;
+        stored += accepted.results.len();
+    }
+    Ok(Response::from_json(&json!({ "received": stored }))?)
+}
+
+/// Constant-time comparison, so the secret cannot be guessed byte by byte from timings.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
