@@ -271,7 +271,7 @@ if (view === "signin") {
     const response = await fetch("/demo/sign-in", {
       method: "POST",
       headers: { "content-type": "application/json" },
-      body: JSON.stringify({ email: $("#signin-email").value, password: $("#signin-password").value }),
+      body: JSON.stringify({ email: $("#signin-email").value, password: $("#signin-password").value, offers: $("#signin-offers").checked }),
     }).catch(() => null);
     const body = await response?.json().catch(() => null);
     if (!response?.ok || !body?.identityToken) {

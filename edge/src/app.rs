@@ -96,7 +96,9 @@ async fn route(
         "/health" => Err(ApiError::MethodNotAllowed),
         "/v1/decide" if method == Method::Post => routes::decide::post(req, env, ctx, now_ms).await,
         "/v1/decide" => Err(ApiError::MethodNotAllowed),
-        "/demo/sign-in" if method == Method::Post => routes::demo::sign_in(req, env, now_ms).await,
+        "/demo/sign-in" if method == Method::Post => {
+            routes::demo::sign_in(req, env, ctx, now_ms).await
+        }
         "/demo/sign-in" => Err(ApiError::MethodNotAllowed),
         _ => {
             let Some(segment) = path.strip_prefix("/v1/") else {

@@ -46,8 +46,15 @@ pub enum TemplateError {
 #[derive(Debug, Clone, PartialEq)]
 enum Part {
     Text(String),
-    Field { path: Vec<String>, url: bool },
-    Each { path: Vec<String>, body: Vec<Part> },
+    Field {
+        path: Vec<String>,
+        url: bool,
+        fallback: Option<String>,
+    },
+    Each {
+        path: Vec<String>,
+        body: Vec<Part>,
+    },
 }
 
 /// A parsed template.
@@ -88,15 +95,20 @@ impl Template {
             } else if tag == "/each" {
                 let (_, path, body) = open_loop.take().ok_or(TemplateError::Loop(here))?;
                 parts.push(Part::Each { path, body });
-            } else if let Some(path) = tag.strip_prefix("url ") {
-                target.push(Part::Field {
-                    path: path_of(path, here)?,
-                    url: true,
-                });
             } else {
+                // `{{path|fallback}}`: the fallback text stands in for a missing or empty value.
+                let (field, fallback) = match tag.split_once('|') {
+                    Some((field, fallback)) => (field, Some(fallback.trim().to_owned())),
+                    None => (tag, None),
+                };
+                let (field, url) = match field.strip_prefix("url ") {
+                    Some(path) => (path, true),
+                    None => (field, false),
+                };
                 target.push(Part::Field {
-                    path: path_of(tag, here)?,
-                    url: false,
+                    path: path_of(field, here)?,
+                    url,
+                    fallback,
                 });
             }
             let consumed = start + close + 2;
@@ -157,13 +169,20 @@ fn render_parts(parts: &[Part], root: &Value, item: &Value, channel: Channel, ou
     for part in parts {
         match part {
             Part::Text(text) => out.push_str(text),
-            Part::Field { path, url } => {
-                let text = match lookup(root, item, path) {
+            Part::Field {
+                path,
+                url,
+                fallback,
+            } => {
+                let mut text = match lookup(root, item, path) {
                     Some(Value::String(s)) => s.clone(),
                     Some(Value::Number(n)) => n.to_string(),
                     Some(Value::Bool(b)) => b.to_string(),
                     _ => String::new(),
                 };
+                if text.trim().is_empty() {
+                    text = fallback.clone().unwrap_or_default();
+                }
                 // Judged as written: no whitespace or control character may hide a scheme or
                 // a second slash that escaping would then reveal.
                 if *url && !is_safe_url(&text) {
@@ -263,6 +282,22 @@ mod tests {
         assert_eq!(
             t.render(&c, Channel::Html),
             "<a href=\"\">REAL</a><a href=\"\">REAL</a><a href=\"HTTPS://shop.example/ok\">REAL</a>"
+        );
+    }
+
+    #[test]
+    fn a_fallback_stands_in_for_a_missing_or_empty_value() {
+        let t =
+            Template::parse("Hi {{profile.first_name|there}}, {{profile.nickname | friend <3}}!")
+                .unwrap();
+        let ctx = json!({"profile": {"first_name": "Ann", "nickname": "  "}});
+        assert_eq!(t.render(&ctx, Channel::Html), "Hi Ann, friend &lt;3!");
+        assert_eq!(t.render(&json!({}), Channel::Text), "Hi there, friend <3!");
+        let link = Template::parse("{{url next|javascript:alert(1)}}").unwrap();
+        assert_eq!(
+            link.render(&json!({}), Channel::Html),
+            "",
+            "a fallback URL is checked too"
         );
     }
 
