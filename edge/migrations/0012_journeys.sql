@@ -3,7 +3,8 @@
 -- function of the person's facts) says which sends are due and when to look again.
 CREATE TABLE journey_runs (
   journey    TEXT    NOT NULL,
-  profile_id TEXT    NOT NULL,
+  profile_id TEXT    NOT NULL, -- the person now (a merge moves the run to the survivor)
+  key_profile TEXT   NOT NULL, -- the profile at entry: send keys and the holdout derive from it
   entered_at INTEGER NOT NULL, -- epoch ms, the collector's clock
   status     TEXT    NOT NULL, -- 'active' | 'ended'
   next_at    INTEGER,          -- active: when to walk again (or a walker's lease)
@@ -23,7 +24,8 @@ CREATE INDEX journey_runs_by_profile ON journey_runs (profile_id);
 
 -- Every send decision by its key (core::journey::send_key), made once: `sent` (a delivery row
 -- under source '$journey' carries the message) or why not (holdout, no_consent, frequency_cap,
--- unsubscribed, no_contact, no_template). A later walk acts only on keys not decided here.
+-- unsubscribed, no_contact, no_template, no_destination); and every branch judged
+-- (branch_held, branch_not_held). A later walk acts only on keys not decided here.
 CREATE TABLE journey_decisions (
   key         TEXT    NOT NULL PRIMARY KEY,
   journey     TEXT    NOT NULL,

@@ -66,7 +66,7 @@ describe("demo shop: an abandoned checkout starts the journey", () => {
     await page.goto(`${edge.url}/signin`);
     await page.getByLabel("Email", { exact: true }).fill(email);
     await page.getByLabel("Password").fill(secret("DEMO_PASSWORD"));
-    await page.getByLabel("Email me reminders and offers").check();
+    await page.getByLabel("Send me reminders and offers").check();
     await page.getByRole("button", { name: "Sign in" }).click();
     await page.getByText("Signed in as").waitFor();
 
@@ -74,13 +74,13 @@ describe("demo shop: an abandoned checkout starts the journey", () => {
     await page.getByRole("button", { name: "Add to cart" }).click();
     await page.getByText("Added to cart.").waitFor();
     await page.goto(`${edge.url}/checkout`);
-    // The shopper leaves: the page's queue is sent as it goes.
-    await page.close();
-    const added = await eventually(async () => {
+    const started = await eventually(async () => {
       const rows = await edge.query("SELECT received_at FROM events WHERE name = 'Checkout Started'");
       return rows.length > 0 && rows;
     }, 30_000);
-    assert.ok(added, "the checkout reached the collector");
+    assert.ok(started, "the checkout reached the collector");
+    // And the shopper leaves.
+    await page.close();
 
     // Past the window, the sweep finds the cart abandoned and the journey takes the shopper.
     await sleep(7000);

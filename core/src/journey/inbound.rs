@@ -9,6 +9,7 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::collect::proof::hmac_sha256;
 use crate::format::time::format_iso8601;
 use crate::identity::sha256_hex;
 
@@ -30,7 +31,7 @@ fn sendgrid_name(kind: &str) -> Option<&'static str> {
 /// sg_event_id, url?, …custom_args}`). Entries without an email, a known type or a timestamp
 /// are left out; the rest carry the `custom_args` the send set (`seam_delivery`, journey and
 /// step) as properties.
-pub fn sendgrid_events(body: &Value) -> Vec<Value> {
+pub fn sendgrid_events(body: &Value, key: &[u8]) -> Vec<Value> {
     let Some(entries) = body.as_array() else {
         return Vec::new();
     };
@@ -65,7 +66,7 @@ pub fn sendgrid_events(body: &Value) -> Vec<Value> {
                 json!({
                     "type": "track",
                     "event": name,
-                    "anonymousId": contact_id(email),
+                    "anonymousId": contact_id(key, email),
                     "messageId": message_id("sendgrid", &id),
                     "timestamp": format_iso8601(seconds.saturating_mul(1000)),
                     "properties": properties,
@@ -103,11 +104,11 @@ fn with_opt_out(event: Value, (field, address): (&str, &str), channel: &str) -> 
 /// STOP reply (the inbound-message webhook, `OptOutType=STOP`) becomes `Unsubscribed` for the
 /// channel, on the sender's number, with the identify that records the opt-out. Others make
 /// none. `received_ms` dates them (Twilio sends no time).
-pub fn twilio_events(fields: &[(String, String)], received_ms: i64) -> Vec<Value> {
-    twilio_event(fields, received_ms).unwrap_or_default()
+pub fn twilio_events(fields: &[(String, String)], received_ms: i64, key: &[u8]) -> Vec<Value> {
+    twilio_event(fields, received_ms, key).unwrap_or_default()
 }
 
-fn twilio_event(fields: &[(String, String)], received_ms: i64) -> Option<Vec<Value>> {
+fn twilio_event(fields: &[(String, String)], received_ms: i64, key: &[u8]) -> Option<Vec<Value>> {
     let field = |name: &str| {
         fields
             .iter()
@@ -142,7 +143,7 @@ fn twilio_event(fields: &[(String, String)], received_ms: i64) -> Option<Vec<Val
         json!({
             "type": "track",
             "event": name,
-            "anonymousId": contact_id(phone),
+            "anonymousId": contact_id(key, phone),
             "messageId": message_id("twilio", &format!("{sid}/{status}")),
             "timestamp": format_iso8601(received_ms),
             "properties": properties,
@@ -196,11 +197,16 @@ pub fn parse_form(body: &[u8]) -> Vec<(String, String)> {
 }
 
 /// The events' `anonymousId` (the Tracking API needs a user or anonymous ID): one per address,
-/// derived from it, so the address in `context.traits` joins it to the person's profile and an
-/// erasure of the person finds these events by it.
-fn contact_id(address: &str) -> String {
-    let mut hex = sha256_hex(format!("contact\n{}", address.to_lowercase()).as_bytes());
-    hex.truncate(32);
+/// so the address in `context.traits` joins it to the person's profile and an erasure of the
+/// person finds these events by it. Keyed by `key` (the hooks' secret): an anonymous ID acts as
+/// its holder's identity, and a page that could compute the one of someone's address could
+/// write into their profile.
+fn contact_id(key: &[u8], address: &str) -> String {
+    let mac = hmac_sha256(
+        key,
+        format!("contact\n{}", address.to_lowercase()).as_bytes(),
+    );
+    let hex: String = mac.iter().take(16).map(|b| format!("{b:02x}")).collect();
     format!("contact-{hex}")
 }
 
@@ -214,6 +220,8 @@ fn message_id(provider: &str, id: &str) -> String {
 mod tests {
     use super::*;
 
+    const KEY: &[u8] = b"hooks-secret";
+
     #[test]
     fn sendgrid_opens_clicks_and_unsubscribes_become_profile_events() {
         let body = json!([
@@ -225,7 +233,7 @@ mod tests {
             {"email": "ann@shop.example", "timestamp": 1_800_000_000, "event": "processed", "sg_event_id": "e4"},
             {"timestamp": 1_800_000_000, "event": "open"}
         ]);
-        let events = sendgrid_events(&body);
+        let events = sendgrid_events(&body, KEY);
         let names: Vec<&str> = events
             .iter()
             .map(|e| e["event"].as_str().unwrap_or("(identify)"))
@@ -249,6 +257,15 @@ mod tests {
             json!({"email": "ann@shop.example", "unsubscribed_email": true}),
             "the opt-out is recorded as a trait"
         );
+        assert_eq!(
+            events[0]["anonymousId"], events[3]["anonymousId"],
+            "one ID per address"
+        );
+        assert_ne!(
+            events[0]["anonymousId"],
+            sendgrid_events(&body, b"another key")[0]["anonymousId"],
+            "no one without the key can compute it"
+        );
         assert_eq!(events[0]["timestamp"], json!("2027-01-15T08:00:00.000Z"));
         assert_eq!(
             events[1]["properties"]["url"],
@@ -256,11 +273,11 @@ mod tests {
         );
         assert_eq!(events[2]["properties"]["channel_opt_out"], json!("email"));
         assert_eq!(
-            sendgrid_events(&body)[0]["messageId"],
+            sendgrid_events(&body, KEY)[0]["messageId"],
             events[0]["messageId"],
             "a retried webhook names the same events"
         );
-        assert!(sendgrid_events(&json!({"not": "a list"})).is_empty());
+        assert!(sendgrid_events(&json!({"not": "a list"}), KEY).is_empty());
     }
 
     #[test]
@@ -278,6 +295,7 @@ mod tests {
                 ("To", "whatsapp:+31612345678"),
             ]),
             1_800_000_000_000,
+            KEY,
         )[..] else {
             panic!("one event");
         };
@@ -291,6 +309,7 @@ mod tests {
                 ("To", "+31612345678"),
             ]),
             0,
+            KEY,
         )[..] else {
             panic!("one event");
         };
@@ -305,6 +324,7 @@ mod tests {
                 ("OptOutType", "STOP"),
             ]),
             0,
+            KEY,
         )[..] else {
             panic!("the event and the opt-out");
         };
@@ -327,7 +347,8 @@ mod tests {
                 ("MessageStatus", "queued"),
                 ("To", "+31")
             ]),
-            0
+            0,
+            KEY
         )
         .is_empty());
     }

@@ -100,6 +100,13 @@ pub struct MessageTemplate {
     site_url: Option<String>,
 }
 
+impl MessageTemplate {
+    /// Whether it makes a per-person coupon code (which needs the coupon secret).
+    pub fn needs_secret(&self) -> bool {
+        matches!(self.coupon, Some(Coupon::PerPerson(_)))
+    }
+}
+
 /// Templates by name.
 pub type Templates = BTreeMap<String, MessageTemplate>;
 

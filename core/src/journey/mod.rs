@@ -149,6 +149,9 @@ pub struct Person<'a> {
     /// Sends any journey made to them (key, time), for the frequency cap; this walk's own
     /// sends may be among them (a re-walk) and count once.
     pub other_sends: &'a [(String, i64)],
+    /// Branches an earlier walk judged (key, whether it held): judged once, so a later walk
+    /// with a changed profile cannot take the other path after the first one sent.
+    pub branches: &'a [(String, bool)],
     /// Erased or suppressed: they leave every journey at once.
     pub suppressed: bool,
 }
@@ -211,6 +214,17 @@ pub struct Withheld {
     pub reason: &'static str,
 }
 
+/// A branch this walk judged for the first time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Judged {
+    /// The step.
+    pub step: String,
+    /// Its key ([`send_key`] of the step), under which the caller records it.
+    pub key: String,
+    /// Whether it held.
+    pub held: bool,
+}
+
 /// What a walk found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Walk {
@@ -221,6 +235,8 @@ pub struct Walk {
     pub sends: Vec<Send>,
     /// Sends held back (for exposure events: a holdout is measured by what it did not get).
     pub withheld: Vec<Withheld>,
+    /// Branches judged for the first time: the caller records them ([`Person::branches`]).
+    pub judged: Vec<Judged>,
     /// Where it stopped.
     pub next: Next,
     /// The step it waits at (with [`Next::At`]) or ended at.
@@ -289,6 +305,7 @@ pub fn walk(journey: &Journey, person: &Person<'_>, entered_ms: i64, now_ms: i64
     let mut out = Walk {
         sends: Vec::new(),
         withheld: Vec::new(),
+        judged: Vec::new(),
         next: Next::Done(End::Completed),
         step: None,
     };
@@ -334,10 +351,23 @@ pub fn walk(journey: &Journey, person: &Person<'_>, entered_ms: i64, now_ms: i64
                 // Counts start at the journey's last send (or entry): "opened but not clicked"
                 // is about the message just sent, not an earlier one.
                 let since = out.sends.last().map_or(entered_ms, |s| s.at_ms);
-                let holds = in_segments.iter().all(|s| person.segments.contains(s))
-                    && condition
-                        .as_ref()
-                        .is_none_or(|rule| branch_holds(rule, person, since, t));
+                let key = send_key(&journey.name, person.profile_id, entered_ms, &step.id);
+                let earlier = person.branches.iter().find(|(k, _)| *k == key);
+                let holds = match earlier {
+                    Some((_, held)) => *held,
+                    None => {
+                        let held = in_segments.iter().all(|s| person.segments.contains(s))
+                            && condition
+                                .as_ref()
+                                .is_none_or(|rule| branch_holds(rule, person, since, t));
+                        out.judged.push(Judged {
+                            step: step.id.clone(),
+                            key,
+                            held,
+                        });
+                        held
+                    }
+                };
                 if holds {
                     i += 1;
                 } else {
@@ -537,12 +567,45 @@ mod tests {
             segments,
             facts,
             other_sends: &[],
+            branches: &[],
             suppressed: false,
         }
     }
 
     fn steps_sent(w: &Walk) -> Vec<&str> {
         w.sends.iter().map(|s| s.step.as_str()).collect()
+    }
+
+    #[test]
+    fn a_branch_is_judged_once_whatever_the_profile_does_later() {
+        let j = abandoned_checkout();
+        let traits = Map::new();
+        let discount = vec!["high_discount_affinity".to_owned()];
+        let opened = [fact("Email Opened", T0 + 2 * HOUR)];
+        let p = person(&opened, &discount, &traits);
+        let w = walk(&j, &p, T0, T0 + 11 * HOUR);
+        assert_eq!(steps_sent(&w), ["reminder", "whatsapp"]);
+        let judged: Vec<(String, bool)> =
+            w.judged.iter().map(|b| (b.key.clone(), b.held)).collect();
+        assert_eq!(
+            w.judged
+                .iter()
+                .map(|b| (b.step.as_str(), b.held))
+                .collect::<Vec<_>>(),
+            [("opened_not_clicked", true), ("discount_buyer", true)]
+        );
+        // Later the shopper leaves the segment; the recorded judgement stands.
+        let none: Vec<String> = vec![];
+        let mut later = person(&opened, &none, &traits);
+        later.branches = &judged;
+        let again = walk(&j, &later, T0, T0 + 12 * HOUR);
+        assert_eq!(steps_sent(&again), ["reminder", "whatsapp"]);
+        assert!(again.judged.is_empty(), "nothing judged twice");
+        later.branches = &[];
+        assert_eq!(
+            steps_sent(&walk(&j, &later, T0, T0 + 12 * HOUR)),
+            ["reminder"]
+        );
     }
 
     #[test]

@@ -36,9 +36,9 @@ pub fn enter(journey: &Journey, profile_id: &str, cause: &str, now_ms: i64) -> S
         .unwrap_or(FAR)
         .clamp(-FAR, FAR);
     Statement {
-        sql: "INSERT INTO journey_runs (journey, profile_id, entered_at, status, next_at, \
-              control, cause, updated_at) \
-              SELECT ?1, ?2, ?3, 'active', ?3, ?4, ?5, ?3 \
+        sql: "INSERT INTO journey_runs (journey, profile_id, key_profile, entered_at, status, \
+              next_at, control, cause, updated_at) \
+              SELECT ?1, ?2, ?2, ?3, 'active', ?3, ?4, ?5, ?3 \
               WHERE NOT EXISTS (SELECT 1 FROM journey_runs WHERE journey = ?1 AND profile_id = ?2 \
               AND (status = 'active' OR entered_at > ?6)) \
               ON CONFLICT DO NOTHING RETURNING entered_at, control"
@@ -92,7 +92,11 @@ pub fn entered_event(
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Claimed {
     pub journey: String,
+    /// The person now.
     pub profile_id: String,
+    /// The profile at entry: send keys and the holdout derive from it, so a merge changes
+    /// neither.
+    pub key_profile: String,
     pub entered_at: i64,
 }
 
@@ -103,7 +107,7 @@ pub fn claim_due(now_ms: i64, limit: u32) -> Statement {
               WHERE status = 'active' AND (journey, profile_id, entered_at) IN \
               (SELECT journey, profile_id, entered_at FROM journey_runs \
                WHERE status = 'active' AND next_at <= ?1 ORDER BY next_at LIMIT ?3) \
-              RETURNING journey, profile_id, entered_at"
+              RETURNING journey, profile_id, key_profile, entered_at"
             .into(),
         params: vec![
             Param::Int(now_ms),
@@ -114,7 +118,7 @@ pub fn claim_due(now_ms: i64, limit: u32) -> Statement {
 }
 
 /// The decisions already made for a person: `key, outcome, at` (the frequency cap counts the
-/// `sent` ones of every journey).
+/// `sent` ones of every journey; branches judged are `branch_held` / `branch_not_held`).
 pub fn decisions_of(profile_id: &str) -> Statement {
     Statement {
         sql: "SELECT key, outcome, at FROM journey_decisions WHERE profile_id = ?1 \
@@ -141,13 +145,16 @@ pub struct Decision<'a> {
     pub at_ms: i64,
 }
 
-/// Records `decision` (once per key); for a `sent` one, also the message row carrying
-/// `payload`, due at `now_ms`. The message statement returns `destination, source_id,
-/// message_id` when it added the row: that is the delivery job to send.
+/// Records `decision` (once per key, and only while its run is active: a walk that raced an
+/// erasure writes nothing back); for a `sent` one, also the message row carrying `payload`,
+/// due at `now_ms`. The message statement returns `destination, source_id, message_id` when
+/// it added the row: that is the delivery job to send.
 pub fn decide(decision: &Decision<'_>, payload: Option<&str>, now_ms: i64) -> Vec<Statement> {
     let mut plan = vec![Statement {
         sql: "INSERT INTO journey_decisions (key, journey, profile_id, entered_at, step, \
-              destination, outcome, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+              destination, outcome, at) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 \
+              WHERE EXISTS (SELECT 1 FROM journey_runs WHERE journey = ?2 AND profile_id = ?3 \
+              AND entered_at = ?4 AND status = 'active') \
               ON CONFLICT (key) DO NOTHING"
             .into(),
         params: vec![
@@ -168,7 +175,8 @@ pub fn decide(decision: &Decision<'_>, payload: Option<&str>, now_ms: i64) -> Ve
             sql: "INSERT INTO deliveries (destination, source_id, message_id, status, attempts, \
                   created_at, next_at, updated_at, payload) \
                   SELECT ?1, ?2, ?3, 'pending', 0, ?4, ?4, ?4, ?5 \
-                  WHERE EXISTS (SELECT 1 FROM journey_decisions WHERE key = ?3 AND outcome = 'sent') \
+                  WHERE EXISTS (SELECT 1 FROM journey_decisions WHERE key = ?3 \
+                  AND outcome = 'sent' AND destination = ?1) \
                   ON CONFLICT DO NOTHING RETURNING destination, source_id, message_id"
                 .into(),
             params: vec![
@@ -236,9 +244,10 @@ pub fn end(run: &Claimed, reason: &str, now_ms: i64) -> Statement {
     }
 }
 
-/// Moves a merged-away profile's active runs to the profile that absorbed it; a run of a
-/// journey the survivor is already in ends as `merged`.
-pub fn follow_merge(from_profile: &str, into_profile: &str, now_ms: i64) -> [Statement; 2] {
+/// Moves a merged-away profile's active runs, and its decisions (the frequency cap and the
+/// "decided once" rule follow the person), to the profile that absorbed it; a run of a journey
+/// the survivor is already in ends as `merged`. Moved runs are due at once.
+pub fn follow_merge(from_profile: &str, into_profile: &str, now_ms: i64) -> [Statement; 3] {
     let params = vec![
         Param::Text(from_profile.into()),
         Param::Text(into_profile.into()),
@@ -254,10 +263,15 @@ pub fn follow_merge(from_profile: &str, into_profile: &str, now_ms: i64) -> [Sta
             params: params.clone(),
         },
         Statement {
-            sql: "UPDATE OR IGNORE journey_runs SET profile_id = ?2, updated_at = ?3 \
+            sql:
+                "UPDATE OR IGNORE journey_runs SET profile_id = ?2, next_at = ?3, updated_at = ?3 \
                   WHERE profile_id = ?1 AND status = 'active'"
-                .into(),
-            params,
+                    .into(),
+            params: params.clone(),
+        },
+        Statement {
+            sql: "UPDATE journey_decisions SET profile_id = ?2 WHERE profile_id = ?1".into(),
+            params: params.into_iter().take(2).collect(),
         },
     ]
 }
@@ -270,8 +284,8 @@ pub fn list(
     limit: u32,
 ) -> Statement {
     Statement {
-        sql: "SELECT journey, profile_id, entered_at, status, next_at, step, end_reason, \
-              ended_at, control, cause FROM journey_runs WHERE journey = ?1 \
+        sql: "SELECT journey, profile_id, key_profile, entered_at, status, next_at, step, \
+              end_reason, ended_at, control, cause FROM journey_runs WHERE journey = ?1 \
               AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR profile_id = ?3) \
               ORDER BY entered_at DESC LIMIT ?4"
             .into(),
@@ -355,6 +369,7 @@ mod tests {
         let run = Claimed {
             journey: "welcome".into(),
             profile_id: "p".into(),
+            key_profile: "p".into(),
             entered_at: 5,
         };
         let sent = Decision {
@@ -367,7 +382,13 @@ mod tests {
         };
         let plan = decide(&sent, Some("{}"), 10);
         assert_eq!(plan.len(), 2);
-        assert!(plan[1].sql.contains("outcome = 'sent'"));
+        assert!(
+            plan[0].sql.contains("status = 'active'"),
+            "not for a run erased meanwhile"
+        );
+        assert!(plan[1]
+            .sql
+            .contains("outcome = 'sent' AND destination = ?1"));
         assert_eq!(plan[1].params[1], Param::Text("$journey".into()));
         let withheld = Decision {
             outcome: "holdout",
@@ -381,6 +402,7 @@ mod tests {
         let run = Claimed {
             journey: "j".into(),
             profile_id: "p".into(),
+            key_profile: "p".into(),
             entered_at: 5,
         };
         let s = settle(&run, &Next::At(99), Some("wait_1h"), 10);

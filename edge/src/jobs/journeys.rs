@@ -25,14 +25,18 @@ use crate::{isolate, platform, settings};
 
 /// Claims per cron run; what is left waits a minute.
 const MAX_CHUNKS: u32 = 10;
+/// Decision outcomes of a branch judged.
+const BRANCH_HELD: &str = "branch_held";
+const BRANCH_NOT_HELD: &str = "branch_not_held";
 
 /// The person a trigger happened to.
 #[derive(Debug, Clone, Copy)]
 pub struct Who<'a> {
     /// Their profile.
     pub profile_id: &'a str,
-    /// The source their events came through (the exposure event is stored under it).
-    pub source: &'a Source,
+    /// The source their events came through (the exposure event is stored under it; none
+    /// known: no exposure event).
+    pub source: Option<&'a Source>,
     /// A user ID of theirs, for the exposure event.
     pub user_id: Option<&'a str>,
     /// An anonymous ID of theirs, for the exposure event.
@@ -91,9 +95,10 @@ pub async fn enter(
         }
     }
     let entered = exposures.len();
-    if entered > 0 && (who.user_id.is_some() || who.anonymous_id.is_some()) {
+    let known = who.user_id.is_some() || who.anonymous_id.is_some();
+    if let (true, true, Some(source)) = (entered > 0, known, who.source) {
         let rules = settings::identity_rules(env)?;
-        let jobs = store::events::store(db, &rules, who.source, &exposures, now_ms).await?;
+        let jobs = store::events::store(db, &rules, source, &exposures, now_ms).await?;
         super::deliver::send(env, jobs).await;
     }
     Ok(entered)
@@ -112,6 +117,16 @@ pub struct Report {
 pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
     store::config::refresh(env, now_ms).await;
     store::journeys::refresh(env, now_ms).await;
+    // Every decision is final: none is made from a configuration this isolate could not read
+    // (a journey would look removed, a destination missing, a segment empty).
+    if isolate::journeys_stamp().is_empty() || !isolate::destinations_loaded() {
+        return Err(ApiError::Storage(
+            "journeys or destinations not loaded".into(),
+        ));
+    }
+    if isolate::config().is_none() {
+        return Err(ApiError::Storage("no personalisation configuration".into()));
+    }
     let journeys = isolate::journeys();
     let db = env.d1("DB")?;
     let mut report = Report::default();
@@ -175,17 +190,45 @@ async fn walk_one(
         .filter(|d| d.outcome == "sent")
         .map(|d| (d.key.clone(), d.at))
         .collect();
+    let branches: Vec<(String, bool)> = decisions
+        .iter()
+        .filter_map(|d| match d.outcome.as_str() {
+            BRANCH_HELD => Some((d.key.clone(), true)),
+            BRANCH_NOT_HELD => Some((d.key.clone(), false)),
+            _ => None,
+        })
+        .collect();
     let person = Person {
-        profile_id: &due.profile_id,
+        // Keys and the holdout derive from the profile at entry: a merge changes neither.
+        profile_id: &due.key_profile,
         traits: &view.traits,
         computed: &view.computed_traits,
         segments: &view.segments,
         facts: &state.computed.facts,
         other_sends: &sent,
+        branches: &branches,
         suppressed,
     };
     let walk = journey::walk(journey, &person, due.entered_at, now_ms);
     let decided: HashSet<&str> = decisions.iter().map(|d| d.key.as_str()).collect();
+    let due_sends: Vec<_> = walk
+        .sends
+        .iter()
+        .filter(|s| !decided.contains(s.key.as_str()))
+        .collect();
+    let secret = settings::coupon_secret(env);
+    let needs_secret = due_sends.iter().any(|s| {
+        journeys
+            .templates
+            .get(&s.template)
+            .is_some_and(|t| t.needs_secret())
+    });
+    if needs_secret && secret.is_none() {
+        // Retried when the lease ends: a missing secret is the deployment's to fix.
+        return Err(ApiError::Storage(
+            "SECRETS_KEY is needed for coupon codes".into(),
+        ));
+    }
     let contact = |kind: IdType| {
         identifiers
             .iter()
@@ -193,22 +236,32 @@ async fn walk_one(
             .map(|i| i.value.as_str())
     };
     let recipient = Recipient {
-        profile_id: &due.profile_id,
+        profile_id: &due.key_profile,
         email: contact(IdType::Email),
         phone: contact(IdType::Phone),
         traits: &view.traits,
         computed: &view.computed_traits,
     };
     let destinations = isolate::destinations();
-    let secret = settings::coupon_secret(env);
     // Message rows are due by the wall clock: the queue consumer claims by it.
     let queued_at = platform::now_ms();
     let mut plan = Vec::new();
-    for send in walk
-        .sends
-        .iter()
-        .filter(|s| !decided.contains(s.key.as_str()))
-    {
+    for judged in &walk.judged {
+        let decision = Decision {
+            key: &judged.key,
+            run: due,
+            step: &judged.step,
+            destination: None,
+            outcome: if judged.held {
+                BRANCH_HELD
+            } else {
+                BRANCH_NOT_HELD
+            },
+            at_ms: now_ms,
+        };
+        plan.extend(run::decide(&decision, None, queued_at));
+    }
+    for send in due_sends {
         let message = match journeys.templates.get(&send.template) {
             None => Err("no_template"),
             Some(_)
@@ -224,12 +277,8 @@ async fn walk_one(
                     step: &send.step,
                     key: &send.key,
                 };
-                match &secret {
-                    Some(secret) => {
-                        message::render(template, recipient, origin, secret).map_err(|u| u.code())
-                    }
-                    None => Err("no_secrets_key"),
-                }
+                let secret = secret.as_ref().map_or(&[][..], |s| &s[..]);
+                message::render(template, recipient, origin, secret).map_err(|u| u.code())
             }
         };
         let (outcome, payload) = match message {
@@ -249,7 +298,7 @@ async fn walk_one(
     for withheld in &walk.withheld {
         let key = journey::send_key(
             &journey.name,
-            &due.profile_id,
+            &due.key_profile,
             due.entered_at,
             &withheld.step,
         );

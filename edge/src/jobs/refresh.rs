@@ -123,10 +123,8 @@ pub(crate) async fn run(store: &impl ProfileStore, mut refresh: Refresh) -> Resu
     let new = |a: &Applied| !matches!(a, Applied::Duplicate | Applied::Late);
     let causes: Vec<Cause<'_>> = update
         .diff
-        .transitions
-        .iter()
-        .filter(|t| t.entered)
-        .map(|t| Cause::SegmentEntered(&t.segment))
+        .entered()
+        .map(Cause::SegmentEntered)
         .chain(
             refresh
                 .events
@@ -200,7 +198,7 @@ impl ProfileStore for Edge<'_> {
         let (user_id, anonymous_id) = view.first_ids();
         let who = super::journeys::Who {
             profile_id: &view.profile_id,
-            source,
+            source: Some(source),
             user_id: user_id.as_deref(),
             anonymous_id: anonymous_id.as_deref(),
         };

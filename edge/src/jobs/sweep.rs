@@ -99,29 +99,26 @@ async fn advance(
             Some(id) => store::sources::by_id(env, configured, &id).await?,
             None => None,
         };
-        match source {
+        match &source {
             Some(source) => {
                 let rules = settings::identity_rules(env)?;
                 let jobs =
-                    store::events::store(db, &rules, &source, &update.internal_events, now_ms)
+                    store::events::store(db, &rules, source, &update.internal_events, now_ms)
                         .await?;
                 super::deliver::send(env, jobs).await;
-                let causes: Vec<Cause<'_>> = update
-                    .diff
-                    .transitions
-                    .iter()
-                    .filter(|t| t.entered)
-                    .map(|t| Cause::SegmentEntered(&t.segment))
-                    .collect();
-                let who = super::journeys::Who {
-                    profile_id,
-                    source: &source,
-                    user_id: user_id.as_deref(),
-                    anonymous_id: anonymous_id.as_deref(),
-                };
-                super::journeys::enter(env, db, who, &causes, now_ms).await?;
             }
             None => worker::console_error!("segment sweep: no source for a profile's events"),
+        }
+        let causes: Vec<Cause<'_>> = update.diff.entered().map(Cause::SegmentEntered).collect();
+        let who = super::journeys::Who {
+            profile_id,
+            source: source.as_ref(),
+            user_id: user_id.as_deref(),
+            anonymous_id: anonymous_id.as_deref(),
+        };
+        // The transitions are saved: a failure here must not stop the snapshot below.
+        if let Err(e) = super::journeys::enter(env, db, who, &causes, now_ms).await {
+            worker::console_error!("segment sweep: journey entry failed: {}", e.code());
         }
     }
     view.computed_traits = update.computed;

@@ -8,7 +8,7 @@
 //! They are accepted like the Tracking API's events, under the server source [`HOOKS_SOURCE`].
 
 use seam_core::collect::enrich::RequestFacts;
-use seam_core::collect::ingest::decode;
+use seam_core::collect::ingest::{decode, MAX_REQUEST_BYTES};
 use seam_core::collect::source::Source;
 use seam_core::format::id;
 use seam_core::journey::inbound;
@@ -25,6 +25,8 @@ pub const HOOKS_SOURCE: &str = "$hooks";
 const MAX_HOOK_BYTES: usize = 1024 * 1024;
 /// Events per accepted batch.
 const CHUNK: usize = 500;
+/// Bytes of events per accepted batch, well within the Tracking API's request cap.
+const MAX_BATCH_BYTES: usize = MAX_REQUEST_BYTES / 2;
 
 /// Handles `POST /v1/hooks/{provider}/{secret}` received at `now_ms`.
 pub async fn post(
@@ -48,14 +50,13 @@ pub async fn post(
         if !entries.is_array() {
             return Err(ApiError::InvalidBody);
         }
-        inbound::sendgrid_events(&entries)
+        inbound::sendgrid_events(&entries, expected.as_bytes())
     } else {
-        inbound::twilio_events(&inbound::parse_form(&body), now_ms)
+        inbound::twilio_events(&inbound::parse_form(&body), now_ms, expected.as_bytes())
     };
     let source = Source::server(HOOKS_SOURCE);
     let mut stored = 0;
-    for chunk in events.chunks(CHUNK) {
-        let batch = json!({ "batch": chunk }).to_string();
+    for batch in batches(&events) {
         let decoded = decode(batch.as_bytes(), None, now_ms, || {
             id::message_id("seam-hooks", now_ms, platform::random_bytes())
         })?
@@ -66,6 +67,33 @@ pub async fn post(
         stored += accepted.results.len();
     }
     Ok(Response::from_json(&json!({ "received": stored }))?)
+}
+
+/// `{"batch": [...]}` bodies of `events`, each within the Tracking API's request size (a
+/// webhook body may be larger) and event count.
+fn batches(events: &[Value]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current: Vec<&Value> = Vec::new();
+    let mut size = 0;
+    for event in events {
+        let len = event.to_string().len() + 1;
+        if len > MAX_BATCH_BYTES {
+            // Only a provider's absurdly long field makes one: it is dropped, not retried forever.
+            worker::console_error!("hooks: an event of {len} bytes dropped");
+            continue;
+        }
+        if !current.is_empty() && (size + len > MAX_BATCH_BYTES || current.len() >= CHUNK) {
+            out.push(json!({ "batch": current }).to_string());
+            current.clear();
+            size = 0;
+        }
+        current.push(event);
+        size += len;
+    }
+    if !current.is_empty() {
+        out.push(json!({ "batch": current }).to_string());
+    }
+    out
 }
 
 /// Constant-time comparison, so the secret cannot be guessed byte by byte from timings.

@@ -55,6 +55,14 @@ pub struct MembershipDiff {
 }
 
 impl MembershipDiff {
+    /// The segments entered (what starts journeys).
+    pub fn entered(&self) -> impl Iterator<Item = &str> {
+        self.transitions
+            .iter()
+            .filter(|t| t.entered)
+            .map(|t| t.segment.as_str())
+    }
+
     /// Whether anything changed.
     pub fn is_empty(&self) -> bool {
         self.transitions.is_empty()
