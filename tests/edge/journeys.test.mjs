@@ -225,8 +225,17 @@ describe("journeys: the abandoned-checkout flow", () => {
     const bought = await server([{ type: "track", event: "Order Completed", userId: bob.userId, messageId: mid(), timestamp: iso(Date.now()), properties: { order_id: `${bob.userId}-new`, revenue: 129 } }]);
     assert.equal(bought.status, 200);
 
+    // Ann's profile is merged into another (as D1 records a merge: her identifiers, state and
+    // a merge row move to the survivor; no event follows, which would re-derive the profile).
+    // Her run and decisions follow her; nothing is sent again.
+    const survivor = `${ann.profileId}-merged`;
+    await edge.exec("UPDATE identities SET profile_id = ? WHERE profile_id = ?", survivor, ann.profileId);
+    await edge.exec("UPDATE profile_personalisation SET profile_id = ? WHERE profile_id = ?", survivor, ann.profileId);
+    await edge.exec("INSERT INTO merges (from_profile, into_profile, message_key, merged_at) VALUES (?, ?, 'test/merge', ?)", ann.profileId, survivor, Date.now());
+
     assert.ok(Date.now() < entered + 11 * JOURNEY_HOUR, "the engagement came within the ten hours");
     await journeysAt(entered + 11 * JOURNEY_HOUR);
+    await journeysAt(Date.now()); // Ann's run, moved by the first pass, is walked by the next
     await receiver.wait("/2010-04-01/", 1);
     await sleep(1500);
     const named = whatsapps().map((w) => all.find((s) => `whatsapp:${s.phone}` === new URLSearchParams(w.raw).get("To"))?.name);
@@ -241,7 +250,11 @@ describe("journeys: the abandoned-checkout flow", () => {
     const ended = Object.fromEntries(
       (await edge.query("SELECT profile_id, status, end_reason, step FROM journey_runs WHERE journey = 'abandoned_checkout'")).map((r) => [r.profile_id, r]),
     );
-    assert.equal(ended[ann.profileId].end_reason, "completed");
+    assert.equal(ended[survivor].end_reason, "completed", "Ann's run moved to the survivor and completed");
+    assert.equal(ended[ann.profileId], undefined);
+    const annDecisions = await edge.query("SELECT step, outcome FROM journey_decisions WHERE profile_id = ? ORDER BY at", survivor);
+    assert.deepEqual(annDecisions.filter((d) => d.outcome === "sent").map((d) => d.step), ["reminder", "whatsapp"], "her decisions moved with her");
+    assert.equal(mailTo(ann.email).length, 1, "the merge sent nothing again");
     assert.deepEqual([ended[bob.profileId].end_reason, ended[bob.profileId].step], ["exit_event", "Order Completed"]);
     assert.deepEqual([ended[cid.profileId].end_reason, ended[cid.profileId].step], ["branched_out", "opened_not_clicked"]);
     assert.deepEqual([ended[eve.profileId].end_reason, ended[eve.profileId].step], ["branched_out", "discount_buyer"]);
@@ -255,7 +268,7 @@ describe("journeys: the abandoned-checkout flow", () => {
     assert.equal(stats.status, 200, stats.text);
     const sent = stats.json.decisions.filter((d) => d.outcome === "sent").reduce((a, d) => a + d.decisions, 0);
     assert.equal(sent, 6);
-    const list = await admin("GET", `/v1/admin/journeys/abandoned_checkout/runs?profileId=${ann.profileId}`);
+    const list = await admin("GET", `/v1/admin/journeys/abandoned_checkout/runs?profileId=${encodeURIComponent(survivor)}`);
     assert.equal(list.json.runs.length, 1);
     assert.equal(list.json.runs[0].status, "ended");
   });
