@@ -140,7 +140,8 @@ describe("journeys: the abandoned-checkout flow", () => {
     const eve = await shopper("eve", { discountOrders: 0 }); // opens, but no discount history
     const fay = await shopper("fay", { optIn: false }); // never opted in: nothing
     const gus = await shopper("gus"); // opens, then replies STOP on WhatsApp
-    const all = [ann, bob, cid, dee, eve, fay, gus];
+    const hal = await shopper("hal"); // asks for his data not to be processed: suppressed
+    const all = [ann, bob, cid, dee, eve, fay, gus, hal];
     const t0 = Math.max(...all.map((s) => s.cartAt));
     assert.equal((await edge.query("SELECT count(*) AS n FROM journey_runs"))[0].n, 0, "carts not yet abandoned");
 
@@ -164,6 +165,15 @@ describe("journeys: the abandoned-checkout flow", () => {
       body: JSON.stringify({ identifier: { type: "user_id", value: dee.userId } }),
     });
     assert.equal(erased.status, 200, await erased.text());
+    // Hal is suppressed: he leaves every journey at once.
+    const suppressed = await fetch(`${edge.url}/v1/privacy/suppress`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${ADMIN_KEY}`, "content-type": "application/json" },
+      body: JSON.stringify({ type: "user_id", value: hal.userId }),
+    });
+    assert.equal(suppressed.status, 200, await suppressed.text());
+    const [halRun] = await edge.query("SELECT status, end_reason FROM journey_runs WHERE profile_id = ?", hal.profileId);
+    assert.deepEqual({ ...halRun }, { status: "ended", end_reason: "suppressed" });
 
     await journeysAt(entered);
     assert.equal(mails().length, 0, "nothing before the hour");
@@ -174,6 +184,7 @@ describe("journeys: the abandoned-checkout flow", () => {
     for (const s of reminded) assert.equal(mailTo(s.email).length, 1, `${s.name} gets one reminder`);
     assert.equal(mailTo(dee.email).length, 0, "the erased shopper gets nothing");
     assert.equal(mailTo(fay.email).length, 0, "no opt-in, no email");
+    assert.equal(mailTo(hal.email).length, 0, "the suppressed shopper gets nothing");
     const [mail] = mailTo(ann.email);
     assert.equal(mail.headers.authorization, "Bearer SG.test-key");
     assert.equal(mail.json.subject, "Ann, you left something in your cart");
@@ -280,7 +291,7 @@ describe("journeys: the abandoned-checkout flow", () => {
       holdoutPercent: 50,
       steps: [{ id: "hello", send: { destination: "mail", template: "hello" } }],
     };
-    const templates = { ...committed("templates.json"), hello: { channel: "email", subject: "Welcome, {{profile.first_name}}", html: "<p>Your code: {{coupon}}</p>", coupon: { code: "WELCOME10" } } };
+    const templates = { ...committed("templates.json"), hello: { channel: "email", subject: "Welcome, {{profile.first_name}}", html: "<p>Welcome to the {{event.properties.plan}} plan. Your code: {{coupon}}</p>", coupon: { code: "WELCOME10" } } };
     const up = await admin("PUT", "/v1/admin/journeys", { journeys: { welcome }, templates });
     assert.equal(up.status, 200, up.text);
     const people = [];
@@ -301,7 +312,7 @@ describe("journeys: the abandoned-checkout flow", () => {
     for (const s of people) {
       const got = mailTo(s.email);
       assert.equal(got.length, control(s.profileId) ? 0 : 1, `${s.name}: ${control(s.profileId) ? "control" : "treatment"}`);
-      if (got.length) assert.match(got[0].json.content[0].value, /WELCOME10/);
+      if (got.length) assert.equal(got[0].json.content[0].value, "<p>Welcome to the free plan. Your code: WELCOME10</p>", "the triggering event's fields");
     }
     assert.equal(mailTo(paid.email).length, 0, "the trigger's condition holds only for free plans");
     assert.equal(mails().length - before, people.filter((s) => !control(s.profileId)).length);

@@ -64,6 +64,15 @@ pub enum Target {
 pub enum Action {
     /// Wait this long (`{"wait": {"hours": 1}}`).
     Wait(i64),
+    /// Wait until the next time the local clock shows `minute` (minutes after midnight) at
+    /// `utc_offset_minutes` (`{"wait": {"until": "09:00", "utcOffsetMinutes": 60}}`); no wait
+    /// when it shows it now.
+    WaitUntil {
+        /// Minutes after local midnight.
+        minute: i64,
+        /// The local clock's offset from UTC.
+        utc_offset_minutes: i64,
+    },
     /// Go on when the condition holds over the profile and the events since the journey began
     /// and the person is in every listed segment; otherwise go to `otherwise`.
     Branch {
@@ -300,13 +309,13 @@ impl Journey {
                 .filter(|k| step.contains_key(*k))
                 .collect();
             let action = match kinds.as_slice() {
-                ["wait"] => Action::Wait(duration(&step["wait"]).ok_or_else(|| {
+                ["wait"] => wait(&step["wait"]).ok_or_else(|| {
                     err(
                         Some(id),
                         "wait",
-                        "must be {\"minutes\"|\"hours\"|\"days\": n}, up to 90 days",
+                        "must be {\"minutes\"|\"hours\"|\"days\": n}, up to 90 days, or {\"until\": \"HH:MM\", \"utcOffsetMinutes\"?}",
                     )
-                })?),
+                })?,
                 ["branch"] => {
                     let branch = step["branch"]
                         .as_object()
@@ -488,8 +497,21 @@ impl Journey {
     }
 }
 
-fn duration(v: &Value) -> Option<i64> {
-    v.as_object().and_then(|o| duration_of(o, MAX_WAIT_MS))
+fn wait(v: &Value) -> Option<Action> {
+    let o = v.as_object()?;
+    if let Some(until) = o.get("until") {
+        let minute = clock_minute(until.as_str()?)?;
+        let utc_offset_minutes = match o.get("utcOffsetMinutes") {
+            None => 0,
+            Some(m) => m.as_i64().filter(|m| m.abs() <= 14 * 60)?,
+        };
+        let known = |k: &String| k == "until" || k == "utcOffsetMinutes";
+        return o.keys().all(known).then_some(Action::WaitUntil {
+            minute,
+            utc_offset_minutes,
+        });
+    }
+    duration_of(o, MAX_WAIT_MS).map(Action::Wait)
 }
 
 fn duration_of(o: &Map<String, Value>, max_ms: i64) -> Option<i64> {

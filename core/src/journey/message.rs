@@ -4,6 +4,9 @@
 //! provider's request from it ([`crate::activate::destination::Kind::map_message`]).
 //!
 //! A template:
+//! Fields read `profile.…` (traits), `computed.…`, `cart` (its items), `coupon` and `event.…`
+//! (the event that started the journey, for event triggers).
+//!
 //! - e-mail: `{"channel": "email", "subject", "html"}`;
 //! - SMS or WhatsApp: `{"channel": "sms" | "whatsapp", "text"}`, or for WhatsApp outside the
 //!   24-hour window an approved template: `{"contentSid": "HX…", "variables": {"1": "{{…}}"}}`;
@@ -256,6 +259,8 @@ pub struct Origin<'a> {
     pub step: &'a str,
     /// The send's key (`jrn_…`).
     pub key: &'a str,
+    /// The event that started the journey (an event trigger's), as stored: `{{event.…}}`.
+    pub event: Option<&'a Value>,
 }
 
 /// Why a message could not be made.
@@ -324,6 +329,7 @@ pub fn render(
         "cart": cart,
         "coupon": code,
         "journey": origin.journey,
+        "event": origin.event,
     });
     let mut out = json!({
         "channel": template.medium.name(),
@@ -406,6 +412,7 @@ mod tests {
         journey: "abandoned_checkout",
         step: "reminder",
         key: "jrn_1",
+        event: None,
     };
 
     #[test]
@@ -445,6 +452,26 @@ mod tests {
         );
         assert_eq!(a, again);
         assert_ne!(a["coupon"], b["coupon"]);
+    }
+
+    #[test]
+    fn the_triggering_event_fills_event_fields() {
+        let templates = parse_templates(&json!({"thanks": {"channel": "sms",
+            "text": "Order {{event.properties.order_id}}: {{event.properties.products.0.name|your items}} ships soon"}}))
+        .unwrap();
+        let (t, c) = (traits(), computed());
+        let order = json!({"event": "Order Completed", "properties": {"order_id": "o-7", "products": [{"name": "Trail Runner"}]}});
+        let origin = Origin {
+            event: Some(&order),
+            ..ORIGIN
+        };
+        let m = render(&templates["thanks"], recipient(&t, &c), origin, b"s").unwrap();
+        assert_eq!(m["text"], "Order o-7: Trail Runner ships soon");
+        let m = render(&templates["thanks"], recipient(&t, &c), ORIGIN, b"s").unwrap();
+        assert_eq!(
+            m["text"], "Order : your items ships soon",
+            "no event: fields render empty"
+        );
     }
 
     #[test]

@@ -343,6 +343,21 @@ pub fn walk(journey: &Journey, person: &Person<'_>, entered_ms: i64, now_ms: i64
                 t = until;
                 i += 1;
             }
+            Action::WaitUntil {
+                minute,
+                utc_offset_minutes,
+            } => {
+                let until = next_clock_time(t, *minute, *utc_offset_minutes);
+                if until > now_ms {
+                    out.next = match exited_by(now_ms) {
+                        Some((event, at)) => Next::Done(End::ExitEvent(event, at)),
+                        None => Next::At(until),
+                    };
+                    return out;
+                }
+                t = until;
+                i += 1;
+            }
             Action::Branch {
                 condition,
                 in_segments,
@@ -487,6 +502,18 @@ fn branch_holds(
     holds_for(rule, &subject, t)
 }
 
+/// The first instant at or after `t` when the local clock (at `offset_minutes`) shows `minute`.
+fn next_clock_time(t: i64, minute: i64, offset_minutes: i64) -> i64 {
+    let offset = offset_minutes * 60_000;
+    let local = t + offset;
+    let day_start = local - local.rem_euclid(DAY_MS);
+    let mut at = day_start + minute * 60_000;
+    if at < local {
+        at += DAY_MS;
+    }
+    at - offset
+}
+
 /// `t`, or the end of the quiet hours it falls in (local time at the configured offset).
 fn after_quiet_hours(q: &QuietHours, t: i64) -> i64 {
     let offset = q.utc_offset_minutes * 60_000;
@@ -574,6 +601,51 @@ mod tests {
 
     fn steps_sent(w: &Walk) -> Vec<&str> {
         w.sends.iter().map(|s| s.step.as_str()).collect()
+    }
+
+    #[test]
+    fn a_wait_until_a_time_of_day_goes_on_at_that_local_time() {
+        let j = Journey::parse(
+            "morning",
+            &json!({"trigger": {"event": "Signed Up"}, "steps": [
+                {"id": "nine", "wait": {"until": "09:00", "utcOffsetMinutes": 60}},
+                {"id": "hello", "send": {"destination": "mail", "template": "t"}}
+            ]}),
+            None,
+        )
+        .unwrap();
+        let traits = Map::new();
+        let p = person(&[], &[], &traits);
+        let midnight = T0 - T0.rem_euclid(DAY_MS);
+        // 07:30 UTC is 08:30 local: the send goes at 08:00 UTC the same day.
+        let entered = midnight + 7 * HOUR + 30 * 60_000;
+        assert_eq!(
+            walk(&j, &p, entered, entered).next,
+            Next::At(midnight + 8 * HOUR)
+        );
+        let w = walk(&j, &p, entered, midnight + 8 * HOUR);
+        assert_eq!(steps_sent(&w), ["hello"]);
+        assert_eq!(w.sends[0].at_ms, midnight + 8 * HOUR);
+        // 09:30 local: tomorrow at nine.
+        let late = midnight + 8 * HOUR + 30 * 60_000;
+        assert_eq!(
+            walk(&j, &p, late, late).next,
+            Next::At(midnight + DAY_MS + 8 * HOUR)
+        );
+        // Exactly nine: no wait.
+        assert_eq!(
+            steps_sent(&walk(&j, &p, midnight + 8 * HOUR, midnight + 8 * HOUR)),
+            ["hello"]
+        );
+        let bad = Journey::parse(
+            "morning",
+            &json!({"trigger": {"event": "x"}, "steps": [{"id": "w", "wait": {"until": "25:00"}}]}),
+            None,
+        );
+        assert!(bad
+            .unwrap_err()
+            .to_string()
+            .starts_with("journey morning: step w: wait must be"));
     }
 
     #[test]
@@ -894,7 +966,8 @@ mod tests {
         assert_eq!(bad(json!({"steps": []})), "journey j: trigger is required");
         assert_eq!(
             bad(json!({"trigger": {"segment": "s"}, "steps": [{"id": "w", "wait": {"weeks": 1}}]})),
-            "journey j: step w: wait must be {\"minutes\"|\"hours\"|\"days\": n}, up to 90 days"
+            "journey j: step w: wait must be {\"minutes\"|\"hours\"|\"days\": n}, up to 90 days, \
+             or {\"until\": \"HH:MM\", \"utcOffsetMinutes\"?}"
         );
         assert_eq!(
             bad(

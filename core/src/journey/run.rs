@@ -98,6 +98,22 @@ pub struct Claimed {
     /// neither.
     pub key_profile: String,
     pub entered_at: i64,
+    /// What entered them: `segment:<name>` or `event:<source>/<messageId>`.
+    #[serde(default)]
+    pub cause: Option<String>,
+}
+
+/// The stored event an event-triggered run began with (`cause` `event:<source>/<messageId>`):
+/// `body`.
+pub fn cause_event(cause: &str) -> Option<Statement> {
+    let (source_id, message_id) = cause.strip_prefix("event:")?.split_once('/')?;
+    Some(Statement {
+        sql: "SELECT body FROM events WHERE source_id = ?1 AND message_id = ?2".into(),
+        params: vec![
+            Param::Text(source_id.into()),
+            Param::Text(message_id.into()),
+        ],
+    })
 }
 
 /// Claims up to `limit` active runs due at `now_ms` for one walker (under [`LEASE_MS`]).
@@ -107,7 +123,7 @@ pub fn claim_due(now_ms: i64, limit: u32) -> Statement {
               WHERE status = 'active' AND (journey, profile_id, entered_at) IN \
               (SELECT journey, profile_id, entered_at FROM journey_runs \
                WHERE status = 'active' AND next_at <= ?1 ORDER BY next_at LIMIT ?3) \
-              RETURNING journey, profile_id, key_profile, entered_at"
+              RETURNING journey, profile_id, key_profile, entered_at, cause"
             .into(),
         params: vec![
             Param::Int(now_ms),
@@ -276,6 +292,29 @@ pub fn follow_merge(from_profile: &str, into_profile: &str, now_ms: i64) -> [Sta
     ]
 }
 
+/// Takes the people of `profile_ids` out of every journey at once (a suppression): their active
+/// runs end with `reason`, and their messages not yet sent are skipped and cleared.
+pub fn leave_all(profile_ids: &[String], reason: &str, now_ms: i64) -> [Statement; 2] {
+    let ids = Param::Text(Value::from(profile_ids.to_vec()).to_string());
+    [
+        Statement {
+            sql: "UPDATE journey_runs SET status = 'ended', next_at = NULL, end_reason = ?2, \
+                  ended_at = ?3, updated_at = ?3 WHERE status = 'active' \
+                  AND profile_id IN (SELECT value FROM json_each(?1))"
+                .into(),
+            params: vec![ids.clone(), Param::Text(reason.into()), Param::Int(now_ms)],
+        },
+        Statement {
+            sql: "UPDATE deliveries SET status = 'skipped', payload = NULL, last_error = ?2, \
+                  updated_at = ?3 WHERE source_id = '$journey' AND status IN ('pending', 'dead') \
+                  AND message_id IN (SELECT key FROM journey_decisions \
+                  WHERE profile_id IN (SELECT value FROM json_each(?1)))"
+                .into(),
+            params: vec![ids, Param::Text(reason.into()), Param::Int(now_ms)],
+        },
+    ]
+}
+
 /// Runs of a journey, newest first (`status` filters; `profile_id` narrows to one person).
 pub fn list(
     journey: &str,
@@ -371,6 +410,7 @@ mod tests {
             profile_id: "p".into(),
             key_profile: "p".into(),
             entered_at: 5,
+            cause: None,
         };
         let sent = Decision {
             key: "jrn_1",
@@ -404,6 +444,7 @@ mod tests {
             profile_id: "p".into(),
             key_profile: "p".into(),
             entered_at: 5,
+            cause: None,
         };
         let s = settle(&run, &Next::At(99), Some("wait_1h"), 10);
         assert_eq!(s.params[3], Param::Text("active".into()));

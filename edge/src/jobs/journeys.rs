@@ -64,8 +64,10 @@ pub async fn enter(
             }
             let because = match cause {
                 Cause::SegmentEntered(segment) => format!("segment:{segment}"),
+                // Where the event is stored, for the templates' `{{event.…}}` fields.
                 Cause::Event(body) => format!(
-                    "event:{}",
+                    "event:{}/{}",
+                    who.source.map_or("", |s| s.id.as_str()),
                     body.get("messageId").and_then(Value::as_str).unwrap_or("")
                 ),
             };
@@ -242,6 +244,19 @@ async fn walk_one(
         traits: &view.traits,
         computed: &view.computed_traits,
     };
+    let trigger: Option<Value> = match due.cause.as_deref().and_then(run::cause_event) {
+        Some(read) if !due_sends.is_empty() => {
+            #[derive(serde::Deserialize)]
+            struct Body {
+                body: String,
+            }
+            d1::rows::<Body>(db, &read)
+                .await?
+                .first()
+                .and_then(|r| serde_json::from_str(&r.body).ok())
+        }
+        _ => None,
+    };
     let destinations = isolate::destinations();
     // Message rows are due by the wall clock: the queue consumer claims by it.
     let queued_at = platform::now_ms();
@@ -276,6 +291,7 @@ async fn walk_one(
                     journey: &journey.name,
                     step: &send.step,
                     key: &send.key,
+                    event: trigger.as_ref(),
                 };
                 let secret = secret.as_ref().map_or(&[][..], |s| &s[..]);
                 message::render(template, recipient, origin, secret).map_err(|u| u.code())

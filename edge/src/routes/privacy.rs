@@ -186,9 +186,17 @@ async fn set_suppression(
     let keys = subject.suppression_keys();
     let (name, mut plan): (&'static str, Vec<(&'static str, Statement)>) = if on {
         let statements = suppress(&keys, &action.request_id, action.now_ms);
+        let profile_ids: Vec<String> = subject.profile_ids.iter().cloned().collect();
+        // They leave every journey at once; a message not yet sent is not sent.
+        let journeys =
+            seam_core::journey::run::leave_all(&profile_ids, "suppressed", action.now_ms);
         (
             "suppress",
-            statements.into_iter().map(|s| ("changed", s)).collect(),
+            statements
+                .into_iter()
+                .map(|s| ("changed", s))
+                .chain(journeys.into_iter().map(|s| ("journeys", s)))
+                .collect(),
         )
     } else {
         let keys: Vec<String> = keys.into_iter().map(|(k, _)| k).collect();
