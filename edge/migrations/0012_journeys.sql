@@ -12,7 +12,8 @@ CREATE TABLE journey_runs (
   end_reason TEXT,             -- completed | exit_event | branched_out | suppressed | erased
   ended_at   INTEGER,
   control    INTEGER NOT NULL DEFAULT 0, -- in the holdout group
-  cause      TEXT,             -- the segment or event that entered them
+  cause      TEXT,             -- segment:<name> or event:<name>
+  trigger_event TEXT,          -- an event trigger's event as stored (templates' {{event.…}})
   updated_at INTEGER NOT NULL,
   PRIMARY KEY (journey, profile_id, entered_at)
 ) WITHOUT ROWID;
@@ -21,6 +22,8 @@ CREATE TABLE journey_runs (
 CREATE UNIQUE INDEX journey_runs_active ON journey_runs (journey, profile_id) WHERE status = 'active';
 CREATE INDEX journey_runs_due ON journey_runs (status, next_at);
 CREATE INDEX journey_runs_by_profile ON journey_runs (profile_id);
+-- Retention's question: which runs ended long ago?
+CREATE INDEX journey_runs_ended ON journey_runs (ended_at) WHERE status = 'ended';
 
 -- Every send decision by its key (core::journey::send_key), made once: `sent` (a delivery row
 -- under source '$journey' carries the message) or why not (holdout, no_consent, frequency_cap,
@@ -38,3 +41,4 @@ CREATE TABLE journey_decisions (
 ) WITHOUT ROWID;
 CREATE INDEX journey_decisions_by_profile ON journey_decisions (profile_id, at);
 CREATE INDEX journey_decisions_by_journey ON journey_decisions (journey, at);
+CREATE INDEX journey_decisions_by_at ON journey_decisions (at);

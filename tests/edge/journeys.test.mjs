@@ -1,6 +1,6 @@
 // Journeys end to end: the real Worker in workerd with its real local D1, KV and Queues, local
 // receivers in place of SendGrid and Twilio, and the cron triggers run by the test. Journeys run
-// at JOURNEY_TIME_SCALE=1800 (an hour's wait takes two seconds); the cart's hour is real time,
+// at JOURNEY_TIME_SCALE=900 (an hour's wait takes four seconds); the cart's hour is real time,
 // reached by dating the cart back. The site owner's flow: a cart left for an hour enters
 // `abandoned_checkout`; an hour later an email lists the cart; if it was opened and not
 // clicked, ten hours later a WhatsApp with a 10% code goes to discount buyers.
@@ -23,7 +23,7 @@ const mid = () => `j-${run}-${++n}`;
 const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;
 const DAY = 24 * HOUR;
-const SCALE = 1800;
+const SCALE = 900;
 /** A journey's hour, as the scaled Worker counts it. */
 const JOURNEY_HOUR = HOUR / SCALE;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -257,6 +257,17 @@ describe("journeys: the abandoned-checkout flow", () => {
     assert.equal(form.get("From"), "whatsapp:+14155238886");
     assert.match(form.get("Body"), /^Hi Ann, still thinking it over\? Here is 10% off your cart with the code SAVE10-[A-Z2-9]{8}\.$/);
     assert.equal(message.headers.authorization, `Basic ${Buffer.from("AC123:tok").toString("base64")}`);
+    // Twilio's status callback: Ann read it.
+    const read = await fetch(`${edge.url}/v1/hooks/twilio/${HOOKS_SECRET}`, {
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams({ MessageSid: `SM-ann-${run}`, MessageStatus: "read", To: `whatsapp:${ann.phone}`, From: "whatsapp:+14155238886" }).toString(),
+    });
+    assert.equal(read.status, 200);
+    await settled(edge.url);
+    const reads = await edge.query("SELECT body FROM events WHERE name = 'Message Read' AND source_id = '$hooks'");
+    assert.equal(reads.length, 1);
+    assert.deepEqual(JSON.parse(reads[0].body).properties, { channel: "whatsapp", message_sid: `SM-ann-${run}`, status: "read" });
 
     const ended = Object.fromEntries(
       (await edge.query("SELECT profile_id, status, end_reason, step FROM journey_runs WHERE journey = 'abandoned_checkout'")).map((r) => [r.profile_id, r]),
@@ -282,6 +293,19 @@ describe("journeys: the abandoned-checkout flow", () => {
     const list = await admin("GET", `/v1/admin/journeys/abandoned_checkout/runs?profileId=${encodeURIComponent(survivor)}`);
     assert.equal(list.json.runs.length, 1);
     assert.equal(list.json.runs[0].status, "ended");
+
+    // Retention: history older than the events' retention goes; a run still going keeps its own.
+    const old = 91 * DAY;
+    await edge.exec("UPDATE journey_runs SET ended_at = ended_at - ?, entered_at = entered_at - ?", old, old);
+    await edge.exec("UPDATE journey_decisions SET at = at - ?, entered_at = entered_at - ?", old, old);
+    await edge.exec("UPDATE journey_runs SET status = 'active', ended_at = NULL, next_at = ? WHERE profile_id = ?", Date.now() + DAY, eve.profileId);
+    const eveDecisions = (await edge.query("SELECT count(*) AS n FROM journey_decisions WHERE profile_id = ?", eve.profileId))[0].n;
+    await cron("17 3 * * *");
+    const left = await edge.query("SELECT profile_id, status FROM journey_runs WHERE journey = 'abandoned_checkout'");
+    assert.deepEqual(left.map((r) => [r.profile_id, r.status]), [[eve.profileId, "active"]]);
+    const decisionsLeft = await edge.query("SELECT DISTINCT profile_id FROM journey_decisions WHERE journey = 'abandoned_checkout'");
+    assert.deepEqual(decisionsLeft.map((r) => r.profile_id), [eve.profileId]);
+    assert.equal((await edge.query("SELECT count(*) AS n FROM journey_decisions WHERE profile_id = ?", eve.profileId))[0].n, eveDecisions);
   });
 
   test("an event trigger with a holdout: the control group gets nothing, and exposure says who was which", async () => {

@@ -502,16 +502,21 @@ fn branch_holds(
     holds_for(rule, &subject, t)
 }
 
-/// The first instant at or after `t` when the local clock (at `offset_minutes`) shows `minute`.
+/// `t` when the local clock (at `offset_minutes`) shows `minute` then, else the next instant
+/// it does.
 fn next_clock_time(t: i64, minute: i64, offset_minutes: i64) -> i64 {
     let offset = offset_minutes * 60_000;
     let local = t + offset;
     let day_start = local - local.rem_euclid(DAY_MS);
-    let mut at = day_start + minute * 60_000;
-    if at < local {
-        at += DAY_MS;
+    let at = day_start + minute * 60_000;
+    if (0..60_000).contains(&(local - at)) {
+        return t;
     }
-    at - offset
+    if at < local {
+        at + DAY_MS - offset
+    } else {
+        at - offset
+    }
 }
 
 /// `t`, or the end of the quiet hours it falls in (local time at the configured offset).
@@ -632,10 +637,20 @@ mod tests {
             walk(&j, &p, late, late).next,
             Next::At(midnight + DAY_MS + 8 * HOUR)
         );
-        // Exactly nine: no wait.
+        // Nine o'clock (any second of that minute): no wait.
         assert_eq!(
             steps_sent(&walk(&j, &p, midnight + 8 * HOUR, midnight + 8 * HOUR)),
             ["hello"]
+        );
+        let nine_thirty_s = midnight + 8 * HOUR + 30_000;
+        assert_eq!(
+            steps_sent(&walk(&j, &p, nine_thirty_s, nine_thirty_s)),
+            ["hello"]
+        );
+        let nine_oh_one = midnight + 8 * HOUR + 60_000;
+        assert_eq!(
+            walk(&j, &p, nine_oh_one, nine_oh_one).next,
+            Next::At(midnight + DAY_MS + 8 * HOUR)
         );
         let bad = Journey::parse(
             "morning",

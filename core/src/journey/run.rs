@@ -22,10 +22,18 @@ pub const LEASE_MS: i64 = 5 * 60_000;
 /// Most runs one cron pass claims.
 pub const MAX_CLAIM: u32 = 100;
 
-/// The statement that enters `profile_id` into `journey` at `now_ms` because of `cause`,
-/// unless they are in it now or the re-entry policy forbids it. It returns `entered_at,
-/// control` when it entered them. The run is due at once: the walk sets its next time.
-pub fn enter(journey: &Journey, profile_id: &str, cause: &str, now_ms: i64) -> Statement {
+/// The statement that enters `profile_id` into `journey` at `now_ms` because of `cause`
+/// (`segment:<name>` or `event:<name>`, with the event as stored for an event trigger: the
+/// templates' `{{event.…}}` fields read this copy, which goes with the run), unless they are in
+/// it now or the re-entry policy forbids it. It returns `entered_at, control` when it entered
+/// them. The run is due at once: the walk sets its next time.
+pub fn enter(
+    journey: &Journey,
+    profile_id: &str,
+    cause: &str,
+    trigger_event: Option<&Value>,
+    now_ms: i64,
+) -> Statement {
     let control = in_control(journey, profile_id);
     // Past any time: no earlier entry is after it, so only an active run blocks. (Bounds
     // within 2^53: D1 binds numbers as doubles.)
@@ -37,8 +45,8 @@ pub fn enter(journey: &Journey, profile_id: &str, cause: &str, now_ms: i64) -> S
         .clamp(-FAR, FAR);
     Statement {
         sql: "INSERT INTO journey_runs (journey, profile_id, key_profile, entered_at, status, \
-              next_at, control, cause, updated_at) \
-              SELECT ?1, ?2, ?2, ?3, 'active', ?3, ?4, ?5, ?3 \
+              next_at, control, cause, trigger_event, updated_at) \
+              SELECT ?1, ?2, ?2, ?3, 'active', ?3, ?4, ?5, ?7, ?3 \
               WHERE NOT EXISTS (SELECT 1 FROM journey_runs WHERE journey = ?1 AND profile_id = ?2 \
               AND (status = 'active' OR entered_at > ?6)) \
               ON CONFLICT DO NOTHING RETURNING entered_at, control"
@@ -50,6 +58,7 @@ pub fn enter(journey: &Journey, profile_id: &str, cause: &str, now_ms: i64) -> S
             Param::Int(i64::from(control)),
             Param::Text(cause.into()),
             Param::Int(blocked_after),
+            trigger_event.map_or(Param::Null, |e| Param::Text(e.to_string())),
         ],
     }
 }
@@ -98,22 +107,9 @@ pub struct Claimed {
     /// neither.
     pub key_profile: String,
     pub entered_at: i64,
-    /// What entered them: `segment:<name>` or `event:<source>/<messageId>`.
+    /// An event trigger's event as stored at entry (JSON text).
     #[serde(default)]
-    pub cause: Option<String>,
-}
-
-/// The stored event an event-triggered run began with (`cause` `event:<source>/<messageId>`):
-/// `body`.
-pub fn cause_event(cause: &str) -> Option<Statement> {
-    let (source_id, message_id) = cause.strip_prefix("event:")?.split_once('/')?;
-    Some(Statement {
-        sql: "SELECT body FROM events WHERE source_id = ?1 AND message_id = ?2".into(),
-        params: vec![
-            Param::Text(source_id.into()),
-            Param::Text(message_id.into()),
-        ],
-    })
+    pub trigger_event: Option<String>,
 }
 
 /// Claims up to `limit` active runs due at `now_ms` for one walker (under [`LEASE_MS`]).
@@ -123,7 +119,7 @@ pub fn claim_due(now_ms: i64, limit: u32) -> Statement {
               WHERE status = 'active' AND (journey, profile_id, entered_at) IN \
               (SELECT journey, profile_id, entered_at FROM journey_runs \
                WHERE status = 'active' AND next_at <= ?1 ORDER BY next_at LIMIT ?3) \
-              RETURNING journey, profile_id, key_profile, entered_at, cause"
+              RETURNING journey, profile_id, key_profile, entered_at, trigger_event"
             .into(),
         params: vec![
             Param::Int(now_ms),
@@ -306,11 +302,41 @@ pub fn leave_all(profile_ids: &[String], reason: &str, now_ms: i64) -> [Statemen
         },
         Statement {
             sql: "UPDATE deliveries SET status = 'skipped', payload = NULL, last_error = ?2, \
-                  updated_at = ?3 WHERE source_id = '$journey' AND status IN ('pending', 'dead') \
+                  updated_at = ?3 WHERE source_id = '$journey' \
+                  AND status IN ('pending', 'sending', 'dead') \
                   AND message_id IN (SELECT key FROM journey_decisions \
                   WHERE profile_id IN (SELECT value FROM json_each(?1)))"
                 .into(),
             params: vec![ids, Param::Text(reason.into()), Param::Int(now_ms)],
+        },
+    ]
+}
+
+/// Retention: up to `chunk` rows each of the decisions made before `before_ms` whose run is
+/// over, and of the runs that ended before it. ("Never re-enter" therefore holds for as long
+/// as events are kept.)
+pub fn prune(before_ms: i64, chunk: u32) -> [Statement; 2] {
+    let params = vec![Param::Int(before_ms), Param::Int(i64::from(chunk))];
+    [
+        Statement {
+            // A decision whose message is still in the delivery log stays: an erasure finds the
+            // message through it.
+            sql:
+                "DELETE FROM journey_decisions WHERE key IN (SELECT d.key FROM journey_decisions d \
+                  WHERE d.at < ?1 AND NOT EXISTS (SELECT 1 FROM journey_runs r \
+                  WHERE r.journey = d.journey AND r.profile_id = d.profile_id \
+                  AND r.entered_at = d.entered_at AND r.status = 'active') \
+                  AND NOT EXISTS (SELECT 1 FROM deliveries x WHERE x.source_id = '$journey' \
+                  AND x.message_id = d.key) LIMIT ?2)"
+                    .into(),
+            params: params.clone(),
+        },
+        Statement {
+            sql: "DELETE FROM journey_runs WHERE (journey, profile_id, entered_at) IN \
+                  (SELECT journey, profile_id, entered_at FROM journey_runs \
+                   WHERE status = 'ended' AND ended_at < ?1 LIMIT ?2)"
+                .into(),
+            params,
         },
     ]
 }
@@ -324,7 +350,8 @@ pub fn list(
 ) -> Statement {
     Statement {
         sql: "SELECT journey, profile_id, key_profile, entered_at, status, next_at, step, \
-              end_reason, ended_at, control, cause FROM journey_runs WHERE journey = ?1 \
+              end_reason, ended_at, control, cause, trigger_event FROM journey_runs \
+              WHERE journey = ?1 \
               AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR profile_id = ?3) \
               ORDER BY entered_at DESC LIMIT ?4"
             .into(),
@@ -387,18 +414,24 @@ mod tests {
     fn entry_applies_the_reentry_policy_in_its_statement() {
         let at = |s: &Statement| s.params[5].clone();
         assert_eq!(
-            at(&enter(&journey(json!("never")), "p", "x", 1000)),
+            at(&enter(&journey(json!("never")), "p", "x", None, 1000)),
             Param::Int(-(1 << 53))
         );
         assert_eq!(
-            at(&enter(&journey(json!("always")), "p", "x", 1000)),
+            at(&enter(&journey(json!("always")), "p", "x", None, 1000)),
             Param::Int(1 << 53)
         );
         assert_eq!(
-            at(&enter(&journey(json!({"days": 1})), "p", "x", 100_000_000)),
+            at(&enter(
+                &journey(json!({"days": 1})),
+                "p",
+                "x",
+                None,
+                100_000_000
+            )),
             Param::Int(100_000_000 - 86_400_000)
         );
-        let s = enter(&journey(json!("never")), "p", "segment:x", 1000);
+        let s = enter(&journey(json!("never")), "p", "segment:x", None, 1000);
         assert!(s.sql.contains("status = 'active' OR entered_at > ?6"));
         assert_eq!(s.params[4], Param::Text("segment:x".into()));
     }
@@ -410,7 +443,7 @@ mod tests {
             profile_id: "p".into(),
             key_profile: "p".into(),
             entered_at: 5,
-            cause: None,
+            trigger_event: None,
         };
         let sent = Decision {
             key: "jrn_1",
@@ -444,7 +477,7 @@ mod tests {
             profile_id: "p".into(),
             key_profile: "p".into(),
             entered_at: 5,
-            cause: None,
+            trigger_event: None,
         };
         let s = settle(&run, &Next::At(99), Some("wait_1h"), 10);
         assert_eq!(s.params[3], Param::Text("active".into()));

@@ -62,16 +62,20 @@ pub async fn enter(
             if entries.iter().any(|(name, _)| *name == j.name) {
                 continue;
             }
-            let because = match cause {
-                Cause::SegmentEntered(segment) => format!("segment:{segment}"),
-                // Where the event is stored, for the templates' `{{event.…}}` fields.
-                Cause::Event(body) => format!(
-                    "event:{}/{}",
-                    who.source.map_or("", |s| s.id.as_str()),
-                    body.get("messageId").and_then(Value::as_str).unwrap_or("")
+            let (because, trigger) = match cause {
+                Cause::SegmentEntered(segment) => (format!("segment:{segment}"), None),
+                Cause::Event(body) => (
+                    format!("event:{}", seam_core::activate::name_of(body)),
+                    Some(Value::Object((*body).clone())),
                 ),
             };
-            plan.push(run::enter(j, who.profile_id, &because, now_ms));
+            plan.push(run::enter(
+                j,
+                who.profile_id,
+                &because,
+                trigger.as_ref(),
+                now_ms,
+            ));
             entries.push((j.name.as_str(), because));
         }
     }
@@ -244,19 +248,10 @@ async fn walk_one(
         traits: &view.traits,
         computed: &view.computed_traits,
     };
-    let trigger: Option<Value> = match due.cause.as_deref().and_then(run::cause_event) {
-        Some(read) if !due_sends.is_empty() => {
-            #[derive(serde::Deserialize)]
-            struct Body {
-                body: String,
-            }
-            d1::rows::<Body>(db, &read)
-                .await?
-                .first()
-                .and_then(|r| serde_json::from_str(&r.body).ok())
-        }
-        _ => None,
-    };
+    let trigger: Option<Value> = due
+        .trigger_event
+        .as_deref()
+        .and_then(|text| serde_json::from_str(text).ok());
     let destinations = isolate::destinations();
     // Message rows are due by the wall clock: the queue consumer claims by it.
     let queued_at = platform::now_ms();

@@ -31,6 +31,8 @@ pub struct Report {
     pub profile_rows: BTreeMap<&'static str, usize>,
     /// Delivery log rows pruned (finished ones after a week, dead ones after 30 days).
     pub deliveries: usize,
+    /// Journey decisions and ended runs pruned (after the event retention).
+    pub journeys: usize,
     /// Chunks used (at most the configured maximum).
     pub chunks: u32,
 }
@@ -84,6 +86,17 @@ pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
             }
         }
     }
+    // Journeys' history goes with the events it was made from; runs still going stay.
+    let before = now_ms - i64::from(policy.event_days) * DAY_MS;
+    for statement in seam_core::journey::run::prune(before, policy.chunk) {
+        for _ in 0..policy.max_chunks {
+            let deleted = changes(&db, &statement).await?;
+            report.journeys += deleted;
+            if deleted < policy.chunk as usize {
+                break;
+            }
+        }
+    }
     let entry = AuditEntry {
         request_id: id::message_id("retention", now_ms, platform::random_bytes()),
         action: "retention",
@@ -94,6 +107,7 @@ pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
             "profiles": report.profiles,
             "profileRows": report.profile_rows,
             "deliveries": report.deliveries,
+            "journeys": report.journeys,
             "chunks": report.chunks,
             "eventDays": policy.event_days,
             "anonymousProfileDays": policy.anonymous_profile_days,
