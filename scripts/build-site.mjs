@@ -29,6 +29,8 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   rmSync(out, { recursive: true, force: true });
   mkdirSync(out, { recursive: true });
   cpSync(join(root, "demo-site"), out, { recursive: true, filter: (src) => !src.includes("/partials") });
+  // The console (`/console/`): the Worker's own pages over its admin API, beside the site.
+  cpSync(join(root, "console"), join(out, "console"), { recursive: true });
   expandIncludes();
   for (const file of pkg.files.filter((f) => !f.endsWith(".md") && !f.endsWith(".d.ts"))) {
     mkdirSync(dirname(join(out, "vendor/seam-sdk", file)), { recursive: true });
@@ -54,6 +56,16 @@ function expandIncludes() {
 // CSP allows only this origin; inline scripts (the import maps) are allowed by their hashes, and
 // WebAssembly compilation by 'wasm-unsafe-eval'.
 function writeSecurityHeaders() {
+  const CONSOLE_CSP = [
+    "default-src 'none'",
+    "script-src 'self'",
+    "style-src 'self'",
+    "img-src 'self' data:",
+    "connect-src 'self'",
+    "base-uri 'none'",
+    "form-action 'self'",
+    "frame-ancestors 'none'",
+  ].join("; ");
   const inlineHashes = new Set();
   for (const file of readdirSync(out).filter((f) => f.endsWith(".html"))) {
     const html = readFileSync(join(out, file), "utf8");
@@ -74,6 +86,8 @@ function writeSecurityHeaders() {
   ].join("; ");
   writeFileSync(
     join(out, "_headers"),
-    `/*\n  Content-Security-Policy: ${csp}\n  X-Content-Type-Options: nosniff\n  Referrer-Policy: strict-origin-when-cross-origin\n  X-Frame-Options: DENY\n  Permissions-Policy: camera=(), microphone=(), geolocation=()\n`,
+    `/*\n  Content-Security-Policy: ${csp}\n  X-Content-Type-Options: nosniff\n  Referrer-Policy: strict-origin-when-cross-origin\n  X-Frame-Options: DENY\n  Permissions-Policy: camera=(), microphone=(), geolocation=()\n` +
+      // The console runs only its own script and talks only to this origin; nothing is cached.
+      `/console/*\n  Content-Security-Policy: ${CONSOLE_CSP}\n  Cache-Control: no-store\n  Referrer-Policy: no-referrer\n`,
   );
 }

@@ -100,6 +100,7 @@ async fn route(
             routes::demo::sign_in(req, env, ctx, now_ms).await
         }
         "/demo/sign-in" => Err(ApiError::MethodNotAllowed),
+        "/console/session" => routes::console::session(req, env, now_ms).await,
         _ => {
             let Some(segment) = path.strip_prefix("/v1/") else {
                 // Site pages routed to the Worker (`run_worker_first`): edge-rendered slots.

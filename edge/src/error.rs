@@ -120,9 +120,14 @@ impl ApiError {
             Self::Access(
                 AccessError::MissingAdminKey
                 | AccessError::InvalidAdminKey
-                | AccessError::RevokedKey,
+                | AccessError::RevokedKey
+                | AccessError::SessionEnded,
             ) => 401,
-            Self::Access(AccessError::WriteKeyForbidden | AccessError::MissingScope(_)) => 403,
+            Self::Access(
+                AccessError::WriteKeyForbidden
+                | AccessError::MissingScope(_)
+                | AccessError::CrossSiteRequest,
+            ) => 403,
             Self::Access(AccessError::InvalidLabel | AccessError::InvalidScopes) => 400,
             Self::InvalidBody => 400,
             Self::LabelTaken => 409,

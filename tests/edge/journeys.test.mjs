@@ -298,6 +298,10 @@ describe("journeys: the abandoned-checkout flow", () => {
     const old = 91 * DAY;
     await edge.exec("UPDATE journey_runs SET ended_at = ended_at - ?, entered_at = entered_at - ?", old, old);
     await edge.exec("UPDATE journey_decisions SET at = at - ?, entered_at = entered_at - ?", old, old);
+    // A decision stays while its message is in the delivery log (an erasure finds it there).
+    const logged = await edge.query("SELECT count(*) AS n FROM deliveries WHERE source_id = '$journey'");
+    assert.ok(logged[0].n >= 6);
+    await edge.exec("UPDATE deliveries SET updated_at = updated_at - ? WHERE source_id = '$journey'", old);
     await edge.exec("UPDATE journey_runs SET status = 'active', ended_at = NULL, next_at = ? WHERE profile_id = ?", Date.now() + DAY, eve.profileId);
     const eveDecisions = (await edge.query("SELECT count(*) AS n FROM journey_decisions WHERE profile_id = ?", eve.profileId))[0].n;
     await cron("17 3 * * *");

@@ -80,6 +80,13 @@ pub enum AccessError {
     /// A key request whose scopes are unusable.
     #[error("scopes must be a non-empty list of profiles:read, privacy:write, config:write")]
     InvalidScopes,
+    /// A console session that ended (logged out, expired, or its key revoked).
+    #[error("the console session has ended: sign in again")]
+    SessionEnded,
+    /// A console request that would change something without the session's CSRF token, or
+    /// from another origin.
+    #[error("this request must come from the console page itself")]
+    CrossSiteRequest,
 }
 
 impl AccessError {
@@ -93,6 +100,8 @@ impl AccessError {
             Self::MissingScope(_) => "insufficient_scope",
             Self::InvalidLabel => "invalid_label",
             Self::InvalidScopes => "invalid_scopes",
+            Self::SessionEnded => "session_ended",
+            Self::CrossSiteRequest => "cross_site_request",
         }
     }
 }
@@ -151,6 +160,15 @@ pub struct Grant {
 }
 
 impl Grant {
+    /// Refuses an action needing `scope` this grant lacks.
+    pub fn require(&self, scope: Scope) -> Result<(), AccessError> {
+        if self.scopes.contains(&scope) {
+            Ok(())
+        } else {
+            Err(AccessError::MissingScope(scope))
+        }
+    }
+
     /// Whether this key may issue a key with `requested` scopes: only scopes it holds itself, so
     /// a key cannot mint one more powerful than it is.
     pub fn may_issue(&self, requested: &[Scope]) -> Result<(), AccessError> {
@@ -169,6 +187,17 @@ pub fn authorize(
     stored: Option<&StoredKey>,
     needed: Scope,
 ) -> Result<Grant, AccessError> {
+    let grant = identify(presented, root, stored)?;
+    grant.require(needed)?;
+    Ok(grant)
+}
+
+/// Who `presented` is, whatever it may do: the root key, or a live issued key.
+pub fn identify(
+    presented: &str,
+    root: Option<&str>,
+    stored: Option<&StoredKey>,
+) -> Result<Grant, AccessError> {
     let hash = key_hash(presented);
     if let Some(root) = root.filter(|r| r.len() >= MIN_ROOT_KEY_LEN) {
         if constant_time_eq(key_hash(root).as_bytes(), hash.as_bytes()) {
@@ -183,9 +212,6 @@ pub fn authorize(
         .ok_or(AccessError::InvalidAdminKey)?;
     if key.revoked {
         return Err(AccessError::RevokedKey);
-    }
-    if !key.scopes.contains(&needed) {
-        return Err(AccessError::MissingScope(needed));
     }
     Ok(Grant {
         label: key.label.clone(),
@@ -395,5 +421,74 @@ mod tests {
             vec![Scope::ProfilesRead]
         );
         assert!(parse_scopes("not json").is_empty());
+    }
+}
+
+/// The console's session cookie: an opaque token (only its hash is stored) that stands for the
+/// key it was opened with, so the key itself never travels again.
+pub const SESSION_COOKIE: &str = "seam_console";
+/// How long a console session lasts.
+pub const SESSION_MS: i64 = 8 * 60 * 60 * 1000;
+/// The header a console request that changes anything carries: the session's CSRF token.
+pub const CSRF_HEADER: &str = "X-Seam-CSRF";
+
+/// Hex of random bytes (session tokens, CSRF tokens).
+pub fn token(random: [u8; 32]) -> String {
+    random.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A console session as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// Who opened it, with what scopes.
+    pub grant: Grant,
+    /// The token a changing request must echo in [`CSRF_HEADER`].
+    pub csrf: String,
+    /// When it ends (epoch ms).
+    pub expires_ms: i64,
+}
+
+/// The statement storing a session opened at `now_ms` with `grant`, under `token`'s hash.
+pub fn open_session(token: &str, grant: &Grant, csrf: &str, now_ms: i64) -> crate::plan::Statement {
+    use crate::plan::{Param, Statement};
+    Statement {
+        sql: "INSERT INTO console_sessions (token_hash, label, scopes, csrf, created_at, expires_at) \
+              VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+            .into(),
+        params: vec![
+            Param::Text(key_hash(token)),
+            Param::Text(grant.label.clone()),
+            Param::Text(scopes_json(&grant.scopes)),
+            Param::Text(csrf.into()),
+            Param::Int(now_ms),
+            Param::Int(now_ms + SESSION_MS),
+        ],
+    }
+}
+
+/// The statement reading the live session of `token` at `now_ms`: `label, scopes, csrf,
+/// expires_at`, none when it expired or its key was revoked since.
+pub fn find_session(token: &str, now_ms: i64) -> crate::plan::Statement {
+    use crate::plan::{Param, Statement};
+    Statement {
+        sql: "SELECT s.label, s.scopes, s.csrf, s.expires_at FROM console_sessions s \
+              LEFT JOIN admin_keys k ON k.label = s.label \
+              WHERE s.token_hash = ?1 AND s.expires_at > ?2 \
+              AND (s.label = ?3 OR (k.label IS NOT NULL AND k.revoked_at IS NULL))"
+            .into(),
+        params: vec![
+            Param::Text(key_hash(token)),
+            Param::Int(now_ms),
+            Param::Text(ROOT_LABEL.into()),
+        ],
+    }
+}
+
+/// The statement ending `token`'s session (and any that expired before `now_ms`).
+pub fn close_session(token: &str, now_ms: i64) -> crate::plan::Statement {
+    use crate::plan::{Param, Statement};
+    Statement {
+        sql: "DELETE FROM console_sessions WHERE token_hash = ?1 OR expires_at <= ?2".into(),
+        params: vec![Param::Text(key_hash(token)), Param::Int(now_ms)],
     }
 }

@@ -1,32 +1,65 @@
 //! Admission of admin requests: the bearer key and its scopes, and the identifier a route names.
 
+use seam_core::collect::auth::constant_time_eq;
 use seam_core::format::id;
 use seam_core::identity::{IdType, Identifier, Rules};
 use seam_core::plan::Statement;
-use seam_core::privacy::access::{self, bearer, Grant, Scope};
+use seam_core::privacy::access::{self, bearer, AccessError, Grant, Scope, Session};
 use seam_core::privacy::{audit, AuditEntry};
 use serde_json::Value;
-use worker::{Env, Request};
+use worker::{Env, Method, Request};
 
 use super::header;
 use crate::error::ApiError;
 use crate::{platform, store};
 
 /// Admits an admin request whose bearer key has `scope`: the root key (a secret: `wrangler secret
-/// put ADMIN_KEY`, or `.dev.vars` locally) or an issued key from the D1 `admin_keys` table. Write
+/// put ADMIN_KEY`, or `.dev.vars` locally) or an issued key from the D1 `admin_keys` table; or,
+/// without an `Authorization` header, the console session in its cookie (the key's grant). Write
 /// keys (Basic auth) are refused outright. Returns who acted, for the audit log.
 pub async fn authorize(req: &Request, env: &Env, scope: Scope) -> Result<Grant, ApiError> {
-    let presented = bearer(header(req, "Authorization").as_deref())?.to_owned();
+    let authorization = header(req, "Authorization");
+    if authorization.is_none() && super::cookie(req, access::SESSION_COOKIE).is_some() {
+        let grant = authorize_session(req, env).await?.grant;
+        grant.require(scope)?;
+        return Ok(grant);
+    }
+    let presented = bearer(authorization.as_deref())?.to_owned();
+    let grant = identify(env, &presented).await?;
+    grant.require(scope)?;
+    Ok(grant)
+}
+
+/// Who `presented` is (the root key or a live issued key), whatever it may do.
+pub async fn identify(env: &Env, presented: &str) -> Result<Grant, ApiError> {
     let root = env
         .secret("ADMIN_KEY")
         .map(|s| s.to_string())
         .or_else(|_| env.var("ADMIN_KEY").map(|v| v.to_string()))
         .ok();
-    if let Ok(grant) = access::authorize(&presented, root.as_deref(), None, scope) {
+    if let Ok(grant) = access::identify(presented, root.as_deref(), None) {
         return Ok(grant);
     }
-    let stored = store::keys::by_hash(&env.d1("DB")?, &access::key_hash(&presented)).await?;
-    Ok(access::authorize(&presented, None, stored.as_ref(), scope)?)
+    let stored = store::keys::by_hash(&env.d1("DB")?, &access::key_hash(presented)).await?;
+    Ok(access::identify(presented, None, stored.as_ref())?)
+}
+
+/// The console session in the request's cookie. A request that changes anything must also
+/// carry the session's CSRF token and, when it says where it comes from, this origin: the
+/// cookie is `SameSite=Strict` already, this is the second lock.
+pub async fn authorize_session(req: &Request, env: &Env) -> Result<Session, ApiError> {
+    let token = super::cookie(req, access::SESSION_COOKIE).ok_or(AccessError::SessionEnded)?;
+    let session = store::keys::session(&env.d1("DB")?, &token, platform::now_ms())
+        .await?
+        .ok_or(AccessError::SessionEnded)?;
+    if !matches!(req.method(), Method::Get | Method::Head) {
+        let csrf = header(req, access::CSRF_HEADER).unwrap_or_default();
+        let same_origin = super::cross_origin(req).is_none();
+        if !same_origin || !constant_time_eq(csrf.as_bytes(), session.csrf.as_bytes()) {
+            return Err(AccessError::CrossSiteRequest.into());
+        }
+    }
+    Ok(session)
 }
 
 /// Parses an identifier type name: a standard type or `external:<type>`.

@@ -1,6 +1,7 @@
 //! Routes. Each is decode -> core -> execute plan -> encode; none calls another.
 
 pub mod admin;
+pub mod console;
 pub mod decide;
 pub mod demo;
 pub mod destinations;

@@ -1,6 +1,8 @@
-//! Issued admin keys in D1 (hashes only).
+//! Issued admin keys and console sessions in D1 (hashes only).
 
-use seam_core::privacy::access::{parse_scopes, scopes_json, KeyRequest, StoredKey};
+use seam_core::privacy::access::{
+    self, parse_scopes, scopes_json, Grant, KeyRequest, Session, StoredKey,
+};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use worker::D1Database;
@@ -96,4 +98,26 @@ pub async fn list(db: &D1Database) -> worker::Result<Vec<Value>> {
             })
         })
         .collect())
+}
+
+#[derive(Deserialize)]
+struct SessionRow {
+    label: String,
+    scopes: String,
+    csrf: String,
+    expires_at: i64,
+}
+
+/// The live console session of `token` at `now_ms` (none: ended, expired, or its key revoked).
+pub async fn session(db: &D1Database, token: &str, now_ms: i64) -> worker::Result<Option<Session>> {
+    let rows: Vec<SessionRow> =
+        crate::store::d1::rows(db, &access::find_session(token, now_ms)).await?;
+    Ok(rows.into_iter().next().map(|r| Session {
+        grant: Grant {
+            label: r.label,
+            scopes: parse_scopes(&r.scopes),
+        },
+        csrf: r.csrf,
+        expires_ms: r.expires_at,
+    }))
 }

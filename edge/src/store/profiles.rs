@@ -171,7 +171,7 @@ pub fn parse_body(row: Value) -> Value {
 }
 
 /// Everything the profile API returns: the view, recent events (including anonymous ones from
-/// before a merge), merge history and refused merges.
+/// before a merge), merge history, refused merges and journeys.
 pub async fn full(db: &D1Database, profile_id: &str, now_ms: i64) -> worker::Result<Value> {
     let mut view = view(db, profile_id, now_ms).await?;
     let anonymous = serde_json::to_string(&values_of(&view.identifiers, &IdType::AnonymousId))?;
@@ -214,6 +214,16 @@ pub async fn full(db: &D1Database, profile_id: &str, now_ms: i64) -> worker::Res
         .all()
         .await?
         .results::<Value>()?;
+    let journeys: Vec<Value> = db
+        .prepare(
+            "SELECT journey, status, step, end_reason AS endReason, entered_at AS enteredAt, \
+             next_at AS nextAt, control FROM journey_runs WHERE profile_id = ?1 \
+             ORDER BY entered_at DESC LIMIT 20",
+        )
+        .bind(&[profile_id.into()])?
+        .all()
+        .await?
+        .results::<Value>()?;
     let count = stats.as_ref().map_or(0, |s| s.events);
     if let Some(s) = stats {
         view.first_seen = s.first_seen.map(format_iso8601);
@@ -224,5 +234,6 @@ pub async fn full(db: &D1Database, profile_id: &str, now_ms: i64) -> worker::Res
     out["recentEvents"] = Value::Array(events);
     out["merges"] = Value::Array(merges);
     out["refusedMerges"] = Value::Array(conflicts);
+    out["journeys"] = Value::Array(journeys);
     Ok(out)
 }

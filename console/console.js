@@ -1,0 +1,167 @@
+// The Seam console: a small page over the JSON admin API. Signing in exchanges the admin key for
+// a session cookie (HttpOnly: no script can read it); the key is dropped from the page at once,
+// and every later request carries only the cookie, plus the CSRF token for a change.
+const $ = (selector) => document.querySelector(selector);
+let session = null;
+
+/** Text nodes only: nothing from a profile is ever parsed as HTML. */
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  for (const child of children.flat()) node.append(child instanceof Node ? child : document.createTextNode(String(child ?? "")));
+  return node;
+}
+
+async function api(path, { method = "GET", body } = {}) {
+  const headers = { accept: "application/json" };
+  if (body !== undefined) headers["content-type"] = "application/json";
+  if (method !== "GET" && session) headers["x-seam-csrf"] = session.csrf;
+  const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), credentials: "same-origin" });
+  const json = await response.json().catch(() => null);
+  if (response.status === 401 && path !== "/console/session") signedOut();
+  return { status: response.status, json };
+}
+
+function show(view) {
+  for (const id of ["signin", "profiles"]) $(`#${id}`).hidden = id !== view;
+  const signedIn = view !== "signin";
+  $("#nav").hidden = !signedIn;
+  $("#who").hidden = !signedIn;
+}
+
+function signedOut() {
+  session = null;
+  show("signin");
+  $("#admin-key").focus();
+}
+
+function signedIn(s) {
+  session = s;
+  $("#who-label").textContent = `Signed in as ${s.label}`;
+  route();
+}
+
+function route() {
+  if (!session) return signedOut();
+  show("profiles");
+  const q = new URLSearchParams(location.hash.split("?")[1] ?? "").get("q");
+  if (q && $("#search").value !== q) {
+    $("#search").value = q;
+    search(q);
+  }
+}
+
+// --- Sign in and out -----------------------------------------------------------------------
+
+$("#signin-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const input = $("#admin-key");
+  const key = input.value;
+  input.value = ""; // the key leaves the page with this one request
+  const { status, json } = await api("/console/session", { method: "POST", body: { key } });
+  if (status === 201) return signedIn(json);
+  $("#signin-status").textContent = json?.message ?? "Sign-in failed.";
+});
+
+$("#sign-out").addEventListener("click", async () => {
+  await api("/console/session", { method: "DELETE" });
+  signedOut();
+});
+
+// --- Profiles ------------------------------------------------------------------------------
+
+/** Which identifier types a search term may be, most likely first. */
+function typesFor(q) {
+  if (q.includes("@")) return ["email"];
+  if (/^\+?[\d\s().-]{6,}$/.test(q)) return ["phone", "user_id", "anonymous_id"];
+  return ["user_id", "anonymous_id", "email"];
+}
+
+async function search(q) {
+  const status = $("#search-status");
+  status.textContent = "Searching…";
+  $("#profile").hidden = true;
+  for (const type of typesFor(q.trim())) {
+    const { status: code, json } = await api(`/v1/profiles/lookup?type=${encodeURIComponent(type)}&value=${encodeURIComponent(q.trim())}`);
+    if (code === 200) {
+      status.textContent = `Found by ${type.replace("_", " ")}.`;
+      return renderProfile(json);
+    }
+    if (code === 403) {
+      status.textContent = json?.message ?? "Not allowed.";
+      return;
+    }
+  }
+  status.textContent = "No profile matches.";
+}
+
+$("#search-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const q = $("#search").value;
+  history.replaceState(null, "", `#/profiles?q=${encodeURIComponent(q)}`);
+  search(q);
+});
+
+const when = (ms) => (ms ? new Date(ms).toISOString().replace("T", " ").slice(0, 19) : "");
+const value = (v) => (typeof v === "object" && v !== null ? JSON.stringify(v) : String(v));
+
+function pairs(object) {
+  const entries = Object.entries(object ?? {});
+  if (!entries.length) return el("p", { class: "note" }, "None.");
+  return el("dl", {}, entries.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, value(v))]));
+}
+
+function card(title, ...content) {
+  const id = `card-${title.toLowerCase().replace(/[^a-z]+/g, "-")}`;
+  return el("section", { class: "card", "aria-labelledby": id }, el("h2", { id }, title), ...content);
+}
+
+function renderProfile(p) {
+  const view = $("#profile");
+  view.replaceChildren();
+  view.append(el("h2", { id: "profile-title" }, `Profile ${p.profileId}`));
+  view.append(el("p", { class: "note" }, `${p.eventCount} events · first seen ${p.firstSeen ?? "?"} · last seen ${p.lastSeen ?? "?"}`));
+  const identifiers = el("ul", { class: "plain", "aria-label": "Identifiers" }, p.identifiers.map((i) => el("li", {}, el("code", {}, i))));
+  const merges = (p.merges ?? []).length
+    ? el("ul", { class: "plain" }, p.merges.map((m) => el("li", {}, `${when(m.mergedAt)}: ${m.from} joined ${m.into} (${m.cause})`)))
+    : el("p", { class: "note" }, "No merges.");
+  const segments = (p.segments ?? []).length ? el("p", {}, p.segments.map((s) => el("span", { class: "tag" }, s))) : el("p", { class: "note" }, "None.");
+  const journeys = (p.journeys ?? []).length
+    ? el("ul", { class: "plain" }, p.journeys.map((j) => el("li", {}, `${j.journey}: ${j.status}${j.step ? ` at ${j.step}` : ""}${j.endReason ? ` (${j.endReason})` : ""}, entered ${when(j.enteredAt)}${j.control ? ", holdout" : ""}`)))
+    : el("p", { class: "note" }, "None.");
+  view.append(
+    el("div", { class: "grid" },
+      card("Identifiers", identifiers, el("h3", {}, "How they were joined"), merges),
+      card("Traits", pairs(p.traits)),
+      card("Computed traits", pairs(p.computedTraits)),
+      card("Segments", segments),
+      card("Journeys", journeys),
+    ),
+  );
+  const rows = (p.recentEvents ?? []).map((e) =>
+    el("tr", {},
+      el("td", {}, when(Date.parse(e.body?.timestamp))),
+      el("td", {}, e.type),
+      el("td", {}, e.name ?? ""),
+      el("td", {}, e.sourceId),
+      el("td", {}, el("code", {}, e.body?.userId ?? e.body?.anonymousId ?? "")),
+    ),
+  );
+  view.append(
+    el("section", { class: "timeline", "aria-labelledby": "timeline-title" },
+      el("h2", { id: "timeline-title" }, "Timeline"),
+      el("table", {},
+        el("thead", {}, el("tr", {}, ["Time", "Type", "Event", "Source", "User or anonymous ID"].map((h) => el("th", { scope: "col" }, h)))),
+        el("tbody", {}, rows),
+      ),
+    ),
+  );
+  view.hidden = false;
+}
+
+// --- Start ---------------------------------------------------------------------------------
+
+window.addEventListener("hashchange", route);
+const current = await api("/console/session");
+if (current.status === 200) signedIn(current.json);
+else signedOut();

@@ -1,0 +1,128 @@
+// The console in real Chromium against the running Worker: sign in with an admin key (exchanged
+// for an HttpOnly session cookie), find a person by email after they used two devices, and see
+// both devices' identifiers and the events from before they signed in. Screenshots of each
+// page at phone and desktop widths go to tests/.tmp/screenshots (git-ignored).
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { post, root, startEdge } from "../support/edge.mjs";
+import { launchBrowser } from "../support/browser.mjs";
+
+const secrets = readFileSync(join(root, ".dev.vars"), "utf8");
+const secret = (name) => secrets.match(new RegExp(`^${name}=(.*)$`, "m"))[1].trim();
+const ADMIN_KEY = secret("ADMIN_KEY");
+const SERVER_KEY = secret("SERVER_WRITE_KEY");
+const shots = join(root, "tests/.tmp/screenshots");
+const run = `${process.pid}`;
+let n = 0;
+const mid = () => `c-${run}-${++n}`;
+
+describe("console", () => {
+  let edge;
+  let browser;
+  before(async () => {
+    mkdirSync(shots, { recursive: true });
+    edge = await startEdge("console");
+    browser = await launchBrowser();
+  });
+  after(async () => {
+    await browser?.close();
+    await edge?.stop();
+  });
+
+  /** A page that records every request it makes. */
+  async function page(width = 1280) {
+    const p = await browser.context.newPage();
+    await p.setViewportSize({ width, height: 900 });
+    const requests = [];
+    p.on("request", (r) => requests.push({ url: r.url(), headers: r.headers(), body: r.postData() ?? "" }));
+    return { p, requests };
+  }
+
+  async function signIn(p, key) {
+    await p.goto(`${edge.url}/console/`);
+    await p.getByLabel("Admin key").fill(key);
+    await p.getByRole("button", { name: "Sign in" }).click();
+  }
+
+  test("sign in, find a shopper by email across two devices, sign out", async () => {
+    // Ana browses on her laptop and her phone, then signs in on both (the shop's server says so).
+    const email = `ana-${run}@shop.example`;
+    const [laptop, phone, user] = [`laptop-${run}`, `phone-${run}`, `ana-${run}`];
+    const sent = await post(`${edge.url}/v1/batch`, {
+      writeKey: SERVER_KEY,
+      batch: [
+        { type: "track", event: "Product Viewed", anonymousId: laptop, messageId: mid(), properties: { product_id: "trail-runner" } },
+        { type: "identify", userId: user, anonymousId: laptop, messageId: mid(), traits: { email, first_name: "Ana" } },
+        { type: "page", name: "Home", anonymousId: phone, messageId: mid() },
+        { type: "identify", userId: user, anonymousId: phone, messageId: mid() },
+      ],
+    });
+    assert.equal(sent.status, 200, sent.text);
+
+    const { p, requests } = await page();
+    await p.goto(`${edge.url}/console/`);
+    await p.getByRole("heading", { name: "Sign in" }).waitFor();
+    await p.screenshot({ path: join(shots, "sign-in-1280.png"), fullPage: true });
+    await signIn(p, "not-a-key-0123456789");
+    await p.getByText("The admin key is not valid").waitFor();
+    await signIn(p, ADMIN_KEY);
+    await p.getByText("Signed in as root").waitFor();
+    const signedInAt = requests.length;
+    assert.equal(await p.evaluate(() => document.cookie.includes("seam_console")), false, "the session cookie is HttpOnly");
+    const [cookie] = (await browser.context.cookies(edge.url)).filter((c) => c.name === "seam_console");
+    assert.deepEqual([cookie.httpOnly, cookie.secure, cookie.sameSite], [true, true, "Strict"]);
+
+    await p.getByLabel("Search profiles").fill(email);
+    await p.getByRole("button", { name: "Search" }).click();
+    const identifiers = p.getByRole("list", { name: "Identifiers" });
+    await identifiers.waitFor();
+    const listed = await identifiers.getByRole("listitem").allTextContents();
+    for (const id of [`anonymous_id:${laptop}`, `anonymous_id:${phone}`, `user_id:${user}`, `email:${email}`]) {
+      assert.ok(listed.includes(id), `${id} in ${listed}`);
+    }
+    const timeline = p.getByRole("table");
+    await timeline.getByText("Product Viewed").waitFor();
+    assert.match(await timeline.textContent(), new RegExp(laptop), "the laptop's event from before sign-in");
+    await p.screenshot({ path: join(shots, "profile-1280.png"), fullPage: true });
+    await p.setViewportSize({ width: 390, height: 844 });
+    await p.screenshot({ path: join(shots, "profile-390.png"), fullPage: true });
+
+    // A change without the session's CSRF token is refused, even from the console's own page.
+    const forged = await p.evaluate(() =>
+      fetch("/v1/admin/keys", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ label: "forged", scopes: ["config:write"] }) })
+        .then(async (r) => ({ status: r.status, code: (await r.json()).code })),
+    );
+    assert.deepEqual(forged, { status: 403, code: "cross_site_request" });
+
+    for (const r of requests.slice(signedInAt)) {
+      assert.equal(r.headers.authorization, undefined, `${r.url} carries no key`);
+      assert.ok(!r.url.includes(ADMIN_KEY) && !r.body.includes(ADMIN_KEY), `${r.url} carries no key`);
+    }
+
+    await p.getByRole("button", { name: "Sign out" }).click();
+    await p.getByLabel("Admin key").waitFor();
+    const after = await p.evaluate((q) => fetch(`/v1/profiles/lookup?type=email&value=${encodeURIComponent(q)}`).then((r) => r.status), email);
+    assert.equal(after, 401, "the session ended");
+    const audit = await edge.query("SELECT action FROM privacy_audit WHERE action LIKE 'console_%' ORDER BY at");
+    assert.deepEqual(audit.map((a) => a.action), ["console_sign_in", "console_sign_out"]);
+  });
+
+  test("a scoped key's session has its scopes, and ends when the key is revoked", async () => {
+    const issued = await fetch(`${edge.url}/v1/admin/keys`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${ADMIN_KEY}`, "content-type": "application/json" },
+      body: JSON.stringify({ label: `support-${run}`, scopes: ["profiles:read"] }),
+    }).then((r) => r.json());
+    const { p } = await page(390);
+    await signIn(p, issued.key);
+    await p.getByText(`Signed in as support-${run}`).waitFor();
+    const status = (path, method = "GET") =>
+      p.evaluate(([path, method]) => fetch(path, { method }).then((r) => r.status), [path, method]);
+    assert.equal(await status("/v1/admin/personalisation"), 403, "settings need config:write");
+    assert.equal(await status("/v1/profiles/lookup?type=email&value=nobody%40shop.example"), 404, "profiles:read is enough to search");
+    await fetch(`${edge.url}/v1/admin/keys/support-${run}`, { method: "DELETE", headers: { authorization: `Bearer ${ADMIN_KEY}` } });
+    assert.equal(await status("/v1/profiles/lookup?type=email&value=nobody%40shop.example"), 401, "revoking the key ends its sessions");
+  });
+});
