@@ -22,11 +22,14 @@ async function api(path, { method = "GET", body } = {}) {
   return { status: response.status, json };
 }
 
+const VIEWS = { live: "profiles:read", profiles: "profiles:read", audit: "config:write" };
+
 function show(view) {
-  for (const id of ["signin", "profiles"]) $(`#${id}`).hidden = id !== view;
+  for (const id of ["signin", "denied", ...Object.keys(VIEWS)]) $(`#${id}`).hidden = id !== view;
   const signedIn = view !== "signin";
   $("#nav").hidden = !signedIn;
   $("#who").hidden = !signedIn;
+  if (view !== "live") stopLive();
 }
 
 function signedOut() {
@@ -38,16 +41,25 @@ function signedOut() {
 function signedIn(s) {
   session = s;
   $("#who-label").textContent = `Signed in as ${s.label}`;
+  // A page the key may not open is not offered (and refused if opened by its address).
+  for (const link of document.querySelectorAll("#nav a")) link.hidden = !s.scopes.includes(link.dataset.scope);
   route();
 }
 
 function route() {
   if (!session) return signedOut();
-  show("profiles");
-  const q = new URLSearchParams(location.hash.split("?")[1] ?? "").get("q");
-  if (q && $("#search").value !== q) {
-    $("#search").value = q;
-    search(q);
+  const [path, query] = location.hash.replace(/^#\/?/, "").split("?");
+  const view = VIEWS[path] ? path : "profiles";
+  if (!session.scopes.includes(VIEWS[view])) return show("denied");
+  show(view);
+  if (view === "live") startLive();
+  if (view === "audit") loadAudit();
+  if (view === "profiles") {
+    const q = new URLSearchParams(query ?? "").get("q");
+    if (q && $("#search").value !== q) {
+      $("#search").value = q;
+      search(q);
+    }
   }
 }
 
@@ -157,6 +169,61 @@ function renderProfile(p) {
     ),
   );
   view.hidden = false;
+}
+
+// --- Live events ---------------------------------------------------------------------------
+
+let liveTimer = null;
+let newest = 0;
+
+function stopLive() {
+  clearTimeout(liveTimer);
+  liveTimer = null;
+}
+
+function startLive() {
+  stopLive();
+  newest = 0;
+  $("#arrived").replaceChildren();
+  $("#rejected").replaceChildren();
+  poll();
+}
+
+async function poll() {
+  const params = new URLSearchParams({ since: String(newest), limit: "50" });
+  for (const key of ["source", "type", "name"]) {
+    const v = $(`#filter-${key}`).value.trim();
+    if (v) params.set(key, v);
+  }
+  const { status, json } = await api(`/v1/admin/events?${params}`);
+  if (status === 200) {
+    for (const r of json.rejected.reverse()) {
+      $("#rejected").prepend(el("tr", {}, el("td", {}, when(r.received_at)), el("td", {}, r.source_id), el("td", {}, el("code", {}, r.message_id ?? "")), el("td", {}, el("code", {}, r.code)), el("td", {}, r.message)));
+      newest = Math.max(newest, r.received_at);
+    }
+    for (const e of json.events.reverse()) {
+      const summary = el("summary", {}, `${when(e.received_at)} · ${e.type}${e.name ? ` · ${e.name}` : ""} · ${e.source_id}`);
+      const body = el("pre", {}, JSON.stringify(e.body, null, 2));
+      $("#arrived").prepend(el("li", {}, el("details", {}, summary, body)));
+      newest = Math.max(newest, e.received_at);
+    }
+  }
+  if (!$("#live").hidden) liveTimer = setTimeout(poll, 2000);
+}
+
+$("#live-filter").addEventListener("submit", (event) => {
+  event.preventDefault();
+  startLive();
+});
+
+// --- Audit log -------------------------------------------------------------------------------
+
+async function loadAudit() {
+  const { status, json } = await api("/v1/admin/audit?limit=200");
+  if (status !== 200) return;
+  $("#audit-rows").replaceChildren(
+    ...json.entries.map((a) => el("tr", {}, el("td", {}, when(a.at)), el("td", {}, a.action), el("td", {}, a.actor), el("td", {}, el("code", {}, value(a.detail ?? ""))))),
+  );
 }
 
 // --- Start ---------------------------------------------------------------------------------

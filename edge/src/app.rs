@@ -69,6 +69,12 @@ async fn route(
             _ => Err(ApiError::MethodNotAllowed),
         };
     }
+    if path == "/v1/admin/events" {
+        return match method {
+            Method::Get => routes::events::get(&req, env).await,
+            _ => Err(ApiError::MethodNotAllowed),
+        };
+    }
     if let Some(rest) = path.strip_prefix("/v1/admin/journeys") {
         if rest.is_empty() || rest.starts_with('/') {
             let rest = rest.to_owned();

@@ -6,7 +6,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { post, root, startEdge } from "../support/edge.mjs";
+import { post, root, startEdge, WRITE_KEY } from "../support/edge.mjs";
 import { launchBrowser } from "../support/browser.mjs";
 
 const secrets = readFileSync(join(root, ".dev.vars"), "utf8");
@@ -89,6 +89,32 @@ describe("console", () => {
     await p.setViewportSize({ width: 390, height: 844 });
     await p.screenshot({ path: join(shots, "profile-390.png"), fullPage: true });
 
+    // The live view: a batch from the public write key with one good and one broken event.
+    const mixed = await post(`${edge.url}/v1/batch`, {
+      writeKey: WRITE_KEY,
+      batch: [
+        { type: "track", event: "Live Check", anonymousId: `live-${run}`, messageId: mid() },
+        { type: "track", anonymousId: `live-${run}`, messageId: `broken-${run}` },
+      ],
+    });
+    assert.deepEqual(mixed.json.results.map((r) => r.status), ["accepted", "rejected"]);
+    await p.setViewportSize({ width: 1280, height: 900 });
+    await p.getByRole("link", { name: "Live events" }).click();
+    const rejected = p.getByRole("table", { name: "Rejected" });
+    await rejected.getByText(`broken-${run}`).waitFor();
+    assert.match(await rejected.textContent(), /missing_event_name/);
+    const arrived = p.getByRole("list", { name: "Arrived" });
+    await arrived.locator("summary", { hasText: "Live Check" }).click();
+    await arrived.getByText(`"anonymousId": "live-${run}"`).waitFor();
+    await p.getByLabel("Event name").fill("Product Viewed");
+    await p.getByRole("button", { name: "Filter" }).click();
+    await arrived.locator("summary", { hasText: "Product Viewed" }).first().waitFor();
+    assert.equal(await arrived.locator("summary", { hasText: "Live Check" }).count(), 0, "the filter keeps only Product Viewed");
+    await p.screenshot({ path: join(shots, "live-1280.png"), fullPage: true });
+    await p.getByRole("link", { name: "Audit log" }).click();
+    await p.getByRole("cell", { name: "console_sign_in" }).first().waitFor();
+    await p.screenshot({ path: join(shots, "audit-1280.png"), fullPage: true });
+
     // A change without the session's CSRF token is refused, even from the console's own page.
     const forged = await p.evaluate(() =>
       fetch("/v1/admin/keys", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ label: "forged", scopes: ["config:write"] }) })
@@ -115,12 +141,17 @@ describe("console", () => {
       headers: { authorization: `Bearer ${ADMIN_KEY}`, "content-type": "application/json" },
       body: JSON.stringify({ label: `support-${run}`, scopes: ["profiles:read"] }),
     }).then((r) => r.json());
+    await browser.context.clearCookies();
     const { p } = await page(390);
     await signIn(p, issued.key);
     await p.getByText(`Signed in as support-${run}`).waitFor();
     const status = (path, method = "GET") =>
       p.evaluate(([path, method]) => fetch(path, { method }).then((r) => r.status), [path, method]);
     assert.equal(await status("/v1/admin/personalisation"), 403, "settings need config:write");
+    assert.equal(await p.getByRole("link", { name: "Audit log" }).isVisible(), false, "pages the key may not open are not offered");
+    await p.goto(`${edge.url}/console/#/audit`);
+    await p.getByRole("heading", { name: "Not allowed" }).waitFor();
+    await p.screenshot({ path: join(shots, "denied-390.png"), fullPage: true });
     assert.equal(await status("/v1/profiles/lookup?type=email&value=nobody%40shop.example"), 404, "profiles:read is enough to search");
     await fetch(`${edge.url}/v1/admin/keys/support-${run}`, { method: "DELETE", headers: { authorization: `Bearer ${ADMIN_KEY}` } });
     assert.equal(await status("/v1/profiles/lookup?type=email&value=nobody%40shop.example"), 401, "revoking the key ends its sessions");

@@ -8,5 +8,6 @@ pub mod enrich;
 pub mod event;
 pub mod ingest;
 pub mod ingest_plan;
+pub mod live;
 pub mod proof;
 pub mod source;

@@ -33,6 +33,8 @@ pub struct Report {
     pub deliveries: usize,
     /// Journey decisions and ended runs pruned (after the event retention).
     pub journeys: usize,
+    /// Rejection log rows pruned (after a week).
+    pub rejections: usize,
     /// Chunks used (at most the configured maximum).
     pub chunks: u32,
 }
@@ -86,6 +88,7 @@ pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
             }
         }
     }
+    report.rejections = changes(&db, &seam_core::collect::live::prune_rejections(now_ms)).await?;
     // Journeys' history goes with the events it was made from; runs still going stay.
     let before = now_ms - i64::from(policy.event_days) * DAY_MS;
     for statement in seam_core::journey::run::prune(before, policy.chunk) {
@@ -108,6 +111,7 @@ pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
             "profileRows": report.profile_rows,
             "deliveries": report.deliveries,
             "journeys": report.journeys,
+            "rejections": report.rejections,
             "chunks": report.chunks,
             "eventDays": policy.event_days,
             "anonymousProfileDays": policy.anonymous_profile_days,

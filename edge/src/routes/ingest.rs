@@ -4,13 +4,14 @@
 use seam_core::collect::enrich::{cookie_action, CookieAction};
 use seam_core::collect::event::EventType;
 use seam_core::collect::ingest::{decode, decompress, RequestError, MAX_REQUEST_BYTES};
+use seam_core::collect::live;
 use seam_core::format::id;
 use serde_json::Value;
 use worker::{Context, Env, Request, Response};
 
 use crate::error::ApiError;
 use crate::http::{self, admission};
-use crate::{accept, platform, settings};
+use crate::{accept, platform, settings, store};
 
 /// Handles one ingestion request received at `received_at`; `path_type` is `None` for batches.
 pub async fn post(
@@ -53,6 +54,12 @@ pub async fn post(
         http::is_same_site(&req),
     );
     let accepted = accept::accept(env, ctx, &source, decoded, &facts, received_at).await?;
+    // The console's live view shows what was refused; a failure to log it refuses nothing.
+    if let Some(log) = live::log_rejections(&source.id, &accepted.results, received_at) {
+        if let Err(e) = store::d1::execute(&env.d1("DB")?, &[log]).await {
+            worker::console_error!("rejection log failed: {e}");
+        }
+    }
     let mut body = serde_json::json!({ "results": accepted.results });
     // Read-your-writes: the response names the profile as it is after this request, to
     // trusted callers only (to a page it would tell whether an email has a profile).

@@ -5,6 +5,7 @@ pub mod console;
 pub mod decide;
 pub mod demo;
 pub mod destinations;
+pub mod events;
 pub mod health;
 pub mod hooks;
 pub mod ingest;

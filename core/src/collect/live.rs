@@ -1,0 +1,167 @@
+//! The live view of what arrives (the console's debugger, `GET /v1/admin/events`): the newest
+//! stored events, filtered, and the events rejected with their codes. Rejected events are not
+//! stored as events; a short log of their codes is (`rejected_events`, migration 0014), without
+//! their bodies: a rejected body is exactly what nobody checked.
+
+use serde::Deserialize;
+
+use super::ingest::{EventResult, Status};
+use crate::plan::{Param, Statement};
+
+/// Most rejections one request logs (the rest are counted in its answer only).
+pub const MAX_LOGGED_PER_REQUEST: usize = 20;
+/// Most rows one listing returns.
+pub const MAX_LIST: u32 = 200;
+/// How long rejections stay in the log.
+pub const REJECTIONS_KEPT_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+/// Longest reason kept.
+const MAX_MESSAGE_CHARS: usize = 300;
+
+/// The statement logging the rejected ones among `results` of a request from `source_id` at
+/// `received_at`; `None` when nothing was rejected.
+pub fn log_rejections(
+    source_id: &str,
+    results: &[EventResult],
+    received_at: i64,
+) -> Option<Statement> {
+    let rejected: Vec<&EventResult> = results
+        .iter()
+        .filter(|r| r.status == Status::Rejected)
+        .take(MAX_LOGGED_PER_REQUEST)
+        .collect();
+    if rejected.is_empty() {
+        return None;
+    }
+    let mut params = vec![Param::Int(received_at), Param::Text(source_id.into())];
+    let rows: Vec<String> = rejected
+        .iter()
+        .map(|r| {
+            let at = params.len();
+            params.push(r.message_id.clone().map_or(Param::Null, Param::Text));
+            params.push(Param::Text(r.code.unwrap_or("rejected").into()));
+            let message: String = r
+                .message
+                .clone()
+                .unwrap_or_default()
+                .chars()
+                .take(MAX_MESSAGE_CHARS)
+                .collect();
+            params.push(Param::Text(message));
+            format!("(?1, ?2, ?{}, ?{}, ?{})", at + 1, at + 2, at + 3)
+        })
+        .collect();
+    Some(Statement {
+        sql: format!(
+            "INSERT INTO rejected_events (received_at, source_id, message_id, code, message) VALUES {}",
+            rows.join(", ")
+        ),
+        params,
+    })
+}
+
+/// What a listing asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct Filter {
+    /// Only this source.
+    pub source: Option<String>,
+    /// Only this type (`track`, `identify`, ...).
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// Only this event name.
+    pub name: Option<String>,
+    /// Only what arrived after this time (epoch ms): a live view polls with its newest.
+    pub since: Option<i64>,
+    /// At most this many (default 50, at most [`MAX_LIST`]).
+    pub limit: Option<u32>,
+}
+
+impl Filter {
+    fn limit(&self) -> i64 {
+        i64::from(self.limit.unwrap_or(50).clamp(1, MAX_LIST))
+    }
+}
+
+/// The newest stored events matching `filter`: `source_id, message_id, type, name, timestamp,
+/// received_at, body`.
+pub fn newest_events(filter: &Filter) -> Statement {
+    Statement {
+        sql: "SELECT source_id, message_id, type, name, timestamp, received_at, body FROM events \
+              WHERE received_at > ?1 AND (?2 IS NULL OR source_id = ?2) \
+              AND (?3 IS NULL OR type = ?3) AND (?4 IS NULL OR name = ?4) \
+              ORDER BY received_at DESC LIMIT ?5"
+            .into(),
+        params: vec![
+            Param::Int(filter.since.unwrap_or(0)),
+            filter.source.clone().map_or(Param::Null, Param::Text),
+            filter.kind.clone().map_or(Param::Null, Param::Text),
+            filter.name.clone().map_or(Param::Null, Param::Text),
+            Param::Int(filter.limit()),
+        ],
+    }
+}
+
+/// The newest rejections matching `filter`'s source and time: `received_at, source_id,
+/// message_id, code, message`.
+pub fn newest_rejections(filter: &Filter) -> Statement {
+    Statement {
+        sql: "SELECT received_at, source_id, message_id, code, message FROM rejected_events \
+              WHERE received_at > ?1 AND (?2 IS NULL OR source_id = ?2) \
+              ORDER BY received_at DESC LIMIT ?3"
+            .into(),
+        params: vec![
+            Param::Int(filter.since.unwrap_or(0)),
+            filter.source.clone().map_or(Param::Null, Param::Text),
+            Param::Int(filter.limit()),
+        ],
+    }
+}
+
+/// Retention of the rejection log.
+pub fn prune_rejections(now_ms: i64) -> Statement {
+    Statement {
+        sql: "DELETE FROM rejected_events WHERE received_at < ?1".into(),
+        params: vec![Param::Int(now_ms - REJECTIONS_KEPT_MS)],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(status: Status, code: Option<&'static str>) -> EventResult {
+        EventResult {
+            message_id: Some("m".into()),
+            status,
+            code,
+            message: code.map(|c| format!("because {c}")),
+        }
+    }
+
+    #[test]
+    fn only_rejections_are_logged_and_a_flood_is_capped() {
+        let ok = [
+            result(Status::Accepted, None),
+            result(Status::Duplicate, None),
+        ];
+        assert!(log_rejections("web", &ok, 5).is_none());
+        let mut results = vec![result(Status::Accepted, None)];
+        results.extend((0..50).map(|_| result(Status::Rejected, Some("missing_id"))));
+        let s = log_rejections("web", &results, 5).unwrap();
+        assert_eq!(s.params.len(), 2 + 3 * MAX_LOGGED_PER_REQUEST);
+        assert_eq!(s.params[3], Param::Text("missing_id".into()));
+        assert!(s.sql.ends_with("(?1, ?2, ?60, ?61, ?62)"), "{}", s.sql);
+    }
+
+    #[test]
+    fn a_listing_is_bounded() {
+        let f = Filter {
+            limit: Some(100_000),
+            ..Filter::default()
+        };
+        assert_eq!(newest_events(&f).params[4], Param::Int(200));
+        assert_eq!(
+            newest_rejections(&Filter::default()).params[2],
+            Param::Int(50)
+        );
+    }
+}
