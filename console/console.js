@@ -22,7 +22,7 @@ async function api(path, { method = "GET", body } = {}) {
   return { status: response.status, json };
 }
 
-const VIEWS = { live: "profiles:read", profiles: "profiles:read", audit: "config:write" };
+const VIEWS = { live: "profiles:read", profiles: "profiles:read", segments: "profiles:read", settings: "config:write", audit: "config:write" };
 
 function show(view) {
   for (const id of ["signin", "denied", ...Object.keys(VIEWS)]) $(`#${id}`).hidden = id !== view;
@@ -54,6 +54,8 @@ function route() {
   show(view);
   if (view === "live") startLive();
   if (view === "audit") loadAudit();
+  if (view === "segments") loadSegments();
+  if (view === "settings") loadSettings();
   if (view === "profiles") {
     const q = new URLSearchParams(query ?? "").get("q");
     if (q && $("#search").value !== q) {
@@ -214,6 +216,88 @@ async function poll() {
 $("#live-filter").addEventListener("submit", (event) => {
   event.preventDefault();
   startLive();
+});
+
+// --- Segments --------------------------------------------------------------------------------
+
+let membersOf = null;
+let membersNext = null;
+
+async function loadSegments() {
+  const { status, json } = await api("/v1/admin/segments");
+  if (status !== 200) return;
+  const rows = [];
+  for (const s of json.segments) {
+    const family = s.members ?? [];
+    const named = family.length ? family : s.forEach ? [] : [{ name: s.name, size: s.size }];
+    for (const m of named) {
+      const open = el("button", { type: "button", class: "link" }, m.name);
+      open.addEventListener("click", () => loadMembers(m.name, m.size));
+      rows.push(el("tr", {}, el("th", { scope: "row" }, open, s.description ? el("div", { class: "note" }, s.description) : ""), el("td", {}, m.size), el("td", {}, el("code", {}, value(s.rule ?? "")))));
+    }
+  }
+  $("#segment-rows").replaceChildren(...rows);
+}
+
+async function loadMembers(name, size, after = "") {
+  if (!after) {
+    membersOf = name;
+    $("#member-list").replaceChildren();
+    $("#members-title").textContent = `${name}: ${size} members`;
+    $("#members-csv").href = `/v1/admin/segments/${encodeURIComponent(name)}/members?format=csv`;
+    $("#members").hidden = false;
+  }
+  const { status, json } = await api(`/v1/admin/segments/${encodeURIComponent(name)}/members?limit=50&after=${encodeURIComponent(after)}`);
+  if (status !== 200) return;
+  for (const m of json.members) {
+    const link = el("a", { href: "#/profiles" }, m.profile_id);
+    link.addEventListener("click", async (event) => {
+      event.preventDefault();
+      location.hash = "#/profiles";
+      const found = await api(`/v1/profiles/${encodeURIComponent(m.profile_id)}`);
+      if (found.status === 200) renderProfile(found.json);
+    });
+    $("#member-list").append(el("li", {}, link, ` since ${when(m.entered_at)}`));
+  }
+  membersNext = json.next;
+  $("#members-more").hidden = !membersNext;
+}
+
+$("#members-more").addEventListener("click", () => loadMembers(membersOf, 0, membersNext));
+
+// --- Settings --------------------------------------------------------------------------------
+
+const DOCUMENTS = ["computedTraits", "segments", "recommendations", "slots"];
+
+async function loadSettings() {
+  const { status, json } = await api("/v1/admin/personalisation");
+  if (status !== 200) return;
+  for (const name of DOCUMENTS) $(`#doc-${name}`).value = JSON.stringify(json.documents[name], null, 2);
+  $("#settings-status").textContent = `In force: ${json.stamp}`;
+  $("#settings-error").textContent = "";
+}
+
+$("#settings-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const body = {};
+  for (const name of DOCUMENTS) {
+    const field = $(`#doc-${name}`);
+    try {
+      body[name] = JSON.parse(field.value);
+      field.removeAttribute("aria-invalid");
+    } catch (error) {
+      field.setAttribute("aria-invalid", "true");
+      $("#settings-error").textContent = `${field.labels[0].textContent}: not JSON (${error.message})`;
+      return field.focus();
+    }
+  }
+  const { status, json } = await api("/v1/admin/personalisation", { method: "PUT", body });
+  if (status === 200) {
+    $("#settings-error").textContent = "";
+    $("#settings-status").textContent = `Saved: ${json.stamp}`;
+  } else {
+    $("#settings-error").textContent = json?.message ?? `Not saved (${status}).`;
+  }
 });
 
 // --- Audit log -------------------------------------------------------------------------------

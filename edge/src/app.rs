@@ -69,6 +69,14 @@ async fn route(
             _ => Err(ApiError::MethodNotAllowed),
         };
     }
+    if let Some(rest) = path.strip_prefix("/v1/admin/segments") {
+        if rest.is_empty() || rest.starts_with('/') {
+            return match method {
+                Method::Get => routes::segments::get(&req, env, rest).await,
+                _ => Err(ApiError::MethodNotAllowed),
+            };
+        }
+    }
     if path == "/v1/admin/events" {
         return match method {
             Method::Get => routes::events::get(&req, env).await,

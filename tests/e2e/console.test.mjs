@@ -57,6 +57,7 @@ describe("console", () => {
         { type: "identify", userId: user, anonymousId: laptop, messageId: mid(), traits: { email, first_name: "Ana" } },
         { type: "page", name: "Home", anonymousId: phone, messageId: mid() },
         { type: "identify", userId: user, anonymousId: phone, messageId: mid() },
+        { type: "track", event: "Order Completed", userId: user, messageId: mid(), properties: { order_id: `o-${run}`, revenue: 640 } },
       ],
     });
     assert.equal(sent.status, 200, sent.text);
@@ -111,6 +112,41 @@ describe("console", () => {
     await arrived.locator("summary", { hasText: "Product Viewed" }).first().waitFor();
     assert.equal(await arrived.locator("summary", { hasText: "Live Check" }).count(), 0, "the filter keeps only Product Viewed");
     await p.screenshot({ path: join(shots, "live-1280.png"), fullPage: true });
+    // Segments: the size the page shows is the API's, and the members are the people in it.
+    await p.getByRole("link", { name: "Segments" }).click();
+    const row = p.getByRole("row").filter({ has: p.getByRole("button", { name: "high_value", exact: true }) });
+    await row.waitFor();
+    const api = await fetch(`${edge.url}/v1/admin/segments`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } }).then((r) => r.json());
+    const highValue = api.segments.find((x) => x.name === "high_value");
+    assert.ok(highValue.size >= 1);
+    assert.equal((await row.getByRole("cell").first().textContent()).trim(), String(highValue.size));
+    await row.getByRole("button", { name: "high_value", exact: true }).click();
+    const members = p.getByRole("list", { name: "Members" });
+    const { profileId } = await p.evaluate((q) => fetch(`/v1/profiles/lookup?type=email&value=${encodeURIComponent(q)}`).then((r) => r.json()), email);
+    assert.ok(profileId);
+    await members.getByText(profileId).waitFor();
+    const csv = await p.evaluate(() => fetch(document.querySelector("#members-csv").href).then((r) => r.text()));
+    assert.match(csv, new RegExp(`^profile_id,entered_at\n(.*\n)*${profileId},[0-9]+\n`));
+    await p.screenshot({ path: join(shots, "segments-1280.png"), fullPage: true });
+
+    // Settings: a mistake in a segment rule is shown, and nothing is saved.
+    await p.getByRole("link", { name: "Settings" }).click();
+    const segmentsDoc = p.getByRole("textbox", { name: "Segments", exact: true });
+    await p.getByText("In force: committed").waitFor();
+    const doc = JSON.parse(await segmentsDoc.inputValue());
+    doc.segments[0].rule = { gte: [{ computed: "no_such_trait" }, 2] };
+    await segmentsDoc.fill(JSON.stringify(doc, null, 2));
+    await p.getByRole("button", { name: "Save" }).click();
+    const error = p.getByRole("alert").filter({ hasText: "no_such_trait" });
+    await error.waitFor();
+    assert.match(await error.textContent(), /high_discount_affinity/, "the error names the segment");
+    const stamp = await fetch(`${edge.url}/v1/admin/personalisation`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } }).then((r) => r.json());
+    assert.equal(stamp.stamp, "committed", "nothing was saved");
+    await segmentsDoc.fill("{ not json");
+    await p.getByRole("button", { name: "Save" }).click();
+    await p.getByRole("alert").filter({ hasText: "Segments: not JSON" }).waitFor();
+    await p.screenshot({ path: join(shots, "settings-1280.png"), fullPage: true });
+
     await p.getByRole("link", { name: "Audit log" }).click();
     await p.getByRole("cell", { name: "console_sign_in" }).first().waitFor();
     await p.screenshot({ path: join(shots, "audit-1280.png"), fullPage: true });

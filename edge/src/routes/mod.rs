@@ -14,3 +14,4 @@ pub mod preflight;
 pub mod privacy;
 pub mod profiles;
 pub mod render;
+pub mod segments;

@@ -21,6 +21,7 @@
 //! The parts: the rule language and its validation (`config.rs`), evaluation and what time alone
 //! can change (`eval.rs`), and memberships, their transitions and writes (`membership.rs`).
 
+pub mod audience;
 mod config;
 mod eval;
 mod membership;

@@ -1,0 +1,131 @@
+//! Segments as audiences (admin key or console session with `profiles:read`):
+//! - `GET /v1/admin/segments`: every segment of the configuration in force with its rule and
+//!   current size (a `forEach` family lists each member segment it has made);
+//! - `GET /v1/admin/segments/{name}/members?after=&limit=`: a page of current members by
+//!   profile ID (`next` is the cursor of the following page), or with `format=csv` the whole
+//!   audience as CSV, streamed page by page.
+
+use seam_core::personalise::segment::audience;
+use seam_core::privacy::access::Scope;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use worker::{Env, Request, Response};
+
+use crate::error::ApiError;
+use crate::http::admin::{authorize, query_param};
+use crate::store::config::{self, ConfigDocuments};
+use crate::store::d1;
+
+/// Handles `/v1/admin/segments{rest}`.
+pub async fn get(req: &Request, env: &Env, rest: &str) -> Result<Response, ApiError> {
+    authorize(req, env, Scope::ProfilesRead).await?;
+    let db = env.d1("DB")?;
+    let parts: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
+    match parts.as_slice() {
+        [""] => {
+            let stored = config::load_stored(env).await?;
+            let documents = stored.documents.unwrap_or_else(ConfigDocuments::committed);
+            #[derive(Deserialize)]
+            struct Size {
+                segment: String,
+                size: i64,
+            }
+            let sizes: Map<String, Value> = d1::rows::<Size>(&db, &audience::sizes())
+                .await?
+                .into_iter()
+                .map(|s| (s.segment, Value::from(s.size)))
+                .collect();
+            let mut list = Vec::new();
+            for segment in documents.segments["segments"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                let name = segment["name"].as_str().unwrap_or_default();
+                let mut entry = json!({
+                    "name": name,
+                    "description": segment.get("description"),
+                    "rule": segment.get("rule"),
+                    "size": sizes.get(name).cloned().unwrap_or(Value::from(0)),
+                });
+                if segment.get("forEach").is_some() {
+                    let prefix = format!("{name}:");
+                    entry["forEach"] = segment["forEach"].clone();
+                    entry["members"] = sizes
+                        .iter()
+                        .filter(|(k, _)| k.starts_with(&prefix))
+                        .map(|(k, v)| json!({ "name": k, "size": v }))
+                        .collect();
+                }
+                list.push(entry);
+            }
+            Ok(Response::from_json(&json!({ "segments": list }))?)
+        }
+        [name, "members"] => {
+            let name = urlencoding_decode(name);
+            #[derive(Deserialize, serde::Serialize)]
+            struct Member {
+                profile_id: String,
+                entered_at: i64,
+            }
+            if query_param(req, "format").as_deref() == Some("csv") {
+                let mut csv = String::from("profile_id,entered_at\n");
+                let mut after = String::new();
+                loop {
+                    let page: Vec<Member> =
+                        d1::rows(&db, &audience::members(&name, &after, audience::MAX_PAGE))
+                            .await?;
+                    for m in &page {
+                        csv.push_str(&format!("{},{}\n", m.profile_id, m.entered_at));
+                    }
+                    match page.last() {
+                        Some(last) if page.len() == audience::MAX_PAGE as usize => {
+                            after = last.profile_id.clone();
+                        }
+                        _ => break,
+                    }
+                }
+                let mut response = Response::ok(csv)?;
+                let headers = response.headers_mut();
+                headers.set("Content-Type", "text/csv; charset=utf-8")?;
+                let file: String = name
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                            c
+                        } else {
+                            '_'
+                        }
+                    })
+                    .collect();
+                headers.set(
+                    "Content-Disposition",
+                    &format!("attachment; filename=\"{file}.csv\""),
+                )?;
+                return Ok(response);
+            }
+            let limit = query_param(req, "limit")
+                .and_then(|l| l.parse::<u32>().ok())
+                .unwrap_or(100);
+            let after = query_param(req, "after").unwrap_or_default();
+            let page: Vec<Member> = d1::rows(&db, &audience::members(&name, &after, limit)).await?;
+            let next = (page.len() == limit.clamp(1, audience::MAX_PAGE) as usize)
+                .then(|| page.last().map(|m| m.profile_id.clone()))
+                .flatten();
+            Ok(Response::from_json(
+                &json!({ "segment": name, "members": page, "next": next }),
+            )?)
+        }
+        _ => Err(ApiError::NotFound),
+    }
+}
+
+/// A path segment as written in the URL (`interested_in%3ARunning%20Shoes`).
+fn urlencoding_decode(text: &str) -> String {
+    let fields = seam_core::journey::inbound::parse_form(format!("x={text}").as_bytes());
+    fields
+        .into_iter()
+        .next()
+        .map(|(_, v)| v)
+        .unwrap_or_default()
+}
