@@ -14,6 +14,20 @@ const secret = (name) => secrets.match(new RegExp(`^${name}=(.*)$`, "m"))[1].tri
 const ADMIN_KEY = secret("ADMIN_KEY");
 const SERVER_KEY = secret("SERVER_WRITE_KEY");
 const shots = join(root, "tests/.tmp/screenshots");
+const axeSource = readFileSync(join(root, "node_modules/axe-core/axe.min.js"), "utf8");
+
+/** axe-core in the page (run over DevTools, so the console's CSP does not stand in its way):
+ *  the serious and critical violations, as `rule: targets` lines. */
+async function accessibility(p) {
+  await p.evaluate(axeSource);
+  const violations = await p.evaluate(async () => {
+    const result = await window.axe.run(document, { resultTypes: ["violations"] });
+    return result.violations
+      .filter((v) => v.impact === "serious" || v.impact === "critical")
+      .map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
+  });
+  return violations;
+}
 const run = `${process.pid}`;
 let n = 0;
 const mid = () => `c-${run}-${++n}`;
@@ -66,6 +80,7 @@ describe("console", () => {
     await p.goto(`${edge.url}/console/`);
     await p.getByRole("heading", { name: "Sign in" }).waitFor();
     await p.screenshot({ path: join(shots, "sign-in-1280.png"), fullPage: true });
+    assert.deepEqual(await accessibility(p), [], "sign-in");
     await signIn(p, "not-a-key-0123456789");
     await p.getByText("The admin key is not valid").waitFor();
     await signIn(p, ADMIN_KEY);
@@ -87,6 +102,7 @@ describe("console", () => {
     await timeline.getByText("Product Viewed").waitFor();
     assert.match(await timeline.textContent(), new RegExp(laptop), "the laptop's event from before sign-in");
     await p.screenshot({ path: join(shots, "profile-1280.png"), fullPage: true });
+    assert.deepEqual(await accessibility(p), [], "profile");
     await p.setViewportSize({ width: 390, height: 844 });
     await p.screenshot({ path: join(shots, "profile-390.png"), fullPage: true });
 
@@ -112,6 +128,7 @@ describe("console", () => {
     await arrived.locator("summary", { hasText: "Product Viewed" }).first().waitFor();
     assert.equal(await arrived.locator("summary", { hasText: "Live Check" }).count(), 0, "the filter keeps only Product Viewed");
     await p.screenshot({ path: join(shots, "live-1280.png"), fullPage: true });
+    assert.deepEqual(await accessibility(p), [], "live events");
     // Segments: the size the page shows is the API's, and the members are the people in it.
     await p.getByRole("link", { name: "Segments" }).click();
     const row = p.getByRole("row").filter({ has: p.getByRole("button", { name: "high_value", exact: true }) });
@@ -128,6 +145,7 @@ describe("console", () => {
     const csv = await p.evaluate(() => fetch(document.querySelector("#members-csv").href).then((r) => r.text()));
     assert.match(csv, new RegExp(`^profile_id,entered_at\n(.*\n)*${profileId},[0-9]+\n`));
     await p.screenshot({ path: join(shots, "segments-1280.png"), fullPage: true });
+    assert.deepEqual(await accessibility(p), [], "segments");
 
     // Settings: a mistake in a segment rule is shown, and nothing is saved.
     await p.getByRole("link", { name: "Settings" }).click();
@@ -146,10 +164,12 @@ describe("console", () => {
     await p.getByRole("button", { name: "Save" }).click();
     await p.getByRole("alert").filter({ hasText: "Segments: not JSON" }).waitFor();
     await p.screenshot({ path: join(shots, "settings-1280.png"), fullPage: true });
+    assert.deepEqual(await accessibility(p), [], "settings");
 
     await p.getByRole("link", { name: "Audit log" }).click();
     await p.getByRole("cell", { name: "console_sign_in" }).first().waitFor();
     await p.screenshot({ path: join(shots, "audit-1280.png"), fullPage: true });
+    assert.deepEqual(await accessibility(p), [], "audit log");
 
     // A change without the session's CSRF token is refused, even from the console's own page.
     const forged = await p.evaluate(() =>
