@@ -22,7 +22,7 @@ async function api(path, { method = "GET", body } = {}) {
   return { status: response.status, json };
 }
 
-const VIEWS = { live: "profiles:read", profiles: "profiles:read", segments: "profiles:read", settings: "config:write", audit: "config:write" };
+const VIEWS = { overview: "profiles:read", live: "profiles:read", profiles: "profiles:read", segments: "profiles:read", settings: "config:write", audit: "config:write" };
 
 function show(view) {
   for (const id of ["signin", "denied", ...Object.keys(VIEWS)]) $(`#${id}`).hidden = id !== view;
@@ -49,11 +49,12 @@ function signedIn(s) {
 function route() {
   if (!session) return signedOut();
   const [path, query] = location.hash.replace(/^#\/?/, "").split("?");
-  const view = VIEWS[path] ? path : "profiles";
+  const view = VIEWS[path] ? path : "overview";
   if (!session.scopes.includes(VIEWS[view])) return show("denied");
   show(view);
   if (view === "live") startLive();
   if (view === "audit") loadAudit();
+  if (view === "overview") loadOverview();
   if (view === "segments") loadSegments();
   if (view === "settings") loadSettings();
   if (view === "profiles") {
@@ -171,6 +172,60 @@ function renderProfile(p) {
     ),
   );
   view.hidden = false;
+}
+
+// --- Overview --------------------------------------------------------------------------------
+
+const COLORS = ["#2d5bd1", "#d1762d", "#2da36b", "#a12dd1", "#d12d5b", "#6b7280", "#1b9aaa"];
+const SVG = "http://www.w3.org/2000/svg";
+
+function svg(tag, attrs = {}, ...children) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  node.append(...children);
+  return node;
+}
+
+async function loadOverview() {
+  const { status, json } = await api("/v1/admin/overview");
+  if (status !== 200) return;
+  // Thirty days, oldest first, each with its count per type.
+  const start = Date.parse(`${json.fromDate}T00:00:00Z`);
+  const dates = Array.from({ length: 30 }, (_, i) => new Date(start + i * 86_400_000).toISOString().slice(0, 10));
+  const types = [...new Set(json.events.map((e) => e.type))].sort();
+  const perDay = new Map(dates.map((d) => [d, Object.fromEntries(types.map((t) => [t, 0]))]));
+  const perSource = new Map();
+  for (const e of json.events) {
+    if (perDay.has(e.date)) perDay.get(e.date)[e.type] += e.count;
+    perSource.set(e.source_id, (perSource.get(e.source_id) ?? 0) + e.count);
+  }
+  const total = (d) => types.reduce((a, t) => a + perDay.get(d)[t], 0);
+  const max = Math.max(1, ...dates.map(total));
+  const [w, h, bar] = [600, 160, 600 / 30];
+  const bars = dates.flatMap((d, i) => {
+    let y = h;
+    return types.map((t, k) => {
+      const height = (perDay.get(d)[t] / max) * (h - 10);
+      y -= height;
+      return svg("rect", { x: i * bar + 2, y, width: bar - 4, height, fill: COLORS[k % COLORS.length] }, svg("title", {}, `${d} ${t}: ${perDay.get(d)[t]}`));
+    });
+  });
+  const chart = svg("svg", { viewBox: `0 0 ${w} ${h}`, preserveAspectRatio: "none", role: "img", "aria-label": `Events per day; the busiest day had ${max}`, class: "bars" }, ...bars);
+  // Swatches are SVG: the console's CSP allows no style attributes.
+  const swatch = (k) => svg("svg", { width: 12, height: 12, "aria-hidden": "true" }, svg("rect", { width: 12, height: 12, rx: 2, fill: COLORS[k % COLORS.length] }));
+  const legend = el("p", { class: "legend" }, types.map((t, k) => el("span", {}, swatch(k), ` ${t}`)));
+  $("#chart").replaceChildren(chart, legend);
+  $("#per-day-head").replaceChildren(el("tr", {}, el("th", { scope: "col" }, "Day"), types.map((t) => el("th", { scope: "col" }, t)), el("th", { scope: "col" }, "Total")));
+  $("#per-day").replaceChildren(...[...dates].reverse().map((d) => el("tr", {}, el("th", { scope: "row" }, d), types.map((t) => el("td", {}, perDay.get(d)[t])), el("td", {}, total(d)))));
+  const share = json.profiles ? Math.round((100 * json.identified) / json.profiles) : 0;
+  const rejected = json.rejected.reduce((a, r) => a + r.count, 0);
+  const deliveries = Object.fromEntries(json.deliveries24h.map((d) => [d.outcome, d.count]));
+  $("#overview-cards").replaceChildren(
+    card("Profiles", el("p", { class: "big" }, json.profiles ?? 0), el("p", { class: "note" }, `${share}% identified (${json.identified ?? 0})`)),
+    card("Sources, 30 days", pairs(Object.fromEntries(perSource)), el("p", { class: "note" }, `${rejected} rejected`)),
+    card("Segment sizes", pairs(Object.fromEntries(json.segments.map((s) => [s.segment, s.size])))),
+    card("Deliveries, 24 hours", pairs(deliveries)),
+  );
 }
 
 // --- Live events ---------------------------------------------------------------------------

@@ -85,11 +85,22 @@ describe("console", () => {
     await p.getByText("The admin key is not valid").waitFor();
     await signIn(p, ADMIN_KEY);
     await p.getByText("Signed in as root").waitFor();
+    // The overview opens first: today's events by type, from the daily counters.
+    await p.getByRole("heading", { name: "Overview" }).waitFor();
+    const today = new Date().toISOString().slice(0, 10);
+    const todayRow = p.getByRole("table", { name: "Events per day", includeHidden: true }).getByRole("row", { name: new RegExp(`^${today}`), includeHidden: true });
+    const stored = await edge.query("SELECT count(*) AS n FROM events");
+    const cells = await todayRow.getByRole("cell", { includeHidden: true }).allTextContents();
+    assert.equal(Number(cells.at(-1)), stored[0].n, `today's total is every stored event (${cells})`);
+    assert.equal(await p.getByRole("img", { name: /Events per day/ }).count(), 1, "the chart");
+    await p.screenshot({ path: join(shots, "overview-1280.png"), fullPage: true });
+    assert.deepEqual(await accessibility(p), [], "overview");
     const signedInAt = requests.length;
     assert.equal(await p.evaluate(() => document.cookie.includes("seam_console")), false, "the session cookie is HttpOnly");
     const [cookie] = (await browser.context.cookies(edge.url)).filter((c) => c.name === "seam_console");
     assert.deepEqual([cookie.httpOnly, cookie.secure, cookie.sameSite], [true, true, "Strict"]);
 
+    await p.getByRole("link", { name: "Profiles" }).click();
     await p.getByLabel("Search profiles").fill(email);
     await p.getByRole("button", { name: "Search" }).click();
     const identifiers = p.getByRole("list", { name: "Identifiers" });

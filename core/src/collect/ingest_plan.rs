@@ -77,8 +77,10 @@ impl IngestPlan {
         // The outbox rows commit with their events (after them: they select the rows stored).
         statements.extend(deliver::enqueue(&source.id, routes, received_at));
         let deliveries_at = events_at.end..statements.len();
+        statements.extend(super::live::count_stored(&source.id, received_at, events));
+        let links_start = statements.len();
         statements.extend(upsert_links(&graph.links));
-        let links_at = deliveries_at.end..statements.len();
+        let links_at = links_start..statements.len();
         statements.extend(upsert_traits(&graph.traits));
         statements.extend(record_consent(consent));
         let day = format_iso8601(received_at);

@@ -5,8 +5,10 @@
 
 use serde::Deserialize;
 
+use super::event::Event;
 use super::ingest::{EventResult, Status};
-use crate::plan::{Param, Statement};
+use crate::format::time::DAY_MS;
+use crate::plan::{Param, Statement, MAX_BOUND_PARAMS};
 
 /// Most rejections one request logs (the rest are counted in its answer only).
 pub const MAX_LOGGED_PER_REQUEST: usize = 20;
@@ -116,6 +118,47 @@ pub fn newest_rejections(filter: &Filter) -> Statement {
     }
 }
 
+/// The daily counts (`event_counts`, by UTC day, source and type) of the events a batch
+/// stored at `received_at`: only rows this request stored, selected by its receipt time and
+/// message IDs like the delivery outbox, so duplicates count nothing. The console's overview
+/// reads these instead of scanning the events.
+pub fn count_stored(source_id: &str, received_at: i64, events: &[&Event]) -> Vec<Statement> {
+    let day = received_at.div_euclid(DAY_MS);
+    events
+        .chunks(MAX_BOUND_PARAMS - 3)
+        .map(|chunk| {
+            let mut params = vec![
+                Param::Int(day),
+                Param::Text(source_id.into()),
+                Param::Int(received_at),
+            ];
+            params.extend(chunk.iter().map(|e| Param::Text(e.message_id.clone())));
+            let list: Vec<String> = (4..4 + chunk.len()).map(|i| format!("?{i}")).collect();
+            Statement {
+                sql: format!(
+                    "INSERT INTO event_counts (day, source_id, type, count) \
+                     SELECT ?1, source_id, type, COUNT(*) FROM events \
+                     WHERE source_id = ?2 AND received_at = ?3 AND message_id IN ({}) \
+                     GROUP BY source_id, type \
+                     ON CONFLICT (day, source_id, type) DO UPDATE SET count = count + excluded.count",
+                    list.join(",")
+                ),
+                params,
+            }
+        })
+        .collect()
+}
+
+/// The daily counts from `from_day` on (epoch days): `day, source_id, type, count`.
+pub fn daily_counts(from_day: i64) -> Statement {
+    Statement {
+        sql: "SELECT day, source_id, type, count FROM event_counts WHERE day >= ?1 \
+              ORDER BY day, source_id, type"
+            .into(),
+        params: vec![Param::Int(from_day)],
+    }
+}
+
 /// Retention of the rejection log.
 pub fn prune_rejections(now_ms: i64) -> Statement {
     Statement {
@@ -150,6 +193,27 @@ mod tests {
         assert_eq!(s.params.len(), 2 + 3 * MAX_LOGGED_PER_REQUEST);
         assert_eq!(s.params[3], Param::Text("missing_id".into()));
         assert!(s.sql.ends_with("(?1, ?2, ?60, ?61, ?62)"), "{}", s.sql);
+    }
+
+    #[test]
+    fn counts_select_only_this_batchs_rows_in_chunks() {
+        let events: Vec<Event> = (0..150)
+            .map(|i| {
+                crate::collect::event::validate(
+                    serde_json::json!({"type": "track", "event": "x", "anonymousId": "a", "messageId": format!("m{i}")}),
+                    10,
+                    &crate::collect::event::Envelope::default(),
+                    String::new,
+                )
+                .unwrap()
+            })
+            .collect();
+        let refs: Vec<&Event> = events.iter().collect();
+        let plan = count_stored("web", DAY_MS * 3 + 5, &refs);
+        assert_eq!(plan.len(), 2);
+        assert_eq!(plan[0].params[0], Param::Int(3), "the UTC day");
+        assert_eq!(plan[0].params.len() + plan[1].params.len(), 3 * 2 + 150);
+        assert!(plan[0].sql.contains("received_at = ?3 AND message_id IN"));
     }
 
     #[test]

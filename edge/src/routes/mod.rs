@@ -10,6 +10,7 @@ pub mod health;
 pub mod hooks;
 pub mod ingest;
 pub mod journeys;
+pub mod overview;
 pub mod preflight;
 pub mod privacy;
 pub mod profiles;

@@ -8,6 +8,7 @@ use seam_core::activate::deliver::{self, Job};
 use seam_core::collect::enrich::RequestFacts;
 use seam_core::collect::event::Event;
 use seam_core::collect::ingest::decode;
+use seam_core::collect::live;
 use seam_core::collect::source::Source;
 use seam_core::format::id;
 use seam_core::format::time::DAY_MS;
@@ -144,10 +145,15 @@ pub async fn insert(
             .or_default()
             .push(event);
     }
+    let mut counts = Vec::new();
     for (received_at, events) in by_receipt {
         let routes = deliver::route(&destinations, &events);
         plan.extend(deliver::enqueue(&source.id, &routes, received_at));
+        counts.extend(live::count_stored(&source.id, received_at, &events));
     }
+    // After the outbox rows: the results past `first_delivery` are read as jobs, and counting
+    // statements return none.
+    plan.extend(counts);
     let results = d1::execute(db, &plan).await?;
     Ok(deliveries::jobs_of(
         results.get(first_delivery..).unwrap_or_default(),
