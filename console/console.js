@@ -162,6 +162,7 @@ function renderProfile(p) {
       el("td", {}, el("code", {}, e.body?.userId ?? e.body?.anonymousId ?? "")),
     ),
   );
+  if (session.scopes.includes("privacy:write")) view.append(privacyActions(p));
   view.append(
     el("section", { class: "timeline", "aria-labelledby": "timeline-title" },
       el("h2", { id: "timeline-title" }, "Timeline"),
@@ -362,6 +363,38 @@ async function loadAudit() {
   if (status !== 200) return;
   $("#audit-rows").replaceChildren(
     ...json.entries.map((a) => el("tr", {}, el("td", {}, when(a.at)), el("td", {}, a.action), el("td", {}, a.actor), el("td", {}, el("code", {}, value(a.detail ?? ""))))),
+  );
+}
+
+/** Export, suppress and delete for the person, each answered with its receipt. */
+function privacyActions(p) {
+  // The request names the person by their strongest identifier; the Worker finds the rest.
+  const order = ["user_id", "email", "phone", "anonymous_id", "cookie_id"];
+  const text = [...p.identifiers].sort((a, b) => order.indexOf(a.split(":")[0]) - order.indexOf(b.split(":")[0]))[0] ?? "";
+  const split = text.indexOf(":");
+  const person = { type: text.slice(0, split), value: text.slice(split + 1) };
+  const receipt = el("pre", { id: "receipt", role: "status", "aria-label": "Receipt" });
+  const button = (label, run) => {
+    const b = el("button", { type: "button" }, label);
+    b.addEventListener("click", run);
+    return b;
+  };
+  const show = (json) => (receipt.textContent = JSON.stringify(json, null, 2));
+  const exportButton = button("Export", async () => {
+    const { json } = await api(`/v1/privacy/export?type=${encodeURIComponent(person.type)}&value=${encodeURIComponent(person.value)}`);
+    const link = el("a", { href: URL.createObjectURL(new Blob([JSON.stringify(json, null, 2)], { type: "application/json" })), download: `${p.profileId}.json` }, "Download the export");
+    receipt.replaceChildren(link);
+  });
+  const suppressButton = button("Suppress", async () => show((await api("/v1/privacy/suppress", { method: "POST", body: person })).json));
+  const deleteButton = button("Delete", async () => {
+    if (!window.confirm(`Erase everything about ${text}? This cannot be undone.`)) return;
+    show((await api("/v1/privacy/delete", { method: "POST", body: person })).json);
+  });
+  return el("section", { class: "card privacy", "aria-labelledby": "privacy-title" },
+    el("h2", { id: "privacy-title" }, "Privacy"),
+    el("p", { class: "note" }, `As ${text}: the request covers the whole profile.`),
+    el("div", { class: "row" }, exportButton, suppressButton, deleteButton),
+    receipt,
   );
 }
 

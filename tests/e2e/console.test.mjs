@@ -194,12 +194,29 @@ describe("console", () => {
       assert.ok(!r.url.includes(ADMIN_KEY) && !r.body.includes(ADMIN_KEY), `${r.url} carries no key`);
     }
 
+    // Privacy actions from the profile, each with its receipt.
+    await p.getByRole("link", { name: "Profiles" }).click();
+    await p.getByLabel("Search profiles").fill(email);
+    await p.getByRole("button", { name: "Search" }).click();
+    await p.getByRole("button", { name: "Suppress" }).click();
+    const receipt = p.getByRole("status", { name: "Receipt" });
+    await receipt.getByText('"action": "suppress"').waitFor();
+    p.once("dialog", (dialog) => dialog.accept());
+    await p.getByRole("button", { name: "Delete" }).click();
+    await receipt.getByText('"action": "delete"').waitFor();
+    const deleted = JSON.parse(await receipt.textContent());
+    assert.ok(deleted.deleted.events >= 5, `the receipt counts what went: ${JSON.stringify(deleted.deleted)}`);
+    await p.getByRole("button", { name: "Search" }).click();
+    await p.getByText("No profile matches.").waitFor();
+
     await p.getByRole("button", { name: "Sign out" }).click();
     await p.getByLabel("Admin key").waitFor();
     const after = await p.evaluate((q) => fetch(`/v1/profiles/lookup?type=email&value=${encodeURIComponent(q)}`).then((r) => r.status), email);
     assert.equal(after, 401, "the session ended");
     const audit = await edge.query("SELECT action FROM privacy_audit WHERE action LIKE 'console_%' ORDER BY at");
     assert.deepEqual(audit.map((a) => a.action), ["console_sign_in", "console_sign_out"]);
+    const erased = await edge.query("SELECT actor FROM privacy_audit WHERE action = 'delete'");
+    assert.deepEqual(erased.map((a) => a.actor), ["root"], "the console's erasure is on record as the key's");
   });
 
   test("a scoped key's session has its scopes, and ends when the key is revoked", async () => {
