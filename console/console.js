@@ -285,14 +285,27 @@ async function loadSegments() {
   const rows = [];
   for (const s of json.segments) {
     const family = s.members ?? [];
-    const named = family.length ? family : s.forEach ? [] : [{ name: s.name, size: s.size }];
+    const named = family.length ? family : s.forEach ? [] : [{ name: s.name, size: s.size, history: s.history }];
     for (const m of named) {
       const open = el("button", { type: "button", class: "link" }, m.name);
       open.addEventListener("click", () => loadMembers(m.name, m.size));
-      rows.push(el("tr", {}, el("th", { scope: "row" }, open, s.description ? el("div", { class: "note" }, s.description) : ""), el("td", {}, m.size), el("td", {}, el("code", {}, value(s.rule ?? "")))));
+      rows.push(el("tr", {}, el("th", { scope: "row" }, open, s.description ? el("div", { class: "note" }, s.description) : ""), el("td", {}, m.size), el("td", {}, sparkline(m.history ?? [])), el("td", {}, el("code", {}, value(s.rule ?? "")))));
     }
   }
   $("#segment-rows").replaceChildren(...rows);
+}
+
+/** A segment's daily sizes (recorded by the segment sweep) as a small line. */
+function sparkline(history) {
+  if (!history.length) return el("span", { class: "note" }, "no history yet");
+  const [w, h] = [120, 28];
+  const first = history[0].day;
+  const max = Math.max(1, ...history.map((d) => d.size));
+  const points = history.map((d) => `${((d.day - first) / 29) * w},${h - 2 - (d.size / max) * (h - 4)}`).join(" ");
+  const label = `Size over 30 days: ${history[0].size} on the first recorded day, ${history.at(-1).size} on the last`;
+  return svg("svg", { viewBox: `0 0 ${w} ${h}`, width: w, height: h, role: "img", "aria-label": label },
+    svg("polyline", { points, fill: "none", stroke: "#2d5bd1", "stroke-width": 2 }),
+    ...history.map((d) => svg("circle", { cx: ((d.day - first) / 29) * w, cy: h - 2 - (d.size / max) * (h - 4), r: 2, fill: "#2d5bd1" })));
 }
 
 async function loadMembers(name, size, after = "") {

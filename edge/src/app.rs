@@ -72,7 +72,7 @@ async fn route(
     if let Some(rest) = path.strip_prefix("/v1/admin/segments") {
         if rest.is_empty() || rest.starts_with('/') {
             return match method {
-                Method::Get => routes::segments::get(&req, env, rest).await,
+                Method::Get => routes::segments::get(&req, env, rest, now_ms).await,
                 _ => Err(ApiError::MethodNotAllowed),
             };
         }

@@ -16,6 +16,14 @@ const SERVER_KEY = secret("SERVER_WRITE_KEY");
 const shots = join(root, "tests/.tmp/screenshots");
 const axeSource = readFileSync(join(root, "node_modules/axe-core/axe.min.js"), "utf8");
 
+/** Screenshots of the page at phone and desktop widths (for a reviewer to look at). */
+async function shoot(p, name) {
+  for (const width of [390, 1280]) {
+    await p.setViewportSize({ width, height: width === 390 ? 844 : 900 });
+    await p.screenshot({ path: join(shots, `${name}-${width}.png`), fullPage: true });
+  }
+}
+
 /** axe-core in the page (run over DevTools, so the console's CSP does not stand in its way):
  *  the serious and critical violations, as `rule: targets` lines. */
 async function accessibility(p) {
@@ -79,7 +87,7 @@ describe("console", () => {
     const { p, requests } = await page();
     await p.goto(`${edge.url}/console/`);
     await p.getByRole("heading", { name: "Sign in" }).waitFor();
-    await p.screenshot({ path: join(shots, "sign-in-1280.png"), fullPage: true });
+    await shoot(p, "sign-in");
     assert.deepEqual(await accessibility(p), [], "sign-in");
     await signIn(p, "not-a-key-0123456789");
     await p.getByText("The admin key is not valid").waitFor();
@@ -93,7 +101,7 @@ describe("console", () => {
     const cells = await todayRow.getByRole("cell", { includeHidden: true }).allTextContents();
     assert.equal(Number(cells.at(-1)), stored[0].n, `today's total is every stored event (${cells})`);
     assert.equal(await p.getByRole("img", { name: /Events per day/ }).count(), 1, "the chart");
-    await p.screenshot({ path: join(shots, "overview-1280.png"), fullPage: true });
+    await shoot(p, "overview");
     assert.deepEqual(await accessibility(p), [], "overview");
     const signedInAt = requests.length;
     assert.equal(await p.evaluate(() => document.cookie.includes("seam_console")), false, "the session cookie is HttpOnly");
@@ -112,10 +120,8 @@ describe("console", () => {
     const timeline = p.getByRole("table");
     await timeline.getByText("Product Viewed").waitFor();
     assert.match(await timeline.textContent(), new RegExp(laptop), "the laptop's event from before sign-in");
-    await p.screenshot({ path: join(shots, "profile-1280.png"), fullPage: true });
+    await shoot(p, "profile");
     assert.deepEqual(await accessibility(p), [], "profile");
-    await p.setViewportSize({ width: 390, height: 844 });
-    await p.screenshot({ path: join(shots, "profile-390.png"), fullPage: true });
 
     // The live view: a batch from the public write key with one good and one broken event.
     const mixed = await post(`${edge.url}/v1/batch`, {
@@ -138,9 +144,11 @@ describe("console", () => {
     await p.getByRole("button", { name: "Filter" }).click();
     await arrived.locator("summary", { hasText: "Product Viewed" }).first().waitFor();
     assert.equal(await arrived.locator("summary", { hasText: "Live Check" }).count(), 0, "the filter keeps only Product Viewed");
-    await p.screenshot({ path: join(shots, "live-1280.png"), fullPage: true });
+    await shoot(p, "live");
     assert.deepEqual(await accessibility(p), [], "live events");
     // Segments: the size the page shows is the API's, and the members are the people in it.
+    // The segment sweep records the day's sizes for the chart.
+    assert.equal((await fetch(`${edge.url}/__scheduled?cron=${encodeURIComponent("*/5 * * * *")}`)).status, 200);
     await p.getByRole("link", { name: "Segments" }).click();
     const row = p.getByRole("row").filter({ has: p.getByRole("button", { name: "high_value", exact: true }) });
     await row.waitFor();
@@ -148,6 +156,8 @@ describe("console", () => {
     const highValue = api.segments.find((x) => x.name === "high_value");
     assert.ok(highValue.size >= 1);
     assert.equal((await row.getByRole("cell").first().textContent()).trim(), String(highValue.size));
+    assert.deepEqual(highValue.history.map((d) => d.size), [highValue.size], "today's size is recorded");
+    await row.getByRole("img", { name: `Size over 30 days: ${highValue.size} on the first recorded day, ${highValue.size} on the last` }).waitFor();
     await row.getByRole("button", { name: "high_value", exact: true }).click();
     const members = p.getByRole("list", { name: "Members" });
     const { profileId } = await p.evaluate((q) => fetch(`/v1/profiles/lookup?type=email&value=${encodeURIComponent(q)}`).then((r) => r.json()), email);
@@ -155,7 +165,7 @@ describe("console", () => {
     await members.getByText(profileId).waitFor();
     const csv = await p.evaluate(() => fetch(document.querySelector("#members-csv").href).then((r) => r.text()));
     assert.match(csv, new RegExp(`^profile_id,entered_at\n(.*\n)*${profileId},[0-9]+\n`));
-    await p.screenshot({ path: join(shots, "segments-1280.png"), fullPage: true });
+    await shoot(p, "segments");
     assert.deepEqual(await accessibility(p), [], "segments");
 
     // Settings: a mistake in a segment rule is shown, and nothing is saved.
@@ -174,12 +184,12 @@ describe("console", () => {
     await segmentsDoc.fill("{ not json");
     await p.getByRole("button", { name: "Save" }).click();
     await p.getByRole("alert").filter({ hasText: "Segments: not JSON" }).waitFor();
-    await p.screenshot({ path: join(shots, "settings-1280.png"), fullPage: true });
+    await shoot(p, "settings");
     assert.deepEqual(await accessibility(p), [], "settings");
 
     await p.getByRole("link", { name: "Audit log" }).click();
     await p.getByRole("cell", { name: "console_sign_in" }).first().waitFor();
-    await p.screenshot({ path: join(shots, "audit-1280.png"), fullPage: true });
+    await shoot(p, "audit");
     assert.deepEqual(await accessibility(p), [], "audit log");
 
     // A change without the session's CSRF token is refused, even from the console's own page.
@@ -235,7 +245,7 @@ describe("console", () => {
     assert.equal(await p.getByRole("link", { name: "Audit log" }).isVisible(), false, "pages the key may not open are not offered");
     await p.goto(`${edge.url}/console/#/audit`);
     await p.getByRole("heading", { name: "Not allowed" }).waitFor();
-    await p.screenshot({ path: join(shots, "denied-390.png"), fullPage: true });
+    await shoot(p, "denied");
     assert.equal(await status("/v1/profiles/lookup?type=email&value=nobody%40shop.example"), 404, "profiles:read is enough to search");
     await fetch(`${edge.url}/v1/admin/keys/support-${run}`, { method: "DELETE", headers: { authorization: `Bearer ${ADMIN_KEY}` } });
     assert.equal(await status("/v1/profiles/lookup?type=email&value=nobody%40shop.example"), 401, "revoking the key ends its sessions");

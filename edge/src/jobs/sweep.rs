@@ -36,6 +36,11 @@ pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
     };
     let db = env.d1("DB")?;
     let configured = store::sources::configured(env)?;
+    // The day's sizes for the console's chart, once per sweep (an index count per segment).
+    if let Err(e) = d1::execute(&db, &[personalise::segment::audience::record_sizes(now_ms)]).await
+    {
+        worker::console_error!("segment sizes not recorded: {e}");
+    }
     for _ in 0..MAX_CHUNKS {
         let rows = store::sweep::due(&db, now_ms, CHUNK).await?;
         for profile_id in &rows {

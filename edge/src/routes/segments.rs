@@ -1,10 +1,12 @@
 //! Segments as audiences (admin key or console session with `profiles:read`):
-//! - `GET /v1/admin/segments`: every segment of the configuration in force with its rule and
-//!   current size (a `forEach` family lists each member segment it has made);
+//! - `GET /v1/admin/segments`: every segment of the configuration in force with its rule,
+//!   current size and daily sizes for 30 days (`history`, recorded by the segment sweep; a
+//!   `forEach` family lists each member segment it has made);
 //! - `GET /v1/admin/segments/{name}/members?after=&limit=`: a page of current members by
 //!   profile ID (`next` is the cursor of the following page), or with `format=csv` the whole
 //!   audience as CSV, streamed page by page.
 
+use seam_core::format::time::DAY_MS;
 use seam_core::personalise::segment::audience;
 use seam_core::privacy::access::Scope;
 use serde::Deserialize;
@@ -17,7 +19,7 @@ use crate::store::config::{self, ConfigDocuments};
 use crate::store::d1;
 
 /// Handles `/v1/admin/segments{rest}`.
-pub async fn get(req: &Request, env: &Env, rest: &str) -> Result<Response, ApiError> {
+pub async fn get(req: &Request, env: &Env, rest: &str, now_ms: i64) -> Result<Response, ApiError> {
     authorize(req, env, Scope::ProfilesRead).await?;
     let db = env.d1("DB")?;
     let parts: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
@@ -35,6 +37,21 @@ pub async fn get(req: &Request, env: &Env, rest: &str) -> Result<Response, ApiEr
                 .into_iter()
                 .map(|s| (s.segment, Value::from(s.size)))
                 .collect();
+            #[derive(Deserialize)]
+            struct Day {
+                day: i64,
+                segment: String,
+                size: i64,
+            }
+            let from_day = now_ms.div_euclid(DAY_MS) - 29;
+            let history: Vec<Day> = d1::rows(&db, &audience::size_history(from_day)).await?;
+            let history_of = |name: &str| -> Vec<Value> {
+                history
+                    .iter()
+                    .filter(|d| d.segment == name)
+                    .map(|d| json!({ "day": d.day, "size": d.size }))
+                    .collect()
+            };
             let mut list = Vec::new();
             for segment in documents.segments["segments"]
                 .as_array()
@@ -47,6 +64,7 @@ pub async fn get(req: &Request, env: &Env, rest: &str) -> Result<Response, ApiEr
                     "description": segment.get("description"),
                     "rule": segment.get("rule"),
                     "size": sizes.get(name).cloned().unwrap_or(Value::from(0)),
+                    "history": history_of(name),
                 });
                 if segment.get("forEach").is_some() {
                     let prefix = format!("{name}:");
@@ -54,7 +72,7 @@ pub async fn get(req: &Request, env: &Env, rest: &str) -> Result<Response, ApiEr
                     entry["members"] = sizes
                         .iter()
                         .filter(|(k, _)| k.starts_with(&prefix))
-                        .map(|(k, v)| json!({ "name": k, "size": v }))
+                        .map(|(k, v)| json!({ "name": k, "size": v, "history": history_of(k) }))
                         .collect();
                 }
                 list.push(entry);

@@ -16,6 +16,26 @@ pub fn sizes() -> Statement {
     }
 }
 
+/// Records every segment's size now as the size of `now_ms`'s UTC day (the day's latest).
+pub fn record_sizes(now_ms: i64) -> Statement {
+    Statement {
+        sql: "INSERT INTO segment_sizes (day, segment, size) \
+              SELECT ?1, segment, COUNT(*) FROM segment_memberships WHERE exited_at IS NULL \
+              GROUP BY segment \
+              ON CONFLICT (day, segment) DO UPDATE SET size = excluded.size"
+            .into(),
+        params: vec![Param::Int(now_ms.div_euclid(crate::format::time::DAY_MS))],
+    }
+}
+
+/// Sizes from `from_day` on: `day, segment, size`.
+pub fn size_history(from_day: i64) -> Statement {
+    Statement {
+        sql: "SELECT day, segment, size FROM segment_sizes WHERE day >= ?1 ORDER BY day".into(),
+        params: vec![Param::Int(from_day)],
+    }
+}
+
 /// A page of `segment`'s current members after profile ID `after` (exclusive; empty for the
 /// first page): `profile_id, entered_at`, by profile ID. A full page means there may be more.
 pub fn members(segment: &str, after: &str, limit: u32) -> Statement {
