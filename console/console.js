@@ -226,6 +226,20 @@ async function loadOverview() {
     card("Sources, 30 days", pairs(Object.fromEntries(perSource)), el("p", { class: "note" }, `${rejected} rejected`)),
     card("Segment sizes", pairs(Object.fromEntries(json.segments.map((s) => [s.segment, s.size])))),
     card("Deliveries, 24 hours", pairs(deliveries)),
+    card("Consent, 30 days", pairs(consentRates(json.consent))),
+  );
+}
+
+/** Per purpose: the share of the choices recorded that granted it. */
+function consentRates(rows) {
+  const by = {};
+  for (const r of rows) {
+    by[r.purpose] ??= { granted: 0, all: 0 };
+    by[r.purpose].all += r.count;
+    if (r.value === "granted") by[r.purpose].granted += r.count;
+  }
+  return Object.fromEntries(
+    Object.entries(by).sort().map(([p, c]) => [p, `${Math.round((100 * c.granted) / c.all)}% granted (${c.all} choices)`]),
   );
 }
 

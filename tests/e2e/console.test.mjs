@@ -75,7 +75,8 @@ describe("console", () => {
     const sent = await post(`${edge.url}/v1/batch`, {
       writeKey: SERVER_KEY,
       batch: [
-        { type: "track", event: "Product Viewed", anonymousId: laptop, messageId: mid(), properties: { product_id: "trail-runner" } },
+        { type: "track", event: "Product Viewed", anonymousId: laptop, messageId: mid(), properties: { product_id: "trail-runner" },
+          context: { consent: { gcm: { analytics_storage: "granted", ad_storage: "denied" } } } },
         { type: "identify", userId: user, anonymousId: laptop, messageId: mid(), traits: { email, first_name: "Ana" } },
         { type: "page", name: "Home", anonymousId: phone, messageId: mid() },
         { type: "identify", userId: user, anonymousId: phone, messageId: mid() },
@@ -101,6 +102,11 @@ describe("console", () => {
     const cells = await todayRow.getByRole("cell", { includeHidden: true }).allTextContents();
     assert.equal(Number(cells.at(-1)), stored[0].n, `today's total is every stored event (${cells})`);
     assert.equal(await p.getByRole("img", { name: /Events per day/ }).count(), 1, "the chart");
+    const consent = p.getByRole("region", { name: "Consent, 30 days" });
+    await consent.getByText("100% granted (1 choices)").waitFor();
+    const rates = await consent.textContent();
+    assert.match(rates, /ad_storage\s*0% granted \(1 choices\)/);
+    assert.match(rates, /analytics_storage\s*100% granted \(1 choices\)/);
     await shoot(p, "overview");
     assert.deepEqual(await accessibility(p), [], "overview");
     const signedInAt = requests.length;

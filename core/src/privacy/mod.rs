@@ -595,19 +595,36 @@ pub fn consent_records(
 pub fn record_consent(records: &[ConsentRecord]) -> Vec<Statement> {
     records
         .iter()
-        .map(|r| Statement {
-            sql: "INSERT INTO consent_history (identifier, timestamp, message_key, source_id, state) \
-                  SELECT ?1, ?2, ?3, ?4, ?5 WHERE coalesce((SELECT state FROM consent_history \
-                  WHERE identifier = ?1 AND timestamp <= ?2 ORDER BY timestamp DESC LIMIT 1), '') <> ?5 \
-                  ON CONFLICT DO NOTHING"
-                .into(),
-            params: vec![
-                Param::Text(r.identifier.clone()),
-                Param::Int(r.timestamp_ms),
-                Param::Text(r.message_key.clone()),
-                Param::Text(r.source_id.clone()),
-                Param::Text(r.state.clone()),
-            ],
+        .flat_map(|r| {
+            [
+                Statement {
+                    sql: "INSERT INTO consent_history (identifier, timestamp, message_key, source_id, state) \
+                          SELECT ?1, ?2, ?3, ?4, ?5 WHERE coalesce((SELECT state FROM consent_history \
+                          WHERE identifier = ?1 AND timestamp <= ?2 ORDER BY timestamp DESC LIMIT 1), '') <> ?5 \
+                          ON CONFLICT DO NOTHING"
+                        .into(),
+                    params: vec![
+                        Param::Text(r.identifier.clone()),
+                        Param::Int(r.timestamp_ms),
+                        Param::Text(r.message_key.clone()),
+                        Param::Text(r.source_id.clone()),
+                        Param::Text(r.state.clone()),
+                    ],
+                },
+                // The console's consent rates: each choice recorded just now (the statement
+                // above changed a row) counts once per Consent Mode purpose, by its day.
+                Statement {
+                    sql: "INSERT INTO consent_counts (day, purpose, value, count) \
+                          SELECT ?1, key, value, 1 FROM json_each(json_extract(?2, '$.gcm')) \
+                          WHERE changes() > 0 AND type = 'text' \
+                          ON CONFLICT (day, purpose, value) DO UPDATE SET count = count + 1"
+                        .into(),
+                    params: vec![
+                        Param::Int(r.timestamp_ms.div_euclid(crate::format::time::DAY_MS)),
+                        Param::Text(r.state.clone()),
+                    ],
+                },
+            ]
         })
         .collect()
 }
@@ -868,8 +885,12 @@ mod tests {
         );
         assert_eq!(records[0].identifier, "anonymous_id:a1");
         let statements = record_consent(&records);
-        assert_eq!(statements.len(), 2);
+        assert_eq!(statements.len(), 4, "each record and its count");
         assert!(statements[0].sql.contains("<> ?5"));
+        assert!(
+            statements[1].sql.contains("WHERE changes() > 0"),
+            "only a change counts"
+        );
     }
 
     #[test]

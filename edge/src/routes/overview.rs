@@ -1,7 +1,8 @@
 //! `GET /v1/admin/overview` (admin key or console session with `profiles:read`): the console's
 //! first page. Events per day for the last 30 days by type and source (from the daily counters
 //! written with the events, never a scan of them), events rejected per day, profiles and the
-//! share identified, segment sizes, and deliveries in the last 24 hours by outcome.
+//! share identified, segment sizes, deliveries in the last 24 hours by outcome, and the consent
+//! choices recorded in 30 days per Consent Mode purpose and value.
 
 use seam_core::collect::live;
 use seam_core::format::time::DAY_MS;
@@ -46,6 +47,12 @@ pub async fn get(req: &Request, env: &Env, now_ms: i64) -> Result<Response, ApiE
                 .into(),
             params: vec![Param::Int(now_ms - DAY_MS)],
         },
+        Statement {
+            sql: "SELECT purpose, value, SUM(count) AS count FROM consent_counts WHERE day >= ?1 \
+                  GROUP BY purpose, value"
+                .into(),
+            params: vec![Param::Int(from_day)],
+        },
     ];
     let results = d1::execute(&env.d1("DB")?, &plan).await?;
     let rows = |i: usize| -> Result<Vec<Value>, ApiError> {
@@ -73,5 +80,6 @@ pub async fn get(req: &Request, env: &Env, now_ms: i64) -> Result<Response, ApiE
         "identified": people.get("identified"),
         "segments": rows(3)?,
         "deliveries24h": rows(4)?,
+        "consent": rows(5)?,
     }))?)
 }
