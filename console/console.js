@@ -358,7 +358,22 @@ async function loadSettings() {
   for (const name of DOCUMENTS) $(`#doc-${name}`).value = JSON.stringify(json.documents[name], null, 2);
   $("#settings-status").textContent = `In force: ${json.stamp}`;
   $("#settings-error").textContent = "";
+  const slots = Object.keys(json.documents.slots?.slots ?? {});
+  $("#preview-slot").replaceChildren(...slots.map((name) => el("option", { value: name }, name)));
 }
+
+$("#preview-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const who = $("#preview-who").value.trim();
+  let profileId = who;
+  if (who.includes("@")) {
+    const found = await api(`/v1/profiles/lookup?type=email&value=${encodeURIComponent(who)}`);
+    if (found.status !== 200) return ($("#preview").textContent = "No profile matches.");
+    profileId = found.json.profileId;
+  }
+  const { status, json } = await api("/v1/admin/preview", { method: "POST", body: { profileId, slots: [$("#preview-slot").value] } });
+  $("#preview").textContent = status === 200 ? JSON.stringify(json, null, 2) : json?.message ?? `No preview (${status}).`;
+});
 
 $("#settings-form").addEventListener("submit", async (event) => {
   event.preventDefault();

@@ -77,6 +77,12 @@ async fn route(
             };
         }
     }
+    if path == "/v1/admin/preview" {
+        return match method {
+            Method::Post => routes::preview::post(req, env, now_ms).await,
+            _ => Err(ApiError::MethodNotAllowed),
+        };
+    }
     if path == "/v1/admin/overview" {
         return match method {
             Method::Get => routes::overview::get(&req, env, now_ms).await,

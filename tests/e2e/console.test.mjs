@@ -187,6 +187,16 @@ describe("console", () => {
     assert.match(await error.textContent(), /high_discount_affinity/, "the error names the segment");
     const stamp = await fetch(`${edge.url}/v1/admin/personalisation`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } }).then((r) => r.json());
     assert.equal(stamp.stamp, "committed", "nothing was saved");
+    // A slot as this shopper would see it now (no exposure is logged for a preview).
+    const exposuresBefore = (await edge.query("SELECT count(*) AS n FROM events WHERE name = 'Decision Exposed'"))[0].n;
+    await p.getByLabel("Profile (ID or email)").fill(email);
+    await p.getByLabel("Slot", { exact: true }).selectOption("recommended-for-you");
+    await p.getByRole("button", { name: "Preview" }).click();
+    const preview = p.getByRole("status", { name: "Preview" });
+    await preview.getByText(`"profileId": "${profileId}"`).waitFor();
+    assert.match(await preview.textContent(), /"recommended-for-you"/);
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal((await edge.query("SELECT count(*) AS n FROM events WHERE name = 'Decision Exposed'"))[0].n, exposuresBefore, "a preview is not a view");
     await segmentsDoc.fill("{ not json");
     await p.getByRole("button", { name: "Save" }).click();
     await p.getByRole("alert").filter({ hasText: "Segments: not JSON" }).waitFor();

@@ -12,6 +12,7 @@ pub mod ingest;
 pub mod journeys;
 pub mod overview;
 pub mod preflight;
+pub mod preview;
 pub mod privacy;
 pub mod profiles;
 pub mod render;
