@@ -331,23 +331,8 @@ pub fn walk(journey: &Journey, person: &Person<'_>, entered_ms: i64, now_ms: i64
             return out;
         }
         match &step.action {
-            Action::Wait(ms) => {
-                let until = t.saturating_add(*ms);
-                if until > now_ms {
-                    out.next = match exited_by(now_ms) {
-                        Some((event, at)) => Next::Done(End::ExitEvent(event, at)),
-                        None => Next::At(until),
-                    };
-                    return out;
-                }
-                t = until;
-                i += 1;
-            }
-            Action::WaitUntil {
-                minute,
-                utc_offset_minutes,
-            } => {
-                let until = next_clock_time(t, *minute, *utc_offset_minutes);
+            Action::Wait(_) | Action::WaitUntil { .. } => {
+                let until = wait_end(&step.action, t);
                 if until > now_ms {
                     out.next = match exited_by(now_ms) {
                         Some((event, at)) => Next::Done(End::ExitEvent(event, at)),
@@ -500,6 +485,18 @@ fn branch_holds(
         state: &state,
     };
     holds_for(rule, &subject, t)
+}
+
+/// When a wait step begun at `t` ends (`t` itself for any other step).
+fn wait_end(action: &Action, t: i64) -> i64 {
+    match action {
+        Action::Wait(ms) => t.saturating_add(*ms),
+        Action::WaitUntil {
+            minute,
+            utc_offset_minutes,
+        } => next_clock_time(t, *minute, *utc_offset_minutes),
+        _ => t,
+    }
 }
 
 /// `t` when the local clock (at `offset_minutes`) shows `minute` then, else the next instant

@@ -32,13 +32,7 @@ pub async fn get(req: &Request, env: &Env) -> Result<Response, ApiError> {
         ],
     )
     .await?;
-    let rows = |i: usize| -> Result<Vec<Value>, ApiError> {
-        Ok(results
-            .get(i)
-            .map(|r| r.results::<Value>())
-            .transpose()?
-            .unwrap_or_default())
-    };
+    let rows = |i: usize| d1::rows_at(&results, i);
     let events: Vec<Value> = rows(0)?
         .into_iter()
         .map(|mut row| {

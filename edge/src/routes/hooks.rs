@@ -7,6 +7,7 @@
 //! opens, clicks, reads and opt-outs that journeys branch on and every later send respects.
 //! They are accepted like the Tracking API's events, under the server source [`HOOKS_SOURCE`].
 
+use seam_core::collect::auth::constant_time_eq;
 use seam_core::collect::enrich::RequestFacts;
 use seam_core::collect::ingest::{decode, MAX_REQUEST_BYTES};
 use seam_core::collect::source::Source;
@@ -41,7 +42,7 @@ pub async fn post(
         return Err(ApiError::NotFound);
     }
     let expected = settings::hooks_secret(env).ok_or(ApiError::HookForbidden)?;
-    if !same(secret.as_bytes(), expected.as_bytes()) {
+    if !constant_time_eq(secret.as_bytes(), expected.as_bytes()) {
         return Err(ApiError::HookForbidden);
     }
     let body = http::capped_body(&mut req, MAX_HOOK_BYTES).await?;
@@ -95,11 +96,6 @@ fn batches(events: &[Value]) -> Vec<String> {
     out
 }
 
-/// Constant-time comparison, so the secret cannot be guessed byte by byte from timings.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,8 +122,8 @@ mod tests {
 
     #[test]
     fn the_secret_comparison_needs_every_byte() {
-        assert!(same(b"0123456789abcdef", b"0123456789abcdef"));
-        assert!(!same(b"0123456789abcdef", b"0123456789abcdeF"));
-        assert!(!same(b"0123456789abcdef", b"0123456789abcde"));
+        assert!(constant_time_eq(b"0123456789abcdef", b"0123456789abcdef"));
+        assert!(!constant_time_eq(b"0123456789abcdef", b"0123456789abcdeF"));
+        assert!(!constant_time_eq(b"0123456789abcdef", b"0123456789abcde"));
     }
 }

@@ -79,13 +79,7 @@ pub async fn handle(
             let db = env.d1("DB")?;
             let [runs, decisions] = run::stats(name);
             let results = d1::execute(&db, &[runs, decisions]).await?;
-            let rows = |i: usize| -> Result<Vec<Value>, ApiError> {
-                Ok(results
-                    .get(i)
-                    .map(|r| r.results::<Value>())
-                    .transpose()?
-                    .unwrap_or_default())
-            };
+            let rows = |i: usize| d1::rows_at(&results, i);
             Ok(Response::from_json(&json!({
                 "name": name,
                 "definition": definition,

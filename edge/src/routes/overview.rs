@@ -55,13 +55,7 @@ pub async fn get(req: &Request, env: &Env, now_ms: i64) -> Result<Response, ApiE
         },
     ];
     let results = d1::execute(&env.d1("DB")?, &plan).await?;
-    let rows = |i: usize| -> Result<Vec<Value>, ApiError> {
-        Ok(results
-            .get(i)
-            .map(|r| r.results::<Value>())
-            .transpose()?
-            .unwrap_or_default())
-    };
+    let rows = |i: usize| d1::rows_at(&results, i);
     let days: Vec<Value> = rows(0)?
         .into_iter()
         .map(|mut r| {

@@ -41,6 +41,15 @@ pub async fn execute(db: &D1Database, plan: &[Statement]) -> worker::Result<Vec<
     db.batch(statements).await
 }
 
+/// The rows of the `i`th result of a batch (none when the batch had fewer results).
+pub fn rows_at(results: &[D1Result], i: usize) -> worker::Result<Vec<serde_json::Value>> {
+    Ok(results
+        .get(i)
+        .map(|r| r.results::<serde_json::Value>())
+        .transpose()?
+        .unwrap_or_default())
+}
+
 #[derive(Deserialize)]
 struct Returned {
     message_id: String,
