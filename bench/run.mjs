@@ -4,7 +4,8 @@
 //
 // BENCH_ONLY=edge node bench/run.mjs: only the edge section (ingest, merge, decisions and rendered
 // pages, one wrangler dev run), skipping the SDK size/browser and native criterion benches (which
-// take minutes); the table is printed but bench/results.md is left as it is.
+// take minutes); BENCH_ONLY=console: only the console over a million events (console.mjs). Either
+// way the table is printed but bench/results.md is left as it is.
 import { execFileSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
@@ -12,12 +13,13 @@ import { root, settled, startEdge, WRITE_KEY } from "../tests/support/edge.mjs";
 import { products } from "../demo-site/products.js";
 import { kb, measureSdk } from "../scripts/sdk-size.mjs";
 import { sdkRows } from "./sdk.mjs";
+import { consoleRows } from "./console.mjs";
 import { startReceiver } from "../tests/support/receiver.mjs";
 
 const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 400);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 8);
 const WARMUP = 40;
-const EDGE_ONLY = process.env.BENCH_ONLY === "edge";
+const ONLY = process.env.BENCH_ONLY;
 
 function batchBody(run, n) {
   const now = new Date().toISOString();
@@ -266,7 +268,7 @@ async function destinationRows(edge, batch) {
 }
 
 const rows = [];
-if (!EDGE_ONLY) {
+if (!ONLY) {
   const size = await measureSdk();
   rows.push(["SDK wasm (wasm-opt -Oz)", `${kb(size.wasm.gzip)} gzip`, `${kb(size.wasm.brotli)} brotli, ${kb(size.wasm.raw)} raw`]);
   rows.push(["SDK JS (entry + glue, minified)", `${kb(size.js.gzip)} gzip`, `${kb(size.js.brotli)} brotli, ${kb(size.js.raw)} raw`]);
@@ -284,8 +286,8 @@ if (!EDGE_ONLY) {
 }
 
 // Limits far above the load so the bench measures ingestion, not the rate limiter's 429s.
-const edge = await startEdge("bench", { limits: { ip: 1_000_000, source: 1_000_000 } });
-try {
+const edge = ONLY === "console" ? null : await startEdge("bench", { limits: { ip: 1_000_000, source: 1_000_000 } });
+if (edge) try {
   const run = Date.now();
   const health = () => fetch(`${edge.url}/health`);
   const batch = (n) => fetch(`${edge.url}/v1/batch`, { method: "POST", body: batchBody(run, n), headers: { "content-type": "text/plain" } });
@@ -321,6 +323,8 @@ try {
 } finally {
   await edge.stop();
 }
+// A fresh edge of its own, seeded with a million events, after the load above has stopped.
+if (ONLY !== "edge") rows.push(...(await consoleRows()));
 
 const table = [
   `Seam benchmarks — ${new Date().toISOString().slice(0, 10)}, ${cpus().length} cores (${cpus()[0]?.model ?? "?"}), local workerd via wrangler dev, ${REQUESTS} requests x ${CONCURRENCY} concurrent`,
@@ -331,4 +335,4 @@ const table = [
   "",
 ].join("\n");
 console.log(table);
-if (!EDGE_ONLY) writeFileSync(new URL("./results.md", import.meta.url), table);
+if (!ONLY) writeFileSync(new URL("./results.md", import.meta.url), table);

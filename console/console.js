@@ -140,39 +140,78 @@ function renderProfile(p) {
   const merges = (p.merges ?? []).length
     ? el("ul", { class: "plain" }, p.merges.map((m) => el("li", {}, `${when(m.mergedAt)}: ${m.from} joined ${m.into} (${m.cause})`)))
     : el("p", { class: "note" }, "No merges.");
-  const segments = (p.segments ?? []).length ? el("p", {}, p.segments.map((s) => el("span", { class: "tag" }, s))) : el("p", { class: "note" }, "None.");
+  // Current memberships first, with when they began; past ones with when they ended. A segment
+  // the profile is in now that no refresh has recorded yet (time-driven) shows as "now".
+  const recorded = new Set((p.memberships ?? []).filter((m) => m.exitedAt === null).map((m) => m.segment));
+  const unrecorded = (p.segments ?? []).filter((s) => !recorded.has(s)).map((segment) => ({ segment, enteredAt: null, exitedAt: null }));
+  const memberships = [...(p.memberships ?? []), ...unrecorded].sort((a, b) => (a.exitedAt === null) === (b.exitedAt === null) ? b.enteredAt - a.enteredAt : a.exitedAt === null ? -1 : 1);
+  const segments = memberships.length
+    ? el("ul", { class: "plain", "aria-label": "Segments" }, memberships.map((m) => el("li", {}, el("span", { class: "tag" }, m.segment), m.enteredAt === null ? " now" : m.exitedAt === null ? ` since ${when(m.enteredAt)}` : ` ${when(m.enteredAt)} to ${when(m.exitedAt)}`)))
+    : el("p", { class: "note" }, "None.");
   const journeys = (p.journeys ?? []).length
     ? el("ul", { class: "plain" }, p.journeys.map((j) => el("li", {}, `${j.journey}: ${j.status}${j.step ? ` at ${j.step}` : ""}${j.endReason ? ` (${j.endReason})` : ""}, entered ${when(j.enteredAt)}${j.control ? ", holdout" : ""}`)))
     : el("p", { class: "note" }, "None.");
+  const recommendations = el("div", { id: "recommendations", "aria-live": "polite" }, el("p", { class: "note" }, "Loading…"));
   view.append(
     el("div", { class: "grid" },
       card("Identifiers", identifiers, el("h3", {}, "How they were joined"), merges),
       card("Traits", pairs(p.traits)),
       card("Computed traits", pairs(p.computedTraits)),
       card("Segments", segments),
+      card("Recommended now", recommendations),
       card("Journeys", journeys),
     ),
   );
-  const rows = (p.recentEvents ?? []).map((e) =>
-    el("tr", {},
-      el("td", {}, when(Date.parse(e.body?.timestamp))),
-      el("td", {}, e.type),
-      el("td", {}, e.name ?? ""),
-      el("td", {}, e.sourceId),
-      el("td", {}, el("code", {}, e.body?.userId ?? e.body?.anonymousId ?? "")),
-    ),
-  );
+  loadRecommendations(p.profileId, recommendations);
   if (session.scopes.includes("privacy:write")) view.append(privacyActions(p));
-  view.append(
-    el("section", { class: "timeline", "aria-labelledby": "timeline-title" },
-      el("h2", { id: "timeline-title" }, "Timeline"),
-      el("table", {},
-        el("thead", {}, el("tr", {}, ["Time", "Type", "Event", "Source", "User or anonymous ID"].map((h) => el("th", { scope: "col" }, h)))),
-        el("tbody", {}, rows),
-      ),
-    ),
-  );
+  view.append(table("Deliveries", ["Updated", "Destination", "For", "Status", "Attempts", "Last error"], (p.deliveries ?? []).map((d) => [
+    when(d.updatedAt), d.destination, d.about ?? d.messageId, d.status, d.attempts, d.lastError ?? (d.status !== "delivered" && d.lastStatus ? `HTTP ${d.lastStatus}` : ""),
+  ])));
+  // Events and consent changes on one timeline, newest first.
+  const entries = [
+    ...(p.recentEvents ?? []).map((e) => ({ at: Date.parse(e.body?.timestamp), cells: [e.type, e.name ?? "", e.sourceId, el("code", {}, e.body?.userId ?? e.body?.anonymousId ?? "")] })),
+    ...(p.consent ?? []).map((c) => ({ at: c.timestamp, cells: ["consent", consentSummary(c.state), c.sourceId, el("code", {}, c.identifier)] })),
+  ].sort((a, b) => b.at - a.at);
+  view.append(table("Timeline", ["Time", "Type", "Event", "Source", "Identifier"], entries.map((e) => [when(e.at), ...e.cells])));
   view.hidden = false;
+}
+
+function table(title, headings, rows) {
+  const id = `${title.toLowerCase()}-title`;
+  return el("section", { class: "timeline", "aria-labelledby": id },
+    el("h2", { id }, title),
+    rows.length
+      ? el("table", { "aria-labelledby": id },
+          el("thead", {}, el("tr", {}, headings.map((h) => el("th", { scope: "col" }, h)))),
+          el("tbody", {}, rows.map((cells) => el("tr", {}, cells.map((c) => el("td", {}, c))))),
+        )
+      : el("p", { class: "note" }, "None."),
+  );
+}
+
+/** "ad_personalization denied, analytics_storage granted" from a recorded consent state. */
+function consentSummary(state) {
+  const parts = Object.entries(state?.gcm ?? {}).map(([k, v]) => `${k} ${v}`);
+  for (const [k, v] of Object.entries(state?.categoryPreferences ?? {})) parts.push(`${k} ${v ? "granted" : "denied"}`);
+  if (state?.gpc) parts.push("Global Privacy Control");
+  return parts.length ? parts.join(", ") : "consent recorded";
+}
+
+async function loadRecommendations(profileId, into) {
+  const { status, json } = await api(`/v1/profiles/${encodeURIComponent(profileId)}/recommendations`);
+  if (status !== 200) return into.replaceChildren(el("p", { class: "note" }, json?.message ?? "Could not load."));
+  const note = json.consentDenied
+    ? "Their consent refuses personalisation: they see the defaults."
+    : json.personalised ? "Personalised from what they did." : `Not personalised (${json.reason}).`;
+  into.replaceChildren(
+    el("p", { class: "note" }, note),
+    ...json.decisions.map((d) => el("div", {},
+      el("h3", {}, d.slot),
+      d.items.length
+        ? el("ol", { "aria-label": `Recommended in ${d.slot}` }, d.items.map((i) => el("li", {}, i.name ?? i.product_id, el("span", { class: "note" }, ` ${i.reason}`))))
+        : el("p", { class: "note" }, "Nothing to recommend yet."),
+    )),
+  );
 }
 
 // --- Overview --------------------------------------------------------------------------------
@@ -222,7 +261,7 @@ async function loadOverview() {
   const rejected = json.rejected.reduce((a, r) => a + r.count, 0);
   const deliveries = Object.fromEntries(json.deliveries24h.map((d) => [d.outcome, d.count]));
   $("#overview-cards").replaceChildren(
-    card("Profiles", el("p", { class: "big" }, json.profiles ?? 0), el("p", { class: "note" }, `${share}% identified (${json.identified ?? 0})`)),
+    card("Profiles", el("p", { class: "big" }, json.profiles ?? 0), el("p", { class: "note" }, `${share}% identified (${json.identified ?? 0})${json.profilesCountedAt ? `, counted ${when(json.profilesCountedAt)}` : ""}`)),
     card("Sources, 30 days", pairs(Object.fromEntries(perSource)), el("p", { class: "note" }, `${rejected} rejected`)),
     card("Segment sizes", pairs(Object.fromEntries(json.segments.map((s) => [s.segment, s.size])))),
     card("Deliveries, 24 hours", pairs(deliveries)),

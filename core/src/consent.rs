@@ -431,6 +431,13 @@ pub fn personalisation_denied(consent: Option<&Value>) -> bool {
             .any(denies)
 }
 
+/// Whether a person's last recorded consent state (as `consent_history` stores it: `gcm`,
+/// `categoryPreferences`, `gpc`) refuses personalisation, as the same choice would on a page.
+#[cfg(feature = "std")]
+pub fn recorded_personalisation_denied(state: &Value) -> bool {
+    state.get("gpc") == Some(&Value::Bool(true)) || personalisation_denied(Some(state))
+}
+
 #[cfg(all(test, feature = "std"))]
 mod tests {
     use super::*;
@@ -471,6 +478,23 @@ mod tests {
                 denied,
                 "{consent:?}"
             );
+        }
+    }
+
+    #[test]
+    fn a_recorded_refusal_or_gpc_denies_personalisation() {
+        for (state, denied) in [
+            (json!({"gcm": {"ad_personalization": "denied"}}), true),
+            (json!({"gcm": {"analytics_storage": "denied"}}), false),
+            (
+                json!({"categoryPreferences": {"personalization_storage": false}}),
+                true,
+            ),
+            (json!({"gpc": true}), true),
+            (json!({"gpc": false}), false),
+            (json!({}), false),
+        ] {
+            assert_eq!(recorded_personalisation_denied(&state), denied, "{state}");
         }
     }
 

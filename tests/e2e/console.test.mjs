@@ -8,6 +8,8 @@ import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { post, root, startEdge, WRITE_KEY } from "../support/edge.mjs";
 import { launchBrowser } from "../support/browser.mjs";
+import { startReceiver } from "../support/receiver.mjs";
+import { products } from "../../demo-site/products.js";
 
 const secrets = readFileSync(join(root, ".dev.vars"), "utf8");
 const secret = (name) => secrets.match(new RegExp(`^${name}=(.*)$`, "m"))[1].trim();
@@ -43,15 +45,25 @@ const mid = () => `c-${run}-${++n}`;
 describe("console", () => {
   let edge;
   let browser;
+  let receiver;
   before(async () => {
     mkdirSync(shots, { recursive: true });
     edge = await startEdge("console");
     browser = await launchBrowser();
+    receiver = await startReceiver();
   });
   after(async () => {
     await browser?.close();
     await edge?.stop();
+    await receiver?.close();
   });
+
+  const admin = (method, path, body) =>
+    fetch(`${edge.url}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${ADMIN_KEY}`, "content-type": "application/json" },
+      body: body && JSON.stringify(body),
+    }).then(async (r) => ({ status: r.status, json: await r.json().catch(() => undefined) }));
 
   /** A page that records every request it makes. */
   async function page(width = 1280) {
@@ -69,13 +81,17 @@ describe("console", () => {
   }
 
   test("sign in, find a shopper by email across two devices, sign out", async () => {
+    // The shop's catalogue, and a webhook destination for orders (a local receiver).
+    assert.equal((await admin("POST", "/v1/admin/catalog", { items: products })).status, 200);
+    const orders = { type: "webhook", settings: { url: `${receiver.url}/orders`, secret: "whsec_console_0123456789" }, filter: { events: ["Order Completed"] } };
+    assert.equal((await admin("PUT", "/v1/admin/destinations/orders", orders)).status, 201);
     // Ana browses on her laptop and her phone, then signs in on both (the shop's server says so).
     const email = `ana-${run}@shop.example`;
     const [laptop, phone, user] = [`laptop-${run}`, `phone-${run}`, `ana-${run}`];
     const sent = await post(`${edge.url}/v1/batch`, {
       writeKey: SERVER_KEY,
       batch: [
-        { type: "track", event: "Product Viewed", anonymousId: laptop, messageId: mid(), properties: { product_id: "trail-runner" },
+        { type: "track", event: "Product Viewed", anonymousId: laptop, messageId: mid(), properties: { product_id: "trail-runner", category: "Running Shoes" },
           context: { consent: { gcm: { analytics_storage: "granted", ad_storage: "denied" } } } },
         { type: "identify", userId: user, anonymousId: laptop, messageId: mid(), traits: { email, first_name: "Ana" } },
         { type: "page", name: "Home", anonymousId: phone, messageId: mid() },
@@ -84,6 +100,17 @@ describe("console", () => {
       ],
     });
     assert.equal(sent.status, 200, sent.text);
+    await receiver.wait("/orders", 1);
+    // The delivery log says delivered once the receiver's answer is recorded.
+    let ana;
+    for (let i = 0; i < 100 && ana?.deliveries?.[0]?.status !== "delivered"; i++) {
+      if (i) await new Promise((r) => setTimeout(r, 100));
+      ana = (await admin("GET", `/v1/profiles/lookup?type=email&value=${encodeURIComponent(email)}`)).json;
+    }
+    assert.deepEqual(ana.deliveries.map((d) => [d.destination, d.about, d.status]), [["orders", "Order Completed", "delivered"]]);
+    const recommended = (await admin("GET", `/v1/profiles/${ana.profileId}/recommendations`)).json;
+    const names = recommended.decisions[0].items.map((i) => i.name);
+    assert.ok(names.length > 0, "Ana has recommendations");
 
     const { p, requests } = await page();
     await p.goto(`${edge.url}/console/`);
@@ -123,9 +150,20 @@ describe("console", () => {
     for (const id of [`anonymous_id:${laptop}`, `anonymous_id:${phone}`, `user_id:${user}`, `email:${email}`]) {
       assert.ok(listed.includes(id), `${id} in ${listed}`);
     }
-    const timeline = p.getByRole("table");
+    const timeline = p.getByRole("table", { name: "Timeline" });
     await timeline.getByText("Product Viewed").waitFor();
     assert.match(await timeline.textContent(), new RegExp(laptop), "the laptop's event from before sign-in");
+    // The consent change is on the timeline, between the events.
+    const consentRow = timeline.getByRole("row").filter({ hasText: "ad_storage denied" });
+    assert.match(await consentRow.textContent(), new RegExp(`consent.*analytics_storage granted.*anonymous_id:${laptop}`));
+    // The order's delivery, and what Ana would be recommended now (the API's answer, no exposure logged).
+    const deliveries = p.getByRole("table", { name: "Deliveries" });
+    await deliveries.getByRole("row").filter({ hasText: "Order Completed" }).filter({ hasText: "delivered" }).waitFor();
+    const shown = p.getByRole("list", { name: "Recommended in recommended-for-you" });
+    await shown.waitFor();
+    assert.deepEqual((await shown.getByRole("listitem").allTextContents()).map((t) => t.replace(/ \S+$/, "")), names);
+    const exposures = await edge.query("SELECT COUNT(*) AS n FROM events WHERE name = 'Decision Exposed' AND (anonymous_id IN (?, ?) OR user_id = ?)", laptop, phone, user);
+    assert.equal(exposures[0].n, 0, "looking at a profile is not a view of a page");
     await shoot(p, "profile");
     assert.deepEqual(await accessibility(p), [], "profile");
 
@@ -155,6 +193,14 @@ describe("console", () => {
     // Segments: the size the page shows is the API's, and the members are the people in it.
     // The segment sweep records the day's sizes for the chart.
     assert.equal((await fetch(`${edge.url}/__scheduled?cron=${encodeURIComponent("*/5 * * * *")}`)).status, 200);
+    // It also counts the profiles, which the overview reads instead of the identities index.
+    const [{ n: people }] = await edge.query("SELECT COUNT(DISTINCT profile_id) AS n FROM identities");
+    await post(`${edge.url}/v1/batch`, { writeKey: WRITE_KEY, batch: [{ type: "page", anonymousId: `late-${run}`, messageId: mid() }] });
+    const overview = (await admin("GET", "/v1/admin/overview")).json;
+    assert.deepEqual([overview.profiles, overview.identified], [people, 1]);
+    assert.ok(overview.profilesCountedAt > Date.now() - 60_000, "counted by this sweep");
+    const [{ n: later }] = await edge.query("SELECT COUNT(DISTINCT profile_id) AS n FROM identities");
+    assert.equal(later, people + 1, "a profile made since the sweep waits for the next count");
     await p.getByRole("link", { name: "Segments" }).click();
     const row = p.getByRole("row").filter({ has: p.getByRole("button", { name: "high_value", exact: true }) });
     await row.waitFor();

@@ -224,6 +224,24 @@ describe("personalisation at ingest", () => {
       assert.deepEqual(denied.json.decisions[0].items.map((i) => i.product_id), stranger.json.decisions[0].items.map((i) => i.product_id));
     });
 
+    test("the admin API shows a profile's recommendations as their pages would, honouring their recorded consent, logging no exposure", async () => {
+      const { anon, profileId } = await runner(false);
+      const page = await decideFor(edge, { anonymousId: anon });
+      const seen = await admin(`/v1/profiles/${profileId}/recommendations`);
+      assert.equal(seen.status, 200);
+      assert.deepEqual([seen.json.profileId, seen.json.reason, seen.json.consentDenied], [profileId, "personalised", false]);
+      assert.deepEqual(seen.json.decisions[0].items.map((i) => i.product_id), page.json.decisions[0].items.map((i) => i.product_id));
+      const exposures = () => edge.query("SELECT COUNT(*) AS n FROM events WHERE name = 'Decision Exposed' AND anonymous_id = ?", anon).then((r) => r[0].n);
+      assert.equal(await exposures(), 1, "only the page's decision was a view");
+
+      // They refuse ad personalisation on their next page: the console sees what they now see.
+      await send(edge, [{ ...view(anon, "run-2", "Running Shoes", 0), context: { consent: { gcm: { ad_personalization: "denied" } } } }]);
+      const refused = await admin(`/v1/profiles/${profileId}/recommendations`);
+      assert.deepEqual([refused.json.reason, refused.json.personalised, refused.json.consentDenied], ["consent_denied", false, true]);
+      assert.equal(await exposures(), 1);
+      assert.equal((await admin("/v1/profiles/nobody-here/recommendations")).status, 404);
+    });
+
     test("purchased items are never recommended", async () => {
       const anon = `buyer-${run}`;
       const batch = shopperBatch(anon);

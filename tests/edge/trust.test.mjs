@@ -420,9 +420,13 @@ describe("trust: identity claims from the public key", () => {
   test("erasure reaches the person's email in others' claims and their events of deleted sources; a claimant's request covers only their browser", async () => {
     const v = await victim("erase");
     const mine = `attacker-erase-${run}-0000`;
+    // The shop's server knows the victim's phone; the claimant writes it their own way.
+    await send(edge, [{ type: "identify", userId: v.user, traits: { phone: "+49 151 2345 6789" }, messageId: mid() }], SERVER_KEY);
     await send(edge, [
       { type: "identify", anonymousId: mine, traits: { email: v.email.toUpperCase(), plan: "mine" }, messageId: mid() },
       { type: "track", event: "Claimed", anonymousId: mine, context: { traits: { email: v.email } }, messageId: mid() },
+      { type: "identify", anonymousId: mine, traits: { phone: "+49 (151) 2345-6789" }, messageId: mid() },
+      { type: "track", event: "Claimed", anonymousId: mine, context: { traits: { phone: "+49.151.2345.6789" } }, messageId: mid() },
     ]);
     const now = Date.now();
     await edge.exec(
@@ -442,10 +446,12 @@ describe("trust: identity claims from the public key", () => {
     assert.ok(theirs.json.data.events.some((e) => e.sourceId === "removed-source"), "an export covers deleted sources");
     const erased = await admin(edge, "POST", "/v1/privacy/delete", { type: "email", value: v.email });
     assert.equal(erased.status, 200);
-    assert.ok(erased.json.deleted.redactedClaims >= 3, JSON.stringify(erased.json.deleted));
+    assert.ok(erased.json.deleted.redactedClaims >= 5, JSON.stringify(erased.json.deleted));
     assert.equal(await lookup("user_id", v.user), null);
     const [{ n: left }] = await edge.query("SELECT count(*) AS n FROM events WHERE body LIKE ?", `%${v.email}%`);
     assert.equal(left, 0, "the email is in no stored event, whoever sent it");
+    const [{ n: phones }] = await edge.query("SELECT count(*) AS n FROM events WHERE body LIKE '%2345%6789%'");
+    assert.equal(phones, 0, "nor the phone, however it was written");
     const [{ n: old }] = await edge.query("SELECT count(*) AS n FROM events WHERE source_id = 'removed-source' AND user_id = ?", v.user);
     assert.equal(old, 0, "events of a source no longer configured are erased too");
     const me = await lookup("anonymous_id", mine);

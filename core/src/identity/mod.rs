@@ -102,6 +102,7 @@
 //! identity graph's write plans ([`graph_plan`]) and profiles' read model ([`profile`]) build on
 //! them.
 
+pub mod census;
 mod extract;
 mod graph;
 pub mod graph_plan;

@@ -310,6 +310,15 @@ impl SlotConfig {
     pub fn declares(&self, name: &str) -> bool {
         self.slots.contains_key(name)
     }
+
+    /// The declared recommendation slots, by name.
+    pub fn recommendation_slots(&self) -> Vec<&str> {
+        self.slots
+            .iter()
+            .filter(|(_, kind)| matches!(kind, SlotKind::Recommendations { .. }))
+            .map(|(name, _)| name.as_str())
+            .collect()
+    }
 }
 
 /// Slot names as pages and requests may use them: the names traits and segments use.
@@ -791,6 +800,12 @@ mod tests {
             config.get("sidebar"),
             SlotKind::Recommendations { limit: 4, .. }
         ));
+    }
+
+    #[test]
+    fn lists_only_recommendation_slots() {
+        assert_eq!(committed().recommendation_slots(), ["recommended-for-you"]);
+        assert!(SlotConfig::default().recommendation_slots().is_empty());
     }
 
     #[test]

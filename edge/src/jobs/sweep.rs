@@ -36,10 +36,13 @@ pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
     };
     let db = env.d1("DB")?;
     let configured = store::sources::configured(env)?;
-    // The day's sizes for the console's chart, once per sweep (an index count per segment).
-    if let Err(e) = d1::execute(&db, &[personalise::segment::audience::record_sizes(now_ms)]).await
-    {
-        worker::console_error!("segment sizes not recorded: {e}");
+    // The day's segment sizes and profile counts for the console, once per sweep (index counts).
+    let counts = [
+        personalise::segment::audience::record_sizes(now_ms),
+        seam_core::identity::census::record(now_ms),
+    ];
+    if let Err(e) = d1::execute(&db, &counts).await {
+        worker::console_error!("segment sizes and profile counts not recorded: {e}");
     }
     for _ in 0..MAX_CHUNKS {
         let rows = store::sweep::due(&db, now_ms, CHUNK).await?;

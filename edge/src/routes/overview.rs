@@ -1,11 +1,13 @@
 //! `GET /v1/admin/overview` (admin key or console session with `profiles:read`): the console's
 //! first page. Events per day for the last 30 days by type and source (from the daily counters
 //! written with the events, never a scan of them), events rejected per day, profiles and the
-//! share identified, segment sizes, deliveries in the last 24 hours by outcome, and the consent
-//! choices recorded in 30 days per Consent Mode purpose and value.
+//! share identified (as the sweep last counted them), segment sizes, deliveries in the last 24
+//! hours by outcome, and the consent choices recorded in 30 days per Consent Mode purpose and
+//! value.
 
 use seam_core::collect::live;
 use seam_core::format::time::DAY_MS;
+use seam_core::identity::census;
 use seam_core::personalise::segment::audience;
 use seam_core::plan::{Param, Statement};
 use seam_core::privacy::access::Scope;
@@ -31,15 +33,7 @@ pub async fn get(req: &Request, env: &Env, now_ms: i64) -> Result<Response, ApiE
                 .into(),
             params: vec![Param::Text(from_date.get(..10).unwrap_or_default().into())],
         },
-        // Identifiers sort by type first: each type's identifiers are one range of the key.
-        Statement {
-            sql: "SELECT (SELECT COUNT(DISTINCT profile_id) FROM identities) AS profiles, \
-                  (SELECT COUNT(DISTINCT profile_id) FROM identities \
-                   WHERE (identifier >= 'email:' AND identifier < 'email;') \
-                   OR (identifier >= 'user_id:' AND identifier < 'user_id;')) AS identified"
-                .into(),
-            params: Vec::new(),
-        },
+        census::latest(),
         audience::sizes(),
         Statement {
             sql: "SELECT outcome, SUM(count) AS count FROM delivery_counts WHERE hour >= ?1 \
@@ -72,6 +66,7 @@ pub async fn get(req: &Request, env: &Env, now_ms: i64) -> Result<Response, ApiE
         "rejected": rows(1)?,
         "profiles": people.get("profiles"),
         "identified": people.get("identified"),
+        "profilesCountedAt": people.get("counted_at"),
         "segments": rows(3)?,
         "deliveries24h": rows(4)?,
         "consent": rows(5)?,

@@ -3,7 +3,6 @@
 //! pages (`store::decisions::decide`, consent not denied), but logging no exposure: a preview
 //! is not a view.
 
-use seam_core::identity::{IdType, Identifier};
 use seam_core::personalise::decide::Slot;
 use seam_core::privacy::access::Scope;
 use serde_json::Value;
@@ -30,24 +29,9 @@ pub async fn post(mut req: Request, env: &Env, now_ms: i64) -> Result<Response, 
     let profile_id = store::profiles::current_id(&db, requested)
         .await?
         .ok_or(ApiError::ProfileNotFound)?;
-    let identifiers: Vec<Identifier> = store::profiles::identifier_texts(&db, &profile_id)
-        .await?
-        .iter()
-        .filter_map(|t| Identifier::parse(t))
-        .collect();
-    let first = |kind: IdType| {
-        identifiers
-            .iter()
-            .find(|i| i.kind == kind)
-            .map(|i| i.value.as_str())
-    };
-    let visitor = store::decisions::Visitor {
-        anonymous_id: first(IdType::AnonymousId).or(first(IdType::CookieId)),
-        user_id: first(IdType::UserId),
-    };
     let rules = settings::identity_rules(env)?;
     let decisions =
-        store::decisions::decide(env, &db, &rules, visitor, &slots, false, now_ms).await?;
+        store::decisions::for_profile(env, &db, &rules, &profile_id, &slots, false, now_ms).await?;
     let mut out = decisions.to_json();
     out["profileId"] = Value::from(profile_id);
     Ok(Response::from_json(&out)?)

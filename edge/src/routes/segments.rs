@@ -6,6 +6,7 @@
 //!   profile ID (`next` is the cursor of the following page), or with `format=csv` the whole
 //!   audience as CSV, streamed page by page.
 
+use futures_util::StreamExt;
 use seam_core::format::time::DAY_MS;
 use seam_core::personalise::segment::audience;
 use seam_core::privacy::access::Scope;
@@ -87,23 +88,32 @@ pub async fn get(req: &Request, env: &Env, rest: &str, now_ms: i64) -> Result<Re
                 entered_at: i64,
             }
             if query_param(req, "format").as_deref() == Some("csv") {
-                let mut csv = String::from("profile_id,entered_at\n");
-                let mut after = String::new();
-                loop {
-                    let page: Vec<Member> =
-                        d1::rows(&db, &audience::members(&name, &after, audience::MAX_PAGE))
-                            .await?;
-                    for m in &page {
-                        csv.push_str(&format!("{},{}\n", m.profile_id, m.entered_at));
-                    }
-                    match page.last() {
-                        Some(last) if page.len() == audience::MAX_PAGE as usize => {
-                            after = last.profile_id.clone();
+                // Streamed a page at a time: a segment of millions never sits in memory. A
+                // D1 failure mid-way ends the file early (the status was already sent).
+                let header = futures_util::stream::once(async {
+                    Ok::<_, worker::Error>(b"profile_id,entered_at\n".to_vec())
+                });
+                let pages = futures_util::stream::try_unfold(
+                    (db, name.clone(), Some(String::new())),
+                    |(db, name, after)| async move {
+                        let Some(after) = after else {
+                            return Ok(None);
+                        };
+                        let page: Vec<Member> =
+                            d1::rows(&db, &audience::members(&name, &after, audience::MAX_PAGE))
+                                .await?;
+                        let mut chunk = String::new();
+                        for m in &page {
+                            chunk.push_str(&format!("{},{}\n", m.profile_id, m.entered_at));
                         }
-                        _ => break,
-                    }
-                }
-                let mut response = Response::ok(csv)?;
+                        let next = page
+                            .last()
+                            .filter(|_| page.len() == audience::MAX_PAGE as usize)
+                            .map(|last| last.profile_id.clone());
+                        Ok(Some((chunk.into_bytes(), (db, name, next))))
+                    },
+                );
+                let mut response = Response::from_stream(header.chain(pages))?;
                 let headers = response.headers_mut();
                 headers.set("Content-Type", "text/csv; charset=utf-8")?;
                 let file: String = name

@@ -9,8 +9,7 @@ use seam_core::collect::ingest::Decoded;
 use seam_core::identity::{identifiers_of, mentioned_identifiers, Identifier, Rules};
 use seam_core::plan::Statement;
 use seam_core::privacy::{
-    erase, suppression_candidates, suppression_key, suppression_probe, Subject, IN_EVENT_SOURCES,
-    WITH_EVENT_SOURCES,
+    erase, suppression_candidates, suppression_key, suppression_probe, Subject, WITH_PERSON_EVENTS,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -235,11 +234,10 @@ pub async fn export(
     let list = |items: Vec<String>| serde_json::to_string(&items).unwrap_or_else(|_| "[]".into());
     let events: Vec<Value> = db
         .prepare(format!(
-            "{WITH_EVENT_SOURCES}SELECT source_id AS sourceId, message_id AS messageId, type, name, \
-             timestamp, received_at AS receivedAt, body FROM events \
-             WHERE source_id IN {IN_EVENT_SOURCES} \
-             AND (anonymous_id IN (SELECT value FROM json_each(?2)) OR user_id IN (SELECT value FROM json_each(?3))) \
-             ORDER BY timestamp DESC LIMIT ?4"
+            "{WITH_PERSON_EVENTS}SELECT e.source_id AS sourceId, e.message_id AS messageId, type, \
+             name, e.timestamp, received_at AS receivedAt, body FROM mine CROSS JOIN events e \
+             ON e.source_id = mine.source_id AND e.message_id = mine.message_id \
+             ORDER BY mine.timestamp DESC LIMIT ?4"
         ))
         .bind(&[
             list(source_ids.to_vec()).into(),

@@ -1,0 +1,51 @@
+//! How many people there are: profiles, and those identified by an email or a user ID. Counting
+//! reads the whole identities index, so the segment sweep counts every five minutes and the
+//! console's overview reads the latest count.
+
+use crate::format::time::DAY_MS;
+use crate::plan::{Param, Statement};
+
+// Identifiers sort by type first: each type's identifiers are one range of the key.
+const COUNTS: &str = "SELECT (SELECT COUNT(DISTINCT profile_id) FROM identities) AS profiles, \
+     (SELECT COUNT(DISTINCT profile_id) FROM identities \
+      WHERE (identifier >= 'email:' AND identifier < 'email;') \
+      OR (identifier >= 'user_id:' AND identifier < 'user_id;')) AS identified";
+
+/// Counts now as `now_ms`'s UTC day's (the day's latest).
+pub fn record(now_ms: i64) -> Statement {
+    Statement {
+        sql: format!(
+            "INSERT INTO profile_counts (day, profiles, identified, counted_at) \
+             SELECT ?1, profiles, identified, ?2 FROM ({COUNTS}) WHERE true \
+             ON CONFLICT (day) DO UPDATE SET profiles = excluded.profiles, \
+             identified = excluded.identified, counted_at = excluded.counted_at"
+        ),
+        params: vec![Param::Int(now_ms.div_euclid(DAY_MS)), Param::Int(now_ms)],
+    }
+}
+
+/// The latest count: `profiles, identified, counted_at`. Before the first sweep has counted
+/// (a new install, with few profiles) it counts now, `counted_at` NULL.
+pub fn latest() -> Statement {
+    Statement {
+        sql: format!(
+            "SELECT profiles, identified, counted_at FROM profile_counts \
+             WHERE day = (SELECT max(day) FROM profile_counts) \
+             UNION ALL SELECT profiles, identified, NULL FROM ({COUNTS}) \
+             WHERE NOT EXISTS (SELECT 1 FROM profile_counts) LIMIT 1"
+        ),
+        params: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_count_is_recorded_under_its_day() {
+        let s = record(3 * DAY_MS + 5);
+        assert_eq!(s.params, vec![Param::Int(3), Param::Int(3 * DAY_MS + 5)]);
+        assert!(s.sql.contains("ON CONFLICT (day) DO UPDATE"));
+    }
+}
