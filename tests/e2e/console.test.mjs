@@ -309,6 +309,17 @@ describe("console", () => {
     await p.getByRole("heading", { name: "Not allowed" }).waitFor();
     await shoot(p, "denied");
     assert.equal(await status("/v1/profiles/lookup?type=email&value=nobody%40shop.example"), 404, "profiles:read is enough to search");
+    await p.goto(`${edge.url}/console/#/settings`);
+    await p.getByRole("heading", { name: "Not allowed" }).waitFor();
+    // A profile opens, without the privacy actions, which the API refuses too.
+    const email = `bo-${run}@shop.example`;
+    await post(`${edge.url}/v1/batch`, { writeKey: SERVER_KEY, batch: [{ type: "identify", userId: `bo-${run}`, messageId: mid(), traits: { email } }] });
+    await p.goto(`${edge.url}/console/#/profiles`);
+    await p.getByLabel("Search profiles").fill(email);
+    await p.getByRole("button", { name: "Search" }).click();
+    await p.getByRole("list", { name: "Identifiers" }).getByText(`email:${email}`).waitFor();
+    assert.equal(await p.getByRole("button", { name: "Export" }).count(), 0, "no privacy actions offered");
+    assert.equal(await status(`/v1/privacy/export?type=email&value=${encodeURIComponent(email)}`), 403, "privacy needs privacy:write");
     await fetch(`${edge.url}/v1/admin/keys/support-${run}`, { method: "DELETE", headers: { authorization: `Bearer ${ADMIN_KEY}` } });
     assert.equal(await status("/v1/profiles/lookup?type=email&value=nobody%40shop.example"), 401, "revoking the key ends its sessions");
   });
