@@ -167,12 +167,14 @@ function renderProfile(p) {
   view.append(table("Deliveries", ["Updated", "Destination", "For", "Status", "Attempts", "Last error"], (p.deliveries ?? []).map((d) => [
     when(d.updatedAt), d.destination, d.about ?? d.messageId, d.status, d.attempts, d.lastError ?? (d.status !== "delivered" && d.lastStatus ? `HTTP ${d.lastStatus}` : ""),
   ])));
-  // Events and consent changes on one timeline, newest first.
-  const entries = [
-    ...(p.recentEvents ?? []).map((e) => ({ at: Date.parse(e.body?.timestamp), cells: [e.type, e.name ?? "", e.sourceId, el("code", {}, e.body?.userId ?? e.body?.anonymousId ?? "")] })),
-    ...(p.consent ?? []).map((c) => ({ at: c.timestamp, cells: ["consent", consentSummary(c.state), c.sourceId, el("code", {}, c.identifier)] })),
-  ].sort((a, b) => b.at - a.at);
+  // Events and consent changes on one timeline, newest first. Each list is its newest 50: past
+  // the oldest entry of a full list, the other list's entries would hide a gap, so they wait.
+  const events = (p.recentEvents ?? []).map((e) => ({ at: Date.parse(e.body?.timestamp), cells: [e.type, e.name ?? "", e.sourceId, el("code", {}, e.body?.userId ?? e.body?.anonymousId ?? "")] }));
+  const consent = (p.consent ?? []).map((c) => ({ at: c.timestamp, cells: ["consent", consentSummary(c.state), c.sourceId, el("code", {}, c.identifier)] }));
+  const horizon = Math.max(...[events, consent].filter((list) => list.length >= 50).map((list) => Math.min(...list.map((e) => e.at))), -Infinity);
+  const entries = [...events, ...consent].filter((e) => e.at >= horizon).sort((a, b) => b.at - a.at);
   view.append(table("Timeline", ["Time", "Type", "Event", "Source", "Identifier"], entries.map((e) => [when(e.at), ...e.cells])));
+  if (horizon > -Infinity) view.append(el("p", { class: "note" }, `Older events are not shown: ${p.eventCount} in all.`));
   view.hidden = false;
 }
 
@@ -198,8 +200,8 @@ function consentSummary(state) {
 }
 
 async function loadRecommendations(profileId, into) {
-  const { status, json } = await api(`/v1/profiles/${encodeURIComponent(profileId)}/recommendations`);
-  if (status !== 200) return into.replaceChildren(el("p", { class: "note" }, json?.message ?? "Could not load."));
+  const { status, json } = await api(`/v1/profiles/${encodeURIComponent(profileId)}/recommendations`).catch(() => ({}));
+  if (status !== 200 || !Array.isArray(json?.decisions)) return into.replaceChildren(el("p", { class: "note" }, json?.message ?? "Could not load."));
   const note = json.consentDenied
     ? "Their consent refuses personalisation: they see the defaults."
     : json.personalised ? "Personalised from what they did." : `Not personalised (${json.reason}).`;

@@ -44,6 +44,14 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 
+# --- DuckDB (the Python package) for the archive test, which reads the archive's files as a
+# warehouse would. Into .python/ (git-ignored), not the machine's site-packages.
+duckdb_version=1.1.3
+if [ "$(PYTHONPATH=.python python3 -c 'import duckdb; print(duckdb.__version__)' 2>/dev/null)" != "$duckdb_version" ]; then
+  log "installing duckdb $duckdb_version (Python) into .python/"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --target .python --upgrade "duckdb==$duckdb_version"
+fi
+
 # --- Local secrets: .dev.vars is git-ignored; make one with fresh random secrets, and add any
 # secret a newer .dev.vars.example names to an older .dev.vars.
 random_hex() { od -An -N24 -tx1 /dev/urandom | tr -d ' \n'; }

@@ -17,6 +17,7 @@
 //! - [`personalise`]: the per-profile pipeline and its parts: computed traits, segments,
 //!   recommendations and their candidate cache, slots, refresh spacing
 //!   (`docs/personalisation.md`).
+//! - [`archive`]: raw events as gzipped NDJSON objects for R2, partitioned by day and source.
 //! - [`privacy`]: suppression, erasure, consent history and audit plans, retention, admin access.
 //!
 //! Without the default `std` feature the crate is `no_std` + `alloc` and holds only what the
@@ -29,6 +30,8 @@ extern crate alloc;
 
 #[cfg(feature = "std")]
 pub mod activate;
+#[cfg(feature = "std")]
+pub mod archive;
 pub mod consent;
 pub mod delivery;
 pub mod format;

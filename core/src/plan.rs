@@ -51,9 +51,11 @@ const EVENT_COLUMNS: [&str; 9] = [
 /// table still holds one row per `messageId`). Each statement ends in `RETURNING message_id`, so
 /// the rows it returns are exactly the events stored now; every other event was a duplicate.
 pub fn insert_events(source_id: &str, events: &[&Event], dedup_cutoff_ms: i64) -> Vec<Statement> {
+    // A replaced event is a new one: the archive takes it too.
     let updates: Vec<String> = EVENT_COLUMNS[2..]
         .iter()
         .map(|c| format!("{c}=excluded.{c}"))
+        .chain(["archived_at=NULL".to_owned()])
         .collect();
     let rows = events
         .iter()

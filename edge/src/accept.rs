@@ -6,6 +6,7 @@
 use std::collections::{HashMap, HashSet};
 
 use seam_core::activate::deliver;
+use seam_core::archive;
 use seam_core::collect::enrich::RequestFacts;
 use seam_core::collect::ingest::{Decoded, EventResult};
 use seam_core::collect::ingest_plan::{settled_profiles, IngestInput, IngestPlan};
@@ -107,6 +108,13 @@ pub async fn accept(
         }
     }
 
+    // Only now, past the suppression probe: an undone request leaves its events unmarked, and
+    // the sweep archives whichever of them are still stored.
+    jobs::archive::send_after_response(
+        ctx,
+        env,
+        archive::stored_entries(&source.id, &valid, &inserted),
+    );
     let mut accepted = Accepted {
         results: decoded.results(&inserted),
         profile_id: None,

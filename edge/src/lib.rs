@@ -45,8 +45,12 @@ async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     jobs::scheduled(&event.cron(), &env, event.schedule() as i64).await;
 }
 
-/// The delivery queue's consumer (`jobs::deliver`).
+/// The queues' consumer: the archive's (`jobs::archive`) or the deliveries' (`jobs::deliver`).
 #[event(queue)]
 async fn queue(batch: MessageBatch<serde_json::Value>, env: Env, _ctx: Context) -> Result<()> {
-    jobs::deliver::consume(batch, &env).await
+    if batch.queue() == jobs::archive::QUEUE_NAME {
+        jobs::archive::consume(batch, &env).await
+    } else {
+        jobs::deliver::consume(batch, &env).await
+    }
 }

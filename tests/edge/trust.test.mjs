@@ -427,6 +427,8 @@ describe("trust: identity claims from the public key", () => {
       { type: "track", event: "Claimed", anonymousId: mine, context: { traits: { email: v.email } }, messageId: mid() },
       { type: "identify", anonymousId: mine, traits: { phone: "+49 (151) 2345-6789" }, messageId: mid() },
       { type: "track", event: "Claimed", anonymousId: mine, context: { traits: { phone: "+49.151.2345.6789" } }, messageId: mid() },
+      // Each typed into the other's field.
+      { type: "track", event: "Crossed", anonymousId: mine, context: { traits: { email: "+49 151 2345 6789", phone: ` ${v.email.toUpperCase()}` } }, messageId: mid() },
     ]);
     const now = Date.now();
     await edge.exec(

@@ -157,6 +157,8 @@ export async function startEdge(name, options = {}) {
   return {
     url,
     kv: proxy.env.CACHE,
+    /** The raw event archive's R2 bucket. */
+    archive: proxy.env.ARCHIVE,
     /** Stops the Worker and starts it again on the same state (a deploy or a crash); `url` changes. */
     async restart() {
       process.kill(-child.pid, "SIGTERM");

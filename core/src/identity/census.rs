@@ -1,5 +1,5 @@
 //! How many people there are: profiles, and those identified by an email or a user ID. Counting
-//! reads the whole identities index, so the segment sweep counts every five minutes and the
+//! reads the whole identities index, so the segment sweep counts at most hourly and the
 //! console's overview reads the latest count.
 
 use crate::format::time::DAY_MS;
@@ -11,16 +11,25 @@ const COUNTS: &str = "SELECT (SELECT COUNT(DISTINCT profile_id) FROM identities)
       WHERE (identifier >= 'email:' AND identifier < 'email;') \
       OR (identifier >= 'user_id:' AND identifier < 'user_id;')) AS identified";
 
-/// Counts now as `now_ms`'s UTC day's (the day's latest).
+/// How old the latest count may grow before the sweep counts again.
+pub const RECOUNT_AFTER_MS: i64 = 60 * 60 * 1000;
+
+/// Counts now as `now_ms`'s UTC day's (the day's latest), unless the latest count is younger
+/// than [`RECOUNT_AFTER_MS`]: the sweep runs every five minutes, the count need not.
 pub fn record(now_ms: i64) -> Statement {
     Statement {
         sql: format!(
             "INSERT INTO profile_counts (day, profiles, identified, counted_at) \
-             SELECT ?1, profiles, identified, ?2 FROM ({COUNTS}) WHERE true \
+             SELECT ?1, profiles, identified, ?2 FROM ({COUNTS}) \
+             WHERE NOT EXISTS (SELECT 1 FROM profile_counts WHERE counted_at > ?2 - ?3) \
              ON CONFLICT (day) DO UPDATE SET profiles = excluded.profiles, \
              identified = excluded.identified, counted_at = excluded.counted_at"
         ),
-        params: vec![Param::Int(now_ms.div_euclid(DAY_MS)), Param::Int(now_ms)],
+        params: vec![
+            Param::Int(now_ms.div_euclid(DAY_MS)),
+            Param::Int(now_ms),
+            Param::Int(RECOUNT_AFTER_MS),
+        ],
     }
 }
 
@@ -45,7 +54,7 @@ mod tests {
     #[test]
     fn a_count_is_recorded_under_its_day() {
         let s = record(3 * DAY_MS + 5);
-        assert_eq!(s.params, vec![Param::Int(3), Param::Int(3 * DAY_MS + 5)]);
+        assert_eq!(s.params[..2], [Param::Int(3), Param::Int(3 * DAY_MS + 5)]);
         assert!(s.sql.contains("ON CONFLICT (day) DO UPDATE"));
     }
 }

@@ -250,10 +250,9 @@ pub fn erase(subject: &Subject, source_ids: &[String]) -> Vec<(&'static str, Sta
     };
     let contacts = json_list(&subject.contact_values());
     // Someone else's events may name the person's email or phone as a claim (a browser cannot
-    // prove one): those fields go too, found through an index per field (migration 0019) that
-    // holds the value normalised as the identity graph normalises an email (`plain`) or a
-    // phone (`digits`).
-    let redact = |path: &str, normalise: fn(&str) -> String| {
+    // prove one): those fields go too, found through an index per field (migration 0019) on
+    // the value normalised as a contact (`contact`), whichever field it was typed into.
+    let redact = |path: &str| {
         let field = format!("json_extract(body, '{path}')");
         (
             "redactedClaims",
@@ -261,7 +260,7 @@ pub fn erase(subject: &Subject, source_ids: &[String]) -> Vec<(&'static str, Sta
                 sql: format!(
                     "UPDATE events SET body = json_remove(body, '{path}') WHERE {field} IS NOT NULL \
                      AND {} IN (SELECT value FROM json_each(?1))",
-                    normalise(&field),
+                    contact(&field),
                 ),
                 params: vec![contacts.clone()],
             },
@@ -364,10 +363,10 @@ pub fn erase(subject: &Subject, source_ids: &[String]) -> Vec<(&'static str, Sta
     ];
     if !subject.contact_values().is_empty() {
         plan.extend([
-            redact(CLAIMED_CONTACTS[0], plain),
-            redact(CLAIMED_CONTACTS[1], plain),
-            redact(CLAIMED_CONTACTS[2], digits),
-            redact(CLAIMED_CONTACTS[3], digits),
+            redact(CLAIMED_CONTACTS[0]),
+            redact(CLAIMED_CONTACTS[1]),
+            redact(CLAIMED_CONTACTS[2]),
+            redact(CLAIMED_CONTACTS[3]),
             (
                 "redactedClaims",
                 Statement {
@@ -398,7 +397,7 @@ pub fn erase(subject: &Subject, source_ids: &[String]) -> Vec<(&'static str, Sta
     plan
 }
 
-/// Where events carry an email or phone as a claim: two emails, then two phones.
+/// Where events carry an email or phone as a claim.
 const CLAIMED_CONTACTS: [&str; 4] = [
     "$.traits.email",
     "$.context.traits.email",
@@ -416,6 +415,16 @@ fn plain(expr: &str) -> String {
 fn digits(expr: &str) -> String {
     format!(
         "replace(replace(replace(replace(replace(trim(CAST({expr} AS TEXT)), ' ', ''), '-', ''), '(', ''), ')', ''), '.', '')"
+    )
+}
+
+/// SQL for a stored contact as the identity graph normalises it: with an `@`, an email
+/// ([`plain`]); else a phone ([`digits`], lower-cased for hashed values).
+fn contact(expr: &str) -> String {
+    format!(
+        "CASE WHEN instr(CAST({expr} AS TEXT), '@') > 0 THEN {} ELSE lower({}) END",
+        plain(expr),
+        digits(expr)
     )
 }
 
@@ -682,11 +691,7 @@ mod tests {
         assert_eq!(redactions.len(), CLAIMED_CONTACTS.len());
         for (path, statement) in CLAIMED_CONTACTS.iter().zip(&redactions) {
             let field = format!("json_extract(body, '{path}')");
-            let normalised = if path.ends_with("email") {
-                plain(&field)
-            } else {
-                digits(&field)
-            };
+            let normalised = contact(&field);
             assert!(
                 migration.contains(&format!(
                     "ON events ({normalised})\n  WHERE {field} IS NOT NULL;"

@@ -38,7 +38,7 @@ pub fn log_soon(
         let now_ms = platform::now_ms();
         for (source, events) in by_source {
             match store::events::insert(&db, &source, &events, now_ms).await {
-                Ok(jobs) => super::deliver::send(&env, jobs).await,
+                Ok(stored) => super::send_stored(&env, stored).await,
                 Err(e) => worker::console_error!("exposure log failed: {}", e.code()),
             }
         }

@@ -104,8 +104,8 @@ pub async fn enter(
     let known = who.user_id.is_some() || who.anonymous_id.is_some();
     if let (true, true, Some(source)) = (entered > 0, known, who.source) {
         let rules = settings::identity_rules(env)?;
-        let jobs = store::events::store(db, &rules, source, &exposures, now_ms).await?;
-        super::deliver::send(env, jobs).await;
+        let stored = store::events::store(db, &rules, source, &exposures, now_ms).await?;
+        super::send_stored(env, stored).await;
     }
     Ok(entered)
 }

@@ -2,6 +2,7 @@
 //! retention) and what a request leaves for after its response (profile refreshes, the
 //! exposure log). Jobs use store functions, never routes.
 
+pub mod archive;
 pub mod deliver;
 pub mod exposures;
 pub mod journeys;
@@ -15,6 +16,15 @@ use worker::Env;
 const SWEEP_CRON: &str = "*/5 * * * *";
 /// The journeys' cron: every minute.
 const JOURNEY_CRON: &str = "* * * * *";
+
+/// Sends what storing events left: their deliveries and their archive lines. A send that
+/// fails loses nothing: the sweep sends overdue deliveries and unarchived events again.
+pub async fn send_stored(env: &Env, stored: crate::store::events::Inserted) {
+    deliver::send(env, stored.deliveries).await;
+    if let Err(e) = archive::send(env, stored.archive).await {
+        worker::console_error!("archive queue: {e}");
+    }
+}
 
 /// Runs the job of a cron trigger, as of the trigger's scheduled time.
 pub async fn scheduled(cron: &str, env: &Env, now_ms: i64) {
@@ -33,6 +43,11 @@ pub async fn scheduled(cron: &str, env: &Env, now_ms: i64) {
         return;
     }
     if cron == SWEEP_CRON {
+        match archive::requeue(env, now_ms).await {
+            Ok(0) => {}
+            Ok(n) => worker::console_log!("archive: {n} events queued again"),
+            Err(e) => worker::console_error!("archive sweep: {e}"),
+        }
         match deliver::resend_overdue(env, now_ms).await {
             Ok(0) => {}
             Ok(n) => worker::console_log!("deliveries: {n} overdue sent again"),

@@ -183,8 +183,8 @@ impl ProfileStore for Edge<'_> {
         now_ms: i64,
     ) -> Result<(), ApiError> {
         let rules = settings::identity_rules(self.env)?;
-        let jobs = store::events::store(&self.db, &rules, source, events, now_ms).await?;
-        super::deliver::send(self.env, jobs).await;
+        let stored = store::events::store(&self.db, &rules, source, events, now_ms).await?;
+        super::send_stored(self.env, stored).await;
         Ok(())
     }
 

@@ -36,13 +36,14 @@ pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
     };
     let db = env.d1("DB")?;
     let configured = store::sources::configured(env)?;
-    // The day's segment sizes and profile counts for the console, once per sweep (index counts).
-    let counts = [
-        personalise::segment::audience::record_sizes(now_ms),
-        seam_core::identity::census::record(now_ms),
-    ];
-    if let Err(e) = d1::execute(&db, &counts).await {
-        worker::console_error!("segment sizes and profile counts not recorded: {e}");
+    // The day's segment sizes and profile counts for the console (index counts), each on its
+    // own: one failing does not lose the other.
+    if let Err(e) = d1::execute(&db, &[personalise::segment::audience::record_sizes(now_ms)]).await
+    {
+        worker::console_error!("segment sizes not recorded: {e}");
+    }
+    if let Err(e) = d1::execute(&db, &[seam_core::identity::census::record(now_ms)]).await {
+        worker::console_error!("profile counts not recorded: {e}");
     }
     for _ in 0..MAX_CHUNKS {
         let rows = store::sweep::due(&db, now_ms, CHUNK).await?;
@@ -110,10 +111,10 @@ async fn advance(
         match &source {
             Some(source) => {
                 let rules = settings::identity_rules(env)?;
-                let jobs =
+                let stored =
                     store::events::store(db, &rules, source, &update.internal_events, now_ms)
                         .await?;
-                super::deliver::send(env, jobs).await;
+                super::send_stored(env, stored).await;
             }
             None => worker::console_error!("segment sweep: no source for a profile's events"),
         }

@@ -10,7 +10,7 @@ use worker::{Env, Request, Response};
 
 use crate::error::ApiError;
 use crate::http::admin::authorize;
-use crate::{http, settings, store};
+use crate::{http, store};
 
 /// Slot names and a profile ID fit in far less.
 const MAX_BODY_BYTES: usize = 8 * 1024;
@@ -29,9 +29,8 @@ pub async fn post(mut req: Request, env: &Env, now_ms: i64) -> Result<Response, 
     let profile_id = store::profiles::current_id(&db, requested)
         .await?
         .ok_or(ApiError::ProfileNotFound)?;
-    let rules = settings::identity_rules(env)?;
     let decisions =
-        store::decisions::for_profile(env, &db, &rules, &profile_id, &slots, false, now_ms).await?;
+        store::decisions::for_profile(env, &db, &profile_id, &slots, false, now_ms).await?;
     let mut out = decisions.to_json();
     out["profileId"] = Value::from(profile_id);
     Ok(Response::from_json(&out)?)

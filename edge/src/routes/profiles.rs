@@ -69,9 +69,8 @@ async fn recommendations(
     let denied = store::profiles::last_consent(db, &profile_id)
         .await?
         .is_some_and(|state| recorded_personalisation_denied(&state));
-    let rules = settings::identity_rules(env)?;
     let decisions =
-        store::decisions::for_profile(env, db, &rules, &profile_id, &slots, denied, now_ms).await?;
+        store::decisions::for_profile(env, db, &profile_id, &slots, denied, now_ms).await?;
     let mut out = decisions.to_json();
     out["profileId"] = Value::from(profile_id);
     out["consentDenied"] = Value::from(denied);

@@ -88,32 +88,42 @@ pub async fn get(req: &Request, env: &Env, rest: &str, now_ms: i64) -> Result<Re
                 entered_at: i64,
             }
             if query_param(req, "format").as_deref() == Some("csv") {
-                // Streamed a page at a time: a segment of millions never sits in memory. A
-                // D1 failure mid-way ends the file early (the status was already sent).
-                let header = futures_util::stream::once(async {
-                    Ok::<_, worker::Error>(b"profile_id,entered_at\n".to_vec())
+                // Streamed a page at a time, so no audience sits in memory whole. The first
+                // page is read before answering, so a database that is down gets its coded
+                // error; a failure after that can only end the file early.
+                let first: Vec<Member> = d1::rows(&db, &audience::export_page(&name, "")).await?;
+                let csv_page = |page: &[Member]| {
+                    let mut chunk = String::new();
+                    for m in page {
+                        chunk.push_str(&format!("{},{}\n", m.profile_id, m.entered_at));
+                    }
+                    let next = page
+                        .last()
+                        .filter(|_| page.len() == audience::EXPORT_PAGE as usize)
+                        .map(|last| last.profile_id.clone());
+                    (chunk.into_bytes(), next)
+                };
+                let (chunk, next) = csv_page(&first);
+                let head = futures_util::stream::once(async move {
+                    Ok::<_, worker::Error>([b"profile_id,entered_at\n".to_vec(), chunk].concat())
                 });
-                let pages = futures_util::stream::try_unfold(
-                    (db, name.clone(), Some(String::new())),
-                    |(db, name, after)| async move {
+                let rest = futures_util::stream::try_unfold(
+                    (db, name.clone(), next),
+                    move |(db, name, after)| async move {
                         let Some(after) = after else {
                             return Ok(None);
                         };
                         let page: Vec<Member> =
-                            d1::rows(&db, &audience::members(&name, &after, audience::MAX_PAGE))
-                                .await?;
-                        let mut chunk = String::new();
-                        for m in &page {
-                            chunk.push_str(&format!("{},{}\n", m.profile_id, m.entered_at));
-                        }
-                        let next = page
-                            .last()
-                            .filter(|_| page.len() == audience::MAX_PAGE as usize)
-                            .map(|last| last.profile_id.clone());
-                        Ok(Some((chunk.into_bytes(), (db, name, next))))
+                            d1::rows(&db, &audience::export_page(&name, &after))
+                                .await
+                                .inspect_err(|e| {
+                                    worker::console_error!("segment CSV cut short: {e}")
+                                })?;
+                        let (chunk, next) = csv_page(&page);
+                        Ok(Some((chunk, (db, name, next))))
                     },
                 );
-                let mut response = Response::from_stream(header.chain(pages))?;
+                let mut response = Response::from_stream(head.chain(rest))?;
                 let headers = response.headers_mut();
                 headers.set("Content-Type", "text/csv; charset=utf-8")?;
                 let file: String = name

@@ -3,7 +3,7 @@
 //! recommendation inputs lack and, for banners, the profile's state. The decision itself is
 //! `seam_core::personalise::decide`.
 
-use seam_core::identity::{IdType, Identifier, Rules};
+use seam_core::identity::Rules;
 use seam_core::personalise::candidates::CandidateRow;
 use seam_core::personalise::decide::{self, DecisionRows, Decisions, Slot};
 use worker::{D1Database, Env};
@@ -11,7 +11,7 @@ use worker::{D1Database, Env};
 use crate::error::ApiError;
 use crate::isolate;
 use crate::store::personalisation::StateRow;
-use crate::store::{d1, profiles, snapshots};
+use crate::store::{d1, snapshots};
 
 /// Who a decision is for.
 #[allow(missing_docs)] // the fields say what they hold
@@ -32,7 +32,6 @@ pub async fn decide(
     consent_denied: bool,
     now_ms: i64,
 ) -> Result<Decisions, ApiError> {
-    let config = isolate::config();
     let profile = if consent_denied {
         None
     } else {
@@ -46,6 +45,35 @@ pub async fn decide(
         )
         .await?
     };
+    decide_with(db, profile, slots, consent_denied, now_ms).await
+}
+
+/// The decisions for a stored profile at `now_ms`, from the snapshot its pages read, for
+/// someone looking at it (the console, a preview): nothing is written.
+pub async fn for_profile(
+    env: &Env,
+    db: &D1Database,
+    profile_id: &str,
+    slots: &[Slot],
+    consent_denied: bool,
+    now_ms: i64,
+) -> Result<Decisions, ApiError> {
+    let profile = if consent_denied {
+        None
+    } else {
+        snapshots::profile_snapshot(env, db, profile_id, now_ms).await?
+    };
+    decide_with(db, profile, slots, consent_denied, now_ms).await
+}
+
+async fn decide_with(
+    db: &D1Database,
+    profile: Option<serde_json::Value>,
+    slots: &[Slot],
+    consent_denied: bool,
+    now_ms: i64,
+) -> Result<Decisions, ApiError> {
+    let config = isolate::config();
     let plan = isolate::with_candidates(|cache| {
         decide::plan(
             profile.as_ref(),
@@ -73,33 +101,4 @@ pub async fn decide(
     Ok(isolate::with_candidates(|cache| {
         plan.decide(rows, config.as_deref(), cache, now_ms)
     }))
-}
-
-/// The decisions for a stored profile at `now_ms`, as its pages would get them (its first
-/// anonymous and user IDs stand for the visitor).
-pub async fn for_profile(
-    env: &Env,
-    db: &D1Database,
-    rules: &Rules,
-    profile_id: &str,
-    slots: &[Slot],
-    consent_denied: bool,
-    now_ms: i64,
-) -> Result<Decisions, ApiError> {
-    let identifiers: Vec<Identifier> = profiles::identifier_texts(db, profile_id)
-        .await?
-        .iter()
-        .filter_map(|t| Identifier::parse(t))
-        .collect();
-    let first = |kind: IdType| {
-        identifiers
-            .iter()
-            .find(|i| i.kind == kind)
-            .map(|i| i.value.as_str())
-    };
-    let visitor = Visitor {
-        anonymous_id: first(IdType::AnonymousId).or(first(IdType::CookieId)),
-        user_id: first(IdType::UserId),
-    };
-    decide(env, db, rules, visitor, slots, consent_denied, now_ms).await
 }

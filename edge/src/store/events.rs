@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use seam_core::activate::deliver::{self, Job};
+use seam_core::archive::{self, Entry};
 use seam_core::collect::enrich::RequestFacts;
 use seam_core::collect::event::Event;
 use seam_core::collect::ingest::decode;
@@ -118,16 +119,25 @@ async fn stamp_consent(
     Ok(())
 }
 
-/// Stores prepared events of `source` with their deliveries to the destinations in force;
-/// returns the deliveries to send (`jobs::deliver::send`).
+/// What storing events leaves to send: their deliveries and their archive entries
+/// (`jobs::send_stored`).
+#[derive(Default)]
+pub struct Inserted {
+    /// Deliveries to queue.
+    pub deliveries: Vec<Job>,
+    /// The lines of the events stored now (not the duplicates), for the archive.
+    pub archive: Vec<Entry>,
+}
+
+/// Stores prepared events of `source` with their deliveries to the destinations in force.
 pub async fn insert(
     db: &D1Database,
     source: &Source,
     events: &[Event],
     now_ms: i64,
-) -> Result<Vec<Job>, ApiError> {
+) -> Result<Inserted, ApiError> {
     if events.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Inserted::default());
     }
     if !isolate::destinations_loaded() {
         return Err(ApiError::Storage("destinations not loaded".into()));
@@ -155,9 +165,11 @@ pub async fn insert(
     // statements return none.
     plan.extend(counts);
     let results = d1::execute(db, &plan).await?;
-    Ok(deliveries::jobs_of(
-        results.get(first_delivery..).unwrap_or_default(),
-    ))
+    let inserted = d1::inserted_ids(results.get(..first_delivery).unwrap_or_default())?;
+    Ok(Inserted {
+        deliveries: deliveries::jobs_of(results.get(first_delivery..).unwrap_or_default()),
+        archive: archive::stored_entries(&source.id, &valid, &inserted),
+    })
 }
 
 /// [`prepare`] then [`insert`], without request facts, for the collector's own events (segment
@@ -168,7 +180,7 @@ pub async fn store(
     source: &Source,
     events: &[Value],
     received_at: i64,
-) -> Result<Vec<Job>, ApiError> {
+) -> Result<Inserted, ApiError> {
     let mut valid = prepare(db, rules, source, None, events, received_at).await?;
     stamp_consent(db, rules, &mut valid).await?;
     insert(db, source, &valid, received_at).await

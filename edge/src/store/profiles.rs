@@ -104,7 +104,8 @@ pub async fn last_consent(db: &D1Database, profile_id: &str) -> worker::Result<O
         .bind(&[profile_id.into()])?
         .first::<Row>(None)
         .await?
-        .and_then(|r| serde_json::from_str(&r.state).ok()))
+        // A state that does not parse stays text, which refuses personalisation (fail closed).
+        .map(|r| serde_json::from_str(&r.state).unwrap_or(Value::String(r.state))))
 }
 
 /// A profile with its computed traits and segments as of `now_ms`.
@@ -170,6 +171,13 @@ fn values_of<'a>(identifiers: &'a [String], kind: &'a IdType) -> Vec<String> {
         .collect()
 }
 
+fn anonymous_values(identifiers: &[String]) -> Vec<String> {
+    [IdType::AnonymousId, IdType::CookieId]
+        .iter()
+        .flat_map(|kind| values_of(identifiers, kind))
+        .collect()
+}
+
 #[derive(Deserialize)]
 struct Stats {
     first_seen: Option<i64>,
@@ -197,8 +205,8 @@ const DELIVERED_EVENTS: i64 = 200;
 
 /// Everything the profile API returns: the view, recent events (including anonymous ones from
 /// before a merge), consent changes, deliveries, merge history, refused merges, journeys and
-/// segment memberships with their times, read in one round trip. Every read seeks an index: a
-/// profile opens as fast with a million events stored as with a hundred.
+/// segment memberships with their times, read in one round trip. Every read seeks an index, so
+/// the cost grows with the person's own events, not with everyone's.
 pub async fn full(db: &D1Database, profile_id: &str, now_ms: i64) -> worker::Result<Value> {
     let mut view = view(db, profile_id, now_ms).await?;
     let text = |t: String| Param::Text(t);
@@ -207,7 +215,8 @@ pub async fn full(db: &D1Database, profile_id: &str, now_ms: i64) -> worker::Res
         params: [
             vec![
                 text("[]".into()),
-                text(json!(values_of(&view.identifiers, &IdType::AnonymousId)).to_string()),
+                // The SDK's anonymous ID is its cookie ID: events carry either as anonymousId.
+                text(json!(anonymous_values(&view.identifiers)).to_string()),
                 text(json!(values_of(&view.identifiers, &IdType::UserId)).to_string()),
             ],
             extra,

@@ -142,7 +142,40 @@ pub async fn visitor_profile(
     profiles::fill_personalisation(&mut view, &state, now_ms);
     let anonymous: Vec<String> = anonymous_id.map(str::to_owned).into_iter().collect();
     publish(env, &view, Some(&state), &anonymous, &[], now_ms).await;
-    let mut snapshot = serde_json::to_value(&view).map_err(|e| ApiError::Storage(e.to_string()))?;
-    snapshot["state"] = serde_json::to_value(&state).unwrap_or_default();
-    Ok(Some(snapshot))
+    snapshot_of(&view, &state).map(Some)
+}
+
+/// A stored profile's snapshot as its pages read it (KV, else D1), for someone looking at the
+/// profile: a miss is not re-published, so looking writes nothing.
+pub async fn profile_snapshot(
+    env: &Env,
+    db: &D1Database,
+    profile_id: &str,
+    now_ms: i64,
+) -> Result<Option<Value>, ApiError> {
+    if let Ok(kv) = env.kv("CACHE") {
+        let cached = kv
+            .get(&format!("profile:{profile_id}"))
+            .text()
+            .await
+            .ok()
+            .flatten();
+        if let Some(p) = cached.and_then(|t| serde_json::from_str::<Value>(&t).ok()) {
+            if p.get("mergedInto").is_none() {
+                return Ok(Some(p));
+            }
+        }
+    }
+    let (mut view, (state, _)) = profiles::view_and_state(db, profile_id).await?;
+    if view.identifiers.is_empty() {
+        return Ok(None);
+    }
+    profiles::fill_personalisation(&mut view, &state, now_ms);
+    snapshot_of(&view, &state).map(Some)
+}
+
+fn snapshot_of(view: &ProfileView, state: &ProfileState) -> Result<Value, ApiError> {
+    let mut snapshot = serde_json::to_value(view).map_err(|e| ApiError::Storage(e.to_string()))?;
+    snapshot["state"] = serde_json::to_value(state).unwrap_or_default();
+    Ok(snapshot)
 }

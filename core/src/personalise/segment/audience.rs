@@ -39,6 +39,19 @@ pub fn size_history(from_day: i64) -> Statement {
 /// A page of `segment`'s current members after profile ID `after` (exclusive; empty for the
 /// first page): `profile_id, entered_at`, by profile ID. A full page means there may be more.
 pub fn members(segment: &str, after: &str, limit: u32) -> Statement {
+    page(segment, after, limit.clamp(1, MAX_PAGE))
+}
+
+/// Members an export reads per query: a Worker invocation makes at most 1,000 D1 queries
+/// (paid plan), so an export stops at ten million members.
+pub const EXPORT_PAGE: u32 = 10_000;
+
+/// [`members`] for an export: pages of [`EXPORT_PAGE`].
+pub fn export_page(segment: &str, after: &str) -> Statement {
+    page(segment, after, EXPORT_PAGE)
+}
+
+fn page(segment: &str, after: &str, limit: u32) -> Statement {
     Statement {
         sql: "SELECT profile_id, entered_at FROM segment_memberships \
               WHERE segment = ?1 AND exited_at IS NULL AND profile_id > ?2 \
@@ -47,7 +60,7 @@ pub fn members(segment: &str, after: &str, limit: u32) -> Statement {
         params: vec![
             Param::Text(segment.into()),
             Param::Text(after.into()),
-            Param::Int(i64::from(limit.clamp(1, MAX_PAGE))),
+            Param::Int(i64::from(limit)),
         ],
     }
 }
