@@ -1,131 +1,131 @@
 //! The raw event archive (docs/archive.md): every event stored is also written to R2 as gzipped
 //! NDJSON, partitioned Hive-style by the UTC day it was received and its source
-//! (`events/dt=2026-12-05/source=web/<hash>.ndjson.gz`), so that DuckDB, BigQuery, Snowflake or
-//! ClickHouse load the files as they are.
+//! (`events/dt=2026-12-05/source=web/<claim>.ndjson.gz`), so that DuckDB, BigQuery, Snowflake
+//! or ClickHouse load the files as they are.
 //!
-//! The path: ingest queues each stored event's line after its D1 batch commits; the queue
-//! consumer writes one object per partition per batch, then marks the events archived in D1.
-//! A stored event not yet marked is queued again by the sweep, so a lost message loses nothing.
-//! Before writing, the consumer keeps only events D1 still holds unmarked: a repeated message
-//! adds nothing, and an event erased meanwhile is not archived.
+//! D1 is the truth about what is archived where. Ingest queues the keys of the events it stored
+//! (after its batch commits). The consumer *claims* the keys still unclaimed, naming a new
+//! claim, and builds that claim's objects from the rows as D1 holds them now (so nothing erased
+//! or redacted meanwhile is written), one per day and source, keyed by the claim. Then it marks
+//! the rows archived. An event is in exactly one claim, and a claim's objects are rebuilt, never
+//! added to: writing a claim again replaces its objects. The sweep queues again keys nobody
+//! claimed and claims nobody finished; an erasure notes the claims it touched, and the sweep
+//! rebuilds their objects from what D1 still holds.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
 
 use crate::collect::event::Event;
-use crate::format::time::format_iso8601;
+use crate::format::time::{format_iso8601, DAY_MS};
 use crate::plan::{Param, Statement};
 
 /// Where the archive's objects live in the bucket.
 pub const PREFIX: &str = "events/";
-/// A queue message holds at most this many bytes of lines (Queues take 128 KB a message).
-pub const MAX_MESSAGE_BYTES: usize = 96 * 1024;
+/// Keys one queue message carries at most (about 40 KB; a send takes 256 KB).
+pub const KEYS_PER_MESSAGE: usize = 500;
+/// Keys one claim statement binds (as one JSON parameter).
+const KEYS_PER_STATEMENT: usize = 1000;
+/// How long a claim may take before the sweep finishes it, and before an erasure's rewrite of
+/// a claim's objects may run (a queue consumer runs at most 15 minutes).
+pub const SETTLE_MS: i64 = 20 * 60 * 1000;
 
-/// One event on its way to the archive: its key and its NDJSON line.
+/// A queue message: events to claim and write, or a claim to write (again).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Entry {
-    /// Source ID.
-    #[serde(rename = "s")]
-    pub source_id: String,
-    /// Message ID.
-    #[serde(rename = "m")]
-    pub message_id: String,
-    /// The UTC day it was received, `YYYY-MM-DD`: its partition.
-    #[serde(rename = "d")]
-    pub day: String,
-    /// The line, without its newline.
-    #[serde(rename = "l")]
-    pub line: String,
+#[serde(untagged)]
+pub enum Message {
+    /// `[source_id, message_id]` of stored events.
+    Events {
+        /// The events' keys.
+        events: Vec<(String, String)>,
+    },
+    /// A claim whose objects are to be written.
+    Claim {
+        /// The claim.
+        claim: String,
+    },
 }
 
-/// A stored event's columns, as D1 holds them.
+/// The messages for the keys of stored events: [`KEYS_PER_MESSAGE`] each.
+pub fn messages(keys: Vec<(String, String)>) -> Vec<Message> {
+    keys.chunks(KEYS_PER_MESSAGE)
+        .map(|chunk| Message::Events {
+            events: chunk.to_vec(),
+        })
+        .collect()
+}
+
+/// The keys of the events from `source_id` a batch stored (`inserted`: their message IDs; the
+/// others were duplicates, archived when first stored).
+pub fn stored_keys(
+    source_id: &str,
+    events: &[&Event],
+    inserted: &HashSet<String>,
+) -> Vec<(String, String)> {
+    events
+        .iter()
+        .filter(|e| inserted.contains(&e.message_id))
+        .map(|e| (source_id.to_owned(), e.message_id.clone()))
+        .collect()
+}
+
+/// A new claim's name, from random bytes.
+pub fn claim_id(random: [u8; 8]) -> String {
+    random.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A stored event's columns, as D1 holds them (`SELECT` [`COLUMNS`]).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[allow(missing_docs)] // the columns of `events`
-pub struct Stored<'a> {
-    pub source_id: &'a str,
-    pub message_id: &'a str,
-    pub kind: &'a str,
-    pub name: Option<&'a str>,
-    pub anonymous_id: Option<&'a str>,
-    pub user_id: Option<&'a str>,
-    pub timestamp_ms: i64,
-    pub received_at_ms: i64,
-    pub body: &'a Map<String, Value>,
+pub struct Row {
+    pub source_id: String,
+    pub message_id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub name: Option<String>,
+    pub anonymous_id: Option<String>,
+    pub user_id: Option<String>,
+    pub timestamp: i64,
+    pub received_at: i64,
+    pub body: String,
 }
 
-impl Stored<'_> {
-    /// The event's archive entry: typed columns first (what a warehouse table needs), then the
-    /// whole event as stored, unknown fields included.
-    pub fn entry(&self) -> Entry {
-        let received = format_iso8601(self.received_at_ms);
-        let line = json!({
+/// The columns a [`Row`] reads.
+const COLUMNS: &str =
+    "source_id, message_id, type, name, anonymous_id, user_id, timestamp, received_at, body";
+
+impl Row {
+    /// The event's line: typed columns first (what a warehouse table needs), then the whole
+    /// event as stored, unknown fields included.
+    pub fn line(&self) -> String {
+        let body: Map<String, Value> = serde_json::from_str(&self.body).unwrap_or_default();
+        json!({
             "source_id": self.source_id,
             "message_id": self.message_id,
             "type": self.kind,
             "event": self.name,
             "anonymous_id": self.anonymous_id,
             "user_id": self.user_id,
-            "timestamp": format_iso8601(self.timestamp_ms),
-            "received_at": received,
-            "body": self.body,
+            "timestamp": format_iso8601(self.timestamp),
+            "received_at": format_iso8601(self.received_at),
+            "body": body,
         })
-        .to_string();
-        Entry {
-            source_id: self.source_id.to_owned(),
-            message_id: self.message_id.to_owned(),
-            day: received.get(..10).unwrap_or_default().to_owned(),
-            line,
-        }
+        .to_string()
+    }
+
+    /// The UTC day it was received, `YYYY-MM-DD`: its partition.
+    pub fn day(&self) -> String {
+        day_text(self.received_at.div_euclid(DAY_MS))
     }
 }
 
-/// The entries of the events from `source_id` a batch stored (`inserted`: their message IDs;
-/// the others were duplicates, archived when first stored).
-pub fn stored_entries(
-    source_id: &str,
-    events: &[&Event],
-    inserted: &HashSet<String>,
-) -> Vec<Entry> {
-    events
-        .iter()
-        .filter(|e| inserted.contains(&e.message_id))
-        .map(|e| {
-            Stored {
-                source_id,
-                message_id: &e.message_id,
-                kind: e.kind.as_str(),
-                name: e.name.as_deref(),
-                anonymous_id: e.anonymous_id.as_deref(),
-                user_id: e.user_id.as_deref(),
-                timestamp_ms: e.timestamp_ms,
-                received_at_ms: e.received_at_ms,
-                body: &e.body,
-            }
-            .entry()
-        })
-        .collect()
-}
-
-/// Entries in queue messages of at most [`MAX_MESSAGE_BYTES`] of lines each (an entry larger
-/// than that travels alone).
-pub fn messages(entries: Vec<Entry>) -> Vec<Vec<Entry>> {
-    let mut out: Vec<Vec<Entry>> = Vec::new();
-    let mut size = 0;
-    for entry in entries {
-        let len = entry.line.len() + entry.source_id.len() + entry.message_id.len() + 32;
-        match out.last_mut() {
-            Some(last) if size + len <= MAX_MESSAGE_BYTES => last.push(entry),
-            _ => {
-                out.push(vec![entry]);
-                size = 0;
-            }
-        }
-        size += len;
-    }
-    out
+fn day_text(epoch_day: i64) -> String {
+    format_iso8601(epoch_day * DAY_MS)
+        .get(..10)
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// One object to write: its key and its gzipped lines.
@@ -139,37 +139,38 @@ pub struct Object {
     pub events: usize,
 }
 
-/// The objects for `entries` (each event once, whatever the repeats): one per day and source.
-/// A key is a hash of the events it holds, so writing the same events again replaces the
-/// object instead of adding a second copy.
-pub fn objects(entries: &[Entry]) -> Vec<Object> {
-    let mut partitions: BTreeMap<(&str, &str), BTreeMap<&str, &str>> = BTreeMap::new();
-    for e in entries {
+/// A claim's objects: one per day and source of its rows, each event once.
+pub fn objects(claim: &str, rows: &[Row]) -> Vec<Object> {
+    let mut partitions: BTreeMap<(String, &str), BTreeMap<&str, &Row>> = BTreeMap::new();
+    for row in rows {
         partitions
-            .entry((e.day.as_str(), e.source_id.as_str()))
+            .entry((row.day(), row.source_id.as_str()))
             .or_default()
-            .insert(e.message_id.as_str(), e.line.as_str());
+            .insert(row.message_id.as_str(), row);
     }
     partitions
         .into_iter()
-        .map(|((day, source), lines)| {
-            let mut hash = Sha256::new();
+        .map(|((day, source), rows)| {
             let mut text = String::new();
-            for (message_id, line) in &lines {
-                hash.update(message_id.as_bytes());
-                hash.update([0]);
-                text.push_str(line);
+            for row in rows.values() {
+                text.push_str(&row.line());
                 text.push('\n');
             }
-            let digest = hash.finalize();
-            let hex: String = digest[..10].iter().map(|b| format!("{b:02x}")).collect();
             Object {
-                key: format!("{}{hex}.ndjson.gz", partition_prefix(day, Some(source))),
+                key: object_key(claim, &day, source),
                 body: gzip(text.as_bytes()),
-                events: lines.len(),
+                events: rows.len(),
             }
         })
         .collect()
+}
+
+/// The key of a claim's object for a day and source.
+pub fn object_key(claim: &str, day: &str, source_id: &str) -> String {
+    format!(
+        "{}{claim}.ndjson.gz",
+        partition_prefix(day, Some(source_id))
+    )
 }
 
 /// The key prefix of a day's partition, or of one source's part of it.
@@ -188,18 +189,18 @@ pub fn day_of(key: &str) -> Option<&str> {
     (digits(0..4) && b[4] == b'-' && digits(5..7) && b[7] == b'-' && digits(8..10)).then_some(day)
 }
 
-/// Source IDs are configuration, but a key must not let one escape its partition.
+/// Source IDs are configuration, but a key must not let one escape its partition: anything
+/// but letters, digits, `-`, `_` and `.` is percent-encoded (UTF-8).
 fn escape(source_id: &str) -> String {
-    source_id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c.to_string()
-            } else {
-                format!("%{:02X}", u32::from(c))
-            }
-        })
-        .collect()
+    let mut out = String::new();
+    for b in source_id.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -209,46 +210,263 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     encoder.finish().unwrap_or_default()
 }
 
-fn keys_param(entries: &[Entry]) -> Param {
-    let keys: Vec<[&str; 2]> = entries
-        .iter()
-        .map(|e| [e.source_id.as_str(), e.message_id.as_str()])
-        .collect();
-    Param::Text(serde_json::to_string(&keys).unwrap_or_else(|_| "[]".into()))
+/// Claims the unclaimed among `keys` for `claim`: statements for one batch.
+pub fn claim(keys: &[(String, String)], claim: &str) -> Vec<Statement> {
+    keys.chunks(KEYS_PER_STATEMENT)
+        .map(|chunk| Statement {
+            sql: "UPDATE events SET archive_object = ?2 WHERE archive_object IS NULL \
+                  AND (source_id, message_id) IN (SELECT json_extract(value, '$[0]'), \
+                  json_extract(value, '$[1]') FROM json_each(?1))"
+                .into(),
+            params: vec![
+                Param::Text(serde_json::to_string(chunk).unwrap_or_else(|_| "[]".into())),
+                Param::Text(claim.into()),
+            ],
+        })
+        .collect()
 }
 
-/// Which of `entries` D1 still holds and has not marked archived: `source_id, message_id`.
-pub fn pending(entries: &[Entry]) -> Statement {
+/// A claim's rows as D1 holds them now: [`Row`]s.
+pub fn claimed_rows(claim: &str) -> Statement {
     Statement {
-        sql: "SELECT e.source_id, e.message_id FROM json_each(?1) k CROSS JOIN events e \
-              ON e.source_id = json_extract(k.value, '$[0]') \
-              AND e.message_id = json_extract(k.value, '$[1]') WHERE e.archived_at IS NULL"
-            .into(),
-        params: vec![keys_param(entries)],
+        sql: format!("SELECT {COLUMNS} FROM events WHERE archive_object = ?1"),
+        params: vec![Param::Text(claim.into())],
     }
 }
 
-/// Marks `entries` archived at `now_ms`.
-pub fn mark_archived(entries: &[Entry], now_ms: i64) -> Statement {
+/// Marks a claim's rows archived at `now_ms`.
+pub fn mark(claim: &str, now_ms: i64) -> Statement {
     Statement {
-        sql: "UPDATE events SET archived_at = ?2 WHERE archived_at IS NULL \
-              AND (source_id, message_id) IN (SELECT json_extract(value, '$[0]'), \
-              json_extract(value, '$[1]') FROM json_each(?1))"
+        sql: "UPDATE events SET archived_at = ?2 WHERE archive_object = ?1 AND archived_at IS NULL"
             .into(),
-        params: vec![keys_param(entries), Param::Int(now_ms)],
+        params: vec![Param::Text(claim.into()), Param::Int(now_ms)],
     }
 }
 
-/// Up to `limit` stored events received before `before_ms` that are not archived yet (the
-/// sweep queues them again), oldest first: every column of `events`.
-pub fn unarchived(before_ms: i64, limit: u32) -> Statement {
+/// Up to `limit` keys of events received before `before_ms` that nobody claimed (the sweep
+/// queues them again), oldest first: `source_id, message_id`.
+pub fn unclaimed(before_ms: i64, limit: u32) -> Statement {
     Statement {
-        sql: "SELECT source_id, message_id, type, name, anonymous_id, user_id, timestamp, \
-              received_at, body FROM events WHERE archived_at IS NULL AND received_at < ?1 \
-              ORDER BY received_at LIMIT ?2"
+        sql: "SELECT source_id, message_id FROM events WHERE archived_at IS NULL \
+              AND archive_object IS NULL AND received_at < ?1 ORDER BY received_at LIMIT ?2"
             .into(),
         params: vec![Param::Int(before_ms), Param::Int(i64::from(limit))],
     }
+}
+
+/// Up to `limit` claims with rows received before `before_ms` still unmarked: `claim`.
+pub fn unfinished(before_ms: i64, limit: u32) -> Statement {
+    Statement {
+        sql: "SELECT DISTINCT archive_object AS claim FROM events WHERE archived_at IS NULL \
+              AND archive_object IS NOT NULL AND received_at < ?1 LIMIT ?2"
+            .into(),
+        params: vec![Param::Int(before_ms), Param::Int(i64::from(limit))],
+    }
+}
+
+/// Notes, before a statement deletes or changes the events selected by `selection` (a `FROM
+/// events WHERE ...` tail, after a `with` prefix), which claims' objects hold them: the sweep
+/// rebuilds those objects.
+pub fn note_rewrites(with: &str, selection: &str, params: Vec<Param>, now_ms: i64) -> Statement {
+    let at = params.len() + 1;
+    let mut params = params;
+    params.push(Param::Int(now_ms));
+    Statement {
+        sql: format!(
+            "{with}INSERT INTO archive_rewrites (claim, day, source_id, noted_at) \
+             SELECT DISTINCT archive_object, received_at / {DAY_MS}, source_id, ?{at} {selection} \
+             AND archive_object IS NOT NULL ON CONFLICT DO NOTHING"
+        ),
+        params,
+    }
+}
+
+/// A rewrite the sweep owes: a claim's object for a day and source.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Rewrite {
+    /// The claim.
+    pub claim: String,
+    /// The UTC epoch day.
+    pub day: i64,
+    /// The source.
+    pub source_id: String,
+}
+
+impl Rewrite {
+    /// The object's key.
+    pub fn key(&self) -> String {
+        object_key(&self.claim, &day_text(self.day), &self.source_id)
+    }
+
+    /// The rows the object holds now: [`Row`]s.
+    pub fn rows(&self) -> Statement {
+        Statement {
+            sql: format!(
+                "SELECT {COLUMNS} FROM events WHERE archive_object = ?1 AND source_id = ?2 \
+                 AND received_at >= ?3 AND received_at < ?4"
+            ),
+            params: vec![
+                Param::Text(self.claim.clone()),
+                Param::Text(self.source_id.clone()),
+                Param::Int(self.day * DAY_MS),
+                Param::Int((self.day + 1) * DAY_MS),
+            ],
+        }
+    }
+
+    /// Forgets the rewrite, done.
+    pub fn done(&self) -> Statement {
+        Statement {
+            sql: "DELETE FROM archive_rewrites WHERE claim = ?1 AND day = ?2 AND source_id = ?3"
+                .into(),
+            params: vec![
+                Param::Text(self.claim.clone()),
+                Param::Int(self.day),
+                Param::Text(self.source_id.clone()),
+            ],
+        }
+    }
+}
+
+/// Up to `limit` rewrites noted before `before_ms` whose claim is finished: [`Rewrite`]s.
+pub fn rewrites_due(before_ms: i64, limit: u32) -> Statement {
+    Statement {
+        sql: "SELECT claim, day, source_id FROM archive_rewrites r WHERE noted_at < ?1 \
+              AND NOT EXISTS (SELECT 1 FROM events e WHERE e.archive_object = r.claim \
+              AND e.archived_at IS NULL) ORDER BY noted_at LIMIT ?2"
+            .into(),
+        params: vec![Param::Int(before_ms), Param::Int(i64::from(limit))],
+    }
+}
+
+/// Whether an archive object's day is before `cutoff_day` (`YYYY-MM-DD`): retention deletes it.
+pub fn expired(key: &str, cutoff_day: &str) -> bool {
+    day_of(key).is_some_and(|day| day < cutoff_day)
+}
+
+/// The day (`YYYY-MM-DD`) of the epoch milliseconds `ms`.
+pub fn day_of_ms(ms: i64) -> String {
+    day_text(ms.div_euclid(DAY_MS))
+}
+
+/// Objects one export page returns at most.
+pub const EXPORT_OBJECTS: usize = 50;
+/// Days one export may span.
+pub const MAX_EXPORT_DAYS: i64 = 400;
+
+/// A mistake in an export request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExportError {
+    /// `from` or `to` is not a `YYYY-MM-DD` date.
+    #[error("from and to must be dates (YYYY-MM-DD)")]
+    InvalidDate,
+    /// `to` before `from`, or more than [`MAX_EXPORT_DAYS`] days.
+    #[error("to must not be before from, and the range at most 400 days")]
+    InvalidRange,
+    /// The cursor is not one this export handed out.
+    #[error("the cursor is not one of this export's")]
+    InvalidCursor,
+}
+
+impl ExportError {
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidDate => "invalid_date",
+            Self::InvalidRange => "invalid_range",
+            Self::InvalidCursor => "invalid_cursor",
+        }
+    }
+}
+
+/// An export's days and source, and where its next page starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Window {
+    from: String,
+    to: String,
+    source: Option<String>,
+    cursor: Option<String>,
+}
+
+/// What an export does with a listed key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listed {
+    /// One of the export's objects.
+    Take,
+    /// In range, but another source's (or not an archive object).
+    Skip,
+    /// Past the last day: the export is complete.
+    Past,
+}
+
+impl Window {
+    /// Validates an export request: `from` and `to` are days (inclusive), `cursor` the key a
+    /// previous page ended at.
+    pub fn parse(
+        from: Option<&str>,
+        to: Option<&str>,
+        source: Option<&str>,
+        cursor: Option<&str>,
+    ) -> Result<Self, ExportError> {
+        let day = |d: Option<&str>| {
+            d.filter(|d| d.len() == 10)
+                .and_then(|d| crate::format::time::parse_iso8601(d).map(|ms| (d.to_owned(), ms)))
+                .ok_or(ExportError::InvalidDate)
+        };
+        let ((from, from_ms), (to, to_ms)) = (day(from)?, day(to)?);
+        let days = (to_ms - from_ms) / crate::format::time::DAY_MS;
+        if !(0..MAX_EXPORT_DAYS).contains(&days) {
+            return Err(ExportError::InvalidRange);
+        }
+        let cursor = cursor.filter(|c| !c.is_empty()).map(str::to_owned);
+        if let Some(c) = &cursor {
+            match day_of(c) {
+                Some(d) if d >= from.as_str() && d <= to.as_str() => {}
+                _ => return Err(ExportError::InvalidCursor),
+            }
+        }
+        Ok(Self {
+            from,
+            to,
+            source: source.filter(|s| !s.is_empty()).map(str::to_owned),
+            cursor,
+        })
+    }
+
+    /// The key to list after: the cursor, else just before the first day's partition.
+    pub fn start_after(&self) -> String {
+        self.cursor
+            .clone()
+            .unwrap_or_else(|| partition_prefix(&self.from, None))
+    }
+
+    /// What the export does with `key`, listed in order after [`Self::start_after`].
+    pub fn select(&self, key: &str) -> Listed {
+        match day_of(key) {
+            Some(day) if day > self.to.as_str() => Listed::Past,
+            Some(day) => {
+                let prefix = partition_prefix(day, self.source.as_deref());
+                if key.starts_with(&prefix) && key.ends_with(".ndjson.gz") {
+                    Listed::Take
+                } else {
+                    Listed::Skip
+                }
+            }
+            None if key > PREFIX => Listed::Past,
+            None => Listed::Skip,
+        }
+    }
+}
+
+/// The NDJSON of an archive object (at most `max_bytes` of it), or `None` when it is not gzip.
+pub fn gunzip(bytes: &[u8], max_bytes: usize) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .take(max_bytes as u64)
+        .read_to_end(&mut out)
+        .ok()?;
+    Some(out)
 }
 
 #[cfg(test)]
@@ -256,24 +474,25 @@ mod tests {
     use super::*;
     use std::io::Read;
 
-    fn entry(source: &str, id: &str, received_at_ms: i64) -> Entry {
-        let body = json!({"type": "track", "event": "Order Completed", "messageId": id,
-            "properties": {"revenue": 12.5}});
-        Stored {
-            source_id: source,
-            message_id: id,
-            kind: "track",
-            name: Some("Order Completed"),
-            anonymous_id: Some("a1"),
+    const DAY: i64 = 86_400_000;
+
+    fn row(source: &str, id: &str, received_at: i64) -> Row {
+        Row {
+            source_id: source.into(),
+            message_id: id.into(),
+            kind: "track".into(),
+            name: Some("Order Completed".into()),
+            anonymous_id: Some("a1".into()),
             user_id: None,
-            timestamp_ms: received_at_ms - 1000,
-            received_at_ms,
-            body: body.as_object().unwrap_or(&Map::new()),
+            timestamp: received_at - 1000,
+            received_at,
+            body: json!({"type": "track", "event": "Order Completed", "messageId": id,
+                "properties": {"revenue": 12.5}})
+            .to_string(),
         }
-        .entry()
     }
 
-    fn gunzip(bytes: &[u8]) -> String {
+    fn gunzip_text(bytes: &[u8]) -> String {
         let mut out = String::new();
         flate2::read::GzDecoder::new(bytes)
             .read_to_string(&mut out)
@@ -281,13 +500,11 @@ mod tests {
         out
     }
 
-    const DAY: i64 = 86_400_000;
-
     #[test]
     fn a_line_has_typed_columns_and_the_whole_event() {
-        let e = entry("web", "m1", 20_000 * DAY + 5);
-        assert_eq!(e.day, "2024-10-04");
-        let line: Value = serde_json::from_str(&e.line).unwrap_or_default();
+        let r = row("web", "m1", 20_000 * DAY + 5);
+        assert_eq!(r.day(), "2024-10-04");
+        let line: Value = serde_json::from_str(&r.line()).unwrap_or_default();
         assert_eq!(line["event"], "Order Completed");
         assert_eq!(line["received_at"], "2024-10-04T00:00:00.005Z");
         assert_eq!(line["body"]["properties"]["revenue"], 12.5);
@@ -295,53 +512,175 @@ mod tests {
     }
 
     #[test]
-    fn objects_are_one_per_day_and_source_with_each_event_once() {
-        let entries = vec![
-            entry("web", "m2", DAY + 1),
-            entry("web", "m1", DAY + 2),
-            entry("web", "m1", DAY + 2),
-            entry("pos/1", "m3", DAY + 3),
-            entry("web", "m4", 2 * DAY + 1),
+    fn a_claims_objects_are_one_per_day_and_source_keyed_by_the_claim() {
+        let rows = vec![
+            row("web", "m2", DAY + 1),
+            row("web", "m1", DAY + 2),
+            row("web", "m1", DAY + 2),
+            row("pos/1", "m3", DAY + 3),
+            row("web", "m4", 2 * DAY + 1),
         ];
-        let objects = objects(&entries);
+        let objects = objects("c1", &rows);
         let keys: Vec<&str> = objects.iter().map(|o| o.key.as_str()).collect();
-        assert_eq!(keys.len(), 3);
-        assert!(keys[0].starts_with("events/dt=1970-01-02/source=pos%2F1/"));
-        assert!(keys[1].starts_with("events/dt=1970-01-02/source=web/"));
-        assert!(keys[2].starts_with("events/dt=1970-01-03/source=web/"));
-        assert!(keys.iter().all(|k| k.ends_with(".ndjson.gz")));
+        assert_eq!(
+            keys,
+            [
+                "events/dt=1970-01-02/source=pos%2F1/c1.ndjson.gz",
+                "events/dt=1970-01-02/source=web/c1.ndjson.gz",
+                "events/dt=1970-01-03/source=web/c1.ndjson.gz",
+            ]
+        );
         assert_eq!(objects[1].events, 2);
-        let lines: Vec<Value> = gunzip(&objects[1].body)
+        let lines: Vec<Value> = gunzip_text(&objects[1].body)
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_default())
             .collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["message_id"], "m1");
+        assert_eq!(
+            gunzip(&objects[1].body, 1 << 20).map(|b| b.len()),
+            Some(gunzip_text(&objects[1].body).len())
+        );
     }
 
     #[test]
-    fn the_same_events_make_the_same_key_in_any_order() {
-        let a = objects(&[entry("web", "m1", 5), entry("web", "m2", 6)]);
-        let b = objects(&[entry("web", "m2", 6), entry("web", "m1", 5)]);
-        let c = objects(&[entry("web", "m1", 5)]);
-        assert_eq!(a[0].key, b[0].key);
-        assert_ne!(a[0].key, c[0].key);
+    fn a_rewrite_names_the_object_a_claim_wrote() {
+        let rewrite = Rewrite {
+            claim: "c1".into(),
+            day: 1,
+            source_id: "pos/1".into(),
+        };
+        assert_eq!(
+            rewrite.key(),
+            objects("c1", &[row("pos/1", "m3", DAY + 3)])[0].key
+        );
+        assert_eq!(
+            rewrite.rows().params[2..],
+            [Param::Int(DAY), Param::Int(2 * DAY)]
+        );
     }
 
     #[test]
-    fn messages_stay_under_the_queue_limit() {
-        let big = "x".repeat(40 * 1024);
-        let entries: Vec<Entry> = (0..5)
-            .map(|i| Entry {
-                source_id: "web".into(),
-                message_id: format!("m{i}"),
-                day: "2024-01-01".into(),
-                line: big.clone(),
-            })
-            .collect();
-        let messages = messages(entries);
-        assert_eq!(messages.iter().map(Vec::len).collect::<Vec<_>>(), [2, 2, 1]);
-        assert!(super::messages(Vec::new()).is_empty());
+    fn sources_are_escaped_byte_by_byte() {
+        assert_eq!(escape("web-1_a.b"), "web-1_a.b");
+        assert_ne!(escape("\u{4e2d}"), escape("\u{04e2}D"));
+        assert_eq!(escape("a/b=c"), "a%2Fb%3Dc");
+    }
+
+    #[test]
+    fn messages_and_claims_are_chunked() {
+        let keys: Vec<(String, String)> =
+            (0..1200).map(|i| ("web".into(), format!("m{i}"))).collect();
+        let messages = messages(keys.clone());
+        assert_eq!(messages.len(), 3);
+        let text = serde_json::to_string(&messages[0]).unwrap_or_default();
+        assert!(text.len() < 64 * 1024, "{}", text.len());
+        assert_eq!(
+            serde_json::from_str::<Message>(&text).ok(),
+            Some(messages[0].clone())
+        );
+        assert_eq!(
+            serde_json::from_str::<Message>(r#"{"claim":"c1"}"#).ok(),
+            Some(Message::Claim { claim: "c1".into() })
+        );
+        assert_eq!(claim(&keys, "c1").len(), 2);
+        assert_eq!(claim_id([0, 1, 2, 3, 4, 5, 6, 255]), "00010203040506ff");
+    }
+
+    #[test]
+    fn notes_rewrites_with_its_own_parameter_after_the_selections() {
+        let s = note_rewrites(
+            "",
+            "FROM events WHERE user_id = ?1",
+            vec![Param::Text("u".into())],
+            7,
+        );
+        assert!(
+            s.sql
+                .contains("?2 FROM events WHERE user_id = ?1 AND archive_object IS NOT NULL"),
+            "{}",
+            s.sql
+        );
+        assert_eq!(s.params, vec![Param::Text("u".into()), Param::Int(7)]);
+    }
+
+    #[test]
+    fn an_export_window_takes_its_days_and_source_in_key_order() {
+        let w = Window::parse(Some("2026-12-01"), Some("2026-12-02"), Some("web"), None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(w.start_after(), "events/dt=2026-12-01/");
+        assert_eq!(
+            w.select("events/dt=2026-12-01/source=web/aa.ndjson.gz"),
+            Listed::Take
+        );
+        assert_eq!(
+            w.select("events/dt=2026-12-02/source=pos/aa.ndjson.gz"),
+            Listed::Skip
+        );
+        assert_eq!(
+            w.select("events/dt=2026-12-02/source=web/aa.ndjson.gz"),
+            Listed::Take
+        );
+        assert_eq!(
+            w.select("events/dt=2026-12-03/source=web/aa.ndjson.gz"),
+            Listed::Past
+        );
+        assert_eq!(w.select("exports/x"), Listed::Past);
+        let all = Window::parse(Some("2026-12-01"), Some("2026-12-01"), None, None);
+        assert_eq!(
+            all.map(|w| w.select("events/dt=2026-12-01/source=pos/aa.ndjson.gz")),
+            Ok(Listed::Take)
+        );
+    }
+
+    #[test]
+    fn an_export_request_is_validated() {
+        let parse = |f, t, c| {
+            Window::parse(f, t, None, c)
+                .map(|_| ())
+                .map_err(|e| e.code())
+        };
+        assert_eq!(
+            parse(Some("2026-12-1"), Some("2026-12-02"), None),
+            Err("invalid_date")
+        );
+        assert_eq!(parse(None, Some("2026-12-02"), None), Err("invalid_date"));
+        assert_eq!(
+            parse(Some("2026-02-30"), Some("2026-03-02"), None),
+            Err("invalid_date")
+        );
+        assert_eq!(
+            parse(Some("2026-12-02"), Some("2026-12-01"), None),
+            Err("invalid_range")
+        );
+        assert_eq!(
+            parse(Some("2024-01-01"), Some("2026-12-01"), None),
+            Err("invalid_range")
+        );
+        let cursor = Some("events/dt=2026-11-30/source=web/aa.ndjson.gz");
+        assert_eq!(
+            parse(Some("2026-12-01"), Some("2026-12-02"), cursor),
+            Err("invalid_cursor")
+        );
+        let cursor = Some("events/dt=2026-12-02/source=web/aa.ndjson.gz");
+        assert_eq!(
+            parse(Some("2026-12-01"), Some("2026-12-02"), cursor),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn retention_deletes_whole_days_before_the_cutoff() {
+        assert!(expired(
+            "events/dt=2026-09-05/source=web/c.ndjson.gz",
+            "2026-09-06"
+        ));
+        assert!(!expired(
+            "events/dt=2026-09-06/source=web/c.ndjson.gz",
+            "2026-09-06"
+        ));
+        assert!(!expired("elsewhere/x", "2026-09-06"));
+        assert_eq!(day_of_ms(DAY + 5), "1970-01-02");
     }
 
     #[test]

@@ -55,7 +55,10 @@ pub fn insert_events(source_id: &str, events: &[&Event], dedup_cutoff_ms: i64) -
     let updates: Vec<String> = EVENT_COLUMNS[2..]
         .iter()
         .map(|c| format!("{c}=excluded.{c}"))
-        .chain(["archived_at=NULL".to_owned()])
+        .chain([
+            "archive_object=NULL".to_owned(),
+            "archived_at=NULL".to_owned(),
+        ])
         .collect();
     let rows = events
         .iter()

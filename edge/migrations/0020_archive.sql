@@ -1,6 +1,22 @@
--- The raw event archive in R2 (core::archive, edge/src/jobs/archive.rs): when each stored event
--- was written to the archive. NULL until then; the sweep queues again what stays NULL, so the
--- partial index holds only the events in flight (and, once, every event stored before this
--- migration: the first sweeps archive them).
+-- The raw event archive in R2 (core::archive, edge/src/jobs/archive.rs, docs/archive.md). Each
+-- stored event is claimed by one archive claim, whose objects (one per day and source) hold it;
+-- `archived_at` is set once they are written. The sweep queues again what nobody claimed or
+-- finished (the partial index holds only events in flight, and, once, every event stored
+-- before this migration: the first sweeps archive them).
+ALTER TABLE events ADD COLUMN archive_object TEXT;
 ALTER TABLE events ADD COLUMN archived_at INTEGER;
 CREATE INDEX events_unarchived ON events (received_at) WHERE archived_at IS NULL;
+-- Which events a claim's objects hold: to build them, and to rebuild them after an erasure.
+CREATE INDEX events_by_archive_object ON events (archive_object) WHERE archive_object IS NOT NULL;
+
+-- Objects an erasure (or redaction) changed the events of: the sweep rebuilds each from the
+-- rows D1 still holds, once its claim is finished and the note is old enough that no consumer
+-- can still be writing the claim.
+CREATE TABLE archive_rewrites (
+  claim     TEXT    NOT NULL,
+  day       INTEGER NOT NULL, -- UTC epoch day
+  source_id TEXT    NOT NULL,
+  noted_at  INTEGER NOT NULL,
+  PRIMARY KEY (claim, day, source_id)
+) WITHOUT ROWID;
+CREATE INDEX archive_rewrites_noted ON archive_rewrites (noted_at);

@@ -99,7 +99,7 @@ pub async fn accept(
             // Someone was suppressed since this isolate cached the list: undo this request's
             // writes for them.
             isolate::forget_suppressions();
-            store::privacy::undo_suppressed(env, &db, &linked, &rules, &late).await?;
+            store::privacy::undo_suppressed(env, &db, &linked, &rules, &late, received_at).await?;
             let decoded = apply_suppressions(decoded.clone(), &rules, |k| late.contains(k)).0;
             return Ok(Accepted {
                 results: decoded.results(&inserted),
@@ -108,12 +108,12 @@ pub async fn accept(
         }
     }
 
-    // Only now, past the suppression probe: an undone request leaves its events unmarked, and
+    // Only now, past the suppression probe: an undone request leaves its events unclaimed, and
     // the sweep archives whichever of them are still stored.
     jobs::archive::send_after_response(
         ctx,
         env,
-        archive::stored_entries(&source.id, &valid, &inserted),
+        archive::stored_keys(&source.id, &valid, &inserted),
     );
     let mut accepted = Accepted {
         results: decoded.results(&inserted),

@@ -107,6 +107,12 @@ async fn route(
             return routes::destinations::handle(req, env, &rest, now_ms).await;
         }
     }
+    if let Some(rest) = path.strip_prefix("/v1/admin/export/") {
+        return match method {
+            Method::Get => routes::export::get(&req, env, rest, now_ms).await,
+            _ => Err(ApiError::MethodNotAllowed),
+        };
+    }
     if let Some(rest) = path.strip_prefix("/v1/admin/") {
         let rest = rest.to_owned();
         return routes::admin::handle(req, env, &rest, now_ms).await;

@@ -69,6 +69,8 @@ pub enum ApiError {
     JourneyNotFound,
     #[error("this hook is not configured, or its secret is wrong")]
     HookForbidden,
+    #[error(transparent)]
+    Export(#[from] seam_core::archive::ExportError),
     #[error("storage is unavailable, retry later")]
     Storage(String),
 }
@@ -102,6 +104,7 @@ impl ApiError {
             Self::Journeys(e) => e.code(),
             Self::JourneyNotFound => "journey_not_found",
             Self::HookForbidden => "hook_forbidden",
+            Self::Export(e) => e.code(),
             Self::Storage(_) => "storage_unavailable",
         }
     }
@@ -141,6 +144,7 @@ impl ApiError {
             Self::DestinationNotFound | Self::JourneyNotFound => 404,
             Self::Journeys(_) => 400,
             Self::HookForbidden => 403,
+            Self::Export(_) => 400,
             Self::Storage(_) => 503,
         }
     }

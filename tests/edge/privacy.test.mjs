@@ -296,10 +296,11 @@ describe("privacy, access control and retention", () => {
 
   test("a retention run removes exactly the expired events and inactive anonymous profiles", async () => {
     const now = Date.now();
+    // Already in the archive (an event not yet archived stays: tests/edge/archive.test.mjs).
     const insertEvent = (id, receivedAt, anon) =>
       edge.query(
-        "INSERT INTO events (source_id, message_id, type, name, anonymous_id, user_id, timestamp, received_at, body) VALUES ('demo-site', ?, 'track', 'Old', ?, NULL, ?, ?, '{}')",
-        id, anon, receivedAt, receivedAt,
+        "INSERT INTO events (source_id, message_id, type, name, anonymous_id, user_id, timestamp, received_at, body, archive_object, archived_at) VALUES ('demo-site', ?, 'track', 'Old', ?, NULL, ?, ?, '{}', 'old', ?)",
+        id, anon, receivedAt, receivedAt, receivedAt,
       );
     const old = [];
     for (let i = 0; i < 7; i++) {

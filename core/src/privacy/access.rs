@@ -35,11 +35,19 @@ pub enum Scope {
     /// Manage admin keys and configuration (`/v1/admin/...`).
     #[serde(rename = "config:write")]
     ConfigWrite,
+    /// Bulk export of events and profiles (`/v1/admin/export/...`): a warehouse loader's key.
+    #[serde(rename = "export:read")]
+    ExportRead,
 }
 
 impl Scope {
     /// Every scope.
-    pub const ALL: [Scope; 3] = [Scope::ProfilesRead, Scope::PrivacyWrite, Scope::ConfigWrite];
+    pub const ALL: [Scope; 4] = [
+        Scope::ProfilesRead,
+        Scope::PrivacyWrite,
+        Scope::ConfigWrite,
+        Scope::ExportRead,
+    ];
 
     /// The scope's name in keys and errors.
     pub fn as_str(self) -> &'static str {
@@ -47,6 +55,7 @@ impl Scope {
             Scope::ProfilesRead => "profiles:read",
             Scope::PrivacyWrite => "privacy:write",
             Scope::ConfigWrite => "config:write",
+            Scope::ExportRead => "export:read",
         }
     }
 
@@ -78,7 +87,7 @@ pub enum AccessError {
     #[error("label must be 1-64 characters of a-z, 0-9, '-', '_' or '.', and not 'root'")]
     InvalidLabel,
     /// A key request whose scopes are unusable.
-    #[error("scopes must be a non-empty list of profiles:read, privacy:write, config:write")]
+    #[error("scopes must be a non-empty list of profiles:read, privacy:write, config:write, export:read")]
     InvalidScopes,
     /// A console session that ended (logged out, expired, or its key revoked).
     #[error("the console session has ended: sign in again")]

@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
 
+use crate::archive;
 use crate::collect::event::{Event, EventError};
 use crate::collect::ingest::{Decoded, Outcome};
 use crate::identity::{
@@ -225,7 +226,11 @@ pub const WITH_PERSON_EVENTS: &str = "WITH RECURSIVE seen(id) AS ( \
 /// Deletes everything stored about `subject`, as `(what, statement)` pairs whose row counts make
 /// the receipt. `source_ids` are every source events may have been stored under (events are keyed
 /// by source first, so the delete uses their indexes). Run as one batch: all or nothing.
-pub fn erase(subject: &Subject, source_ids: &[String]) -> Vec<(&'static str, Statement)> {
+pub fn erase(
+    subject: &Subject,
+    source_ids: &[String],
+    now_ms: i64,
+) -> Vec<(&'static str, Statement)> {
     let ids = json_list(&subject.identifiers);
     let by_ids = |what: &'static str, sql: String| {
         (
@@ -252,33 +257,48 @@ pub fn erase(subject: &Subject, source_ids: &[String]) -> Vec<(&'static str, Sta
     // Someone else's events may name the person's email or phone as a claim (a browser cannot
     // prove one): those fields go too, found through an index per field (migration 0019) on
     // the value normalised as a contact (`contact`), whichever field it was typed into.
+    // Before each change to events, the archive's objects holding them are noted for rebuilding
+    // (core::archive): the archive forgets what D1 forgets.
     let redact = |path: &str| {
         let field = format!("json_extract(body, '{path}')");
-        (
-            "redactedClaims",
-            Statement {
-                sql: format!(
-                    "UPDATE events SET body = json_remove(body, '{path}') WHERE {field} IS NOT NULL \
-                     AND {} IN (SELECT value FROM json_each(?1))",
-                    contact(&field),
-                ),
-                params: vec![contacts.clone()],
-            },
-        )
+        let selection = format!(
+            "FROM events WHERE {field} IS NOT NULL AND {} IN (SELECT value FROM json_each(?1))",
+            contact(&field)
+        );
+        [
+            (
+                "archiveObjects",
+                archive::note_rewrites("", &selection, vec![contacts.clone()], now_ms),
+            ),
+            (
+                "redactedClaims",
+                Statement {
+                    sql: format!(
+                        "UPDATE events SET body = json_remove(body, '{path}') {}",
+                        selection.trim_start_matches("FROM events ")
+                    ),
+                    params: vec![contacts.clone()],
+                },
+            ),
+        ]
     };
+    let person = vec![
+        json_list(source_ids),
+        json_list(&subject.anonymous_values()),
+        json_list(&subject.user_values()),
+    ];
+    let theirs =
+        "FROM events WHERE (source_id, message_id) IN (SELECT source_id, message_id FROM mine)";
     let mut plan = vec![
+        (
+            "archiveObjects",
+            archive::note_rewrites(WITH_PERSON_EVENTS, theirs, person.clone(), now_ms),
+        ),
         (
             "events",
             Statement {
-                sql: format!(
-                    "{WITH_PERSON_EVENTS}DELETE FROM events \
-                     WHERE (source_id, message_id) IN (SELECT source_id, message_id FROM mine)"
-                ),
-                params: vec![
-                    json_list(source_ids),
-                    json_list(&subject.anonymous_values()),
-                    json_list(&subject.user_values()),
-                ],
+                sql: format!("{WITH_PERSON_EVENTS}DELETE {theirs}"),
+                params: person,
             },
         ),
 
@@ -362,11 +382,8 @@ pub fn erase(subject: &Subject, source_ids: &[String]) -> Vec<(&'static str, Sta
         ),
     ];
     if !subject.contact_values().is_empty() {
+        plan.extend(CLAIMED_CONTACTS.iter().flat_map(|path| redact(path)));
         plan.extend([
-            redact(CLAIMED_CONTACTS[0]),
-            redact(CLAIMED_CONTACTS[1]),
-            redact(CLAIMED_CONTACTS[2]),
-            redact(CLAIMED_CONTACTS[3]),
             (
                 "redactedClaims",
                 Statement {
@@ -683,7 +700,7 @@ mod tests {
             identifiers: ["email:ann@example.com".to_string()].into(),
             ..Subject::default()
         };
-        let redactions: Vec<Statement> = erase(&subject, &[])
+        let redactions: Vec<Statement> = erase(&subject, &[], 0)
             .into_iter()
             .filter(|(what, s)| *what == "redactedClaims" && s.sql.starts_with("UPDATE events"))
             .map(|(_, s)| s)
@@ -786,11 +803,12 @@ mod tests {
 
     #[test]
     fn erasure_targets_every_table_with_the_subjects_values() {
-        let plan = erase(&subject(), &["demo-site".into()]);
+        let plan = erase(&subject(), &["demo-site".into()], 0);
         let tables: Vec<&str> = plan.iter().map(|(what, _)| *what).collect();
         assert_eq!(
             tables,
             [
+                "archiveObjects",
                 "events",
                 "traits",
                 "consentRecords",
@@ -807,18 +825,23 @@ mod tests {
                 "itemInteractions",
                 "itemPairEvidence",
                 "refusedMerges",
-                // The email as someone else's claim: four body fields and trait rows; the user
-                // ID as another browser's `claimedUserId`.
+                // The email as someone else's claim: four body fields (each noting the archive
+                // objects it changes) and trait rows; the user ID as another browser's
+                // `claimedUserId`.
+                "archiveObjects",
                 "redactedClaims",
+                "archiveObjects",
                 "redactedClaims",
+                "archiveObjects",
                 "redactedClaims",
+                "archiveObjects",
                 "redactedClaims",
                 "redactedClaims",
                 "redactedClaims"
             ]
         );
         assert_eq!(
-            plan[16].1.params,
+            plan[18].1.params,
             vec![Param::Text(r#"["jane@example.com"]"#.into())]
         );
         let anonymous = Subject {
@@ -826,11 +849,16 @@ mod tests {
             profile_ids: Default::default(),
         };
         assert_eq!(
-            erase(&anonymous, &[]).len(),
-            16,
+            erase(&anonymous, &[], 0).len(),
+            17,
             "no scan of bodies for a person without contacts"
         );
-        let events = &plan[0].1;
+        let events = &plan[1].1;
+        assert_eq!(
+            plan[0].1.params[..3],
+            events.params[..],
+            "the archive notes what goes"
+        );
         assert_eq!(
             events.params,
             vec![
@@ -843,6 +871,7 @@ mod tests {
         let position = |what| tables.iter().position(|t| *t == what).unwrap();
         assert!(position("sharedLinksRedacted") < position("linkMembers"));
         assert!(position("identityLinks") < position("linkMembers"));
+        assert!(position("archiveObjects") < position("events"));
     }
 
     #[test]

@@ -97,12 +97,19 @@ impl Retention {
 }
 
 /// Deletes one chunk of expired events (uses the `received_at` index). Repeat while it deletes a
-/// full chunk.
-pub fn purge_events(retention: &Retention, now_ms: i64) -> Statement {
+/// full chunk. With an archive (`archived_only`), an event not yet in it stays until it is: an
+/// accepted event is never lost to a stalled archive.
+pub fn purge_events(retention: &Retention, now_ms: i64, archived_only: bool) -> Statement {
+    let archived = if archived_only {
+        " AND archived_at IS NOT NULL"
+    } else {
+        ""
+    };
     Statement {
-        sql: "DELETE FROM events WHERE (source_id, message_id) IN \
-              (SELECT source_id, message_id FROM events WHERE received_at < ? LIMIT ?)"
-            .into(),
+        sql: format!(
+            "DELETE FROM events WHERE (source_id, message_id) IN \
+             (SELECT source_id, message_id FROM events WHERE received_at < ?{archived} LIMIT ?)"
+        ),
         params: vec![
             Param::Int(retention.event_cutoff(now_ms)),
             Param::Int(i64::from(retention.chunk)),
@@ -197,9 +204,14 @@ mod tests {
             chunk: 7,
             ..Retention::default()
         };
-        let s = purge_events(&r, 91 * DAY_MS);
+        let s = purge_events(&r, 91 * DAY_MS, false);
         assert!(s.sql.contains("LIMIT ?"));
         assert_eq!(s.params, vec![Param::Int(DAY_MS), Param::Int(7)]);
+        assert!(!s.sql.contains("archived_at"));
+        let archived = purge_events(&r, 91 * DAY_MS, true);
+        assert!(archived
+            .sql
+            .contains("received_at < ? AND archived_at IS NOT NULL LIMIT ?"));
         let p = inactive_anonymous_profiles(&r, 181 * DAY_MS);
         assert!(p.sql.contains("LIMIT ?2"));
         assert!(p.sql.contains("j.identifier LIKE 'cookie_id:%'"));

@@ -21,7 +21,8 @@ const JOURNEY_CRON: &str = "* * * * *";
 /// fails loses nothing: the sweep sends overdue deliveries and unarchived events again.
 pub async fn send_stored(env: &Env, stored: crate::store::events::Inserted) {
     deliver::send(env, stored.deliveries).await;
-    if let Err(e) = archive::send(env, stored.archive).await {
+    let messages = seam_core::archive::messages(stored.archive);
+    if let Err(e) = archive::send(env, messages).await {
         worker::console_error!("archive queue: {e}");
     }
 }
@@ -43,9 +44,11 @@ pub async fn scheduled(cron: &str, env: &Env, now_ms: i64) {
         return;
     }
     if cron == SWEEP_CRON {
-        match archive::requeue(env, now_ms).await {
-            Ok(0) => {}
-            Ok(n) => worker::console_log!("archive: {n} events queued again"),
+        match archive::sweep(env, now_ms).await {
+            Ok((0, 0, 0)) => {}
+            Ok((keys, claims, rewrites)) => worker::console_log!(
+                "archive: {keys} events and {claims} claims queued again, {rewrites} objects rebuilt"
+            ),
             Err(e) => worker::console_error!("archive sweep: {e}"),
         }
         match deliver::resend_overdue(env, now_ms).await {

@@ -35,6 +35,8 @@ pub struct Report {
     pub journeys: usize,
     /// Rejection log rows pruned (after a week).
     pub rejections: usize,
+    /// Archive objects deleted (whole days past the event retention).
+    pub archive_objects: usize,
     /// Chunks used (at most the configured maximum).
     pub chunks: u32,
 }
@@ -50,7 +52,8 @@ pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
     let db = env.d1("DB")?;
     let mut report = Report::default();
     while report.chunks < policy.max_chunks {
-        let deleted = changes(&db, &purge_events(&policy, now_ms)).await?;
+        let archived_only = super::archive::enabled(env);
+        let deleted = changes(&db, &purge_events(&policy, now_ms, archived_only)).await?;
         report.events += deleted;
         report.chunks += 1;
         if deleted < policy.chunk as usize {
@@ -65,7 +68,7 @@ pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
         }
         report.chunks += 1;
         report.profiles += expired.profile_ids.len();
-        let plan: Vec<(&'static str, Statement)> = erase(&expired, &sources);
+        let plan: Vec<(&'static str, Statement)> = erase(&expired, &sources, now_ms);
         for (what, n) in store::privacy::run_counted(&db, &plan).await? {
             *report.profile_rows.entry(what).or_default() += n;
         }
@@ -89,6 +92,7 @@ pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
         }
     }
     report.rejections = changes(&db, &seam_core::collect::live::prune_rejections(now_ms)).await?;
+    report.archive_objects = super::archive::expire(env, policy.event_cutoff(now_ms)).await?;
     // Journeys' history goes with the events it was made from; runs still going stay.
     let before = now_ms - i64::from(policy.event_days) * DAY_MS;
     for statement in seam_core::journey::run::prune(before, policy.chunk) {
@@ -112,6 +116,7 @@ pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
             "deliveries": report.deliveries,
             "journeys": report.journeys,
             "rejections": report.rejections,
+            "archiveObjects": report.archive_objects,
             "chunks": report.chunks,
             "eventDays": policy.event_days,
             "anonymousProfileDays": policy.anonymous_profile_days,

@@ -6,6 +6,7 @@ pub mod decide;
 pub mod demo;
 pub mod destinations;
 pub mod events;
+pub mod export;
 pub mod health;
 pub mod hooks;
 pub mod ingest;

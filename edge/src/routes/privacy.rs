@@ -154,7 +154,8 @@ async fn delete(
         "audit",
         action.audit("delete", grant, identifier, subject_detail(&subject)),
     ));
-    let counts = store::privacy::erase_subject(env, &db, &subject, &sources, extra).await?;
+    let counts =
+        store::privacy::erase_subject(env, &db, &subject, &sources, extra, action.now_ms).await?;
     let delay_seconds = u32::try_from(erasure_delay_ms.div_euclid(1000) + 1).unwrap_or(u32::MAX);
     jobs::deliver::send_delayed(env, forwards, delay_seconds).await;
     // The person's evidence no longer counts in co-occurrence and popularity.

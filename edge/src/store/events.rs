@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use seam_core::activate::deliver::{self, Job};
-use seam_core::archive::{self, Entry};
+use seam_core::archive;
 use seam_core::collect::enrich::RequestFacts;
 use seam_core::collect::event::Event;
 use seam_core::collect::ingest::decode;
@@ -125,8 +125,8 @@ async fn stamp_consent(
 pub struct Inserted {
     /// Deliveries to queue.
     pub deliveries: Vec<Job>,
-    /// The lines of the events stored now (not the duplicates), for the archive.
-    pub archive: Vec<Entry>,
+    /// The keys of the events stored now (not the duplicates), for the archive.
+    pub archive: Vec<(String, String)>,
 }
 
 /// Stores prepared events of `source` with their deliveries to the destinations in force.
@@ -168,7 +168,7 @@ pub async fn insert(
     let inserted = d1::inserted_ids(results.get(..first_delivery).unwrap_or_default())?;
     Ok(Inserted {
         deliveries: deliveries::jobs_of(results.get(first_delivery..).unwrap_or_default()),
-        archive: archive::stored_entries(&source.id, &valid, &inserted),
+        archive: archive::stored_keys(&source.id, &valid, &inserted),
     })
 }
 

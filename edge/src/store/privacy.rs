@@ -104,6 +104,7 @@ pub async fn undo_suppressed(
     events: &[&Event],
     rules: &Rules,
     late: &HashSet<String>,
+    now_ms: i64,
 ) -> Result<(), ApiError> {
     let mut subject = Subject::default();
     for event in events {
@@ -126,7 +127,7 @@ pub async fn undo_suppressed(
         return Ok(());
     }
     let sources = sources::all_ids(env, &sources::configured(env)?).await?;
-    erase_subject(env, db, &subject, &sources, Vec::new()).await?;
+    erase_subject(env, db, &subject, &sources, Vec::new(), now_ms).await?;
     Ok(())
 }
 
@@ -170,8 +171,9 @@ pub async fn erase_subject(
     subject: &Subject,
     source_ids: &[String],
     extra: Vec<(&'static str, Statement)>,
+    now_ms: i64,
 ) -> worker::Result<BTreeMap<&'static str, usize>> {
-    let mut named = erase(subject, source_ids);
+    let mut named = erase(subject, source_ids, now_ms);
     named.extend(extra);
     let mut counts = run_counted(db, &named).await?;
     counts.insert("kvKeys", delete_kv(env, &subject.kv_keys()).await);

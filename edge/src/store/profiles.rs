@@ -10,6 +10,8 @@ use seam_core::plan::{Param, Statement};
 use seam_core::privacy::WITH_PERSON_EVENTS;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::collections::HashMap;
+
 use worker::{D1Database, D1Result};
 
 use crate::isolate;
@@ -139,14 +141,26 @@ pub fn loaded_from(results: &[D1Result], profile_id: &str) -> worker::Result<Loa
             "a read batch lost a result".into(),
         ));
     };
+    Ok(loaded(
+        profile_id,
+        identifiers.results::<IdentifierRow>()?,
+        traits.results::<TraitRowDb>()?,
+        state.results()?.into_iter().next(),
+    ))
+}
+
+fn loaded(
+    profile_id: &str,
+    identifiers: Vec<IdentifierRow>,
+    traits: Vec<TraitRowDb>,
+    state: Option<personalisation::StateRow>,
+) -> Loaded {
     let mut identifiers: Vec<Identifier> = identifiers
-        .results::<IdentifierRow>()?
         .iter()
         .filter_map(|r| Identifier::parse(&r.identifier))
         .collect();
     identifiers.sort_by_key(|i| i.class() as usize);
     let rows: Vec<TraitRow> = traits
-        .results::<TraitRowDb>()?
         .into_iter()
         .map(|r| TraitRow {
             identifier: r.identifier,
@@ -158,8 +172,8 @@ pub fn loaded_from(results: &[D1Result], profile_id: &str) -> worker::Result<Loa
         })
         .collect();
     let texts = identifiers.iter().map(ToString::to_string).collect();
-    let state = personalisation::state_of(state.results()?.into_iter().next());
-    Ok((ProfileView::new(profile_id, texts, &rows), state))
+    let state = personalisation::state_of(state);
+    (ProfileView::new(profile_id, texts, &rows), state)
 }
 
 fn values_of<'a>(identifiers: &'a [String], kind: &'a IdType) -> Vec<String> {
@@ -196,6 +210,100 @@ pub fn parse_json_column(mut row: Value, column: &str) -> Value {
 /// An event row with its stored `body` parsed.
 pub fn parse_body(row: Value) -> Value {
     parse_json_column(row, "body")
+}
+
+/// Profiles one export page holds at most.
+pub const EXPORT_PAGE: usize = 200;
+
+/// A page of up to `limit` profiles after profile ID `after`, by ID, each with identifiers,
+/// traits, computed traits and segments as of `now_ms`, in four reads; and the last ID when
+/// there may be more.
+pub async fn page(
+    db: &D1Database,
+    after: &str,
+    limit: usize,
+    now_ms: i64,
+) -> worker::Result<(Vec<Value>, Option<String>)> {
+    let ids: Vec<String> = d1::rows::<ProfileIdRow>(
+        db,
+        &Statement {
+            sql: "SELECT DISTINCT profile_id FROM identities WHERE profile_id > ?1 \
+                  ORDER BY profile_id LIMIT ?2"
+                .into(),
+            params: vec![
+                Param::Text(after.into()),
+                Param::Int(limit.min(EXPORT_PAGE) as i64),
+            ],
+        },
+    )
+    .await?
+    .into_iter()
+    .map(|r| r.profile_id)
+    .collect();
+    let in_page = "(SELECT value FROM json_each(?1))";
+    let param = vec![Param::Text(json!(ids).to_string())];
+    let reads = [
+        format!("SELECT profile_id, identifier FROM identities WHERE profile_id IN {in_page}"),
+        format!(
+            "SELECT i.profile_id, t.identifier, t.key, t.once, t.value, t.timestamp, t.message_key \
+             FROM identities i CROSS JOIN trait_values t ON t.identifier = i.identifier \
+             WHERE i.profile_id IN {in_page}"
+        ),
+        format!(
+            "SELECT profile_id, state, version FROM profile_personalisation \
+             WHERE profile_id IN {in_page}"
+        ),
+    ]
+    .map(|sql| Statement {
+        sql,
+        params: param.clone(),
+    });
+    let results = d1::execute(db, &reads).await?;
+    #[derive(Deserialize)]
+    struct Owned<T> {
+        profile_id: String,
+        #[serde(flatten)]
+        row: T,
+    }
+    let mut identifiers: HashMap<String, Vec<IdentifierRow>> = HashMap::new();
+    for r in results_of::<Owned<IdentifierRow>>(&results, 0)? {
+        identifiers.entry(r.profile_id).or_default().push(r.row);
+    }
+    let mut traits: HashMap<String, Vec<TraitRowDb>> = HashMap::new();
+    for r in results_of::<Owned<TraitRowDb>>(&results, 1)? {
+        traits.entry(r.profile_id).or_default().push(r.row);
+    }
+    let mut states: HashMap<String, personalisation::StateRow> = HashMap::new();
+    for r in results_of::<Owned<personalisation::StateRow>>(&results, 2)? {
+        states.insert(r.profile_id, r.row);
+    }
+    let mut out = Vec::with_capacity(ids.len());
+    for id in &ids {
+        let (mut view, state) = loaded(
+            id,
+            identifiers.remove(id).unwrap_or_default(),
+            traits.remove(id).unwrap_or_default(),
+            states.remove(id),
+        );
+        fill_personalisation(&mut view, &state.0, now_ms);
+        out.push(serde_json::to_value(view)?);
+    }
+    let next = (ids.len() == limit.min(EXPORT_PAGE))
+        .then(|| ids.last().cloned())
+        .flatten();
+    Ok((out, next))
+}
+
+fn results_of<T: serde::de::DeserializeOwned>(
+    results: &[D1Result],
+    i: usize,
+) -> worker::Result<Vec<T>> {
+    match results.get(i) {
+        Some(r) => r.results::<T>(),
+        None => Err(worker::Error::RustError(
+            "a read batch lost a result".into(),
+        )),
+    }
 }
 
 /// Newest events, consent changes and deliveries the profile view lists.
