@@ -24,8 +24,11 @@ use crate::plan::{Param, Statement};
 
 /// Where the archive's objects live in the bucket.
 pub const PREFIX: &str = "events/";
-/// Keys one queue message carries at most (about 40 KB; a send takes 256 KB).
+/// Keys one queue message carries at most: also the most one claim holds.
 pub const KEYS_PER_MESSAGE: usize = 500;
+/// Bytes of keys (as JSON) one queue message carries at most (Queues take 128 KB a message and
+/// 256 KB a send).
+pub const MESSAGE_BYTES: usize = 48 * 1024;
 /// Keys one claim statement binds (as one JSON parameter).
 const KEYS_PER_STATEMENT: usize = 1000;
 /// How long a claim may take before the sweep finishes it, and before an erasure's rewrite of
@@ -48,12 +51,27 @@ pub enum Message {
     },
 }
 
-/// The messages for the keys of stored events: [`KEYS_PER_MESSAGE`] each.
+/// The messages for the keys of stored events: at most [`KEYS_PER_MESSAGE`] keys and
+/// [`MESSAGE_BYTES`] of them as JSON each (message IDs are the client's: up to 99 characters,
+/// each escaped up to six bytes).
 pub fn messages(keys: Vec<(String, String)>) -> Vec<Message> {
-    keys.chunks(KEYS_PER_MESSAGE)
-        .map(|chunk| Message::Events {
-            events: chunk.to_vec(),
-        })
+    let mut out: Vec<Vec<(String, String)>> = Vec::new();
+    let mut size = 0;
+    for key in keys {
+        let len = serde_json::to_string(&key).map_or(MESSAGE_BYTES, |t| t.len() + 1);
+        match out.last_mut() {
+            Some(last) if last.len() < KEYS_PER_MESSAGE && size + len <= MESSAGE_BYTES => {
+                last.push(key)
+            }
+            _ => {
+                out.push(vec![key]);
+                size = 0;
+            }
+        }
+        size += len;
+    }
+    out.into_iter()
+        .map(|events| Message::Events { events })
         .collect()
 }
 
@@ -71,9 +89,13 @@ pub fn stored_keys(
         .collect()
 }
 
-/// A new claim's name, from random bytes.
-pub fn claim_id(random: [u8; 8]) -> String {
-    random.iter().map(|b| format!("{b:02x}")).collect()
+/// A new claim's name at `now_ms`: the time first, so a partition's objects list in the order
+/// they were written (an export that pages through a day sees later objects after earlier
+/// ones), then random bytes.
+pub fn claim_id(now_ms: i64, random: [u8; 4]) -> String {
+    let time = now_ms.max(0);
+    let tail: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{time:012x}{tail}")
 }
 
 /// A stored event's columns, as D1 holds them (`SELECT` [`COLUMNS`]).
@@ -275,7 +297,8 @@ pub fn note_rewrites(with: &str, selection: &str, params: Vec<Param>, now_ms: i6
         sql: format!(
             "{with}INSERT INTO archive_rewrites (claim, day, source_id, noted_at) \
              SELECT DISTINCT archive_object, received_at / {DAY_MS}, source_id, ?{at} {selection} \
-             AND archive_object IS NOT NULL ON CONFLICT DO NOTHING"
+             AND archive_object IS NOT NULL \
+             ON CONFLICT (claim, day, source_id) DO UPDATE SET noted_at = max(noted_at, excluded.noted_at)"
         ),
         params,
     }
@@ -290,6 +313,9 @@ pub struct Rewrite {
     pub day: i64,
     /// The source.
     pub source_id: String,
+    /// When the latest change was noted: a change noted after the rebuild read its rows keeps
+    /// the note for another rebuild.
+    pub noted_at: i64,
 }
 
 impl Rewrite {
@@ -314,15 +340,17 @@ impl Rewrite {
         }
     }
 
-    /// Forgets the rewrite, done.
+    /// Forgets the rewrite, done, unless a later change was noted meanwhile.
     pub fn done(&self) -> Statement {
         Statement {
-            sql: "DELETE FROM archive_rewrites WHERE claim = ?1 AND day = ?2 AND source_id = ?3"
+            sql: "DELETE FROM archive_rewrites WHERE claim = ?1 AND day = ?2 AND source_id = ?3 \
+                  AND noted_at = ?4"
                 .into(),
             params: vec![
                 Param::Text(self.claim.clone()),
                 Param::Int(self.day),
                 Param::Text(self.source_id.clone()),
+                Param::Int(self.noted_at),
             ],
         }
     }
@@ -331,7 +359,7 @@ impl Rewrite {
 /// Up to `limit` rewrites noted before `before_ms` whose claim is finished: [`Rewrite`]s.
 pub fn rewrites_due(before_ms: i64, limit: u32) -> Statement {
     Statement {
-        sql: "SELECT claim, day, source_id FROM archive_rewrites r WHERE noted_at < ?1 \
+        sql: "SELECT claim, day, source_id, noted_at FROM archive_rewrites r WHERE noted_at < ?1 \
               AND NOT EXISTS (SELECT 1 FROM events e WHERE e.archive_object = r.claim \
               AND e.archived_at IS NULL) ORDER BY noted_at LIMIT ?2"
             .into(),
@@ -458,15 +486,16 @@ impl Window {
     }
 }
 
-/// The NDJSON of an archive object (at most `max_bytes` of it), or `None` when it is not gzip.
+/// The NDJSON of an archive object, or `None` when it is not gzip or holds more than
+/// `max_bytes` (never a silently cut file).
 pub fn gunzip(bytes: &[u8], max_bytes: usize) -> Option<Vec<u8>> {
     use std::io::Read;
     let mut out = Vec::new();
     flate2::read::GzDecoder::new(bytes)
-        .take(max_bytes as u64)
+        .take(max_bytes as u64 + 1)
         .read_to_end(&mut out)
         .ok()?;
-    Some(out)
+    (out.len() <= max_bytes).then_some(out)
 }
 
 #[cfg(test)]
@@ -549,7 +578,13 @@ mod tests {
             claim: "c1".into(),
             day: 1,
             source_id: "pos/1".into(),
+            noted_at: 9,
         };
+        assert_eq!(
+            rewrite.done().params[3],
+            Param::Int(9),
+            "a later note survives"
+        );
         assert_eq!(
             rewrite.key(),
             objects("c1", &[row("pos/1", "m3", DAY + 3)])[0].key
@@ -584,7 +619,19 @@ mod tests {
             Some(Message::Claim { claim: "c1".into() })
         );
         assert_eq!(claim(&keys, "c1").len(), 2);
-        assert_eq!(claim_id([0, 1, 2, 3, 4, 5, 6, 255]), "00010203040506ff");
+        assert_eq!(claim_id(0x1234, [0, 1, 2, 255]), "000000001234000102ff");
+        assert!(claim_id(1_800_000_000_000, [0; 4]) < claim_id(1_800_000_000_001, [0; 4]));
+        // Long, escaped IDs: messages stay small whatever the client sent.
+        let long: Vec<(String, String)> = (0..900)
+            .map(|i| ("web".into(), format!("{i}{}", "\u{1}".repeat(90))))
+            .collect();
+        for m in super::messages(long) {
+            assert!(serde_json::to_string(&m).unwrap_or_default().len() < 64 * 1024);
+        }
+        assert!(
+            gunzip(&objects("c", &[row("web", "m", 5)])[0].body, 10).is_none(),
+            "too big: refused, not cut"
+        );
     }
 
     #[test]

@@ -20,3 +20,17 @@ CREATE TABLE archive_rewrites (
   PRIMARY KEY (claim, day, source_id)
 ) WITHOUT ROWID;
 CREATE INDEX archive_rewrites_noted ON archive_rewrites (noted_at);
+
+-- The sweep's question for claims nobody finished.
+CREATE INDEX events_claimed_unmarked ON events (received_at)
+  WHERE archived_at IS NULL AND archive_object IS NOT NULL;
+
+-- An event replaced after its dedup window leaves its old line in its claim's object: the
+-- object is noted for rebuilding, so the archive holds one line per stored event, as D1 does.
+CREATE TRIGGER events_replaced_in_archive AFTER UPDATE OF received_at ON events
+WHEN OLD.archive_object IS NOT NULL AND OLD.received_at <> NEW.received_at
+BEGIN
+  INSERT INTO archive_rewrites (claim, day, source_id, noted_at)
+  VALUES (OLD.archive_object, OLD.received_at / 86400000, OLD.source_id, NEW.received_at)
+  ON CONFLICT (claim, day, source_id) DO UPDATE SET noted_at = max(noted_at, excluded.noted_at);
+END;

@@ -107,6 +107,18 @@ async fn route(
             return routes::destinations::handle(req, env, &rest, now_ms).await;
         }
     }
+    if path == "/v1/admin/import" {
+        return match method {
+            Method::Post => routes::import::post(req, env, now_ms).await,
+            _ => Err(ApiError::MethodNotAllowed),
+        };
+    }
+    if let Some(id) = path.strip_prefix("/v1/admin/import/") {
+        return match method {
+            Method::Get => routes::import::get(&req, env, id).await,
+            _ => Err(ApiError::MethodNotAllowed),
+        };
+    }
     if let Some(rest) = path.strip_prefix("/v1/admin/export/") {
         return match method {
             Method::Get => routes::export::get(&req, env, rest, now_ms).await,

@@ -71,6 +71,8 @@ pub enum ApiError {
     HookForbidden,
     #[error(transparent)]
     Export(#[from] seam_core::archive::ExportError),
+    #[error(transparent)]
+    Import(#[from] seam_core::collect::import::ImportError),
     #[error("storage is unavailable, retry later")]
     Storage(String),
 }
@@ -105,6 +107,7 @@ impl ApiError {
             Self::JourneyNotFound => "journey_not_found",
             Self::HookForbidden => "hook_forbidden",
             Self::Export(e) => e.code(),
+            Self::Import(e) => e.code(),
             Self::Storage(_) => "storage_unavailable",
         }
     }
@@ -145,6 +148,8 @@ impl ApiError {
             Self::Journeys(_) => 400,
             Self::HookForbidden => 403,
             Self::Export(_) => 400,
+            Self::Import(seam_core::collect::import::ImportError::LengthRequired) => 411,
+            Self::Import(_) => 400,
             Self::Storage(_) => 503,
         }
     }

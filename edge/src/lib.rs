@@ -45,11 +45,15 @@ async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     jobs::scheduled(&event.cron(), &env, event.schedule() as i64).await;
 }
 
-/// The queues' consumer: the archive's (`jobs::archive`) or the deliveries' (`jobs::deliver`).
+/// The queues' consumer: the archive's (`jobs::archive`), the imports' (`jobs::import`) or the
+/// deliveries' (`jobs::deliver`).
 #[event(queue)]
-async fn queue(batch: MessageBatch<serde_json::Value>, env: Env, _ctx: Context) -> Result<()> {
-    if batch.queue() == jobs::archive::QUEUE_NAME {
+async fn queue(batch: MessageBatch<serde_json::Value>, env: Env, ctx: Context) -> Result<()> {
+    let queue = batch.queue();
+    if queue == jobs::archive::QUEUE_NAME {
         jobs::archive::consume(batch, &env).await
+    } else if queue == jobs::import::QUEUE_NAME {
+        jobs::import::consume(batch, &env, &ctx).await
     } else {
         jobs::deliver::consume(batch, &env).await
     }

@@ -80,7 +80,7 @@ describe("the raw event archive", () => {
     const lines = objects.flatMap((o) => o.lines);
     assert.deepEqual(lines.map((l) => l.message_id).sort(), [...stored].sort(), "each stored event once, and nothing else");
     const today = new Date().toISOString().slice(0, 10);
-    for (const o of objects) assert.match(o.key, new RegExp(`^events/dt=${today}/source=demo-site/[0-9a-f]{16}\\.ndjson\\.gz$`));
+    for (const o of objects) assert.match(o.key, new RegExp(`^events/dt=${today}/source=demo-site/[0-9a-f]{20}\\.ndjson\\.gz$`));
     const order = lines.find((l) => l.message_id === orders[3].messageId);
     assert.deepEqual(
       [order.type, order.event, order.anonymous_id, order.source_id, order.body.properties.revenue],
@@ -214,6 +214,23 @@ print(json.dumps({"rows": rows, "revenue": revenue, "sources": sources}))
     const after = await archived(edge);
     assert.deepEqual(after.map((o) => o.key).sort(), objects.map((o) => o.key).sort(), "the same objects");
     once(after);
+
+    // Replaced after its dedup window (the insert's upsert moves received_at and clears the
+    // claim): its old object is noted, and the sweep leaves one line for it, the new one.
+    const [old] = await edge.query("SELECT archive_object AS claim, received_at FROM events WHERE message_id = ?", lost);
+    await edge.exec("UPDATE events SET received_at = received_at + 1000, archive_object = NULL, archived_at = NULL WHERE message_id = ?", lost);
+    const noted = await edge.query("SELECT claim, day FROM archive_rewrites WHERE claim = ?", old.claim);
+    assert.deepEqual(noted, [{ claim: old.claim, day: Math.floor(old.received_at / 86_400_000) }]);
+    assert.equal((await cron(edge, "*/5 * * * *")).status, 200);
+    for (let i = 0; i < 80; i++) {
+      const [{ n }] = await edge.query("SELECT COUNT(*) AS n FROM events WHERE message_id = ? AND archived_at IS NULL", lost);
+      if (n === 0) break;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    const replaced = await archived(edge);
+    assert.equal(once(replaced).filter((id) => id === lost).length, 1);
+    const line = replaced.flatMap((o) => o.lines).find((l) => l.message_id === lost);
+    assert.equal(Date.parse(line.received_at), old.received_at + 1000, "the new version");
   });
 
   test("an erasure reaches the archive: the person's lines and their email in others' lines go", async () => {

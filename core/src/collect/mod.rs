@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod enrich;
 pub mod event;
+pub mod import;
 pub mod ingest;
 pub mod ingest_plan;
 pub mod live;

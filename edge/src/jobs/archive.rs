@@ -6,7 +6,10 @@
 use seam_core::archive::{self, Message, Rewrite, Row};
 use serde::Deserialize;
 use serde_json::Value;
-use worker::{Context, Env, MessageBatch, MessageBuilder, QueueRetryOptionsBuilder};
+use worker::{
+    Bucket, Context, D1Database, Env, MessageBatch, MessageBuilder, MessageExt,
+    QueueRetryOptionsBuilder,
+};
 
 use crate::store::d1;
 use crate::{isolate, platform};
@@ -15,15 +18,17 @@ use crate::{isolate, platform};
 pub const QUEUE_NAME: &str = "seam-archive";
 const QUEUE: &str = "ARCHIVE_QUEUE";
 const BUCKET: &str = "ARCHIVE";
-/// Messages per send: a send takes at most 100 messages and 256 KB, and a message of
-/// [`archive::KEYS_PER_MESSAGE`] keys is about 40 KB.
-const SEND_BATCH: usize = 5;
+/// Messages per send: a send takes at most 100 messages and 256 KB, and a message at most
+/// [`archive::MESSAGE_BYTES`] of keys.
+const SEND_BATCH: usize = 4;
 /// The sweep leaves events this young to the messages already on their way.
 const SWEEP_AFTER_MS: i64 = 10 * 60 * 1000;
 /// Keys the sweep queues again per run.
 const SWEEP_LIMIT: u32 = 5000;
-/// Claims the sweep finishes, and objects it rebuilds, per run.
+/// Claims the sweep finishes per run.
 const SWEEP_CLAIMS: u32 = 50;
+/// Objects the sweep rebuilds per run at most (two D1 queries and one R2 call each).
+const REWRITES: u32 = 300;
 /// A failed batch comes back after this long.
 const RETRY_SECONDS: u32 = 30;
 
@@ -36,9 +41,9 @@ fn settle_ms(env: &Env) -> i64 {
         .map_or(archive::SETTLE_MS, |s| s * 1000)
 }
 
-/// Whether the archive is configured (its bucket bound).
+/// Whether the archive is configured (its bucket and queue bound).
 pub fn enabled(env: &Env) -> bool {
-    env.bucket(BUCKET).is_ok()
+    env.bucket(BUCKET).is_ok() && env.queue(QUEUE).is_ok()
 }
 
 /// Queues the keys of stored events after the response. A message lost here is not an event
@@ -71,62 +76,77 @@ pub async fn send(env: &Env, messages: Vec<Message>) -> worker::Result<()> {
     Ok(())
 }
 
-/// The consumer: claims the events of the batch's messages under one new claim, then writes
-/// that claim and any the messages name. A failure sends the batch back: a claim's objects
-/// are rebuilt whole, so writing one again replaces it.
+/// The consumer: each message's events become one claim (so a claim holds at most
+/// [`archive::KEYS_PER_MESSAGE`] events), written from D1's rows; a claim a message names is
+/// written again. A claim that fails after it was made is queued by name, so its retry writes
+/// the same objects; a message that fails before comes back as it was.
 pub async fn consume(batch: MessageBatch<Value>, env: &Env) -> worker::Result<()> {
-    let mut keys = Vec::new();
-    let mut claims = Vec::new();
-    for message in batch.messages()? {
-        match serde_json::from_value::<Message>(message.body().clone()) {
-            Ok(Message::Events { events }) => keys.extend(events),
-            Ok(Message::Claim { claim }) => claims.push(claim),
-            // Its events stay unclaimed: the sweep queues them again.
-            Err(_) => worker::console_error!("archive queue: a message of neither kind"),
-        }
-    }
-    if let Err(e) = write(env, keys, claims).await {
-        worker::console_error!("archive: {e}");
-        batch.retry_all_with_options(
-            &QueueRetryOptionsBuilder::new()
-                .with_delay_seconds(RETRY_SECONDS)
-                .build(),
-        );
-    }
-    Ok(())
-}
-
-async fn write(
-    env: &Env,
-    keys: Vec<(String, String)>,
-    mut claims: Vec<String>,
-) -> worker::Result<()> {
     let db = env.d1("DB")?;
-    if !keys.is_empty() {
-        let claim = archive::claim_id(platform::random_bytes());
-        d1::execute(&db, &archive::claim(&keys, &claim)).await?;
-        claims.push(claim);
-    }
-    claims.sort();
-    claims.dedup();
     let bucket = env.bucket(BUCKET)?;
-    for claim in claims {
-        let rows: Vec<Row> = d1::rows(&db, &archive::claimed_rows(&claim)).await?;
-        for object in archive::objects(&claim, &rows) {
-            bucket.put(object.key, object.body).execute().await?;
+    for message in batch.messages()? {
+        let claim = match serde_json::from_value::<Message>(message.body().clone()) {
+            Ok(Message::Claim { claim }) => claim,
+            Ok(Message::Events { events }) => {
+                let claim = archive::claim_id(platform::now_ms(), platform::random_bytes());
+                if let Err(e) = d1::execute(&db, &archive::claim(&events, &claim)).await {
+                    worker::console_error!("archive claim: {e}");
+                    message.retry_with_options(&retry());
+                    continue;
+                }
+                claim
+            }
+            // Its events stay unclaimed: the sweep queues them again.
+            Err(_) => {
+                worker::console_error!("archive queue: a message of neither kind");
+                continue;
+            }
+        };
+        if let Err(e) = write(&db, &bucket, &claim).await {
+            worker::console_error!("archive: claim {claim}: {e}");
+            let again = send(env, vec![Message::Claim { claim }]).await;
+            if again.is_err() {
+                // Left to the sweep, which finds claims with unmarked rows.
+                worker::console_error!("archive: claim not queued again");
+            }
         }
-        d1::execute(&db, &[archive::mark(&claim, platform::now_ms())]).await?;
     }
     Ok(())
 }
 
-/// The sweep's part (every five minutes): keys nobody claimed and claims nobody finished go
-/// back on the queue, and the objects erasures changed are rebuilt. Returns how many of each.
+fn retry() -> worker::QueueRetryOptions {
+    QueueRetryOptionsBuilder::new()
+        .with_delay_seconds(RETRY_SECONDS)
+        .build()
+}
+
+/// Writes a claim's objects from its rows as D1 holds them now, then marks the rows.
+async fn write(db: &D1Database, bucket: &Bucket, claim: &str) -> worker::Result<()> {
+    let rows: Vec<Row> = d1::rows(db, &archive::claimed_rows(claim)).await?;
+    for object in archive::objects(claim, &rows) {
+        bucket.put(object.key, object.body).execute().await?;
+    }
+    d1::execute(db, &[archive::mark(claim, platform::now_ms())]).await?;
+    Ok(())
+}
+
+/// The sweep's part (every five minutes): the objects erasures changed are rebuilt first (a
+/// failing one is skipped, not in the way of the others), then keys nobody claimed and claims
+/// nobody finished go back on the queue. Returns how many of each.
 pub async fn sweep(env: &Env, now_ms: i64) -> worker::Result<(usize, usize, usize)> {
     if !enabled(env) {
         return Ok((0, 0, 0));
     }
     let db = env.d1("DB")?;
+    let bucket = env.bucket(BUCKET)?;
+    let settled = now_ms - settle_ms(env);
+    let rewrites: Vec<Rewrite> = d1::rows(&db, &archive::rewrites_due(settled, REWRITES)).await?;
+    let mut rebuilt = 0;
+    for rewrite in &rewrites {
+        match rebuild(&db, &bucket, rewrite).await {
+            Ok(()) => rebuilt += 1,
+            Err(e) => worker::console_error!("archive: rebuilding {}: {e}", rewrite.key()),
+        }
+    }
     #[derive(Deserialize)]
     struct Key {
         source_id: String,
@@ -144,38 +164,31 @@ pub async fn sweep(env: &Env, now_ms: i64) -> worker::Result<(usize, usize, usiz
     struct Claim {
         claim: String,
     }
-    let claims: Vec<Message> = d1::rows::<Claim>(
-        &db,
-        &archive::unfinished(now_ms - settle_ms(env), SWEEP_CLAIMS),
-    )
-    .await?
-    .into_iter()
-    .map(|c| Message::Claim { claim: c.claim })
-    .collect();
+    let claims: Vec<Message> = d1::rows::<Claim>(&db, &archive::unfinished(settled, SWEEP_CLAIMS))
+        .await?
+        .into_iter()
+        .map(|c| Message::Claim { claim: c.claim })
+        .collect();
     let counts = (keys.len(), claims.len());
-    send(env, archive::messages(keys)).await?;
     send(env, claims).await?;
-    let rewrites: Vec<Rewrite> = d1::rows(
-        &db,
-        &archive::rewrites_due(now_ms - settle_ms(env), SWEEP_CLAIMS),
-    )
-    .await?;
-    let bucket = env.bucket(BUCKET)?;
-    for rewrite in &rewrites {
-        let rows: Vec<Row> = d1::rows(&db, &rewrite.rows()).await?;
-        match archive::objects(&rewrite.claim, &rows).pop() {
-            Some(object) => {
-                bucket.put(object.key, object.body).execute().await?;
-            }
-            None => bucket.delete(rewrite.key()).await?,
+    send(env, archive::messages(keys)).await?;
+    Ok((counts.0, counts.1, rebuilt))
+}
+
+async fn rebuild(db: &D1Database, bucket: &Bucket, rewrite: &Rewrite) -> worker::Result<()> {
+    let rows: Vec<Row> = d1::rows(db, &rewrite.rows()).await?;
+    match archive::objects(&rewrite.claim, &rows).pop() {
+        Some(object) => {
+            bucket.put(object.key, object.body).execute().await?;
         }
-        d1::execute(&db, &[rewrite.done()]).await?;
+        None => bucket.delete(rewrite.key()).await?,
     }
-    Ok((counts.0, counts.1, rewrites.len()))
+    d1::execute(db, &[rewrite.done()]).await?;
+    Ok(())
 }
 
 /// Objects retention deletes per run at most.
-const EXPIRE_LIMIT: usize = 5000;
+const EXPIRE_LIMIT: usize = 50_000;
 
 /// Deletes the archive's objects of whole days received before `cutoff_ms` (retention, with
 /// the events' own retention); returns how many.
@@ -184,28 +197,35 @@ pub async fn expire(env: &Env, cutoff_ms: i64) -> worker::Result<usize> {
         return Ok(0);
     };
     let cutoff = archive::day_of_ms(cutoff_ms);
+    let prefix = format!("{}dt=", archive::PREFIX);
     let mut deleted = 0;
-    // Keys sort by day: the expired ones come first.
+    let mut after: Option<String> = None;
+    // Keys sort by day: the expired ones come first; anything else under the prefix is skipped.
     while deleted < EXPIRE_LIMIT {
-        let listed = bucket
-            .list()
-            .prefix(archive::PREFIX)
-            .limit(1000)
-            .execute()
-            .await?;
-        let keys: Vec<String> = listed
-            .objects()
-            .iter()
-            .map(|o| o.key())
-            .take_while(|k| archive::expired(k, &cutoff))
-            .collect();
-        if keys.is_empty() {
-            break;
+        let mut list = bucket.list().prefix(prefix.clone()).limit(1000);
+        if let Some(after) = &after {
+            list = list.start_after(after.clone());
+        }
+        let listed = list.execute().await?;
+        let objects = listed.objects();
+        let mut keys = Vec::new();
+        let mut past = false;
+        for key in objects.iter().map(|o| o.key()) {
+            match archive::day_of(&key) {
+                Some(day) if day >= cutoff.as_str() => {
+                    past = true;
+                    break;
+                }
+                Some(_) => keys.push(key.clone()),
+                None => {}
+            }
+            after = Some(key);
         }
         deleted += keys.len();
-        let full = keys.len() == 1000;
-        bucket.delete_multiple(keys).await?;
-        if !full {
+        if !keys.is_empty() {
+            bucket.delete_multiple(keys).await?;
+        }
+        if past || !listed.truncated() {
             break;
         }
     }

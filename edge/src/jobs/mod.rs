@@ -5,6 +5,7 @@
 pub mod archive;
 pub mod deliver;
 pub mod exposures;
+pub mod import;
 pub mod journeys;
 pub mod refresh;
 pub mod retention;
@@ -50,6 +51,11 @@ pub async fn scheduled(cron: &str, env: &Env, now_ms: i64) {
                 "archive: {keys} events and {claims} claims queued again, {rewrites} objects rebuilt"
             ),
             Err(e) => worker::console_error!("archive sweep: {e}"),
+        }
+        match import::resume_stalled(env, now_ms).await {
+            Ok(0) => {}
+            Ok(n) => worker::console_log!("imports: {n} resumed"),
+            Err(e) => worker::console_error!("imports: {e}"),
         }
         match deliver::resend_overdue(env, now_ms).await {
             Ok(0) => {}

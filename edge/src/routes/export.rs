@@ -19,8 +19,8 @@ use crate::store::{self, d1};
 
 /// Listing calls one page may make looking for its objects (1,000 keys each).
 const MAX_LISTS: usize = 10;
-/// An archive object is at most a queue batch: 100 messages of under 128 KB.
-const MAX_OBJECT_BYTES: usize = 16 * 1024 * 1024;
+/// An archive object holds one claim: at most 500 events of at most 32 KB, with their columns.
+const MAX_OBJECT_BYTES: usize = 32 * 1024 * 1024;
 const NEXT: &str = "X-Seam-Next-Cursor";
 
 /// Handles `/v1/admin/export/{rest}` at `now_ms`.
@@ -79,7 +79,7 @@ pub async fn get(req: &Request, env: &Env, rest: &str, now_ms: i64) -> Result<Re
     }
 }
 
-/// The keys of the window's next page, and the cursor after it (`None`: the export is done).
+/// `limit` as asked, between 1 and `max` (`max` when absent).
 fn limit(asked: Option<String>, max: usize) -> usize {
     asked
         .and_then(|l| l.parse().ok())
@@ -87,6 +87,7 @@ fn limit(asked: Option<String>, max: usize) -> usize {
         .clamp(1, max)
 }
 
+/// The keys of the window's next page, and the cursor after it (`None`: the export is done).
 async fn page(
     env: &Env,
     window: &Window,

@@ -9,6 +9,7 @@ pub mod events;
 pub mod export;
 pub mod health;
 pub mod hooks;
+pub mod import;
 pub mod ingest;
 pub mod journeys;
 pub mod overview;

@@ -10,6 +10,7 @@ pub mod destinations;
 pub mod documents;
 pub mod events;
 pub mod identity;
+pub mod imports;
 pub mod journeys;
 pub mod keys;
 pub mod personalisation;
