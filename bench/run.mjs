@@ -4,8 +4,9 @@
 //
 // BENCH_ONLY=edge node bench/run.mjs: only the edge section (ingest, merge, decisions and rendered
 // pages, one wrangler dev run), skipping the SDK size/browser and native criterion benches (which
-// take minutes); BENCH_ONLY=console: only the console over a million events (console.mjs). Either
-// way the table is printed but bench/results.md is left as it is.
+// take minutes); BENCH_ONLY=console: only the console over a million events (console.mjs);
+// BENCH_ONLY=import: only the CSV import (import.mjs). Any of them prints the table but leaves
+// bench/results.md as it is.
 import { execFileSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
@@ -14,6 +15,7 @@ import { products } from "../demo-site/products.js";
 import { kb, measureSdk } from "../scripts/sdk-size.mjs";
 import { sdkRows } from "./sdk.mjs";
 import { consoleRows } from "./console.mjs";
+import { importRows } from "./import.mjs";
 import { startReceiver } from "../tests/support/receiver.mjs";
 
 const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 400);
@@ -286,7 +288,7 @@ if (!ONLY) {
 }
 
 // Limits far above the load so the bench measures ingestion, not the rate limiter's 429s.
-const edge = ONLY === "console" ? null : await startEdge("bench", { limits: { ip: 1_000_000, source: 1_000_000 } });
+const edge = ONLY === "console" || ONLY === "import" ? null : await startEdge("bench", { limits: { ip: 1_000_000, source: 1_000_000 } });
 if (edge) try {
   const run = Date.now();
   const health = () => fetch(`${edge.url}/health`);
@@ -323,8 +325,10 @@ if (edge) try {
 } finally {
   await edge.stop();
 }
-// A fresh edge of its own, seeded with a million events, after the load above has stopped.
-if (ONLY !== "edge") rows.push(...(await consoleRows()));
+// Each on a fresh edge of its own, after the load above has stopped: the console over a million
+// events, and a CSV import (with D1's bytes per stored event).
+if (!ONLY || ONLY === "console") rows.push(...(await consoleRows()));
+if (!ONLY || ONLY === "import") rows.push(...(await importRows()));
 
 const table = [
   `Seam benchmarks — ${new Date().toISOString().slice(0, 10)}, ${cpus().length} cores (${cpus()[0]?.model ?? "?"}), local workerd via wrangler dev, ${REQUESTS} requests x ${CONCURRENCY} concurrent`,

@@ -170,9 +170,9 @@ describe("personalisation at ingest", () => {
     const adminPost = (path, body) =>
       post(`${edge.url}${path}`, body, { authorization: `Bearer ${ADMIN_KEY}` });
     /** A visitor who browsed three running shoes, in or out of the holdout as asked. */
-    const runner = async (wantHoldout) => {
+    const runner = async (wantHoldout, prefix = "runner") => {
       for (let i = 0; i < 200; i++) {
-        const anon = `runner-${wantHoldout}-${run}-${i}`;
+        const anon = `${prefix}-${wantHoldout}-${run}-${i}`;
         const r = await send(edge, [view(anon, "run-2", "Running Shoes", 5), view(anon, "run-3", "Running Shoes", 4), view(anon, "run-4", "Running Shoes", 3)]);
         if (inHoldout(r.json.profileId) === wantHoldout) return { anon, profileId: r.json.profileId };
       }
@@ -225,19 +225,23 @@ describe("personalisation at ingest", () => {
     });
 
     test("the admin API shows a profile's recommendations as their pages would, honouring their recorded consent, logging no exposure", async () => {
-      const { anon, profileId } = await runner(false);
+      const { anon, profileId } = await runner(false, "looked-at");
       const page = await decideFor(edge, { anonymousId: anon });
       const seen = await admin(`/v1/profiles/${profileId}/recommendations`);
       assert.equal(seen.status, 200);
       assert.deepEqual([seen.json.profileId, seen.json.reason, seen.json.consentDenied], [profileId, "personalised", false]);
       assert.deepEqual(seen.json.decisions[0].items.map((i) => i.product_id), page.json.decisions[0].items.map((i) => i.product_id));
       const exposures = () => edge.query("SELECT COUNT(*) AS n FROM events WHERE name = 'Decision Exposed' AND anonymous_id = ?", anon).then((r) => r[0].n);
+      // The page's exposure is logged after its response: wait for it, then for anything else.
+      for (let i = 0; i < 100 && (await exposures()) < 1; i++) await new Promise((r) => setTimeout(r, 100));
+      await settled(edge.url, 30_000);
       assert.equal(await exposures(), 1, "only the page's decision was a view");
 
       // They refuse ad personalisation on their next page: the console sees what they now see.
       await send(edge, [{ ...view(anon, "run-2", "Running Shoes", 0), context: { consent: { gcm: { ad_personalization: "denied" } } } }]);
       const refused = await admin(`/v1/profiles/${profileId}/recommendations`);
       assert.deepEqual([refused.json.reason, refused.json.personalised, refused.json.consentDenied], ["consent_denied", false, true]);
+      await settled(edge.url, 30_000);
       assert.equal(await exposures(), 1);
       assert.equal((await admin("/v1/profiles/nobody-here/recommendations")).status, 404);
     });
