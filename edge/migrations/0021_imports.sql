@@ -7,7 +7,8 @@ CREATE TABLE imports (
   source_id   TEXT    NOT NULL,
   mapping     TEXT    NOT NULL, -- JSON, validated against the header
   header      TEXT    NOT NULL, -- JSON array of the file's column names
-  status      TEXT    NOT NULL, -- 'running' | 'done'
+  status      TEXT    NOT NULL, -- 'running' | 'done' | 'failed'
+  attempts    INTEGER NOT NULL DEFAULT 0, -- failed tries of the current step
   bytes       INTEGER NOT NULL, -- the file's size
   offset      INTEGER NOT NULL, -- bytes read so far (a record boundary)
   rows        INTEGER NOT NULL DEFAULT 0,

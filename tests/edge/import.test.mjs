@@ -128,7 +128,19 @@ describe("CSV import", () => {
     const [{ n }] = await edge.query("SELECT COUNT(*) AS n FROM imports WHERE status = 'running'");
     assert.equal(n, 0);
     const files = await edge.archive.list({ prefix: "imports/" });
-    const [{ m }] = await edge.query("SELECT COUNT(*) AS m FROM imports");
-    assert.equal(files.objects.length, m, "refused files are not kept");
+    assert.equal(files.objects.length, 0, "refused files are not kept, nor imported ones");
+  });
+
+  test("a byte order mark, a quote never closed, and another export keyed by the same column", async () => {
+    // Excel's CSV UTF-8; refunds keyed by the same order numbers as the orders above.
+    const csv = `\uFEFForder_no,customer,total\nO-${run}-0,cust-${run}-0,5\nO-${run}-1,cust-${run}-1,"6\nO-${run}-2,cust-${run}-2,7\n`;
+    const refunds = { type: "track", event: "Order Refunded", key: "order_no", userId: "customer", properties: { revenue: { column: "total", type: "number" } } };
+    const started = await upload(edge, csv, refunds);
+    assert.equal(started.status, 202, JSON.stringify(started.json));
+    const done = await finished(edge, started.json.id);
+    assert.deepEqual([done.rows, done.accepted, done.duplicates, done.rejected], [2, 1, 0, 1], "a refund is not an order's duplicate");
+    assert.deepEqual(done.errors.map((e) => [e.row, e.code]), [[3, "unterminated_quote"]]);
+    const [{ n }] = await edge.query("SELECT COUNT(*) AS n FROM events WHERE name = 'Order Refunded' AND user_id = ?", `cust-${run}-0`);
+    assert.equal(n, 1);
   });
 });

@@ -69,7 +69,14 @@ pub fn records(bytes: &[u8], at_end: bool) -> (Vec<Record>, usize) {
 /// The file's header (its first record: unique, non-empty column names, at most
 /// [`MAX_COLUMNS`]) and the bytes it takes, from the file's first chunk.
 pub fn header(first: &[u8], at_end: bool) -> Result<(Vec<String>, usize), ImportError> {
-    let (mut records, used) = parse(first, at_end, 1);
+    // Excel's "CSV UTF-8" starts with a byte order mark.
+    let bom = if first.starts_with(&[0xEF, 0xBB, 0xBF]) {
+        3
+    } else {
+        0
+    };
+    let (mut records, used) = parse(&first[bom..], at_end, 1);
+    let used = used + bom;
     let header: Vec<String> = records
         .pop()
         .ok_or(ImportError::InvalidHeader)?
@@ -84,6 +91,11 @@ pub fn header(first: &[u8], at_end: bool) -> Result<(Vec<String>, usize), Import
         return Err(ImportError::InvalidHeader);
     }
     Ok((header, used))
+}
+
+/// [`records`], at most `max` of them (an import step's share).
+pub fn records_at_most(bytes: &[u8], at_end: bool, max: usize) -> (Vec<Record>, usize) {
+    parse(bytes, at_end, max)
 }
 
 fn parse(bytes: &[u8], at_end: bool, max: usize) -> (Vec<Record>, usize) {
@@ -115,7 +127,11 @@ fn parse(bytes: &[u8], at_end: bool, max: usize) -> (Vec<Record>, usize) {
             }
         } else {
             match b {
-                b'"' if field.is_empty() => quoted = true,
+                // A quote opens a quoted field at its start, after spaces too (`1, "a, b"`).
+                b'"' if field.iter().all(|&c| c == b' ') => {
+                    field.clear();
+                    quoted = true;
+                }
                 b',' => fields.push(std::mem::take(&mut field)),
                 b'\n' | b'\r' => {
                     let end = if b == b'\r' && bytes.get(i + 1) == Some(&b'\n') {
@@ -126,7 +142,8 @@ fn parse(bytes: &[u8], at_end: bool, max: usize) -> (Vec<Record>, usize) {
                     let record = finish(&mut fields, &mut field);
                     i = end;
                     consumed = end + 1;
-                    if !(record.len() == 1 && record[0].is_empty()) {
+                    // Blank lines, whitespace and filler rows (`,,,`) are no rows.
+                    if !record.iter().all(|f| f.trim().is_empty()) {
                         out.push(record);
                         if out.len() == max {
                             return (out, consumed);
@@ -138,13 +155,11 @@ fn parse(bytes: &[u8], at_end: bool, max: usize) -> (Vec<Record>, usize) {
         }
         i += 1;
     }
-    if at_end && !quoted && (!field.is_empty() || !fields.is_empty()) {
-        out.push(finish(&mut fields, &mut field));
-        consumed = bytes.len();
-    } else if at_end
-        && consumed < bytes.len()
-        && bytes[consumed..].iter().all(|b| b.is_ascii_whitespace())
-    {
+    if at_end && !quoted {
+        let record = finish(&mut fields, &mut field);
+        if !record.iter().all(|f| f.trim().is_empty()) {
+            out.push(record);
+        }
         consumed = bytes.len();
     }
     (out, consumed)
@@ -186,7 +201,8 @@ struct Field {
 ///  "properties": {"order_id": "order_no", "revenue": {"column": "total", "type": "number"}}}
 /// ```
 /// `type` is `identify` or `track`; `event` (track) is a name or `{"column"}`; `key` names the
-/// column that makes each row unique; `userId`, `anonymousId` and `timestamp` name columns;
+/// column that makes each row unique (with the type, the event name and an optional
+/// `namespace`: a row's message ID derives from them); `userId`, `anonymousId` and `timestamp` name columns;
 /// `traits` and `properties` map names to columns (`"col"`, or `{"column", "type": "text" |
 /// "number" | "boolean"}`). A row needs `userId` or `anonymousId`.
 #[derive(Debug, Clone, PartialEq)]
@@ -199,6 +215,7 @@ pub struct Mapping {
     timestamp: Option<usize>,
     fields: Vec<Field>,
     header: Vec<String>,
+    namespace: String,
 }
 
 impl Mapping {
@@ -217,6 +234,7 @@ impl Mapping {
         let known = [
             "type",
             "event",
+            "namespace",
             "key",
             "userId",
             "anonymousId",
@@ -313,6 +331,11 @@ impl Mapping {
             timestamp: named("timestamp")?,
             fields,
             header: header.to_vec(),
+            namespace: match m.get("namespace") {
+                None => String::new(),
+                Some(Value::String(n)) if n.len() <= 100 => n.clone(),
+                Some(_) => return Err(bad("namespace must be text (at most 100 characters)")),
+            },
         })
     }
 
@@ -348,12 +371,24 @@ impl Mapping {
         let mut event = Map::new();
         let kind = if self.identify { "identify" } else { "track" };
         event.insert("type".into(), json!(kind));
+        // The row's identity: what it is (type, event name, the mapping's namespace) and its key.
+        // Two exports keyed by the same column (orders and returns by order_no) stay apart.
+        let event_name = match &self.event {
+            Some(Source::Constant(n)) => n.as_str(),
+            Some(Source::Column(i, _)) => cell(*i),
+            None => "",
+        };
         let mut id = Sha256::new();
-        id.update(kind.as_bytes());
-        id.update([0]);
-        id.update(self.header[self.key].trim().as_bytes());
-        id.update([0]);
-        id.update(key.as_bytes());
+        for part in [
+            kind,
+            event_name,
+            &self.namespace,
+            self.header[self.key].trim(),
+            key,
+        ] {
+            id.update(part.as_bytes());
+            id.update([0]);
+        }
         let digest = id.finalize();
         let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
         event.insert("messageId".into(), json!(format!("import-{hex}")));
@@ -459,6 +494,15 @@ mod tests {
         assert!(none.is_empty());
         assert_eq!(used, 0);
         assert_eq!(records(b"5,x\n\n", true), (vec![strings(&["5", "x"])], 5));
+        assert_eq!(
+            records(b"5,x\n  \n,,\n", true),
+            (vec![strings(&["5", "x"])], 10),
+            "filler is no row"
+        );
+        assert_eq!(
+            records(b"1, \"Smith, John\"\n", false).0,
+            vec![strings(&["1", "Smith, John"])]
+        );
     }
 
     fn orders() -> Mapping {
@@ -491,6 +535,15 @@ mod tests {
         );
         let other = m.event(&strings(&["A-2", "c-9", "40", "", ""]), 8).unwrap();
         assert_ne!(e["messageId"], other["messageId"]);
+        let header = strings(&["order_no", "customer", "total", "placed", "gift"]);
+        let returns = Mapping::parse(&json!({"type": "track", "event": "Order Refunded", "key": "order_no", "userId": "customer"}), &header).unwrap();
+        let refund = returns
+            .event(&strings(&["A-1", "c-9", "42.50", "", ""]), 2)
+            .unwrap();
+        assert_ne!(
+            e["messageId"], refund["messageId"],
+            "another export keyed by the same column"
+        );
     }
 
     #[test]

@@ -23,10 +23,13 @@ const QUEUE: &str = "IMPORT_QUEUE";
 pub const BUCKET: &str = "ARCHIVE";
 /// Where uploaded files lie.
 pub const PREFIX: &str = "imports/";
-/// Bytes of the file one step reads (about 2,000 rows of an order export).
+/// Bytes of the file one step reads at most (a row may be this long).
 const CHUNK_BYTES: u64 = 256 * 1024;
-/// Events per `accept` call, like a client's batch.
-const BATCH: usize = 100;
+/// Rows one step imports at most: each may refresh a profile after the step, and an invocation
+/// makes at most 1,000 D1 queries.
+const ROWS_PER_STEP: usize = 100;
+/// Bytes of events per `accept` call (a client's batch takes 500 KB).
+const BATCH_BYTES: usize = 400 * 1024;
 /// A running import no step has moved for this long has lost its message.
 const STALLED_MS: i64 = 2 * 60 * 1000;
 
@@ -64,7 +67,17 @@ pub async fn consume(batch: MessageBatch<Value>, env: &Env, ctx: &Context) -> wo
         };
         if let Err(e) = run(env, ctx, &step).await {
             worker::console_error!("import {}: {} ({e})", step.import, e.code());
-            message.retry();
+            // A step that keeps failing (its source removed, its file gone) fails the import
+            // instead of looping.
+            let failed = match env.d1("DB") {
+                Ok(db) => {
+                    imports::failed_attempt(&db, &step.import, step.offset, e.code(), now_ms).await
+                }
+                Err(e) => Err(e),
+            };
+            if !matches!(failed, Ok(true)) {
+                message.retry();
+            }
         }
     }
     Ok(())
@@ -100,41 +113,56 @@ async fn run(env: &Env, ctx: &Context, step: &Step) -> Result<(), ApiError> {
         }
     };
     let at_end = job.offset + bytes.len() as i64 >= job.bytes;
-    let (records, used) = import::records(&bytes, at_end);
+    let (records, used) = import::records_at_most(&bytes, at_end, ROWS_PER_STEP);
     let mut errors = Vec::new();
     let mut step_done = imports::Step {
         offset: job.offset + used as i64,
-        done: at_end,
+        done: at_end && used == bytes.len(),
         ..Default::default()
     };
-    if used == 0 && !at_end {
-        // One record longer than a whole chunk: the rest of the file cannot be read past it.
+    let first_row = job.rows as u64 + 2;
+    if records.len() < ROWS_PER_STEP && used < bytes.len() && (at_end || used == 0) {
+        // What is left can never be read: a quote opened and never closed, or a row longer
+        // than a chunk. The import stops there, and says so.
+        let (code, message) = if at_end {
+            (
+                "unterminated_quote",
+                "a quoted field is never closed; the import stops here".to_owned(),
+            )
+        } else {
+            (
+                "row_too_large",
+                format!("a row longer than {CHUNK_BYTES} bytes; the import stops here"),
+            )
+        };
         errors.push(RowError {
-            row: job.rows as u64 + 2,
+            row: first_row + records.len() as u64,
             column: "-".into(),
-            code: "row_too_large".into(),
-            message: format!("a row longer than {CHUNK_BYTES} bytes; the import stops here"),
+            code: code.into(),
+            message,
         });
         step_done.done = true;
+        step_done.rows = 1;
         step_done.rejected = 1;
+        step_done.offset = job.bytes;
     }
     let mapping: Value = serde_json::from_str(&job.mapping).unwrap_or(Value::Null);
     let header: Vec<String> = serde_json::from_str(&job.header).unwrap_or_default();
     let mapping = Mapping::parse(&mapping, &header)?;
     let mut events = Vec::new();
     for (i, record) in records.iter().enumerate() {
-        let row = job.rows as u64 + 2 + i as u64;
+        let row = first_row + i as u64;
         match mapping.event(record, row) {
             Ok(event) => events.push((row, event)),
             Err(e) => errors.push(e),
         }
     }
-    step_done.rows = records.len() as i64;
+    step_done.rows += records.len() as i64;
     step_done.rejected += (records.len() - events.len()) as i64;
     let source = store::sources::by_id(env, &store::sources::configured(env)?, &job.source_id)
         .await?
         .ok_or_else(|| ApiError::Storage("an import's source is gone".into()))?;
-    for chunk in events.chunks(BATCH) {
+    for chunk in by_bytes(&events) {
         let body = json!({ "batch": chunk.iter().map(|(_, e)| e).collect::<Vec<_>>() }).to_string();
         let decoded = decode(body.as_bytes(), None, now_ms, || {
             id::message_id("seam-import", now_ms, platform::random_bytes())
@@ -158,7 +186,10 @@ async fn run(env: &Env, ctx: &Context, step: &Step) -> Result<(), ApiError> {
         }
     }
     let moved = imports::advance(&db, &job.id, job.offset, &step_done, &errors, now_ms).await?;
-    if moved && !step_done.done {
+    if moved && step_done.done {
+        // The rows are events now: the upload is not kept.
+        env.bucket(BUCKET)?.delete(file_key(&job.id)).await?;
+    } else if moved {
         send(
             env,
             Step {
@@ -169,6 +200,24 @@ async fn run(env: &Env, ctx: &Context, step: &Step) -> Result<(), ApiError> {
         .await?;
     }
     Ok(())
+}
+
+/// Rows' events in batches of at most [`BATCH_BYTES`] (a wide row counts for more).
+fn by_bytes(events: &[(u64, Value)]) -> Vec<&[(u64, Value)]> {
+    let mut out = Vec::new();
+    let (mut start, mut size) = (0, 0);
+    for (i, (_, event)) in events.iter().enumerate() {
+        let len = event.to_string().len() + 1;
+        if i > start && size + len > BATCH_BYTES {
+            out.push(&events[start..i]);
+            (start, size) = (i, 0);
+        }
+        size += len;
+    }
+    if start < events.len() {
+        out.push(&events[start..]);
+    }
+    out
 }
 
 /// Queues again the steps of imports that stopped moving (run by the sweep cron).

@@ -37,6 +37,8 @@ pub struct Report {
     pub rejections: usize,
     /// Archive objects deleted (whole days past the event retention).
     pub archive_objects: usize,
+    /// Finished imports forgotten (after the event retention).
+    pub imports: usize,
     /// Chunks used (at most the configured maximum).
     pub chunks: u32,
 }
@@ -93,6 +95,13 @@ pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
     }
     report.rejections = changes(&db, &seam_core::collect::live::prune_rejections(now_ms)).await?;
     report.archive_objects = super::archive::expire(env, policy.event_cutoff(now_ms)).await?;
+    // Finished imports, their refused rows (which quote the cells) and any file left behind.
+    for id in store::imports::prune(&db, policy.event_cutoff(now_ms)).await? {
+        if let Ok(bucket) = env.bucket(super::import::BUCKET) {
+            bucket.delete(super::import::file_key(&id)).await?;
+        }
+        report.imports += 1;
+    }
     // Journeys' history goes with the events it was made from; runs still going stay.
     let before = now_ms - i64::from(policy.event_days) * DAY_MS;
     for statement in seam_core::journey::run::prune(before, policy.chunk) {
@@ -117,6 +126,7 @@ pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
             "journeys": report.journeys,
             "rejections": report.rejections,
             "archiveObjects": report.archive_objects,
+            "imports": report.imports,
             "chunks": report.chunks,
             "eventDays": policy.event_days,
             "anonymousProfileDays": policy.anonymous_profile_days,

@@ -89,6 +89,7 @@ pub async fn post(req: Request, env: &Env, now_ms: i64) -> Result<Response, ApiE
         accepted: 0,
         duplicates: 0,
         rejected: 0,
+        attempts: 0,
         actor: grant.label.clone(),
         created_at: now_ms,
         updated_at: now_ms,

@@ -26,6 +26,7 @@ pub struct Import {
     pub accepted: i64,
     pub duplicates: i64,
     pub rejected: i64,
+    pub attempts: i64,
     pub actor: String,
     pub created_at: i64,
     pub updated_at: i64,
@@ -89,7 +90,7 @@ pub async fn advance(
 ) -> worker::Result<bool> {
     let mut plan = vec![Statement {
         sql: "UPDATE imports SET offset = ?3, rows = rows + ?4, accepted = accepted + ?5, \
-              duplicates = duplicates + ?6, rejected = rejected + ?7, \
+              duplicates = duplicates + ?6, rejected = rejected + ?7, attempts = 0, \
               status = CASE WHEN ?8 THEN 'done' ELSE status END, updated_at = ?9 \
               WHERE id = ?1 AND offset = ?2 AND status = 'running' RETURNING id"
             .into(),
@@ -132,6 +133,99 @@ pub async fn advance(
         .first()
         .and_then(|r| r.results::<Value>().ok())
         .is_some_and(|rows| !rows.is_empty()))
+}
+
+/// Tries before a step that keeps failing fails its import.
+pub const MAX_ATTEMPTS: i64 = 5;
+
+/// Counts a failed try of an import's step at `offset`; after [`MAX_ATTEMPTS`] the import
+/// fails, with the reason as an error of row 0. Returns whether it failed.
+pub async fn failed_attempt(
+    db: &D1Database,
+    id: &str,
+    offset: i64,
+    code: &str,
+    now_ms: i64,
+) -> worker::Result<bool> {
+    let results = d1::execute(
+        db,
+        &[
+            Statement {
+                sql: "UPDATE imports SET attempts = attempts + 1, updated_at = ?3, \
+                      status = CASE WHEN attempts + 1 >= ?4 THEN 'failed' ELSE status END \
+                      WHERE id = ?1 AND offset = ?2 AND status = 'running' RETURNING status"
+                    .into(),
+                params: vec![
+                    Param::Text(id.into()),
+                    Param::Int(offset),
+                    Param::Int(now_ms),
+                    Param::Int(MAX_ATTEMPTS),
+                ],
+            },
+            Statement {
+                sql: "INSERT INTO import_errors (import_id, row, col, code, message) \
+                      SELECT ?1, 0, '-', ?2, 'the import stopped at byte ' || ?3 \
+                      WHERE (SELECT status FROM imports WHERE id = ?1) = 'failed' \
+                      ON CONFLICT DO NOTHING"
+                    .into(),
+                params: vec![
+                    Param::Text(id.into()),
+                    Param::Text(code.into()),
+                    Param::Int(offset),
+                ],
+            },
+        ],
+    )
+    .await?;
+    #[derive(Deserialize)]
+    struct Row {
+        status: String,
+    }
+    Ok(results
+        .first()
+        .and_then(|r| r.results::<Row>().ok())
+        .and_then(|rows| rows.into_iter().next())
+        .is_some_and(|r| r.status == "failed"))
+}
+
+/// Imports finished (done or failed) before `before_ms`, with their errors, are forgotten;
+/// returns their IDs (their files go too).
+pub async fn prune(db: &D1Database, before_ms: i64) -> worker::Result<Vec<String>> {
+    let ids: Vec<String> = d1::rows::<IdRow>(
+        db,
+        &Statement {
+            sql: "SELECT id FROM imports WHERE status <> 'running' AND updated_at < ?1 LIMIT 100"
+                .into(),
+            params: vec![Param::Int(before_ms)],
+        },
+    )
+    .await?
+    .into_iter()
+    .map(|r| r.id)
+    .collect();
+    let list = Param::Text(serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()));
+    d1::execute(
+        db,
+        &[
+            Statement {
+                sql:
+                    "DELETE FROM import_errors WHERE import_id IN (SELECT value FROM json_each(?1))"
+                        .into(),
+                params: vec![list.clone()],
+            },
+            Statement {
+                sql: "DELETE FROM imports WHERE id IN (SELECT value FROM json_each(?1))".into(),
+                params: vec![list],
+            },
+        ],
+    )
+    .await?;
+    Ok(ids)
+}
+
+#[derive(Deserialize)]
+struct IdRow {
+    id: String,
 }
 
 /// The first refused rows of an import, by row.
