@@ -5,7 +5,7 @@
 import { readFileSync } from "node:fs";
 import { root, startEdge } from "../tests/support/edge.mjs";
 
-const ROWS = Number(process.env.IMPORT_ROWS ?? 100_000);
+const ROWS = Number(process.env.IMPORT_ROWS ?? 20_000);
 
 /** Rows for a CSV import of ROWS orders, and D1's bytes per stored event afterwards. */
 export async function importRows() {
