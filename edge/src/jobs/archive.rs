@@ -7,8 +7,7 @@ use seam_core::archive::{self, Message, Rewrite, Row};
 use serde::Deserialize;
 use serde_json::Value;
 use worker::{
-    Bucket, Context, D1Database, Env, MessageBatch, MessageBuilder, MessageExt,
-    QueueRetryOptionsBuilder,
+    Bucket, Context, D1Database, Env, MessageBatch, MessageBuilder, QueueRetryOptionsBuilder,
 };
 
 use crate::store::d1;
@@ -78,37 +77,68 @@ pub async fn send(env: &Env, messages: Vec<Message>) -> worker::Result<()> {
 
 /// The consumer: each message's events become one claim (so a claim holds at most
 /// [`archive::KEYS_PER_MESSAGE`] events), written from D1's rows; a claim a message names is
-/// written again. A claim that fails after it was made is queued by name, so its retry writes
-/// the same objects; a message that fails before comes back as it was.
+/// written again. The batch's claims are made, read and marked in one D1 round trip each (not
+/// one per message: bursts of queries would stall ingest on the single-threaded database). A
+/// claim whose objects fail is queued by name, so its retry writes the same objects; if the
+/// claims cannot be made, the batch comes back as it was.
 pub async fn consume(batch: MessageBatch<Value>, env: &Env) -> worker::Result<()> {
     let db = env.d1("DB")?;
     let bucket = env.bucket(BUCKET)?;
+    let mut claims = Vec::new();
+    let mut plan = Vec::new();
     for message in batch.messages()? {
-        let claim = match serde_json::from_value::<Message>(message.body().clone()) {
-            Ok(Message::Claim { claim }) => claim,
+        match serde_json::from_value::<Message>(message.body().clone()) {
+            Ok(Message::Claim { claim }) => claims.push(claim),
             Ok(Message::Events { events }) => {
                 let claim = archive::claim_id(platform::now_ms(), platform::random_bytes());
-                if let Err(e) = d1::execute(&db, &archive::claim(&events, &claim)).await {
-                    worker::console_error!("archive claim: {e}");
-                    message.retry_with_options(&retry());
-                    continue;
-                }
-                claim
+                plan.extend(archive::claim(&events, &claim));
+                claims.push(claim);
             }
             // Its events stay unclaimed: the sweep queues them again.
-            Err(_) => {
-                worker::console_error!("archive queue: a message of neither kind");
-                continue;
-            }
-        };
-        if let Err(e) = write(&db, &bucket, &claim).await {
-            worker::console_error!("archive: claim {claim}: {e}");
-            let again = send(env, vec![Message::Claim { claim }]).await;
-            if again.is_err() {
-                // Left to the sweep, which finds claims with unmarked rows.
-                worker::console_error!("archive: claim not queued again");
-            }
+            Err(_) => worker::console_error!("archive queue: a message of neither kind"),
         }
+    }
+    if !plan.is_empty() {
+        if let Err(e) = d1::execute(&db, &plan).await {
+            worker::console_error!("archive claim: {e}");
+            batch.retry_all_with_options(&retry());
+            return Ok(());
+        }
+    }
+    claims.sort();
+    claims.dedup();
+    if claims.is_empty() {
+        return Ok(());
+    }
+    let reads: Vec<_> = claims.iter().map(|c| archive::claimed_rows(c)).collect();
+    let written = match d1::execute(&db, &reads).await {
+        Ok(results) => {
+            let mut written = Vec::new();
+            for (claim, result) in claims.iter().zip(&results) {
+                let rows: Vec<Row> = result.results().unwrap_or_default();
+                match put(&bucket, claim, &rows).await {
+                    Ok(()) => written.push(claim.clone()),
+                    Err(e) => worker::console_error!("archive: claim {claim}: {e}"),
+                }
+            }
+            written
+        }
+        Err(e) => {
+            worker::console_error!("archive: reading claims: {e}");
+            Vec::new()
+        }
+    };
+    let now_ms = platform::now_ms();
+    let marks: Vec<_> = written.iter().map(|c| archive::mark(c, now_ms)).collect();
+    let marked = marks.is_empty() || d1::execute(&db, &marks).await.is_ok();
+    let again: Vec<Message> = claims
+        .into_iter()
+        .filter(|c| !marked || !written.contains(c))
+        .map(|claim| Message::Claim { claim })
+        .collect();
+    if send(env, again).await.is_err() {
+        // Left to the sweep, which finds claims with unmarked rows.
+        worker::console_error!("archive: claims not queued again");
     }
     Ok(())
 }
@@ -119,13 +149,11 @@ fn retry() -> worker::QueueRetryOptions {
         .build()
 }
 
-/// Writes a claim's objects from its rows as D1 holds them now, then marks the rows.
-async fn write(db: &D1Database, bucket: &Bucket, claim: &str) -> worker::Result<()> {
-    let rows: Vec<Row> = d1::rows(db, &archive::claimed_rows(claim)).await?;
-    for object in archive::objects(claim, &rows) {
+/// Writes a claim's objects from its rows.
+async fn put(bucket: &Bucket, claim: &str, rows: &[Row]) -> worker::Result<()> {
+    for object in archive::objects(claim, rows) {
         bucket.put(object.key, object.body).execute().await?;
     }
-    d1::execute(db, &[archive::mark(claim, platform::now_ms())]).await?;
     Ok(())
 }
 
