@@ -136,6 +136,11 @@ pub fn destinations_stamp() -> String {
     DESTINATIONS.with(|d| d.borrow().stamp.clone())
 }
 
+/// Makes the destinations due a check again (the last one failed).
+pub fn destinations_check_failed() {
+    DESTINATIONS.with(|d| d.borrow_mut().checked_ms = i64::MIN);
+}
+
 /// Whether the destinations are due a check at `now_ms` (as [`config_check_due`]).
 pub fn destinations_check_due(now_ms: i64) -> bool {
     DESTINATIONS.with(|d| {

@@ -45,12 +45,14 @@ async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     jobs::scheduled(&event.cron(), &env, event.schedule() as i64).await;
 }
 
-/// The queues' consumer: the archive's (`jobs::archive`), the imports' (`jobs::import`) or the
-/// deliveries' (`jobs::deliver`).
+/// The queues' consumer: events D1 could not take (`jobs::deferred`), the archive's
+/// (`jobs::archive`), the imports' (`jobs::import`) or the deliveries' (`jobs::deliver`).
 #[event(queue)]
 async fn queue(batch: MessageBatch<serde_json::Value>, env: Env, ctx: Context) -> Result<()> {
     let queue = batch.queue();
-    if queue == jobs::archive::QUEUE_NAME {
+    if queue == jobs::deferred::QUEUE_NAME {
+        jobs::deferred::consume(batch, &env, &ctx).await
+    } else if queue == jobs::archive::QUEUE_NAME {
         jobs::archive::consume(batch, &env).await
     } else if queue == jobs::import::QUEUE_NAME {
         jobs::import::consume(batch, &env, &ctx).await

@@ -58,6 +58,59 @@ describe("edge collector", () => {
     assert.equal(n, 2);
   });
 
+  test("accepts events while D1 is down and stores them once, as sent, when it is back", async () => {
+    const batch = {
+      writeKey: WRITE_KEY,
+      batch: [
+        { type: "identify", anonymousId: "anon-outage", userId: "user-outage", traits: { plan: "pro" }, messageId: "outage-1" },
+        { type: "track", event: "Order Completed", anonymousId: "anon-outage", properties: { revenue: 42.5 }, messageId: "outage-2" },
+        { type: "track", anonymousId: "anon-outage", messageId: "outage-3" },
+        { type: "track", event: "Order Completed", anonymousId: "anon-outage", messageId: "outage-2" },
+      ],
+    };
+    const headers = { "user-agent": "OutageTest/1.0" };
+    const retried = /ingest queue: storage_unavailable/;
+    const release = await edge.lockD1();
+    try {
+      const { status, json } = await post(`${edge.url}/v1/batch`, batch, headers);
+      assert.equal(status, 200);
+      assert.equal(json.deferred, true);
+      assert.deepEqual(
+        json.results.map((r) => [r.messageId, r.status, r.code]),
+        [
+          ["outage-1", "accepted", undefined],
+          ["outage-2", "accepted", undefined],
+          ["outage-3", "rejected", "missing_event_name"],
+          ["outage-2", "duplicate", undefined],
+        ],
+      );
+      // Held until the queue's first attempt has failed too: a retry is what stores them.
+      const deadline = Date.now() + 15_000;
+      while (!retried.test(edge.output()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      assert.match(edge.output(), retried);
+    } finally {
+      await release();
+    }
+    let rows = [];
+    for (const deadline = Date.now() + 60_000; rows.length < 2 && Date.now() < deadline; ) {
+      await new Promise((r) => setTimeout(r, 250));
+      rows = await edge.query("SELECT message_id, source_id, body FROM events WHERE message_id LIKE 'outage-%' ORDER BY message_id");
+    }
+    assert.deepEqual(rows.map((r) => [r.message_id, r.source_id]), [["outage-1", "demo-site"], ["outage-2", "demo-site"]]);
+    const [identify, order] = rows.map((r) => JSON.parse(r.body));
+    assert.equal(identify.context.seam.identity, "claimed", "the proof made when the request came is kept");
+    assert.equal(order.properties.revenue, 42.5);
+    assert.equal(order.context.userAgent, "OutageTest/1.0", "the request's facts are kept");
+    const linked = await edge.query("SELECT profile_id FROM identities WHERE identifier = 'anonymous_id:anon-outage'");
+    assert.equal(linked.length, 1, "the events were stitched like any others");
+
+    const again = await post(`${edge.url}/v1/batch`, batch, headers);
+    assert.equal(again.json.deferred, undefined);
+    assert.deepEqual(again.json.results.filter((r) => r.status === "accepted"), []);
+    const [{ n }] = await edge.query("SELECT count(*) AS n FROM events WHERE message_id LIKE 'outage-%'");
+    assert.equal(n, 2);
+  });
+
   test("accepts text/plain short paths and HTTP Basic write keys", async () => {
     const single = await post(
       `${edge.url}/v1/t`,

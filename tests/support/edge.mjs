@@ -2,7 +2,7 @@
 // state directory, exactly as `npm run dev` serves it, and gives tests direct D1 access through
 // wrangler's platform proxy on the same state.
 import { spawn, spawnSync } from "node:child_process";
-import { appendFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { appendFileSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { getPlatformProxy } from "wrangler";
@@ -173,6 +173,27 @@ export async function startEdge(name, options = {}) {
     /** Runs a SQL write against the Worker's D1 (test set-up, e.g. ageing a row). */
     async exec(sql, ...params) {
       return whenUnlocked(() => proxy.env.DB.prepare(sql).bind(...params).run());
+    },
+    /**
+     * Takes an exclusive lock on the Worker's D1 file from another process, as an outage would
+     * look to the Worker: every query fails with SQLITE_BUSY. Resolves to `release()`.
+     */
+    async lockD1() {
+      const dir = join(state, "v3/d1/miniflare-D1DatabaseObject");
+      const [file] = readdirSync(dir).filter((f) => f.endsWith(".sqlite") && f !== "metadata.sqlite");
+      const holder = spawn(
+        "python3",
+        ["-c", "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1],isolation_level=None)\nc.execute('BEGIN EXCLUSIVE')\nprint('locked',flush=True)\nsys.stdin.read()\nc.execute('ROLLBACK')", join(dir, file)],
+        { stdio: ["pipe", "pipe", "inherit"] },
+      );
+      await new Promise((resolve, reject) => {
+        holder.stdout.once("data", resolve);
+        holder.once("exit", (code) => reject(new Error(`the D1 lock exited (${code})`)));
+      });
+      return async () => {
+        holder.stdin.end();
+        if (holder.exitCode === null) await new Promise((r) => holder.once("exit", r));
+      };
     },
     output: () => output(),
     async stop() {

@@ -20,6 +20,7 @@
 
 use std::net::IpAddr;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::collect::event::{Event, EventError, EventType};
@@ -29,7 +30,7 @@ use crate::consent::{ConsentState, Purpose};
 use crate::format::id;
 
 /// Coarse location from the edge (Cloudflare's `request.cf`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Geo {
     /// ISO country code.
     pub country: Option<String>,
@@ -42,7 +43,7 @@ pub struct Geo {
 }
 
 /// What the edge knows about the request, beyond its body.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestFacts {
     /// Client IP (`CF-Connecting-IP`).
     pub ip: Option<String>,

@@ -3,6 +3,7 @@
 //! Parsing accepts anything that is JSON; validation decides, per event, whether it can be stored
 //! and why not. Unknown fields are kept verbatim in [`Event::body`].
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::format::time::{format_iso8601, parse_iso8601};
@@ -13,7 +14,8 @@ pub const MAX_EVENT_BYTES: usize = 32 * 1024;
 pub const MAX_MESSAGE_ID_CHARS: usize = 100;
 
 /// The six Segment event types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum EventType {
     /// A user action (`event` + `properties`).
     Track,
@@ -138,7 +140,8 @@ impl EventError {
 }
 
 /// A validated event, ready to store.
-#[derive(Debug, Clone, PartialEq)]
+// Serialised only for the queue of events D1 could not take yet (`collect::deferred`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// Event type.
     pub kind: EventType,

@@ -8,7 +8,7 @@
 //!                         "ip": "truncate", "analyticsDenied": "anonymize", "dedupWindowDays": 7}}
 //! ```
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::collect::auth::{constant_time_eq, AuthError};
@@ -38,7 +38,7 @@ pub fn property_key(name: &str) -> String {
 }
 
 /// What to keep of the client IP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum IpPolicy {
     /// Zero the last octet (IPv4) or the last 80 bits (IPv6). The default.
     #[default]
@@ -50,7 +50,7 @@ pub enum IpPolicy {
 }
 
 /// What to do with an event whose consent denies `analytics_storage`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum DeniedPolicy {
     /// Store it without identifiers (never linked to a person). The default.
     #[default]
@@ -60,7 +60,7 @@ pub enum DeniedPolicy {
 }
 
 /// How far a source's events are believed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum SourceKind {
     /// A write key shipped in pages: public, so what it sends is a claim by whoever holds the
     /// page. Rate-limited per client IP and per source.
@@ -72,7 +72,7 @@ pub enum SourceKind {
 }
 
 /// Whether a browser source's identity claims are believed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum IdentityPolicy {
     /// `"identity": "verify"` (the default): a browser's `userId` counts only with a valid
     /// identity token, its emails and phones only as traits, its anonymous IDs only as claims;
@@ -85,8 +85,9 @@ pub enum IdentityPolicy {
     TrustBrowser,
 }
 
-/// A validated source.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A validated source. Serialised only for the queue of events D1 could not take yet
+/// (`collect::deferred`); configuration is read with [`parse_source`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Source {
     /// Stable source ID (stored with each event).
     pub id: String,

@@ -3,6 +3,7 @@
 //! exposure log). Jobs use store functions, never routes.
 
 pub mod archive;
+pub mod deferred;
 pub mod deliver;
 pub mod exposures;
 pub mod import;

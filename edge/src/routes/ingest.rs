@@ -1,6 +1,8 @@
 //! `POST /v1/{batch,track,identify,page,screen,group,alias}` and the short forms
 //! `/v1/{b,t,i,p,s,g,a}`: the Segment HTTP Tracking API.
 
+use std::collections::HashSet;
+
 use seam_core::collect::enrich::{cookie_action, CookieAction};
 use seam_core::collect::event::EventType;
 use seam_core::collect::ingest::{decode, decompress, RequestError, MAX_REQUEST_BYTES};
@@ -11,7 +13,7 @@ use worker::{Context, Env, Request, Response};
 
 use crate::error::ApiError;
 use crate::http::{self, admission};
-use crate::{accept, platform, settings, store};
+use crate::{accept, jobs, platform, settings, store};
 
 /// Handles one ingestion request received at `received_at`; `path_type` is `None` for batches.
 pub async fn post(
@@ -53,19 +55,38 @@ pub async fn post(
         facts.cookie_id.as_deref(),
         http::is_same_site(&req),
     );
-    let accepted = accept::accept(env, ctx, &source, decoded, &facts, received_at).await?;
-    // The console's live view shows what was refused; a failure to log it refuses nothing.
-    if let Some(log) = live::log_rejections(&source.id, &accepted.results, received_at) {
-        if let Err(e) = store::d1::execute(&env.d1("DB")?, &[log]).await {
-            worker::console_error!("rejection log failed: {e}");
+    // Kept for the queue: `accept` consumes the request.
+    let held = decoded.clone();
+    let mut body = match accept::accept(env, ctx, &source, decoded, &facts, received_at).await {
+        Ok(accepted) => {
+            // The console's live view shows what was refused; a failure to log it refuses
+            // nothing.
+            if let Some(log) = live::log_rejections(&source.id, &accepted.results, received_at) {
+                if let Err(e) = store::d1::execute(&env.d1("DB")?, &[log]).await {
+                    worker::console_error!("rejection log failed: {e}");
+                }
+            }
+            let mut body = serde_json::json!({ "results": accepted.results });
+            // Read-your-writes: the response names the profile as it is after this request,
+            // to trusted callers only (to a page it would tell whether an email has a profile).
+            if let (Some(profile_id), true) = (accepted.profile_id, source.is_trusted()) {
+                body["profileId"] = Value::from(profile_id);
+            }
+            body
         }
-    }
-    let mut body = serde_json::json!({ "results": accepted.results });
-    // Read-your-writes: the response names the profile as it is after this request, to
-    // trusted callers only (to a page it would tell whether an email has a profile).
-    if let (Some(profile_id), true) = (accepted.profile_id, source.is_trusted()) {
-        body["profileId"] = Value::from(profile_id);
-    }
+        Err(ApiError::Storage(detail)) => {
+            // D1 is unavailable: the events wait on a queue and are stored when it is back. If
+            // the queue fails too, the client keeps them and retries.
+            worker::console_error!("storage unavailable, events queued: {detail}");
+            jobs::deferred::send(env, &source, &facts, received_at, &held)
+                .await
+                .map_err(|e| ApiError::Storage(e.to_string()))?;
+            let enriched = held.enrich(&facts, &source);
+            let queued: HashSet<String> = enriched.valid().map(|e| e.message_id.clone()).collect();
+            serde_json::json!({ "results": enriched.results(&queued), "deferred": true })
+        }
+        Err(e) => return Err(e),
+    };
     if let CookieAction::Set(id) = &cookie {
         // The SDK adopts this ID so the script's ID and the HttpOnly cookie agree.
         body["anonymousId"] = Value::from(id.as_str());

@@ -56,7 +56,13 @@ pub async fn refresh(env: &Env, now_ms: i64) {
     }
     match load(env).await {
         Ok(stored) => activate(env, &stored),
-        Err(e) => worker::console_error!("destinations read failed: {e}"),
+        Err(e) => {
+            worker::console_error!("destinations read failed: {e}");
+            // Never read yet: ingestion refuses events until they are, so try again at once.
+            if !isolate::destinations_loaded() {
+                isolate::destinations_check_failed();
+            }
+        }
     }
 }
 

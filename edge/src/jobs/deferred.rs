@@ -1,0 +1,74 @@
+//! Events accepted while D1 could not store them (`seam_core::collect::deferred`): ingestion
+//! queues them before it answers, and this consumer accepts them once D1 is back, as ingestion
+//! would have. A retry stores nothing twice: the events keep their `messageId`s.
+
+use seam_core::collect::deferred::{self, Deferred};
+use seam_core::collect::enrich::RequestFacts;
+use seam_core::collect::ingest::Decoded;
+use seam_core::collect::source::Source;
+use serde_json::Value;
+use worker::{Context, Env, MessageBatch, MessageBuilder, MessageExt, QueueRetryOptionsBuilder};
+
+use crate::{accept, platform, store};
+
+/// The queue's name in `wrangler.toml`: the queue handler dispatches on it (rename both).
+pub const QUEUE_NAME: &str = "seam-ingest";
+const QUEUE: &str = "INGEST_QUEUE";
+/// The first retry waits this long; each later one as long as the message has waited so far.
+const FIRST_RETRY_SECONDS: u32 = 10;
+/// The longest wait between attempts: with `max_retries = 100`, about four days of outage.
+const LONGEST_RETRY_SECONDS: u32 = 3600;
+
+/// Queues `decoded`'s valid events, to be accepted later. `Ok` means every one of them is on
+/// the queue: the request may then answer that they were accepted.
+pub async fn send(
+    env: &Env,
+    source: &Source,
+    facts: &RequestFacts,
+    received_at: i64,
+    decoded: &Decoded,
+) -> worker::Result<()> {
+    let queue = env.queue(QUEUE)?;
+    // One message a send: a batch send takes at most 256 KB, a message up to 96 KB. Sent as
+    // JSON text: a body converted to a JS value would turn its maps into `Map`s, which the
+    // queue's JSON encoding writes as `{}`.
+    for message in deferred::defer(source, facts, received_at, decoded) {
+        let text =
+            serde_json::to_string(&message).map_err(|e| worker::Error::from(e.to_string()))?;
+        queue.send(MessageBuilder::new(text).build()).await?;
+    }
+    Ok(())
+}
+
+/// The consumer: accepts each message's events. A message that fails comes back later, after
+/// a wait that grows with its age.
+pub async fn consume(batch: MessageBatch<Value>, env: &Env, ctx: &Context) -> worker::Result<()> {
+    let now_ms = platform::now_ms();
+    store::config::refresh(env, now_ms).await;
+    store::destinations::refresh(env, now_ms).await;
+    for message in batch.messages()? {
+        let held = message
+            .body()
+            .as_str()
+            .map(serde_json::from_str::<Deferred>);
+        let Some(Ok(held)) = held else {
+            // Only this Worker writes the queue: nothing else can be read later either.
+            worker::console_error!("ingest queue: a message that is not a set of events");
+            continue;
+        };
+        let (source, facts, received_at, decoded) = held.into_decoded();
+        if let Err(e) = accept::accept(env, ctx, &source, decoded, &facts, received_at).await {
+            let waited = (now_ms - message.timestamp().as_millis() as i64).max(0) / 1000;
+            let delay = u32::try_from(waited)
+                .unwrap_or(u32::MAX)
+                .clamp(FIRST_RETRY_SECONDS, LONGEST_RETRY_SECONDS);
+            worker::console_error!("ingest queue: {} (again in {delay} s)", e.code());
+            message.retry_with_options(
+                &QueueRetryOptionsBuilder::new()
+                    .with_delay_seconds(delay)
+                    .build(),
+            );
+        }
+    }
+    Ok(())
+}
