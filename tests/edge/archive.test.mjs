@@ -3,20 +3,16 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { gunzipSync, gzipSync } from "node:zlib";
-import { post, root, startEdge, WRITE_KEY } from "../support/edge.mjs";
+import { admin, post, root, secret, startEdge, WRITE_KEY } from "../support/edge.mjs";
 
 const run = `${process.pid}`;
 let n = 0;
 const mid = () => `ar-${run}-${++n}`;
 const send = (edge, batch) => post(`${edge.url}/v1/batch`, { writeKey: WRITE_KEY, batch });
-const secret = (name) => readFileSync(join(root, ".dev.vars"), "utf8").match(new RegExp(`^${name}=(.*)$`, "m"))[1].trim();
-const ADMIN_KEY = secret("ADMIN_KEY");
 const SERVER_KEY = secret("SERVER_WRITE_KEY");
-const admin = (edge, path, { key = ADMIN_KEY, method = "GET", body } = {}) =>
-  fetch(`${edge.url}${path}`, { method, headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: body && JSON.stringify(body) });
 const cron = (edge, schedule) => fetch(`${edge.url}/__scheduled?cron=${encodeURIComponent(schedule)}`);
 
 /** Every object under `events/` with its lines parsed. */
@@ -197,6 +193,14 @@ print(json.dumps({"rows": rows, "revenue": revenue, "sources": sources}))
       assert.equal(new Set(ids).size, ids.length, "no event twice");
       return ids;
     };
+    // Gives up quietly after 20 s: the assertions after it say what is still missing.
+    const marked = async (column, value) => {
+      for (let i = 0; i < 80; i++) {
+        const [{ n }] = await edge.query(`SELECT COUNT(*) AS n FROM events WHERE ${column} = ? AND archived_at IS NULL`, value);
+        if (n === 0) return;
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    };
     assert.equal(once(objects).filter((id) => id === lost).length, 1);
     assert.equal(objects.filter((o) => !keysBefore.includes(o.key)).length, 1, "one new object");
 
@@ -206,11 +210,7 @@ print(json.dumps({"rows": rows, "revenue": revenue, "sources": sources}))
     await edge.exec("UPDATE events SET archived_at = NULL WHERE archive_object = ?", claim);
     await new Promise((r) => setTimeout(r, 2100));
     assert.equal((await cron(edge, "*/5 * * * *")).status, 200);
-    for (let i = 0; i < 80; i++) {
-      const [{ n }] = await edge.query("SELECT COUNT(*) AS n FROM events WHERE archive_object = ? AND archived_at IS NULL", claim);
-      if (n === 0) break;
-      await new Promise((r) => setTimeout(r, 250));
-    }
+    await marked("archive_object", claim);
     const after = await archived(edge);
     assert.deepEqual(after.map((o) => o.key).sort(), objects.map((o) => o.key).sort(), "the same objects");
     once(after);
@@ -222,11 +222,7 @@ print(json.dumps({"rows": rows, "revenue": revenue, "sources": sources}))
     const noted = await edge.query("SELECT claim, day FROM archive_rewrites WHERE claim = ?", old.claim);
     assert.deepEqual(noted, [{ claim: old.claim, day: Math.floor(old.received_at / 86_400_000) }]);
     assert.equal((await cron(edge, "*/5 * * * *")).status, 200);
-    for (let i = 0; i < 80; i++) {
-      const [{ n }] = await edge.query("SELECT COUNT(*) AS n FROM events WHERE message_id = ? AND archived_at IS NULL", lost);
-      if (n === 0) break;
-      await new Promise((r) => setTimeout(r, 250));
-    }
+    await marked("message_id", lost);
     const replaced = await archived(edge);
     assert.equal(once(replaced).filter((id) => id === lost).length, 1);
     const line = replaced.flatMap((o) => o.lines).find((l) => l.message_id === lost);

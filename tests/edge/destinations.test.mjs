@@ -5,13 +5,9 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash, createHmac } from "node:crypto";
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
-import { post, root, startEdge, WRITE_KEY } from "../support/edge.mjs";
+import { post, secret, startEdge, WRITE_KEY } from "../support/edge.mjs";
 import { startReceiver } from "../support/receiver.mjs";
 
-const secrets = readFileSync(join(root, ".dev.vars"), "utf8");
-const secret = (name) => secrets.match(new RegExp(`^${name}=(.*)$`, "m"))[1].trim();
 const ADMIN_KEY = secret("ADMIN_KEY");
 const SERVER_KEY = secret("SERVER_WRITE_KEY");
 const run = `${process.pid}`;

@@ -3,11 +3,9 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { connect } from "node:net";
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
-import { post, root, startEdge, WRITE_KEY } from "../support/edge.mjs";
+import { post, secret, startEdge, WRITE_KEY } from "../support/edge.mjs";
 
-const ROOT_KEY = readFileSync(join(root, ".dev.vars"), "utf8").match(/^ADMIN_KEY=(.*)$/m)[1].trim();
+const ROOT_KEY = secret("ADMIN_KEY");
 const OTHER_KEY = "hostile_other_source_key";
 const run = `${process.pid}`;
 let n = 0;

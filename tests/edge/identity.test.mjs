@@ -1,11 +1,9 @@
 // Identity stitching and unified profiles in workerd with real local D1 + KV.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
-import { post, root, startEdge, trustingSources, WRITE_KEY } from "../support/edge.mjs";
+import { post, secret, startEdge, trustingSources, WRITE_KEY } from "../support/edge.mjs";
 
-const ADMIN_KEY = readFileSync(join(root, ".dev.vars"), "utf8").match(/^ADMIN_KEY=(.*)$/m)[1].trim();
+const ADMIN_KEY = secret("ADMIN_KEY");
 const run = `${process.pid}`;
 const t = (s) => new Date(Date.UTC(2026, 0, 1, 0, 0, s)).toISOString();
 let n = 0;

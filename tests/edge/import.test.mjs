@@ -3,11 +3,8 @@
 // good ones; uploading the same file again stores nothing twice.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
-import { root, startEdge } from "../support/edge.mjs";
+import { admin, startEdge } from "../support/edge.mjs";
 
-const ADMIN_KEY = readFileSync(join(root, ".dev.vars"), "utf8").match(/^ADMIN_KEY=(.*)$/m)[1].trim();
 const run = `${process.pid}`;
 
 const orders = {
@@ -16,9 +13,9 @@ const orders = {
 };
 
 async function upload(edge, csv, mapping, query = "") {
-  const r = await fetch(`${edge.url}/v1/admin/import${query}`, {
+  const r = await admin(edge, `/v1/admin/import${query}`, {
     method: "POST",
-    headers: { authorization: `Bearer ${ADMIN_KEY}`, "content-type": "text/csv", "x-seam-mapping": JSON.stringify(mapping) },
+    headers: { "content-type": "text/csv", "x-seam-mapping": JSON.stringify(mapping) },
     body: csv,
   });
   return { status: r.status, json: await r.json() };
@@ -27,7 +24,7 @@ async function upload(edge, csv, mapping, query = "") {
 async function finished(edge, id, ms = 120_000) {
   const deadline = Date.now() + ms;
   for (;;) {
-    const r = await fetch(`${edge.url}/v1/admin/import/${id}`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } });
+    const r = await admin(edge, `/v1/admin/import/${id}`);
     const progress = await r.json();
     if (progress.status === "done") return progress;
     if (Date.now() > deadline) throw new Error(`import not done: ${JSON.stringify(progress)}`);
@@ -109,7 +106,7 @@ describe("CSV import", () => {
     assert.equal(started.status, 202, JSON.stringify(started.json));
     const done = await finished(edge, started.json.id);
     assert.deepEqual([done.accepted, done.rejected], [2, 0]);
-    const profile = await fetch(`${edge.url}/v1/profiles/lookup?type=email&value=ann-${run}@example.com`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } }).then((r) => r.json());
+    const profile = await admin(edge, `/v1/profiles/lookup?type=email&value=ann-${run}@example.com`).then((r) => r.json());
     assert.ok(profile.identifiers.includes(`user_id:crm-${run}-1`), JSON.stringify(profile.identifiers));
     assert.equal(profile.traits.first_name, "Ann");
     assert.equal(profile.traits.newsletter, true);

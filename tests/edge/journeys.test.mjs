@@ -9,11 +9,9 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { post, root, settled, startEdge } from "../support/edge.mjs";
+import { post, root, secret, settled, startEdge } from "../support/edge.mjs";
 import { startReceiver } from "../support/receiver.mjs";
 
-const secrets = readFileSync(join(root, ".dev.vars"), "utf8");
-const secret = (name) => secrets.match(new RegExp(`^${name}=(.*)$`, "m"))[1].trim();
 const ADMIN_KEY = secret("ADMIN_KEY");
 const SERVER_KEY = secret("SERVER_WRITE_KEY");
 const HOOKS_SECRET = secret("HOOKS_SECRET");

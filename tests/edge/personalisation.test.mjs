@@ -5,9 +5,9 @@ import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { createServer } from "node:http";
 import { join } from "node:path";
-import { post, root, settled, startEdge, trustingSources, WRITE_KEY } from "../support/edge.mjs";
+import { post, root, secret, settled, startEdge, trustingSources, WRITE_KEY } from "../support/edge.mjs";
 
-const ADMIN_KEY = readFileSync(join(root, ".dev.vars"), "utf8").match(/^ADMIN_KEY=(.*)$/m)[1].trim();
+const ADMIN_KEY = secret("ADMIN_KEY");
 const run = `${process.pid}`;
 let n = 0;
 const mid = () => `p-${run}-${++n}`;

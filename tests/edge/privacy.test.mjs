@@ -2,11 +2,9 @@
 // D1 + KV.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
-import { post, root, startEdge, trustingSources, WRITE_KEY } from "../support/edge.mjs";
+import { post, secret, startEdge, trustingSources, WRITE_KEY } from "../support/edge.mjs";
 
-const ROOT_KEY = readFileSync(join(root, ".dev.vars"), "utf8").match(/^ADMIN_KEY=(.*)$/m)[1].trim();
+const ROOT_KEY = secret("ADMIN_KEY");
 const run = `${process.pid}`;
 const DAY = 86_400_000;
 let n = 0;

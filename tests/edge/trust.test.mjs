@@ -4,13 +4,9 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
-import { readFileSync } from "node:fs";
 import { createServer } from "node:http";
-import { join } from "node:path";
-import { post, root, settled, startEdge, WRITE_KEY } from "../support/edge.mjs";
+import { post, secret, settled, startEdge, WRITE_KEY } from "../support/edge.mjs";
 
-const secrets = readFileSync(join(root, ".dev.vars"), "utf8");
-const secret = (name) => secrets.match(new RegExp(`^${name}=(.*)$`, "m"))[1].trim();
 const ADMIN_KEY = secret("ADMIN_KEY");
 const run = `${process.pid}`;
 let n = 0;

@@ -18,6 +18,14 @@ const mainConfig = join(root, "wrangler.toml");
 export const WRITE_KEY = "seam_dev_write_key";
 
 /**
+ * A secret of the local `.dev.vars` (scripts/setup.sh writes it), read when asked: suites that
+ * need none run without the file.
+ */
+export function secret(name) {
+  return readFileSync(join(root, ".dev.vars"), "utf8").match(new RegExp(`^${name}=(.*)$`, "m"))[1].trim();
+}
+
+/**
  * The dev sources as wrangler.toml configures them, with the dev key opted into
  * `"identity": "trust-browser"`: for suites about stitching, profiles, privacy and
  * personalisation themselves, which send identities as a trusting site would. What a public key
@@ -228,6 +236,18 @@ export async function post(url, body, headers = {}) {
   // them, so a test reads what the request led to.
   if (/\/v1\/[a-z]+$/.test(new URL(url).pathname)) await settled(new URL(url).origin);
   return { status: response.status, json, text, headers: response.headers };
+}
+
+/**
+ * Calls an admin route with the `.dev.vars` admin key (or `key`) and returns the response. `body`
+ * objects go as JSON; strings and bytes as they are (`headers` then names their content type).
+ */
+export function admin(edge, path, { key = secret("ADMIN_KEY"), method = "GET", body, headers = {} } = {}) {
+  return fetch(`${edge.url}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${key}`, "content-type": "application/json", ...headers },
+    body: body === undefined || typeof body === "string" || body instanceof Uint8Array ? body : JSON.stringify(body),
+  });
 }
 
 /** Waits until the Worker has no work running after its responses (`/health` reports it). */

@@ -10,7 +10,7 @@ use seam_core::collect::ingest::{decode, Status};
 use seam_core::format::id;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use worker::{Context, Env, MessageBatch, MessageBuilder, MessageExt, Range};
+use worker::{Bucket, Context, Env, MessageBatch, MessageBuilder, MessageExt, Range};
 
 use crate::error::ApiError;
 use crate::store::imports;
@@ -45,6 +45,27 @@ pub struct Step {
 /// The key of an import's file.
 pub fn file_key(id: &str) -> String {
     format!("{PREFIX}{id}.csv")
+}
+
+/// Bytes `offset..offset + length` of an import's file; `None` when the file is gone.
+pub async fn read_file(
+    bucket: &Bucket,
+    id: &str,
+    offset: u64,
+    length: u64,
+) -> worker::Result<Option<Vec<u8>>> {
+    let Some(object) = bucket
+        .get(file_key(id))
+        .range(Range::OffsetWithLength { offset, length })
+        .execute()
+        .await?
+    else {
+        return Ok(None);
+    };
+    match object.body() {
+        Some(body) => body.bytes().await.map(Some),
+        None => Ok(Some(Vec::new())),
+    }
 }
 
 /// Queues a step.
@@ -97,20 +118,9 @@ async fn run(env: &Env, ctx: &Context, step: &Step) -> Result<(), ApiError> {
     let bytes = if length == 0 {
         Vec::new()
     } else {
-        let object = env
-            .bucket(BUCKET)?
-            .get(file_key(&job.id))
-            .range(Range::OffsetWithLength {
-                offset: job.offset as u64,
-                length,
-            })
-            .execute()
+        read_file(&env.bucket(BUCKET)?, &job.id, job.offset as u64, length)
             .await?
-            .ok_or_else(|| ApiError::Storage("an import's file is missing".into()))?;
-        match object.body() {
-            Some(body) => body.bytes().await?,
-            None => Vec::new(),
-        }
+            .ok_or_else(|| ApiError::Storage("an import's file is missing".into()))?
     };
     let at_end = job.offset + bytes.len() as i64 >= job.bytes;
     let (records, used) = import::records_at_most(&bytes, at_end, ROWS_PER_STEP);

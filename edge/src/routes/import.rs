@@ -15,7 +15,7 @@ use worker::{Env, Request, Response};
 
 use crate::error::ApiError;
 use crate::http::admin::{audit_entry, authorize, query_param};
-use crate::jobs::import::{file_key, send, Step, BUCKET};
+use crate::jobs::import::{file_key, read_file, send, Step, BUCKET};
 use crate::store::imports::{self, Import};
 use crate::{http, platform, store};
 
@@ -53,21 +53,9 @@ pub async fn post(req: Request, env: &Env, now_ms: i64) -> Result<Response, ApiE
     let body = req.inner().body().ok_or(ImportError::InvalidHeader)?;
     bucket.put(file_key(&id), body).execute().await?;
     let stored = bucket.head(file_key(&id)).await?.map_or(0, |o| o.size());
-    let first = match bucket
-        .get(file_key(&id))
-        .range(worker::Range::OffsetWithLength {
-            offset: 0,
-            length: HEADER_BYTES.min(stored.max(1)),
-        })
-        .execute()
+    let first = read_file(&bucket, &id, 0, HEADER_BYTES.min(stored.max(1)))
         .await?
-    {
-        Some(object) => match object.body() {
-            Some(body) => body.bytes().await?,
-            None => Vec::new(),
-        },
-        None => Vec::new(),
-    };
+        .unwrap_or_default();
     let checked = import::header(&first, stored <= HEADER_BYTES)
         .and_then(|(header, used)| Mapping::parse(&mapping, &header).map(|_| (header, used)));
     let (header, used) = match checked {

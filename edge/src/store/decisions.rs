@@ -3,6 +3,8 @@
 //! recommendation inputs lack and, for banners, the profile's state. The decision itself is
 //! `seam_core::personalise::decide`.
 
+use std::future::Future;
+
 use seam_core::identity::Rules;
 use seam_core::personalise::candidates::CandidateRow;
 use seam_core::personalise::decide::{self, DecisionRows, Decisions, Slot};
@@ -32,19 +34,14 @@ pub async fn decide(
     consent_denied: bool,
     now_ms: i64,
 ) -> Result<Decisions, ApiError> {
-    let profile = if consent_denied {
-        None
-    } else {
-        snapshots::visitor_profile(
-            env,
-            db,
-            rules,
-            visitor.anonymous_id,
-            visitor.user_id,
-            now_ms,
-        )
-        .await?
-    };
+    let profile = snapshots::visitor_profile(
+        env,
+        db,
+        rules,
+        visitor.anonymous_id,
+        visitor.user_id,
+        now_ms,
+    );
     decide_with(db, profile, slots, consent_denied, now_ms).await
 }
 
@@ -58,21 +55,20 @@ pub async fn for_profile(
     consent_denied: bool,
     now_ms: i64,
 ) -> Result<Decisions, ApiError> {
-    let profile = if consent_denied {
-        None
-    } else {
-        snapshots::profile_snapshot(env, db, profile_id, now_ms).await?
-    };
+    let profile = snapshots::profile_snapshot(env, db, profile_id, now_ms);
     decide_with(db, profile, slots, consent_denied, now_ms).await
 }
 
 async fn decide_with(
     db: &D1Database,
-    profile: Option<serde_json::Value>,
+    profile: impl Future<Output = Result<Option<serde_json::Value>, ApiError>>,
     slots: &[Slot],
     consent_denied: bool,
     now_ms: i64,
 ) -> Result<Decisions, ApiError> {
+    // Denied consent decides without a profile: the snapshot is not even read (`profile` is
+    // never polled).
+    let profile = if consent_denied { None } else { profile.await? };
     let config = isolate::config();
     let plan = isolate::with_candidates(|cache| {
         decide::plan(
