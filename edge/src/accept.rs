@@ -19,6 +19,7 @@ use serde_json::Value;
 use worker::{Context, D1Database, D1Result, Env};
 
 use crate::error::ApiError;
+use crate::platform::Spans;
 use crate::{isolate, jobs, settings, store};
 
 /// What became of a request's events.
@@ -27,6 +28,8 @@ pub struct Accepted {
     pub results: Vec<EventResult>,
     /// The profile the request's best identifier belongs to now, when it has one.
     pub profile_id: Option<String>,
+    /// Where the time went.
+    pub spans: Spans,
 }
 
 /// Accepts `decoded`'s valid events from `source`, received at `received_at` with `facts`.
@@ -38,6 +41,7 @@ pub async fn accept(
     facts: &RequestFacts,
     received_at: i64,
 ) -> Result<Accepted, ApiError> {
+    let mut spans = Spans::start();
     let rules = settings::identity_rules(env)?;
     let db = env.d1("DB")?;
     // Consent is recorded from the events as sent: a withdrawal must be on record even though
@@ -51,6 +55,7 @@ pub async fn accept(
     );
     let decoded = hash_pii_fields(decoded.enrich(facts, source), &rules);
     let suppressed = store::privacy::suppressed_keys(&db, &decoded, &rules, received_at).await?;
+    spans.mark("suppressions");
     let decoded = if suppressed.is_empty() {
         decoded
     } else {
@@ -58,6 +63,7 @@ pub async fn accept(
     };
     let valid: Vec<_> = decoded.valid().collect();
     let hinted = store::identity::alias_hints(&db, &valid).await?;
+    spans.mark("hints");
     let linked: Vec<_> = valid
         .iter()
         .enumerate()
@@ -86,6 +92,7 @@ pub async fn accept(
         routes: &deliver::route(&isolate::destinations(), &valid),
     });
     let results = store::d1::execute(&db, plan.statements()).await?;
+    spans.mark("store");
     let inserted = store::d1::inserted_ids(plan.event_results(&results))?;
     // The outbox rows are committed: the queue messages can wait for the response.
     jobs::deliver::send_after_response(
@@ -104,6 +111,7 @@ pub async fn accept(
             return Ok(Accepted {
                 results: decoded.results(&inserted),
                 profile_id: None,
+                spans,
             });
         }
     }
@@ -118,6 +126,7 @@ pub async fn accept(
     let mut accepted = Accepted {
         results: decoded.results(&inserted),
         profile_id: None,
+        spans,
     };
     if let Some(best) = plan.best() {
         let Settled {
@@ -151,6 +160,7 @@ pub async fn accept(
         });
         jobs::refresh::after_response(ctx, env, refreshes);
         accepted.profile_id = Some(profile_id);
+        accepted.spans.mark("resolve");
     }
     Ok(accepted)
 }

@@ -136,7 +136,7 @@ async fn route(
         };
     }
     match path.as_str() {
-        "/health" if method == Method::Get => Ok(routes::health::get()?),
+        "/health" if method == Method::Get => Ok(routes::health::get(env)?),
         "/health" => Err(ApiError::MethodNotAllowed),
         "/v1/decide" if method == Method::Post => routes::decide::post(req, env, ctx, now_ms).await,
         "/v1/decide" => Err(ApiError::MethodNotAllowed),

@@ -24,18 +24,76 @@ use worker::Context;
 /// finished: `/health` reports it, so tests and operators can tell when derived state caught up.
 static BACKGROUND: AtomicUsize = AtomicUsize::new(0);
 
-/// Runs `work` after the response is sent (`ctx.wait_until`), counted in [`background`].
-pub fn after_response(ctx: &Context, work: impl Future<Output = ()> + 'static) {
+thread_local! {
+    /// Finished after-response work by kind: how many, and their wall time in ms.
+    static FINISHED: RefCell<HashMap<&'static str, (u64, i64)>> = RefCell::new(HashMap::new());
+}
+
+/// Runs `work` after the response is sent (`ctx.wait_until`), counted in [`background`] and,
+/// once done, in [`finished_work`] under `kind`.
+pub fn after_response(ctx: &Context, kind: &'static str, work: impl Future<Output = ()> + 'static) {
     BACKGROUND.fetch_add(1, Ordering::Relaxed);
     ctx.wait_until(async move {
+        let started = crate::platform::now_ms();
         work.await;
+        finished(kind, crate::platform::now_ms() - started);
         BACKGROUND.fetch_sub(1, Ordering::Relaxed);
+    });
+}
+
+/// Counts a piece of work of `kind` that took `ms` (see [`finished_work`]).
+pub fn finished(kind: &'static str, ms: i64) {
+    FINISHED.with(|f| {
+        let mut f = f.borrow_mut();
+        let entry = f.entry(kind).or_default();
+        entry.0 += 1;
+        entry.1 += ms;
     });
 }
 
 /// Background tasks running now (see [`after_response`]).
 pub fn background() -> usize {
     BACKGROUND.load(Ordering::Relaxed)
+}
+
+/// The after-response work this isolate finished, by kind: (count, wall ms). Wall time, since
+/// a Worker's clock moves only at I/O: what it shows is time spent waiting on storage.
+pub fn finished_work() -> Vec<(&'static str, u64, i64)> {
+    FINISHED.with(|f| {
+        let mut all: Vec<_> = f
+            .borrow()
+            .iter()
+            .map(|(k, (n, ms))| (*k, *n, *ms))
+            .collect();
+        all.sort_unstable();
+        all
+    })
+}
+
+// --- Archive keys waiting to be queued ---------------------------------------------------
+
+thread_local! {
+    /// Keys of stored events not yet queued for the archive, and whether a send is scheduled.
+    static ARCHIVE_KEYS: RefCell<(Vec<(String, String)>, bool)> = const { RefCell::new((Vec::new(), false)) };
+}
+
+/// Holds `keys` for the isolate's next archive send. True when no send is scheduled: the
+/// caller schedules one, which takes everything held by then ([`take_archive_keys`]).
+pub fn hold_archive_keys(keys: Vec<(String, String)>) -> bool {
+    ARCHIVE_KEYS.with(|k| {
+        let mut k = k.borrow_mut();
+        k.0.extend(keys);
+        !std::mem::replace(&mut k.1, true)
+    })
+}
+
+/// The held archive keys; the next [`hold_archive_keys`] schedules a send again.
+pub fn take_archive_keys() -> Vec<(String, String)> {
+    ARCHIVE_KEYS.with(|k| {
+        let mut k = k.borrow_mut();
+        k.1 = false;
+        std::mem::take(&mut k.0)
+    })
 }
 
 // --- Personalisation configuration -------------------------------------------------------

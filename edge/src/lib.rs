@@ -50,13 +50,22 @@ async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
 #[event(queue)]
 async fn queue(batch: MessageBatch<serde_json::Value>, env: Env, ctx: Context) -> Result<()> {
     let queue = batch.queue();
-    if queue == jobs::deferred::QUEUE_NAME {
-        jobs::deferred::consume(batch, &env, &ctx).await
+    let started = platform::now_ms();
+    let (kind, outcome) = if queue == jobs::deferred::QUEUE_NAME {
+        (
+            "deferred queue",
+            jobs::deferred::consume(batch, &env, &ctx).await,
+        )
     } else if queue == jobs::archive::QUEUE_NAME {
-        jobs::archive::consume(batch, &env).await
+        ("archive queue", jobs::archive::consume(batch, &env).await)
     } else if queue == jobs::import::QUEUE_NAME {
-        jobs::import::consume(batch, &env, &ctx).await
+        (
+            "import queue",
+            jobs::import::consume(batch, &env, &ctx).await,
+        )
     } else {
-        jobs::deliver::consume(batch, &env).await
-    }
+        ("delivery queue", jobs::deliver::consume(batch, &env).await)
+    };
+    isolate::finished(kind, platform::now_ms() - started);
+    outcome
 }

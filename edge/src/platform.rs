@@ -21,6 +21,45 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
     bytes
 }
 
+/// Wall-clock marks of a request's phases, for a `Server-Timing` header. The clock moves only
+/// at I/O, so a phase's time is what it waited on storage.
+pub struct Spans {
+    last: i64,
+    marks: Vec<(&'static str, i64)>,
+}
+
+impl Spans {
+    /// Starts timing now.
+    pub fn start() -> Self {
+        Spans {
+            last: now_ms(),
+            marks: Vec::new(),
+        }
+    }
+
+    /// Ends the phase `name` now.
+    pub fn mark(&mut self, name: &'static str) {
+        let now = now_ms();
+        self.marks.push((name, now - self.last));
+        self.last = now;
+    }
+
+    /// Appends `other`'s phases.
+    pub fn extend(&mut self, other: Spans) {
+        self.marks.extend(other.marks);
+        self.last = self.last.max(other.last);
+    }
+
+    /// `name;dur=ms, ...`.
+    pub fn header(&self) -> String {
+        self.marks
+            .iter()
+            .map(|(name, ms)| format!("{name};dur={ms}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 /// Waits `ms` milliseconds without blocking the isolate.
 pub async fn sleep(ms: u64) {
     worker::Delay::from(Duration::from_millis(ms)).await;

@@ -59,6 +59,14 @@ pub fn secrets_key(env: &Env) -> Option<[u8; 32]> {
     seam_core::activate::sealed::key(secret.as_bytes()).ok()
 }
 
+/// Whether `/health` and ingest responses report where time goes (`REPORT_TIMINGS=true`, for
+/// `npm run bench`): off by default, since the counts tell traffic volume.
+pub fn report_timings(env: &Env) -> bool {
+    env.var("REPORT_TIMINGS")
+        .map(|v| v.to_string() == "true")
+        .unwrap_or(false)
+}
+
 /// Whether destinations may be local receivers (`ALLOW_LOCAL_DESTINATIONS=true`, in
 /// `.dev.vars` for local development only).
 pub fn allow_local_destinations(env: &Env) -> bool {

@@ -28,6 +28,8 @@ const SWEEP_LIMIT: u32 = 5000;
 const SWEEP_CLAIMS: u32 = 50;
 /// Objects the sweep rebuilds per run at most (two D1 queries and one R2 call each).
 const REWRITES: u32 = 300;
+/// How long an isolate gathers stored events' keys before it queues them.
+const GATHER_MS: u64 = 250;
 /// A failed batch comes back after this long.
 const RETRY_SECONDS: u32 = 30;
 
@@ -45,17 +47,24 @@ pub fn enabled(env: &Env) -> bool {
     env.bucket(BUCKET).is_ok() && env.queue(QUEUE).is_ok()
 }
 
-/// Queues the keys of stored events after the response. A message lost here is not an event
-/// lost: the event is stored unclaimed, and the sweep queues it again.
+/// Queues the keys of stored events after the response, with those of the other requests the
+/// isolate answers within [`GATHER_MS`]: one send (and one claim and object per 500 keys)
+/// instead of one per request. A message lost here, or keys held by an isolate that is evicted,
+/// is not an event lost: the event is stored unclaimed, and the sweep queues it again.
 pub fn send_after_response(ctx: &Context, env: &Env, keys: Vec<(String, String)>) {
-    if keys.is_empty() || !enabled(env) {
+    if keys.is_empty() || !enabled(env) || !isolate::hold_archive_keys(keys) {
         return;
     }
     let env = env.clone();
-    isolate::after_response(ctx, async move {
-        if let Err(e) = send(&env, archive::messages(keys)).await {
+    // Not counted as the request's background work: nothing a visitor sees waits for the
+    // archive, and the wait would hold up everything that does.
+    ctx.wait_until(async move {
+        platform::sleep(GATHER_MS).await;
+        let started = platform::now_ms();
+        if let Err(e) = send(&env, archive::messages(isolate::take_archive_keys())).await {
             worker::console_error!("archive queue: {e}");
         }
+        isolate::finished("archive send", platform::now_ms() - started);
     });
 }
 

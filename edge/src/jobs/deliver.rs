@@ -73,7 +73,7 @@ pub fn send_after_response(ctx: &Context, env: &Env, jobs: Vec<Job>) {
         return;
     }
     let env = env.clone();
-    isolate::after_response(ctx, async move { send(&env, jobs).await });
+    isolate::after_response(ctx, "deliveries", async move { send(&env, jobs).await });
 }
 
 /// Re-sends deliveries whose messages are overdue (run by the sweep cron); returns how many.

@@ -26,7 +26,7 @@ pub fn log_soon(
     }
     let db = env.d1("DB")?;
     let env = env.clone();
-    isolate::after_response(ctx, async move {
+    isolate::after_response(ctx, "exposures", async move {
         platform::sleep(GATHER.as_millis() as u64).await;
         let mut by_source: Vec<(Source, Vec<Event>)> = Vec::new();
         for (source, event) in isolate::take_exposures() {

@@ -232,7 +232,7 @@ pub fn after_response(ctx: &Context, env: &Env, refreshes: Vec<Refresh>) {
         return;
     }
     let env = env.clone();
-    isolate::after_response(ctx, async move { spaced(&env, refreshes).await });
+    isolate::after_response(ctx, "refresh", async move { spaced(&env, refreshes).await });
 }
 
 /// Runs each refresh at once unless its profile refreshed within the spacing, then folded into

@@ -23,6 +23,7 @@ pub async fn post(
     path_type: Option<EventType>,
     received_at: i64,
 ) -> Result<Response, ApiError> {
+    let mut spans = platform::Spans::start();
     let facts = http::facts(&req);
     let declared = http::header(&req, "Content-Length").and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > MAX_REQUEST_BYTES) {
@@ -57,6 +58,7 @@ pub async fn post(
     );
     // Kept for the queue: `accept` consumes the request.
     let held = decoded.clone();
+    spans.mark("read");
     let mut body = match accept::accept(env, ctx, &source, decoded, &facts, received_at).await {
         Ok(accepted) => {
             // The console's live view shows what was refused; a failure to log it refuses
@@ -66,6 +68,7 @@ pub async fn post(
                     worker::console_error!("rejection log failed: {e}");
                 }
             }
+            spans.extend(accepted.spans);
             let mut body = serde_json::json!({ "results": accepted.results });
             // Read-your-writes: the response names the profile as it is after this request,
             // to trusted callers only (to a page it would tell whether an email has a profile).
@@ -94,6 +97,12 @@ pub async fn post(
     let mut response = Response::from_json(&body)?;
     if let Some(set_cookie) = http::set_cookie(&cookie) {
         response.headers_mut().append("Set-Cookie", &set_cookie)?;
+    }
+    if settings::report_timings(env) {
+        spans.mark("answer");
+        response
+            .headers_mut()
+            .append("Server-Timing", &spans.header())?;
     }
     Ok(response)
 }
