@@ -5,7 +5,8 @@
 // BENCH_ONLY=edge node bench/run.mjs: only the edge section (ingest, merge, decisions and rendered
 // pages, one wrangler dev run), skipping the SDK size/browser and native criterion benches (which
 // take minutes); BENCH_ONLY=console: only the console over a million events (console.mjs);
-// BENCH_ONLY=import: only the CSV import (import.mjs). Any of them prints the table but leaves
+// BENCH_ONLY=import: only the CSV import (import.mjs); BENCH_ONLY=scale: only shop traffic at
+// multiples of a small shop's rate (scale.mjs). Any of them prints the table but leaves
 // bench/results.md as it is.
 import { execFileSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
@@ -16,6 +17,7 @@ import { kb, measureSdk } from "../scripts/sdk-size.mjs";
 import { sdkRows } from "./sdk.mjs";
 import { consoleRows } from "./console.mjs";
 import { importRows } from "./import.mjs";
+import { scaleRows } from "./scale.mjs";
 import { startReceiver } from "../tests/support/receiver.mjs";
 
 const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 400);
@@ -294,7 +296,7 @@ if (!ONLY) {
 }
 
 // Limits far above the load so the bench measures ingestion, not the rate limiter's 429s.
-const edge = ONLY === "console" || ONLY === "import" ? null : await startEdge("bench", { limits: { ip: 1_000_000, source: 1_000_000 }, vars: { REPORT_TIMINGS: "true" } });
+const edge = ONLY && ONLY !== "edge" ? null : await startEdge("bench", { limits: { ip: 1_000_000, source: 1_000_000 }, vars: { REPORT_TIMINGS: "true" } });
 
 /** The isolate's finished after-response and queue work by kind (`/health` with REPORT_TIMINGS). */
 const finishedWork = async (edge) => (await (await fetch(`${edge.url}/health`)).json()).finished ?? {};
@@ -362,6 +364,7 @@ if (edge) try {
 // events, and a CSV import (with D1's bytes per stored event).
 if (!ONLY || ONLY === "console") rows.push(...(await consoleRows()));
 if (!ONLY || ONLY === "import") rows.push(...(await importRows()));
+if (!ONLY || ONLY === "scale") rows.push(...(await scaleRows()));
 
 const table = [
   `Seam benchmarks — ${new Date().toISOString().slice(0, 10)}, ${cpus().length} cores (${cpus()[0]?.model ?? "?"}), local workerd via wrangler dev, ${REQUESTS} requests x ${CONCURRENCY} concurrent`,

@@ -41,6 +41,14 @@ pub fn after_response(ctx: &Context, kind: &'static str, work: impl Future<Outpu
     });
 }
 
+/// Runs `work`, counted in [`finished_work`] under `kind`.
+pub async fn timed<T>(kind: &'static str, work: impl Future<Output = T>) -> T {
+    let started = crate::platform::now_ms();
+    let out = work.await;
+    finished(kind, crate::platform::now_ms() - started);
+    out
+}
+
 /// Counts a piece of work of `kind` that took `ms` (see [`finished_work`]).
 pub fn finished(kind: &'static str, ms: i64) {
     FINISHED.with(|f| {

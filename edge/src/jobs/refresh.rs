@@ -156,7 +156,8 @@ struct Edge<'a> {
 
 impl ProfileStore for Edge<'_> {
     async fn load(&self, profile_id: &str) -> Result<Loaded, ApiError> {
-        Ok(store::profiles::view_and_state(&self.db, profile_id).await?)
+        let read = store::profiles::view_and_state(&self.db, profile_id);
+        Ok(isolate::timed("refresh: read profile", read).await?)
     }
 
     async fn load_state(&self, profile_id: &str) -> Result<(ProfileState, Option<i64>), ApiError> {
@@ -172,8 +173,10 @@ impl ProfileStore for Edge<'_> {
         now_ms: i64,
         loaded: (ProfileState, Option<i64>),
     ) -> Result<Update, ApiError> {
-        store::personalisation::update(&self.db, config, view, absorbed, events, now_ms, loaded)
-            .await
+        let update = store::personalisation::update(
+            &self.db, config, view, absorbed, events, now_ms, loaded,
+        );
+        isolate::timed("refresh: personalise", update).await
     }
 
     async fn store_events(
@@ -183,7 +186,8 @@ impl ProfileStore for Edge<'_> {
         now_ms: i64,
     ) -> Result<(), ApiError> {
         let rules = settings::identity_rules(self.env)?;
-        let stored = store::events::store(&self.db, &rules, source, events, now_ms).await?;
+        let store = store::events::store(&self.db, &rules, source, events, now_ms);
+        let stored = isolate::timed("refresh: server events", store).await?;
         super::send_stored(self.env, stored).await;
         Ok(())
     }
@@ -202,20 +206,21 @@ impl ProfileStore for Edge<'_> {
             user_id: user_id.as_deref(),
             anonymous_id: anonymous_id.as_deref(),
         };
-        super::journeys::enter(self.env, &self.db, who, causes, now_ms).await?;
+        let enter = super::journeys::enter(self.env, &self.db, who, causes, now_ms);
+        isolate::timed("refresh: journeys", enter).await?;
         Ok(())
     }
 
     async fn publish(&self, view: &ProfileView, state: &ProfileState, writes: &SnapshotWrites) {
-        store::snapshots::publish(
+        let publish = store::snapshots::publish(
             self.env,
             view,
             Some(state),
             &writes.anonymous,
             &writes.absorbed,
             platform::now_ms(),
-        )
-        .await;
+        );
+        isolate::timed("refresh: publish", publish).await;
     }
 
     fn forget(&self, stale: Stale) {

@@ -1,0 +1,157 @@
+// Shop traffic at multiples of a small shop's rate, open loop, on a fresh edge: where does the
+// local stack saturate, and what does each stored event cost in D1? Runs alone with
+// `node bench/scale.mjs`; `SCALE_STEPS` (comma-separated multiples) and `SCALE_SECONDS` size it.
+//
+// The base rate is #18's small shop: 65,000 events a day (0.75 events/s). Shoppers browse as the
+// demo shop's pages report them: a page view, product views, sometimes a cart, a checkout and an
+// order with an identify; the SDK sends what a page queued in batches of one to four events.
+// Requests are sent on a fixed schedule whatever the answers (open loop), so a saturated stack
+// shows as latency, failures and a backlog of work after the responses, not as a slower sender.
+import { readdirSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { root, settled, startEdge, WRITE_KEY } from "../tests/support/edge.mjs";
+
+const BASE_EVENTS_PER_SECOND = 65_000 / 86_400;
+const STEPS = (process.env.SCALE_STEPS ?? "1,10,100,300,1000").split(",").map(Number);
+const SECONDS = Number(process.env.SCALE_SECONDS ?? 15);
+/** Requests in flight at most: past this the sender counts a request as refused. */
+const MAX_IN_FLIGHT = 256;
+
+/** One shopper's visit as the SDK would send it: batches of events. */
+function visit(run, shopper, visitNo) {
+  const anonymousId = `scale-${run}-${shopper}`;
+  const now = new Date().toISOString();
+  let n = 0;
+  const event = (type, fields) => ({ type, anonymousId, messageId: `scale-${run}-${shopper}-${visitNo}-${n++}`, timestamp: now, context: { page: { path: "/" } }, ...fields });
+  const product = () => `p${Math.floor(Math.random() * 200)}`;
+  const events = [event("page", { name: "Home" })];
+  const views = 1 + Math.floor(Math.random() * 4);
+  for (let i = 0; i < views; i++) {
+    events.push(event("track", { event: "Product Viewed", properties: { product_id: product(), category: "Running Shoes", price: 99 } }));
+  }
+  if (Math.random() < 0.4) events.push(event("track", { event: "Product Added", properties: { product_id: product(), price: 99, quantity: 1 } }));
+  if (Math.random() < 0.2) events.push(event("track", { event: "Checkout Started", properties: { revenue: 99 } }));
+  if (Math.random() < 0.1) {
+    events.push(event("identify", { traits: { email: `shopper-${run}-${shopper}@shop.example` } }));
+    events.push(event("track", { event: "Order Completed", properties: { order_id: `o-${run}-${shopper}-${visitNo}`, revenue: 99, currency: "EUR" } }));
+  }
+  const batches = [];
+  while (events.length) batches.push(events.splice(0, 1 + Math.floor(Math.random() * 4)));
+  return batches;
+}
+
+/** Bytes of the edge's local D1 files (D1 refuses PRAGMAs), with the WAL. */
+function d1Bytes(state) {
+  let total = 0;
+  const walk = (dir) => {
+    for (const entry of readdirSync(dir, { withFileTypes: true })) {
+      const path = join(dir, entry.name);
+      if (entry.isDirectory()) walk(path);
+      else if (dir.includes("D1DatabaseObject") && /\.sqlite(-wal)?$/.test(entry.name)) total += statSync(path).size;
+    }
+  };
+  walk(state);
+  return total;
+}
+
+/** Sends shop traffic at `multiple` x the base rate for SECONDS; what was offered and what came back. */
+async function step(edge, run, multiple) {
+  const eventsPerSecond = BASE_EVENTS_PER_SECOND * multiple;
+  // Visits are generated ahead and their batches interleaved, as many shoppers browse at once.
+  const queue = [];
+  let shopper = 0;
+  let planned = 0;
+  while (planned < eventsPerSecond * SECONDS) {
+    for (const batch of visit(run, `${multiple}-${shopper}`, 0)) {
+      queue.splice(Math.floor(Math.random() * (queue.length + 1)), 0, batch);
+      planned += batch.length;
+    }
+    shopper++;
+  }
+  const requestsPerSecond = queue.length / SECONDS;
+  const latencies = [];
+  let failures = 0;
+  let refused = 0;
+  let accepted = 0;
+  let inFlight = 0;
+  const pending = [];
+  const started = performance.now();
+  for (let i = 0; i < queue.length; i++) {
+    const due = started + (i / requestsPerSecond) * 1000;
+    const wait = due - performance.now();
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    if (inFlight >= MAX_IN_FLIGHT) {
+      refused++;
+      continue;
+    }
+    inFlight++;
+    const t = performance.now();
+    const batch = queue[i];
+    pending.push(
+      fetch(`${edge.url}/v1/batch`, { method: "POST", headers: { "content-type": "text/plain" }, body: JSON.stringify({ writeKey: WRITE_KEY, batch }) })
+        .then(async (res) => {
+          const body = await res.json().catch(() => ({}));
+          if (!res.ok) failures++;
+          accepted += (body.results ?? []).filter((r) => r.status === "accepted").length;
+        }, () => failures++)
+        .finally(() => {
+          inFlight--;
+          latencies.push(performance.now() - t);
+        }),
+    );
+  }
+  await Promise.all(pending);
+  const sendSeconds = (performance.now() - started) / 1000;
+  // Work left after the responses (profile refreshes): how long until the stack caught up.
+  const settling = performance.now();
+  await settled(edge.url, 120_000).catch(() => {});
+  const backlog = (performance.now() - settling) / 1000;
+  latencies.sort((a, b) => a - b);
+  const pct = (p) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] ?? NaN;
+  return { multiple, eventsPerSecond, offered: planned, accepted, requests: queue.length, failures, refused, seconds: sendSeconds, backlog, p50: pct(0.5), p99: pct(0.99) };
+}
+
+/** Rows: one per multiple, then where it saturated and D1's bytes per stored event. */
+export async function scaleRows() {
+  const edge = await startEdge("bench-scale", { limits: { ip: 1_000_000, source: 1_000_000 } });
+  const state = join(root, "tests/.tmp", `bench-scale-${process.pid}`);
+  const rows = [];
+  try {
+    const run = Date.now();
+    const empty = d1Bytes(state);
+    let saturated;
+    for (const multiple of STEPS) {
+      const r = await step(edge, run, multiple);
+      const acceptedRate = r.accepted / r.seconds;
+      const ok = r.failures === 0 && r.refused === 0 && r.p99 < 1000 && r.backlog < 5;
+      if (!ok && !saturated) saturated = r;
+      rows.push([
+        `scale: ${multiple}x a small shop (${r.eventsPerSecond.toFixed(1)} events/s offered)`,
+        `${acceptedRate.toFixed(0)} events/s stored`,
+        `${r.requests} requests of 1-4 events in ${r.seconds.toFixed(1)} s, p50 ${r.p50.toFixed(0)} ms, p99 ${r.p99.toFixed(0)} ms, ${r.failures} failed, ${r.refused} not sent (${MAX_IN_FLIGHT} in flight), after-response work done ${r.backlog.toFixed(1)} s after the last answer`,
+      ]);
+      if (r.refused > 0 || r.failures > r.requests / 10) break;
+    }
+    const [{ n: events }] = await edge.query("SELECT COUNT(*) AS n FROM events");
+    const bytes = d1Bytes(state) - empty;
+    rows.push([
+      "scale: saturation (local, 2 cores)",
+      saturated ? `at ${saturated.multiple}x` : `not reached by ${STEPS.at(-1)}x`,
+      "the first step with a failure, a request not sent, p99 over 1 s or profile work still running 5 s after the last answer",
+    ]);
+    rows.push([
+      "scale: D1 bytes per stored event (shop mix)",
+      `${Math.round(bytes / Math.max(1, events))} B`,
+      `${events} events, ${(bytes / 1024 / 1024).toFixed(1)} MB of D1 files with the WAL; #18's target is <= 300`,
+    ]);
+  } finally {
+    await edge.stop();
+  }
+  return rows;
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const rows = await scaleRows();
+  console.log("| measure | value | detail |\n|---|---|---|");
+  for (const row of rows) console.log(`| ${row.join(" | ")} |`);
+}
