@@ -7,7 +7,9 @@
 // order with an identify; the SDK sends what a page queued in batches of one to four events.
 // Requests are sent on a fixed schedule whatever the answers (open loop), so a saturated stack
 // shows as latency, failures and a backlog of work after the responses, not as a slower sender.
-import { readdirSync, statSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { copyFileSync, existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { root, settled, startEdge, WRITE_KEY } from "../tests/support/edge.mjs";
 
@@ -40,18 +42,27 @@ function visit(run, shopper, visitNo) {
   return batches;
 }
 
-/** Bytes of the edge's local D1 files (D1 refuses PRAGMAs), with the WAL. */
-function d1Bytes(state) {
-  let total = 0;
-  const walk = (dir) => {
-    for (const entry of readdirSync(dir, { withFileTypes: true })) {
-      const path = join(dir, entry.name);
-      if (entry.isDirectory()) walk(path);
-      else if (dir.includes("D1DatabaseObject") && /\.sqlite(-wal)?$/.test(entry.name)) total += statSync(path).size;
-    }
-  };
-  walk(state);
-  return total;
+/**
+ * Bytes of the edge's D1 by table, indexes counted with their table. D1 refuses PRAGMAs, so a
+ * copy of the local database file (with its WAL) is checkpointed and read with SQLite's `dbstat`.
+ */
+function d1Tables(state) {
+  const dir = join(state, "v3/d1/miniflare-D1DatabaseObject");
+  const [file] = readdirSync(dir).filter((f) => f.endsWith(".sqlite") && f !== "metadata.sqlite");
+  const copy = mkdtempSync(join(tmpdir(), "seam-d1-"));
+  try {
+    for (const suffix of ["", "-wal"]) if (existsSync(join(dir, file + suffix))) copyFileSync(join(dir, file + suffix), join(copy, "db.sqlite" + suffix));
+    const script = [
+      "import json, sqlite3, sys",
+      "c = sqlite3.connect(sys.argv[1])",
+      "c.execute('PRAGMA wal_checkpoint(TRUNCATE)')",
+      "rows = c.execute(\"SELECT COALESCE(s.tbl_name, d.name), SUM(d.pgsize) FROM dbstat d LEFT JOIN sqlite_schema s ON s.name = d.name GROUP BY 1\").fetchall()",
+      "print(json.dumps(dict(rows)))",
+    ].join("\n");
+    return JSON.parse(execFileSync("python3", ["-c", script, join(copy, "db.sqlite")], { encoding: "utf8" }));
+  } finally {
+    rmSync(copy, { recursive: true, force: true });
+  }
 }
 
 /** Sends shop traffic at `multiple` x the base rate for SECONDS; what was offered and what came back. */
@@ -71,6 +82,7 @@ async function step(edge, run, multiple) {
   const requestsPerSecond = queue.length / SECONDS;
   const latencies = [];
   let failures = 0;
+  const statuses = {};
   let refused = 0;
   let accepted = 0;
   let inFlight = 0;
@@ -91,9 +103,16 @@ async function step(edge, run, multiple) {
       fetch(`${edge.url}/v1/batch`, { method: "POST", headers: { "content-type": "text/plain" }, body: JSON.stringify({ writeKey: WRITE_KEY, batch }) })
         .then(async (res) => {
           const body = await res.json().catch(() => ({}));
-          if (!res.ok) failures++;
+          if (!res.ok) {
+            failures++;
+            const key = `${res.status}${body.code ? ` ${body.code}` : ""}`;
+            statuses[key] = (statuses[key] ?? 0) + 1;
+          }
           accepted += (body.results ?? []).filter((r) => r.status === "accepted").length;
-        }, () => failures++)
+        }, () => {
+          failures++;
+          statuses.network = (statuses.network ?? 0) + 1;
+        })
         .finally(() => {
           inFlight--;
           latencies.push(performance.now() - t);
@@ -108,7 +127,7 @@ async function step(edge, run, multiple) {
   const backlog = (performance.now() - settling) / 1000;
   latencies.sort((a, b) => a - b);
   const pct = (p) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] ?? NaN;
-  return { multiple, eventsPerSecond, offered: planned, accepted, requests: queue.length, failures, refused, seconds: sendSeconds, backlog, p50: pct(0.5), p99: pct(0.99) };
+  return { multiple, eventsPerSecond, offered: planned, accepted, requests: queue.length, failures, statuses, refused, seconds: sendSeconds, backlog, p50: pct(0.5), p99: pct(0.99) };
 }
 
 /** Rows: one per multiple, then where it saturated and D1's bytes per stored event. */
@@ -118,7 +137,7 @@ export async function scaleRows() {
   const rows = [];
   try {
     const run = Date.now();
-    const empty = d1Bytes(state);
+    const empty = d1Tables(state);
     let saturated;
     for (const multiple of STEPS) {
       const r = await step(edge, run, multiple);
@@ -128,12 +147,17 @@ export async function scaleRows() {
       rows.push([
         `scale: ${multiple}x a small shop (${r.eventsPerSecond.toFixed(1)} events/s offered)`,
         `${acceptedRate.toFixed(0)} events/s stored`,
-        `${r.requests} requests of 1-4 events in ${r.seconds.toFixed(1)} s, p50 ${r.p50.toFixed(0)} ms, p99 ${r.p99.toFixed(0)} ms, ${r.failures} failed, ${r.refused} not sent (${MAX_IN_FLIGHT} in flight), after-response work done ${r.backlog.toFixed(1)} s after the last answer`,
+        `${r.requests} requests of 1-4 events in ${r.seconds.toFixed(1)} s, p50 ${r.p50.toFixed(0)} ms, p99 ${r.p99.toFixed(0)} ms, ${r.failures} failed${r.failures ? ` (${Object.entries(r.statuses).map(([k, v]) => `${k}: ${v}`).join(", ")})` : ""}, ${r.refused} not sent (${MAX_IN_FLIGHT} in flight), after-response work done ${r.backlog.toFixed(1)} s after the last answer`,
       ]);
       if (r.refused > 0 || r.failures > r.requests / 10) break;
     }
     const [{ n: events }] = await edge.query("SELECT COUNT(*) AS n FROM events");
-    const bytes = d1Bytes(state) - empty;
+    const tables = d1Tables(state);
+    const grown = Object.entries(tables)
+      .map(([name, bytes]) => [name, bytes - (empty[name] ?? 0)])
+      .filter(([, bytes]) => bytes > 0)
+      .sort((a, b) => b[1] - a[1]);
+    const bytes = grown.reduce((sum, [, b]) => sum + b, 0);
     rows.push([
       "scale: saturation (local, 2 cores)",
       saturated ? `at ${saturated.multiple}x` : `not reached by ${STEPS.at(-1)}x`,
@@ -142,7 +166,12 @@ export async function scaleRows() {
     rows.push([
       "scale: D1 bytes per stored event (shop mix)",
       `${Math.round(bytes / Math.max(1, events))} B`,
-      `${events} events, ${(bytes / 1024 / 1024).toFixed(1)} MB of D1 files with the WAL; #18's target is <= 300`,
+      `${events} events, ${(bytes / 1024 / 1024).toFixed(1)} MB of D1 pages (checkpointed copy, dbstat); #18's target is <= 300`,
+    ]);
+    rows.push([
+      "scale: D1 bytes per stored event by table (with its indexes)",
+      grown.slice(0, 8).map(([name, b]) => `${name} ${Math.round(b / Math.max(1, events))}`).join(", "),
+      "whole 4 KB pages: a table that grew by one page shows 4 KB",
     ]);
   } finally {
     await edge.stop();
