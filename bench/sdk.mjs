@@ -10,6 +10,7 @@ import { createServer } from "node:http";
 import { extname, join } from "node:path";
 import { gzipSync } from "node:zlib";
 import { build } from "esbuild";
+import { chromium } from "playwright-core";
 import { launchBrowser } from "../tests/support/browser.mjs";
 import { kb, measureSdk } from "../scripts/sdk-size.mjs";
 
@@ -184,6 +185,90 @@ export async function browserRows() {
   ];
 }
 
+const STARTUP_RUNS = Number(process.env.STARTUP_RUNS ?? 15);
+
+// Runs in the page: a track() made at load, then when the SDK is ready and when the event's request
+// started, both in ms since navigation start (performance.now()'s origin).
+const startup = (loadAndTrack) => `
+  const wire = new Promise((resolve) => {
+    new PerformanceObserver((list, observer) => {
+      const sent = list.getEntries().find((e) => new URL(e.name).pathname.startsWith("/v1/"));
+      if (sent) {
+        observer.disconnect();
+        resolve(sent.startTime);
+      }
+    }).observe({ type: "resource", buffered: true });
+  });
+  const ready = (${loadAndTrack})().then(() => performance.now());
+  window.__result = Promise.all([ready, wire]).then(([ready, wire]) => ({ ready, wire }));
+`;
+
+/**
+ * Start-up from navigation start on fresh pages (a new browser context per page: nothing cached or
+ * compiled), STARTUP_RUNS runs alternating between the SDKs: the median time until the SDK is
+ * ready, and until a track() made at load is on the wire. Seam twice: as the README's plain
+ * import, and with the preload hints the README's snippet adds.
+ */
+export async function startupRows() {
+  installPeers();
+  const analyticsNext = await bundle(`import { AnalyticsBrowser } from "@segment/analytics-next"; window.AnalyticsBrowser = AnalyticsBrowser;`, "iife");
+  const seamPage = (head) => `<!doctype html><head>${head}<script type="module">
+      import { load, track } from "/seam/index.js";
+      ${startup(`async () => {
+        const ready = load({ writeKey: "bench", endpoint: location.origin, consent: { analytics_storage: "granted" } });
+        track("Page Loaded", { path: location.pathname });
+        await ready;
+      }`)}
+    </script></head>`;
+  const pages = {
+    "/seam.html": seamPage(""),
+    "/seam-preload.html": seamPage(`<link rel="modulepreload" href="/seam/index.js"><link rel="modulepreload" href="/seam/dist/seam_sdk.js"><link rel="preload" href="/seam/dist/seam_sdk_bg.wasm" as="fetch" type="application/wasm" crossorigin>`),
+    "/segment.html": `<!doctype html><head><script src="/analytics-next.js"></script><script>
+      ${startup(`async () => {
+        const loading = AnalyticsBrowser.load({
+          writeKey: "bench",
+          cdnURL: location.origin,
+          cdnSettings: { integrations: { "Segment.io": { apiKey: "bench", apiHost: location.host + "/v1", protocol: "http" } } },
+        });
+        loading.track("Page Loaded", { path: location.pathname });
+        await loading;
+      }`)}
+    </script></head>`,
+  };
+  const server = await serve({ "/analytics-next.js": analyticsNext, ...Object.fromEntries(Object.entries(pages).map(([k, v]) => [k, Buffer.from(v)])) });
+  const runs = { seam: [], "seam-preload": [], segment: [] };
+  // One browser, a new context per page: its own empty HTTP and code caches.
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM_BIN || "/usr/bin/chromium",
+    headless: true,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking", "--disable-dev-shm-usage"],
+  });
+  try {
+    for (let i = 0; i < STARTUP_RUNS; i++) {
+      for (const name of Object.keys(runs)) {
+        const context = await browser.newContext();
+        try {
+          const page = await context.newPage();
+          await page.goto(`${server.url}/${name}.html`, { waitUntil: "domcontentloaded" });
+          runs[name].push(await page.evaluate(() => window.__result));
+        } finally {
+          await context.close();
+        }
+      }
+    }
+  } finally {
+    await browser.close();
+    await server.close();
+  }
+  const median = (values) => values.sort((a, b) => a - b)[values.length >> 1];
+  const of = (name, key) => median(runs[name].map((r) => r[key]));
+  const detail = `medians of ${STARTUP_RUNS} fresh pages each, alternating, from navigation start; local server, headless Chromium`;
+  return [
+    ["browser: start-up to ready, Seam / with preload hints", `${of("seam", "ready").toFixed(1)} / ${of("seam-preload", "ready").toFixed(1)} ms`, `vs analytics-next ${of("segment", "ready").toFixed(1)} ms; ${detail}`],
+    ["browser: track() at load on the wire, Seam / with preload hints", `${of("seam", "wire").toFixed(1)} / ${of("seam-preload", "wire").toFixed(1)} ms`, `vs analytics-next ${of("segment", "wire").toFixed(1)} ms; ${detail}`],
+  ];
+}
+
 /** Every SDK row: Seam's size, the peers', the wasm breakdown, the browser timings. */
 export async function sdkRows() {
   const size = await measureSdk();
@@ -192,9 +277,11 @@ export async function sdkRows() {
     ...(await peerSizeRows()),
     wasmSectionRow(),
     ...(await browserRows()),
+    ...(await startupRows()),
   ];
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  for (const row of await sdkRows()) console.log(`| ${row.join(" | ")} |`);
+  const rows = process.env.SDK_ONLY === "startup" ? await startupRows() : await sdkRows();
+  for (const row of rows) console.log(`| ${row.join(" | ")} |`);
 }
