@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use seam_core::activate::deliver;
 use seam_core::archive;
+use seam_core::collect::deferred;
 use seam_core::collect::enrich::RequestFacts;
 use seam_core::collect::ingest::{Decoded, EventResult};
 use seam_core::collect::ingest_plan::{settled_profiles, IngestInput, IngestPlan};
@@ -14,7 +15,9 @@ use seam_core::collect::source::Source;
 use seam_core::identity::graph_plan::contributions;
 use seam_core::identity::{Identifier, Link, Rules};
 use seam_core::personalise::refresh::{self, snapshot_changes, Committed, Loaded, SnapshotWrites};
-use seam_core::privacy::{apply_suppressions, consent_records, hash_pii_fields, suppression_key};
+use seam_core::privacy::{
+    apply_suppressions, consent_records, hash_pii_fields, suppression_key, ConsentRecord,
+};
 use serde_json::Value;
 use worker::{Context, D1Database, D1Result, Env};
 
@@ -32,6 +35,45 @@ pub struct Accepted {
     pub spans: Spans,
 }
 
+/// A request's events made ready to store: their consent records, then the events enriched
+/// with the request's facts and their PII hashed. Several requests' can be stored as one
+/// ([`Prepared::join`]).
+pub struct Prepared {
+    decoded: Decoded,
+    consent: Vec<ConsentRecord>,
+}
+
+impl Prepared {
+    /// `decoded`'s events from `source`, with the facts of the request they came in.
+    pub fn new(source: &Source, decoded: Decoded, facts: &RequestFacts, rules: &Rules) -> Self {
+        // Consent is recorded from the events as sent: a withdrawal must be on record even
+        // though the policy strips the event's identifiers.
+        let consent = consent_records(
+            &decoded.valid().collect::<Vec<_>>(),
+            &source.id,
+            rules,
+            facts.gpc,
+            !source.is_trusted(),
+        );
+        let decoded = hash_pii_fields(decoded.enrich(facts, source), rules);
+        Prepared { decoded, consent }
+    }
+
+    /// Several requests of one source as one, in order (see [`deferred::merge`]).
+    pub fn join(parts: Vec<Prepared>) -> Self {
+        let mut consent = Vec::new();
+        let mut decoded = Vec::new();
+        for part in parts {
+            consent.extend(part.consent);
+            decoded.push(part.decoded);
+        }
+        Prepared {
+            decoded: deferred::merge(decoded),
+            consent,
+        }
+    }
+}
+
 /// Accepts `decoded`'s valid events from `source`, received at `received_at` with `facts`.
 pub async fn accept(
     env: &Env,
@@ -41,25 +83,29 @@ pub async fn accept(
     facts: &RequestFacts,
     received_at: i64,
 ) -> Result<Accepted, ApiError> {
-    let mut spans = Spans::start();
     let rules = settings::identity_rules(env)?;
+    let prepared = Prepared::new(source, decoded, facts, &rules);
+    accept_prepared(env, ctx, source, prepared, &rules, received_at).await
+}
+
+/// Stores prepared events from `source`, the newest of them received at `received_at`.
+pub async fn accept_prepared(
+    env: &Env,
+    ctx: &Context,
+    source: &Source,
+    prepared: Prepared,
+    rules: &Rules,
+    received_at: i64,
+) -> Result<Accepted, ApiError> {
+    let mut spans = Spans::start();
     let db = env.d1("DB")?;
-    // Consent is recorded from the events as sent: a withdrawal must be on record even though
-    // the policy below strips the event's identifiers.
-    let consent = consent_records(
-        &decoded.valid().collect::<Vec<_>>(),
-        &source.id,
-        &rules,
-        facts.gpc,
-        !source.is_trusted(),
-    );
-    let decoded = hash_pii_fields(decoded.enrich(facts, source), &rules);
-    let suppressed = store::privacy::suppressed_keys(&db, &decoded, &rules, received_at).await?;
+    let Prepared { decoded, consent } = prepared;
+    let suppressed = store::privacy::suppressed_keys(&db, &decoded, rules, received_at).await?;
     spans.mark("suppressions");
     let decoded = if suppressed.is_empty() {
         decoded
     } else {
-        apply_suppressions(decoded, &rules, |k| suppressed.contains(k)).0
+        apply_suppressions(decoded, rules, |k| suppressed.contains(k)).0
     };
     let valid: Vec<_> = decoded.valid().collect();
     let hinted = store::identity::alias_hints(&db, &valid).await?;
@@ -69,7 +115,7 @@ pub async fn accept(
         .enumerate()
         .map(|(i, e)| hinted.get(&i).unwrap_or(e))
         .collect();
-    let graph = contributions(&linked, &source.id, &rules);
+    let graph = contributions(&linked, &source.id, rules);
     let consent: Vec<_> = consent
         .into_iter()
         .filter(|r| !is_suppressed(&r.identifier, &suppressed))
@@ -87,7 +133,7 @@ pub async fn accept(
         consent: &consent,
         decoded: &decoded,
         received_at,
-        rules: &rules,
+        rules,
         personalising: config.is_some(),
         routes: &deliver::route(&isolate::destinations(), &valid),
     });
@@ -106,8 +152,8 @@ pub async fn accept(
             // Someone was suppressed since this isolate cached the list: undo this request's
             // writes for them.
             isolate::forget_suppressions();
-            store::privacy::undo_suppressed(env, &db, &linked, &rules, &late, received_at).await?;
-            let decoded = apply_suppressions(decoded.clone(), &rules, |k| late.contains(k)).0;
+            store::privacy::undo_suppressed(env, &db, &linked, rules, &late, received_at).await?;
+            let decoded = apply_suppressions(decoded.clone(), rules, |k| late.contains(k)).0;
             return Ok(Accepted {
                 results: decoded.results(&inserted),
                 profile_id: None,
@@ -134,16 +180,7 @@ pub async fn accept(
             profile_of,
             changed,
             loaded,
-        } = profiles_after(
-            &db,
-            &rules,
-            &plan,
-            &results,
-            &graph.links,
-            best,
-            received_at,
-        )
-        .await?;
+        } = profiles_after(&db, rules, &plan, &results, &graph.links, best, received_at).await?;
         // Derived state (computed traits, segments, the KV snapshot) is brought up to date
         // after the response: the events and the identity graph are already committed, so the
         // visitor's request does not wait for it.

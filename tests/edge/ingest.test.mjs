@@ -4,15 +4,17 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { post, root, startEdge, WRITE_KEY } from "../support/edge.mjs";
+import { configuredSources, post, root, startEdge, WRITE_KEY } from "../support/edge.mjs";
 
 const fixture = JSON.parse(readFileSync(join(root, "core/tests/fixtures/batch_mixed.json"), "utf8"));
+const QUEUED_KEY = "seam_test_queued_server_key";
 const basic = (key) => ({ authorization: `Basic ${Buffer.from(`${key}:`).toString("base64")}` });
 
 describe("edge collector", () => {
   let edge;
   before(async () => {
-    edge = await startEdge("ingest");
+    // A server source that asks for the queue, beside the configured ones.
+    edge = await startEdge("ingest", { sources: { ...configuredSources(), [QUEUED_KEY]: { id: "queued", kind: "server", ingest: "queue" } } });
   });
   after(async () => {
     await edge?.stop();
@@ -109,6 +111,34 @@ describe("edge collector", () => {
     assert.deepEqual(again.json.results.filter((r) => r.status === "accepted"), []);
     const [{ n }] = await edge.query("SELECT count(*) AS n FROM events WHERE message_id LIKE 'outage-%'");
     assert.equal(n, 2);
+  });
+
+  test("a source that asks for the queue answers first, then stores several requests' events once", async () => {
+    const event = (id, fields = {}) => ({ type: "track", event: "Order Completed", userId: "queued-user", messageId: id, properties: { revenue: 10 }, ...fields });
+    const first = await post(`${edge.url}/v1/batch`, { writeKey: QUEUED_KEY, batch: [event("queued-1"), event("queued-2"), { type: "track", userId: "queued-user", messageId: "queued-bad" }] });
+    // A client's retry queued beside its first try, with one new event.
+    const second = await post(`${edge.url}/v1/batch`, { writeKey: QUEUED_KEY, batch: [event("queued-2"), event("queued-3", { anonymousId: "queued-anon" })] });
+    assert.equal(first.status, 200);
+    assert.equal(first.json.deferred, true);
+    assert.equal(first.json.profileId, undefined, "nothing is stored yet to name");
+    assert.deepEqual(first.json.results.map((r) => [r.messageId, r.status, r.code]), [
+      ["queued-1", "accepted", undefined],
+      ["queued-2", "accepted", undefined],
+      ["queued-bad", "rejected", "missing_event_name"],
+    ]);
+    assert.equal(second.json.deferred, true);
+    const stored = () => edge.query("SELECT message_id, source_id, user_id FROM events WHERE source_id = 'queued' ORDER BY message_id");
+    let rows = [];
+    for (const deadline = Date.now() + 30_000; rows.length < 3 && Date.now() < deadline; ) {
+      await new Promise((r) => setTimeout(r, 200));
+      rows = await stored();
+    }
+    // Long enough for a second delivery of either message to have shown.
+    await new Promise((r) => setTimeout(r, 2000));
+    rows = await stored();
+    assert.deepEqual(rows.map((r) => [r.message_id, r.user_id]), [["queued-1", "queued-user"], ["queued-2", "queued-user"], ["queued-3", "queued-user"]]);
+    const linked = await edge.query("SELECT DISTINCT profile_id FROM identities WHERE identifier IN ('user_id:queued-user', 'anonymous_id:queued-anon')");
+    assert.equal(linked.length, 1, "the queued events were stitched into one profile");
   });
 
   test("accepts text/plain short paths and HTTP Basic write keys", async () => {

@@ -32,11 +32,16 @@ export function secret(name) {
  * may not do under the default (`verify`) is tests/edge/trust.test.mjs's subject.
  */
 export function trustingSources(extra = {}) {
-  const toml = readFileSync(mainConfig, "utf8");
-  const json = toml.slice(toml.indexOf('SOURCES = """') + 13, toml.indexOf('"""', toml.indexOf('SOURCES = """') + 13));
-  const sources = JSON.parse(json);
+  const sources = configuredSources();
   sources[WRITE_KEY] = { ...sources[WRITE_KEY], identity: "trust-browser", ...extra };
   return sources;
+}
+
+/** The sources wrangler.toml configures (`SOURCES`), keyed by write key. */
+export function configuredSources() {
+  const toml = readFileSync(mainConfig, "utf8");
+  const json = toml.slice(toml.indexOf('SOURCES = """') + 13, toml.indexOf('"""', toml.indexOf('SOURCES = """') + 13));
+  return JSON.parse(json);
 }
 
 function freePort() {

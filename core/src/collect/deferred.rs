@@ -1,7 +1,11 @@
-//! Events accepted while D1 could not store them. The edge queues them as the request left
-//! them (identity proven, clock clamped, not yet enriched) with the source and request facts
-//! they were accepted under, and the consumer accepts them later exactly as ingestion would
-//! have: a retry of the same `messageId`s stores nothing twice.
+//! Events stored after the answer: those of a source that asks for the queue (`"ingest":
+//! "queue"`), and any accepted while D1 could not store them. The edge queues them as the
+//! request left them (identity proven, clock clamped, not yet enriched) with the source and
+//! request facts they were accepted under, and the consumer stores them exactly as ingestion
+//! would have, several requests at a time ([`merge`]): a retry of the same `messageId`s stores
+//! nothing twice.
+
+use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +39,28 @@ impl Deferred {
             outcomes: self.events.into_iter().map(Outcome::Valid).collect(),
         };
         (self.source, self.facts, self.received_at, decoded)
+    }
+}
+
+/// Joins decoded requests of one source into one, in order. An event whose `messageId` an
+/// earlier part holds becomes a repeat, as within one request: a statement may not write a row
+/// twice, and a client's retry queued beside its first try is the same event.
+pub fn merge(parts: impl IntoIterator<Item = Decoded>) -> Decoded {
+    let mut seen = HashSet::new();
+    let mut outcomes = Vec::new();
+    for part in parts {
+        for outcome in part.outcomes {
+            outcomes.push(match outcome {
+                Outcome::Valid(event) if !seen.insert(event.message_id.clone()) => {
+                    Outcome::RepeatedInRequest(event.message_id)
+                }
+                other => other,
+            });
+        }
+    }
+    Decoded {
+        write_key: None,
+        outcomes,
     }
 }
 
@@ -145,6 +171,24 @@ mod tests {
             .collect();
         let expected: Vec<_> = (0..20).map(|i| format!("m{i}")).collect();
         assert_eq!(ids, expected);
+    }
+
+    #[test]
+    fn merges_requests_in_order_with_a_repeated_message_id_as_a_repeat() {
+        let first = request(&[
+            serde_json::json!({"type": "track", "event": "A", "anonymousId": "a", "messageId": "m1"}),
+            serde_json::json!({"type": "nonsense", "messageId": "bad"}),
+        ]);
+        let second = request(&[
+            serde_json::json!({"type": "track", "event": "A", "anonymousId": "a", "messageId": "m1"}),
+            serde_json::json!({"type": "track", "event": "B", "anonymousId": "b", "messageId": "m2"}),
+        ]);
+        let merged = merge([first, second]);
+        let valid: Vec<_> = merged.valid().map(|e| e.message_id.as_str()).collect();
+        assert_eq!(valid, ["m1", "m2"]);
+        assert!(matches!(&merged.outcomes[1], Outcome::Rejected { .. }));
+        assert_eq!(merged.outcomes[2], Outcome::RepeatedInRequest("m1".into()));
+        assert_eq!(merged.outcomes.len(), 4);
     }
 
     #[test]

@@ -85,6 +85,19 @@ pub enum IdentityPolicy {
     TrustBrowser,
 }
 
+/// When a source's events reach D1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum IngestMode {
+    /// `"ingest": "direct"` (the default): stored before the answer, which names the profile to
+    /// trusted callers (read-your-writes).
+    #[default]
+    Direct,
+    /// `"ingest": "queue"`: validated, proven and queued before the answer; the queue's consumer
+    /// stores many requests' events in one D1 batch. For high-volume sources: the answer names
+    /// no profile, and profiles and personalisation follow within seconds.
+    Queue,
+}
+
 /// A validated source. Serialised only for the queue of events D1 could not take yet
 /// (`collect::deferred`); configuration is read with [`parse_source`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,6 +123,9 @@ pub struct Source {
     /// The site's own origin (`https://origin.shop.example`) when the Worker proxies the site's
     /// pages from it (filling their slots) instead of serving them from its assets.
     pub site_origin: Option<String>,
+    /// `"ingest"`: stored before the answer, or queued.
+    #[serde(default)]
+    pub ingest: IngestMode,
 }
 
 impl Source {
@@ -126,6 +142,7 @@ impl Source {
             dedup_window_days: DEFAULT_DEDUP_WINDOW_DAYS,
             deny_properties: DEFAULT_DENY_PROPERTIES.map(String::from).to_vec(),
             site_origin: None,
+            ingest: IngestMode::Direct,
         }
     }
 
@@ -204,6 +221,8 @@ struct RawSource {
     deny_properties: Value,
     #[serde(rename = "siteOrigin", default)]
     site_origin: Value,
+    #[serde(default)]
+    ingest: Value,
 }
 
 /// Validates one source entry.
@@ -301,6 +320,12 @@ pub fn parse_source(key: &str, raw: &Value) -> Result<Source, ConfigError> {
                 invalid("siteOrigin", "must be an http(s) origin without a path")
             })?),
         };
+    let ingest = match raw.ingest.as_str() {
+        None if raw.ingest.is_null() => IngestMode::Direct,
+        Some("direct") => IngestMode::Direct,
+        Some("queue") => IngestMode::Queue,
+        _ => return Err(invalid("ingest", "must be \"direct\" or \"queue\"")),
+    };
     Ok(Source {
         id: id.to_owned(),
         kind,
@@ -311,6 +336,7 @@ pub fn parse_source(key: &str, raw: &Value) -> Result<Source, ConfigError> {
         dedup_window_days,
         deny_properties,
         site_origin,
+        ingest,
     })
 }
 
@@ -496,6 +522,27 @@ mod tests {
         assert!(any.allows_origin("https://anything.example"));
         let none = parse_source("k", &json!({"id": "x"})).unwrap();
         assert!(!none.allows_origin("https://shop.example"));
+    }
+
+    #[test]
+    fn ingest_is_direct_unless_a_source_asks_for_the_queue() {
+        let ingest = |v: Value| parse_source("k", &json!({"id": "x", "ingest": v}));
+        assert_eq!(ingest(Value::Null).unwrap().ingest, IngestMode::Direct);
+        assert_eq!(ingest(json!("direct")).unwrap().ingest, IngestMode::Direct);
+        assert_eq!(ingest(json!("queue")).unwrap().ingest, IngestMode::Queue);
+        for bad in [json!("later"), json!(true)] {
+            assert!(
+                matches!(
+                    ingest(bad),
+                    Err(ConfigError::Invalid {
+                        field: "ingest",
+                        ..
+                    })
+                ),
+                "bad ingest mode accepted"
+            );
+        }
+        assert_eq!(Source::server("s").ingest, IngestMode::Direct);
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! Events accepted while D1 could not store them (`seam_core::collect::deferred`): ingestion
-//! queues them before it answers, and this consumer accepts them once D1 is back, as ingestion
-//! would have. A retry stores nothing twice: the events keep their `messageId`s.
+//! Events stored after the answer (`seam_core::collect::deferred`): those of sources with
+//! `"ingest": "queue"`, and those accepted while D1 could not store them. Ingestion queues them
+//! before it answers; this consumer stores them as ingestion would have, several requests of a
+//! source in one D1 batch, and again later while D1 fails. A retry stores nothing twice: the
+//! events keep their `messageId`s.
 
 use seam_core::collect::deferred::{self, Deferred};
 use seam_core::collect::enrich::RequestFacts;
@@ -9,7 +11,8 @@ use seam_core::collect::source::Source;
 use serde_json::Value;
 use worker::{Context, Env, MessageBatch, MessageBuilder, MessageExt, QueueRetryOptionsBuilder};
 
-use crate::{accept, platform, store};
+use crate::accept::{self, Prepared};
+use crate::{platform, settings, store};
 
 /// The queue's name in `wrangler.toml`: the queue handler dispatches on it (rename both).
 pub const QUEUE_NAME: &str = "seam-ingest";
@@ -40,13 +43,24 @@ pub async fn send(
     Ok(())
 }
 
-/// The consumer: accepts each message's events. A message that fails comes back later, after
-/// a wait that grows with its age.
+/// The consumer: stores the batch's events, the messages of each source together as one
+/// request (one D1 batch, one refresh per profile). A group that fails comes back later, each
+/// message after a wait that grows with its age.
 pub async fn consume(batch: MessageBatch<Value>, env: &Env, ctx: &Context) -> worker::Result<()> {
     let now_ms = platform::now_ms();
     store::config::refresh(env, now_ms).await;
     store::destinations::refresh(env, now_ms).await;
-    for message in batch.messages()? {
+    let messages = batch.messages()?;
+    let mut groups: Vec<(Source, Vec<usize>, Vec<Prepared>, i64)> = Vec::new();
+    let rules = match settings::identity_rules(env) {
+        Ok(rules) => rules,
+        Err(e) => {
+            worker::console_error!("ingest queue: {}", e.code());
+            batch.retry_all();
+            return Ok(());
+        }
+    };
+    for (i, message) in messages.iter().enumerate() {
         let held = message
             .body()
             .as_str()
@@ -57,17 +71,36 @@ pub async fn consume(batch: MessageBatch<Value>, env: &Env, ctx: &Context) -> wo
             continue;
         };
         let (source, facts, received_at, decoded) = held.into_decoded();
-        if let Err(e) = accept::accept(env, ctx, &source, decoded, &facts, received_at).await {
-            let waited = (now_ms - message.timestamp().as_millis() as i64).max(0) / 1000;
-            let delay = u32::try_from(waited)
-                .unwrap_or(u32::MAX)
-                .clamp(FIRST_RETRY_SECONDS, LONGEST_RETRY_SECONDS);
-            worker::console_error!("ingest queue: {} (again in {delay} s)", e.code());
-            message.retry_with_options(
-                &QueueRetryOptionsBuilder::new()
-                    .with_delay_seconds(delay)
-                    .build(),
+        let prepared = Prepared::new(&source, decoded, &facts, &rules);
+        match groups.iter_mut().find(|(s, ..)| *s == source) {
+            Some((_, members, parts, newest)) => {
+                members.push(i);
+                parts.push(prepared);
+                *newest = (*newest).max(received_at);
+            }
+            None => groups.push((source, vec![i], vec![prepared], received_at)),
+        }
+    }
+    for (source, members, parts, newest) in groups {
+        let joined = Prepared::join(parts);
+        if let Err(e) = accept::accept_prepared(env, ctx, &source, joined, &rules, newest).await {
+            worker::console_error!(
+                "ingest queue: {} ({} messages again later)",
+                e.code(),
+                members.len()
             );
+            for i in members {
+                let message = &messages[i];
+                let waited = (now_ms - message.timestamp().as_millis() as i64).max(0) / 1000;
+                let delay = u32::try_from(waited)
+                    .unwrap_or(u32::MAX)
+                    .clamp(FIRST_RETRY_SECONDS, LONGEST_RETRY_SECONDS);
+                message.retry_with_options(
+                    &QueueRetryOptionsBuilder::new()
+                        .with_delay_seconds(delay)
+                        .build(),
+                );
+            }
         }
     }
     Ok(())

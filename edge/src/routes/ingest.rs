@@ -3,10 +3,11 @@
 
 use std::collections::HashSet;
 
-use seam_core::collect::enrich::{cookie_action, CookieAction};
+use seam_core::collect::enrich::{cookie_action, CookieAction, RequestFacts};
 use seam_core::collect::event::EventType;
-use seam_core::collect::ingest::{decode, decompress, RequestError, MAX_REQUEST_BYTES};
+use seam_core::collect::ingest::{decode, decompress, Decoded, RequestError, MAX_REQUEST_BYTES};
 use seam_core::collect::live;
+use seam_core::collect::source::{IngestMode, Source};
 use seam_core::format::id;
 use serde_json::Value;
 use worker::{Context, Env, Request, Response};
@@ -56,39 +57,42 @@ pub async fn post(
         facts.cookie_id.as_deref(),
         http::is_same_site(&req),
     );
-    // Kept for the queue: `accept` consumes the request.
-    let held = decoded.clone();
     spans.mark("read");
-    let mut body = match accept::accept(env, ctx, &source, decoded, &facts, received_at).await {
-        Ok(accepted) => {
-            // The console's live view shows what was refused; a failure to log it refuses
-            // nothing.
-            if let Some(log) = live::log_rejections(&source.id, &accepted.results, received_at) {
-                if let Err(e) = store::d1::execute(&env.d1("DB")?, &[log]).await {
-                    worker::console_error!("rejection log failed: {e}");
+    let mut body = if source.ingest == IngestMode::Queue {
+        let body = queue(env, &source, &facts, received_at, decoded).await?;
+        spans.mark("queue");
+        body
+    } else {
+        // Kept for the queue: `accept` consumes the request.
+        let held = decoded.clone();
+        match accept::accept(env, ctx, &source, decoded, &facts, received_at).await {
+            Ok(accepted) => {
+                // The console's live view shows what was refused; a failure to log it refuses
+                // nothing.
+                if let Some(log) = live::log_rejections(&source.id, &accepted.results, received_at)
+                {
+                    if let Err(e) = store::d1::execute(&env.d1("DB")?, &[log]).await {
+                        worker::console_error!("rejection log failed: {e}");
+                    }
                 }
+                spans.extend(accepted.spans);
+                let mut body = serde_json::json!({ "results": accepted.results });
+                // Read-your-writes: the response names the profile as it is after this
+                // request, to trusted callers only (to a page it would tell whether an email
+                // has a profile).
+                if let (Some(profile_id), true) = (accepted.profile_id, source.is_trusted()) {
+                    body["profileId"] = Value::from(profile_id);
+                }
+                body
             }
-            spans.extend(accepted.spans);
-            let mut body = serde_json::json!({ "results": accepted.results });
-            // Read-your-writes: the response names the profile as it is after this request,
-            // to trusted callers only (to a page it would tell whether an email has a profile).
-            if let (Some(profile_id), true) = (accepted.profile_id, source.is_trusted()) {
-                body["profileId"] = Value::from(profile_id);
+            Err(ApiError::Storage(detail)) => {
+                // D1 is unavailable: the events wait on the queue and are stored when it is
+                // back. If the queue fails too, the client keeps them and retries.
+                worker::console_error!("storage unavailable, events queued: {detail}");
+                queue(env, &source, &facts, received_at, held).await?
             }
-            body
+            Err(e) => return Err(e),
         }
-        Err(ApiError::Storage(detail)) => {
-            // D1 is unavailable: the events wait on a queue and are stored when it is back. If
-            // the queue fails too, the client keeps them and retries.
-            worker::console_error!("storage unavailable, events queued: {detail}");
-            jobs::deferred::send(env, &source, &facts, received_at, &held)
-                .await
-                .map_err(|e| ApiError::Storage(e.to_string()))?;
-            let enriched = held.enrich(&facts, &source);
-            let queued: HashSet<String> = enriched.valid().map(|e| e.message_id.clone()).collect();
-            serde_json::json!({ "results": enriched.results(&queued), "deferred": true })
-        }
-        Err(e) => return Err(e),
     };
     if let CookieAction::Set(id) = &cookie {
         // The SDK adopts this ID so the script's ID and the HttpOnly cookie agree.
@@ -105,4 +109,22 @@ pub async fn post(
             .append("Server-Timing", &spans.header())?;
     }
     Ok(response)
+}
+
+/// Queues `decoded`'s valid events to be stored after the answer (`jobs::deferred`), and
+/// answers for them: each valid one `accepted`, the rest as usual.
+async fn queue(
+    env: &Env,
+    source: &Source,
+    facts: &RequestFacts,
+    received_at: i64,
+    decoded: Decoded,
+) -> Result<Value, ApiError> {
+    jobs::deferred::send(env, source, facts, received_at, &decoded)
+        .await
+        .map_err(|e| ApiError::Storage(e.to_string()))?;
+    // Enrichment may refuse an event (consent), so the answer is the enriched request's.
+    let enriched = decoded.enrich(facts, source);
+    let queued: HashSet<String> = enriched.valid().map(|e| e.message_id.clone()).collect();
+    Ok(serde_json::json!({ "results": enriched.results(&queued), "deferred": true }))
 }
