@@ -395,12 +395,34 @@ if (!ONLY || ONLY === "console") rows.push(...(await consoleRows()));
 if (!ONLY || ONLY === "import") rows.push(...(await importRows()));
 if (!ONLY || ONLY === "scale") rows.push(...(await scaleRows()));
 
+// The change against the committed results: the value a row had there, and the difference when
+// both are one number with the same unit.
+const committed = new Map();
+try {
+  for (const line of readFileSync(new URL("./results.md", import.meta.url), "utf8").split("\n")) {
+    const cells = line.split(" | ");
+    if (cells.length >= 3 && line.startsWith("| ")) committed.set(cells[0].slice(2), cells[1]);
+  }
+} catch {
+  // no committed results yet
+}
+function change(measure, value) {
+  const was = committed.get(measure);
+  if (was === undefined) return "new";
+  const number = (text) => text.match(/^(-?[\d.]+)\s*(.*)$/);
+  const [now, then] = [number(value), number(was)];
+  if (!now || !then || now[2] !== then[2]) return was === value ? "same" : `was ${was}`;
+  const delta = Number(now[1]) - Number(then[1]);
+  const sign = delta > 0 ? "+" : "";
+  return `${sign}${Number(delta.toFixed(1))} ${now[2]} (was ${then[1]})`.trim();
+}
+
 const table = [
   `Seam benchmarks — ${new Date().toISOString().slice(0, 10)}, ${cpus().length} cores (${cpus()[0]?.model ?? "?"}), local workerd via wrangler dev, ${REQUESTS} requests x ${CONCURRENCY} concurrent`,
   "",
-  "| measure | value | detail |",
-  "|---|---|---|",
-  ...rows.map((r) => `| ${r.join(" | ")} |`),
+  "| measure | value | detail | change against the committed results |",
+  "|---|---|---|---|",
+  ...rows.map((r) => `| ${[...r, change(r[0], r[1])].join(" | ")} |`),
   "",
 ].join("\n");
 console.log(table);
