@@ -17,7 +17,7 @@ build_sdk() {
     "${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/release/seam_sdk.wasm"
   "$bin/wasm-opt" -Oz --gufa -Oz --converge --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
     --enable-reference-types --enable-multivalue --enable-mutable-globals \
-    --strip-producers --strip-target-features --low-memory-unused \
+    --strip-producers --strip-target-features --low-memory-unused --flatten --rereloop -Oz -Oz \
     "$out/seam_sdk_bg.wasm" -o "$out/seam_sdk_bg.wasm"
   node scripts/minify-names.mjs "$out/seam_sdk.js" "$out/seam_sdk_bg.wasm"
   # --bundle inlines the JS platform hooks (sdk/src/platform/browser.js, emitted by wasm-bindgen
