@@ -9,7 +9,6 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::mem;
 
-use js_sys::{Object, Reflect, JSON};
 use seam_core::consent::{Choices, ConsentModel, Purpose, RegionDefault, TcfSignal};
 use seam_core::delivery::draft::{compose, Draft, Stamp};
 use seam_core::delivery::outbox::{
@@ -77,7 +76,7 @@ pub struct Config {
 }
 
 fn get(value: &JsValue, key: &str) -> JsValue {
-    Reflect::get(value, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
+    platform::prop(value, key)
 }
 
 impl Config {
@@ -475,7 +474,7 @@ impl Client {
         if self.granted {
             self.store_identity();
         }
-        match stringify(&object_or_empty(traits)) {
+        match platform::stringify_object(traits) {
             Some(traits) => {
                 let members = ObjectWriter::members_only()
                     .string("groupId", &group_id)
@@ -500,7 +499,7 @@ impl Client {
 
     /// `track(event, properties?)`.
     pub fn track(&mut self, event: &str, properties: &JsValue) -> bool {
-        match stringify(&object_or_empty(properties)) {
+        match platform::stringify_object(properties) {
             Some(props) => {
                 let members = ObjectWriter::members_only()
                     .string("event", event)
@@ -514,7 +513,7 @@ impl Client {
 
     /// `page(name?, properties?)`.
     pub fn page(&mut self, name: Option<String>, properties: &JsValue) -> bool {
-        match stringify(&object_or_empty(properties)) {
+        match platform::stringify_object(properties) {
             Some(props) => {
                 let members = ObjectWriter::members_only()
                     .string_opt("name", name.as_deref())
@@ -584,17 +583,6 @@ impl Client {
     }
 }
 
-fn stringify(value: &JsValue) -> Option<String> {
-    JSON::stringify(value).ok().and_then(|s| s.as_string())
-}
-
-fn object_or_empty(value: &JsValue) -> JsValue {
-    if value.is_object() {
-        value.clone()
-    } else {
-        Object::new().into()
-    }
-}
 
 /// Moves this tab's new events into its stored queue, so they survive a reload. Runs soon after
 /// events are recorded; calls made meanwhile share one sync.

@@ -35,7 +35,6 @@ use alloc::string::String;
 static ALLOCATOR: lol_alloc::LockedAllocator<lol_alloc::FreeListAllocator> =
     lol_alloc::LockedAllocator::new(lol_alloc::FreeListAllocator::new());
 
-use js_sys::Promise;
 use seam_core::consent::TcfSignal;
 use wasm_bindgen::prelude::*;
 
@@ -133,14 +132,12 @@ pub fn consent_update(values: JsValue) {
 /// The consent in force, as events carry it: `{ categoryPreferences, gcm, tcString?, gpc? }`.
 #[wasm_bindgen(js_name = consentGet)]
 pub fn consent_get() -> JsValue {
-    with_client(|c| js_sys::JSON::parse(c.consent_json()).ok())
-        .flatten()
-        .unwrap_or(JsValue::UNDEFINED)
+    with_client(|c| platform::parse_json(c.consent_json())).unwrap_or(JsValue::UNDEFINED)
 }
 
 /// Sends everything due now. Resolves when the queue is empty or the collector is unreachable.
 #[wasm_bindgen]
-pub fn flush() -> Promise {
+pub fn flush() -> JsValue {
     let done = platform::flush_waiter();
     client::flush();
     done

@@ -10,6 +10,7 @@
 
 use js_sys::{Reflect, JSON};
 use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::*;
 
@@ -113,7 +114,7 @@ fn text(value: &JsValue, path: &str) -> String {
 }
 
 async fn flush() {
-    JsFuture::from(seam_sdk::flush()).await.unwrap();
+    JsFuture::from(seam_sdk::flush().unchecked_into::<js_sys::Promise>()).await.unwrap();
 }
 
 async fn wait(ms: u32) {

@@ -213,3 +213,17 @@ export function flushWaiter() {
 export function flushed() {
   for (const resolve of flushWaiters.splice(0)) resolve();
 }
+
+// Property reads for the wasm side (options, callback arguments): never throw.
+export function prop(value, key) {
+  return swallow(() => value[key]);
+}
+
+// properties/traits as JSON text ({} unless an object); undefined when not serialisable.
+export function stringifyObject(value) {
+  return swallow(() => JSON.stringify(value !== null && typeof value === "object" ? value : {}));
+}
+
+export function parseJson(text) {
+  return swallow(() => JSON.parse(text));
+}
