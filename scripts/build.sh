@@ -20,6 +20,7 @@ build_sdk() {
     --strip-producers --strip-target-features --low-memory-unused --flatten --rereloop -Oz -Oz \
     "$out/seam_sdk_bg.wasm" -o "$out/seam_sdk_bg.wasm"
   node scripts/minify-names.mjs "$out/seam_sdk.js" "$out/seam_sdk_bg.wasm"
+  node scripts/slim-glue.mjs "$out/seam_sdk.js"
   # --bundle inlines the JS platform hooks (sdk/src/platform/browser.js, emitted by wasm-bindgen
   # under snippets/) so the package stays two files: glue + wasm.
   "$bin/esbuild" "$out/seam_sdk.js" --bundle --minify --format=esm --log-level=warning --log-override:duplicate-object-key=silent \
