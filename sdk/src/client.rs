@@ -14,6 +14,7 @@ use seam_core::delivery::draft::{compose, Draft, Stamp};
 use seam_core::delivery::outbox::{
     batch_body, parse_retry_after, Outbox, Reply, DEFAULT_BUDGET_BYTES, MAX_BATCH_BYTES,
 };
+use seam_core::format::ascii::split_ascii;
 use seam_core::format::jsontext::ObjectWriter;
 use seam_core::{format::id, LIBRARY_NAME, VERSION};
 use wasm_bindgen::JsValue;
@@ -100,7 +101,15 @@ impl Config {
         };
         Ok(Self {
             write_key,
-            endpoint: text("endpoint").trim_end_matches('/').to_owned(),
+            endpoint: {
+                // Without trailing slashes (`trim_end_matches('/')`).
+                let endpoint = text("endpoint");
+                let end = endpoint
+                    .bytes()
+                    .rposition(|b| b != b'/')
+                    .map_or(0, |i| i + 1);
+                endpoint.get(..end).unwrap_or_default().to_owned()
+            },
             flush_at: number("flushAt", 20.0, 1.0) as usize,
             flush_interval_ms: number("flushInterval", 5000.0, 100.0) as i32,
             debug: get(options, "debug").is_truthy(),
@@ -529,7 +538,7 @@ impl Client {
     /// recorded when the URL (ignoring the fragment) changed.
     pub fn navigated(&mut self) -> bool {
         let url = platform::page_url();
-        let base = |u: &str| u.split('#').next().unwrap_or_default().to_owned();
+        let base = |u: &str| split_ascii(u, b'#').next().unwrap_or_default().to_owned();
         if base(&url) == base(&self.url) {
             return false;
         }
@@ -582,7 +591,6 @@ impl Client {
         }
     }
 }
-
 
 /// Moves this tab's new events into its stored queue, so they survive a reload. Runs soon after
 /// events are recorded; calls made meanwhile share one sync.

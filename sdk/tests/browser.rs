@@ -114,7 +114,9 @@ fn text(value: &JsValue, path: &str) -> String {
 }
 
 async fn flush() {
-    JsFuture::from(seam_sdk::flush().unchecked_into::<js_sys::Promise>()).await.unwrap();
+    JsFuture::from(seam_sdk::flush().unchecked_into::<js_sys::Promise>())
+        .await
+        .unwrap();
 }
 
 async fn wait(ms: u32) {

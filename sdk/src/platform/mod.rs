@@ -150,9 +150,7 @@ pub fn read_consent_params(params: &JsValue, keys: &str) -> (String, f64, Vec<St
     let parts = consent_params(params, keys);
     let regions = item(&parts, 2);
     // Every element is a string (`browser.js` maps them with `String`).
-    let regions = (0..)
-        .map_while(|i| item(&regions, i).as_string())
-        .collect();
+    let regions = (0..).map_while(|i| item(&regions, i).as_string()).collect();
     (
         item(&parts, 0).as_string().unwrap_or_default(),
         item(&parts, 1).as_f64().unwrap_or(0.0),
@@ -181,8 +179,7 @@ pub fn post(url: &str, body: &str, done: impl FnOnce(Answer) + 'static) {
         done(Answer {
             status: item(&answer, 0).as_f64().unwrap_or(0.0) as u16,
             retry_after: text(1),
-            rejected: text(2)
-                .split('\n')
+            rejected: seam_core::format::ascii::split_ascii(&text(2), b'\n')
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned)
                 .collect(),
