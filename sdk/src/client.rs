@@ -287,6 +287,13 @@ impl Client {
     /// go where the consent now sends them.
     pub fn change_consent(&mut self, f: impl FnOnce(&mut ConsentModel)) {
         f(&mut self.consent);
+        self.consent_changed();
+    }
+
+    /// The part of [`Client::change_consent`] that does not depend on `f`: one copy in the wasm
+    /// instead of one per caller.
+    #[inline(never)]
+    fn consent_changed(&mut self) {
         self.consent.gpc = platform::gpc();
         let region = &self.config.region;
         self.consent_json = self.consent.context_json(region);
