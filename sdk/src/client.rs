@@ -694,7 +694,7 @@ type Batch = (Vec<String>, String, String, u64);
 
 /// Sends one leased batch; `next` runs after it is settled, with the retry delay when the
 /// collector did not take it.
-fn send((ids, url, body, evicted): Batch, next: impl FnOnce(Option<u64>) + 'static) {
+fn send((ids, url, body, evicted): Batch, next: fn(Option<u64>)) {
     platform::post(&url, &body, move |answer| {
         let reply = Reply {
             status: Some(answer.status).filter(|s| *s != 0),
