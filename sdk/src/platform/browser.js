@@ -227,3 +227,12 @@ export function stringifyObject(value) {
 export function parseJson(text) {
   return swallow(() => JSON.parse(text));
 }
+
+// The SDK's IDs: Web Crypto, or Math.random where it is missing (very old or locked-down runtimes).
+export function fillRandom(bytes) {
+  try {
+    crypto.getRandomValues(bytes);
+  } catch {
+    for (let i = 0; i < bytes.length; i++) bytes[i] = Math.random() * 256;
+  }
+}

@@ -95,6 +95,10 @@ extern "C" {
     pub fn document_referrer() -> String;
     #[wasm_bindgen(js_name = consentParams)]
     fn consent_params(params: &JsValue, keys: &str) -> JsValue;
+    /// Fills `bytes` from `crypto.getRandomValues`, or `Math.random` without Web Crypto (very old
+    /// or locked-down runtimes: fall back rather than fail).
+    #[wasm_bindgen(js_name = fillRandom)]
+    fn fill_random(bytes: &mut [u8]);
     /// `value[key]` (`undefined` when `value` is not an object or the getter throws).
     pub fn prop(value: &JsValue, key: &str) -> JsValue;
     /// `value[i]`, like [`prop`].
@@ -131,15 +135,10 @@ pub fn now_ms() -> i64 {
     date_now() as i64
 }
 
-/// 16 random bytes from `crypto.getRandomValues` (via getrandom).
+/// 16 random bytes from `crypto.getRandomValues` (`Math.random` where Web Crypto is missing).
 pub fn random_bytes() -> [u8; 16] {
     let mut bytes = [0u8; 16];
-    if getrandom::fill(&mut bytes).is_err() {
-        // No Web Crypto (very old or locked-down runtimes): fall back rather than fail.
-        for b in &mut bytes {
-            *b = (random_unit() * 256.0) as u8;
-        }
-    }
+    fill_random(&mut bytes);
     bytes
 }
 
