@@ -145,8 +145,9 @@ pub fn flush() -> JsValue {
 
 /// The current anonymous ID (empty before `load()`).
 #[wasm_bindgen(js_name = anonymousId)]
-pub fn anonymous_id() -> String {
-    with_client(|c| c.anonymous_id().to_owned()).unwrap_or_default()
+pub fn anonymous_id() -> JsValue {
+    // A JS string made from the borrowed ID: no owned copy handed over and shrunk to fit.
+    JsValue::from_str(&with_client(|c| c.anonymous_id().to_owned()).unwrap_or_default())
 }
 
 /// Forgets the IDs and traits and drops queued events.
