@@ -83,7 +83,7 @@ fn get(value: &JsValue, key: &str) -> JsValue {
 impl Config {
     /// Reads the options object; an error (with a reason) when it is unusable.
     pub fn from_js(options: &JsValue) -> Result<Self, &'static str> {
-        let text = |key: &str| get(options, key).as_string().unwrap_or_default();
+        let text = |key: &str| platform::text_prop(options, key);
         let write_key = text("writeKey");
         if write_key.is_empty() {
             return Err("load() needs a writeKey");
@@ -115,9 +115,7 @@ impl Config {
             debug: get(options, "debug").is_truthy(),
             pre_consent,
             queue_bytes: number("queueBytes", DEFAULT_BUDGET_BYTES as f64, 1024.0) as usize,
-            cookie_domain: get(&get(options, "cookie"), "domain")
-                .as_string()
-                .unwrap_or_default(),
+            cookie_domain: platform::text_prop(&get(options, "cookie"), "domain"),
             auto_page: get(options, "autoPage") != JsValue::FALSE,
             region: text("region"),
         })

@@ -59,7 +59,7 @@ pub fn load(options: JsValue) -> bool {
         platform::on_online(&platform::hook(|_| spawn_flush()));
         platform::watch_history(&platform::hook(|_| after(|c| c.navigated())));
         platform::watch_data_layer(&platform::hook(|command| {
-            let name = platform::item(&command, 0).as_string().unwrap_or_default();
+            let name = platform::text_prop(&command, "0");
             let params = platform::item(&command, 1);
             with_client(|c| c.consent_command(&name, &params));
         }));

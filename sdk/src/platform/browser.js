@@ -220,6 +220,11 @@ export function prop(value, key) {
 }
 
 // properties/traits as JSON text ({} unless an object); undefined when not serialisable.
+export function textProp(value, key) {
+  const v = prop(value, key);
+  return typeof v === "string" ? v : "";
+}
+
 export function stringifyObject(value) {
   return swallow(() => JSON.stringify(value !== null && typeof value === "object" ? value : {}));
 }

@@ -104,6 +104,10 @@ extern "C" {
     /// `value[i]`, like [`prop`].
     #[wasm_bindgen(js_name = prop)]
     pub fn item(value: &JsValue, i: u32) -> JsValue;
+    /// `value[key]` when it is a string, else empty (`key` "0" for an array's first item).
+    #[wasm_bindgen(js_name = textProp)]
+    pub fn text_prop(value: &JsValue, key: &str) -> String;
+
     /// `JSON.stringify` of `value` when it is an object, else of `{}`; `None` when not
     /// serialisable (cyclic, BigInt, a throwing `toJSON`).
     #[wasm_bindgen(js_name = stringifyObject)]
@@ -151,7 +155,7 @@ pub fn read_consent_params(params: &JsValue, keys: &str) -> (String, f64, Vec<St
     // Every element is a string (`browser.js` maps them with `String`).
     let regions = (0..).map_while(|i| item(&regions, i).as_string()).collect();
     (
-        item(&parts, 0).as_string().unwrap_or_default(),
+        text_prop(&parts, "0"),
         item(&parts, 1).as_f64().unwrap_or(0.0),
         regions,
     )
@@ -174,15 +178,15 @@ pub struct Answer {
 /// request survives the page unloading; `done` gets the answer.
 pub fn post(url: &str, body: &str, done: impl FnOnce(Answer) + 'static) {
     let callback = once(move |answer| {
-        let text = |i| item(&answer, i).as_string().unwrap_or_default();
+        let text = |i| text_prop(&answer, i);
         done(Answer {
             status: item(&answer, 0).as_f64().unwrap_or(0.0) as u16,
-            retry_after: text(1),
-            rejected: seam_core::format::ascii::split_ascii(&text(2), b'\n')
+            retry_after: text("1"),
+            rejected: seam_core::format::ascii::split_ascii(&text("2"), b'\n')
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned)
                 .collect(),
-            anonymous_id: text(3),
+            anonymous_id: text("3"),
         })
     });
     post_js(url, body, &callback);
