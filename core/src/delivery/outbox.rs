@@ -295,7 +295,13 @@ pub fn parse_retry_after(value: &str) -> Option<u64> {
 pub fn batch_body(events: &[String], write_key: &str, sent_at: &str, evicted: u64) -> String {
     let mut batch = String::with_capacity(events.iter().map(|e| e.len() + 1).sum::<usize>() + 2);
     batch.push('[');
-    batch.push_str(&events.join(","));
+    // By hand rather than `join`, whose length-overflow panic message ships in the SDK's wasm.
+    for (i, event) in events.iter().enumerate() {
+        if i > 0 {
+            batch.push(',');
+        }
+        batch.push_str(event);
+    }
     batch.push(']');
     let mut body = ObjectWriter::with_capacity(batch.len() + 96).raw("batch", &batch);
     if evicted > 0 {
