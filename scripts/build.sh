@@ -14,11 +14,13 @@ build_sdk() {
   rm -rf "$out"
   mkdir -p "$out"
   wasm-bindgen --target web --no-typescript --out-dir "$out" --out-name seam_sdk \
-    target/wasm32-unknown-unknown/release/seam_sdk.wasm
+    "${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/release/seam_sdk.wasm"
   "$bin/wasm-opt" -Oz --gufa -Oz --converge --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
     --enable-reference-types --enable-multivalue --enable-mutable-globals \
+    --strip-producers --strip-target-features --low-memory-unused --flatten --rereloop -Oz -Oz \
     "$out/seam_sdk_bg.wasm" -o "$out/seam_sdk_bg.wasm"
   node scripts/minify-names.mjs "$out/seam_sdk.js" "$out/seam_sdk_bg.wasm"
+  node scripts/slim-glue.mjs "$out/seam_sdk.js"
   # --bundle inlines the JS platform hooks (sdk/src/platform/browser.js, emitted by wasm-bindgen
   # under snippets/) so the package stays two files: glue + wasm.
   "$bin/esbuild" "$out/seam_sdk.js" --bundle --minify --format=esm --log-level=warning --log-override:duplicate-object-key=silent \

@@ -13,6 +13,8 @@
 
 use alloc::string::String;
 use alloc::vec::Vec;
+
+use crate::format::ascii::split_ascii;
 #[cfg(feature = "std")]
 use serde_json::{Map, Value};
 
@@ -207,7 +209,8 @@ impl RegionDefault {
             return Some(0);
         }
         let region = region.trim();
-        let country = region.split('-').next().unwrap_or_default();
+        let country = split_ascii(region, b'-').next().unwrap_or_default();
+        let has_dash = |r: &str| r.bytes().any(|b| b == b'-');
         self.regions
             .iter()
             .filter_map(|r| {
@@ -215,8 +218,8 @@ impl RegionDefault {
                 if region.is_empty() || r.is_empty() {
                     None
                 } else if r.eq_ignore_ascii_case(region) {
-                    Some(if r.contains('-') { 2 } else { 1 })
-                } else if !r.contains('-') && r.eq_ignore_ascii_case(country) {
+                    Some(if has_dash(r) { 2 } else { 1 })
+                } else if !has_dash(r) && r.eq_ignore_ascii_case(country) {
                     Some(1)
                 } else {
                     None

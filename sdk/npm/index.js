@@ -21,14 +21,15 @@ function report(error) {
   if (debug) console.warn("seam:", error);
 }
 
-function call(name, args) {
+// `f` is one of the module's exports, named statically so a bundler keeps only what is used.
+function call(f, args) {
   if (state === "failed") return undefined;
   if (state !== "ready") {
-    queued.push([name, args]);
+    queued.push([f, args]);
     return undefined;
   }
   try {
-    return wasm[name](...args);
+    return f(...args);
   } catch (error) {
     report(error);
     return undefined;
@@ -42,7 +43,7 @@ function call(name, args) {
 export function load(options = {}) {
   debug = Boolean(options && options.debug);
   if (ready) {
-    call("load", [options]);
+    call(wasm.load, [options]);
     return ready;
   }
   state = "loading";
@@ -55,8 +56,8 @@ export function load(options = {}) {
   ready = init({ module_or_path: wasmUrl })
     .then(() => {
       state = "ready";
-      const loaded = call("load", [options]) === true;
-      for (const [name, args] of queued.splice(0)) call(name, args);
+      const loaded = call(wasm.load, [options]) === true;
+      for (const [f, args] of queued.splice(0)) call(f, args);
       return loaded;
     })
     .catch((error) => {
@@ -70,13 +71,13 @@ export function load(options = {}) {
 
 /** Records a user action, e.g. track("Product Viewed", { product_id: "p1" }). */
 export function track(event, properties) {
-  call("track", [String(event ?? ""), properties]);
+  call(wasm.track, [String(event ?? ""), properties]);
 }
 
 /** Records a page view: page(), page("Product"), page("Product", { sku }) or page({ sku }). */
 export function page(name, properties) {
   if (name !== null && typeof name === "object") [name, properties] = [undefined, name];
-  call("page", [name == null ? undefined : String(name), properties]);
+  call(wasm.page, [name == null ? undefined : String(name), properties]);
 }
 
 /**
@@ -93,28 +94,28 @@ export function identify(userId, traits, options) {
       ? s.setItem(TOKEN_KEY, token)
       : userId != null && String(userId) !== s.getItem("seam_user_id") && s.removeItem(TOKEN_KEY),
   );
-  call("identify", [userId == null ? undefined : String(userId), traits]);
+  call(wasm.identify, [userId == null ? undefined : String(userId), traits]);
 }
 
 /** Puts the user in a group (account): group("acme", { plan: "pro" }). */
 export function group(groupId, traits) {
-  call("group", [String(groupId ?? ""), traits]);
+  call(wasm.group, [String(groupId ?? ""), traits]);
 }
 
 /** Joins previousId (default: the current user or anonymous ID) to userId. */
 export function alias(userId, previousId) {
-  call("alias", [String(userId ?? ""), previousId == null ? undefined : String(previousId)]);
+  call(wasm.alias, [String(userId ?? ""), previousId == null ? undefined : String(previousId)]);
 }
 
 /** Consent in Google Consent Mode v2 terms. */
 export const consent = {
   /** Records the visitor's choice: consent.update({ analytics_storage: "granted" }). */
   update(values) {
-    call("consentUpdate", [values]);
+    call(wasm.consentUpdate, [values]);
   },
   /** The consent in force ({ categoryPreferences, gcm, tcString?, gpc? }); undefined before ready. */
   get() {
-    return state === "ready" ? call("consentGet", []) : undefined;
+    return state === "ready" ? call(wasm.consentGet, []) : undefined;
   },
 };
 
@@ -131,16 +132,16 @@ export async function flush() {
 
 /** The visitor's anonymous ID, or undefined before the SDK is ready. */
 export function anonymousId() {
-  return state === "ready" ? call("anonymousId", []) : undefined;
+  return state === "ready" ? call(wasm.anonymousId, []) : undefined;
 }
 
 /** Forgets the IDs and traits and drops queued events (e.g. on log-out). */
 export function reset() {
   tokens((s) => s.removeItem(TOKEN_KEY));
-  call("reset", []);
+  call(wasm.reset, []);
 }
 
 /** Number of events waiting to be sent. */
 export function pending() {
-  return state === "ready" ? call("pending", []) : queued.length;
+  return state === "ready" ? call(wasm.pending, []) : queued.length;
 }

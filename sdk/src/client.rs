@@ -9,12 +9,12 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::mem;
 
-use js_sys::{Object, Reflect, JSON};
 use seam_core::consent::{Choices, ConsentModel, Purpose, RegionDefault, TcfSignal};
 use seam_core::delivery::draft::{compose, Draft, Stamp};
 use seam_core::delivery::outbox::{
     batch_body, parse_retry_after, Outbox, Reply, DEFAULT_BUDGET_BYTES, MAX_BATCH_BYTES,
 };
+use seam_core::format::ascii::split_ascii;
 use seam_core::format::jsontext::ObjectWriter;
 use seam_core::{format::id, LIBRARY_NAME, VERSION};
 use wasm_bindgen::JsValue;
@@ -77,13 +77,13 @@ pub struct Config {
 }
 
 fn get(value: &JsValue, key: &str) -> JsValue {
-    Reflect::get(value, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
+    platform::prop(value, key)
 }
 
 impl Config {
     /// Reads the options object; an error (with a reason) when it is unusable.
     pub fn from_js(options: &JsValue) -> Result<Self, &'static str> {
-        let text = |key: &str| get(options, key).as_string().unwrap_or_default();
+        let text = |key: &str| platform::text_prop(options, key);
         let write_key = text("writeKey");
         if write_key.is_empty() {
             return Err("load() needs a writeKey");
@@ -101,15 +101,21 @@ impl Config {
         };
         Ok(Self {
             write_key,
-            endpoint: text("endpoint").trim_end_matches('/').to_owned(),
+            endpoint: {
+                // Without trailing slashes (`trim_end_matches('/')`).
+                let endpoint = text("endpoint");
+                let end = endpoint
+                    .bytes()
+                    .rposition(|b| b != b'/')
+                    .map_or(0, |i| i + 1);
+                endpoint.get(..end).unwrap_or_default().to_owned()
+            },
             flush_at: number("flushAt", 20.0, 1.0) as usize,
             flush_interval_ms: number("flushInterval", 5000.0, 100.0) as i32,
             debug: get(options, "debug").is_truthy(),
             pre_consent,
             queue_bytes: number("queueBytes", DEFAULT_BUDGET_BYTES as f64, 1024.0) as usize,
-            cookie_domain: get(&get(options, "cookie"), "domain")
-                .as_string()
-                .unwrap_or_default(),
+            cookie_domain: platform::text_prop(&get(options, "cookie"), "domain"),
             auto_page: get(options, "autoPage") != JsValue::FALSE,
             region: text("region"),
         })
@@ -279,6 +285,13 @@ impl Client {
     /// go where the consent now sends them.
     pub fn change_consent(&mut self, f: impl FnOnce(&mut ConsentModel)) {
         f(&mut self.consent);
+        self.consent_changed();
+    }
+
+    /// The part of [`Client::change_consent`] that does not depend on `f`: one copy in the wasm
+    /// instead of one per caller.
+    #[inline(never)]
+    fn consent_changed(&mut self) {
         self.consent.gpc = platform::gpc();
         let region = &self.config.region;
         self.consent_json = self.consent.context_json(region);
@@ -475,7 +488,7 @@ impl Client {
         if self.granted {
             self.store_identity();
         }
-        match stringify(&object_or_empty(traits)) {
+        match platform::stringify_object(traits) {
             Some(traits) => {
                 let members = ObjectWriter::members_only()
                     .string("groupId", &group_id)
@@ -500,7 +513,7 @@ impl Client {
 
     /// `track(event, properties?)`.
     pub fn track(&mut self, event: &str, properties: &JsValue) -> bool {
-        match stringify(&object_or_empty(properties)) {
+        match platform::stringify_object(properties) {
             Some(props) => {
                 let members = ObjectWriter::members_only()
                     .string("event", event)
@@ -514,7 +527,7 @@ impl Client {
 
     /// `page(name?, properties?)`.
     pub fn page(&mut self, name: Option<String>, properties: &JsValue) -> bool {
-        match stringify(&object_or_empty(properties)) {
+        match platform::stringify_object(properties) {
             Some(props) => {
                 let members = ObjectWriter::members_only()
                     .string_opt("name", name.as_deref())
@@ -530,7 +543,7 @@ impl Client {
     /// recorded when the URL (ignoring the fragment) changed.
     pub fn navigated(&mut self) -> bool {
         let url = platform::page_url();
-        let base = |u: &str| u.split('#').next().unwrap_or_default().to_owned();
+        let base = |u: &str| split_ascii(u, b'#').next().unwrap_or_default().to_owned();
         if base(&url) == base(&self.url) {
             return false;
         }
@@ -581,18 +594,6 @@ impl Client {
         if self.config.debug {
             platform::log(message);
         }
-    }
-}
-
-fn stringify(value: &JsValue) -> Option<String> {
-    JSON::stringify(value).ok().and_then(|s| s.as_string())
-}
-
-fn object_or_empty(value: &JsValue) -> JsValue {
-    if value.is_object() {
-        value.clone()
-    } else {
-        Object::new().into()
     }
 }
 
@@ -691,7 +692,7 @@ type Batch = (Vec<String>, String, String, u64);
 
 /// Sends one leased batch; `next` runs after it is settled, with the retry delay when the
 /// collector did not take it.
-fn send((ids, url, body, evicted): Batch, next: impl FnOnce(Option<u64>) + 'static) {
+fn send((ids, url, body, evicted): Batch, next: fn(Option<u64>)) {
     platform::post(&url, &body, move |answer| {
         let reply = Reply {
             status: Some(answer.status).filter(|s| *s != 0),

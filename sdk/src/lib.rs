@@ -35,7 +35,6 @@ use alloc::string::String;
 static ALLOCATOR: lol_alloc::LockedAllocator<lol_alloc::FreeListAllocator> =
     lol_alloc::LockedAllocator::new(lol_alloc::FreeListAllocator::new());
 
-use js_sys::Promise;
 use seam_core::consent::TcfSignal;
 use wasm_bindgen::prelude::*;
 
@@ -60,7 +59,7 @@ pub fn load(options: JsValue) -> bool {
         platform::on_online(&platform::hook(|_| spawn_flush()));
         platform::watch_history(&platform::hook(|_| after(|c| c.navigated())));
         platform::watch_data_layer(&platform::hook(|command| {
-            let name = platform::item(&command, 0).as_string().unwrap_or_default();
+            let name = platform::text_prop(&command, "0");
             let params = platform::item(&command, 1);
             with_client(|c| c.consent_command(&name, &params));
         }));
@@ -133,14 +132,12 @@ pub fn consent_update(values: JsValue) {
 /// The consent in force, as events carry it: `{ categoryPreferences, gcm, tcString?, gpc? }`.
 #[wasm_bindgen(js_name = consentGet)]
 pub fn consent_get() -> JsValue {
-    with_client(|c| js_sys::JSON::parse(c.consent_json()).ok())
-        .flatten()
-        .unwrap_or(JsValue::UNDEFINED)
+    with_client(|c| platform::parse_json(c.consent_json())).unwrap_or(JsValue::UNDEFINED)
 }
 
 /// Sends everything due now. Resolves when the queue is empty or the collector is unreachable.
 #[wasm_bindgen]
-pub fn flush() -> Promise {
+pub fn flush() -> JsValue {
     let done = platform::flush_waiter();
     client::flush();
     done
@@ -148,8 +145,9 @@ pub fn flush() -> Promise {
 
 /// The current anonymous ID (empty before `load()`).
 #[wasm_bindgen(js_name = anonymousId)]
-pub fn anonymous_id() -> String {
-    with_client(|c| c.anonymous_id().to_owned()).unwrap_or_default()
+pub fn anonymous_id() -> JsValue {
+    // A JS string made from the borrowed ID: no owned copy handed over and shrunk to fit.
+    JsValue::from_str(&with_client(|c| c.anonymous_id().to_owned()).unwrap_or_default())
 }
 
 /// Forgets the IDs and traits and drops queued events.

@@ -10,6 +10,7 @@
 
 use js_sys::{Reflect, JSON};
 use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::*;
 
@@ -113,7 +114,9 @@ fn text(value: &JsValue, path: &str) -> String {
 }
 
 async fn flush() {
-    JsFuture::from(seam_sdk::flush()).await.unwrap();
+    JsFuture::from(seam_sdk::flush().unchecked_into::<js_sys::Promise>())
+        .await
+        .unwrap();
 }
 
 async fn wait(ms: u32) {
@@ -168,7 +171,10 @@ async fn track_posts_a_text_plain_keepalive_batch_with_consent() {
     assert_eq!(text(&track, "type"), "track");
     assert_eq!(text(&track, "event"), "Product Viewed");
     assert_eq!(get(&track, "properties.price"), 12.5);
-    assert_eq!(text(&track, "anonymousId"), seam_sdk::anonymous_id());
+    assert_eq!(
+        text(&track, "anonymousId"),
+        seam_sdk::anonymous_id().as_string().unwrap()
+    );
     assert!(text(&track, "messageId").starts_with("seam-"));
     assert_eq!(text(&track, "context.library.name"), "seam.js");
     assert_eq!(
@@ -228,16 +234,23 @@ async fn identify_group_alias_carry_ids_and_traits_and_reset_forgets_them() {
     assert_eq!(text(&signed, "json.batch.0.userId"), "user-1");
     store("seam_identity_token", "");
 
-    let before = seam_sdk::anonymous_id();
+    let before = seam_sdk::anonymous_id().as_string().unwrap();
     seam_sdk::reset();
-    assert_ne!(seam_sdk::anonymous_id(), before, "reset mints a new ID");
+    assert_ne!(
+        seam_sdk::anonymous_id().as_string().unwrap(),
+        before,
+        "reset mints a new ID"
+    );
     assert_eq!(stored("seam_user_id"), None);
     assert_eq!(stored("seam_user_traits"), None);
     seam_sdk::track("After".into(), JsValue::UNDEFINED);
     flush().await;
     let last = sent_events().get(6);
     assert_eq!(get(&last, "userId"), JsValue::UNDEFINED);
-    assert_eq!(text(&last, "anonymousId"), seam_sdk::anonymous_id());
+    assert_eq!(
+        text(&last, "anonymousId"),
+        seam_sdk::anonymous_id().as_string().unwrap()
+    );
 }
 
 #[wasm_bindgen_test]
@@ -253,7 +266,7 @@ async fn before_consent_nothing_is_stored_and_buffered_events_leave_with_the_id_
     assert_eq!(stored_queue(), None, "no durable queue without consent");
 
     seam_sdk::consent_update(json(r#"{"analytics_storage":"granted"}"#));
-    let id = seam_sdk::anonymous_id();
+    let id = seam_sdk::anonymous_id().as_string().unwrap();
     assert_eq!(stored(ID_KEY), Some(id.clone()));
     assert_eq!(cookie(ID_KEY), Some(id.clone()));
     flush().await;
@@ -283,7 +296,11 @@ async fn cookieless_mode_sends_with_a_page_only_id_and_drop_mode_sends_nothing()
     assert_eq!(events.length(), 1);
     let sent_id = text(&events.get(0), "anonymousId");
     assert_eq!(sent_id.len(), 36);
-    assert_ne!(sent_id, seam_sdk::anonymous_id(), "not the persistent ID");
+    assert_ne!(
+        sent_id,
+        seam_sdk::anonymous_id().as_string().unwrap(),
+        "not the persistent ID"
+    );
     assert_eq!(stored(ID_KEY), None);
 
     start(200, "denied", "drop").await;
@@ -304,7 +321,10 @@ async fn gtag_commands_tcf_and_gpc_drive_the_consent_state() {
     let state = seam_sdk::consent_get();
     assert_eq!(text(&state, "gcm.analytics_storage"), "granted");
     assert_eq!(text(&state, "gcm.ad_storage"), "granted");
-    assert_eq!(stored(ID_KEY), Some(seam_sdk::anonymous_id()));
+    assert_eq!(
+        stored(ID_KEY),
+        Some(seam_sdk::anonymous_id().as_string().unwrap())
+    );
 
     // A CMP: storage (1) and content measurement (8), no ad profile (3, 4).
     cmp_decides(vec![1, 7, 8], "CPtcf");

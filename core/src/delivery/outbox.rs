@@ -15,6 +15,7 @@ use alloc::borrow::ToOwned;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use crate::format::ascii::{parse_i64, parse_u64, split_ascii};
 use crate::format::jsontext::{push_integer, ObjectWriter};
 
 /// Browsers cap the bodies of all in-flight `keepalive` requests of a page at 64 KiB together;
@@ -238,22 +239,25 @@ impl Outbox {
     /// another version, or edited by hand), the rest is kept.
     pub fn decode(text: &str) -> Self {
         let mut outbox = Self::default();
-        let mut lines = text.split('\n');
-        outbox.evicted = lines
-            .next()
-            .and_then(|l| l.trim().parse().ok())
-            .unwrap_or(0);
+        let mut lines = split_ascii(text, b'\n');
+        outbox.evicted = lines.next().and_then(|l| parse_u64(l.trim())).unwrap_or(0);
         for line in lines {
-            let mut parts = line.splitn(4, '\t');
-            let (Some(not_before), Some(attempts), Some(id), Some(json)) =
-                (parts.next(), parts.next(), parts.next(), parts.next())
+            let mut parts = split_ascii(line, b'\t');
+            let (Some(not_before), Some(attempts), Some(id)) =
+                (parts.next(), parts.next(), parts.next())
             else {
                 continue;
             };
-            let (Ok(not_before), Ok(attempts)) = (not_before.parse(), attempts.parse()) else {
+            let Some(json) = parts.remainder() else {
                 continue;
             };
-            if id.is_empty() || !json.starts_with('{') {
+            let (Some(not_before), Some(attempts)) = (
+                parse_i64(not_before),
+                parse_u64(attempts).and_then(|a| u32::try_from(a).ok()),
+            ) else {
+                continue;
+            };
+            if id.is_empty() || json.as_bytes().first() != Some(&b'{') {
                 continue;
             }
             let entry = Entry {
@@ -283,11 +287,7 @@ pub fn backoff_ms(attempts: u32, jitter: f64, retry_after_ms: Option<u64>) -> u6
 /// Reads a `Retry-After` header value (delay in seconds; HTTP dates are not used by Seam's
 /// collector and read as absent) as milliseconds.
 pub fn parse_retry_after(value: &str) -> Option<u64> {
-    value
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(|s| s.saturating_mul(1000))
+    parse_u64(value.trim()).map(|s| s.saturating_mul(1000))
 }
 
 /// The `/v1/batch` body for `events` (each already a JSON object). `evicted`, when non-zero, is
@@ -295,7 +295,13 @@ pub fn parse_retry_after(value: &str) -> Option<u64> {
 pub fn batch_body(events: &[String], write_key: &str, sent_at: &str, evicted: u64) -> String {
     let mut batch = String::with_capacity(events.iter().map(|e| e.len() + 1).sum::<usize>() + 2);
     batch.push('[');
-    batch.push_str(&events.join(","));
+    // By hand rather than `join`, whose length-overflow panic message ships in the SDK's wasm.
+    for (i, event) in events.iter().enumerate() {
+        if i > 0 {
+            batch.push(',');
+        }
+        batch.push_str(event);
+    }
     batch.push(']');
     let mut body = ObjectWriter::with_capacity(batch.len() + 96).raw("batch", &batch);
     if evicted > 0 {

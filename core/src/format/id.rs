@@ -1,4 +1,4 @@
-//! Identifier formats. Randomness is supplied by the caller (getrandom in the SDK and at the edge).
+//! Identifier formats. Randomness is supplied by the caller (`crypto.getRandomValues` in the SDK, getrandom at the edge).
 
 use super::encode::hex_digit;
 use alloc::string::String;

@@ -213,3 +213,31 @@ export function flushWaiter() {
 export function flushed() {
   for (const resolve of flushWaiters.splice(0)) resolve();
 }
+
+// Property reads for the wasm side (options, callback arguments): never throw.
+export function prop(value, key) {
+  return swallow(() => value[key]);
+}
+
+// properties/traits as JSON text ({} unless an object); undefined when not serialisable.
+export function textProp(value, key) {
+  const v = prop(value, key);
+  return typeof v === "string" ? v : "";
+}
+
+export function stringifyObject(value) {
+  return swallow(() => JSON.stringify(value !== null && typeof value === "object" ? value : {}));
+}
+
+export function parseJson(text) {
+  return swallow(() => JSON.parse(text));
+}
+
+// The SDK's IDs: Web Crypto, or Math.random where it is missing (very old or locked-down runtimes).
+export function fillRandom(bytes) {
+  try {
+    crypto.getRandomValues(bytes);
+  } catch {
+    for (let i = 0; i < bytes.length; i++) bytes[i] = Math.random() * 256;
+  }
+}

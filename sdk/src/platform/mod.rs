@@ -22,6 +22,11 @@ extern "C" {
     /// Calls `f` every `ms` milliseconds for the life of the page.
     #[wasm_bindgen(js_name = setInterval)]
     pub fn every(f: &JsValue, ms: i32);
+    #[wasm_bindgen(js_namespace = Date, js_name = now)]
+    fn date_now() -> f64;
+    /// `Math.random()`: a number in `[0, 1)`.
+    #[wasm_bindgen(js_namespace = Math, js_name = random)]
+    pub fn random_unit() -> f64;
 }
 
 #[wasm_bindgen(module = "/src/platform/browser.js")]
@@ -82,14 +87,34 @@ extern "C" {
     pub fn merge_traits(json: &str, traits: &JsValue) -> Option<String>;
     /// A promise that resolves at the next [`flushed`].
     #[wasm_bindgen(js_name = flushWaiter)]
-    pub fn flush_waiter() -> js_sys::Promise;
+    pub fn flush_waiter() -> JsValue;
     /// Resolves every [`flush_waiter`] promise.
     pub fn flushed();
     /// `document.referrer`.
     #[wasm_bindgen(js_name = documentReferrer)]
     pub fn document_referrer() -> String;
     #[wasm_bindgen(js_name = consentParams)]
-    fn consent_params(params: &JsValue, keys: &str) -> js_sys::Array;
+    fn consent_params(params: &JsValue, keys: &str) -> JsValue;
+    /// Fills `bytes` from `crypto.getRandomValues`, or `Math.random` without Web Crypto (very old
+    /// or locked-down runtimes: fall back rather than fail).
+    #[wasm_bindgen(js_name = fillRandom)]
+    fn fill_random(bytes: &mut [u8]);
+    /// `value[key]` (`undefined` when `value` is not an object or the getter throws).
+    pub fn prop(value: &JsValue, key: &str) -> JsValue;
+    /// `value[i]`, like [`prop`].
+    #[wasm_bindgen(js_name = prop)]
+    pub fn item(value: &JsValue, i: u32) -> JsValue;
+    /// `value[key]` when it is a string, else empty (`key` "0" for an array's first item).
+    #[wasm_bindgen(js_name = textProp)]
+    pub fn text_prop(value: &JsValue, key: &str) -> String;
+
+    /// `JSON.stringify` of `value` when it is an object, else of `{}`; `None` when not
+    /// serialisable (cyclic, BigInt, a throwing `toJSON`).
+    #[wasm_bindgen(js_name = stringifyObject)]
+    pub fn stringify_object(value: &JsValue) -> Option<String>;
+    /// `JSON.parse(text)` (`undefined` when it does not parse).
+    #[wasm_bindgen(js_name = parseJson)]
+    pub fn parse_json(text: &str) -> JsValue;
     #[wasm_bindgen(js_name = post)]
     fn post_js(url: &str, body: &str, done: &JsValue);
     /// Calls `f` on `pagehide` and when the page becomes hidden.
@@ -109,31 +134,16 @@ pub fn once(f: impl FnOnce(JsValue) + 'static) -> JsValue {
     Closure::once_into_js(Box::new(f) as Box<dyn FnOnce(JsValue)>)
 }
 
-/// Element `i` of a JS array (`undefined` when missing).
-pub fn item(array: &JsValue, i: u32) -> JsValue {
-    js_sys::Reflect::get_u32(array, i).unwrap_or(JsValue::UNDEFINED)
-}
-
 /// Milliseconds since the epoch, from the browser's clock.
 pub fn now_ms() -> i64 {
-    js_sys::Date::now() as i64
+    date_now() as i64
 }
 
-/// 16 random bytes from `crypto.getRandomValues` (via getrandom).
+/// 16 random bytes from `crypto.getRandomValues` (`Math.random` where Web Crypto is missing).
 pub fn random_bytes() -> [u8; 16] {
     let mut bytes = [0u8; 16];
-    if getrandom::fill(&mut bytes).is_err() {
-        // No Web Crypto (very old or locked-down runtimes): fall back rather than fail.
-        for b in &mut bytes {
-            *b = (js_sys::Math::random() * 256.0) as u8;
-        }
-    }
+    fill_random(&mut bytes);
     bytes
-}
-
-/// A random number in `[0, 1)` (for retry jitter).
-pub fn random_unit() -> f64 {
-    js_sys::Math::random()
 }
 
 /// A consent parameter object (`{ analytics_storage: "granted", region: [...],
@@ -141,13 +151,13 @@ pub fn random_unit() -> f64 {
 /// order), `wait_for_update` and the regions.
 pub fn read_consent_params(params: &JsValue, keys: &str) -> (String, f64, Vec<String>) {
     let parts = consent_params(params, keys);
+    let regions = item(&parts, 2);
+    // Every element is a string (`browser.js` maps them with `String`).
+    let regions = (0..).map_while(|i| item(&regions, i).as_string()).collect();
     (
-        parts.get(0).as_string().unwrap_or_default(),
-        parts.get(1).as_f64().unwrap_or(0.0),
-        js_sys::Array::from(&parts.get(2))
-            .iter()
-            .filter_map(|r| r.as_string())
-            .collect(),
+        text_prop(&parts, "0"),
+        item(&parts, 1).as_f64().unwrap_or(0.0),
+        regions,
     )
 }
 
@@ -168,16 +178,15 @@ pub struct Answer {
 /// request survives the page unloading; `done` gets the answer.
 pub fn post(url: &str, body: &str, done: impl FnOnce(Answer) + 'static) {
     let callback = once(move |answer| {
-        let text = |i| item(&answer, i).as_string().unwrap_or_default();
+        let text = |i| text_prop(&answer, i);
         done(Answer {
             status: item(&answer, 0).as_f64().unwrap_or(0.0) as u16,
-            retry_after: text(1),
-            rejected: text(2)
-                .split('\n')
+            retry_after: text("1"),
+            rejected: seam_core::format::ascii::split_ascii(&text("2"), b'\n')
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned)
                 .collect(),
-            anonymous_id: text(3),
+            anonymous_id: text("3"),
         })
     });
     post_js(url, body, &callback);

@@ -1,0 +1,57 @@
+// Trims wasm-bindgen's `--target web` glue to what the SDK's entry (sdk/npm/index.js) uses:
+// - one `init({ module_or_path })` that fetches the module (a string or URL, as `load()`'s
+//   `wasmUrl` is typed; a Response is taken as is) and instantiates it, streaming when the
+//   server sends `application/wasm` (falling back like wasm-bindgen's), instead of `__wbg_init`,
+//   `__wbg_init_once`, `__wbg_load` and `initSync` with their deprecation warnings (index.js
+//   calls init once, behind its own promise);
+// - no `TextEncoder.encodeInto` polyfill and no `passStringToWasm0` branch for a missing
+//   `realloc`: every engine with the wasm features the module needs (reference types) has
+//   `encodeInto`, and the glue always passes `realloc`.
+// wasm-bindgen is pinned exactly (Cargo.toml); a glue of another shape fails the build here.
+//
+// Usage: node scripts/slim-glue.mjs <glue.js>   (rewritten in place; run after minify-names.mjs)
+import { readFileSync, writeFileSync } from "node:fs";
+
+const [gluePath] = process.argv.slice(2);
+let glue = readFileSync(gluePath, "utf8");
+const fail = (what) => {
+  throw new Error(`slim-glue: ${what} (wasm-bindgen glue changed shape?)`);
+};
+function replace(pattern, replacement, what) {
+  if (!pattern.test(glue)) fail(what);
+  glue = glue.replace(pattern, replacement);
+}
+
+const start = /function __wbg_finalize_init\(instance, module\) \{[^}]*?wasm\.(\w+)\(\);/.exec(glue)?.[1] ?? fail("start export");
+replace(
+  /let wasmModule, wasmInstance, wasm;\n[\s\S]*$/,
+  `let wasm;
+async function __wbg_init({ module_or_path }) {
+    const imports = __wbg_get_imports();
+    const response = await (typeof Response === 'function' && module_or_path instanceof Response ? module_or_path : fetch(module_or_path));
+    if (!response.ok) throw new Error(\`failed to fetch Wasm: \${response.status}\`);
+    let result;
+    if (typeof WebAssembly.instantiateStreaming === 'function') {
+        try {
+            result = await WebAssembly.instantiateStreaming(response, imports);
+        } catch (e) {
+            // Served without the wasm MIME type: instantiate from the bytes (without
+            // wasm-bindgen's console warning; the SDK logs nothing unless in debug mode).
+            if (!/^(basic|cors|default)$/.test(response.type) || response.headers.get('Content-Type') === 'application/wasm') throw e;
+        }
+    }
+    result ??= await WebAssembly.instantiate(await response.arrayBuffer(), imports);
+    wasm = result.instance.exports;
+    cachedDataViewMemory0 = null;
+    cachedUint8ArrayMemory0 = null;
+    wasm.${start}();
+    return wasm;
+}
+
+export { __wbg_init as default };
+`,
+  "init functions",
+);
+replace(/\nif \(!\('encodeInto' in cachedTextEncoder\)\) \{\n[\s\S]*?\n\}\n/, "\n", "encodeInto polyfill");
+replace(/    if \(realloc === undefined\) \{\n[\s\S]*?\n    \}\n\n/, "", "passStringToWasm0 malloc-only branch");
+writeFileSync(gluePath, glue);
