@@ -12,7 +12,7 @@ import { gzipSync } from "node:zlib";
 import { build } from "esbuild";
 import { chromium } from "playwright-core";
 import { launchBrowser } from "../tests/support/browser.mjs";
-import { kb, measureSdk } from "../scripts/sdk-size.mjs";
+import { kb, measureSdk, wasmSections } from "../scripts/sdk-size.mjs";
 
 const root = new URL("..", import.meta.url).pathname;
 const peersDir = join(root, "bench/.peers");
@@ -61,29 +61,8 @@ export async function peerSizeRows() {
 
 /** Section sizes of the shipped wasm (it carries no names, so twiggy shows only indices). */
 export function wasmSectionRow() {
-  const wasm = readFileSync(join(root, "sdk/npm/dist/seam_sdk_bg.wasm"));
-  const names = { 1: "types", 2: "imports", 3: "functions", 5: "memory", 6: "globals", 7: "exports", 9: "elements", 10: "code", 11: "data" };
-  const sizes = {};
-  for (let pos = 8; pos < wasm.length; ) {
-    const id = wasm[pos];
-    let size = 0;
-    let shift = 0;
-    let p = pos + 1;
-    for (;;) {
-      const byte = wasm[p++];
-      size |= (byte & 0x7f) << shift;
-      if (!(byte & 0x80)) break;
-      shift += 7;
-    }
-    const key = names[id] ?? "other";
-    sizes[key] = (sizes[key] ?? 0) + size;
-    pos = p + size;
-  }
-  const detail = Object.entries(sizes)
-    .sort((a, b) => b[1] - a[1])
-    .map(([k, v]) => `${k} ${kb(v)}`)
-    .join(", ");
-  return ["SDK wasm sections (raw)", kb(wasm.length), detail];
+  const { total, sections } = wasmSections();
+  return ["SDK wasm sections (raw)", kb(total), sections.map(([k, v]) => `${k} ${kb(v)}`).join(", ")];
 }
 
 const TYPES = { ".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "application/wasm", ".html": "text/html" };

@@ -43,3 +43,39 @@ export async function measureSdk() {
 }
 
 export const kb = (bytes) => `${(bytes / 1024).toFixed(1)} KB`;
+
+/** Raw bytes of each section of the shipped wasm (it carries no names), largest first. */
+export function wasmSections() {
+  const wasm = readFileSync(join(root, "sdk/npm/dist/seam_sdk_bg.wasm"));
+  const names = { 1: "types", 2: "imports", 3: "functions", 5: "memory", 6: "globals", 7: "exports", 9: "elements", 10: "code", 11: "data" };
+  const sizes = {};
+  for (let pos = 8; pos < wasm.length; ) {
+    const id = wasm[pos];
+    let size = 0;
+    let shift = 0;
+    let p = pos + 1;
+    for (;;) {
+      const byte = wasm[p++];
+      size |= (byte & 0x7f) << shift;
+      if (!(byte & 0x80)) break;
+      shift += 7;
+    }
+    const key = names[id] ?? "other";
+    sizes[key] = (sizes[key] ?? 0) + size;
+    pos = p + size;
+  }
+  return { total: wasm.length, sections: Object.entries(sizes).sort((a, b) => b[1] - a[1]) };
+}
+
+/** The value of `measure`'s row in the committed bench/results.md, if it has one. */
+export function committedResult(measure) {
+  try {
+    const line = readFileSync(join(root, "bench/results.md"), "utf8")
+      .split("\n")
+      .find((l) => l.startsWith(`| ${measure} | `));
+    return line?.split(" | ")[1];
+  } catch {
+    return undefined;
+  }
+}
+
