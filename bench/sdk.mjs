@@ -160,7 +160,6 @@ export async function browserRows() {
   return [
     ["browser: track() main-thread median, Seam", `${seam.median.toFixed(1)} µs`, `vs analytics-next ${segment.median.toFixed(1)} µs; ${CALLS} calls in batches of ${BATCH}, headless Chromium, ${isolated}`],
     ["browser: track() median, analytics-next 1.84.3", `${segment.median.toFixed(1)} µs`, "same harness and page shape"],
-    ["browser: load() to ready, Seam", `${seam.ready.toFixed(1)} ms`, `vs analytics-next ${segment.ready.toFixed(1)} ms (local server, settings passed in, no CDN fetch)`],
   ];
 }
 
