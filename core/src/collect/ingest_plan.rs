@@ -74,10 +74,40 @@ impl IngestPlan {
         let cutoff = received_at - i64::from(source.dedup_window_days) * DAY_MS;
         let mut statements = insert_events(&source.id, events, cutoff);
         let events_at = 0..statements.len();
-        // The outbox rows commit with their events (after them: they select the rows stored).
-        statements.extend(deliver::enqueue(&source.id, routes, received_at));
+        // The outbox rows commit with their events (after them: they select the rows stored,
+        // told from duplicates by their receipt time). A queue consumer's merged requests keep
+        // their own receipt times, so each time gets its own selection.
+        let mut times: Vec<i64> = events.iter().map(|e| e.received_at_ms).collect();
+        times.sort_unstable();
+        times.dedup();
+        let at_time = |at: i64| -> Vec<&Event> {
+            events
+                .iter()
+                .filter(|e| e.received_at_ms == at)
+                .copied()
+                .collect()
+        };
+        for &at in &times {
+            let ids: BTreeSet<&str> = at_time(at).iter().map(|e| e.message_id.as_str()).collect();
+            let routes_at: Vec<Route> = routes
+                .iter()
+                .map(|r| Route {
+                    destination: r.destination.clone(),
+                    message_ids: r
+                        .message_ids
+                        .iter()
+                        .filter(|m| ids.contains(m.as_str()))
+                        .cloned()
+                        .collect(),
+                })
+                .filter(|r| !r.message_ids.is_empty())
+                .collect();
+            statements.extend(deliver::enqueue(&source.id, &routes_at, at));
+        }
         let deliveries_at = events_at.end..statements.len();
-        statements.extend(super::live::count_stored(&source.id, received_at, events));
+        for &at in &times {
+            statements.extend(super::live::count_stored(&source.id, at, &at_time(at)));
+        }
         let links_start = statements.len();
         statements.extend(upsert_links(&graph.links));
         let links_at = links_start..statements.len();
@@ -267,6 +297,56 @@ mod tests {
         // Each "result" is its statement's SQL, so a position read names what it read.
         let results = plan.statements().iter().map(|s| s.sql.clone()).collect();
         (plan, results)
+    }
+
+    #[test]
+    fn merged_requests_get_deliveries_and_counts_at_their_own_receipt_times() {
+        let source = parse_source("k", &json!({"id": "web"})).unwrap();
+        let first = decoded(
+            json!([{"type": "track", "event": "A", "anonymousId": "a1", "messageId": "m1"}]),
+        );
+        let body = json!({ "batch": [{"type": "track", "event": "B", "anonymousId": "a2", "messageId": "m2"}] }).to_string();
+        let second = decode(body.as_bytes(), None, T0 + 5, || "generated".into()).unwrap();
+        let merged = crate::collect::deferred::merge([first, second]);
+        let events: Vec<&Event> = merged.valid().collect();
+        let graph = contributions(&events, &source.id, &Rules::default());
+        let plan = IngestPlan::new(IngestInput {
+            source: &source,
+            events: &events,
+            graph: &graph,
+            consent: &[],
+            decoded: &merged,
+            received_at: T0 + 5,
+            rules: &Rules::default(),
+            personalising: false,
+            routes: &[Route {
+                destination: "hooks".into(),
+                message_ids: vec!["m1".into(), "m2".into()],
+            }],
+        });
+        let results: Vec<&Statement> = plan.statements().iter().collect();
+        let deliveries = plan.delivery_results(&results);
+        let selected: Vec<(i64, &Param)> = deliveries
+            .iter()
+            .map(|s| match (&s.params[1], &s.params[3]) {
+                (Param::Int(at), id) => (*at, id),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            selected,
+            [
+                (T0, &Param::Text("m1".into())),
+                (T0 + 5, &Param::Text("m2".into()))
+            ],
+            "each request's events are selected at its own receipt time"
+        );
+        let counts = plan
+            .statements()
+            .iter()
+            .filter(|s| s.sql.starts_with("INSERT INTO event_counts"))
+            .count();
+        assert_eq!(counts, 2);
     }
 
     #[test]

@@ -9,7 +9,10 @@ use seam_core::collect::enrich::RequestFacts;
 use seam_core::collect::ingest::Decoded;
 use seam_core::collect::source::Source;
 use serde_json::Value;
-use worker::{Context, Env, MessageBatch, MessageBuilder, MessageExt, QueueRetryOptionsBuilder};
+use worker::{
+    Context, Env, MessageBatch, MessageBuilder, MessageExt, QueueContentType,
+    QueueRetryOptionsBuilder,
+};
 
 use crate::accept::{self, Prepared};
 use crate::{platform, settings, store};
@@ -22,6 +25,18 @@ const FIRST_RETRY_SECONDS: u32 = 10;
 /// The longest wait between attempts: with `max_retries = 100`, about four days of outage.
 const LONGEST_RETRY_SECONDS: u32 = 3600;
 
+/// Events one group of a consumer batch holds at most (about 25 requests of 20).
+const GROUP_EVENTS: usize = 500;
+
+/// A batch's messages of one source, stored as one request.
+struct Group {
+    source: Source,
+    members: Vec<usize>,
+    parts: Vec<Prepared>,
+    events: usize,
+    newest: i64,
+}
+
 /// Queues `decoded`'s valid events, to be accepted later. `Ok` means every one of them is on
 /// the queue: the request may then answer that they were accepted.
 pub async fn send(
@@ -33,12 +48,16 @@ pub async fn send(
 ) -> worker::Result<()> {
     let queue = env.queue(QUEUE)?;
     // One message a send: a batch send takes at most 256 KB, a message up to 96 KB. Sent as
-    // JSON text: a body converted to a JS value would turn its maps into `Map`s, which the
-    // queue's JSON encoding writes as `{}`.
+    // text of JSON: a body converted to a JS value would turn its maps into `Map`s, which the
+    // queue's JSON encoding writes as `{}`; and JSON content would escape the text again,
+    // growing it past the queue's 128 KB.
     for message in deferred::defer(source, facts, received_at, decoded) {
         let text =
             serde_json::to_string(&message).map_err(|e| worker::Error::from(e.to_string()))?;
-        queue.send(MessageBuilder::new(text).build()).await?;
+        let message = MessageBuilder::new(text)
+            .content_type(QueueContentType::Text)
+            .build();
+        queue.send(message).await?;
     }
     Ok(())
 }
@@ -51,7 +70,7 @@ pub async fn consume(batch: MessageBatch<Value>, env: &Env, ctx: &Context) -> wo
     store::config::refresh(env, now_ms).await;
     store::destinations::refresh(env, now_ms).await;
     let messages = batch.messages()?;
-    let mut groups: Vec<(Source, Vec<usize>, Vec<Prepared>, i64)> = Vec::new();
+    let mut groups: Vec<Group> = Vec::new();
     let rules = match settings::identity_rules(env) {
         Ok(rules) => rules,
         Err(e) => {
@@ -71,19 +90,35 @@ pub async fn consume(batch: MessageBatch<Value>, env: &Env, ctx: &Context) -> wo
             continue;
         };
         let (source, facts, received_at, decoded) = held.into_decoded();
+        let events = decoded.valid().count();
         let prepared = Prepared::new(&source, decoded, &facts, &rules);
-        match groups.iter_mut().find(|(s, ..)| *s == source) {
-            Some((_, members, parts, newest)) => {
-                members.push(i);
-                parts.push(prepared);
-                *newest = (*newest).max(received_at);
+        // A group stays within GROUP_EVENTS: a message may hold hundreds of events, and each
+        // profile they touch costs queries after the batch.
+        let open = groups
+            .iter_mut()
+            .find(|g| g.source == source && g.events + events <= GROUP_EVENTS);
+        match open {
+            Some(group) => {
+                group.members.push(i);
+                group.parts.push(prepared);
+                group.events += events;
+                group.newest = group.newest.max(received_at);
             }
-            None => groups.push((source, vec![i], vec![prepared], received_at)),
+            None => groups.push(Group {
+                source,
+                members: vec![i],
+                parts: vec![prepared],
+                events,
+                newest: received_at,
+            }),
         }
     }
-    for (source, members, parts, newest) in groups {
-        let joined = Prepared::join(parts);
-        if let Err(e) = accept::accept_prepared(env, ctx, &source, joined, &rules, newest).await {
+    for group in groups {
+        let joined = Prepared::join(group.parts);
+        let stored =
+            accept::accept_prepared(env, ctx, &group.source, joined, &rules, group.newest).await;
+        if let Err(e) = stored {
+            let members = group.members;
             worker::console_error!(
                 "ingest queue: {} ({} messages again later)",
                 e.code(),
