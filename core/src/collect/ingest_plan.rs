@@ -275,25 +275,34 @@ mod tests {
         decode(body.as_bytes(), None, T0, || "generated".into()).unwrap()
     }
 
-    fn plan_for(batch: serde_json::Value, personalising: bool) -> (IngestPlan, Vec<String>) {
+    /// The plan for `decoded` received (newest) at `received_at`, routing `routed` to "hooks".
+    fn plan_of(
+        decoded: &Decoded,
+        received_at: i64,
+        personalising: bool,
+        routed: &[&str],
+    ) -> IngestPlan {
         let source = parse_source("k", &json!({"id": "web"})).unwrap();
-        let decoded = decoded(batch);
         let events: Vec<&Event> = decoded.valid().collect();
         let graph = contributions(&events, &source.id, &Rules::default());
-        let plan = IngestPlan::new(IngestInput {
+        IngestPlan::new(IngestInput {
             source: &source,
             events: &events,
             graph: &graph,
             consent: &[],
-            decoded: &decoded,
-            received_at: T0,
+            decoded,
+            received_at,
             rules: &Rules::default(),
             personalising,
             routes: &[Route {
                 destination: "hooks".into(),
-                message_ids: vec!["m1".into()],
+                message_ids: routed.iter().map(|m| m.to_string()).collect(),
             }],
-        });
+        })
+    }
+
+    fn plan_for(batch: serde_json::Value, personalising: bool) -> (IngestPlan, Vec<String>) {
+        let plan = plan_of(&decoded(batch), T0, personalising, &["m1"]);
         // Each "result" is its statement's SQL, so a position read names what it read.
         let results = plan.statements().iter().map(|s| s.sql.clone()).collect();
         (plan, results)
@@ -301,29 +310,13 @@ mod tests {
 
     #[test]
     fn merged_requests_get_deliveries_and_counts_at_their_own_receipt_times() {
-        let source = parse_source("k", &json!({"id": "web"})).unwrap();
         let first = decoded(
             json!([{"type": "track", "event": "A", "anonymousId": "a1", "messageId": "m1"}]),
         );
         let body = json!({ "batch": [{"type": "track", "event": "B", "anonymousId": "a2", "messageId": "m2"}] }).to_string();
         let second = decode(body.as_bytes(), None, T0 + 5, || "generated".into()).unwrap();
         let merged = crate::collect::deferred::merge([first, second]);
-        let events: Vec<&Event> = merged.valid().collect();
-        let graph = contributions(&events, &source.id, &Rules::default());
-        let plan = IngestPlan::new(IngestInput {
-            source: &source,
-            events: &events,
-            graph: &graph,
-            consent: &[],
-            decoded: &merged,
-            received_at: T0 + 5,
-            rules: &Rules::default(),
-            personalising: false,
-            routes: &[Route {
-                destination: "hooks".into(),
-                message_ids: vec!["m1".into(), "m2".into()],
-            }],
-        });
+        let plan = plan_of(&merged, T0 + 5, false, &["m1", "m2"]);
         let results: Vec<&Statement> = plan.statements().iter().collect();
         let deliveries = plan.delivery_results(&results);
         let selected: Vec<(i64, &Param)> = deliveries
