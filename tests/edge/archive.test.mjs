@@ -5,8 +5,8 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { gunzipSync, gzipSync } from "node:zlib";
-import { admin, post, root, secret, startEdge, WRITE_KEY } from "../support/edge.mjs";
+import { gzipSync } from "node:zlib";
+import { admin, archiveObjects, post, root, secret, startEdge, WRITE_KEY } from "../support/edge.mjs";
 
 const run = `${process.pid}`;
 let n = 0;
@@ -15,20 +15,7 @@ const send = (edge, batch) => post(`${edge.url}/v1/batch`, { writeKey: WRITE_KEY
 const SERVER_KEY = secret("SERVER_WRITE_KEY");
 const cron = (edge, schedule) => fetch(`${edge.url}/__scheduled?cron=${encodeURIComponent(schedule)}`);
 
-/** Every object under `events/` with its lines parsed. */
-async function archived(edge) {
-  const objects = [];
-  let cursor;
-  do {
-    const page = await edge.archive.list({ prefix: "events/", cursor });
-    for (const o of page.objects) {
-      const body = Buffer.from(await (await edge.archive.get(o.key)).arrayBuffer());
-      objects.push({ key: o.key, lines: gunzipSync(body).toString("utf8").trim().split("\n").map((l) => JSON.parse(l)) });
-    }
-    cursor = page.truncated ? page.cursor : undefined;
-  } while (cursor);
-  return objects;
-}
+const archived = archiveObjects;
 
 /** Waits until the archive holds every message ID in `ids`; returns its objects. */
 async function archivedAll(edge, ids, ms = 30_000) {

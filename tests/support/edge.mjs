@@ -5,6 +5,7 @@ import { spawn, spawnSync } from "node:child_process";
 import { appendFileSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
+import { gunzipSync } from "node:zlib";
 import { getPlatformProxy } from "wrangler";
 
 export const root = new URL("../..", import.meta.url).pathname;
@@ -264,4 +265,19 @@ export async function settled(origin, ms = 10_000) {
     await new Promise((r) => setTimeout(r, 10));
   }
   throw new Error("background work still running after 10 s");
+}
+
+/** Every object of the archive (`events/`) with its lines parsed. */
+export async function archiveObjects(edge) {
+  const objects = [];
+  let cursor;
+  do {
+    const page = await edge.archive.list({ prefix: "events/", cursor });
+    for (const o of page.objects) {
+      const body = Buffer.from(await (await edge.archive.get(o.key)).arrayBuffer());
+      objects.push({ key: o.key, lines: gunzipSync(body).toString("utf8").trim().split("\n").filter(Boolean).map((l) => JSON.parse(l)) });
+    }
+    cursor = page.truncated ? page.cursor : undefined;
+  } while (cursor);
+  return objects;
 }

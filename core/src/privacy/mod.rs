@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Map, Value};
 
 use crate::archive;
+use crate::archive::compact::CLAIMED_CONTACTS;
 use crate::collect::event::{Event, EventError};
 use crate::collect::ingest::{Decoded, Outcome};
 use crate::identity::{
@@ -398,6 +399,13 @@ pub fn erase(
             ),
         ]);
     }
+    // Events only the archive holds now: found through its index, tombstoned, rebuilt.
+    let people = archive::compact::subject_people(
+        &subject.anonymous_values(),
+        &subject.user_values(),
+        &subject.contact_values(),
+    );
+    plan.extend(archive::compact::erase(&people, now_ms));
     let users = subject.user_values();
     if !users.is_empty() {
         // Browsers that claimed the person's user ID keep it as a trait (`claimedUserId`).
@@ -413,14 +421,6 @@ pub fn erase(
     }
     plan
 }
-
-/// Where events carry an email or phone as a claim.
-const CLAIMED_CONTACTS: [&str; 4] = [
-    "$.traits.email",
-    "$.context.traits.email",
-    "$.traits.phone",
-    "$.context.traits.phone",
-];
 
 /// SQL for a stored email as the identity graph normalises one: trimmed and lower-cased.
 fn plain(expr: &str) -> String {
@@ -837,8 +837,23 @@ mod tests {
                 "archiveObjects",
                 "redactedClaims",
                 "redactedClaims",
+                // Events only the archive holds: the index names their objects, then goes,
+                // and tombstones keep the rebuilds from keeping the person's lines.
+                "archiveObjects",
+                "archiveIndex",
+                "archiveTombstones",
                 "redactedClaims"
             ]
+        );
+        let (_, tombstones) = &plan[plan.len() - 2];
+        let people: Vec<i64> = match &tombstones.params[0] {
+            Param::Text(t) => serde_json::from_str(t).unwrap(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            people.len(),
+            4,
+            "the anonymous and cookie IDs, the user ID and the email, not the device ID"
         );
         assert_eq!(
             plan[18].1.params,
@@ -850,7 +865,7 @@ mod tests {
         };
         assert_eq!(
             erase(&anonymous, &[], 0).len(),
-            17,
+            20,
             "no scan of bodies for a person without contacts"
         );
         let events = &plan[1].1;

@@ -3,20 +3,23 @@
 //! D1's rows; the sweep queues again what nobody claimed or finished and rebuilds the objects
 //! an erasure changed. Without the `ARCHIVE` bucket binding there is no archive.
 
-use seam_core::archive::{self, Message, Rewrite, Row};
+use std::collections::{HashMap, HashSet};
+
+use seam_core::archive::{self, compact, rebuild, Message, Rewrite, Row};
+use seam_core::collect::source::DEFAULT_DEDUP_WINDOW_DAYS;
 use serde::Deserialize;
 use serde_json::Value;
 use worker::{
     Bucket, Context, D1Database, Env, MessageBatch, MessageBuilder, QueueRetryOptionsBuilder,
 };
 
-use crate::store::d1;
+use crate::store::{d1, sources};
 use crate::{isolate, platform};
 
 /// The queue's name in `wrangler.toml`: the queue handler dispatches on it (rename both).
 pub const QUEUE_NAME: &str = "seam-archive";
 const QUEUE: &str = "ARCHIVE_QUEUE";
-const BUCKET: &str = "ARCHIVE";
+const BUCKET: &str = crate::store::archived::BUCKET;
 /// Messages per send: a send takes at most 100 messages and 256 KB, and a message at most
 /// [`archive::MESSAGE_BYTES`] of keys.
 const SEND_BATCH: usize = 4;
@@ -213,15 +216,109 @@ pub async fn sweep(env: &Env, now_ms: i64) -> worker::Result<(usize, usize, usiz
 }
 
 async fn rebuild(db: &D1Database, bucket: &Bucket, rewrite: &Rewrite) -> worker::Result<()> {
+    let key = rewrite.key();
     let rows: Vec<Row> = d1::rows(db, &rewrite.rows()).await?;
-    match archive::objects(&rewrite.claim, &rows).pop() {
+    let old = match bucket.get(key.clone()).execute().await? {
+        Some(object) => match object.body() {
+            Some(body) => rebuild::gunzip(&body.bytes().await?)
+                .map(|text| rebuild::lines(&text))
+                .ok_or_else(|| worker::Error::RustError("an unreadable archive object".into()))?,
+            None => Vec::new(),
+        },
+        None => Vec::new(),
+    };
+    // What only the archive holds is kept unless erased or stored again since.
+    let only = rebuild::archived_only(&old, &rows);
+    let mut tombstones = HashMap::new();
+    let mut elsewhere = HashSet::new();
+    if !only.is_empty() {
+        let mut people: Vec<i64> = only.iter().flat_map(|l| l.people()).collect();
+        people.sort_unstable();
+        people.dedup();
+        let ids: Vec<&str> = only.iter().map(|l| l.message_id.as_str()).collect();
+        let reads = [compact::tombstones(&people), rewrite.held_elsewhere(&ids)];
+        let results = d1::execute(db, &reads).await?;
+        #[derive(Deserialize)]
+        struct Tombstone {
+            person: String,
+            erased_at: i64,
+        }
+        #[derive(Deserialize)]
+        struct Held {
+            message_id: String,
+        }
+        if let [found, held] = results.as_slice() {
+            tombstones = found
+                .results::<Tombstone>()?
+                .into_iter()
+                .filter_map(|t| Some((t.person.parse().ok()?, t.erased_at)))
+                .collect();
+            elsewhere = held
+                .results::<Held>()?
+                .into_iter()
+                .map(|h| h.message_id)
+                .collect();
+        }
+    }
+    match rebuild::rebuilt(key.clone(), &rows, &old, &tombstones, &elsewhere) {
         Some(object) => {
             bucket.put(object.key, object.body).execute().await?;
         }
-        None => bucket.delete(rewrite.key()).await?,
+        None => bucket.delete(key).await?,
     }
     d1::execute(db, &[rewrite.done()]).await?;
     Ok(())
+}
+
+/// Compaction rounds per sweep at most ([`compact::ROUND`] rows each).
+const COMPACT_ROUNDS: usize = 20;
+
+/// How long an archived event keeps its row in D1 (`HOT_EVENT_HOURS`, default
+/// [`compact::DEFAULT_HOT_HOURS`]; 0 compacts whatever is archived).
+fn hot_ms(env: &Env) -> i64 {
+    env.var("HOT_EVENT_HOURS")
+        .ok()
+        .and_then(|v| v.to_string().parse::<i64>().ok())
+        .filter(|h| *h >= 0)
+        .unwrap_or(compact::DEFAULT_HOT_HOURS)
+        * 3_600_000
+}
+
+/// Takes archived events past the hot window out of D1 (the sweep's part, after the archive's
+/// own), and forgets dedup keys whose window ended. Returns how many events it took.
+pub async fn compact(env: &Env, now_ms: i64) -> worker::Result<usize> {
+    if !enabled(env) {
+        return Ok(0);
+    }
+    let db = env.d1("DB")?;
+    let configured =
+        sources::configured(env).map_err(|e| worker::Error::RustError(e.to_string()))?;
+    let windows = sources::dedup_windows(env, &configured)
+        .await
+        .map_err(|e| worker::Error::RustError(e.to_string()))?;
+    // A source removed since keeps the longest window any source has.
+    let longest = windows
+        .values()
+        .copied()
+        .max()
+        .unwrap_or(DEFAULT_DEDUP_WINDOW_DAYS);
+    let window = |source_id: &str| windows.get(source_id).copied().unwrap_or(longest);
+    let hot_before = now_ms - hot_ms(env);
+    let mut taken = 0;
+    for _ in 0..COMPACT_ROUNDS {
+        let rows: Vec<compact::Cold> =
+            d1::rows(&db, &compact::candidates(hot_before, compact::ROUND)).await?;
+        let plan = compact::compact(&rows, window, hot_before, now_ms);
+        if !plan.is_empty() {
+            d1::execute(&db, &plan).await?;
+        }
+        taken += rows.len();
+        if rows.len() < compact::ROUND as usize {
+            break;
+        }
+    }
+    d1::execute(&db, &[compact::expire_keys(now_ms)]).await?;
+    Ok(taken)
 }
 
 /// Objects retention deletes per run at most.

@@ -53,6 +53,11 @@ pub async fn scheduled(cron: &str, env: &Env, now_ms: i64) {
             ),
             Err(e) => worker::console_error!("archive sweep: {e}"),
         }
+        match archive::compact(env, now_ms).await {
+            Ok(0) => {}
+            Ok(n) => worker::console_log!("archive: {n} events past the hot window left D1"),
+            Err(e) => worker::console_error!("archive compaction: {e}"),
+        }
         match import::resume_stalled(env, now_ms).await {
             Ok(0) => {}
             Ok(n) => worker::console_log!("imports: {n} resumed"),

@@ -95,6 +95,11 @@ pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
     }
     report.rejections = changes(&db, &seam_core::collect::live::prune_rejections(now_ms)).await?;
     report.archive_objects = super::archive::expire(env, policy.event_cutoff(now_ms)).await?;
+    // The index of the days just deleted, and tombstones older than anything left.
+    let cutoff_day = policy
+        .event_cutoff(now_ms)
+        .div_euclid(seam_core::format::time::DAY_MS);
+    crate::store::d1::execute(&db, &seam_core::archive::compact::expire_index(cutoff_day)).await?;
     // Finished imports, their refused rows (which quote the cells) and any file left behind.
     for id in store::imports::prune(&db, policy.event_cutoff(now_ms)).await? {
         if let Ok(bucket) = env.bucket(super::import::BUCKET) {

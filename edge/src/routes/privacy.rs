@@ -233,6 +233,7 @@ async fn export(req: &Request, env: &Env, action: Action) -> Result<Response, Ap
     let sources = store::sources::all_ids(env, &store::sources::configured(env)?).await?;
     let data = store::privacy::export(
         &db,
+        store::archived::bucket(env).as_ref(),
         &subject,
         profile_id.as_deref(),
         &sources,

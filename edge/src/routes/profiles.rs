@@ -35,7 +35,8 @@ pub async fn get(req: &Request, env: &Env, rest: &str, now_ms: i64) -> Result<Re
         store::profiles::current_id(&db, rest).await?
     };
     let profile_id = profile_id.ok_or(ApiError::ProfileNotFound)?;
-    let mut body = store::profiles::full(&db, &profile_id, now_ms).await?;
+    let archive = store::archived::bucket(env);
+    let mut body = store::profiles::full(&db, archive.as_ref(), &profile_id, now_ms).await?;
     if rest != "lookup" && rest != profile_id {
         body["requestedId"] = Value::from(rest);
     }

@@ -17,7 +17,7 @@ use worker::{D1Database, Env};
 
 use crate::error::ApiError;
 use crate::isolate;
-use crate::store::{d1, profiles, sources};
+use crate::store::{archived, d1, profiles, sources};
 
 #[derive(Deserialize)]
 struct KeyRow {
@@ -223,6 +223,7 @@ async fn delete_kv(env: &Env, keys: &[String]) -> usize {
 /// processing is suppressed.
 pub async fn export(
     db: &D1Database,
+    archive: Option<&worker::Bucket>,
     subject: &Subject,
     profile_id: Option<&str>,
     source_ids: &[String],
@@ -230,7 +231,7 @@ pub async fn export(
     now_ms: i64,
 ) -> worker::Result<Value> {
     let profile = match profile_id {
-        Some(id) => Some(profiles::full(db, id, now_ms).await?),
+        Some(id) => Some(profiles::full(db, archive, id, now_ms).await?),
         None => None,
     };
     let list = |items: Vec<String>| serde_json::to_string(&items).unwrap_or_else(|_| "[]".into());
@@ -253,6 +254,16 @@ pub async fn export(
         .into_iter()
         .map(profiles::parse_body)
         .collect();
+    // Events compacted out of D1 are in the archive: the person gets those too.
+    let archived = archived::person_events(
+        db,
+        archive,
+        &subject.anonymous_values(),
+        &subject.user_values(),
+        max_events,
+    )
+    .await?;
+    let events = archived::newest(events, archived, max_events);
     let consent: Vec<Value> = db
         .prepare(
             "SELECT identifier, timestamp, source_id AS sourceId, message_key AS cause, state \

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use worker::{D1Database, D1Result};
 
 use crate::isolate;
-use crate::store::{d1, personalisation};
+use crate::store::{archived, d1, personalisation};
 
 #[derive(Deserialize)]
 struct TraitRowDb {
@@ -315,7 +315,12 @@ const DELIVERED_EVENTS: i64 = 200;
 /// before a merge), consent changes, deliveries, merge history, refused merges, journeys and
 /// segment memberships with their times, read in one round trip. Every read seeks an index, so
 /// the cost grows with the person's own events, not with everyone's.
-pub async fn full(db: &D1Database, profile_id: &str, now_ms: i64) -> worker::Result<Value> {
+pub async fn full(
+    db: &D1Database,
+    archive: Option<&worker::Bucket>,
+    profile_id: &str,
+    now_ms: i64,
+) -> worker::Result<Value> {
     let mut view = view(db, profile_id, now_ms).await?;
     let text = |t: String| Param::Text(t);
     let person = |sql: String, extra: Vec<Param>| Statement {
@@ -343,7 +348,8 @@ pub async fn full(db: &D1Database, profile_id: &str, now_ms: i64) -> worker::Res
             vec![],
         ),
         person(
-            "SELECT e.source_id AS sourceId, e.message_id AS messageId, e.type, e.name, e.body \
+            "SELECT e.source_id AS sourceId, e.message_id AS messageId, e.type, e.name, \
+             e.timestamp, e.body \
              FROM (SELECT * FROM mine ORDER BY timestamp DESC LIMIT ?4) m CROSS JOIN events e \
              ON e.source_id = m.source_id AND e.message_id = m.message_id \
              ORDER BY m.timestamp DESC"
@@ -407,14 +413,39 @@ pub async fn full(db: &D1Database, profile_id: &str, now_ms: i64) -> worker::Res
         .first()
         .and_then(|r| r.results::<Stats>().ok())
         .and_then(|rows| rows.into_iter().next());
-    let count = stats.as_ref().map_or(0, |s| s.events);
-    if let Some(s) = stats {
-        view.first_seen = s.first_seen.map(format_iso8601);
-        view.last_seen = s.last_seen.map(format_iso8601);
+    let mut count = stats.as_ref().map_or(0, |s| s.events);
+    let mut first_seen = stats.as_ref().and_then(|s| s.first_seen);
+    let mut last_seen = stats.as_ref().and_then(|s| s.last_seen);
+    // Older events only the archive holds: the newest of them, and they count.
+    let archived = archived::person_events(
+        db,
+        archive,
+        &anonymous_values(&view.identifiers).into_iter().collect(),
+        &values_of(&view.identifiers, &IdType::UserId)
+            .into_iter()
+            .collect(),
+        TIMELINE as usize,
+    )
+    .await?;
+    let hot: Vec<Value> = rows(1)?.into_iter().map(parse_body).collect();
+    let hot_ids: std::collections::HashSet<String> =
+        hot.iter().map(|e| e["messageId"].to_string()).collect();
+    for event in &archived {
+        if hot_ids.contains(&event["messageId"].to_string()) {
+            continue;
+        }
+        count += 1;
+        if let Some(t) = event["timestamp"].as_i64() {
+            first_seen = Some(first_seen.map_or(t, |f| f.min(t)));
+            last_seen = Some(last_seen.map_or(t, |l| l.max(t)));
+        }
     }
+    view.first_seen = first_seen.map(format_iso8601);
+    view.last_seen = last_seen.map(format_iso8601);
     let mut out = serde_json::to_value(view)?;
+    // D1's count covers the hot window; archived events are counted as far as read.
     out["eventCount"] = json!(count);
-    out["recentEvents"] = rows(1)?.into_iter().map(parse_body).collect();
+    out["recentEvents"] = Value::Array(archived::newest(hot, archived, TIMELINE as usize));
     out["consent"] = rows(2)?
         .into_iter()
         .map(|row| parse_json_column(row, "state"))

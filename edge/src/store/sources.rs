@@ -102,3 +102,21 @@ pub async fn all_ids(env: &Env, configured: &Sources) -> Result<Vec<String>, Api
     ids.dedup();
     Ok(ids)
 }
+
+/// Each source's dedup window in days, by source ID, configured and in D1.
+pub async fn dedup_windows(
+    env: &Env,
+    configured: &Sources,
+) -> Result<std::collections::HashMap<String, u32>, ApiError> {
+    let mut windows: std::collections::HashMap<String, u32> = stored(env)
+        .await?
+        .into_iter()
+        .map(|s| (s.id, s.dedup_window_days))
+        .collect();
+    for id in configured.ids() {
+        if let Some(source) = configured.by_id(id) {
+            windows.insert(source.id.clone(), source.dedup_window_days);
+        }
+    }
+    Ok(windows)
+}

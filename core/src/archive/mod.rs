@@ -22,6 +22,9 @@ use crate::collect::event::Event;
 use crate::format::time::{format_iso8601, DAY_MS};
 use crate::plan::{Param, Statement};
 
+pub mod compact;
+pub mod rebuild;
+
 /// Where the archive's objects live in the bucket.
 pub const PREFIX: &str = "events/";
 /// Keys one queue message carries at most: also the most one claim holds.
@@ -143,7 +146,7 @@ impl Row {
     }
 }
 
-fn day_text(epoch_day: i64) -> String {
+pub(crate) fn day_text(epoch_day: i64) -> String {
     format_iso8601(epoch_day * DAY_MS)
         .get(..10)
         .unwrap_or_default()
@@ -225,7 +228,7 @@ fn escape(source_id: &str) -> String {
     out
 }
 
-fn gzip(bytes: &[u8]) -> Vec<u8> {
+pub(crate) fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     // Writing to a Vec cannot fail.
     let _ = encoder.write_all(bytes);
@@ -334,6 +337,24 @@ impl Rewrite {
             params: vec![
                 Param::Text(self.claim.clone()),
                 Param::Text(self.source_id.clone()),
+                Param::Int(self.day * DAY_MS),
+                Param::Int((self.day + 1) * DAY_MS),
+            ],
+        }
+    }
+
+    /// Which of `message_ids` D1 holds outside this object (stored again after their dedup
+    /// window): `message_id`.
+    pub fn held_elsewhere(&self, message_ids: &[&str]) -> Statement {
+        Statement {
+            sql: "SELECT message_id FROM events WHERE source_id = ?1 \
+                  AND message_id IN (SELECT value FROM json_each(?2)) \
+                  AND (archive_object IS NOT ?3 OR received_at < ?4 OR received_at >= ?5)"
+                .into(),
+            params: vec![
+                Param::Text(self.source_id.clone()),
+                Param::Text(serde_json::to_string(message_ids).unwrap_or_else(|_| "[]".into())),
+                Param::Text(self.claim.clone()),
                 Param::Int(self.day * DAY_MS),
                 Param::Int((self.day + 1) * DAY_MS),
             ],

@@ -1,0 +1,490 @@
+//! D1 keeps only hot events (#18, docs/scale.md): once an event is archived, older than the hot
+//! window and owed to no destination, compaction takes its row out of `events`. What stays is
+//! small and per person or per object, not per event body:
+//! - a dedup key (8 bytes of a hash) while the source's dedup window lasts, so a resend is
+//!   still a duplicate;
+//! - which archive objects hold a person's lines (`archive_people`, by hashed identifier or
+//!   claimed contact), so timelines, access requests and erasure find them in R2.
+//!
+//! Erasure leaves tombstones (hashed identifiers with the time): an object's rebuild keeps the
+//! lines D1 no longer holds unless a tombstone names them (see [`super::rebuild`]).
+
+use std::collections::BTreeSet;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::format::time::DAY_MS;
+use crate::plan::{Param, Statement};
+
+/// Where events carry an email or phone as a claim: an erasure redacts these in other people's
+/// events, in D1 and in the archive.
+pub const CLAIMED_CONTACTS: [&str; 4] = [
+    "$.traits.email",
+    "$.context.traits.email",
+    "$.traits.phone",
+    "$.context.traits.phone",
+];
+
+/// Rows one compaction round takes at most.
+pub const ROUND: u32 = 2000;
+
+/// Default hot window: how long an archived event keeps its whole row in D1 (the live view,
+/// recent timelines and segment sweeps read it there).
+pub const DEFAULT_HOT_HOURS: i64 = 24;
+
+/// 8 bytes of SHA-256 as an SQLite integer. Bound as text or inside JSON text, never as a
+/// number parameter: the Worker's bindings pass numbers as doubles.
+fn hash64(parts: &[&str]) -> i64 {
+    let mut hasher = Sha256::new();
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            hasher.update([0u8]);
+        }
+        hasher.update(part.as_bytes());
+    }
+    let digest = hasher.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(first)
+}
+
+/// An event's dedup key once its row is gone. A false match needs two of the window's message
+/// IDs to share 64 bits of SHA-256: about one in 10^7 at a billion keys.
+pub fn event_key(source_id: &str, message_id: &str) -> i64 {
+    hash64(&[source_id, message_id])
+}
+
+/// What a line can name a person by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Named {
+    /// The event's `anonymous_id` column (anonymous and cookie IDs).
+    Anonymous,
+    /// The event's `user_id` column.
+    User,
+    /// An email or phone claimed in its traits, normalised as [`contact_form`].
+    Contact,
+}
+
+/// The index key of a person's identifier or contact.
+pub fn person_key(named: Named, value: &str) -> i64 {
+    let class = match named {
+        Named::Anonymous => "a",
+        Named::User => "u",
+        Named::Contact => "c",
+    };
+    hash64(&[class, value])
+}
+
+/// A claimed email or phone as erasure matches it (the same as SQL's `contact()` in
+/// `privacy`): with an `@`, trimmed and lower-cased; else without spaces, dashes, brackets and
+/// dots, lower-cased.
+pub fn contact_form(value: &Value) -> Option<String> {
+    let text = match value {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    let trimmed = text.trim();
+    if trimmed.contains('@') {
+        return Some(trimmed.to_lowercase());
+    }
+    Some(
+        trimmed
+            .chars()
+            .filter(|c| !matches!(c, ' ' | '-' | '(' | ')' | '.'))
+            .collect::<String>()
+            .to_lowercase(),
+    )
+}
+
+/// The person keys of a line or row: its IDs and the contacts its traits claim.
+pub fn people(anonymous_id: Option<&str>, user_id: Option<&str>, body: &Value) -> Vec<i64> {
+    let mut keys = Vec::new();
+    if let Some(a) = anonymous_id {
+        keys.push(person_key(Named::Anonymous, a));
+    }
+    if let Some(u) = user_id {
+        keys.push(person_key(Named::User, u));
+    }
+    for path in CLAIMED_CONTACTS {
+        if let Some(c) = pointer(body, path).and_then(contact_form) {
+            keys.push(person_key(Named::Contact, &c));
+        }
+    }
+    keys
+}
+
+/// A `$.a.b` path in a JSON value.
+pub fn pointer<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
+    let pointer = path.trim_start_matches('$').replace('.', "/");
+    value.pointer(&pointer)
+}
+
+/// A row compaction may take (`SELECT` by [`candidates`]).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[allow(missing_docs)] // the columns of `events`, and the claimed contacts
+pub struct Cold {
+    pub source_id: String,
+    pub message_id: String,
+    pub anonymous_id: Option<String>,
+    pub user_id: Option<String>,
+    pub received_at: i64,
+    pub claim: String,
+    /// The event's traits and context traits, as `{"traits": …, "context": {"traits": …}}`.
+    #[serde(default)]
+    pub claims: Option<String>,
+}
+
+impl Cold {
+    fn people(&self) -> Vec<i64> {
+        let claims: Value = self
+            .claims
+            .as_deref()
+            .and_then(|c| serde_json::from_str(c).ok())
+            .unwrap_or(Value::Null);
+        people(
+            self.anonymous_id.as_deref(),
+            self.user_id.as_deref(),
+            &claims,
+        )
+    }
+}
+
+/// Up to `limit` rows received before `hot_before_ms` that are archived and owed to no
+/// destination (a pending, sending or dead delivery reads the row's body): [`Cold`]s.
+pub fn candidates(hot_before_ms: i64, limit: u32) -> Statement {
+    Statement {
+        sql: "SELECT source_id, message_id, anonymous_id, user_id, received_at, \
+              archive_object AS claim, json_object('traits', json_extract(body, '$.traits'), \
+              'context', json_object('traits', json_extract(body, '$.context.traits'))) AS claims \
+              FROM events WHERE received_at < ?1 AND archived_at IS NOT NULL \
+              AND archive_object IS NOT NULL AND (source_id, message_id) NOT IN \
+              (SELECT source_id, message_id FROM deliveries WHERE status IN ('pending', 'sending', 'dead')) \
+              ORDER BY received_at LIMIT ?2"
+            .into(),
+        params: vec![Param::Int(hot_before_ms), Param::Int(i64::from(limit))],
+    }
+}
+
+/// The statements (one batch) that take `rows` out of `events`: their objects and people
+/// indexed, a dedup key for each still inside its source's dedup window (`window_days` by
+/// source), then the rows deleted, unless one changed since it was read (a resend after the
+/// window makes it unarchived again).
+pub fn compact(
+    rows: &[Cold],
+    window_days: impl Fn(&str) -> u32,
+    hot_before_ms: i64,
+    now_ms: i64,
+) -> Vec<Statement> {
+    if rows.is_empty() {
+        return Vec::new();
+    }
+    let objects: BTreeSet<(&str, i64, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.claim.as_str(),
+                r.received_at.div_euclid(DAY_MS),
+                r.source_id.as_str(),
+            )
+        })
+        .collect();
+    let objects: Vec<Value> = objects.into_iter().map(|o| json!(o)).collect();
+    let mut people: BTreeSet<(i64, &str, i64, &str)> = BTreeSet::new();
+    for row in rows {
+        for person in row.people() {
+            people.insert((
+                person,
+                row.claim.as_str(),
+                row.received_at.div_euclid(DAY_MS),
+                row.source_id.as_str(),
+            ));
+        }
+    }
+    let people: Vec<Value> = people.into_iter().map(|p| json!(p)).collect();
+    let keys: Vec<Value> = rows
+        .iter()
+        .filter_map(|r| {
+            let expires = r.received_at + i64::from(window_days(&r.source_id)) * DAY_MS;
+            (expires > now_ms).then(|| json!([event_key(&r.source_id, &r.message_id), expires]))
+        })
+        .collect();
+    let gone: Vec<Value> = rows
+        .iter()
+        .map(|r| json!([r.source_id, r.message_id]))
+        .collect();
+    let text = |v: Vec<Value>| Param::Text(Value::Array(v).to_string());
+    vec![
+        Statement {
+            sql: "INSERT INTO archive_objects (claim, day, source_id) \
+                  SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), \
+                  json_extract(value, '$[2]') FROM json_each(?1) WHERE true \
+                  ON CONFLICT (claim, day, source_id) DO NOTHING"
+                .into(),
+            params: vec![text(objects)],
+        },
+        Statement {
+            sql: "INSERT OR IGNORE INTO archive_people (person, object) \
+                  SELECT json_extract(j.value, '$[0]'), o.id FROM json_each(?1) j \
+                  JOIN archive_objects o ON o.claim = json_extract(j.value, '$[1]') \
+                  AND o.day = json_extract(j.value, '$[2]') AND o.source_id = json_extract(j.value, '$[3]')"
+                .into(),
+            params: vec![text(people)],
+        },
+        Statement {
+            sql: "INSERT INTO event_keys (key, expires_at) \
+                  SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') \
+                  FROM json_each(?1) WHERE true \
+                  ON CONFLICT (key) DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)"
+                .into(),
+            params: vec![text(keys)],
+        },
+        Statement {
+            sql: "DELETE FROM events WHERE (source_id, message_id) IN \
+                  (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?1)) \
+                  AND archived_at IS NOT NULL AND received_at < ?2"
+                .into(),
+            params: vec![text(gone), Param::Int(hot_before_ms)],
+        },
+    ]
+}
+
+/// Forgets dedup keys whose window ended.
+pub fn expire_keys(now_ms: i64) -> Statement {
+    Statement {
+        sql: "DELETE FROM event_keys WHERE expires_at <= ?1".into(),
+        params: vec![Param::Int(now_ms)],
+    }
+}
+
+/// Retention: the index of objects of days before `cutoff_day` (UTC epoch day), which retention
+/// deletes from R2, and tombstones older than anything the archive still holds.
+pub fn expire_index(cutoff_day: i64) -> Vec<Statement> {
+    vec![
+        Statement {
+            sql: "DELETE FROM archive_people WHERE object IN \
+                  (SELECT id FROM archive_objects WHERE day < ?1)"
+                .into(),
+            params: vec![Param::Int(cutoff_day)],
+        },
+        Statement {
+            sql: "DELETE FROM archive_objects WHERE day < ?1".into(),
+            params: vec![Param::Int(cutoff_day)],
+        },
+        Statement {
+            sql: "DELETE FROM archive_tombstones WHERE erased_at < ?1".into(),
+            params: vec![Param::Int(cutoff_day * DAY_MS)],
+        },
+    ]
+}
+
+/// An archive object, as the index names it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Indexed {
+    /// The claim that wrote it.
+    pub claim: String,
+    /// The UTC epoch day.
+    pub day: i64,
+    /// The source.
+    pub source_id: String,
+}
+
+impl Indexed {
+    /// The object's key.
+    pub fn key(&self) -> String {
+        super::object_key(&self.claim, &super::day_text(self.day), &self.source_id)
+    }
+}
+
+/// Up to `limit` objects holding lines of any of `people`, newest first: [`Indexed`]s.
+pub fn objects_of(people: &[i64], limit: u32) -> Statement {
+    Statement {
+        sql: "SELECT DISTINCT o.claim, o.day, o.source_id FROM archive_people p \
+              JOIN archive_objects o ON o.id = p.object \
+              WHERE p.person IN (SELECT value FROM json_each(?1)) \
+              ORDER BY o.claim DESC LIMIT ?2"
+            .into(),
+        params: vec![
+            Param::Text(json!(people).to_string()),
+            Param::Int(i64::from(limit)),
+        ],
+    }
+}
+
+/// The person keys of a subject's anonymous IDs, user IDs and contacts.
+pub fn subject_people<'a>(
+    anonymous: impl IntoIterator<Item = &'a String>,
+    users: impl IntoIterator<Item = &'a String>,
+    contacts: impl IntoIterator<Item = &'a String>,
+) -> Vec<i64> {
+    let mut keys: Vec<i64> = anonymous
+        .into_iter()
+        .map(|a| person_key(Named::Anonymous, a))
+        .chain(users.into_iter().map(|u| person_key(Named::User, u)))
+        .chain(contacts.into_iter().map(|c| person_key(Named::Contact, c)))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
+/// An erasure's part in the archive (in the erasure's own batch): tombstones for the person's
+/// keys, the objects the index names noted for rebuilding, and the index rows gone.
+pub fn erase(people: &[i64], now_ms: i64) -> Vec<(&'static str, Statement)> {
+    if people.is_empty() {
+        return Vec::new();
+    }
+    let list = Param::Text(json!(people).to_string());
+    vec![
+        (
+            "archiveObjects",
+            Statement {
+                sql: "INSERT INTO archive_rewrites (claim, day, source_id, noted_at) \
+                      SELECT DISTINCT o.claim, o.day, o.source_id, ?2 FROM archive_people p \
+                      JOIN archive_objects o ON o.id = p.object \
+                      WHERE p.person IN (SELECT value FROM json_each(?1)) \
+                      ON CONFLICT (claim, day, source_id) DO UPDATE SET noted_at = max(noted_at, excluded.noted_at)"
+                    .into(),
+                params: vec![list.clone(), Param::Int(now_ms)],
+            },
+        ),
+        (
+            "archiveIndex",
+            Statement {
+                sql: "DELETE FROM archive_people WHERE person IN (SELECT value FROM json_each(?1))"
+                    .into(),
+                params: vec![list.clone()],
+            },
+        ),
+        (
+            "archiveTombstones",
+            Statement {
+                sql: "INSERT INTO archive_tombstones (person, erased_at) \
+                      SELECT value, ?2 FROM json_each(?1) WHERE true \
+                      ON CONFLICT (person) DO UPDATE SET erased_at = excluded.erased_at"
+                    .into(),
+                params: vec![list, Param::Int(now_ms)],
+            },
+        ),
+    ]
+}
+
+/// The tombstones among `people`: `person` (as text: a JS number would round 64 bits),
+/// `erased_at`.
+pub fn tombstones(people: &[i64]) -> Statement {
+    Statement {
+        sql: "SELECT CAST(person AS TEXT) AS person, erased_at FROM archive_tombstones \
+              WHERE person IN (SELECT value FROM json_each(?1))"
+            .into(),
+        params: vec![Param::Text(json!(people).to_string())],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cold(message_id: &str, received_at: i64) -> Cold {
+        Cold {
+            source_id: "web".into(),
+            message_id: message_id.into(),
+            anonymous_id: Some("a-1".into()),
+            user_id: None,
+            received_at,
+            claim: "c1".into(),
+            claims: Some(
+                r#"{"traits":{"email":" Ann@Example.com "},"context":{"traits":null}}"#.into(),
+            ),
+        }
+    }
+
+    #[test]
+    fn keys_differ_by_source_and_class_and_are_stable() {
+        assert_ne!(event_key("web", "m1"), event_key("srv", "m1"));
+        assert_ne!(event_key("we", "bm1"), event_key("web", "m1"));
+        assert_ne!(
+            person_key(Named::Anonymous, "x"),
+            person_key(Named::User, "x")
+        );
+        // Stored keys must survive upgrades: pinned.
+        assert_eq!(event_key("web", "m1"), 8633595720303062363);
+        assert_eq!(
+            person_key(Named::User, "u-1"),
+            hash64(&["u", "u-1"]),
+            "the class is hashed with the value"
+        );
+    }
+
+    #[test]
+    fn contacts_are_normalised_as_erasure_matches_them() {
+        assert_eq!(
+            contact_form(&json!("  Ann@Example.COM ")).as_deref(),
+            Some("ann@example.com")
+        );
+        assert_eq!(
+            contact_form(&json!("+49 (151) 123-45.67")).as_deref(),
+            Some("+491511234567")
+        );
+        assert_eq!(contact_form(&json!(4915112)).as_deref(), Some("4915112"));
+        assert_eq!(contact_form(&json!({"a": 1})), None);
+    }
+
+    #[test]
+    fn a_row_names_its_ids_and_claimed_contacts() {
+        let row = cold("m1", 0);
+        assert_eq!(
+            row.people(),
+            vec![
+                person_key(Named::Anonymous, "a-1"),
+                person_key(Named::Contact, "ann@example.com")
+            ]
+        );
+    }
+
+    #[test]
+    fn keys_are_kept_only_inside_the_dedup_window() {
+        let now = 10 * DAY_MS;
+        let rows = [cold("old", 0), cold("recent", 9 * DAY_MS)];
+        let plan = compact(&rows, |_| 7, now, now);
+        assert_eq!(plan.len(), 4);
+        let keys: Value = match &plan[2].params[0] {
+            Param::Text(t) => serde_json::from_str(t).unwrap(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            keys,
+            json!([[event_key("web", "recent"), 16 * DAY_MS]]),
+            "the old event's window ended: no key"
+        );
+        assert!(plan[3].sql.starts_with("DELETE FROM events"));
+        assert_eq!(plan[3].params[1], Param::Int(now));
+    }
+
+    #[test]
+    fn indexes_each_person_once_per_object() {
+        let rows = [cold("m1", 5), cold("m2", 6)];
+        let plan = compact(&rows, |_| 7, 10, 10);
+        let people: Vec<Value> = match &plan[1].params[0] {
+            Param::Text(t) => serde_json::from_str(t).unwrap(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            people.len(),
+            2,
+            "one anonymous ID and one contact, once each"
+        );
+        assert!(compact(&[], |_| 7, 10, 10).is_empty());
+    }
+
+    #[test]
+    fn an_erasure_without_keys_plans_nothing() {
+        assert!(erase(&[], 1).is_empty());
+        let plan = erase(&[1, 2], 5);
+        assert_eq!(
+            plan.iter().map(|(w, _)| *w).collect::<Vec<_>>(),
+            ["archiveObjects", "archiveIndex", "archiveTombstones"]
+        );
+    }
+}

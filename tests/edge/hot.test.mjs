@@ -1,0 +1,107 @@
+// D1 keeps only hot events (#18): once archived and past the hot window (0 hours here), an
+// event's row leaves D1. Its resend is still a duplicate, the person's timeline and access
+// export read it from R2, and an erasure rebuilds its object from the object itself, keeping
+// everyone else's lines.
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { admin, archiveObjects, post, secret, startEdge, WRITE_KEY } from "../support/edge.mjs";
+
+const run = `${process.pid}`;
+let n = 0;
+const mid = () => `hot-${run}-${++n}`;
+const send = (edge, batch, writeKey = WRITE_KEY) => post(`${edge.url}/v1/batch`, { writeKey, batch });
+const sweep = async (edge) => assert.equal((await fetch(`${edge.url}/__scheduled?cron=${encodeURIComponent("*/5 * * * *")}`)).status, 200);
+
+const archivedLines = async (edge) => (await archiveObjects(edge)).flatMap((o) => o.lines);
+
+/** Waits until D1 marks every stored event archived. */
+async function allArchived(edge, ms = 30_000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const [{ left }] = await edge.query("SELECT COUNT(*) AS left FROM events WHERE archived_at IS NULL");
+    if (left === 0) return;
+    if (Date.now() > deadline) throw new Error(`${left} events not archived`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+describe("hot state: events leave D1 once archived", () => {
+  let edge;
+  before(async () => {
+    edge = await startEdge("hot", { vars: { HOT_EVENT_HOURS: "0", ARCHIVE_SETTLE_SECONDS: "2" } });
+  });
+  after(async () => {
+    await edge?.stop();
+  });
+
+  test("compaction keeps dedup, timelines, access and erasure working from the archive", async () => {
+    const email = `hot-${run}@shop.example`;
+    const [ann, bob, eve] = [`ann-${run}`, `bob-${run}`, `eve-${run}`];
+    const ordered = { type: "track", event: "Order Completed", anonymousId: ann, messageId: mid(), properties: { revenue: 42 } };
+    const identify = { type: "identify", anonymousId: ann, userId: `u-${ann}`, traits: { email }, messageId: mid() };
+    const server = await send(edge, [identify, ordered], secret("SERVER_WRITE_KEY"));
+    assert.equal(server.status, 200, server.text);
+    const viewed = { type: "track", event: "Product Viewed", anonymousId: bob, messageId: mid(), properties: { product_id: "p1" } };
+    // Eve's browser claims Ann's email: a claim, redacted when Ann is erased.
+    const claimed = { type: "track", event: "Signed Up", anonymousId: eve, context: { traits: { email } }, messageId: mid() };
+    const owed = { type: "track", event: "Owed", anonymousId: bob, messageId: mid() };
+    assert.equal((await send(edge, [viewed, claimed, owed])).status, 200);
+    await allArchived(edge);
+    const stored = (await edge.query("SELECT message_id FROM events")).map((r) => r.message_id);
+    // A destination still owes this one (dead, so it can be replayed): it stays in D1.
+    await edge.exec(
+      "INSERT INTO deliveries (destination, source_id, message_id, status, created_at, next_at, updated_at) VALUES ('crm', 'demo-site', ?, 'dead', 0, 0, 0)",
+      owed.messageId,
+    );
+
+    await sweep(edge);
+    const left = (await edge.query("SELECT message_id FROM events")).map((r) => r.message_id);
+    assert.deepEqual(left, [owed.messageId], "only the event a destination still owes keeps its row");
+    const lines = await archivedLines(edge);
+    assert.deepEqual(lines.map((l) => l.message_id).sort(), [...stored].sort(), "the archive holds every event once");
+    const [{ keys }] = await edge.query("SELECT COUNT(*) AS keys FROM event_keys");
+    assert.equal(keys, stored.length - 1, "a dedup key for each event that left");
+
+    // A resend of a compacted event is still a duplicate.
+    const again = await send(edge, [viewed, { ...viewed, messageId: mid() }]);
+    assert.deepEqual(again.json.results.map((r) => r.status), ["duplicate", "accepted"]);
+    assert.equal((await edge.query("SELECT COUNT(*) AS n FROM events WHERE message_id = ?", viewed.messageId))[0].n, 0);
+
+    // Ann's timeline and her access export read her events from the archive.
+    const profile = await (await admin(edge, `/v1/profiles/lookup?type=user_id&value=u-${ann}`)).json();
+    assert.deepEqual(
+      profile.recentEvents.map((e) => e.messageId).sort(),
+      [identify.messageId, ordered.messageId].sort(),
+      JSON.stringify(profile.recentEvents),
+    );
+    assert.equal(profile.recentEvents.find((e) => e.messageId === ordered.messageId).body.properties.revenue, 42);
+    assert.equal(profile.eventCount, 2);
+    const access = (await (await admin(edge, `/v1/privacy/export?type=email&value=${encodeURIComponent(email)}`)).json()).data;
+    assert.deepEqual(access.events.map((e) => e.messageId).sort(), [identify.messageId, ordered.messageId].sort());
+    const bobs = await (await admin(edge, `/v1/profiles/lookup?type=anonymous_id&value=${bob}`)).json();
+    assert.ok(!bobs.recentEvents.some((e) => e.messageId === ordered.messageId), "no one else's events");
+
+    await allArchived(edge);
+    // Erasing Ann rebuilds the objects from the objects: her lines and her claimed email go,
+    // every other line stays though D1 no longer holds it.
+    const erased = await admin(edge, "/v1/privacy/delete", { method: "POST", body: { type: "email", value: email } });
+    assert.equal(erased.status, 200, await erased.clone().text());
+    const receipt = (await erased.json()).deleted;
+    assert.ok(receipt.archiveObjects >= 1 && receipt.archiveTombstones >= 3, JSON.stringify(receipt));
+    await new Promise((r) => setTimeout(r, 2100));
+    await sweep(edge);
+    const after = await archivedLines(edge);
+    assert.ok(!after.some((l) => l.anonymous_id === ann || l.user_id === `u-${ann}`), "Ann's events are gone");
+    assert.ok(!JSON.stringify(after).includes(email), "and her email in Eve's event");
+    assert.deepEqual(
+      after.map((l) => l.message_id).sort(),
+      stored.filter((id) => id !== identify.messageId && id !== ordered.messageId).concat(again.json.results[1].messageId).sort(),
+      "everyone else's events stay",
+    );
+    assert.equal(after.find((l) => l.message_id === claimed.messageId).event, "Signed Up");
+    const [{ rewrites }] = await edge.query("SELECT COUNT(*) AS rewrites FROM archive_rewrites");
+    assert.equal(rewrites, 0, "every rebuild done");
+    const gone = (await (await admin(edge, `/v1/privacy/export?type=email&value=${encodeURIComponent(email)}`)).json()).data;
+    assert.equal(gone.events.length, 0);
+  });
+});
