@@ -84,7 +84,7 @@ describe("journeys: the abandoned-checkout flow", () => {
 
   before(async () => {
     receiver = await startReceiver(() => ({ status: 202 }));
-    edge = await startEdge("journeys", { vars: { JOURNEY_TIME_SCALE: String(SCALE) } });
+    edge = await startEdge("journeys", { vars: { JOURNEY_TIME_SCALE: String(SCALE), HOT_EVENT_HOURS: "0" } });
     const destinations = {
       mail: { type: "sendgrid", settings: { apiKey: "SG.test-key", fromEmail: "shop@shop.example", fromName: "Seam Shop", baseUrl: receiver.url } },
       whatsapp: { type: "twilio", settings: { accountSid: "AC123", authToken: "tok", from: "whatsapp:+14155238886", baseUrl: receiver.url } },
@@ -146,6 +146,8 @@ describe("journeys: the abandoned-checkout flow", () => {
     // An hour after the carts were left, the segment sweep finds them abandoned and enters
     // each shopper into the journey.
     await sleepUntil(t0 + HOUR + 200);
+    // Archived first, so the sweep's compaction takes the shoppers' events out of D1.
+    for (let i = 0; i < 120 && (await edge.query("SELECT count(*) AS n FROM events WHERE archived_at IS NULL"))[0].n > 0; i++) await sleep(250);
     await cron("*/5 * * * *");
     const runs = await edge.query("SELECT profile_id, entered_at, status, control, cause FROM journey_runs WHERE journey = 'abandoned_checkout'");
     assert.deepEqual(runs.map((r) => r.profile_id).sort(), all.map((s) => s.profileId).sort(), JSON.stringify(runs));
@@ -154,6 +156,10 @@ describe("journeys: the abandoned-checkout flow", () => {
     assert.ok(runs.every((r) => r.entered_at === entered), "entered at the sweep's time");
     const exposures = await edge.query("SELECT body FROM events WHERE name = 'Journey Entered'");
     assert.equal(exposures.length, all.length, "one exposure event per entry");
+    // With a hot window of 0 hours, the shoppers' own events left D1 for the archive in the
+    // sweep before the segment sweep ran: their source came from the archive's index.
+    const hot = await edge.query("SELECT DISTINCT name FROM events WHERE user_id IN (SELECT value FROM json_each(?))", JSON.stringify(all.map((s) => s.userId)));
+    assert.ok(hot.every((e) => e.name === "Journey Entered" || e.name?.startsWith("Segment ")), JSON.stringify(hot));
     assert.equal(JSON.parse(exposures[0].body).properties.group, "treatment");
 
     // Dee asks to be forgotten before anything is sent.

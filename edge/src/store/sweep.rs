@@ -1,6 +1,7 @@
 //! The segment sweep's reads and writes: profiles whose `check_at` has come, taking one out of
 //! the sweep or putting it off, and the source a profile was last seen through.
 
+use seam_core::archive::compact::{self, Named};
 use seam_core::personalise::DUE_SQL;
 use seam_core::plan::{Param, Statement};
 use serde::Deserialize;
@@ -63,13 +64,27 @@ pub async fn last_source(
               ORDER BY timestamp DESC LIMIT 1"
             .into(),
         params: vec![
-            anonymous_id.map_or(Param::Null, Param::Text),
-            user_id.map_or(Param::Null, Param::Text),
+            anonymous_id.clone().map_or(Param::Null, Param::Text),
+            user_id.clone().map_or(Param::Null, Param::Text),
         ],
     };
-    Ok(d1::rows::<SourceRow>(db, &last)
-        .await?
-        .into_iter()
-        .next()
-        .map(|r| r.source_id))
+    if let Some(row) = d1::rows::<SourceRow>(db, &last).await?.into_iter().next() {
+        return Ok(Some(row.source_id));
+    }
+    // Past the hot window the events are in the archive: its newest object of theirs says.
+    let people: Vec<i64> = anonymous_id
+        .iter()
+        .map(|a| compact::person_key(Named::Anonymous, a))
+        .chain(user_id.iter().map(|u| compact::person_key(Named::User, u)))
+        .collect();
+    if people.is_empty() {
+        return Ok(None);
+    }
+    Ok(
+        d1::rows::<compact::Indexed>(db, &compact::objects_of(&people, 1))
+            .await?
+            .into_iter()
+            .next()
+            .map(|o| o.source_id),
+    )
 }
