@@ -134,7 +134,7 @@ async function step(edge, run, multiple) {
 export async function scaleRows() {
   // A hot window of 0 hours: compaction takes whatever is archived, so the second reading is
   // what D1 holds per event once events are past the window (24 hours by default).
-  const edge = await startEdge("bench-scale", { limits: { ip: 1_000_000, source: 1_000_000 }, vars: { HOT_EVENT_HOURS: "0" } });
+  const edge = await startEdge("bench-scale", { limits: { ip: 1_000_000, source: 1_000_000 }, vars: { HOT_EVENT_HOURS: "0", ARCHIVE_SETTLE_SECONDS: "0" } });
   const state = join(root, "tests/.tmp", `bench-scale-${process.pid}`);
   const rows = [];
   try {

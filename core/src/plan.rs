@@ -90,10 +90,11 @@ pub fn insert_events(source_id: &str, events: &[&Event], dedup_cutoff_ms: i64) -
                 .collect::<Vec<_>>()
                 .join(",")
         ),
-        // An event compaction took out of D1 left its dedup key (`event_keys`, until its
-        // window ends, give or take the five minutes between sweeps).
+        // An event compaction took out of D1 left its dedup key (`event_keys`) until its
+        // window ends (`expires_at`, against this event's receipt time: column 8).
         &format!(
-            ") WHERE NOT EXISTS (SELECT 1 FROM event_keys k WHERE k.key = column{}) \
+            ") WHERE NOT EXISTS (SELECT 1 FROM event_keys k WHERE k.key = CAST(column{} AS INTEGER) \
+             AND k.expires_at > column8) \
              ON CONFLICT (source_id, message_id) DO UPDATE SET {} \
              WHERE events.received_at < ? RETURNING message_id",
             EVENT_COLUMNS.len() + 1,

@@ -21,6 +21,7 @@ CREATE TABLE archive_objects (
   source_id TEXT    NOT NULL,
   UNIQUE (claim, day, source_id)
 );
+CREATE INDEX archive_objects_by_day ON archive_objects (day);
 
 -- Which objects hold lines of a person: `person` is 8 bytes of SHA-256 over a class ('a'
 -- anonymous ID, 'u' user ID, 'c' a claimed email or phone) and the value.
@@ -29,6 +30,8 @@ CREATE TABLE archive_people (
   object INTEGER NOT NULL,
   PRIMARY KEY (person, object)
 ) WITHOUT ROWID;
+-- Retention drops the index rows of the days it deletes.
+CREATE INDEX archive_people_by_object ON archive_people (object);
 
 -- An erasure's person keys: a rebuilt object drops the lines they name that were received
 -- before the erasure, whether D1 still held them or not.
@@ -36,3 +39,15 @@ CREATE TABLE archive_tombstones (
   person    INTEGER NOT NULL PRIMARY KEY,
   erased_at INTEGER NOT NULL
 ) WITHOUT ROWID;
+
+-- Where compaction goes on from (one row): rows it had to leave (owed to a destination, not yet
+-- archived) are passed over until it comes round again, instead of read first every time.
+CREATE TABLE archive_compaction (
+  id          INTEGER PRIMARY KEY CHECK (id = 1),
+  received_at INTEGER NOT NULL,
+  source_id   TEXT    NOT NULL,
+  message_id  TEXT    NOT NULL
+);
+
+-- Whether a destination still owes an event: compaction asks for each row it would take.
+CREATE INDEX deliveries_by_event ON deliveries (source_id, message_id);

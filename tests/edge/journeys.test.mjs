@@ -84,7 +84,7 @@ describe("journeys: the abandoned-checkout flow", () => {
 
   before(async () => {
     receiver = await startReceiver(() => ({ status: 202 }));
-    edge = await startEdge("journeys", { vars: { JOURNEY_TIME_SCALE: String(SCALE), HOT_EVENT_HOURS: "0" } });
+    edge = await startEdge("journeys", { vars: { JOURNEY_TIME_SCALE: String(SCALE), HOT_EVENT_HOURS: "0", ARCHIVE_SETTLE_SECONDS: "0" } });
     const destinations = {
       mail: { type: "sendgrid", settings: { apiKey: "SG.test-key", fromEmail: "shop@shop.example", fromName: "Seam Shop", baseUrl: receiver.url } },
       whatsapp: { type: "twilio", settings: { accountSid: "AC123", authToken: "tok", from: "whatsapp:+14155238886", baseUrl: receiver.url } },

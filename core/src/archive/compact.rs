@@ -9,7 +9,7 @@
 //! Erasure leaves tombstones (hashed identifiers with the time): an object's rebuild keeps the
 //! lines D1 no longer holds unless a tombstone names them (see [`super::rebuild`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -86,16 +86,17 @@ pub fn contact_form(value: &Value) -> Option<String> {
         Value::Number(n) => n.to_string(),
         _ => return None,
     };
-    let trimmed = text.trim();
+    // SQL's trim() takes spaces only, and lower() ASCII letters only.
+    let trimmed = text.trim_matches(' ');
     if trimmed.contains('@') {
-        return Some(trimmed.to_lowercase());
+        return Some(trimmed.to_ascii_lowercase());
     }
     Some(
         trimmed
             .chars()
             .filter(|c| !matches!(c, ' ' | '-' | '(' | ')' | '.'))
             .collect::<String>()
-            .to_lowercase(),
+            .to_ascii_lowercase(),
     )
 }
 
@@ -152,32 +153,132 @@ impl Cold {
     }
 }
 
-/// Up to `limit` rows received before `hot_before_ms` that are archived and owed to no
-/// destination (a pending, sending or dead delivery reads the row's body): [`Cold`]s.
-pub fn candidates(hot_before_ms: i64, limit: u32) -> Statement {
+/// Where compaction goes on from: rows sort by receipt time, source and message ID. Rows it
+/// had to leave (owed to a destination, not yet archived) are passed over until the cursor
+/// comes round again, so they cannot hold up the rows after them.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct Cursor {
+    /// Receipt time of the last row looked at.
+    pub received_at: i64,
+    /// Its source.
+    pub source_id: String,
+    /// Its message ID.
+    pub message_id: String,
+}
+
+/// The saved cursor (one row or none): [`Cursor`].
+pub fn cursor() -> Statement {
     Statement {
-        sql: "SELECT source_id, message_id, anonymous_id, user_id, received_at, \
-              archive_object AS claim, json_object('traits', json_extract(body, '$.traits'), \
-              'context', json_object('traits', json_extract(body, '$.context.traits'))) AS claims \
-              FROM events WHERE received_at < ?1 AND archived_at IS NOT NULL \
-              AND archive_object IS NOT NULL AND (source_id, message_id) NOT IN \
-              (SELECT source_id, message_id FROM deliveries WHERE status IN ('pending', 'sending', 'dead')) \
-              ORDER BY received_at LIMIT ?2"
+        sql: "SELECT received_at, source_id, message_id FROM archive_compaction WHERE id = 1"
             .into(),
-        params: vec![Param::Int(hot_before_ms), Param::Int(i64::from(limit))],
+        params: vec![],
+    }
+}
+
+/// Saves where the next round starts, or (`None`) starts the next sweep from the oldest row.
+pub fn save_cursor(at: Option<&Cursor>) -> Statement {
+    match at {
+        Some(c) => Statement {
+            sql: "INSERT INTO archive_compaction (id, received_at, source_id, message_id) \
+                  VALUES (1, ?1, ?2, ?3) ON CONFLICT (id) DO UPDATE SET \
+                  received_at = excluded.received_at, source_id = excluded.source_id, \
+                  message_id = excluded.message_id"
+                .into(),
+            params: vec![
+                Param::Int(c.received_at),
+                Param::Text(c.source_id.clone()),
+                Param::Text(c.message_id.clone()),
+            ],
+        },
+        None => Statement {
+            sql: "DELETE FROM archive_compaction WHERE id = 1".into(),
+            params: vec![],
+        },
+    }
+}
+
+/// Up to `limit` rows after `after`, received before `hot_before_ms`, in receipt order, each
+/// with whether compaction may take it (`ready`): archived before `settled_before_ms` (so no
+/// consumer can still be writing its claim) and owed to no destination (a pending, sending or
+/// dead delivery reads the row's body). [`Candidate`]s.
+pub fn candidates(
+    after: &Cursor,
+    hot_before_ms: i64,
+    settled_before_ms: i64,
+    limit: u32,
+) -> Statement {
+    Statement {
+        sql: "SELECT e.source_id, e.message_id, e.anonymous_id, e.user_id, e.received_at, \
+              e.archive_object AS claim, \
+              (e.archived_at IS NOT NULL AND e.archived_at < ?5 AND e.archive_object IS NOT NULL \
+               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.source_id = e.source_id \
+               AND d.message_id = e.message_id AND d.status IN ('pending', 'sending', 'dead'))) AS ready, \
+              json_object('traits', json_extract(e.body, '$.traits'), \
+              'context', json_object('traits', json_extract(e.body, '$.context.traits'))) AS claims \
+              FROM events e WHERE e.received_at >= ?1 AND e.received_at < ?4 \
+              AND (e.received_at, e.source_id, e.message_id) > (?1, ?2, ?3) \
+              ORDER BY e.received_at, e.source_id, e.message_id LIMIT ?6"
+            .into(),
+        params: vec![
+            Param::Int(after.received_at),
+            Param::Text(after.source_id.clone()),
+            Param::Text(after.message_id.clone()),
+            Param::Int(hot_before_ms),
+            Param::Int(settled_before_ms),
+            Param::Int(i64::from(limit)),
+        ],
+    }
+}
+
+/// A row [`candidates`] read (no `serde(flatten)`: it would read the Worker's numbers as
+/// floats).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[allow(missing_docs)] // [`Cold`]'s columns, and whether compaction may take the row
+pub struct Candidate {
+    pub source_id: String,
+    pub message_id: String,
+    pub anonymous_id: Option<String>,
+    pub user_id: Option<String>,
+    pub received_at: i64,
+    pub claim: Option<String>,
+    #[serde(default)]
+    pub claims: Option<String>,
+    pub ready: i64,
+}
+
+impl Candidate {
+    /// Where the next round starts when this is the last row read.
+    pub fn cursor(&self) -> Cursor {
+        Cursor {
+            received_at: self.received_at,
+            source_id: self.source_id.clone(),
+            message_id: self.message_id.clone(),
+        }
+    }
+
+    /// The row, if compaction may take it.
+    pub fn ready(self) -> Option<Cold> {
+        if self.ready == 0 {
+            return None;
+        }
+        Some(Cold {
+            source_id: self.source_id,
+            message_id: self.message_id,
+            anonymous_id: self.anonymous_id,
+            user_id: self.user_id,
+            received_at: self.received_at,
+            claim: self.claim?,
+            claims: self.claims,
+        })
     }
 }
 
 /// The statements (one batch) that take `rows` out of `events`: their objects and people
 /// indexed, a dedup key for each still inside its source's dedup window (`window_days` by
-/// source), then the rows deleted, unless one changed since it was read (a resend after the
-/// window makes it unarchived again).
-pub fn compact(
-    rows: &[Cold],
-    window_days: impl Fn(&str) -> u32,
-    hot_before_ms: i64,
-    now_ms: i64,
-) -> Vec<Statement> {
+/// source), then the rows deleted, each only as it was read (a resend after its window moved
+/// it to another claim). A person an erasure tombstoned after the row came is not indexed: the
+/// erasure already took their index rows, and this read may be older than it.
+pub fn compact(rows: &[Cold], window_days: impl Fn(&str) -> u32, now_ms: i64) -> Vec<Statement> {
     if rows.is_empty() {
         return Vec::new();
     }
@@ -192,18 +293,24 @@ pub fn compact(
         })
         .collect();
     let objects: Vec<Value> = objects.into_iter().map(|o| json!(o)).collect();
-    let mut people: BTreeSet<(i64, &str, i64, &str)> = BTreeSet::new();
+    let mut people: BTreeMap<(i64, &str, i64, &str), i64> = BTreeMap::new();
     for row in rows {
         for person in row.people() {
-            people.insert((
-                person,
-                row.claim.as_str(),
-                row.received_at.div_euclid(DAY_MS),
-                row.source_id.as_str(),
-            ));
+            let at = people
+                .entry((
+                    person,
+                    row.claim.as_str(),
+                    row.received_at.div_euclid(DAY_MS),
+                    row.source_id.as_str(),
+                ))
+                .or_insert(row.received_at);
+            *at = (*at).max(row.received_at);
         }
     }
-    let people: Vec<Value> = people.into_iter().map(|p| json!(p)).collect();
+    let people: Vec<Value> = people
+        .into_iter()
+        .map(|((person, claim, day, source), at)| json!([person, claim, day, source, at]))
+        .collect();
     let keys: Vec<Value> = rows
         .iter()
         .filter_map(|r| {
@@ -213,7 +320,7 @@ pub fn compact(
         .collect();
     let gone: Vec<Value> = rows
         .iter()
-        .map(|r| json!([r.source_id, r.message_id]))
+        .map(|r| json!([r.source_id, r.message_id, r.claim, r.received_at]))
         .collect();
     let text = |v: Vec<Value>| Param::Text(Value::Array(v).to_string());
     vec![
@@ -229,7 +336,9 @@ pub fn compact(
             sql: "INSERT OR IGNORE INTO archive_people (person, object) \
                   SELECT json_extract(j.value, '$[0]'), o.id FROM json_each(?1) j \
                   JOIN archive_objects o ON o.claim = json_extract(j.value, '$[1]') \
-                  AND o.day = json_extract(j.value, '$[2]') AND o.source_id = json_extract(j.value, '$[3]')"
+                  AND o.day = json_extract(j.value, '$[2]') AND o.source_id = json_extract(j.value, '$[3]') \
+                  WHERE NOT EXISTS (SELECT 1 FROM archive_tombstones t \
+                  WHERE t.person = json_extract(j.value, '$[0]') AND t.erased_at >= json_extract(j.value, '$[4]'))"
                 .into(),
             params: vec![text(people)],
         },
@@ -242,11 +351,12 @@ pub fn compact(
             params: vec![text(keys)],
         },
         Statement {
-            sql: "DELETE FROM events WHERE (source_id, message_id) IN \
-                  (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?1)) \
-                  AND archived_at IS NOT NULL AND received_at < ?2"
+            sql: "DELETE FROM events WHERE (source_id, message_id, archive_object, received_at) IN \
+                  (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), \
+                  json_extract(value, '$[2]'), json_extract(value, '$[3]') FROM json_each(?1)) \
+                  AND archived_at IS NOT NULL"
                 .into(),
-            params: vec![text(gone), Param::Int(hot_before_ms)],
+            params: vec![text(gone)],
         },
     ]
 }
@@ -447,7 +557,7 @@ mod tests {
     fn keys_are_kept_only_inside_the_dedup_window() {
         let now = 10 * DAY_MS;
         let rows = [cold("old", 0), cold("recent", 9 * DAY_MS)];
-        let plan = compact(&rows, |_| 7, now, now);
+        let plan = compact(&rows, |_| 7, now);
         assert_eq!(plan.len(), 4);
         let keys: Value = match &plan[2].params[0] {
             Param::Text(t) => serde_json::from_str(t).unwrap(),
@@ -459,13 +569,12 @@ mod tests {
             "the old event's window ended: no key"
         );
         assert!(plan[3].sql.starts_with("DELETE FROM events"));
-        assert_eq!(plan[3].params[1], Param::Int(now));
     }
 
     #[test]
     fn indexes_each_person_once_per_object() {
         let rows = [cold("m1", 5), cold("m2", 6)];
-        let plan = compact(&rows, |_| 7, 10, 10);
+        let plan = compact(&rows, |_| 7, 10);
         let people: Vec<Value> = match &plan[1].params[0] {
             Param::Text(t) => serde_json::from_str(t).unwrap(),
             other => panic!("{other:?}"),
@@ -475,7 +584,7 @@ mod tests {
             2,
             "one anonymous ID and one contact, once each"
         );
-        assert!(compact(&[], |_| 7, 10, 10).is_empty());
+        assert!(compact(&[], |_| 7, 10).is_empty());
     }
 
     #[test]

@@ -251,10 +251,17 @@ pub fn claim(keys: &[(String, String)], claim: &str) -> Vec<Statement> {
         .collect()
 }
 
-/// A claim's rows as D1 holds them now: [`Row`]s.
+/// A claim's rows as D1 holds them now, unless the claim is finished: [`Row`]s. A finished
+/// claim (every row marked: marking is all or nothing) has its objects written, and compaction
+/// may since have taken some of its rows out of D1: writing it again from the rows left would
+/// drop those events from the archive. (A message delivered twice, or queued again after a
+/// mark whose answer was lost, names a finished claim.)
 pub fn claimed_rows(claim: &str) -> Statement {
     Statement {
-        sql: format!("SELECT {COLUMNS} FROM events WHERE archive_object = ?1"),
+        sql: format!(
+            "SELECT {COLUMNS} FROM events WHERE archive_object = ?1 AND EXISTS \
+             (SELECT 1 FROM events WHERE archive_object = ?1 AND archived_at IS NULL)"
+        ),
         params: vec![Param::Text(claim.into())],
     }
 }

@@ -56,14 +56,15 @@ impl Line {
     }
 }
 
-/// Inflates a gzipped object, at most [`MAX_OBJECT_BYTES`].
+/// Inflates a gzipped object; `None` if it is not gzipped UTF-8 or inflates past
+/// [`MAX_OBJECT_BYTES`] (refused, never cut: a rebuild writes back what it read).
 pub fn gunzip(bytes: &[u8]) -> Option<String> {
     let mut text = String::new();
     flate2::read::GzDecoder::new(bytes)
-        .take(MAX_OBJECT_BYTES)
+        .take(MAX_OBJECT_BYTES + 1)
         .read_to_string(&mut text)
         .ok()?;
-    Some(text)
+    (text.len() as u64 <= MAX_OBJECT_BYTES).then_some(text)
 }
 
 /// An object's lines; a line that is not one of the archive's is skipped.

@@ -218,13 +218,14 @@ pub async fn sweep(env: &Env, now_ms: i64) -> worker::Result<(usize, usize, usiz
 async fn rebuild(db: &D1Database, bucket: &Bucket, rewrite: &Rewrite) -> worker::Result<()> {
     let key = rewrite.key();
     let rows: Vec<Row> = d1::rows(db, &rewrite.rows()).await?;
+    let unreadable = || worker::Error::RustError("an unreadable archive object".into());
     let old = match bucket.get(key.clone()).execute().await? {
-        Some(object) => match object.body() {
-            Some(body) => rebuild::gunzip(&body.bytes().await?)
+        Some(object) => {
+            let body = object.body().ok_or_else(unreadable)?;
+            rebuild::gunzip(&body.bytes().await?)
                 .map(|text| rebuild::lines(&text))
-                .ok_or_else(|| worker::Error::RustError("an unreadable archive object".into()))?,
-            None => Vec::new(),
-        },
+                .ok_or_else(unreadable)?
+        }
         None => Vec::new(),
     };
     // What only the archive holds is kept unless erased or stored again since.
@@ -247,18 +248,21 @@ async fn rebuild(db: &D1Database, bucket: &Bucket, rewrite: &Rewrite) -> worker:
         struct Held {
             message_id: String,
         }
-        if let [found, held] = results.as_slice() {
-            tombstones = found
-                .results::<Tombstone>()?
-                .into_iter()
-                .filter_map(|t| Some((t.person.parse().ok()?, t.erased_at)))
-                .collect();
-            elsewhere = held
-                .results::<Held>()?
-                .into_iter()
-                .map(|h| h.message_id)
-                .collect();
-        }
+        let [found, held] = results.as_slice() else {
+            return Err(worker::Error::RustError(
+                "a read batch lost a result".into(),
+            ));
+        };
+        tombstones = found
+            .results::<Tombstone>()?
+            .into_iter()
+            .filter_map(|t| Some((t.person.parse().ok()?, t.erased_at)))
+            .collect();
+        elsewhere = held
+            .results::<Held>()?
+            .into_iter()
+            .map(|h| h.message_id)
+            .collect();
     }
     match rebuild::rebuilt(key.clone(), &rows, &old, &tombstones, &elsewhere) {
         Some(object) => {
@@ -304,17 +308,35 @@ pub async fn compact(env: &Env, now_ms: i64) -> worker::Result<usize> {
         .unwrap_or(DEFAULT_DEDUP_WINDOW_DAYS);
     let window = |source_id: &str| windows.get(source_id).copied().unwrap_or(longest);
     let hot_before = now_ms - hot_ms(env);
+    // A claim marked this recently may still have a consumer writing it (a redelivered message).
+    let settled_before = now_ms - settle_ms(env);
+    let mut at: compact::Cursor = d1::rows(&db, &compact::cursor())
+        .await?
+        .into_iter()
+        .next()
+        .unwrap_or_default();
     let mut taken = 0;
     for _ in 0..COMPACT_ROUNDS {
-        let rows: Vec<compact::Cold> =
-            d1::rows(&db, &compact::candidates(hot_before, compact::ROUND)).await?;
-        let plan = compact::compact(&rows, window, hot_before, now_ms);
-        if !plan.is_empty() {
-            d1::execute(&db, &plan).await?;
-        }
+        let read: Vec<compact::Candidate> = d1::rows(
+            &db,
+            &compact::candidates(&at, hot_before, settled_before, compact::ROUND),
+        )
+        .await?;
+        let whole = read.len() == compact::ROUND as usize;
+        let next = read.last().map(compact::Candidate::cursor);
+        let rows: Vec<compact::Cold> = read
+            .into_iter()
+            .filter_map(compact::Candidate::ready)
+            .collect();
+        let mut plan = compact::compact(&rows, window, now_ms);
+        // At the hot edge the next sweep starts again from the oldest row.
+        let next = next.filter(|_| whole);
+        plan.push(compact::save_cursor(next.as_ref()));
+        d1::execute(&db, &plan).await?;
         taken += rows.len();
-        if rows.len() < compact::ROUND as usize {
-            break;
+        match next {
+            Some(next) => at = next,
+            None => break,
         }
     }
     d1::execute(&db, &[compact::expire_keys(now_ms)]).await?;

@@ -13,8 +13,10 @@ use crate::store::d1;
 
 /// The archive's bucket binding (also the archive job's).
 pub const BUCKET: &str = "ARCHIVE";
-/// Objects one read opens at most, newest first.
-const OBJECTS: u32 = 20;
+/// Objects a timeline opens at most, newest first.
+pub const TIMELINE_OBJECTS: u32 = 20;
+/// Objects an access export opens at most (each is a subrequest).
+pub const EXPORT_OBJECTS: u32 = 500;
 
 /// The archive's bucket, when one is bound.
 pub fn bucket(env: &Env) -> Option<Bucket> {
@@ -23,16 +25,18 @@ pub fn bucket(env: &Env) -> Option<Bucket> {
 
 /// Up to `limit` of the person's events that only the archive holds, newest first, each as
 /// `{sourceId, messageId, type, name, timestamp, receivedAt, body}` (times in epoch ms, as D1's
-/// rows have them). Reads the newest [`OBJECTS`] objects the index names.
+/// rows have them), read from the newest `objects` objects the index names; and whether there
+/// may be more (the index named more objects than that).
 pub async fn person_events(
     db: &D1Database,
     bucket: Option<&Bucket>,
     anonymous: &BTreeSet<String>,
     users: &BTreeSet<String>,
     limit: usize,
-) -> worker::Result<Vec<Value>> {
+    objects: u32,
+) -> worker::Result<(Vec<Value>, bool)> {
     let Some(bucket) = bucket else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), false));
     };
     let people: HashSet<i64> = anonymous
         .iter()
@@ -40,12 +44,14 @@ pub async fn person_events(
         .chain(users.iter().map(|u| compact::person_key(Named::User, u)))
         .collect();
     if people.is_empty() || limit == 0 {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), false));
     }
     let keys: Vec<i64> = people.iter().copied().collect();
-    let objects: Vec<Indexed> = d1::rows(db, &compact::objects_of(&keys, OBJECTS)).await?;
+    let mut named: Vec<Indexed> = d1::rows(db, &compact::objects_of(&keys, objects + 1)).await?;
+    let more = named.len() > objects as usize;
+    named.truncate(objects as usize);
     let mut out = Vec::new();
-    for object in objects {
+    for object in named {
         let Some(found) = bucket.get(object.key()).execute().await? else {
             continue;
         };
@@ -74,7 +80,7 @@ pub async fn person_events(
             }));
         }
     }
-    Ok(newest(Vec::new(), out, limit))
+    Ok((newest(Vec::new(), out, limit), more))
 }
 
 /// `hot` (D1's rows) and `archived` as one list, newest first by `timestamp`, each event once
@@ -84,9 +90,17 @@ pub fn newest(hot: Vec<Value>, archived: Vec<Value>, limit: usize) -> Vec<Value>
     let mut all: Vec<Value> = hot
         .into_iter()
         .chain(archived)
-        .filter(|e| seen.insert((e["sourceId"].to_string(), e["messageId"].to_string())))
+        .filter(|e| seen.insert(event_key(e)))
         .collect();
     all.sort_by_key(|e| std::cmp::Reverse(e["timestamp"].as_i64().unwrap_or(0)));
     all.truncate(limit);
     all
+}
+
+/// An event's `(sourceId, messageId)` as text: what makes it one event.
+pub fn event_key(event: &Value) -> (String, String) {
+    (
+        event["sourceId"].to_string(),
+        event["messageId"].to_string(),
+    )
 }

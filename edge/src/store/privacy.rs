@@ -255,15 +255,17 @@ pub async fn export(
         .map(profiles::parse_body)
         .collect();
     // Events compacted out of D1 are in the archive: the person gets those too.
-    let archived = archived::person_events(
+    let (archived, more) = archived::person_events(
         db,
         archive,
         &subject.anonymous_values(),
         &subject.user_values(),
         max_events,
+        archived::EXPORT_OBJECTS,
     )
     .await?;
     let events = archived::newest(events, archived, max_events);
+    let truncated = more || events.len() >= max_events;
     let consent: Vec<Value> = db
         .prepare(
             "SELECT identifier, timestamp, source_id AS sourceId, message_key AS cause, state \
@@ -296,7 +298,7 @@ pub async fn export(
         "identifiers": if found { json!(subject.identifiers) } else { json!([]) },
         "profile": profile,
         "events": events,
-        "eventsTruncated": events.len() >= max_events,
+        "eventsTruncated": truncated,
         "consentHistory": consent,
         "suppressed": suppressed,
     }))

@@ -417,7 +417,7 @@ pub async fn full(
     let mut first_seen = stats.as_ref().and_then(|s| s.first_seen);
     let mut last_seen = stats.as_ref().and_then(|s| s.last_seen);
     // Older events only the archive holds: the newest of them, and they count.
-    let archived = archived::person_events(
+    let (archived, _) = archived::person_events(
         db,
         archive,
         &anonymous_values(&view.identifiers).into_iter().collect(),
@@ -425,13 +425,15 @@ pub async fn full(
             .into_iter()
             .collect(),
         TIMELINE as usize,
+        archived::TIMELINE_OBJECTS,
     )
     .await?;
     let hot: Vec<Value> = rows(1)?.into_iter().map(parse_body).collect();
-    let hot_ids: std::collections::HashSet<String> =
-        hot.iter().map(|e| e["messageId"].to_string()).collect();
+    let hot_ids: std::collections::HashSet<(String, String)> =
+        hot.iter().map(archived::event_key).collect();
     for event in &archived {
-        if hot_ids.contains(&event["messageId"].to_string()) {
+        // An object may hold a line D1 still has (compaction left its row for a destination).
+        if hot_ids.contains(&archived::event_key(event)) {
             continue;
         }
         count += 1;
