@@ -3,7 +3,7 @@
 //! spaced per isolate (`isolate::with_refreshes`): the first of a burst runs at once, the rest
 //! fold into one trailing run owned by the first request that waits.
 //!
-//! [`run`] orchestrates one refresh over a [`ProfileStore`]: D1 and KV at the edge, memory in
+//! [`run_many`] orchestrates refreshes over a [`ProfileStore`]: D1 and KV at the edge, memory in
 //! the tests below.
 
 use seam_core::collect::event::Event;
@@ -14,11 +14,14 @@ use seam_core::personalise::coalesce::{Claim, Offer};
 use seam_core::personalise::computed::Applied;
 use seam_core::personalise::recommend::Changed;
 use seam_core::personalise::refresh::{Loaded, Refresh, SnapshotWrites};
+use std::sync::Arc;
+
 use seam_core::personalise::{PersonalisationConfig, ProfileState, Update};
 use serde_json::Value;
 use worker::{Context, D1Database, Env};
 
 use crate::error::ApiError;
+use crate::store::personalisation::Job;
 use crate::{isolate, platform, settings, store};
 
 /// What a refresh reads and writes.
@@ -53,6 +56,30 @@ pub(crate) trait ProfileStore {
         causes: &[Cause<'_>],
         now_ms: i64,
     ) -> Result<(), ApiError>;
+    /// [`ProfileStore::load`] for several profiles (one round trip at the edge).
+    async fn load_many(&self, profile_ids: &[&str]) -> Result<Vec<Loaded>, ApiError> {
+        let mut out = Vec::with_capacity(profile_ids.len());
+        for id in profile_ids {
+            out.push(self.load(id).await?);
+        }
+        Ok(out)
+    }
+    /// [`ProfileStore::personalise`] for several profiles that absorbed none (one write batch
+    /// at the edge).
+    async fn personalise_many(
+        &self,
+        config: &PersonalisationConfig,
+        jobs: Vec<Job<'_>>,
+    ) -> Vec<Result<Update, ApiError>> {
+        let mut out = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            out.push(
+                self.personalise(config, job.view, &[], &job.events, job.now_ms, job.loaded)
+                    .await,
+            );
+        }
+        out
+    }
     /// Publishes the profile's snapshot with its pointer and forwarding writes.
     async fn publish(&self, view: &ProfileView, state: &ProfileState, writes: &SnapshotWrites);
     /// Drops cached recommendation inputs that saved writes made stale.
@@ -67,33 +94,118 @@ pub(crate) enum Stale {
     Everything,
 }
 
-/// Brings one profile's derived state up to date.
-pub(crate) async fn run(store: &impl ProfileStore, mut refresh: Refresh) -> Result<(), ApiError> {
-    let (mut view, loaded) = match refresh.loaded.take() {
-        Some(loaded) => loaded,
-        None => store.load(&refresh.profile_id).await?,
-    };
-    if view.identifiers.is_empty() {
-        // The profile was erased (or merged away) since the request committed: writing its
-        // state or snapshot now would bring the person's data back.
-        return Ok(());
+/// Brings several profiles' derived state up to date: the reads the requests did not carry in
+/// one round trip, and the state writes of those sharing a configuration in one batch. A
+/// profile that absorbed others (a merge) goes alone. One outcome per refresh, in no order.
+pub(crate) async fn run_many(
+    store: &impl ProfileStore,
+    mut refreshes: Vec<Refresh>,
+) -> Vec<Result<(), ApiError>> {
+    let unread: Vec<String> = refreshes
+        .iter()
+        .filter(|r| r.loaded.is_none())
+        .map(|r| r.profile_id.clone())
+        .collect();
+    if unread.len() > 1 {
+        let ids: Vec<&str> = unread.iter().map(String::as_str).collect();
+        // On failure each is read alone below, and fails alone.
+        if let Ok(loaded) = store.load_many(&ids).await {
+            let mut loaded = loaded.into_iter();
+            for refresh in refreshes.iter_mut().filter(|r| r.loaded.is_none()) {
+                refresh.loaded = loaded.next();
+            }
+        }
     }
-    let Some(config) = refresh.config.take() else {
-        store::profiles::fill_personalisation(&mut view, &loaded.0, refresh.received_at);
-        store.publish(&view, &loaded.0, &refresh.snapshot).await;
-        return Ok(());
-    };
-    let events: Vec<&Event> = refresh.events.iter().collect();
-    let update = store
-        .personalise(
-            &config,
-            &view,
-            &refresh.absorbed,
-            &events,
-            refresh.received_at,
-            loaded,
-        )
-        .await;
+    let mut outcomes = Vec::with_capacity(refreshes.len());
+    let mut batch: Vec<Batched> = Vec::new();
+    for mut refresh in refreshes {
+        let (mut view, loaded) = match refresh.loaded.take() {
+            Some(loaded) => loaded,
+            None => match store.load(&refresh.profile_id).await {
+                Ok(loaded) => loaded,
+                Err(e) => {
+                    outcomes.push(Err(e));
+                    continue;
+                }
+            },
+        };
+        if view.identifiers.is_empty() {
+            // The profile was erased (or merged away) since the request committed: writing its
+            // state or snapshot now would bring the person's data back.
+            outcomes.push(Ok(()));
+            continue;
+        }
+        let Some(config) = refresh.config.clone() else {
+            store::profiles::fill_personalisation(&mut view, &loaded.0, refresh.received_at);
+            store.publish(&view, &loaded.0, &refresh.snapshot).await;
+            outcomes.push(Ok(()));
+            continue;
+        };
+        if !refresh.absorbed.is_empty() {
+            let events: Vec<&Event> = refresh.events.iter().collect();
+            let update = store
+                .personalise(
+                    &config,
+                    &view,
+                    &refresh.absorbed,
+                    &events,
+                    refresh.received_at,
+                    loaded,
+                )
+                .await;
+            outcomes.push(finish(store, refresh, view, update).await);
+            continue;
+        }
+        batch.push((refresh, view, loaded, config));
+    }
+    // Requests of one isolate share the configuration they read: one group, as a rule.
+    while let Some(first) = batch.first() {
+        let config = first.3.clone();
+        let (group, rest): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .partition(|(_, _, _, c)| Arc::ptr_eq(c, &config));
+        batch = rest;
+        let (parts, loadeds): (Vec<_>, Vec<_>) = group
+            .into_iter()
+            .map(|(refresh, view, loaded, _)| ((refresh, view), loaded))
+            .unzip();
+        let jobs: Vec<Job<'_>> = parts
+            .iter()
+            .zip(loadeds)
+            .map(|((refresh, view), loaded)| Job {
+                view,
+                events: refresh.events.iter().collect(),
+                loaded,
+                now_ms: refresh.received_at,
+            })
+            .collect();
+        let updates = store.personalise_many(&config, jobs).await;
+        // Snapshots (KV) and the rest go out together, not one profile after another.
+        let finishing = parts
+            .into_iter()
+            .zip(updates)
+            .map(|((refresh, view), update)| finish(store, refresh, view, update));
+        outcomes.extend(futures_util::future::join_all(finishing).await);
+    }
+    outcomes
+}
+
+/// A refresh that waits for its group's write batch: its read model, state and configuration.
+type Batched = (
+    Refresh,
+    ProfileView,
+    (ProfileState, Option<i64>),
+    Arc<PersonalisationConfig>,
+);
+
+/// What follows a profile's personalisation: caches, its transition events, journeys, and
+/// its snapshot.
+async fn finish(
+    store: &impl ProfileStore,
+    refresh: Refresh,
+    mut view: ProfileView,
+    update: Result<Update, ApiError>,
+) -> Result<(), ApiError> {
     let update = match update {
         Ok(update) if refresh.absorbed.is_empty() => {
             store.forget(Stale::Inputs(update.changed.clone()));
@@ -162,6 +274,24 @@ impl ProfileStore for Edge<'_> {
 
     async fn load_state(&self, profile_id: &str) -> Result<(ProfileState, Option<i64>), ApiError> {
         Ok(store::personalisation::load(&self.db, profile_id).await?)
+    }
+
+    async fn load_many(&self, profile_ids: &[&str]) -> Result<Vec<Loaded>, ApiError> {
+        let read = store::profiles::views_and_states(&self.db, profile_ids);
+        Ok(isolate::timed("refresh: read profile", read).await?)
+    }
+
+    async fn personalise_many(
+        &self,
+        config: &PersonalisationConfig,
+        jobs: Vec<Job<'_>>,
+    ) -> Vec<Result<Update, ApiError>> {
+        let update = store::personalisation::update_many(&self.db, config, jobs);
+        isolate::timed("refresh: personalise", async {
+            Ok::<_, ApiError>(update.await)
+        })
+        .await
+        .unwrap_or_default()
     }
 
     async fn personalise(
@@ -241,20 +371,23 @@ pub fn after_response(ctx: &Context, env: &Env, refreshes: Vec<Refresh>) {
 }
 
 /// Runs each refresh at once unless its profile refreshed within the spacing, then folded into
-/// that profile's trailing run.
+/// that profile's trailing run. The ones that run together run as one batch.
 async fn spaced(env: &Env, refreshes: Vec<Refresh>) {
     let mut owed: Vec<(String, i64)> = Vec::new();
+    let mut now = Vec::new();
     for refresh in refreshes {
         let key = refresh.profile_id.clone();
         match isolate::with_refreshes(|c| c.offer(&key, refresh, platform::now_ms())) {
-            Offer::Run(refresh) => run_spaced(env, &key, refresh).await,
+            Offer::Run(refresh) => now.push((key, refresh)),
             Offer::Wait(ms) => owed.push((key, platform::now_ms() + ms)),
             Offer::Joined => {}
         }
     }
+    run_spaced(env, now).await;
     while let Some(earliest) = owed.iter().map(|(_, at)| *at).min() {
         platform::sleep((earliest - platform::now_ms()).max(0) as u64).await;
         let mut later = Vec::new();
+        let mut due = Vec::new();
         for (key, at) in owed {
             let now = platform::now_ms();
             if at > now {
@@ -265,24 +398,31 @@ async fn spaced(env: &Env, refreshes: Vec<Refresh>) {
                 Claim::Run(mut refresh) => {
                     // Read at run time: what the request read is older than the runs since.
                     refresh.loaded = None;
-                    run_spaced(env, &key, refresh).await;
+                    due.push((key, refresh));
                 }
                 Claim::Wait(ms) => later.push((key, platform::now_ms() + ms)),
             }
         }
+        run_spaced(env, due).await;
         owed = later;
     }
 }
 
-async fn run_spaced(env: &Env, key: &str, refresh: Refresh) {
-    let outcome = match env.d1("DB") {
-        Ok(db) => run(&Edge { env, db }, refresh).await,
-        Err(e) => Err(e.into()),
+async fn run_spaced(env: &Env, refreshes: Vec<(String, Refresh)>) {
+    if refreshes.is_empty() {
+        return;
+    }
+    let (keys, refreshes): (Vec<String>, Vec<Refresh>) = refreshes.into_iter().unzip();
+    let outcomes = match env.d1("DB") {
+        Ok(db) => run_many(&Edge { env, db }, refreshes).await,
+        Err(e) => vec![Err(e.into())],
     };
-    if let Err(e) = outcome {
+    for e in outcomes.into_iter().filter_map(Result::err) {
         platform::log_error(&format!("profile refresh failed: {}", e.code()));
     }
-    isolate::with_refreshes(|c| c.finished(key));
+    for key in &keys {
+        isolate::with_refreshes(|c| c.finished(key));
+    }
 }
 
 #[cfg(test)]
@@ -302,6 +442,11 @@ mod tests {
     use super::*;
 
     const T0: i64 = 1_800_000_000_000;
+
+    /// One profile's refresh, as a batch of one.
+    async fn run(store: &impl ProfileStore, refresh: Refresh) -> Result<(), ApiError> {
+        run_many(store, vec![refresh]).await.pop().unwrap_or(Ok(()))
+    }
 
     /// The in-memory twin of D1 + KV: one state row per profile, the events stored, the
     /// snapshots published and the cache drops asked for.
@@ -444,6 +589,49 @@ mod tests {
             loaded: None,
             config: personalised.then(|| Arc::new(PersonalisationConfig::committed().unwrap())),
         }
+    }
+
+    #[test]
+    fn profiles_refreshed_together_each_get_their_own_state_and_snapshot() {
+        let memory = Memory::with_profile("p1", &["user_id:u1"]);
+        let view = ProfileView::new("p2", vec!["user_id:u2".into()], &[]);
+        memory
+            .profiles
+            .borrow_mut()
+            .insert("p2".into(), (view, (ProfileState::default(), None)));
+        let config = Arc::new(PersonalisationConfig::committed().unwrap());
+        let mut big = refresh(order(600.0), true);
+        let mut small = refresh(order(20.0), true);
+        small.profile_id = "p2".into();
+        // One configuration, as an isolate's requests share it: one group.
+        big.config = Some(config.clone());
+        small.config = Some(config);
+        let mut erased = refresh(order(5.0), true);
+        erased.profile_id = "gone".into();
+        memory.profiles.borrow_mut().insert(
+            "gone".into(),
+            (
+                ProfileView::new("gone", vec![], &[]),
+                (ProfileState::default(), None),
+            ),
+        );
+        let outcomes = block_on(run_many(&memory, vec![big, erased, small]));
+        assert_eq!(outcomes.len(), 3);
+        assert!(outcomes.iter().all(Result::is_ok));
+        let published = memory.published.borrow();
+        let values: HashMap<&str, &Value> = published
+            .iter()
+            .map(|(v, _, _)| (v.profile_id.as_str(), &v.computed_traits["lifetime_value"]))
+            .collect();
+        assert_eq!(values.len(), 2, "the erased profile gets no snapshot");
+        assert_eq!(values["p1"], &json!(600.0));
+        assert_eq!(values["p2"], &json!(20.0));
+        let stored = memory.stored.borrow();
+        assert_eq!(
+            stored.len(),
+            1,
+            "only the big order enters high_value: {stored:?}"
+        );
     }
 
     #[test]

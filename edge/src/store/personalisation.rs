@@ -128,6 +128,108 @@ pub async fn update(
     )))
 }
 
+/// One profile's part of [`update_many`]: no profiles absorbed.
+pub struct Job<'a> {
+    /// The profile.
+    pub view: &'a ProfileView,
+    /// Its new events.
+    pub events: Vec<&'a Event>,
+    /// What the caller read: state and version.
+    pub loaded: (ProfileState, Option<i64>),
+    /// When the events were received.
+    pub now_ms: i64,
+}
+
+/// Profiles one write batch holds at most: a batch is one transaction on the single writer.
+const PROFILES_PER_BATCH: usize = 25;
+
+/// [`update`] for several profiles, their writes in one D1 batch per
+/// [`PROFILES_PER_BATCH`] instead of one each. A profile whose version-guarded save lost (or
+/// whose batch failed) goes on alone through [`update`], which reloads and retries.
+pub async fn update_many(
+    db: &D1Database,
+    config: &PersonalisationConfig,
+    jobs: Vec<Job<'_>>,
+) -> Vec<Result<Update, ApiError>> {
+    let mut out: Vec<Result<Update, ApiError>> = Vec::with_capacity(jobs.len());
+    for chunk in chunks(jobs, PROFILES_PER_BATCH) {
+        let mut planned = Vec::with_capacity(chunk.len());
+        let mut plan = Vec::new();
+        for job in &chunk {
+            let (state, version) = job.loaded.clone();
+            let update = personalise::update(
+                state,
+                version,
+                &job.view.profile_id,
+                &job.view.traits,
+                &job.events,
+                config,
+                job.now_ms,
+            );
+            let unchanged = !update.applied.contains(&Applied::Added) && update.diff.is_empty();
+            let range = if unchanged && version.is_some() {
+                None
+            } else {
+                let start = plan.len();
+                plan.extend(update.writes.iter().cloned());
+                Some(start..plan.len())
+            };
+            planned.push((update, range));
+        }
+        let results = if plan.is_empty() {
+            Ok(Vec::new())
+        } else {
+            d1::execute(db, &plan).await
+        };
+        for (job, (update, range)) in chunk.into_iter().zip(planned) {
+            let Some(range) = range else {
+                out.push(Ok(update));
+                continue;
+            };
+            let saved = results.as_ref().ok().and_then(|results| {
+                let mine = results.get(range.clone())?;
+                let saved = mine
+                    .last()
+                    .is_some_and(|r| r.results::<Value>().is_ok_and(|rows| !rows.is_empty()));
+                saved.then(|| {
+                    update.changed_by(|i| {
+                        mine.get(i)
+                            .and_then(|r| r.meta().ok().flatten())
+                            .and_then(|m| m.changes)
+                            .is_none_or(|n| n > 0)
+                    })
+                })
+            });
+            match saved {
+                Some(changed) => out.push(Ok(Update { changed, ..update })),
+                // Someone saved first, or the batch failed: this one alone, read afresh.
+                None => {
+                    let fresh = match load(db, &job.view.profile_id).await {
+                        Ok(loaded) => {
+                            self::update(db, config, job.view, &[], &job.events, job.now_ms, loaded)
+                                .await
+                        }
+                        Err(e) => Err(e.into()),
+                    };
+                    out.push(fresh);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn chunks<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
+    let mut out: Vec<Vec<T>> = Vec::new();
+    for item in items {
+        match out.last_mut() {
+            Some(last) if last.len() < size => last.push(item),
+            _ => out.push(vec![item]),
+        }
+    }
+    out
+}
+
 /// Moves the state of profile `from` into `into` (an identity merge).
 async fn merge(
     db: &D1Database,

@@ -134,6 +134,23 @@ pub async fn view_and_state(db: &D1Database, profile_id: &str) -> worker::Result
     loaded_from(&results, profile_id)
 }
 
+/// [`view_and_state`] for several profiles in one round trip.
+pub async fn views_and_states(
+    db: &D1Database,
+    profile_ids: &[&str],
+) -> worker::Result<Vec<Loaded>> {
+    let reads: Vec<Statement> = profile_ids
+        .iter()
+        .flat_map(|id| view_reads("?1", id))
+        .collect();
+    let results = d1::execute(db, &reads).await?;
+    profile_ids
+        .iter()
+        .zip(results.chunks(3))
+        .map(|(id, results)| loaded_from(results, id))
+        .collect()
+}
+
 /// Reads the results of [`view_reads`] for `profile_id`.
 pub fn loaded_from(results: &[D1Result], profile_id: &str) -> worker::Result<Loaded> {
     let [identifiers, traits, state] = results else {
