@@ -80,28 +80,59 @@ pub fn finished_work() -> Vec<(&'static str, u64, i64)> {
 
 // --- Archive keys waiting to be queued ---------------------------------------------------
 
+/// What an isolate gathers from the requests it answers, for one scheduled run to take.
+struct Gathered<T> {
+    held: Vec<T>,
+    scheduled: bool,
+}
+
+impl<T> Gathered<T> {
+    const fn new() -> Self {
+        Self {
+            held: Vec::new(),
+            scheduled: false,
+        }
+    }
+
+    /// True when no run is scheduled: the caller schedules one.
+    fn hold(&mut self, items: Vec<T>) -> bool {
+        self.held.extend(items);
+        !std::mem::replace(&mut self.scheduled, true)
+    }
+
+    fn take(&mut self) -> Vec<T> {
+        self.scheduled = false;
+        std::mem::take(&mut self.held)
+    }
+}
+
 thread_local! {
-    /// Keys of stored events not yet queued for the archive, and whether a send is scheduled.
-    static ARCHIVE_KEYS: RefCell<(Vec<(String, String)>, bool)> = const { RefCell::new((Vec::new(), false)) };
+    /// Keys of stored events not yet queued for the archive.
+    static ARCHIVE_KEYS: RefCell<Gathered<(String, String)>> = const { RefCell::new(Gathered::new()) };
+    /// Profile refreshes not yet run.
+    static GATHERED_REFRESHES: RefCell<Gathered<Refresh>> = const { RefCell::new(Gathered::new()) };
 }
 
 /// Holds `keys` for the isolate's next archive send. True when no send is scheduled: the
 /// caller schedules one, which takes everything held by then ([`take_archive_keys`]).
 pub fn hold_archive_keys(keys: Vec<(String, String)>) -> bool {
-    ARCHIVE_KEYS.with(|k| {
-        let mut k = k.borrow_mut();
-        k.0.extend(keys);
-        !std::mem::replace(&mut k.1, true)
-    })
+    ARCHIVE_KEYS.with(|k| k.borrow_mut().hold(keys))
 }
 
 /// The held archive keys; the next [`hold_archive_keys`] schedules a send again.
 pub fn take_archive_keys() -> Vec<(String, String)> {
-    ARCHIVE_KEYS.with(|k| {
-        let mut k = k.borrow_mut();
-        k.1 = false;
-        std::mem::take(&mut k.0)
-    })
+    ARCHIVE_KEYS.with(|k| k.borrow_mut().take())
+}
+
+/// Holds `refreshes` for the isolate's next refresh run. True when none is scheduled: the
+/// caller schedules one, which takes everything held by then ([`take_refreshes`]).
+pub fn hold_refreshes(refreshes: Vec<Refresh>) -> bool {
+    GATHERED_REFRESHES.with(|r| r.borrow_mut().hold(refreshes))
+}
+
+/// The held refreshes; the next [`hold_refreshes`] schedules a run again.
+pub fn take_refreshes() -> Vec<Refresh> {
+    GATHERED_REFRESHES.with(|r| r.borrow_mut().take())
 }
 
 // --- Personalisation configuration -------------------------------------------------------
