@@ -14,7 +14,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use crate::format::ascii::split_ascii;
+use crate::format::ascii::{split_ascii, trim};
 #[cfg(feature = "std")]
 use serde_json::{Map, Value};
 
@@ -182,7 +182,7 @@ pub type Choices = [Option<bool>; 7];
 
 /// Reads a GCM value: `"granted"`/`"denied"` (any case) or a boolean.
 pub fn parse_choice(value: &str) -> Option<bool> {
-    match value.trim().to_ascii_lowercase().as_str() {
+    match trim(value).to_ascii_lowercase().as_str() {
         "granted" | "true" => Some(true),
         "denied" | "false" => Some(false),
         _ => None,
@@ -208,13 +208,13 @@ impl RegionDefault {
         if self.regions.is_empty() {
             return Some(0);
         }
-        let region = region.trim();
+        let region = trim(region);
         let country = split_ascii(region, b'-').next().unwrap_or_default();
         let has_dash = |r: &str| r.bytes().any(|b| b == b'-');
         self.regions
             .iter()
             .filter_map(|r| {
-                let r = r.trim();
+                let r = trim(r);
                 if region.is_empty() || r.is_empty() {
                     None
                 } else if r.eq_ignore_ascii_case(region) {

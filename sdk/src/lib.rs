@@ -89,7 +89,7 @@ fn after(f: impl FnOnce(&mut client::Client) -> bool) {
 /// Records a user action: `track("Product Viewed", { product_id: "p1" })`.
 #[wasm_bindgen]
 pub fn track(event: String, properties: JsValue) {
-    if !event.trim().is_empty() {
+    if !seam_core::format::ascii::trim(&event).is_empty() {
         after(|c| c.track(&event, &properties));
     }
 }
