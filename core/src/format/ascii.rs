@@ -73,7 +73,13 @@ pub fn parse_u64(s: &str) -> Option<u64> {
         if !b.is_ascii_digit() {
             return None;
         }
-        n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+        // `n * 10 + d` when it fits (not `checked_mul`: a 64-bit overflowing multiply is a
+        // 128-bit one on wasm32, `__multi3`).
+        let d = u64::from(b - b'0');
+        if n > (u64::MAX - d) / 10 {
+            return None;
+        }
+        n = n * 10 + d;
     }
     Some(n)
 }
