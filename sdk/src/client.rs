@@ -242,8 +242,12 @@ pub fn install(config: Config, options: &JsValue) -> bool {
     };
     client.change_consent(|_| {});
     let wait = client.wait_until - platform::now_ms();
-    if let Some(mut slot) = CLIENT.try_lock() {
-        *slot = Some(client);
+    // Nothing is ever dropped here: the slot is empty (the first load), and a client that cannot
+    // be installed (a load() re-entered from inside the SDK, e.g. from a toJSON) holds only
+    // memory. Forgetting instead of dropping keeps Client's drop glue out of the wasm.
+    match CLIENT.try_lock() {
+        Some(mut slot) => mem::forget(slot.replace(client)),
+        None => mem::forget(client),
     }
     if wait > 0 {
         platform::after(wait as u64, || {
