@@ -300,11 +300,13 @@ impl Client {
         let region = &self.config.region;
         self.consent_json = self.consent.context_json(region);
         let was = self.granted;
-        self.granted = self.consent.allows(Purpose::AnalyticsStorage, region);
+        // `allows` for each purpose below, computed once.
+        let allows = self.consent.effective(region);
+        self.granted = allows[Purpose::AnalyticsStorage as usize];
         // Pages the edge renders read this next to the ID cookie, before any event says so; it
         // lives and goes with that cookie (max-age 0 deletes it).
-        let personal = self.consent.allows(Purpose::PersonalizationStorage, region)
-            && self.consent.allows(Purpose::AdPersonalization, region);
+        let personal = allows[Purpose::PersonalizationStorage as usize]
+            && allows[Purpose::AdPersonalization as usize];
         platform::cookie_set(
             "seam_personalise",
             if personal { "1" } else { "0" },
