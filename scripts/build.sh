@@ -18,7 +18,9 @@ build_sdk() {
   mkdir -p "$out"
   wasm-bindgen --target web --no-typescript --out-dir "$out" --out-name seam_sdk \
     "${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/release/seam_sdk.wasm"
-  "$bin/wasm-opt" -Oz --gufa -Oz --converge --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+  # --always-inline-max-function-size 4 (binaryen's default is 2): inlining the slightly larger
+  # trivial wrappers too is smaller overall.
+  "$bin/wasm-opt" --always-inline-max-function-size 4 -Oz --gufa -Oz --converge --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
     --enable-reference-types --enable-multivalue --enable-mutable-globals \
     --strip-producers --strip-target-features --low-memory-unused --flatten --rereloop -Oz -Oz \
     "$out/seam_sdk_bg.wasm" -o "$out/seam_sdk_bg.wasm"
