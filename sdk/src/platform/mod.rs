@@ -188,9 +188,16 @@ pub fn hook(f: impl FnMut(JsValue) + 'static) -> JsValue {
     Closure::wrap(Box::new(f) as Box<dyn FnMut(JsValue)>).into_js_value()
 }
 
-/// A JS function that calls `f` once with its first argument.
+/// A JS function that calls `f` once with its first argument (later calls do nothing; the JS
+/// side never makes them). A [`hook`] rather than `Closure::once_into_js`, whose own
+/// bookkeeping (a shared cell holding the closure until its call) would ship as well.
 pub fn once(f: impl FnOnce(JsValue) + 'static) -> JsValue {
-    Closure::once_into_js(Box::new(f) as Box<dyn FnOnce(JsValue)>)
+    let mut f = Some(f);
+    hook(move |value| {
+        if let Some(f) = f.take() {
+            f(value);
+        }
+    })
 }
 
 /// Milliseconds since the epoch, from the browser's clock.
