@@ -282,16 +282,25 @@ impl ConsentModel {
 
     /// The effective value of every purpose for a visitor in `region` (may be empty).
     pub fn effective(&self, region: &str) -> [bool; 7] {
+        // Per purpose, the most specific default that sets it (the later one wins a tie), each
+        // default's match computed once.
+        let mut defaults: [Option<(u8, bool)>; 7] = [None; 7];
+        for d in &self.defaults {
+            let Some(specificity) = d.specificity(region) else {
+                continue;
+            };
+            for (best, choice) in defaults.iter_mut().zip(d.choices) {
+                if let Some(value) = choice {
+                    if best.is_none_or(|(s, _)| specificity >= s) {
+                        *best = Some((specificity, value));
+                    }
+                }
+            }
+        }
         let mut out = [false; 7];
         for purpose in Purpose::ALL {
             let i = purpose.index();
-            let default = self
-                .defaults
-                .iter()
-                .filter_map(|d| Some((d.specificity(region)?, d.choices[i]?)))
-                // max_by_key keeps the last of equal keys: the later default wins a tie.
-                .max_by_key(|(specificity, _)| *specificity)
-                .map(|(_, value)| value);
+            let default = defaults[i].map(|(_, value)| value);
             let advertising = matches!(
                 purpose,
                 Purpose::AdStorage | Purpose::AdUserData | Purpose::AdPersonalization
@@ -757,5 +766,55 @@ mod tests {
         assert_eq!(parse_choice(" DENIED "), Some(false));
         assert_eq!(parse_choice("true"), Some(true));
         assert_eq!(parse_choice("maybe"), None);
+    }
+
+    /// `effective` as it was written before (per purpose, a search of every default).
+    fn effective_by_purpose(m: &ConsentModel, region: &str) -> [bool; 7] {
+        let mut out = [false; 7];
+        for purpose in Purpose::ALL {
+            let i = purpose.index();
+            let default = m
+                .defaults
+                .iter()
+                .filter_map(|d| Some((d.specificity(region)?, d.choices[i]?)))
+                .max_by_key(|(specificity, _)| *specificity)
+                .map(|(_, value)| value);
+            let advertising = matches!(
+                purpose,
+                Purpose::AdStorage | Purpose::AdUserData | Purpose::AdPersonalization
+            );
+            out[i] = !(m.gpc && advertising)
+                && m.updates[i]
+                    .or(default)
+                    .unwrap_or(purpose == Purpose::SecurityStorage);
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn effective_matches_the_per_purpose_search(
+            defaults in proptest::collection::vec(
+                (
+                    proptest::collection::vec(proptest::sample::select(vec!["US", "US-CA", "us-ca", "GB", " gb ", "", "US-NY"]), 0..3),
+                    proptest::array::uniform7(proptest::option::of(proptest::bool::ANY)),
+                ),
+                0..6,
+            ),
+            updates in proptest::array::uniform7(proptest::option::of(proptest::bool::ANY)),
+            gpc in proptest::bool::ANY,
+            region in proptest::sample::select(vec!["", "US", "US-CA", "us-ca", "GB", "FR", " US-NY "]),
+        ) {
+            let mut m = ConsentModel { gpc, ..ConsentModel::default() };
+            for (regions, choices) in defaults {
+                m.add_default(RegionDefault {
+                    regions: regions.into_iter().map(String::from).collect(),
+                    choices,
+                    wait_for_update_ms: 0,
+                });
+            }
+            m.updates = updates;
+            proptest::prop_assert_eq!(m.effective(region), effective_by_purpose(&m, region));
+        }
     }
 }
