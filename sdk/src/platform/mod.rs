@@ -217,9 +217,13 @@ pub fn random_bytes() -> [u8; 16] {
 /// order), `wait_for_update` and the regions.
 pub fn read_consent_params(params: &JsValue, keys: &str) -> (String, f64, Vec<String>) {
     let parts = consent_params(params, keys);
-    let regions = item(&parts, 2);
-    // Every element is a string (`browser.js` maps them with `String`).
-    let regions = (0..).map_while(|i| item(&regions, i).as_string()).collect();
+    let list = item(&parts, 2);
+    // Every element is a string (`browser.js` maps them with `String`). A loop of pushes rather
+    // than `collect`, whose generic from-iterator code is larger.
+    let mut regions = Vec::new();
+    while let Some(region) = item(&list, regions.len() as u32).as_string() {
+        regions.push(region);
+    }
     (
         text_prop(&parts, "0"),
         item(&parts, 1).as_f64().unwrap_or(0.0),
