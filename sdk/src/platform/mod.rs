@@ -249,13 +249,16 @@ pub struct Answer {
 pub fn post(url: &str, body: &str, done: impl FnOnce(Answer) + 'static) {
     let callback = once(move |answer| {
         let text = |i| text_prop(&answer, i);
+        let mut rejected = Vec::new();
+        for id in seam_core::format::ascii::split_ascii(&text("2"), b'\n') {
+            if !id.is_empty() {
+                rejected.push(id.to_owned());
+            }
+        }
         done(Answer {
             status: item(&answer, 0).as_f64().unwrap_or(0.0) as u16,
             retry_after: text("1"),
-            rejected: seam_core::format::ascii::split_ascii(&text("2"), b'\n')
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect(),
+            rejected,
             anonymous_id: text("3"),
         })
     });
