@@ -658,7 +658,13 @@ impl Client {
             self.memory.evicted += evicted;
             return None;
         }
-        let (ids, events): (Vec<String>, Vec<String>) = leased.into_iter().unzip();
+        // `unzip` by hand (its generic extend code is larger).
+        let mut ids = Vec::new();
+        let mut events = Vec::new();
+        for (id, json) in leased {
+            ids.push(id);
+            events.push(json);
+        }
         let sent_at = platform::iso_time(now as f64);
         let body = batch_body(&events, &self.config.write_key, &sent_at, evicted);
         Some((ids, self.url(), body, evicted))
