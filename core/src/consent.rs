@@ -211,21 +211,25 @@ impl RegionDefault {
         let region = trim(region);
         let country = split_ascii(region, b'-').next().unwrap_or_default();
         let has_dash = |r: &str| r.bytes().any(|b| b == b'-');
-        self.regions
-            .iter()
-            .filter_map(|r| {
-                let r = trim(r);
-                if region.is_empty() || r.is_empty() {
-                    None
-                } else if r.eq_ignore_ascii_case(region) {
-                    Some(if has_dash(r) { 2 } else { 1 })
-                } else if !has_dash(r) && r.eq_ignore_ascii_case(country) {
-                    Some(1)
-                } else {
-                    None
-                }
-            })
-            .max()
+        // An unknown region matches no regional default.
+        if region.is_empty() {
+            return None;
+        }
+        let mut best = None;
+        for r in &self.regions {
+            let r = trim(r);
+            let found = if r.is_empty() {
+                None
+            } else if r.eq_ignore_ascii_case(region) {
+                Some(if has_dash(r) { 2 } else { 1 })
+            } else if !has_dash(r) && r.eq_ignore_ascii_case(country) {
+                Some(1)
+            } else {
+                None
+            };
+            best = best.max(found);
+        }
+        best
     }
 }
 
@@ -791,7 +795,41 @@ mod tests {
         out
     }
 
+    /// `specificity` as it was written before (filter_map + max over the regions).
+    fn specificity_by_filter(d: &RegionDefault, region: &str) -> Option<u8> {
+        if d.regions.is_empty() {
+            return Some(0);
+        }
+        let region = region.trim();
+        let country = region.split('-').next().unwrap_or_default();
+        let has_dash = |r: &str| r.contains('-');
+        d.regions
+            .iter()
+            .filter_map(|r| {
+                let r = r.trim();
+                if region.is_empty() || r.is_empty() {
+                    None
+                } else if r.eq_ignore_ascii_case(region) {
+                    Some(if has_dash(r) { 2 } else { 1 })
+                } else if !has_dash(r) && r.eq_ignore_ascii_case(country) {
+                    Some(1)
+                } else {
+                    None
+                }
+            })
+            .max()
+    }
+
     proptest::proptest! {
+        #[test]
+        fn specificity_matches_filter_max(
+            regions in proptest::collection::vec("[ A-Za-z-]{0,6}|US|US-CA|us|Us-Ca| GB ", 0..4),
+            region in "[ A-Za-z-]{0,6}|US|US-CA|us-ca|GB|gb-x",
+        ) {
+            let d = RegionDefault { regions, ..RegionDefault::default() };
+            proptest::prop_assert_eq!(d.specificity(&region), specificity_by_filter(&d, &region));
+        }
+
         #[test]
         fn effective_matches_the_per_purpose_search(
             defaults in proptest::collection::vec(
