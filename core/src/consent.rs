@@ -340,24 +340,27 @@ impl ConsentModel {
     /// `{"categoryPreferences":{..bools..},"gcm":{..granted/denied..},"tcString"?,"gpc"?}`.
     pub fn context_json(&self, region: &str) -> String {
         let effective = self.effective(region);
+        // One string, written in two passes over the purposes (booleans, then GCM values).
         let mut prefs = String::from("{\"categoryPreferences\":{");
-        let mut gcm = String::from("\"gcm\":{");
-        for (n, purpose) in Purpose::ALL.iter().enumerate() {
-            if n > 0 {
-                prefs.push(',');
-                gcm.push(',');
+        for gcm in [false, true] {
+            if gcm {
+                prefs.push_str("},\"gcm\":{");
             }
-            let granted = effective[purpose.index()];
-            for out in [&mut prefs, &mut gcm] {
-                out.push('"');
-                out.push_str(purpose.key());
-                out.push_str("\":");
+            for (n, purpose) in Purpose::ALL.iter().enumerate() {
+                if n > 0 {
+                    prefs.push(',');
+                }
+                prefs.push('"');
+                prefs.push_str(purpose.key());
+                prefs.push_str("\":");
+                prefs.push_str(match (gcm, effective[purpose.index()]) {
+                    (false, true) => "true",
+                    (false, false) => "false",
+                    (true, true) => "\"granted\"",
+                    (true, false) => "\"denied\"",
+                });
             }
-            prefs.push_str(if granted { "true" } else { "false" });
-            gcm.push_str(if granted { "\"granted\"" } else { "\"denied\"" });
         }
-        prefs.push_str("},");
-        prefs.push_str(&gcm);
         prefs.push('}');
         if let Some(tc) = &self.tc_string {
             prefs.push_str(",\"tcString\":");
@@ -820,7 +823,50 @@ mod tests {
             .max()
     }
 
+    /// `context_json` as it was written before (two strings, joined).
+    fn context_json_two_strings(m: &ConsentModel, region: &str) -> String {
+        let effective = m.effective(region);
+        let mut prefs = String::from("{\"categoryPreferences\":{");
+        let mut gcm = String::from("\"gcm\":{");
+        for (n, purpose) in Purpose::ALL.iter().enumerate() {
+            if n > 0 {
+                prefs.push(',');
+                gcm.push(',');
+            }
+            let granted = effective[purpose.index()];
+            for out in [&mut prefs, &mut gcm] {
+                out.push('"');
+                out.push_str(purpose.key());
+                out.push_str("\":");
+            }
+            prefs.push_str(if granted { "true" } else { "false" });
+            gcm.push_str(if granted { "\"granted\"" } else { "\"denied\"" });
+        }
+        prefs.push_str("},");
+        prefs.push_str(&gcm);
+        prefs.push('}');
+        if let Some(tc) = &m.tc_string {
+            prefs.push_str(",\"tcString\":");
+            crate::format::jsontext::push_json_string(&mut prefs, tc);
+        }
+        if m.gpc {
+            prefs.push_str(",\"gpc\":true");
+        }
+        prefs.push('}');
+        prefs
+    }
+
     proptest::proptest! {
+        #[test]
+        fn context_json_matches_two_strings(
+            updates in proptest::array::uniform7(proptest::option::of(proptest::bool::ANY)),
+            gpc in proptest::bool::ANY,
+            tc_string in proptest::option::of("[a-zA-Z\"]{0,5}"),
+        ) {
+            let m = ConsentModel { updates, gpc, tc_string, ..ConsentModel::default() };
+            proptest::prop_assert_eq!(m.context_json(""), context_json_two_strings(&m, ""));
+        }
+
         #[test]
         fn specificity_matches_filter_max(
             regions in proptest::collection::vec("[ A-Za-z-]{0,6}|US|US-CA|us|Us-Ca| GB ", 0..4),
