@@ -14,7 +14,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use crate::format::ascii::split_ascii;
+use crate::format::ascii::{split_ascii, trim};
 #[cfg(feature = "std")]
 use serde_json::{Map, Value};
 
@@ -182,7 +182,7 @@ pub type Choices = [Option<bool>; 7];
 
 /// Reads a GCM value: `"granted"`/`"denied"` (any case) or a boolean.
 pub fn parse_choice(value: &str) -> Option<bool> {
-    match value.trim().to_ascii_lowercase().as_str() {
+    match trim(value).to_ascii_lowercase().as_str() {
         "granted" | "true" => Some(true),
         "denied" | "false" => Some(false),
         _ => None,
@@ -208,24 +208,28 @@ impl RegionDefault {
         if self.regions.is_empty() {
             return Some(0);
         }
-        let region = region.trim();
+        let region = trim(region);
         let country = split_ascii(region, b'-').next().unwrap_or_default();
         let has_dash = |r: &str| r.bytes().any(|b| b == b'-');
-        self.regions
-            .iter()
-            .filter_map(|r| {
-                let r = r.trim();
-                if region.is_empty() || r.is_empty() {
-                    None
-                } else if r.eq_ignore_ascii_case(region) {
-                    Some(if has_dash(r) { 2 } else { 1 })
-                } else if !has_dash(r) && r.eq_ignore_ascii_case(country) {
-                    Some(1)
-                } else {
-                    None
-                }
-            })
-            .max()
+        // An unknown region matches no regional default.
+        if region.is_empty() {
+            return None;
+        }
+        let mut best = None;
+        for r in &self.regions {
+            let r = trim(r);
+            let found = if r.is_empty() {
+                None
+            } else if r.eq_ignore_ascii_case(region) {
+                Some(if has_dash(r) { 2 } else { 1 })
+            } else if !has_dash(r) && r.eq_ignore_ascii_case(country) {
+                Some(1)
+            } else {
+                None
+            };
+            best = best.max(found);
+        }
+        best
     }
 }
 
@@ -282,16 +286,25 @@ impl ConsentModel {
 
     /// The effective value of every purpose for a visitor in `region` (may be empty).
     pub fn effective(&self, region: &str) -> [bool; 7] {
+        // Per purpose, the most specific default that sets it (the later one wins a tie), each
+        // default's match computed once.
+        let mut defaults: [Option<(u8, bool)>; 7] = [None; 7];
+        for d in &self.defaults {
+            let Some(specificity) = d.specificity(region) else {
+                continue;
+            };
+            for (best, choice) in defaults.iter_mut().zip(d.choices) {
+                if let Some(value) = choice {
+                    if best.is_none_or(|(s, _)| specificity >= s) {
+                        *best = Some((specificity, value));
+                    }
+                }
+            }
+        }
         let mut out = [false; 7];
         for purpose in Purpose::ALL {
             let i = purpose.index();
-            let default = self
-                .defaults
-                .iter()
-                .filter_map(|d| Some((d.specificity(region)?, d.choices[i]?)))
-                // max_by_key keeps the last of equal keys: the later default wins a tie.
-                .max_by_key(|(specificity, _)| *specificity)
-                .map(|(_, value)| value);
+            let default = defaults[i].map(|(_, value)| value);
             let advertising = matches!(
                 purpose,
                 Purpose::AdStorage | Purpose::AdUserData | Purpose::AdPersonalization
@@ -327,24 +340,27 @@ impl ConsentModel {
     /// `{"categoryPreferences":{..bools..},"gcm":{..granted/denied..},"tcString"?,"gpc"?}`.
     pub fn context_json(&self, region: &str) -> String {
         let effective = self.effective(region);
+        // One string, written in two passes over the purposes (booleans, then GCM values).
         let mut prefs = String::from("{\"categoryPreferences\":{");
-        let mut gcm = String::from("\"gcm\":{");
-        for (n, purpose) in Purpose::ALL.iter().enumerate() {
-            if n > 0 {
-                prefs.push(',');
-                gcm.push(',');
+        for gcm in [false, true] {
+            if gcm {
+                prefs.push_str("},\"gcm\":{");
             }
-            let granted = effective[purpose.index()];
-            for out in [&mut prefs, &mut gcm] {
-                out.push('"');
-                out.push_str(purpose.key());
-                out.push_str("\":");
+            for (n, purpose) in Purpose::ALL.iter().enumerate() {
+                if n > 0 {
+                    prefs.push(',');
+                }
+                prefs.push('"');
+                prefs.push_str(purpose.key());
+                prefs.push_str("\":");
+                prefs.push_str(match (gcm, effective[purpose.index()]) {
+                    (false, true) => "true",
+                    (false, false) => "false",
+                    (true, true) => "\"granted\"",
+                    (true, false) => "\"denied\"",
+                });
             }
-            prefs.push_str(if granted { "true" } else { "false" });
-            gcm.push_str(if granted { "\"granted\"" } else { "\"denied\"" });
         }
-        prefs.push_str("},");
-        prefs.push_str(&gcm);
         prefs.push('}');
         if let Some(tc) = &self.tc_string {
             prefs.push_str(",\"tcString\":");
@@ -757,5 +773,132 @@ mod tests {
         assert_eq!(parse_choice(" DENIED "), Some(false));
         assert_eq!(parse_choice("true"), Some(true));
         assert_eq!(parse_choice("maybe"), None);
+    }
+
+    /// `effective` as it was written before (per purpose, a search of every default).
+    fn effective_by_purpose(m: &ConsentModel, region: &str) -> [bool; 7] {
+        let mut out = [false; 7];
+        for purpose in Purpose::ALL {
+            let i = purpose.index();
+            let default = m
+                .defaults
+                .iter()
+                .filter_map(|d| Some((d.specificity(region)?, d.choices[i]?)))
+                .max_by_key(|(specificity, _)| *specificity)
+                .map(|(_, value)| value);
+            let advertising = matches!(
+                purpose,
+                Purpose::AdStorage | Purpose::AdUserData | Purpose::AdPersonalization
+            );
+            out[i] = !(m.gpc && advertising)
+                && m.updates[i]
+                    .or(default)
+                    .unwrap_or(purpose == Purpose::SecurityStorage);
+        }
+        out
+    }
+
+    /// `specificity` as it was written before (filter_map + max over the regions).
+    fn specificity_by_filter(d: &RegionDefault, region: &str) -> Option<u8> {
+        if d.regions.is_empty() {
+            return Some(0);
+        }
+        let region = region.trim();
+        let country = region.split('-').next().unwrap_or_default();
+        let has_dash = |r: &str| r.contains('-');
+        d.regions
+            .iter()
+            .filter_map(|r| {
+                let r = r.trim();
+                if region.is_empty() || r.is_empty() {
+                    None
+                } else if r.eq_ignore_ascii_case(region) {
+                    Some(if has_dash(r) { 2 } else { 1 })
+                } else if !has_dash(r) && r.eq_ignore_ascii_case(country) {
+                    Some(1)
+                } else {
+                    None
+                }
+            })
+            .max()
+    }
+
+    /// `context_json` as it was written before (two strings, joined).
+    fn context_json_two_strings(m: &ConsentModel, region: &str) -> String {
+        let effective = m.effective(region);
+        let mut prefs = String::from("{\"categoryPreferences\":{");
+        let mut gcm = String::from("\"gcm\":{");
+        for (n, purpose) in Purpose::ALL.iter().enumerate() {
+            if n > 0 {
+                prefs.push(',');
+                gcm.push(',');
+            }
+            let granted = effective[purpose.index()];
+            for out in [&mut prefs, &mut gcm] {
+                out.push('"');
+                out.push_str(purpose.key());
+                out.push_str("\":");
+            }
+            prefs.push_str(if granted { "true" } else { "false" });
+            gcm.push_str(if granted { "\"granted\"" } else { "\"denied\"" });
+        }
+        prefs.push_str("},");
+        prefs.push_str(&gcm);
+        prefs.push('}');
+        if let Some(tc) = &m.tc_string {
+            prefs.push_str(",\"tcString\":");
+            crate::format::jsontext::push_json_string(&mut prefs, tc);
+        }
+        if m.gpc {
+            prefs.push_str(",\"gpc\":true");
+        }
+        prefs.push('}');
+        prefs
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn context_json_matches_two_strings(
+            updates in proptest::array::uniform7(proptest::option::of(proptest::bool::ANY)),
+            gpc in proptest::bool::ANY,
+            tc_string in proptest::option::of("[a-zA-Z\"]{0,5}"),
+        ) {
+            let m = ConsentModel { updates, gpc, tc_string, ..ConsentModel::default() };
+            proptest::prop_assert_eq!(m.context_json(""), context_json_two_strings(&m, ""));
+        }
+
+        #[test]
+        fn specificity_matches_filter_max(
+            regions in proptest::collection::vec("[ A-Za-z-]{0,6}|US|US-CA|us|Us-Ca| GB ", 0..4),
+            region in "[ A-Za-z-]{0,6}|US|US-CA|us-ca|GB|gb-x",
+        ) {
+            let d = RegionDefault { regions, ..RegionDefault::default() };
+            proptest::prop_assert_eq!(d.specificity(&region), specificity_by_filter(&d, &region));
+        }
+
+        #[test]
+        fn effective_matches_the_per_purpose_search(
+            defaults in proptest::collection::vec(
+                (
+                    proptest::collection::vec(proptest::sample::select(vec!["US", "US-CA", "us-ca", "GB", " gb ", "", "US-NY"]), 0..3),
+                    proptest::array::uniform7(proptest::option::of(proptest::bool::ANY)),
+                ),
+                0..6,
+            ),
+            updates in proptest::array::uniform7(proptest::option::of(proptest::bool::ANY)),
+            gpc in proptest::bool::ANY,
+            region in proptest::sample::select(vec!["", "US", "US-CA", "us-ca", "GB", "FR", " US-NY "]),
+        ) {
+            let mut m = ConsentModel { gpc, ..ConsentModel::default() };
+            for (regions, choices) in defaults {
+                m.add_default(RegionDefault {
+                    regions: regions.into_iter().map(String::from).collect(),
+                    choices,
+                    wait_for_update_ms: 0,
+                });
+            }
+            m.updates = updates;
+            proptest::prop_assert_eq!(m.effective(region), effective_by_purpose(&m, region));
+        }
     }
 }

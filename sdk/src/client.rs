@@ -242,8 +242,12 @@ pub fn install(config: Config, options: &JsValue) -> bool {
     };
     client.change_consent(|_| {});
     let wait = client.wait_until - platform::now_ms();
-    if let Some(mut slot) = CLIENT.try_lock() {
-        *slot = Some(client);
+    // Nothing is ever dropped here: the slot is empty (the first load), and a client that cannot
+    // be installed (a load() re-entered from inside the SDK, e.g. from a toJSON) holds only
+    // memory. Forgetting instead of dropping keeps Client's drop glue out of the wasm.
+    match CLIENT.try_lock() {
+        Some(mut slot) => mem::forget(slot.replace(client)),
+        None => mem::forget(client),
     }
     if wait > 0 {
         platform::after(wait as u64, || {
@@ -296,11 +300,13 @@ impl Client {
         let region = &self.config.region;
         self.consent_json = self.consent.context_json(region);
         let was = self.granted;
-        self.granted = self.consent.allows(Purpose::AnalyticsStorage, region);
+        // `allows` for each purpose below, computed once.
+        let allows = self.consent.effective(region);
+        self.granted = allows[Purpose::AnalyticsStorage as usize];
         // Pages the edge renders read this next to the ID cookie, before any event says so; it
         // lives and goes with that cookie (max-age 0 deletes it).
-        let personal = self.consent.allows(Purpose::PersonalizationStorage, region)
-            && self.consent.allows(Purpose::AdPersonalization, region);
+        let personal = allows[Purpose::PersonalizationStorage as usize]
+            && allows[Purpose::AdPersonalization as usize];
         platform::cookie_set(
             "seam_personalise",
             if personal { "1" } else { "0" },
@@ -652,7 +658,13 @@ impl Client {
             self.memory.evicted += evicted;
             return None;
         }
-        let (ids, events): (Vec<String>, Vec<String>) = leased.into_iter().unzip();
+        // `unzip` by hand (its generic extend code is larger).
+        let mut ids = Vec::new();
+        let mut events = Vec::new();
+        for (id, json) in leased {
+            ids.push(id);
+            events.push(json);
+        }
         let sent_at = platform::iso_time(now as f64);
         let body = batch_body(&events, &self.config.write_key, &sent_at, evicted);
         Some((ids, self.url(), body, evicted))

@@ -28,7 +28,6 @@ fn panic(_: &core::panic::PanicInfo) -> ! {
 }
 
 use alloc::borrow::ToOwned;
-use alloc::string::String;
 
 #[cfg(target_arch = "wasm32")]
 #[global_allocator]
@@ -86,29 +85,35 @@ fn after(f: impl FnOnce(&mut client::Client) -> bool) {
     }
 }
 
+// The exports take their text arguments as JS values (strings from the package entry, or
+// undefined) read with `as_string`: the glue then passes every argument as it is, with no string
+// copy (and, for two strings, no clean-up on a throw) per export.
+
 /// Records a user action: `track("Product Viewed", { product_id: "p1" })`.
 #[wasm_bindgen]
-pub fn track(event: String, properties: JsValue) {
-    if !event.trim().is_empty() {
+pub fn track(event: JsValue, properties: JsValue) {
+    let event = event.as_string().unwrap_or_default();
+    if !seam_core::format::ascii::trim(&event).is_empty() {
         after(|c| c.track(&event, &properties));
     }
 }
 
 /// Records a page view: `page()`, `page("Product")`, `page("Product", { sku })`.
 #[wasm_bindgen]
-pub fn page(name: Option<String>, properties: JsValue) {
-    after(|c| c.page(name, &properties));
+pub fn page(name: JsValue, properties: JsValue) {
+    after(|c| c.page(name.as_string(), &properties));
 }
 
 /// Says who the user is: `identify("u1", { email })`, or `identify(undefined, { plan })`.
 #[wasm_bindgen]
-pub fn identify(user_id: Option<String>, traits: JsValue) {
-    after(|c| c.identify(user_id, &traits));
+pub fn identify(user_id: JsValue, traits: JsValue) {
+    after(|c| c.identify(user_id.as_string(), &traits));
 }
 
 /// Puts the user in a group (account): `group("acme", { plan: "pro" })`.
 #[wasm_bindgen]
-pub fn group(group_id: String, traits: JsValue) {
+pub fn group(group_id: JsValue, traits: JsValue) {
+    let group_id = group_id.as_string().unwrap_or_default();
     if !group_id.is_empty() {
         after(|c| c.group(group_id, &traits));
     }
@@ -116,9 +121,10 @@ pub fn group(group_id: String, traits: JsValue) {
 
 /// Joins `previousId` (default: the current user or anonymous ID) to `userId`.
 #[wasm_bindgen]
-pub fn alias(user_id: String, previous_id: Option<String>) {
+pub fn alias(user_id: JsValue, previous_id: JsValue) {
+    let user_id = user_id.as_string().unwrap_or_default();
     if !user_id.is_empty() {
-        after(|c| c.alias(user_id, previous_id));
+        after(|c| c.alias(user_id, previous_id.as_string()));
     }
 }
 

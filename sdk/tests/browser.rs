@@ -152,7 +152,7 @@ async fn track_posts_a_text_plain_keepalive_batch_with_consent() {
     start(200, "granted", "buffer").await;
     let props = json(r#"{"product_id":"p1","price":12.5}"#);
     seam_sdk::track("Product Viewed".into(), props);
-    seam_sdk::page(Some("Product".into()), JsValue::UNDEFINED);
+    seam_sdk::page("Product".into(), JsValue::UNDEFINED);
     flush().await;
 
     assert_eq!(seam_sdk::pending(), 0);
@@ -198,11 +198,11 @@ async fn track_posts_a_text_plain_keepalive_batch_with_consent() {
 #[wasm_bindgen_test]
 async fn identify_group_alias_carry_ids_and_traits_and_reset_forgets_them() {
     start(200, "granted", "buffer").await;
-    seam_sdk::identify(Some("user-1".into()), json(r#"{"email":"a@example.com"}"#));
-    seam_sdk::identify(None, json(r#"{"plan":"pro"}"#));
+    seam_sdk::identify("user-1".into(), json(r#"{"email":"a@example.com"}"#));
+    seam_sdk::identify(JsValue::UNDEFINED, json(r#"{"plan":"pro"}"#));
     seam_sdk::group("acme".into(), json(r#"{"seats":5}"#));
     seam_sdk::track("Clicked".into(), JsValue::UNDEFINED);
-    seam_sdk::alias("user-2".into(), None);
+    seam_sdk::alias("user-2".into(), JsValue::UNDEFINED);
     flush().await;
     let events = sent_events();
     assert_eq!(events.length(), 5);
@@ -257,7 +257,7 @@ async fn identify_group_alias_carry_ids_and_traits_and_reset_forgets_them() {
 async fn before_consent_nothing_is_stored_and_buffered_events_leave_with_the_id_on_grant() {
     start(200, "denied", "buffer").await;
     seam_sdk::track("Early".into(), JsValue::UNDEFINED);
-    seam_sdk::page(None, JsValue::UNDEFINED);
+    seam_sdk::page(JsValue::UNDEFINED, JsValue::UNDEFINED);
     flush().await;
     assert_eq!(fetches().length(), 0, "buffered, not sent");
     assert_eq!(seam_sdk::pending(), 2);
@@ -442,7 +442,7 @@ async fn evicts_the_oldest_over_the_byte_budget_and_reports_it() {
     let options = r#"{"writeKey":"test_key","endpoint":"https://collector.example","flushInterval":600000,"flushAt":1000,"queueBytes":4096}"#;
     assert!(seam_sdk::load(json(options)));
     for i in 0..20 {
-        seam_sdk::track(format!("Event {i}"), JsValue::UNDEFINED);
+        seam_sdk::track(format!("Event {i}").into(), JsValue::UNDEFINED);
     }
     wait(50).await;
     let pending = seam_sdk::pending();

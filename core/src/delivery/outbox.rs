@@ -15,7 +15,7 @@ use alloc::borrow::ToOwned;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use crate::format::ascii::{parse_i64, parse_u64, split_ascii};
+use crate::format::ascii::{parse_i64, parse_u64, split_ascii, trim};
 use crate::format::jsontext::{push_integer, ObjectWriter};
 
 /// Browsers cap the bodies of all in-flight `keepalive` requests of a page at 64 KiB together;
@@ -240,7 +240,7 @@ impl Outbox {
     pub fn decode(text: &str) -> Self {
         let mut outbox = Self::default();
         let mut lines = split_ascii(text, b'\n');
-        outbox.evicted = lines.next().and_then(|l| parse_u64(l.trim())).unwrap_or(0);
+        outbox.evicted = lines.next().and_then(|l| parse_u64(trim(l))).unwrap_or(0);
         for line in lines {
             let mut parts = split_ascii(line, b'\t');
             let (Some(not_before), Some(attempts), Some(id)) =
@@ -287,7 +287,7 @@ pub fn backoff_ms(attempts: u32, jitter: f64, retry_after_ms: Option<u64>) -> u6
 /// Reads a `Retry-After` header value (delay in seconds; HTTP dates are not used by Seam's
 /// collector and read as absent) as milliseconds.
 pub fn parse_retry_after(value: &str) -> Option<u64> {
-    parse_u64(value.trim()).map(|s| s.saturating_mul(1000))
+    parse_u64(trim(value)).map(|s| s.saturating_mul(1000))
 }
 
 /// The `/v1/batch` body for `events` (each already a JSON object). `evicted`, when non-zero, is

@@ -42,6 +42,23 @@ impl<'a> Iterator for SplitAscii<'a> {
     }
 }
 
+/// `s.trim()` (Unicode `White_Space` at both ends), in one forward pass: core's `trim` also
+/// decodes UTF-8 backwards and goes through its generic pattern matcher, which costs the shipped
+/// wasm about 300 bytes.
+pub fn trim(s: &str) -> &str {
+    let mut start = None;
+    let mut end = 0;
+    for (i, c) in s.char_indices() {
+        // `char::is_whitespace` (Unicode `White_Space`), without its lookup table.
+        if !matches!(c, '\t'..='\r' | ' ' | '\u{85}' | '\u{a0}' | '\u{1680}' | '\u{2000}'..='\u{200a}' | '\u{2028}' | '\u{2029}' | '\u{202f}' | '\u{205f}' | '\u{3000}')
+        {
+            start.get_or_insert(i);
+            end = i + c.len_utf8();
+        }
+    }
+    s.get(start.unwrap_or(0)..end).unwrap_or_default()
+}
+
 /// `s.parse::<u64>()`: an optional `+`, then one or more ASCII digits, no overflow.
 pub fn parse_u64(s: &str) -> Option<u64> {
     let digits = match s.as_bytes() {
@@ -56,7 +73,13 @@ pub fn parse_u64(s: &str) -> Option<u64> {
         if !b.is_ascii_digit() {
             return None;
         }
-        n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+        // `n * 10 + d` when it fits (not `checked_mul`: a 64-bit overflowing multiply is a
+        // 128-bit one on wasm32, `__multi3`).
+        let d = u64::from(b - b'0');
+        if n > (u64::MAX - d) / 10 {
+            return None;
+        }
+        n = n * 10 + d;
     }
     Some(n)
 }
@@ -107,6 +130,14 @@ mod tests {
         }
     }
 
+    #[test]
+    fn trims_every_char_like_core() {
+        for c in char::MIN..=char::MAX {
+            let s = alloc::format!("{c}x{c}{c}");
+            assert_eq!(trim(&s), s.trim(), "{c:?}");
+        }
+    }
+
     proptest! {
         #[test]
         fn split_matches_core(s in "[a-c\\t\\né-]{0,12}", sep in prop::sample::select(vec![b'\t', b'\n', b'-'])) {
@@ -118,6 +149,11 @@ mod tests {
             let ours4 = [a, b, c, it.remainder()].into_iter().flatten().collect::<Vec<_>>();
             let core4: Vec<&str> = s.splitn(4, char::from(sep)).collect();
             prop_assert_eq!(ours4, core4);
+        }
+
+        #[test]
+        fn trim_matches_core(s in "[a \\t\\n\\r\u{b}\u{c}\u{85}\u{a0}\u{1680}\u{2000}\u{2028}\u{2029}\u{202f}\u{205f}\u{3000}\u{feff}\u{180e}\u{200b}é]{0,8}") {
+            prop_assert_eq!(trim(&s), s.trim());
         }
 
         #[test]

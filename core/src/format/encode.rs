@@ -4,7 +4,8 @@ use alloc::string::String;
 
 /// A nibble as a lower-case hex digit.
 pub fn hex_digit(n: u8) -> char {
-    char::from_digit(u32::from(n & 0x0f), 16).unwrap_or('0')
+    let n = n & 0x0f;
+    char::from(if n < 10 { b'0' + n } else { b'a' - 10 + n })
 }
 
 /// Lower-case hex of `bytes`.

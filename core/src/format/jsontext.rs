@@ -23,7 +23,11 @@ pub fn push_padded(out: &mut String, mut n: u64, width: usize) {
             break;
         }
     }
-    out.extend(digits[..len].iter().rev().map(|&d| char::from(d)));
+    // `& 0x7f`: the digits are ASCII, and saying so lets each push be a byte push (without it,
+    // `String::push`'s UTF-8 encoder ships in the SDK's wasm).
+    for &d in digits[..len].iter().rev() {
+        out.push(char::from(d & 0x7f));
+    }
 }
 
 /// Appends a signed integer in decimal.
@@ -36,24 +40,30 @@ pub fn push_integer(out: &mut String, n: i64) {
 
 /// Appends `s` as a JSON string literal.
 pub fn push_json_string(out: &mut String, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.reserve(s.len() + 2);
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                out.push_str("\\u00");
-                out.push(char::from(HEX[(c as usize) >> 4]));
-                out.push(char::from(HEX[(c as usize) & 0xf]));
-            }
-            c => out.push(c),
+    // Runs of bytes that need no escape are copied as they are (every byte escaped is ASCII, so
+    // the runs end on char boundaries): no char decoding or encoding.
+    let mut run = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "\\u00",
+            _ => continue,
+        };
+        out.push_str(s.get(run..i).unwrap_or_default());
+        out.push_str(escape);
+        if escape.len() == 4 {
+            out.push(if b < 0x10 { '0' } else { '1' });
+            out.push(super::encode::hex_digit(b));
         }
+        run = i + 1;
     }
+    out.push_str(s.get(run..).unwrap_or_default());
     out.push('"');
 }
 
@@ -185,7 +195,43 @@ mod tests {
         assert_eq!(members, r#""a":"b","c":1"#);
     }
 
+    /// The char-by-char writer `push_json_string` replaced: the output must not change.
+    fn json_string_by_chars(s: &str) -> String {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = String::from('"');
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if (c as u32) < 0x20 => {
+                    out.push_str("\\u00");
+                    out.push(char::from(HEX[(c as usize) >> 4]));
+                    out.push(char::from(HEX[(c as usize) & 0xf]));
+                }
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+        out
+    }
+
+    #[test]
+    fn json_string_escapes_every_control_char() {
+        for c in (0u8..0x80).map(char::from).chain(['é', '\u{2028}', '😀']) {
+            let s = alloc::format!("a{c}b{c}");
+            assert_eq!(json_string(&s), json_string_by_chars(&s), "{c:?}");
+        }
+    }
+
     proptest! {
+        #[test]
+        fn json_string_same_as_by_chars(s in "\\PC*|[\\x00-\\x1f\"\\\\é😀a]*") {
+            prop_assert_eq!(json_string(&s), json_string_by_chars(&s));
+        }
+
         #[test]
         fn json_string_round_trips(s in "\\PC*|[\\x00-\\x1f\"\\\\]*") {
             let back: String = serde_json::from_str(&json_string(&s)).unwrap();

@@ -33,7 +33,7 @@ extern "C" {
 extern "C" {
     /// A cookie's value.
     #[wasm_bindgen(js_name = cookieGet)]
-    pub fn cookie_get(name: &str) -> Option<String>;
+    fn cookie_get_js(name: &str) -> JsValue;
     /// Sets (or with `max_age` 0 deletes) a `Secure; SameSite=Lax` cookie.
     #[wasm_bindgen(js_name = cookieSet)]
     pub fn cookie_set(name: &str, value: &str, domain: &str, max_age: u32);
@@ -63,7 +63,7 @@ extern "C" {
     pub fn listen_tcf(f: &JsValue) -> bool;
     /// Reads a localStorage entry.
     #[wasm_bindgen(js_name = storageGet)]
-    pub fn storage_get(key: &str) -> Option<String>;
+    fn storage_get_js(key: &str) -> JsValue;
     /// Writes a localStorage entry; false when storage is unavailable or full.
     #[wasm_bindgen(js_name = storageSet)]
     pub fn storage_set(key: &str, value: &str) -> bool;
@@ -72,19 +72,19 @@ extern "C" {
     pub fn storage_remove(key: &str);
     /// Epoch ms as ISO-8601 (`Date.toISOString`).
     #[wasm_bindgen(js_name = isoTime)]
-    pub fn iso_time(ms: f64) -> String;
+    fn iso_time_js(ms: f64) -> JsValue;
     /// `location.href`.
     #[wasm_bindgen(js_name = pageUrl)]
-    pub fn page_url() -> String;
+    fn page_url_js() -> JsValue;
     /// `context.page` as JSON text, with `referrer`.
     #[wasm_bindgen(js_name = pageJson)]
-    pub fn page_json(referrer: &str) -> String;
+    fn page_json_js(referrer: &str) -> JsValue;
     /// `"userAgent":"..","locale":".."` (JSON members) from the navigator.
     #[wasm_bindgen(js_name = navigatorContext)]
-    pub fn navigator_context() -> String;
+    fn navigator_context_js() -> JsValue;
     /// Merges `traits` into the JSON object `json`; `None` when not serialisable.
     #[wasm_bindgen(js_name = mergeTraits)]
-    pub fn merge_traits(json: &str, traits: &JsValue) -> Option<String>;
+    fn merge_traits_js(json: &str, traits: &JsValue) -> JsValue;
     /// A promise that resolves at the next [`flushed`].
     #[wasm_bindgen(js_name = flushWaiter)]
     pub fn flush_waiter() -> JsValue;
@@ -92,7 +92,7 @@ extern "C" {
     pub fn flushed();
     /// `document.referrer`.
     #[wasm_bindgen(js_name = documentReferrer)]
-    pub fn document_referrer() -> String;
+    fn document_referrer_js() -> JsValue;
     #[wasm_bindgen(js_name = consentParams)]
     fn consent_params(params: &JsValue, keys: &str) -> JsValue;
     /// Fills `bytes` from `crypto.getRandomValues`, or `Math.random` without Web Crypto (very old
@@ -106,12 +106,12 @@ extern "C" {
     pub fn item(value: &JsValue, i: u32) -> JsValue;
     /// `value[key]` when it is a string, else empty (`key` "0" for an array's first item).
     #[wasm_bindgen(js_name = textProp)]
-    pub fn text_prop(value: &JsValue, key: &str) -> String;
+    fn text_prop_js(value: &JsValue, key: &str) -> JsValue;
 
     /// `JSON.stringify` of `value` when it is an object, else of `{}`; `None` when not
     /// serialisable (cyclic, BigInt, a throwing `toJSON`).
     #[wasm_bindgen(js_name = stringifyObject)]
-    pub fn stringify_object(value: &JsValue) -> Option<String>;
+    fn stringify_object_js(value: &JsValue) -> JsValue;
     /// `JSON.parse(text)` (`undefined` when it does not parse).
     #[wasm_bindgen(js_name = parseJson)]
     pub fn parse_json(text: &str) -> JsValue;
@@ -122,6 +122,65 @@ extern "C" {
     pub fn on_hide(f: &JsValue);
 }
 
+// The text-returning hooks hand back a JS value read with `as_string`: one string conversion in
+// the glue for all of them instead of one per import.
+
+/// A cookie's value.
+pub fn cookie_get(name: &str) -> Option<String> {
+    cookie_get_js(name).as_string()
+}
+
+/// Reads a localStorage entry.
+pub fn storage_get(key: &str) -> Option<String> {
+    storage_get_js(key).as_string()
+}
+
+/// Epoch ms as ISO-8601 (`Date.toISOString`).
+pub fn iso_time(ms: f64) -> String {
+    text(iso_time_js(ms))
+}
+
+/// `location.href`.
+pub fn page_url() -> String {
+    text(page_url_js())
+}
+
+/// `context.page` as JSON text, with `referrer`.
+pub fn page_json(referrer: &str) -> String {
+    text(page_json_js(referrer))
+}
+
+/// `"userAgent":"..","locale":".."` (JSON members) from the navigator.
+pub fn navigator_context() -> String {
+    text(navigator_context_js())
+}
+
+/// Merges `traits` into the JSON object `json`; `None` when not serialisable.
+pub fn merge_traits(json: &str, traits: &JsValue) -> Option<String> {
+    merge_traits_js(json, traits).as_string()
+}
+
+/// `document.referrer`.
+pub fn document_referrer() -> String {
+    text(document_referrer_js())
+}
+
+/// `value[key]` when it is a string, else empty (`key` "0" for an array's first item).
+pub fn text_prop(value: &JsValue, key: &str) -> String {
+    text(text_prop_js(value, key))
+}
+
+/// `JSON.stringify` of `value` when it is an object, else of `{}`; `None` when not
+/// serialisable (cyclic, BigInt, a throwing `toJSON`).
+pub fn stringify_object(value: &JsValue) -> Option<String> {
+    stringify_object_js(value).as_string()
+}
+
+/// A hook's text result (always a string).
+fn text(value: JsValue) -> String {
+    value.as_string().unwrap_or_default()
+}
+
 /// A JS function that calls `f` with its first argument, for the life of the page. Every hook
 /// goes through this one closure type (and [`once`] for one-shot callbacks): each distinct
 /// closure type costs its own glue in the shipped wasm.
@@ -129,9 +188,16 @@ pub fn hook(f: impl FnMut(JsValue) + 'static) -> JsValue {
     Closure::wrap(Box::new(f) as Box<dyn FnMut(JsValue)>).into_js_value()
 }
 
-/// A JS function that calls `f` once with its first argument.
+/// A JS function that calls `f` once with its first argument (later calls do nothing; the JS
+/// side never makes them). A [`hook`] rather than `Closure::once_into_js`, whose own
+/// bookkeeping (a shared cell holding the closure until its call) would ship as well.
 pub fn once(f: impl FnOnce(JsValue) + 'static) -> JsValue {
-    Closure::once_into_js(Box::new(f) as Box<dyn FnOnce(JsValue)>)
+    let mut f = Some(f);
+    hook(move |value| {
+        if let Some(f) = f.take() {
+            f(value);
+        }
+    })
 }
 
 /// Milliseconds since the epoch, from the browser's clock.
@@ -151,9 +217,13 @@ pub fn random_bytes() -> [u8; 16] {
 /// order), `wait_for_update` and the regions.
 pub fn read_consent_params(params: &JsValue, keys: &str) -> (String, f64, Vec<String>) {
     let parts = consent_params(params, keys);
-    let regions = item(&parts, 2);
-    // Every element is a string (`browser.js` maps them with `String`).
-    let regions = (0..).map_while(|i| item(&regions, i).as_string()).collect();
+    let list = item(&parts, 2);
+    // Every element is a string (`browser.js` maps them with `String`). A loop of pushes rather
+    // than `collect`, whose generic from-iterator code is larger.
+    let mut regions = Vec::new();
+    while let Some(region) = item(&list, regions.len() as u32).as_string() {
+        regions.push(region);
+    }
     (
         text_prop(&parts, "0"),
         item(&parts, 1).as_f64().unwrap_or(0.0),
@@ -179,13 +249,16 @@ pub struct Answer {
 pub fn post(url: &str, body: &str, done: impl FnOnce(Answer) + 'static) {
     let callback = once(move |answer| {
         let text = |i| text_prop(&answer, i);
+        let mut rejected = Vec::new();
+        for id in seam_core::format::ascii::split_ascii(&text("2"), b'\n') {
+            if !id.is_empty() {
+                rejected.push(id.to_owned());
+            }
+        }
         done(Answer {
             status: item(&answer, 0).as_f64().unwrap_or(0.0) as u16,
             retry_after: text("1"),
-            rejected: seam_core::format::ascii::split_ascii(&text("2"), b'\n')
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect(),
+            rejected,
             anonymous_id: text("3"),
         })
     });
