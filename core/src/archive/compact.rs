@@ -27,7 +27,7 @@ pub const CLAIMED_CONTACTS: [&str; 4] = [
     "$.context.traits.phone",
 ];
 
-/// Rows one compaction round takes at most.
+/// Rows one compaction round reads at most (it takes those that are ready).
 pub const ROUND: u32 = 2000;
 
 /// Default hot window: how long an archived event keeps its whole row in D1 (the live view,
