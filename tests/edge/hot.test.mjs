@@ -56,6 +56,11 @@ describe("hot state: events leave D1 once archived", () => {
       owed.messageId,
     );
 
+    // Ann's order reached a destination before it left D1: her profile still lists that.
+    await edge.exec(
+      "INSERT INTO deliveries (destination, source_id, message_id, status, created_at, next_at, updated_at) VALUES ('ga4', 'server', ?, 'delivered', 0, 0, 5)",
+      ordered.messageId,
+    );
     await sweep(edge);
     const left = (await edge.query("SELECT message_id FROM events")).map((r) => r.message_id);
     assert.deepEqual(left, [owed.messageId], "only the event a destination still owes keeps its row");
@@ -87,6 +92,11 @@ describe("hot state: events leave D1 once archived", () => {
     );
     assert.equal(profile.recentEvents.find((e) => e.messageId === ordered.messageId).body.properties.revenue, 42);
     assert.equal(profile.eventCount, 2);
+    assert.deepEqual(
+      profile.deliveries.map((d) => [d.destination, d.messageId, d.status, d.about]),
+      [["ga4", ordered.messageId, "delivered", "Order Completed"]],
+      "deliveries of events that left D1 stay in the profile's log",
+    );
     const access = (await (await admin(edge, `/v1/privacy/export?type=email&value=${encodeURIComponent(email)}`)).json()).data;
     assert.deepEqual(access.events.map((e) => e.messageId).sort(), [identify.messageId, ordered.messageId].sort());
     const bobs = await (await admin(edge, `/v1/profiles/lookup?type=anonymous_id&value=${bob}`)).json();

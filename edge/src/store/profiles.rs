@@ -448,11 +448,17 @@ pub async fn full(
     let hot: Vec<Value> = rows(1)?.into_iter().map(parse_body).collect();
     let hot_ids: std::collections::HashSet<(String, String)> =
         hot.iter().map(archived::event_key).collect();
+    let mut cold: Vec<(Value, Value, Value)> = Vec::new();
     for event in &archived {
         // An object may hold a line D1 still has (compaction left its row for a destination).
         if hot_ids.contains(&archived::event_key(event)) {
             continue;
         }
+        cold.push((
+            event["sourceId"].clone(),
+            event["messageId"].clone(),
+            event["name"].clone(),
+        ));
         count += 1;
         if let Some(t) = event["timestamp"].as_i64() {
             first_seen = Some(first_seen.map_or(t, |f| f.min(t)));
@@ -469,7 +475,30 @@ pub async fn full(
         .into_iter()
         .map(|row| parse_json_column(row, "state"))
         .collect();
-    out["deliveries"] = Value::Array(rows(3)?);
+    let mut deliveries = rows(3)?;
+    if !cold.is_empty() {
+        // Deliveries of events that left D1: the log joins them through the hot rows only.
+        let keys: Vec<Value> = cold.iter().map(|(s, m, _)| json!([s, m])).collect();
+        let read = Statement {
+            sql: "SELECT destination, source_id AS sourceId, message_id AS messageId, status, \
+                  attempts, updated_at AS updatedAt, last_status AS lastStatus, \
+                  last_error AS lastError FROM deliveries WHERE (source_id, message_id) IN \
+                  (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?1))"
+                .into(),
+            params: vec![Param::Text(Value::Array(keys).to_string())],
+        };
+        for mut delivery in d1::rows::<Value>(db, &read).await? {
+            let about = cold
+                .iter()
+                .find(|(s, m, _)| *s == delivery["sourceId"] && *m == delivery["messageId"])
+                .map_or(Value::Null, |(_, _, name)| name.clone());
+            delivery["about"] = about;
+            deliveries.push(delivery);
+        }
+        deliveries.sort_by_key(|d| std::cmp::Reverse(d["updatedAt"].as_i64().unwrap_or(0)));
+        deliveries.truncate(TIMELINE as usize);
+    }
+    out["deliveries"] = Value::Array(deliveries);
     out["merges"] = Value::Array(rows(4)?);
     out["refusedMerges"] = Value::Array(rows(5)?);
     out["journeys"] = Value::Array(rows(6)?);
