@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use seam_core::archive::compact::{self, Indexed, Named};
+use seam_core::archive::compact::{self, Indexed};
 use seam_core::archive::rebuild;
 use seam_core::format::time::parse_iso8601;
 use serde_json::{json, Value};
@@ -38,15 +38,11 @@ pub async fn person_events(
     let Some(bucket) = bucket else {
         return Ok((Vec::new(), false));
     };
-    let people: HashSet<i64> = anonymous
-        .iter()
-        .map(|a| compact::person_key(Named::Anonymous, a))
-        .chain(users.iter().map(|u| compact::person_key(Named::User, u)))
-        .collect();
-    if people.is_empty() || limit == 0 {
+    let keys = compact::subject_people(anonymous, users, std::iter::empty());
+    if keys.is_empty() || limit == 0 {
         return Ok((Vec::new(), false));
     }
-    let keys: Vec<i64> = people.iter().copied().collect();
+    let people: HashSet<i64> = keys.iter().copied().collect();
     let mut named: Vec<Indexed> = d1::rows(db, &compact::objects_of(&keys, objects + 1)).await?;
     let more = named.len() > objects as usize;
     named.truncate(objects as usize);

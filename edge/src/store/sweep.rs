@@ -1,7 +1,7 @@
 //! The segment sweep's reads and writes: profiles whose `check_at` has come, taking one out of
 //! the sweep or putting it off, and the source a profile was last seen through.
 
-use seam_core::archive::compact::{self, Named};
+use seam_core::archive::compact;
 use seam_core::personalise::DUE_SQL;
 use seam_core::plan::{Param, Statement};
 use serde::Deserialize;
@@ -72,11 +72,7 @@ pub async fn last_source(
         return Ok(Some(row.source_id));
     }
     // Past the hot window the events are in the archive: its newest object of theirs says.
-    let people: Vec<i64> = anonymous_id
-        .iter()
-        .map(|a| compact::person_key(Named::Anonymous, a))
-        .chain(user_id.iter().map(|u| compact::person_key(Named::User, u)))
-        .collect();
+    let people = compact::subject_people(&anonymous_id, &user_id, std::iter::empty());
     if people.is_empty() {
         return Ok(None);
     }
