@@ -46,7 +46,7 @@ function visit(run, shopper, visitNo) {
  * Bytes of the edge's D1 by table, indexes counted with their table. D1 refuses PRAGMAs, so a
  * copy of the local database file (with its WAL) is checkpointed and read with SQLite's `dbstat`.
  */
-function d1Tables(state) {
+export function d1Tables(state) {
   const dir = join(state, "v3/d1/miniflare-D1DatabaseObject");
   const [file] = readdirSync(dir).filter((f) => f.endsWith(".sqlite") && f !== "metadata.sqlite");
   const copy = mkdtempSync(join(tmpdir(), "seam-d1-"));
@@ -66,7 +66,7 @@ function d1Tables(state) {
 }
 
 /** Sends shop traffic at `multiple` x the base rate for SECONDS; what was offered and what came back. */
-async function step(edge, run, multiple) {
+export async function step(edge, run, multiple) {
   const eventsPerSecond = BASE_EVENTS_PER_SECOND * multiple;
   // Visits are generated ahead and their batches interleaved, as many shoppers browse at once.
   const queue = [];

@@ -12,7 +12,8 @@ use seam_core::plan::insert_events;
 use serde_json::{json, Value};
 
 const RECEIVED_AT_MS: i64 = 1_767_225_605_000;
-const DEDUP_CUTOFF_MS: i64 = RECEIVED_AT_MS - 24 * 3_600_000;
+// A one-day dedup window.
+const DEDUP_WINDOW_DAYS: u32 = 1;
 const WRITE_KEY: &str = "seam_dev_write_key";
 
 /// One "Product Viewed" event as the browser SDK sends it.
@@ -68,7 +69,7 @@ fn single_body() -> Vec<u8> {
 fn ingest(body: &[u8], path_type: Option<EventType>) -> usize {
     let decoded = decode(body, path_type, RECEIVED_AT_MS, || "generated".to_string()).unwrap();
     let events: Vec<_> = decoded.valid().collect();
-    insert_events("src", &events, DEDUP_CUTOFF_MS).len()
+    insert_events("src", &events, RECEIVED_AT_MS, DEDUP_WINDOW_DAYS).len()
 }
 
 fn benches(c: &mut Criterion) {

@@ -2,6 +2,7 @@
 //! (a transaction); tests inspect it without a database.
 
 use crate::collect::event::Event;
+use crate::format::time::DAY_MS;
 
 /// D1 binds at most 100 parameters per statement.
 pub const MAX_BOUND_PARAMS: usize = 100;
@@ -13,6 +14,8 @@ pub enum Param {
     Text(String),
     /// INTEGER.
     Int(i64),
+    /// BLOB.
+    Blob(Vec<u8>),
     /// NULL.
     Null,
 }
@@ -46,11 +49,19 @@ const EVENT_COLUMNS: [&str; 9] = [
 
 /// Inserts for `events` of source `source_id`, as few statements as the parameter limit allows.
 ///
-/// A `messageId` already stored at or after `dedup_cutoff_ms` is a duplicate and changes nothing.
-/// One stored before the cutoff is outside the dedup window: the new event replaces it (the
-/// table still holds one row per `messageId`). Each statement ends in `RETURNING message_id`, so
-/// the rows it returns are exactly the events stored now; every other event was a duplicate.
-pub fn insert_events(source_id: &str, events: &[&Event], dedup_cutoff_ms: i64) -> Vec<Statement> {
+/// A `messageId` stored within the source's dedup window (`window_days` before `now_ms`) is a
+/// duplicate and changes nothing. One stored before it is outside the window: the new event
+/// replaces it (the table still holds one row per `messageId`). Each statement ends in
+/// `RETURNING message_id`, so the rows it returns are exactly the events stored now; every other
+/// event was a duplicate.
+pub fn insert_events(
+    source_id: &str,
+    events: &[&Event],
+    now_ms: i64,
+    window_days: u32,
+) -> Vec<Statement> {
+    let window_ms = i64::from(window_days) * DAY_MS;
+    let dedup_cutoff_ms = now_ms - window_ms;
     // A replaced event is a new one: the archive takes it too.
     let updates: Vec<String> = EVENT_COLUMNS[2..]
         .iter()
@@ -91,18 +102,43 @@ pub fn insert_events(source_id: &str, events: &[&Event], dedup_cutoff_ms: i64) -
                 .join(",")
         ),
         // An event compaction took out of D1 left its dedup key (`event_keys`) until its
-        // window ends (`expires_at`, against this event's receipt time: column 8).
+        // window ends (`expires_at`, against this event's receipt time: column 8). Keys are
+        // filed by the day they expire; each day that can hold a live key is one key seek.
         &format!(
-            ") WHERE NOT EXISTS (SELECT 1 FROM event_keys k WHERE k.key = CAST(column{} AS INTEGER) \
-             AND k.expires_at > column8) \
+            ") WHERE NOT EXISTS (SELECT 1 FROM event_keys k WHERE k.day IN (SELECT value FROM json_each(?)) \
+             AND k.key = CAST(column{} AS INTEGER) AND k.expires_at > column8) \
              ON CONFLICT (source_id, message_id) DO UPDATE SET {} \
              WHERE events.received_at < ? RETURNING message_id",
             EVENT_COLUMNS.len() + 1,
             updates.join(",")
         ),
         rows,
-        &[Param::Int(dedup_cutoff_ms)],
+        &[
+            Param::Text(key_days(events, now_ms, window_ms)),
+            Param::Int(dedup_cutoff_ms),
+        ],
     )
+}
+
+/// The expiry days (UTC epoch days, as a JSON array) a live key of these events' source can
+/// be filed under: from the earliest receipt among them (a queued request keeps its own) to a
+/// window past the latest receipt or now, whichever is later.
+fn key_days(events: &[&Event], now_ms: i64, window_ms: i64) -> String {
+    let first = events
+        .iter()
+        .map(|e| e.received_at_ms)
+        .min()
+        .unwrap_or(now_ms)
+        .min(now_ms);
+    let last = events
+        .iter()
+        .map(|e| e.received_at_ms)
+        .max()
+        .unwrap_or(now_ms)
+        .max(now_ms)
+        .saturating_add(window_ms);
+    let days: Vec<i64> = (first.div_euclid(DAY_MS)..=last.div_euclid(DAY_MS)).collect();
+    serde_json::to_string(&days).unwrap_or_else(|_| "[]".into())
 }
 
 /// `<prefix> (..),(..) <suffix>` statements for `rows` (all of one width), as few as the
@@ -146,16 +182,16 @@ mod tests {
     fn chunks_inserts_under_the_parameter_limit() {
         let events: Vec<Event> = (0..25).map(event).collect();
         let refs: Vec<&Event> = events.iter().collect();
-        let plan = insert_events("src", &refs, 42);
+        let plan = insert_events("src", &refs, 8 * DAY_MS, 7);
         assert_eq!(plan.len(), 3);
         assert!(plan.iter().all(|s| s.params.len() <= MAX_BOUND_PARAMS));
         assert_eq!(
             plan.iter().map(|s| s.params.len()).sum::<usize>(),
-            25 * 10 + 3
+            25 * 10 + 3 * 2
         );
         assert!(plan
             .iter()
-            .all(|s| s.params.last() == Some(&Param::Int(42))));
+            .all(|s| s.params.last() == Some(&Param::Int(DAY_MS))));
         for s in &plan {
             assert_eq!(s.sql.matches('?').count(), s.params.len());
             assert!(s.sql.ends_with("RETURNING message_id"));
@@ -166,6 +202,20 @@ mod tests {
 
     #[test]
     fn plans_nothing_for_no_events() {
-        assert!(insert_events("src", &[], 0).is_empty());
+        assert!(insert_events("src", &[], 0, 7).is_empty());
+    }
+
+    #[test]
+    fn looks_keys_up_under_every_day_a_live_one_can_expire() {
+        let mut early = event(0);
+        early.received_at_ms = 3 * DAY_MS + 5;
+        let mut late = event(1);
+        late.received_at_ms = 10 * DAY_MS;
+        let plan = insert_events("src", &[&early, &late], 9 * DAY_MS, 7);
+        let days = &plan[0].params[plan[0].params.len() - 2];
+        assert_eq!(
+            days,
+            &Param::Text("[3,4,5,6,7,8,9,10,11,12,13,14,15,16,17]".into())
+        );
     }
 }

@@ -11,7 +11,8 @@ use seam_core::collect::ingest::{decode, Decoded, RequestError, Status};
 use seam_core::plan::{insert_events, Param, MAX_BOUND_PARAMS};
 
 const RECEIVED_AT_MS: i64 = 1_767_225_600_000;
-const DEDUP_CUTOFF_MS: i64 = RECEIVED_AT_MS - 24 * 3_600_000;
+// A one-day dedup window.
+const DEDUP_WINDOW_DAYS: u32 = 1;
 
 fn corpus_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/decode")
@@ -65,7 +66,7 @@ fn check(name: &str, data: &[u8], path_type: Option<EventType>) -> Option<usize>
         "{name}"
     );
 
-    let plan = insert_events("src", &valid, DEDUP_CUTOFF_MS);
+    let plan = insert_events("src", &valid, RECEIVED_AT_MS, DEDUP_WINDOW_DAYS);
     assert_eq!(plan.is_empty(), valid.is_empty(), "{name}");
     for statement in &plan {
         assert!(statement.params.len() <= MAX_BOUND_PARAMS, "{name}");

@@ -5,7 +5,7 @@ import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { createServer } from "node:http";
 import { join } from "node:path";
-import { post, root, secret, settled, startEdge, trustingSources, WRITE_KEY } from "../support/edge.mjs";
+import { post, root, secret, settled, startEdge, storedState, trustingSources, WRITE_KEY } from "../support/edge.mjs";
 
 const ADMIN_KEY = secret("ADMIN_KEY");
 const run = `${process.pid}`;
@@ -74,8 +74,10 @@ describe("personalisation at ingest", () => {
     const snapshot = JSON.parse(await edge.kv.get(`profile:${profileId}`));
     assert.equal(snapshot.computedTraits.lifetime_value, 600, "the KV snapshot carries computed traits");
     assert.deepEqual(snapshot.segments, profile.segments);
-    const [row] = await edge.query("SELECT state FROM profile_personalisation WHERE profile_id = ?", profileId);
-    assert.deepEqual(snapshot.state, JSON.parse(row.state), "and the stored state decisions evaluate segments from");
+    const [row] = await edge.query("SELECT state, typeof(state) AS kind, length(state) AS bytes FROM profile_personalisation WHERE profile_id = ?", profileId);
+    assert.equal(row.kind, "blob", "the state is stored deflated");
+    assert.deepEqual(snapshot.state, storedState(row.state), "and the stored state decisions evaluate segments from");
+    assert.ok(row.bytes * 2 < JSON.stringify(snapshot.state).length, `${row.bytes} bytes stored for ${JSON.stringify(snapshot.state).length} of JSON`);
 
     const entered = await edge.query("SELECT body FROM events WHERE name = 'Segment Entered' AND anonymous_id = ?", anon);
     const names = entered.map((r) => JSON.parse(r.body).properties.segment).sort();

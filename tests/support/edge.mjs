@@ -5,7 +5,7 @@ import { spawn, spawnSync } from "node:child_process";
 import { appendFileSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
-import { gunzipSync } from "node:zlib";
+import { gunzipSync, inflateRawSync } from "node:zlib";
 import { getPlatformProxy } from "wrangler";
 
 export const root = new URL("../..", import.meta.url).pathname;
@@ -280,4 +280,22 @@ export async function archiveObjects(edge) {
     cursor = page.truncated ? page.cursor : undefined;
   } while (cursor);
   return objects;
+}
+
+/**
+ * A `profile_personalisation.state` column as stored (core/src/personalise/stored.rs): format
+ * byte 1 and a raw deflate stream that continues from the format's dictionary, read from the
+ * Rust source; older rows are JSON text. Returns the parsed state.
+ */
+export function storedState(column) {
+  if (typeof column === "string") return JSON.parse(column);
+  const bytes = Buffer.from(column instanceof ArrayBuffer ? new Uint8Array(column) : column);
+  if (bytes[0] !== 1) throw new Error(`unknown state format ${bytes[0]}`);
+  const source = readFileSync(join(root, "core/src/personalise/stored.rs"), "utf8");
+  const dictionary = Buffer.from(source.match(/DICTIONARY_V1: &\[u8\] = br#"(.*)"#;/)[1]);
+  const head = Buffer.alloc(5);
+  head.writeUInt16LE(dictionary.length, 1);
+  head.writeUInt16LE(~dictionary.length & 0xffff, 3);
+  const text = inflateRawSync(Buffer.concat([head, dictionary, bytes.subarray(1)])).subarray(dictionary.length);
+  return JSON.parse(text.toString("utf8"));
 }

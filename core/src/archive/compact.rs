@@ -343,10 +343,10 @@ pub fn compact(rows: &[Cold], window_days: impl Fn(&str) -> u32, now_ms: i64) ->
             params: vec![text(people)],
         },
         Statement {
-            sql: "INSERT INTO event_keys (key, expires_at) \
-                  SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') \
-                  FROM json_each(?1) WHERE true \
-                  ON CONFLICT (key) DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)"
+            sql: "INSERT INTO event_keys (day, key, expires_at) \
+                  SELECT json_extract(value, '$[1]') / 86400000, json_extract(value, '$[0]'), \
+                  json_extract(value, '$[1]') FROM json_each(?1) WHERE true \
+                  ON CONFLICT (day, key) DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)"
                 .into(),
             params: vec![text(keys)],
         },
@@ -361,11 +361,13 @@ pub fn compact(rows: &[Cold], window_days: impl Fn(&str) -> u32, now_ms: i64) ->
     ]
 }
 
-/// Forgets dedup keys whose window ended.
+/// Forgets dedup keys whose window ended a day before: whole days of keys go by the table's
+/// key, with no index on the time (a key of today that has already expired is ignored by the
+/// lookup until then).
 pub fn expire_keys(now_ms: i64) -> Statement {
     Statement {
-        sql: "DELETE FROM event_keys WHERE expires_at <= ?1".into(),
-        params: vec![Param::Int(now_ms)],
+        sql: "DELETE FROM event_keys WHERE day < ?1".into(),
+        params: vec![Param::Int(now_ms.div_euclid(DAY_MS))],
     }
 }
 

@@ -14,7 +14,7 @@ use crate::activate::deliver::{self, Route};
 use crate::collect::event::Event;
 use crate::collect::ingest::Decoded;
 use crate::collect::source::Source;
-use crate::format::time::{format_iso8601, DAY_MS};
+use crate::format::time::format_iso8601;
 use crate::identity::graph_plan::{
     identifiers_param, probe_assignments, upsert_links, upsert_traits, Contributions,
 };
@@ -71,8 +71,8 @@ impl IngestPlan {
             personalising,
             routes,
         } = input;
-        let cutoff = received_at - i64::from(source.dedup_window_days) * DAY_MS;
-        let mut statements = insert_events(&source.id, events, cutoff);
+        let mut statements =
+            insert_events(&source.id, events, received_at, source.dedup_window_days);
         let events_at = 0..statements.len();
         // The outbox rows commit with their events (after them: they select the rows stored,
         // told from duplicates by their receipt time). A queue consumer's merged requests keep

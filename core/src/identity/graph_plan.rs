@@ -66,6 +66,8 @@ pub fn identifiers_param<'a>(identifiers: impl IntoIterator<Item = &'a Identifie
 
 /// The set key of a link: SHA-256 of its sorted identifier text forms, then (when it claims
 /// any) `~` and its claimed ones: the same identifiers proven and merely claimed are two links.
+/// 128 bits of it (32 hex digits): a collision stays out of reach at any number of links, and
+/// the key is stored twice per link (links and members).
 pub fn set_key(link: &Link) -> String {
     let texts: BTreeSet<String> = link.identifiers.iter().map(ToString::to_string).collect();
     let mut text = texts.into_iter().collect::<Vec<_>>().join("\n");
@@ -74,8 +76,13 @@ pub fn set_key(link: &Link) -> String {
         text.push_str("\n~\n");
         text.push_str(&claimed.into_iter().collect::<Vec<_>>().join("\n"));
     }
-    crate::identity::sha256_hex(text.as_bytes())
+    let mut key = crate::identity::sha256_hex(text.as_bytes());
+    key.truncate(SET_KEY_HEX);
+    key
 }
+
+/// Hex digits of a set key.
+pub const SET_KEY_HEX: usize = 32;
 
 fn claimed_json(link: &Link) -> Option<String> {
     (!link.claimed.is_empty()).then(|| identifiers_param(&link.claimed))
@@ -103,9 +110,9 @@ pub fn upsert_links(links: &[Link]) -> Vec<Statement> {
     for (key, link) in &by_set {
         statements.push(Statement {
             sql: "INSERT INTO identity_links (set_key, seq, timestamp, message_key, identifiers, claimed) \
-                  VALUES (?1, (SELECT coalesce(max(seq), 0) + 1 FROM identity_links), ?2, ?3, ?4, ?5) \
+                  VALUES (?1, (SELECT seq + 1 FROM identity_link_seq), ?2, ?3, ?4, ?5) \
                   ON CONFLICT (set_key) DO UPDATE SET \
-                  seq = (SELECT max(seq) + 1 FROM identity_links), \
+                  seq = (SELECT seq + 1 FROM identity_link_seq), \
                   timestamp = excluded.timestamp, message_key = excluded.message_key \
                   WHERE (excluded.timestamp, excluded.message_key) < (identity_links.timestamp, identity_links.message_key) \
                   RETURNING set_key"
@@ -157,14 +164,19 @@ pub fn upsert_traits(rows: &[TraitRow]) -> Vec<Statement> {
 
 /// One query: every link of the connected components containing `seeds` (a JSON array of
 /// identifier text forms, bound as `?1`), following shared identifiers transitively.
+///
+/// Each step goes identifier -> its links (`link_members`' key) -> their identifiers (the link's
+/// own JSON), so every lookup is a key seek. `CROSS JOIN` pins that order: without statistics
+/// (D1 never runs ANALYZE) SQLite otherwise scanned all of `link_members` per call.
 pub const LOAD_COMPONENT_SQL: &str = "WITH RECURSIVE ids(identifier) AS ( \
       SELECT value FROM json_each(?1) \
-      UNION SELECT m2.identifier FROM ids \
-        JOIN link_members m1 ON m1.identifier = ids.identifier \
-        JOIN link_members m2 ON m2.set_key = m1.set_key) \
+      UNION SELECT j.value FROM ids \
+        CROSS JOIN link_members m ON m.identifier = ids.identifier \
+        CROSS JOIN identity_links l ON l.set_key = m.set_key \
+        CROSS JOIN json_each(l.identifiers) j) \
     SELECT DISTINCT l.set_key, l.seq, l.timestamp, l.message_key, l.identifiers, l.claimed \
-    FROM ids JOIN link_members m ON m.identifier = ids.identifier \
-    JOIN identity_links l ON l.set_key = m.set_key \
+    FROM ids CROSS JOIN link_members m ON m.identifier = ids.identifier \
+    CROSS JOIN identity_links l ON l.set_key = m.set_key \
     ORDER BY l.seq LIMIT 5000";
 
 /// Appended to a request's write batch: the current assignments of its links' best identifiers.
@@ -355,6 +367,7 @@ mod tests {
             vec![id(IdType::AnonymousId, "a"), id(IdType::UserId, "u")],
         );
         assert_eq!(set_key(&a), set_key(&b));
+        assert_eq!(set_key(&a).len(), SET_KEY_HEX);
     }
 
     #[test]

@@ -113,10 +113,13 @@ pub struct Claimed {
 }
 
 /// Claims up to `limit` active runs due at `now_ms` for one walker (under [`LEASE_MS`]).
+///
+/// In these statements `+status` keeps a status test from choosing the `(status, next_at)`
+/// index, which would walk every active run: the row is found by its key or its profile.
 pub fn claim_due(now_ms: i64, limit: u32) -> Statement {
     Statement {
         sql: "UPDATE journey_runs SET next_at = ?1 + ?2, updated_at = ?1 \
-              WHERE status = 'active' AND (journey, profile_id, entered_at) IN \
+              WHERE +status = 'active' AND (journey, profile_id, entered_at) IN \
               (SELECT journey, profile_id, entered_at FROM journey_runs \
                WHERE status = 'active' AND next_at <= ?1 ORDER BY next_at LIMIT ?3) \
               RETURNING journey, profile_id, key_profile, entered_at, trigger_event"
@@ -269,15 +272,15 @@ pub fn follow_merge(from_profile: &str, into_profile: &str, now_ms: i64) -> [Sta
         Statement {
             sql: "UPDATE journey_runs SET status = 'ended', next_at = NULL, \
                   end_reason = 'merged', ended_at = ?3, updated_at = ?3 \
-                  WHERE profile_id = ?1 AND status = 'active' AND journey IN \
-                  (SELECT journey FROM journey_runs WHERE profile_id = ?2 AND status = 'active')"
+                  WHERE profile_id = ?1 AND +status = 'active' AND journey IN \
+                  (SELECT journey FROM journey_runs WHERE profile_id = ?2 AND +status = 'active')"
                 .into(),
             params: params.clone(),
         },
         Statement {
             sql:
                 "UPDATE OR IGNORE journey_runs SET profile_id = ?2, next_at = ?3, updated_at = ?3 \
-                  WHERE profile_id = ?1 AND status = 'active'"
+                  WHERE profile_id = ?1 AND +status = 'active'"
                     .into(),
             params: params.clone(),
         },
@@ -295,7 +298,7 @@ pub fn leave_all(profile_ids: &[String], reason: &str, now_ms: i64) -> [Statemen
     [
         Statement {
             sql: "UPDATE journey_runs SET status = 'ended', next_at = NULL, end_reason = ?2, \
-                  ended_at = ?3, updated_at = ?3 WHERE status = 'active' \
+                  ended_at = ?3, updated_at = ?3 WHERE +status = 'active' \
                   AND profile_id IN (SELECT value FROM json_each(?1))"
                 .into(),
             params: vec![ids.clone(), Param::Text(reason.into()), Param::Int(now_ms)],
@@ -332,10 +335,11 @@ pub fn prune(before_ms: i64, chunk: u32) -> [Statement; 2] {
             params: params.clone(),
         },
         Statement {
-            sql: "DELETE FROM journey_runs WHERE (journey, profile_id, entered_at) IN \
+            sql:
+                "DELETE FROM journey_runs WHERE (journey, profile_id, entered_at) IN \
                   (SELECT journey, profile_id, entered_at FROM journey_runs \
-                   WHERE status = 'ended' AND ended_at < ?1 LIMIT ?2)"
-                .into(),
+                   INDEXED BY journey_runs_ended WHERE status = 'ended' AND ended_at < ?1 LIMIT ?2)"
+                    .into(),
             params,
         },
     ]

@@ -15,6 +15,7 @@ use serde_json::{json, Map, Value};
 use crate::personalise::candidates::{CandidateCache, CandidatePlan, CandidateRow, CandidateSet};
 use crate::personalise::recommend::{self, CatalogItem, RecommendSettings, Recommendation};
 use crate::personalise::slot::{self, SlotConfig, SlotKind};
+use crate::personalise::stored::StoredState;
 use crate::personalise::{self, PersonalisationConfig, ProfileState, RecommendInputs};
 use crate::plan::{Param, Statement};
 
@@ -276,7 +277,7 @@ pub fn plan(
 #[derive(Debug, Default)]
 pub struct DecisionRows {
     pub candidates: Vec<Vec<CandidateRow>>,
-    pub state: Option<String>,
+    pub state: Option<StoredState>,
 }
 
 impl DecisionPlan {
@@ -323,7 +324,7 @@ impl DecisionPlan {
             (Some(config), Some(_)) => {
                 let state = self
                     .snapshot_state
-                    .unwrap_or_else(|| ProfileState::from_json_str(rows.state.as_deref()));
+                    .unwrap_or_else(|| ProfileState::from_stored(rows.state.as_ref()));
                 personalise::view(&state, &self.traits, config, now_ms).1
             }
             _ => BTreeSet::new(),

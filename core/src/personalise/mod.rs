@@ -12,6 +12,7 @@ pub mod recommend;
 pub mod refresh;
 pub mod segment;
 pub mod slot;
+pub mod stored;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -157,6 +158,17 @@ impl ProfileState {
     /// The JSON to store.
     pub fn to_json_string(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|_| "{}".into())
+    }
+
+    /// Parses a stored column (deflated bytes or, from older rows, JSON text); missing or
+    /// unreadable starts empty, as with [`ProfileState::from_json_str`].
+    pub fn from_stored(stored: Option<&stored::StoredState>) -> Self {
+        Self::from_json_str(stored.and_then(stored::StoredState::json).as_deref())
+    }
+
+    /// The bytes to store ([`stored::deflate`] of the JSON).
+    pub fn to_stored(&self) -> Vec<u8> {
+        stored::deflate(&self.to_json_string())
     }
 }
 
@@ -389,7 +401,7 @@ pub fn save_state(
             .into(),
         params: vec![
             Param::Text(profile_id.to_owned()),
-            Param::Text(state.to_json_string()),
+            Param::Blob(state.to_stored()),
             Param::Int(expected + 1),
             Param::Int(now_ms),
             Param::Int(expected),
@@ -398,8 +410,8 @@ pub fn save_state(
     }
 }
 
-/// Profiles due for the sweep at `now`: their state rows. Bind `?1` = now, `?2` = how many.
-pub const DUE_SQL: &str = "SELECT profile_id, state, version FROM profile_personalisation \
+/// Profiles due for the sweep at `now`. Bind `?1` = now, `?2` = how many.
+pub const DUE_SQL: &str = "SELECT profile_id FROM profile_personalisation \
     WHERE check_at <= ?1 ORDER BY check_at LIMIT ?2";
 
 /// Combines the states of profile `from` absorbed into `into` (identity merge): computed states
@@ -595,7 +607,9 @@ mod tests {
         assert_eq!(up.writes[3].params[2], Param::Int(1));
         assert_eq!(up.writes[3].params[4], Param::Int(0));
         let saved = match &up.writes[3].params[1] {
-            Param::Text(t) => ProfileState::from_json_str(Some(t)),
+            Param::Blob(b) => {
+                ProfileState::from_stored(Some(&stored::StoredState::Bytes(b.clone())))
+            }
             other => panic!("{other:?}"),
         };
         assert_eq!(saved, up.state);

@@ -312,14 +312,15 @@ pub fn erase(
             format!("DELETE FROM consent_history WHERE identifier IN {IN_IDS}"),
         ),
         // Links made only of the subject's identifiers go; links shared with others keep the
-        // others' identifiers, so no one else's profile changes.
+        // others' identifiers, so no one else's profile changes. Who else a link names is read
+        // from its own JSON (the same set as its member rows): members have no index by link.
         by_ids(
             "identityLinks",
             format!(
                 "DELETE FROM identity_links WHERE set_key IN \
                  (SELECT set_key FROM link_members WHERE identifier IN {IN_IDS}) \
-                 AND NOT EXISTS (SELECT 1 FROM link_members m WHERE m.set_key = identity_links.set_key \
-                 AND m.identifier NOT IN {IN_IDS})"
+                 AND NOT EXISTS (SELECT 1 FROM json_each(identity_links.identifiers) j \
+                 WHERE j.value NOT IN {IN_IDS})"
             ),
         ),
         by_ids(

@@ -132,6 +132,7 @@ pub fn inactive_anonymous_profiles(retention: &Retention, now_ms: i64) -> Statem
     Statement {
         sql: format!(
             "SELECT DISTINCT i.profile_id AS profile_id FROM identities i \
+             INDEXED BY identities_activity \
              WHERE coalesce(i.last_seen, i.updated_at) < ?1 AND NOT EXISTS \
              (SELECT 1 FROM identities j WHERE j.profile_id = i.profile_id AND \
              (coalesce(j.last_seen, j.updated_at) >= ?1 OR NOT ({anonymous}))) LIMIT ?2"

@@ -13,6 +13,10 @@ fn bind(param: &Param) -> JsValue {
         // Epoch milliseconds and counters stay far below 2^53, so f64 is exact.
         Param::Int(n) => JsValue::from_f64(*n as f64),
         Param::Null => JsValue::NULL,
+        // D1 stores an ArrayBuffer as a BLOB.
+        Param::Blob(b) => worker::js_sys::Uint8Array::from(b.as_slice())
+            .buffer()
+            .into(),
     }
 }
 

@@ -12,7 +12,6 @@ use seam_core::collect::ingest::decode;
 use seam_core::collect::live;
 use seam_core::collect::source::Source;
 use seam_core::format::id;
-use seam_core::format::time::DAY_MS;
 use seam_core::identity::{IdType, Identifier, Rules};
 use seam_core::plan::insert_events;
 use seam_core::plan::MAX_BOUND_PARAMS;
@@ -143,8 +142,7 @@ pub async fn insert(
         return Err(ApiError::Storage("destinations not loaded".into()));
     }
     let valid: Vec<_> = events.iter().collect();
-    let cutoff = now_ms - i64::from(source.dedup_window_days) * DAY_MS;
-    let mut plan = insert_events(&source.id, &valid, cutoff);
+    let mut plan = insert_events(&source.id, &valid, now_ms, source.dedup_window_days);
     let first_delivery = plan.len();
     let destinations = isolate::destinations();
     // The outbox selects each event by its receipt time (gathered exposures have several).

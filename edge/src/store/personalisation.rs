@@ -5,6 +5,7 @@
 use seam_core::collect::event::Event;
 use seam_core::identity::profile::ProfileView;
 use seam_core::personalise::computed::Applied;
+use seam_core::personalise::stored::StoredState;
 use seam_core::personalise::{self, PersonalisationConfig, ProfileState, Update, LOAD_STATE_SQL};
 use seam_core::plan::{Param, Statement};
 use serde::Deserialize;
@@ -30,7 +31,7 @@ async fn back_off(attempt: usize) {
 #[allow(missing_docs)] // the fields say what they hold
 #[derive(Deserialize)]
 pub struct StateRow {
-    pub state: String,
+    pub state: StoredState,
     pub version: i64,
 }
 
@@ -53,7 +54,7 @@ pub async fn load(
 /// The state and version a [`LOAD_STATE_SQL`] row holds (`None`: no row yet).
 pub fn state_of(row: Option<StateRow>) -> (ProfileState, Option<i64>) {
     match row {
-        Some(r) => (ProfileState::from_json_str(Some(&r.state)), Some(r.version)),
+        Some(r) => (ProfileState::from_stored(Some(&r.state)), Some(r.version)),
         None => (ProfileState::default(), None),
     }
 }

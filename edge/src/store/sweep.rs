@@ -4,7 +4,9 @@
 use seam_core::archive::compact;
 use seam_core::personalise::DUE_SQL;
 use seam_core::plan::{Param, Statement};
+use seam_core::privacy::WITH_PERSON_EVENTS;
 use serde::Deserialize;
+use serde_json::json;
 use worker::D1Database;
 
 use crate::error::ApiError;
@@ -59,14 +61,13 @@ pub async fn last_source(
     anonymous_id: Option<String>,
     user_id: Option<String>,
 ) -> Result<Option<String>, ApiError> {
+    // Events are indexed by source first: the person's events are found source by source.
+    let ids = |id: &Option<String>| Param::Text(json!(id.iter().collect::<Vec<_>>()).to_string());
     let last = Statement {
-        sql: "SELECT source_id FROM events WHERE anonymous_id = ?1 OR user_id = ?2 \
-              ORDER BY timestamp DESC LIMIT 1"
-            .into(),
-        params: vec![
-            anonymous_id.clone().map_or(Param::Null, Param::Text),
-            user_id.clone().map_or(Param::Null, Param::Text),
-        ],
+        sql: format!(
+            "{WITH_PERSON_EVENTS}SELECT source_id FROM mine ORDER BY timestamp DESC LIMIT 1"
+        ),
+        params: vec![Param::Text("[]".into()), ids(&anonymous_id), ids(&user_id)],
     };
     if let Some(row) = d1::rows::<SourceRow>(db, &last).await?.into_iter().next() {
         return Ok(Some(row.source_id));

@@ -6,12 +6,20 @@ use crate::plan::{Param, Statement};
 /// Most members one page lists.
 pub const MAX_PAGE: u32 = 1000;
 
+/// Every segment's current size, counted in the `(segment, exited_at)` index one segment at a
+/// time: the segments are walked by index seeks, so past members (never pruned) are not read.
+/// `MATERIALIZED` counts each segment once.
+const SIZES: &str = "WITH RECURSIVE segs(s) AS ( \
+      SELECT (SELECT min(segment) FROM segment_memberships) \
+      UNION ALL SELECT (SELECT min(segment) FROM segment_memberships WHERE segment > segs.s) \
+      FROM segs WHERE s IS NOT NULL), \
+    sizes(segment, size) AS MATERIALIZED (SELECT s, (SELECT COUNT(*) FROM segment_memberships \
+      WHERE segment = segs.s AND exited_at IS NULL) FROM segs WHERE s IS NOT NULL) ";
+
 /// Current members per segment: `segment, size`.
 pub fn sizes() -> Statement {
     Statement {
-        sql: "SELECT segment, COUNT(*) AS size FROM segment_memberships \
-              WHERE exited_at IS NULL GROUP BY segment"
-            .into(),
+        sql: format!("{SIZES}SELECT segment, size FROM sizes WHERE size > 0"),
         params: Vec::new(),
     }
 }
@@ -19,11 +27,11 @@ pub fn sizes() -> Statement {
 /// Records every segment's size now as the size of `now_ms`'s UTC day (the day's latest).
 pub fn record_sizes(now_ms: i64) -> Statement {
     Statement {
-        sql: "INSERT INTO segment_sizes (day, segment, size) \
-              SELECT ?1, segment, COUNT(*) FROM segment_memberships WHERE exited_at IS NULL \
-              GROUP BY segment \
-              ON CONFLICT (day, segment) DO UPDATE SET size = excluded.size"
-            .into(),
+        sql: format!(
+            "{SIZES}INSERT INTO segment_sizes (day, segment, size) \
+             SELECT ?1, segment, size FROM sizes WHERE size > 0 \
+             ON CONFLICT (day, segment) DO UPDATE SET size = excluded.size"
+        ),
         params: vec![Param::Int(now_ms.div_euclid(crate::format::time::DAY_MS))],
     }
 }

@@ -1,0 +1,36 @@
+-- Smaller per-person state in D1 (docs/scale.md, #18).
+
+-- Dedup keys filed by the UTC day they expire: expiry deletes whole past days by the table's
+-- key, so the expiry index (about a fifth of a dedup key's bytes) goes. The lookup seeks each
+-- day that can hold a live key (core::plan::insert_events).
+CREATE TABLE event_keys_by_day (
+  day        INTEGER NOT NULL, -- expires_at's UTC epoch day
+  key        INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL,
+  PRIMARY KEY (day, key)
+) WITHOUT ROWID;
+INSERT INTO event_keys_by_day (day, key, expires_at) SELECT expires_at / 86400000, key, expires_at FROM event_keys;
+DROP TABLE event_keys;
+ALTER TABLE event_keys_by_day RENAME TO event_keys;
+
+-- The next link `seq` from a one-row counter instead of max(seq) over an index of every link
+-- (an index as large as a quarter of the links' own bytes). Triggers keep the counter at the
+-- highest seq written, so a seq is never handed out twice, even after an erasure deletes the
+-- newest link.
+CREATE TABLE identity_link_seq (
+  id  INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
+  seq INTEGER NOT NULL
+);
+INSERT INTO identity_link_seq (id, seq) SELECT 1, coalesce(max(seq), 0) FROM identity_links;
+CREATE TRIGGER identity_links_seq_insert AFTER INSERT ON identity_links BEGIN
+  UPDATE identity_link_seq SET seq = NEW.seq WHERE id = 1 AND seq < NEW.seq;
+END;
+CREATE TRIGGER identity_links_seq_update AFTER UPDATE OF seq ON identity_links BEGIN
+  UPDATE identity_link_seq SET seq = NEW.seq WHERE id = 1 AND seq < NEW.seq;
+END;
+DROP INDEX identity_links_seq;
+
+-- Link set keys shortened to 128 bits of their SHA-256 (core::identity::graph_plan::set_key):
+-- the key is stored in every link and every member row.
+UPDATE identity_links SET set_key = substr(set_key, 1, 32) WHERE length(set_key) > 32;
+UPDATE link_members SET set_key = substr(set_key, 1, 32) WHERE length(set_key) > 32;
