@@ -1,6 +1,6 @@
 // Measures what a page downloads for the SDK: the optimised wasm module, and the JS (package entry
-// + wasm-bindgen glue) bundled and minified the way a site's bundler would, each gzip -9; and the
-// optional `@seam/sdk/decide` add-on by itself.
+// + wasm-bindgen glue, which the build bundles into one minified module) bundled and minified the
+// way a site's bundler would, each gzip -9; and the optional `@seam/sdk/decide` add-on by itself.
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { brotliCompressSync, constants, gzipSync } from "node:zlib";
