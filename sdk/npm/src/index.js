@@ -71,6 +71,15 @@ export function load(options = {}) {
       report(error);
       return false;
     });
+  // The wasm is downloading now and the page is idle until it arrives. wasm.load() reads the
+  // cookies and localStorage first thing; reading them once here (values unused) makes the
+  // browser's first-access set-up (connecting to its cookie and storage backends, loading the
+  // storage area) happen during that wait instead of on the way to ready.
+  try {
+    document.cookie, localStorage.length;
+  } catch {
+    // storage blocked: wasm.load() copes
+  }
   return ready;
 }
 
