@@ -198,7 +198,7 @@ export async function startupRows() {
     </script></head>`;
   const pages = {
     "/seam.html": seamPage(""),
-    "/seam-preload.html": seamPage(`<link rel="modulepreload" href="/seam/index.js"><link rel="modulepreload" href="/seam/dist/seam_sdk.js"><link rel="preload" href="/seam/dist/seam_sdk_bg.wasm" as="fetch" type="application/wasm" crossorigin>`),
+    "/seam-preload.html": seamPage(`<link rel="modulepreload" href="/seam/index.js"><link rel="preload" href="/seam/dist/seam_sdk_bg.wasm" as="fetch" type="application/wasm" crossorigin>`),
     "/segment.html": `<!doctype html><head><script src="/analytics-next.js"></script><script>
       ${startup(`async () => {
         const loading = AnalyticsBrowser.load({

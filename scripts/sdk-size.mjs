@@ -1,6 +1,6 @@
 // Measures what a page downloads for the SDK: the optimised wasm module, and the JS (package entry
-// + wasm-bindgen glue) bundled and minified the way a site's bundler would, each gzip -9; and the
-// optional `@seam/sdk/decide` add-on by itself.
+// + wasm-bindgen glue, which the build bundles into one minified module, sdk/npm/index.js) as
+// shipped, each gzip -9; and the optional `@seam/sdk/decide` add-on by itself.
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { brotliCompressSync, constants, gzipSync } from "node:zlib";
@@ -14,15 +14,9 @@ const brotli = (buf) =>
 
 export async function measureSdk() {
   const wasm = readFileSync(join(root, "sdk/npm/dist/seam_sdk_bg.wasm"));
-  const bundle = await build({
-    entryPoints: [join(root, "sdk/npm/index.js")],
-    bundle: true,
-    minify: true,
-    format: "esm",
-    write: false,
-    logLevel: "silent",
-  });
-  const js = Buffer.from(bundle.outputFiles[0].contents);
+  // The package's module as shipped: the build already bundled and minified entry + glue (a
+  // site's bundler would only drop its compile-hint comment).
+  const js = readFileSync(join(root, "sdk/npm/index.js"));
   // The optional decide add-on on its own (the core it imports is counted above).
   const addOn = await build({
     entryPoints: [join(root, "sdk/npm/decide.js")],

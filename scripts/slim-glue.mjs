@@ -1,4 +1,4 @@
-// Trims wasm-bindgen's `--target web` glue to what the SDK's entry (sdk/npm/index.js) uses:
+// Trims wasm-bindgen's `--target web` glue to what the SDK's entry (sdk/npm/src/index.js) uses:
 // - one `init({ module_or_path })` that fetches the module (a string or URL, as `load()`'s
 //   `wasmUrl` is typed; a Response is taken as is) and instantiates it, streaming when the
 //   server sends `application/wasm` (falling back like wasm-bindgen's), instead of `__wbg_init`,

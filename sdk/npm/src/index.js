@@ -1,7 +1,12 @@
 // @seam/sdk entry. A tiny stub in front of the wasm module: calls made before the module is
 // ready are queued and replayed in order (like Segment's snippet), and nothing here ever throws
 // into the host page.
-import init, * as wasm from "./dist/seam_sdk.js";
+//
+// The build (scripts/build.sh) bundles this file with the wasm-bindgen glue into the package's
+// one module, sdk/npm/index.js: a page then fetches the wasm one request earlier than with the
+// glue as a second module. Paths resolved at run time (`import.meta.url`) are relative to that
+// output, sdk/npm/index.js, not to this file.
+import init, * as wasm from "../dist/seam_sdk.js";
 
 const queued = [];
 let state = "idle"; // idle -> loading -> ready | failed
@@ -66,6 +71,15 @@ export function load(options = {}) {
       report(error);
       return false;
     });
+  // The wasm is downloading now and the page is idle until it arrives. wasm.load() reads the
+  // cookies and localStorage first thing; reading them once here (values unused) makes the
+  // browser's first-access set-up (connecting to its cookie and storage backends, loading the
+  // storage area) happen during that wait instead of on the way to ready.
+  try {
+    document.cookie, localStorage.length;
+  } catch {
+    // storage blocked: wasm.load() copes
+  }
   return ready;
 }
 
