@@ -101,12 +101,12 @@ pub fn insert_events(
                 .collect::<Vec<_>>()
                 .join(",")
         ),
-        // An event compaction took out of D1 left its dedup key (`event_keys`) until its
-        // window ends (`expires_at`, against this event's receipt time: column 8). Keys are
-        // filed by the day they expire; each day that can hold a live key is one key seek.
+        // An event compaction took out of D1 left its dedup key (`event_keys`) until the end
+        // of the UTC day its window ends (against this event's receipt time: column 8). Each
+        // day that can hold a live key is one key seek.
         &format!(
             ") WHERE NOT EXISTS (SELECT 1 FROM event_keys k WHERE k.day IN (SELECT value FROM json_each(?)) \
-             AND k.key = CAST(column{} AS INTEGER) AND k.expires_at > column8) \
+             AND k.key = CAST(column{} AS INTEGER) AND k.day >= column8 / {DAY_MS}) \
              ON CONFLICT (source_id, message_id) DO UPDATE SET {} \
              WHERE events.received_at < ? RETURNING message_id",
             EVENT_COLUMNS.len() + 1,

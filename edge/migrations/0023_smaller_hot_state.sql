@@ -1,15 +1,15 @@
 -- Smaller per-person state in D1 (docs/scale.md, #18).
 
--- Dedup keys filed by the UTC day they expire: expiry deletes whole past days by the table's
--- key, so the expiry index (about a fifth of a dedup key's bytes) goes. The lookup seeks each
--- day that can hold a live key (core::plan::insert_events).
+-- Dedup keys filed by the UTC day their window ends, and kept to the end of that day: expiry
+-- deletes whole past days by the table's key, so neither the expiry time nor its index (over
+-- a third of a key's bytes) is stored. The lookup seeks each day that can hold a live key
+-- (core::plan::insert_events).
 CREATE TABLE event_keys_by_day (
-  day        INTEGER NOT NULL, -- expires_at's UTC epoch day
-  key        INTEGER NOT NULL,
-  expires_at INTEGER NOT NULL,
+  day INTEGER NOT NULL, -- UTC epoch day the source's dedup window ends
+  key INTEGER NOT NULL,
   PRIMARY KEY (day, key)
 ) WITHOUT ROWID;
-INSERT INTO event_keys_by_day (day, key, expires_at) SELECT expires_at / 86400000, key, expires_at FROM event_keys;
+INSERT OR IGNORE INTO event_keys_by_day (day, key) SELECT expires_at / 86400000, key FROM event_keys;
 DROP TABLE event_keys;
 ALTER TABLE event_keys_by_day RENAME TO event_keys;
 
@@ -34,3 +34,7 @@ DROP INDEX identity_links_seq;
 -- the key is stored in every link and every member row.
 UPDATE identity_links SET set_key = substr(set_key, 1, 32) WHERE length(set_key) > 32;
 UPDATE link_members SET set_key = substr(set_key, 1, 32) WHERE length(set_key) > 32;
+
+-- Evidence rows' first_at was written and never read.
+ALTER TABLE item_interactions DROP COLUMN first_at;
+ALTER TABLE item_pair_evidence DROP COLUMN first_at;

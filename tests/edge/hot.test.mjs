@@ -78,7 +78,7 @@ describe("hot state: events leave D1 once archived", () => {
     const digest = createHash("sha256").update(`demo-site\0${viewed.messageId}`).digest();
     const key = digest.readBigInt64BE(0).toString();
     assert.equal((await edge.query("SELECT COUNT(*) AS n FROM event_keys WHERE key = CAST(? AS INTEGER)", key))[0].n, 1, "the key as core computes it");
-    await edge.exec("UPDATE event_keys SET expires_at = 1 WHERE key = CAST(? AS INTEGER)", key);
+    await edge.exec("UPDATE event_keys SET day = 1 WHERE key = CAST(? AS INTEGER)", key);
     const laterAt = Date.now();
     const later = { ...(await send(edge, [viewed])), at: laterAt };
     assert.deepEqual(later.json.results.map((r) => r.status), ["accepted"], "past its dedup window");

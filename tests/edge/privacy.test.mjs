@@ -144,8 +144,8 @@ describe("privacy, access control and retention", () => {
     const [annId, cidId] = [await profileOf(ann), await profileOf(cid)];
     const [p1, p2] = [`sku-a-${run}`, `sku-b-${run}`];
     for (const profile of [annId, cidId]) {
-      await edge.query("INSERT OR IGNORE INTO item_interactions (profile_id, product_id, kind, first_at) VALUES (?, ?, 'view', 1), (?, ?, 'view', 1)", profile, p1, profile, p2);
-      await edge.query("INSERT OR IGNORE INTO item_pair_evidence (kind, item_a, item_b, profile_id, first_at) VALUES ('view', ?, ?, ?, 1)", p1, p2, profile);
+      await edge.query("INSERT OR IGNORE INTO item_interactions (profile_id, product_id, kind) VALUES (?, ?, 'view'), (?, ?, 'view')", profile, p1, profile, p2);
+      await edge.query("INSERT OR IGNORE INTO item_pair_evidence (kind, item_a, item_b, profile_id) VALUES ('view', ?, ?, ?)", p1, p2, profile);
       await edge.query("INSERT OR REPLACE INTO profile_personalisation (profile_id, state, version, updated_at) VALUES (?, '{}', 1, 1)", profile);
       await edge.query("INSERT OR REPLACE INTO segment_memberships (profile_id, segment, entered_at) VALUES (?, 'high_value', 1)", profile);
     }

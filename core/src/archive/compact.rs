@@ -343,10 +343,9 @@ pub fn compact(rows: &[Cold], window_days: impl Fn(&str) -> u32, now_ms: i64) ->
             params: vec![text(people)],
         },
         Statement {
-            sql: "INSERT INTO event_keys (day, key, expires_at) \
-                  SELECT json_extract(value, '$[1]') / 86400000, json_extract(value, '$[0]'), \
-                  json_extract(value, '$[1]') FROM json_each(?1) WHERE true \
-                  ON CONFLICT (day, key) DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)"
+            sql: "INSERT OR IGNORE INTO event_keys (day, key) \
+                  SELECT json_extract(value, '$[1]') / 86400000, json_extract(value, '$[0]') \
+                  FROM json_each(?1)"
                 .into(),
             params: vec![text(keys)],
         },
@@ -361,9 +360,9 @@ pub fn compact(rows: &[Cold], window_days: impl Fn(&str) -> u32, now_ms: i64) ->
     ]
 }
 
-/// Forgets dedup keys whose window ended a day before: whole days of keys go by the table's
-/// key, with no index on the time (a key of today that has already expired is ignored by the
-/// lookup until then).
+/// Forgets dedup keys whose window ended before today: whole days of keys go by the table's
+/// key, with no index on the time. (A key lasts to the end of the day its window ends: a resend
+/// up to a day past the window is still a duplicate.)
 pub fn expire_keys(now_ms: i64) -> Statement {
     Statement {
         sql: "DELETE FROM event_keys WHERE day < ?1".into(),

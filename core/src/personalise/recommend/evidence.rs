@@ -111,7 +111,6 @@ impl Evidence {
                         "view",
                         std::slice::from_ref(&item.product_id),
                         &pairs,
-                        at,
                     );
                     self.catalog_changed
                         .products
@@ -153,7 +152,7 @@ impl Evidence {
                 }
                 _ => return,
             };
-        self.evidence(profile_id, kind, &products, &pairs, at);
+        self.evidence(profile_id, kind, &products, &pairs);
     }
 
     fn evidence(
@@ -162,7 +161,6 @@ impl Evidence {
         kind: &str,
         products: &[String],
         pairs: &[(String, String)],
-        at: i64,
     ) {
         self.interactions_changed
             .products
@@ -174,12 +172,12 @@ impl Evidence {
         self.interactions.extend(
             products
                 .iter()
-                .map(|p| serde_json::json!([profile_id, p, kind, at])),
+                .map(|p| serde_json::json!([profile_id, p, kind])),
         );
         self.pairs.extend(
             pairs
                 .iter()
-                .map(|(a, b)| serde_json::json!([kind, a, b, profile_id, at])),
+                .map(|(a, b)| serde_json::json!([kind, a, b, profile_id])),
         );
     }
 
@@ -218,15 +216,14 @@ impl Evidence {
             })
         };
         plan.extend(rows(
-            "INSERT OR IGNORE INTO item_interactions (profile_id, product_id, kind, first_at) \
-             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?1)",
+            "INSERT OR IGNORE INTO item_interactions (profile_id, product_id, kind) \
+             SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?1)",
             self.interactions,
             self.interactions_changed,
         ));
         plan.extend(rows(
-            "INSERT OR IGNORE INTO item_pair_evidence (kind, item_a, item_b, profile_id, first_at) \
-             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 \
-             FROM json_each(?1)",
+            "INSERT OR IGNORE INTO item_pair_evidence (kind, item_a, item_b, profile_id) \
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?1)",
             self.pairs,
             self.pairs_changed,
         ));
@@ -275,10 +272,10 @@ mod tests {
             (body.name.as_deref(), body.price),
             (Some("Tempo"), Some(99.5))
         );
-        assert_eq!(rows_of(&plan[1]), json!([["prof_1", "run-3", "view", t0]]));
+        assert_eq!(rows_of(&plan[1]), json!([["prof_1", "run-3", "view"]]));
         assert_eq!(
             rows_of(&plan[2]),
-            json!([["view", "run-1", "run-3", "prof_1", t0]]),
+            json!([["view", "run-1", "run-3", "prof_1"]]),
             "one pair, ordered, old view outside the window"
         );
         assert_eq!(plan[0].sql.matches('?').count(), plan[0].params.len());
@@ -405,24 +402,23 @@ mod tests {
             0,
             json!({"order_id": "o1", "products": [{"product_id": "b"}, {"sku": "a"}, {"product_id": "c"}, {"product_id": "b"}]}),
         );
-        let t = order.timestamp_ms;
         let plan = interaction_writes("prof_1", &order, &[], &RecommendSettings::default());
         assert_eq!(plan.len(), 2);
         assert_eq!(
             rows_of(&plan[0]),
             json!([
-                ["prof_1", "b", "purchase", t],
-                ["prof_1", "a", "purchase", t],
-                ["prof_1", "c", "purchase", t]
+                ["prof_1", "b", "purchase"],
+                ["prof_1", "a", "purchase"],
+                ["prof_1", "c", "purchase"]
             ]),
             "three distinct products"
         );
         assert_eq!(
             rows_of(&plan[1]),
             json!([
-                ["purchase", "a", "b", "prof_1", t],
-                ["purchase", "b", "c", "prof_1", t],
-                ["purchase", "a", "c", "prof_1", t]
+                ["purchase", "a", "b", "prof_1"],
+                ["purchase", "b", "c", "prof_1"],
+                ["purchase", "a", "c", "prof_1"]
             ]),
             "three pairs, each ordered"
         );
