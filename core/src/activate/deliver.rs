@@ -644,13 +644,23 @@ pub fn summary(since_ms: i64) -> [Statement; 2] {
 /// ones older than `dead_before_ms` and hourly counts older than `dead_before_ms`, at most
 /// `chunk` rows of each per statement.
 pub fn prune(done_before_ms: i64, dead_before_ms: i64, chunk: u32) -> [Statement; 3] {
-    let rows = |statuses: &str, before: i64| Statement {
+    // Destination by destination (walked by index seeks), each a range of the
+    // `(destination, status, updated_at)` index: the `(status, next_at)` index the planner picks
+    // otherwise would read every delivered row of the retained log to find the old ones.
+    let rows = |statuses: &str, before: i64| {
+        Statement {
         sql: format!(
             "DELETE FROM deliveries WHERE (destination, source_id, message_id) IN \
-             (SELECT destination, source_id, message_id FROM deliveries \
-              WHERE status IN ({statuses}) AND updated_at < ?1 LIMIT ?2)"
+             (WITH RECURSIVE dests(name) AS ( \
+                SELECT (SELECT min(destination) FROM deliveries) \
+                UNION ALL SELECT (SELECT min(destination) FROM deliveries WHERE destination > dests.name) \
+                FROM dests WHERE name IS NOT NULL) \
+              SELECT d.destination, d.source_id, d.message_id FROM dests \
+              CROSS JOIN deliveries d ON d.destination = dests.name \
+              WHERE d.status IN ({statuses}) AND d.updated_at < ?1 LIMIT ?2)"
         ),
         params: vec![Param::Int(before), Param::Int(i64::from(chunk))],
+    }
     };
     [
         rows("'delivered', 'skipped'", done_before_ms),

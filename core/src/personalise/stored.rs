@@ -95,7 +95,9 @@ impl StoredState {
 /// The stored form of a state's JSON text.
 pub fn deflate(json: &str) -> Vec<u8> {
     let mut out = vec![FORMAT_DEFLATE_V1];
-    let mut encoder = DeflateEncoder::new(Vec::new(), Compression::best());
+    // The fastest level: on a full 128-fact state (15 KB of JSON) it took a third of the best
+    // level's time (140 vs 449 µs natively) for 2% more bytes.
+    let mut encoder = DeflateEncoder::new(Vec::new(), Compression::fast());
     // The dictionary goes through the encoder first so the state's strings can point back into
     // it; a sync flush ends its part on a byte boundary, and only what follows is kept.
     let written = encoder
