@@ -102,11 +102,12 @@ pub fn insert_events(
                 .join(",")
         ),
         // An event compaction took out of D1 left its dedup key (`event_keys`) until the end
-        // of the UTC day its window ends (against this event's receipt time: column 8). Each
-        // day that can hold a live key is one key seek.
+        // of the UTC day its window ends (against this event's receipt time: column 8, cast
+        // because the Worker binds numbers as floats, which would make the day fractional).
+        // Each day that can hold a live key is one key seek.
         &format!(
             ") WHERE NOT EXISTS (SELECT 1 FROM event_keys k WHERE k.day IN (SELECT value FROM json_each(?)) \
-             AND k.key = CAST(column{} AS INTEGER) AND k.day >= column8 / {DAY_MS}) \
+             AND k.key = CAST(column{} AS INTEGER) AND k.day >= CAST(column8 AS INTEGER) / {DAY_MS}) \
              ON CONFLICT (source_id, message_id) DO UPDATE SET {} \
              WHERE events.received_at < ? RETURNING message_id",
             EVENT_COLUMNS.len() + 1,
@@ -120,9 +121,15 @@ pub fn insert_events(
     )
 }
 
+/// A queued request is stored up to this long after `now_ms` (its receipt): the queue keeps a
+/// message four days. A later copy of its events may have been stored and compacted meanwhile,
+/// its key filed as late as that time plus the window.
+const QUEUED_FOR_AT_MOST_MS: i64 = 5 * DAY_MS;
+
 /// The expiry days (UTC epoch days, as a JSON array) a live key of these events' source can
-/// be filed under: from the earliest receipt among them (a queued request keeps its own) to a
-/// window past the latest receipt or now, whichever is later.
+/// be filed under: from the earliest receipt among them to a window past the latest receipt
+/// or `now_ms`, plus [`QUEUED_FOR_AT_MOST_MS`]. (So a source whose window was shortened by up
+/// to five days still finds the keys filed under the longer one.)
 fn key_days(events: &[&Event], now_ms: i64, window_ms: i64) -> String {
     let first = events
         .iter()
@@ -136,7 +143,8 @@ fn key_days(events: &[&Event], now_ms: i64, window_ms: i64) -> String {
         .max()
         .unwrap_or(now_ms)
         .max(now_ms)
-        .saturating_add(window_ms);
+        .saturating_add(window_ms)
+        .saturating_add(QUEUED_FOR_AT_MOST_MS);
     let days: Vec<i64> = (first.div_euclid(DAY_MS)..=last.div_euclid(DAY_MS)).collect();
     serde_json::to_string(&days).unwrap_or_else(|_| "[]".into())
 }
@@ -215,7 +223,7 @@ mod tests {
         let days = &plan[0].params[plan[0].params.len() - 2];
         assert_eq!(
             days,
-            &Param::Text("[3,4,5,6,7,8,9,10,11,12,13,14,15,16,17]".into())
+            &Param::Text("[3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22]".into())
         );
     }
 }

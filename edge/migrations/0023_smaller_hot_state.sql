@@ -21,7 +21,11 @@ CREATE TABLE identity_link_seq (
   id  INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
   seq INTEGER NOT NULL
 );
-INSERT INTO identity_link_seq (id, seq) SELECT 1, coalesce(max(seq), 0) FROM identity_links;
+-- Started above every seq written so far, including those of assignments whose links an
+-- erasure deleted (the assignment guard compares against them).
+INSERT INTO identity_link_seq (id, seq) SELECT 1, max(
+  coalesce((SELECT max(seq) FROM identity_links), 0),
+  coalesce((SELECT max(seq) FROM identities), 0));
 CREATE TRIGGER identity_links_seq_insert AFTER INSERT ON identity_links BEGIN
   UPDATE identity_link_seq SET seq = NEW.seq WHERE id = 1 AND seq < NEW.seq;
 END;

@@ -78,6 +78,9 @@ describe("hot state: events leave D1 once archived", () => {
     const digest = createHash("sha256").update(`demo-site\0${viewed.messageId}`).digest();
     const key = digest.readBigInt64BE(0).toString();
     assert.equal((await edge.query("SELECT COUNT(*) AS n FROM event_keys WHERE key = CAST(? AS INTEGER)", key))[0].n, 1, "the key as core computes it");
+    // A key is kept to the end of the UTC day its window ends: on that day it still holds.
+    await edge.exec("UPDATE event_keys SET day = ? WHERE key = CAST(? AS INTEGER)", Math.floor(Date.now() / 86_400_000), key);
+    assert.deepEqual((await send(edge, [viewed])).json.results.map((r) => r.status), ["duplicate"], "on the last day of its window");
     await edge.exec("UPDATE event_keys SET day = 1 WHERE key = CAST(? AS INTEGER)", key);
     const laterAt = Date.now();
     const later = { ...(await send(edge, [viewed])), at: laterAt };
