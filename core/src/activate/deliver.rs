@@ -28,7 +28,7 @@ use crate::collect::event::Event;
 use crate::format::time::format_iso8601;
 use crate::identity::IdClass;
 use crate::journey::message::MESSAGE_SOURCE;
-use crate::plan::{Param, Statement, MAX_BOUND_PARAMS};
+use crate::plan::{distinct_values, Param, Statement, MAX_BOUND_PARAMS};
 use crate::privacy::Subject;
 
 /// How long a claimed delivery is held before another consumer may take it over: the longest a
@@ -647,20 +647,16 @@ pub fn prune(done_before_ms: i64, dead_before_ms: i64, chunk: u32) -> [Statement
     // Destination by destination (walked by index seeks), each a range of the
     // `(destination, status, updated_at)` index: the `(status, next_at)` index the planner picks
     // otherwise would read every delivered row of the retained log to find the old ones.
-    let rows = |statuses: &str, before: i64| {
-        Statement {
+    let rows = |statuses: &str, before: i64| Statement {
         sql: format!(
             "DELETE FROM deliveries WHERE (destination, source_id, message_id) IN \
-             (WITH RECURSIVE dests(name) AS ( \
-                SELECT (SELECT min(destination) FROM deliveries) \
-                UNION ALL SELECT (SELECT min(destination) FROM deliveries WHERE destination > dests.name) \
-                FROM dests WHERE name IS NOT NULL) \
+             (WITH RECURSIVE {} \
               SELECT d.destination, d.source_id, d.message_id FROM dests \
-              CROSS JOIN deliveries d ON d.destination = dests.name \
-              WHERE d.status IN ({statuses}) AND d.updated_at < ?1 LIMIT ?2)"
+              CROSS JOIN deliveries d ON d.destination = dests.value \
+              WHERE d.status IN ({statuses}) AND d.updated_at < ?1 LIMIT ?2)",
+            distinct_values("dests", "deliveries", "destination")
         ),
         params: vec![Param::Int(before), Param::Int(i64::from(chunk))],
-    }
     };
     [
         rows("'delivered', 'skipped'", done_before_ms),

@@ -1,7 +1,7 @@
 //! Segments as audiences (the console's segments page, `GET /v1/admin/segments`): how many
 //! profiles each holds now, and its members, paged by profile ID.
 
-use crate::plan::{Param, Statement};
+use crate::plan::{distinct_values, Param, Statement};
 
 /// Most members one page lists.
 pub const MAX_PAGE: u32 = 1000;
@@ -9,17 +9,23 @@ pub const MAX_PAGE: u32 = 1000;
 /// Every segment's current size, counted in the `(segment, exited_at)` index one segment at a
 /// time: the segments are walked by index seeks, so past members (never pruned) are not read.
 /// `MATERIALIZED` counts each segment once.
-const SIZES: &str = "WITH RECURSIVE segs(s) AS ( \
-      SELECT (SELECT min(segment) FROM segment_memberships) \
-      UNION ALL SELECT (SELECT min(segment) FROM segment_memberships WHERE segment > segs.s) \
-      FROM segs WHERE s IS NOT NULL), \
-    sizes(segment, size) AS MATERIALIZED (SELECT s, (SELECT COUNT(*) FROM segment_memberships \
-      WHERE segment = segs.s AND exited_at IS NULL) FROM segs WHERE s IS NOT NULL) ";
+fn with_sizes() -> String {
+    format!(
+        "WITH RECURSIVE {}, \
+         sizes(segment, size) AS MATERIALIZED (SELECT value, (SELECT COUNT(*) \
+         FROM segment_memberships WHERE segment = segs.value AND exited_at IS NULL) \
+         FROM segs WHERE value IS NOT NULL) ",
+        distinct_values("segs", "segment_memberships", "segment")
+    )
+}
 
 /// Current members per segment: `segment, size`.
 pub fn sizes() -> Statement {
     Statement {
-        sql: format!("{SIZES}SELECT segment, size FROM sizes WHERE size > 0"),
+        sql: format!(
+            "{}SELECT segment, size FROM sizes WHERE size > 0",
+            with_sizes()
+        ),
         params: Vec::new(),
     }
 }
@@ -28,9 +34,10 @@ pub fn sizes() -> Statement {
 pub fn record_sizes(now_ms: i64) -> Statement {
     Statement {
         sql: format!(
-            "{SIZES}INSERT INTO segment_sizes (day, segment, size) \
+            "{}INSERT INTO segment_sizes (day, segment, size) \
              SELECT ?1, segment, size FROM sizes WHERE size > 0 \
-             ON CONFLICT (day, segment) DO UPDATE SET size = excluded.size"
+             ON CONFLICT (day, segment) DO UPDATE SET size = excluded.size",
+            with_sizes()
         ),
         params: vec![Param::Int(now_ms.div_euclid(crate::format::time::DAY_MS))],
     }
