@@ -343,6 +343,53 @@ describe("privacy, access control and retention", () => {
   });
 });
 
+describe("retention's walk for inactive anonymous profiles", () => {
+  let edge;
+  before(async () => {
+    // Four identifiers a run, profiles erased two at a time: the walk has to carry on across runs.
+    edge = await startEdge("retention-walk", { vars: { RETENTION_WALK: "4", RETENTION_CHUNK: "2" } });
+  });
+  after(async () => {
+    await edge?.stop();
+  });
+
+  test("carries on from where the last run stopped, a chunk at a time, and starts over after the last identifier", async () => {
+    const now = Date.now();
+    const identity = (identifier, profile, lastSeen) =>
+      edge.query("INSERT INTO identities (identifier, profile_id, seq, updated_at, last_seen) VALUES (?, ?, 0, ?, ?)", identifier, profile, lastSeen, lastSeen);
+    for (let i = 1; i <= 6; i++) await identity(`anonymous_id:walk-${i}`, `prof_walk_${i}`, now - 181 * DAY);
+    await identity("anonymous_id:walk-active", "prof_walk_active", now - DAY);
+    await identity("email:walk@example.com", "prof_walk_known", now - 300 * DAY);
+    const left = async () => (await edge.query("SELECT identifier FROM identities ORDER BY identifier")).map((r) => r.identifier.replace(/^anonymous_id:/, ""));
+    assert.equal((await left()).length, 8, "the test's identifiers are the only ones");
+    const retention = async () => {
+      const r = await fetch(`${edge.url}/__scheduled?cron=${encodeURIComponent("17 3 * * *")}`);
+      assert.equal(r.status, 200, await r.text());
+      const saved = await edge.query("SELECT after FROM walk_cursors");
+      return saved[0]?.after;
+    };
+
+    // Each run reads four identifiers and finds a full chunk of two: the next run resumes after
+    // the last one erased, so nothing read but not yet erased is skipped.
+    assert.equal(await retention(), "anonymous_id:walk-2");
+    assert.deepEqual(await left(), ["walk-3", "walk-4", "walk-5", "walk-6", "walk-active", "email:walk@example.com"]);
+    assert.equal(await retention(), "anonymous_id:walk-4");
+    assert.deepEqual(await left(), ["walk-5", "walk-6", "walk-active", "email:walk@example.com"]);
+    assert.equal(await retention(), "anonymous_id:walk-6");
+    assert.deepEqual(await left(), ["walk-active", "email:walk@example.com"]);
+    // Reading fewer than asked is the end of the table: the next run starts over, and finds what
+    // arrived behind the walk meanwhile.
+    assert.equal(await retention(), "");
+    await identity("anonymous_id:walk-0", "prof_walk_0", now - 200 * DAY);
+    assert.equal(await retention(), "");
+    assert.deepEqual(await left(), ["walk-active", "email:walk@example.com"], "the active and the known profile stay");
+    const audit = await edge.query("SELECT detail FROM privacy_audit WHERE action = 'retention' ORDER BY at DESC LIMIT 1");
+    const detail = JSON.parse(audit[0].detail);
+    assert.equal(detail.profiles, 1);
+    assert.equal(detail.identifiersWalked, 3);
+  });
+});
+
 describe("hashed emails and phones", () => {
   let edge;
   before(async () => {

@@ -24,6 +24,9 @@ pub struct Retention {
     pub chunk: u32,
     /// Chunks per run. Default 20.
     pub max_chunks: u32,
+    /// Identifiers one run walks looking for inactive anonymous profiles; the next run carries
+    /// on from there. Default 500,000.
+    pub walk: u32,
 }
 
 impl Default for Retention {
@@ -33,6 +36,7 @@ impl Default for Retention {
             anonymous_profile_days: 180,
             chunk: 500,
             max_chunks: 20,
+            walk: 500_000,
         }
     }
 }
@@ -58,7 +62,7 @@ impl RetentionError {
 
 impl Retention {
     /// Reads the settings (`RETENTION_EVENT_DAYS`, `RETENTION_ANONYMOUS_PROFILE_DAYS`,
-    /// `RETENTION_CHUNK`, `RETENTION_MAX_CHUNKS`) through `get`; missing or empty ones default.
+    /// `RETENTION_CHUNK`, `RETENTION_MAX_CHUNKS`, `RETENTION_WALK`) through `get`; missing or empty ones default.
     pub fn from_settings(get: impl Fn(&str) -> Option<String>) -> Result<Self, RetentionError> {
         let defaults = Self::default();
         let read = |name: &'static str, default: u32, min: u32, max: u32| match get(name)
@@ -82,6 +86,8 @@ impl Retention {
             )?,
             chunk: read("RETENTION_CHUNK", defaults.chunk, 1, 5000)?,
             max_chunks: read("RETENTION_MAX_CHUNKS", defaults.max_chunks, 1, 1000)?,
+            // At most 500 walk steps, within D1's queries per invocation.
+            walk: read("RETENTION_WALK", defaults.walk, 1, 500 * WALK_STEP)?,
         })
     }
 
@@ -121,9 +127,26 @@ pub fn purge_events(retention: &Retention, now_ms: i64, archived_only: bool) -> 
 const ANONYMOUS_CLASSES: [IdClass; 3] =
     [IdClass::AnonymousId, IdClass::CookieId, IdClass::DeviceId];
 
-/// Up to one chunk of profile IDs whose identifiers are all anonymous and were all last seen
-/// before the cutoff. Their erasure is planned like a data-subject deletion, without suppression.
-pub fn inactive_anonymous_profiles(retention: &Retention, now_ms: i64) -> Statement {
+/// Identifiers one walk step reads.
+pub const WALK_STEP: u32 = 5_000;
+
+/// The walk's saved position (`walk_cursors`): the last identifier walked, "" to start over.
+pub const WALK_CURSOR: &str = "inactive_anonymous_profiles";
+
+/// One step of the walk over `identities` in key order: reads up to `rows` identifiers after
+/// `after` and returns those belonging to profiles whose identifiers are all anonymous and were
+/// all last seen before the cutoff (at most one chunk, in key order: `identifier`,
+/// `profile_id`), then one row with the last identifier read (`walked_to`, NULL past the end)
+/// and how many were read (`walked`). Their erasure is planned like a data-subject deletion, without suppression.
+///
+/// A walk instead of an index over each identifier's activity: that index held every
+/// identifier's text once more (about 15 bytes of D1 per event), for a query run once a day.
+pub fn inactive_anonymous_profiles(
+    retention: &Retention,
+    now_ms: i64,
+    after: &str,
+    rows: u32,
+) -> Statement {
     let anonymous = ANONYMOUS_CLASSES
         .iter()
         .map(|c| format!("j.identifier LIKE '{}:%'", c.as_str()))
@@ -131,15 +154,61 @@ pub fn inactive_anonymous_profiles(retention: &Retention, now_ms: i64) -> Statem
         .join(" OR ");
     Statement {
         sql: format!(
-            "SELECT DISTINCT i.profile_id AS profile_id FROM identities i \
-             INDEXED BY identities_activity \
-             WHERE coalesce(i.last_seen, i.updated_at) < ?1 AND NOT EXISTS \
-             (SELECT 1 FROM identities j WHERE j.profile_id = i.profile_id AND \
-             (coalesce(j.last_seen, j.updated_at) >= ?1 OR NOT ({anonymous}))) LIMIT ?2"
+            "WITH walked AS MATERIALIZED (SELECT identifier, profile_id, \
+             coalesce(last_seen, updated_at) AS active FROM identities \
+             WHERE identifier > ?3 ORDER BY identifier LIMIT ?4) \
+             SELECT * FROM (SELECT w.identifier AS identifier, w.profile_id AS profile_id, \
+             NULL AS walked_to, NULL AS walked FROM walked w WHERE w.active < ?1 AND NOT EXISTS \
+             (SELECT 1 FROM identities j WHERE j.profile_id = w.profile_id AND \
+             (coalesce(j.last_seen, j.updated_at) >= ?1 OR NOT ({anonymous}))) \
+             ORDER BY w.identifier LIMIT ?2) \
+             UNION ALL SELECT NULL, NULL, max(identifier), count(*) FROM walked"
         ),
         params: vec![
             Param::Int(retention.profile_cutoff(now_ms)),
             Param::Int(i64::from(retention.chunk)),
+            Param::Text(after.to_owned()),
+            Param::Int(i64::from(rows)),
+        ],
+    }
+}
+
+/// Where the walk goes on after a step that asked for `rows` identifiers, read `read` of them
+/// up to `walked_to`, and found `found` (the last being `last_found`). A full chunk found may
+/// have left more in the rows read, so the walk resumes after the last one found. Otherwise it
+/// resumes after the rows read, or, when fewer came than asked (the end of the table), starts
+/// over: "" and `true`.
+pub fn walk_resumes_after(
+    retention: &Retention,
+    found: usize,
+    last_found: Option<&str>,
+    (read, rows): (u32, u32),
+    walked_to: Option<&str>,
+) -> (String, bool) {
+    match (last_found, walked_to) {
+        (Some(last), _) if found >= retention.chunk as usize => (last.to_owned(), false),
+        (_, Some(to)) if read >= rows => (to.to_owned(), false),
+        _ => (String::new(), true),
+    }
+}
+
+/// Reads the walk's saved position.
+pub fn walk_cursor() -> Statement {
+    Statement {
+        sql: "SELECT after FROM walk_cursors WHERE name = ?".into(),
+        params: vec![Param::Text(WALK_CURSOR.into())],
+    }
+}
+
+/// Saves the walk's position.
+pub fn save_walk_cursor(after: &str) -> Statement {
+    Statement {
+        sql: "INSERT INTO walk_cursors (name, after) VALUES (?1, ?2) \
+              ON CONFLICT (name) DO UPDATE SET after = excluded.after"
+            .into(),
+        params: vec![
+            Param::Text(WALK_CURSOR.into()),
+            Param::Text(after.to_owned()),
         ],
     }
 }
@@ -213,10 +282,44 @@ mod tests {
         assert!(archived
             .sql
             .contains("received_at < ? AND archived_at IS NOT NULL LIMIT ?"));
-        let p = inactive_anonymous_profiles(&r, 181 * DAY_MS);
+        let p = inactive_anonymous_profiles(&r, 181 * DAY_MS, "anonymous_id:a", 50);
         assert!(p.sql.contains("LIMIT ?2"));
         assert!(p.sql.contains("j.identifier LIKE 'cookie_id:%'"));
-        assert_eq!(p.params, vec![Param::Int(DAY_MS), Param::Int(7)]);
+        assert_eq!(
+            p.params,
+            vec![
+                Param::Int(DAY_MS),
+                Param::Int(7),
+                Param::Text("anonymous_id:a".into()),
+                Param::Int(50)
+            ]
+        );
+    }
+
+    #[test]
+    fn walk_resumes_after_the_last_found_when_a_chunk_filled() {
+        let r = Retention {
+            chunk: 2,
+            ..Retention::default()
+        };
+        let resume = |found, last, read, to| walk_resumes_after(&r, found, last, (read, 4), to);
+        assert_eq!(resume(2, Some("b"), 4, Some("z")), ("b".to_owned(), false));
+        // A full chunk at the end of the table: what is left after it is read next.
+        assert_eq!(resume(2, Some("b"), 3, Some("z")), ("b".to_owned(), false));
+        assert_eq!(resume(1, Some("b"), 4, Some("z")), ("z".to_owned(), false));
+        assert_eq!(resume(0, None, 4, Some("z")), ("z".to_owned(), false));
+        // Fewer rows than asked: the end of the table, so the walk starts over.
+        assert_eq!(resume(1, Some("b"), 3, Some("z")), (String::new(), true));
+        assert_eq!(resume(0, None, 0, None), (String::new(), true));
+    }
+
+    #[test]
+    fn reads_the_walk_setting_within_d1_query_limits() {
+        let get = settings(&[("RETENTION_WALK", "10")]);
+        assert_eq!(Retention::from_settings(get).unwrap().walk, 10);
+        let err = Retention::from_settings(settings(&[("RETENTION_WALK", "0")])).unwrap_err();
+        assert_eq!(err.name, "RETENTION_WALK");
+        assert_eq!(err.max, 500 * WALK_STEP);
     }
 
     #[test]

@@ -11,13 +11,13 @@ use seam_core::activate::deliver;
 use seam_core::format::id;
 use seam_core::format::time::DAY_MS;
 use seam_core::plan::Statement;
-use seam_core::privacy::retention::purge_events;
+use seam_core::privacy::retention::{purge_events, WALK_STEP};
 use seam_core::privacy::{audit, erase, AuditEntry};
 use serde_json::json;
 use worker::Env;
 
 use crate::error::ApiError;
-use crate::store::retention::{changes, expired_profiles};
+use crate::store::retention::{changes, expired_profiles, save_walk, walk_start};
 use crate::{platform, settings, store};
 
 /// What one run removed.
@@ -41,6 +41,8 @@ pub struct Report {
     pub imports: usize,
     /// Chunks used (at most the configured maximum).
     pub chunks: u32,
+    /// Identifiers read looking for inactive anonymous profiles (at most the configured walk).
+    pub walked: u32,
 }
 
 /// How long finished deliveries (delivered, skipped) stay in the log.
@@ -63,21 +65,29 @@ pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
         }
     }
     let sources = store::sources::all_ids(env, &store::sources::configured(env)?).await?;
-    while report.chunks < policy.max_chunks {
-        let expired = expired_profiles(&db, &policy, now_ms).await?;
-        if expired.profile_ids.is_empty() {
-            break;
+    // Inactive anonymous profiles: a walk over identifiers in key order, carried on from where
+    // the previous run stopped, up to `walk` identifiers a run.
+    let mut after = walk_start(&db).await?;
+    let mut budget = policy.walk;
+    while report.chunks < policy.max_chunks && budget > 0 {
+        let rows = WALK_STEP.min(budget);
+        budget -= rows;
+        let step = expired_profiles(&db, &policy, now_ms, &after, rows).await?;
+        report.walked += step.walked;
+        if !step.expired.profile_ids.is_empty() {
+            report.chunks += 1;
+            report.profiles += step.expired.profile_ids.len();
+            let plan: Vec<(&'static str, Statement)> = erase(&step.expired, &sources, now_ms);
+            for (what, n) in store::privacy::run_counted(&db, &plan).await? {
+                *report.profile_rows.entry(what).or_default() += n;
+            }
         }
-        report.chunks += 1;
-        report.profiles += expired.profile_ids.len();
-        let plan: Vec<(&'static str, Statement)> = erase(&expired, &sources, now_ms);
-        for (what, n) in store::privacy::run_counted(&db, &plan).await? {
-            *report.profile_rows.entry(what).or_default() += n;
-        }
-        if expired.profile_ids.len() < policy.chunk as usize {
+        after = step.after;
+        if step.went_round {
             break;
         }
     }
+    save_walk(&db, &after).await?;
     // The delivery log has its own budget: a busy events purge must not let it grow, nor keep
     // dead erasure requests past their 30 days.
     for statement in deliver::prune(
@@ -133,6 +143,7 @@ pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
             "archiveObjects": report.archive_objects,
             "imports": report.imports,
             "chunks": report.chunks,
+            "identifiersWalked": report.walked,
             "eventDays": policy.event_days,
             "anonymousProfileDays": policy.anonymous_profile_days,
         }),
