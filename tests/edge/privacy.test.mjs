@@ -357,30 +357,38 @@ describe("retention's walk for inactive anonymous profiles", () => {
     const now = Date.now();
     const identity = (identifier, profile, lastSeen) =>
       edge.query("INSERT INTO identities (identifier, profile_id, seq, updated_at, last_seen) VALUES (?, ?, 0, ?, ?)", identifier, profile, lastSeen, lastSeen);
+    // Active visitors first in key order: a walk that did not carry on would never get past them.
+    for (let i = 1; i <= 4; i++) await identity(`anonymous_id:a-${i}`, `prof_a_${i}`, now - DAY);
     for (let i = 1; i <= 6; i++) await identity(`anonymous_id:walk-${i}`, `prof_walk_${i}`, now - 181 * DAY);
     await identity("anonymous_id:walk-active", "prof_walk_active", now - DAY);
     await identity("email:walk@example.com", "prof_walk_known", now - 300 * DAY);
-    const left = async () => (await edge.query("SELECT identifier FROM identities ORDER BY identifier")).map((r) => r.identifier.replace(/^anonymous_id:/, ""));
-    assert.equal((await left()).length, 8, "the test's identifiers are the only ones");
+    const left = async () =>
+      (await edge.query("SELECT identifier FROM identities WHERE identifier NOT LIKE 'anonymous_id:a-%' ORDER BY identifier")).map((r) => r.identifier.replace(/^anonymous_id:/, ""));
+    assert.equal((await edge.query("SELECT count(*) AS n FROM identities"))[0].n, 12, "the test's identifiers are the only ones");
     const retention = async () => {
       const r = await fetch(`${edge.url}/__scheduled?cron=${encodeURIComponent("17 3 * * *")}`);
       assert.equal(r.status, 200, await r.text());
       const saved = await edge.query("SELECT after FROM walk_cursors");
       return saved[0]?.after;
     };
+    const all = ["walk-1", "walk-2", "walk-3", "walk-4", "walk-5", "walk-6", "walk-active", "email:walk@example.com"];
 
-    // Each run reads four identifiers and finds a full chunk of two: the next run resumes after
-    // the last one erased, so nothing read but not yet erased is skipped.
+    // Each run reads four identifiers: first the active ones, then a full chunk of two expired
+    // among four read, so the next run resumes after the last one erased.
+    assert.equal(await retention(), "anonymous_id:a-4");
+    assert.deepEqual(await left(), all);
     assert.equal(await retention(), "anonymous_id:walk-2");
-    assert.deepEqual(await left(), ["walk-3", "walk-4", "walk-5", "walk-6", "walk-active", "email:walk@example.com"]);
+    assert.deepEqual(await left(), all.slice(2));
     assert.equal(await retention(), "anonymous_id:walk-4");
-    assert.deepEqual(await left(), ["walk-5", "walk-6", "walk-active", "email:walk@example.com"]);
+    assert.deepEqual(await left(), all.slice(4));
     assert.equal(await retention(), "anonymous_id:walk-6");
     assert.deepEqual(await left(), ["walk-active", "email:walk@example.com"]);
-    // Reading fewer than asked is the end of the table: the next run starts over, and finds what
-    // arrived behind the walk meanwhile.
+    // Reading fewer than asked is the end of the table: the next run starts over, and in time
+    // finds what arrived behind the walk meanwhile.
     assert.equal(await retention(), "");
     await identity("anonymous_id:walk-0", "prof_walk_0", now - 200 * DAY);
+    assert.equal(await retention(), "anonymous_id:a-4");
+    assert.deepEqual(await left(), ["walk-0", "walk-active", "email:walk@example.com"]);
     assert.equal(await retention(), "");
     assert.deepEqual(await left(), ["walk-active", "email:walk@example.com"], "the active and the known profile stay");
     const audit = await edge.query("SELECT detail FROM privacy_audit WHERE action = 'retention' ORDER BY at DESC LIMIT 1");

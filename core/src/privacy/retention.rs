@@ -86,8 +86,9 @@ impl Retention {
             )?,
             chunk: read("RETENTION_CHUNK", defaults.chunk, 1, 5000)?,
             max_chunks: read("RETENTION_MAX_CHUNKS", defaults.max_chunks, 1, 1000)?,
-            // At most 500 walk steps, within D1's queries per invocation.
-            walk: read("RETENTION_WALK", defaults.walk, 1, 500 * WALK_STEP)?,
+            // At most 200 walk steps, leaving most of D1's 1,000 queries per invocation to the
+            // run's erasures and purges.
+            walk: read("RETENTION_WALK", defaults.walk, 1, 200 * WALK_STEP)?,
         })
     }
 
@@ -140,7 +141,7 @@ pub const WALK_CURSOR: &str = "inactive_anonymous_profiles";
 /// and how many were read (`walked`). Their erasure is planned like a data-subject deletion, without suppression.
 ///
 /// A walk instead of an index over each identifier's activity: that index held every
-/// identifier's text once more (about 15 bytes of D1 per event), for a query run once a day.
+/// identifier's text once more (about 18 bytes of D1 per event), for a query run once a day.
 pub fn inactive_anonymous_profiles(
     retention: &Retention,
     now_ms: i64,
@@ -319,7 +320,7 @@ mod tests {
         assert_eq!(Retention::from_settings(get).unwrap().walk, 10);
         let err = Retention::from_settings(settings(&[("RETENTION_WALK", "0")])).unwrap_err();
         assert_eq!(err.name, "RETENTION_WALK");
-        assert_eq!(err.max, 500 * WALK_STEP);
+        assert_eq!(err.max, 200 * WALK_STEP);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use seam_core::activate::deliver;
 use seam_core::format::id;
 use seam_core::format::time::DAY_MS;
 use seam_core::plan::Statement;
-use seam_core::privacy::retention::{purge_events, WALK_STEP};
+use seam_core::privacy::retention::{purge_events, save_walk_cursor, WALK_STEP};
 use seam_core::privacy::{audit, erase, AuditEntry};
 use serde_json::json;
 use worker::Env;
@@ -39,11 +39,15 @@ pub struct Report {
     pub archive_objects: usize,
     /// Finished imports forgotten (after the event retention).
     pub imports: usize,
-    /// Chunks used (at most the configured maximum).
+    /// Chunks used: the events purge's and the profile erasures', each at most the configured
+    /// maximum.
     pub chunks: u32,
     /// Identifiers read looking for inactive anonymous profiles (at most the configured walk).
     pub walked: u32,
 }
+
+/// The walk's position in an erasure plan (not a table's rows).
+const WALK_POSITION: &str = "walkPosition";
 
 /// How long finished deliveries (delivered, skipped) stay in the log.
 const DONE_DELIVERIES_MS: i64 = 7 * DAY_MS;
@@ -66,28 +70,39 @@ pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
     }
     let sources = store::sources::all_ids(env, &store::sources::configured(env)?).await?;
     // Inactive anonymous profiles: a walk over identifiers in key order, carried on from where
-    // the previous run stopped, up to `walk` identifiers a run.
+    // the previous run stopped, up to `walk` identifiers and `max_chunks` erasures a run (a
+    // budget of its own: a busy events purge does not stop it).
     let mut after = walk_start(&db).await?;
+    let mut saved = after.clone();
     let mut budget = policy.walk;
-    while report.chunks < policy.max_chunks && budget > 0 {
+    let mut erasures = 0;
+    while erasures < policy.max_chunks && budget > 0 {
         let rows = WALK_STEP.min(budget);
-        budget -= rows;
         let step = expired_profiles(&db, &policy, now_ms, &after, rows).await?;
+        budget -= rows;
         report.walked += step.walked;
-        if !step.expired.profile_ids.is_empty() {
-            report.chunks += 1;
-            report.profiles += step.expired.profile_ids.len();
-            let plan: Vec<(&'static str, Statement)> = erase(&step.expired, &sources, now_ms);
-            for (what, n) in store::privacy::run_counted(&db, &plan).await? {
-                *report.profile_rows.entry(what).or_default() += n;
-            }
-        }
         after = step.after;
+        if !step.expired.profile_ids.is_empty() {
+            erasures += 1;
+            report.profiles += step.expired.profile_ids.len();
+            let mut plan: Vec<(&'static str, Statement)> = erase(&step.expired, &sources, now_ms);
+            // The position commits with the erasure: a run that fails later resumes here.
+            plan.push((WALK_POSITION, save_walk_cursor(&after)));
+            for (what, n) in store::privacy::run_counted(&db, &plan).await? {
+                if what != WALK_POSITION {
+                    *report.profile_rows.entry(what).or_default() += n;
+                }
+            }
+            saved.clone_from(&after);
+        }
         if step.went_round {
             break;
         }
     }
-    save_walk(&db, &after).await?;
+    report.chunks += erasures;
+    if saved != after {
+        save_walk(&db, &after).await?;
+    }
     // The delivery log has its own budget: a busy events purge must not let it grow, nor keep
     // dead erasure requests past their 30 days.
     for statement in deliver::prune(
