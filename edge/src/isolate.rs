@@ -24,7 +24,16 @@ use worker::Context;
 /// finished: `/health` reports it, so tests and operators can tell when derived state caught up.
 static BACKGROUND: AtomicUsize = AtomicUsize::new(0);
 
+/// Ingest messages this isolate queued that its own consumer has not finished with. Locally
+/// (one isolate) that is the queue's backlog, which `/health` reports so tests can tell when
+/// queued events are stored. On Cloudflare another isolate may consume them, so the count is
+/// dropped once this isolate has queued nothing for [`QUEUED_FORGOTTEN_MS`].
+static QUEUED: AtomicUsize = AtomicUsize::new(0);
+const QUEUED_FORGOTTEN_MS: i64 = 300_000;
+
 thread_local! {
+    /// When this isolate last queued ingest messages.
+    static LAST_QUEUED_MS: std::cell::Cell<i64> = const { std::cell::Cell::new(0) };
     /// Finished after-response work by kind: how many, and their wall time in ms.
     static FINISHED: RefCell<HashMap<&'static str, (u64, i64)>> = RefCell::new(HashMap::new());
 }
@@ -57,6 +66,30 @@ pub fn finished(kind: &'static str, ms: i64) {
         entry.0 += 1;
         entry.1 += ms;
     });
+}
+
+/// Counts `n` ingest messages queued now (see [`queued`]).
+pub fn queued_ingest(n: usize, now_ms: i64) {
+    if now_ms - LAST_QUEUED_MS.with(|t| t.replace(now_ms)) > QUEUED_FORGOTTEN_MS {
+        QUEUED.store(0, Ordering::Relaxed);
+    }
+    QUEUED.fetch_add(n, Ordering::Relaxed);
+}
+
+/// Counts `n` ingest messages this isolate's consumer finished with (stored, or back on the
+/// queue for a later attempt).
+pub fn consumed_ingest(n: usize) {
+    let _ = QUEUED.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+        Some(q.saturating_sub(n))
+    });
+}
+
+/// Ingest messages this isolate queued and has not seen consumed (see [`QUEUED`]).
+pub fn queued(now_ms: i64) -> usize {
+    if now_ms - LAST_QUEUED_MS.with(std::cell::Cell::get) > QUEUED_FORGOTTEN_MS {
+        return 0;
+    }
+    QUEUED.load(Ordering::Relaxed)
 }
 
 /// Background tasks running now (see [`after_response`]).
@@ -522,5 +555,26 @@ mod tests {
         assert!(cached_page("/more").is_none(), "the budget is spent");
         keep_page("/tiny".into(), &page(10));
         assert!(cached_page("/tiny").is_some(), "what still fits is kept");
+    }
+
+    #[test]
+    fn queued_ingest_counts_down_as_consumed_and_is_forgotten_when_another_isolate_consumes() {
+        queued_ingest(2, 1_000);
+        consumed_ingest(1);
+        assert_eq!(queued(2_000), 1);
+        consumed_ingest(5);
+        assert_eq!(queued(2_000), 0, "never below zero");
+        queued_ingest(3, 3_000);
+        assert_eq!(
+            queued(3_000 + QUEUED_FORGOTTEN_MS + 1),
+            0,
+            "nothing queued for five minutes"
+        );
+        queued_ingest(1, 3_000 + QUEUED_FORGOTTEN_MS + 2);
+        assert_eq!(
+            queued(3_000 + QUEUED_FORGOTTEN_MS + 2),
+            1,
+            "the stale count starts over"
+        );
     }
 }

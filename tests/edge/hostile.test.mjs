@@ -22,7 +22,9 @@ describe("hostile input", () => {
   before(async () => {
     edge = await startEdge("hostile", {
       sources: {
-        [WRITE_KEY]: { id: "demo-site", identity: "trust-browser", origins: ["http://localhost:8787"] },
+        // Stores before it answers, so answers can name duplicates and suppressions; the other
+        // source queues, as browser sources do by default.
+        [WRITE_KEY]: { id: "demo-site", identity: "trust-browser", origins: ["http://localhost:8787"], ingest: "direct" },
         [OTHER_KEY]: { id: "other-source" },
       },
     });
@@ -162,9 +164,13 @@ describe("hostile input", () => {
     assert.equal(theirs.json.results[0].status, "accepted", "another source's ID is not a duplicate");
     const rows = await edge.query("SELECT source_id, name FROM events WHERE message_id = ? ORDER BY source_id", shared);
     assert.deepEqual(rows.map((r) => [r.source_id, r.name]), [["demo-site", "Mine"], ["other-source", "Theirs"]]);
+    // Queued: answered before the consumer finds the duplicate, and stored once.
     const replay = await send([{ ...ok(), messageId: shared, event: "Overwrite" }], OTHER_KEY);
-    assert.equal(replay.json.results[0].status, "duplicate");
-    assert.equal((await edge.query("SELECT name FROM events WHERE source_id = 'demo-site' AND message_id = ?", shared))[0].name, "Mine");
+    assert.equal(replay.json.results[0].status, "accepted");
+    const after = await edge.query("SELECT source_id, name FROM events WHERE message_id = ? ORDER BY source_id", shared);
+    assert.deepEqual(after.map((r) => [r.source_id, r.name]), [["demo-site", "Mine"], ["other-source", "Theirs"]]);
+    const mineAgain = await send([{ ...ok(), messageId: shared, event: "Overwrite" }]);
+    assert.equal(mineAgain.json.results[0].status, "duplicate");
   });
 
   test("replaying a deleted person's events is suppressed, whatever identifier carries them", async () => {
@@ -177,6 +183,9 @@ describe("hostile input", () => {
     assert.deepEqual(replay.json.results.map((r) => r.code), ["suppressed", "suppressed"]);
     const byEmail = await send([{ type: "identify", messageId: mid(), anonymousId: `new-device-${run}`, traits: { email: `GONE-${run}@example.com` } }]);
     assert.equal(byEmail.json.results[0].code, "suppressed");
+    // Through a queued source the answer comes first, and the consumer stores none of them.
+    const queued = await send(original.map((e) => ({ ...e, messageId: mid() })), OTHER_KEY);
+    assert.equal(queued.json.deferred, true);
     assert.equal((await edge.query("SELECT count(*) AS n FROM events WHERE anonymous_id IN (?, ?)", victim.anonymousId, `new-device-${run}`))[0].n, 0);
   });
 });

@@ -5,7 +5,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { admin, archiveObjects, post, secret, startEdge, WRITE_KEY } from "../support/edge.mjs";
+import { admin, archiveObjects, directSources, post, secret, startEdge, WRITE_KEY } from "../support/edge.mjs";
 
 const run = `${process.pid}`;
 let n = 0;
@@ -30,7 +30,8 @@ describe("hot state: events leave D1 once archived", () => {
   let edge;
   before(async () => {
     // Claims settle at once here (twenty minutes live): compaction and rebuilds need not wait.
-    edge = await startEdge("hot", { vars: { HOT_EVENT_HOURS: "0", ARCHIVE_SETTLE_SECONDS: "0" } });
+    // Stored before the answer: a resend's answer says whether the compacted key still held.
+    edge = await startEdge("hot", { sources: directSources(), vars: { HOT_EVENT_HOURS: "0", ARCHIVE_SETTLE_SECONDS: "0" } });
   });
   after(async () => {
     await edge?.stop();

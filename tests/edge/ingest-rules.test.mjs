@@ -9,10 +9,13 @@ import { post, startEdge } from "../support/edge.mjs";
 const SHOP = "https://shop.example";
 const sources = {
   shop_key_0123456789: { id: "shop", origins: [SHOP, "https://*.brand.example"] },
+  // Stores before it answers, so a repeat is answered `duplicate` (the browser default queues).
+  direct_key_0123456789: { id: "shop", ingest: "direct" },
   server_key_0123456789: { id: "server", ip: "full" },
   strict_key_0123456789: { id: "strict", analyticsDenied: "drop" },
 };
 const KEY = "shop_key_0123456789";
+const DIRECT_KEY = "direct_key_0123456789";
 const basic = (key) => ({ authorization: `Basic ${Buffer.from(`${key}:`).toString("base64")}` });
 let n = 0;
 const uid = (prefix) => `${prefix}-${process.pid}-${++n}`;
@@ -155,25 +158,33 @@ describe("ingestion rules", () => {
 
   // ---- idempotency ----
   test("the same batch posted 3 times concurrently is stored exactly once", async () => {
+    const count = async (batch) => {
+      const ids = batch.map((e) => e.messageId);
+      return (await edge.query(`SELECT count(*) AS c FROM events WHERE message_id IN (${ids.map(() => "?").join(",")})`, ...ids))[0].c;
+    };
+    // Stored before the answer: one copy is accepted, the others are answered as duplicates.
     const batch = Array.from({ length: 20 }, () => track({ messageId: uid("dup") }));
-    const responses = await Promise.all([1, 2, 3].map(() => post(`${edge.url}/v1/batch`, { writeKey: KEY, batch })));
+    const responses = await Promise.all([1, 2, 3].map(() => post(`${edge.url}/v1/batch`, { writeKey: DIRECT_KEY, batch })));
     const statuses = responses.flatMap((r) => r.json.results.map((x) => x.status));
     assert.equal(statuses.filter((s) => s === "accepted").length, 20);
     assert.equal(statuses.filter((s) => s === "duplicate").length, 40);
-    const ids = batch.map((e) => e.messageId);
-    const rows = await edge.query(`SELECT count(*) AS c FROM events WHERE message_id IN (${ids.map(() => "?").join(",")})`, ...ids);
-    assert.equal(rows[0].c, 20);
+    assert.equal(await count(batch), 20);
+    // Queued (the browser default): every copy is accepted on the queue, and stored once.
+    const queued = Array.from({ length: 20 }, () => track({ messageId: uid("dup") }));
+    const answers = await Promise.all([1, 2, 3].map(() => post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: queued })));
+    assert.ok(answers.every((r) => r.status === 200 && r.json.deferred === true));
+    assert.equal(await count(queued), 20);
   });
 
   test("a messageId is a duplicate within the 7-day window and new after it", async () => {
     const event = track();
-    await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [event] });
+    await post(`${edge.url}/v1/batch`, { writeKey: DIRECT_KEY, batch: [event] });
     const day = 86_400_000;
     await edge.exec("UPDATE events SET received_at = received_at - ? WHERE message_id = ?", 6 * day, event.messageId);
-    let res = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [event] });
+    let res = await post(`${edge.url}/v1/batch`, { writeKey: DIRECT_KEY, batch: [event] });
     assert.equal(res.json.results[0].status, "duplicate", "6 days later: still a duplicate");
     await edge.exec("UPDATE events SET received_at = received_at - ? WHERE message_id = ?", 2 * day, event.messageId);
-    res = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [event] });
+    res = await post(`${edge.url}/v1/batch`, { writeKey: DIRECT_KEY, batch: [event] });
     assert.equal(res.json.results[0].status, "accepted", "8 days later: outside the window");
     assert.equal((await stored(event.messageId)).length, 1, "still one row per messageId");
   });

@@ -5,13 +5,14 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
 import { createServer } from "node:http";
-import { post, secret, settled, startEdge, WRITE_KEY } from "../support/edge.mjs";
+import { directSources, post, secret, settled, startEdge, WRITE_KEY } from "../support/edge.mjs";
 
 const ADMIN_KEY = secret("ADMIN_KEY");
 const run = `${process.pid}`;
 let n = 0;
 const mid = () => `t-${run}-${++n}`;
 const send = (edge, batch, key = WRITE_KEY, headers = {}) => post(`${edge.url}/v1/batch`, { writeKey: key, batch }, headers);
+const QUEUED_KEY = "trust_queued_browser_key";
 const decide = (edge, body, headers = {}) =>
   post(`${edge.url}/v1/decide`, { writeKey: WRITE_KEY, slots: ["recommended-for-you"], ...body }, headers);
 const admin = (edge, method, path, body, key = ADMIN_KEY) =>
@@ -503,7 +504,8 @@ describe("trust: a source that opts into trusting browsers", () => {
   let edge;
   before(async () => {
     edge = await startEdge("trust-browser", {
-      sources: { [WRITE_KEY]: { id: "demo-site", identity: "trust-browser" } },
+      // Stored before the answer, so the answer can name the profile (read-your-writes).
+      sources: { [WRITE_KEY]: { id: "demo-site", identity: "trust-browser", ingest: "direct" } },
     });
   });
   after(async () => {
@@ -524,7 +526,9 @@ describe("trust: a source that opts into trusting browsers", () => {
 describe("trust: a suppression list too long to hold in memory", () => {
   let edge;
   before(async () => {
-    edge = await startEdge("trust-suppressions");
+    // The dev key stores before it answers, so its answers name the suppressed; the queued key
+    // is a browser source as configured by default.
+    edge = await startEdge("trust-suppressions", { sources: { ...directSources(), [QUEUED_KEY]: { id: "queued-site" } } });
   });
   after(async () => {
     await edge?.stop();
@@ -547,5 +551,13 @@ describe("trust: a suppression list too long to hold in memory", () => {
     assert.equal(sent.json.results[0].code, "suppressed");
     const again = await send(edge, [{ type: "track", event: "Again", anonymousId: `long-c-${run}`, context: { traits: { email } }, messageId: mid() }]);
     assert.equal(again.json.results[0].code, "suppressed", "the next request (the isolate now knows the list is long)");
+    // Queued: answered before the check, and the consumer stores nothing of the suppressed.
+    const queued = await send(edge, [
+      { type: "identify", anonymousId: `long-q-${run}`, traits: { email }, messageId: mid() },
+      { type: "track", event: "Fine", anonymousId: `long-r-${run}`, messageId: mid() },
+    ], QUEUED_KEY);
+    assert.equal(queued.json.deferred, true);
+    const stored = await edge.query("SELECT anonymous_id FROM events WHERE anonymous_id IN (?, ?)", `long-q-${run}`, `long-r-${run}`);
+    assert.deepEqual(stored.map((r) => r.anonymous_id), [`long-r-${run}`]);
   });
 });

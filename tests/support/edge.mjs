@@ -31,10 +31,24 @@ export function secret(name) {
  * `"identity": "trust-browser"`: for suites about stitching, profiles, privacy and
  * personalisation themselves, which send identities as a trusting site would. What a public key
  * may not do under the default (`verify`) is tests/edge/trust.test.mjs's subject.
+ * Stored before the answer (`"ingest": "direct"`), as a trusted caller's are by default: these
+ * suites read a request's profile from its answer.
  */
 export function trustingSources(extra = {}) {
   const sources = configuredSources();
-  sources[WRITE_KEY] = { ...sources[WRITE_KEY], identity: "trust-browser", ...extra };
+  sources[WRITE_KEY] = { ...sources[WRITE_KEY], identity: "trust-browser", ingest: "direct", ...extra };
+  return sources;
+}
+
+/**
+ * The dev sources with the dev key storing before it answers (`"ingest": "direct"`), for tests
+ * that read the per-event answers only such a source gives (a repeat answered `duplicate`, a
+ * deleted person's event `suppressed`). The browser default queues; tests/edge/ingest.test.mjs
+ * and the e2e suites run it.
+ */
+export function directSources(extra = {}) {
+  const sources = configuredSources();
+  sources[WRITE_KEY] = { ...sources[WRITE_KEY], ingest: "direct", ...extra };
   return sources;
 }
 
@@ -256,15 +270,19 @@ export function admin(edge, path, { key = secret("ADMIN_KEY"), method = "GET", b
   });
 }
 
-/** Waits until the Worker has no work running after its responses (`/health` reports it). */
+/**
+ * Waits until the Worker has no work running after its responses and its queued ingest is
+ * stored (`/health` reports both; locally the queue's consumer runs in the same isolate).
+ */
 export async function settled(origin, ms = 10_000) {
   const deadline = Date.now() + ms;
   while (Date.now() < deadline) {
     const health = await fetch(`${origin}/health`).then((r) => r.json(), () => null);
-    if (!health || typeof health.background !== "number" || health.background === 0) return;
+    if (!health || typeof health.background !== "number") return;
+    if (health.background === 0 && !health.queued) return;
     await new Promise((r) => setTimeout(r, 10));
   }
-  throw new Error("background work still running after 10 s");
+  throw new Error("background work or queued ingest still running after 10 s");
 }
 
 /** Every object of the archive (`events/`) with its lines parsed. */

@@ -88,13 +88,14 @@ pub enum IdentityPolicy {
 /// When a source's events reach D1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum IngestMode {
-    /// `"ingest": "direct"` (the default): stored before the answer, which names the profile to
-    /// trusted callers (read-your-writes).
+    /// `"ingest": "direct"` (the default for server sources): stored before the answer, which
+    /// names the profile to trusted callers (read-your-writes).
     #[default]
     Direct,
-    /// `"ingest": "queue"`: validated, proven and queued before the answer; the queue's consumer
-    /// stores many requests' events in one D1 batch. For high-volume sources: the answer names
-    /// no profile, and profiles and personalisation follow within seconds.
+    /// `"ingest": "queue"` (the default for browser sources): validated, proven and queued
+    /// before the answer; the queue's consumer stores many requests' events in one D1 batch.
+    /// The answer names no profile (a page is never told one anyway), and profiles and
+    /// personalisation follow within about a second.
     Queue,
 }
 
@@ -321,6 +322,8 @@ pub fn parse_source(key: &str, raw: &Value) -> Result<Source, ConfigError> {
             })?),
         };
     let ingest = match raw.ingest.as_str() {
+        // A page's answer never names a profile, so nothing is lost by answering before D1.
+        None if raw.ingest.is_null() && kind == SourceKind::Browser => IngestMode::Queue,
         None if raw.ingest.is_null() => IngestMode::Direct,
         Some("direct") => IngestMode::Direct,
         Some("queue") => IngestMode::Queue,
@@ -525,11 +528,15 @@ mod tests {
     }
 
     #[test]
-    fn ingest_is_direct_unless_a_source_asks_for_the_queue() {
+    fn browser_sources_queue_and_server_sources_store_directly_unless_they_say_otherwise() {
         let ingest = |v: Value| parse_source("k", &json!({"id": "x", "ingest": v}));
-        assert_eq!(ingest(Value::Null).unwrap().ingest, IngestMode::Direct);
+        assert_eq!(ingest(Value::Null).unwrap().ingest, IngestMode::Queue);
         assert_eq!(ingest(json!("direct")).unwrap().ingest, IngestMode::Direct);
         assert_eq!(ingest(json!("queue")).unwrap().ingest, IngestMode::Queue);
+        let server =
+            |v: Value| parse_source("k", &json!({"id": "x", "kind": "server", "ingest": v}));
+        assert_eq!(server(Value::Null).unwrap().ingest, IngestMode::Direct);
+        assert_eq!(server(json!("queue")).unwrap().ingest, IngestMode::Queue);
         for bad in [json!("later"), json!(true)] {
             assert!(
                 matches!(

@@ -47,17 +47,19 @@ pub async fn send(
     decoded: &Decoded,
 ) -> worker::Result<()> {
     let queue = env.queue(QUEUE)?;
+    let messages = deferred::defer(source, facts, received_at, decoded);
     // One message a send: a batch send takes at most 256 KB, a message up to 96 KB. Sent as
     // text of JSON: a body converted to a JS value would turn its maps into `Map`s, which the
     // queue's JSON encoding writes as `{}`; and JSON content would escape the text again,
     // growing it past the queue's 128 KB.
-    for message in deferred::defer(source, facts, received_at, decoded) {
+    for message in messages {
         let text =
             serde_json::to_string(&message).map_err(|e| worker::Error::from(e.to_string()))?;
         let message = MessageBuilder::new(text)
             .content_type(QueueContentType::Text)
             .build();
         queue.send(message).await?;
+        crate::isolate::queued_ingest(1, platform::now_ms());
     }
     Ok(())
 }
@@ -66,10 +68,22 @@ pub async fn send(
 /// request (one D1 batch, one refresh per profile). A group that fails comes back later, each
 /// message after a wait that grows with its age.
 pub async fn consume(batch: MessageBatch<Value>, env: &Env, ctx: &Context) -> worker::Result<()> {
+    let messages = batch.messages()?;
+    let result = store_messages(&batch, &messages, env, ctx).await;
+    // Their refreshes are counted as after-response work by now.
+    crate::isolate::consumed_ingest(messages.len());
+    result
+}
+
+async fn store_messages(
+    batch: &MessageBatch<Value>,
+    messages: &[worker::Message<Value>],
+    env: &Env,
+    ctx: &Context,
+) -> worker::Result<()> {
     let now_ms = platform::now_ms();
     store::config::refresh(env, now_ms).await;
     store::destinations::refresh(env, now_ms).await;
-    let messages = batch.messages()?;
     let mut groups: Vec<Group> = Vec::new();
     let rules = match settings::identity_rules(env) {
         Ok(rules) => rules,

@@ -2,14 +2,17 @@
 
 use worker::{Env, Response, Result};
 
-/// Answers `{"status":"ok","version":...,"background":n}`: `background` counts this isolate's
-/// work still running after its responses (profile refreshes, exposure logs). With
+/// Answers `{"status":"ok","version":...,"background":n,"queued":n}`: `background` counts this
+/// isolate's work still running after its responses (profile refreshes, exposure logs);
+/// `queued`, the ingest messages it queued that its own consumer has not finished with (locally
+/// the queue's backlog). With
 /// `REPORT_TIMINGS`, `finished` gives that work's count and wall time by kind.
 pub fn get(env: &Env) -> Result<Response> {
     let mut body = serde_json::json!({
         "status": "ok",
         "version": seam_core::VERSION,
         "background": crate::isolate::background(),
+        "queued": crate::isolate::queued(crate::platform::now_ms()),
     });
     if crate::settings::report_timings(env) {
         body["finished"] = crate::isolate::finished_work()

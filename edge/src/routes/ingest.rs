@@ -59,7 +59,7 @@ pub async fn post(
     );
     spans.mark("read");
     let mut body = if source.ingest == IngestMode::Queue {
-        let body = queue(env, &source, &facts, received_at, decoded).await?;
+        let body = queue(env, ctx, &source, &facts, received_at, decoded).await?;
         spans.mark("queue");
         body
     } else {
@@ -89,7 +89,7 @@ pub async fn post(
                 // D1 is unavailable: the events wait on the queue and are stored when it is
                 // back. If the queue fails too, the client keeps them and retries.
                 worker::console_error!("storage unavailable, events queued: {detail}");
-                queue(env, &source, &facts, received_at, held).await?
+                queue(env, ctx, &source, &facts, received_at, held).await?
             }
             Err(e) => return Err(e),
         }
@@ -115,6 +115,7 @@ pub async fn post(
 /// answers for them: each valid one `accepted`, the rest as usual.
 async fn queue(
     env: &Env,
+    ctx: &Context,
     source: &Source,
     facts: &RequestFacts,
     received_at: i64,
@@ -126,5 +127,18 @@ async fn queue(
     // Enrichment may refuse an event (consent), so the answer is the enriched request's.
     let enriched = decoded.enrich(facts, source);
     let queued: HashSet<String> = enriched.valid().map(|e| e.message_id.clone()).collect();
-    Ok(serde_json::json!({ "results": enriched.results(&queued), "deferred": true }))
+    let results = enriched.results(&queued);
+    // The console's live view shows what was refused, after the answer; D1 may be why these
+    // events wait on the queue, so a failure is only logged.
+    if let (Some(log), Ok(db)) = (
+        live::log_rejections(&source.id, &results, received_at),
+        env.d1("DB"),
+    ) {
+        crate::isolate::after_response(ctx, "rejection log", async move {
+            if let Err(e) = store::d1::execute(&db, &[log]).await {
+                worker::console_error!("rejection log failed: {e}");
+            }
+        });
+    }
+    Ok(serde_json::json!({ "results": results, "deferred": true }))
 }
