@@ -34,6 +34,9 @@ const QUEUED_FORGOTTEN_MS: i64 = 300_000;
 thread_local! {
     /// When this isolate last queued ingest messages.
     static LAST_QUEUED_MS: std::cell::Cell<i64> = const { std::cell::Cell::new(0) };
+    /// The ingest messages already counted as consumed: one the queue delivers again after a
+    /// failed attempt is not counted twice.
+    static CONSUMED: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
     /// Finished after-response work by kind: how many, and their wall time in ms.
     static FINISHED: RefCell<HashMap<&'static str, (u64, i64)>> = RefCell::new(HashMap::new());
 }
@@ -76,9 +79,17 @@ pub fn queued_ingest(n: usize, now_ms: i64) {
     QUEUED.fetch_add(n, Ordering::Relaxed);
 }
 
-/// Counts `n` ingest messages this isolate's consumer finished with (stored, or back on the
-/// queue for a later attempt).
-pub fn consumed_ingest(n: usize) {
+/// Counts the ingest messages (by ID) this isolate's consumer finished with: stored, or back on
+/// the queue for a later attempt, each counted once.
+pub fn consumed_ingest(ids: impl IntoIterator<Item = String>) {
+    let n = CONSUMED.with(|seen| {
+        let mut seen = seen.borrow_mut();
+        // Only to tell a redelivery from a first delivery: a bounded memory is enough.
+        if seen.len() > 10_000 {
+            seen.clear();
+        }
+        ids.into_iter().filter(|id| seen.insert(id.clone())).count()
+    });
     let _ = QUEUED.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
         Some(q.saturating_sub(n))
     });
@@ -560,9 +571,11 @@ mod tests {
     #[test]
     fn queued_ingest_counts_down_as_consumed_and_is_forgotten_when_another_isolate_consumes() {
         queued_ingest(2, 1_000);
-        consumed_ingest(1);
+        consumed_ingest(["m1".to_owned()]);
         assert_eq!(queued(2_000), 1);
-        consumed_ingest(5);
+        consumed_ingest(["m1".to_owned()]);
+        assert_eq!(queued(2_000), 1, "a redelivered message counts once");
+        consumed_ingest((2..7).map(|i| format!("m{i}")));
         assert_eq!(queued(2_000), 0, "never below zero");
         queued_ingest(3, 3_000);
         assert_eq!(

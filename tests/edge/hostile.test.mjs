@@ -186,6 +186,9 @@ describe("hostile input", () => {
     // Through a queued source the answer comes first, and the consumer stores none of them.
     const queued = await send(original.map((e) => ({ ...e, messageId: mid() })), OTHER_KEY);
     assert.equal(queued.json.deferred, true);
+    assert.deepEqual(queued.json.results.map((r) => r.status), ["accepted", "accepted"], "on the queue");
+    const refused = await edge.query("SELECT count(*) AS n FROM rejected_events WHERE source_id = 'other-source' AND code = 'suppressed'");
+    assert.equal(refused[0].n, 2, "the consumer's refusals reach the live view");
     assert.equal((await edge.query("SELECT count(*) AS n FROM events WHERE anonymous_id IN (?, ?)", victim.anonymousId, `new-device-${run}`))[0].n, 0);
   });
 });

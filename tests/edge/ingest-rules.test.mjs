@@ -176,6 +176,18 @@ describe("ingestion rules", () => {
     assert.equal(await count(queued), 20);
   });
 
+  test("a queued request's refusals reach the console's daily counts and live view", async () => {
+    const bad = track({ event: "" });
+    const res = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [track(), bad] });
+    assert.equal(res.json.deferred, true);
+    assert.deepEqual(res.json.results.map((r) => r.status), ["accepted", "rejected"]);
+    const code = res.json.results[1].code;
+    const logged = await edge.query("SELECT code FROM rejected_events WHERE source_id = 'shop' AND message_id = ?", bad.messageId);
+    assert.deepEqual(logged.map((r) => r.code), [code]);
+    const [{ n }] = await edge.query("SELECT coalesce(sum(count), 0) AS n FROM drop_counts WHERE source_id = 'shop' AND reason = ?", code);
+    assert.ok(n >= 1, `counted under ${code}`);
+  });
+
   test("a messageId is a duplicate within the 7-day window and new after it", async () => {
     const event = track();
     await post(`${edge.url}/v1/batch`, { writeKey: DIRECT_KEY, batch: [event] });

@@ -504,8 +504,8 @@ describe("trust: a source that opts into trusting browsers", () => {
   let edge;
   before(async () => {
     edge = await startEdge("trust-browser", {
-      // Stored before the answer, so the answer can name the profile (read-your-writes).
-      sources: { [WRITE_KEY]: { id: "demo-site", identity: "trust-browser", ingest: "direct" } },
+      // Trusted, so stored before the answer by default: the answer names the profile.
+      sources: { [WRITE_KEY]: { id: "demo-site", identity: "trust-browser" } },
     });
   });
   after(async () => {

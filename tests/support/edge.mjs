@@ -31,12 +31,12 @@ export function secret(name) {
  * `"identity": "trust-browser"`: for suites about stitching, profiles, privacy and
  * personalisation themselves, which send identities as a trusting site would. What a public key
  * may not do under the default (`verify`) is tests/edge/trust.test.mjs's subject.
- * Stored before the answer (`"ingest": "direct"`), as a trusted caller's are by default: these
- * suites read a request's profile from its answer.
+ * Such a source stores before it answers (`"ingest": "direct"`, a trusted source's default):
+ * these suites read a request's profile from its answer.
  */
 export function trustingSources(extra = {}) {
   const sources = configuredSources();
-  sources[WRITE_KEY] = { ...sources[WRITE_KEY], identity: "trust-browser", ingest: "direct", ...extra };
+  sources[WRITE_KEY] = { ...sources[WRITE_KEY], identity: "trust-browser", ...extra };
   return sources;
 }
 

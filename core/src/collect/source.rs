@@ -88,19 +88,20 @@ pub enum IdentityPolicy {
 /// When a source's events reach D1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum IngestMode {
-    /// `"ingest": "direct"` (the default for server sources): stored before the answer, which
-    /// names the profile to trusted callers (read-your-writes).
+    /// `"ingest": "direct"` (the default for server sources and browser sources that trust
+    /// browsers): stored before the answer, which names the profile to trusted callers
+    /// (read-your-writes).
     #[default]
     Direct,
-    /// `"ingest": "queue"` (the default for browser sources): validated, proven and queued
-    /// before the answer; the queue's consumer stores many requests' events in one D1 batch.
-    /// The answer names no profile (a page is never told one anyway), and profiles and
-    /// personalisation follow within about a second.
+    /// `"ingest": "queue"` (the default for browser sources that verify identity): validated,
+    /// proven and queued before the answer; the queue's consumer stores many requests' events in
+    /// one D1 batch. The answer names no profile (such a page is never told one anyway), and
+    /// profiles and personalisation follow within about a second.
     Queue,
 }
 
-/// A validated source. Serialised only for the queue of events D1 could not take yet
-/// (`collect::deferred`); configuration is read with [`parse_source`].
+/// A validated source. Serialised only for the ingest queue's messages (`collect::deferred`);
+/// configuration is read with [`parse_source`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Source {
     /// Stable source ID (stored with each event).
@@ -322,8 +323,14 @@ pub fn parse_source(key: &str, raw: &Value) -> Result<Source, ConfigError> {
             })?),
         };
     let ingest = match raw.ingest.as_str() {
-        // A page's answer never names a profile, so nothing is lost by answering before D1.
-        None if raw.ingest.is_null() && kind == SourceKind::Browser => IngestMode::Queue,
+        // A page's answer names no profile (unless the source trusts browsers, whose answers do),
+        // so nothing is lost by answering before D1.
+        None if raw.ingest.is_null()
+            && kind == SourceKind::Browser
+            && identity == IdentityPolicy::Verify =>
+        {
+            IngestMode::Queue
+        }
         None if raw.ingest.is_null() => IngestMode::Direct,
         Some("direct") => IngestMode::Direct,
         Some("queue") => IngestMode::Queue,
@@ -528,7 +535,7 @@ mod tests {
     }
 
     #[test]
-    fn browser_sources_queue_and_server_sources_store_directly_unless_they_say_otherwise() {
+    fn browser_sources_queue_and_trusted_sources_store_directly_unless_they_say_otherwise() {
         let ingest = |v: Value| parse_source("k", &json!({"id": "x", "ingest": v}));
         assert_eq!(ingest(Value::Null).unwrap().ingest, IngestMode::Queue);
         assert_eq!(ingest(json!("direct")).unwrap().ingest, IngestMode::Direct);
@@ -537,6 +544,9 @@ mod tests {
             |v: Value| parse_source("k", &json!({"id": "x", "kind": "server", "ingest": v}));
         assert_eq!(server(Value::Null).unwrap().ingest, IngestMode::Direct);
         assert_eq!(server(json!("queue")).unwrap().ingest, IngestMode::Queue);
+        // Trusted, so its answers name the profile: stored before them.
+        let trusting = parse_source("k", &json!({"id": "x", "identity": "trust-browser"})).unwrap();
+        assert_eq!(trusting.ingest, IngestMode::Direct);
         for bad in [json!("later"), json!(true)] {
             assert!(
                 matches!(

@@ -6,7 +6,9 @@
 
 use seam_core::collect::deferred::{self, Deferred};
 use seam_core::collect::enrich::RequestFacts;
-use seam_core::collect::ingest::Decoded;
+use seam_core::collect::event::EventError;
+use seam_core::collect::ingest::{Decoded, EventResult};
+use seam_core::collect::live;
 use seam_core::collect::source::Source;
 use serde_json::Value;
 use worker::{
@@ -71,7 +73,7 @@ pub async fn consume(batch: MessageBatch<Value>, env: &Env, ctx: &Context) -> wo
     let messages = batch.messages()?;
     let result = store_messages(&batch, &messages, env, ctx).await;
     // Their refreshes are counted as after-response work by now.
-    crate::isolate::consumed_ingest(messages.len());
+    crate::isolate::consumed_ingest(messages.iter().map(|m| m.id()));
     result
 }
 
@@ -99,8 +101,11 @@ async fn store_messages(
             .as_str()
             .map(serde_json::from_str::<Deferred>);
         let Some(Ok(held)) = held else {
-            // Only this Worker writes the queue: nothing else can be read later either.
+            // Only this Worker writes the queue, so a message it cannot read was written by
+            // another version of it (a deploy under way): its events were answered accepted,
+            // so it comes back, and after the last retry waits on seam-ingest-failed.
             worker::console_error!("ingest queue: a message that is not a set of events");
+            retry_later(message, now_ms);
             continue;
         };
         let (source, facts, received_at, decoded) = held.into_decoded();
@@ -131,6 +136,9 @@ async fn store_messages(
         let joined = Prepared::join(group.parts);
         let stored =
             accept::accept_prepared(env, ctx, &group.source, joined, &rules, group.newest).await;
+        if let Ok(accepted) = &stored {
+            log_suppressed(env, &group.source, &accepted.results, group.newest).await;
+        }
         if let Err(e) = stored {
             let members = group.members;
             worker::console_error!(
@@ -139,18 +147,41 @@ async fn store_messages(
                 members.len()
             );
             for i in members {
-                let message = &messages[i];
-                let waited = (now_ms - message.timestamp().as_millis() as i64).max(0) / 1000;
-                let delay = u32::try_from(waited)
-                    .unwrap_or(u32::MAX)
-                    .clamp(FIRST_RETRY_SECONDS, LONGEST_RETRY_SECONDS);
-                message.retry_with_options(
-                    &QueueRetryOptionsBuilder::new()
-                        .with_delay_seconds(delay)
-                        .build(),
-                );
+                retry_later(&messages[i], now_ms);
             }
         }
     }
     Ok(())
+}
+
+/// Puts `message` back on the queue after a wait as long as it has waited so far (10 s to 1 h).
+fn retry_later(message: &worker::Message<Value>, now_ms: i64) {
+    let waited = (now_ms - message.timestamp().as_millis() as i64).max(0) / 1000;
+    let delay = u32::try_from(waited)
+        .unwrap_or(u32::MAX)
+        .clamp(FIRST_RETRY_SECONDS, LONGEST_RETRY_SECONDS);
+    message.retry_with_options(
+        &QueueRetryOptionsBuilder::new()
+            .with_delay_seconds(delay)
+            .build(),
+    );
+}
+
+/// Logs the events the consumer refused because their person was deleted, for the console's
+/// live view (what else a queued request refused, its answer logged).
+async fn log_suppressed(env: &Env, source: &Source, results: &[EventResult], received_at: i64) {
+    let suppressed: Vec<EventResult> = results
+        .iter()
+        .filter(|r| r.code == Some(EventError::Suppressed.code()))
+        .cloned()
+        .collect();
+    let (Some(log), Ok(db)) = (
+        live::log_rejections(&source.id, &suppressed, received_at),
+        env.d1("DB"),
+    ) else {
+        return;
+    };
+    if let Err(e) = store::d1::execute(&db, &[log]).await {
+        worker::console_error!("rejection log failed: {e}");
+    }
 }

@@ -9,6 +9,8 @@ use seam_core::collect::ingest::{decode, decompress, Decoded, RequestError, MAX_
 use seam_core::collect::live;
 use seam_core::collect::source::{IngestMode, Source};
 use seam_core::format::id;
+use seam_core::format::time::format_iso8601;
+use seam_core::privacy::count_rejections;
 use serde_json::Value;
 use worker::{Context, Env, Request, Response};
 
@@ -124,18 +126,24 @@ async fn queue(
     jobs::deferred::send(env, source, facts, received_at, &decoded)
         .await
         .map_err(|e| ApiError::Storage(e.to_string()))?;
+    // Only valid events go on the queue, so the console's daily counts of refused events take
+    // the request's other refusals here (the consumer counts what enrichment and suppression
+    // refuse).
+    let day = format_iso8601(received_at);
+    let counted = count_rejections(&source.id, day.get(..10).unwrap_or(&day), &decoded);
     // Enrichment may refuse an event (consent), so the answer is the enriched request's.
     let enriched = decoded.enrich(facts, source);
     let queued: HashSet<String> = enriched.valid().map(|e| e.message_id.clone()).collect();
     let results = enriched.results(&queued);
     // The console's live view shows what was refused, after the answer; D1 may be why these
     // events wait on the queue, so a failure is only logged.
-    if let (Some(log), Ok(db)) = (
-        live::log_rejections(&source.id, &results, received_at),
-        env.d1("DB"),
-    ) {
+    let logs: Vec<_> = live::log_rejections(&source.id, &results, received_at)
+        .into_iter()
+        .chain(counted)
+        .collect();
+    if let (false, Ok(db)) = (logs.is_empty(), env.d1("DB")) {
         crate::isolate::after_response(ctx, "rejection log", async move {
-            if let Err(e) = store::d1::execute(&db, &[log]).await {
+            if let Err(e) = store::d1::execute(&db, &logs).await {
                 worker::console_error!("rejection log failed: {e}");
             }
         });
