@@ -14,7 +14,6 @@ use crate::activate::deliver::{self, Route};
 use crate::collect::event::Event;
 use crate::collect::ingest::Decoded;
 use crate::collect::source::Source;
-use crate::format::time::format_iso8601;
 use crate::identity::graph_plan::{
     identifiers_param, probe_assignments, upsert_links, upsert_traits, Contributions,
 };
@@ -113,12 +112,7 @@ impl IngestPlan {
         let links_at = links_start..statements.len();
         statements.extend(upsert_traits(&graph.traits));
         statements.extend(record_consent(consent));
-        let day = format_iso8601(received_at);
-        statements.extend(count_rejections(
-            &source.id,
-            day.get(..10).unwrap_or(&day),
-            decoded,
-        ));
+        statements.extend(count_rejections(&source.id, received_at, decoded));
         let identifiers: Vec<&Identifier> =
             graph.links.iter().flat_map(|l| &l.identifiers).collect();
         // Claims count too: a suppressed person's email must not return in someone's traits.

@@ -75,9 +75,11 @@ pub fn apply_suppressions(
     (decoded, count)
 }
 
-/// Adds this request's rejected events to the per-day counters, by code. `None` when nothing was
-/// rejected (the common case costs no write).
-pub fn count_rejections(source_id: &str, day: &str, decoded: &Decoded) -> Option<Statement> {
+/// Adds this request's rejected events to the per-day counters (the UTC day of `received_at`),
+/// by code. `None` when nothing was rejected (the common case costs no write).
+pub fn count_rejections(source_id: &str, received_at: i64, decoded: &Decoded) -> Option<Statement> {
+    let day = crate::format::time::format_iso8601(received_at);
+    let day = day.get(..10).unwrap_or(&day);
     let mut counts: BTreeMap<&'static str, i64> = BTreeMap::new();
     for outcome in &decoded.outcomes {
         if let Outcome::Rejected { error, .. } = outcome {
@@ -754,12 +756,14 @@ mod tests {
         assert!(matches!(&out.outcomes[1], Outcome::Valid(_)));
     }
 
+    const JAN_1_2026_MS: i64 = 1_767_225_600_000;
+
     #[test]
     fn counts_rejections_per_code_and_writes_nothing_without_any() {
         let mut request = decoded(vec![event(
             json!({"type": "track", "messageId": "m1", "anonymousId": "a", "event": "X"}),
         )]);
-        assert_eq!(count_rejections("s", "2026-01-01", &request), None);
+        assert_eq!(count_rejections("s", JAN_1_2026_MS, &request), None);
         for (i, error) in [
             EventError::Suppressed,
             EventError::Suppressed,
@@ -773,7 +777,7 @@ mod tests {
                 error,
             });
         }
-        let statement = count_rejections("s", "2026-01-01", &request).unwrap();
+        let statement = count_rejections("s", JAN_1_2026_MS, &request).unwrap();
         assert!(statement.sql.contains("count = count + excluded.count"));
         let text = |i: usize| statement.params[i].clone();
         assert_eq!(

@@ -175,13 +175,10 @@ async fn log_suppressed(env: &Env, source: &Source, results: &[EventResult], rec
         .filter(|r| r.code == Some(EventError::Suppressed.code()))
         .cloned()
         .collect();
-    let (Some(log), Ok(db)) = (
+    if let (Some(log), Ok(db)) = (
         live::log_rejections(&source.id, &suppressed, received_at),
         env.d1("DB"),
-    ) else {
-        return;
-    };
-    if let Err(e) = store::d1::execute(&db, &[log]).await {
-        worker::console_error!("rejection log failed: {e}");
+    ) {
+        store::events::log_refusals(&db, &[log]).await;
     }
 }

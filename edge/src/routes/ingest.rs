@@ -9,7 +9,6 @@ use seam_core::collect::ingest::{decode, decompress, Decoded, RequestError, MAX_
 use seam_core::collect::live;
 use seam_core::collect::source::{IngestMode, Source};
 use seam_core::format::id;
-use seam_core::format::time::format_iso8601;
 use seam_core::privacy::count_rejections;
 use serde_json::Value;
 use worker::{Context, Env, Request, Response};
@@ -69,13 +68,10 @@ pub async fn post(
         let held = decoded.clone();
         match accept::accept(env, ctx, &source, decoded, &facts, received_at).await {
             Ok(accepted) => {
-                // The console's live view shows what was refused; a failure to log it refuses
-                // nothing.
+                // The console's live view shows what was refused.
                 if let Some(log) = live::log_rejections(&source.id, &accepted.results, received_at)
                 {
-                    if let Err(e) = store::d1::execute(&env.d1("DB")?, &[log]).await {
-                        worker::console_error!("rejection log failed: {e}");
-                    }
+                    store::events::log_refusals(&env.d1("DB")?, &[log]).await;
                 }
                 spans.extend(accepted.spans);
                 let mut body = serde_json::json!({ "results": accepted.results });
@@ -129,23 +125,20 @@ async fn queue(
     // Only valid events go on the queue, so the console's daily counts of refused events take
     // the request's other refusals here (the consumer counts what enrichment and suppression
     // refuse).
-    let day = format_iso8601(received_at);
-    let counted = count_rejections(&source.id, day.get(..10).unwrap_or(&day), &decoded);
+    let counted = count_rejections(&source.id, received_at, &decoded);
     // Enrichment may refuse an event (consent), so the answer is the enriched request's.
     let enriched = decoded.enrich(facts, source);
     let queued: HashSet<String> = enriched.valid().map(|e| e.message_id.clone()).collect();
     let results = enriched.results(&queued);
-    // The console's live view shows what was refused, after the answer; D1 may be why these
-    // events wait on the queue, so a failure is only logged.
+    // The console's live view shows what was refused, after the answer (D1 may be why these
+    // events wait on the queue).
     let logs: Vec<_> = live::log_rejections(&source.id, &results, received_at)
         .into_iter()
         .chain(counted)
         .collect();
     if let (false, Ok(db)) = (logs.is_empty(), env.d1("DB")) {
         crate::isolate::after_response(ctx, "rejection log", async move {
-            if let Err(e) = store::d1::execute(&db, &logs).await {
-                worker::console_error!("rejection log failed: {e}");
-            }
+            store::events::log_refusals(&db, &logs).await;
         });
     }
     Ok(serde_json::json!({ "results": results, "deferred": true }))

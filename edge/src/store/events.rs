@@ -183,3 +183,14 @@ pub async fn store(
     stamp_consent(db, rules, &mut valid).await?;
     insert(db, source, &valid, received_at).await
 }
+
+/// Writes the console's records of refused events (`live::log_rejections`, `count_rejections`).
+/// A failure to write them refuses nothing, so it is only logged.
+pub async fn log_refusals(db: &D1Database, statements: &[seam_core::plan::Statement]) {
+    if statements.is_empty() {
+        return;
+    }
+    if let Err(e) = d1::execute(db, statements).await {
+        worker::console_error!("rejection log failed: {e}");
+    }
+}
