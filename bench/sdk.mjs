@@ -161,10 +161,11 @@ export async function browserRows() {
   ];
 }
 
-const STARTUP_RUNS = Number(process.env.STARTUP_RUNS ?? 15);
+const STARTUP_RUNS = Number(process.env.STARTUP_RUNS ?? 31);
 
 // Runs in the page: a track() made at load, then when the SDK is ready and when the event's request
-// started, both in ms since navigation start (performance.now()'s origin).
+// started, both in ms since navigation start (performance.now()'s origin). The page reports them
+// on its console: an evaluate() from the harness would run in the page while it still loads.
 const startup = (loadAndTrack) => `
   const wire = new Promise((resolve) => {
     new PerformanceObserver((list, observer) => {
@@ -176,7 +177,7 @@ const startup = (loadAndTrack) => `
     }).observe({ type: "resource", buffered: true });
   });
   const ready = (${loadAndTrack})().then(() => performance.now());
-  window.__result = Promise.all([ready, wire]).then(([ready, wire]) => ({ ready, wire }));
+  Promise.all([ready, wire]).then(([ready, wire]) => console.log("startup " + JSON.stringify({ ready, wire })));
 `;
 
 /**
@@ -225,8 +226,9 @@ export async function startupRows() {
         const context = await browser.newContext();
         try {
           const page = await context.newPage();
-          await page.goto(`${server.url}/${name}.html`, { waitUntil: "domcontentloaded" });
-          runs[name].push(await page.evaluate(() => window.__result));
+          const reported = page.waitForEvent("console", (m) => m.text().startsWith("startup "));
+          await page.goto(`${server.url}/${name}.html`, { waitUntil: "commit" });
+          runs[name].push(JSON.parse((await reported).text().slice(8)));
         } finally {
           await context.close();
         }

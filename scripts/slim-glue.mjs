@@ -28,19 +28,26 @@ replace(
   `let wasm;
 async function __wbg_init({ module_or_path }) {
     const imports = __wbg_get_imports();
-    const response = await (typeof Response === 'function' && module_or_path instanceof Response ? module_or_path : fetch(module_or_path));
-    if (!response.ok) throw new Error(\`failed to fetch Wasm: \${response.status}\`);
+    // The fetch's promise goes to instantiateStreaming as it is: the engine starts compiling as
+    // the bytes arrive, without a main-thread task in between to hand it the Response.
+    const fetching = typeof Response === 'function' && module_or_path instanceof Response ? module_or_path : fetch(module_or_path);
     let result;
     if (typeof WebAssembly.instantiateStreaming === 'function') {
         try {
-            result = await WebAssembly.instantiateStreaming(response, imports);
+            result = await WebAssembly.instantiateStreaming(fetching, imports);
         } catch (e) {
             // Served without the wasm MIME type: instantiate from the bytes (without
             // wasm-bindgen's console warning; the SDK logs nothing unless in debug mode).
+            const response = await fetching;
+            if (!response.ok) throw new Error(\`failed to fetch Wasm: \${response.status}\`);
             if (!/^(basic|cors|default)$/.test(response.type) || response.headers.get('Content-Type') === 'application/wasm') throw e;
         }
     }
-    result ??= await WebAssembly.instantiate(await response.arrayBuffer(), imports);
+    if (!result) {
+        const response = await fetching;
+        if (!response.ok) throw new Error(\`failed to fetch Wasm: \${response.status}\`);
+        result = await WebAssembly.instantiate(await response.arrayBuffer(), imports);
+    }
     wasm = result.instance.exports;
     cachedDataViewMemory0 = null;
     cachedUint8ArrayMemory0 = null;

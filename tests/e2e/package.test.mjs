@@ -51,3 +51,83 @@ test("npm pack output installs and bundles with esbuild, with types and the wasm
     rmSync(join(tarball, ".."), { recursive: true, force: true });
   }
 });
+
+// The package's loader in Chromium, served three ways: with the wasm MIME type (instantiated while
+// it streams), as application/octet-stream (instantiated from the bytes instead), and missing
+// (load() resolves false and calls made meanwhile are dropped, never thrown into the page).
+test("the package's loader starts from a streamed wasm, from one served with another MIME type, and fails softly without one", async () => {
+  const { createServer } = await import("node:http");
+  const { launchBrowser } = await import("../support/browser.mjs");
+  const sdk = new URL("../../sdk/npm/", import.meta.url).pathname;
+  const posts = [];
+  const server = createServer((req, res) => {
+    const [path, query] = req.url.split("?");
+    if (req.method === "POST") {
+      let body = "";
+      req.on("data", (c) => (body += c));
+      req.on("end", () => {
+        posts.push(JSON.parse(body));
+        res.writeHead(200, { "content-type": "application/json" });
+        res.end("{}");
+      });
+      return;
+    }
+    if (path === "/page.html") {
+      res.writeHead(200, { "content-type": "text/html" });
+      return res.end(`<!doctype html><script type="module">
+        import { load, track, anonymousId, flush } from "/sdk/index.js";
+        window.__result = (async () => {
+          const wasmUrl = "/sdk/dist/seam_sdk_bg.wasm?${query}";
+          const started = load({ writeKey: "k", endpoint: location.origin, wasmUrl, consent: { analytics_storage: "granted" } });
+          track("Loader Checked");
+          const ok = await started;
+          await flush();
+          return { ok, anonymousId: anonymousId() ?? null };
+        })();
+      </script>`);
+    }
+    if (!path.startsWith("/sdk/")) {
+      res.writeHead(404);
+      return res.end();
+    }
+    if (path.endsWith(".wasm") && query === "missing") {
+      res.writeHead(404, { "content-type": "text/html" });
+      return res.end("<h1>not here</h1>");
+    }
+    const type = path.endsWith(".js") ? "text/javascript" : query === "octet" ? "application/octet-stream" : "application/wasm";
+    res.writeHead(200, { "content-type": type });
+    res.end(readFileSync(join(sdk, path.slice(5))));
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  const origin = `http://127.0.0.1:${server.address().port}`;
+  const browser = await launchBrowser();
+  try {
+    const run = async (query) => {
+      const page = await browser.context.newPage();
+      const errors = [];
+      page.on("pageerror", (e) => errors.push(String(e)));
+      await page.goto(`${origin}/page.html?${query}`);
+      const result = await page.evaluate(() => window.__result);
+      await page.close();
+      return { ...result, errors };
+    };
+    for (const query of ["wasm", "octet"]) {
+      const before = posts.length;
+      const result = await run(query);
+      assert.equal(result.ok, true, `${query}: load() resolves true`);
+      assert.match(result.anonymousId, /^[\w-]{16,}$/, `${query}: the SDK runs`);
+      assert.deepEqual(result.errors, []);
+      const sent = posts.slice(before).flatMap((p) => p.batch ?? [p]);
+      assert.ok(sent.some((e) => e.event === "Loader Checked"), `${query}: the call made before ready went out`);
+    }
+    const before = posts.length;
+    const missing = await run("missing");
+    assert.equal(missing.ok, false, "no wasm: load() resolves false");
+    assert.equal(missing.anonymousId, null);
+    assert.deepEqual(missing.errors, [], "nothing thrown into the page");
+    assert.equal(posts.length, before, "nothing sent");
+  } finally {
+    await browser.close();
+    await new Promise((r) => server.close(r));
+  }
+});
