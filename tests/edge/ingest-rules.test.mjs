@@ -4,7 +4,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { gzipSync } from "node:zlib";
-import { post, startEdge } from "../support/edge.mjs";
+import { admin, post, settled, startEdge } from "../support/edge.mjs";
 
 const SHOP = "https://shop.example";
 const sources = {
@@ -186,6 +186,17 @@ describe("ingestion rules", () => {
     assert.deepEqual(logged.map((r) => r.code), [code]);
     const [{ n }] = await edge.query("SELECT coalesce(sum(count), 0) AS n FROM drop_counts WHERE source_id = 'shop' AND reason = ?", code);
     assert.ok(n >= 1, `counted under ${code}`);
+    // The console's live view lists both, filtered (looked for among the newest rows).
+    await settled(edge.url);
+    const good = res.json.results[0].messageId;
+    const live = async (query) => (await admin(edge, `/v1/admin/events?${query}`)).json();
+    const bySource = await live("source=shop&limit=200");
+    assert.ok(bySource.rejected.some((r) => r.message_id === bad.messageId && r.code === code));
+    assert.ok(bySource.events.some((e) => e.message_id === good));
+    assert.ok(bySource.events.every((e) => e.source_id === "shop"));
+    const named = await live(`name=${encodeURIComponent(track().event)}&type=track&limit=200`);
+    assert.ok(named.events.some((e) => e.message_id === good));
+    assert.deepEqual((await live("name=No%20Such%20Event")).events, []);
   });
 
   test("a messageId is a duplicate within the 7-day window and new after it", async () => {

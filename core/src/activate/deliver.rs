@@ -604,21 +604,34 @@ pub fn list(destination: &str, status: Option<&str>, limit: u32) -> Statement {
         Param::Text(destination.into()),
         Param::Int(i64::from(limit.clamp(1, MAX_ROWS))),
     ];
-    let filter = match status {
+    const COLUMNS: &str = "source_id, message_id, status, attempts, last_status, last_error, \
+                           created_at, updated_at, next_at";
+    let newest = |status: &str| {
+        format!(
+            "SELECT * FROM (SELECT {COLUMNS} FROM deliveries WHERE destination = ?1 \
+             AND status = {status} ORDER BY updated_at DESC LIMIT ?2)"
+        )
+    };
+    let sql = match status {
         Some(status) => {
             params.push(Param::Text(status.into()));
-            " AND status = ?3"
+            newest("?3")
         }
-        None => "",
+        // The newest of each status, then the newest of those: each part reads its end of the
+        // (destination, status, updated_at) index, where one query over every status would
+        // read and sort the destination's whole log.
+        None => {
+            let parts: Vec<String> = STATUSES
+                .iter()
+                .map(|status| newest(&format!("'{status}'")))
+                .collect();
+            format!(
+                "SELECT * FROM ({}) ORDER BY updated_at DESC LIMIT ?2",
+                parts.join(" UNION ALL ")
+            )
+        }
     };
-    Statement {
-        sql: format!(
-            "SELECT source_id, message_id, status, attempts, last_status, last_error, \
-             created_at, updated_at, next_at FROM deliveries \
-             WHERE destination = ?1{filter} ORDER BY updated_at DESC LIMIT ?2"
-        ),
-        params,
-    }
+    Statement { sql, params }
 }
 
 /// Per destination: rows by status (`destination, status, n`), and the hourly counts since

@@ -14,6 +14,8 @@ use crate::plan::{Param, Statement, MAX_BOUND_PARAMS};
 pub const MAX_LOGGED_PER_REQUEST: usize = 20;
 /// Most rows one listing returns.
 pub const MAX_LIST: u32 = 200;
+/// Most of the newest rows (events, or rejections) one listing looks through for its matches.
+pub const LIVE_WINDOW: u32 = 10_000;
 /// How long rejections stay in the log.
 pub const REJECTIONS_KEPT_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 /// Longest reason kept.
@@ -84,37 +86,78 @@ impl Filter {
 }
 
 /// The newest stored events matching `filter`: `source_id, message_id, type, name, timestamp,
-/// received_at, body`.
+/// received_at, body`. A filtered listing looks through the newest [`LIVE_WINDOW`] events since
+/// `filter.since` only: one that matches rarely would otherwise read the whole hot window (every
+/// event of the last day) on each poll.
 pub fn newest_events(filter: &Filter) -> Statement {
+    let filtered = filter.source.is_some() || filter.kind.is_some() || filter.name.is_some();
+    let mut params = vec![
+        Param::Int(filter.since.unwrap_or(0)),
+        filter.source.clone().map_or(Param::Null, Param::Text),
+        filter.kind.clone().map_or(Param::Null, Param::Text),
+        filter.name.clone().map_or(Param::Null, Param::Text),
+        Param::Int(filter.limit()),
+    ];
+    // D1 refuses a parameter the statement does not use.
+    if filtered {
+        params.push(Param::Int(i64::from(LIVE_WINDOW)));
+    }
     Statement {
-        sql: "SELECT source_id, message_id, type, name, timestamp, received_at, body FROM events \
-              WHERE received_at > ?1 AND (?2 IS NULL OR source_id = ?2) \
-              AND (?3 IS NULL OR type = ?3) AND (?4 IS NULL OR name = ?4) \
-              ORDER BY received_at DESC LIMIT ?5"
-            .into(),
-        params: vec![
-            Param::Int(filter.since.unwrap_or(0)),
-            filter.source.clone().map_or(Param::Null, Param::Text),
-            filter.kind.clone().map_or(Param::Null, Param::Text),
-            filter.name.clone().map_or(Param::Null, Param::Text),
-            Param::Int(filter.limit()),
-        ],
+        sql: windowed(
+            "source_id, message_id, type, name, timestamp, received_at, body",
+            "events",
+            "(?2 IS NULL OR source_id = ?2) AND (?3 IS NULL OR type = ?3) AND (?4 IS NULL OR name = ?4)",
+            filtered.then_some("?6"),
+            "?5",
+        ),
+        params,
     }
 }
 
 /// The newest rejections matching `filter`'s source and time: `received_at, source_id,
-/// message_id, code, message`.
+/// message_id, code, message`; with a source, among the newest [`LIVE_WINDOW`] since
+/// `filter.since`.
 pub fn newest_rejections(filter: &Filter) -> Statement {
+    let mut params = vec![
+        Param::Int(filter.since.unwrap_or(0)),
+        filter.source.clone().map_or(Param::Null, Param::Text),
+        Param::Int(filter.limit()),
+    ];
+    if filter.source.is_some() {
+        params.push(Param::Int(i64::from(LIVE_WINDOW)));
+    }
     Statement {
-        sql: "SELECT received_at, source_id, message_id, code, message FROM rejected_events \
-              WHERE received_at > ?1 AND (?2 IS NULL OR source_id = ?2) \
-              ORDER BY received_at DESC LIMIT ?3"
-            .into(),
-        params: vec![
-            Param::Int(filter.since.unwrap_or(0)),
-            filter.source.clone().map_or(Param::Null, Param::Text),
-            Param::Int(filter.limit()),
-        ],
+        sql: windowed(
+            "received_at, source_id, message_id, code, message",
+            "rejected_events",
+            "(?2 IS NULL OR source_id = ?2)",
+            filter.source.is_some().then_some("?4"),
+            "?3",
+        ),
+        params,
+    }
+}
+
+/// `columns` of `table`'s rows received after `?1` that match `matches`, newest first, at most
+/// `limit`; with a `window`, looked for among that many of the newest only. Unfiltered, the
+/// newest rows are the answer and the time index's end gives them directly.
+fn windowed(
+    columns: &str,
+    table: &str,
+    matches: &str,
+    window: Option<&str>,
+    limit: &str,
+) -> String {
+    match window {
+        Some(window) => format!(
+            "SELECT * FROM (SELECT {columns} FROM {table} WHERE received_at > ?1 \
+             ORDER BY received_at DESC LIMIT {window}) WHERE {matches} \
+             ORDER BY received_at DESC LIMIT {limit}"
+        ),
+        None => format!(
+            "SELECT {columns} FROM {table} WHERE received_at > ?1 AND {matches} \
+             ORDER BY received_at DESC LIMIT {limit}"
+        ),
     }
 }
 
@@ -227,5 +270,35 @@ mod tests {
             newest_rejections(&Filter::default()).params[2],
             Param::Int(50)
         );
+    }
+
+    #[test]
+    fn a_filter_looks_through_the_newest_window_only() {
+        let f = Filter {
+            name: Some("Rare Event".into()),
+            ..Filter::default()
+        };
+        let events = newest_events(&f);
+        assert!(events
+            .sql
+            .contains("ORDER BY received_at DESC LIMIT ?6) WHERE"));
+        assert_eq!(events.params[5], Param::Int(i64::from(LIVE_WINDOW)));
+        let by_source = Filter {
+            source: Some("web".into()),
+            ..Filter::default()
+        };
+        let rejections = newest_rejections(&by_source);
+        assert!(rejections
+            .sql
+            .contains("ORDER BY received_at DESC LIMIT ?4) WHERE"));
+        assert_eq!(rejections.params[3], Param::Int(i64::from(LIVE_WINDOW)));
+        // Unfiltered, the newest rows are the answer: no window to read through (and no
+        // parameter for one: D1 refuses a parameter the statement does not use).
+        let unfiltered = newest_events(&Filter::default());
+        assert!(!unfiltered.sql.contains("?6"));
+        assert_eq!(unfiltered.params.len(), 5);
+        let unwindowed = newest_rejections(&f);
+        assert!(!unwindowed.sql.contains("?4"));
+        assert_eq!(unwindowed.params.len(), 3);
     }
 }

@@ -387,20 +387,19 @@ pub fn erase(
     ];
     if !subject.contact_values().is_empty() {
         plan.extend(CLAIMED_CONTACTS.iter().flat_map(|path| redact(path)));
-        plan.extend([
-            (
-                "redactedClaims",
-                Statement {
-                    sql: format!(
-                        "DELETE FROM trait_values WHERE key IN ('email', 'phone') AND ({} IN \
-                         (SELECT value FROM json_each(?1)) OR {} IN (SELECT value FROM json_each(?1)))",
-                        plain("json_extract(value, '$')"),
-                        digits("json_extract(value, '$')")
-                    ),
-                    params: vec![contacts.clone()],
-                },
-            ),
-        ]);
+        plan.extend([(
+            "redactedClaims",
+            Statement {
+                // Through the partial index of migration 0025, on the value normalised
+                // as `contact` (as the events' claims are).
+                sql: format!(
+                    "DELETE FROM trait_values WHERE key IN ('email', 'phone') AND {} IN \
+                         (SELECT value FROM json_each(?1))",
+                    contact("json_extract(value, '$')")
+                ),
+                params: vec![contacts.clone()],
+            },
+        )]);
     }
     // Events only the archive holds now: found through its index, tombstoned, rebuilt.
     let people = archive::compact::subject_people(
@@ -722,6 +721,47 @@ mod tests {
                 .sql
                 .contains(&format!("WHERE {field} IS NOT NULL AND {normalised} IN")));
         }
+    }
+
+    #[test]
+    fn erasure_finds_claimed_traits_and_refused_merges_through_the_indexes_the_migration_builds() {
+        let migration = include_str!("../../../edge/migrations/0025_erasure_seeks.sql");
+        let subject = Subject {
+            identifiers: [
+                "email:ann@example.com".to_string(),
+                "user_id:u1".to_string(),
+            ]
+            .into(),
+            profile_ids: ["p1".to_string()].into(),
+        };
+        let plan = erase(&subject, &[], 0);
+        let sql = |prefix: &str| {
+            plan.iter()
+                .find(|(_, s)| s.sql.starts_with(prefix))
+                .map(|(_, s)| s.sql.clone())
+                .unwrap_or_else(|| panic!("no statement starting {prefix}"))
+        };
+        let value = "json_extract(value, '$')";
+        let contacts = sql("DELETE FROM trait_values WHERE key IN ('email', 'phone')");
+        assert!(migration.contains(&format!(
+            "ON trait_values ({})\n  WHERE key IN ('email', 'phone');",
+            contact(value)
+        )));
+        assert!(contacts.contains(&format!("AND {} IN", contact(value))));
+        let users = sql("DELETE FROM trait_values WHERE key = 'claimedUserId'");
+        let claimed_user = format!("CAST({value} AS TEXT)");
+        assert!(migration.contains(&format!(
+            "ON trait_values ({claimed_user})\n  WHERE key = 'claimedUserId';"
+        )));
+        assert!(users.contains(&format!("AND {claimed_user} IN")));
+        let refused = sql("DELETE FROM identity_conflicts");
+        for column in ["profile_id", "refused_profile", "refused"] {
+            assert!(refused.contains(&format!("{column} IN")));
+        }
+        assert!(migration.contains("ON identity_conflicts (refused_profile);"));
+        assert!(migration.contains("ON identity_conflicts (refused);"));
+        assert!(sql("DELETE FROM item_pair_evidence WHERE profile_id IN").contains("RETURNING"));
+        assert!(migration.contains("PRIMARY KEY (profile_id, kind, item_a, item_b)"));
     }
 
     #[test]
