@@ -133,4 +133,30 @@ describe("hot state: events leave D1 once archived", () => {
     const gone = (await (await admin(edge, `/v1/privacy/export?type=email&value=${encodeURIComponent(email)}`)).json()).data;
     assert.equal(gone.events.length, 0);
   });
+
+  test("a profile counts an event once while its row and its archived line both exist", async () => {
+    const cat = `cat-${run}`;
+    const hourAgo = new Date(Date.now() - 3_600_000).toISOString();
+    const owed = { type: "track", event: "Owed", anonymousId: cat, messageId: mid(), timestamp: hourAgo };
+    const left = { type: "track", event: "Left", anonymousId: cat, messageId: mid(), timestamp: hourAgo };
+    assert.equal((await send(edge, [owed, left])).status, 200);
+    await allArchived(edge);
+    // Owed to a destination, this one keeps its row while the object holding both lines is
+    // indexed and the other row leaves.
+    await edge.exec(
+      "INSERT INTO deliveries (destination, source_id, message_id, status, created_at, next_at, updated_at) VALUES ('crm', 'demo-site', ?, 'dead', 0, 0, 0)",
+      owed.messageId,
+    );
+    await sweep(edge);
+    const rows = async () => (await edge.query("SELECT message_id FROM events WHERE anonymous_id = ?", cat)).map((r) => r.message_id);
+    assert.deepEqual(await rows(), [owed.messageId]);
+    // Fifty newer events: the owed row is no longer among the profile's newest hot rows.
+    const newer = Array.from({ length: 50 }, () => ({ type: "track", event: "Later", anonymousId: cat, messageId: mid() }));
+    assert.equal((await send(edge, newer)).status, 200);
+    assert.equal((await rows()).length, 51);
+    const profile = await (await admin(edge, `/v1/profiles/lookup?type=anonymous_id&value=${cat}`)).json();
+    assert.equal(profile.eventCount, 52, "51 rows in D1 and the one line only the archive holds");
+    const shown = profile.recentEvents.map((e) => e.messageId);
+    assert.equal(new Set(shown).size, shown.length, "each event shown once");
+  });
 });

@@ -424,6 +424,23 @@ pub fn objects_of(people: &[i64], limit: u32) -> Statement {
     }
 }
 
+/// Keys `(source_id, message_id)` of lines read from the archive: which of them D1 still holds
+/// as events (`source_id, message_id`). An object also holds lines whose rows compaction left
+/// (owed to a destination), rows a rebuild copied back, and an old line of an event resent after
+/// its dedup window: those are D1's, not the archive's alone.
+pub fn still_held(keys: &[(String, String)]) -> Statement {
+    let keys: Vec<[&str; 2]> = keys
+        .iter()
+        .map(|(source, message)| [source.as_str(), message.as_str()])
+        .collect();
+    Statement {
+        sql: "SELECT source_id, message_id FROM events WHERE (source_id, message_id) IN \
+              (SELECT value ->> 0, value ->> 1 FROM json_each(?1))"
+            .into(),
+        params: vec![Param::Text(json!(keys).to_string())],
+    }
+}
+
 /// The person keys of a subject's anonymous IDs, user IDs and contacts.
 pub fn subject_people<'a>(
     anonymous: impl IntoIterator<Item = &'a String>,
@@ -509,6 +526,19 @@ mod tests {
                 r#"{"traits":{"email":" Ann@Example.com "},"context":{"traits":null}}"#.into(),
             ),
         }
+    }
+
+    #[test]
+    fn still_held_binds_the_lines_keys_as_one_json_list() {
+        let statement = still_held(&[
+            ("web".into(), "m1".into()),
+            ("server".into(), "m\"2".into()),
+        ]);
+        assert_eq!(
+            statement.params,
+            vec![Param::Text(r#"[["web","m1"],["server","m\"2"]]"#.into())]
+        );
+        assert!(statement.sql.contains("(source_id, message_id) IN"));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::collections::{BTreeSet, HashSet};
 use seam_core::archive::compact::{self, Indexed};
 use seam_core::archive::rebuild;
 use seam_core::format::time::parse_iso8601;
+use serde::Deserialize;
 use serde_json::{json, Value};
 use worker::{Bucket, D1Database, Env};
 
@@ -76,7 +77,35 @@ pub async fn person_events(
             }));
         }
     }
+    let held = still_held(db, &out).await?;
+    out.retain(|e| !held.contains(&text_key(e)));
     Ok((newest(Vec::new(), out, limit), more))
+}
+
+/// Lines read from R2 whose events D1 still holds: those count and show from D1's rows.
+async fn still_held(db: &D1Database, lines: &[Value]) -> worker::Result<HashSet<(String, String)>> {
+    #[derive(Deserialize)]
+    struct Key {
+        source_id: String,
+        message_id: String,
+    }
+    let keys: Vec<(String, String)> = lines.iter().map(text_key).collect();
+    let mut held = HashSet::new();
+    for chunk in keys.chunks(HELD_CHUNK) {
+        for key in d1::rows::<Key>(db, &compact::still_held(chunk)).await? {
+            held.insert((key.source_id, key.message_id));
+        }
+    }
+    Ok(held)
+}
+
+/// Keys one look-up of [`still_held`] binds (as one JSON parameter).
+const HELD_CHUNK: usize = 500;
+
+/// A line's `(sourceId, messageId)` as plain text.
+fn text_key(event: &Value) -> (String, String) {
+    let text = |k: &str| event[k].as_str().unwrap_or_default().to_owned();
+    (text("sourceId"), text("messageId"))
 }
 
 /// `hot` (D1's rows) and `archived` as one list, newest first by `timestamp`, each event once
