@@ -40,7 +40,10 @@ async function __wbg_init({ module_or_path }) {
             // wasm-bindgen's console warning; the SDK logs nothing unless in debug mode).
             const response = await fetching;
             if (!response.ok) throw new Error(\`failed to fetch Wasm: \${response.status}\`);
-            if (!/^(basic|cors|default)$/.test(response.type) || response.headers.get('Content-Type') === 'application/wasm') throw e;
+            // Served as wasm (by the MIME type's essence, as engines compare it), or already read:
+            // the module itself failed, and that error is the one to report.
+            const type = (response.headers.get('Content-Type') ?? '').split(';')[0].trim().toLowerCase();
+            if (response.bodyUsed || !/^(basic|cors|default)$/.test(response.type) || type === 'application/wasm') throw e;
         }
     }
     if (!result) {

@@ -195,19 +195,22 @@ describe("destinations: delivery through the queue", () => {
 
   test("a destination's delivery log lists its newest rows first, across statuses or of one", async () => {
     // Set-up rows of every status, updated at known times (the log's read is what is tested).
-    const rows = [["pending", 5], ["sending", 9], ["delivered", 7], ["delivered", 11], ["skipped", 3], ["dead", 10], ["dead", 1]];
-    for (const [i, [status, at]] of rows.entries()) {
-      await edge.exec(
-        "INSERT INTO deliveries (destination, source_id, message_id, status, created_at, next_at, updated_at) VALUES ('logged', 'src', ?, ?, 0, ?, ?)",
-        `log-${i}`, status, 4_000_000_000_000 + at, 4_000_000_000_000 + at,
-      );
+    try {
+      const rows = [["pending", 5], ["sending", 9], ["delivered", 7], ["delivered", 11], ["skipped", 3], ["dead", 10], ["dead", 1]];
+      for (const [i, [status, at]] of rows.entries()) {
+        await edge.exec(
+          "INSERT INTO deliveries (destination, source_id, message_id, status, created_at, next_at, updated_at) VALUES ('logged', 'src', ?, ?, 0, ?, ?)",
+          `log-${i}`, status, 4_000_000_000_000 + at, 4_000_000_000_000 + at,
+        );
+      }
+      const list = async (query) => (await admin(edge, "GET", `/v1/admin/destinations/logged/deliveries?${query}`)).json.deliveries.map((d) => [d.status, d.updatedAt - 4_000_000_000_000]);
+      assert.deepEqual(await list("limit=4"), [["delivered", 11], ["dead", 10], ["sending", 9], ["delivered", 7]]);
+      assert.deepEqual(await list("limit=100"), rows.slice().sort((a, b) => b[1] - a[1]));
+      assert.deepEqual(await list("status=failed&limit=1"), [["dead", 10]]);
+      assert.deepEqual(await list("status=delivered"), [["delivered", 11], ["delivered", 7]]);
+    } finally {
+      await edge.exec("DELETE FROM deliveries WHERE destination = 'logged'");
     }
-    const list = async (query) => (await admin(edge, "GET", `/v1/admin/destinations/logged/deliveries?${query}`)).json.deliveries.map((d) => [d.status, d.updatedAt - 4_000_000_000_000]);
-    assert.deepEqual(await list("limit=4"), [["delivered", 11], ["dead", 10], ["sending", 9], ["delivered", 7]]);
-    assert.deepEqual(await list("limit=100"), rows.slice().sort((a, b) => b[1] - a[1]));
-    assert.deepEqual(await list("status=failed&limit=1"), [["dead", 10]]);
-    assert.deepEqual(await list("status=delivered"), [["delivered", 11], ["delivered", 7]]);
-    await edge.exec("DELETE FROM deliveries WHERE destination = 'logged'");
   });
 
   test("concurrent duplicates of one messageId are delivered once", async () => {
