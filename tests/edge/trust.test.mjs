@@ -225,12 +225,31 @@ describe("trust: rate limits and the page proxy", () => {
         [WRITE_KEY]: { id: "shop", origins: ["*"], siteOrigin: `http://127.0.0.1:${origin.address().port}` },
         [SERVER_KEY]: { id: "import", kind: "server" },
       },
-      limits: { ip: 4, source: 100 },
+      limits: { ip: 4, source: 100, signIn: 3 },
     });
   });
   after(async () => {
     await edge?.stop();
     origin?.close();
+  });
+
+  test("sign-ins are limited per client IP, before any key or password is checked", async () => {
+    const signIn = (path, body) => fetch(`${edge.url}${path}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+    // The limiter counts in fixed windows, so a sequence that straddles two may pass up to twice
+    // the limit (3 here) before the first refusal.
+    const statuses = [];
+    while (!statuses.includes(429) && statuses.length < 7) {
+      statuses.push((await signIn("/console/session", { key: "not-the-admin-key-0123456789" })).status);
+    }
+    const first = statuses.indexOf(429);
+    assert.ok(first >= 3 && first <= 6, `statuses: ${statuses}`);
+    assert.ok(statuses.slice(0, first).every((s) => s === 401), `statuses: ${statuses}`);
+    const right = await signIn("/console/session", { key: secret("ADMIN_KEY") });
+    assert.equal(right.status, 429, "the right key waits too: guesses cannot be told from it");
+    assert.equal(right.headers.get("retry-after"), "60");
+    assert.equal((await right.json()).code, "rate_limited");
+    const demo = await signIn("/demo/sign-in", { email: "ann@shop.example", password: secret("DEMO_PASSWORD") });
+    assert.equal(demo.status, 429, "the demo shop's sign-in shares the IP's budget");
   });
 
   test("a server import from one host is limited per source, never per IP; browsers per IP", async () => {

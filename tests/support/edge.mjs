@@ -102,7 +102,8 @@ function testConfig(name, { sources, limits, vars }) {
   if (limits) {
     toml = toml
       .replace(/(name = "IP_LIMITER"[^[]*?limit = )\d+/, `$1${limits.ip}`)
-      .replace(/(name = "SOURCE_LIMITER"[^[]*?limit = )\d+/, `$1${limits.source}`);
+      .replace(/(name = "SOURCE_LIMITER"[^[]*?limit = )\d+/, `$1${limits.source}`)
+      .replace(/(name = "SIGN_IN_LIMITER"[^[]*?limit = )\d+/, `$1${limits.signIn ?? 10}`);
   }
   const path = join(root, `.wrangler-test-${name}-${process.pid}.toml`);
   writeFileSync(path, toml);

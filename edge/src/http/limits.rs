@@ -1,6 +1,6 @@
 //! Rate limits through Cloudflare's rate-limiting bindings (`[[ratelimits]]` in wrangler.toml):
-//! `IP_LIMITER` per client IP, `SOURCE_LIMITER` per source. Limits and periods are configured
-//! there. A missing binding means no limit (logged once per request), never an outage.
+//! `IP_LIMITER` per client IP, `SOURCE_LIMITER` per source, `SIGN_IN_LIMITER` per client IP for
+//! sign-ins. Limits and periods are configured there. A missing binding means no limit (logged once per request), never an outage.
 
 use worker::Env;
 
@@ -45,4 +45,20 @@ pub async fn check_source(env: &Env, source_id: &str) -> Result<(), ApiError> {
         "SOURCE_LIMIT_PERIOD",
     )
     .await
+}
+
+/// Limits sign-in attempts (the console's, the demo shop's) per client IP.
+pub async fn check_sign_in(env: &Env, ip: Option<&str>) -> Result<(), ApiError> {
+    match ip {
+        Some(ip) => {
+            check(
+                env,
+                "SIGN_IN_LIMITER",
+                format!("sign-in:{ip}"),
+                "SIGN_IN_LIMIT_PERIOD",
+            )
+            .await
+        }
+        None => Ok(()),
+    }
 }
