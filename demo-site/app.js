@@ -275,7 +275,10 @@ if (view === "signin") {
     }).catch(() => null);
     const body = await response?.json().catch(() => null);
     if (!response?.ok || !body?.identityToken) {
-      status.textContent = response?.status === 401 ? "Wrong email or password." : "Sign-in is not available.";
+      status.textContent =
+        response?.status === 401 ? "Wrong email or password."
+        : response?.status === 429 ? "Too many sign-in attempts. Try again in a minute."
+        : "Sign-in is not available.";
       return;
     }
     identify(body.userId, { email: body.email }, { identityToken: body.identityToken });

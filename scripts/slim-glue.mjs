@@ -1,7 +1,8 @@
 // Trims wasm-bindgen's `--target web` glue to what the SDK's entry (sdk/npm/src/index.js) uses:
 // - one `init({ module_or_path })` that fetches the module (a string or URL, as `load()`'s
-//   `wasmUrl` is typed; a Response is taken as is) and instantiates it, streaming when the
-//   server sends `application/wasm` (falling back like wasm-bindgen's), instead of `__wbg_init`,
+//   `wasmUrl` is typed; a Response is taken as is) and instantiates it while it streams, or
+//   from its bytes when the server sends another type or the engine cannot stream (where
+//   wasm-bindgen's falls back with a console warning), instead of `__wbg_init`,
 //   `__wbg_init_once`, `__wbg_load` and `initSync` with their deprecation warnings (index.js
 //   calls init once, behind its own promise);
 // - no `TextEncoder.encodeInto` polyfill and no `passStringToWasm0` branch for a missing
@@ -32,23 +33,15 @@ async function __wbg_init({ module_or_path }) {
     // the bytes arrive, without a main-thread task in between to hand it the Response.
     const fetching = typeof Response === 'function' && module_or_path instanceof Response ? module_or_path : fetch(module_or_path);
     let result;
-    if (typeof WebAssembly.instantiateStreaming === 'function') {
-        try {
-            result = await WebAssembly.instantiateStreaming(fetching, imports);
-        } catch (e) {
-            // Served without the wasm MIME type: instantiate from the bytes (without
-            // wasm-bindgen's console warning; the SDK logs nothing unless in debug mode).
-            const response = await fetching;
-            if (!response.ok) throw new Error(\`failed to fetch Wasm: \${response.status}\`);
-            // Served as wasm (by the MIME type's essence, as engines compare it), or already read:
-            // the module itself failed, and that error is the one to report.
-            const type = (response.headers.get('Content-Type') ?? '').split(';')[0].trim().toLowerCase();
-            if (response.bodyUsed || !/^(basic|cors|default)$/.test(response.type) || type === 'application/wasm') throw e;
-        }
-    }
-    if (!result) {
+    try {
+        result = await WebAssembly.instantiateStreaming(fetching, imports);
+    } catch (e) {
         const response = await fetching;
         if (!response.ok) throw new Error(\`failed to fetch Wasm: \${response.status}\`);
+        // A body already read means the module itself failed. Otherwise it was served without
+        // the wasm MIME type (or the engine cannot stream): instantiate from the bytes, without
+        // wasm-bindgen's console warning (the SDK logs nothing unless in debug mode).
+        if (response.bodyUsed) throw e;
         result = await WebAssembly.instantiate(await response.arrayBuffer(), imports);
     }
     wasm = result.instance.exports;

@@ -72,6 +72,20 @@ pub fn truncate_ip(ip: &str) -> Option<String> {
     }
 }
 
+/// The client a per-IP limit counts: an IPv4 address as it is, an IPv6 one by its /64 (one
+/// host commonly holds a whole /64 and could rotate through it). Unparsable text as it is.
+pub fn limit_client(ip: &str) -> String {
+    match ip.trim().parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) => {
+            let mut octets = v6.octets();
+            octets[8..].fill(0);
+            format!("{}/64", IpAddr::from(octets))
+        }
+        Ok(v4) => v4.to_string(),
+        Err(_) => ip.to_owned(),
+    }
+}
+
 impl Decoded {
     /// Applies request facts and the source's policies to every valid event.
     pub fn enrich(mut self, facts: &RequestFacts, source: &Source) -> Self {
@@ -330,6 +344,24 @@ mod tests {
             "a source's own list replaces the default"
         );
         assert!(e.body["properties"].get("total").is_none());
+    }
+
+    #[test]
+    fn limits_count_an_ipv6_client_by_its_64_and_an_ipv4_one_by_its_address() {
+        assert_eq!(limit_client("203.0.113.77"), "203.0.113.77");
+        assert_eq!(
+            limit_client("2001:db8:85a3:1234:5678:8a2e:370:7334"),
+            limit_client("2001:db8:85a3:1234:ffff::1")
+        );
+        assert_eq!(
+            limit_client("2001:db8:85a3:1234:5678:8a2e:370:7334"),
+            "2001:db8:85a3:1234::/64"
+        );
+        assert_ne!(
+            limit_client("2001:db8:85a3:1234::1"),
+            limit_client("2001:db8:85a3:1235::1")
+        );
+        assert_eq!(limit_client("not an ip"), "not an ip");
     }
 
     #[test]

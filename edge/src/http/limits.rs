@@ -47,14 +47,16 @@ pub async fn check_source(env: &Env, source_id: &str) -> Result<(), ApiError> {
     .await
 }
 
-/// Limits sign-in attempts (the console's, the demo shop's) per client IP.
+/// Limits sign-in attempts (the console's, the demo shop's) per client IP, an IPv6 client by
+/// its /64.
 pub async fn check_sign_in(env: &Env, ip: Option<&str>) -> Result<(), ApiError> {
     match ip {
         Some(ip) => {
+            let client = seam_core::collect::enrich::limit_client(ip);
             check(
                 env,
                 "SIGN_IN_LIMITER",
-                format!("sign-in:{ip}"),
+                format!("sign-in:{client}"),
                 "SIGN_IN_LIMIT_PERIOD",
             )
             .await

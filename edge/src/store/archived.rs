@@ -77,12 +77,27 @@ pub async fn person_events(
             }));
         }
     }
-    let held = still_held(db, &out).await?;
-    out.retain(|e| !held.contains(&text_key(e)));
-    Ok((newest(Vec::new(), out, limit), more))
+    // Newest first, each once; then, a chunk at a time until `limit` are found, the lines whose
+    // events D1 no longer holds (the others count and show from D1's rows).
+    let lines = newest(Vec::new(), out, usize::MAX);
+    let mut only_archived = Vec::new();
+    for chunk in lines.chunks(HELD_CHUNK) {
+        if only_archived.len() >= limit {
+            break;
+        }
+        let held = still_held(db, chunk).await?;
+        only_archived.extend(
+            chunk
+                .iter()
+                .filter(|e| !held.contains(&text_key(e)))
+                .cloned(),
+        );
+    }
+    only_archived.truncate(limit);
+    Ok((only_archived, more))
 }
 
-/// Lines read from R2 whose events D1 still holds: those count and show from D1's rows.
+/// Which of `lines` D1 still holds as events.
 async fn still_held(db: &D1Database, lines: &[Value]) -> worker::Result<HashSet<(String, String)>> {
     #[derive(Deserialize)]
     struct Key {
@@ -90,13 +105,11 @@ async fn still_held(db: &D1Database, lines: &[Value]) -> worker::Result<HashSet<
         message_id: String,
     }
     let keys: Vec<(String, String)> = lines.iter().map(text_key).collect();
-    let mut held = HashSet::new();
-    for chunk in keys.chunks(HELD_CHUNK) {
-        for key in d1::rows::<Key>(db, &compact::still_held(chunk)).await? {
-            held.insert((key.source_id, key.message_id));
-        }
-    }
-    Ok(held)
+    Ok(d1::rows::<Key>(db, &compact::still_held(&keys))
+        .await?
+        .into_iter()
+        .map(|key| (key.source_id, key.message_id))
+        .collect())
 }
 
 /// Keys one look-up of [`still_held`] binds (as one JSON parameter).
