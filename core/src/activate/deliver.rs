@@ -608,8 +608,8 @@ pub fn list(destination: &str, status: Option<&str>, limit: u32) -> Statement {
                            created_at, updated_at, next_at";
     let newest = |status: &str| {
         format!(
-            "SELECT * FROM (SELECT {COLUMNS} FROM deliveries WHERE destination = ?1 \
-             AND status = {status} ORDER BY updated_at DESC LIMIT ?2)"
+            "SELECT {COLUMNS} FROM deliveries WHERE destination = ?1 \
+             AND status = {status} ORDER BY updated_at DESC LIMIT ?2"
         )
     };
     let sql = match status {
@@ -623,7 +623,7 @@ pub fn list(destination: &str, status: Option<&str>, limit: u32) -> Statement {
         None => {
             let parts: Vec<String> = STATUSES
                 .iter()
-                .map(|status| newest(&format!("'{status}'")))
+                .map(|status| format!("SELECT * FROM ({})", newest(&format!("'{status}'"))))
                 .collect();
             format!(
                 "SELECT * FROM ({}) ORDER BY updated_at DESC LIMIT ?2",

@@ -1,8 +1,9 @@
 //! Rate limits through Cloudflare's rate-limiting bindings (`[[ratelimits]]` in wrangler.toml):
 //! `IP_LIMITER` per client IP, `SOURCE_LIMITER` per source, `SIGN_IN_LIMITER` per client IP for
-//! sign-ins. Limits and periods are configured there. A missing binding means no limit (logged once per request), never an outage.
+//! sign-ins. Limits and periods are configured there. A missing binding means no limit (logged
+//! once per request), never an outage.
 
-use worker::Env;
+use worker::{Env, Request};
 
 use crate::error::ApiError;
 
@@ -49,18 +50,16 @@ pub async fn check_source(env: &Env, source_id: &str) -> Result<(), ApiError> {
 
 /// Limits sign-in attempts (the console's, the demo shop's) per client IP, an IPv6 client by
 /// its /64.
-pub async fn check_sign_in(env: &Env, ip: Option<&str>) -> Result<(), ApiError> {
-    match ip {
-        Some(ip) => {
-            let client = seam_core::collect::enrich::limit_client(ip);
-            check(
-                env,
-                "SIGN_IN_LIMITER",
-                format!("sign-in:{client}"),
-                "SIGN_IN_LIMIT_PERIOD",
-            )
-            .await
-        }
-        None => Ok(()),
-    }
+pub async fn check_sign_in(env: &Env, req: &Request) -> Result<(), ApiError> {
+    let Some(ip) = super::header(req, "CF-Connecting-IP") else {
+        return Ok(());
+    };
+    let client = seam_core::collect::enrich::limit_client(&ip);
+    check(
+        env,
+        "SIGN_IN_LIMITER",
+        format!("sign-in:{client}"),
+        "SIGN_IN_LIMIT_PERIOD",
+    )
+    .await
 }

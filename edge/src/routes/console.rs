@@ -24,8 +24,7 @@ pub async fn session(mut req: Request, env: &Env, now_ms: i64) -> Result<Respons
     let db = env.d1("DB")?;
     match req.method() {
         Method::Post => {
-            http::limits::check_sign_in(env, http::header(&req, "CF-Connecting-IP").as_deref())
-                .await?;
+            http::limits::check_sign_in(env, &req).await?;
             let body = http::capped_body(&mut req, MAX_BODY_BYTES).await?;
             let body: Value = serde_json::from_slice(&body).map_err(|_| ApiError::InvalidBody)?;
             let key = body

@@ -41,11 +41,7 @@ pub async fn sign_in(
     let (Some(password), Some(secret)) = (password, settings::identity_secret(env)) else {
         return Err(ApiError::NotFound);
     };
-    crate::http::limits::check_sign_in(
-        env,
-        crate::http::header(&req, "CF-Connecting-IP").as_deref(),
-    )
-    .await?;
+    crate::http::limits::check_sign_in(env, &req).await?;
     let declared =
         crate::http::header(&req, "Content-Length").and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
