@@ -97,6 +97,7 @@ pub async fn accept_prepared(
     rules: &Rules,
     received_at: i64,
 ) -> Result<Accepted, ApiError> {
+    let _storing = isolate::storing();
     let mut spans = Spans::start();
     let db = env.d1("DB")?;
     let Prepared { decoded, consent } = prepared;

@@ -21,7 +21,8 @@ use seam_core::personalise::PersonalisationConfig;
 use worker::Context;
 
 /// Work this isolate runs after its responses (profile refreshes, exposure logs) and has not
-/// finished: `/health` reports it, so tests and operators can tell when derived state caught up.
+/// finished, and events being stored (see [`storing`]): `/health` reports it, so tests and
+/// operators can tell when derived state caught up.
 static BACKGROUND: AtomicUsize = AtomicUsize::new(0);
 
 /// Ingest messages this isolate queued that its own consumer has not finished with. Locally
@@ -39,6 +40,23 @@ thread_local! {
     static CONSUMED: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
     /// Finished after-response work by kind: how many, and their wall time in ms.
     static FINISHED: RefCell<HashMap<&'static str, (u64, i64)>> = RefCell::new(HashMap::new());
+}
+
+/// Counted in [`background`] until dropped (see [`storing`]).
+pub struct Storing(());
+
+/// Counts as background work until the guard drops. Storing events commits them before it
+/// reads their profiles and hands the refresh to [`after_response`]: in between, a reader sees
+/// the events but not yet the work that follows them, and `/health` must not say all is done.
+pub fn storing() -> Storing {
+    BACKGROUND.fetch_add(1, Ordering::Relaxed);
+    Storing(())
+}
+
+impl Drop for Storing {
+    fn drop(&mut self) {
+        BACKGROUND.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Runs `work` after the response is sent (`ctx.wait_until`), counted in [`background`] and,

@@ -57,6 +57,9 @@ describe("personalised shop in Chromium: edge-rendered slots", () => {
     await edge?.stop();
   });
 
+  /** What the Worker logged as failing: a failed assertion says why, not only what. */
+  const workerErrors = () => edge.output().split("\n").filter((l) => /failed|skipped/.test(l)).join("\n");
+
   /** A shopper who has accepted the consent banner. */
   async function shopper() {
     const browser = await launchBrowser();
@@ -171,7 +174,7 @@ describe("personalised shop in Chromium: edge-rendered slots", () => {
     await stored(page, "Product Viewed", 3);
     const before = await serverSlot(context, "recommended-for-you");
     const bought = before.items.find((id) => SHOES.includes(id));
-    assert.ok(bought, `${before.items}`);
+    assert.ok(bought, `${before.variant} (${before.reason}): ${before.items}\n${workerErrors()}`);
     await buy(page, bought);
     await stored(page, "Order Completed", 1);
     const afterwards = await serverSlot(context, "recommended-for-you");

@@ -168,6 +168,25 @@ describe("personalisation at ingest", () => {
     assert.deepEqual(snapshot.computedTraits.viewed_products.slice(0, 7), expected, "the KV snapshot has the whole burst");
   });
 
+  test("a refresh that finds D1 locked tries again, and the state still gets the event", async () => {
+    const anon = `locked-${run}`;
+    const first = await send(edge, [view(anon, "locked-0", "Trail", 5)]);
+    assert.equal(first.status, 200, first.text);
+    const profileId = first.json.profileId;
+    // Within a second of the first refresh: this one is owed for the profile's trailing run,
+    // about a second after the first, which the lock below is held across.
+    const second = await fetch(`${edge.url}/v1/batch`, { method: "POST", body: JSON.stringify({ writeKey: WRITE_KEY, batch: [view(anon, "locked-1", "Trail", 4)] }) });
+    assert.equal(second.status, 200);
+    const release = await edge.lockD1();
+    await new Promise((r) => setTimeout(r, 1000));
+    await release();
+    await settled(edge.url);
+    const { json } = await admin(`/v1/profiles/${profileId}`);
+    assert.deepEqual(json.computedTraits.viewed_products.slice(0, 2), ["locked-1", "locked-0"], edge.output().split("\n").filter((l) => /failed|skipped/.test(l)).join("\n"));
+    const snapshot = JSON.parse(await edge.kv.get(`profile:${profileId}`));
+    assert.deepEqual(snapshot.computedTraits.viewed_products.slice(0, 2), ["locked-1", "locked-0"], "and the KV snapshot");
+  });
+
   describe("POST /v1/decide", () => {
     const adminPost = (path, body) =>
       post(`${edge.url}${path}`, body, { authorization: `Bearer ${ADMIN_KEY}` });

@@ -21,6 +21,7 @@ use serde_json::Value;
 use worker::{Context, D1Database, Env};
 
 use crate::error::ApiError;
+use crate::store::d1;
 use crate::store::personalisation::Job;
 use crate::{isolate, platform, settings, store};
 
@@ -267,13 +268,15 @@ struct Edge<'a> {
 }
 
 impl ProfileStore for Edge<'_> {
+    // A refresh runs after the response, and a read that fails would lose it: it is tried
+    // again (`d1::patiently`). Several profiles' read is not: on failure each is read alone.
     async fn load(&self, profile_id: &str) -> Result<Loaded, ApiError> {
-        let read = store::profiles::view_and_state(&self.db, profile_id);
+        let read = d1::patiently(|| store::profiles::view_and_state(&self.db, profile_id));
         Ok(isolate::timed("refresh: read profile", read).await?)
     }
 
     async fn load_state(&self, profile_id: &str) -> Result<(ProfileState, Option<i64>), ApiError> {
-        Ok(store::personalisation::load(&self.db, profile_id).await?)
+        Ok(d1::patiently(|| store::personalisation::load(&self.db, profile_id)).await?)
     }
 
     async fn load_many(&self, profile_ids: &[&str]) -> Result<Vec<Loaded>, ApiError> {

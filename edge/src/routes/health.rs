@@ -3,10 +3,10 @@
 use worker::{Env, Response, Result};
 
 /// Answers `{"status":"ok","version":...,"background":n,"queued":n}`: `background` counts this
-/// isolate's work still running after its responses (profile refreshes, exposure logs);
-/// `queued`, the ingest messages it queued that its own consumer has not finished with (locally
-/// the queue's backlog). With
-/// `REPORT_TIMINGS`, `finished` gives that work's count and wall time by kind.
+/// isolate's work still running after its responses (profile refreshes, exposure logs) and the
+/// events it is storing; `queued`, the ingest messages it queued that its own consumer has not
+/// finished with (locally the queue's backlog). With `REPORT_TIMINGS`, `finished` gives the
+/// after-response work's count and wall time by kind.
 pub fn get(env: &Env) -> Result<Response> {
     let mut body = serde_json::json!({
         "status": "ok",

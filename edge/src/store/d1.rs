@@ -25,6 +25,26 @@ fn prepare(db: &D1Database, statement: &Statement) -> worker::Result<D1PreparedS
     db.prepare(&statement.sql).bind(&params)
 }
 
+/// The pauses before each further try of [`patiently`]: about a second in all.
+const PATIENT_PAUSES_MS: [u64; 3] = [50, 200, 800];
+
+/// Runs `work` until it succeeds, trying again after each of [`PATIENT_PAUSES_MS`]. For work
+/// after the response, which nothing would redo if it failed: D1 can be busy or unreachable
+/// for a moment, and a failed read or batch changed nothing (a batch is one transaction).
+pub async fn patiently<T, E, F, Fut>(mut work: F) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    for pause in PATIENT_PAUSES_MS {
+        match work().await {
+            Ok(done) => return Ok(done),
+            Err(_) => crate::platform::sleep(pause).await,
+        }
+    }
+    work().await
+}
+
 /// Runs one read statement and returns its rows.
 pub async fn rows<T: serde::de::DeserializeOwned>(
     db: &D1Database,

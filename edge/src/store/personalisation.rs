@@ -95,9 +95,11 @@ pub async fn update(
         if attempt > 0 {
             back_off(attempt).await;
         }
+        // After the response nothing else would bring these events into the state: a read or
+        // write that fails is tried again.
         let (state, version) = match loaded.take() {
             Some(loaded) => loaded,
-            None => load(db, profile_id).await?,
+            None => d1::patiently(|| load(db, profile_id)).await?,
         };
         let update =
             personalise::update(state, version, profile_id, traits, events, config, now_ms);
@@ -106,7 +108,7 @@ pub async fn update(
         if unchanged && version.is_some() {
             return Ok(update);
         }
-        let results = d1::execute(db, &update.writes).await?;
+        let results = d1::patiently(|| d1::execute(db, &update.writes)).await?;
         let saved = results
             .last()
             .map(|r| r.results::<Value>().is_ok_and(|rows| !rows.is_empty()))
