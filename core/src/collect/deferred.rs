@@ -64,38 +64,69 @@ pub fn merge(parts: impl IntoIterator<Item = Decoded>) -> Decoded {
     }
 }
 
+/// A [`Deferred`] as it is written: the events borrowed, not copied.
+#[derive(Serialize)]
+struct Outgoing<'a> {
+    source: &'a Source,
+    facts: &'a RequestFacts,
+    received_at: i64,
+    events: Vec<&'a Event>,
+}
+
+/// Counts the bytes serialised into it, keeping none.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 += bytes.len();
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn serialised_len(value: &impl Serialize) -> usize {
+    let mut counter = Counter(0);
+    serde_json::to_writer(&mut counter, value).map_or(0, |()| counter.0)
+}
+
 /// Splits `decoded`'s valid events into messages of at most [`MAX_MESSAGE_BYTES`] each, in
-/// request order. Rejected and repeated events are left out: their results are final.
+/// request order, and returns each message's text (a [`Deferred`] as JSON). Rejected and
+/// repeated events are left out: their results are final. The events are written from where
+/// they are, not copied into a [`Deferred`] first: on the path that answers a page, copying and
+/// freeing them cost as much as writing them.
 pub fn defer(
     source: &Source,
     facts: &RequestFacts,
     received_at: i64,
     decoded: &Decoded,
-) -> Vec<Deferred> {
-    let empty = || Deferred {
-        source: source.clone(),
-        facts: facts.clone(),
+) -> Result<Vec<String>, serde_json::Error> {
+    let empty = || Outgoing {
+        source,
+        facts,
         received_at,
         events: Vec::new(),
     };
-    let overhead = serde_json::to_vec(&empty()).map_or(0, |v| v.len());
+    let overhead = serialised_len(&empty());
     let mut messages = Vec::new();
     let mut current = empty();
     let mut bytes = overhead;
     for event in decoded.valid() {
         // A comma between events, and the event itself.
-        let size = 1 + serde_json::to_vec(event).map_or(0, |v| v.len());
+        let size = 1 + serialised_len(event);
         if !current.events.is_empty() && bytes + size > MAX_MESSAGE_BYTES {
             messages.push(std::mem::replace(&mut current, empty()));
             bytes = overhead;
         }
         bytes += size;
-        current.events.push(event.clone());
+        current.events.push(event);
     }
     if !current.events.is_empty() {
         messages.push(current);
     }
-    messages
+    messages.iter().map(serde_json::to_string).collect()
 }
 
 #[cfg(test)]
@@ -137,10 +168,9 @@ mod tests {
             serde_json::json!({"type": "identify", "userId": "u", "messageId": "m3"}),
         ]);
         let source = Source::server("server");
-        let messages = defer(&source, &facts(), 42, &decoded);
+        let messages = defer(&source, &facts(), 42, &decoded).unwrap();
         assert_eq!(messages.len(), 1);
-        let wire = serde_json::to_string(&messages[0]).unwrap();
-        let back: Deferred = serde_json::from_str(&wire).unwrap();
+        let back: Deferred = serde_json::from_str(&messages[0]).unwrap();
         let (source_back, facts_back, received_at, restored) = back.into_decoded();
         assert_eq!(source_back, source);
         assert_eq!(facts_back, facts());
@@ -160,14 +190,15 @@ mod tests {
                 "messageId": format!("m{i}"), "properties": {"padding": padding}})
             })
             .collect();
-        let messages = defer(&Source::server("server"), &facts(), 1, &request(&events));
+        let messages = defer(&Source::server("server"), &facts(), 1, &request(&events)).unwrap();
         assert!(messages.len() >= 4, "{} messages", messages.len());
         for m in &messages {
-            assert!(serde_json::to_vec(m).unwrap().len() <= MAX_MESSAGE_BYTES);
+            assert!(m.len() <= MAX_MESSAGE_BYTES);
         }
         let ids: Vec<_> = messages
             .iter()
-            .flat_map(|m| m.events.iter().map(|e| e.message_id.clone()))
+            .map(|m| serde_json::from_str::<Deferred>(m).unwrap())
+            .flat_map(|m| m.events.into_iter().map(|e| e.message_id))
             .collect();
         let expected: Vec<_> = (0..20).map(|i| format!("m{i}")).collect();
         assert_eq!(ids, expected);
@@ -194,6 +225,8 @@ mod tests {
     #[test]
     fn defers_nothing_when_no_event_is_valid() {
         let decoded = request(&[serde_json::json!({"type": "nonsense"})]);
-        assert!(defer(&Source::server("server"), &facts(), 1, &decoded).is_empty());
+        assert!(defer(&Source::server("server"), &facts(), 1, &decoded)
+            .unwrap()
+            .is_empty());
     }
 }

@@ -105,6 +105,44 @@ impl Decoded {
             .collect();
         self
     }
+
+    /// What [`enrich`](Self::enrich) would answer, without enriching: the events it would
+    /// refuse refused, those it would anonymise marked so, the bodies as they are. A queued
+    /// request answers before its events are enriched and says what enrichment will.
+    pub fn screen(mut self, facts: &RequestFacts, source: &Source) -> Self {
+        for outcome in &mut self.outcomes {
+            let Outcome::Valid(event) = outcome else {
+                continue;
+            };
+            let denied = denies_analytics(event, facts);
+            if refuses(event, denied, source) {
+                *outcome = Outcome::Rejected {
+                    message_id: Some(std::mem::take(&mut event.message_id)),
+                    error: EventError::ConsentDenied,
+                };
+            } else {
+                event.anonymized = denied;
+            }
+        }
+        self
+    }
+}
+
+/// Whether the event's consent (or the request's Global Privacy Control) denies analytics.
+fn denies_analytics(event: &Event, facts: &RequestFacts) -> bool {
+    !ConsentState::from_context(event.body.get("context"), facts.gpc)
+        .allows(Purpose::AnalyticsStorage)
+}
+
+/// Whether an event is refused, not anonymised, when analytics is `denied`: by the source's
+/// policy, or because it exists only to identify.
+fn refuses(event: &Event, denied: bool, source: &Source) -> bool {
+    denied
+        && (source.analytics_denied == DeniedPolicy::Drop
+            || matches!(
+                event.kind,
+                EventType::Identify | EventType::Group | EventType::Alias
+            ))
 }
 
 fn enrich_event(
@@ -114,13 +152,7 @@ fn enrich_event(
 ) -> Result<Event, (String, EventError)> {
     let consent = ConsentState::from_context(event.body.get("context"), facts.gpc);
     let denied = !consent.allows(Purpose::AnalyticsStorage);
-    if denied
-        && (source.analytics_denied == DeniedPolicy::Drop
-            || matches!(
-                event.kind,
-                EventType::Identify | EventType::Group | EventType::Alias
-            ))
-    {
+    if refuses(&event, denied, source) {
         return Err((event.message_id, EventError::ConsentDenied));
     }
 
@@ -407,6 +439,44 @@ mod tests {
         assert_eq!(context.get("ip"), None);
         assert_eq!(context.get("traits"), None);
         assert_eq!(context["device"], json!({"model": "Phone"}));
+    }
+
+    #[test]
+    fn screening_refuses_what_enrichment_refuses_and_changes_nothing_else() {
+        let mut events = vec![
+            with_consent("identify", DENIED),
+            with_consent("track", DENIED),
+            with_consent("identify", "granted"),
+            json!({"type": "nonsense"}),
+            with_consent("page", DENIED),
+            with_consent("track", "granted"),
+        ];
+        for (i, e) in events.iter_mut().enumerate() {
+            e["messageId"] = json!(format!("m{i}"));
+        }
+        let events = Value::Array(events);
+        let all_ids: std::collections::HashSet<String> = (0..6).map(|i| format!("m{i}")).collect();
+        for policy in [json!({}), json!({"analyticsDenied": "drop"})] {
+            let source = source(policy);
+            let facts = RequestFacts::default();
+            let enriched = decoded(events.clone()).enrich(&facts, &source);
+            let screened = decoded(events.clone()).screen(&facts, &source);
+            let results = screened.results(&all_ids);
+            assert_eq!(results, enriched.results(&all_ids));
+            let refused = results
+                .iter()
+                .filter(|r| r.status == crate::collect::ingest::Status::Rejected)
+                .count();
+            assert!(refused >= 2, "{results:?}");
+            let sent: Vec<_> = decoded(events.clone())
+                .valid()
+                .map(|e| e.body.clone())
+                .collect();
+            assert!(
+                screened.valid().all(|e| sent.contains(&e.body)),
+                "bodies as sent"
+            );
+        }
     }
 
     #[test]

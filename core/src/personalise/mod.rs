@@ -288,6 +288,27 @@ pub fn view(
     (computed, segments)
 }
 
+/// Memberships at `now_ms` as [`view`] evaluates them, from only the computed traits the rules
+/// read (`reads`, from the segments' clock): a probe of
+/// [`next_check`] compares memberships alone, and most traits (lists of products) feed no rule.
+fn memberships_at(
+    state: &ProfileState,
+    traits: &Map<String, Value>,
+    config: &PersonalisationConfig,
+    reads: &BTreeSet<String>,
+    now_ms: i64,
+) -> BTreeSet<String> {
+    let computed = computed::values_of(&state.computed, &config.computed, now_ms, |name| {
+        reads.contains(name)
+    });
+    let subject = Subject {
+        traits,
+        computed: &computed,
+        state: &state.computed,
+    };
+    segment::evaluate(&config.segments, &subject, now_ms)
+}
+
 /// The sweep's step for one profile whose `check_at` came (no new event): memberships
 /// re-evaluated at `now_ms`, transitions recorded with their internal events (for the profile's
 /// `user_id`/`anonymous_id`, caused by time), and the state saved with its next check. The save
@@ -375,7 +396,7 @@ pub fn next_check(
     let mut later = candidates.range(now_ms.saturating_add(1)..).copied();
     for _ in 0..MAX_PROBES {
         let at = later.next()?;
-        if &view(state, traits, config, at).1 != current {
+        if &memberships_at(state, traits, config, &clock.computed, at) != current {
             return Some(at);
         }
     }
@@ -532,6 +553,66 @@ mod tests {
 
     fn config() -> PersonalisationConfig {
         PersonalisationConfig::committed().unwrap()
+    }
+
+    #[test]
+    fn a_probe_decides_memberships_as_the_full_view_does() {
+        let c = config();
+        let reads = c.segments.clock().computed;
+        assert!(
+            reads.len() < c.computed.traits.len(),
+            "the probe skips traits"
+        );
+        let day = 24 * HOUR;
+        let events = [
+            track(
+                "v1",
+                "Product Viewed",
+                -3 * day,
+                json!({"product_id": "s1", "category": "Running Shoes", "price": 120}),
+            ),
+            track(
+                "v2",
+                "Product Viewed",
+                -2 * day,
+                json!({"product_id": "s2", "category": "Running Shoes", "price": 90}),
+            ),
+            track(
+                "o1",
+                "Order Completed",
+                -2 * day + HOUR,
+                json!({"order_id": "o1", "revenue": 700, "coupon": "WELCOME5", "products": [{"product_id": "s1"}]}),
+            ),
+            track(
+                "o2",
+                "Order Completed",
+                -day,
+                json!({"order_id": "o2", "revenue": 30, "coupon": "WELCOME5"}),
+            ),
+            track(
+                "a1",
+                "Product Added",
+                -HOUR,
+                json!({"product_id": "s2", "price": 90, "quantity": 1}),
+            ),
+        ];
+        let events: Vec<&Event> = events.iter().collect();
+        let traits = json!({"email": "a@example.com"});
+        let traits = traits.as_object().unwrap();
+        let up = update(ProfileState::default(), None, "p", traits, &events, &c, T0);
+        let mut changes = 0;
+        let mut last = BTreeSet::new();
+        for at in (0..24 * 200).map(|h| T0 + h * HOUR / 2) {
+            let full = view(&up.state, traits, &c, at).1;
+            assert_eq!(
+                memberships_at(&up.state, traits, &c, &reads, at),
+                full,
+                "at {at}"
+            );
+            changes += usize::from(full != last);
+            last = full;
+        }
+        assert!(changes > 2, "time moved some memberships: {changes}");
     }
 
     #[test]

@@ -49,14 +49,13 @@ pub async fn send(
     decoded: &Decoded,
 ) -> worker::Result<()> {
     let queue = env.queue(QUEUE)?;
-    let messages = deferred::defer(source, facts, received_at, decoded);
+    let messages = deferred::defer(source, facts, received_at, decoded)
+        .map_err(|e| worker::Error::from(e.to_string()))?;
     // One message a send: a batch send takes at most 256 KB, a message up to 96 KB. Sent as
     // text of JSON: a body converted to a JS value would turn its maps into `Map`s, which the
     // queue's JSON encoding writes as `{}`; and JSON content would escape the text again,
     // growing it past the queue's 128 KB.
-    for message in messages {
-        let text =
-            serde_json::to_string(&message).map_err(|e| worker::Error::from(e.to_string()))?;
+    for text in messages {
         let message = MessageBuilder::new(text)
             .content_type(QueueContentType::Text)
             .build();

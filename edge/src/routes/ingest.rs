@@ -126,10 +126,10 @@ async fn queue(
     // the request's other refusals here (the consumer counts what enrichment and suppression
     // refuse).
     let counted = count_rejections(&source.id, received_at, &decoded);
-    // Enrichment may refuse an event (consent), so the answer is the enriched request's.
-    let enriched = decoded.enrich(facts, source);
-    let queued: HashSet<String> = enriched.valid().map(|e| e.message_id.clone()).collect();
-    let results = enriched.results(&queued);
+    // Enrichment (by the consumer) may refuse an event (consent): the answer says so already.
+    let screened = decoded.screen(facts, source);
+    let queued: HashSet<String> = screened.valid().map(|e| e.message_id.clone()).collect();
+    let results = screened.results(&queued);
     // The console's live view shows what was refused, after the answer (D1 may be why these
     // events wait on the queue).
     let logs: Vec<_> = live::log_rejections(&source.id, &results, received_at)

@@ -6,6 +6,7 @@
 use seam_core::identity::profile::ProfileView;
 use seam_core::identity::{IdType, Identifier, Rules};
 use seam_core::personalise::ProfileState;
+use serde::Serialize;
 use serde_json::{json, Value};
 use worker::{D1Database, Env};
 
@@ -16,6 +17,15 @@ use crate::store::profiles;
 
 /// KV forwarding hops followed (`mergedInto`).
 const MAX_HOPS: usize = 4;
+
+/// A snapshot as KV holds it: the view's fields and the personalisation `state`.
+#[derive(Serialize)]
+struct Snapshot<'a> {
+    #[serde(flatten)]
+    view: &'a ProfileView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<&'a ProfileState>,
+}
 
 /// Writes the profile's snapshot, pointers from `anonymous_ids` and forwarding records for the
 /// profiles it `absorbed`.
@@ -30,14 +40,10 @@ pub async fn publish(
     let Ok(kv) = env.kv("CACHE") else {
         return;
     };
-    let mut snapshot = serde_json::to_value(view).unwrap_or_default();
-    if let (Some(state), Some(fields)) = (state, snapshot.as_object_mut()) {
-        fields.insert(
-            "state".into(),
-            serde_json::to_value(state).unwrap_or_default(),
-        );
-    }
-    let mut puts = vec![(format!("profile:{}", view.profile_id), snapshot.to_string())];
+    // Written straight to text: a `Value` of the state (up to a few hundred facts) cost more to
+    // build and free than the KV write itself.
+    let snapshot = serde_json::to_string(&Snapshot { view, state }).unwrap_or_default();
+    let mut puts = vec![(format!("profile:{}", view.profile_id), snapshot)];
     let pointer = json!({ "profileId": view.profile_id }).to_string();
     for anon in anonymous_ids {
         isolate::remember_profile(anon, &view.profile_id, now_ms);

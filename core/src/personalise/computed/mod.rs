@@ -40,7 +40,7 @@ pub use property::{extract, is_present, number, scalar_text, truthy};
 pub use state::{
     apply, fact_name, fact_of, merge, Applied, Archive, Bucket, CartLine, ComputedState, Fact,
 };
-pub use values::values;
+pub use values::{values, values_of};
 
 /// Facts a state keeps unless the configuration says otherwise.
 pub const DEFAULT_HORIZON: usize = 128;

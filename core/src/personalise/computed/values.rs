@@ -16,8 +16,19 @@ use crate::format::time::{format_iso8601, DAY_MS};
 /// A trait with nothing to report is `null` (averages and shares without events, `last_at`
 /// without a matching event); counts and sums start at 0, lists at `[]`.
 pub fn values(state: &ComputedState, config: &ComputedConfig, now_ms: i64) -> Map<String, Value> {
+    values_of(state, config, now_ms, |_| true)
+}
+
+/// [`values`] of only the traits `wanted` names: each trait folds the facts on its own, and a
+/// caller that reads a few (segment probes) need not pay for the rest.
+pub fn values_of(
+    state: &ComputedState,
+    config: &ComputedConfig,
+    now_ms: i64,
+    wanted: impl Fn(&str) -> bool,
+) -> Map<String, Value> {
     let mut out = Map::new();
-    for def in &config.traits {
+    for def in config.traits.iter().filter(|d| wanted(&d.name)) {
         let archive = state
             .archive
             .get(&def.name)
