@@ -29,12 +29,13 @@ async fn check(env: &Env, binding: &str, key: String, period_var: &str) -> Resul
     }
 }
 
-/// Limits requests per client IP.
+/// Limits requests per client IP, an IPv6 client by its /64 (as sign-ins).
 pub async fn check_ip(env: &Env, ip: Option<&str>) -> Result<(), ApiError> {
-    match ip {
-        Some(ip) => check(env, "IP_LIMITER", format!("ip:{ip}"), "IP_LIMIT_PERIOD").await,
-        None => Ok(()),
-    }
+    let Some(ip) = ip else {
+        return Ok(());
+    };
+    let client = seam_core::collect::enrich::limit_client(ip);
+    check(env, "IP_LIMITER", format!("ip:{client}"), "IP_LIMIT_PERIOD").await
 }
 
 /// Limits requests per source.
