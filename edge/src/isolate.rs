@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use seam_core::activate::destination::Destination;
 use seam_core::collect::event::Event;
-use seam_core::collect::source::Source;
+use seam_core::collect::source::{Source, Sources};
 use seam_core::journey::Journeys;
 use seam_core::personalise::candidates::CandidateCache;
 use seam_core::personalise::coalesce::Coalescer;
@@ -368,6 +368,34 @@ pub fn use_journeys(journeys: Journeys, stamp: &str) {
     });
 }
 
+// --- Configured sources ---------------------------------------------------------------------
+
+thread_local! {
+    /// The text the sources were parsed from (the `SOURCES` setting and the server key), and
+    /// the result: every request reads them, and parsing them each time cost more than
+    /// answering `/health`.
+    static SOURCES: RefCell<Option<(String, Rc<Sources>)>> = const { RefCell::new(None) };
+}
+
+/// The sources parsed from `text` by `parse`, parsed again only when `text` changes (a new
+/// deploy's settings). A failed parse is not kept.
+pub fn sources_of<E>(
+    text: String,
+    parse: impl FnOnce() -> Result<Sources, E>,
+) -> Result<Rc<Sources>, E> {
+    if let Some(kept) = SOURCES.with(|c| {
+        c.borrow()
+            .as_ref()
+            .filter(|(kept, _)| *kept == text)
+            .map(|(_, sources)| sources.clone())
+    }) {
+        return Ok(kept);
+    }
+    let sources = Rc::new(parse()?);
+    SOURCES.with(|c| *c.borrow_mut() = Some((text, sources.clone())));
+    Ok(sources)
+}
+
 // --- Suppression list ---------------------------------------------------------------------
 
 /// How long an isolate trusts its copy of the suppression list. Staleness is caught anyway by
@@ -584,6 +612,22 @@ mod tests {
         assert!(cached_page("/more").is_none(), "the budget is spent");
         keep_page("/tiny".into(), &page(10));
         assert!(cached_page("/tiny").is_some(), "what still fits is kept");
+    }
+
+    #[test]
+    fn sources_are_parsed_once_per_setting_and_a_failed_parse_is_not_kept() {
+        let parses = std::cell::Cell::new(0);
+        let parse = || {
+            parses.set(parses.get() + 1);
+            Ok::<_, ()>(Sources::default())
+        };
+        let first = sources_of("a".into(), parse).unwrap();
+        let again = sources_of("a".into(), parse).unwrap();
+        assert!(Rc::ptr_eq(&first, &again));
+        assert_eq!(parses.get(), 1);
+        assert!(sources_of("b".into(), || Err::<Sources, _>("broken")).is_err());
+        sources_of("b".into(), parse).unwrap();
+        assert_eq!(parses.get(), 2, "a new setting is parsed, a broken one was not kept");
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! or the body's `writeKey`), the browser origin that source allows, and the rate limits: per
 //! client IP for browser sources (a public key is anyone's), per source for all.
 
+use std::rc::Rc;
+
 use seam_core::collect::auth::basic_user;
 use seam_core::collect::enrich::RequestFacts;
 use seam_core::collect::source::{Source, SourceKind, Sources};
@@ -13,7 +15,7 @@ use crate::store;
 
 /// The write key of a request: the header's now, the body's once it is read.
 pub struct WriteKey {
-    configured: Sources,
+    configured: Rc<Sources>,
     header: Option<String>,
 }
 

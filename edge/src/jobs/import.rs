@@ -169,7 +169,7 @@ async fn run(env: &Env, ctx: &Context, step: &Step) -> Result<(), ApiError> {
     }
     step_done.rows += records.len() as i64;
     step_done.rejected += (records.len() - events.len()) as i64;
-    let source = store::sources::by_id(env, &store::sources::configured(env)?, &job.source_id)
+    let source = store::sources::by_id(env, &*store::sources::configured(env)?, &job.source_id)
         .await?
         .ok_or_else(|| ApiError::Storage("an import's source is gone".into()))?;
     for chunk in by_bytes(&events) {

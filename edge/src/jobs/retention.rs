@@ -68,7 +68,7 @@ pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
             break;
         }
     }
-    let sources = store::sources::all_ids(env, &store::sources::configured(env)?).await?;
+    let sources = store::sources::all_ids(env, &*store::sources::configured(env)?).await?;
     // Inactive anonymous profiles: a walk over identifiers in key order, carried on from where
     // the previous run stopped, up to `walk` identifiers and `max_chunks` erasures a run (a
     // budget of its own: a busy events purge does not stop it).

@@ -29,7 +29,7 @@ const MAX_MAPPING_BYTES: usize = 16 * 1024;
 pub async fn post(req: Request, env: &Env, now_ms: i64) -> Result<Response, ApiError> {
     let grant = authorize(&req, env, Scope::ConfigWrite).await?;
     let source_id = query_param(&req, "source").unwrap_or_else(|| "server".into());
-    let source = store::sources::by_id(env, &store::sources::configured(env)?, &source_id)
+    let source = store::sources::by_id(env, &*store::sources::configured(env)?, &source_id)
         .await?
         .filter(|s| s.is_trusted())
         .ok_or(ImportError::UntrustedSource)?;

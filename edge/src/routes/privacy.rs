@@ -130,7 +130,7 @@ async fn delete(
 ) -> Result<Response, ApiError> {
     let db = env.d1("DB")?;
     let (subject, _) = store::privacy::subject_of(&db, identifier).await?;
-    let sources = store::sources::all_ids(env, &store::sources::configured(env)?).await?;
+    let sources = store::sources::all_ids(env, &*store::sources::configured(env)?).await?;
     let mut extra: Vec<(&'static str, Statement)> = suppress(
         &subject.suppression_keys(),
         &action.request_id,
@@ -230,7 +230,7 @@ async fn export(req: &Request, env: &Env, action: Action) -> Result<Response, Ap
     )?;
     let db = env.d1("DB")?;
     let (subject, profile_id) = store::privacy::subject_of(&db, &identifier).await?;
-    let sources = store::sources::all_ids(env, &store::sources::configured(env)?).await?;
+    let sources = store::sources::all_ids(env, &*store::sources::configured(env)?).await?;
     let data = store::privacy::export(
         &db,
         store::archived::bucket(env).as_ref(),

@@ -126,7 +126,7 @@ pub async fn undo_suppressed(
     if subject.identifiers.is_empty() {
         return Ok(());
     }
-    let sources = sources::all_ids(env, &sources::configured(env)?).await?;
+    let sources = sources::all_ids(env, &*sources::configured(env)?).await?;
     erase_subject(env, db, &subject, &sources, Vec::new(), now_ms).await?;
     Ok(())
 }

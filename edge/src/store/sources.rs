@@ -1,32 +1,39 @@
 //! Where sources come from: the `SOURCES` setting first, then the D1 `sources` table.
 
+use std::rc::Rc;
+
 use seam_core::collect::auth::AuthError;
 use seam_core::collect::source::{parse_source, Source, Sources};
 use serde::Deserialize;
 use worker::{D1Database, Env};
 
 use crate::error::ApiError;
+use crate::isolate;
 
 /// A server key shorter than this is ignored (a guessable key would hand out trust).
 const MIN_SERVER_KEY_LEN: usize = 16;
 
 /// The `SOURCES` setting, parsed, plus the `server` source of the `SERVER_WRITE_KEY` secret
 /// when one is set. A broken setting is a deployment error, reported as such.
-pub fn configured(env: &Env) -> Result<Sources, ApiError> {
+pub fn configured(env: &Env) -> Result<Rc<Sources>, ApiError> {
     let setting = env
         .var("SOURCES")
         .map(|v| v.to_string())
         .unwrap_or_default();
-    let mut sources = Sources::parse(&setting).map_err(ApiError::Config)?;
     let server_key = env
         .secret("SERVER_WRITE_KEY")
         .map(|s| s.to_string())
         .ok()
         .filter(|k| k.len() >= MIN_SERVER_KEY_LEN);
-    if let Some(key) = server_key {
-        sources.insert(key, Source::server("server"));
-    }
-    Ok(sources)
+    // Parsed once per isolate (`isolate::sources_of`): the key ends the text it is kept by.
+    let text = format!("{setting}\n{}", server_key.as_deref().unwrap_or_default());
+    isolate::sources_of(text, || {
+        let mut sources = Sources::parse(&setting).map_err(ApiError::Config)?;
+        if let Some(key) = server_key {
+            sources.insert(key, Source::server("server"));
+        }
+        Ok(sources)
+    })
 }
 
 #[derive(Deserialize)]
