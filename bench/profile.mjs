@@ -9,6 +9,8 @@
 import { execFileSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
+// wrangler's own WebSocket client (a dependency of wrangler and miniflare): Node 20's built-in
+// one, behind --experimental-websocket, is refused by wrangler's inspector proxy.
 import WebSocket from "ws";
 import { root, settled, startEdge, WRITE_KEY } from "../tests/support/edge.mjs";
 
@@ -45,11 +47,14 @@ async function load(edge, run, count) {
 async function inspect() {
   const [target] = await (await fetch(`${INSPECTOR}/json`)).json();
   const ws = new WebSocket(target.webSocketDebuggerUrl);
-  await new Promise((resolve, reject) => (ws.once("open", resolve), ws.once("error", reject)));
+  await new Promise((resolve, reject) => {
+    ws.addEventListener("open", resolve, { once: true });
+    ws.addEventListener("error", reject, { once: true });
+  });
   let id = 0;
   const pending = new Map();
-  ws.on("message", (m) => {
-    const msg = JSON.parse(m);
+  ws.addEventListener("message", (event) => {
+    const msg = JSON.parse(event.data);
     pending.get(msg.id)?.(msg);
     pending.delete(msg.id);
   });
@@ -58,7 +63,7 @@ async function inspect() {
       pending.set(++id, resolve);
       ws.send(JSON.stringify({ id, method, params }));
     });
-  return { call, close: () => new Promise((r) => (ws.once("close", r), ws.close())) };
+  return { call, close: () => new Promise((r) => (ws.addEventListener("close", r, { once: true }), ws.close())) };
 }
 
 const name = (frame) => (frame.functionName || "(anonymous)").replace(/::h[0-9a-f]{16}$/, "");
@@ -100,6 +105,8 @@ const workerds = () => {
 };
 const before = new Set(workerds());
 const edge = await startEdge("profile", { limits: { ip: 1_000_000, source: 1_000_000 } });
+// This run's workerd processes: those that appeared while it started.
+const ours = workerds().filter((p) => !before.has(p));
 try {
   const run = Date.now();
   await load(edge, `${run}-warm`, 60);
@@ -126,7 +133,7 @@ try {
   await edge.stop();
   // A workerd that had the inspector attached can outlive its wrangler: end this run's.
   await new Promise((r) => setTimeout(r, 2000));
-  for (const pid of workerds().filter((p) => !before.has(p))) {
+  for (const pid of ours.filter((p) => workerds().includes(p))) {
     try {
       process.kill(Number(pid), "SIGKILL");
     } catch {

@@ -627,7 +627,11 @@ mod tests {
         assert_eq!(parses.get(), 1);
         assert!(sources_of("b".into(), || Err::<Sources, _>("broken")).is_err());
         sources_of("b".into(), parse).unwrap();
-        assert_eq!(parses.get(), 2, "a new setting is parsed, a broken one was not kept");
+        assert_eq!(
+            parses.get(),
+            2,
+            "a new setting is parsed, a broken one was not kept"
+        );
     }
 
     #[test]

@@ -76,11 +76,15 @@ pub fn truncate_ip(ip: &str) -> Option<String> {
 /// host commonly holds a whole /64 and could rotate through it). Unparsable text as it is.
 pub fn limit_client(ip: &str) -> String {
     match ip.trim().parse::<IpAddr>() {
-        Ok(IpAddr::V6(v6)) => {
-            let mut octets = v6.octets();
-            octets[8..].fill(0);
-            format!("{}/64", IpAddr::from(octets))
-        }
+        Ok(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            // An IPv4 client written as IPv6 (`::ffff:a.b.c.d`) is that IPv4 client.
+            Some(v4) => v4.to_string(),
+            None => {
+                let mut octets = v6.octets();
+                octets[8..].fill(0);
+                format!("{}/64", IpAddr::from(octets))
+            }
+        },
         Ok(v4) => v4.to_string(),
         Err(_) => ip.to_owned(),
     }
@@ -392,6 +396,11 @@ mod tests {
         assert_ne!(
             limit_client("2001:db8:85a3:1234::1"),
             limit_client("2001:db8:85a3:1235::1")
+        );
+        assert_eq!(limit_client("::ffff:203.0.113.77"), "203.0.113.77");
+        assert_ne!(
+            limit_client("::ffff:203.0.113.77"),
+            limit_client("::ffff:203.0.113.78")
         );
         assert_eq!(limit_client("not an ip"), "not an ip");
     }

@@ -21,7 +21,7 @@ use serde_json::Value;
 use worker::{Context, D1Database, Env};
 
 use crate::error::ApiError;
-use crate::store::d1;
+use crate::store::d1::Patient;
 use crate::store::personalisation::Job;
 use crate::{isolate, platform, settings, store};
 
@@ -265,22 +265,40 @@ async fn finish(
 struct Edge<'a> {
     env: &'a Env,
     db: D1Database,
+    /// When the run stops retrying failed reads and writes (`d1::Patient`).
+    until_ms: i64,
+}
+
+impl Edge<'_> {
+    fn patient(&self) -> Patient<'_> {
+        Patient {
+            db: &self.db,
+            until_ms: self.until_ms,
+        }
+    }
 }
 
 impl ProfileStore for Edge<'_> {
     // A refresh runs after the response, and a read that fails would lose it: it is tried
-    // again (`d1::patiently`). Several profiles' read is not: on failure each is read alone.
+    // again (`d1::Patient`).
     async fn load(&self, profile_id: &str) -> Result<Loaded, ApiError> {
-        let read = d1::patiently(|| store::profiles::view_and_state(&self.db, profile_id));
+        let read = self
+            .patient()
+            .retry(|| store::profiles::view_and_state(&self.db, profile_id));
         Ok(isolate::timed("refresh: read profile", read).await?)
     }
 
     async fn load_state(&self, profile_id: &str) -> Result<(ProfileState, Option<i64>), ApiError> {
-        Ok(d1::patiently(|| store::personalisation::load(&self.db, profile_id)).await?)
+        let read = self
+            .patient()
+            .retry(|| store::personalisation::load(&self.db, profile_id));
+        Ok(read.await?)
     }
 
     async fn load_many(&self, profile_ids: &[&str]) -> Result<Vec<Loaded>, ApiError> {
-        let read = store::profiles::views_and_states(&self.db, profile_ids);
+        let read = self
+            .patient()
+            .retry(|| store::profiles::views_and_states(&self.db, profile_ids));
         Ok(isolate::timed("refresh: read profile", read).await?)
     }
 
@@ -289,7 +307,7 @@ impl ProfileStore for Edge<'_> {
         config: &PersonalisationConfig,
         jobs: Vec<Job<'_>>,
     ) -> Vec<Result<Update, ApiError>> {
-        let update = store::personalisation::update_many(&self.db, config, jobs);
+        let update = store::personalisation::update_many(self.patient(), config, jobs);
         isolate::timed("refresh: personalise", async {
             Ok::<_, ApiError>(update.await)
         })
@@ -307,7 +325,13 @@ impl ProfileStore for Edge<'_> {
         loaded: (ProfileState, Option<i64>),
     ) -> Result<Update, ApiError> {
         let update = store::personalisation::update(
-            &self.db, config, view, absorbed, events, now_ms, loaded,
+            self.patient(),
+            config,
+            view,
+            absorbed,
+            events,
+            now_ms,
+            loaded,
         );
         isolate::timed("refresh: personalise", update).await
     }
@@ -363,6 +387,10 @@ impl ProfileStore for Edge<'_> {
         }
     }
 }
+
+/// How long a run of refreshes keeps retrying failed reads and writes: well inside the 30 s
+/// the platform gives work after a response.
+const RETRY_FOR_MS: i64 = 10_000;
 
 /// How long an isolate gathers the refreshes of the requests it answers before it runs them as
 /// one batch: one read and one write round trip for all of them, instead of one each.
@@ -425,7 +453,10 @@ async fn run_spaced(env: &Env, refreshes: Vec<(String, Refresh)>) {
     }
     let (keys, refreshes): (Vec<String>, Vec<Refresh>) = refreshes.into_iter().unzip();
     let outcomes = match env.d1("DB") {
-        Ok(db) => run_many(&Edge { env, db }, refreshes).await,
+        Ok(db) => {
+            let until_ms = platform::now_ms() + RETRY_FOR_MS;
+            run_many(&Edge { env, db, until_ms }, refreshes).await
+        }
         Err(e) => vec![Err(e.into())],
     };
     for e in outcomes.into_iter().filter_map(Result::err) {

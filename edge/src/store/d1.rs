@@ -25,24 +25,41 @@ fn prepare(db: &D1Database, statement: &Statement) -> worker::Result<D1PreparedS
     db.prepare(&statement.sql).bind(&params)
 }
 
-/// The pauses before each further try of [`patiently`]: about a second in all.
+/// The pauses before each further try of [`Patient::retry`]: about a second in all.
 const PATIENT_PAUSES_MS: [u64; 3] = [50, 200, 800];
 
-/// Runs `work` until it succeeds, trying again after each of [`PATIENT_PAUSES_MS`]. For work
-/// after the response, which nothing would redo if it failed: D1 can be busy or unreachable
-/// for a moment, and a failed read or batch changed nothing (a batch is one transaction).
-pub async fn patiently<T, E, F, Fut>(mut work: F) -> Result<T, E>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, E>>,
-{
-    for pause in PATIENT_PAUSES_MS {
-        match work().await {
-            Ok(done) => return Ok(done),
-            Err(_) => crate::platform::sleep(pause).await,
+/// D1 for work after the response, which nothing would redo if it failed: D1 can be busy or
+/// unreachable for a moment, and a failed read or batch changed nothing (a batch is one
+/// transaction), so [`retry`](Self::retry) tries again. `until_ms` bounds the retrying of a
+/// whole run (many profiles, one after another): the platform cuts after-response work off
+/// at 30 s, and a cut run would leave its profiles marked running.
+#[derive(Clone, Copy)]
+pub struct Patient<'a> {
+    /// The database.
+    pub db: &'a D1Database,
+    /// No further try starts after this time (epoch ms).
+    pub until_ms: i64,
+}
+
+impl Patient<'_> {
+    /// Runs `work` until it succeeds, trying again after each of [`PATIENT_PAUSES_MS`] while
+    /// the pause ends before `until_ms`.
+    pub async fn retry<T, E, F, Fut>(self, mut work: F) -> Result<T, E>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        for pause in PATIENT_PAUSES_MS {
+            match work().await {
+                Ok(done) => return Ok(done),
+                Err(e) if crate::platform::now_ms() + pause as i64 > self.until_ms => {
+                    return Err(e)
+                }
+                Err(_) => crate::platform::sleep(pause).await,
+            }
         }
+        work().await
     }
-    work().await
 }
 
 /// Runs one read statement and returns its rows.

@@ -14,7 +14,7 @@ use worker::D1Database;
 
 use crate::error::ApiError;
 use crate::platform;
-use crate::store::d1;
+use crate::store::d1::{self, Patient};
 
 /// Attempts at the version-guarded save before giving up (each loser reloads and re-applies
 /// after a short random pause, so a burst of requests for one profile spreads out).
@@ -77,7 +77,7 @@ pub fn values(
 /// idempotent). Events already held are duplicates to the core, so passing a retried batch's
 /// events again is safe and heals a request that failed after its events were stored.
 pub async fn update(
-    db: &D1Database,
+    patient: Patient<'_>,
     config: &PersonalisationConfig,
     profile: &ProfileView,
     absorbed: &[String],
@@ -86,6 +86,7 @@ pub async fn update(
     loaded: (ProfileState, Option<i64>),
 ) -> Result<Update, ApiError> {
     let (profile_id, traits) = (profile.profile_id.as_str(), &profile.traits);
+    let db = patient.db;
     // A merge changes this profile's state: what the caller read before it is stale.
     let mut loaded = absorbed.is_empty().then_some(loaded);
     for from in absorbed {
@@ -99,7 +100,7 @@ pub async fn update(
         // write that fails is tried again.
         let (state, version) = match loaded.take() {
             Some(loaded) => loaded,
-            None => d1::patiently(|| load(db, profile_id)).await?,
+            None => patient.retry(|| load(db, profile_id)).await?,
         };
         let update =
             personalise::update(state, version, profile_id, traits, events, config, now_ms);
@@ -108,7 +109,7 @@ pub async fn update(
         if unchanged && version.is_some() {
             return Ok(update);
         }
-        let results = d1::patiently(|| d1::execute(db, &update.writes)).await?;
+        let results = patient.retry(|| d1::execute(db, &update.writes)).await?;
         let saved = results
             .last()
             .map(|r| r.results::<Value>().is_ok_and(|rows| !rows.is_empty()))
@@ -150,10 +151,11 @@ const PROFILES_PER_BATCH: usize = 25;
 /// [`PROFILES_PER_BATCH`] instead of one each. A profile whose version-guarded save lost (or
 /// whose batch failed) goes on alone through [`update`], which reloads and retries.
 pub async fn update_many(
-    db: &D1Database,
+    patient: Patient<'_>,
     config: &PersonalisationConfig,
     jobs: Vec<Job<'_>>,
 ) -> Vec<Result<Update, ApiError>> {
+    let db = patient.db;
     let mut out: Vec<Result<Update, ApiError>> = Vec::with_capacity(jobs.len());
     for chunk in chunks(jobs, PROFILES_PER_BATCH) {
         let mut planned = Vec::with_capacity(chunk.len());
@@ -182,7 +184,7 @@ pub async fn update_many(
         let results = if plan.is_empty() {
             Ok(Vec::new())
         } else {
-            d1::execute(db, &plan).await
+            patient.retry(|| d1::execute(db, &plan)).await
         };
         for (job, (update, range)) in chunk.into_iter().zip(planned) {
             let Some(range) = range else {
@@ -207,9 +209,10 @@ pub async fn update_many(
                 Some(changed) => out.push(Ok(Update { changed, ..update })),
                 // Someone saved first, or the batch failed: this one alone, read afresh.
                 None => {
-                    let fresh = match load(db, &job.view.profile_id).await {
+                    let fresh = match patient.retry(|| load(db, &job.view.profile_id)).await {
                         Ok(loaded) => {
-                            self::update(db, config, job.view, &[], &job.events, job.now_ms, loaded)
+                            let events = &job.events;
+                            self::update(patient, config, job.view, &[], events, job.now_ms, loaded)
                                 .await
                         }
                         Err(e) => Err(e.into()),

@@ -42,8 +42,12 @@ pub async fn publish(
     };
     // Written straight to text: a `Value` of the state (up to a few hundred facts) cost more to
     // build and free than the KV write itself.
-    let snapshot = serde_json::to_string(&Snapshot { view, state }).unwrap_or_default();
-    let mut puts = vec![(format!("profile:{}", view.profile_id), snapshot)];
+    let mut puts = Vec::new();
+    match serde_json::to_string(&Snapshot { view, state }) {
+        Ok(snapshot) => puts.push((format!("profile:{}", view.profile_id), snapshot)),
+        // A snapshot that cannot be written is left as it was: readers fall back to D1.
+        Err(e) => worker::console_error!("snapshot of {} not written: {e}", view.profile_id),
+    }
     let pointer = json!({ "profileId": view.profile_id }).to_string();
     for anon in anonymous_ids {
         isolate::remember_profile(anon, &view.profile_id, now_ms);
