@@ -279,12 +279,7 @@ pub fn view(
     now_ms: i64,
 ) -> (Map<String, Value>, BTreeSet<String>) {
     let computed = computed::values(&state.computed, &config.computed, now_ms);
-    let subject = Subject {
-        traits,
-        computed: &computed,
-        state: &state.computed,
-    };
-    let segments = segment::evaluate(&config.segments, &subject, now_ms);
+    let segments = memberships(state, traits, config, &computed, now_ms);
     (computed, segments)
 }
 
@@ -301,9 +296,20 @@ fn memberships_at(
     let computed = computed::values_of(&state.computed, &config.computed, now_ms, |name| {
         reads.contains(name)
     });
+    memberships(state, traits, config, &computed, now_ms)
+}
+
+/// The segments `state` and `traits` belong to at `now_ms`, given its `computed` traits.
+fn memberships(
+    state: &ProfileState,
+    traits: &Map<String, Value>,
+    config: &PersonalisationConfig,
+    computed: &Map<String, Value>,
+    now_ms: i64,
+) -> BTreeSet<String> {
     let subject = Subject {
         traits,
-        computed: &computed,
+        computed,
         state: &state.computed,
     };
     segment::evaluate(&config.segments, &subject, now_ms)
@@ -358,7 +364,7 @@ pub const MAX_PROBES: usize = 8;
 /// its memberships (`current`, as evaluated at `now_ms`) change by time alone. Time changes
 /// verdicts only where a fact or trait time plus a window the rules measure passes (`within_*`,
 /// windowed counts, windowed computed traits) or a day count moves; those instants are probed in
-/// order with [`view`]. After [`MAX_PROBES`] quiet ones the next candidate is returned and the
+/// order (`memberships_at`). After [`MAX_PROBES`] quiet ones the next candidate is returned and the
 /// sweep probes again from there. `None`: time alone changes nothing.
 pub fn next_check(
     state: &ProfileState,
