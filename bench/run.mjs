@@ -11,7 +11,7 @@
 import { execFileSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
-import { configuredSources, root, settled, startEdge, WRITE_KEY } from "../tests/support/edge.mjs";
+import { configuredSources, idCookie, root, settled, startEdge, WRITE_KEY } from "../tests/support/edge.mjs";
 import { products } from "../demo-site/products.js";
 import { kb, measureSdk } from "../scripts/sdk-size.mjs";
 import { sdkRows } from "./sdk.mjs";
@@ -144,7 +144,9 @@ async function decisionRows(edge, run) {
 
   const staticAsset = () => fetch(`${edge.url}${STATIC_ASSET}`);
   const strangerPage = () => fetch(`${edge.url}${PAGE}`);
-  const visitorPage = (n) => fetch(`${edge.url}${PAGE}`, { headers: { cookie: `seam_id=${visitorId(n % VISITORS)}` } });
+  // Each visitor's browser holds the cookie the Worker sealed for its ID.
+  const visitorCookies = Array.from({ length: VISITORS }, (_, i) => idCookie(visitorId(i)));
+  const visitorPage = (n) => fetch(`${edge.url}${PAGE}`, { headers: { cookie: visitorCookies[n % VISITORS] } });
   const decide = (n) =>
     fetch(`${edge.url}/v1/decide`, {
       method: "POST",

@@ -59,6 +59,13 @@ pub fn secrets_key(env: &Env) -> Option<[u8; 32]> {
     seam_core::activate::sealed::key(secret.as_bytes()).ok()
 }
 
+/// The key the `seam_id` cookie is sealed with, derived from the `SECRETS_KEY` secret (its
+/// own domain). Without it the collector neither sets nor honours the cookie.
+pub fn cookie_key(env: &Env) -> Option<[u8; 32]> {
+    let secret = env.secret("SECRETS_KEY").ok()?.to_string();
+    (!secret.is_empty()).then(|| seam_core::collect::cookie::key(secret.as_bytes()))
+}
+
 /// Whether `/health` and ingest responses report where time goes (`REPORT_TIMINGS=true`, for
 /// `npm run bench`): off by default, since the counts tell traffic volume.
 pub fn report_timings(env: &Env) -> bool {

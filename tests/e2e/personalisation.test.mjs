@@ -73,8 +73,10 @@ describe("personalised shop in Chromium: edge-rendered slots", () => {
   /** Waits until the collector stored `n` events named `name` from this browser, and their
    * profile refresh (which runs after the response) is done. */
   async function stored(page, name, n) {
-    const anon = await page.evaluate(() => localStorage.getItem("seam_anonymous_id"));
+    // Read each time: the SDK adopts the ID of the collector's cookie from its first answer.
+    let anon;
     const rows = await eventually(async () => {
+      anon = await page.evaluate(() => localStorage.getItem("seam_anonymous_id"));
       const r = await edge.query("SELECT count(*) AS n FROM events WHERE anonymous_id = ? AND name = ?", anon, name).catch(() => [{ n: 0 }]);
       return r[0].n >= n && r;
     }, 40_000, 500);

@@ -54,6 +54,13 @@ describe("demo shop -> SDK -> edge -> D1", () => {
   }
   const until = (fn, ms = 40_000) => eventually(fn, ms, 1000);
   const storedId = (page) => page.evaluate(() => localStorage.getItem("seam_anonymous_id"));
+  // The visitor's ID once the collector's sealed cookie and the SDK agree on it: the Worker
+  // chooses it on the first request that may set the cookie, and the SDK adopts it from the answer.
+  const adoptedId = (page) => until(async () => {
+    const cookie = (await page.context().cookies(edge.url)).find((c) => c.name === "seam_id");
+    const id = cookie?.value.split(".")[0];
+    return id && (await storedId(page)) === id && id;
+  });
   const count = (rows, name) => rows.filter((r) => r.name === name).length;
 
   test("before consent nothing is stored or sent; on grant the buffered events arrive once with the ID", async () => {
@@ -70,8 +77,9 @@ describe("demo shop -> SDK -> edge -> D1", () => {
     assert.deepEqual((await browser.context.cookies(edge.url)).map((c) => c.name), [], "no cookie");
 
     await page.getByRole("button", { name: "Allow" }).click();
-    const anonymousId = await eventually(() => storedId(page));
-    assert.match(anonymousId ?? "", /^[0-9a-f-]{36}$/, "consent granted: the SDK persists its anonymous ID");
+    assert.match((await eventually(() => storedId(page))) ?? "", /^[0-9a-f-]{36}$/, "consent granted: the SDK persists its anonymous ID");
+    const anonymousId = await adoptedId(page);
+    assert.ok(anonymousId, "the SDK adopts the ID of the collector's cookie");
     const home = await until(async () => {
       const rows = await eventsOf(anonymousId);
       return count(rows, "Product List Viewed") > 0 && rows;
@@ -90,7 +98,7 @@ describe("demo shop -> SDK -> edge -> D1", () => {
     assert.equal(sdkCookie?.value, anonymousId, "the SDK's first-party cookie");
     assert.equal(sdkCookie.sameSite, "Lax");
     const collectorCookie = cookies.find((c) => c.name === "seam_id");
-    assert.equal(collectorCookie.value, anonymousId, "the collector's HttpOnly cookie agrees");
+    assert.match(collectorCookie.value, new RegExp(`^${anonymousId}\\.[0-9a-f]{32}$`), "the collector's HttpOnly cookie agrees, sealed");
     assert.equal(collectorCookie.httpOnly, true);
 
     await page.getByRole("link", { name: "Trail Runner" }).click();
@@ -146,7 +154,6 @@ describe("demo shop -> SDK -> edge -> D1", () => {
     const page = await browser.context.newPage();
     const sent = recordSends(page);
     await page.goto(`${edge.url}/product?id=trail-runner`);
-    const anonymousId = await eventually(() => storedId(page));
     await page.getByRole("button", { name: "Add to cart" }).click();
     await page.getByRole("button", { name: "Add to cart" }).click();
     await sleep(1500);
@@ -157,6 +164,8 @@ describe("demo shop -> SDK -> edge -> D1", () => {
     assert.ok(failures > 1, `the collector refused ${failures} requests`);
     failing = false;
 
+    // The first request that gets through sets the cookie; every event is stored under its ID.
+    const anonymousId = await adoptedId(page);
     const rows = await until(async () => {
       const r = await eventsOf(anonymousId);
       return count(r, "Product Added") === 3 && count(r, "Product") === 2 && count(r, "Home") === 1 && r;
@@ -173,7 +182,7 @@ describe("demo shop -> SDK -> edge -> D1", () => {
     const browser = await visitor("granted");
     const page = await browser.context.newPage();
     await page.goto(`${edge.url}/product?id=road-racer`);
-    const anonymousId = await eventually(() => storedId(page));
+    const anonymousId = await adoptedId(page);
     assert.ok(await until(async () => count(await eventsOf(anonymousId), "Product Viewed") === 1));
     await browser.context.setOffline(true);
     for (let i = 0; i < 3; i++) await page.getByRole("button", { name: "Add to cart" }).click();
@@ -190,7 +199,7 @@ describe("demo shop -> SDK -> edge -> D1", () => {
     const first = await browser.context.newPage();
     recordSends(first, sent);
     await first.goto(`${edge.url}/product?id=trail-runner`);
-    const anonymousId = await eventually(() => storedId(first));
+    const anonymousId = await adoptedId(first);
     const second = await browser.context.newPage();
     recordSends(second, sent);
     await second.goto(`${edge.url}/product?id=road-racer`);
@@ -224,8 +233,8 @@ describe("demo shop -> SDK -> edge -> D1", () => {
     });
     const page = await browser.context.newPage();
     await page.goto(`${edge.url}/`);
-    const anonymousId = await eventually(() => storedId(page));
-    assert.ok(anonymousId, "the CMP's consent lets the SDK store its ID");
+    assert.ok(await eventually(() => storedId(page)), "the CMP's consent lets the SDK store its ID");
+    const anonymousId = await adoptedId(page);
     const rows = await until(async () => {
       const r = await eventsOf(anonymousId);
       return count(r, "Home") === 1 && r;
@@ -249,7 +258,7 @@ describe("demo shop -> SDK -> edge -> D1", () => {
     const browser = await visitor(JSON.stringify({ analytics_storage: "granted", personalization_storage: "granted" }));
     const page = await browser.context.newPage();
     await page.goto(`${edge.url}/product?id=trail-runner`);
-    const anonymousId = await eventually(() => storedId(page));
+    const anonymousId = await adoptedId(page);
     await page.getByRole("link", { name: "Sign in" }).click();
     await page.waitForURL(/\/signin/);
     await page.getByLabel("Email").fill("ada@shop.example");

@@ -314,32 +314,59 @@ describe("ingestion rules", () => {
   const aid = "5f0c6a1e-8b2d-4c3e-9f4a-1b2c3d4e5f60";
   const page = (context) => ({ type: "page", anonymousId: aid, messageId: uid("ck"), context });
 
-  test("sets the HttpOnly first-party cookie on same-site requests with analytics consent", async () => {
-    const res = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [page(granted)] }, { "sec-fetch-site": "same-origin" });
+  // The cookie is `<id>.<mac>`: sealed by the Worker, for an ID the Worker chose.
+  const sealed = (setCookie) => setCookie?.match(/^seam_id=([0-9a-f-]{36})\.([0-9a-f]{32});/);
+  const sameSite = { "sec-fetch-site": "same-origin" };
+
+  test("sets the HttpOnly first-party cookie on same-site requests with analytics consent: sealed, with an ID the Worker chose", async () => {
+    const ev = page(granted);
+    const res = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [ev] }, sameSite);
     const cookie = res.headers.get("set-cookie");
-    assert.match(cookie, new RegExp(`^seam_id=${aid};`));
+    const [, id] = sealed(cookie) ?? assert.fail(`not a sealed cookie: ${cookie}`);
+    assert.notEqual(id, aid, "never the anonymousId the request names: anyone can name anyone's");
     for (const attr of ["HttpOnly", "Secure", "SameSite=Lax", "Max-Age=31536000", "Path=/"]) assert.ok(cookie.includes(attr), attr);
-    assert.equal(res.json.anonymousId, aid, "the ID is echoed for the SDK to adopt");
+    assert.equal(res.json.anonymousId, id, "the ID is echoed for the SDK to adopt");
+    await settled(edge.url);
+    const [row] = await stored(ev.messageId);
+    assert.equal(row.anonymous_id, id, "the request's own events already carry it");
   });
 
   test("never sets the cookie without consent or for cross-site and server requests", async () => {
-    for (const [context, headers] of [[denied, { "sec-fetch-site": "same-origin" }], [granted, { "sec-fetch-site": "cross-site" }], [granted, {}]]) {
+    for (const [context, headers] of [[denied, sameSite], [granted, { "sec-fetch-site": "cross-site" }], [granted, {}]]) {
       const res = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [page(context)] }, headers);
       assert.equal(res.headers.get("set-cookie"), null);
       assert.equal(res.json.anonymousId, undefined);
     }
   });
 
-  test("an existing cookie ID wins, is recorded on the event, and is deleted when consent is withdrawn", async () => {
-    const cookieId = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
-    const headers = { "sec-fetch-site": "same-origin", cookie: `other=1; seam_id=${cookieId}` };
-    const ev = page(granted);
+  test("a sealed cookie's ID wins over the anonymousId the events name, and is deleted when consent is withdrawn", async () => {
+    const first = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [page(granted)] }, sameSite);
+    const [, cookieId, mac] = sealed(first.headers.get("set-cookie"));
+    const headers = { ...sameSite, cookie: `other=1; seam_id=${cookieId}.${mac}` };
+    const ev = page(granted); // names `aid`, not the cookie's ID
     const kept = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [ev] }, headers);
-    assert.match(kept.headers.get("set-cookie"), new RegExp(`^seam_id=${cookieId};`));
+    assert.equal(sealed(kept.headers.get("set-cookie"))?.[1], cookieId);
     assert.equal(kept.json.anonymousId, cookieId);
-    assert.equal(JSON.parse((await stored(ev.messageId))[0].body).context.seam.cookieId, cookieId);
+    await settled(edge.url);
+    const [row] = await stored(ev.messageId);
+    assert.equal(row.anonymous_id, cookieId);
+    assert.equal(JSON.parse(row.body).anonymousId, cookieId);
+    assert.equal(JSON.parse(row.body).context.seam?.cookieId, undefined);
     const withdrawn = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [page(denied)] }, headers);
     assert.match(withdrawn.headers.get("set-cookie"), /^seam_id=; Max-Age=0;/);
+  });
+
+  test("a cookie the Worker did not seal counts for nothing: a bare ID (as earlier versions wrote) or a forged MAC", async () => {
+    const victim = "7e57ab1e-0000-4000-8000-00000000f00d";
+    for (const value of [victim, `${victim}.${"0".repeat(32)}`, `${victim}.${"0".repeat(31)}`]) {
+      const ev = { ...page(granted), anonymousId: victim };
+      const res = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [ev] }, { ...sameSite, cookie: `seam_id=${value}` });
+      const [, id] = sealed(res.headers.get("set-cookie")) ?? assert.fail("a new cookie is set");
+      assert.notEqual(id, victim, value);
+      assert.equal(res.json.anonymousId, id);
+      await settled(edge.url);
+      assert.equal((await stored(ev.messageId))[0].anonymous_id, id, "the event is the new cookie's, not the named ID's");
+    }
   });
 
   // ---- gzip ----

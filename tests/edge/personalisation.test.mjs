@@ -5,7 +5,7 @@ import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { createServer } from "node:http";
 import { join } from "node:path";
-import { post, root, secret, settled, startEdge, storedState, trustingSources, WRITE_KEY } from "../support/edge.mjs";
+import { idCookie, post, root, secret, settled, startEdge, storedState, trustingSources, WRITE_KEY } from "../support/edge.mjs";
 
 const ADMIN_KEY = secret("ADMIN_KEY");
 const run = `${process.pid}`;
@@ -348,7 +348,7 @@ describe("personalisation at ingest", () => {
       assert.equal((await adminPost("/v1/admin/catalog", { items: [evil] })).status, 200);
       const { anon } = await runner(false);
       await send(edge, [view(anon, "run-evil", "Running Shoes", 1)]);
-      const page = await fetch(`${edge.url}/`, { headers: { cookie: `seam_id=${anon}` } });
+      const page = await fetch(`${edge.url}/`, { headers: { cookie: idCookie(anon) } });
       assert.equal(page.status, 200);
       const html = await page.text();
       const slot = html.match(/<div data-seam-slot="recommended-for-you"([^>]*)>([\s\S]*?)<\/div>/);
@@ -379,9 +379,9 @@ describe("personalisation at ingest", () => {
 
       const anonymous = await (await fetch(`${edge.url}/product.html`)).text();
       assert.match(anonymous, /data-seam-rendered="default"/, "no cookie: non-personal defaults");
-      const gpc = await (await fetch(`${edge.url}/`, { headers: { cookie: `seam_id=${anon}`, "sec-gpc": "1" } })).text();
+      const gpc = await (await fetch(`${edge.url}/`, { headers: { cookie: idCookie(anon), "sec-gpc": "1" } })).text();
       assert.match(gpc, /data-seam-reason="consent_denied"/);
-      const cookie = await (await fetch(`${edge.url}/`, { headers: { cookie: `seam_id=${anon}; seam_personalise=0` } })).text();
+      const cookie = await (await fetch(`${edge.url}/`, { headers: { cookie: `${idCookie(anon)}; seam_personalise=0` } })).text();
       assert.match(cookie, /data-seam-slot="recommended-for-you" data-seam-rendered="default" data-seam-reason="consent_denied"/, "the SDK's consent cookie");
       const css = await fetch(`${edge.url}/style.css`);
       assert.equal(css.status, 200, "other assets are served as before");
@@ -459,7 +459,7 @@ describe("personalisation at ingest", () => {
       const left = cart(anon);
       await send(edge, [order(anon, 60, "WELCOME5"), order(anon, 30, "SPRING20"), left]);
       await send(edge, [order(thrifty, 60), order(thrifty, 30), cart(thrifty)]);
-      const banner = (who, headers = {}) => fetch(`${edge.url}/`, { headers: { cookie: `seam_id=${who}`, ...headers } }).then((r) => r.text());
+      const banner = (who, headers = {}) => fetch(`${edge.url}/`, { headers: { cookie: idCookie(who), ...headers } }).then((r) => r.text());
       const slotOf = (html) => html.match(/<div data-seam-slot="discount-banner"([^>]*)>([\s\S]*?)<\/div>/);
 
       const early = await decideFor(edge, { anonymousId: anon, slots: ["discount-banner"] });
@@ -483,7 +483,7 @@ describe("personalisation at ingest", () => {
       const [, fullPriceAttrs, fullPrice] = slotOf(await banner(thrifty));
       assert.doesNotMatch(fullPrice, /COMEBACK10/, "no coupon history: no banner");
       assert.match(fullPriceAttrs, /data-seam-rendered="(none|control)" data-seam-reason="(no_match|holdout)"/);
-      const [, deniedAttrs, denied] = slotOf(await banner(anon, { cookie: `seam_id=${anon}; seam_personalise=0` }));
+      const [, deniedAttrs, denied] = slotOf(await banner(anon, { cookie: `${idCookie(anon)}; seam_personalise=0` }));
       assert.doesNotMatch(denied, /COMEBACK10/, "personalisation denied: no banner");
       assert.match(deniedAttrs, /data-seam-reason="consent_denied"/);
 
@@ -556,7 +556,7 @@ describe("edge rendering of a site proxied from its own origin", () => {
       if (!inHoldout(r.json.profileId)) anon = candidate;
     }
     await settled(edge.url);
-    const r = await fetch(`${edge.url}/product?id=run-1`, { headers: { cookie: `seam_id=${anon}; origin_session=abc` } });
+    const r = await fetch(`${edge.url}/product?id=run-1`, { headers: { cookie: `${idCookie(anon)}; origin_session=abc` } });
     assert.equal(r.status, 200);
     const html = await r.text();
     assert.match(html, /<h1>Origin shop<\/h1>/, "the origin's page");
@@ -581,7 +581,7 @@ describe("edge rendering of a site proxied from its own origin", () => {
     // A visitor the isolate has never seen is looked up in D1; the table is gone for a moment.
     await edge.exec("ALTER TABLE identities RENAME TO identities_away");
     try {
-      const r = await fetch(`${edge.url}/product?id=run-2`, { headers: { cookie: `seam_id=unseen-visitor-${run}` } });
+      const r = await fetch(`${edge.url}/product?id=run-2`, { headers: { cookie: idCookie(`unseen-visitor-${run}`) } });
       assert.equal(r.status, 200);
       const html = await r.text();
       assert.match(html, /<h1>Origin shop<\/h1>/);
@@ -589,7 +589,7 @@ describe("edge rendering of a site proxied from its own origin", () => {
     } finally {
       await edge.exec("ALTER TABLE identities_away RENAME TO identities");
     }
-    const again = await fetch(`${edge.url}/product?id=run-2`, { headers: { cookie: `seam_id=unseen-visitor-${run}` } });
+    const again = await fetch(`${edge.url}/product?id=run-2`, { headers: { cookie: idCookie(`unseen-visitor-${run}`) } });
     assert.match(await again.text(), /data-seam-slot="recommended-for-you" data-seam-rendered="default"/, "and filled again once storage is back");
   });
 });

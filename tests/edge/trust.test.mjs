@@ -5,7 +5,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
 import { createServer } from "node:http";
-import { directSources, post, secret, settled, startEdge, WRITE_KEY } from "../support/edge.mjs";
+import { directSources, idCookie, post, secret, settled, startEdge, WRITE_KEY } from "../support/edge.mjs";
 
 const ADMIN_KEY = secret("ADMIN_KEY");
 const run = `${process.pid}`;
@@ -144,7 +144,7 @@ describe("trust: what the public write key cannot do", () => {
 
   test("decide honours Global Privacy Control and caps its body", async () => {
     const anon = `gpc-visitor-${run}-0000`;
-    const own = { cookie: `seam_id=${anon}` };
+    const own = { cookie: idCookie(anon) };
     await send(edge, [viewed(anon, `g1-${run}`), viewed(anon, `g2-${run}`)]);
     const plain = await decide(edge, { anonymousId: anon }, own);
     assert.notEqual(plain.json.reason, "consent_denied");
@@ -297,7 +297,7 @@ describe("trust: identity claims from the public key", () => {
     return r.status === 200 ? r.json : null;
   };
   const holds = (profile, type, value) => (profile?.identifiers ?? []).includes(`${type}:${value}`);
-  const cookie = (id) => ({ cookie: `seam_id=${id}` });
+  const cookie = (id) => ({ cookie: idCookie(id) });
   // A server identifies the victim; the victim has browsed two products on their own browser.
   const victim = async (tag) => {
     const user = `victim-${tag}-${run}`;
@@ -351,6 +351,34 @@ describe("trust: identity claims from the public key", () => {
     // The server key may ask for anyone.
     const server = await post(`${edge.url}/v1/decide`, { writeKey: SERVER_KEY, userId: v.user, slots: ["recommended-for-you"] });
     assert.equal(server.json.profileId, v.profileId);
+  });
+
+  test("knowing a visitor's ID is not enough: a cookie the Worker did not seal reads nothing, and naming the ID from another browser ties nothing to it", async () => {
+    const v = await victim("bearer");
+    // The ID travels (destinations get it), so anyone may learn it; the sealed cookie does not.
+    for (const value of [v.browser, `${v.browser}.${"0".repeat(32)}`, `${v.browser}.${idCookie(`other-${run}-0000`).split(".")[1]}`]) {
+      const d = await decide(edge, { anonymousId: v.browser, slots: [{ id: "recommended-for-you", limit: 20 }] }, { cookie: `seam_id=${value}` });
+      assert.equal(d.status, 200);
+      assert.equal(d.json.profileId, null, value);
+      assert.equal(d.json.personalised, false, value);
+    }
+    // Another browser sends events naming the victim's ID: same-site, with consent, first
+    // without a cookie and then with the one the Worker gives it.
+    const event = () => ({ ...viewed(v.browser, `attacker-view-${run}`), context: { consent: { gcm: { analytics_storage: "granted" } } } });
+    const first = await send(edge, [event()], WRITE_KEY, { "sec-fetch-site": "same-origin" });
+    const given = first.headers.get("set-cookie")?.match(/^seam_id=([^;.]+)\.[0-9a-f]{32};/)?.[1];
+    assert.ok(given && given !== v.browser, `a cookie of its own: ${first.headers.get("set-cookie")}`);
+    assert.equal(first.json.anonymousId, given);
+    await send(edge, [event()], WRITE_KEY, { "sec-fetch-site": "same-origin", cookie: idCookie(given) });
+    await settled(edge.url);
+    const theirs = await lookup("anonymous_id", given);
+    assert.notEqual(theirs.profileId, v.profileId, "the attacker's browser is not joined to the victim");
+    assert.ok(!holds(await lookup("user_id", v.user), "anonymous_id", given));
+    const d = await decide(edge, { anonymousId: given, slots: [{ id: "recommended-for-you", limit: 20 }] }, { cookie: idCookie(given) });
+    assert.equal(d.json.profileId, theirs.profileId, "its decisions are its own profile's");
+    const rows = await edge.query(`SELECT DISTINCT anonymous_id FROM events WHERE json_extract(body, '$.properties.product_id') = 'attacker-view-${run}'`);
+    assert.deepEqual(rows, [{ anonymous_id: given }], "its events are stored as its own");
+    assert.equal((await lookup("anonymous_id", v.browser)).profileId, v.profileId);
   });
 
   test("two browsers claiming one user ID stay apart", async () => {

@@ -2,6 +2,7 @@
 // state directory, exactly as `npm run dev` serves it, and gives tests direct D1 access through
 // wrangler's platform proxy on the same state.
 import { spawn, spawnSync } from "node:child_process";
+import { createHmac } from "node:crypto";
 import { appendFileSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
@@ -24,6 +25,16 @@ export const WRITE_KEY = "seam_dev_write_key";
  */
 export function secret(name) {
   return readFileSync(join(root, ".dev.vars"), "utf8").match(new RegExp(`^${name}=(.*)$`, "m"))[1].trim();
+}
+
+/**
+ * The `seam_id` cookie the Worker sets for `id` (core/src/collect/cookie.rs: `<id>.<mac>`, the
+ * MAC made with a key derived from SECRETS_KEY), as a `Cookie` header value: what the browser
+ * the Worker gave that ID to sends back.
+ */
+export function idCookie(id) {
+  const key = createHmac("sha256", secret("SECRETS_KEY")).update("seam cookie v1").digest();
+  return `seam_id=${id}.${createHmac("sha256", key).update(id).digest("hex").slice(0, 32)}`;
 }
 
 /**

@@ -27,7 +27,6 @@ use crate::collect::event::{Event, EventError, EventType};
 use crate::collect::ingest::{Decoded, Outcome};
 use crate::collect::source::{property_key, DeniedPolicy, IpPolicy, Source};
 use crate::consent::{ConsentState, Purpose};
-use crate::format::id;
 
 /// Coarse location from the edge (Cloudflare's `request.cf`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,7 +52,8 @@ pub struct RequestFacts {
     pub gpc: bool,
     /// Geo from the edge.
     pub geo: Option<Geo>,
-    /// The collector's first-party cookie ID, when the browser sent it.
+    /// The ID of the collector's first-party cookie, when the browser sent one the Worker
+    /// sealed (or the Worker sets one now): it replaces the events' `anonymousId`.
     pub cookie_id: Option<String>,
 }
 
@@ -160,6 +160,7 @@ fn enrich_event(
         return Err((event.message_id, EventError::ConsentDenied));
     }
 
+    let mut rewritten = None;
     let body = &mut event.body;
     if !source.deny_properties.is_empty() {
         for key in ["properties", "traits"] {
@@ -206,13 +207,12 @@ fn enrich_event(
             context.insert("ip".into(), Value::from(ip));
         }
         if let Some(cookie_id) = &facts.cookie_id {
+            // The sealed cookie is the browser's identity (see `cookie`). An anonymousId that
+            // differs is the script's stale copy, or an ID someone else holds: it is replaced,
+            // and so never ties this browser to that ID's profile.
             if event.anonymous_id.as_deref() != Some(cookie_id) {
-                let seam = context
-                    .entry("seam")
-                    .or_insert_with(|| Value::Object(Map::new()));
-                if let Value::Object(seam) = seam {
-                    seam.insert("cookieId".into(), Value::from(cookie_id.clone()));
-                }
+                body.insert("anonymousId".into(), Value::from(cookie_id.clone()));
+                rewritten = Some(cookie_id.clone());
             }
         }
     }
@@ -257,6 +257,9 @@ fn enrich_event(
         }
     }
     body.insert("context".into(), Value::Object(context));
+    if rewritten.is_some() {
+        event.anonymous_id = rewritten;
+    }
     Ok(event)
 }
 
@@ -274,55 +277,10 @@ fn strip_denied(value: &mut Value, denied: &[String]) {
     }
 }
 
-/// What to do with the collector's first-party ID cookie.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CookieAction {
-    /// Leave it as it is.
-    Keep,
-    /// (Re)set it to this ID for another year.
-    Set(String),
-    /// Delete it (analytics consent was withdrawn).
-    Clear,
-}
-
-/// Decides the cookie from the most recent event in the request that states consent. Only
-/// same-site browser requests get a cookie; an existing cookie's ID wins so IDs stay stable when
-/// the browser's own storage was wiped (Safari caps script-set storage at 7 days).
-pub fn cookie_action(decoded: &Decoded, cookie_id: Option<&str>, same_site: bool) -> CookieAction {
-    if !same_site {
-        return CookieAction::Keep;
-    }
-    let latest = decoded
-        .valid()
-        .map(|e| (e, ConsentState::from_context(e.body.get("context"), false)))
-        .filter(|(_, consent)| consent.is_known())
-        .max_by_key(|(e, _)| e.timestamp_ms);
-    match latest {
-        None => CookieAction::Keep,
-        Some((_, consent)) if !consent.allows(Purpose::AnalyticsStorage) => match cookie_id {
-            Some(_) => CookieAction::Clear,
-            None => CookieAction::Keep,
-        },
-        Some((event, _)) => cookie_id
-            .filter(|c| is_cookie_safe(c))
-            .or(event.anonymous_id.as_deref().filter(|a| is_cookie_safe(a)))
-            .map_or(CookieAction::Keep, |id| CookieAction::Set(id.to_owned())),
-    }
-}
-
-/// IDs we are willing to put in a cookie: short, and only URL/cookie-safe characters.
-pub fn is_cookie_safe(value: &str) -> bool {
-    (8..=100).contains(&value.len())
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        && (id::is_uuid(value) || value.len() >= 16)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collect::ingest::decode;
+    use crate::collect::ingest::{decode, decoded_batch};
     use crate::collect::source::parse_source;
     use serde_json::json;
 
@@ -468,8 +426,8 @@ mod tests {
         for policy in [json!({}), json!({"analyticsDenied": "drop"})] {
             let source = source(policy);
             let facts = RequestFacts::default();
-            let enriched = decoded(events.clone()).enrich(&facts, &source);
-            let screened = decoded(events.clone()).screen(&facts, &source);
+            let enriched = decoded_batch(events.clone()).enrich(&facts, &source);
+            let screened = decoded_batch(events.clone()).screen(&facts, &source);
             let results = screened.results(&all_ids);
             assert_eq!(results, enriched.results(&all_ids));
             let refused = results
@@ -477,7 +435,7 @@ mod tests {
                 .filter(|r| r.status == crate::collect::ingest::Status::Rejected)
                 .count();
             assert!(refused >= 2, "{results:?}");
-            let sent: Vec<_> = decoded(events.clone())
+            let sent: Vec<_> = decoded_batch(events.clone())
                 .valid()
                 .map(|e| e.body.clone())
                 .collect();
@@ -545,7 +503,47 @@ mod tests {
         );
         assert_eq!(context["timezone"], json!("Europe/Amsterdam"));
         assert_eq!(context["consent"]["gpc"], json!(true));
-        assert_eq!(context["seam"]["cookieId"], json!("cookie-id-0123456789"));
+        assert_eq!(
+            context.get("seam"),
+            None,
+            "no cookieId: the cookie's ID is the anonymousId"
+        );
+        assert_eq!(event.anonymous_id.as_deref(), Some("cookie-id-0123456789"));
+        assert_eq!(event.body["anonymousId"], json!("cookie-id-0123456789"));
+    }
+
+    #[test]
+    fn the_sealed_cookie_replaces_the_anonymous_id_a_request_names() {
+        let facts = RequestFacts {
+            cookie_id: Some("0b6b1c3e-2a5f-4c1e-9a7d-3f2e1d0c9b8a".into()),
+            ..RequestFacts::default()
+        };
+        for sent in [
+            json!({"type": "page", "anonymousId": "someone-elses-id", "messageId": "m1"}),
+            json!({"type": "identify", "userId": "u-1", "messageId": "m2"}),
+            json!({"type": "page", "anonymousId": "0b6b1c3e-2a5f-4c1e-9a7d-3f2e1d0c9b8a", "messageId": "m3"}),
+        ] {
+            let event = stored(one(sent.clone(), &facts, &source(json!({}))));
+            assert_eq!(
+                event.anonymous_id.as_deref(),
+                Some("0b6b1c3e-2a5f-4c1e-9a7d-3f2e1d0c9b8a"),
+                "{sent}"
+            );
+            assert_eq!(
+                event.body["anonymousId"],
+                json!("0b6b1c3e-2a5f-4c1e-9a7d-3f2e1d0c9b8a")
+            );
+        }
+        let without = stored(one(
+            json!({"type": "page", "anonymousId": "a-1", "messageId": "m4"}),
+            &RequestFacts::default(),
+            &source(json!({})),
+        ));
+        assert_eq!(
+            without.anonymous_id.as_deref(),
+            Some("a-1"),
+            "no cookie: as sent"
+        );
     }
 
     #[test]
@@ -555,60 +553,5 @@ mod tests {
         let event = stored(one(ev, &RequestFacts::default(), &source(json!({}))));
         assert!(!event.anonymized);
         assert_eq!(event.anonymous_id.as_deref(), Some("a-1"));
-    }
-
-    fn decoded(events: Value) -> Decoded {
-        decode(
-            json!({"batch": events}).to_string().as_bytes(),
-            None,
-            0,
-            || "g".into(),
-        )
-        .unwrap()
-    }
-
-    #[test]
-    fn cookie_is_set_only_with_analytics_consent_on_same_site_requests() {
-        let aid = "0b6b1c3e-2a5f-4c1e-9a7d-3f2e1d0c9b8a";
-        let granted = decoded(json!([{"type": "page", "anonymousId": aid,
-            "context": {"consent": {"categoryPreferences": {"analytics_storage": true}}}}]));
-        assert_eq!(
-            cookie_action(&granted, None, true),
-            CookieAction::Set(aid.into())
-        );
-        assert_eq!(cookie_action(&granted, None, false), CookieAction::Keep);
-        let existing = "11111111-2222-4333-8444-555555555555";
-        assert_eq!(
-            cookie_action(&granted, Some(existing), true),
-            CookieAction::Set(existing.into())
-        );
-
-        let denied = decoded(json!([{"type": "page", "anonymousId": aid,
-            "context": {"consent": {"categoryPreferences": {"analytics_storage": false}}}}]));
-        assert_eq!(cookie_action(&denied, None, true), CookieAction::Keep);
-        assert_eq!(
-            cookie_action(&denied, Some(existing), true),
-            CookieAction::Clear
-        );
-
-        let silent = decoded(json!([{"type": "page", "anonymousId": aid}]));
-        assert_eq!(
-            cookie_action(&silent, Some(existing), true),
-            CookieAction::Keep
-        );
-    }
-
-    #[test]
-    fn latest_consent_in_the_request_decides_the_cookie() {
-        let aid = "0b6b1c3e-2a5f-4c1e-9a7d-3f2e1d0c9b8a";
-        let d = decoded(json!([
-            {"type": "page", "anonymousId": aid, "timestamp": "2026-01-01T00:00:02Z",
-             "context": {"consent": {"gcm": {"analytics_storage": "denied"}}}},
-            {"type": "page", "anonymousId": aid, "timestamp": "2026-01-01T00:00:01Z",
-             "context": {"consent": {"gcm": {"analytics_storage": "granted"}}}}
-        ]));
-        assert_eq!(cookie_action(&d, Some(aid), true), CookieAction::Clear);
-        assert!(!is_cookie_safe("a;b=c"));
-        assert!(!is_cookie_safe("short"));
     }
 }

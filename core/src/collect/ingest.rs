@@ -276,6 +276,18 @@ fn object_of(v: Value) -> Option<Map<String, Value>> {
     }
 }
 
+/// A batch of `events` decoded at time 0 (message IDs `"g"`), for other modules' tests.
+#[cfg(test)]
+pub(crate) fn decoded_batch(events: Value) -> Decoded {
+    decode(
+        serde_json::json!({"batch": events}).to_string().as_bytes(),
+        None,
+        0,
+        || "g".into(),
+    )
+    .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,8 @@ pub mod admin;
 pub mod admission;
 pub mod limits;
 
-use seam_core::collect::enrich::{is_cookie_safe, CookieAction, Geo, RequestFacts};
+use seam_core::collect::cookie::{self, CookieAction};
+use seam_core::collect::enrich::{Geo, RequestFacts};
 use wasm_bindgen::JsValue;
 use worker::{Headers, Request};
 
@@ -52,9 +53,11 @@ pub fn is_same_site(req: &Request) -> bool {
     )
 }
 
-/// The ID in our cookie, when present and well-formed.
-pub fn cookie_id(req: &Request) -> Option<String> {
-    cookie(req, ID_COOKIE).filter(|v| is_cookie_safe(v))
+/// The ID in our cookie, when the Worker sealed it with `key` (see `cookie`): a cookie a
+/// client wrote itself, or one from before the cookie was sealed, counts for nothing.
+pub fn cookie_id(req: &Request, key: Option<&[u8; 32]>) -> Option<String> {
+    let value = cookie(req, ID_COOKIE)?;
+    cookie::open(key?, &value)
 }
 
 /// A cookie's value.
@@ -74,8 +77,8 @@ fn cf_string(cf: &JsValue, key: &str) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-/// What the request itself tells about the client.
-pub fn facts(req: &Request) -> RequestFacts {
+/// What the request itself tells about the client; `cookie_key` opens the ID cookie.
+pub fn facts(req: &Request, cookie_key: Option<&[u8; 32]>) -> RequestFacts {
     // Read `request.cf` directly: the worker crate's typed getters unwrap, and a panic would
     // kill the isolate. Locally (wrangler dev) this is a placeholder object.
     let cf = worker::js_sys::Reflect::get(req.inner().as_ref(), &JsValue::from_str("cf"))
@@ -92,7 +95,7 @@ pub fn facts(req: &Request) -> RequestFacts {
         user_agent: header(req, "User-Agent"),
         gpc: header(req, "Sec-GPC").is_some_and(|v| v.trim() == "1"),
         geo: geo.filter(|g| g != &Geo::default()),
-        cookie_id: cookie_id(req),
+        cookie_id: cookie_id(req, cookie_key),
     }
 }
 
@@ -114,13 +117,14 @@ pub fn preflight_headers(headers: &mut Headers, origin: &str) -> worker::Result<
     headers.set("Access-Control-Max-Age", "86400")
 }
 
-/// The `Set-Cookie` value for a cookie decision, if any.
-pub fn set_cookie(action: &CookieAction) -> Option<String> {
+/// The `Set-Cookie` value for a cookie decision, if any: a set cookie is sealed with `key`.
+pub fn set_cookie(action: &CookieAction, key: &[u8; 32]) -> Option<String> {
     let attributes = "Path=/; HttpOnly; Secure; SameSite=Lax";
     match action {
         CookieAction::Keep => None,
         CookieAction::Set(id) => Some(format!(
-            "{ID_COOKIE}={id}; Max-Age={ONE_YEAR_SECONDS}; {attributes}"
+            "{ID_COOKIE}={}; Max-Age={ONE_YEAR_SECONDS}; {attributes}",
+            cookie::seal(key, id)
         )),
         CookieAction::Clear => Some(format!("{ID_COOKIE}=; Max-Age=0; {attributes}")),
     }

@@ -27,7 +27,7 @@ pub async fn post(
     ctx: &Context,
     now_ms: i64,
 ) -> Result<Response, ApiError> {
-    let facts = http::facts(&req);
+    let facts = http::facts(&req, settings::cookie_key(env).as_ref());
     let write_key = admission::WriteKey::read(&req, env)?;
     let declared = http::header(&req, "Content-Length").and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > MAX_DECIDE_BYTES) {
@@ -115,7 +115,7 @@ pub async fn post(
 }
 
 /// The identity a public-key request proves: a user ID with a valid identity token, else the
-/// `seam_id` cookie (the browser's own ID, sent by the browser itself). Anything else in the
+/// `seam_id` cookie's ID (the browser's own, in a cookie only the Worker can seal). Anything else in the
 /// body is a claim and gets the non-personal answer.
 fn bound(
     cookie: Option<String>,

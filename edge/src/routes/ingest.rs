@@ -3,7 +3,8 @@
 
 use std::collections::HashSet;
 
-use seam_core::collect::enrich::{cookie_action, CookieAction, RequestFacts};
+use seam_core::collect::cookie::{cookie_action, CookieAction};
+use seam_core::collect::enrich::RequestFacts;
 use seam_core::collect::event::EventType;
 use seam_core::collect::ingest::{decode, decompress, Decoded, RequestError, MAX_REQUEST_BYTES};
 use seam_core::collect::live;
@@ -26,7 +27,8 @@ pub async fn post(
     received_at: i64,
 ) -> Result<Response, ApiError> {
     let mut spans = platform::Spans::start();
-    let facts = http::facts(&req);
+    let cookie_key = settings::cookie_key(env);
+    let mut facts = http::facts(&req, cookie_key.as_ref());
     let declared = http::header(&req, "Content-Length").and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > MAX_REQUEST_BYTES) {
         return Err(RequestError::TooLarge.into());
@@ -56,8 +58,15 @@ pub async fn post(
     let cookie = cookie_action(
         &decoded,
         facts.cookie_id.as_deref(),
-        http::is_same_site(&req),
+        http::is_same_site(&req) && cookie_key.is_some(),
+        || id::uuid_v4(platform::random_bytes()),
     );
+    match &cookie {
+        // This request's events already carry the ID the browser will hold.
+        CookieAction::Set(id) => facts.cookie_id = Some(id.clone()),
+        CookieAction::Clear => facts.cookie_id = None,
+        CookieAction::Keep => {}
+    }
     spans.mark("read");
     let mut body = if source.ingest == IngestMode::Queue {
         let body = queue(env, ctx, &source, &facts, received_at, decoded).await?;
@@ -92,12 +101,12 @@ pub async fn post(
             Err(e) => return Err(e),
         }
     };
-    if let CookieAction::Set(id) = &cookie {
+    if let Some(id) = &facts.cookie_id {
         // The SDK adopts this ID so the script's ID and the HttpOnly cookie agree.
         body["anonymousId"] = Value::from(id.as_str());
     }
     let mut response = Response::from_json(&body)?;
-    if let Some(set_cookie) = http::set_cookie(&cookie) {
+    if let Some(set_cookie) = cookie_key.and_then(|key| http::set_cookie(&cookie, &key)) {
         response.headers_mut().append("Set-Cookie", &set_cookie)?;
     }
     if settings::report_timings(env) {

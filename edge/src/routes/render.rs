@@ -88,8 +88,8 @@ pub async fn page(
     ctx: &Context,
     now_ms: i64,
 ) -> Result<Response, ApiError> {
-    let visitor = http::cookie_id(&req);
-    let facts = http::facts(&req);
+    let facts = http::facts(&req, settings::cookie_key(env).as_ref());
+    let visitor = facts.cookie_id.clone();
     let url = req.url()?;
     // Global Privacy Control opts out of ad personalisation, and the SDK's consent cookie says
     // when the visitor denied it: non-personal defaults either way.
