@@ -46,8 +46,9 @@ pub struct Prepared {
 impl Prepared {
     /// `decoded`'s events from `source`, with the facts of the request they came in.
     pub fn new(source: &Source, decoded: Decoded, facts: &RequestFacts, rules: &Rules) -> Self {
-        // Consent is recorded from the events as sent: a withdrawal must be on record even
-        // though the policy strips the event's identifiers.
+        // Consent is recorded from the events as sent (bound to the browser's cookie): a
+        // withdrawal must be on record even though the policy strips the event's identifiers.
+        let decoded = decoded.bind_cookie(facts, source);
         let consent = consent_records(
             &decoded.valid().collect::<Vec<_>>(),
             &source.id,

@@ -60,10 +60,11 @@ pub fn secrets_key(env: &Env) -> Option<[u8; 32]> {
 }
 
 /// The key the `seam_id` cookie is sealed with, derived from the `SECRETS_KEY` secret (its
-/// own domain). Without it the collector neither sets nor honours the cookie.
+/// own domain; at least 16 bytes, as for sealing). Without it the collector neither sets nor
+/// honours the cookie. Changing `SECRETS_KEY` gives every visitor a new ID on their next visit.
 pub fn cookie_key(env: &Env) -> Option<[u8; 32]> {
     let secret = env.secret("SECRETS_KEY").ok()?.to_string();
-    (!secret.is_empty()).then(|| seam_core::collect::cookie::key(secret.as_bytes()))
+    (secret.len() >= 16).then(|| seam_core::collect::cookie::key(secret.as_bytes()))
 }
 
 /// Whether `/health` and ingest responses report where time goes (`REPORT_TIMINGS=true`, for

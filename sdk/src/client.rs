@@ -32,6 +32,9 @@ pub const IDENTITY_TOKEN_KEY: &str = "seam_identity_token";
 pub const TRAITS_KEY: &str = "seam_user_traits";
 /// localStorage key of the group ID from `group`.
 pub const GROUP_ID_KEY: &str = "seam_group_id";
+/// localStorage key of the collector's ID that `reset` retired, kept until the collector
+/// answers with a new one (its cookie is HttpOnly: only the collector can replace it).
+pub const RETIRED_ID_KEY: &str = "seam_retired_id";
 /// Prefix of the localStorage keys (and Web Lock names) of the tabs' queues: each tab stores its
 /// queue under the prefix plus a random tab ID and holds the lock of that name while it lives.
 pub const QUEUE_PREFIX: &str = "seam_queue";
@@ -153,6 +156,10 @@ pub struct Client {
     /// `context` members every event carries (library, userAgent, locale).
     context: String,
     anonymous_id: String,
+    /// The ID `reset` retired while analytics storage was granted: until the collector answers
+    /// with another, every batch asks it for a new cookie ID (`context.seam.newId`), so the
+    /// next person on a shared browser does not carry on as the last.
+    retired: Option<String>,
     /// Sent instead of the persistent ID by `Cookieless` events: lives for this page only.
     page_id: String,
     user_id: Option<String>,
@@ -227,6 +234,7 @@ pub fn install(config: Config, options: &JsValue) -> bool {
         granted: false,
         context,
         anonymous_id,
+        retired: platform::storage_get(RETIRED_ID_KEY),
         page_id: id::uuid_v4(platform::random_bytes()),
         user_id: platform::storage_get(USER_ID_KEY),
         traits,
@@ -374,6 +382,7 @@ impl Client {
         };
         keep(USER_ID_KEY, &self.user_id);
         keep(GROUP_ID_KEY, &self.group_id);
+        keep(RETIRED_ID_KEY, &self.retired);
         let traits = Some(self.traits.clone()).filter(|t| t != "{}");
         keep(TRAITS_KEY, &traits);
     }
@@ -388,6 +397,7 @@ impl Client {
             TRAITS_KEY,
             GROUP_ID_KEY,
             IDENTITY_TOKEN_KEY,
+            RETIRED_ID_KEY,
         ] {
             platform::storage_remove(key);
         }
@@ -572,9 +582,13 @@ impl Client {
         self.user_id = None;
         self.group_id = None;
         self.traits = "{}".to_owned();
-        self.anonymous_id = id::uuid_v4(platform::random_bytes());
+        let retired = mem::replace(
+            &mut self.anonymous_id,
+            id::uuid_v4(platform::random_bytes()),
+        );
         self.page_id = id::uuid_v4(platform::random_bytes());
         if self.granted {
+            self.retired = Some(retired);
             self.store_identity();
         }
     }
@@ -582,11 +596,18 @@ impl Client {
     /// Adopts the anonymous ID the collector echoes from its HttpOnly cookie, so the script's ID
     /// and the cookie agree (the cookie outlives Safari's 7-day cap on script storage).
     fn adopt_collector_id(&mut self, echoed: Option<String>) {
-        if let Some(id) = echoed {
-            if self.granted && id != self.anonymous_id {
-                self.anonymous_id = id;
-                self.store_identity();
-            }
+        let Some(id) = echoed else {
+            return;
+        };
+        // Still the retired ID: an answer to a batch sent before the reset, or the collector
+        // could not renew its cookie. The next batch asks again.
+        if self.retired.as_ref() == Some(&id) {
+            return;
+        }
+        let renewed = self.retired.take().is_some();
+        if self.granted && (renewed || id != self.anonymous_id) {
+            self.anonymous_id = id;
+            self.store_identity();
         }
     }
 
@@ -666,7 +687,13 @@ impl Client {
             events.push(json);
         }
         let sent_at = platform::iso_time(now as f64);
-        let body = batch_body(&events, &self.config.write_key, &sent_at, evicted);
+        let body = batch_body(
+            &events,
+            &self.config.write_key,
+            &sent_at,
+            evicted,
+            self.retired.is_some(),
+        );
         Some((ids, self.url(), body, evicted))
     }
 

@@ -143,6 +143,15 @@ async fn start(status: u16, analytics: &str, mode: &str) {
     seam_sdk::reset();
     // Let deferred storage work from earlier tests settle.
     wait(20).await;
+    if analytics == "granted" {
+        // A reset asks the collector for a new cookie ID until an answer brings one.
+        record_fetches(200);
+        let renewed = format!("renewed-{}", js_sys::Math::random().to_bits());
+        reply_body(&format!(r#"{{"anonymousId":"{renewed}"}}"#));
+        seam_sdk::track("Reset".into(), JsValue::UNDEFINED);
+        flush().await;
+        assert_eq!(seam_sdk::anonymous_id().as_string(), Some(renewed));
+    }
     record_fetches(status);
     reply_body("{}");
 }
@@ -243,6 +252,7 @@ async fn identify_group_alias_carry_ids_and_traits_and_reset_forgets_them() {
     );
     assert_eq!(stored("seam_user_id"), None);
     assert_eq!(stored("seam_user_traits"), None);
+    assert_eq!(stored("seam_retired_id").as_deref(), Some(before.as_str()));
     seam_sdk::track("After".into(), JsValue::UNDEFINED);
     flush().await;
     let last = sent_events().get(6);
@@ -251,6 +261,31 @@ async fn identify_group_alias_carry_ids_and_traits_and_reset_forgets_them() {
         text(&last, "anonymousId"),
         seam_sdk::anonymous_id().as_string().unwrap()
     );
+    // The collector's cookie (HttpOnly) is renewed by the collector: every batch asks for it
+    // until an answer brings another ID than the retired one.
+    let asks = |i: u32| get(&fetches().get(i), "json.context.seam.newId");
+    assert_eq!(asks(2), JsValue::TRUE);
+    reply_body(&format!(r#"{{"anonymousId":"{before}"}}"#));
+    seam_sdk::track("Still".into(), JsValue::UNDEFINED);
+    flush().await;
+    assert_eq!(asks(3), JsValue::TRUE);
+    assert_ne!(
+        seam_sdk::anonymous_id().as_string(),
+        Some(before.clone()),
+        "the retired ID is not taken back"
+    );
+    reply_body(r#"{"anonymousId":"collector-renewed-1"}"#);
+    seam_sdk::track("Renewed".into(), JsValue::UNDEFINED);
+    flush().await;
+    assert_eq!(
+        seam_sdk::anonymous_id().as_string().as_deref(),
+        Some("collector-renewed-1")
+    );
+    assert_eq!(stored("seam_retired_id"), None);
+    seam_sdk::track("Settled".into(), JsValue::UNDEFINED);
+    flush().await;
+    assert_eq!(asks(5), JsValue::UNDEFINED, "asked no more");
+    reply_body("{}");
 }
 
 #[wasm_bindgen_test]

@@ -291,5 +291,14 @@ describe("demo shop -> SDK -> edge -> D1", () => {
     await page.getByRole("button", { name: "Sign in" }).waitFor();
     assert.equal(await page.evaluate(() => localStorage.getItem("seam_identity_token")), null, "sign-out forgets the token");
     assert.notEqual(await storedId(page), anonymousId, "and starts a new anonymous ID");
+    // The collector renews its HttpOnly cookie too: the next person on this browser is not the
+    // signed-out shopper.
+    await page.goto(`${edge.url}/product?id=road-racer`);
+    const next = await adoptedId(page);
+    assert.ok(next && next !== anonymousId, `a new cookie ID after sign-out (${next})`);
+    const after = await until(async () => count(await eventsOf(next), "Product Viewed") > 0);
+    assert.ok(after, "the next visitor's events are stored under the new ID");
+    const account = await (await fetch(`${edge.url}/v1/profiles/lookup?type=user_id&value=${body.userId}`, { headers: { authorization: `Bearer ${admin}` } })).json();
+    assert.ok(!account.identifiers.includes(`anonymous_id:${next}`), "and join no account");
   });
 });

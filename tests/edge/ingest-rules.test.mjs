@@ -354,6 +354,20 @@ describe("ingestion rules", () => {
     assert.equal(JSON.parse(row.body).context.seam?.cookieId, undefined);
     const withdrawn = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [page(denied)] }, headers);
     assert.match(withdrawn.headers.get("set-cookie"), /^seam_id=; Max-Age=0;/);
+    const bare = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [page(denied)] }, { ...sameSite, cookie: `seam_id=${aid}` });
+    assert.match(bare.headers.get("set-cookie"), /^seam_id=; Max-Age=0;/, "an unsealed cookie is deleted too");
+  });
+
+  test("a reset browser (context.seam.newId) gets a new cookie ID, and its events are not the old cookie's", async () => {
+    const first = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [page(granted)] }, sameSite);
+    const [, old, mac] = sealed(first.headers.get("set-cookie"));
+    const ev = page(granted);
+    const res = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [ev], context: { seam: { newId: true } } }, { ...sameSite, cookie: `seam_id=${old}.${mac}` });
+    const [, renewed] = sealed(res.headers.get("set-cookie")) ?? assert.fail("a new cookie");
+    assert.notEqual(renewed, old);
+    assert.equal(res.json.anonymousId, renewed);
+    await settled(edge.url);
+    assert.equal((await stored(ev.messageId))[0].anonymous_id, renewed);
   });
 
   test("a cookie the Worker did not seal counts for nothing: a bare ID (as earlier versions wrote) or a forged MAC", async () => {

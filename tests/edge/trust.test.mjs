@@ -3,7 +3,7 @@
 // legitimate journeys next to them must keep working. Real Worker in workerd, real D1 and KV.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { createHmac } from "node:crypto";
+import { createHmac, randomUUID } from "node:crypto";
 import { createServer } from "node:http";
 import { directSources, idCookie, post, secret, settled, startEdge, WRITE_KEY } from "../support/edge.mjs";
 
@@ -355,6 +355,8 @@ describe("trust: identity claims from the public key", () => {
 
   test("knowing a visitor's ID is not enough: a cookie the Worker did not seal reads nothing, and naming the ID from another browser ties nothing to it", async () => {
     const v = await victim("bearer");
+    const sealed = await decide(edge, { anonymousId: v.browser }, { cookie: idCookie(v.browser) });
+    assert.equal(sealed.json.profileId, v.profileId, "the browser holding the sealed cookie is personal");
     // The ID travels (destinations get it), so anyone may learn it; the sealed cookie does not.
     for (const value of [v.browser, `${v.browser}.${"0".repeat(32)}`, `${v.browser}.${idCookie(`other-${run}-0000`).split(".")[1]}`]) {
       const d = await decide(edge, { anonymousId: v.browser, slots: [{ id: "recommended-for-you", limit: 20 }] }, { cookie: `seam_id=${value}` });
@@ -379,6 +381,56 @@ describe("trust: identity claims from the public key", () => {
     const rows = await edge.query(`SELECT DISTINCT anonymous_id FROM events WHERE json_extract(body, '$.properties.product_id') = 'attacker-view-${run}'`);
     assert.deepEqual(rows, [{ anonymous_id: given }], "its events are stored as its own");
     assert.equal((await lookup("anonymous_id", v.browser)).profileId, v.profileId);
+  });
+
+  test("an alias or an external ID naming another visitor's anonymous ID joins nothing", async () => {
+    const theirs = randomUUID();
+    const user = `victim-alias-${run}`;
+    await send(edge, [
+      { type: "identify", userId: user, anonymousId: theirs, messageId: mid() },
+      viewed(theirs, `secret-alias-${run}`),
+    ], SERVER_KEY);
+    const victimId = (await lookup("user_id", user)).profileId;
+    const mine = `attacker-alias-${run}-0000`;
+    const r = await send(edge, [
+      { type: "alias", userId: `attacker-user-${run}`, previousId: theirs, anonymousId: mine, messageId: mid() },
+      { type: "track", event: "Linked", anonymousId: mine, messageId: mid(), context: { externalIds: [{ id: theirs, type: "anonymous_id", collection: "users" }] } },
+    ], WRITE_KEY, { cookie: idCookie(mine) });
+    assert.deepEqual(r.json.results.map((x) => x.status), ["accepted", "accepted"]);
+    await settled(edge.url);
+    const me = await lookup("anonymous_id", mine);
+    assert.notEqual(me.profileId, victimId);
+    assert.ok(!holds(me, "anonymous_id", theirs), JSON.stringify(me.identifiers));
+    assert.equal((await lookup("anonymous_id", theirs)).profileId, victimId);
+    const d = await decide(edge, { anonymousId: mine }, { cookie: idCookie(mine) });
+    assert.equal(d.json.profileId, me.profileId);
+  });
+
+  test("consent sent with a sealed cookie is recorded for the cookie's ID, not the one the events name", async () => {
+    const mine = `consent-cookie-${run}-0000`;
+    const named = `consent-named-${run}-0000`;
+    await send(edge, [{ type: "track", event: "Choice", anonymousId: named, messageId: mid(), context: { consent: { gcm: { analytics_storage: "denied" } } } }],
+      WRITE_KEY, { cookie: idCookie(mine) });
+    await settled(edge.url);
+    const recorded = async (id) => (await edge.query("SELECT count(*) AS n FROM consent_history WHERE identifier = ?", `anonymous_id:${id}`))[0].n;
+    assert.equal(await recorded(mine), 1);
+    assert.equal(await recorded(named), 0, "no one's consent is set by naming their ID");
+  });
+
+  test("a page's decision is logged with only the page and consent of its context", async () => {
+    const mine = `exposure-${run}-0000`;
+    const context = { page: { path: "/exposed" }, consent: { gcm: { analytics_storage: "granted" } }, traits: { email: `someone-${run}@else.example` }, externalIds: [{ id: "x", type: "email" }] };
+    const d = await decide(edge, { anonymousId: mine, context }, { cookie: idCookie(mine) });
+    assert.ok(d.json.exposureId, JSON.stringify(d.json));
+    await settled(edge.url);
+    const [row] = await edge.query("SELECT anonymous_id, body FROM events WHERE message_id = ?", d.json.exposureId);
+    assert.equal(row.anonymous_id, mine);
+    const logged = JSON.parse(row.body).context;
+    assert.deepEqual(logged.page, context.page);
+    assert.deepEqual(logged.consent.gcm, context.consent.gcm);
+    assert.equal(logged.traits, undefined, "a page's traits never ride on an event the collector made");
+    assert.equal(logged.externalIds, undefined);
+    assert.equal(logged.seam.identity, "claimed");
   });
 
   test("two browsers claiming one user ID stay apart", async () => {

@@ -7,9 +7,13 @@
 //! to tie another browser to them: only a cookie the Worker sealed counts, and the Worker seals
 //! only IDs it chose itself ([`cookie_action`]), never one a request names.
 
+use serde_json::Value;
+
 use crate::collect::auth::constant_time_eq;
-use crate::collect::ingest::Decoded;
+use crate::collect::enrich::RequestFacts;
+use crate::collect::ingest::{Decoded, Outcome};
 use crate::collect::proof::hmac_sha256;
+use crate::collect::source::{Source, SourceKind};
 use crate::consent::{ConsentState, Purpose};
 use crate::format::encode::hex;
 use crate::format::id;
@@ -37,9 +41,9 @@ pub fn open(key: &[u8; 32], value: &str) -> Option<String> {
     if !is_id(id) || sent.len() != MAC_BYTES * 2 {
         return None;
     }
+    // One spelling only (lower-case hex, as `seal` writes it).
     let expected = hex(&mac(key, id));
-    constant_time_eq(expected.as_bytes(), sent.to_ascii_lowercase().as_bytes())
-        .then(|| id.to_owned())
+    constant_time_eq(expected.as_bytes(), sent.as_bytes()).then(|| id.to_owned())
 }
 
 fn mac(key: &[u8; 32], id: &str) -> [u8; MAC_BYTES] {
@@ -51,6 +55,46 @@ fn mac(key: &[u8; 32], id: &str) -> [u8; MAC_BYTES] {
 
 fn is_id(value: &str) -> bool {
     value.len() <= MAX_ID_BYTES && is_cookie_safe(value) && !value.contains('.')
+}
+
+impl Decoded {
+    /// Gives every event of a browser request that came with the collector's sealed cookie (or
+    /// gets one now) the cookie's ID as its `anonymousId`. An anonymousId that differs is the
+    /// script's stale copy, or an ID someone else holds: it is replaced, so it never ties this
+    /// browser to that ID's profile. Before consent is recorded, so consent goes to the browser
+    /// that gave it. Server sources name whom they like.
+    pub fn bind_cookie(mut self, facts: &RequestFacts, source: &Source) -> Self {
+        let Some(id) = &facts.cookie_id else {
+            return self;
+        };
+        if source.kind != SourceKind::Browser {
+            return self;
+        }
+        for outcome in &mut self.outcomes {
+            if let Outcome::Valid(event) = outcome {
+                if event.anonymous_id.as_deref() != Some(id) {
+                    event
+                        .body
+                        .insert("anonymousId".into(), Value::from(id.clone()));
+                    event.anonymous_id = Some(id.clone());
+                }
+            }
+        }
+        self
+    }
+}
+
+/// Whether the browser asks for a new cookie ID (`context.seam.newId`, which the SDK's `reset`
+/// sends): the next person on a shared browser must not carry on as the last. A browser may
+/// only ever renew its own cookie, to an ID the Worker chooses.
+pub fn asks_new_id(decoded: &Decoded) -> bool {
+    decoded.valid().any(|e| {
+        e.body
+            .get("context")
+            .and_then(|c| c.get("seam"))
+            .and_then(|s| s.get("newId"))
+            == Some(&Value::Bool(true))
+    })
 }
 
 /// What to do with the collector's first-party ID cookie.
@@ -65,16 +109,18 @@ pub enum CookieAction {
 }
 
 /// Decides the cookie from the most recent event in the request that states consent. Only
-/// same-site browser requests get a cookie. `cookie_id` is the ID of a cookie the Worker
-/// sealed ([`open`]): it wins, so the ID stays stable when the browser's own storage was wiped
-/// (Safari caps script-set storage at 7 days). Without one the cookie gets a `fresh` ID, never
-/// the request's `anonymousId`: a request can name anyone's ID, and sealing it would hand that
-/// person's identity to whoever sent it.
+/// same-site browser requests get a cookie. `cookie_id` is the ID of a cookie the Worker sealed
+/// ([`open`]): it wins, so the ID stays stable when the browser's own storage was wiped (Safari
+/// caps script-set storage at 7 days). Without one the cookie gets a `fresh` ID (`None` when
+/// the Worker has no key to seal it with), never the request's `anonymousId`: a request can
+/// name anyone's ID, and sealing it would hand that person's identity to whoever sent it.
+/// A withdrawal deletes any `seam_id` the request brought (`present`), sealed or not.
 pub fn cookie_action(
     decoded: &Decoded,
     cookie_id: Option<&str>,
+    present: bool,
     same_site: bool,
-    fresh: impl FnOnce() -> String,
+    fresh: Option<impl FnOnce() -> String>,
 ) -> CookieAction {
     if !same_site {
         return CookieAction::Keep;
@@ -86,11 +132,14 @@ pub fn cookie_action(
         .max_by_key(|(e, _)| e.timestamp_ms);
     match latest {
         None => CookieAction::Keep,
-        Some((_, consent)) if !consent.allows(Purpose::AnalyticsStorage) => match cookie_id {
-            Some(_) => CookieAction::Clear,
-            None => CookieAction::Keep,
+        Some((_, consent)) if !consent.allows(Purpose::AnalyticsStorage) => match present {
+            true => CookieAction::Clear,
+            false => CookieAction::Keep,
         },
-        Some(_) => CookieAction::Set(cookie_id.map_or_else(fresh, str::to_owned)),
+        Some(_) => match cookie_id {
+            Some(id) => CookieAction::Set(id.to_owned()),
+            None => fresh.map_or(CookieAction::Keep, |fresh| CookieAction::Set(fresh())),
+        },
     }
 }
 
@@ -107,14 +156,15 @@ pub fn is_cookie_safe(value: &str) -> bool {
 mod tests {
     use super::*;
     use crate::collect::ingest::decoded_batch;
-    use serde_json::json;
+    use crate::collect::source::parse_source;
+    use serde_json::{json, Value};
 
     const AID: &str = "0b6b1c3e-2a5f-4c1e-9a7d-3f2e1d0c9b8a";
     const EXISTING: &str = "11111111-2222-4333-8444-555555555555";
     const FRESH: &str = "99999999-8888-4777-8666-555555555555";
 
-    fn fresh() -> String {
-        FRESH.into()
+    fn fresh() -> Option<fn() -> String> {
+        Some(|| FRESH.into())
     }
 
     #[test]
@@ -124,10 +174,15 @@ mod tests {
         assert!(sealed.starts_with(&format!("{AID}.")));
         assert!(is_cookie_safe(&sealed));
         assert_eq!(open(&k, &sealed).as_deref(), Some(AID));
+        let (id, mac) = sealed.rsplit_once('.').unwrap();
         assert_eq!(
-            open(&k, &sealed.to_ascii_uppercase()),
+            open(&k, &format!("{}.{mac}", id.to_ascii_uppercase())),
+            None
+        );
+        assert_eq!(
+            open(&k, &format!("{id}.{}", mac.to_ascii_uppercase())),
             None,
-            "the ID is case-sensitive"
+            "one spelling"
         );
 
         assert_eq!(open(&key(b"another secret"), &sealed), None);
@@ -145,39 +200,100 @@ mod tests {
     }
 
     #[test]
+    fn the_sealed_cookie_replaces_the_anonymous_id_a_browser_request_names() {
+        let facts = RequestFacts {
+            cookie_id: Some(AID.into()),
+            ..RequestFacts::default()
+        };
+        let browser = parse_source("k", &json!({"id": "shop"})).unwrap();
+        let events = json!([
+            {"type": "page", "anonymousId": "someone-elses-id", "messageId": "m1"},
+            {"type": "identify", "userId": "u-1", "messageId": "m2"},
+            {"type": "page", "anonymousId": AID, "messageId": "m3"},
+        ]);
+        let bound = decoded_batch(events.clone()).bind_cookie(&facts, &browser);
+        for event in bound.valid() {
+            assert_eq!(
+                event.anonymous_id.as_deref(),
+                Some(AID),
+                "{}",
+                event.message_id
+            );
+            assert_eq!(event.body["anonymousId"], json!(AID));
+        }
+        let unbound = decoded_batch(events.clone()).bind_cookie(&RequestFacts::default(), &browser);
+        assert_eq!(
+            unbound.valid().next().unwrap().anonymous_id.as_deref(),
+            Some("someone-elses-id"),
+            "no cookie: as sent"
+        );
+        let server = parse_source("k", &json!({"id": "s", "kind": "server"})).unwrap();
+        assert_eq!(server.kind, SourceKind::Server);
+        let kept = decoded_batch(events).bind_cookie(&facts, &server);
+        assert_eq!(
+            kept.valid().next().unwrap().anonymous_id.as_deref(),
+            Some("someone-elses-id"),
+            "a server source names whom it likes"
+        );
+    }
+
+    #[test]
     fn cookie_is_set_only_with_analytics_consent_on_same_site_requests() {
         let granted = decoded_batch(json!([{"type": "page", "anonymousId": AID,
             "context": {"consent": {"categoryPreferences": {"analytics_storage": true}}}}]));
         assert_eq!(
-            cookie_action(&granted, None, true, fresh),
+            cookie_action(&granted, None, false, true, fresh()),
             CookieAction::Set(FRESH.into()),
             "a new cookie gets the Worker's ID, not the anonymousId the request names"
         );
         assert_eq!(
-            cookie_action(&granted, None, false, fresh),
+            cookie_action(&granted, None, false, false, fresh()),
             CookieAction::Keep
         );
         assert_eq!(
-            cookie_action(&granted, Some(EXISTING), true, fresh),
+            cookie_action(&granted, Some(EXISTING), true, true, fresh()),
             CookieAction::Set(EXISTING.into())
         );
 
         let denied = decoded_batch(json!([{"type": "page", "anonymousId": AID,
             "context": {"consent": {"categoryPreferences": {"analytics_storage": false}}}}]));
         assert_eq!(
-            cookie_action(&denied, None, true, fresh),
+            cookie_action(&denied, None, false, true, fresh()),
             CookieAction::Keep
         );
         assert_eq!(
-            cookie_action(&denied, Some(EXISTING), true, fresh),
+            cookie_action(&denied, Some(EXISTING), true, true, fresh()),
             CookieAction::Clear
+        );
+
+        assert_eq!(
+            cookie_action(&denied, None, true, true, fresh()),
+            CookieAction::Clear,
+            "an unsealed cookie goes too"
+        );
+        assert_eq!(
+            cookie_action(&granted, None, false, true, None::<fn() -> String>),
+            CookieAction::Keep,
+            "no key to seal a new cookie with"
         );
 
         let silent = decoded_batch(json!([{"type": "page", "anonymousId": AID}]));
         assert_eq!(
-            cookie_action(&silent, Some(EXISTING), true, fresh),
+            cookie_action(&silent, Some(EXISTING), true, true, fresh()),
             CookieAction::Keep
         );
+    }
+
+    #[test]
+    fn a_reset_browser_asks_for_a_new_id() {
+        let asks = |seam: Value| {
+            asks_new_id(&decoded_batch(json!([
+                {"type": "page", "anonymousId": AID, "context": {"seam": seam}}
+            ])))
+        };
+        assert!(asks(json!({"newId": true})));
+        assert!(!asks(json!({"newId": "true"})));
+        assert!(!asks(json!({})));
     }
 
     #[test]
@@ -189,7 +305,7 @@ mod tests {
              "context": {"consent": {"gcm": {"analytics_storage": "granted"}}}}
         ]));
         assert_eq!(
-            cookie_action(&d, Some(AID), true, fresh),
+            cookie_action(&d, Some(AID), true, true, fresh()),
             CookieAction::Clear
         );
         assert!(!is_cookie_safe("a;b=c"));

@@ -53,7 +53,10 @@ pub struct RequestFacts {
     /// Geo from the edge.
     pub geo: Option<Geo>,
     /// The ID of the collector's first-party cookie, when the browser sent one the Worker
-    /// sealed (or the Worker sets one now): it replaces the events' `anonymousId`.
+    /// sealed (or the Worker sets one now): it replaces the events' `anonymousId`
+    /// ([`Decoded::bind_cookie`]). Named apart from earlier versions' unsealed `cookie_id`, which
+    /// queued requests of theirs may still carry.
+    #[serde(rename = "sealedCookieId", default)]
     pub cookie_id: Option<String>,
 }
 
@@ -160,7 +163,6 @@ fn enrich_event(
         return Err((event.message_id, EventError::ConsentDenied));
     }
 
-    let mut rewritten = None;
     let body = &mut event.body;
     if !source.deny_properties.is_empty() {
         for key in ["properties", "traits"] {
@@ -206,15 +208,6 @@ fn enrich_event(
         if let Some(ip) = kept {
             context.insert("ip".into(), Value::from(ip));
         }
-        if let Some(cookie_id) = &facts.cookie_id {
-            // The sealed cookie is the browser's identity (see `cookie`). An anonymousId that
-            // differs is the script's stale copy, or an ID someone else holds: it is replaced,
-            // and so never ties this browser to that ID's profile.
-            if event.anonymous_id.as_deref() != Some(cookie_id) {
-                body.insert("anonymousId".into(), Value::from(cookie_id.clone()));
-                rewritten = Some(cookie_id.clone());
-            }
-        }
     }
     if let Some(traits) = context.get_mut("traits") {
         strip_denied(traits, &source.deny_properties);
@@ -257,9 +250,6 @@ fn enrich_event(
         }
     }
     body.insert("context".into(), Value::Object(context));
-    if rewritten.is_some() {
-        event.anonymous_id = rewritten;
-    }
     Ok(event)
 }
 
@@ -506,43 +496,7 @@ mod tests {
         assert_eq!(
             context.get("seam"),
             None,
-            "no cookieId: the cookie's ID is the anonymousId"
-        );
-        assert_eq!(event.anonymous_id.as_deref(), Some("cookie-id-0123456789"));
-        assert_eq!(event.body["anonymousId"], json!("cookie-id-0123456789"));
-    }
-
-    #[test]
-    fn the_sealed_cookie_replaces_the_anonymous_id_a_request_names() {
-        let facts = RequestFacts {
-            cookie_id: Some("0b6b1c3e-2a5f-4c1e-9a7d-3f2e1d0c9b8a".into()),
-            ..RequestFacts::default()
-        };
-        for sent in [
-            json!({"type": "page", "anonymousId": "someone-elses-id", "messageId": "m1"}),
-            json!({"type": "identify", "userId": "u-1", "messageId": "m2"}),
-            json!({"type": "page", "anonymousId": "0b6b1c3e-2a5f-4c1e-9a7d-3f2e1d0c9b8a", "messageId": "m3"}),
-        ] {
-            let event = stored(one(sent.clone(), &facts, &source(json!({}))));
-            assert_eq!(
-                event.anonymous_id.as_deref(),
-                Some("0b6b1c3e-2a5f-4c1e-9a7d-3f2e1d0c9b8a"),
-                "{sent}"
-            );
-            assert_eq!(
-                event.body["anonymousId"],
-                json!("0b6b1c3e-2a5f-4c1e-9a7d-3f2e1d0c9b8a")
-            );
-        }
-        let without = stored(one(
-            json!({"type": "page", "anonymousId": "a-1", "messageId": "m4"}),
-            &RequestFacts::default(),
-            &source(json!({})),
-        ));
-        assert_eq!(
-            without.anonymous_id.as_deref(),
-            Some("a-1"),
-            "no cookie: as sent"
+            "no cookieId: `Decoded::bind_cookie` puts the cookie's ID in anonymousId"
         );
     }
 

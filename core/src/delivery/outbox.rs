@@ -291,8 +291,16 @@ pub fn parse_retry_after(value: &str) -> Option<u64> {
 }
 
 /// The `/v1/batch` body for `events` (each already a JSON object). `evicted`, when non-zero, is
-/// reported as batch-level `context.seam.evicted`, which the collector merges into each event.
-pub fn batch_body(events: &[String], write_key: &str, sent_at: &str, evicted: u64) -> String {
+/// reported as batch-level `context.seam.evicted`, which the collector merges into each event;
+/// `new_id` as `context.seam.newId`: the browser was reset and asks the collector for a new
+/// cookie ID (`collect::cookie::asks_new_id`).
+pub fn batch_body(
+    events: &[String],
+    write_key: &str,
+    sent_at: &str,
+    evicted: u64,
+    new_id: bool,
+) -> String {
     let mut batch = String::with_capacity(events.iter().map(|e| e.len() + 1).sum::<usize>() + 2);
     batch.push('[');
     // By hand rather than `join`, whose length-overflow panic message ships in the SDK's wasm.
@@ -304,12 +312,15 @@ pub fn batch_body(events: &[String], write_key: &str, sent_at: &str, evicted: u6
     }
     batch.push(']');
     let mut body = ObjectWriter::with_capacity(batch.len() + 96).raw("batch", &batch);
-    if evicted > 0 {
-        let seam = ObjectWriter::default()
-            .integer("evicted", evicted as i64)
-            .finish();
-        let context = ObjectWriter::default().raw("seam", &seam).finish();
-        body = body.raw("context", &context);
+    if evicted > 0 || new_id {
+        let mut seam = ObjectWriter::default();
+        if evicted > 0 {
+            seam = seam.integer("evicted", evicted as i64);
+        }
+        if new_id {
+            seam = seam.raw("newId", "true");
+        }
+        body = body.raw("context", &ObjectWriter::default().raw("seam", &seam.finish()).finish());
     }
     body.string("sentAt", sent_at)
         .string("writeKey", write_key)
@@ -505,14 +516,18 @@ mod tests {
             "k\"ey",
             "2026-01-01T00:00:00.000Z",
             0,
+            false,
         );
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["batch"][0]["a"], 1);
         assert_eq!(v["writeKey"], "k\"ey");
         assert!(v.get("context").is_none());
-        let body = batch_body(&["{}".into()], "k", "t", 7);
+        let body = batch_body(&["{}".into()], "k", "t", 7, false);
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(v["context"]["seam"]["evicted"], 7);
+        assert_eq!(v["context"]["seam"], serde_json::json!({"evicted": 7}));
+        let body = batch_body(&["{}".into()], "k", "t", 0, true);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["context"]["seam"], serde_json::json!({"newId": true}));
     }
 
     proptest! {

@@ -18,9 +18,11 @@ pub enum Proof {
     /// No marker: a server source (or a browser source that trusts browsers): every identifier
     /// counts.
     Trusted,
-    /// `"verified"`: a browser event whose `userId` carried a valid identity token. The user ID,
-    /// anonymous ID and the collector's cookie count; a device ID is only a claim ([`claims_of`]);
-    /// emails, phones and external IDs are not identifiers (they stay on the event as traits).
+    /// `"verified"`: a browser event whose `userId` carried a valid identity token. The user ID
+    /// and the event's own anonymous ID count (and a `context.seam.cookieId` that earlier
+    /// versions of the collector recorded); a device ID is only a claim ([`claims_of`]); emails,
+    /// phones, external IDs and anonymous IDs named elsewhere are not identifiers (they stay on
+    /// the event).
     Verified,
     /// `"claimed"` (or any other marker: fail closed): a browser event without a valid token.
     /// As `Verified`, but the user ID is not an identifier either.
@@ -54,21 +56,20 @@ impl Proof {
         }
     }
 
-    /// Whether an identifier of `kind` read anywhere but the event's own `userId` counts.
+    /// Whether an identifier of `kind` read anywhere but the event's own `userId` and
+    /// `anonymousId` counts. From a browser, an anonymous ID named elsewhere (an alias's
+    /// `previousId`, `context.externalIds`) is someone else's for all anyone knows: anonymous IDs
+    /// are not secret (destinations receive them).
     fn admits(self, kind: &IdType) -> bool {
-        self == Proof::Trusted
-            || matches!(
-                kind,
-                IdType::CookieId | IdType::AnonymousId | IdType::DeviceId
-            )
+        self == Proof::Trusted || matches!(kind, IdType::CookieId | IdType::DeviceId)
     }
 }
 
 /// Which of `identifiers` (those [`identifiers_of`] read from `event`) the sender only claims:
-/// for a browser event its device ID. A browser's anonymous ID and the collector's cookie are
-/// random values only that browser holds, so they act as its own (bearer) identity; a device
-/// ID (`context.device.id`) may be shared with other apps and ad networks, so naming one proves
-/// nothing.
+/// for a browser event its device ID. A browser event's own anonymous ID is its identity: the
+/// ID of the collector's sealed cookie when the browser sent one (`collect::cookie`), else the
+/// one its script keeps; a device ID (`context.device.id`) may be shared with other apps and ad
+/// networks, so naming one proves nothing.
 pub fn claims_of(event: &Event, identifiers: &[Identifier]) -> Vec<Identifier> {
     if Proof::of(event) == Proof::Trusted {
         return Vec::new();
@@ -108,6 +109,14 @@ fn read_identifiers(event: &Event, rules: &Rules, proof: Proof) -> Vec<Identifie
                 .and_then(|raw| Identifier::normalized(IdType::UserId, raw, rules)),
         );
     }
+    // The event's own: for a browser, the sealed cookie's ID when it sent one (enrichment put it
+    // there), else the ID its script keeps.
+    ids.extend(
+        event
+            .anonymous_id
+            .as_deref()
+            .and_then(|raw| Identifier::normalized(IdType::AnonymousId, raw, rules)),
+    );
     let mut add = |kind: IdType, raw: Option<String>| {
         if !proof.admits(&kind) {
             return;
@@ -116,7 +125,6 @@ fn read_identifiers(event: &Event, rules: &Rules, proof: Proof) -> Vec<Identifie
             ids.push(id);
         }
     };
-    add(IdType::AnonymousId, event.anonymous_id.clone());
     if event.kind == EventType::Identify {
         let traits = body.get("traits").and_then(Value::as_object);
         add(IdType::Email, field_text(traits, "email"));
@@ -296,6 +304,31 @@ mod tests {
         let p = partition(&[Link::from_event(&e, &rules)], &rules);
         assert_eq!(p.profiles.len(), 2);
         assert_eq!(p.conflicts[0].reason.code(), "user_id_conflict");
+    }
+
+    #[test]
+    fn a_browser_event_joins_no_anonymous_id_but_its_own() {
+        let rules = Rules::default();
+        let other = "0b5a1c2e-3f4d-4e5f-8a6b-7c8d9e0f1a2b";
+        for marker in ["claimed", "verified"] {
+            let seam = json!({"identity": marker});
+            let alias = event(json!({"type": "alias", "userId": "u1", "previousId": other,
+                "anonymousId": "mine", "context": {"seam": seam}}));
+            let ids = identifiers_of(&alias, &rules);
+            assert!(!ids.contains(&anon(other)), "{marker}: {ids:?}");
+            assert!(ids.contains(&anon("mine")), "{marker}: {ids:?}");
+            let external = event(json!({"type": "track", "event": "x", "anonymousId": "mine",
+                "context": {"seam": seam, "externalIds": [{"id": other, "type": "anonymous_id"}]}}));
+            assert_eq!(
+                identifiers_of(&external, &rules),
+                [anon("mine")],
+                "{marker}"
+            );
+        }
+        // A server names whom it likes.
+        let server = event(json!({"type": "track", "event": "x", "anonymousId": "mine",
+            "context": {"externalIds": [{"id": other, "type": "anonymous_id"}]}}));
+        assert_eq!(identifiers_of(&server, &rules).len(), 2);
     }
 
     #[test]

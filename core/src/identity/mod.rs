@@ -12,7 +12,7 @@
 //! | [`IdType::Email`]      | `traits.email` (identify only), `context.traits.email`              |
 //! | [`IdType::Phone`]      | `traits.phone` (identify only), `context.traits.phone`              |
 //! | [`IdType::External`]   | `context.externalIds[]` with `collection` `"users"` or missing²      |
-//! | [`IdType::CookieId`]   | `context.seam.cookieId` (the collector's first-party cookie)        |
+//! | [`IdType::CookieId`]   | `context.seam.cookieId` (the collector's cookie, before 2026-12-06)³ |
 //! | [`IdType::AnonymousId`]| `anonymousId`; `previousId` of an `alias` when it looks anonymous¹  |
 //! | [`IdType::DeviceId`]   | `context.device.id`                                                 |
 //!
@@ -25,6 +25,10 @@
 //!   With an `encoding` other than `none` the value is opaque: it becomes `External("type.encoding")`,
 //!   except that a 64-hex-digit `sha256` email or phone is taken as the hashed email/phone when
 //!   [`Rules::hash_pii`] is on (so it matches hashed traits).
+//! ³ Since 2026-12-06 the collector's sealed `seam_id` cookie replaces a browser event's
+//!   `anonymousId` instead (`collect::cookie`). From a browser (a proof marker), an anonymous ID
+//!   counts only as the event's own `anonymousId`: one named as an alias's `previousId` or in
+//!   `context.externalIds` is dropped, since anonymous IDs are not secret.
 //!
 //! `traits` of a `group` event describe the group, not the user, and are never read. An event
 //! stored anonymized (consent denied analytics) has no identifiers at all.

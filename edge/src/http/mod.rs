@@ -56,18 +56,27 @@ pub fn is_same_site(req: &Request) -> bool {
 /// The ID in our cookie, when the Worker sealed it with `key` (see `cookie`): a cookie a
 /// client wrote itself, or one from before the cookie was sealed, counts for nothing.
 pub fn cookie_id(req: &Request, key: Option<&[u8; 32]>) -> Option<String> {
-    let value = cookie(req, ID_COOKIE)?;
-    cookie::open(key?, &value)
+    let key = key?;
+    // The first that opens: a stray second `seam_id` (another path, a subdomain) changes nothing.
+    cookies(req, ID_COOKIE)
+        .into_iter()
+        .find_map(|value| cookie::open(key, &value))
 }
 
-/// A cookie's value.
-pub fn cookie(req: &Request, name: &str) -> Option<String> {
-    let cookies = header(req, "Cookie")?;
-    cookies
+/// Every value sent for the cookie `name` (a browser may send several with one name).
+pub fn cookies(req: &Request, name: &str) -> Vec<String> {
+    header(req, "Cookie")
+        .unwrap_or_default()
         .split(';')
         .filter_map(|c| c.trim().split_once('='))
-        .find(|(n, _)| *n == name)
+        .filter(|(n, _)| *n == name)
         .map(|(_, value)| value.trim().to_owned())
+        .collect()
+}
+
+/// A cookie's value (the first sent with that name).
+pub fn cookie(req: &Request, name: &str) -> Option<String> {
+    cookies(req, name).into_iter().next()
 }
 
 fn cf_string(cf: &JsValue, key: &str) -> Option<String> {
@@ -117,14 +126,15 @@ pub fn preflight_headers(headers: &mut Headers, origin: &str) -> worker::Result<
     headers.set("Access-Control-Max-Age", "86400")
 }
 
-/// The `Set-Cookie` value for a cookie decision, if any: a set cookie is sealed with `key`.
-pub fn set_cookie(action: &CookieAction, key: &[u8; 32]) -> Option<String> {
+/// The `Set-Cookie` value for a cookie decision, if any: a set cookie is sealed with `key`
+/// (none without one).
+pub fn set_cookie(action: &CookieAction, key: Option<&[u8; 32]>) -> Option<String> {
     let attributes = "Path=/; HttpOnly; Secure; SameSite=Lax";
     match action {
         CookieAction::Keep => None,
         CookieAction::Set(id) => Some(format!(
             "{ID_COOKIE}={}; Max-Age={ONE_YEAR_SECONDS}; {attributes}",
-            cookie::seal(key, id)
+            cookie::seal(key?, id)
         )),
         CookieAction::Clear => Some(format!("{ID_COOKIE}=; Max-Age=0; {attributes}")),
     }

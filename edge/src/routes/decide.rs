@@ -9,6 +9,7 @@
 use seam_core::collect::ingest::RequestError;
 use seam_core::collect::proof::{self, TOKEN_FIELD};
 use seam_core::consent::personalisation_denied;
+use seam_core::identity::{Proof, PROOF_FIELD};
 use seam_core::personalise::decide::{Exposure, Slot};
 use serde_json::{json, Value};
 use worker::{Context, Env, Request, Response};
@@ -90,12 +91,13 @@ pub async fn post(
         .is_none()
         .then_some(claimed_anonymous.as_deref())
         .flatten());
+    let exposed_context = exposure_context(&context, source.is_trusted(), user_id.is_some());
     let exposure = Exposure {
         decisions: &decisions,
         anonymous_id: exposed_anonymous,
         user_id: user_id.as_deref(),
         message_id: text("messageId"),
-        context: &context,
+        context: &exposed_context,
     };
     let prepared = store::events::prepare(
         &db,
@@ -112,6 +114,31 @@ pub async fn post(
     }
     jobs::exposures::log_soon(env, ctx, &source, prepared)?;
     Ok(Response::from_json(&out)?)
+}
+
+/// The exposure event's context. From a page only what describes the page and the consent in
+/// force, with the proof the collector marks browser events with: the rest of a page's context
+/// (traits, external IDs) would be its claims about whomever it names, stored as an event the
+/// collector made and sent on to destinations.
+fn exposure_context(context: &Value, trusted: bool, verified: bool) -> Value {
+    if trusted {
+        return context.clone();
+    }
+    let mut kept = serde_json::Map::new();
+    for key in ["page", "consent"] {
+        if let Some(value) = context.get(key) {
+            kept.insert(key.into(), value.clone());
+        }
+    }
+    let proof = if verified {
+        Proof::Verified
+    } else {
+        Proof::Claimed
+    };
+    if let Some(marker) = proof.marker() {
+        kept.insert("seam".into(), json!({ PROOF_FIELD: marker }));
+    }
+    Value::Object(kept)
 }
 
 /// The identity a public-key request proves: a user ID with a valid identity token, else the

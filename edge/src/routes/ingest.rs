@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use seam_core::collect::cookie::{cookie_action, CookieAction};
+use seam_core::collect::cookie::{asks_new_id, cookie_action, CookieAction};
 use seam_core::collect::enrich::RequestFacts;
 use seam_core::collect::event::EventType;
 use seam_core::collect::ingest::{decode, decompress, Decoded, RequestError, MAX_REQUEST_BYTES};
@@ -55,11 +55,16 @@ pub async fn post(
         )
         .clamp_clock(&source);
 
+    if asks_new_id(&decoded) {
+        // A reset browser: its events are not the cookie holder's, and it gets a new ID.
+        facts.cookie_id = None;
+    }
     let cookie = cookie_action(
         &decoded,
         facts.cookie_id.as_deref(),
-        http::is_same_site(&req) && cookie_key.is_some(),
-        || id::uuid_v4(platform::random_bytes()),
+        http::cookie(&req, http::ID_COOKIE).is_some(),
+        http::is_same_site(&req),
+        cookie_key.map(|_| || id::uuid_v4(platform::random_bytes())),
     );
     match &cookie {
         // This request's events already carry the ID the browser will hold.
@@ -106,7 +111,7 @@ pub async fn post(
         body["anonymousId"] = Value::from(id.as_str());
     }
     let mut response = Response::from_json(&body)?;
-    if let Some(set_cookie) = cookie_key.and_then(|key| http::set_cookie(&cookie, &key)) {
+    if let Some(set_cookie) = http::set_cookie(&cookie, cookie_key.as_ref()) {
         response.headers_mut().append("Set-Cookie", &set_cookie)?;
     }
     if settings::report_timings(env) {

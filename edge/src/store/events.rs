@@ -42,7 +42,7 @@ pub async fn prepare(
         id::message_id("seam-edge", received_at, platform::random_bytes())
     })?;
     if let Some(facts) = facts {
-        decoded = decoded.enrich(facts, source);
+        decoded = decoded.bind_cookie(facts, source).enrich(facts, source);
     }
     let suppressed = privacy::suppressed_keys(db, &decoded, rules, received_at).await?;
     if !suppressed.is_empty() {

@@ -137,7 +137,7 @@ pub async fn visitor_profile(
         return Ok(None);
     };
     let mut profile_id = profiles::profile_for(db, &identifier).await?;
-    // The `seam_id` cookie is also linked as a cookie ID (events carry it in `context.seam`).
+    // Events stored before 2026-12-06 linked the `seam_id` cookie as a cookie ID.
     if profile_id.is_none() && user_id.is_none() {
         if let Some(cookie) =
             anonymous_id.and_then(|a| Identifier::normalized(IdType::CookieId, a, rules))
