@@ -320,7 +320,8 @@ pub fn batch_body(
         if new_id {
             seam = seam.raw("newId", "true");
         }
-        body = body.raw("context", &ObjectWriter::default().raw("seam", &seam.finish()).finish());
+        let context = ObjectWriter::default().raw("seam", &seam.finish()).finish();
+        body = body.raw("context", &context);
     }
     body.string("sentAt", sent_at)
         .string("writeKey", write_key)
