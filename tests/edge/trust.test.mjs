@@ -383,6 +383,35 @@ describe("trust: identity claims from the public key", () => {
     assert.equal((await lookup("anonymous_id", v.browser)).profileId, v.profileId);
   });
 
+  test("a request without the cookie that names a cookie holder's ID changes nothing of theirs", async () => {
+    const granted = { consent: { gcm: { analytics_storage: "granted" } } };
+    // The victim's browser: its cookie's ID is one the Worker issued.
+    const first = await send(edge, [{ ...viewed(`v4-${run}-00000000`, `held-${run}`), context: granted }], WRITE_KEY, { "sec-fetch-site": "same-origin" });
+    const held = first.headers.get("set-cookie").match(/^seam_id=([^;.]+)\./)[1];
+    assert.match(held, /^[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-/, "a version-8 UUID: issued by the Worker");
+    await send(edge, [{ type: "identify", anonymousId: held, traits: { first_name: "Vic" }, messageId: mid(), context: granted }], WRITE_KEY, { cookie: idCookie(held) });
+    await settled(edge.url);
+    const before = await lookup("anonymous_id", held);
+    // Someone who learnt the ID (destinations receive it) sends without the cookie.
+    const mallory = `mallory-cookieless-${run}`;
+    const r = await send(edge, [
+      { type: "identify", anonymousId: held, traits: { first_name: "Mallory", unsubscribed_email: false }, messageId: mid() },
+      { type: "track", event: "Choice", anonymousId: held, messageId: mid(), context: { consent: { gcm: { analytics_storage: "denied" } } } },
+      { type: "identify", userId: mallory, anonymousId: held, messageId: mid(), context: { seam: { identityToken: token(mallory) } } },
+    ]);
+    assert.deepEqual(r.json.results.map((x) => x.status), ["accepted", "accepted", "accepted"], "stored, as claims");
+    await settled(edge.url);
+    const after = await lookup("anonymous_id", held);
+    assert.equal(after.profileId, before.profileId);
+    assert.equal(after.traits.first_name, "Vic", "no traits set on their profile");
+    const consent = await edge.query("SELECT state FROM consent_history WHERE identifier = ?", `anonymous_id:${held}`);
+    assert.ok(consent.length >= 1 && consent.every((c) => !c.state.includes("denied")), JSON.stringify(consent));
+    const account = await lookup("user_id", mallory);
+    assert.ok(!account || !holds(account, "anonymous_id", held), "not merged into the sender's account");
+    const d = await decide(edge, { userId: mallory, context: { seam: { identityToken: token(mallory) } } });
+    assert.notEqual(d.json.profileId, before.profileId, "whose decisions the sender can read");
+  });
+
   test("an alias or an external ID naming another visitor's anonymous ID joins nothing", async () => {
     const theirs = randomUUID();
     const user = `victim-alias-${run}`;

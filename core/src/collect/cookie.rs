@@ -7,10 +7,11 @@
 //! to tie another browser to them: only a cookie the Worker sealed counts, and the Worker seals
 //! only IDs it chose itself ([`cookie_action`]), never one a request names.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::collect::auth::constant_time_eq;
 use crate::collect::enrich::RequestFacts;
+use crate::collect::event::Event;
 use crate::collect::ingest::{Decoded, Outcome};
 use crate::collect::proof::hmac_sha256;
 use crate::collect::source::{Source, SourceKind};
@@ -57,19 +58,45 @@ fn is_id(value: &str) -> bool {
     value.len() <= MAX_ID_BYTES && is_cookie_safe(value) && !value.contains('.')
 }
 
+/// A new visitor ID for a cookie: a UUID of version 8 (RFC 9562's own-format version), so an ID
+/// the Worker issued is told apart from the version-4 IDs scripts make ([`is_issued`]).
+pub fn issue(mut random: [u8; 16]) -> String {
+    random[6] = (random[6] & 0x0f) | 0x80;
+    random[8] = (random[8] & 0x3f) | 0x80;
+    let mut id = id::uuid_v4(random);
+    // `uuid_v4` sets the version nibble to 4; put 8 back.
+    id.replace_range(14..15, "8");
+    id
+}
+
+/// Whether `id` looks like one the Worker issued for a cookie ([`issue`]).
+pub fn is_issued(id: &str) -> bool {
+    id::is_uuid(id) && id.as_bytes()[14] == b'8'
+}
+
 impl Decoded {
     /// Gives every event of a browser request that came with the collector's sealed cookie (or
     /// gets one now) the cookie's ID as its `anonymousId`. An anonymousId that differs is the
     /// script's stale copy, or an ID someone else holds: it is replaced, so it never ties this
-    /// browser to that ID's profile. Before consent is recorded, so consent goes to the browser
-    /// that gave it. Server sources name whom they like.
+    /// browser to that ID's profile. Without a cookie, an anonymousId the Worker issued
+    /// ([`is_issued`]) belongs to a browser that holds its cookie, and this request did not bring
+    /// it: the ID moves to `context.seam.claimedAnonymousId`, which joins nothing, sets no
+    /// consent and no traits. Before consent is recorded, so consent goes to the browser that
+    /// gave it. Server sources name whom they like.
     pub fn bind_cookie(mut self, facts: &RequestFacts, source: &Source) -> Self {
-        let Some(id) = &facts.cookie_id else {
-            return self;
-        };
         if source.kind != SourceKind::Browser {
             return self;
         }
+        let Some(id) = &facts.cookie_id else {
+            for outcome in &mut self.outcomes {
+                if let Outcome::Valid(event) = outcome {
+                    if event.anonymous_id.as_deref().is_some_and(is_issued) {
+                        unclaim(event);
+                    }
+                }
+            }
+            return self;
+        };
         for outcome in &mut self.outcomes {
             if let Outcome::Valid(event) = outcome {
                 if event.anonymous_id.as_deref() != Some(id) {
@@ -81,6 +108,32 @@ impl Decoded {
             }
         }
         self
+    }
+}
+
+/// Takes an unproven anonymousId off `event`, keeping it where nothing reads it as an identifier.
+fn unclaim(event: &mut Event) {
+    let Some(named) = event.body.remove("anonymousId") else {
+        return;
+    };
+    event.anonymous_id = None;
+    let context = event
+        .body
+        .entry("context")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !context.is_object() {
+        *context = Value::Object(Map::new());
+    }
+    if let Some(context) = context.as_object_mut() {
+        let seam = context
+            .entry("seam")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !seam.is_object() {
+            *seam = Value::Object(Map::new());
+        }
+        if let Some(seam) = seam.as_object_mut() {
+            seam.insert("claimedAnonymousId".into(), named);
+        }
     }
 }
 
@@ -157,6 +210,7 @@ mod tests {
     use super::*;
     use crate::collect::ingest::decoded_batch;
     use crate::collect::source::parse_source;
+    use crate::format::id;
     use serde_json::{json, Value};
 
     const AID: &str = "0b6b1c3e-2a5f-4c1e-9a7d-3f2e1d0c9b8a";
@@ -285,6 +339,56 @@ mod tests {
     }
 
     #[test]
+    fn issued_ids_are_version_8_uuids_and_scripts_ids_are_not() {
+        let issued = issue([0xab; 16]);
+        assert!(id::is_uuid(&issued));
+        assert_eq!(&issued[14..15], "8");
+        assert!(is_issued(&issued));
+        assert!(is_cookie_safe(&issued));
+        assert!(!is_issued(&id::uuid_v4([0xab; 16])));
+        assert!(!is_issued(AID));
+        assert!(!is_issued("not-a-uuid-at-all-8"));
+        assert_ne!(issue([1; 16]), issue([2; 16]));
+    }
+
+    #[test]
+    fn without_its_cookie_an_issued_id_is_only_a_claim() {
+        let browser = parse_source("k", &json!({"id": "shop"})).unwrap();
+        let theirs = issue([7; 16]);
+        let events = json!([
+            {"type": "identify", "anonymousId": theirs, "userId": "u-1", "traits": {"plan": "x"}, "messageId": "m1"},
+            {"type": "page", "anonymousId": AID, "messageId": "m2"},
+            {"type": "page", "anonymousId": theirs, "context": {"seam": "junk"}, "messageId": "m3"},
+        ]);
+        let bound = decoded_batch(events.clone()).bind_cookie(&RequestFacts::default(), &browser);
+        let bound: Vec<_> = bound.valid().collect();
+        assert_eq!(bound[0].anonymous_id, None);
+        assert_eq!(bound[0].body.get("anonymousId"), None);
+        assert_eq!(
+            bound[0].body["context"]["seam"]["claimedAnonymousId"],
+            json!(theirs)
+        );
+        assert_eq!(
+            bound[1].anonymous_id.as_deref(),
+            Some(AID),
+            "a script's own ID stays"
+        );
+        assert_eq!(
+            bound[2].body["context"]["seam"]["claimedAnonymousId"],
+            json!(theirs)
+        );
+        // With the cookie, it is the browser's own.
+        let facts = RequestFacts {
+            cookie_id: Some(theirs.clone()),
+            ..RequestFacts::default()
+        };
+        let own = decoded_batch(events).bind_cookie(&facts, &browser);
+        assert!(own
+            .valid()
+            .all(|e| e.anonymous_id.as_deref() == Some(theirs.as_str())));
+    }
+
+    #[test]
     fn a_reset_browser_asks_for_a_new_id() {
         let asks = |seam: Value| {
             asks_new_id(&decoded_batch(json!([
@@ -294,6 +398,12 @@ mod tests {
         assert!(asks(json!({"newId": true})));
         assert!(!asks(json!({"newId": "true"})));
         assert!(!asks(json!({})));
+        // As the SDK sends it: batch-level context, merged into every event.
+        let body = json!({"batch": [{"type": "page", "anonymousId": AID}], "context": {"seam": {"newId": true}}});
+        let decoded =
+            crate::collect::ingest::decode(body.to_string().as_bytes(), None, 0, || "g".into())
+                .unwrap();
+        assert!(asks_new_id(&decoded));
     }
 
     #[test]

@@ -54,8 +54,8 @@ pub struct RequestFacts {
     pub geo: Option<Geo>,
     /// The ID of the collector's first-party cookie, when the browser sent one the Worker
     /// sealed (or the Worker sets one now): it replaces the events' `anonymousId`
-    /// ([`Decoded::bind_cookie`]). Named apart from earlier versions' unsealed `cookie_id`, which
-    /// queued requests of theirs may still carry.
+    /// ([`Decoded::bind_cookie`]). Serialised under its own name: queued requests of earlier
+    /// versions carry `cookie_id` (then an unsealed ID), which is ignored.
     #[serde(rename = "sealedCookieId", default)]
     pub cookie_id: Option<String>,
 }
@@ -493,11 +493,6 @@ mod tests {
         );
         assert_eq!(context["timezone"], json!("Europe/Amsterdam"));
         assert_eq!(context["consent"]["gpc"], json!(true));
-        assert_eq!(
-            context.get("seam"),
-            None,
-            "no cookieId: `Decoded::bind_cookie` puts the cookie's ID in anonymousId"
-        );
     }
 
     #[test]

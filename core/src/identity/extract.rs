@@ -109,8 +109,8 @@ fn read_identifiers(event: &Event, rules: &Rules, proof: Proof) -> Vec<Identifie
                 .and_then(|raw| Identifier::normalized(IdType::UserId, raw, rules)),
         );
     }
-    // The event's own: for a browser, the sealed cookie's ID when it sent one (enrichment put it
-    // there), else the ID its script keeps.
+    // The event's own: for a browser, the sealed cookie's ID when it sent one (`bind_cookie` put
+    // it there), else the ID its script keeps.
     ids.extend(
         event
             .anonymous_id

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use seam_core::collect::cookie::{asks_new_id, cookie_action, CookieAction};
+use seam_core::collect::cookie::{self, asks_new_id, cookie_action, CookieAction};
 use seam_core::collect::enrich::RequestFacts;
 use seam_core::collect::event::EventType;
 use seam_core::collect::ingest::{decode, decompress, Decoded, RequestError, MAX_REQUEST_BYTES};
@@ -64,13 +64,12 @@ pub async fn post(
         facts.cookie_id.as_deref(),
         http::cookie(&req, http::ID_COOKIE).is_some(),
         http::is_same_site(&req),
-        cookie_key.map(|_| || id::uuid_v4(platform::random_bytes())),
+        cookie_key.map(|_| || cookie::issue(platform::random_bytes())),
     );
-    match &cookie {
-        // This request's events already carry the ID the browser will hold.
-        CookieAction::Set(id) => facts.cookie_id = Some(id.clone()),
-        CookieAction::Clear => facts.cookie_id = None,
-        CookieAction::Keep => {}
+    if let CookieAction::Set(id) = &cookie {
+        // This request's events already carry the ID the browser will hold. (On a withdrawal
+        // they stay the cookie holder's, so the withdrawal is recorded for its ID.)
+        facts.cookie_id = Some(id.clone());
     }
     spans.mark("read");
     let mut body = if source.ingest == IngestMode::Queue {
@@ -106,7 +105,7 @@ pub async fn post(
             Err(e) => return Err(e),
         }
     };
-    if let Some(id) = &facts.cookie_id {
+    if let (Some(id), false) = (&facts.cookie_id, cookie == CookieAction::Clear) {
         // The SDK adopts this ID so the script's ID and the HttpOnly cookie agree.
         body["anonymousId"] = Value::from(id.as_str());
     }
