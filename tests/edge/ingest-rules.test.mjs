@@ -352,8 +352,14 @@ describe("ingestion rules", () => {
     assert.equal(row.anonymous_id, cookieId);
     assert.equal(JSON.parse(row.body).anonymousId, cookieId);
     assert.equal(JSON.parse(row.body).context.seam?.cookieId, undefined);
-    const withdrawn = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [page(denied)] }, headers);
+    const named = uid("named");
+    const withdrawn = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [{ ...page(denied), anonymousId: named }] }, headers);
     assert.match(withdrawn.headers.get("set-cookie"), /^seam_id=; Max-Age=0;/);
+    assert.equal(withdrawn.json.anonymousId, undefined, "nothing to adopt");
+    await settled(edge.url);
+    const withdrawals = async (id) => (await edge.query("SELECT state FROM consent_history WHERE identifier = ?", `anonymous_id:${id}`)).filter((r) => r.state.includes("denied")).length;
+    assert.equal(await withdrawals(cookieId), 1, "the withdrawal is the cookie holder's");
+    assert.equal(await withdrawals(named), 0, "not the ID the event named");
     const bare = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [page(denied)] }, { ...sameSite, cookie: `seam_id=${aid}` });
     assert.match(bare.headers.get("set-cookie"), /^seam_id=; Max-Age=0;/, "an unsealed cookie is deleted too");
   });

@@ -407,9 +407,11 @@ describe("trust: identity claims from the public key", () => {
     const consent = await edge.query("SELECT state FROM consent_history WHERE identifier = ?", `anonymous_id:${held}`);
     assert.ok(consent.length >= 1 && consent.every((c) => !c.state.includes("denied")), JSON.stringify(consent));
     const account = await lookup("user_id", mallory);
-    assert.ok(!account || !holds(account, "anonymous_id", held), "not merged into the sender's account");
+    assert.ok(account, "the verified user ID is the sender's own account");
+    assert.ok(!holds(account, "anonymous_id", held), "not merged into the sender's account");
+    assert.notEqual(account.profileId, before.profileId);
     const d = await decide(edge, { userId: mallory, context: { seam: { identityToken: token(mallory) } } });
-    assert.notEqual(d.json.profileId, before.profileId, "whose decisions the sender can read");
+    assert.equal(d.json.profileId, account.profileId, "the sender reads only its own account");
   });
 
   test("an alias or an external ID naming another visitor's anonymous ID joins nothing", async () => {

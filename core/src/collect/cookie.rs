@@ -80,14 +80,18 @@ impl Decoded {
     /// script's stale copy, or an ID someone else holds: it is replaced, so it never ties this
     /// browser to that ID's profile. Without a cookie, an anonymousId the Worker issued
     /// ([`is_issued`]) belongs to a browser that holds its cookie, and this request did not bring
-    /// it: the ID moves to `context.seam.claimedAnonymousId`, which joins nothing, sets no
-    /// consent and no traits. Before consent is recorded, so consent goes to the browser that
-    /// gave it. Server sources name whom they like.
+    /// it: the ID is dropped (`context.seam.unprovenAnonymousId` says so), so it joins nothing
+    /// and sets no consent and no traits. Before consent is recorded, so consent goes to the
+    /// browser that gave it. Server sources name whom they like, and a source that trusts
+    /// browsers (or an admin's import through one) is believed.
     pub fn bind_cookie(mut self, facts: &RequestFacts, source: &Source) -> Self {
         if source.kind != SourceKind::Browser {
             return self;
         }
         let Some(id) = &facts.cookie_id else {
+            if source.is_trusted() {
+                return self;
+            }
             for outcome in &mut self.outcomes {
                 if let Outcome::Valid(event) = outcome {
                     if event.anonymous_id.as_deref().is_some_and(is_issued) {
@@ -111,11 +115,12 @@ impl Decoded {
     }
 }
 
-/// Takes an unproven anonymousId off `event`, keeping it where nothing reads it as an identifier.
+/// Takes an unproven anonymousId off `event`. The ID itself is not kept: a copy would be an
+/// identifier that suppression, erasure and consent stripping do not look for.
 fn unclaim(event: &mut Event) {
-    let Some(named) = event.body.remove("anonymousId") else {
+    if event.body.remove("anonymousId").is_none() {
         return;
-    };
+    }
     event.anonymous_id = None;
     let context = event
         .body
@@ -132,7 +137,7 @@ fn unclaim(event: &mut Event) {
             *seam = Value::Object(Map::new());
         }
         if let Some(seam) = seam.as_object_mut() {
-            seam.insert("claimedAnonymousId".into(), named);
+            seam.insert("unprovenAnonymousId".into(), Value::Bool(true));
         }
     }
 }
@@ -347,7 +352,6 @@ mod tests {
         assert!(is_cookie_safe(&issued));
         assert!(!is_issued(&id::uuid_v4([0xab; 16])));
         assert!(!is_issued(AID));
-        assert!(!is_issued("not-a-uuid-at-all-8"));
         assert_ne!(issue([1; 16]), issue([2; 16]));
     }
 
@@ -365,17 +369,27 @@ mod tests {
         assert_eq!(bound[0].anonymous_id, None);
         assert_eq!(bound[0].body.get("anonymousId"), None);
         assert_eq!(
-            bound[0].body["context"]["seam"]["claimedAnonymousId"],
-            json!(theirs)
+            bound[0].body["context"]["seam"]["unprovenAnonymousId"],
+            json!(true)
         );
+        let kept = serde_json::to_string(&bound[0].body).unwrap();
+        assert!(!kept.contains(&theirs), "the ID is kept nowhere: {kept}");
         assert_eq!(
             bound[1].anonymous_id.as_deref(),
             Some(AID),
             "a script's own ID stays"
         );
         assert_eq!(
-            bound[2].body["context"]["seam"]["claimedAnonymousId"],
-            json!(theirs)
+            bound[2].body["context"]["seam"]["unprovenAnonymousId"],
+            json!(true)
+        );
+        let trusting = parse_source("k", &json!({"id": "t", "identity": "trust-browser"})).unwrap();
+        let believed =
+            decoded_batch(events.clone()).bind_cookie(&RequestFacts::default(), &trusting);
+        assert_eq!(
+            believed.valid().next().unwrap().anonymous_id.as_deref(),
+            Some(theirs.as_str()),
+            "a source that trusts browsers is believed"
         );
         // With the cookie, it is the browser's own.
         let facts = RequestFacts {
