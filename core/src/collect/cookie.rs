@@ -7,13 +7,13 @@
 //! to tie another browser to them: only a cookie the Worker sealed counts, and the Worker seals
 //! only IDs it chose itself ([`cookie_action`]), never one a request names.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::collect::auth::constant_time_eq;
 use crate::collect::enrich::RequestFacts;
 use crate::collect::event::Event;
 use crate::collect::ingest::{Decoded, Outcome};
-use crate::collect::proof::hmac_sha256;
+use crate::collect::proof::{hmac_sha256, seam_of};
 use crate::collect::source::{Source, SourceKind};
 use crate::consent::{ConsentState, Purpose};
 use crate::format::encode::hex;
@@ -60,11 +60,9 @@ fn is_id(value: &str) -> bool {
 
 /// A new visitor ID for a cookie: a UUID of version 8 (RFC 9562's own-format version), so an ID
 /// the Worker issued is told apart from the version-4 IDs scripts make ([`is_issued`]).
-pub fn issue(mut random: [u8; 16]) -> String {
-    random[6] = (random[6] & 0x0f) | 0x80;
-    random[8] = (random[8] & 0x3f) | 0x80;
+pub fn issue(random: [u8; 16]) -> String {
     let mut id = id::uuid_v4(random);
-    // `uuid_v4` sets the version nibble to 4; put 8 back.
+    // The same layout and variant; only the version digit differs.
     id.replace_range(14..15, "8");
     id
 }
@@ -122,23 +120,8 @@ fn unclaim(event: &mut Event) {
         return;
     }
     event.anonymous_id = None;
-    let context = event
-        .body
-        .entry("context")
-        .or_insert_with(|| Value::Object(Map::new()));
-    if !context.is_object() {
-        *context = Value::Object(Map::new());
-    }
-    if let Some(context) = context.as_object_mut() {
-        let seam = context
-            .entry("seam")
-            .or_insert_with(|| Value::Object(Map::new()));
-        if !seam.is_object() {
-            *seam = Value::Object(Map::new());
-        }
-        if let Some(seam) = seam.as_object_mut() {
-            seam.insert("unprovenAnonymousId".into(), Value::Bool(true));
-        }
+    if let Some(seam) = seam_of(&mut event.body) {
+        seam.insert("unprovenAnonymousId".into(), Value::Bool(true));
     }
 }
 

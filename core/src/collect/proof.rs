@@ -206,7 +206,7 @@ fn existing_seam(body: &mut Map<String, Value>) -> Option<&mut Map<String, Value
 
 /// `context.seam` of an event body, created when missing (a non-object one is replaced: only
 /// the collector's fields live there).
-fn seam_of(body: &mut Map<String, Value>) -> Option<&mut Map<String, Value>> {
+pub(crate) fn seam_of(body: &mut Map<String, Value>) -> Option<&mut Map<String, Value>> {
     let context = body
         .entry("context")
         .or_insert_with(|| Value::Object(Map::new()));
