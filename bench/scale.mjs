@@ -1,6 +1,7 @@
 // Shop traffic at multiples of a small shop's rate, open loop, on a fresh edge: where does the
 // local stack saturate, and what does each stored event cost in D1? Runs alone with
-// `node bench/scale.mjs`; `SCALE_STEPS` (comma-separated multiples) and `SCALE_SECONDS` size it.
+// `node bench/scale.mjs`; `SCALE_STEPS` (comma-separated multiples) and `SCALE_SECONDS` size it;
+// `SCALE_SHARDS` spreads the profiles' state over that many D1 databases.
 //
 // The base rate is #18's small shop: 65,000 events a day (0.75 events/s). Shoppers browse as the
 // demo shop's pages report them: a page view, product views, sometimes a cart, a checkout and an
@@ -15,6 +16,8 @@ import { root, settled, startEdge, WRITE_KEY } from "../tests/support/edge.mjs";
 
 const BASE_EVENTS_PER_SECOND = 65_000 / 86_400;
 const STEPS = (process.env.SCALE_STEPS ?? "1,10,100,300,1000").split(",").map(Number);
+// Profile shards: the profiles' personalisation state over this many D1 databases (docs/scale.md).
+const SHARDS = Number(process.env.SCALE_SHARDS ?? 1);
 const SECONDS = Number(process.env.SCALE_SECONDS ?? 15);
 /** Requests in flight at most: past this the sender counts a request as refused. */
 const MAX_IN_FLIGHT = 256;
@@ -47,8 +50,20 @@ function visit(run, shopper, visitNo) {
  * copy of the local database file (with its WAL) is checkpointed and read with SQLite's `dbstat`.
  */
 export function d1Tables(state) {
+  return d1Files(state).reduce((all, tables) => {
+    for (const [name, bytes] of Object.entries(tables)) all[name] = (all[name] ?? 0) + bytes;
+    return all;
+  }, {});
+}
+
+/** [`d1Tables`] of each local D1 database (`DB` and any profile shards), one object per file. */
+export function d1Files(state) {
   const dir = join(state, "v3/d1/miniflare-D1DatabaseObject");
-  const [file] = readdirSync(dir).filter((f) => f.endsWith(".sqlite") && f !== "metadata.sqlite");
+  const files = readdirSync(dir).filter((f) => f.endsWith(".sqlite") && f !== "metadata.sqlite");
+  return files.map((file) => d1File(dir, file));
+}
+
+function d1File(dir, file) {
   const copy = mkdtempSync(join(tmpdir(), "seam-d1-"));
   try {
     for (const suffix of ["", "-wal"]) if (existsSync(join(dir, file + suffix))) copyFileSync(join(dir, file + suffix), join(copy, "db.sqlite" + suffix));
@@ -134,12 +149,13 @@ export async function step(edge, run, multiple) {
 export async function scaleRows() {
   // A hot window of 0 hours: compaction takes whatever is archived, so the second reading is
   // what D1 holds per event once events are past the window (24 hours by default).
-  const edge = await startEdge("bench-scale", { limits: { ip: 1_000_000, source: 1_000_000 }, vars: { HOT_EVENT_HOURS: "0", ARCHIVE_SETTLE_SECONDS: "0" } });
+  const edge = await startEdge("bench-scale", { limits: { ip: 1_000_000, source: 1_000_000 }, vars: { HOT_EVENT_HOURS: "0", ARCHIVE_SETTLE_SECONDS: "0" }, profileShards: SHARDS });
   const state = join(root, "tests/.tmp", `bench-scale-${process.pid}`);
   const rows = [];
   try {
     const run = Date.now();
     const empty = d1Tables(state);
+    const emptyFiles = d1Files(state);
     let saturated;
     for (const multiple of STEPS) {
       const r = await step(edge, run, multiple);
@@ -187,10 +203,21 @@ export async function scaleRows() {
     const [{ left }] = await edge.query("SELECT COUNT(*) AS left FROM events");
     const cold = perEvent(d1Tables(state));
     rows.push([
-      "scale: D1 bytes per stored event past the hot window (shop mix)",
+      `scale: D1 bytes per stored event past the hot window (shop mix${SHARDS > 1 ? `, all ${SHARDS} databases` : ""})`,
       `${cold.perEvent} B`,
       `${left} of ${events} events still in D1 after compaction, dedup keys for all (inside the 7-day window); by table: ${cold.tables}; #18's target is <= 300`,
     ]);
+    if (SHARDS > 1) {
+      // `DB` is the database with the events table; the others are profile shards.
+      const sum = (tables = {}) => Object.values(tables).reduce((a, b) => a + b, 0);
+      const grown = d1Files(state).map((tables, i) => ({ shared: "events" in tables, bytes: sum(tables) - sum(emptyFiles[i]) }));
+      const per = (bytes) => `${Math.round(bytes / Math.max(1, events))} B`;
+      rows.push([
+        `scale: D1 bytes per stored event by database, ${SHARDS} profile shards`,
+        `DB ${per(grown.find((g) => g.shared).bytes)}`,
+        `profile shards (state rows and memberships): ${grown.filter((g) => !g.shared).map((g) => per(g.bytes)).join(", ")}`,
+      ]);
+    }
   } finally {
     await edge.stop();
   }

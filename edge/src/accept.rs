@@ -19,10 +19,11 @@ use seam_core::privacy::{
     apply_suppressions, consent_records, hash_pii_fields, suppression_key, ConsentRecord,
 };
 use serde_json::Value;
-use worker::{Context, D1Database, D1Result, Env};
+use worker::{Context, D1Result, Env};
 
 use crate::error::ApiError;
 use crate::platform::Spans;
+use crate::store::shards::Shards;
 use crate::{isolate, jobs, settings, store};
 
 /// What became of a request's events.
@@ -100,7 +101,7 @@ pub async fn accept_prepared(
 ) -> Result<Accepted, ApiError> {
     let _storing = isolate::storing();
     let mut spans = Spans::start();
-    let db = env.d1("DB")?;
+    let db = Shards::of(env)?;
     let Prepared { decoded, consent } = prepared;
     let suppressed = store::privacy::suppressed_keys(&db, &decoded, rules, received_at).await?;
     spans.mark("suppressions");
@@ -209,7 +210,7 @@ pub async fn accept_prepared(
 /// batch read it. Known visitors with no new links (most traffic) need no resolution: the probe
 /// at the end of the batch already holds their profile.
 async fn profiles_after(
-    db: &D1Database,
+    db: &Shards,
     rules: &Rules,
     plan: &IngestPlan,
     results: &[D1Result],
@@ -225,8 +226,10 @@ async fn profiles_after(
         None => Default::default(),
     };
     if let Some((id, profile_of)) = settled_profiles(links, best, links_changed, &assigned) {
+        // The batch read the state in `DB`: the profile's own only when that is its shard.
         let loaded = plan
             .profile_reads(results)
+            .filter(|_| db.index_of(&id) == 0)
             .and_then(|reads| store::profiles::loaded_from(reads, &id).ok());
         return Ok(Settled {
             profile_id: id,

@@ -138,3 +138,20 @@ pub fn journey_time_scale(env: &Env) -> i64 {
         .filter(|n| *n >= 1)
         .unwrap_or(1)
 }
+
+/// `PROFILE_SHARDS`: how many D1 databases the profiles' personalisation state is spread over
+/// (1, the default, keeps it in `DB`). Anything but a whole number from 1 to
+/// [`MAX_SHARDS`](seam_core::personalise::shard::MAX_SHARDS) is an error, never a fallback: a
+/// different count moves profiles between shards.
+pub fn profile_shards(env: &Env) -> Result<u32, ApiError> {
+    let Ok(value) = env.var("PROFILE_SHARDS") else {
+        return Ok(1);
+    };
+    value
+        .to_string()
+        .trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|n| (1..=seam_core::personalise::shard::MAX_SHARDS).contains(n))
+        .ok_or_else(|| ApiError::Storage("PROFILE_SHARDS is not a number from 1 to 64".into()))
+}

@@ -96,8 +96,16 @@ export function runWrangler(args) {
  * (`{ip: n, source: n}` requests per 60 s) and extra `vars` (`{NAME: "value"}`). Written beside wrangler.toml so its relative paths
  * still resolve; git ignores it.
  */
-function testConfig(name, { sources, limits, vars }) {
+function testConfig(name, { sources, limits, vars, profileShards }) {
   let toml = readFileSync(mainConfig, "utf8");
+  if (profileShards > 1) {
+    vars = { ...vars, PROFILE_SHARDS: String(profileShards) };
+    for (const binding of shardBindings(profileShards).slice(1)) {
+      const n = binding.slice("PROFILES_".length);
+      toml += `\n[[d1_databases]]\nbinding = "${binding}"\ndatabase_name = "seam-profiles-${n}"\n` +
+        `database_id = "00000000-0000-0000-0000-${n.padStart(12, "0")}"\nmigrations_dir = "edge/migrations-profiles"\n`;
+    }
+  }
   if (vars) {
     for (const [k, v] of Object.entries(vars)) {
       const line = `${k} = ${JSON.stringify(v)}`;
@@ -119,6 +127,11 @@ function testConfig(name, { sources, limits, vars }) {
   const path = join(root, `.wrangler-test-${name}-${process.pid}.toml`);
   writeFileSync(path, toml);
   return path;
+}
+
+/** The D1 bindings of `n` profile shards: `DB` (shard 0), then `PROFILES_1` … (docs/scale.md). */
+export function shardBindings(n = 1) {
+  return ["DB", ...Array.from({ length: n - 1 }, (_, i) => `PROFILES_${i + 1}`)];
 }
 
 /** Runs `wrangler dev` on `port` until /health answers; throws (with its output) otherwise. */
@@ -172,14 +185,21 @@ async function whenUnlocked(statement) {
   }
 }
 
-/** Starts a fresh edge. Options: `sources`, `limits` (see testConfig). Call `stop()` when done. */
+/**
+ * Starts a fresh edge. Options: `sources`, `limits`, `vars` and `profileShards` (the profiles'
+ * state over that many D1 databases; see testConfig). Call `stop()` when done.
+ */
 export async function startEdge(name, options = {}) {
   const state = join(root, "tests/.tmp", `${name}-${process.pid}`);
   rmSync(state, { recursive: true, force: true });
   mkdirSync(state, { recursive: true });
-  const configPath = options.sources || options.limits || options.vars ? testConfig(name, options) : mainConfig;
+  const custom = options.sources || options.limits || options.vars || options.profileShards > 1;
+  const configPath = custom ? testConfig(name, options) : mainConfig;
   const config = ["--config", configPath];
-  runWrangler(["d1", "migrations", "apply", "DB", "--local", "--persist-to", state, ...config]);
+  const bindings = shardBindings(options.profileShards ?? 1);
+  for (const binding of bindings) {
+    runWrangler(["d1", "migrations", "apply", binding, "--local", "--persist-to", state, ...config]);
+  }
 
   // A port picked free can be taken before wrangler binds it: retry a startup that dies.
   let started;
@@ -209,6 +229,11 @@ export async function startEdge(name, options = {}) {
     /** Rows of a SQL query against the Worker's D1. */
     async query(sql, ...params) {
       return (await whenUnlocked(() => proxy.env.DB.prepare(sql).bind(...params).all())).results;
+    },
+    /** Rows of a SQL query against profile shard `shard` (0 is `DB`). */
+    async queryShard(shard, sql, ...params) {
+      const db = proxy.env[bindings[shard]];
+      return (await whenUnlocked(() => db.prepare(sql).bind(...params).all())).results;
     },
     /** Runs a SQL write against the Worker's D1 (test set-up, e.g. ageing a row). */
     async exec(sql, ...params) {

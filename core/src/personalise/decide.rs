@@ -303,6 +303,14 @@ impl DecisionPlan {
         reads
     }
 
+    /// The profile whose state row [`DecisionPlan::reads`] ends with, when it reads one (its
+    /// shard holds the row: `personalise::shard`).
+    pub fn state_of(&self) -> Option<&str> {
+        self.banner_profile
+            .as_deref()
+            .filter(|_| self.snapshot_state.is_none())
+    }
+
     /// How many of [`DecisionPlan::reads`] are candidate reads (the rest is the state row).
     pub fn candidate_reads(&self) -> usize {
         self.candidates
@@ -706,9 +714,11 @@ mod tests {
                 plan.candidate_reads() + usize::from(reads_state),
                 reads.len()
             );
+            assert_eq!(plan.state_of(), reads_state.then_some("p1"));
         }
         let unknown = plan(None, &slots(), false, Some(&config), &mut cache(), NOW);
         assert!(unknown.reads().iter().all(|r| r.sql != LOAD_STATE_SQL));
+        assert_eq!(unknown.state_of(), None);
     }
 
     #[test]

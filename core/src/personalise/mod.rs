@@ -11,6 +11,7 @@ pub mod decide;
 pub mod recommend;
 pub mod refresh;
 pub mod segment;
+pub mod shard;
 pub mod slot;
 pub mod stored;
 
@@ -193,10 +194,14 @@ pub struct Update {
     /// caller that sees which of them changed nothing can narrow [`Update::changed`] (see
     /// [`Update::changed_by`]).
     pub evidence_changes: Vec<recommend::Changed>,
-    /// Writes for one D1 batch: co-occurrence evidence, catalogue, memberships, then the state
-    /// save. The save ends in `RETURNING version`: no row returned means another request saved
-    /// first; reload and call [`update`] again (every write here is idempotent).
+    /// Writes to the shared database: co-occurrence evidence and catalogue. Idempotent, and run
+    /// before [`Update::state_writes`].
     pub writes: Vec<Statement>,
+    /// Writes to the profile's shard ([`shard::shard_of`]): memberships, then the state save.
+    /// The save ends in `RETURNING version`: no row returned means another request saved first;
+    /// reload and call [`update`] again (every write here is idempotent). With one shard, both
+    /// lists go in one D1 batch.
+    pub state_writes: Vec<Statement>,
 }
 
 /// Folds a request's stored events for one profile into its state and plans the writes.
@@ -230,7 +235,7 @@ pub fn update(
         applied.push(outcome);
     }
     let changed = evidence.changed();
-    let (mut writes, evidence_changes): (Vec<Statement>, Vec<recommend::Changed>) =
+    let (writes, evidence_changes): (Vec<Statement>, Vec<recommend::Changed>) =
         evidence.writes_and_changes().into_iter().unzip();
     let (computed, evaluated) = view(&state, traits, config, now_ms);
     let diff = segment::diff(&state.segments, &evaluated, now_ms);
@@ -239,9 +244,9 @@ pub fn update(
         Some(cause) => segment::transition_events(&diff, profile_id, cause),
         None => Vec::new(),
     };
-    writes.extend(segment::membership_writes(profile_id, &diff));
+    let mut state_writes = segment::membership_writes(profile_id, &diff);
     let check_at = next_check(&state, traits, config, &evaluated, now_ms);
-    writes.push(save_state(profile_id, &state, version, now_ms, check_at));
+    state_writes.push(save_state(profile_id, &state, version, now_ms, check_at));
     Update {
         segments: evaluated.into_iter().collect(),
         state,
@@ -252,6 +257,7 @@ pub fn update(
         changed,
         evidence_changes,
         writes,
+        state_writes,
     }
 }
 
@@ -335,9 +341,9 @@ pub fn advance(
     state.segments = diff.memberships.clone();
     let internal_events =
         segment::timed_transition_events(&diff, profile_id, user_id, anonymous_id);
-    let mut writes = segment::membership_writes(profile_id, &diff);
+    let mut state_writes = segment::membership_writes(profile_id, &diff);
     let check_at = next_check(&state, traits, config, &evaluated, now_ms);
-    writes.push(save_state(
+    state_writes.push(save_state(
         profile_id,
         &state,
         Some(version),
@@ -353,7 +359,8 @@ pub fn advance(
         internal_events,
         changed: recommend::Changed::default(),
         evidence_changes: Vec::new(),
-        writes,
+        writes: Vec::new(),
+        state_writes,
     }
 }
 
@@ -477,27 +484,37 @@ pub fn merge(
     }
 }
 
-/// Writes after a merge: the merged state onto `into` (version-guarded), the absorbed row
-/// deleted, and the absorbed profile's memberships closed.
+/// Writes after a merge, in order: the merged state onto `into` (version-guarded, in `into`'s
+/// shard), then in `from`'s shard the absorbed row deleted and its memberships closed.
+pub struct MergeWrites {
+    /// The save onto `into`: no row returned means `into` changed since it was read.
+    pub save: Statement,
+    /// The absorbed profile's rows, once the save landed.
+    pub absorbed: Vec<Statement>,
+}
+
+/// Plans [`MergeWrites`].
 pub fn merge_writes(
     from: &str,
     into: &str,
     merged: &ProfileState,
     into_version: Option<i64>,
     now_ms: i64,
-) -> Vec<Statement> {
-    vec![
-        save_state(into, merged, into_version, now_ms, None),
-        Statement {
-            sql: "DELETE FROM profile_personalisation WHERE profile_id = ?1".into(),
-            params: vec![Param::Text(from.to_owned())],
-        },
-        Statement {
-            sql: "UPDATE segment_memberships SET exited_at = ?2 WHERE profile_id = ?1 AND exited_at IS NULL"
-                .into(),
-            params: vec![Param::Text(from.to_owned()), Param::Int(now_ms)],
-        },
-    ]
+) -> MergeWrites {
+    MergeWrites {
+        save: save_state(into, merged, into_version, now_ms, None),
+        absorbed: vec![
+            Statement {
+                sql: "DELETE FROM profile_personalisation WHERE profile_id = ?1".into(),
+                params: vec![Param::Text(from.to_owned())],
+            },
+            Statement {
+                sql: "UPDATE segment_memberships SET exited_at = ?2 WHERE profile_id = ?1 AND exited_at IS NULL"
+                    .into(),
+                params: vec![Param::Text(from.to_owned()), Param::Int(now_ms)],
+            },
+        ],
+    }
 }
 
 /// Recommendation signals from computed trait values (the shipped trait names:
@@ -686,14 +703,17 @@ mod tests {
         assert_eq!(up.computed["lifetime_value"], json!(900.0));
         assert_eq!(up.internal_events.len(), 1);
         assert_eq!(up.internal_events[0]["event"], json!("Segment Entered"));
-        let sql: Vec<&str> = up.writes.iter().map(|s| s.sql.as_str()).collect();
-        assert!(sql[0].starts_with("INSERT OR IGNORE INTO item_interactions"));
-        assert!(sql[1].starts_with("INSERT OR IGNORE INTO item_pair_evidence"));
-        assert!(sql[2].starts_with("INSERT INTO segment_memberships"));
-        assert!(sql[3].starts_with("INSERT INTO profile_personalisation"));
-        assert_eq!(up.writes[3].params[2], Param::Int(1));
-        assert_eq!(up.writes[3].params[4], Param::Int(0));
-        let saved = match &up.writes[3].params[1] {
+        let shared: Vec<&str> = up.writes.iter().map(|s| s.sql.as_str()).collect();
+        assert_eq!(shared.len(), 2);
+        assert!(shared[0].starts_with("INSERT OR IGNORE INTO item_interactions"));
+        assert!(shared[1].starts_with("INSERT OR IGNORE INTO item_pair_evidence"));
+        let sql: Vec<&str> = up.state_writes.iter().map(|s| s.sql.as_str()).collect();
+        assert_eq!(sql.len(), 2, "the profile's shard gets only its own rows");
+        assert!(sql[0].starts_with("INSERT INTO segment_memberships"));
+        assert!(sql[1].starts_with("INSERT INTO profile_personalisation"));
+        assert_eq!(up.state_writes[1].params[2], Param::Int(1));
+        assert_eq!(up.state_writes[1].params[4], Param::Int(0));
+        let saved = match &up.state_writes[1].params[1] {
             Param::Blob(b) => {
                 ProfileState::from_stored(Some(&stored::StoredState::Bytes(b.clone())))
             }
@@ -723,7 +743,8 @@ mod tests {
         );
         assert_eq!(again.applied, vec![Applied::Duplicate]);
         assert!(again.diff.is_empty() && again.internal_events.is_empty());
-        assert_eq!(again.writes.len(), 1);
+        assert!(again.writes.is_empty());
+        assert_eq!(again.state_writes.len(), 1);
         assert_eq!(again.state, up.state);
     }
 
@@ -758,7 +779,11 @@ mod tests {
         );
         assert!(up.segments.is_empty(), "{:?}", up.segments);
         let due = T0 + HOUR + 1;
-        assert_eq!(check_at_of(&up.writes), Some(due), "one hour after the add");
+        assert_eq!(
+            check_at_of(&up.state_writes),
+            Some(due),
+            "one hour after the add"
+        );
 
         // The sweep at that time: enters cart_abandoners, caused by time, and needs no next check.
         let swept = advance(
@@ -793,15 +818,16 @@ mod tests {
             again.internal_events[0]["messageId"], event["messageId"],
             "a re-run dedups"
         );
-        let sql: Vec<&str> = swept.writes.iter().map(|s| s.sql.as_str()).collect();
+        assert!(swept.writes.is_empty());
+        let sql: Vec<&str> = swept.state_writes.iter().map(|s| s.sql.as_str()).collect();
         assert!(sql[0].starts_with("INSERT INTO segment_memberships"));
         assert_eq!(
-            swept.writes.last().unwrap().params[4],
+            swept.state_writes.last().unwrap().params[4],
             Param::Int(1),
             "version-guarded"
         );
         assert_eq!(
-            check_at_of(&swept.writes),
+            check_at_of(&swept.state_writes),
             None,
             "nothing else moves with time"
         );
@@ -822,7 +848,7 @@ mod tests {
             &c,
             T0 + 180_000,
         );
-        assert_eq!(check_at_of(&bought.writes), None);
+        assert_eq!(check_at_of(&bought.state_writes), None);
     }
 
     #[test]
@@ -855,7 +881,7 @@ mod tests {
             T0,
         );
         assert_eq!(
-            check_at_of(&up.writes),
+            check_at_of(&up.state_writes),
             Some(T0 + 7 * day),
             "when the count reaches 7 days"
         );
@@ -884,7 +910,7 @@ mod tests {
             &quiet,
             T0,
         );
-        assert_eq!(check_at_of(&up.writes), None, "no rule measures time");
+        assert_eq!(check_at_of(&up.state_writes), None, "no rule measures time");
     }
 
     #[test]
@@ -1004,9 +1030,14 @@ mod tests {
             "entered the two segments only the union qualifies for"
         );
         let writes = merge_writes("prof_a", "prof_b", &merged, Some(3), T0);
-        assert_eq!(writes[0].params[4], Param::Int(3));
-        assert!(writes[1]
+        assert_eq!(writes.save.params[0], Param::Text("prof_b".into()));
+        assert_eq!(writes.save.params[4], Param::Int(3));
+        assert!(writes.absorbed[0]
             .sql
             .starts_with("DELETE FROM profile_personalisation"));
+        assert!(writes
+            .absorbed
+            .iter()
+            .all(|w| w.params[0] == Param::Text("prof_a".into())));
     }
 }

@@ -226,8 +226,34 @@ pub const WITH_PERSON_EVENTS: &str = "WITH RECURSIVE seen(id) AS ( \
     UNION SELECT e.source_id, e.message_id, e.timestamp FROM src CROSS JOIN events e \
     ON e.source_id = src.id WHERE e.user_id IN (SELECT value FROM json_each(?3))) ";
 
-/// Deletes everything stored about `subject`, as `(what, statement)` pairs whose row counts make
-/// the receipt. `source_ids` are every source events may have been stored under (events are keyed
+/// Deletes the personalisation state of `profile_ids` (state rows, segment memberships): the
+/// part of an erasure that runs in each profile's shard (`personalise::shard`), as `(what,
+/// statement)` pairs like [`erase`]'s.
+pub fn erase_state<'a>(
+    profile_ids: impl IntoIterator<Item = &'a String>,
+) -> Vec<(&'static str, Statement)> {
+    let profiles = json_list(profile_ids);
+    [
+        ("personalisation", "profile_personalisation"),
+        ("segmentMemberships", "segment_memberships"),
+    ]
+    .into_iter()
+    .map(|(what, table)| {
+        (
+            what,
+            Statement {
+                sql: format!(
+                    "DELETE FROM {table} WHERE profile_id IN (SELECT value FROM json_each(?1))"
+                ),
+                params: vec![profiles.clone()],
+            },
+        )
+    })
+    .collect()
+}
+
+/// Deletes everything stored about `subject` in the shared database, as `(what, statement)`
+/// pairs whose row counts make the receipt ([`erase_state`] is the rest). `source_ids` are every source events may have been stored under (events are keyed
 /// by source first, so the delete uses their indexes). Run as one batch: all or nothing.
 pub fn erase(
     subject: &Subject,
@@ -350,8 +376,6 @@ pub fn erase(
                 params: vec![profiles.clone()],
             },
         ),
-        by_profiles("personalisation", "profile_personalisation"),
-        by_profiles("segmentMemberships", "segment_memberships"),
         // Journey messages not yet sent are not sent, and no rendered message is kept (it
         // names the person's address); then their journeys end by going.
         (
@@ -847,6 +871,20 @@ mod tests {
     }
 
     #[test]
+    fn state_erasure_names_only_the_profiles_given() {
+        let subject = subject();
+        let plan = erase_state(subject.profile_ids.iter().take(1));
+        let what: Vec<&str> = plan.iter().map(|(w, _)| *w).collect();
+        assert_eq!(what, ["personalisation", "segmentMemberships"]);
+        for (_, statement) in &plan {
+            assert_eq!(
+                statement.params,
+                vec![Param::Text(r#"["prof_new"]"#.into())]
+            );
+        }
+    }
+
+    #[test]
     fn erasure_targets_every_table_with_the_subjects_values() {
         let plan = erase(&subject(), &["demo-site".into()], 0);
         let tables: Vec<&str> = plan.iter().map(|(what, _)| *what).collect();
@@ -862,8 +900,6 @@ mod tests {
                 "linkMembers",
                 "identities",
                 "merges",
-                "personalisation",
-                "segmentMemberships",
                 "journeyMessages",
                 "journeyDecisions",
                 "journeyRuns",
@@ -901,7 +937,7 @@ mod tests {
             "the anonymous and cookie IDs, the user ID and the email, not the device ID"
         );
         assert_eq!(
-            plan[18].1.params,
+            plan[16].1.params,
             vec![Param::Text(r#"["jane@example.com"]"#.into())]
         );
         let anonymous = Subject {
@@ -910,7 +946,7 @@ mod tests {
         };
         assert_eq!(
             erase(&anonymous, &[], 0).len(),
-            20,
+            18,
             "no scan of bodies for a person without contacts"
         );
         let events = &plan[1].1;

@@ -20,6 +20,7 @@ use serde_json::Value;
 use worker::{D1Database, Env};
 
 use crate::error::ApiError;
+use crate::store::shards::Shards;
 use crate::store::{self, d1};
 use crate::{isolate, platform, settings};
 
@@ -134,7 +135,7 @@ pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
         return Err(ApiError::Storage("no personalisation configuration".into()));
     }
     let journeys = isolate::journeys();
-    let db = env.d1("DB")?;
+    let db = Shards::of(env)?;
     let mut report = Report::default();
     let mut jobs = Vec::new();
     for _ in 0..MAX_CHUNKS {
@@ -161,7 +162,7 @@ pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
 /// Walks one run: its decisions, its messages and where it waits next, in one batch.
 async fn walk_one(
     env: &Env,
-    db: &D1Database,
+    db: &Shards,
     journeys: &Journeys,
     due: &Claimed,
     now_ms: i64,

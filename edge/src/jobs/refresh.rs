@@ -18,11 +18,12 @@ use std::sync::Arc;
 
 use seam_core::personalise::{PersonalisationConfig, ProfileState, Update};
 use serde_json::Value;
-use worker::{Context, D1Database, Env};
+use worker::{Context, Env};
 
 use crate::error::ApiError;
 use crate::store::d1::Patient;
 use crate::store::personalisation::Job;
+use crate::store::shards::Shards;
 use crate::{isolate, platform, settings, store};
 
 /// What a refresh reads and writes.
@@ -264,7 +265,7 @@ async fn finish(
 /// D1 and KV.
 struct Edge<'a> {
     env: &'a Env,
-    db: D1Database,
+    db: Shards,
     /// When the run stops retrying failed reads and writes (`d1::Patient`).
     until_ms: i64,
 }
@@ -307,7 +308,7 @@ impl ProfileStore for Edge<'_> {
         config: &PersonalisationConfig,
         jobs: Vec<Job<'_>>,
     ) -> Vec<Result<Update, ApiError>> {
-        let update = store::personalisation::update_many(self.patient(), config, jobs);
+        let update = store::personalisation::update_many(self.patient(), &self.db, config, jobs);
         isolate::timed("refresh: personalise", async {
             Ok::<_, ApiError>(update.await)
         })
@@ -326,6 +327,7 @@ impl ProfileStore for Edge<'_> {
     ) -> Result<Update, ApiError> {
         let update = store::personalisation::update(
             self.patient(),
+            &self.db,
             config,
             view,
             absorbed,
@@ -452,12 +454,12 @@ async fn run_spaced(env: &Env, refreshes: Vec<(String, Refresh)>) {
         return;
     }
     let (keys, refreshes): (Vec<String>, Vec<Refresh>) = refreshes.into_iter().unzip();
-    let outcomes = match env.d1("DB") {
+    let outcomes = match Shards::of(env) {
         Ok(db) => {
             let until_ms = platform::now_ms() + RETRY_FOR_MS;
             run_many(&Edge { env, db, until_ms }, refreshes).await
         }
-        Err(e) => vec![Err(e.into())],
+        Err(e) => vec![Err(e)],
     };
     for e in outcomes.into_iter().filter_map(Result::err) {
         platform::log_error(&format!("profile refresh failed: {}", e.code()));

@@ -18,6 +18,7 @@ use worker::Env;
 
 use crate::error::ApiError;
 use crate::store::retention::{changes, expired_profiles, save_walk, walk_start};
+use crate::store::shards::Shards;
 use crate::{platform, settings, store};
 
 /// What one run removed.
@@ -57,7 +58,7 @@ const DEAD_DELIVERIES_MS: i64 = 30 * DAY_MS;
 /// Runs retention as of `now_ms` and records the run in the audit log.
 pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
     let policy = settings::retention(env)?;
-    let db = env.d1("DB")?;
+    let db = Shards::of(env)?;
     let mut report = Report::default();
     while report.chunks < policy.max_chunks {
         let archived_only = super::archive::enabled(env);
@@ -88,7 +89,7 @@ pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
             let mut plan: Vec<(&'static str, Statement)> = erase(&step.expired, &sources, now_ms);
             // The position commits with the erasure: a run that fails later resumes here.
             plan.push((WALK_POSITION, save_walk_cursor(&after)));
-            for (what, n) in store::privacy::run_counted(&db, &plan).await? {
+            for (what, n) in store::privacy::run_erasure(&db, &step.expired, plan).await? {
                 if what != WALK_POSITION {
                     *report.profile_rows.entry(what).or_default() += n;
                 }

@@ -7,9 +7,12 @@
 use seam_core::journey::Cause;
 use seam_core::personalise;
 use serde_json::Value;
-use worker::{D1Database, Env};
+use std::collections::VecDeque;
+
+use worker::Env;
 
 use crate::error::ApiError;
+use crate::store::shards::Shards;
 use crate::store::{self, d1};
 use crate::{isolate, settings};
 
@@ -34,19 +37,23 @@ pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
     let Some(config) = isolate::config() else {
         return Ok(report);
     };
-    let db = env.d1("DB")?;
+    let db = Shards::of(env)?;
     let configured = store::sources::configured(env)?;
     // The day's segment sizes and profile counts for the console (index counts), each on its
     // own: one failing does not lose the other.
-    if let Err(e) = d1::execute(&db, &[personalise::segment::audience::record_sizes(now_ms)]).await
-    {
+    if let Err(e) = store::audiences::record_sizes(&db, now_ms).await {
         worker::console_error!("segment sizes not recorded: {e}");
     }
     if let Err(e) = d1::execute(&db, &[seam_core::identity::census::record(now_ms)]).await {
         worker::console_error!("profile counts not recorded: {e}");
     }
+    // The shards take turns, a chunk each, while they have profiles due.
+    let mut open: VecDeque<usize> = (0..db.all().len()).collect();
     for _ in 0..MAX_CHUNKS {
-        let rows = store::sweep::due(&db, now_ms, CHUNK).await?;
+        let Some(shard) = open.pop_front() else {
+            break;
+        };
+        let rows = store::sweep::due(db.at(shard), now_ms, CHUNK).await?;
         for profile_id in &rows {
             report.profiles += 1;
             match advance(env, &db, &configured, &config, profile_id, now_ms).await {
@@ -55,12 +62,13 @@ pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
                     // One profile's failure must not stop the others; it is retried at the
                     // next run instead of at once (it must not hold the chunk).
                     worker::console_error!("segment sweep of a profile failed: {}", e.code());
-                    store::sweep::postpone(&db, profile_id, now_ms + RETRY_AFTER_MS).await?;
+                    store::sweep::postpone(db.at(shard), profile_id, now_ms + RETRY_AFTER_MS)
+                        .await?;
                 }
             }
         }
-        if (rows.len() as i64) < CHUNK {
-            break;
+        if (rows.len() as i64) == CHUNK {
+            open.push_back(shard);
         }
     }
     Ok(report)
@@ -69,7 +77,7 @@ pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
 /// One due profile: transitions, their events and the snapshot. Returns how many transitions.
 async fn advance(
     env: &Env,
-    db: &D1Database,
+    db: &Shards,
     configured: &seam_core::collect::source::Sources,
     config: &personalise::PersonalisationConfig,
     profile_id: &str,
@@ -78,7 +86,7 @@ async fn advance(
     let (mut view, (state, version)) = store::profiles::view_and_state(db, profile_id).await?;
     let Some(version) = version.filter(|_| !view.identifiers.is_empty()) else {
         // Erased or merged away meanwhile: nothing to evaluate, ever.
-        store::sweep::clear(db, profile_id).await?;
+        store::sweep::clear(db.of_profile(profile_id), profile_id).await?;
         return Ok(0);
     };
     let (user_id, anonymous_id) = view.first_ids();
@@ -91,7 +99,8 @@ async fn advance(
         config,
         now_ms,
     );
-    let results = d1::execute(db, &update.writes).await?;
+    // Time alone changes memberships and the state, never shared rows.
+    let results = d1::execute(db.of_profile(profile_id), &update.state_writes).await?;
     let saved = results
         .last()
         .is_some_and(|r| r.results::<Value>().is_ok_and(|rows| !rows.is_empty()));

@@ -16,6 +16,7 @@ use worker::{Context, Env, Request, Response};
 
 use crate::error::ApiError;
 use crate::http::{self, admission};
+use crate::store::shards::Shards;
 use crate::{jobs, settings, store};
 
 /// A decision request is a few identifiers, slot names and a consent state: 64 KB is plenty.
@@ -77,7 +78,7 @@ pub async fn post(
     // Global Privacy Control opts out of personalisation here as on rendered pages.
     let denied = facts.gpc || personalisation_denied(context.get("consent"));
     let rules = settings::identity_rules(env)?;
-    let db = env.d1("DB")?;
+    let db = Shards::of(env)?;
     let visitor = store::decisions::Visitor {
         anonymous_id: anonymous_id.as_deref(),
         user_id: user_id.as_deref(),

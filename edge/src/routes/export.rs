@@ -15,6 +15,7 @@ use worker::{Env, Request, Response};
 
 use crate::error::ApiError;
 use crate::http::admin::{audit_entry, authorize, query_param};
+use crate::store::shards::Shards;
 use crate::store::{self, d1};
 
 /// Listing calls one page may make looking for its objects (1,000 keys each).
@@ -27,7 +28,7 @@ const NEXT: &str = "X-Seam-Next-Cursor";
 pub async fn get(req: &Request, env: &Env, rest: &str, now_ms: i64) -> Result<Response, ApiError> {
     let grant = authorize(req, env, Scope::ExportRead).await?;
     let text = |k: &str| query_param(req, k).filter(|v| v.len() <= 300);
-    let db = env.d1("DB")?;
+    let db = Shards::of(env)?;
     match rest {
         "events" => {
             let window = Window::parse(

@@ -8,7 +8,6 @@
 use seam_core::collect::live;
 use seam_core::format::time::DAY_MS;
 use seam_core::identity::census;
-use seam_core::personalise::segment::audience;
 use seam_core::plan::{Param, Statement};
 use seam_core::privacy::access::Scope;
 use serde_json::{json, Value};
@@ -16,7 +15,8 @@ use worker::{Env, Request, Response};
 
 use crate::error::ApiError;
 use crate::http::admin::authorize;
-use crate::store::d1;
+use crate::store::shards::Shards;
+use crate::store::{audiences, d1};
 
 /// Days the chart covers.
 const DAYS: i64 = 30;
@@ -34,7 +34,6 @@ pub async fn get(req: &Request, env: &Env, now_ms: i64) -> Result<Response, ApiE
             params: vec![Param::Text(from_date.get(..10).unwrap_or_default().into())],
         },
         census::latest(),
-        audience::sizes(),
         Statement {
             sql: "SELECT outcome, SUM(count) AS count FROM delivery_counts WHERE hour >= ?1 \
                   GROUP BY outcome"
@@ -48,7 +47,10 @@ pub async fn get(req: &Request, env: &Env, now_ms: i64) -> Result<Response, ApiE
             params: vec![Param::Int(from_day)],
         },
     ];
-    let results = d1::execute(&env.d1("DB")?, &plan).await?;
+    let db = Shards::of(env)?;
+    let (results, sizes) =
+        futures_util::future::join(d1::execute(&db, &plan), audiences::sizes(&db)).await;
+    let (results, sizes) = (results?, sizes?);
     let rows = |i: usize| d1::rows_at(&results, i);
     let days: Vec<Value> = rows(0)?
         .into_iter()
@@ -67,8 +69,12 @@ pub async fn get(req: &Request, env: &Env, now_ms: i64) -> Result<Response, ApiE
         "profiles": people.get("profiles"),
         "identified": people.get("identified"),
         "profilesCountedAt": people.get("counted_at"),
-        "segments": rows(3)?,
-        "deliveries24h": rows(4)?,
-        "consent": rows(5)?,
+        "segments": sizes
+            .into_iter()
+            .filter(|(_, size)| *size > 0)
+            .map(|(segment, size)| json!({ "segment": segment, "size": size }))
+            .collect::<Vec<_>>(),
+        "deliveries24h": rows(3)?,
+        "consent": rows(4)?,
     }))?)
 }

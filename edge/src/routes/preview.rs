@@ -10,6 +10,7 @@ use worker::{Env, Request, Response};
 
 use crate::error::ApiError;
 use crate::http::admin::authorize;
+use crate::store::shards::Shards;
 use crate::{http, store};
 
 /// Slot names and a profile ID fit in far less.
@@ -25,7 +26,7 @@ pub async fn post(mut req: Request, env: &Env, now_ms: i64) -> Result<Response, 
         .get("profileId")
         .and_then(Value::as_str)
         .ok_or(ApiError::InvalidBody)?;
-    let db = env.d1("DB")?;
+    let db = Shards::of(env)?;
     let profile_id = store::profiles::current_id(&db, requested)
         .await?
         .ok_or(ApiError::ProfileNotFound)?;

@@ -22,6 +22,7 @@ use worker::{Env, Method, Request, Response};
 
 use crate::error::ApiError;
 use crate::http::admin::{authorize, identifier, query_param};
+use crate::store::shards::Shards;
 use crate::{isolate, jobs, platform, settings, store};
 
 /// Events an export returns at most (newest first); the receipt says when there were more.
@@ -128,7 +129,7 @@ async fn delete(
     identifier: &Identifier,
     action: Action,
 ) -> Result<Response, ApiError> {
-    let db = env.d1("DB")?;
+    let db = Shards::of(env)?;
     let (subject, _) = store::privacy::subject_of(&db, identifier).await?;
     let sources = store::sources::all_ids(env, &*store::sources::configured(env)?).await?;
     let mut extra: Vec<(&'static str, Statement)> = suppress(
@@ -182,7 +183,7 @@ async fn set_suppression(
     on: bool,
     action: Action,
 ) -> Result<Response, ApiError> {
-    let db = env.d1("DB")?;
+    let db = Shards::of(env)?;
     let (subject, _) = store::privacy::subject_of(&db, identifier).await?;
     let keys = subject.suppression_keys();
     let (name, mut plan): (&'static str, Vec<(&'static str, Statement)>) = if on {
@@ -228,7 +229,7 @@ async fn export(req: &Request, env: &Env, action: Action) -> Result<Response, Ap
         query_param(req, "value").as_deref(),
         &settings::identity_rules(env)?,
     )?;
-    let db = env.d1("DB")?;
+    let db = Shards::of(env)?;
     let (subject, profile_id) = store::privacy::subject_of(&db, &identifier).await?;
     let sources = store::sources::all_ids(env, &*store::sources::configured(env)?).await?;
     let data = store::privacy::export(

@@ -8,10 +8,11 @@ use seam_core::consent::recorded_personalisation_denied;
 use seam_core::personalise::decide::Slot;
 use seam_core::privacy::access::Scope;
 use serde_json::Value;
-use worker::{D1Database, Env, Request, Response};
+use worker::{Env, Request, Response};
 
 use crate::error::ApiError;
 use crate::http::admin::{authorize, identifier, query_param};
+use crate::store::shards::Shards;
 use crate::{isolate, settings, store};
 
 /// The slot asked for when the site declares no recommendation slot.
@@ -20,7 +21,7 @@ const DEFAULT_SLOT: &str = "recommended-for-you";
 /// Handles `GET /v1/profiles/...` at `now_ms`; `rest` is the path after `/v1/profiles/`.
 pub async fn get(req: &Request, env: &Env, rest: &str, now_ms: i64) -> Result<Response, ApiError> {
     authorize(req, env, Scope::ProfilesRead).await?;
-    let db = env.d1("DB")?;
+    let db = Shards::of(env)?;
     if let Some(requested) = rest.strip_suffix("/recommendations") {
         return recommendations(env, &db, requested, now_ms).await;
     }
@@ -45,7 +46,7 @@ pub async fn get(req: &Request, env: &Env, rest: &str, now_ms: i64) -> Result<Re
 
 async fn recommendations(
     env: &Env,
-    db: &D1Database,
+    db: &Shards,
     requested: &str,
     now_ms: i64,
 ) -> Result<Response, ApiError> {

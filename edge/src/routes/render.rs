@@ -22,6 +22,7 @@ use worker::{
 use crate::error::ApiError;
 use crate::isolate::{self, Page};
 use crate::store::decisions::Visitor;
+use crate::store::shards::Shards;
 use crate::{http, jobs, settings, store};
 
 /// The cookie the SDK keeps in step with the visitor's consent: `0` when personalisation
@@ -62,7 +63,7 @@ async fn personalise(
     slots: &[Slot],
     visit: Visit<'_>,
 ) -> Result<String, ApiError> {
-    let db = env.d1("DB")?;
+    let db = Shards::of(env)?;
     let rules = settings::identity_rules(env)?;
     let who = Visitor {
         anonymous_id: visit.visitor.as_deref(),

@@ -16,27 +16,24 @@ use worker::{Env, Request, Response};
 
 use crate::error::ApiError;
 use crate::http::admin::{authorize, query_param};
+use crate::store::audiences::{self, Member};
 use crate::store::config::{self, ConfigDocuments};
 use crate::store::d1;
+use crate::store::shards::Shards;
 
 /// Handles `/v1/admin/segments{rest}`.
 pub async fn get(req: &Request, env: &Env, rest: &str, now_ms: i64) -> Result<Response, ApiError> {
     authorize(req, env, Scope::ProfilesRead).await?;
-    let db = env.d1("DB")?;
+    let db = Shards::of(env)?;
     let parts: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
     match parts.as_slice() {
         [""] => {
             let stored = config::load_stored(env).await?;
             let documents = stored.documents.unwrap_or_else(ConfigDocuments::committed);
-            #[derive(Deserialize)]
-            struct Size {
-                segment: String,
-                size: i64,
-            }
-            let sizes: Map<String, Value> = d1::rows::<Size>(&db, &audience::sizes())
+            let sizes: Map<String, Value> = audiences::sizes(&db)
                 .await?
                 .into_iter()
-                .map(|s| (s.segment, Value::from(s.size)))
+                .map(|(segment, size)| (segment, Value::from(size)))
                 .collect();
             #[derive(Deserialize)]
             struct Day {
@@ -82,24 +79,21 @@ pub async fn get(req: &Request, env: &Env, rest: &str, now_ms: i64) -> Result<Re
         }
         [name, "members"] => {
             let name = urlencoding_decode(name);
-            #[derive(Deserialize, serde::Serialize)]
-            struct Member {
-                profile_id: String,
-                entered_at: i64,
-            }
             if query_param(req, "format").as_deref() == Some("csv") {
                 // Streamed a page at a time, so no audience sits in memory whole. The first
                 // page is read before answering, so a database that is down gets its coded
                 // error; a failure after that can only end the file early.
-                let first: Vec<Member> = d1::rows(&db, &audience::export_page(&name, "")).await?;
-                let csv_page = |page: &[Member]| {
+                let export = audience::EXPORT_PAGE as usize;
+                let first =
+                    audiences::members(&db, &audience::export_page(&name, ""), export).await?;
+                let csv_page = move |page: &[Member]| {
                     let mut chunk = String::new();
                     for m in page {
                         chunk.push_str(&format!("{},{}\n", m.profile_id, m.entered_at));
                     }
                     let next = page
                         .last()
-                        .filter(|_| page.len() == audience::EXPORT_PAGE as usize)
+                        .filter(|_| page.len() == export)
                         .map(|last| last.profile_id.clone());
                     (chunk.into_bytes(), next)
                 };
@@ -113,8 +107,8 @@ pub async fn get(req: &Request, env: &Env, rest: &str, now_ms: i64) -> Result<Re
                         let Some(after) = after else {
                             return Ok(None);
                         };
-                        let page: Vec<Member> =
-                            d1::rows(&db, &audience::export_page(&name, &after))
+                        let page =
+                            audiences::members(&db, &audience::export_page(&name, &after), export)
                                 .await
                                 .inspect_err(|e| {
                                     worker::console_error!("segment CSV cut short: {e}")
@@ -146,8 +140,11 @@ pub async fn get(req: &Request, env: &Env, rest: &str, now_ms: i64) -> Result<Re
                 .and_then(|l| l.parse::<u32>().ok())
                 .unwrap_or(100);
             let after = query_param(req, "after").unwrap_or_default();
-            let page: Vec<Member> = d1::rows(&db, &audience::members(&name, &after, limit)).await?;
-            let next = (page.len() == limit.clamp(1, audience::MAX_PAGE) as usize)
+            let limit = limit.clamp(1, audience::MAX_PAGE) as usize;
+            let page =
+                audiences::members(&db, &audience::members(&name, &after, limit as u32), limit)
+                    .await?;
+            let next = (page.len() == limit)
                 .then(|| page.last().map(|m| m.profile_id.clone()))
                 .flatten();
             Ok(Response::from_json(

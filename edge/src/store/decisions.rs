@@ -8,11 +8,12 @@ use std::future::Future;
 use seam_core::identity::Rules;
 use seam_core::personalise::candidates::CandidateRow;
 use seam_core::personalise::decide::{self, DecisionRows, Decisions, Slot};
-use worker::{D1Database, Env};
+use worker::Env;
 
 use crate::error::ApiError;
 use crate::isolate;
 use crate::store::personalisation::StateRow;
+use crate::store::shards::Shards;
 use crate::store::{d1, snapshots};
 
 /// Who a decision is for.
@@ -27,7 +28,7 @@ pub struct Visitor<'a> {
 /// The decisions for `visitor` at `now_ms`.
 pub async fn decide(
     env: &Env,
-    db: &D1Database,
+    db: &Shards,
     rules: &Rules,
     visitor: Visitor<'_>,
     slots: &[Slot],
@@ -49,7 +50,7 @@ pub async fn decide(
 /// someone looking at it (the console, a preview): nothing is written.
 pub async fn for_profile(
     env: &Env,
-    db: &D1Database,
+    db: &Shards,
     profile_id: &str,
     slots: &[Slot],
     consent_denied: bool,
@@ -60,7 +61,7 @@ pub async fn for_profile(
 }
 
 async fn decide_with(
-    db: &D1Database,
+    db: &Shards,
     profile: impl Future<Output = Result<Option<serde_json::Value>, ApiError>>,
     slots: &[Slot],
     consent_denied: bool,
@@ -80,8 +81,18 @@ async fn decide_with(
             now_ms,
         )
     });
-    let results = d1::execute(db, &plan.reads()).await?;
+    let mut reads = plan.reads();
     let candidate_reads = plan.candidate_reads();
+    // The state row lives in the profile's shard: in the one batch when that is `DB`.
+    let state_shard = plan.state_of().map(|id| db.index_of(id)).filter(|s| *s > 0);
+    let state_read = match state_shard {
+        Some(_) => reads.split_off(candidate_reads.min(reads.len())),
+        None => Vec::new(),
+    };
+    let mut results = d1::execute(db, &reads).await?;
+    if let Some(shard) = state_shard {
+        results.extend(d1::execute(db.at(shard), &state_read).await?);
+    }
     let rows = DecisionRows {
         candidates: results
             .iter()

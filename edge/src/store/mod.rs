@@ -2,6 +2,7 @@
 //! queries that are not plans, and publishes KV snapshots. Nothing here knows about routes.
 
 pub mod archived;
+pub mod audiences;
 pub mod audit;
 pub mod config;
 pub mod d1;
@@ -18,6 +19,7 @@ pub mod personalisation;
 pub mod privacy;
 pub mod profiles;
 pub mod retention;
+pub mod shards;
 pub mod snapshots;
 pub mod sources;
 pub mod sweep;

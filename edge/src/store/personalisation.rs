@@ -10,11 +10,14 @@ use seam_core::personalise::{self, PersonalisationConfig, ProfileState, Update, 
 use seam_core::plan::{Param, Statement};
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use worker::D1Database;
+use std::collections::BTreeMap;
+
+use worker::{D1Database, D1Result};
 
 use crate::error::ApiError;
 use crate::platform;
 use crate::store::d1::{self, Patient};
+use crate::store::shards::Shards;
 
 /// Attempts at the version-guarded save before giving up (each loser reloads and re-applies
 /// after a short random pause, so a burst of requests for one profile spreads out).
@@ -35,11 +38,15 @@ pub struct StateRow {
     pub version: i64,
 }
 
-/// A profile's stored state and its version (`None`: no row yet).
+/// A profile's stored state and its version (`None`: no row yet), from its shard.
 pub async fn load(
-    db: &D1Database,
+    shards: &Shards,
     profile_id: &str,
 ) -> worker::Result<(ProfileState, Option<i64>)> {
+    load_in(shards.of_profile(profile_id), profile_id).await
+}
+
+async fn load_in(db: &D1Database, profile_id: &str) -> worker::Result<(ProfileState, Option<i64>)> {
     let statement = Statement {
         sql: LOAD_STATE_SQL.into(),
         params: vec![Param::Text(profile_id.to_owned())],
@@ -72,12 +79,14 @@ pub fn values(
 
 /// Folds `events` (attributed to the profile) into the profile's state (`loaded`: as the caller
 /// read it, with its version; rules over traits see `profile.traits`), first absorbing the
-/// states of `absorbed` profiles (identity merges into this one). Writes go in one batch ending
-/// with the version-guarded save; a lost race reloads and redoes it (every write is
-/// idempotent). Events already held are duplicates to the core, so passing a retried batch's
+/// states of `absorbed` profiles (identity merges into this one). The shared writes go first,
+/// then the profile's own, ending with the version-guarded save (one batch when its shard is
+/// `DB`); a lost race reloads and redoes it (every write is idempotent). Events already held are duplicates to the core, so passing a retried batch's
 /// events again is safe and heals a request that failed after its events were stored.
+#[allow(clippy::too_many_arguments)] // one profile's whole refresh, as the callers hold it
 pub async fn update(
     patient: Patient<'_>,
+    shards: &Shards,
     config: &PersonalisationConfig,
     profile: &ProfileView,
     absorbed: &[String],
@@ -86,11 +95,10 @@ pub async fn update(
     loaded: (ProfileState, Option<i64>),
 ) -> Result<Update, ApiError> {
     let (profile_id, traits) = (profile.profile_id.as_str(), &profile.traits);
-    let db = patient.db;
     // A merge changes this profile's state: what the caller read before it is stale.
     let mut loaded = absorbed.is_empty().then_some(loaded);
     for from in absorbed {
-        merge(db, config, from, profile_id, now_ms).await?;
+        merge(shards, config, from, profile_id, now_ms).await?;
     }
     for attempt in 0..SAVE_ATTEMPTS {
         if attempt > 0 {
@@ -100,7 +108,7 @@ pub async fn update(
         // write that fails is tried again.
         let (state, version) = match loaded.take() {
             Some(loaded) => loaded,
-            None => patient.retry(|| load(db, profile_id)).await?,
+            None => patient.retry(|| load(shards, profile_id)).await?,
         };
         let update =
             personalise::update(state, version, profile_id, traits, events, config, now_ms);
@@ -109,21 +117,37 @@ pub async fn update(
         if unchanged && version.is_some() {
             return Ok(update);
         }
-        let results = patient.retry(|| d1::execute(db, &update.writes)).await?;
-        let saved = results
-            .last()
-            .map(|r| r.results::<Value>().is_ok_and(|rows| !rows.is_empty()))
-            .unwrap_or(false);
-        if saved {
+        let state_db = shards.of_profile(profile_id);
+        let (shared, state) = if shards.index_of(profile_id) == 0 {
+            let plan: Vec<Statement> = update
+                .writes
+                .iter()
+                .chain(&update.state_writes)
+                .cloned()
+                .collect();
+            let mut results = patient.retry(|| d1::execute(state_db, &plan)).await?;
+            let state = results.split_off(update.writes.len());
+            (results, state)
+        } else {
+            // Shared first: a state saved without its evidence would hold the events as
+            // applied, and a retry would never write the evidence.
+            let shared = match update.writes.is_empty() {
+                true => Vec::new(),
+                false => {
+                    patient
+                        .retry(|| d1::execute(shards, &update.writes))
+                        .await?
+                }
+            };
+            let state = patient
+                .retry(|| d1::execute(state_db, &update.state_writes))
+                .await?;
+            (shared, state)
+        };
+        if saved(&state) {
             // Evidence the profile had given before (a product viewed again) and unchanged
             // catalogue bodies write no row: caches keep what those writes would have dropped.
-            let changed = update.changed_by(|i| {
-                results
-                    .get(i)
-                    .and_then(|r| r.meta().ok().flatten())
-                    .and_then(|m| m.changes)
-                    .is_none_or(|n| n > 0)
-            });
+            let changed = update.changed_by(|i| changed_rows(shared.get(i)));
             return Ok(Update { changed, ..update });
         }
     }
@@ -147,19 +171,28 @@ pub struct Job<'a> {
 /// Profiles one write batch holds at most: a batch is one transaction on the single writer.
 const PROFILES_PER_BATCH: usize = 25;
 
-/// [`update`] for several profiles, their writes in one D1 batch per
-/// [`PROFILES_PER_BATCH`] instead of one each. A profile whose version-guarded save lost (or
-/// whose batch failed) goes on alone through [`update`], which reloads and retries.
+/// [`update`] for several profiles, their writes in one D1 batch per database per
+/// [`PROFILES_PER_BATCH`] instead of one each: the shared writes (with the state writes of
+/// profiles whose shard is `DB`) first, then each other shard's. A profile whose
+/// version-guarded save lost (or whose batch failed) goes on alone through [`update`], which
+/// reloads and retries.
 pub async fn update_many(
     patient: Patient<'_>,
+    shards: &Shards,
     config: &PersonalisationConfig,
     jobs: Vec<Job<'_>>,
 ) -> Vec<Result<Update, ApiError>> {
-    let db = patient.db;
     let mut out: Vec<Result<Update, ApiError>> = Vec::with_capacity(jobs.len());
     for chunk in chunks(jobs, PROFILES_PER_BATCH) {
         let mut planned = Vec::with_capacity(chunk.len());
-        let mut plan = Vec::new();
+        // Shard index -> its batch; shard 0 (`DB`) also takes every shared write.
+        let mut plans: BTreeMap<usize, Vec<Statement>> = BTreeMap::new();
+        let mut append = |shard: usize, writes: &[Statement]| {
+            let plan = plans.entry(shard).or_default();
+            let start = plan.len();
+            plan.extend(writes.iter().cloned());
+            start..plan.len()
+        };
         for job in &chunk {
             let (state, version) = job.loaded.clone();
             let update = personalise::update(
@@ -172,48 +205,64 @@ pub async fn update_many(
                 job.now_ms,
             );
             let unchanged = !update.applied.contains(&Applied::Added) && update.diff.is_empty();
-            let range = if unchanged && version.is_some() {
+            let ranges = if unchanged && version.is_some() {
                 None
             } else {
-                let start = plan.len();
-                plan.extend(update.writes.iter().cloned());
-                Some(start..plan.len())
+                let shard = shards.index_of(&job.view.profile_id);
+                let shared = append(0, &update.writes);
+                Some((shared, shard, append(shard, &update.state_writes)))
             };
-            planned.push((update, range));
+            planned.push((update, ranges));
         }
-        let results = if plan.is_empty() {
-            Ok(Vec::new())
-        } else {
-            patient.retry(|| d1::execute(db, &plan)).await
-        };
-        for (job, (update, range)) in chunk.into_iter().zip(planned) {
-            let Some(range) = range else {
+        // In shard order, `DB` first. A shard's states are saved only once the shared writes
+        // landed (see `update`): after a failed shared batch its profiles go on alone.
+        let mut results: BTreeMap<usize, Vec<D1Result>> = BTreeMap::new();
+        let mut shared_failed = false;
+        for (shard, plan) in &plans {
+            if plan.is_empty() || shared_failed {
+                continue;
+            }
+            match patient.retry(|| d1::execute(shards.at(*shard), plan)).await {
+                Ok(done) => {
+                    results.insert(*shard, done);
+                }
+                Err(_) => shared_failed = *shard == 0,
+            }
+        }
+        for (job, (update, ranges)) in chunk.into_iter().zip(planned) {
+            let Some((shared, shard, state)) = ranges else {
                 out.push(Ok(update));
                 continue;
             };
-            let saved = results.as_ref().ok().and_then(|results| {
-                let mine = results.get(range.clone())?;
-                let saved = mine
-                    .last()
-                    .is_some_and(|r| r.results::<Value>().is_ok_and(|rows| !rows.is_empty()));
-                saved.then(|| {
-                    update.changed_by(|i| {
-                        mine.get(i)
-                            .and_then(|r| r.meta().ok().flatten())
-                            .and_then(|m| m.changes)
-                            .is_none_or(|n| n > 0)
-                    })
-                })
-            });
-            match saved {
+            let landed = results
+                .get(&shard)
+                .and_then(|r| r.get(state))
+                .filter(|mine| saved(mine))
+                .map(|_| {
+                    let shared = results
+                        .get(&0)
+                        .and_then(|r| r.get(shared))
+                        .unwrap_or_default();
+                    update.changed_by(|i| changed_rows(shared.get(i)))
+                });
+            match landed {
                 Some(changed) => out.push(Ok(Update { changed, ..update })),
                 // Someone saved first, or the batch failed: this one alone, read afresh.
                 None => {
-                    let fresh = match patient.retry(|| load(db, &job.view.profile_id)).await {
+                    let fresh = match patient.retry(|| load(shards, &job.view.profile_id)).await {
                         Ok(loaded) => {
                             let events = &job.events;
-                            self::update(patient, config, job.view, &[], events, job.now_ms, loaded)
-                                .await
+                            self::update(
+                                patient,
+                                shards,
+                                config,
+                                job.view,
+                                &[],
+                                events,
+                                job.now_ms,
+                                loaded,
+                            )
+                            .await
                         }
                         Err(e) => Err(e.into()),
                     };
@@ -223,6 +272,22 @@ pub async fn update_many(
         }
     }
     out
+}
+
+/// Whether a profile's state writes ended in a save that landed (`RETURNING version` gave a
+/// row).
+fn saved(state_results: &[D1Result]) -> bool {
+    state_results
+        .last()
+        .is_some_and(|r| r.results::<Value>().is_ok_and(|rows| !rows.is_empty()))
+}
+
+/// Whether a write changed any row (unknown counts as changed).
+fn changed_rows(result: Option<&D1Result>) -> bool {
+    result
+        .and_then(|r| r.meta().ok().flatten())
+        .and_then(|m| m.changes)
+        .is_none_or(|n| n > 0)
 }
 
 fn chunks<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
@@ -236,34 +301,33 @@ fn chunks<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
     out
 }
 
-/// Moves the state of profile `from` into `into` (an identity merge).
+/// Moves the state of profile `from` into `into` (an identity merge), which may live in
+/// different shards: the merged state is saved onto `into` first, and only then is `from`'s
+/// row deleted, so a failure in between leaves `from` to be merged again (merging is
+/// idempotent), never a state lost.
 async fn merge(
-    db: &D1Database,
+    shards: &Shards,
     config: &PersonalisationConfig,
     from: &str,
     into: &str,
     now_ms: i64,
 ) -> Result<(), ApiError> {
+    let (from_db, into_db) = (shards.of_profile(from), shards.of_profile(into));
     for attempt in 0..SAVE_ATTEMPTS {
         if attempt > 0 {
             back_off(attempt).await;
         }
-        let (from_state, from_version) = load(db, from).await?;
+        let (from_state, from_version) = load_in(from_db, from).await?;
         if from_version.is_none() {
             return Ok(());
         }
-        let (into_state, into_version) = load(db, into).await?;
+        let (into_state, into_version) = load_in(into_db, into).await?;
         let merged = personalise::merge(&from_state, &into_state, config);
         let writes = personalise::merge_writes(from, into, &merged, into_version, now_ms);
-        // The plan's delete of `from` must not run when the guarded save lost a race (in one
-        // batch it would), so the save goes first, alone.
-        let (save, rest) = writes.split_at(writes.len().min(1));
-        let results = d1::execute(db, save).await?;
-        if results
-            .first()
-            .is_some_and(|r| r.results::<Value>().is_ok_and(|rows| !rows.is_empty()))
-        {
-            d1::execute(db, rest).await?;
+        // The delete of `from` must not run when the guarded save lost a race (in one batch
+        // it would), so the save goes first, alone.
+        if saved(&d1::execute(into_db, &[writes.save]).await?) {
+            d1::execute(from_db, &writes.absorbed).await?;
             return Ok(());
         }
     }

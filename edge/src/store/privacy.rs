@@ -9,7 +9,8 @@ use seam_core::collect::ingest::Decoded;
 use seam_core::identity::{identifiers_of, mentioned_identifiers, Identifier, Rules};
 use seam_core::plan::Statement;
 use seam_core::privacy::{
-    erase, suppression_candidates, suppression_key, suppression_probe, Subject, WITH_PERSON_EVENTS,
+    erase, erase_state, suppression_candidates, suppression_key, suppression_probe, Subject,
+    WITH_PERSON_EVENTS,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -17,6 +18,7 @@ use worker::{D1Database, Env};
 
 use crate::error::ApiError;
 use crate::isolate;
+use crate::store::shards::Shards;
 use crate::store::{archived, d1, profiles, sources};
 
 #[derive(Deserialize)]
@@ -100,7 +102,7 @@ pub fn probed_keys(result: &worker::D1Result) -> worker::Result<HashSet<String>>
 /// events prove (never a profile they merely claim).
 pub async fn undo_suppressed(
     env: &Env,
-    db: &D1Database,
+    db: &Shards,
     events: &[&Event],
     rules: &Rules,
     late: &HashSet<String>,
@@ -162,12 +164,12 @@ pub async fn subject_of(
     Ok((subject, Some(profile_id)))
 }
 
-/// Deletes `subject` from D1 (one transaction, together with `extra` statements such as
-/// suppression and audit rows) and then from KV. Returns rows changed per name (summed when a
-/// name repeats), KV keys included.
+/// Deletes `subject` from D1 (one transaction in `DB`, together with `extra` statements such
+/// as suppression and audit rows, after the state in other shards: [`run_erasure`]) and then
+/// from KV. Returns rows changed per name (summed when a name repeats), KV keys included.
 pub async fn erase_subject(
     env: &Env,
-    db: &D1Database,
+    db: &Shards,
     subject: &Subject,
     source_ids: &[String],
     extra: Vec<(&'static str, Statement)>,
@@ -175,8 +177,35 @@ pub async fn erase_subject(
 ) -> worker::Result<BTreeMap<&'static str, usize>> {
     let mut named = erase(subject, source_ids, now_ms);
     named.extend(extra);
-    let mut counts = run_counted(db, &named).await?;
+    let mut counts = run_erasure(db, subject, named).await?;
     counts.insert("kvKeys", delete_kv(env, &subject.kv_keys()).await);
+    Ok(counts)
+}
+
+/// Runs an erasure plan of `DB` (`named`) with the subject's personalisation state
+/// ([`erase_state`]) in each profile's shard. The other shards go first: if `DB`'s transaction
+/// then fails, the subject is still found there and the erasure runs again whole. Shard 0's
+/// state joins `DB`'s transaction. Rows changed per name, summed over the shards.
+pub async fn run_erasure(
+    db: &Shards,
+    subject: &Subject,
+    mut named: Vec<(&'static str, Statement)>,
+) -> worker::Result<BTreeMap<&'static str, usize>> {
+    let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut in_db = Vec::new();
+    for (shard, profiles) in db.group(subject.profile_ids.iter(), |p| p.as_str()) {
+        if shard == 0 {
+            in_db = profiles;
+            continue;
+        }
+        for (what, n) in run_counted(db.at(shard), &erase_state(profiles)).await? {
+            *counts.entry(what).or_default() += n;
+        }
+    }
+    named.extend(erase_state(in_db));
+    for (what, n) in run_counted(db, &named).await? {
+        *counts.entry(what).or_default() += n;
+    }
     Ok(counts)
 }
 
@@ -222,7 +251,7 @@ async fn delete_kv(env: &Env, keys: &[String]) -> usize {
 /// merge history), every event (up to `max_events`, newest first), consent history, and whether
 /// processing is suppressed.
 pub async fn export(
-    db: &D1Database,
+    db: &Shards,
     archive: Option<&worker::Bucket>,
     subject: &Subject,
     profile_id: Option<&str>,

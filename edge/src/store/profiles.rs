@@ -10,11 +10,13 @@ use seam_core::plan::{Param, Statement};
 use seam_core::privacy::WITH_PERSON_EVENTS;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
+use futures_util::future::join_all;
 use worker::{D1Database, D1Result};
 
 use crate::isolate;
+use crate::store::shards::Shards;
 use crate::store::{archived, d1, personalisation};
 
 #[derive(Deserialize)]
@@ -111,7 +113,7 @@ pub async fn last_consent(db: &D1Database, profile_id: &str) -> worker::Result<O
 }
 
 /// A profile with its computed traits and segments as of `now_ms`.
-pub async fn view(db: &D1Database, profile_id: &str, now_ms: i64) -> worker::Result<ProfileView> {
+pub async fn view(db: &Shards, profile_id: &str, now_ms: i64) -> worker::Result<ProfileView> {
     let (mut view, state) = view_and_state(db, profile_id).await?;
     fill_personalisation(&mut view, &state.0, now_ms);
     Ok(view)
@@ -127,37 +129,68 @@ pub fn fill_personalisation(view: &mut ProfileView, state: &ProfileState, now_ms
 }
 
 /// The identifiers and folded traits of a profile (no personalisation yet), with its stored
-/// personalisation state and version, read in one round trip.
-pub async fn view_and_state(db: &D1Database, profile_id: &str) -> worker::Result<Loaded> {
-    let reads = view_reads("?1", profile_id);
-    let results = d1::execute(db, &reads).await?;
-    loaded_from(&results, profile_id)
+/// personalisation state and version: one round trip (two at once when its state lives in
+/// another shard).
+pub async fn view_and_state(db: &Shards, profile_id: &str) -> worker::Result<Loaded> {
+    views_and_states(db, &[profile_id])
+        .await?
+        .pop()
+        .ok_or_else(|| worker::Error::RustError("a read batch lost a result".into()))
 }
 
-/// [`view_and_state`] for several profiles in one round trip.
-pub async fn views_and_states(
-    db: &D1Database,
-    profile_ids: &[&str],
-) -> worker::Result<Vec<Loaded>> {
-    let reads: Vec<Statement> = profile_ids
+/// [`view_and_state`] for several profiles: one batch per database, run at once. `DB` reads
+/// the identifiers and traits, each profile's shard its state.
+pub async fn views_and_states(db: &Shards, profile_ids: &[&str]) -> worker::Result<Vec<Loaded>> {
+    let mut plans: BTreeMap<usize, Vec<Statement>> = BTreeMap::new();
+    // Per profile, where each of its three reads went: (shard, position in its batch).
+    let mut places: Vec<[(usize, usize); 3]> = Vec::with_capacity(profile_ids.len());
+    for id in profile_ids {
+        let state_shard = db.index_of(id);
+        let mut at = [(0, 0); 3];
+        for (i, read) in view_reads("?1", id).into_iter().enumerate() {
+            let shard = if i == 2 { state_shard } else { 0 };
+            let plan = plans.entry(shard).or_default();
+            at[i] = (shard, plan.len());
+            plan.push(read);
+        }
+        places.push(at);
+    }
+    let runs = plans
         .iter()
-        .flat_map(|id| view_reads("?1", id))
-        .collect();
-    let results = d1::execute(db, &reads).await?;
+        .map(|(shard, plan)| async move { (*shard, d1::execute(db.at(*shard), plan).await) });
+    let mut results: BTreeMap<usize, Vec<D1Result>> = BTreeMap::new();
+    for (shard, done) in join_all(runs).await {
+        results.insert(shard, done?);
+    }
+    let read = |(shard, i): (usize, usize)| {
+        results
+            .get(&shard)
+            .and_then(|r| r.get(i))
+            .ok_or_else(|| worker::Error::RustError("a read batch lost a result".into()))
+    };
     profile_ids
         .iter()
-        .zip(results.chunks(3))
-        .map(|(id, results)| loaded_from(results, id))
+        .zip(places)
+        .map(|(id, [ids, traits, state])| loaded_of(id, read(ids)?, read(traits)?, read(state)?))
         .collect()
 }
 
-/// Reads the results of [`view_reads`] for `profile_id`.
+/// Reads the results of [`view_reads`] for `profile_id`, as one batch returned them.
 pub fn loaded_from(results: &[D1Result], profile_id: &str) -> worker::Result<Loaded> {
     let [identifiers, traits, state] = results else {
         return Err(worker::Error::RustError(
             "a read batch lost a result".into(),
         ));
     };
+    loaded_of(profile_id, identifiers, traits, state)
+}
+
+fn loaded_of(
+    profile_id: &str,
+    identifiers: &D1Result,
+    traits: &D1Result,
+    state: &D1Result,
+) -> worker::Result<Loaded> {
     Ok(loaded(
         profile_id,
         identifiers.results::<IdentifierRow>()?,
@@ -236,7 +269,7 @@ pub const EXPORT_PAGE: usize = 200;
 /// traits, computed traits and segments as of `now_ms`, in four reads; and the last ID when
 /// there may be more.
 pub async fn page(
-    db: &D1Database,
+    db: &Shards,
     after: &str,
     limit: usize,
     now_ms: i64,
@@ -258,24 +291,54 @@ pub async fn page(
     .map(|r| r.profile_id)
     .collect();
     let in_page = "(SELECT value FROM json_each(?1))";
-    let param = vec![Param::Text(json!(ids).to_string())];
-    let reads = [
-        format!("SELECT profile_id, identifier FROM identities WHERE profile_id IN {in_page}"),
-        format!(
-            "SELECT i.profile_id, t.identifier, t.key, t.once, t.value, t.timestamp, t.message_key \
-             FROM identities i CROSS JOIN trait_values t ON t.identifier = i.identifier \
-             WHERE i.profile_id IN {in_page}"
-        ),
-        format!(
-            "SELECT profile_id, state, version FROM profile_personalisation \
-             WHERE profile_id IN {in_page}"
-        ),
-    ]
-    .map(|sql| Statement {
+    let of = |ids: &[&String], sql: String| Statement {
         sql,
-        params: param.clone(),
-    });
-    let results = d1::execute(db, &reads).await?;
+        params: vec![Param::Text(json!(ids).to_string())],
+    };
+    let all: Vec<&String> = ids.iter().collect();
+    let mut plans: BTreeMap<usize, Vec<Statement>> = BTreeMap::new();
+    plans.insert(
+        0,
+        vec![
+            of(
+                &all,
+                format!(
+                    "SELECT profile_id, identifier FROM identities WHERE profile_id IN {in_page}"
+                ),
+            ),
+            of(
+                &all,
+                format!(
+                    "SELECT i.profile_id, t.identifier, t.key, t.once, t.value, t.timestamp, \
+                     t.message_key FROM identities i CROSS JOIN trait_values t \
+                     ON t.identifier = i.identifier WHERE i.profile_id IN {in_page}"
+                ),
+            ),
+        ],
+    );
+    for (shard, theirs) in db.group(ids.iter(), |id| id.as_str()) {
+        plans.entry(shard).or_default().push(of(
+            &theirs,
+            format!(
+                "SELECT profile_id, state, version FROM profile_personalisation \
+                 WHERE profile_id IN {in_page}"
+            ),
+        ));
+    }
+    let runs = plans
+        .iter()
+        .map(|(shard, plan)| async move { (*shard, d1::execute(db.at(*shard), plan).await) });
+    let mut state_results: Vec<D1Result> = Vec::new();
+    let mut results: Vec<D1Result> = Vec::new();
+    for (shard, done) in join_all(runs).await {
+        let mut done = done?;
+        if shard == 0 {
+            state_results.extend(done.split_off(2.min(done.len())));
+            results = done;
+        } else {
+            state_results.extend(done);
+        }
+    }
     #[derive(Deserialize)]
     struct Owned<T> {
         profile_id: String,
@@ -291,8 +354,10 @@ pub async fn page(
         traits.entry(r.profile_id).or_default().push(r.row);
     }
     let mut states: HashMap<String, personalisation::StateRow> = HashMap::new();
-    for r in results_of::<Owned<personalisation::StateRow>>(&results, 2)? {
-        states.insert(r.profile_id, r.row);
+    for i in 0..state_results.len() {
+        for r in results_of::<Owned<personalisation::StateRow>>(&state_results, i)? {
+            states.insert(r.profile_id, r.row);
+        }
     }
     let mut out = Vec::with_capacity(ids.len());
     for id in &ids {
@@ -333,7 +398,7 @@ const DELIVERED_EVENTS: i64 = 200;
 /// segment memberships with their times, read in one round trip. Every read seeks an index, so
 /// the cost grows with the person's own events, not with everyone's.
 pub async fn full(
-    db: &D1Database,
+    db: &Shards,
     archive: Option<&worker::Bucket>,
     profile_id: &str,
     now_ms: i64,
@@ -357,7 +422,7 @@ pub async fn full(
         sql: sql.into(),
         params: vec![text(profile_id.into())],
     };
-    let reads = [
+    let mut reads = vec![
         person(
             "SELECT min(timestamp) AS first_seen, max(timestamp) AS last_seen, count(*) AS events \
              FROM mine"
@@ -419,12 +484,21 @@ pub async fn full(
              next_at AS nextAt, control FROM journey_runs WHERE profile_id = ?1 \
              ORDER BY entered_at DESC LIMIT 20",
         ),
-        by_profile(
-            "SELECT segment, entered_at AS enteredAt, exited_at AS exitedAt \
-             FROM segment_memberships WHERE profile_id = ?1 ORDER BY entered_at DESC LIMIT 100",
-        ),
     ];
+    let memberships = by_profile(
+        "SELECT segment, entered_at AS enteredAt, exited_at AS exitedAt \
+         FROM segment_memberships WHERE profile_id = ?1 ORDER BY entered_at DESC LIMIT 100",
+    );
+    // Memberships live in the profile's shard: in the one batch when that is `DB`.
+    let shard = db.index_of(profile_id);
+    if shard == 0 {
+        reads.push(memberships.clone());
+    }
     let results = d1::execute(db, &reads).await?;
+    let memberships = match shard {
+        0 => d1::rows_at(&results, 7)?,
+        _ => d1::rows::<Value>(db.at(shard), &memberships).await?,
+    };
     let rows = |i: usize| d1::rows_at(&results, i);
     let stats = results
         .first()
@@ -502,6 +576,6 @@ pub async fn full(
     out["merges"] = Value::Array(rows(4)?);
     out["refusedMerges"] = Value::Array(rows(5)?);
     out["journeys"] = Value::Array(rows(6)?);
-    out["memberships"] = Value::Array(rows(7)?);
+    out["memberships"] = Value::Array(memberships);
     Ok(out)
 }

@@ -8,12 +8,13 @@ use seam_core::identity::{IdType, Identifier, Rules};
 use seam_core::personalise::ProfileState;
 use serde::Serialize;
 use serde_json::{json, Value};
-use worker::{D1Database, Env};
+use worker::Env;
 
 use crate::error::ApiError;
 use crate::isolate;
 use crate::settings;
 use crate::store::profiles;
+use crate::store::shards::Shards;
 
 /// KV forwarding hops followed (`mergedInto`).
 const MAX_HOPS: usize = 4;
@@ -79,7 +80,7 @@ pub async fn publish(
 /// KV pointer is kept for them).
 pub async fn visitor_profile(
     env: &Env,
-    db: &D1Database,
+    db: &Shards,
     rules: &Rules,
     anonymous_id: Option<&str>,
     user_id: Option<&str>,
@@ -159,7 +160,7 @@ pub async fn visitor_profile(
 /// profile: a miss is not re-published, so looking writes nothing.
 pub async fn profile_snapshot(
     env: &Env,
-    db: &D1Database,
+    db: &Shards,
     profile_id: &str,
     now_ms: i64,
 ) -> Result<Option<Value>, ApiError> {

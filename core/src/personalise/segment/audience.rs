@@ -1,6 +1,8 @@
 //! Segments as audiences (the console's segments page, `GET /v1/admin/segments`): how many
 //! profiles each holds now, and its members, paged by profile ID.
 
+use std::collections::BTreeMap;
+
 use crate::plan::{distinct_values, Param, Statement};
 
 /// Most members one page lists.
@@ -30,16 +32,20 @@ pub fn sizes() -> Statement {
     }
 }
 
-/// Records every segment's size now as the size of `now_ms`'s UTC day (the day's latest).
-pub fn record_sizes(now_ms: i64) -> Statement {
+/// Records `sizes` (segment -> current members, added up over the profile shards, each
+/// counted by [`sizes`]) as the sizes of `now_ms`'s UTC day (the day's latest).
+pub fn record_sizes(now_ms: i64, sizes: &BTreeMap<String, i64>) -> Statement {
+    let rows: Vec<(&String, &i64)> = sizes.iter().filter(|(_, n)| **n > 0).collect();
     Statement {
-        sql: format!(
-            "{}INSERT INTO segment_sizes (day, segment, size) \
-             SELECT ?1, segment, size FROM sizes WHERE size > 0 \
-             ON CONFLICT (day, segment) DO UPDATE SET size = excluded.size",
-            with_sizes()
-        ),
-        params: vec![Param::Int(now_ms.div_euclid(crate::format::time::DAY_MS))],
+        sql: "INSERT INTO segment_sizes (day, segment, size) \
+              SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]') \
+              FROM json_each(?2) WHERE true \
+              ON CONFLICT (day, segment) DO UPDATE SET size = excluded.size"
+            .into(),
+        params: vec![
+            Param::Int(now_ms.div_euclid(crate::format::time::DAY_MS)),
+            Param::Text(serde_json::to_string(&rows).unwrap_or_else(|_| "[]".into())),
+        ],
     }
 }
 
@@ -90,5 +96,13 @@ mod tests {
         assert_eq!(s.params[1], Param::Text("prof_9".into()));
         assert_eq!(s.params[2], Param::Int(1000));
         assert!(s.sql.contains("profile_id > ?2"));
+    }
+
+    #[test]
+    fn recorded_sizes_leave_out_empty_segments() {
+        let sizes = BTreeMap::from([("high_value".to_owned(), 3), ("vip".to_owned(), 0)]);
+        let s = record_sizes(2 * crate::format::time::DAY_MS + 5, &sizes);
+        assert_eq!(s.params[0], Param::Int(2));
+        assert_eq!(s.params[1], Param::Text(r#"[["high_value",3]]"#.into()));
     }
 }

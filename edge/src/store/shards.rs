@@ -1,0 +1,90 @@
+//! The D1 databases a request may touch. `DB` holds everything shared (events, identity,
+//! catalogue, deliveries, journeys) and is also shard 0 of the profiles' personalisation state
+//! (state rows and segment memberships). With `PROFILE_SHARDS = n`, shards 1 to n-1 are the
+//! bindings `PROFILES_1` … `PROFILES_{n-1}`, each migrated from `edge/migrations-profiles`.
+//! Which shard holds a profile is `core::personalise::shard`'s choice.
+//!
+//! `Shards` derefs to `DB`: code that never touches a profile's state takes `&D1Database` and
+//! is given the shared database.
+
+use std::collections::BTreeMap;
+use std::ops::Deref;
+
+use seam_core::personalise::shard::shard_of;
+use worker::{D1Database, Env};
+
+use crate::error::ApiError;
+use crate::settings;
+
+/// The shared database and the profile shards.
+pub struct Shards {
+    dbs: Vec<D1Database>,
+}
+
+impl Shards {
+    /// The databases the Worker's configuration binds. A shard count naming a binding that is
+    /// not there is an error: falling back to fewer shards would look for every moved
+    /// profile's state in the wrong database.
+    pub fn of(env: &Env) -> Result<Self, ApiError> {
+        let count = settings::profile_shards(env)?;
+        let mut dbs = vec![env.d1("DB")?];
+        for i in 1..count {
+            let binding = format!("PROFILES_{i}");
+            dbs.push(env.d1(&binding).map_err(|_| {
+                ApiError::Storage(format!(
+                    "PROFILE_SHARDS is {count}, and {binding} is not bound"
+                ))
+            })?);
+        }
+        Ok(Shards { dbs })
+    }
+
+    /// Whether the profiles' state lives in `DB` alone (one batch can hold shared and state
+    /// writes, as before sharding).
+    pub fn single(&self) -> bool {
+        self.dbs.len() == 1
+    }
+
+    /// The index of `profile_id`'s shard.
+    pub fn index_of(&self, profile_id: &str) -> usize {
+        shard_of(profile_id, self.dbs.len() as u32) as usize
+    }
+
+    /// The database holding `profile_id`'s state.
+    pub fn of_profile(&self, profile_id: &str) -> &D1Database {
+        &self.dbs[self.index_of(profile_id)]
+    }
+
+    /// Every shard, `DB` first.
+    pub fn all(&self) -> &[D1Database] {
+        &self.dbs
+    }
+
+    /// The shard at `index` (from [`Shards::index_of`] or [`Shards::group`]).
+    pub fn at(&self, index: usize) -> &D1Database {
+        &self.dbs[index]
+    }
+
+    /// `items` by the shard of the profile `profile` names, in shard order.
+    pub fn group<T>(
+        &self,
+        items: impl IntoIterator<Item = T>,
+        profile: impl Fn(&T) -> &str,
+    ) -> BTreeMap<usize, Vec<T>> {
+        let mut out: BTreeMap<usize, Vec<T>> = BTreeMap::new();
+        for item in items {
+            out.entry(self.index_of(profile(&item)))
+                .or_default()
+                .push(item);
+        }
+        out
+    }
+}
+
+impl Deref for Shards {
+    type Target = D1Database;
+
+    fn deref(&self) -> &D1Database {
+        &self.dbs[0]
+    }
+}
