@@ -229,7 +229,7 @@ async fn profiles_after(
         // The batch read the state in `DB`: the profile's own only when that is its shard.
         let loaded = plan
             .profile_reads(results)
-            .filter(|_| db.index_of(&id) == 0)
+            .filter(|_| db.index_of(&id) == 0 && db.previous(&id).is_none())
             .and_then(|reads| store::profiles::loaded_from(reads, &id).ok());
         return Ok(Settled {
             profile_id: id,

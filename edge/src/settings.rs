@@ -155,3 +155,22 @@ pub fn profile_shards(env: &Env) -> Result<u32, ApiError> {
         .filter(|n| (1..=seam_core::personalise::shard::MAX_SHARDS).contains(n))
         .ok_or_else(|| ApiError::Storage("PROFILE_SHARDS is not a number from 1 to 64".into()))
 }
+
+/// `PROFILE_SHARDS_FROM`: while the shard count changes, the count before (state rows may still
+/// be where it put them until the move job has walked every shard). Unset or equal to
+/// `PROFILE_SHARDS`: no move.
+pub fn profile_shards_from(env: &Env) -> Result<Option<u32>, ApiError> {
+    let Ok(value) = env.var("PROFILE_SHARDS_FROM") else {
+        return Ok(None);
+    };
+    let from = value
+        .to_string()
+        .trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|n| (1..=seam_core::personalise::shard::MAX_SHARDS).contains(n))
+        .ok_or_else(|| {
+            ApiError::Storage("PROFILE_SHARDS_FROM is not a number from 1 to 64".into())
+        })?;
+    Ok((from != profile_shards(env)?).then_some(from))
+}

@@ -177,16 +177,19 @@ describe("profile shards: personalisation state over three D1 databases", () => 
   });
 
   test("the segment sweep finds due profiles in every shard", async () => {
-    // Every shopper left socks in the cart: due when the abandon window passes. Made due now.
+    // Every shopper left socks in the cart: due when the abandon window passes. Made due now;
+    // a re-evaluation gives each its real next check back (a failed one would be put off).
+    const real = new Map((await everywhere("SELECT profile_id, check_at FROM profile_personalisation WHERE check_at IS NOT NULL")).map((r) => [r.profile_id, r.check_at]));
+    assert.ok(shoppers.every((s) => real.get(s.profileId) > Date.now()), "each shopper has a check ahead");
     await Promise.all([0, 1, 2].map((s) => edge.queryShard(s, "UPDATE profile_personalisation SET check_at = 1 WHERE check_at IS NOT NULL")));
     const planted = await everywhere("SELECT profile_id FROM profile_personalisation WHERE check_at = 1");
     assert.equal(new Set(planted.map((r) => r.shard)).size, SHARDS);
     assert.equal((await fetch(`${edge.url}/__scheduled?cron=${encodeURIComponent("*/5 * * * *")}`)).status, 200);
-    const left = await everywhere("SELECT profile_id FROM profile_personalisation WHERE check_at = 1");
-    assert.deepEqual(left, [], "each was re-evaluated and given its real next check");
+    const after = await everywhere("SELECT profile_id, check_at FROM profile_personalisation WHERE check_at IS NOT NULL");
+    assert.deepEqual(new Map(after.map((r) => [r.profile_id, r.check_at])), real, "each was re-evaluated in its shard");
   });
 
-  test("a decision after a KV miss reads the visitor's state from its shard", async () => {
+  test("decisions read the visitor's state from its shard: after a KV miss, and for a banner whose snapshot carries none", async () => {
     const far = shoppers.find((s) => shardOf(s.profileId) > 0);
     const keys = (await edge.kv.list()).keys.map((k) => k.name).filter((k) => k.startsWith("profile:") || k.startsWith("anon:"));
     await Promise.all(keys.map((k) => edge.kv.delete(k)));
@@ -195,10 +198,26 @@ describe("profile shards: personalisation state over three D1 databases", () => 
     assert.notEqual(decided.json.reason, "cold_start", JSON.stringify(decided.json));
     const snapshot = JSON.parse(await edge.kv.get(`profile:${far.profileId}`));
     assert.equal(snapshot.computedTraits.lifetime_value, 600, "re-published with the shard's state");
+
+    // A banner for high-value shoppers, and a snapshot without its state (as older ones are):
+    // the banner's segments come from the state row, read in the shard.
+    const slots = { slots: { "vip-banner": { type: "banner", variants: [{ name: "vip", when: { all: ["high_value"] }, html: "<p>VIP</p>" }] } } };
+    const upload = await call("PUT", "/v1/admin/personalisation", { slots });
+    assert.equal(upload.status, 200, upload.text);
+    delete snapshot.state;
+    await edge.kv.put(`profile:${far.profileId}`, JSON.stringify(snapshot));
+    const banner = await post(`${edge.url}/v1/decide`, { writeKey: WRITE_KEY, anonymousId: far.anon, slots: ["vip-banner"] });
+    assert.equal(banner.status, 200, banner.text);
+    const [vip] = banner.json.decisions;
+    assert.ok(vip.variant === "vip" || banner.json.reason === "holdout", JSON.stringify(banner.json));
+    if (vip.variant === "vip") assert.match(vip.html, /VIP/);
+    assert.equal((await call("DELETE", "/v1/admin/personalisation")).status, 200);
   });
 
   test("erasure deletes the person's state in their shard", async () => {
     const far = shoppers.find((s) => shardOf(s.profileId) > 0);
+    const count = async () => Promise.all([0, 1, 2].map(async (k) => (await edge.queryShard(k, "SELECT count(*) AS n FROM profile_personalisation"))[0].n));
+    const before = await count();
     const receipt = await call("POST", "/v1/privacy/delete", { type: "anonymous_id", value: far.anon });
     assert.equal(receipt.status, 200, receipt.text);
     assert.deepEqual(receipt.json.profileIds, [far.profileId]);
@@ -206,7 +225,86 @@ describe("profile shards: personalisation state over three D1 databases", () => 
     assert.ok(receipt.json.deleted.segmentMemberships >= 1, JSON.stringify(receipt.json.deleted));
     const rows = await everywhere("SELECT profile_id FROM profile_personalisation WHERE profile_id = ? UNION ALL SELECT profile_id FROM segment_memberships WHERE profile_id = ?", far.profileId, far.profileId);
     assert.deepEqual(rows, []);
-    const others = await everywhere("SELECT count(*) AS n FROM profile_personalisation");
-    assert.ok(others.reduce((a, r) => a + r.n, 0) >= shoppers.length - 1, "no one else's state");
+    const expected = before.map((n, k) => (k === shardOf(far.profileId) ? n - 1 : n));
+    assert.deepEqual(await count(), expected, "no one else's state");
+  });
+});
+
+describe("profile shards: changing the count on a live deployment", () => {
+  let edge;
+  const shoppers = [];
+  const admin = (path) => fetch(`${edge.url}${path}`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } }).then((r) => r.json());
+  const where = async (profileId) => {
+    const found = [];
+    for (let k = 0; k < 3; k++) {
+      if ((await edge.queryShard(k, "SELECT 1 FROM profile_personalisation WHERE profile_id = ?", profileId)).length) found.push(k);
+    }
+    return found;
+  };
+
+  before(async () => {
+    // Three databases bound, two in use: then the count grows to three.
+    edge = await startEdge("shards-move", { sources: trustingSources(), profileShards: 3, vars: { PROFILE_SHARDS: "2" } });
+    for (let i = 0; i < 30; i++) {
+      const anon = `moving-shopper-${run}-${i}`;
+      const answer = await post(`${edge.url}/v1/batch`, { writeKey: WRITE_KEY, batch: shopperBatch(anon) });
+      assert.equal(answer.status, 200, answer.text);
+      shoppers.push({ anon, profileId: answer.json.profileId });
+    }
+    await settled(edge.url);
+  });
+  after(async () => {
+    await edge?.stop();
+  });
+
+  test("state follows its profiles to the new shard: read where it was until moved, moved by a write or the move's walk, counted once", async () => {
+    for (const s of shoppers) assert.deepEqual(await where(s.profileId), [shardOf(s.profileId, 2)], "placed by two shards");
+    const checks = new Map();
+    for (let k = 0; k < 2; k++) {
+      for (const r of await edge.queryShard(k, "SELECT profile_id, check_at FROM profile_personalisation")) checks.set(r.profile_id, r.check_at);
+    }
+    await edge.restart({ PROFILE_SHARDS: "3", PROFILE_SHARDS_FROM: "2" });
+    const moving = shoppers.filter((s) => shardOf(s.profileId, 3) !== shardOf(s.profileId, 2));
+    assert.ok(moving.length >= 3 && moving.length < shoppers.length, `${moving.length} of ${shoppers.length} move`);
+    assert.ok(moving.every((s) => shardOf(s.profileId, 3) === 2), "growing moves profiles only into the new shard");
+
+    // Before anything moved: the profile reads its state where it was; audiences count it once.
+    const [first, ...rest] = moving;
+    const profile = await admin(`/v1/profiles/${first.profileId}`);
+    assert.equal(profile.computedTraits.lifetime_value, 600, JSON.stringify(profile.computedTraits));
+    assert.ok(profile.memberships.some((m) => m.segment === "high_value" && m.exitedAt === null));
+    const size = async () => (await admin("/v1/admin/segments")).segments.find((s) => s.name === "high_value").size;
+    assert.equal(await size(), shoppers.length);
+
+    // A new event: the refresh reads the state where it was, saves it home, and moves the rest.
+    const seen = await post(`${edge.url}/v1/batch`, { writeKey: WRITE_KEY, batch: [{ type: "track", event: "Product Viewed", anonymousId: first.anon, messageId: mid(), timestamp: new Date().toISOString(), properties: { product_id: "moved-1", category: "Running Shoes", price: 90 } }] });
+    assert.equal(seen.status, 200, seen.text);
+    await settled(edge.url);
+    assert.deepEqual(await where(first.profileId), [2], "moved by its write");
+    const moved = await admin(`/v1/profiles/${first.profileId}`);
+    assert.equal(moved.computedTraits.lifetime_value, 600, "the state carried over, not started empty");
+    assert.equal(moved.computedTraits.viewed_products[0], "moved-1");
+    const rows = await edge.queryShard(2, "SELECT segment, exited_at FROM segment_memberships WHERE profile_id = ?", first.profileId);
+    assert.ok(rows.some((r) => r.segment === "high_value" && r.exited_at === null), JSON.stringify(rows));
+    assert.deepEqual(await edge.queryShard(shardOf(first.profileId, 2), "SELECT segment FROM segment_memberships WHERE profile_id = ?", first.profileId), [], "nothing left behind");
+
+    // The move's walk (the every-minute cron) moves the rest, keeping when each is due.
+    assert.equal((await fetch(`${edge.url}/__scheduled?cron=${encodeURIComponent("* * * * *")}`)).status, 200);
+    for (const s of rest) {
+      assert.deepEqual(await where(s.profileId), [2], `${s.profileId} moved`);
+      const [row] = await edge.queryShard(2, "SELECT check_at FROM profile_personalisation WHERE profile_id = ?", s.profileId);
+      assert.equal(row.check_at, checks.get(s.profileId), "still due when it was");
+    }
+    for (const s of shoppers) assert.deepEqual(await where(s.profileId), [shardOf(s.profileId, 3)], "every profile in its shard under three");
+    const walks = await edge.query("SELECT name, after FROM walk_cursors WHERE name LIKE 'profile_shard_move:2:3:%' ORDER BY name");
+    assert.equal(walks.length, 3);
+    assert.ok(walks.every((w) => w.after.endsWith("done")), JSON.stringify(walks));
+    assert.equal(await size(), shoppers.length, "counted once after the move");
+
+    // The move is over: without PROFILE_SHARDS_FROM every profile reads from its shard.
+    await edge.restart({ PROFILE_SHARDS: "3", PROFILE_SHARDS_FROM: "3" });
+    for (const s of [first, ...rest.slice(0, 3)]) {
+      assert.equal((await admin(`/v1/profiles/${s.profileId}`)).computedTraits.lifetime_value, 600);
+    }
   });
 });

@@ -99,7 +99,7 @@ export function runWrangler(args) {
 function testConfig(name, { sources, limits, vars, profileShards }) {
   let toml = readFileSync(mainConfig, "utf8");
   if (profileShards > 1) {
-    vars = { ...vars, PROFILE_SHARDS: String(profileShards) };
+    vars = { PROFILE_SHARDS: String(profileShards), ...vars };
     for (const binding of shardBindings(profileShards).slice(1)) {
       const n = binding.slice("PROFILES_".length);
       toml += `\n[[d1_databases]]\nbinding = "${binding}"\ndatabase_name = "seam-profiles-${n}"\n` +
@@ -219,10 +219,18 @@ export async function startEdge(name, options = {}) {
     kv: proxy.env.CACHE,
     /** The raw event archive's R2 bucket. */
     archive: proxy.env.ARCHIVE,
-    /** Stops the Worker and starts it again on the same state (a deploy or a crash); `url` changes. */
-    async restart() {
+    /**
+     * Stops the Worker and starts it again on the same state (a deploy or a crash); `url`
+     * changes. `vars` (`{NAME: "value"}`) change its configuration from then on.
+     */
+    async restart(vars) {
       process.kill(-child.pid, "SIGTERM");
       await exited();
+      if (vars) {
+        if (configPath === mainConfig) throw new Error("restart(vars) needs an edge started with options");
+        options = { ...options, vars: { ...options.vars, ...vars } };
+        testConfig(name, options);
+      }
       ({ child, url, output } = await serve(await freePort(), config, state));
       this.url = url;
     },

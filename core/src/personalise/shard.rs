@@ -8,10 +8,173 @@
 //! `1 / (n + 1)` of them. Shard 0 is the shared database, so one shard is the layout of a
 //! deployment that never sharded.
 
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
+
+use crate::personalise::segment::Memberships;
+use crate::personalise::stored::StoredState;
+use crate::plan::{Param, Statement};
 
 /// Most shards a deployment may name: each is a binding the Worker reads per request.
 pub const MAX_SHARDS: u32 = 64;
+
+/// Where profiles' state lives: `shards` databases, and while the count changes, the count it
+/// changes `from`. During such a move a profile's state is in its home shard once anything
+/// wrote it there, else still in its previous shard; reads look in both, writes go home, and
+/// [`arrive`] and [`leave`] move what is left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// The shard count in force.
+    pub shards: u32,
+    /// The count before it, while rows may still be where that count put them.
+    pub from: Option<u32>,
+}
+
+impl Layout {
+    /// The shard `profile_id`'s state belongs in.
+    pub fn home(&self, profile_id: &str) -> u32 {
+        shard_of(profile_id, self.shards)
+    }
+
+    /// The shard `profile_id`'s state may still be in, while moving (`None`: not moving, or
+    /// the profile stays where it was).
+    pub fn previous(&self, profile_id: &str) -> Option<u32> {
+        let old = shard_of(profile_id, self.from?);
+        (old != self.home(profile_id)).then_some(old)
+    }
+
+    /// How many databases must be bound: the larger of the two counts.
+    pub fn databases(&self) -> u32 {
+        self.shards.max(self.from.unwrap_or(0)).max(1)
+    }
+}
+
+/// A profile's membership rows in a shard. Bind `?1` = profile ID.
+pub const MEMBERSHIP_ROWS_SQL: &str =
+    "SELECT segment, entered_at, exited_at FROM segment_memberships WHERE profile_id = ?1";
+
+/// A profile's state row as a move copies it. Bind `?1` = profile ID.
+pub const STATE_ROW_SQL: &str = "SELECT state, version, updated_at, check_at \
+    FROM profile_personalisation WHERE profile_id = ?1";
+
+/// A row of [`STATE_ROW_SQL`].
+#[allow(missing_docs)] // the fields say what they hold
+#[derive(Debug, Clone, Deserialize)]
+pub struct StateRow {
+    pub state: StoredState,
+    pub version: i64,
+    pub updated_at: i64,
+    pub check_at: Option<i64>,
+}
+
+/// A row of [`MEMBERSHIP_ROWS_SQL`].
+#[allow(missing_docs)] // the fields say what they hold
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct MembershipRow {
+    pub segment: String,
+    pub entered_at: i64,
+    pub exited_at: Option<i64>,
+}
+
+/// Up to `limit` state rows of a shard after profile ID `after`, in key order (the move's walk):
+/// `profile_id`.
+pub fn walk(after: &str, limit: u32) -> Statement {
+    Statement {
+        sql: "SELECT profile_id FROM profile_personalisation WHERE profile_id > ?1 \
+              ORDER BY profile_id LIMIT ?2"
+            .into(),
+        params: vec![Param::Text(after.into()), Param::Int(i64::from(limit))],
+    }
+}
+
+/// The newest state the home shard and the previous one hold: the home's when it has one (it
+/// was written after the move began).
+pub struct Found<'a> {
+    /// The state row as stored.
+    pub state: Option<&'a StateRow>,
+    /// The memberships that state records.
+    pub segments: &'a Memberships,
+    /// The previous shard's membership rows.
+    pub previous_rows: &'a [MembershipRow],
+}
+
+/// Writes in a profile's home shard that take its state over from the previous shard, in one
+/// batch: the state row as the previous shard held it (ignored when the home has one: that one
+/// is newer), the previous shard's membership rows (ignored where the home has its own), then
+/// the memberships the state records, written only while the home's row is still the version
+/// they come from (a save that lands in between writes its own).
+pub fn arrive(profile_id: &str, found: &Found<'_>) -> Vec<Statement> {
+    let id = || Param::Text(profile_id.to_owned());
+    let mut writes = Vec::new();
+    if let Some(row) = found.state {
+        let stored = match &row.state {
+            StoredState::Text(text) => Param::Text(text.clone()),
+            StoredState::Bytes(bytes) => Param::Blob(bytes.clone()),
+        };
+        writes.push(Statement {
+            sql: "INSERT OR IGNORE INTO profile_personalisation \
+                  (profile_id, state, version, updated_at, check_at) VALUES (?1, ?2, ?3, ?4, ?5)"
+                .into(),
+            params: vec![
+                id(),
+                stored,
+                Param::Int(row.version),
+                Param::Int(row.updated_at),
+                row.check_at.map_or(Param::Null, Param::Int),
+            ],
+        });
+    }
+    let rows: Vec<(&str, i64, Option<i64>)> = found
+        .previous_rows
+        .iter()
+        .map(|r| (r.segment.as_str(), r.entered_at, r.exited_at))
+        .collect();
+    if !rows.is_empty() {
+        writes.push(Statement {
+            sql: "INSERT OR IGNORE INTO segment_memberships (profile_id, segment, entered_at, exited_at) \
+                  SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), \
+                  json_extract(value, '$[2]') FROM json_each(?2)"
+                .into(),
+            params: vec![id(), Param::Text(json_rows(&rows))],
+        });
+    }
+    if let Some(version) = found
+        .state
+        .map(|row| row.version)
+        .filter(|_| !found.segments.is_empty())
+    {
+        let recorded: Vec<(&str, i64, Option<i64>)> = found
+            .segments
+            .iter()
+            .map(|(name, m)| (name.as_str(), m.entered_at, m.exited_at))
+            .collect();
+        writes.push(Statement {
+            sql: "INSERT INTO segment_memberships (profile_id, segment, entered_at, exited_at) \
+                  SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), \
+                  json_extract(value, '$[2]') FROM json_each(?2) \
+                  WHERE (SELECT version FROM profile_personalisation WHERE profile_id = ?1) = ?3 \
+                  ON CONFLICT (profile_id, segment) DO UPDATE SET \
+                  entered_at = excluded.entered_at, exited_at = excluded.exited_at"
+                .into(),
+            params: vec![id(), Param::Text(json_rows(&recorded)), Param::Int(version)],
+        });
+    }
+    writes
+}
+
+/// Writes in the previous shard once the home holds the state: its rows there go.
+pub fn leave(profile_id: &str) -> Vec<Statement> {
+    ["profile_personalisation", "segment_memberships"]
+        .map(|table| Statement {
+            sql: format!("DELETE FROM {table} WHERE profile_id = ?1"),
+            params: vec![Param::Text(profile_id.to_owned())],
+        })
+        .into()
+}
+
+fn json_rows(rows: &[(&str, i64, Option<i64>)]) -> String {
+    serde_json::to_string(rows).unwrap_or_else(|_| "[]".into())
+}
 
 /// The shard of `profile_id` among `shards` (0 when there is one, or none).
 pub fn shard_of(profile_id: &str, shards: u32) -> u32 {
@@ -81,6 +244,104 @@ mod tests {
         }
         // About a sixth.
         assert!((800..1_200).contains(&moved), "{moved}");
+    }
+
+    #[test]
+    fn a_move_names_a_previous_shard_only_for_profiles_that_change_shard() {
+        let moving = Layout {
+            shards: 4,
+            from: Some(3),
+        };
+        let mut moved = 0;
+        for id in ids(600) {
+            match moving.previous(&id) {
+                Some(old) => {
+                    assert_eq!(old, shard_of(&id, 3));
+                    assert_eq!(
+                        moving.home(&id),
+                        3,
+                        "growing moves profiles only into the new shard"
+                    );
+                    moved += 1;
+                }
+                None => assert_eq!(moving.home(&id), shard_of(&id, 3)),
+            }
+        }
+        assert!((100..200).contains(&moved), "{moved}");
+        let settled = Layout {
+            shards: 4,
+            from: None,
+        };
+        assert!(ids(50).iter().all(|id| settled.previous(id).is_none()));
+        assert_eq!(moving.databases(), 4);
+        assert_eq!(
+            Layout {
+                shards: 2,
+                from: Some(5)
+            }
+            .databases(),
+            5,
+            "shrinking reads the old ones"
+        );
+    }
+
+    #[test]
+    fn arriving_keeps_a_newer_home_row_and_writes_memberships_only_for_its_version() {
+        use crate::personalise::segment::Membership;
+        let state = StateRow {
+            state: StoredState::Bytes(vec![1, 2, 3]),
+            version: 7,
+            updated_at: 3,
+            check_at: Some(11),
+        };
+        let segments = Memberships::from([(
+            "vip".to_owned(),
+            Membership {
+                entered_at: 5,
+                exited_at: Some(9),
+            },
+        )]);
+        let rows = [MembershipRow {
+            segment: "vip".into(),
+            entered_at: 5,
+            exited_at: None,
+        }];
+        let writes = arrive(
+            "prof_1",
+            &Found {
+                state: Some(&state),
+                segments: &segments,
+                previous_rows: &rows,
+            },
+        );
+        assert_eq!(writes.len(), 3);
+        assert!(writes[0]
+            .sql
+            .starts_with("INSERT OR IGNORE INTO profile_personalisation"));
+        assert_eq!(writes[0].params[1], Param::Blob(vec![1, 2, 3]));
+        assert_eq!(writes[0].params[4], Param::Int(11), "still due when it was");
+        assert!(writes[1]
+            .sql
+            .starts_with("INSERT OR IGNORE INTO segment_memberships"));
+        assert_eq!(
+            writes[1].params[1],
+            Param::Text(r#"[["vip",5,null]]"#.into())
+        );
+        // The state says the profile left: that wins over the stale row, for version 7 only.
+        assert_eq!(writes[2].params[1], Param::Text(r#"[["vip",5,9]]"#.into()));
+        assert_eq!(writes[2].params[2], Param::Int(7));
+        assert!(writes[2].sql.contains("= ?3"));
+
+        let nothing = arrive(
+            "prof_1",
+            &Found {
+                state: None,
+                segments: &Memberships::new(),
+                previous_rows: &[],
+            },
+        );
+        assert!(nothing.is_empty());
+        assert_eq!(leave("prof_1").len(), 2);
     }
 
     #[test]

@@ -193,24 +193,22 @@ pub fn walk_resumes_after(
     }
 }
 
-/// Reads the walk's saved position.
-pub fn walk_cursor() -> Statement {
+/// Reads the saved position of the walk `name` (`walk_cursors`; [`WALK_CURSOR`] is this
+/// module's; the profile shards' move has its own).
+pub fn walk_cursor(name: &str) -> Statement {
     Statement {
         sql: "SELECT after FROM walk_cursors WHERE name = ?".into(),
-        params: vec![Param::Text(WALK_CURSOR.into())],
+        params: vec![Param::Text(name.into())],
     }
 }
 
-/// Saves the walk's position.
-pub fn save_walk_cursor(after: &str) -> Statement {
+/// Saves the position of the walk `name`.
+pub fn save_walk_cursor(name: &str, after: &str) -> Statement {
     Statement {
         sql: "INSERT INTO walk_cursors (name, after) VALUES (?1, ?2) \
               ON CONFLICT (name) DO UPDATE SET after = excluded.after"
             .into(),
-        params: vec![
-            Param::Text(WALK_CURSOR.into()),
-            Param::Text(after.to_owned()),
-        ],
+        params: vec![Param::Text(name.into()), Param::Text(after.to_owned())],
     }
 }
 

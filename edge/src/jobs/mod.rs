@@ -1,5 +1,5 @@
-//! Work that runs outside a request's response: the cron jobs (journeys, segment sweep,
-//! retention) and what a request leaves for after its response (profile refreshes, the
+//! Work that runs outside a request's response: the cron jobs (journeys, segment sweep, the
+//! profile shards' move, retention) and what a request leaves for after its response (profile refreshes, the
 //! exposure log). Jobs use store functions, never routes.
 
 pub mod archive;
@@ -9,6 +9,7 @@ pub mod exposures;
 pub mod import;
 pub mod journeys;
 pub mod refresh;
+pub mod reshard;
 pub mod retention;
 pub mod sweep;
 
@@ -42,6 +43,21 @@ pub async fn scheduled(cron: &str, env: &Env, now_ms: i64) {
             ),
             Ok(_) => {}
             Err(e) => worker::console_error!("journeys failed: {} ({})", e.code(), e),
+        }
+        let moved = match crate::store::shards::Shards::of(env) {
+            Ok(db) => reshard::run(&db).await,
+            Err(e) => Err(e),
+        };
+        match moved {
+            Ok(report) if report.moved > 0 || report.walked > 0 => worker::console_log!(
+                "profile shards: {} rows walked, {} moved, {} of {} shards done",
+                report.walked,
+                report.moved,
+                report.done,
+                report.shards
+            ),
+            Ok(_) => {}
+            Err(e) => worker::console_error!("profile shard move failed: {} ({})", e.code(), e),
         }
         return;
     }

@@ -11,7 +11,7 @@ use seam_core::activate::deliver;
 use seam_core::format::id;
 use seam_core::format::time::DAY_MS;
 use seam_core::plan::Statement;
-use seam_core::privacy::retention::{purge_events, save_walk_cursor, WALK_STEP};
+use seam_core::privacy::retention::{purge_events, save_walk_cursor, WALK_CURSOR, WALK_STEP};
 use seam_core::privacy::{audit, erase, AuditEntry};
 use serde_json::json;
 use worker::Env;
@@ -73,7 +73,7 @@ pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
     // Inactive anonymous profiles: a walk over identifiers in key order, carried on from where
     // the previous run stopped, up to `walk` identifiers and `max_chunks` erasures a run (a
     // budget of its own: a busy events purge does not stop it).
-    let mut after = walk_start(&db).await?;
+    let mut after = walk_start(&db, WALK_CURSOR).await?;
     let mut saved = after.clone();
     let mut budget = policy.walk;
     let mut erasures = 0;
@@ -88,7 +88,7 @@ pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
             report.profiles += step.expired.profile_ids.len();
             let mut plan: Vec<(&'static str, Statement)> = erase(&step.expired, &sources, now_ms);
             // The position commits with the erasure: a run that fails later resumes here.
-            plan.push((WALK_POSITION, save_walk_cursor(&after)));
+            plan.push((WALK_POSITION, save_walk_cursor(WALK_CURSOR, &after)));
             for (what, n) in store::privacy::run_erasure(&db, &step.expired, plan).await? {
                 if what != WALK_POSITION {
                     *report.profile_rows.entry(what).or_default() += n;
@@ -102,7 +102,7 @@ pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
     }
     report.chunks += erasures;
     if saved != after {
-        save_walk(&db, &after).await?;
+        save_walk(&db, WALK_CURSOR, &after).await?;
     }
     // The delivery log has its own budget: a busy events purge must not let it grow, nor keep
     // dead erasure requests past their 30 days.

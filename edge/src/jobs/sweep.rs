@@ -47,14 +47,35 @@ pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
     if let Err(e) = d1::execute(&db, &[seam_core::identity::census::record(now_ms)]).await {
         worker::console_error!("profile counts not recorded: {e}");
     }
-    // The shards take turns, a chunk each, while they have profiles due.
-    let mut open: VecDeque<usize> = (0..db.all().len()).collect();
+    // The shards take turns, a chunk each, while they have profiles due; each run starts at
+    // the next shard, so with more shards than chunks every shard still gets its turn.
+    let count = db.all().len();
+    let first = now_ms.div_euclid(RUN_EVERY_MS).rem_euclid(count as i64) as usize;
+    let mut open: VecDeque<usize> = (0..count).map(|i| (first + i) % count).collect();
     for _ in 0..MAX_CHUNKS {
         let Some(shard) = open.pop_front() else {
             break;
         };
         let rows = store::sweep::due(db.at(shard), now_ms, CHUNK).await?;
         for profile_id in &rows {
+            if db.index_of(profile_id) != shard {
+                // A row the shard count moved away: while the count changes it goes home (and
+                // is due there); a row no layout puts here is an orphan and leaves the sweep.
+                let handled = match db.previous(profile_id) {
+                    Some(previous) if previous == shard => {
+                        store::personalisation::settle(&db, profile_id)
+                            .await
+                            .map_err(ApiError::from)
+                    }
+                    _ => store::sweep::clear(db.at(shard), profile_id).await,
+                };
+                if let Err(e) = handled {
+                    worker::console_error!("a due row outside its shard: {}", e.code());
+                    store::sweep::postpone(db.at(shard), profile_id, now_ms + RETRY_AFTER_MS)
+                        .await?;
+                }
+                continue;
+            }
             report.profiles += 1;
             match advance(env, &db, &configured, &config, profile_id, now_ms).await {
                 Ok(n) => report.transitions += n,
@@ -144,6 +165,9 @@ async fn advance(
     store::snapshots::publish(env, &view, Some(&update.state), &[], &[], now_ms).await;
     Ok(transitions)
 }
+
+/// How often the cron runs the sweep.
+const RUN_EVERY_MS: i64 = 5 * 60_000;
 
 /// How long a profile whose sweep failed waits.
 const RETRY_AFTER_MS: i64 = 5 * 60_000;

@@ -16,7 +16,7 @@ use worker::{Env, Request, Response};
 
 use crate::error::ApiError;
 use crate::http::admin::{authorize, query_param};
-use crate::store::audiences::{self, Member};
+use crate::store::audiences::{self, Member, Members};
 use crate::store::config::{self, ConfigDocuments};
 use crate::store::d1;
 use crate::store::shards::Shards;
@@ -84,37 +84,33 @@ pub async fn get(req: &Request, env: &Env, rest: &str, now_ms: i64) -> Result<Re
                 // page is read before answering, so a database that is down gets its coded
                 // error; a failure after that can only end the file early.
                 let export = audience::EXPORT_PAGE as usize;
-                let first =
-                    audiences::members(&db, &audience::export_page(&name, ""), export).await?;
-                let csv_page = move |page: &[Member]| {
+                let mut members = Members::of(&db, &name);
+                let first = members.next(&db, export).await?;
+                let csv = |page: &[Member]| {
                     let mut chunk = String::new();
                     for m in page {
                         chunk.push_str(&format!("{},{}\n", m.profile_id, m.entered_at));
                     }
-                    let next = page
-                        .last()
-                        .filter(|_| page.len() == export)
-                        .map(|last| last.profile_id.clone());
-                    (chunk.into_bytes(), next)
+                    chunk.into_bytes()
                 };
-                let (chunk, next) = csv_page(&first);
-                let head = futures_util::stream::once(async move {
-                    Ok::<_, worker::Error>([b"profile_id,entered_at\n".to_vec(), chunk].concat())
-                });
+                let more = first.len() == export;
+                let head = futures_util::stream::once(futures_util::future::ready(Ok::<
+                    _,
+                    worker::Error,
+                >(
+                    [b"profile_id,entered_at\n".to_vec(), csv(&first)].concat(),
+                )));
                 let rest = futures_util::stream::try_unfold(
-                    (db, name.clone(), next),
-                    move |(db, name, after)| async move {
-                        let Some(after) = after else {
+                    (db, members, more),
+                    move |(db, mut members, more)| async move {
+                        if !more {
                             return Ok(None);
-                        };
-                        let page =
-                            audiences::members(&db, &audience::export_page(&name, &after), export)
-                                .await
-                                .inspect_err(|e| {
-                                    worker::console_error!("segment CSV cut short: {e}")
-                                })?;
-                        let (chunk, next) = csv_page(&page);
-                        Ok(Some((chunk, (db, name, next))))
+                        }
+                        let page = members.next(&db, export).await.inspect_err(|e| {
+                            worker::console_error!("segment CSV cut short: {e}")
+                        })?;
+                        let more = page.len() == export;
+                        Ok(Some((csv(&page), (db, members, more))))
                     },
                 );
                 let mut response = Response::from_stream(head.chain(rest))?;

@@ -1,7 +1,7 @@
 //! Segments as audiences over the profile shards: each shard counts and lists its own members
 //! (`core::personalise::segment::audience`); sizes add up and pages merge by profile ID.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use futures_util::future::join_all;
 use seam_core::personalise::segment::audience;
@@ -49,9 +49,9 @@ pub async fn record_sizes(db: &Shards, now_ms: i64) -> worker::Result<()> {
     Ok(())
 }
 
-/// The page `page` (an [`audience::members`] or [`audience::export_page`] statement) reads in
-/// each shard, merged: each shard's first `limit` after the cursor hold the first `limit` of
-/// all.
+/// The page `page` (an [`audience::members`] statement) reads in each shard, merged: each
+/// shard's first `limit` after the cursor hold the first `limit` of all. For a page of at most
+/// [`audience::MAX_PAGE`]; a whole audience goes through [`Members`].
 pub async fn members(db: &Shards, page: &Statement, limit: usize) -> worker::Result<Vec<Member>> {
     let pages = join_all(db.all().iter().map(|shard| d1::rows::<Member>(shard, page))).await;
     let mut members = Vec::new();
@@ -61,4 +61,57 @@ pub async fn members(db: &Shards, page: &Statement, limit: usize) -> worker::Res
     members.sort_by(|a, b| a.profile_id.cmp(&b.profile_id));
     members.truncate(limit);
     Ok(members)
+}
+
+/// A whole audience in profile order, merged from the shards as it is read: each shard is read
+/// a page ([`audience::EXPORT_PAGE`]) at a time, only when its previous page is used up, so an
+/// export holds at most a page per shard and makes about one query per page of members.
+pub struct Members {
+    segment: String,
+    shards: Vec<Reading>,
+}
+
+#[derive(Default)]
+struct Reading {
+    unread: VecDeque<Member>,
+    after: String,
+    done: bool,
+}
+
+impl Members {
+    /// The audience of `segment` in `db`'s shards, from the start.
+    pub fn of(db: &Shards, segment: &str) -> Self {
+        Members {
+            segment: segment.to_owned(),
+            shards: db.all().iter().map(|_| Reading::default()).collect(),
+        }
+    }
+
+    /// The next members, up to `max`, in profile order; empty once all are read.
+    pub async fn next(&mut self, db: &Shards, max: usize) -> worker::Result<Vec<Member>> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            for (shard, reading) in self.shards.iter_mut().enumerate() {
+                if reading.unread.is_empty() && !reading.done {
+                    let page = audience::export_page(&self.segment, &reading.after);
+                    let rows = d1::rows::<Member>(db.at(shard), &page).await?;
+                    reading.done = rows.len() < audience::EXPORT_PAGE as usize;
+                    if let Some(last) = rows.last() {
+                        reading.after.clone_from(&last.profile_id);
+                    }
+                    reading.unread.extend(rows);
+                }
+            }
+            let next = self
+                .shards
+                .iter_mut()
+                .filter(|r| !r.unread.is_empty())
+                .min_by(|a, b| a.unread[0].profile_id.cmp(&b.unread[0].profile_id));
+            match next.and_then(|r| r.unread.pop_front()) {
+                Some(member) => out.push(member),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
 }

@@ -12,7 +12,7 @@ use worker::Env;
 
 use crate::error::ApiError;
 use crate::isolate;
-use crate::store::personalisation::StateRow;
+use crate::store::personalisation::{self, StateRow};
 use crate::store::shards::Shards;
 use crate::store::{d1, snapshots};
 
@@ -84,25 +84,32 @@ async fn decide_with(
     let mut reads = plan.reads();
     let candidate_reads = plan.candidate_reads();
     // The state row lives in the profile's shard: in the one batch when that is `DB`.
-    let state_shard = plan.state_of().map(|id| db.index_of(id)).filter(|s| *s > 0);
-    let state_read = match state_shard {
-        Some(_) => reads.split_off(candidate_reads.min(reads.len())),
-        None => Vec::new(),
-    };
-    let mut results = d1::execute(db, &reads).await?;
-    if let Some(shard) = state_shard {
-        results.extend(d1::execute(db.at(shard), &state_read).await?);
+    let elsewhere = plan
+        .state_of()
+        .filter(|id| db.index_of(id) > 0 || db.previous(id).is_some());
+    if elsewhere.is_some() {
+        reads.truncate(candidate_reads);
     }
+    let (results, elsewhere) = futures_util::join!(d1::execute(db, &reads), async {
+        match elsewhere {
+            Some(id) => personalisation::state_row(db, id).await,
+            None => Ok(None),
+        }
+    });
+    let (results, elsewhere) = (results?, elsewhere?);
     let rows = DecisionRows {
         candidates: results
             .iter()
             .take(candidate_reads)
             .map(|r| r.results::<CandidateRow>().unwrap_or_default())
             .collect(),
-        state: results
-            .get(candidate_reads)
-            .and_then(|r| r.results::<StateRow>().ok())
-            .and_then(|rows| rows.into_iter().next())
+        state: elsewhere
+            .or_else(|| {
+                results
+                    .get(candidate_reads)
+                    .and_then(|r| r.results::<StateRow>().ok())
+                    .and_then(|rows| rows.into_iter().next())
+            })
             .map(|row| row.state),
     };
     Ok(isolate::with_candidates(|cache| {

@@ -5,8 +5,11 @@
 use seam_core::collect::event::Event;
 use seam_core::identity::profile::ProfileView;
 use seam_core::personalise::computed::Applied;
+use seam_core::personalise::recommend::Changed;
 use seam_core::personalise::stored::StoredState;
-use seam_core::personalise::{self, PersonalisationConfig, ProfileState, Update, LOAD_STATE_SQL};
+use seam_core::personalise::{
+    self, shard, PersonalisationConfig, ProfileState, Update, LOAD_STATE_SQL,
+};
 use seam_core::plan::{Param, Statement};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -38,24 +41,82 @@ pub struct StateRow {
     pub version: i64,
 }
 
-/// A profile's stored state and its version (`None`: no row yet), from its shard.
+/// A profile's stored state and its version (`None`: no row yet), from its shard (or, while
+/// the shard count changes, from its previous shard when the home has none yet).
 pub async fn load(
     shards: &Shards,
     profile_id: &str,
 ) -> worker::Result<(ProfileState, Option<i64>)> {
-    load_in(shards.of_profile(profile_id), profile_id).await
+    Ok(state_of(state_row(shards, profile_id).await?))
 }
 
-async fn load_in(db: &D1Database, profile_id: &str) -> worker::Result<(ProfileState, Option<i64>)> {
+/// A profile's stored state row, found as [`load`] finds it.
+pub async fn state_row(shards: &Shards, profile_id: &str) -> worker::Result<Option<StateRow>> {
+    let home = row_in(shards.of_profile(profile_id), profile_id).await?;
+    match shards.previous(profile_id) {
+        Some(previous) if home.is_none() => row_in(shards.at(previous), profile_id).await,
+        _ => Ok(home),
+    }
+}
+
+/// While the shard count changes: moves what `profile_id`'s previous shard still holds into its
+/// home shard (`core::personalise::shard::arrive`), then deletes it there. Safe to repeat and to
+/// race with saves: the home keeps a newer row, and memberships follow the home's version.
+pub async fn settle(shards: &Shards, profile_id: &str) -> worker::Result<()> {
+    let Some(previous) = shards.previous(profile_id) else {
+        return Ok(());
+    };
+    let (home, old) = (shards.of_profile(profile_id), shards.at(previous));
+    let by_id = |sql: &str| Statement {
+        sql: sql.into(),
+        params: vec![Param::Text(profile_id.to_owned())],
+    };
+    let (state_sql, rows_sql) = (
+        by_id(shard::STATE_ROW_SQL),
+        by_id(shard::MEMBERSHIP_ROWS_SQL),
+    );
+    let (home_state, old_state, old_rows) = futures_util::join!(
+        d1::rows::<shard::StateRow>(home, &state_sql),
+        d1::rows::<shard::StateRow>(old, &state_sql),
+        d1::rows::<shard::MembershipRow>(old, &rows_sql),
+    );
+    let state = home_state?
+        .into_iter()
+        .next()
+        .or(old_state?.into_iter().next());
+    let old_rows = old_rows?;
+    let segments = state
+        .as_ref()
+        .map(|row| ProfileState::from_stored(Some(&row.state)).segments)
+        .unwrap_or_default();
+    let found = shard::Found {
+        state: state.as_ref(),
+        segments: &segments,
+        previous_rows: &old_rows,
+    };
+    d1::execute(home, &shard::arrive(profile_id, &found)).await?;
+    d1::execute(old, &shard::leave(profile_id)).await?;
+    Ok(())
+}
+
+/// [`settle`] after a save: a failure leaves the rows to the move job (`jobs::reshard`).
+async fn settle_after_save(shards: &Shards, profile_id: &str) {
+    if shards.previous(profile_id).is_some() {
+        if let Err(e) = settle(shards, profile_id).await {
+            worker::console_error!("moving a profile's state to its shard failed: {e}");
+        }
+    }
+}
+
+async fn row_in(db: &D1Database, profile_id: &str) -> worker::Result<Option<StateRow>> {
     let statement = Statement {
         sql: LOAD_STATE_SQL.into(),
         params: vec![Param::Text(profile_id.to_owned())],
     };
-    let row = d1::rows::<StateRow>(db, &statement)
+    Ok(d1::rows::<StateRow>(db, &statement)
         .await?
         .into_iter()
-        .next();
-    Ok(state_of(row))
+        .next())
 }
 
 /// The state and version a [`LOAD_STATE_SQL`] row holds (`None`: no row yet).
@@ -98,7 +159,7 @@ pub async fn update(
     // A merge changes this profile's state: what the caller read before it is stale.
     let mut loaded = absorbed.is_empty().then_some(loaded);
     for from in absorbed {
-        merge(shards, config, from, profile_id, now_ms).await?;
+        merge(patient, shards, config, from, profile_id, now_ms).await?;
     }
     for attempt in 0..SAVE_ATTEMPTS {
         if attempt > 0 {
@@ -148,6 +209,7 @@ pub async fn update(
             // Evidence the profile had given before (a product viewed again) and unchanged
             // catalogue bodies write no row: caches keep what those writes would have dropped.
             let changed = update.changed_by(|i| changed_rows(shared.get(i)));
+            settle_after_save(shards, profile_id).await;
             return Ok(Update { changed, ..update });
         }
     }
@@ -229,6 +291,7 @@ pub async fn update_many(
                 Err(_) => shared_failed = *shard == 0,
             }
         }
+        let shared_landed = results.contains_key(&0);
         for (job, (update, ranges)) in chunk.into_iter().zip(planned) {
             let Some((shared, shard, state)) = ranges else {
                 out.push(Ok(update));
@@ -246,7 +309,10 @@ pub async fn update_many(
                     update.changed_by(|i| changed_rows(shared.get(i)))
                 });
             match landed {
-                Some(changed) => out.push(Ok(Update { changed, ..update })),
+                Some(changed) => {
+                    settle_after_save(shards, &job.view.profile_id).await;
+                    out.push(Ok(Update { changed, ..update }));
+                }
                 // Someone saved first, or the batch failed: this one alone, read afresh.
                 None => {
                     let fresh = match patient.retry(|| load(shards, &job.view.profile_id)).await {
@@ -266,7 +332,13 @@ pub async fn update_many(
                         }
                         Err(e) => Err(e.into()),
                     };
-                    out.push(fresh);
+                    // When the shared batch landed, this retry's shared writes change nothing:
+                    // the caches still drop what the first try's writes changed.
+                    let earlier = shared_landed.then_some(&update.changed);
+                    out.push(fresh.map(|mut fresh| {
+                        fresh.changed.extend(earlier.unwrap_or(&Changed::default()));
+                        fresh
+                    }));
                 }
             }
         }
@@ -303,9 +375,11 @@ fn chunks<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
 
 /// Moves the state of profile `from` into `into` (an identity merge), which may live in
 /// different shards: the merged state is saved onto `into` first, and only then is `from`'s
-/// row deleted, so a failure in between leaves `from` to be merged again (merging is
-/// idempotent), never a state lost.
+/// row deleted (tried again on failure, `d1::Patient`). A failure that outlasts the retries
+/// leaves `from`'s row behind: no state is lost, but nothing merges it again, and until an
+/// erasure or retention takes it, its memberships count in audiences.
 async fn merge(
+    patient: Patient<'_>,
     shards: &Shards,
     config: &PersonalisationConfig,
     from: &str,
@@ -317,17 +391,27 @@ async fn merge(
         if attempt > 0 {
             back_off(attempt).await;
         }
-        let (from_state, from_version) = load_in(from_db, from).await?;
+        let (from_state, from_version) = patient.retry(|| load(shards, from)).await?;
         if from_version.is_none() {
             return Ok(());
         }
-        let (into_state, into_version) = load_in(into_db, into).await?;
+        let (into_state, into_version) = patient.retry(|| load(shards, into)).await?;
         let merged = personalise::merge(&from_state, &into_state, config);
         let writes = personalise::merge_writes(from, into, &merged, into_version, now_ms);
         // The delete of `from` must not run when the guarded save lost a race (in one batch
-        // it would), so the save goes first, alone.
-        if saved(&d1::execute(into_db, &[writes.save]).await?) {
-            d1::execute(from_db, &writes.absorbed).await?;
+        // it would), so the save goes first, alone. It is not retried: a save that landed but
+        // whose answer was lost would read as a lost race, and `from` would be merged twice.
+        if saved(&d1::execute(into_db, std::slice::from_ref(&writes.save)).await?) {
+            patient
+                .retry(|| d1::execute(from_db, &writes.absorbed))
+                .await?;
+            if let Some(previous) = shards.previous(from) {
+                let leave = shard::leave(from);
+                patient
+                    .retry(|| d1::execute(shards.at(previous), &leave))
+                    .await?;
+            }
+            settle_after_save(shards, into).await;
             return Ok(());
         }
     }

@@ -183,28 +183,43 @@ pub async fn erase_subject(
 }
 
 /// Runs an erasure plan of `DB` (`named`) with the subject's personalisation state
-/// ([`erase_state`]) in each profile's shard. The other shards go first: if `DB`'s transaction
-/// then fails, the subject is still found there and the erasure runs again whole. Shard 0's
-/// state joins `DB`'s transaction. Rows changed per name, summed over the shards.
+/// ([`erase_state`]) in each profile's shard (and, while the shard count changes, its previous
+/// shard). The other shards go first: if `DB`'s transaction then fails, the subject is still
+/// found there and the erasure runs again whole. Shard 0's state joins `DB`'s transaction.
+/// After it commits, the other shards are cleared once more: a refresh that ran in between
+/// (before the suppression committed) may have written a state there again. Rows changed per
+/// name, summed over the shards.
 pub async fn run_erasure(
     db: &Shards,
     subject: &Subject,
     mut named: Vec<(&'static str, Statement)>,
 ) -> worker::Result<BTreeMap<&'static str, usize>> {
-    let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
-    let mut in_db = Vec::new();
-    for (shard, profiles) in db.group(subject.profile_ids.iter(), |p| p.as_str()) {
-        if shard == 0 {
-            in_db = profiles;
-            continue;
-        }
-        for (what, n) in run_counted(db.at(shard), &erase_state(profiles)).await? {
-            *counts.entry(what).or_default() += n;
+    let mut places: BTreeMap<usize, Vec<&String>> = BTreeMap::new();
+    for profile in &subject.profile_ids {
+        for shard in std::iter::once(db.index_of(profile)).chain(db.previous(profile)) {
+            places.entry(shard).or_default().push(profile);
         }
     }
+    let in_db = places.remove(&0).unwrap_or_default();
+    let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut add = |changed: BTreeMap<&'static str, usize>| {
+        for (what, n) in changed {
+            *counts.entry(what).or_default() += n;
+        }
+    };
+    for (shard, profiles) in &places {
+        add(run_counted(db.at(*shard), &erase_state(profiles.iter().copied())).await?);
+    }
     named.extend(erase_state(in_db));
-    for (what, n) in run_counted(db, &named).await? {
-        *counts.entry(what).or_default() += n;
+    add(run_counted(db, &named).await?);
+    for (shard, profiles) in &places {
+        // `DB` has committed: the receipt stands, and a failure here is only logged.
+        match run_counted(db.at(*shard), &erase_state(profiles.iter().copied())).await {
+            Ok(changed) => add(changed),
+            Err(e) => {
+                worker::console_error!("erasure's second pass in a profile shard failed: {e}")
+            }
+        }
     }
     Ok(counts)
 }

@@ -138,22 +138,32 @@ pub async fn view_and_state(db: &Shards, profile_id: &str) -> worker::Result<Loa
         .ok_or_else(|| worker::Error::RustError("a read batch lost a result".into()))
 }
 
+/// Where a read went: (shard, position in its batch).
+type Place = (usize, usize);
+
 /// [`view_and_state`] for several profiles: one batch per database, run at once. `DB` reads
 /// the identifiers and traits, each profile's shard its state.
 pub async fn views_and_states(db: &Shards, profile_ids: &[&str]) -> worker::Result<Vec<Loaded>> {
     let mut plans: BTreeMap<usize, Vec<Statement>> = BTreeMap::new();
-    // Per profile, where each of its three reads went: (shard, position in its batch).
-    let mut places: Vec<[(usize, usize); 3]> = Vec::with_capacity(profile_ids.len());
+    // Per profile, where each of its reads went: (shard, position in its batch); the fourth
+    // is its state in its previous shard, while the shard count changes.
+    let mut places: Vec<([Place; 3], Option<Place>)> = Vec::with_capacity(profile_ids.len());
     for id in profile_ids {
         let state_shard = db.index_of(id);
         let mut at = [(0, 0); 3];
+        let mut previous = None;
         for (i, read) in view_reads("?1", id).into_iter().enumerate() {
             let shard = if i == 2 { state_shard } else { 0 };
+            if let Some(old) = db.previous(id).filter(|_| i == 2) {
+                let plan = plans.entry(old).or_default();
+                previous = Some((old, plan.len()));
+                plan.push(read.clone());
+            }
             let plan = plans.entry(shard).or_default();
             at[i] = (shard, plan.len());
             plan.push(read);
         }
-        places.push(at);
+        places.push((at, previous));
     }
     let runs = plans
         .iter()
@@ -162,7 +172,7 @@ pub async fn views_and_states(db: &Shards, profile_ids: &[&str]) -> worker::Resu
     for (shard, done) in join_all(runs).await {
         results.insert(shard, done?);
     }
-    let read = |(shard, i): (usize, usize)| {
+    let read = |(shard, i): Place| {
         results
             .get(&shard)
             .and_then(|r| r.get(i))
@@ -171,7 +181,16 @@ pub async fn views_and_states(db: &Shards, profile_ids: &[&str]) -> worker::Resu
     profile_ids
         .iter()
         .zip(places)
-        .map(|(id, [ids, traits, state])| loaded_of(id, read(ids)?, read(traits)?, read(state)?))
+        .map(|(id, ([ids, traits, state], previous))| {
+            let mut state = read(state)?;
+            if let Some(previous) = previous {
+                // Not yet written in its new shard: the previous shard's row holds it.
+                if state.results::<Value>()?.is_empty() {
+                    state = read(previous)?;
+                }
+            }
+            loaded_of(id, read(ids)?, read(traits)?, state)
+        })
         .collect()
 }
 
@@ -316,29 +335,38 @@ pub async fn page(
             ),
         ],
     );
-    for (shard, theirs) in db.group(ids.iter(), |id| id.as_str()) {
-        plans.entry(shard).or_default().push(of(
-            &theirs,
-            format!(
-                "SELECT profile_id, state, version FROM profile_personalisation \
-                 WHERE profile_id IN {in_page}"
-            ),
-        ));
+    let states_sql = format!(
+        "SELECT profile_id, state, version FROM profile_personalisation WHERE profile_id IN {in_page}"
+    );
+    // Each state read's place: (shard, position in its batch, whether it reads a previous
+    // shard while the shard count changes: those rows count only where the home has none).
+    let mut state_reads: Vec<(usize, usize, bool)> = Vec::new();
+    let moving: Vec<(usize, &String)> = ids
+        .iter()
+        .filter_map(|id| Some((db.previous(id)?, id)))
+        .collect();
+    let homes = db.group(ids.iter(), |id| id.as_str());
+    let previous = moving
+        .into_iter()
+        .fold(BTreeMap::new(), |mut by, (shard, id)| {
+            by.entry(shard).or_insert_with(Vec::new).push(id);
+            by
+        });
+    for (is_previous, groups) in [(false, homes), (true, previous)] {
+        for (shard, theirs) in groups {
+            let plan = plans.entry(shard).or_default();
+            state_reads.push((shard, plan.len(), is_previous));
+            plan.push(of(&theirs, states_sql.clone()));
+        }
     }
     let runs = plans
         .iter()
         .map(|(shard, plan)| async move { (*shard, d1::execute(db.at(*shard), plan).await) });
-    let mut state_results: Vec<D1Result> = Vec::new();
-    let mut results: Vec<D1Result> = Vec::new();
-    for (shard, done) in join_all(runs).await {
-        let mut done = done?;
-        if shard == 0 {
-            state_results.extend(done.split_off(2.min(done.len())));
-            results = done;
-        } else {
-            state_results.extend(done);
-        }
+    let mut done: BTreeMap<usize, Vec<D1Result>> = BTreeMap::new();
+    for (shard, results) in join_all(runs).await {
+        done.insert(shard, results?);
     }
+    let results = done.get(&0).map(Vec::as_slice).unwrap_or_default();
     #[derive(Deserialize)]
     struct Owned<T> {
         profile_id: String,
@@ -346,17 +374,21 @@ pub async fn page(
         row: T,
     }
     let mut identifiers: HashMap<String, Vec<IdentifierRow>> = HashMap::new();
-    for r in results_of::<Owned<IdentifierRow>>(&results, 0)? {
+    for r in results_of::<Owned<IdentifierRow>>(results, 0)? {
         identifiers.entry(r.profile_id).or_default().push(r.row);
     }
     let mut traits: HashMap<String, Vec<TraitRowDb>> = HashMap::new();
-    for r in results_of::<Owned<TraitRowDb>>(&results, 1)? {
+    for r in results_of::<Owned<TraitRowDb>>(results, 1)? {
         traits.entry(r.profile_id).or_default().push(r.row);
     }
     let mut states: HashMap<String, personalisation::StateRow> = HashMap::new();
-    for i in 0..state_results.len() {
-        for r in results_of::<Owned<personalisation::StateRow>>(&state_results, i)? {
-            states.insert(r.profile_id, r.row);
+    for (shard, i, is_previous) in state_reads {
+        let results = done.get(&shard).map(Vec::as_slice).unwrap_or_default();
+        for r in results_of::<Owned<personalisation::StateRow>>(results, i)? {
+            // Home reads come first: a previous shard's row fills only a gap.
+            if !is_previous || !states.contains_key(&r.profile_id) {
+                states.insert(r.profile_id, r.row);
+            }
         }
     }
     let mut out = Vec::with_capacity(ids.len());
@@ -387,6 +419,10 @@ fn results_of<T: serde::de::DeserializeOwned>(
         )),
     }
 }
+
+/// A profile's memberships as the profile API lists them.
+const MEMBERSHIPS_SQL: &str = "SELECT segment, entered_at AS enteredAt, exited_at AS exitedAt \
+    FROM segment_memberships WHERE profile_id = ?1 ORDER BY entered_at DESC LIMIT 100";
 
 /// Newest events, consent changes and deliveries the profile view lists.
 const TIMELINE: i64 = 50;
@@ -485,20 +521,27 @@ pub async fn full(
              ORDER BY entered_at DESC LIMIT 20",
         ),
     ];
-    let memberships = by_profile(
-        "SELECT segment, entered_at AS enteredAt, exited_at AS exitedAt \
-         FROM segment_memberships WHERE profile_id = ?1 ORDER BY entered_at DESC LIMIT 100",
-    );
+    let memberships = by_profile(MEMBERSHIPS_SQL);
     // Memberships live in the profile's shard: in the one batch when that is `DB`.
     let shard = db.index_of(profile_id);
     if shard == 0 {
         reads.push(memberships.clone());
     }
     let results = d1::execute(db, &reads).await?;
-    let memberships = match shard {
+    let mut memberships = match shard {
         0 => d1::rows_at(&results, 7)?,
         _ => d1::rows::<Value>(db.at(shard), &memberships).await?,
     };
+    if let Some(previous) = db.previous(profile_id) {
+        // Rows not yet moved from the previous shard: the home's row of a segment wins.
+        let old = d1::rows::<Value>(db.at(previous), &by_profile(MEMBERSHIPS_SQL)).await?;
+        for row in old {
+            if !memberships.iter().any(|m| m["segment"] == row["segment"]) {
+                memberships.push(row);
+            }
+        }
+        memberships.sort_by_key(|m| std::cmp::Reverse(m["enteredAt"].as_i64().unwrap_or(0)));
+    }
     let rows = |i: usize| d1::rows_at(&results, i);
     let stats = results
         .first()

@@ -55,8 +55,8 @@ pub struct WalkStep {
 }
 
 /// Where the walk stopped last (the start when it never ran).
-pub async fn walk_start(db: &D1Database) -> Result<String, ApiError> {
-    Ok(d1::rows::<CursorRow>(db, &walk_cursor())
+pub async fn walk_start(db: &D1Database, name: &str) -> Result<String, ApiError> {
+    Ok(d1::rows::<CursorRow>(db, &walk_cursor(name))
         .await?
         .into_iter()
         .next()
@@ -65,8 +65,8 @@ pub async fn walk_start(db: &D1Database) -> Result<String, ApiError> {
 }
 
 /// Saves where the walk goes on next run.
-pub async fn save_walk(db: &D1Database, after: &str) -> Result<(), ApiError> {
-    d1::execute(db, &[save_walk_cursor(after)]).await?;
+pub async fn save_walk(db: &D1Database, name: &str, after: &str) -> Result<(), ApiError> {
+    d1::execute(db, &[save_walk_cursor(name, after)]).await?;
     Ok(())
 }
 

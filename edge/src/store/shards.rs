@@ -4,13 +4,17 @@
 //! bindings `PROFILES_1` … `PROFILES_{n-1}`, each migrated from `edge/migrations-profiles`.
 //! Which shard holds a profile is `core::personalise::shard`'s choice.
 //!
+//! While the count changes (`PROFILE_SHARDS_FROM` names the old one), a profile's state may
+//! still be in its previous shard: [`Shards::previous`] names it, reads look there when the
+//! home has nothing, and `store::personalisation::settle` moves it home.
+//!
 //! `Shards` derefs to `DB`: code that never touches a profile's state takes `&D1Database` and
 //! is given the shared database.
 
 use std::collections::BTreeMap;
 use std::ops::Deref;
 
-use seam_core::personalise::shard::shard_of;
+use seam_core::personalise::shard::Layout;
 use worker::{D1Database, Env};
 
 use crate::error::ApiError;
@@ -19,6 +23,7 @@ use crate::settings;
 /// The shared database and the profile shards.
 pub struct Shards {
     dbs: Vec<D1Database>,
+    layout: Layout,
 }
 
 impl Shards {
@@ -26,28 +31,40 @@ impl Shards {
     /// not there is an error: falling back to fewer shards would look for every moved
     /// profile's state in the wrong database.
     pub fn of(env: &Env) -> Result<Self, ApiError> {
-        let count = settings::profile_shards(env)?;
+        let layout = Layout {
+            shards: settings::profile_shards(env)?,
+            from: settings::profile_shards_from(env)?,
+        };
         let mut dbs = vec![env.d1("DB")?];
-        for i in 1..count {
+        for i in 1..layout.databases() {
             let binding = format!("PROFILES_{i}");
             dbs.push(env.d1(&binding).map_err(|_| {
                 ApiError::Storage(format!(
-                    "PROFILE_SHARDS is {count}, and {binding} is not bound"
+                    "the profile shards need {binding}, which is not bound"
                 ))
             })?);
         }
-        Ok(Shards { dbs })
+        Ok(Shards { dbs, layout })
     }
 
-    /// Whether the profiles' state lives in `DB` alone (one batch can hold shared and state
-    /// writes, as before sharding).
-    pub fn single(&self) -> bool {
-        self.dbs.len() == 1
-    }
-
-    /// The index of `profile_id`'s shard.
+    /// The index of `profile_id`'s shard (where its state is written).
     pub fn index_of(&self, profile_id: &str) -> usize {
-        shard_of(profile_id, self.dbs.len() as u32) as usize
+        self.layout.home(profile_id) as usize
+    }
+
+    /// The shard `profile_id`'s state may still be in while the count changes.
+    pub fn previous(&self, profile_id: &str) -> Option<usize> {
+        self.layout.previous(profile_id).map(|s| s as usize)
+    }
+
+    /// The counts in force.
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// Whether the shard count is changing (`PROFILE_SHARDS_FROM`).
+    pub fn moving(&self) -> bool {
+        self.layout.from.is_some()
     }
 
     /// The database holding `profile_id`'s state.
@@ -55,7 +72,7 @@ impl Shards {
         &self.dbs[self.index_of(profile_id)]
     }
 
-    /// Every shard, `DB` first.
+    /// Every database bound for profiles' state, `DB` first (while shrinking, the old ones too).
     pub fn all(&self) -> &[D1Database] {
         &self.dbs
     }

@@ -64,7 +64,7 @@ pub fn members(segment: &str, after: &str, limit: u32) -> Statement {
 }
 
 /// Members an export reads per query: a Worker invocation makes at most 1,000 D1 queries
-/// (paid plan), so an export stops at ten million members.
+/// (paid plan), so an export stops at ten million members (less a page per profile shard).
 pub const EXPORT_PAGE: u32 = 10_000;
 
 /// [`members`] for an export: pages of [`EXPORT_PAGE`].
