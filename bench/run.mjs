@@ -398,7 +398,11 @@ if (edge) try {
 // events, and a CSV import (with D1's bytes per stored event).
 if (!ONLY || ONLY === "console") rows.push(...(await consoleRows()));
 if (!ONLY || ONLY === "import") rows.push(...(await importRows()));
-if (!ONLY || ONLY === "scale") rows.push(...(await scaleRows()));
+if (!ONLY || ONLY === "scale") {
+  rows.push(...(await scaleRows()));
+  // The same traffic with the profiles' state over three D1 databases (docs/scale.md).
+  rows.push(...(await scaleRows({ shards: 3, steps: [100, 300] })));
+}
 
 // The change against the committed results: the value a row had there, and the difference when
 // both are one number with the same unit.

@@ -146,11 +146,14 @@ export async function step(edge, run, multiple) {
 }
 
 /** Rows: one per multiple, then where it saturated and D1's bytes per stored event. */
-export async function scaleRows() {
+export async function scaleRows({ shards = SHARDS, steps = STEPS } = {}) {
+  const SHARDS = shards;
+  const STEPS = steps;
+  const label = (text) => (SHARDS > 1 ? `${text}, ${SHARDS} profile shards` : text);
   // A hot window of 0 hours: compaction takes whatever is archived, so the second reading is
   // what D1 holds per event once events are past the window (24 hours by default).
-  const edge = await startEdge("bench-scale", { limits: { ip: 1_000_000, source: 1_000_000 }, vars: { HOT_EVENT_HOURS: "0", ARCHIVE_SETTLE_SECONDS: "0" }, profileShards: SHARDS });
-  const state = join(root, "tests/.tmp", `bench-scale-${process.pid}`);
+  const edge = await startEdge(`bench-scale-${SHARDS}`, { limits: { ip: 1_000_000, source: 1_000_000 }, vars: { HOT_EVENT_HOURS: "0", ARCHIVE_SETTLE_SECONDS: "0" }, profileShards: SHARDS });
+  const state = join(root, "tests/.tmp", `bench-scale-${SHARDS}-${process.pid}`);
   const rows = [];
   try {
     const run = Date.now();
@@ -165,7 +168,7 @@ export async function scaleRows() {
       const ok = r.failures <= r.requests / 100 && r.refused === 0 && r.p99 < 1000 && r.backlog < 5;
       if (!ok && !saturated) saturated = r;
       rows.push([
-        `scale: ${multiple}x a small shop (${r.eventsPerSecond.toFixed(1)} events/s offered)`,
+        label(`scale: ${multiple}x a small shop (${r.eventsPerSecond.toFixed(1)} events/s offered)`),
         `${acceptedRate.toFixed(0)} events/s stored`,
         `${r.requests} requests of 1-4 events in ${r.seconds.toFixed(1)} s, p50 ${r.p50.toFixed(0)} ms, p99 ${r.p99.toFixed(0)} ms, ${r.failures} failed${r.failures ? ` (${Object.entries(r.statuses).map(([k, v]) => `${k}: ${v}`).join(", ")})` : ""}, ${r.refused} not sent (${MAX_IN_FLIGHT} in flight), queued events stored and after-response work done ${r.backlog.toFixed(1)} s after the last answer`,
       ]);
@@ -182,12 +185,12 @@ export async function scaleRows() {
     };
     const hot = perEvent(d1Tables(state));
     rows.push([
-      "scale: saturation (local, 2 cores)",
+      label("scale: saturation (local, 2 cores)"),
       saturated ? `at ${saturated.multiple}x` : `not reached by ${STEPS.at(-1)}x`,
       "the first step with over 1% failed, a request not sent, p99 over 1 s, or queued events or profile work still pending 5 s after the last answer",
     ]);
     rows.push([
-      "scale: D1 bytes per stored event, all events hot (shop mix)",
+      label("scale: D1 bytes per stored event, all events hot (shop mix)"),
       `${hot.perEvent} B`,
       `${events} events, ${(hot.bytes / 1024 / 1024).toFixed(1)} MB of D1 pages (checkpointed copy, dbstat); by table: ${hot.tables}`,
     ]);
@@ -203,7 +206,7 @@ export async function scaleRows() {
     const [{ left }] = await edge.query("SELECT COUNT(*) AS left FROM events");
     const cold = perEvent(d1Tables(state));
     rows.push([
-      `scale: D1 bytes per stored event past the hot window (shop mix${SHARDS > 1 ? `, all ${SHARDS} databases` : ""})`,
+      label("scale: D1 bytes per stored event past the hot window (shop mix, all databases)"),
       `${cold.perEvent} B`,
       `${left} of ${events} events still in D1 after compaction, dedup keys for all (inside the 7-day window); by table: ${cold.tables}; #18's target is <= 300`,
     ]);

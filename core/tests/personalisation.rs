@@ -95,7 +95,12 @@ fn run(
             config,
             now,
         );
-        assert!(up.writes.last().unwrap().sql.contains("RETURNING version"));
+        assert!(up
+            .state_writes
+            .last()
+            .unwrap()
+            .sql
+            .contains("RETURNING version"));
         state = up.state;
         version = Some(version.unwrap_or(0) + 1);
     }

@@ -484,11 +484,15 @@ pub fn merge(
     }
 }
 
-/// Writes after a merge, in order: the merged state onto `into` (version-guarded, in `into`'s
-/// shard), then in `from`'s shard the absorbed row deleted and its memberships closed.
+/// Writes after a merge, in order: the merged state onto `into` with its memberships as rows
+/// (one batch in `into`'s shard), then in `from`'s shard the absorbed row deleted and its
+/// memberships closed.
 pub struct MergeWrites {
-    /// The save onto `into`: no row returned means `into` changed since it was read.
-    pub save: Statement,
+    /// The version-guarded save onto `into` (first: no row returned means `into` changed since
+    /// it was read), then `into`'s membership rows as the merged state records them (written
+    /// only if the save landed: a segment the absorbed profile was in is current on `into`
+    /// without a transition, so nothing else would write its row).
+    pub save: Vec<Statement>,
     /// The absorbed profile's rows, once the save landed.
     pub absorbed: Vec<Statement>,
 }
@@ -501,8 +505,11 @@ pub fn merge_writes(
     into_version: Option<i64>,
     now_ms: i64,
 ) -> MergeWrites {
+    let saved_version = into_version.unwrap_or(0) + 1;
     MergeWrites {
-        save: save_state(into, merged, into_version, now_ms, None),
+        save: std::iter::once(save_state(into, merged, into_version, now_ms, None))
+            .chain(segment::recorded_writes(into, &merged.segments, saved_version))
+            .collect(),
         absorbed: vec![
             Statement {
                 sql: "DELETE FROM profile_personalisation WHERE profile_id = ?1".into(),
@@ -1030,8 +1037,39 @@ mod tests {
             "entered the two segments only the union qualifies for"
         );
         let writes = merge_writes("prof_a", "prof_b", &merged, Some(3), T0);
-        assert_eq!(writes.save.params[0], Param::Text("prof_b".into()));
-        assert_eq!(writes.save.params[4], Param::Int(3));
+        assert_eq!(writes.save[0].params[0], Param::Text("prof_b".into()));
+        assert_eq!(writes.save[0].params[4], Param::Int(3));
+        assert_eq!(
+            writes.save.len(),
+            1,
+            "neither side was in a segment: no rows to write"
+        );
+
+        // A segment the absorbed profile was in is current on the survivor with no transition:
+        // the merge writes its row, only if the save to version 4 landed.
+        let big = track(
+            "o3",
+            "Order Completed",
+            0,
+            json!({"order_id": "o3", "revenue": 900}),
+        );
+        let rich = update(
+            ProfileState::default(),
+            None,
+            "prof_a",
+            &Map::new(),
+            &[&big],
+            &c,
+            T0,
+        )
+        .state;
+        let merged = merge(&rich, &b, &c);
+        let writes = merge_writes("prof_a", "prof_b", &merged, Some(3), T0);
+        let rows = &writes.save[1];
+        assert!(rows.sql.starts_with("INSERT INTO segment_memberships"));
+        assert_eq!(rows.params[0], Param::Text("prof_b".into()));
+        assert!(matches!(&rows.params[1], Param::Text(t) if t.contains("high_value")));
+        assert_eq!(rows.params[2], Param::Int(4));
         assert!(writes.absorbed[0]
             .sql
             .starts_with("DELETE FROM profile_personalisation"));

@@ -11,7 +11,7 @@
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::personalise::segment::Memberships;
+use crate::personalise::segment::{recorded_writes, Memberships};
 use crate::personalise::stored::StoredState;
 use crate::plan::{Param, Statement};
 
@@ -76,22 +76,28 @@ pub struct MembershipRow {
     pub exited_at: Option<i64>,
 }
 
-/// Up to `limit` state rows of a shard after profile ID `after`, in key order (the move's walk):
-/// `profile_id`.
+/// Up to `limit` profiles with rows in a shard after profile ID `after`, in key order (the
+/// move's walk): `profile_id`. Memberships count too: a profile merged away keeps its closed
+/// memberships and no state row.
 pub fn walk(after: &str, limit: u32) -> Statement {
     Statement {
-        sql: "SELECT profile_id FROM profile_personalisation WHERE profile_id > ?1 \
-              ORDER BY profile_id LIMIT ?2"
+        sql: "SELECT profile_id FROM (SELECT profile_id FROM profile_personalisation \
+              WHERE profile_id > ?1 ORDER BY profile_id LIMIT ?2) \
+              UNION SELECT profile_id FROM (SELECT DISTINCT profile_id FROM segment_memberships \
+              WHERE profile_id > ?1 ORDER BY profile_id LIMIT ?2) ORDER BY profile_id LIMIT ?2"
             .into(),
         params: vec![Param::Text(after.into()), Param::Int(i64::from(limit))],
     }
 }
 
-/// The newest state the home shard and the previous one hold: the home's when it has one (it
-/// was written after the move began).
+/// What a move found of a profile, read before [`arrive`].
 pub struct Found<'a> {
-    /// The state row as stored.
-    pub state: Option<&'a StateRow>,
+    /// The previous shard's state row, to copy: only when the home had none.
+    pub copy: Option<&'a StateRow>,
+    /// The version of the state the memberships come from (the home's row, or the copy), or
+    /// `None` when neither shard has a state row (a profile merged away keeps only its closed
+    /// memberships).
+    pub version: Option<i64>,
     /// The memberships that state records.
     pub segments: &'a Memberships,
     /// The previous shard's membership rows.
@@ -99,14 +105,26 @@ pub struct Found<'a> {
 }
 
 /// Writes in a profile's home shard that take its state over from the previous shard, in one
-/// batch: the state row as the previous shard held it (ignored when the home has one: that one
-/// is newer), the previous shard's membership rows (ignored where the home has its own), then
-/// the memberships the state records, written only while the home's row is still the version
-/// they come from (a save that lands in between writes its own).
+/// batch (one transaction): the previous shard's state row when the home had none, the
+/// previous shard's membership rows (ignored where the home has its own), then the memberships
+/// the state records. While there is a state, each write holds only if the home's row is the
+/// version read: a save or delete that came in between makes the batch change nothing. The
+/// batch ends by reading the home's version: the caller deletes the previous shard's rows
+/// ([`leave`]) only when it is [`Found::version`], and otherwise leaves them for a later try.
 pub fn arrive(profile_id: &str, found: &Found<'_>) -> Vec<Statement> {
     let id = || Param::Text(profile_id.to_owned());
+    // Holds while the home's row is the version read (or, with no state at all, still none).
+    let guard = match found.version {
+        Some(_) => "(SELECT version FROM profile_personalisation WHERE profile_id = ?1) = ?3",
+        None => "NOT EXISTS (SELECT 1 FROM profile_personalisation WHERE profile_id = ?1)",
+    };
+    // The guard's parameters: `?3` only when it names a version (D1 refuses unused ones).
+    let guarded = |params: Vec<Param>| match found.version {
+        Some(v) => [params, vec![Param::Int(v)]].concat(),
+        None => params,
+    };
     let mut writes = Vec::new();
-    if let Some(row) = found.state {
+    if let Some(row) = found.copy {
         let stored = match &row.state {
             StoredState::Text(text) => Param::Text(text.clone()),
             StoredState::Bytes(bytes) => Param::Blob(bytes.clone()),
@@ -131,35 +149,33 @@ pub fn arrive(profile_id: &str, found: &Found<'_>) -> Vec<Statement> {
         .collect();
     if !rows.is_empty() {
         writes.push(Statement {
-            sql: "INSERT OR IGNORE INTO segment_memberships (profile_id, segment, entered_at, exited_at) \
-                  SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), \
-                  json_extract(value, '$[2]') FROM json_each(?2)"
-                .into(),
-            params: vec![id(), Param::Text(json_rows(&rows))],
+            sql: format!(
+                "INSERT OR IGNORE INTO segment_memberships (profile_id, segment, entered_at, exited_at) \
+                 SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), \
+                 json_extract(value, '$[2]') FROM json_each(?2) WHERE {guard}"
+            ),
+            params: guarded(vec![id(), Param::Text(json_rows(&rows))]),
         });
     }
-    if let Some(version) = found
-        .state
-        .map(|row| row.version)
-        .filter(|_| !found.segments.is_empty())
-    {
-        let recorded: Vec<(&str, i64, Option<i64>)> = found
-            .segments
-            .iter()
-            .map(|(name, m)| (name.as_str(), m.entered_at, m.exited_at))
-            .collect();
-        writes.push(Statement {
-            sql: "INSERT INTO segment_memberships (profile_id, segment, entered_at, exited_at) \
-                  SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), \
-                  json_extract(value, '$[2]') FROM json_each(?2) \
-                  WHERE (SELECT version FROM profile_personalisation WHERE profile_id = ?1) = ?3 \
-                  ON CONFLICT (profile_id, segment) DO UPDATE SET \
-                  entered_at = excluded.entered_at, exited_at = excluded.exited_at"
-                .into(),
-            params: vec![id(), Param::Text(json_rows(&recorded)), Param::Int(version)],
-        });
+    if let Some(version) = found.version {
+        writes.extend(recorded_writes(profile_id, found.segments, version));
     }
+    writes.push(Statement {
+        sql: "SELECT version FROM profile_personalisation WHERE profile_id = ?1".into(),
+        params: vec![id()],
+    });
     writes
+}
+
+/// Whether the profile still exists (has identifiers in `DB`): a move that raced a merge or an
+/// erasure must not leave the rows it carried. `found` is 1 when it does.
+pub fn exists(profile_id: &str) -> Statement {
+    Statement {
+        sql:
+            "SELECT count(*) AS found FROM (SELECT 1 FROM identities WHERE profile_id = ?1 LIMIT 1)"
+                .into(),
+        params: vec![Param::Text(profile_id.to_owned())],
+    }
 }
 
 /// Writes in the previous shard once the home holds the state: its rows there go.
@@ -286,7 +302,7 @@ mod tests {
     }
 
     #[test]
-    fn arriving_keeps_a_newer_home_row_and_writes_memberships_only_for_its_version() {
+    fn arriving_copies_the_old_row_and_writes_only_while_the_home_holds_the_version_read() {
         use crate::personalise::segment::Membership;
         let state = StateRow {
             state: StoredState::Bytes(vec![1, 2, 3]),
@@ -309,12 +325,13 @@ mod tests {
         let writes = arrive(
             "prof_1",
             &Found {
-                state: Some(&state),
+                copy: Some(&state),
+                version: Some(7),
                 segments: &segments,
                 previous_rows: &rows,
             },
         );
-        assert_eq!(writes.len(), 3);
+        assert_eq!(writes.len(), 4);
         assert!(writes[0]
             .sql
             .starts_with("INSERT OR IGNORE INTO profile_personalisation"));
@@ -327,20 +344,47 @@ mod tests {
             writes[1].params[1],
             Param::Text(r#"[["vip",5,null]]"#.into())
         );
-        // The state says the profile left: that wins over the stale row, for version 7 only.
+        // The state says the profile left: that wins over the stale row.
         assert_eq!(writes[2].params[1], Param::Text(r#"[["vip",5,9]]"#.into()));
-        assert_eq!(writes[2].params[2], Param::Int(7));
-        assert!(writes[2].sql.contains("= ?3"));
+        for w in &writes[1..3] {
+            assert!(w
+                .sql
+                .contains("WHERE (SELECT version FROM profile_personalisation"));
+            assert_eq!(w.params[2], Param::Int(7), "guarded by the version read");
+        }
+        assert!(writes[3].sql.starts_with("SELECT version"));
 
-        let nothing = arrive(
+        // The home already had a newer row: nothing is copied over it.
+        let home = arrive(
             "prof_1",
             &Found {
-                state: None,
-                segments: &Memberships::new(),
-                previous_rows: &[],
+                copy: None,
+                version: Some(8),
+                segments: &segments,
+                previous_rows: &rows,
             },
         );
-        assert!(nothing.is_empty());
+        assert!(home
+            .iter()
+            .all(|w| !w.sql.contains("INTO profile_personalisation")));
+
+        // Merged away: only closed memberships, moved while no state row appears.
+        let merged = arrive(
+            "prof_1",
+            &Found {
+                copy: None,
+                version: None,
+                segments: &Memberships::new(),
+                previous_rows: &rows,
+            },
+        );
+        assert_eq!(merged.len(), 2);
+        assert!(merged[0].sql.contains("NOT EXISTS"));
+        assert_eq!(
+            merged[0].params.len(),
+            2,
+            "no parameter the guard does not use"
+        );
         assert_eq!(leave("prof_1").len(), 2);
     }
 

@@ -1,12 +1,13 @@
 //! Moving the profiles' state after the shard count changed (`PROFILE_SHARDS_FROM` set to the
-//! old count, docs/scale.md "Profile shards"). Each run (the every-minute cron) walks the
-//! shards' state rows in key order from saved positions (`walk_cursors`) and moves home every
-//! row whose profile now belongs in another shard (`store::personalisation::settle`), up to
-//! [`MOVES_PER_RUN`] a run. A shard
-//! whose walk reached its end is marked done; once every shard is, the move is over and
-//! `PROFILE_SHARDS_FROM` can go. Reads meanwhile look in both places, so nothing waits on this.
+//! old count, docs/scale.md "Profile shards"). Each run (the every-minute cron) walks the old
+//! count's shards in key order from saved positions (`walk_cursors`) and moves home every
+//! profile that now belongs in another shard (`store::personalisation::settle`), within a
+//! budget of steps and moves a run. A shard whose walk reached its end with nothing left behind
+//! is marked done; once every one is, the move is over and `PROFILE_SHARDS_FROM` can go. Reads
+//! meanwhile look in both places, so nothing waits on this.
 
 use seam_core::personalise::shard::{self, Layout};
+use seam_core::plan::{Param, Statement};
 use serde::Deserialize;
 
 use crate::error::ApiError;
@@ -14,13 +15,18 @@ use crate::store::retention::{save_walk, walk_start};
 use crate::store::shards::Shards;
 use crate::store::{d1, personalisation};
 
-/// State rows one step of a shard's walk reads.
+/// Profiles one step of a shard's walk reads.
 const STEP: u32 = 200;
-/// Profiles one run moves at most: a move is five D1 queries (three reads, two batches), and
-/// an invocation makes at most 1,000.
-const MOVES_PER_RUN: usize = 100;
+/// Steps one run takes at most, over all shards: two queries each (the read and the saved
+/// position).
+const STEPS_PER_RUN: u32 = 30;
+/// Profiles one run moves at most: a move is six or seven D1 queries, an invocation makes at
+/// most 1,000, and the journeys' run shares this one. With the steps, under 500 queries.
+const MOVES_PER_RUN: usize = 60;
 /// The saved position of a shard whose walk is finished.
 pub const DONE: &str = "\u{10FFFF}done";
+/// The prefix of the walks' names in `walk_cursors`.
+const PREFIX: &str = "profile_shard_move:";
 
 /// What one run did.
 #[derive(Debug, Default)]
@@ -39,43 +45,58 @@ pub struct Report {
 /// so a later change of the count walks again.
 pub fn cursor_name(layout: Layout, shard: usize) -> String {
     let from = layout.from.unwrap_or(layout.shards);
-    format!("profile_shard_move:{from}:{}:{shard}", layout.shards)
+    format!("{PREFIX}{from}:{}:{shard}", layout.shards)
 }
 
-/// One run of the move; nothing when the count is not changing.
+/// One run of the move. When the count is not changing, it only forgets the walks of a past
+/// move, so that a later move with the same counts walks again.
 pub async fn run(db: &Shards) -> Result<Report, ApiError> {
     let mut report = Report::default();
-    if !db.moving() {
+    let Some(from) = db.layout().from else {
+        forget_walks(db).await?;
         return Ok(report);
-    }
+    };
     #[derive(Deserialize)]
     struct Row {
         profile_id: String,
     }
-    let mut budget = MOVES_PER_RUN;
-    for index in 0..db.all().len() {
+    let (mut moves, mut steps) = (MOVES_PER_RUN, STEPS_PER_RUN);
+    // Only the old count's shards hold rows it placed.
+    for index in 0..(from as usize).min(db.all().len()) {
         report.shards += 1;
         let name = cursor_name(db.layout(), index);
         let mut after = walk_start(db, &name).await?;
-        while after != DONE && budget > 0 {
+        // A profile that could not move now makes the walk go round again instead of ending.
+        let mut left_behind = false;
+        while after != DONE && moves > 0 && steps > 0 {
+            steps -= 1;
             let rows = d1::rows::<Row>(db.at(index), &shard::walk(&after, STEP)).await?;
             let mut read_all = true;
             for row in &rows {
-                // Only what the old count put here moves; a row no layout explains stays.
                 if db.previous(&row.profile_id) == Some(index) {
-                    if budget == 0 {
+                    if moves == 0 {
                         read_all = false;
                         break;
                     }
-                    personalisation::settle(db, &row.profile_id).await?;
-                    budget -= 1;
-                    report.moved += 1;
+                    moves -= 1;
+                    match personalisation::settle(db, &row.profile_id).await {
+                        Ok(true) => report.moved += 1,
+                        Ok(false) => left_behind = true,
+                        Err(e) => {
+                            worker::console_error!("moving a profile's state failed: {e}");
+                            left_behind = true;
+                        }
+                    }
                 }
                 report.walked += 1;
                 after.clone_from(&row.profile_id);
             }
             if read_all && rows.len() < STEP as usize {
-                after = DONE.to_owned();
+                after = if left_behind {
+                    String::new()
+                } else {
+                    DONE.to_owned()
+                };
             }
             save_walk(db, &name, &after).await?;
         }
@@ -84,4 +105,21 @@ pub async fn run(db: &Shards) -> Result<Report, ApiError> {
         }
     }
     Ok(report)
+}
+
+/// Deletes the saved positions of past moves (one read when there are none).
+async fn forget_walks(db: &Shards) -> Result<(), ApiError> {
+    let like = Param::Text(format!("{PREFIX}%"));
+    let any = Statement {
+        sql: "SELECT name FROM walk_cursors WHERE name LIKE ?1 LIMIT 1".into(),
+        params: vec![like.clone()],
+    };
+    if !d1::rows::<serde_json::Value>(db, &any).await?.is_empty() {
+        let forget = Statement {
+            sql: "DELETE FROM walk_cursors WHERE name LIKE ?1".into(),
+            params: vec![like],
+        };
+        d1::execute(db, &[forget]).await?;
+    }
+    Ok(())
 }

@@ -63,14 +63,15 @@ pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
                 // is due there); a row no layout puts here is an orphan and leaves the sweep.
                 let handled = match db.previous(profile_id) {
                     Some(previous) if previous == shard => {
-                        store::personalisation::settle(&db, profile_id)
-                            .await
-                            .map_err(ApiError::from)
+                        store::personalisation::settle(&db, profile_id).await
                     }
-                    _ => store::sweep::clear(db.at(shard), profile_id).await,
+                    _ => store::sweep::clear(db.at(shard), profile_id)
+                        .await
+                        .map(|()| true)
+                        .map_err(|e| worker::Error::RustError(e.code().into())),
                 };
-                if let Err(e) = handled {
-                    worker::console_error!("a due row outside its shard: {}", e.code());
+                if !matches!(handled, Ok(true)) {
+                    // Changed meanwhile, or failed: tried again at a later run.
                     store::sweep::postpone(db.at(shard), profile_id, now_ms + RETRY_AFTER_MS)
                         .await?;
                 }
@@ -129,6 +130,7 @@ async fn advance(
         // An ingest saved first: it evaluated at its own time and set the next check.
         return Ok(0);
     }
+    store::personalisation::settle_after_save(db, profile_id).await;
     let transitions = update.diff.transitions.len();
     if !update.internal_events.is_empty() {
         // The events go to the source the profile was last seen through.

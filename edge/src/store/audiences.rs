@@ -59,6 +59,8 @@ pub async fn members(db: &Shards, page: &Statement, limit: usize) -> worker::Res
         members.extend(rows?);
     }
     members.sort_by(|a, b| a.profile_id.cmp(&b.profile_id));
+    // While the shard count changes, a profile mid-move can be in two shards.
+    members.dedup_by(|a, b| a.profile_id == b.profile_id);
     members.truncate(limit);
     Ok(members)
 }
@@ -69,6 +71,9 @@ pub async fn members(db: &Shards, page: &Statement, limit: usize) -> worker::Res
 pub struct Members {
     segment: String,
     shards: Vec<Reading>,
+    /// The last member given: while the shard count changes, a profile caught between the
+    /// copy and the delete of a move is in two shards at once, and is given once.
+    last: Option<String>,
 }
 
 #[derive(Default)]
@@ -84,6 +89,7 @@ impl Members {
         Members {
             segment: segment.to_owned(),
             shards: db.all().iter().map(|_| Reading::default()).collect(),
+            last: None,
         }
     }
 
@@ -108,7 +114,11 @@ impl Members {
                 .filter(|r| !r.unread.is_empty())
                 .min_by(|a, b| a.unread[0].profile_id.cmp(&b.unread[0].profile_id));
             match next.and_then(|r| r.unread.pop_front()) {
-                Some(member) => out.push(member),
+                Some(member) if self.last.as_ref() == Some(&member.profile_id) => {}
+                Some(member) => {
+                    self.last = Some(member.profile_id.clone());
+                    out.push(member);
+                }
                 None => break,
             }
         }

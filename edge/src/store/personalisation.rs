@@ -52,19 +52,24 @@ pub async fn load(
 
 /// A profile's stored state row, found as [`load`] finds it.
 pub async fn state_row(shards: &Shards, profile_id: &str) -> worker::Result<Option<StateRow>> {
-    let home = row_in(shards.of_profile(profile_id), profile_id).await?;
-    match shards.previous(profile_id) {
-        Some(previous) if home.is_none() => row_in(shards.at(previous), profile_id).await,
-        _ => Ok(home),
-    }
+    let home = shards.of_profile(profile_id);
+    let Some(previous) = shards.previous(profile_id) else {
+        return row_in(home, profile_id).await;
+    };
+    // The previous shard first: a move copies home before it deletes there, so the home read
+    // after it cannot miss a row moved in between.
+    let old = row_in(shards.at(previous), profile_id).await?;
+    Ok(row_in(home, profile_id).await?.or(old))
 }
 
 /// While the shard count changes: moves what `profile_id`'s previous shard still holds into its
 /// home shard (`core::personalise::shard::arrive`), then deletes it there. Safe to repeat and to
-/// race with saves: the home keeps a newer row, and memberships follow the home's version.
-pub async fn settle(shards: &Shards, profile_id: &str) -> worker::Result<()> {
+/// race with saves, merges and erasures: the copy lands only while the home still holds what
+/// was read, and rows of a profile that no longer exists do not stay. Returns whether the move
+/// is done (`false`: something changed meanwhile, and the rows wait for a later try).
+pub async fn settle(shards: &Shards, profile_id: &str) -> worker::Result<bool> {
     let Some(previous) = shards.previous(profile_id) else {
-        return Ok(());
+        return Ok(true);
     };
     let (home, old) = (shards.of_profile(profile_id), shards.at(previous));
     let by_id = |sql: &str| Statement {
@@ -75,32 +80,58 @@ pub async fn settle(shards: &Shards, profile_id: &str) -> worker::Result<()> {
         by_id(shard::STATE_ROW_SQL),
         by_id(shard::MEMBERSHIP_ROWS_SQL),
     );
-    let (home_state, old_state, old_rows) = futures_util::join!(
-        d1::rows::<shard::StateRow>(home, &state_sql),
+    // The previous shard first (see `state_row`).
+    let (old_state, old_rows) = futures_util::join!(
         d1::rows::<shard::StateRow>(old, &state_sql),
         d1::rows::<shard::MembershipRow>(old, &rows_sql),
     );
-    let state = home_state?
+    let (old_state, old_rows) = (old_state?.into_iter().next(), old_rows?);
+    let home_state = d1::rows::<shard::StateRow>(home, &state_sql)
+        .await?
         .into_iter()
-        .next()
-        .or(old_state?.into_iter().next());
-    let old_rows = old_rows?;
-    let segments = state
-        .as_ref()
+        .next();
+    let (copy, current) = match &home_state {
+        Some(row) => (None, Some(row)),
+        None => (old_state.as_ref(), old_state.as_ref()),
+    };
+    let version = current.map(|row| row.version);
+    let segments = current
         .map(|row| ProfileState::from_stored(Some(&row.state)).segments)
         .unwrap_or_default();
     let found = shard::Found {
-        state: state.as_ref(),
+        copy,
+        version,
         segments: &segments,
         previous_rows: &old_rows,
     };
-    d1::execute(home, &shard::arrive(profile_id, &found)).await?;
+    #[derive(Deserialize)]
+    struct Version {
+        version: i64,
+    }
+    let arrived = d1::execute(home, &shard::arrive(profile_id, &found)).await?;
+    let holds = arrived
+        .last()
+        .and_then(|r| r.results::<Version>().ok())
+        .map(|rows| rows.first().map(|r| r.version))
+        == Some(version);
+    if !holds {
+        return Ok(false);
+    }
     d1::execute(old, &shard::leave(profile_id)).await?;
-    Ok(())
+    #[derive(Deserialize)]
+    struct Exists {
+        found: i64,
+    }
+    let exists = d1::rows::<Exists>(shards, &shard::exists(profile_id)).await?;
+    if exists.first().is_none_or(|e| e.found == 0) {
+        // Merged away or erased while this ran: what it carried home goes too.
+        d1::execute(home, &shard::leave(profile_id)).await?;
+    }
+    Ok(true)
 }
 
 /// [`settle`] after a save: a failure leaves the rows to the move job (`jobs::reshard`).
-async fn settle_after_save(shards: &Shards, profile_id: &str) {
+pub async fn settle_after_save(shards: &Shards, profile_id: &str) {
     if shards.previous(profile_id).is_some() {
         if let Err(e) = settle(shards, profile_id).await {
             worker::console_error!("moving a profile's state to its shard failed: {e}");
@@ -401,7 +432,8 @@ async fn merge(
         // The delete of `from` must not run when the guarded save lost a race (in one batch
         // it would), so the save goes first, alone. It is not retried: a save that landed but
         // whose answer was lost would read as a lost race, and `from` would be merged twice.
-        if saved(&d1::execute(into_db, std::slice::from_ref(&writes.save)).await?) {
+        let results = d1::execute(into_db, &writes.save).await?;
+        if saved(results.get(..1).unwrap_or_default()) {
             patient
                 .retry(|| d1::execute(from_db, &writes.absorbed))
                 .await?;

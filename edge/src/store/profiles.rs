@@ -145,8 +145,11 @@ type Place = (usize, usize);
 /// the identifiers and traits, each profile's shard its state.
 pub async fn views_and_states(db: &Shards, profile_ids: &[&str]) -> worker::Result<Vec<Loaded>> {
     let mut plans: BTreeMap<usize, Vec<Statement>> = BTreeMap::new();
+    // While the shard count changes, states in their previous shards are read first: a move
+    // copies home before it deletes, so the home read after it cannot miss a row in between.
+    let mut earlier: BTreeMap<usize, Vec<Statement>> = BTreeMap::new();
     // Per profile, where each of its reads went: (shard, position in its batch); the fourth
-    // is its state in its previous shard, while the shard count changes.
+    // is its state in its previous shard (in `earlier`).
     let mut places: Vec<([Place; 3], Option<Place>)> = Vec::with_capacity(profile_ids.len());
     for id in profile_ids {
         let state_shard = db.index_of(id);
@@ -155,7 +158,7 @@ pub async fn views_and_states(db: &Shards, profile_ids: &[&str]) -> worker::Resu
         for (i, read) in view_reads("?1", id).into_iter().enumerate() {
             let shard = if i == 2 { state_shard } else { 0 };
             if let Some(old) = db.previous(id).filter(|_| i == 2) {
-                let plan = plans.entry(old).or_default();
+                let plan = earlier.entry(old).or_default();
                 previous = Some((old, plan.len()));
                 plan.push(read.clone());
             }
@@ -165,33 +168,42 @@ pub async fn views_and_states(db: &Shards, profile_ids: &[&str]) -> worker::Resu
         }
         places.push((at, previous));
     }
-    let runs = plans
-        .iter()
-        .map(|(shard, plan)| async move { (*shard, d1::execute(db.at(*shard), plan).await) });
-    let mut results: BTreeMap<usize, Vec<D1Result>> = BTreeMap::new();
-    for (shard, done) in join_all(runs).await {
-        results.insert(shard, done?);
-    }
-    let read = |(shard, i): Place| {
-        results
-            .get(&shard)
+    let earlier = run_plans(db, &earlier).await?;
+    let results = run_plans(db, &plans).await?;
+    fn read(done: &BTreeMap<usize, Vec<D1Result>>, (shard, i): Place) -> worker::Result<&D1Result> {
+        done.get(&shard)
             .and_then(|r| r.get(i))
             .ok_or_else(|| worker::Error::RustError("a read batch lost a result".into()))
-    };
+    }
     profile_ids
         .iter()
         .zip(places)
         .map(|(id, ([ids, traits, state], previous))| {
-            let mut state = read(state)?;
+            let mut state = read(&results, state)?;
             if let Some(previous) = previous {
                 // Not yet written in its new shard: the previous shard's row holds it.
                 if state.results::<Value>()?.is_empty() {
-                    state = read(previous)?;
+                    state = read(&earlier, previous)?;
                 }
             }
-            loaded_of(id, read(ids)?, read(traits)?, state)
+            loaded_of(id, read(&results, ids)?, read(&results, traits)?, state)
         })
         .collect()
+}
+
+/// Runs each shard's batch at once: results by shard.
+async fn run_plans(
+    db: &Shards,
+    plans: &BTreeMap<usize, Vec<Statement>>,
+) -> worker::Result<BTreeMap<usize, Vec<D1Result>>> {
+    let runs = plans
+        .iter()
+        .map(|(shard, plan)| async move { (*shard, d1::execute(db.at(*shard), plan).await) });
+    let mut done = BTreeMap::new();
+    for (shard, results) in join_all(runs).await {
+        done.insert(shard, results?);
+    }
+    Ok(done)
 }
 
 /// Reads the results of [`view_reads`] for `profile_id`, as one batch returned them.
@@ -352,20 +364,20 @@ pub async fn page(
             by.entry(shard).or_insert_with(Vec::new).push(id);
             by
         });
+    // Previous shards are read first (see `views_and_states`).
+    let mut earlier: BTreeMap<usize, Vec<Statement>> = BTreeMap::new();
     for (is_previous, groups) in [(false, homes), (true, previous)] {
         for (shard, theirs) in groups {
-            let plan = plans.entry(shard).or_default();
+            let plan = match is_previous {
+                true => earlier.entry(shard).or_default(),
+                false => plans.entry(shard).or_default(),
+            };
             state_reads.push((shard, plan.len(), is_previous));
             plan.push(of(&theirs, states_sql.clone()));
         }
     }
-    let runs = plans
-        .iter()
-        .map(|(shard, plan)| async move { (*shard, d1::execute(db.at(*shard), plan).await) });
-    let mut done: BTreeMap<usize, Vec<D1Result>> = BTreeMap::new();
-    for (shard, results) in join_all(runs).await {
-        done.insert(shard, results?);
-    }
+    let earlier = run_plans(db, &earlier).await?;
+    let done = run_plans(db, &plans).await?;
     let results = done.get(&0).map(Vec::as_slice).unwrap_or_default();
     #[derive(Deserialize)]
     struct Owned<T> {
@@ -383,7 +395,11 @@ pub async fn page(
     }
     let mut states: HashMap<String, personalisation::StateRow> = HashMap::new();
     for (shard, i, is_previous) in state_reads {
-        let results = done.get(&shard).map(Vec::as_slice).unwrap_or_default();
+        let results = match is_previous {
+            true => &earlier,
+            false => &done,
+        };
+        let results = results.get(&shard).map(Vec::as_slice).unwrap_or_default();
         for r in results_of::<Owned<personalisation::StateRow>>(results, i)? {
             // Home reads come first: a previous shard's row fills only a gap.
             if !is_previous || !states.contains_key(&r.profile_id) {
@@ -541,6 +557,7 @@ pub async fn full(
             }
         }
         memberships.sort_by_key(|m| std::cmp::Reverse(m["enteredAt"].as_i64().unwrap_or(0)));
+        memberships.truncate(100);
     }
     let rows = |i: usize| d1::rows_at(&results, i);
     let stats = results

@@ -228,6 +228,37 @@ pub fn membership_writes(profile_id: &str, diff: &MembershipDiff) -> Vec<Stateme
     statements
 }
 
+/// Writes every membership `memberships` records as `profile_id`'s rows (entries and exits as
+/// recorded), only while the profile's state row is at `version`: for states that did not come
+/// from transitions (a merge's union, a move between shards). `None` when there is none.
+pub fn recorded_writes(
+    profile_id: &str,
+    memberships: &Memberships,
+    version: i64,
+) -> Option<Statement> {
+    if memberships.is_empty() {
+        return None;
+    }
+    let rows: Vec<(&str, i64, Option<i64>)> = memberships
+        .iter()
+        .map(|(name, m)| (name.as_str(), m.entered_at, m.exited_at))
+        .collect();
+    Some(Statement {
+        sql: "INSERT INTO segment_memberships (profile_id, segment, entered_at, exited_at) \
+              SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), \
+              json_extract(value, '$[2]') FROM json_each(?2) \
+              WHERE (SELECT version FROM profile_personalisation WHERE profile_id = ?1) = ?3 \
+              ON CONFLICT (profile_id, segment) DO UPDATE SET \
+              entered_at = excluded.entered_at, exited_at = excluded.exited_at"
+            .into(),
+        params: vec![
+            Param::Text(profile_id.to_owned()),
+            Param::Text(serde_json::to_string(&rows).unwrap_or_else(|_| "[]".into())),
+            Param::Int(version),
+        ],
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,8 +32,8 @@ pub use config::{
 };
 pub use eval::{evaluate, holds_for, holds_for_event, time_of, Clock, Subject};
 pub use membership::{
-    current, diff, membership_writes, timed_transition_events, transition_events, Membership,
-    MembershipDiff, Memberships, Transition,
+    current, diff, membership_writes, recorded_writes, timed_transition_events, transition_events,
+    Membership, MembershipDiff, Memberships, Transition,
 };
 
 /// Deepest rule nesting accepted.
