@@ -239,6 +239,9 @@ describe("profile shards: personalisation state over three D1 databases", () => 
 describe("profile shards: changing the count on a live deployment", () => {
   let edge;
   const shoppers = [];
+  // Signed-in people, each merged from two shoppers: { survivor, pair }.
+  const couples = [];
+  const absorbed = () => couples.flatMap((c) => c.pair.filter((p) => p !== c.survivor));
   const admin = (path) => fetch(`${edge.url}${path}`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } }).then((r) => r.json());
   const where = async (profileId) => {
     const found = [];
@@ -251,22 +254,35 @@ describe("profile shards: changing the count on a live deployment", () => {
   before(async () => {
     // Three databases bound, two in use: then the count grows to three.
     edge = await startEdge("shards-move", { sources: trustingSources(), profileShards: 3, vars: { PROFILE_SHARDS: "2" } });
-    for (let i = 0; i < 36; i++) {
+    for (let i = 0; i < 30; i++) {
       const anon = `moving-shopper-${run}-${i}`;
       const answer = await post(`${edge.url}/v1/batch`, { writeKey: WRITE_KEY, batch: shopperBatch(anon) });
       assert.equal(answer.status, 200, answer.text);
       shoppers.push({ anon, profileId: answer.json.profileId });
     }
     await settled(edge.url);
-    // Three sign-ins that each join two shoppers: the absorbed profiles keep only closed
-    // memberships, and move too.
-    for (let i = 0; i < 3; i++) {
-      for (const s of shoppers.slice(30 + 2 * i, 32 + 2 * i)) {
-        const answer = await post(`${edge.url}/v1/batch`, { writeKey: WRITE_KEY, batch: [{ type: "identify", userId: `moving-user-${run}-${i}`, anonymousId: s.anon, messageId: mid() }] });
+    // Sign-ins that each join two more shoppers (three couples, more until a merged-away
+    // profile is one that moves): the absorbed profiles keep only closed memberships, and
+    // move too.
+    for (let i = 0; couples.length < 3 || !absorbed().some((p) => shardOf(p, 3) !== shardOf(p, 2)); i++) {
+      assert.ok(i < 12, "a merged-away profile that moves");
+      const pair = [];
+      for (let j = 0; j < 2; j++) {
+        const anon = `moving-couple-${run}-${i}-${j}`;
+        const answer = await post(`${edge.url}/v1/batch`, { writeKey: WRITE_KEY, batch: shopperBatch(anon) });
+        assert.equal(answer.status, 200, answer.text);
+        pair.push({ anon, profileId: answer.json.profileId });
+      }
+      await settled(edge.url);
+      const user = `moving-user-${run}-${i}`;
+      for (const s of pair) {
+        const answer = await post(`${edge.url}/v1/batch`, { writeKey: WRITE_KEY, batch: [{ type: "identify", userId: user, anonymousId: s.anon, messageId: mid() }] });
         assert.equal(answer.status, 200, answer.text);
       }
+      await settled(edge.url);
+      const [{ profile_id: survivor }] = await edge.query("SELECT profile_id FROM identities WHERE identifier = ?", `user_id:${user}`);
+      couples.push({ survivor, pair: pair.map((p) => p.profileId) });
     }
-    shoppers.splice(30);
   });
   after(async () => {
     await edge?.stop();
@@ -287,7 +303,7 @@ describe("profile shards: changing the count on a live deployment", () => {
       stable = now === members ? stable + 1 : 0;
       members = now;
     }
-    assert.equal(members, shoppers.length + 3, "30 shoppers and the 3 signed-in people");
+    assert.equal(members, shoppers.length + couples.length, "the shoppers and the signed-in people");
     await edge.restart({ PROFILE_SHARDS: "3", PROFILE_SHARDS_FROM: "2" });
     const moving = shoppers.filter((s) => shardOf(s.profileId, 3) !== shardOf(s.profileId, 2));
     assert.ok(moving.length >= 2 && moving.length < shoppers.length, `${moving.length} of ${shoppers.length} move`);
@@ -323,6 +339,14 @@ describe("profile shards: changing the count on a live deployment", () => {
     for (let k = 0; k < 3; k++) {
       const misplaced = (await edge.queryShard(k, "SELECT DISTINCT profile_id FROM segment_memberships")).filter((r) => shardOf(r.profile_id, 3) !== k);
       assert.deepEqual(misplaced, [], `memberships in shard ${k}, merged-away profiles' included`);
+    }
+    for (const p of absorbed().filter((p) => shardOf(p, 3) !== shardOf(p, 2))) {
+      const rows = await edge.queryShard(2, "SELECT segment, exited_at FROM segment_memberships WHERE profile_id = ?", p);
+      assert.ok(rows.some((r) => r.segment === "high_value" && r.exited_at !== null), `${p}'s closed memberships moved, not dropped: ${JSON.stringify(rows)}`);
+    }
+    for (const { survivor } of couples) {
+      const rows = await edge.queryShard(shardOf(survivor, 3), "SELECT segment FROM segment_memberships WHERE profile_id = ? AND exited_at IS NULL", survivor);
+      assert.ok(rows.some((r) => r.segment === "high_value"), `${survivor} is a member after the merge`);
     }
     const walks = await edge.query("SELECT name, after FROM walk_cursors WHERE name LIKE 'profile_shard_move:2:3:%' ORDER BY name");
     assert.equal(walks.length, 2, "the old count's two shards walked");

@@ -488,10 +488,11 @@ pub fn merge(
 /// (one batch in `into`'s shard), then in `from`'s shard the absorbed row deleted and its
 /// memberships closed.
 pub struct MergeWrites {
-    /// The version-guarded save onto `into` (first: no row returned means `into` changed since
-    /// it was read), then `into`'s membership rows as the merged state records them (written
-    /// only if the save landed: a segment the absorbed profile was in is current on `into`
-    /// without a transition, so nothing else would write its row).
+    /// `into`'s membership rows as the merged state records them (a segment the absorbed
+    /// profile was in is current on `into` without a transition, so nothing else would write
+    /// its row), then the version-guarded save (last: no row returned means `into` changed
+    /// since it was read). Both hold only while `into` is at the version read, so in one batch
+    /// they land together or not at all.
     pub save: Vec<Statement>,
     /// The absorbed profile's rows, once the save landed.
     pub absorbed: Vec<Statement>,
@@ -505,10 +506,10 @@ pub fn merge_writes(
     into_version: Option<i64>,
     now_ms: i64,
 ) -> MergeWrites {
-    let saved_version = into_version.unwrap_or(0) + 1;
     MergeWrites {
-        save: std::iter::once(save_state(into, merged, into_version, now_ms, None))
-            .chain(segment::recorded_writes(into, &merged.segments, saved_version))
+        save: segment::recorded_writes(into, &merged.segments, into_version)
+            .into_iter()
+            .chain([save_state(into, merged, into_version, now_ms, None)])
             .collect(),
         absorbed: vec![
             Statement {
@@ -1046,7 +1047,8 @@ mod tests {
         );
 
         // A segment the absorbed profile was in is current on the survivor with no transition:
-        // the merge writes its row, only if the save to version 4 landed.
+        // the merge writes its row, before the save and only while the survivor is at the
+        // version read (3), so both land or neither.
         let big = track(
             "o3",
             "Order Completed",
@@ -1065,11 +1067,20 @@ mod tests {
         .state;
         let merged = merge(&rich, &b, &c);
         let writes = merge_writes("prof_a", "prof_b", &merged, Some(3), T0);
-        let rows = &writes.save[1];
+        let rows = &writes.save[0];
         assert!(rows.sql.starts_with("INSERT INTO segment_memberships"));
         assert_eq!(rows.params[0], Param::Text("prof_b".into()));
         assert!(matches!(&rows.params[1], Param::Text(t) if t.contains("high_value")));
-        assert_eq!(rows.params[2], Param::Int(4));
+        assert_eq!(rows.params[2], Param::Int(3));
+        assert!(writes.save[1]
+            .sql
+            .starts_with("INSERT INTO profile_personalisation"));
+        let first = merge_writes("prof_a", "prof_new", &merged, None, T0);
+        assert!(
+            first.save[0].sql.contains("NOT EXISTS"),
+            "a survivor with no state yet"
+        );
+        assert_eq!(first.save[0].params.len(), 2);
         assert!(writes.absorbed[0]
             .sql
             .starts_with("DELETE FROM profile_personalisation"));

@@ -157,8 +157,8 @@ pub fn arrive(profile_id: &str, found: &Found<'_>) -> Vec<Statement> {
             params: guarded(vec![id(), Param::Text(json_rows(&rows))]),
         });
     }
-    if let Some(version) = found.version {
-        writes.extend(recorded_writes(profile_id, found.segments, version));
+    if found.version.is_some() {
+        writes.extend(recorded_writes(profile_id, found.segments, found.version));
     }
     writes.push(Statement {
         sql: "SELECT version FROM profile_personalisation WHERE profile_id = ?1".into(),
@@ -167,13 +167,15 @@ pub fn arrive(profile_id: &str, found: &Found<'_>) -> Vec<Statement> {
     writes
 }
 
-/// Whether the profile still exists (has identifiers in `DB`): a move that raced a merge or an
-/// erasure must not leave the rows it carried. `found` is 1 when it does.
+/// Whether the profile still exists in `DB` (`found` is 1 when it does): it has identifiers,
+/// or it was merged into another (its state may not be merged yet, and its closed memberships
+/// are history). An erasure deletes both, and a move that raced one must not leave the rows it
+/// carried.
 pub fn exists(profile_id: &str) -> Statement {
     Statement {
-        sql:
-            "SELECT count(*) AS found FROM (SELECT 1 FROM identities WHERE profile_id = ?1 LIMIT 1)"
-                .into(),
+        sql: "SELECT (EXISTS (SELECT 1 FROM identities WHERE profile_id = ?1) \
+              OR EXISTS (SELECT 1 FROM merges WHERE from_profile = ?1)) AS found"
+            .into(),
         params: vec![Param::Text(profile_id.to_owned())],
     }
 }

@@ -17,8 +17,8 @@ use crate::store::{d1, personalisation};
 
 /// Profiles one step of a shard's walk reads.
 const STEP: u32 = 200;
-/// Steps one run takes at most, over all shards: two queries each (the read and the saved
-/// position).
+/// Steps one run takes at most, over all shards: a step is a page read and its saved position,
+/// and reading a shard's saved positions counts as one.
 const STEPS_PER_RUN: u32 = 30;
 /// Profiles one run moves at most: a move is six or seven D1 queries, an invocation makes at
 /// most 1,000, and the journeys' run shares this one. With the steps, under 500 queries.
@@ -63,15 +63,22 @@ pub async fn run(db: &Shards) -> Result<Report, ApiError> {
     let (mut moves, mut steps) = (MOVES_PER_RUN, STEPS_PER_RUN);
     // Only the old count's shards hold rows it placed.
     for index in 0..(from as usize).min(db.all().len()) {
+        if steps == 0 || moves == 0 {
+            break;
+        }
         report.shards += 1;
         let name = cursor_name(db.layout(), index);
+        // A profile that could not move makes this pass go round again instead of ending:
+        // remembered under its own name, since a pass can span runs.
+        let left_name = format!("{name}:left");
         let mut after = walk_start(db, &name).await?;
-        // A profile that could not move now makes the walk go round again instead of ending.
-        let mut left_behind = false;
+        steps -= 1;
+        let mut left_behind = after != DONE && !walk_start(db, &left_name).await?.is_empty();
         while after != DONE && moves > 0 && steps > 0 {
             steps -= 1;
             let rows = d1::rows::<Row>(db.at(index), &shard::walk(&after, STEP)).await?;
             let mut read_all = true;
+            let was_left = left_behind;
             for row in &rows {
                 if db.previous(&row.profile_id) == Some(index) {
                     if moves == 0 {
@@ -91,12 +98,20 @@ pub async fn run(db: &Shards) -> Result<Report, ApiError> {
                 report.walked += 1;
                 after.clone_from(&row.profile_id);
             }
-            if read_all && rows.len() < STEP as usize {
-                after = if left_behind {
-                    String::new()
-                } else {
-                    DONE.to_owned()
-                };
+            let finished = read_all && rows.len() < STEP as usize;
+            if left_behind && !was_left {
+                save_walk(db, &left_name, "1").await?;
+            }
+            if finished && left_behind {
+                // Round again from the start, in a later run: a profile that keeps failing
+                // must not hold the other shards' walks.
+                save_walk(db, &left_name, "").await?;
+                save_walk(db, &name, "").await?;
+                after = String::new();
+                break;
+            }
+            if finished {
+                after = DONE.to_owned();
             }
             save_walk(db, &name, &after).await?;
         }

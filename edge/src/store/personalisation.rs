@@ -432,8 +432,7 @@ async fn merge(
         // The delete of `from` must not run when the guarded save lost a race (in one batch
         // it would), so the save goes first, alone. It is not retried: a save that landed but
         // whose answer was lost would read as a lost race, and `from` would be merged twice.
-        let results = d1::execute(into_db, &writes.save).await?;
-        if saved(results.get(..1).unwrap_or_default()) {
+        if saved(&d1::execute(into_db, &writes.save).await?) {
             patient
                 .retry(|| d1::execute(from_db, &writes.absorbed))
                 .await?;

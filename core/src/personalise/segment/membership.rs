@@ -229,12 +229,14 @@ pub fn membership_writes(profile_id: &str, diff: &MembershipDiff) -> Vec<Stateme
 }
 
 /// Writes every membership `memberships` records as `profile_id`'s rows (entries and exits as
-/// recorded), only while the profile's state row is at `version`: for states that did not come
-/// from transitions (a merge's union, a move between shards). `None` when there is none.
+/// recorded), for states that did not come from transitions (a merge's union, a move between
+/// shards). Written only while the profile's state row is at `version` (`None`: while it has
+/// none), so placed in the batch just before the save it belongs to (or just after the copy it
+/// follows), nothing else can land in between. `None` when there is nothing to write.
 pub fn recorded_writes(
     profile_id: &str,
     memberships: &Memberships,
-    version: i64,
+    version: Option<i64>,
 ) -> Option<Statement> {
     if memberships.is_empty() {
         return None;
@@ -243,19 +245,26 @@ pub fn recorded_writes(
         .iter()
         .map(|(name, m)| (name.as_str(), m.entered_at, m.exited_at))
         .collect();
+    let mut params = vec![
+        Param::Text(profile_id.to_owned()),
+        Param::Text(serde_json::to_string(&rows).unwrap_or_else(|_| "[]".into())),
+    ];
+    let guard = match version {
+        Some(v) => {
+            params.push(Param::Int(v));
+            "(SELECT version FROM profile_personalisation WHERE profile_id = ?1) = ?3"
+        }
+        None => "NOT EXISTS (SELECT 1 FROM profile_personalisation WHERE profile_id = ?1)",
+    };
     Some(Statement {
-        sql: "INSERT INTO segment_memberships (profile_id, segment, entered_at, exited_at) \
-              SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), \
-              json_extract(value, '$[2]') FROM json_each(?2) \
-              WHERE (SELECT version FROM profile_personalisation WHERE profile_id = ?1) = ?3 \
-              ON CONFLICT (profile_id, segment) DO UPDATE SET \
-              entered_at = excluded.entered_at, exited_at = excluded.exited_at"
-            .into(),
-        params: vec![
-            Param::Text(profile_id.to_owned()),
-            Param::Text(serde_json::to_string(&rows).unwrap_or_else(|_| "[]".into())),
-            Param::Int(version),
-        ],
+        sql: format!(
+            "INSERT INTO segment_memberships (profile_id, segment, entered_at, exited_at) \
+             SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), \
+             json_extract(value, '$[2]') FROM json_each(?2) WHERE {guard} \
+             ON CONFLICT (profile_id, segment) DO UPDATE SET \
+             entered_at = excluded.entered_at, exited_at = excluded.exited_at"
+        ),
+        params,
     })
 }
 
