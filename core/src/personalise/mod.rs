@@ -492,7 +492,9 @@ pub struct MergeWrites {
     /// profile was in is current on `into` without a transition, so nothing else would write
     /// its row), then the version-guarded save (last: no row returned means `into` changed
     /// since it was read). Both hold only while `into` is at the version read, so in one batch
-    /// they land together or not at all.
+    /// they land together or not at all. (While the shard count changes, a survivor whose state
+    /// is still in its previous shard gets the save without the rows; the move that follows
+    /// the save writes them.)
     pub save: Vec<Statement>,
     /// The absorbed profile's rows, once the save landed.
     pub absorbed: Vec<Statement>,

@@ -8,6 +8,7 @@
 
 use seam_core::personalise::shard::{self, Layout};
 use seam_core::plan::{Param, Statement};
+use seam_core::privacy::retention::save_walk_cursor;
 use serde::Deserialize;
 
 use crate::error::ApiError;
@@ -50,7 +51,7 @@ pub fn cursor_name(layout: Layout, shard: usize) -> String {
 
 /// One run of the move. When the count is not changing, it only forgets the walks of a past
 /// move, so that a later move with the same counts walks again.
-pub async fn run(db: &Shards) -> Result<Report, ApiError> {
+pub async fn run(db: &Shards, now_ms: i64) -> Result<Report, ApiError> {
     let mut report = Report::default();
     let Some(from) = db.layout().from else {
         forget_walks(db).await?;
@@ -61,8 +62,11 @@ pub async fn run(db: &Shards) -> Result<Report, ApiError> {
         profile_id: String,
     }
     let (mut moves, mut steps) = (MOVES_PER_RUN, STEPS_PER_RUN);
-    // Only the old count's shards hold rows it placed.
-    for index in 0..(from as usize).min(db.all().len()) {
+    // Only the old count's shards hold rows it placed. Each run starts at the next of them, so
+    // one shard whose profile keeps failing does not take every run's budget.
+    let count = (from as usize).min(db.all().len());
+    let first = now_ms.div_euclid(60_000).rem_euclid(count.max(1) as i64) as usize;
+    for index in (0..count).map(|i| (first + i) % count) {
         if steps == 0 || moves == 0 {
             break;
         }
@@ -104,9 +108,13 @@ pub async fn run(db: &Shards) -> Result<Report, ApiError> {
             }
             if finished && left_behind {
                 // Round again from the start, in a later run: a profile that keeps failing
-                // must not hold the other shards' walks.
-                save_walk(db, &left_name, "").await?;
-                save_walk(db, &name, "").await?;
+                // must not hold the other shards' walks. Both positions in one batch: a
+                // cleared flag with the old position would let the pass end done.
+                let restart = [
+                    save_walk_cursor(&name, ""),
+                    save_walk_cursor(&left_name, ""),
+                ];
+                d1::execute(db, &restart).await?;
                 after = String::new();
                 break;
             }

@@ -430,8 +430,9 @@ async fn merge(
         let merged = personalise::merge(&from_state, &into_state, config);
         let writes = personalise::merge_writes(from, into, &merged, into_version, now_ms);
         // The delete of `from` must not run when the guarded save lost a race (in one batch
-        // it would), so the save goes first, alone. It is not retried: a save that landed but
-        // whose answer was lost would read as a lost race, and `from` would be merged twice.
+        // it would), so the survivor's rows and its save go first, in a batch of their own. It
+        // is not retried: a save that landed but whose answer was lost would read as a lost
+        // race, and `from` would be merged twice.
         if saved(&d1::execute(into_db, &writes.save).await?) {
             patient
                 .retry(|| d1::execute(from_db, &writes.absorbed))
