@@ -11,7 +11,7 @@
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::personalise::segment::{recorded_writes, Memberships};
+use crate::personalise::segment::{recorded_writes, version_guard, Memberships};
 use crate::personalise::stored::StoredState;
 use crate::plan::{Param, Statement};
 
@@ -113,16 +113,6 @@ pub struct Found<'a> {
 /// ([`leave`]) only when it is [`Found::version`], and otherwise leaves them for a later try.
 pub fn arrive(profile_id: &str, found: &Found<'_>) -> Vec<Statement> {
     let id = || Param::Text(profile_id.to_owned());
-    // Holds while the home's row is the version read (or, with no state at all, still none).
-    let guard = match found.version {
-        Some(_) => "(SELECT version FROM profile_personalisation WHERE profile_id = ?1) = ?3",
-        None => "NOT EXISTS (SELECT 1 FROM profile_personalisation WHERE profile_id = ?1)",
-    };
-    // The guard's parameters: `?3` only when it names a version (D1 refuses unused ones).
-    let guarded = |params: Vec<Param>| match found.version {
-        Some(v) => [params, vec![Param::Int(v)]].concat(),
-        None => params,
-    };
     let mut writes = Vec::new();
     if let Some(row) = found.copy {
         let stored = match &row.state {
@@ -148,18 +138,19 @@ pub fn arrive(profile_id: &str, found: &Found<'_>) -> Vec<Statement> {
         .map(|r| (r.segment.as_str(), r.entered_at, r.exited_at))
         .collect();
     if !rows.is_empty() {
+        let mut params = vec![id(), Param::Text(json_rows(&rows))];
+        let guard = version_guard(found.version, &mut params);
         writes.push(Statement {
             sql: format!(
                 "INSERT OR IGNORE INTO segment_memberships (profile_id, segment, entered_at, exited_at) \
                  SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), \
                  json_extract(value, '$[2]') FROM json_each(?2) WHERE {guard}"
             ),
-            params: guarded(vec![id(), Param::Text(json_rows(&rows))]),
+            params,
         });
     }
-    if found.version.is_some() {
-        writes.extend(recorded_writes(profile_id, found.segments, found.version));
-    }
+    // With no state (version `None`) the segments are empty and this writes nothing.
+    writes.extend(recorded_writes(profile_id, found.segments, found.version));
     writes.push(Statement {
         sql: "SELECT version FROM profile_personalisation WHERE profile_id = ?1".into(),
         params: vec![id()],

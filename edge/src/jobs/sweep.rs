@@ -63,12 +63,13 @@ pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
                 // is due there); a row no layout puts here is an orphan and leaves the sweep.
                 let handled = match db.previous(profile_id) {
                     Some(previous) if previous == shard => {
-                        store::personalisation::settle(&db, profile_id).await
+                        store::personalisation::settle(&db, profile_id)
+                            .await
+                            .map_err(ApiError::from)
                     }
                     _ => store::sweep::clear(db.at(shard), profile_id)
                         .await
-                        .map(|()| true)
-                        .map_err(|e| worker::Error::RustError(e.code().into())),
+                        .map(|()| true),
                 };
                 if !matches!(handled, Ok(true)) {
                     // Changed meanwhile, or failed: tried again at a later run.

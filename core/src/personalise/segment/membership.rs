@@ -249,13 +249,7 @@ pub fn recorded_writes(
         Param::Text(profile_id.to_owned()),
         Param::Text(serde_json::to_string(&rows).unwrap_or_else(|_| "[]".into())),
     ];
-    let guard = match version {
-        Some(v) => {
-            params.push(Param::Int(v));
-            "(SELECT version FROM profile_personalisation WHERE profile_id = ?1) = ?3"
-        }
-        None => "NOT EXISTS (SELECT 1 FROM profile_personalisation WHERE profile_id = ?1)",
-    };
+    let guard = version_guard(version, &mut params);
     Some(Statement {
         sql: format!(
             "INSERT INTO segment_memberships (profile_id, segment, entered_at, exited_at) \
@@ -266,6 +260,19 @@ pub fn recorded_writes(
         ),
         params,
     })
+}
+
+/// A `WHERE` condition, for a statement whose `?1` is the profile ID and `?2` its rows, that
+/// holds while the profile's state row is at `version` (`None`: while it has none). Binds `?3`
+/// only when it names a version: D1 refuses a parameter the SQL does not use.
+pub(crate) fn version_guard(version: Option<i64>, params: &mut Vec<Param>) -> &'static str {
+    match version {
+        Some(v) => {
+            params.push(Param::Int(v));
+            "(SELECT version FROM profile_personalisation WHERE profile_id = ?1) = ?3"
+        }
+        None => "NOT EXISTS (SELECT 1 FROM profile_personalisation WHERE profile_id = ?1)",
+    }
 }
 
 #[cfg(test)]

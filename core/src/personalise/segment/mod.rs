@@ -31,6 +31,7 @@ pub use config::{
     SegmentSet,
 };
 pub use eval::{evaluate, holds_for, holds_for_event, time_of, Clock, Subject};
+pub(crate) use membership::version_guard;
 pub use membership::{
     current, diff, membership_writes, recorded_writes, timed_transition_events, transition_events,
     Membership, MembershipDiff, Memberships, Transition,
