@@ -76,6 +76,10 @@ async function serve(files) {
       "Cross-Origin-Embedder-Policy": "require-corp",
     };
     const path = req.url.split("?")[0];
+    if (path === "/v1/projects/bench/settings") {
+      res.writeHead(200, { ...headers, "content-type": "application/json" });
+      return res.end(SEGMENT_SETTINGS.replace("location.host", req.headers.host));
+    }
     if (req.method === "POST" || path.startsWith("/v1/")) {
       req.resume();
       res.writeHead(200, { ...headers, "content-type": "application/json", "access-control-allow-origin": "*" });
@@ -163,13 +167,28 @@ export async function browserRows() {
 
 const STARTUP_RUNS = Number(process.env.STARTUP_RUNS ?? 31);
 
+// analytics-next's settings as its CDN serves them: the Segment.io destination pointed at the
+// local collector. `location.host/v1` is the page's host (the server fills it in).
+const SEGMENT_SETTINGS = `{ "integrations": { "Segment.io": { "apiKey": "bench", "apiHost": "location.host/v1", "protocol": "http" } } }`;
+
+// A page loading analytics-next from a classic script, as its snippet does; `settings` is the
+// inline settings option, or empty to fetch them from `cdnURL`.
+const segmentPage = (settings) => `<!doctype html><head><script src="/analytics-next.js"></script><script>
+  ${startup(`async () => {
+    const loading = AnalyticsBrowser.load({ writeKey: "bench", cdnURL: location.origin, ${settings} });
+    loading.track("Page Loaded", { path: location.pathname });
+    await loading;
+  }`)}
+</script></head>`;
+
 // Runs in the page: a track() made at load, then when the SDK is ready and when the event's request
 // started, both in ms since navigation start (performance.now()'s origin). The page reports them
 // on its console: an evaluate() from the harness would run in the page while it still loads.
 const startup = (loadAndTrack) => `
   const wire = new Promise((resolve) => {
     new PerformanceObserver((list, observer) => {
-      const sent = list.getEntries().find((e) => new URL(e.name).pathname.startsWith("/v1/"));
+      // The collector's paths; not analytics-next's settings (/v1/projects/…).
+      const sent = list.getEntries().find((e) => /^.v1.(?!projects)/.test(new URL(e.name).pathname));
       if (sent) {
         observer.disconnect();
         resolve(sent.startTime);
@@ -184,7 +203,10 @@ const startup = (loadAndTrack) => `
  * Start-up from navigation start on fresh pages (a new browser context per page: nothing cached or
  * compiled), STARTUP_RUNS runs alternating between the SDKs: the median time until the SDK is
  * ready, and until a track() made at load is on the wire. Seam twice: as the README's plain
- * import, and with the preload hints the README's snippet adds.
+ * import, and with the preload hints the README's snippet adds. analytics-next twice: with its
+ * settings passed inline (`cdnSettings`, its fastest start: no request before ready), and as it
+ * loads by default, fetching its settings from its CDN (here the same local server, so without
+ * the CDN's latency).
  */
 export async function startupRows() {
   installPeers();
@@ -200,20 +222,11 @@ export async function startupRows() {
   const pages = {
     "/seam.html": seamPage(""),
     "/seam-preload.html": seamPage(`<link rel="modulepreload" href="/seam/index.js"><link rel="preload" href="/seam/dist/seam_sdk_bg.wasm" as="fetch" type="application/wasm" crossorigin>`),
-    "/segment.html": `<!doctype html><head><script src="/analytics-next.js"></script><script>
-      ${startup(`async () => {
-        const loading = AnalyticsBrowser.load({
-          writeKey: "bench",
-          cdnURL: location.origin,
-          cdnSettings: { integrations: { "Segment.io": { apiKey: "bench", apiHost: location.host + "/v1", protocol: "http" } } },
-        });
-        loading.track("Page Loaded", { path: location.pathname });
-        await loading;
-      }`)}
-    </script></head>`,
+    "/segment.html": segmentPage(`cdnSettings: ${SEGMENT_SETTINGS.replace(/"location.host\/v1"/, 'location.host + "/v1"')},`),
+    "/segment-fetched.html": segmentPage(""),
   };
   const server = await serve({ "/analytics-next.js": analyticsNext, ...Object.fromEntries(Object.entries(pages).map(([k, v]) => [k, Buffer.from(v)])) });
-  const runs = { seam: [], "seam-preload": [], segment: [] };
+  const runs = { seam: [], "seam-preload": [], segment: [], "segment-fetched": [] };
   // One browser, a new context per page: its own empty HTTP and code caches.
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM_BIN || "/usr/bin/chromium",
@@ -243,13 +256,15 @@ export async function startupRows() {
   // Each round loads the three pages back to back, so comparing within a round cancels the
   // machine's drift over the run: the median of the rounds' differences, and in how many rounds
   // Seam was ahead.
-  const paired = (name, key) => {
-    const diffs = runs[name].map((r, i) => r[key] - runs.segment[i][key]);
+  const paired = (name, key, peer) => {
+    const diffs = runs[name].map((r, i) => r[key] - runs[peer][i][key]);
     const ahead = diffs.filter((d) => d < 0).length;
     return `${median(diffs).toFixed(1)} ms, ahead in ${ahead} of ${diffs.length}`;
   };
+  const against = (key, peer) => `Seam minus analytics-next ${paired("seam", key, peer)} (${paired("seam-preload", key, peer)} with the hints)`;
   const vs = (key) =>
-    `vs analytics-next ${of("segment", key).toFixed(1)} ms; per round, Seam minus analytics-next ${paired("seam", key)} (${paired("seam-preload", key)} with the hints)`;
+    `vs analytics-next ${of("segment", key).toFixed(1)} ms with its settings inline, ${of("segment-fetched", key).toFixed(1)} ms fetching them (its default); ` +
+    `per round, ${against(key, "segment")}; against the default, ${against(key, "segment-fetched")}`;
   const detail = `medians of ${STARTUP_RUNS} rounds of fresh pages, alternating, from navigation start; local server, headless Chromium`;
   return [
     ["browser: start-up to ready, Seam / with preload hints", `${of("seam", "ready").toFixed(1)} / ${of("seam-preload", "ready").toFixed(1)} ms`, `${vs("ready")}; ${detail}`],

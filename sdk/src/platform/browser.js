@@ -216,7 +216,9 @@ export function flushed() {
 
 // Property reads for the wasm side (options, callback arguments): never throw.
 export function prop(value, key) {
-  return swallow(() => value[key]);
+  // `?.`: an absent object (options without `cookie`) is common, and a thrown error costs
+  // more than a millisecond the first time, on the way to ready.
+  return swallow(() => value?.[key]);
 }
 
 // properties/traits as JSON text ({} unless an object); undefined when not serialisable.
