@@ -108,7 +108,7 @@ const STATIC_ASSET = "/products.js";
  * Rows for `/v1/decide` and the edge-rendered page, on a running edge: the demo shop's 12-item
  * catalogue is uploaded, 50 visitors each view 3-5 products, then four loads of REQUESTS each
  * (visitors cycled): the static asset, the page for an unknown visitor (the Worker renders
- * non-personal defaults), the page for a known visitor (`seam_id` cookie: personalised), and
+ * non-personal defaults), the page for a known visitor (`__Host-seam_id` cookie: personalised), and
  * `POST /v1/decide` for the page's two slots.
  */
 async function decisionRows(edge, run) {
@@ -180,7 +180,7 @@ async function decisionRows(edge, run) {
   };
   const plain = await measure(`static asset, no Worker code (GET ${STATIC_ASSET}, ${kb(assetBytes)})`, staticAsset);
   const defaults = await measure(`page for an unknown visitor (GET ${PAGE}, no cookie: Worker renders defaults)`, strangerPage);
-  const personal = await measure(`personalised page (GET ${PAGE} with seam_id cookie, ${kb(pageBytes)})`, visitorPage);
+  const personal = await measure(`personalised page (GET ${PAGE} with the ID cookie, ${kb(pageBytes)})`, visitorPage);
   const decisions = await measure("decision (POST /v1/decide, 2 slots)", decide);
   // Real shops decide while shoppers browse: the same pages with product views arriving alongside
   // (one view per request, the catalogue's products, the same visitors). Each view's evidence

@@ -59,9 +59,10 @@ pub fn secrets_key(env: &Env) -> Option<[u8; 32]> {
     seam_core::activate::sealed::key(secret.as_bytes()).ok()
 }
 
-/// The key the `seam_id` cookie is sealed with, derived from the `SECRETS_KEY` secret (its
-/// own domain; at least 16 bytes, as for sealing). Without it the collector neither sets nor
-/// honours the cookie. Changing `SECRETS_KEY` gives every visitor a new ID on their next visit.
+/// The key the ID cookie (`__Host-seam_id`) is sealed with, derived from the `SECRETS_KEY`
+/// secret (its own domain; at least 16 bytes, as for sealing). Without it the collector neither
+/// sets nor honours the cookie. Changing `SECRETS_KEY` gives every visitor a new ID on their
+/// next visit.
 pub fn cookie_key(env: &Env) -> Option<[u8; 32]> {
     let secret = env.secret("SECRETS_KEY").ok()?.to_string();
     (secret.len() >= 16).then(|| seam_core::collect::cookie::key(secret.as_bytes()))

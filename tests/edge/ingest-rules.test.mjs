@@ -315,7 +315,7 @@ describe("ingestion rules", () => {
   const page = (context) => ({ type: "page", anonymousId: aid, messageId: uid("ck"), context });
 
   // The cookie is `<id>.<mac>`: sealed by the Worker, for an ID the Worker chose.
-  const sealed = (setCookie) => setCookie?.match(/^seam_id=([0-9a-f-]{36})\.([0-9a-f]{32});/);
+  const sealed = (setCookie) => setCookie?.match(/^__Host-seam_id=([0-9a-f-]{36})\.([0-9a-f]{32});/);
   const sameSite = { "sec-fetch-site": "same-origin" };
 
   test("sets the HttpOnly first-party cookie on same-site requests with analytics consent: sealed, with an ID the Worker chose", async () => {
@@ -342,7 +342,7 @@ describe("ingestion rules", () => {
   test("a sealed cookie's ID wins over the anonymousId the events name, and is deleted when consent is withdrawn", async () => {
     const first = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [page(granted)] }, sameSite);
     const [, cookieId, mac] = sealed(first.headers.get("set-cookie"));
-    const headers = { ...sameSite, cookie: `other=1; seam_id=${cookieId}.${mac}` };
+    const headers = { ...sameSite, cookie: `other=1; __Host-seam_id=${cookieId}.${mac}` };
     const ev = page(granted); // names `aid`, not the cookie's ID
     const kept = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [ev] }, headers);
     assert.equal(sealed(kept.headers.get("set-cookie"))?.[1], cookieId);
@@ -354,21 +354,21 @@ describe("ingestion rules", () => {
     assert.equal(JSON.parse(row.body).context.seam?.cookieId, undefined);
     const named = uid("named");
     const withdrawn = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [{ ...page(denied), anonymousId: named }] }, headers);
-    assert.match(withdrawn.headers.get("set-cookie"), /^seam_id=; Max-Age=0;/);
+    assert.match(withdrawn.headers.get("set-cookie"), /^__Host-seam_id=; Max-Age=0;/);
     assert.equal(withdrawn.json.anonymousId, undefined, "nothing to adopt");
     await settled(edge.url);
     const withdrawals = async (id) => (await edge.query("SELECT state FROM consent_history WHERE identifier = ?", `anonymous_id:${id}`)).filter((r) => r.state.includes("denied")).length;
     assert.equal(await withdrawals(cookieId), 1, "the withdrawal is the cookie holder's");
     assert.equal(await withdrawals(named), 0, "not the ID the event named");
-    const bare = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [page(denied)] }, { ...sameSite, cookie: `seam_id=${aid}` });
-    assert.match(bare.headers.get("set-cookie"), /^seam_id=; Max-Age=0;/, "an unsealed cookie is deleted too");
+    const bare = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [page(denied)] }, { ...sameSite, cookie: `__Host-seam_id=${aid}` });
+    assert.match(bare.headers.get("set-cookie"), /^__Host-seam_id=; Max-Age=0;/, "an unsealed cookie is deleted too");
   });
 
   test("a reset browser (context.seam.newId) gets a new cookie ID, and its events are not the old cookie's", async () => {
     const first = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [page(granted)] }, sameSite);
     const [, old, mac] = sealed(first.headers.get("set-cookie"));
     const ev = page(granted);
-    const res = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [ev], context: { seam: { newId: true } } }, { ...sameSite, cookie: `seam_id=${old}.${mac}` });
+    const res = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [ev], context: { seam: { newId: true } } }, { ...sameSite, cookie: `__Host-seam_id=${old}.${mac}` });
     const [, renewed] = sealed(res.headers.get("set-cookie")) ?? assert.fail("a new cookie");
     assert.notEqual(renewed, old);
     assert.equal(res.json.anonymousId, renewed);
@@ -380,13 +380,33 @@ describe("ingestion rules", () => {
     const victim = "7e57ab1e-0000-4000-8000-00000000f00d";
     for (const value of [victim, `${victim}.${"0".repeat(32)}`, `${victim}.${"0".repeat(31)}`]) {
       const ev = { ...page(granted), anonymousId: victim };
-      const res = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [ev] }, { ...sameSite, cookie: `seam_id=${value}` });
+      const res = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [ev] }, { ...sameSite, cookie: `__Host-seam_id=${value}` });
       const [, id] = sealed(res.headers.get("set-cookie")) ?? assert.fail("a new cookie is set");
       assert.notEqual(id, victim, value);
       assert.equal(res.json.anonymousId, id);
       await settled(edge.url);
       assert.equal((await stored(ev.messageId))[0].anonymous_id, id, "the event is the new cookie's, not the named ID's");
     }
+  });
+
+  test("a cookie of the old name (seam_id, which any subdomain could set for the whole site) is not believed, even sealed, and is deleted", async () => {
+    const first = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [page(granted)] }, sameSite);
+    const [, planted, mac] = sealed(first.headers.get("set-cookie"));
+    // A sibling subdomain's page plants its own sealed ID under the old name (with a path that
+    // browsers send first).
+    const ev = page(granted);
+    const res = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [ev] }, { ...sameSite, cookie: `seam_id=${planted}.${mac}` });
+    const [set, clear] = res.headers.get("set-cookie").split(/, (?=[\w-]+=)/);
+    const [, id] = sealed(set) ?? assert.fail(`a cookie of its own: ${set}`);
+    assert.notEqual(id, planted, "not the planted ID");
+    assert.equal(res.json.anonymousId, id);
+    assert.match(clear ?? "", /^seam_id=; Max-Age=0; Path=\/; HttpOnly; Secure; SameSite=Lax$/);
+    await settled(edge.url);
+    assert.equal((await stored(ev.messageId))[0].anonymous_id, id, "the event is the browser's own");
+    // The new name comes only from this host (browsers refuse `__Host-` cookies with a Domain),
+    // and it wins while a planted old one is still sent.
+    const both = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [page(granted)] }, { ...sameSite, cookie: `seam_id=${planted}.${mac}; __Host-seam_id=${id}.${sealed(set)[2]}` });
+    assert.equal(both.json.anonymousId, id);
   });
 
   // ---- gzip ----

@@ -359,7 +359,7 @@ describe("trust: identity claims from the public key", () => {
     assert.equal(sealed.json.profileId, v.profileId, "the browser holding the sealed cookie is personal");
     // The ID travels (destinations get it), so anyone may learn it; the sealed cookie does not.
     for (const value of [v.browser, `${v.browser}.${"0".repeat(32)}`, `${v.browser}.${idCookie(`other-${run}-0000`).split(".")[1]}`]) {
-      const d = await decide(edge, { anonymousId: v.browser, slots: [{ id: "recommended-for-you", limit: 20 }] }, { cookie: `seam_id=${value}` });
+      const d = await decide(edge, { anonymousId: v.browser, slots: [{ id: "recommended-for-you", limit: 20 }] }, { cookie: `__Host-seam_id=${value}` });
       assert.equal(d.status, 200);
       assert.equal(d.json.profileId, null, value);
       assert.equal(d.json.personalised, false, value);
@@ -368,7 +368,7 @@ describe("trust: identity claims from the public key", () => {
     // without a cookie and then with the one the Worker gives it.
     const event = () => ({ ...viewed(v.browser, `attacker-view-${run}`), context: { consent: { gcm: { analytics_storage: "granted" } } } });
     const first = await send(edge, [event()], WRITE_KEY, { "sec-fetch-site": "same-origin" });
-    const given = first.headers.get("set-cookie")?.match(/^seam_id=([^;.]+)\.[0-9a-f]{32};/)?.[1];
+    const given = first.headers.get("set-cookie")?.match(/^__Host-seam_id=([^;.]+)\.[0-9a-f]{32};/)?.[1];
     assert.ok(given && given !== v.browser, `a cookie of its own: ${first.headers.get("set-cookie")}`);
     assert.equal(first.json.anonymousId, given);
     await send(edge, [event()], WRITE_KEY, { "sec-fetch-site": "same-origin", cookie: idCookie(given) });
@@ -387,7 +387,7 @@ describe("trust: identity claims from the public key", () => {
     const granted = { consent: { gcm: { analytics_storage: "granted" } } };
     // The victim's browser: its cookie's ID is one the Worker issued.
     const first = await send(edge, [{ ...viewed(`v4-${run}-00000000`, `held-${run}`), context: granted }], WRITE_KEY, { "sec-fetch-site": "same-origin" });
-    const held = first.headers.get("set-cookie").match(/^seam_id=([^;.]+)\./)[1];
+    const held = first.headers.get("set-cookie").match(/^__Host-seam_id=([^;.]+)\./)[1];
     assert.match(held, /^[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-/, "a version-8 UUID: issued by the Worker");
     await send(edge, [{ type: "identify", anonymousId: held, traits: { first_name: "Vic" }, messageId: mid(), context: granted }], WRITE_KEY, { cookie: idCookie(held) });
     await settled(edge.url);

@@ -28,13 +28,13 @@ export function secret(name) {
 }
 
 /**
- * The `seam_id` cookie the Worker sets for `id` (core/src/collect/cookie.rs: `<id>.<mac>`, the
+ * The `__Host-seam_id` cookie the Worker sets for `id` (core/src/collect/cookie.rs: `<id>.<mac>`, the
  * MAC made with a key derived from SECRETS_KEY), as a `Cookie` header value: what the browser
  * the Worker gave that ID to sends back.
  */
 export function idCookie(id) {
   const key = createHmac("sha256", secret("SECRETS_KEY")).update("seam cookie v1").digest();
-  return `seam_id=${id}.${createHmac("sha256", key).update(id).digest("hex").slice(0, 32)}`;
+  return `__Host-seam_id=${id}.${createHmac("sha256", key).update(id).digest("hex").slice(0, 32)}`;
 }
 
 /**

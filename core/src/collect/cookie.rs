@@ -1,5 +1,5 @@
-//! The collector's first-party ID cookie (`seam_id`): `<id>.<mac>`, the MAC an HMAC under a
-//! key only the Worker holds.
+//! The collector's first-party ID cookie (`__Host-seam_id`): `<id>.<mac>`, the MAC an HMAC
+//! under a key only the Worker holds.
 //!
 //! The ID travels: it becomes the events' `anonymousId`, the SDK adopts it, destinations get
 //! it (GA4's `client_id`, Klaviyo's `anonymous_id`). The cookie itself stays in the browser's
@@ -155,7 +155,7 @@ pub enum CookieAction {
 /// caps script-set storage at 7 days). Without one the cookie gets a `fresh` ID (`None` when
 /// the Worker has no key to seal it with), never the request's `anonymousId`: a request can
 /// name anyone's ID, and sealing it would hand that person's identity to whoever sent it.
-/// A withdrawal deletes any `seam_id` the request brought (`present`), sealed or not.
+/// A withdrawal deletes any ID cookie the request brought (`present`), sealed or not.
 pub fn cookie_action(
     decoded: &Decoded,
     cookie_id: Option<&str>,

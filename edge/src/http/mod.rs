@@ -11,8 +11,17 @@ use seam_core::collect::enrich::{Geo, RequestFacts};
 use wasm_bindgen::JsValue;
 use worker::{Headers, Request};
 
-/// Name of the collector's HttpOnly first-party ID cookie.
-pub const ID_COOKIE: &str = "seam_id";
+/// Name of the collector's HttpOnly first-party ID cookie. The `__Host-` prefix makes browsers
+/// accept it only from this very host (Secure, `Path=/`, no `Domain`): a page on a sibling
+/// subdomain cannot plant its own sealed cookie for the whole site ("cookie tossing", which
+/// would put the victim's browsing, and their profile once they sign in, on an ID the attacker
+/// holds and can ask `/v1/decide` about).
+pub const ID_COOKIE: &str = "__Host-seam_id";
+/// The cookie's name before 2026-12-06, which any subdomain could set. Never believed; deleted
+/// when a same-site request brings it.
+pub const OLD_ID_COOKIE: &str = "seam_id";
+/// The ID cookie's attributes (those `__Host-` requires, and `SameSite=Lax`).
+const ID_COOKIE_ATTRIBUTES: &str = "Path=/; HttpOnly; Secure; SameSite=Lax";
 const ONE_YEAR_SECONDS: u32 = 365 * 24 * 60 * 60;
 
 /// A request header, if present.
@@ -57,7 +66,8 @@ pub fn is_same_site(req: &Request) -> bool {
 /// client wrote itself, or one from before the cookie was sealed, counts for nothing.
 pub fn cookie_id(req: &Request, key: Option<&[u8; 32]>) -> Option<String> {
     let key = key?;
-    // The first that opens: a stray second `seam_id` (another path, a subdomain) changes nothing.
+    // The first that opens (a browser sends only one `__Host-` cookie of a name per host; the
+    // rule is for clients that are not browsers).
     cookies(req, ID_COOKIE)
         .into_iter()
         .find_map(|value| cookie::open(key, &value))
@@ -129,7 +139,7 @@ pub fn preflight_headers(headers: &mut Headers, origin: &str) -> worker::Result<
 /// The `Set-Cookie` value for a cookie decision, if any: a set cookie is sealed with `key`
 /// (none without one).
 pub fn set_cookie(action: &CookieAction, key: Option<&[u8; 32]>) -> Option<String> {
-    let attributes = "Path=/; HttpOnly; Secure; SameSite=Lax";
+    let attributes = ID_COOKIE_ATTRIBUTES;
     match action {
         CookieAction::Keep => None,
         CookieAction::Set(id) => Some(format!(
@@ -138,4 +148,12 @@ pub fn set_cookie(action: &CookieAction, key: Option<&[u8; 32]>) -> Option<Strin
         )),
         CookieAction::Clear => Some(format!("{ID_COOKIE}=; Max-Age=0; {attributes}")),
     }
+}
+
+/// The `Set-Cookie` value deleting the cookie of the old name, when a same-site request brought
+/// one (a copy some subdomain set for the whole site has its own `Domain` and stays; it is
+/// ignored all the same).
+pub fn clear_old_cookie(req: &Request) -> Option<String> {
+    (is_same_site(req) && cookie(req, OLD_ID_COOKIE).is_some())
+        .then(|| format!("{OLD_ID_COOKIE}=; Max-Age=0; {ID_COOKIE_ATTRIBUTES}"))
 }

@@ -143,7 +143,7 @@ fn exposure_context(context: &Value, trusted: bool, verified: bool) -> Value {
 }
 
 /// The identity a public-key request proves: a user ID with a valid identity token, else the
-/// `seam_id` cookie's ID (the browser's own, in a cookie only the Worker can seal). Anything else in the
+/// ID cookie's ID (the browser's own, in a cookie only the Worker can seal). Anything else in the
 /// body is a claim and gets the non-personal answer.
 fn bound(
     cookie: Option<String>,

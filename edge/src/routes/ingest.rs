@@ -113,6 +113,9 @@ pub async fn post(
     if let Some(set_cookie) = http::set_cookie(&cookie, cookie_key.as_ref()) {
         response.headers_mut().append("Set-Cookie", &set_cookie)?;
     }
+    if let Some(clear) = http::clear_old_cookie(&req) {
+        response.headers_mut().append("Set-Cookie", &clear)?;
+    }
     if settings::report_timings(env) {
         spans.mark("answer");
         response

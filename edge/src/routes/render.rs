@@ -1,6 +1,6 @@
 //! Edge-rendered pages: the site's HTML is fetched from the `ASSETS` binding and every
 //! `<div data-seam-slot="...">` it carries (`recommended-for-you`, `discount-banner`, ...) is
-//! filled server-side (with `lol_html`) from the visitor's `seam_id` cookie and the slot
+//! filled server-side (with `lol_html`) from the visitor's `__Host-seam_id` cookie and the slot
 //! templates of `config/slots.json`, so the page arrives personalised without JavaScript or
 //! flicker. Consent: `Sec-GPC: 1` or the SDK's `seam_personalise=0` cookie give non-personal
 //! defaults. Every product field is HTML-escaped; the security headers of `_headers` are kept.

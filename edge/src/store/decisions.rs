@@ -20,7 +20,7 @@ use crate::store::{d1, snapshots};
 #[allow(missing_docs)] // the fields say what they hold
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Visitor<'a> {
-    /// Anonymous ID (for a page, the sealed `seam_id` cookie's).
+    /// Anonymous ID (for a page, the sealed ID cookie's).
     pub anonymous_id: Option<&'a str>,
     pub user_id: Option<&'a str>,
 }
