@@ -389,24 +389,54 @@ describe("ingestion rules", () => {
     }
   });
 
-  test("a cookie of the old name (seam_id, which any subdomain could set for the whole site) is not believed, even sealed, and is deleted", async () => {
+  test("a cookie of the old name (seam_id, which any subdomain could set for the whole site) is not believed, even sealed, and this host's copy is deleted", async () => {
     const first = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [page(granted)] }, sameSite);
     const [, planted, mac] = sealed(first.headers.get("set-cookie"));
-    // A sibling subdomain's page plants its own sealed ID under the old name (with a path that
-    // browsers send first).
+    const old = `seam_id=${planted}.${mac}`;
+    const named = (res, name) => res.headers.getSetCookie().find((c) => c.startsWith(`${name}=`));
+    // A sibling subdomain's page plants its own sealed ID under the old name.
     const ev = page(granted);
-    const res = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [ev] }, { ...sameSite, cookie: `seam_id=${planted}.${mac}` });
-    const [set, clear] = res.headers.get("set-cookie").split(/, (?=[\w-]+=)/);
-    const [, id] = sealed(set) ?? assert.fail(`a cookie of its own: ${set}`);
+    const res = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [ev] }, { ...sameSite, cookie: old });
+    const [, id, idMac] = sealed(named(res, "__Host-seam_id")) ?? assert.fail(`a cookie of its own: ${res.headers.getSetCookie()}`);
     assert.notEqual(id, planted, "not the planted ID");
     assert.equal(res.json.anonymousId, id);
-    assert.match(clear ?? "", /^seam_id=; Max-Age=0; Path=\/; HttpOnly; Secure; SameSite=Lax$/);
+    assert.equal(named(res, "seam_id"), "seam_id=; Max-Age=0; Path=/; HttpOnly; Secure; SameSite=Lax");
     await settled(edge.url);
     assert.equal((await stored(ev.messageId))[0].anonymous_id, id, "the event is the browser's own");
-    // The new name comes only from this host (browsers refuse `__Host-` cookies with a Domain),
-    // and it wins while a planted old one is still sent.
-    const both = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [page(granted)] }, { ...sameSite, cookie: `seam_id=${planted}.${mac}; __Host-seam_id=${id}.${sealed(set)[2]}` });
+    // The new name comes only from this host (browsers refuse `__Host-` cookies with a
+    // Domain), and it wins while a planted old one is still sent.
+    const both = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [page(granted)] }, { ...sameSite, cookie: `${old}; __Host-seam_id=${id}.${idMac}` });
     assert.equal(both.json.anonymousId, id);
+    assert.ok(named(both, "seam_id"), "the old one is deleted again");
+    // Only same-site answers touch cookies, and only an old cookie that was sent is deleted.
+    const cross = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [page(granted)] }, { "sec-fetch-site": "cross-site", cookie: old });
+    assert.deepEqual(cross.headers.getSetCookie(), []);
+    const plain = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [page(granted)] }, { ...sameSite, cookie: `__Host-seam_id=${id}.${idMac}` });
+    assert.equal(named(plain, "seam_id"), undefined);
+    // A withdrawal deletes both.
+    const withdrawn = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [page(denied)] }, { ...sameSite, cookie: `${old}; __Host-seam_id=${id}.${idMac}` });
+    assert.deepEqual(withdrawn.headers.getSetCookie().map((c) => c.split(";")[0]).sort(), ["__Host-seam_id=", "seam_id="]);
+  });
+
+  test("a planted look-alike of the ID cookie is not believed: a name behind a Unicode space, or a second value", async () => {
+    const first = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [page(granted)] }, sameSite);
+    const [, planted, mac] = sealed(first.headers.get("set-cookie"));
+    const second = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [page(granted)] }, sameSite);
+    const [, own, ownMac] = sealed(second.headers.get("set-cookie"));
+    // Browsers store "\u2000__Host-seam_id" as a cookie of another name (no prefix rules), with
+    // any Domain and Path; the header carries the name in UTF-8 (here as the bytes a fetch
+    // header takes).
+    const utf8 = (text) => String.fromCharCode(...new TextEncoder().encode(text));
+    for (const cookie of [
+      utf8(`\u2000__Host-seam_id=${planted}.${mac}`),
+      utf8(`\u00a0__Host-seam_id=${planted}.${mac}`),
+      `__Host-seam_id=${planted}.${mac}; __Host-seam_id=${own}.${ownMac}`,
+    ]) {
+      const res = await post(`${edge.url}/v1/batch`, { writeKey: KEY, batch: [page(granted)] }, { ...sameSite, cookie });
+      assert.notEqual(res.json.anonymousId, planted, JSON.stringify(cookie));
+      const [, id] = sealed(res.headers.get("set-cookie")) ?? assert.fail("a cookie of its own");
+      assert.equal(res.json.anonymousId, id);
+    }
   });
 
   // ---- gzip ----

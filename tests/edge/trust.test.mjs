@@ -364,6 +364,10 @@ describe("trust: identity claims from the public key", () => {
       assert.equal(d.json.profileId, null, value);
       assert.equal(d.json.personalised, false, value);
     }
+    // The victim's own sealed value under the cookie's old name, which a sibling subdomain can
+    // set for the whole site, reads nothing either.
+    const old = await decide(edge, { anonymousId: v.browser, slots: [{ id: "recommended-for-you", limit: 20 }] }, { cookie: idCookie(v.browser).replace(/^__Host-/, "") });
+    assert.deepEqual([old.json.profileId, old.json.personalised], [null, false]);
     // Another browser sends events naming the victim's ID: same-site, with consent, first
     // without a cookie and then with the one the Worker gives it.
     const event = () => ({ ...viewed(v.browser, `attacker-view-${run}`), context: { consent: { gcm: { analytics_storage: "granted" } } } });

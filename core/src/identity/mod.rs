@@ -25,7 +25,7 @@
 //!   With an `encoding` other than `none` the value is opaque: it becomes `External("type.encoding")`,
 //!   except that a 64-hex-digit `sha256` email or phone is taken as the hashed email/phone when
 //!   [`Rules::hash_pii`] is on (so it matches hashed traits).
-//! ³ Since 2026-12-06 the collector's sealed `seam_id` cookie replaces a browser event's
+//! ³ Since 2026-12-06 the collector's sealed ID cookie replaces a browser event's
 //!   `anonymousId` instead (`collect::cookie`). From a browser (a proof marker), an anonymous ID
 //!   counts only as the event's own `anonymousId`: one named as an alias's `previousId` or in
 //!   `context.externalIds` is dropped, since anonymous IDs are not secret.

@@ -66,21 +66,26 @@ pub fn is_same_site(req: &Request) -> bool {
 /// client wrote itself, or one from before the cookie was sealed, counts for nothing.
 pub fn cookie_id(req: &Request, key: Option<&[u8; 32]>) -> Option<String> {
     let key = key?;
-    // The first that opens (a browser sends only one `__Host-` cookie of a name per host; the
-    // rule is for clients that are not browsers).
-    cookies(req, ID_COOKIE)
-        .into_iter()
-        .find_map(|value| cookie::open(key, &value))
+    // A browser holds one `__Host-` cookie of a name for a host, so a second value was planted
+    // some other way (as a nameless cookie, in older browsers): neither is believed.
+    match cookies(req, ID_COOKIE).as_slice() {
+        [value] => cookie::open(key, value),
+        _ => None,
+    }
 }
 
-/// Every value sent for the cookie `name` (a browser may send several with one name).
+/// Every value sent for the cookie `name` (a browser may send several with one name). Only
+/// spaces and tabs around a pair are dropped: a browser keeps a name with other whitespace in
+/// front (U+2000, U+00A0) as a name of its own, free of the `__Host-` rules, so it must not
+/// read as the prefixed one here.
 pub fn cookies(req: &Request, name: &str) -> Vec<String> {
+    let blank = |c: char| c == ' ' || c == '\t';
     header(req, "Cookie")
         .unwrap_or_default()
         .split(';')
-        .filter_map(|c| c.trim().split_once('='))
+        .filter_map(|c| c.trim_matches(blank).split_once('='))
         .filter(|(n, _)| *n == name)
-        .map(|(_, value)| value.trim().to_owned())
+        .map(|(_, value)| value.trim_matches(blank).to_owned())
         .collect()
 }
 
