@@ -21,7 +21,8 @@ use wasm_bindgen::JsValue;
 
 use crate::platform;
 
-/// Cookie and localStorage name of the persisted anonymous ID.
+/// localStorage name of the persisted anonymous ID, and its cookie's (which the platform names
+/// `__Host-seam_anonymous_id` unless the site shares it with its subdomains: `cookie.domain`).
 pub const ANONYMOUS_ID_KEY: &str = "seam_anonymous_id";
 /// localStorage key of the user ID from `identify`.
 pub const USER_ID_KEY: &str = "seam_user_id";
@@ -208,8 +209,8 @@ pub fn install(config: Config, options: &JsValue) -> bool {
     if consent.is_object() {
         model.add_default(default_from_js(&consent));
     }
-    let stored = |key| platform::cookie_get(key).or_else(|| platform::storage_get(key));
-    let anonymous_id = stored(ANONYMOUS_ID_KEY)
+    let anonymous_id = platform::cookie_get(ANONYMOUS_ID_KEY, &config.cookie_domain)
+        .or_else(|| platform::storage_get(ANONYMOUS_ID_KEY))
         .filter(|s| !s.is_empty() && s.len() <= 100)
         .unwrap_or_else(|| id::uuid_v4(platform::random_bytes()));
     let traits = platform::storage_get(TRAITS_KEY)

@@ -98,6 +98,7 @@ extern "C" {
 }
 
 const ID_KEY: &str = "seam_anonymous_id";
+const ID_COOKIE: &str = "__Host-seam_anonymous_id";
 
 fn json(text: &str) -> JsValue {
     JSON::parse(text).unwrap()
@@ -297,13 +298,18 @@ async fn before_consent_nothing_is_stored_and_buffered_events_leave_with_the_id_
     assert_eq!(fetches().length(), 0, "buffered, not sent");
     assert_eq!(seam_sdk::pending(), 2);
     assert_eq!(stored(ID_KEY), None);
-    assert_eq!(cookie(ID_KEY), None);
+    assert_eq!(cookie(ID_COOKIE), None);
     assert_eq!(stored_queue(), None, "no durable queue without consent");
 
     seam_sdk::consent_update(json(r#"{"analytics_storage":"granted"}"#));
     let id = seam_sdk::anonymous_id().as_string().unwrap();
     assert_eq!(stored(ID_KEY), Some(id.clone()));
-    assert_eq!(cookie(ID_KEY), Some(id.clone()));
+    assert_eq!(cookie(ID_COOKIE), Some(id.clone()));
+    assert_eq!(
+        cookie(ID_KEY),
+        None,
+        "no cookie of the plain name, which subdomains can set"
+    );
     flush().await;
     let events = sent_events();
     assert_eq!(events.length(), 2, "buffered events arrive once");
@@ -315,7 +321,7 @@ async fn before_consent_nothing_is_stored_and_buffered_events_leave_with_the_id_
 
     seam_sdk::consent_update(json(r#"{"analytics_storage":"denied"}"#));
     assert_eq!(stored(ID_KEY), None, "revoking deletes the stored ID");
-    assert_eq!(cookie(ID_KEY), None, "and the cookie");
+    assert_eq!(cookie(ID_COOKIE), None, "and the cookie");
     seam_sdk::track("After revoke".into(), JsValue::UNDEFINED);
     flush().await;
     assert_eq!(sent_events().length(), 2);

@@ -138,7 +138,7 @@ describe("personalised shop in Chromium: edge-rendered slots", () => {
     await page.getByRole("button", { name: "Privacy settings" }).click();
     await page.getByRole("button", { name: "Analytics only" }).click();
     const cookies = await context.cookies(edge.url);
-    assert.equal(cookies.find((c) => c.name === "seam_personalise")?.value, "0", "the SDK tells the edge");
+    assert.equal(cookies.find((c) => c.name === "__Host-seam_personalise")?.value, "0", "the SDK tells the edge");
     const denied = await serverSlot(context, "recommended-for-you");
     assert.equal(denied.reason, "consent_denied");
     assert.equal(denied.variant, "default");

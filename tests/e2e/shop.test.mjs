@@ -94,7 +94,7 @@ describe("demo shop -> SDK -> edge -> D1", () => {
       const c = await browser.context.cookies(edge.url);
       return c.some((x) => x.name === "__Host-seam_id") && c;
     });
-    const sdkCookie = cookies.find((c) => c.name === "seam_anonymous_id");
+    const sdkCookie = cookies.find((c) => c.name === "__Host-seam_anonymous_id");
     assert.equal(sdkCookie?.value, anonymousId, "the SDK's first-party cookie");
     assert.equal(sdkCookie.sameSite, "Lax");
     const collectorCookie = cookies.find((c) => c.name === "__Host-seam_id");
@@ -121,6 +121,25 @@ describe("demo shop -> SDK -> edge -> D1", () => {
     assert.match(added.context.page.referrer, /\/$/, "referrer is the home page");
     assert.match(added.context.userAgent, /Chrome/);
     assert.deepEqual(failures, [], "no errors thrown in the page");
+  });
+
+  test("an anonymous ID cookie of the plain name (which another subdomain can set) is not the visitor's ID, and this host's copy is deleted", async () => {
+    const browser = await visitor("granted");
+    const planted = "b1a5ed00-0000-4000-8000-00000000cafe";
+    await browser.context.addCookies([{ name: "seam_anonymous_id", value: planted, url: edge.url }]);
+    const page = await browser.context.newPage();
+    // The IDs the SDK itself names (the collector puts its cookie's ID on a same-site request's
+    // events anyway; a collector on another site sets no cookie, and the SDK's ID is all there is).
+    const named = [];
+    page.on("request", (request) => {
+      if (request.url().endsWith("/v1/batch")) for (const e of JSON.parse(request.postData() ?? "{}").batch ?? []) named.push(e.anonymousId);
+    });
+    await page.goto(`${edge.url}/`);
+    const id = await adoptedId(page);
+    assert.ok(named.length > 0 && !named.includes(planted), `the SDK's own ID: ${named}`);
+    assert.notEqual(id, planted);
+    const names = (await browser.context.cookies(edge.url)).map((c) => c.name);
+    assert.ok(names.includes("__Host-seam_anonymous_id") && !names.includes("seam_anonymous_id"), `${names}`);
   });
 
   test("declining consent sends nothing and stores no identifier", async () => {
@@ -248,7 +267,7 @@ describe("demo shop -> SDK -> edge -> D1", () => {
 
     await page.evaluate(() => window.dataLayer.push(["consent", "update", { analytics_storage: "denied" }]));
     assert.equal(await storedId(page), null, "a gtag update revoking analytics deletes the ID");
-    const cookie = (await browser.context.cookies(edge.url)).find((c) => c.name === "seam_anonymous_id");
+    const cookie = (await browser.context.cookies(edge.url)).find((c) => /seam_anonymous_id$/.test(c.name));
     assert.equal(cookie, undefined, "and the SDK's cookie");
   });
 

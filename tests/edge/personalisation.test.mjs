@@ -383,6 +383,12 @@ describe("personalisation at ingest", () => {
       assert.match(gpc, /data-seam-reason="consent_denied"/);
       const cookie = await (await fetch(`${edge.url}/`, { headers: { cookie: `${idCookie(anon)}; seam_personalise=0` } })).text();
       assert.match(cookie, /data-seam-slot="recommended-for-you" data-seam-rendered="default" data-seam-reason="consent_denied"/, "the SDK's consent cookie");
+      // A "1" planted under the same name (another subdomain can set one for the whole site,
+      // with a path sent first) does not lift the visitor's "0".
+      const planted = await (await fetch(`${edge.url}/`, { headers: { cookie: `seam_personalise=1; ${idCookie(anon)}; seam_personalise=0` } })).text();
+      assert.match(planted, /data-seam-slot="recommended-for-you" data-seam-rendered="default" data-seam-reason="consent_denied"/, "any refusal counts");
+      const hostOnly = await (await fetch(`${edge.url}/`, { headers: { cookie: `seam_personalise=1; ${idCookie(anon)}; __Host-seam_personalise=0` } })).text();
+      assert.match(hostOnly, /data-seam-reason="consent_denied"/, "the SDK's host-only cookie");
       const css = await fetch(`${edge.url}/style.css`);
       assert.equal(css.status, 200, "other assets are served as before");
     });

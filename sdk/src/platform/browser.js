@@ -10,17 +10,27 @@ const swallow = (f) => {
   }
 };
 
-export function cookieGet(name) {
+// Host-only cookies (no domain configured) are named `__Host-<name>`: browsers take those only
+// from this host, so a page on another subdomain cannot plant one. A cookie of the plain name
+// (from before, or planted for the whole site) is then never read, and this host's copy is
+// deleted when the SDK writes the prefixed one.
+const named = (name, domain) => (domain ? name : "__Host-" + name);
+
+export function cookieGet(name, domain) {
   return swallow(() => {
-    const found = document.cookie.split("; ").find((c) => c.startsWith(name + "="));
-    return found ? decodeURIComponent(found.slice(name.length + 1)) : undefined;
+    const prefix = named(name, domain) + "=";
+    const found = document.cookie.split("; ").find((c) => c.startsWith(prefix));
+    return found ? decodeURIComponent(found.slice(prefix.length)) : undefined;
   });
 }
 
 // maxAge 0 deletes. Secure + SameSite=Lax; host-only unless a domain is configured.
 export function cookieSet(name, value, domain, maxAge) {
+  const attributes = "; Path=/; SameSite=Lax; Secure";
   swallow(() => {
-    document.cookie = `${name}=${encodeURIComponent(value)}; Max-Age=${maxAge}; Path=/; SameSite=Lax; Secure${domain ? "; Domain=" + domain : ""}`;
+    // (A truthy domain reads the plain name.)
+    if (!domain && cookieGet(name, 1) !== undefined) document.cookie = name + "=; Max-Age=0" + attributes;
+    document.cookie = `${named(name, domain)}=${encodeURIComponent(value)}; Max-Age=${maxAge}${attributes}${domain ? "; Domain=" + domain : ""}`;
   });
 }
 

@@ -31,10 +31,11 @@ extern "C" {
 
 #[wasm_bindgen(module = "/src/platform/browser.js")]
 extern "C" {
-    /// A cookie's value.
+    /// A cookie's value (see `cookie_get`).
     #[wasm_bindgen(js_name = cookieGet)]
-    fn cookie_get_js(name: &str) -> JsValue;
-    /// Sets (or with `max_age` 0 deletes) a `Secure; SameSite=Lax` cookie.
+    fn cookie_get_js(name: &str, domain: &str) -> JsValue;
+    /// Sets (or with `max_age` 0 deletes) a `Secure; SameSite=Lax` cookie, `__Host-`-named
+    /// without a `domain` (see `cookie_get`).
     #[wasm_bindgen(js_name = cookieSet)]
     pub fn cookie_set(name: &str, value: &str, domain: &str, max_age: u32);
     /// `navigator.globalPrivacyControl === true`.
@@ -125,9 +126,11 @@ extern "C" {
 // The text-returning hooks hand back a JS value read with `as_string`: one string conversion in
 // the glue for all of them instead of one per import.
 
-/// A cookie's value.
-pub fn cookie_get(name: &str) -> Option<String> {
-    cookie_get_js(name).as_string()
+/// The value of the cookie `name` as `cookie_set` writes it for `domain`: without a domain
+/// (host-only) the cookie is `__Host-<name>`, which no other subdomain can plant for this host,
+/// and the plain name is never read.
+pub fn cookie_get(name: &str, domain: &str) -> Option<String> {
+    cookie_get_js(name, domain).as_string()
 }
 
 /// Reads a localStorage entry.
