@@ -19,7 +19,7 @@ export async function decide(slots, options = {}) {
         anonymousId: anonymousId(),
         userId,
         slots,
-        context: { consent: consent.get(), page: { path: location.pathname, url: location.href } },
+        context: { consent: consent.get() ?? refusal(), page: { path: location.pathname, url: location.href } },
       }),
     });
     if (!response.ok) return undefined;
@@ -29,6 +29,12 @@ export async function decide(slots, options = {}) {
   } catch {
     return undefined;
   }
+}
+
+// Before the SDK is ready it cannot say the visitor's consent; the cookie it keeps for pages
+// still can (for a collector on another host, which does not get the cookie).
+function refusal() {
+  if (/(^|; )(__Host-)?seam_personalise=0(;|$)/.test(document.cookie)) return { gcm: { personalization_storage: "denied" } };
 }
 
 /**

@@ -242,6 +242,10 @@ describe("personalisation at ingest", () => {
       assert.equal(denied.json.reason, "consent_denied");
       assert.equal(denied.json.personalised, false);
       assert.equal(denied.json.profileId, null, "the profile is not even read");
+      // The SDK's consent cookie refuses too (a decide made at load, before the SDK could say),
+      // whatever a planted plain-name "1" says.
+      const byCookie = await decideFor(edge, { anonymousId: anon }, { cookie: "seam_personalise=1; __Host-seam_personalise=0" });
+      assert.deepEqual([byCookie.json.reason, byCookie.json.personalised], ["consent_denied", false]);
       assert.deepEqual(denied.json.decisions[0].items.map((i) => i.product_id), stranger.json.decisions[0].items.map((i) => i.product_id));
     });
 

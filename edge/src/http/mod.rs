@@ -20,6 +20,10 @@ pub const ID_COOKIE: &str = "__Host-seam_id";
 /// The cookie's name before 2026-12-06, which any subdomain could set. Never believed; deleted
 /// when a same-site request brings it.
 pub const OLD_ID_COOKIE: &str = "seam_id";
+/// The cookies the SDK keeps in step with the visitor's consent: `0` when personalisation
+/// (`personalization_storage` or `ad_personalization`) is denied. `__Host-` when host-only (the
+/// SDK since 2026-12-06), the plain name with the SDK's `cookie.domain` (and before).
+const CONSENT_COOKIES: [&str; 2] = ["__Host-seam_personalise", "seam_personalise"];
 /// The ID cookie's attributes (those `__Host-` requires, and `SameSite=Lax`).
 const ID_COOKIE_ATTRIBUTES: &str = "Path=/; HttpOnly; Secure; SameSite=Lax";
 const ONE_YEAR_SECONDS: u32 = 365 * 24 * 60 * 60;
@@ -87,6 +91,14 @@ pub fn cookies(req: &Request, name: &str) -> Vec<String> {
         .filter(|(n, _)| *n == name)
         .map(|(_, value)| value.trim_matches(blank).to_owned())
         .collect()
+}
+
+/// Whether the SDK's consent cookie says the visitor refused personalisation. Any `0` counts:
+/// another subdomain can plant a `1` of the plain name, never lift the visitor's refusal.
+pub fn personalisation_refused(req: &Request) -> bool {
+    CONSENT_COOKIES
+        .iter()
+        .any(|name| cookies(req, name).iter().any(|v| v == "0"))
 }
 
 /// A cookie's value (the first sent with that name).

@@ -75,8 +75,11 @@ pub async fn post(
             now_ms,
         )
     };
-    // Global Privacy Control opts out of personalisation here as on rendered pages.
-    let denied = facts.gpc || personalisation_denied(context.get("consent"));
+    // Global Privacy Control and the SDK's consent cookie opt out of personalisation here as on
+    // rendered pages (the cookie also covers a call made before the page's SDK was ready to say).
+    let denied = facts.gpc
+        || http::personalisation_refused(&req)
+        || personalisation_denied(context.get("consent"));
     let rules = settings::identity_rules(env)?;
     let db = Shards::of(env)?;
     let visitor = store::decisions::Visitor {

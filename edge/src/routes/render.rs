@@ -25,11 +25,6 @@ use crate::store::decisions::Visitor;
 use crate::store::shards::Shards;
 use crate::{http, jobs, settings, store};
 
-/// The cookies the SDK keeps in step with the visitor's consent: `0` when personalisation
-/// (`personalization_storage` or `ad_personalization`) is denied. `__Host-` when host-only (the
-/// SDK since 2026-12-06), the plain name with the SDK's `cookie.domain` (and before).
-const CONSENT_COOKIES: [&str; 2] = ["__Host-seam_personalise", "seam_personalise"];
-
 /// Security headers every HTML page gets when the Worker serves it (the same as
 /// `scripts/build-site.mjs` writes into `_headers`; a CSP already on the asset response wins).
 const SECURITY_HEADERS: [(&str, &str); 4] = [
@@ -94,12 +89,9 @@ pub async fn page(
     let visitor = facts.cookie_id.clone();
     let url = req.url()?;
     // Global Privacy Control opts out of ad personalisation, and the SDK's consent cookie says
-    // when the visitor denied it: non-personal defaults either way. Any "0" counts: another
-    // subdomain can plant a "1" of the plain name, never lift the visitor's refusal.
+    // when the visitor denied it: non-personal defaults either way.
     let opted_out = http::header(&req, "Sec-GPC").is_some_and(|v| v.trim() == "1")
-        || CONSENT_COOKIES
-            .iter()
-            .any(|name| http::cookies(&req, name).iter().any(|v| v == "0"));
+        || http::personalisation_refused(&req);
     let site = store::sources::configured(env)?
         .site_source(&url.origin().ascii_serialization())
         .cloned();

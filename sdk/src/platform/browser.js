@@ -11,16 +11,16 @@ const swallow = (f) => {
 };
 
 // Host-only cookies (no domain configured) are named `__Host-<name>`: browsers take those only
-// from this host, so a page on another subdomain cannot plant one. A cookie of the plain name
-// (from before, or planted for the whole site) is then never read, and this host's copy is
-// deleted when the SDK writes the prefixed one.
+// from this host, so a page on another subdomain cannot plant one. The other name's copy on
+// this host (the plain one from before, or planted; a `__Host-` one from before a domain was
+// configured) is never read, and is deleted when the SDK writes the cookie.
 const named = (name, domain) => (domain ? name : "__Host-" + name);
+const pair = (name) => document.cookie.split("; ").find((c) => c.startsWith(name + "="));
 
 export function cookieGet(name, domain) {
   return swallow(() => {
-    const prefix = named(name, domain) + "=";
-    const found = document.cookie.split("; ").find((c) => c.startsWith(prefix));
-    return found ? decodeURIComponent(found.slice(prefix.length)) : undefined;
+    const found = pair(named(name, domain));
+    return found && decodeURIComponent(found.slice(found.indexOf("=") + 1));
   });
 }
 
@@ -28,8 +28,8 @@ export function cookieGet(name, domain) {
 export function cookieSet(name, value, domain, maxAge) {
   const attributes = "; Path=/; SameSite=Lax; Secure";
   swallow(() => {
-    // (A truthy domain reads the plain name.)
-    if (!domain && cookieGet(name, 1) !== undefined) document.cookie = name + "=; Max-Age=0" + attributes;
+    const other = named(name, !domain);
+    if (pair(other)) document.cookie = other + "=; Max-Age=0" + attributes;
     document.cookie = `${named(name, domain)}=${encodeURIComponent(value)}; Max-Age=${maxAge}${attributes}${domain ? "; Domain=" + domain : ""}`;
   });
 }
