@@ -17,8 +17,8 @@ use worker::{Headers, Request};
 /// would put the victim's browsing, and their profile once they sign in, on an ID the attacker
 /// holds and can ask `/v1/decide` about).
 pub const ID_COOKIE: &str = "__Host-seam_id";
-/// The cookie's name before 2026-12-06, which any subdomain could set. Never believed; deleted
-/// when a same-site request brings it.
+/// The cookie's name before 2026-12-06, which any subdomain could set. Never believed; ingest
+/// answers to same-site requests that bring it delete it.
 pub const OLD_ID_COOKIE: &str = "seam_id";
 /// The cookies the SDK keeps in step with the visitor's consent: `0` when personalisation
 /// (`personalization_storage` or `ad_personalization`) is denied. `__Host-` when host-only (the

@@ -2,7 +2,7 @@
 //! `<div data-seam-slot="...">` it carries (`recommended-for-you`, `discount-banner`, ...) is
 //! filled server-side (with `lol_html`) from the visitor's `__Host-seam_id` cookie and the slot
 //! templates of `config/slots.json`, so the page arrives personalised without JavaScript or
-//! flicker. Consent: `Sec-GPC: 1` or the SDK's `seam_personalise=0` cookie give non-personal
+//! flicker. Consent: `Sec-GPC: 1` or the SDK's consent cookie at `0` give non-personal
 //! defaults. Every product field is HTML-escaped; the security headers of `_headers` are kept.
 
 use std::rc::Rc;
