@@ -147,10 +147,12 @@ async function decisionRows(edge, run) {
   // Each visitor's browser holds the cookie the Worker sealed for its ID.
   const visitorCookies = Array.from({ length: VISITORS }, (_, i) => idCookie(visitorId(i)));
   const visitorPage = (n) => fetch(`${edge.url}${PAGE}`, { headers: { cookie: visitorCookies[n % VISITORS] } });
+  // A page's decide call carries the browser's cookie: a browser source believes no anonymous ID
+  // from a body, so without it every decision would be the non-personal answer.
   const decide = (n) =>
     fetch(`${edge.url}/v1/decide`, {
       method: "POST",
-      headers: { "content-type": "application/json" },
+      headers: { "content-type": "application/json", cookie: visitorCookies[n % VISITORS] },
       body: JSON.stringify({ writeKey: WRITE_KEY, anonymousId: visitorId(n % VISITORS), slots: ["recommended-for-you", "discount-banner"] }),
     });
 
@@ -169,6 +171,8 @@ async function decisionRows(edge, run) {
     pageBytes = Math.max(pageBytes, Buffer.byteLength(html));
   }
   if (!variants.personalised) throw new Error(`no visitor got a personalised page: ${JSON.stringify(variants)}`);
+  const decided = await (await decide(0)).json();
+  if (!decided.profileId) throw new Error(`the decision row would time the non-personal answer: ${JSON.stringify(decided).slice(0, 200)}`);
   const mix = Object.entries(variants).map(([v, n]) => `${n} ${v}`).join(", ");
 
   const kinds = [staticAsset, strangerPage, visitorPage, decide];

@@ -253,7 +253,7 @@ export async function startupRows() {
   }
   const median = (values) => values.sort((a, b) => a - b)[values.length >> 1];
   const of = (name, key) => median(runs[name].map((r) => r[key]));
-  // Each round loads the three pages back to back, so comparing within a round cancels the
+  // Each round loads the four pages back to back, so comparing within a round cancels the
   // machine's drift over the run: the median of the rounds' differences, and in how many rounds
   // Seam was ahead.
   const paired = (name, key, peer) => {
