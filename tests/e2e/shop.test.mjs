@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { root, startEdge } from "../support/edge.mjs";
-import { eventually, launchBrowser } from "../support/browser.mjs";
+import { eventually, follow, launchBrowser } from "../support/browser.mjs";
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -101,8 +101,7 @@ describe("demo shop -> SDK -> edge -> D1", () => {
     assert.match(collectorCookie.value, new RegExp(`^${anonymousId}\\.[0-9a-f]{32}$`), "the collector's HttpOnly cookie agrees, sealed");
     assert.equal(collectorCookie.httpOnly, true);
 
-    await page.getByRole("link", { name: "Trail Runner" }).click();
-    await page.waitForURL(/\/product\?/);
+    await follow(page, page.getByRole("link", { name: "Trail Runner" }), /\/product\?/);
     await page.getByRole("button", { name: "Add to cart" }).click();
     await page.getByText("Added to cart.").waitFor();
     const rows = await until(async () => {
@@ -148,8 +147,7 @@ describe("demo shop -> SDK -> edge -> D1", () => {
     const sent = recordSends(page);
     await page.goto(`${edge.url}/`);
     await page.getByRole("button", { name: "Decline" }).click();
-    await page.getByRole("link", { name: "Road Racer" }).click();
-    await page.waitForURL(/\/product\?/);
+    await follow(page, page.getByRole("link", { name: "Road Racer" }), /\/product\?/);
     await sleep(2500);
     assert.equal(await storedId(page), null);
     assert.deepEqual(sent, [], "events stay buffered in memory and die with the page");
@@ -278,8 +276,7 @@ describe("demo shop -> SDK -> edge -> D1", () => {
     const page = await browser.context.newPage();
     await page.goto(`${edge.url}/product?id=trail-runner`);
     const anonymousId = await adoptedId(page);
-    await page.getByRole("link", { name: "Sign in" }).click();
-    await page.waitForURL(/\/signin/);
+    await follow(page, page.getByRole("link", { name: "Sign in" }), /\/signin/);
     await page.getByLabel("Email").fill("ada@shop.example");
     await page.getByLabel("Password").fill("not-the-password");
     await page.getByRole("button", { name: "Sign in" }).click();

@@ -33,3 +33,40 @@ export async function eventually(fn, ms = 20_000, every = 250) {
   }
   return value;
 }
+
+/**
+ * Clicks a link and waits until the page has navigated to a URL matching `url` and loaded. A click
+ * that started no navigation request is made once more: CI saw one such click go nowhere (the
+ * sign-in link, once in hundreds of runs, not reproduced). On failure the error says where the page is
+ * and which of its requests never finished, so a hang in the server can be told from a lost click.
+ */
+export async function follow(page, link, url, timeout = 30_000) {
+  const open = new Set();
+  let navigations = 0;
+  const started = (r) => {
+    open.add(r);
+    if (r.isNavigationRequest() && r.frame() === page.mainFrame()) navigations++;
+  };
+  const ended = (r) => open.delete(r);
+  page.on("request", started);
+  page.on("requestfinished", ended);
+  page.on("requestfailed", ended);
+  const arrived = () => page.waitForURL(url, { waitUntil: "commit", timeout });
+  try {
+    await link.click();
+    try {
+      await page.waitForURL(url, { waitUntil: "commit", timeout: timeout / 3 });
+    } catch {
+      if (navigations === 0) await link.click();
+      await arrived();
+    }
+    await page.waitForLoadState("load", { timeout });
+  } catch (error) {
+    const pending = [...open].map((r) => `${r.method()} ${r.url()}`).join(", ") || "none";
+    throw new Error(`${error.message}\nthe page is at ${page.url()} after ${navigations} navigation request(s); requests never finished: ${pending}`);
+  } finally {
+    page.off("request", started);
+    page.off("requestfinished", ended);
+    page.off("requestfailed", ended);
+  }
+}
