@@ -80,6 +80,32 @@ function d1File(dir, file) {
   }
 }
 
+/** D1's growth since `empty` per stored event, and the largest tables' shares of it. */
+export function bytesPerEvent(tables, empty, events) {
+  const grown = Object.entries(tables)
+    .map(([name, bytes]) => [name, bytes - (empty[name] ?? 0)])
+    .filter(([, bytes]) => bytes > 0)
+    .sort((a, b) => b[1] - a[1]);
+  const bytes = grown.reduce((sum, [, b]) => sum + b, 0);
+  return { bytes, perEvent: Math.round(bytes / Math.max(1, events)), tables: grown.slice(0, 8).map(([name, b]) => `${name} ${Math.round(b / Math.max(1, events))}`).join(", ") };
+}
+
+/**
+ * Runs the sweep until every archived event is out of D1 (or two minutes pass), for an edge
+ * started with `HOT_EVENT_HOURS = "0"` and `ARCHIVE_SETTLE_SECONDS = "0"`: what D1 holds once
+ * events are past the hot window.
+ */
+export async function compact(edge) {
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    const [{ left }] = await edge.query("SELECT COUNT(*) AS left FROM events");
+    const [{ unarchived }] = await edge.query("SELECT COUNT(*) AS unarchived FROM events WHERE archived_at IS NULL");
+    if (left === 0 || Date.now() > deadline) break;
+    if (unarchived === 0) await fetch(`${edge.url}/__scheduled?cron=${encodeURIComponent("*/5 * * * *")}`);
+    else await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
 /** Sends shop traffic at `multiple` x the base rate for SECONDS; what was offered and what came back. */
 export async function step(edge, run, multiple) {
   const eventsPerSecond = BASE_EVENTS_PER_SECOND * multiple;
@@ -175,14 +201,7 @@ export async function scaleRows({ shards = SHARDS, steps = STEPS } = {}) {
       if (r.refused > 0 || r.failures > r.requests / 10) break;
     }
     const [{ n: events }] = await edge.query("SELECT COUNT(*) AS n FROM events");
-    const perEvent = (tables) => {
-      const grown = Object.entries(tables)
-        .map(([name, bytes]) => [name, bytes - (empty[name] ?? 0)])
-        .filter(([, bytes]) => bytes > 0)
-        .sort((a, b) => b[1] - a[1]);
-      const bytes = grown.reduce((sum, [, b]) => sum + b, 0);
-      return { bytes, perEvent: Math.round(bytes / Math.max(1, events)), tables: grown.slice(0, 8).map(([name, b]) => `${name} ${Math.round(b / Math.max(1, events))}`).join(", ") };
-    };
+    const perEvent = (tables) => bytesPerEvent(tables, empty, events);
     const hot = perEvent(d1Tables(state));
     rows.push([
       label("scale: saturation (local, 2 cores)"),
@@ -194,15 +213,7 @@ export async function scaleRows({ shards = SHARDS, steps = STEPS } = {}) {
       `${hot.perEvent} B`,
       `${events} events, ${(hot.bytes / 1024 / 1024).toFixed(1)} MB of D1 pages (checkpointed copy, dbstat); by table: ${hot.tables}`,
     ]);
-    // Everything archived, then the sweep's compaction until nothing archived is left in D1.
-    const deadline = Date.now() + 120_000;
-    for (;;) {
-      const [{ left }] = await edge.query("SELECT COUNT(*) AS left FROM events");
-      const [{ unarchived }] = await edge.query("SELECT COUNT(*) AS unarchived FROM events WHERE archived_at IS NULL");
-      if (left === 0 || Date.now() > deadline) break;
-      if (unarchived === 0) await fetch(`${edge.url}/__scheduled?cron=${encodeURIComponent("*/5 * * * *")}`);
-      else await new Promise((r) => setTimeout(r, 500));
-    }
+    await compact(edge);
     const [{ left }] = await edge.query("SELECT COUNT(*) AS left FROM events");
     const cold = perEvent(d1Tables(state));
     rows.push([
