@@ -215,11 +215,12 @@ export async function scaleRows({ shards = SHARDS, steps = STEPS } = {}) {
     ]);
     await compact(edge);
     const [{ left }] = await edge.query("SELECT COUNT(*) AS left FROM events");
+    const [{ objects }] = await edge.query("SELECT COUNT(*) AS objects FROM archive_objects");
     const cold = perEvent(d1Tables(state));
     rows.push([
       label("scale: D1 bytes per stored event past the hot window (shop mix, all databases)"),
       `${cold.perEvent} B`,
-      `${left} of ${events} events still in D1 after compaction, dedup keys for all (inside the 7-day window); by table: ${cold.tables}; #18's target is <= 300`,
+      `${left} of ${events} events still in D1 after compaction, dedup keys for all (inside the 7-day window), ${objects} archive objects (${(events / Math.max(1, objects)).toFixed(1)} events each); by table: ${cold.tables}; #18's target is <= 300`,
     ]);
     if (SHARDS > 1) {
       // `DB` is the database with the events table; the others are profile shards.

@@ -103,6 +103,22 @@ print(json.dumps({"rows": rows, "revenue": revenue, "sources": sources}))
     rmSync(dir, { recursive: true, force: true });
   });
 
+  test("a quiet shop's requests share an object: the consumer merges its batch's messages", async () => {
+    // Requests further apart than the isolate's quarter-second gathering (and the ingest
+    // consumer's one-second batches) reach the archive queue as a message each, within the
+    // archive consumer's five-second batch.
+    const ids = [];
+    for (let i = 0; i < 2; i++) {
+      if (i > 0) await new Promise((r) => setTimeout(r, 1500));
+      const event = { type: "track", event: "Product Viewed", anonymousId: `quiet-${run}`, messageId: mid(), properties: { product_id: `q${i}` } };
+      ids.push(event.messageId);
+      assert.equal((await send(edge, [event])).status, 200);
+    }
+    const objects = await archivedAll(edge, ids);
+    const holding = objects.filter((o) => o.lines.some((l) => ids.includes(l.message_id)));
+    assert.equal(holding.length, 1, `one object, not one per request: ${holding.map((o) => o.key).join(", ")}`);
+  });
+
   test("export: the archive's lines page by page, resumable by cursor; profiles paged; only with export:read", async () => {
     const objects = await archived(edge);
     const expected = objects.flatMap((o) => o.lines.map((l) => l.message_id)).sort();

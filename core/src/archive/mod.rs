@@ -27,7 +27,8 @@ pub mod rebuild;
 
 /// Where the archive's objects live in the bucket.
 pub const PREFIX: &str = "events/";
-/// Keys one queue message carries at most: also the most one claim holds.
+/// Keys one queue message carries at most: also the most one claim holds (so an object holds at
+/// most this many events, which bounds an export page and an erasure's rebuild).
 pub const KEYS_PER_MESSAGE: usize = 500;
 /// Bytes of keys (as JSON) one queue message carries at most (Queues take 128 KB a message and
 /// 256 KB a send).
@@ -52,6 +53,28 @@ pub enum Message {
         /// The claim.
         claim: String,
     },
+}
+
+/// A consumer batch's event keys as claims of up to [`KEYS_PER_MESSAGE`] keys each, in the
+/// order they came and each key once. Messages are merged, not one claim each: an isolate sends
+/// a message per quarter-second it answered requests, so at a small shop's rate most messages
+/// hold one request's events, and a claim per message made an object per request (and an index
+/// row per person and object once compacted). The batch gathers up to 5 s of them.
+pub fn claims(
+    messages: impl IntoIterator<Item = Vec<(String, String)>>,
+) -> Vec<Vec<(String, String)>> {
+    let mut seen = HashSet::new();
+    let mut keys: Vec<(String, String)> = messages
+        .into_iter()
+        .flatten()
+        .filter(|key| seen.insert(key.clone()))
+        .collect();
+    let mut out = Vec::new();
+    while !keys.is_empty() {
+        let rest = keys.split_off(keys.len().min(KEYS_PER_MESSAGE));
+        out.push(std::mem::replace(&mut keys, rest));
+    }
+    out
 }
 
 /// The messages for the keys of stored events: at most [`KEYS_PER_MESSAGE`] keys and
@@ -549,6 +572,42 @@ mod tests {
                 "properties": {"revenue": 12.5}})
             .to_string(),
         }
+    }
+
+    fn keys(prefix: &str, n: usize) -> Vec<(String, String)> {
+        (0..n)
+            .map(|i| ("web".to_owned(), format!("{prefix}{i}")))
+            .collect()
+    }
+
+    #[test]
+    fn merges_a_batchs_small_messages_into_one_claim() {
+        let merged = claims([keys("a", 3), keys("b", 1), keys("c", 4)]);
+        assert_eq!(merged.len(), 1);
+        let ids: Vec<&str> = merged[0].iter().map(|k| k.1.as_str()).collect();
+        assert_eq!(ids, ["a0", "a1", "a2", "b0", "c0", "c1", "c2", "c3"]);
+    }
+
+    #[test]
+    fn a_claim_never_holds_more_than_a_message_may() {
+        let merged = claims([
+            keys("a", 300),
+            keys("b", 300),
+            keys("c", KEYS_PER_MESSAGE + 1),
+        ]);
+        assert!(merged.iter().all(|c| c.len() <= KEYS_PER_MESSAGE));
+        assert_eq!(
+            merged.iter().map(Vec::len).sum::<usize>(),
+            600 + KEYS_PER_MESSAGE + 1
+        );
+        assert_eq!(merged.len(), 3);
+    }
+
+    #[test]
+    fn a_key_in_two_messages_is_claimed_once() {
+        let merged = claims([keys("a", 2), keys("a", 3)]);
+        assert_eq!(merged, vec![keys("a", 3)]);
+        assert!(claims(Vec::<Vec<(String, String)>>::new()).is_empty());
     }
 
     fn gunzip_text(bytes: &[u8]) -> String {

@@ -51,9 +51,10 @@ pub fn enabled(env: &Env) -> bool {
 }
 
 /// Queues the keys of stored events after the response, with those of the other requests the
-/// isolate answers within [`GATHER_MS`]: one send (and one claim and object per 500 keys)
-/// instead of one per request. A message lost here, or keys held by an isolate that is evicted,
-/// is not an event lost: the event is stored unclaimed, and the sweep queues it again.
+/// isolate answers within [`GATHER_MS`]: one send instead of one per request (the consumer
+/// merges its batch's messages into claims). A message lost here, or keys held by an isolate
+/// that is evicted, is not an event lost: the event is stored unclaimed, and the sweep queues
+/// it again.
 pub fn send_after_response(ctx: &Context, env: &Env, keys: Vec<(String, String)>) {
     if keys.is_empty() || !enabled(env) || !isolate::hold_archive_keys(keys) {
         return;
@@ -87,28 +88,31 @@ pub async fn send(env: &Env, messages: Vec<Message>) -> worker::Result<()> {
     Ok(())
 }
 
-/// The consumer: each message's events become one claim (so a claim holds at most
-/// [`archive::KEYS_PER_MESSAGE`] events), written from D1's rows; a claim a message names is
-/// written again. The batch's claims are made, read and marked in one D1 round trip each (not
-/// one per message: bursts of queries would stall ingest on the single-threaded database). A
-/// claim whose objects fail is queued by name, so its retry writes the same objects; if the
-/// claims cannot be made, the batch comes back as it was.
+/// The consumer: the batch's events become claims of up to [`archive::KEYS_PER_MESSAGE`] each
+/// ([`archive::claims`]: its messages merged, so a quiet shop's requests do not make an object
+/// each), written from D1's rows; a claim a message names is written again. The batch's claims
+/// are made, read and marked in one D1 round trip each (not one per message: bursts of queries
+/// would stall ingest on the single-threaded database). A claim whose objects fail is queued
+/// by name, so its retry writes the same objects; if the claims cannot be made, the batch comes
+/// back as it was.
 pub async fn consume(batch: MessageBatch<Value>, env: &Env) -> worker::Result<()> {
     let db = env.d1("DB")?;
     let bucket = env.bucket(BUCKET)?;
     let mut claims = Vec::new();
-    let mut plan = Vec::new();
+    let mut events = Vec::new();
     for message in batch.messages()? {
         match serde_json::from_value::<Message>(message.body().clone()) {
             Ok(Message::Claim { claim }) => claims.push(claim),
-            Ok(Message::Events { events }) => {
-                let claim = archive::claim_id(platform::now_ms(), platform::random_bytes());
-                plan.extend(archive::claim(&events, &claim));
-                claims.push(claim);
-            }
+            Ok(Message::Events { events: keys }) => events.push(keys),
             // Its events stay unclaimed: the sweep queues them again.
             Err(_) => worker::console_error!("archive queue: a message of neither kind"),
         }
+    }
+    let mut plan = Vec::new();
+    for keys in archive::claims(events) {
+        let claim = archive::claim_id(platform::now_ms(), platform::random_bytes());
+        plan.extend(archive::claim(&keys, &claim));
+        claims.push(claim);
     }
     if !plan.is_empty() {
         if let Err(e) = d1::execute(&db, &plan).await {
