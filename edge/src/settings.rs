@@ -140,6 +140,28 @@ pub fn journey_time_scale(env: &Env) -> i64 {
         .unwrap_or(1)
 }
 
+/// The budget of one run of a profile shard move ([`reshard::Budget`]): `PROFILE_MOVE_STEP`
+/// and `PROFILE_MOVES_PER_RUN` lower it (tests walk over several runs); unset, or not a whole
+/// number from 1 to the default, keeps the default.
+///
+/// [`reshard::Budget`]: crate::jobs::reshard::Budget
+pub fn profile_move_budget(env: &Env) -> crate::jobs::reshard::Budget {
+    let mut budget = crate::jobs::reshard::Budget::default();
+    let number = |name: &str, most: u32| {
+        env.var(name)
+            .ok()
+            .and_then(|v| v.to_string().trim().parse::<u32>().ok())
+            .filter(|n| (1..=most).contains(n))
+    };
+    if let Some(step) = number("PROFILE_MOVE_STEP", budget.step) {
+        budget.step = step;
+    }
+    if let Some(moves) = number("PROFILE_MOVES_PER_RUN", budget.moves as u32) {
+        budget.moves = moves as usize;
+    }
+    budget
+}
+
 /// `PROFILE_SHARDS`: how many D1 databases the profiles' personalisation state is spread over
 /// (1, the default, keeps it in `DB`). Anything but a whole number from 1 to
 /// [`MAX_SHARDS`](seam_core::personalise::shard::MAX_SHARDS) is an error, never a fallback: a

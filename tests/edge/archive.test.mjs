@@ -112,7 +112,7 @@ print(json.dumps({"rows": rows, "revenue": revenue, "sources": sources, "parquet
     // archive consumer's five-second batch.
     const ids = [];
     for (let i = 0; i < 2; i++) {
-      if (i > 0) await new Promise((r) => setTimeout(r, 1500));
+      if (i > 0) await new Promise((r) => setTimeout(r, 1200));
       const event = { type: "track", event: "Product Viewed", anonymousId: `quiet-${run}`, messageId: mid(), properties: { product_id: `q${i}` } };
       ids.push(event.messageId);
       assert.equal((await send(edge, [event])).status, 200);

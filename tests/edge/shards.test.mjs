@@ -304,7 +304,8 @@ describe("profile shards: changing the count on a live deployment", () => {
       members = now;
     }
     assert.equal(members, shoppers.length + couples.length, "the shoppers and the signed-in people");
-    await edge.restart({ PROFILE_SHARDS: "3", PROFILE_SHARDS_FROM: "2" });
+    // A small budget (pages of four, two moves a run), so the move's walk spans runs.
+    await edge.restart({ PROFILE_SHARDS: "3", PROFILE_SHARDS_FROM: "2", PROFILE_MOVE_STEP: "4", PROFILE_MOVES_PER_RUN: "2" });
     const moving = shoppers.filter((s) => shardOf(s.profileId, 3) !== shardOf(s.profileId, 2));
     assert.ok(moving.length >= 2 && moving.length < shoppers.length, `${moving.length} of ${shoppers.length} move`);
     assert.ok(moving.every((s) => shardOf(s.profileId, 3) === 2), "growing moves profiles only into the new shard");
@@ -328,8 +329,16 @@ describe("profile shards: changing the count on a live deployment", () => {
     assert.ok(rows.some((r) => r.segment === "high_value" && r.exited_at === null), JSON.stringify(rows));
     assert.deepEqual(await edge.queryShard(shardOf(first.profileId, 2), "SELECT segment FROM segment_memberships WHERE profile_id = ?", first.profileId), [], "nothing left behind");
 
-    // The move's walk (the every-minute cron) moves the rest, keeping when each is due.
-    assert.equal((await fetch(`${edge.url}/__scheduled?cron=${encodeURIComponent("* * * * *")}`)).status, 200);
+    // The move's walk (the every-minute cron) moves the rest, keeping when each is due, going on
+    // from its saved positions run after run.
+    const everyMinute = () => fetch(`${edge.url}/__scheduled?cron=${encodeURIComponent("* * * * *")}`);
+    const walksDone = async () => (await edge.query("SELECT after FROM walk_cursors WHERE name LIKE 'profile_shard_move:2:3:%' AND name NOT LIKE '%:left'")).filter((w) => w.after.endsWith("done")).length;
+    const home = async () => (await Promise.all(rest.map(async (s) => (await where(s.profileId)).join() === "2"))).filter(Boolean).length;
+    assert.equal((await everyMinute()).status, 200);
+    assert.ok((await home()) <= 2, "one run moves no more than its budget");
+    let runs = 1;
+    for (; runs < 60 && (await walksDone()) < 2; runs++) assert.equal((await everyMinute()).status, 200);
+    assert.ok(runs >= Math.ceil(rest.length / 2), `the walk took ${runs} runs for ${rest.length} profiles`);
     for (const s of rest) {
       assert.deepEqual(await where(s.profileId), [2], `${s.profileId} moved`);
       const [row] = await edge.queryShard(2, "SELECT check_at FROM profile_personalisation WHERE profile_id = ?", s.profileId);

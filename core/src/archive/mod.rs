@@ -17,6 +17,7 @@ use std::io::Write;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use serde_json::Value;
 
 use crate::collect::event::Event;
 use crate::format::time::{format_iso8601, DAY_MS};
@@ -164,8 +165,17 @@ impl Row {
             body: &'a RawValue,
         }
         let empty = || serde_json::from_str::<&RawValue>("{}");
+        let reformatted;
         let body = match serde_json::from_str::<&RawValue>(self.body.trim()) {
-            Ok(raw) if raw.get().starts_with('{') => Ok(raw),
+            Ok(raw) if raw.get().starts_with('{') && !raw.get().contains(['\n', '\r']) => Ok(raw),
+            // The collector stores compact JSON; a body written some other way is parsed and
+            // written compact, so that it cannot break the line.
+            Ok(raw) if raw.get().starts_with('{') => {
+                reformatted = serde_json::from_str::<Value>(raw.get())
+                    .ok()
+                    .and_then(|v| serde_json::value::to_raw_value(&v).ok());
+                reformatted.as_deref().map_or_else(empty, Ok)
+            }
             _ => empty(),
         };
         let Ok(body) = body else {
@@ -576,7 +586,7 @@ pub fn gunzip(bytes: &[u8], max_bytes: usize) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::{json, Value};
+    use serde_json::json;
     use std::io::Read;
 
     const DAY: i64 = 86_400_000;
@@ -665,6 +675,9 @@ mod tests {
             line.ends_with(r#","body":{"type":"track","z":1,"a":{"b":[1,2]},"messageId":"m1"}}"#),
             "{line}"
         );
+        r.body = "{\"a\":\n 1,\r\n\"b\": [2]}".into();
+        let line = r.line();
+        assert!(line.ends_with(r#","body":{"a":1,"b":[2]}}"#), "{line}");
         for broken in ["[1,2]", "{\"a\":", "", "null"] {
             r.body = broken.into();
             let line: Value = serde_json::from_str(&r.line()).unwrap_or_default();

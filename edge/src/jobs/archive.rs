@@ -110,7 +110,14 @@ pub async fn consume(batch: MessageBatch<Value>, env: &Env) -> worker::Result<()
     }
     let mut plan = Vec::new();
     for keys in archive::claims(events) {
-        let claim = archive::claim_id(platform::now_ms(), platform::random_bytes());
+        // Claims made in the same millisecond differ only by their random bytes: a repeat
+        // would merge two claims into one object past the 500-event bound.
+        let claim = loop {
+            let claim = archive::claim_id(platform::now_ms(), platform::random_bytes());
+            if !claims.contains(&claim) {
+                break claim;
+            }
+        };
         plan.extend(archive::claim(&keys, &claim));
         claims.push(claim);
     }

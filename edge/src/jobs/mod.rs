@@ -45,7 +45,7 @@ pub async fn scheduled(cron: &str, env: &Env, now_ms: i64) {
             Err(e) => worker::console_error!("journeys failed: {} ({})", e.code(), e),
         }
         let moved = match crate::store::shards::Shards::of(env) {
-            Ok(db) => reshard::run(&db, now_ms).await,
+            Ok(db) => reshard::run(&db, crate::settings::profile_move_budget(env), now_ms).await,
             Err(e) => Err(e),
         };
         match moved {

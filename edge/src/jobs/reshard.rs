@@ -16,14 +16,29 @@ use crate::store::retention::{save_walk, walk_start};
 use crate::store::shards::Shards;
 use crate::store::{d1, personalisation};
 
-/// Profiles one step of a shard's walk reads.
-const STEP: u32 = 200;
 /// Steps one run takes at most, over all shards: a step is a page read and its saved position,
 /// and reading a shard's saved positions counts as one.
 const STEPS_PER_RUN: u32 = 30;
-/// Profiles one run moves at most: a move is six or seven D1 queries, an invocation makes at
-/// most 1,000, and the journeys' run shares this one. With the steps, under 500 queries.
-const MOVES_PER_RUN: usize = 60;
+
+/// How much one run may do. The defaults keep a run under 500 D1 queries: a move is six or
+/// seven, an invocation makes at most 1,000, and the journeys' run shares this one. Smaller
+/// budgets (`PROFILE_MOVE_STEP`, `PROFILE_MOVES_PER_RUN`) make a test's walk span runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    /// Profiles one step of a shard's walk reads.
+    pub step: u32,
+    /// Profiles one run moves at most.
+    pub moves: usize,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self {
+            step: 200,
+            moves: 60,
+        }
+    }
+}
 /// The saved position of a shard whose walk is finished.
 pub const DONE: &str = "\u{10FFFF}done";
 /// The prefix of the walks' names in `walk_cursors`.
@@ -51,7 +66,7 @@ pub fn cursor_name(layout: Layout, shard: usize) -> String {
 
 /// One run of the move. When the count is not changing, it only forgets the walks of a past
 /// move, so that a later move with the same counts walks again.
-pub async fn run(db: &Shards, now_ms: i64) -> Result<Report, ApiError> {
+pub async fn run(db: &Shards, budget: Budget, now_ms: i64) -> Result<Report, ApiError> {
     let mut report = Report::default();
     let Some(from) = db.layout().from else {
         forget_walks(db).await?;
@@ -61,7 +76,7 @@ pub async fn run(db: &Shards, now_ms: i64) -> Result<Report, ApiError> {
     struct Row {
         profile_id: String,
     }
-    let (mut moves, mut steps) = (MOVES_PER_RUN, STEPS_PER_RUN);
+    let (mut moves, mut steps) = (budget.moves, STEPS_PER_RUN);
     // Only the old count's shards hold rows it placed. Each run starts at the next of them, so
     // one shard whose profile keeps failing does not take every run's budget.
     let count = (from as usize).min(db.all().len());
@@ -80,7 +95,7 @@ pub async fn run(db: &Shards, now_ms: i64) -> Result<Report, ApiError> {
         let mut left_behind = after != DONE && !walk_start(db, &left_name).await?.is_empty();
         while after != DONE && moves > 0 && steps > 0 {
             steps -= 1;
-            let rows = d1::rows::<Row>(db.at(index), &shard::walk(&after, STEP)).await?;
+            let rows = d1::rows::<Row>(db.at(index), &shard::walk(&after, budget.step)).await?;
             let mut read_all = true;
             let was_left = left_behind;
             for row in &rows {
@@ -102,7 +117,7 @@ pub async fn run(db: &Shards, now_ms: i64) -> Result<Report, ApiError> {
                 report.walked += 1;
                 after.clone_from(&row.profile_id);
             }
-            let finished = read_all && rows.len() < STEP as usize;
+            let finished = read_all && rows.len() < budget.step as usize;
             if left_behind && !was_left {
                 save_walk(db, &left_name, "1").await?;
             }
