@@ -51,11 +51,14 @@ export async function follow(page, link, url, timeout = 30_000) {
   page.on("request", started);
   page.on("requestfinished", ended);
   page.on("requestfailed", ended);
-  const arrived = () => page.waitForURL(url, { waitUntil: "commit", timeout });
+  // A new URL that matches: from one product page to another, the old one matches too.
+  const from = page.url();
+  const target = (u) => u.href !== from && url.test(u.href);
+  const arrived = () => page.waitForURL(target, { waitUntil: "commit", timeout });
   try {
     await link.click();
     try {
-      await page.waitForURL(url, { waitUntil: "commit", timeout: timeout / 3 });
+      await page.waitForURL(target, { waitUntil: "commit", timeout: timeout / 3 });
     } catch {
       if (navigations === 0) await link.click();
       await arrived();
