@@ -16,12 +16,22 @@ const mid = () => `d-${run}-${++n}`;
 const HOOK_SECRET = "whsec_test_0123456789abcdef";
 
 const send = (edge, batch, key = WRITE_KEY) => post(`${edge.url}/v1/batch`, { writeKey: key, batch });
-const admin = (edge, method, path, body) =>
-  fetch(`${edge.url}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${ADMIN_KEY}`, "content-type": "application/json" },
-    body: body && JSON.stringify(body),
-  }).then(async (r) => ({ status: r.status, text: await r.clone().text(), json: await r.json().catch(() => undefined) }));
+// A 503 is the API's "storage failed, retry" (locally: SQLite busy while the harness reads the
+// same file). Idempotent calls are retried as a client would; a POST is not.
+async function admin(edge, method, path, body) {
+  for (let attempt = 0; ; attempt++) {
+    const r = await fetch(`${edge.url}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${ADMIN_KEY}`, "content-type": "application/json" },
+      body: body && JSON.stringify(body),
+    });
+    if (r.status === 503 && method !== "POST" && attempt < 3) {
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      continue;
+    }
+    return { status: r.status, text: await r.clone().text(), json: await r.json().catch(() => undefined) };
+  }
+}
 const order = (fields = {}) => ({
   type: "track", event: "Order Completed", messageId: mid(), anonymousId: `anon-${run}-${n}`,
   properties: { order_id: `o-${n}`, revenue: 42.5, currency: "EUR", products: [{ product_id: "p1", name: "Shoe", price: 42.5, quantity: 1 }] },
