@@ -7,6 +7,7 @@ fn main() {
     let n: usize = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())
+        .filter(|&n| n > 0)
         .unwrap_or(500);
     let rows = rows(n, 7);
     let raw: usize = rows.iter().map(|r| r.line().len() + 1).sum();

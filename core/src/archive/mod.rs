@@ -164,22 +164,21 @@ impl Row {
             received_at: String,
             body: &'a RawValue,
         }
-        let empty = || serde_json::from_str::<&RawValue>("{}");
         let reformatted;
         let body = match serde_json::from_str::<&RawValue>(self.body.trim()) {
-            Ok(raw) if raw.get().starts_with('{') && !raw.get().contains(['\n', '\r']) => Ok(raw),
+            Ok(raw) if raw.get().starts_with('{') && !raw.get().contains(['\n', '\r']) => Some(raw),
             // The collector stores compact JSON; a body written some other way is parsed and
             // written compact, so that it cannot break the line.
             Ok(raw) if raw.get().starts_with('{') => {
                 reformatted = serde_json::from_str::<Value>(raw.get())
                     .ok()
                     .and_then(|v| serde_json::value::to_raw_value(&v).ok());
-                reformatted.as_deref().map_or_else(empty, Ok)
+                reformatted.as_deref()
             }
-            _ => empty(),
+            _ => None,
         };
-        let Ok(body) = body else {
-            return String::new();
+        let Some(body) = body.or_else(|| serde_json::from_str::<&RawValue>("{}").ok()) else {
+            return "{}".into();
         };
         serde_json::to_string(&Line {
             source_id: &self.source_id,

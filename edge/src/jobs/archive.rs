@@ -99,17 +99,17 @@ pub async fn consume(batch: MessageBatch<Value>, env: &Env) -> worker::Result<()
     let db = env.d1("DB")?;
     let bucket = env.bucket(BUCKET)?;
     let mut claims = Vec::new();
-    let mut events = Vec::new();
+    let mut key_lists = Vec::new();
     for message in batch.messages()? {
         match serde_json::from_value::<Message>(message.body().clone()) {
             Ok(Message::Claim { claim }) => claims.push(claim),
-            Ok(Message::Events { events: keys }) => events.push(keys),
+            Ok(Message::Events { events }) => key_lists.push(events),
             // Its events stay unclaimed: the sweep queues them again.
             Err(_) => worker::console_error!("archive queue: a message of neither kind"),
         }
     }
     let mut plan = Vec::new();
-    for keys in archive::claims(events) {
+    for keys in archive::claims(key_lists) {
         // Claims made in the same millisecond differ only by their random bytes: a repeat
         // would merge two claims into one object past the 500-event bound.
         let claim = loop {

@@ -39,6 +39,7 @@ impl Default for Budget {
         }
     }
 }
+
 /// The saved position of a shard whose walk is finished.
 pub const DONE: &str = "\u{10FFFF}done";
 /// The prefix of the walks' names in `walk_cursors`.
