@@ -87,12 +87,7 @@ pub fn allow_local_destinations(env: &Env) -> bool {
 /// Delivery retries: `DELIVERY_RETRY_WINDOW_MINUTES` (default 240, Segment's four hours) and
 /// `DELIVERY_FIRST_RETRY_SECONDS` (default 30; doubled per attempt up to an hour).
 pub fn delivery_backoff(env: &Env) -> Backoff {
-    let number = |name: &str| {
-        env.var(name)
-            .ok()
-            .and_then(|v| v.to_string().trim().parse::<i64>().ok())
-            .filter(|n| *n > 0)
-    };
+    let number = |name: &str| whole_number::<i64>(env, name).filter(|n| *n > 0);
     let mut backoff = Backoff::default();
     if let Some(minutes) = number("DELIVERY_RETRY_WINDOW_MINUTES") {
         backoff.window_ms = minutes.saturating_mul(60_000);
@@ -106,9 +101,7 @@ pub fn delivery_backoff(env: &Env) -> Backoff {
 /// How long a forwarded erasure waits before it is sent: `DELIVERY_ERASURE_DELAY_SECONDS`
 /// (default 900, the longest a delivery already under way can take).
 pub fn erasure_delay_ms(env: &Env) -> i64 {
-    env.var("DELIVERY_ERASURE_DELAY_SECONDS")
-        .ok()
-        .and_then(|v| v.to_string().trim().parse::<i64>().ok())
+    whole_number::<i64>(env, "DELIVERY_ERASURE_DELAY_SECONDS")
         .filter(|s| *s >= 0)
         .map_or(seam_core::activate::deliver::ERASURE_DELAY_MS, |s| {
             s.saturating_mul(1000)
@@ -133,9 +126,7 @@ pub fn coupon_secret(env: &Env) -> Option<[u8; 32]> {
 /// `JOURNEY_TIME_SCALE`: journeys' waits run this many times faster (`3600`: an hour in a
 /// second), for demos and tests; 1 (real time) unless set.
 pub fn journey_time_scale(env: &Env) -> i64 {
-    env.var("JOURNEY_TIME_SCALE")
-        .ok()
-        .and_then(|v| v.to_string().trim().parse::<i64>().ok())
+    whole_number::<i64>(env, "JOURNEY_TIME_SCALE")
         .filter(|n| *n >= 1)
         .unwrap_or(1)
 }
@@ -147,12 +138,8 @@ pub fn journey_time_scale(env: &Env) -> i64 {
 /// [`reshard::Budget`]: crate::jobs::reshard::Budget
 pub fn profile_move_budget(env: &Env) -> crate::jobs::reshard::Budget {
     let mut budget = crate::jobs::reshard::Budget::default();
-    let number = |name: &str, most: u32| {
-        env.var(name)
-            .ok()
-            .and_then(|v| v.to_string().trim().parse::<u32>().ok())
-            .filter(|n| (1..=most).contains(n))
-    };
+    let number =
+        |name: &str, most: u32| whole_number::<u32>(env, name).filter(|n| (1..=most).contains(n));
     if let Some(step) = number("PROFILE_MOVE_STEP", budget.step) {
         budget.step = step;
     }
@@ -196,4 +183,9 @@ pub fn profile_shards_from(env: &Env) -> Result<Option<u32>, ApiError> {
             ApiError::Storage("PROFILE_SHARDS_FROM is not a number from 1 to 64".into())
         })?;
     Ok((from != profile_shards(env)?).then_some(from))
+}
+
+/// A variable read as a number; `None` when unset or not one (each caller keeps its default).
+fn whole_number<T: std::str::FromStr>(env: &Env, name: &str) -> Option<T> {
+    env.var(name).ok()?.to_string().trim().parse().ok()
 }

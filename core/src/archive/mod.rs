@@ -17,7 +17,7 @@ use std::io::Write;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::collect::event::Event;
 use crate::format::time::{format_iso8601, DAY_MS};
@@ -162,23 +162,21 @@ impl Row {
             user_id: Option<&'a str>,
             timestamp: String,
             received_at: String,
-            body: &'a RawValue,
+            body: Body<'a>,
         }
-        let reformatted;
+        #[derive(Serialize)]
+        #[serde(untagged)]
+        enum Body<'a> {
+            Stored(&'a RawValue),
+            Rewritten(Map<String, Value>),
+        }
         let body = match serde_json::from_str::<&RawValue>(self.body.trim()) {
-            Ok(raw) if raw.get().starts_with('{') && !raw.get().contains(['\n', '\r']) => Some(raw),
+            Ok(raw) if raw.get().starts_with('{') && !raw.get().contains(['\n', '\r']) => {
+                Body::Stored(raw)
+            }
             // The collector stores compact JSON; a body written some other way is parsed and
             // written compact, so that it cannot break the line.
-            Ok(raw) if raw.get().starts_with('{') => {
-                reformatted = serde_json::from_str::<Value>(raw.get())
-                    .ok()
-                    .and_then(|v| serde_json::value::to_raw_value(&v).ok());
-                reformatted.as_deref()
-            }
-            _ => None,
-        };
-        let Some(body) = body.or_else(|| serde_json::from_str::<&RawValue>("{}").ok()) else {
-            return "{}".into();
+            _ => Body::Rewritten(serde_json::from_str(&self.body).unwrap_or_default()),
         };
         serde_json::to_string(&Line {
             source_id: &self.source_id,
