@@ -88,7 +88,7 @@ fn benches(c: &mut Criterion) {
     };
     let up = run(state.clone());
     assert!(!up.segments.is_empty());
-    assert!(up.writes.len() >= 3);
+    assert!(up.writes.len() + up.evidence_writes.len() >= 3);
 
     // What the edge does per event: parse the stored row, update, serialise the new row.
     let row = state.to_json_string();

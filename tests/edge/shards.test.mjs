@@ -33,6 +33,18 @@ function shardOf(profileId, shards = SHARDS) {
   return Number(bucket);
 }
 
+/** Each shard's aggregates are exactly what its own evidence rows add up to (the triggers' invariant). */
+async function assertCountsMatchEvidence(edge, shards = SHARDS) {
+  for (let k = 0; k < shards; k++) {
+    const fromEvidence = await edge.queryShard(k, "SELECT item_a, item_b, sum(kind = 'view') AS v, sum(kind = 'purchase') AS p FROM item_pair_evidence GROUP BY item_a, item_b ORDER BY item_a, item_b");
+    const pairs = await edge.queryShard(k, "SELECT item_a, item_b, co_views AS v, co_purchases AS p FROM item_pairs WHERE item_a < item_b ORDER BY item_a, item_b");
+    assert.deepEqual(pairs, fromEvidence, `shard ${k}'s pair counts`);
+    const fromInteractions = await edge.queryShard(k, "SELECT product_id, sum(kind = 'view') AS v, sum(kind = 'purchase') AS p FROM item_interactions GROUP BY product_id ORDER BY product_id");
+    const stats = await edge.queryShard(k, "SELECT product_id, views AS v, purchases AS p FROM item_stats WHERE views > 0 OR purchases > 0 ORDER BY product_id");
+    assert.deepEqual(stats, fromInteractions, `shard ${k}'s item counts`);
+  }
+}
+
 const ago = (minutes) => new Date(Date.now() - minutes * 60_000).toISOString();
 /** Three running shoes viewed, one bought for 600, socks left in the cart (high_value, due when the cart is abandoned). */
 const shopperBatch = (anonymousId) => [
@@ -118,6 +130,56 @@ describe("profile shards: personalisation state over three D1 databases", () => 
       const line = exported.find((p) => p.profileId === profileId);
       assert.equal(line?.computedTraits?.lifetime_value, 600, `${profileId} exported with its state`);
     }
+  });
+
+  test("co-occurrence evidence is written beside the state, each shard counts its own, and recommendations add up every shard", async () => {
+    // The shoppers' views and orders: evidence rows only in each shopper's shard.
+    const interactions = await everywhere("SELECT DISTINCT profile_id FROM item_interactions UNION SELECT DISTINCT profile_id FROM item_pair_evidence");
+    for (const { profileId } of shoppers) {
+      assert.deepEqual(interactions.filter((r) => r.profile_id === profileId).map((r) => r.shard), [shardOf(profileId)], `${profileId}'s evidence`);
+    }
+    await assertCountsMatchEvidence(edge);
+    const coViews = await everywhere("SELECT co_views FROM item_pairs WHERE item_a = 'run-1' AND item_b = 'run-2'");
+    assert.ok(coViews.length > 1, "counted in several shards");
+    assert.equal(coViews.reduce((sum, r) => sum + r.co_views, 0), shoppers.length, "each shopper once, wherever counted");
+
+    // Two visitors outside `DB` view two jackets together: only their shards count the pair.
+    const viewed = (anonymousId, product_id, minutes) => ({ type: "track", event: "Product Viewed", anonymousId, messageId: mid(), timestamp: ago(minutes), properties: { product_id, category: product_id === "far-a" ? "Jackets" : "Hats", name: `Far ${product_id}`, price: 50 } });
+    let pairers = 0;
+    for (let i = 0; pairers < 2; i++) {
+      assert.ok(i < 40, "two visitors outside DB");
+      const anon = `far-pairer-${run}-${i}`;
+      const answer = await send([viewed(anon, "far-a", 3), viewed(anon, "far-b", 2)]);
+      assert.equal(answer.status, 200, answer.text);
+      if (shardOf(answer.json.profileId) > 0) pairers++;
+      else assert.equal((await call("POST", "/v1/privacy/delete", { type: "anonymous_id", value: anon })).status, 200, "only visitors outside DB count");
+    }
+    await settled(edge.url);
+    assert.deepEqual(await edge.query("SELECT * FROM item_pairs WHERE item_a = 'far-a'"), [], "DB counts nothing of the pair");
+    assert.deepEqual(await edge.query("SELECT * FROM item_stats WHERE product_id = 'far-a' AND views + purchases > 0"), []);
+    const counted = await everywhere("SELECT co_views FROM item_pairs WHERE item_a = 'far-a' AND item_b = 'far-b'");
+    assert.equal(counted.reduce((sum, r) => sum + r.co_views, 0), 2);
+
+    // A shopper who looks at the first jacket is offered the other for it.
+    let viewer;
+    for (let i = 0; !viewer; i++) {
+      const anon = `far-viewer-${run}-${i}`;
+      const answer = await send([viewed(anon, "far-a", 1)]);
+      if (!inHoldout(answer.json.profileId)) viewer = anon;
+    }
+    await settled(edge.url);
+    const decided = await post(`${edge.url}/v1/decide`, { writeKey: WRITE_KEY, anonymousId: viewer, slots: [{ id: "recommended-for-you", limit: 12 }] });
+    assert.equal(decided.status, 200, decided.text);
+    const partner = decided.json.decisions[0].items.find((i) => i.product_id === "far-b");
+    assert.equal(partner?.reason, "co_viewed", JSON.stringify(decided.json.decisions[0].items));
+    assert.equal(partner.name, "Far far-b", "its catalogue body read from DB");
+    // A stranger's popular list adds up every shard's counts too.
+    const stranger = await post(`${edge.url}/v1/decide`, { writeKey: WRITE_KEY, anonymousId: `far-stranger-${run}`, slots: [{ id: "recommended-for-you", limit: 12 }] });
+    assert.equal(stranger.json.reason, "cold_start", stranger.text);
+    // (The only items with a name to show: the shoppers' events named none.) far-b is counted
+    // only outside DB; far-a's third viewer may be in any shard.
+    const popular = stranger.json.decisions[0].items.map((i) => i.product_id);
+    assert.deepEqual(popular, ["far-a", "far-b"], "viewed three times and twice, over all shards");
   });
 
   test("segment sizes add up over the shards, and audience pages merge them in profile order", async () => {
@@ -220,17 +282,27 @@ describe("profile shards: personalisation state over three D1 databases", () => 
     assert.equal((await call("DELETE", "/v1/admin/personalisation")).status, 200);
   });
 
-  test("erasure deletes the person's state in their shard", async () => {
+  test("erasure deletes the person's state and evidence in their shard", async () => {
     const far = shoppers.find((s) => shardOf(s.profileId) > 0);
     const count = async () => Promise.all([0, 1, 2].map(async (k) => (await edge.queryShard(k, "SELECT count(*) AS n FROM profile_personalisation"))[0].n));
     const before = await count();
+    const coViewsBefore = (await everywhere("SELECT co_views FROM item_pairs WHERE item_a = 'run-1' AND item_b = 'run-2'")).reduce((sum, r) => sum + r.co_views, 0);
     const receipt = await call("POST", "/v1/privacy/delete", { type: "anonymous_id", value: far.anon });
     assert.equal(receipt.status, 200, receipt.text);
     assert.deepEqual(receipt.json.profileIds, [far.profileId]);
     assert.equal(receipt.json.deleted.personalisation, 1);
     assert.ok(receipt.json.deleted.segmentMemberships >= 1, JSON.stringify(receipt.json.deleted));
-    const rows = await everywhere("SELECT profile_id FROM profile_personalisation WHERE profile_id = ? UNION ALL SELECT profile_id FROM segment_memberships WHERE profile_id = ?", far.profileId, far.profileId);
+    // Three running shoes viewed (three pairs) and one bought: their evidence, in their shard.
+    assert.equal(receipt.json.deleted.itemInteractions, 4, JSON.stringify(receipt.json.deleted));
+    assert.equal(receipt.json.deleted.itemPairEvidence, 3);
+    const rows = await everywhere(
+      "SELECT profile_id FROM profile_personalisation WHERE profile_id = ?1 UNION ALL SELECT profile_id FROM segment_memberships WHERE profile_id = ?1 UNION ALL SELECT profile_id FROM item_interactions WHERE profile_id = ?1 UNION ALL SELECT profile_id FROM item_pair_evidence WHERE profile_id = ?1",
+      far.profileId,
+    );
     assert.deepEqual(rows, []);
+    const coViews = (await everywhere("SELECT co_views FROM item_pairs WHERE item_a = 'run-1' AND item_b = 'run-2'")).reduce((sum, r) => sum + r.co_views, 0);
+    assert.equal(coViews, coViewsBefore - 1, "the person's co-view taken back out of their shard's count");
+    await assertCountsMatchEvidence(edge);
     const expected = before.map((n, k) => (k === shardOf(far.profileId) ? n - 1 : n));
     assert.deepEqual(await count(), expected, "no one else's state");
   });
@@ -317,6 +389,19 @@ describe("profile shards: changing the count on a live deployment", () => {
     assert.ok(profile.memberships.some((m) => m.segment === "high_value" && m.exitedAt === null));
     assert.equal(await size(), members, "counted once while nothing moved");
 
+    // Co-occurrence counts summed over the shards: the same before, during and after the move.
+    const totals = async () => {
+      let [views, pairs] = [0, 0];
+      for (let k = 0; k < 3; k++) {
+        views += (await edge.queryShard(k, "SELECT coalesce(sum(views), 0) AS n FROM item_stats WHERE product_id = 'run-2'"))[0].n;
+        pairs += (await edge.queryShard(k, "SELECT coalesce(sum(co_views), 0) AS n FROM item_pairs WHERE item_a = 'run-1' AND item_b = 'run-2'"))[0].n;
+      }
+      return { views, pairs };
+    };
+    const counted = await totals();
+    assert.deepEqual(counted, { views: shoppers.length + 2 * couples.length, pairs: shoppers.length + 2 * couples.length }, "every shopper once");
+    await assertCountsMatchEvidence(edge);
+
     // A new event: the refresh reads the state where it was, saves it home, and moves the rest.
     const seen = await post(`${edge.url}/v1/batch`, { writeKey: WRITE_KEY, batch: [{ type: "track", event: "Product Viewed", anonymousId: first.anon, messageId: mid(), timestamp: new Date().toISOString(), properties: { product_id: "moved-1", category: "Running Shoes", price: 90 } }] });
     assert.equal(seen.status, 200, seen.text);
@@ -328,17 +413,25 @@ describe("profile shards: changing the count on a live deployment", () => {
     const rows = await edge.queryShard(2, "SELECT segment, exited_at FROM segment_memberships WHERE profile_id = ?", first.profileId);
     assert.ok(rows.some((r) => r.segment === "high_value" && r.exited_at === null), JSON.stringify(rows));
     assert.deepEqual(await edge.queryShard(shardOf(first.profileId, 2), "SELECT segment FROM segment_memberships WHERE profile_id = ?", first.profileId), [], "nothing left behind");
+    const evidence = (k) => edge.queryShard(k, "SELECT product_id, kind FROM item_interactions WHERE profile_id = ? ORDER BY product_id, kind", first.profileId);
+    assert.deepEqual(await evidence(shardOf(first.profileId, 2)), [], "its evidence left the old shard");
+    assert.deepEqual(
+      (await evidence(2)).map((r) => `${r.kind} ${r.product_id}`),
+      ["view moved-1", "purchase run-1", "view run-1", "view run-2", "view run-3"],
+      "the old evidence beside the new",
+    );
+    assert.deepEqual(await totals(), counted, "moved, not counted twice or lost");
 
     // The move's walk (the every-minute cron) moves the rest, keeping when each is due, going on
     // from its saved positions run after run.
     const everyMinute = () => fetch(`${edge.url}/__scheduled?cron=${encodeURIComponent("* * * * *")}`);
     const walksDone = async () => (await edge.query("SELECT after FROM walk_cursors WHERE name LIKE 'profile_shard_move:2:3:%' AND name NOT LIKE '%:left'")).filter((w) => w.after.endsWith("done")).length;
-    // Profiles with rows (state or memberships) in an old shard that is no longer theirs,
-    // merged-away ones included.
+    // Profiles with rows (state, memberships or evidence) in an old shard that is no longer
+    // theirs, merged-away ones included.
     const away = async () => {
       let n = 0;
       for (let k = 0; k < 2; k++) {
-        const rows = await edge.queryShard(k, "SELECT profile_id FROM profile_personalisation UNION SELECT profile_id FROM segment_memberships");
+        const rows = await edge.queryShard(k, "SELECT profile_id FROM profile_personalisation UNION SELECT profile_id FROM segment_memberships UNION SELECT profile_id FROM item_interactions UNION SELECT profile_id FROM item_pair_evidence");
         n += rows.filter((r) => shardOf(r.profile_id, 3) !== k).length;
       }
       return n;
@@ -360,7 +453,11 @@ describe("profile shards: changing the count on a live deployment", () => {
     for (let k = 0; k < 3; k++) {
       const misplaced = (await edge.queryShard(k, "SELECT DISTINCT profile_id FROM segment_memberships")).filter((r) => shardOf(r.profile_id, 3) !== k);
       assert.deepEqual(misplaced, [], `memberships in shard ${k}, merged-away profiles' included`);
+      const strays = (await edge.queryShard(k, "SELECT DISTINCT profile_id FROM item_interactions UNION SELECT DISTINCT profile_id FROM item_pair_evidence")).filter((r) => shardOf(r.profile_id, 3) !== k);
+      assert.deepEqual(strays, [], `evidence in shard ${k}, merged-away profiles' included`);
     }
+    assert.deepEqual(await totals(), counted, "the move's counts add up to the same");
+    await assertCountsMatchEvidence(edge);
     for (const p of absorbed().filter((p) => shardOf(p, 3) !== shardOf(p, 2))) {
       const rows = await edge.queryShard(2, "SELECT segment, exited_at FROM segment_memberships WHERE profile_id = ?", p);
       assert.ok(rows.some((r) => r.segment === "high_value" && r.exited_at !== null), `${p}'s closed memberships moved, not dropped: ${JSON.stringify(rows)}`);

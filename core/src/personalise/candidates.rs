@@ -45,6 +45,17 @@ pub const LOAD_CATEGORY_ITEMS_SQL: &str = "SELECT category, body FROM (\
 pub const LOAD_ITEMS_SQL: &str = "SELECT product_id, body FROM catalog_items \
     WHERE product_id IN (SELECT value FROM json_each(?1))";
 
+/// [`LOAD_PAIRS_SQL`] in a profile shard other than `DB`: that shard's counts only (the
+/// catalogue is in `DB`). Bind as [`LOAD_PAIRS_SQL`].
+pub const LOAD_SHARD_PAIRS_SQL: &str = "SELECT item_a, item_b, co_views, co_purchases FROM (\
+    SELECT item_a, item_b, co_views, co_purchases, row_number() OVER (\
+    PARTITION BY item_a ORDER BY co_purchases * 3 + co_views DESC, item_b) AS n \
+    FROM item_pairs WHERE item_a IN (SELECT value FROM json_each(?1))) WHERE n <= ?2";
+
+/// [`LOAD_POPULAR_SQL`] in a profile shard other than `DB`. Bind as [`LOAD_POPULAR_SQL`].
+pub const LOAD_SHARD_POPULAR_SQL: &str = "SELECT product_id, views, purchases FROM item_stats \
+    ORDER BY purchases * 3 + views DESC, product_id LIMIT ?1";
+
 /// One row of any of the reads above (columns a read does not select stay `None`).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct CandidateRow {
@@ -267,6 +278,147 @@ impl CandidatePlan {
             })
             .collect()
     }
+}
+
+impl CandidatePlan {
+    /// With profile shards, each other shard counts its own profiles' evidence: the reads to
+    /// run in each of them, as `(index of the read in [`CandidatePlan::statements`] they add
+    /// to, statement)`. Empty when the plan reads no counts.
+    pub fn shard_statements(&self) -> Vec<(usize, Statement)> {
+        self.statements()
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, mut read)| {
+                read.sql = match self.reads[i] {
+                    Read::Pairs(_) => LOAD_SHARD_PAIRS_SQL.into(),
+                    Read::Popular => LOAD_SHARD_POPULAR_SQL.into(),
+                    Read::Categories(_) | Read::Items(_) => return None,
+                };
+                Some((i, read))
+            })
+            .collect()
+    }
+
+    /// Adds the other shards' answers to [`CandidatePlan::shard_statements`] (`shards`: per
+    /// shard, one list per statement, in order) into `rows` (`DB`'s answers to
+    /// [`CandidatePlan::statements`]): counts of one pair or product summed, then ranked and
+    /// cut as one read would. Each shard sends its strongest partners only, so a partner
+    /// outside every shard's cut is missed, as a single database's cut would miss it too.
+    /// Returns the read of the catalogue bodies still missing (products that `DB`'s own
+    /// counts did not name), whose rows go to [`CandidatePlan::add_bodies`].
+    pub fn add_shards(
+        &self,
+        rows: &mut Vec<Vec<CandidateRow>>,
+        shards: &[Vec<Vec<CandidateRow>>],
+    ) -> Option<Statement> {
+        let statements = self.shard_statements();
+        if statements.is_empty() || shards.is_empty() {
+            return None;
+        }
+        rows.resize_with(self.reads.len(), Vec::new);
+        let mut missing: Vec<String> = Vec::new();
+        for (k, (i, _)) in statements.iter().enumerate() {
+            let theirs = shards.iter().filter_map(|shard| shard.get(k)).flatten();
+            let merged = match self.reads[*i] {
+                Read::Pairs(_) => sum_pairs(&rows[*i], theirs),
+                _ => sum_stats(&rows[*i], theirs, self.popular_limit),
+            };
+            for row in merged.iter().filter(|r| r.body.is_none()) {
+                let id = row.item_b.as_ref().or(row.product_id.as_ref());
+                if let Some(id) = id.filter(|id| !missing.contains(id)) {
+                    missing.push(id.clone());
+                }
+            }
+            rows[*i] = merged;
+        }
+        (!missing.is_empty()).then(|| Statement {
+            sql: LOAD_ITEMS_SQL.into(),
+            params: vec![Param::Text(
+                serde_json::to_string(&missing).unwrap_or_else(|_| "[]".into()),
+            )],
+        })
+    }
+
+    /// Gives the rows [`CandidatePlan::add_shards`] left without a catalogue body the bodies
+    /// its read found (`bodies`: rows of [`LOAD_ITEMS_SQL`]).
+    pub fn add_bodies(rows: &mut [Vec<CandidateRow>], bodies: &[CandidateRow]) {
+        let found: HashMap<&str, &str> = bodies
+            .iter()
+            .filter_map(|b| Some((b.product_id.as_deref()?, b.body.as_deref()?)))
+            .collect();
+        for row in rows.iter_mut().flatten().filter(|r| r.body.is_none()) {
+            let id = row.item_b.as_deref().or(row.product_id.as_deref());
+            if let Some(body) = id.and_then(|id| found.get(id)) {
+                row.body = Some((*body).to_owned());
+            }
+        }
+    }
+}
+
+/// Pair rows of several databases as one read: counts summed per pair, each product's partners
+/// ranked as [`LOAD_PAIRS_SQL`] ranks them and cut at [`PAIRS_PER_ITEM`]. Bodies come from
+/// `ours` (`DB`'s rows).
+fn sum_pairs<'a>(
+    ours: &'a [CandidateRow],
+    theirs: impl Iterator<Item = &'a CandidateRow>,
+) -> Vec<CandidateRow> {
+    let mut by_pair: BTreeMap<(String, String), CandidateRow> = BTreeMap::new();
+    for row in ours.iter().chain(theirs) {
+        let (Some(a), Some(b)) = (row.item_a.clone(), row.item_b.clone()) else {
+            continue;
+        };
+        let sum = by_pair.entry((a, b)).or_insert_with(|| CandidateRow {
+            co_views: Some(0),
+            co_purchases: Some(0),
+            ..row.clone()
+        });
+        sum.co_views = Some(sum.co_views.unwrap_or(0) + row.co_views.unwrap_or(0));
+        sum.co_purchases = Some(sum.co_purchases.unwrap_or(0) + row.co_purchases.unwrap_or(0));
+    }
+    let score = |r: &CandidateRow| r.co_purchases.unwrap_or(0) * 3 + r.co_views.unwrap_or(0);
+    let mut by_item: BTreeMap<String, Vec<CandidateRow>> = BTreeMap::new();
+    for ((a, _), row) in by_pair {
+        by_item.entry(a).or_default().push(row);
+    }
+    by_item
+        .into_values()
+        .flat_map(|mut partners| {
+            partners.sort_by(|x, y| score(y).cmp(&score(x)).then(x.item_b.cmp(&y.item_b)));
+            partners.truncate(PAIRS_PER_ITEM);
+            partners
+        })
+        .collect()
+}
+
+/// Popular rows of several databases as one read: counts summed per product, ranked as
+/// [`LOAD_POPULAR_SQL`] ranks them and cut at `limit`.
+fn sum_stats<'a>(
+    ours: &'a [CandidateRow],
+    theirs: impl Iterator<Item = &'a CandidateRow>,
+    limit: usize,
+) -> Vec<CandidateRow> {
+    let mut by_product: BTreeMap<String, CandidateRow> = BTreeMap::new();
+    for row in ours.iter().chain(theirs) {
+        let Some(id) = row.product_id.clone() else {
+            continue;
+        };
+        let sum = by_product.entry(id).or_insert_with(|| CandidateRow {
+            views: Some(0),
+            purchases: Some(0),
+            ..row.clone()
+        });
+        sum.views = Some(sum.views.unwrap_or(0) + row.views.unwrap_or(0));
+        sum.purchases = Some(sum.purchases.unwrap_or(0) + row.purchases.unwrap_or(0));
+    }
+    let score = |r: &CandidateRow| r.purchases.unwrap_or(0) * 3 + r.views.unwrap_or(0);
+    let mut all: Vec<CandidateRow> = by_product.into_values().collect();
+    all.sort_by(|x, y| {
+        score(y)
+            .cmp(&score(x))
+            .then(x.product_id.cmp(&y.product_id))
+    });
+    all.truncate(limit);
+    all
 }
 
 /// The candidates of one decision, owned (see [`CandidateSet::candidates`]).
@@ -631,6 +783,114 @@ mod tests {
 
     fn sqls(plan: &CandidatePlan) -> Vec<String> {
         plan.statements().into_iter().map(|s| s.sql).collect()
+    }
+
+    fn counts(mut row: CandidateRow) -> CandidateRow {
+        row.body = None;
+        row
+    }
+
+    #[test]
+    fn other_shards_read_only_counts_with_the_same_parameters() {
+        let cache = CandidateCache::new(TTL, 100, 50);
+        let profile = Profile::new(&["a", "b"], &["shoes"]);
+        let plan = cache.plan(&profile.signals(), true, T0);
+        let shard = plan.shard_statements();
+        let all = plan.statements();
+        assert_eq!(
+            shard
+                .iter()
+                .map(|(i, s)| (*i, s.sql.as_str()))
+                .collect::<Vec<_>>(),
+            [(0, LOAD_SHARD_PAIRS_SQL), (1, LOAD_SHARD_POPULAR_SQL)],
+            "listings and items live in DB only"
+        );
+        assert_eq!(shard[0].1.params, all[0].params);
+        assert_eq!(shard[1].1.params, all[1].params);
+        assert!(!LOAD_SHARD_PAIRS_SQL.contains("catalog_items"));
+        assert!(!LOAD_SHARD_POPULAR_SQL.contains("catalog_items"));
+    }
+
+    #[test]
+    fn shards_counts_add_up_and_rank_as_one_read() {
+        let cache = CandidateCache::new(TTL, 100, 2);
+        let profile = Profile::new(&["a"], &[]);
+        let plan = cache.plan(&profile.signals(), true, T0);
+        // DB: a's partners c (3) and d (2); popular p (9), q (4).
+        let mut rows = vec![
+            vec![pair("a", "c", 3), pair("a", "d", 2)],
+            vec![stat("p", 9), stat("q", 4)],
+            vec![],
+        ];
+        // Shard 1 adds d (2) and e (1); shard 2 adds d (1), e (4) and r (8) to popular.
+        let shards = vec![
+            vec![
+                vec![counts(pair("a", "d", 2)), counts(pair("a", "e", 1))],
+                vec![counts(stat("q", 3))],
+            ],
+            vec![
+                vec![counts(pair("a", "d", 1)), counts(pair("a", "e", 4))],
+                vec![counts(stat("r", 8))],
+            ],
+        ];
+        let read = plan.add_shards(&mut rows, &shards);
+        let ranked: Vec<(&str, i64)> = rows[0]
+            .iter()
+            .map(|r| (r.item_b.as_deref().unwrap(), r.co_views.unwrap()))
+            .collect();
+        assert_eq!(
+            ranked,
+            [("d", 5), ("e", 5), ("c", 3)],
+            "summed, then by score and ID"
+        );
+        let popular: Vec<(&str, i64)> = rows[1]
+            .iter()
+            .map(|r| (r.product_id.as_deref().unwrap(), r.views.unwrap()))
+            .collect();
+        assert_eq!(
+            popular,
+            [("p", 9), ("r", 8)],
+            "summed and cut at the popular limit"
+        );
+        assert!(rows[0][0].body.is_some(), "DB's row keeps its body");
+        let read = read.expect("bodies of partners only shards counted");
+        assert_eq!(read.sql, LOAD_ITEMS_SQL);
+        assert_eq!(read.params, [Param::Text(r#"["e","r"]"#.into())]);
+
+        CandidatePlan::add_bodies(&mut rows, &[item("e"), item("r")]);
+        assert!(rows.iter().flatten().all(|r| r.body.is_some()));
+        let set = cache.clone().absorb(plan, rows, T0);
+        assert!(set.catalog.contains_key("e") && set.catalog.contains_key("r"));
+    }
+
+    #[test]
+    fn a_partner_cut_after_the_limit_stays_cut_when_summed() {
+        let cache = CandidateCache::new(TTL, 100, 50);
+        let profile = Profile::new(&["a"], &[]);
+        let plan = cache.plan(&profile.signals(), false, T0);
+        let ours: Vec<CandidateRow> = (0..PAIRS_PER_ITEM as i64)
+            .map(|i| pair("a", &format!("b{i:03}"), 100 - i))
+            .collect();
+        let mut rows = vec![ours, vec![]];
+        let theirs = vec![vec![vec![
+            counts(pair("a", "z", 1)),
+            counts(pair("a", "b000", 1)),
+        ]]];
+        plan.add_shards(&mut rows, &theirs);
+        assert_eq!(rows[0].len(), PAIRS_PER_ITEM);
+        assert_eq!(rows[0][0].co_views, Some(101));
+        assert!(rows[0].iter().all(|r| r.item_b.as_deref() != Some("z")));
+    }
+
+    #[test]
+    fn without_other_shards_nothing_changes() {
+        let cache = CandidateCache::new(TTL, 100, 50);
+        let profile = Profile::new(&["a"], &["shoes"]);
+        let plan = cache.plan(&profile.signals(), true, T0);
+        let mut rows = rows_for(&plan);
+        let before = format!("{rows:?}");
+        assert!(plan.add_shards(&mut rows, &[]).is_none());
+        assert_eq!(format!("{rows:?}"), before);
     }
 
     #[test]

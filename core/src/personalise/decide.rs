@@ -311,6 +311,12 @@ impl DecisionPlan {
             .filter(|_| self.snapshot_state.is_none())
     }
 
+    /// The candidate reads' plan, when the decision reads candidates (profile shards add their
+    /// counts to its rows: [`CandidatePlan::add_shards`]).
+    pub fn candidates(&self) -> Option<&CandidatePlan> {
+        self.candidates.as_ref()
+    }
+
     /// How many of [`DecisionPlan::reads`] are candidate reads (the rest is the state row).
     pub fn candidate_reads(&self) -> usize {
         self.candidates

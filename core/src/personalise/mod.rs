@@ -190,17 +190,21 @@ pub struct Update {
     pub internal_events: Vec<Value>,
     /// The shared recommendation inputs the writes may change (for caches to drop).
     pub changed: recommend::Changed,
-    /// What `writes[i]` changes when it changes any row, for the first (evidence) writes: a
-    /// caller that sees which of them changed nothing can narrow [`Update::changed`] (see
-    /// [`Update::changed_by`]).
+    /// What the `i`th of [`Update::writes`] followed by [`Update::evidence_writes`] changes
+    /// when it changes any row: a caller that sees which of them changed nothing can narrow
+    /// [`Update::changed`] (see [`Update::changed_by`]).
     pub evidence_changes: Vec<recommend::Changed>,
-    /// Writes to the shared database: co-occurrence evidence and catalogue. Idempotent, and run
-    /// before [`Update::state_writes`].
+    /// Writes to the shared database: the catalogue. Idempotent, and run before the others.
     pub writes: Vec<Statement>,
+    /// Writes to the profile's shard ([`shard::shard_of`]), in the batch of its
+    /// [`Update::state_writes`] and before them: its co-occurrence evidence (insert-or-ignore;
+    /// the shard's triggers count it). One transaction with the save, so a state never holds
+    /// events as applied whose evidence is missing.
+    pub evidence_writes: Vec<Statement>,
     /// Writes to the profile's shard ([`shard::shard_of`]): memberships, then the state save.
     /// The save ends in `RETURNING version`: no row returned means another request saved first;
-    /// reload and call [`update`] again (every write here is idempotent). With one shard, both
-    /// lists go in one D1 batch.
+    /// reload and call [`update`] again (every write here is idempotent). With one shard, all
+    /// three lists go in one D1 batch.
     pub state_writes: Vec<Statement>,
 }
 
@@ -235,8 +239,12 @@ pub fn update(
         applied.push(outcome);
     }
     let changed = evidence.changed();
-    let (writes, evidence_changes): (Vec<Statement>, Vec<recommend::Changed>) =
-        evidence.writes_and_changes().into_iter().unzip();
+    let (catalog, own) = evidence.writes_and_changes();
+    let evidence_changes = catalog.iter().chain(&own).map(|(_, c)| c.clone()).collect();
+    let (writes, evidence_writes) = (
+        catalog.into_iter().map(|(w, _)| w).collect(),
+        own.into_iter().map(|(w, _)| w).collect(),
+    );
     let (computed, evaluated) = view(&state, traits, config, now_ms);
     let diff = segment::diff(&state.segments, &evaluated, now_ms);
     state.segments = diff.memberships.clone();
@@ -257,13 +265,14 @@ pub fn update(
         changed,
         evidence_changes,
         writes,
+        evidence_writes,
         state_writes,
     }
 }
 
 impl Update {
-    /// What the writes changed, given whether each evidence write changed any row
-    /// (`wrote(i)`; unknown counts as changed).
+    /// What the writes changed, given whether the `i`th of [`Update::writes`] followed by
+    /// [`Update::evidence_writes`] changed any row (`wrote(i)`; unknown counts as changed).
     pub fn changed_by(&self, wrote: impl Fn(usize) -> bool) -> recommend::Changed {
         let mut changed = recommend::Changed::default();
         for (i, c) in self.evidence_changes.iter().enumerate() {
@@ -360,6 +369,7 @@ pub fn advance(
         changed: recommend::Changed::default(),
         evidence_changes: Vec::new(),
         writes: Vec::new(),
+        evidence_writes: Vec::new(),
         state_writes,
     }
 }
@@ -713,10 +723,11 @@ mod tests {
         assert_eq!(up.computed["lifetime_value"], json!(900.0));
         assert_eq!(up.internal_events.len(), 1);
         assert_eq!(up.internal_events[0]["event"], json!("Segment Entered"));
-        let shared: Vec<&str> = up.writes.iter().map(|s| s.sql.as_str()).collect();
-        assert_eq!(shared.len(), 2);
-        assert!(shared[0].starts_with("INSERT OR IGNORE INTO item_interactions"));
-        assert!(shared[1].starts_with("INSERT OR IGNORE INTO item_pair_evidence"));
+        assert!(up.writes.is_empty(), "nothing catalogued: nothing shared");
+        let own: Vec<&str> = up.evidence_writes.iter().map(|s| s.sql.as_str()).collect();
+        assert_eq!(own.len(), 2, "the evidence goes with the profile's state");
+        assert!(own[0].starts_with("INSERT OR IGNORE INTO item_interactions"));
+        assert!(own[1].starts_with("INSERT OR IGNORE INTO item_pair_evidence"));
         let sql: Vec<&str> = up.state_writes.iter().map(|s| s.sql.as_str()).collect();
         assert_eq!(sql.len(), 2, "the profile's shard gets only its own rows");
         assert!(sql[0].starts_with("INSERT INTO segment_memberships"));
@@ -753,7 +764,7 @@ mod tests {
         );
         assert_eq!(again.applied, vec![Applied::Duplicate]);
         assert!(again.diff.is_empty() && again.internal_events.is_empty());
-        assert!(again.writes.is_empty());
+        assert!(again.writes.is_empty() && again.evidence_writes.is_empty());
         assert_eq!(again.state_writes.len(), 1);
         assert_eq!(again.state, up.state);
     }
@@ -828,7 +839,7 @@ mod tests {
             again.internal_events[0]["messageId"], event["messageId"],
             "a re-run dedups"
         );
-        assert!(swept.writes.is_empty());
+        assert!(swept.writes.is_empty() && swept.evidence_writes.is_empty());
         let sql: Vec<&str> = swept.state_writes.iter().map(|s| s.sql.as_str()).collect();
         assert!(sql[0].starts_with("INSERT INTO segment_memberships"));
         assert_eq!(
@@ -948,7 +959,7 @@ mod tests {
             T0 + HOUR,
         );
         let evidence: Vec<&Statement> = up
-            .writes
+            .evidence_writes
             .iter()
             .filter(|s| s.sql.contains("item_pair_evidence"))
             .collect();

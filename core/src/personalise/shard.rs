@@ -57,6 +57,69 @@ pub const MEMBERSHIP_ROWS_SQL: &str =
 pub const STATE_ROW_SQL: &str = "SELECT state, version, updated_at, check_at \
     FROM profile_personalisation WHERE profile_id = ?1";
 
+/// Most evidence rows of each table one move carries: a long-time shopper's evidence can
+/// outgrow one statement's JSON, so a move takes it over in parts (see [`Evidence::partial`]).
+pub const EVIDENCE_PER_MOVE: usize = 2_000;
+
+/// A profile's interaction evidence, up to [`EVIDENCE_PER_MOVE`] rows. Bind `?1` = profile ID.
+pub const INTERACTION_ROWS_SQL: &str =
+    "SELECT product_id, kind FROM item_interactions WHERE profile_id = ?1 LIMIT 2000";
+
+/// A profile's pair evidence, up to [`EVIDENCE_PER_MOVE`] rows. Bind `?1` = profile ID.
+pub const PAIR_ROWS_SQL: &str =
+    "SELECT kind, item_a, item_b FROM item_pair_evidence WHERE profile_id = ?1 LIMIT 2000";
+
+/// A row of [`INTERACTION_ROWS_SQL`].
+#[allow(missing_docs)] // the fields say what they hold
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+pub struct InteractionRow {
+    pub product_id: String,
+    pub kind: String,
+}
+
+/// A row of [`PAIR_ROWS_SQL`].
+#[allow(missing_docs)] // the fields say what they hold
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+pub struct PairRow {
+    pub kind: String,
+    pub item_a: String,
+    pub item_b: String,
+}
+
+/// The evidence a move read in the previous shard.
+#[derive(Debug, Clone, Default)]
+pub struct Evidence {
+    /// Interaction rows.
+    pub interactions: Vec<InteractionRow>,
+    /// Pair rows.
+    pub pairs: Vec<PairRow>,
+}
+
+impl Evidence {
+    /// Whether a read stopped at [`EVIDENCE_PER_MOVE`], so more may be left behind.
+    pub fn partial(&self) -> bool {
+        self.interactions.len() >= EVIDENCE_PER_MOVE || self.pairs.len() >= EVIDENCE_PER_MOVE
+    }
+
+    fn rows(&self) -> (String, String) {
+        let interactions: Vec<[&str; 2]> = self
+            .interactions
+            .iter()
+            .map(|r| [r.product_id.as_str(), r.kind.as_str()])
+            .collect();
+        let pairs: Vec<[&str; 3]> = self
+            .pairs
+            .iter()
+            .map(|r| [r.kind.as_str(), r.item_a.as_str(), r.item_b.as_str()])
+            .collect();
+        let text = |v: serde_json::Result<String>| v.unwrap_or_else(|_| "[]".into());
+        (
+            text(serde_json::to_string(&interactions)),
+            text(serde_json::to_string(&pairs)),
+        )
+    }
+}
+
 /// A row of [`STATE_ROW_SQL`].
 #[allow(missing_docs)] // the fields say what they hold
 #[derive(Debug, Clone, Deserialize)]
@@ -77,13 +140,16 @@ pub struct MembershipRow {
 }
 
 /// Up to `limit` profiles with rows in a shard after profile ID `after`, in key order (the
-/// move's walk): `profile_id`. Memberships count too: a profile merged away keeps its closed
-/// memberships and no state row.
+/// move's walk): `profile_id`. Memberships and evidence count too: a profile merged away keeps
+/// its closed memberships and its evidence, and no state row. (Pair evidence comes with
+/// interactions: a pair is two products viewed or bought.)
 pub fn walk(after: &str, limit: u32) -> Statement {
     Statement {
         sql: "SELECT profile_id FROM (SELECT profile_id FROM profile_personalisation \
               WHERE profile_id > ?1 ORDER BY profile_id LIMIT ?2) \
               UNION SELECT profile_id FROM (SELECT DISTINCT profile_id FROM segment_memberships \
+              WHERE profile_id > ?1 ORDER BY profile_id LIMIT ?2) \
+              UNION SELECT profile_id FROM (SELECT DISTINCT profile_id FROM item_interactions \
               WHERE profile_id > ?1 ORDER BY profile_id LIMIT ?2) ORDER BY profile_id LIMIT ?2"
             .into(),
         params: vec![Param::Text(after.into()), Param::Int(i64::from(limit))],
@@ -102,12 +168,15 @@ pub struct Found<'a> {
     pub segments: &'a Memberships,
     /// The previous shard's membership rows.
     pub previous_rows: &'a [MembershipRow],
+    /// The previous shard's evidence rows (or the first [`EVIDENCE_PER_MOVE`] of them).
+    pub evidence: &'a Evidence,
 }
 
 /// Writes in a profile's home shard that take its state over from the previous shard, in one
 /// batch (one transaction): the previous shard's state row when the home had none, the
 /// previous shard's membership rows (ignored where the home has its own), then the memberships
-/// the state records. While there is a state, each write holds only if the home's row is the
+/// the state records, and the previous shard's evidence (ignored where the home has the same
+/// row: the home's triggers count each profile once). While there is a state, each write holds only if the home's row is the
 /// version read: a save or delete that came in between makes the batch change nothing. The
 /// batch ends by reading the home's version: the caller deletes the previous shard's rows
 /// ([`leave`]) only when it is [`Found::version`], and otherwise leaves them for a later try.
@@ -151,6 +220,29 @@ pub fn arrive(profile_id: &str, found: &Found<'_>) -> Vec<Statement> {
     }
     // With no state (version `None`) the segments are empty and this writes nothing.
     writes.extend(recorded_writes(profile_id, found.segments, found.version));
+    let (interactions, pairs) = found.evidence.rows();
+    let evidence = [
+        (
+            !found.evidence.interactions.is_empty(),
+            "INSERT OR IGNORE INTO item_interactions (profile_id, product_id, kind) \
+             SELECT ?1, value ->> 0, value ->> 1 FROM json_each(?2)",
+            interactions,
+        ),
+        (
+            !found.evidence.pairs.is_empty(),
+            "INSERT OR IGNORE INTO item_pair_evidence (profile_id, kind, item_a, item_b) \
+             SELECT ?1, value ->> 0, value ->> 1, value ->> 2 FROM json_each(?2)",
+            pairs,
+        ),
+    ];
+    for (_, insert, rows) in evidence.into_iter().filter(|(any, ..)| *any) {
+        let mut params = vec![id(), Param::Text(rows)];
+        let guard = version_guard(found.version, &mut params);
+        writes.push(Statement {
+            sql: format!("{insert} WHERE {guard}"),
+            params,
+        });
+    }
     writes.push(Statement {
         sql: "SELECT version FROM profile_personalisation WHERE profile_id = ?1".into(),
         params: vec![id()],
@@ -179,6 +271,49 @@ pub fn leave(profile_id: &str) -> Vec<Statement> {
             params: vec![Param::Text(profile_id.to_owned())],
         })
         .into()
+}
+
+/// Writes in the previous shard once the home holds the evidence [`arrive`] carried: exactly
+/// those rows go (their triggers take them out of the shard's counts), so a part left behind
+/// by [`Evidence::partial`] waits for the next move.
+pub fn leave_evidence(profile_id: &str, carried: &Evidence) -> Vec<Statement> {
+    let (interactions, pairs) = carried.rows();
+    let delete = |sql: &str, rows: String| Statement {
+        sql: sql.into(),
+        params: vec![Param::Text(profile_id.to_owned()), Param::Text(rows)],
+    };
+    let mut writes = Vec::new();
+    if !carried.interactions.is_empty() {
+        writes.push(delete(
+            "DELETE FROM item_interactions WHERE profile_id = ?1 AND (product_id, kind) IN \
+             (SELECT value ->> 0, value ->> 1 FROM json_each(?2))",
+            interactions,
+        ));
+    }
+    if !carried.pairs.is_empty() {
+        writes.push(delete(
+            "DELETE FROM item_pair_evidence WHERE profile_id = ?1 AND (kind, item_a, item_b) IN \
+             (SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?2))",
+            pairs,
+        ));
+    }
+    writes
+}
+
+/// Writes in a shard that take every row of a profile out of it: state, memberships and
+/// evidence (a move that raced an erasure must not leave what it carried).
+pub fn forget(profile_id: &str) -> Vec<Statement> {
+    [
+        "profile_personalisation",
+        "segment_memberships",
+        "item_interactions",
+        "item_pair_evidence",
+    ]
+    .map(|table| Statement {
+        sql: format!("DELETE FROM {table} WHERE profile_id = ?1"),
+        params: vec![Param::Text(profile_id.to_owned())],
+    })
+    .into()
 }
 
 fn json_rows(rows: &[(&str, i64, Option<i64>)]) -> String {
@@ -322,6 +457,7 @@ mod tests {
                 version: Some(7),
                 segments: &segments,
                 previous_rows: &rows,
+                evidence: &Evidence::default(),
             },
         );
         assert_eq!(writes.len(), 4);
@@ -355,6 +491,7 @@ mod tests {
                 version: Some(8),
                 segments: &segments,
                 previous_rows: &rows,
+                evidence: &Evidence::default(),
             },
         );
         assert!(home
@@ -369,6 +506,7 @@ mod tests {
                 version: None,
                 segments: &Memberships::new(),
                 previous_rows: &rows,
+                evidence: &Evidence::default(),
             },
         );
         assert_eq!(merged.len(), 2);
@@ -379,6 +517,111 @@ mod tests {
             "no parameter the guard does not use"
         );
         assert_eq!(leave("prof_1").len(), 2);
+    }
+
+    fn evidence() -> Evidence {
+        Evidence {
+            interactions: vec![
+                InteractionRow {
+                    product_id: "run-1".into(),
+                    kind: "view".into(),
+                },
+                InteractionRow {
+                    product_id: "run-2".into(),
+                    kind: "purchase".into(),
+                },
+            ],
+            pairs: vec![PairRow {
+                kind: "view".into(),
+                item_a: "run-1".into(),
+                item_b: "run-2".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn evidence_moves_with_the_state_and_leaves_only_what_was_carried() {
+        let (carried, none) = (evidence(), Memberships::new());
+        let found = |version| Found {
+            copy: None,
+            version,
+            segments: &none,
+            previous_rows: &[],
+            evidence: &carried,
+        };
+        let writes = arrive("prof_1", &found(Some(4)));
+        let copies: Vec<&Statement> = writes
+            .iter()
+            .filter(|w| w.sql.contains("INTO item_"))
+            .collect();
+        assert_eq!(copies.len(), 2);
+        assert!(copies[0]
+            .sql
+            .starts_with("INSERT OR IGNORE INTO item_interactions"));
+        assert_eq!(
+            copies[0].params[1],
+            Param::Text(r#"[["run-1","view"],["run-2","purchase"]]"#.into())
+        );
+        assert!(copies[1]
+            .sql
+            .starts_with("INSERT OR IGNORE INTO item_pair_evidence"));
+        assert_eq!(
+            copies[1].params[1],
+            Param::Text(r#"[["view","run-1","run-2"]]"#.into())
+        );
+        for copy in &copies {
+            assert!(copy.sql.contains("= ?3"), "guarded by the version read");
+            assert_eq!(copy.params[2], Param::Int(4));
+        }
+        assert!(writes.last().unwrap().sql.starts_with("SELECT version"));
+        // Merged away (no state): copied while no state row appears.
+        let merged = arrive("prof_1", &found(None));
+        assert!(merged
+            .iter()
+            .filter(|w| w.sql.contains("INTO item_"))
+            .all(|w| w.sql.contains("NOT EXISTS") && w.params.len() == 2));
+
+        let gone = leave_evidence("prof_1", &carried);
+        assert_eq!(gone.len(), 2);
+        assert!(gone[0]
+            .sql
+            .contains("(product_id, kind) IN (SELECT value ->> 0, value ->> 1"));
+        assert_eq!(
+            gone[0].params[1], copies[0].params[1],
+            "exactly the rows carried"
+        );
+        assert_eq!(gone[1].params[1], copies[1].params[1]);
+        assert!(leave_evidence("prof_1", &Evidence::default()).is_empty());
+        let tables: Vec<String> = forget("prof_1").into_iter().map(|w| w.sql).collect();
+        for table in [
+            "profile_personalisation",
+            "segment_memberships",
+            "item_interactions",
+            "item_pair_evidence",
+        ] {
+            assert!(tables
+                .iter()
+                .any(|sql| sql == &format!("DELETE FROM {table} WHERE profile_id = ?1")));
+        }
+    }
+
+    #[test]
+    fn a_move_carries_evidence_in_parts() {
+        let limit = format!("LIMIT {EVIDENCE_PER_MOVE}");
+        assert!(INTERACTION_ROWS_SQL.ends_with(&limit));
+        assert!(PAIR_ROWS_SQL.ends_with(&limit));
+        let mut many = evidence();
+        assert!(!many.partial());
+        many.pairs = vec![many.pairs[0].clone(); EVIDENCE_PER_MOVE];
+        assert!(many.partial(), "a full read may have left rows behind");
+    }
+
+    #[test]
+    fn the_walk_finds_profiles_with_only_evidence() {
+        let walk = walk("prof_0", 10);
+        assert!(walk
+            .sql
+            .contains("FROM item_interactions WHERE profile_id > ?1"));
     }
 
     #[test]

@@ -226,19 +226,15 @@ pub const WITH_PERSON_EVENTS: &str = "WITH RECURSIVE seen(id) AS ( \
     UNION SELECT e.source_id, e.message_id, e.timestamp FROM src CROSS JOIN events e \
     ON e.source_id = src.id WHERE e.user_id IN (SELECT value FROM json_each(?3))) ";
 
-/// Deletes the personalisation state of `profile_ids` (state rows, segment memberships): the
-/// part of an erasure that runs in each profile's shard (`personalise::shard`), as `(what,
-/// statement)` pairs like [`erase`]'s.
+/// Deletes what a profile shard (`personalise::shard`) holds of `profile_ids`: state rows,
+/// segment memberships and co-occurrence evidence, as `(what, statement)` pairs like
+/// [`erase`]'s. `DB` runs it too, for every profile of the subject (shard 0, and evidence
+/// written there before it moved to the shards).
 pub fn erase_state<'a>(
     profile_ids: impl IntoIterator<Item = &'a String>,
 ) -> Vec<(&'static str, Statement)> {
     let profiles = json_list(profile_ids);
-    [
-        ("personalisation", "profile_personalisation"),
-        ("segmentMemberships", "segment_memberships"),
-    ]
-    .into_iter()
-    .map(|(what, table)| {
+    let delete = |what: &'static str, table: &str| {
         (
             what,
             Statement {
@@ -248,12 +244,21 @@ pub fn erase_state<'a>(
                 params: vec![profiles.clone()],
             },
         )
-    })
-    .collect()
+    };
+    vec![
+        delete("personalisation", "profile_personalisation"),
+        delete("segmentMemberships", "segment_memberships"),
+        // Deleting evidence rows fires triggers that take the person's co-occurrence
+        // contribution back out of item_stats and item_pairs. D1 counts trigger writes as
+        // changes, so these return their rows to be counted exactly.
+        returning(delete("itemInteractions", "item_interactions")),
+        returning(delete("itemPairEvidence", "item_pair_evidence")),
+    ]
 }
 
 /// Deletes everything stored about `subject` in the shared database, as `(what, statement)`
-/// pairs whose row counts make the receipt ([`erase_state`] is the rest). `source_ids` are every source events may have been stored under (events are keyed
+/// pairs whose row counts make the receipt ([`erase_state`], run in every shard that may
+/// hold the subject's profiles, `DB` included, is the rest). `source_ids` are every source events may have been stored under (events are keyed
 /// by source first, so the delete uses their indexes). Run as one batch: all or nothing.
 pub fn erase(
     subject: &Subject,
@@ -393,11 +398,6 @@ pub fn erase(
         ),
         by_profiles("journeyDecisions", "journey_decisions"),
         by_profiles("journeyRuns", "journey_runs"),
-        // Deleting evidence rows fires triggers that take the person's co-occurrence
-        // contribution back out of item_stats and item_pairs. D1 counts trigger writes as
-        // changes, so these return their rows to be counted exactly.
-        returning(by_profiles("itemInteractions", "item_interactions")),
-        returning(by_profiles("itemPairEvidence", "item_pair_evidence")),
         (
             "refusedMerges",
             Statement {
@@ -784,7 +784,15 @@ mod tests {
         }
         assert!(migration.contains("ON identity_conflicts (refused_profile);"));
         assert!(migration.contains("ON identity_conflicts (refused);"));
-        assert!(sql("DELETE FROM item_pair_evidence WHERE profile_id IN").contains("RETURNING"));
+        let state = erase_state(&subject.profile_ids);
+        let evidence = state
+            .iter()
+            .find(|(_, s)| {
+                s.sql
+                    .starts_with("DELETE FROM item_pair_evidence WHERE profile_id IN")
+            })
+            .map(|(_, s)| &s.sql);
+        assert!(evidence.is_some_and(|sql| sql.contains("RETURNING")));
         assert!(migration.contains("PRIMARY KEY (profile_id, kind, item_a, item_b)"));
     }
 
@@ -875,7 +883,15 @@ mod tests {
         let subject = subject();
         let plan = erase_state(subject.profile_ids.iter().take(1));
         let what: Vec<&str> = plan.iter().map(|(w, _)| *w).collect();
-        assert_eq!(what, ["personalisation", "segmentMemberships"]);
+        assert_eq!(
+            what,
+            [
+                "personalisation",
+                "segmentMemberships",
+                "itemInteractions",
+                "itemPairEvidence"
+            ]
+        );
         for (_, statement) in &plan {
             assert_eq!(
                 statement.params,
@@ -903,8 +919,6 @@ mod tests {
                 "journeyMessages",
                 "journeyDecisions",
                 "journeyRuns",
-                "itemInteractions",
-                "itemPairEvidence",
                 "refusedMerges",
                 // The email as someone else's claim: four body fields (each noting the archive
                 // objects it changes) and trait rows; the user ID as another browser's
@@ -937,7 +951,7 @@ mod tests {
             "the anonymous and cookie IDs, the user ID and the email, not the device ID"
         );
         assert_eq!(
-            plan[16].1.params,
+            plan[14].1.params,
             vec![Param::Text(r#"["jane@example.com"]"#.into())]
         );
         let anonymous = Subject {
@@ -946,7 +960,7 @@ mod tests {
         };
         assert_eq!(
             erase(&anonymous, &[], 0).len(),
-            18,
+            16,
             "no scan of bodies for a person without contacts"
         );
         let events = &plan[1].1;

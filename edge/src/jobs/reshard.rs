@@ -20,8 +20,8 @@ use crate::store::{d1, personalisation};
 /// and reading a shard's saved positions counts as one.
 const STEPS_PER_RUN: u32 = 30;
 
-/// How much one run may do. The defaults keep a run under 500 D1 queries: a move is six or
-/// seven, an invocation makes at most 1,000, and the journeys' run shares this one. Smaller
+/// How much one run may do. The defaults keep a run under 500 D1 queries: a move is five or
+/// six (its evidence included), an invocation makes at most 1,000, and the journeys' run shares this one. Smaller
 /// budgets (`PROFILE_MOVE_STEP`, `PROFILE_MOVES_PER_RUN`) make a test's walk span runs.
 #[derive(Debug, Clone, Copy)]
 pub struct Budget {

@@ -1,13 +1,16 @@
 //! What a decision reads, shared by `/v1/decide` and edge-rendered pages: the visitor's
 //! profile snapshot (KV, D1 on a miss), then one D1 batch for whatever the isolate's shared
-//! recommendation inputs lack and, for banners, the profile's state. The decision itself is
+//! recommendation inputs lack and, for banners, the profile's state. With profile shards, each
+//! other shard's co-occurrence counts are read at the same time and added in. The decision itself is
 //! `seam_core::personalise::decide`.
 
 use std::future::Future;
 
+use futures_util::future::join_all;
 use seam_core::identity::Rules;
-use seam_core::personalise::candidates::CandidateRow;
+use seam_core::personalise::candidates::{CandidatePlan, CandidateRow};
 use seam_core::personalise::decide::{self, DecisionRows, Decisions, Slot};
+use seam_core::plan::Statement;
 use worker::Env;
 
 use crate::error::ApiError;
@@ -90,19 +93,53 @@ async fn decide_with(
     if elsewhere.is_some() {
         reads.truncate(candidate_reads);
     }
-    let (results, elsewhere) = futures_util::join!(d1::execute(db, &reads), async {
-        match elsewhere {
-            Some(id) => personalisation::state_row(db, id).await,
-            None => Ok(None),
-        }
-    });
-    let (results, elsewhere) = (results?, elsewhere?);
-    let rows = DecisionRows {
-        candidates: results
-            .iter()
-            .take(candidate_reads)
-            .map(|r| r.results::<CandidateRow>().unwrap_or_default())
+    // With profile shards, each other shard counts its own profiles' co-occurrence evidence.
+    let shard_reads: Vec<Statement> = match plan.candidates() {
+        Some(candidates) if db.all().len() > 1 => candidates
+            .shard_statements()
+            .into_iter()
+            .map(|(_, read)| read)
             .collect(),
+        _ => Vec::new(),
+    };
+    let others = &db.all()[1..];
+    let (results, elsewhere, counted) = futures_util::join!(
+        d1::execute(db, &reads),
+        async {
+            match elsewhere {
+                Some(id) => personalisation::state_row(db, id).await,
+                None => Ok(None),
+            }
+        },
+        join_all(
+            others
+                .iter()
+                .filter(|_| !shard_reads.is_empty())
+                .map(|shard| d1::execute(shard, &shard_reads))
+        )
+    );
+    let (results, elsewhere) = (results?, elsewhere?);
+    let mut candidates: Vec<Vec<CandidateRow>> = results
+        .iter()
+        .take(candidate_reads)
+        .map(|r| r.results::<CandidateRow>().unwrap_or_default())
+        .collect();
+    if let Some(plan) = plan.candidates().filter(|_| !shard_reads.is_empty()) {
+        let mut shards = Vec::with_capacity(counted.len());
+        for answers in counted {
+            let answers = answers?
+                .iter()
+                .map(|r| r.results::<CandidateRow>().unwrap_or_default())
+                .collect();
+            shards.push(answers);
+        }
+        if let Some(read) = plan.add_shards(&mut candidates, &shards) {
+            let bodies = d1::rows::<CandidateRow>(db, &read).await?;
+            CandidatePlan::add_bodies(&mut candidates, &bodies);
+        }
+    }
+    let rows = DecisionRows {
+        candidates,
         state: elsewhere
             .or_else(|| {
                 results

@@ -66,7 +66,8 @@ pub async fn state_row(shards: &Shards, profile_id: &str) -> worker::Result<Opti
 /// home shard (`core::personalise::shard::arrive`), then deletes it there. Safe to repeat and to
 /// race with saves, merges and erasures: the copy lands only while the home still holds what
 /// was read, and rows of a profile that no longer exists do not stay. Returns whether the move
-/// is done (`false`: something changed meanwhile, and the rows wait for a later try).
+/// is done (`false`: something changed meanwhile, or its evidence is more than one move
+/// carries, and the rows wait for a later try).
 pub async fn settle(shards: &Shards, profile_id: &str) -> worker::Result<bool> {
     let Some(previous) = shards.previous(profile_id) else {
         return Ok(true);
@@ -76,16 +77,25 @@ pub async fn settle(shards: &Shards, profile_id: &str) -> worker::Result<bool> {
         sql: sql.into(),
         params: vec![Param::Text(profile_id.to_owned())],
     };
-    let (state_sql, rows_sql) = (
-        by_id(shard::STATE_ROW_SQL),
+    let state_sql = by_id(shard::STATE_ROW_SQL);
+    // The previous shard first (see `state_row`), its four reads in one batch.
+    let reads = [
+        state_sql.clone(),
         by_id(shard::MEMBERSHIP_ROWS_SQL),
-    );
-    // The previous shard first (see `state_row`).
-    let (old_state, old_rows) = futures_util::join!(
-        d1::rows::<shard::StateRow>(old, &state_sql),
-        d1::rows::<shard::MembershipRow>(old, &rows_sql),
-    );
-    let (old_state, old_rows) = (old_state?.into_iter().next(), old_rows?);
+        by_id(shard::INTERACTION_ROWS_SQL),
+        by_id(shard::PAIR_ROWS_SQL),
+    ];
+    let read = d1::execute(old, &reads).await?;
+    let at = |i: usize| {
+        read.get(i)
+            .ok_or_else(|| worker::Error::RustError("a read's result is missing".into()))
+    };
+    let old_state = at(0)?.results::<shard::StateRow>()?.into_iter().next();
+    let old_rows = at(1)?.results::<shard::MembershipRow>()?;
+    let evidence = shard::Evidence {
+        interactions: at(2)?.results()?,
+        pairs: at(3)?.results()?,
+    };
     let home_state = d1::rows::<shard::StateRow>(home, &state_sql)
         .await?
         .into_iter()
@@ -103,6 +113,7 @@ pub async fn settle(shards: &Shards, profile_id: &str) -> worker::Result<bool> {
         version,
         segments: &segments,
         previous_rows: &old_rows,
+        evidence: &evidence,
     };
     #[derive(Deserialize)]
     struct Version {
@@ -117,17 +128,20 @@ pub async fn settle(shards: &Shards, profile_id: &str) -> worker::Result<bool> {
     if !holds {
         return Ok(false);
     }
-    d1::execute(old, &shard::leave(profile_id)).await?;
+    let mut leave = shard::leave(profile_id);
+    leave.extend(shard::leave_evidence(profile_id, &evidence));
+    d1::execute(old, &leave).await?;
     #[derive(Deserialize)]
     struct Exists {
         found: i64,
     }
     let exists = d1::rows::<Exists>(shards, &shard::exists(profile_id)).await?;
     if exists.first().is_none_or(|e| e.found == 0) {
-        // Merged away or erased while this ran: what it carried home goes too.
-        d1::execute(home, &shard::leave(profile_id)).await?;
+        // Erased while this ran: what it carried home goes too.
+        d1::execute(home, &shard::forget(profile_id)).await?;
     }
-    Ok(true)
+    // Evidence past what one move carries waits for the next (the walk comes round again).
+    Ok(!evidence.partial())
 }
 
 /// [`settle`] after a save: a failure leaves the rows to the move job (`jobs::reshard`).
@@ -171,10 +185,12 @@ pub fn values(
 
 /// Folds `events` (attributed to the profile) into the profile's state (`loaded`: as the caller
 /// read it, with its version; rules over traits see `profile.traits`), first absorbing the
-/// states of `absorbed` profiles (identity merges into this one). The shared writes go first,
-/// then the profile's own, ending with the version-guarded save (one batch when its shard is
-/// `DB`); a lost race reloads and redoes it (every write is idempotent). Events already held are duplicates to the core, so passing a retried batch's
-/// events again is safe and heals a request that failed after its events were stored.
+/// states of `absorbed` profiles (identity merges into this one). The shared writes (the
+/// catalogue) go first, then the profile's own in its shard (its evidence, its memberships,
+/// the version-guarded save), one batch when that shard is `DB`; a lost race reloads and
+/// redoes it (every write is idempotent). Events already held are duplicates to the core, so
+/// passing a retried batch's events again is safe and heals a request that failed after its
+/// events were stored.
 #[allow(clippy::too_many_arguments)] // one profile's whole refresh, as the callers hold it
 pub async fn update(
     patient: Patient<'_>,
@@ -210,19 +226,19 @@ pub async fn update(
             return Ok(update);
         }
         let state_db = shards.of_profile(profile_id);
-        let (shared, state) = if shards.index_of(profile_id) == 0 {
-            let plan: Vec<Statement> = update
-                .writes
-                .iter()
-                .chain(&update.state_writes)
-                .cloned()
-                .collect();
+        let own: Vec<Statement> = update
+            .evidence_writes
+            .iter()
+            .chain(&update.state_writes)
+            .cloned()
+            .collect();
+        let (shared, mut own) = if shards.index_of(profile_id) == 0 {
+            let plan: Vec<Statement> = update.writes.iter().cloned().chain(own).collect();
             let mut results = patient.retry(|| d1::execute(state_db, &plan)).await?;
-            let state = results.split_off(update.writes.len());
-            (results, state)
+            let own = results.split_off(update.writes.len());
+            (results, own)
         } else {
-            // Shared first: a state saved without its evidence would hold the events as
-            // applied, and a retry would never write the evidence.
+            // The catalogue first: its rows are what the evidence's products render with.
             let shared = match update.writes.is_empty() {
                 true => Vec::new(),
                 false => {
@@ -231,15 +247,15 @@ pub async fn update(
                         .await?
                 }
             };
-            let state = patient
-                .retry(|| d1::execute(state_db, &update.state_writes))
-                .await?;
-            (shared, state)
+            let own = patient.retry(|| d1::execute(state_db, &own)).await?;
+            (shared, own)
         };
+        let state = own.split_off(update.evidence_writes.len().min(own.len()));
         if saved(&state) {
             // Evidence the profile had given before (a product viewed again) and unchanged
             // catalogue bodies write no row: caches keep what those writes would have dropped.
-            let changed = update.changed_by(|i| changed_rows(shared.get(i)));
+            let changed = update
+                .changed_by(|i| changed_rows(result_at((&shared, update.writes.len()), &own, i)));
             settle_after_save(shards, profile_id).await;
             return Ok(Update { changed, ..update });
         }
@@ -265,7 +281,7 @@ pub struct Job<'a> {
 const PROFILES_PER_BATCH: usize = 25;
 
 /// [`update`] for several profiles, their writes in one D1 batch per database per
-/// [`PROFILES_PER_BATCH`] instead of one each: the shared writes (with the state writes of
+/// [`PROFILES_PER_BATCH`] instead of one each: the shared writes (with the own writes of
 /// profiles whose shard is `DB`) first, then each other shard's. A profile whose
 /// version-guarded save lost (or whose batch failed) goes on alone through [`update`], which
 /// reloads and retries.
@@ -303,7 +319,8 @@ pub async fn update_many(
             } else {
                 let shard = shards.index_of(&job.view.profile_id);
                 let shared = append(0, &update.writes);
-                Some((shared, shard, append(shard, &update.state_writes)))
+                let own = append(shard, &update.evidence_writes);
+                Some((shared, shard, own, append(shard, &update.state_writes)))
             };
             planned.push((update, ranges));
         }
@@ -324,7 +341,7 @@ pub async fn update_many(
         }
         let shared_landed = results.contains_key(&0);
         for (job, (update, ranges)) in chunk.into_iter().zip(planned) {
-            let Some((shared, shard, state)) = ranges else {
+            let Some((shared, shard, own, state)) = ranges else {
                 out.push(Ok(update));
                 continue;
             };
@@ -337,7 +354,13 @@ pub async fn update_many(
                         .get(&0)
                         .and_then(|r| r.get(shared))
                         .unwrap_or_default();
-                    update.changed_by(|i| changed_rows(shared.get(i)))
+                    let own = results
+                        .get(&shard)
+                        .and_then(|r| r.get(own))
+                        .unwrap_or_default();
+                    update.changed_by(|i| {
+                        changed_rows(result_at((shared, update.writes.len()), own, i))
+                    })
                 });
             match landed {
                 Some(changed) => {
@@ -383,6 +406,19 @@ fn saved(state_results: &[D1Result]) -> bool {
     state_results
         .last()
         .is_some_and(|r| r.results::<Value>().is_ok_and(|rows| !rows.is_empty()))
+}
+
+/// The result of the `i`th of an update's `writes` shared writes followed by its evidence
+/// writes (`None`, counted as changed, when a batch's results are missing).
+fn result_at<'a>(
+    (shared, writes): (&'a [D1Result], usize),
+    own: &'a [D1Result],
+    i: usize,
+) -> Option<&'a D1Result> {
+    match i.checked_sub(writes) {
+        None => shared.get(i),
+        Some(j) => own.get(j),
+    }
 }
 
 /// Whether a write changed any row (unknown counts as changed).

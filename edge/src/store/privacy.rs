@@ -182,10 +182,11 @@ pub async fn erase_subject(
     Ok(counts)
 }
 
-/// Runs an erasure plan of `DB` (`named`) with the subject's personalisation state
-/// ([`erase_state`]) in each profile's shard (and, while the shard count changes, its previous
-/// shard). The other shards go first: if `DB`'s transaction then fails, the subject is still
-/// found there and the erasure runs again whole. Shard 0's state joins `DB`'s transaction.
+/// Runs an erasure plan of `DB` (`named`) with the subject's personalisation state and
+/// evidence ([`erase_state`]) in each profile's shard (and, while the shard count changes, its
+/// previous shard). The other shards go first: if `DB`'s transaction then fails, the subject is
+/// still found there and the erasure runs again whole. `DB`'s transaction takes every profile's
+/// state: shard 0's, and evidence `DB` held before it moved to the shards.
 /// After it commits, the other shards are cleared once more: a refresh that ran in between
 /// (before the suppression committed) may have written a state there again. Rows changed per
 /// name, summed over the shards.
@@ -200,7 +201,7 @@ pub async fn run_erasure(
             places.entry(shard).or_default().push(profile);
         }
     }
-    let in_db = places.remove(&0).unwrap_or_default();
+    places.remove(&0);
     let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut add = |changed: BTreeMap<&'static str, usize>| {
         for (what, n) in changed {
@@ -210,7 +211,7 @@ pub async fn run_erasure(
     for (shard, profiles) in &places {
         add(run_counted(db.at(*shard), &erase_state(profiles.iter().copied())).await?);
     }
-    named.extend(erase_state(in_db));
+    named.extend(erase_state(&subject.profile_ids));
     add(run_counted(db, &named).await?);
     for (shard, profiles) in &places {
         // `DB` has committed: the receipt stands, and a failure here is only logged.

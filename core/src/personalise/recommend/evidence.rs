@@ -191,17 +191,22 @@ impl Evidence {
 
     /// The writes: catalogue upserts, then interactions, then pair evidence.
     pub fn writes(self) -> Vec<Statement> {
-        self.writes_and_changes()
+        let (catalog, evidence) = self.writes_and_changes();
+        catalog
             .into_iter()
+            .chain(evidence)
             .map(|(write, _)| write)
             .collect()
     }
 
-    /// [`Evidence::writes`], each with what it changes if it changes any row. Evidence a profile
-    /// gave before (a product viewed again) and unchanged catalogue bodies change nothing, so a
-    /// caller that sees a write change no row need not drop cached inputs for it.
-    pub fn writes_and_changes(self) -> Vec<(Statement, Changed)> {
-        let mut plan: Vec<(Statement, Changed)> =
+    /// [`Evidence::writes`] in two lists, each write with what it changes if it changes any
+    /// row: the catalogue's upserts (shared by every profile, in `DB`), then the profile's own
+    /// interaction and pair evidence (beside its state, in its shard: the triggers there keep
+    /// that shard's counts). Evidence a profile gave before (a product viewed again) and
+    /// unchanged catalogue bodies change nothing, so a caller that sees a write change no row
+    /// need not drop cached inputs for it.
+    pub fn writes_and_changes(self) -> (Vec<Planned>, Vec<Planned>) {
+        let catalog: Vec<Planned> =
             catalog_writes(self.catalog.iter().map(|(item, at)| (item, *at)))
                 .into_iter()
                 .map(|write| (write, self.catalog_changed.clone()))
@@ -215,21 +220,25 @@ impl Evidence {
                 (write, changed)
             })
         };
-        plan.extend(rows(
+        let mut evidence = Vec::new();
+        evidence.extend(rows(
             "INSERT OR IGNORE INTO item_interactions (profile_id, product_id, kind) \
              SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?1)",
             self.interactions,
             self.interactions_changed,
         ));
-        plan.extend(rows(
+        evidence.extend(rows(
             "INSERT OR IGNORE INTO item_pair_evidence (kind, item_a, item_b, profile_id) \
              SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?1)",
             self.pairs,
             self.pairs_changed,
         ));
-        plan
+        (catalog, evidence)
     }
 }
+
+/// A write and what it changes if it changes any row.
+pub type Planned = (Statement, Changed);
 
 fn ordered(a: String, b: String) -> (String, String) {
     if a <= b {
@@ -370,7 +379,12 @@ mod tests {
             &[(view.timestamp_ms - 1000, json!("run-1"))],
             &settings,
         );
-        let plan = evidence.writes_and_changes();
+        let (catalog, own) = evidence.writes_and_changes();
+        assert_eq!(catalog.len(), 1, "the catalogue: shared");
+        assert!(own
+            .iter()
+            .all(|(w, _)| w.sql.contains("INSERT OR IGNORE INTO item_")));
+        let plan: Vec<_> = catalog.into_iter().chain(own).collect();
         let names = |c: &Changed| {
             (
                 c.products.iter().cloned().collect::<Vec<_>>(),
