@@ -225,12 +225,14 @@ export async function scaleRows({ shards = SHARDS, steps = STEPS } = {}) {
     if (SHARDS > 1) {
       // `DB` is the database with the events table; the others are profile shards.
       const sum = (tables = {}) => Object.values(tables).reduce((a, b) => a + b, 0);
-      const grown = d1Files(state).map((tables, i) => ({ shared: "events" in tables, bytes: sum(tables) - sum(emptyFiles[i]) }));
+      const files = d1Files(state);
+      const grown = files.map((tables, i) => ({ shared: "events" in tables, bytes: sum(tables) - sum(emptyFiles[i]) }));
       const per = (bytes) => `${Math.round(bytes / Math.max(1, events))} B`;
+      const db = files.findIndex((tables) => "events" in tables);
       rows.push([
         `scale: D1 bytes per stored event by database, ${SHARDS} profile shards`,
-        `DB ${per(grown.find((g) => g.shared).bytes)}`,
-        `profile shards (state rows and memberships): ${grown.filter((g) => !g.shared).map((g) => per(g.bytes)).join(", ")}`,
+        `DB ${per(grown[db].bytes)}`,
+        `DB by table: ${bytesPerEvent(files[db], emptyFiles[db], events).tables}; profile shards (state rows, memberships and co-occurrence evidence with its counts): ${grown.filter((g) => !g.shared).map((g) => per(g.bytes)).join(", ")}`,
       ]);
     }
   } finally {

@@ -141,17 +141,26 @@ pub struct MembershipRow {
 
 /// Up to `limit` profiles with rows in a shard after profile ID `after`, in key order (the
 /// move's walk): `profile_id`. Memberships and evidence count too: a profile merged away keeps
-/// its closed memberships and its evidence, and no state row. (Pair evidence comes with
-/// interactions: a pair is two products viewed or bought.)
+/// its closed memberships and its evidence, and no state row; a move carried in parts may have
+/// left only pair evidence (a profile has many more pairs than interactions).
 pub fn walk(after: &str, limit: u32) -> Statement {
+    let page = |table: &str| {
+        format!(
+            "SELECT profile_id FROM (SELECT DISTINCT profile_id FROM {table} \
+             WHERE profile_id > ?1 ORDER BY profile_id LIMIT ?2)"
+        )
+    };
+    let tables = [
+        "profile_personalisation",
+        "segment_memberships",
+        "item_interactions",
+        "item_pair_evidence",
+    ];
     Statement {
-        sql: "SELECT profile_id FROM (SELECT profile_id FROM profile_personalisation \
-              WHERE profile_id > ?1 ORDER BY profile_id LIMIT ?2) \
-              UNION SELECT profile_id FROM (SELECT DISTINCT profile_id FROM segment_memberships \
-              WHERE profile_id > ?1 ORDER BY profile_id LIMIT ?2) \
-              UNION SELECT profile_id FROM (SELECT DISTINCT profile_id FROM item_interactions \
-              WHERE profile_id > ?1 ORDER BY profile_id LIMIT ?2) ORDER BY profile_id LIMIT ?2"
-            .into(),
+        sql: format!(
+            "{} ORDER BY profile_id LIMIT ?2",
+            tables.map(page).join(" UNION ")
+        ),
         params: vec![Param::Text(after.into()), Param::Int(i64::from(limit))],
     }
 }
@@ -619,9 +628,15 @@ mod tests {
     #[test]
     fn the_walk_finds_profiles_with_only_evidence() {
         let walk = walk("prof_0", 10);
-        assert!(walk
-            .sql
-            .contains("FROM item_interactions WHERE profile_id > ?1"));
+        for table in [
+            "profile_personalisation",
+            "segment_memberships",
+            "item_interactions",
+            "item_pair_evidence",
+        ] {
+            let page = format!("FROM {table} WHERE profile_id > ?1 ORDER BY profile_id LIMIT ?2");
+            assert!(walk.sql.contains(&page), "{table}");
+        }
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! profile that now belongs in another shard (`store::personalisation::settle`), within a
 //! budget of steps and moves a run. A shard whose walk reached its end with nothing left behind
 //! is marked done; once every one is, the move is over and `PROFILE_SHARDS_FROM` can go. Reads
-//! meanwhile look in both places, so nothing waits on this.
+//! meanwhile look in both places, so nothing waits on this. With no move under way, the same
+//! walk takes home, once, the evidence `DB` held for other shards' profiles ([`EVIDENCE_HOME`]).
 
 use seam_core::personalise::shard::{self, Layout};
 use seam_core::plan::{Param, Statement};
@@ -65,33 +66,62 @@ pub fn cursor_name(layout: Layout, shard: usize) -> String {
     format!("{PREFIX}{from}:{}:{shard}", layout.shards)
 }
 
-/// One run of the move. When the count is not changing, it only forgets the walks of a past
-/// move, so that a later move with the same counts walks again.
+/// The walk over `DB` that takes other shards' profiles' evidence home, once: evidence stayed
+/// in `DB` before it moved to the profile shards (2026-12-07), so a deployment that already had
+/// shards walks it once. Not a move's walk, so it is never forgotten.
+pub const EVIDENCE_HOME: &str = "profile_evidence_home:0";
+
+/// One run of the move. When the count is not changing, it forgets the walks of a past move
+/// (so that a later move with the same counts walks again) and, with shards, takes the
+/// evidence `DB` still holds for other shards' profiles home ([`EVIDENCE_HOME`]).
 pub async fn run(db: &Shards, budget: Budget, now_ms: i64) -> Result<Report, ApiError> {
     let mut report = Report::default();
     let Some(from) = db.layout().from else {
         forget_walks(db).await?;
+        if db.all().len() > 1 {
+            let walks = [(0, EVIDENCE_HOME.to_owned())];
+            let elsewhere = |profile_id: &str, _: usize| db.index_of(profile_id) != 0;
+            walk(db, &walks, elsewhere, budget, &mut report).await?;
+        }
         return Ok(report);
     };
+    // Only the old count's shards hold rows it placed. Each run starts at the next of them, so
+    // one shard whose profile keeps failing does not take every run's budget.
+    let count = (from as usize).min(db.all().len());
+    let first = now_ms.div_euclid(60_000).rem_euclid(count.max(1) as i64) as usize;
+    let walks: Vec<(usize, String)> = (0..count)
+        .map(|i| (first + i) % count)
+        .map(|index| (index, cursor_name(db.layout(), index)))
+        .collect();
+    let elsewhere = |profile_id: &str, index: usize| db.previous(profile_id) == Some(index);
+    walk(db, &walks, elsewhere, budget, &mut report).await?;
+    Ok(report)
+}
+
+/// Walks each `(shard, walk name)` in turn from its saved position, within `budget`, moving
+/// home every profile whose rows there belong elsewhere (`elsewhere(profile, shard)`).
+async fn walk(
+    db: &Shards,
+    walks: &[(usize, String)],
+    elsewhere: impl Fn(&str, usize) -> bool,
+    budget: Budget,
+    report: &mut Report,
+) -> Result<(), ApiError> {
     #[derive(Deserialize)]
     struct Row {
         profile_id: String,
     }
     let (mut moves, mut steps) = (budget.moves, STEPS_PER_RUN);
-    // Only the old count's shards hold rows it placed. Each run starts at the next of them, so
-    // one shard whose profile keeps failing does not take every run's budget.
-    let count = (from as usize).min(db.all().len());
-    let first = now_ms.div_euclid(60_000).rem_euclid(count.max(1) as i64) as usize;
-    for index in (0..count).map(|i| (first + i) % count) {
+    for (index, name) in walks {
+        let index = *index;
         if steps == 0 || moves == 0 {
             break;
         }
         report.shards += 1;
-        let name = cursor_name(db.layout(), index);
         // A profile that could not move makes this pass go round again instead of ending:
         // remembered under its own name, since a pass can span runs.
         let left_name = format!("{name}:left");
-        let mut after = walk_start(db, &name).await?;
+        let mut after = walk_start(db, name).await?;
         steps -= 1;
         let mut left_behind = after != DONE && !walk_start(db, &left_name).await?.is_empty();
         while after != DONE && moves > 0 && steps > 0 {
@@ -100,13 +130,13 @@ pub async fn run(db: &Shards, budget: Budget, now_ms: i64) -> Result<Report, Api
             let mut read_all = true;
             let was_left = left_behind;
             for row in &rows {
-                if db.previous(&row.profile_id) == Some(index) {
+                if elsewhere(&row.profile_id, index) {
                     if moves == 0 {
                         read_all = false;
                         break;
                     }
                     moves -= 1;
-                    match personalisation::settle(db, &row.profile_id).await {
+                    match personalisation::settle_from(db, &row.profile_id, index).await {
                         Ok(true) => report.moved += 1,
                         Ok(false) => left_behind = true,
                         Err(e) => {
@@ -126,10 +156,7 @@ pub async fn run(db: &Shards, budget: Budget, now_ms: i64) -> Result<Report, Api
                 // Round again from the start, in a later run: a profile that keeps failing
                 // must not hold the other shards' walks. Both positions in one batch: a
                 // cleared flag with the old position would let the pass end done.
-                let restart = [
-                    save_walk_cursor(&name, ""),
-                    save_walk_cursor(&left_name, ""),
-                ];
+                let restart = [save_walk_cursor(name, ""), save_walk_cursor(&left_name, "")];
                 d1::execute(db, &restart).await?;
                 after = String::new();
                 break;
@@ -137,13 +164,13 @@ pub async fn run(db: &Shards, budget: Budget, now_ms: i64) -> Result<Report, Api
             if finished {
                 after = DONE.to_owned();
             }
-            save_walk(db, &name, &after).await?;
+            save_walk(db, name, &after).await?;
         }
         if after == DONE {
             report.done += 1;
         }
     }
-    Ok(report)
+    Ok(())
 }
 
 /// Deletes the saved positions of past moves (one read when there are none).

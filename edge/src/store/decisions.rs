@@ -127,10 +127,18 @@ async fn decide_with(
     if let Some(plan) = plan.candidates().filter(|_| !shard_reads.is_empty()) {
         let mut shards = Vec::with_capacity(counted.len());
         for answers in counted {
-            let answers = answers?
-                .iter()
-                .map(|r| r.results::<CandidateRow>().unwrap_or_default())
-                .collect();
+            // A shard that does not answer leaves its counts out of this decision, which
+            // still comes from every other database's.
+            let answers = match answers {
+                Ok(answers) => answers
+                    .iter()
+                    .map(|r| r.results::<CandidateRow>().unwrap_or_default())
+                    .collect(),
+                Err(e) => {
+                    worker::console_error!("a profile shard's co-occurrence read failed: {e}");
+                    Vec::new()
+                }
+            };
             shards.push(answers);
         }
         if let Some(read) = plan.add_shards(&mut candidates, &shards) {

@@ -69,9 +69,19 @@ pub async fn state_row(shards: &Shards, profile_id: &str) -> worker::Result<Opti
 /// is done (`false`: something changed meanwhile, or its evidence is more than one move
 /// carries, and the rows wait for a later try).
 pub async fn settle(shards: &Shards, profile_id: &str) -> worker::Result<bool> {
-    let Some(previous) = shards.previous(profile_id) else {
-        return Ok(true);
-    };
+    match shards.previous(profile_id) {
+        Some(previous) => settle_from(shards, profile_id, previous).await,
+        None => Ok(true),
+    }
+}
+
+/// [`settle`] from shard `previous` (not the profile's home): also what takes evidence `DB`
+/// held before it moved to the shards home (`jobs::reshard::EVIDENCE_HOME`).
+pub async fn settle_from(
+    shards: &Shards,
+    profile_id: &str,
+    previous: usize,
+) -> worker::Result<bool> {
     let (home, old) = (shards.of_profile(profile_id), shards.at(previous));
     let by_id = |sql: &str| Statement {
         sql: sql.into(),
