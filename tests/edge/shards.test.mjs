@@ -475,10 +475,27 @@ describe("profile shards: changing the count on a live deployment", () => {
     assert.ok(before >= 3, `${before} profiles to move: enough for the walk to span runs`);
     assert.equal((await everyMinute()).status, 200);
     assert.equal(before - (await away()), 2, "one run moves as many as its budget, no more");
+    // A long-time shopper's evidence, more than one move carries (2,000 rows of a kind): the
+    // walk moves it in parts, finding the profile by its pair rows alone the second time.
+    let heavy;
+    for (const s of rest) {
+      if ((await where(s.profileId)).includes(shardOf(s.profileId, 2))) {
+        heavy = s;
+        break;
+      }
+    }
+    assert.ok(heavy, "a profile still to move");
+    await edge.queryShard(
+      shardOf(heavy.profileId, 2),
+      "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2500) INSERT INTO item_pair_evidence (profile_id, kind, item_a, item_b) SELECT ?, 'view', printf('bulk-%04d', i), 'bulk-zz' FROM n",
+      heavy.profileId,
+    );
     let runs = 1;
     for (; runs < 60 && (await walksDone()) < 2; runs++) assert.equal((await everyMinute()).status, 200);
     assert.ok(runs >= Math.ceil(before / 2), `the walk took ${runs} runs for ${before} profiles`);
     assert.equal(await away(), 0, "none left behind");
+    const [{ n: bulk }] = await edge.queryShard(2, "SELECT count(*) AS n FROM item_pair_evidence WHERE profile_id = ? AND item_b = 'bulk-zz'", heavy.profileId);
+    assert.equal(bulk, 2500, "moved in parts, none lost");
     for (const s of rest) {
       assert.deepEqual(await where(s.profileId), [2], `${s.profileId} moved`);
       const [row] = await edge.queryShard(2, "SELECT check_at FROM profile_personalisation WHERE profile_id = ?", s.profileId);
