@@ -8,7 +8,7 @@
 //! change at once ([`CandidateCache::forget`] with [`Changed`]). Pure: the caller passes the
 //! clock, runs the reads and hands back their rows.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
 
 use serde::Deserialize;
@@ -303,7 +303,8 @@ impl CandidatePlan {
     /// shard, one list per statement, in order) into `rows` (`DB`'s answers to
     /// [`CandidatePlan::statements`]): counts of one pair or product summed, then ranked and
     /// cut as one read would. Each shard sends its strongest partners only, so a partner
-    /// outside every shard's cut is missed, as a single database's cut would miss it too.
+    /// outside every shard's cut is missed where one database holding every count might have
+    /// kept it (a weak partner: every shard's ranking samples the same shoppers).
     /// Returns the read of the catalogue bodies still missing (products that `DB`'s own
     /// counts did not name), whose rows go to [`CandidatePlan::add_bodies`].
     pub fn add_shards(
@@ -317,16 +318,19 @@ impl CandidatePlan {
         }
         rows.resize_with(self.reads.len(), Vec::new);
         let mut missing: Vec<String> = Vec::new();
+        let id = |row: &CandidateRow| row.item_b.clone().or_else(|| row.product_id.clone());
         for (k, (i, _)) in statements.iter().enumerate() {
             let theirs = shards.iter().filter_map(|shard| shard.get(k)).flatten();
             let merged = match self.reads[*i] {
                 Read::Pairs(_) => sum_pairs(&rows[*i], theirs),
                 _ => sum_stats(&rows[*i], theirs, self.popular_limit),
             };
+            // `DB`'s own rows came with the catalogue: one without a body is not catalogued.
+            let asked: BTreeSet<String> = rows[*i].iter().filter_map(id).collect();
             for row in merged.iter().filter(|r| r.body.is_none()) {
-                let id = row.item_b.as_ref().or(row.product_id.as_ref());
-                if let Some(id) = id.filter(|id| !missing.contains(id)) {
-                    missing.push(id.clone());
+                if let Some(id) = id(row).filter(|id| !asked.contains(id) && !missing.contains(id))
+                {
+                    missing.push(id);
                 }
             }
             rows[*i] = merged;
@@ -816,9 +820,13 @@ mod tests {
         let cache = CandidateCache::new(TTL, 100, 2);
         let profile = Profile::new(&["a"], &[]);
         let plan = cache.plan(&profile.signals(), true, T0);
-        // DB: a's partners c (3) and d (2); popular p (9), q (4).
+        // DB: a's partners c (3), d (2) and u (1, not catalogued); popular p (9), q (4).
         let mut rows = vec![
-            vec![pair("a", "c", 3), pair("a", "d", 2)],
+            vec![
+                pair("a", "c", 3),
+                pair("a", "d", 2),
+                counts(pair("a", "u", 1)),
+            ],
             vec![stat("p", 9), stat("q", 4)],
             vec![],
         ];
@@ -840,7 +848,7 @@ mod tests {
             .collect();
         assert_eq!(
             ranked,
-            [("d", 5), ("e", 5), ("c", 3)],
+            [("d", 5), ("e", 5), ("c", 3), ("u", 1)],
             "summed, then by score and ID"
         );
         let popular: Vec<(&str, i64)> = rows[1]
@@ -853,12 +861,14 @@ mod tests {
             "summed and cut at the popular limit"
         );
         assert!(rows[0][0].body.is_some(), "DB's row keeps its body");
-        let read = read.expect("bodies of partners only shards counted");
+        let read = read.expect("bodies of partners only shards counted (u: DB has none)");
         assert_eq!(read.sql, LOAD_ITEMS_SQL);
         assert_eq!(read.params, [Param::Text(r#"["e","r"]"#.into())]);
 
         CandidatePlan::add_bodies(&mut rows, &[item("e"), item("r")]);
-        assert!(rows.iter().flatten().all(|r| r.body.is_some()));
+        let bodiless: Vec<_> = rows.iter().flatten().filter(|r| r.body.is_none()).collect();
+        assert_eq!(bodiless.len(), 1);
+        assert_eq!(bodiless[0].item_b.as_deref(), Some("u"));
         let set = cache.clone().absorb(plan, rows, T0);
         assert!(set.catalog.contains_key("e") && set.catalog.contains_key("r"));
     }
