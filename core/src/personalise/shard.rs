@@ -1,7 +1,8 @@
 //! Which D1 database holds a profile's personalisation state (its state row and segment
-//! memberships), when a deployment spreads them over several (`PROFILE_SHARDS`). That state is
-//! the largest per-person share of D1 and its busiest writer: a refresh writes one profile's
-//! rows and nothing else of theirs, so each profile's writes stay in one database.
+//! memberships) and its co-occurrence evidence, when a deployment spreads them over several
+//! (`PROFILE_SHARDS`). That state is the largest per-person share of D1 and its busiest writer:
+//! a refresh writes one profile's rows and nothing else of theirs, so each profile's writes
+//! stay in one database.
 //!
 //! The choice is a jump consistent hash (Lamping and Veach, 2014) of the profile ID's SHA-256:
 //! growing from `n` to `n + 1` shards moves only the profiles that land in the new one, about

@@ -1,6 +1,6 @@
 //! The D1 databases a request may touch. `DB` holds everything shared (events, identity,
 //! catalogue, deliveries, journeys) and is also shard 0 of the profiles' personalisation state
-//! (state rows and segment memberships). With `PROFILE_SHARDS = n`, shards 1 to n-1 are the
+//! (state rows, segment memberships, co-occurrence evidence and each shard's counts of it). With `PROFILE_SHARDS = n`, shards 1 to n-1 are the
 //! bindings `PROFILES_1` … `PROFILES_{n-1}`, each migrated from `edge/migrations-profiles`.
 //! Which shard holds a profile is `core::personalise::shard`'s choice.
 //!
