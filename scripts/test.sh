@@ -12,6 +12,8 @@ step "cargo clippy (native)"; cargo clippy --workspace --all-targets --quiet -- 
 step "cargo clippy (wasm32)"
 cargo clippy --workspace --target wasm32-unknown-unknown --quiet -- -D warnings
 cargo clippy -p seam-sdk --tests --target wasm32-unknown-unknown --quiet -- -D warnings
+# The cargo-fuzz targets are their own workspace: checked here so they keep up with core's API.
+step "fuzz targets compile"; CARGO_TARGET_DIR=target/fuzz cargo check --manifest-path fuzz/Cargo.toml --bins --quiet
 step "core: unit + property tests (native)"; cargo test -p seam-core
 step "edge: orchestration over in-memory stores (native)"; cargo test -p seam-edge --lib
 step "sdk: browser tests (headless Chromium)"

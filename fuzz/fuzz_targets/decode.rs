@@ -11,7 +11,6 @@ use seam_core::collect::ingest::{decode, decompress, MAX_REQUEST_BYTES};
 use seam_core::plan::{insert_events, MAX_BOUND_PARAMS};
 
 const RECEIVED_AT_MS: i64 = 1_767_225_600_000;
-const DEDUP_CUTOFF_MS: i64 = RECEIVED_AT_MS - 24 * 3_600_000;
 
 fuzz_target!(|data: &[u8]| {
     // The gzip layer: any bytes, declared gzip or sniffed; output never exceeds the request cap.
@@ -27,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
         let results = decoded.results(&HashSet::new());
         assert_eq!(results.len(), decoded.outcomes.len());
         let valid: Vec<_> = decoded.valid().collect();
-        for statement in insert_events("src", &valid, DEDUP_CUTOFF_MS) {
+        for statement in insert_events("src", &valid, RECEIVED_AT_MS, 1) {
             assert!(statement.params.len() <= MAX_BOUND_PARAMS);
             assert_eq!(statement.sql.matches('?').count(), statement.params.len());
         }
