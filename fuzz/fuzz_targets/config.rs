@@ -5,13 +5,13 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use seam_core::privacy::access::{parse_key_request, parse_scopes};
+use seam_core::collect::source::{parse_source, Sources};
+use seam_core::identity::Rules;
 use seam_core::personalise::computed::ComputedConfig;
 use seam_core::personalise::recommend::{catalog_from_json, RecommendSettings};
 use seam_core::personalise::segment::SegmentSet;
-use seam_core::identity::Rules;
+use seam_core::privacy::access::{parse_key_request, parse_scopes};
 use seam_core::privacy::retention::Retention;
-use seam_core::collect::source::{parse_source, Sources};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -32,7 +32,10 @@ fuzz_target!(|data: &[u8]| {
     .filter_map(|k| lines.next().map(|v| ((*k).to_owned(), v.to_owned())))
     .collect();
     if let Ok(r) = Retention::from_settings(|k| {
-        settings.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        settings
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
     }) {
         assert!(r.event_days >= 1 && r.chunk >= 1 && r.max_chunks >= 1);
     }

@@ -6,14 +6,14 @@
 
 use libfuzzer_sys::fuzz_target;
 use seam_core::collect::enrich::RequestFacts;
-use seam_core::identity::{identifiers_of, Rules};
 use seam_core::collect::ingest::decode;
+use seam_core::collect::source::parse_source;
+use seam_core::identity::{identifiers_of, Rules};
 use seam_core::plan::Statement;
 use seam_core::privacy::{
     apply_suppressions, consent_records, count_rejections, erase, record_consent, suppress,
     suppression_key, Subject,
 };
-use seam_core::collect::source::parse_source;
 
 fn well_formed(s: &Statement) {
     let numbered = s.sql.contains("?1");
@@ -35,14 +35,19 @@ fuzz_target!(|data: &[u8]| {
     let valid: Vec<_> = decoded.valid().collect();
     let records = consent_records(&valid, "src", &rules, facts.gpc, true);
     record_consent(&records).iter().for_each(well_formed);
-    let source = parse_source("k", &serde_json::json!({"id": "src", "denyProperties": ["email", "password"]}))
-        .expect("a valid source");
+    let source = parse_source(
+        "k",
+        &serde_json::json!({"id": "src", "denyProperties": ["email", "password"]}),
+    )
+    .expect("a valid source");
     let enriched = decoded.enrich(&facts, &source);
     let mut subject = Subject::default();
     for event in enriched.valid() {
-        subject
-            .identifiers
-            .extend(identifiers_of(event, &rules).iter().map(ToString::to_string));
+        subject.identifiers.extend(
+            identifiers_of(event, &rules)
+                .iter()
+                .map(ToString::to_string),
+        );
     }
     let first = subject.identifiers.iter().next().cloned();
     let (suppressed, count) = apply_suppressions(enriched, &rules, |k| {
@@ -58,5 +63,7 @@ fuzz_target!(|data: &[u8]| {
     for (_, statement) in erase(&subject, &["src".to_owned()], 1) {
         assert!(!statement.params.is_empty());
     }
-    suppress(&subject.suppression_keys(), "req", 1).iter().for_each(well_formed);
+    suppress(&subject.suppression_keys(), "req", 1)
+        .iter()
+        .for_each(well_formed);
 });
