@@ -359,6 +359,35 @@ impl CandidatePlan {
     }
 }
 
+/// Rows of several databases keyed by `key`, their counts added up (a count none of them has
+/// stays `None`). The first row of a key gives the rest of its fields: `ours` (`DB`'s rows, with
+/// the catalogue bodies) go first.
+fn sum_by<'a, K: Ord>(
+    rows: impl Iterator<Item = &'a CandidateRow>,
+    key: impl Fn(&CandidateRow) -> Option<K>,
+) -> BTreeMap<K, CandidateRow> {
+    let plus = |a: Option<i64>, b: Option<i64>| match (a, b) {
+        (None, None) => None,
+        (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+    };
+    let mut sums: BTreeMap<K, CandidateRow> = BTreeMap::new();
+    for row in rows {
+        let Some(k) = key(row) else { continue };
+        match sums.get_mut(&k) {
+            None => {
+                sums.insert(k, row.clone());
+            }
+            Some(sum) => {
+                sum.co_views = plus(sum.co_views, row.co_views);
+                sum.co_purchases = plus(sum.co_purchases, row.co_purchases);
+                sum.views = plus(sum.views, row.views);
+                sum.purchases = plus(sum.purchases, row.purchases);
+            }
+        }
+    }
+    sums
+}
+
 /// Pair rows of several databases as one read: counts summed per pair, each product's partners
 /// ranked as [`LOAD_PAIRS_SQL`] ranks them and cut at [`PAIRS_PER_ITEM`]. Bodies come from
 /// `ours` (`DB`'s rows).
@@ -366,22 +395,12 @@ fn sum_pairs<'a>(
     ours: &'a [CandidateRow],
     theirs: impl Iterator<Item = &'a CandidateRow>,
 ) -> Vec<CandidateRow> {
-    let mut by_pair: BTreeMap<(String, String), CandidateRow> = BTreeMap::new();
-    for row in ours.iter().chain(theirs) {
-        let (Some(a), Some(b)) = (row.item_a.clone(), row.item_b.clone()) else {
-            continue;
-        };
-        let sum = by_pair.entry((a, b)).or_insert_with(|| CandidateRow {
-            co_views: Some(0),
-            co_purchases: Some(0),
-            ..row.clone()
-        });
-        sum.co_views = Some(sum.co_views.unwrap_or(0) + row.co_views.unwrap_or(0));
-        sum.co_purchases = Some(sum.co_purchases.unwrap_or(0) + row.co_purchases.unwrap_or(0));
-    }
+    let pairs = sum_by(ours.iter().chain(theirs), |r| {
+        Some((r.item_a.clone()?, r.item_b.clone()?))
+    });
     let score = |r: &CandidateRow| r.co_purchases.unwrap_or(0) * 3 + r.co_views.unwrap_or(0);
     let mut by_item: BTreeMap<String, Vec<CandidateRow>> = BTreeMap::new();
-    for ((a, _), row) in by_pair {
+    for ((a, _), row) in pairs {
         by_item.entry(a).or_default().push(row);
     }
     by_item
@@ -401,21 +420,10 @@ fn sum_stats<'a>(
     theirs: impl Iterator<Item = &'a CandidateRow>,
     limit: usize,
 ) -> Vec<CandidateRow> {
-    let mut by_product: BTreeMap<String, CandidateRow> = BTreeMap::new();
-    for row in ours.iter().chain(theirs) {
-        let Some(id) = row.product_id.clone() else {
-            continue;
-        };
-        let sum = by_product.entry(id).or_insert_with(|| CandidateRow {
-            views: Some(0),
-            purchases: Some(0),
-            ..row.clone()
-        });
-        sum.views = Some(sum.views.unwrap_or(0) + row.views.unwrap_or(0));
-        sum.purchases = Some(sum.purchases.unwrap_or(0) + row.purchases.unwrap_or(0));
-    }
     let score = |r: &CandidateRow| r.purchases.unwrap_or(0) * 3 + r.views.unwrap_or(0);
-    let mut all: Vec<CandidateRow> = by_product.into_values().collect();
+    let mut all: Vec<CandidateRow> = sum_by(ours.iter().chain(theirs), |r| r.product_id.clone())
+        .into_values()
+        .collect();
     all.sort_by(|x, y| {
         score(y)
             .cmp(&score(x))

@@ -275,12 +275,20 @@ pub fn exists(profile_id: &str) -> Statement {
 
 /// Writes in the previous shard once the home holds the state: its rows there go.
 pub fn leave(profile_id: &str) -> Vec<Statement> {
-    ["profile_personalisation", "segment_memberships"]
+    delete_rows(
+        profile_id,
+        &["profile_personalisation", "segment_memberships"],
+    )
+}
+
+fn delete_rows(profile_id: &str, tables: &[&str]) -> Vec<Statement> {
+    tables
+        .iter()
         .map(|table| Statement {
             sql: format!("DELETE FROM {table} WHERE profile_id = ?1"),
             params: vec![Param::Text(profile_id.to_owned())],
         })
-        .into()
+        .collect()
 }
 
 /// Writes in the previous shard once the home holds the evidence [`arrive`] carried: exactly
@@ -313,17 +321,12 @@ pub fn leave_evidence(profile_id: &str, carried: &Evidence) -> Vec<Statement> {
 /// Writes in a shard that take every row of a profile out of it: state, memberships and
 /// evidence (a move that raced an erasure must not leave what it carried).
 pub fn forget(profile_id: &str) -> Vec<Statement> {
-    [
-        "profile_personalisation",
-        "segment_memberships",
-        "item_interactions",
-        "item_pair_evidence",
-    ]
-    .map(|table| Statement {
-        sql: format!("DELETE FROM {table} WHERE profile_id = ?1"),
-        params: vec![Param::Text(profile_id.to_owned())],
-    })
-    .into()
+    let mut writes = leave(profile_id);
+    writes.extend(delete_rows(
+        profile_id,
+        &["item_interactions", "item_pair_evidence"],
+    ));
+    writes
 }
 
 fn json_rows(rows: &[(&str, i64, Option<i64>)]) -> String {
