@@ -12,7 +12,7 @@ use seam_core::collect::enrich::RequestFacts;
 use seam_core::collect::ingest::{Decoded, EventResult};
 use seam_core::collect::ingest_plan::{settled_profiles, IngestInput, IngestPlan};
 use seam_core::collect::source::Source;
-use seam_core::identity::graph_plan::contributions;
+use seam_core::identity::graph_plan::{contributions, link_copies};
 use seam_core::identity::{Identifier, Link, Rules};
 use seam_core::personalise::refresh::{self, snapshot_changes, Committed, Loaded, SnapshotWrites};
 use seam_core::privacy::{
@@ -22,7 +22,7 @@ use serde_json::Value;
 use worker::{Context, D1Result, Env};
 
 use crate::error::ApiError;
-use crate::platform::Spans;
+use crate::platform::{now_ms, Spans};
 use crate::store::shards::Shards;
 use crate::{isolate, jobs, settings, store};
 
@@ -129,10 +129,17 @@ pub async fn accept_prepared(
         // lose them for every destination. The client retries.
         return Err(ApiError::Storage("destinations not loaded".into()));
     }
+    // With profile shards, the links other databases hold are written first: an event is
+    // never stored without its links, and a failure here stores nothing (the client retries).
+    let floor = if db.all().len() > 1 { now_ms() } else { 0 };
+    let mut copies = link_copies(&graph.links, floor, |i| db.index_of(&i.to_string()));
+    let links_here = copies.remove(&0).unwrap_or_default();
+    let links_elsewhere = store::identity::write_links(&db, &copies).await?;
     let plan = IngestPlan::new(IngestInput {
         source,
         events: &valid,
         graph: &graph,
+        links: &links_here,
         consent: &consent,
         decoded: &decoded,
         received_at,
@@ -183,7 +190,16 @@ pub async fn accept_prepared(
             profile_of,
             changed,
             loaded,
-        } = profiles_after(&db, rules, &plan, &results, &graph.links, best, received_at).await?;
+        } = profiles_after(
+            &db,
+            rules,
+            (&plan, &results),
+            links_elsewhere,
+            &graph.links,
+            best,
+            received_at,
+        )
+        .await?;
         // Derived state (computed traits, segments, the KV snapshot) is brought up to date
         // after the response: the events and the identity graph are already committed, so the
         // visitor's request does not wait for it.
@@ -212,15 +228,16 @@ pub async fn accept_prepared(
 async fn profiles_after(
     db: &Shards,
     rules: &Rules,
-    plan: &IngestPlan,
-    results: &[D1Result],
+    (plan, results): (&IngestPlan, &[D1Result]),
+    links_elsewhere: bool,
     links: &[Link],
     best: &Identifier,
     received_at: i64,
 ) -> Result<Settled, ApiError> {
-    let links_changed = plan.links_changed(results, |r| {
-        r.results::<Value>().is_ok_and(|rows| !rows.is_empty())
-    });
+    let links_changed = links_elsewhere
+        || plan.links_changed(results, |r| {
+            r.results::<Value>().is_ok_and(|rows| !rows.is_empty())
+        });
     let assigned = match plan.assignments(results) {
         Some(probe) => store::identity::probed(probe)?,
         None => Default::default(),

@@ -33,6 +33,14 @@ function shardOf(profileId, shards = SHARDS) {
   return Number(bucket);
 }
 
+/** A value `${prefix}-${run}-i` whose identifier of `kind` hashes to a shard `wanted` accepts. */
+function pick(kind, prefix, wanted) {
+  for (let i = 0; ; i++) {
+    const value = `${prefix}-${run}-${i}`;
+    if (wanted(shardOf(`${kind}:${value}`))) return value;
+  }
+}
+
 /** Each shard's aggregates are exactly what its own evidence rows add up to (the triggers' invariant). */
 async function assertCountsMatchEvidence(edge, shards = SHARDS) {
   for (let k = 0; k < shards; k++) {
@@ -247,6 +255,112 @@ describe("profile shards: personalisation state over three D1 databases", () => 
     assert.deepEqual(profile.json.computedTraits.viewed_products.slice().sort(), visitors.map((v) => v.product).sort(), "both visitors' views");
   });
 
+  test("the identity graph's links live where their identifiers do, and a component spread over the shards resolves as one", async () => {
+    // Every member row in the database its identifier hashes to, and each link copy held
+    // there by at least one member row.
+    const members = await everywhere("SELECT identifier, set_key FROM link_members");
+    assert.ok(members.length >= 24, `${members.length} member rows`);
+    const misplaced = members.filter((m) => m.shard !== shardOf(m.identifier));
+    assert.deepEqual(misplaced, [], "member rows in their identifier's database");
+    assert.ok(new Set(members.map((m) => m.shard)).size === SHARDS, "identifiers in every shard");
+    const unheld = await everywhere("SELECT set_key FROM identity_links l WHERE NOT EXISTS (SELECT 1 FROM link_members m WHERE m.set_key = l.set_key)");
+    assert.deepEqual(unheld, [], "no copy without a member beside it");
+
+    // Two visitors and the account they sign in to, each identifier in a shard other than DB,
+    // the user's in another than either visitor's: the component is only whole across shards.
+    const anonA = pick("anonymous_id", "spread-a", (s) => s === 1);
+    const anonB = pick("anonymous_id", "spread-b", (s) => s === 1);
+    const user = pick("user_id", "spread-u", (s) => s === 2);
+    for (const anon of [anonA, anonB]) {
+      const seen = await send([{ type: "page", name: "Home", anonymousId: anon, messageId: mid(), timestamp: new Date().toISOString() }]);
+      assert.equal(seen.status, 200, seen.text);
+    }
+    const signIns = [];
+    for (const anon of [anonA, anonB]) {
+      const answer = await send([{ type: "identify", userId: user, anonymousId: anon, messageId: mid(), traits: { plan: "spread" } }]);
+      assert.equal(answer.status, 200, answer.text);
+      signIns.push(answer.json.profileId);
+    }
+    await settled(edge.url);
+    const assigned = await edge.query(
+      "SELECT identifier, profile_id FROM identities WHERE identifier IN (?, ?, ?) ORDER BY identifier",
+      `anonymous_id:${anonA}`, `anonymous_id:${anonB}`, `user_id:${user}`,
+    );
+    assert.equal(assigned.length, 3);
+    assert.equal(new Set(assigned.map((r) => r.profile_id)).size, 1, `one profile: ${JSON.stringify(assigned)}`);
+    assert.deepEqual(signIns, [assigned[0].profile_id, assigned[0].profile_id], "each sign-in answered with it");
+    // The sign-in links are in shards 1 and 2, none in DB.
+    const keys = (await everywhere("SELECT set_key FROM link_members WHERE identifier = ?", `user_id:${user}`)).map((r) => r.set_key);
+    assert.equal(keys.length, 2, "two sign-in links");
+    for (const key of keys) {
+      const copies = (await everywhere("SELECT set_key FROM identity_links WHERE set_key = ?", key)).map((r) => r.shard);
+      assert.deepEqual(copies.sort(), [1, 2], "a copy where each member lives");
+    }
+    const profile = await call("GET", `/v1/profiles/${assigned[0].profile_id}`);
+    assert.equal(profile.status, 200, profile.text);
+    assert.deepEqual(profile.json.identifiers.slice().sort(), assigned.map((r) => r.identifier).sort());
+  });
+
+  test("erasure finds the person's links in every shard: their own go, a shared one keeps the other person's identifier, counted once", async () => {
+    // A browser that signed in as one user, then as another: the second user's link names the
+    // first user's browser, which the rules keep with the first (one user ID per profile).
+    const anon = pick("anonymous_id", "erase-a", (s) => s === 1);
+    const first = pick("user_id", "erase-first", (s) => s === 0);
+    const second = pick("user_id", "erase-second", (s) => s === 2);
+    for (const userId of [first, second]) {
+      const answer = await send([{ type: "identify", userId, anonymousId: anon, messageId: mid(), traits: { plan: "x" } }]);
+      assert.equal(answer.status, 200, answer.text);
+    }
+    const alone = await send([{ type: "track", event: "Signed In", userId: second, messageId: mid() }]);
+    assert.equal(alone.status, 200, alone.text);
+    await settled(edge.url);
+    const [{ profile_id: kept }] = await edge.query("SELECT profile_id FROM identities WHERE identifier = ?", `anonymous_id:${anon}`);
+    const [{ profile_id: erased }] = await edge.query("SELECT profile_id FROM identities WHERE identifier = ?", `user_id:${second}`);
+    assert.notEqual(kept, erased, "the second user is a profile of its own");
+    const shared = await everywhere("SELECT set_key, identifiers FROM identity_links WHERE identifiers LIKE ?", `%user_id:${second}%`);
+    assert.deepEqual(shared.map((r) => r.shard).sort(), [1, 2, 2], "the shared link in both shards, the user's own in its shard");
+
+    const receipt = await call("POST", "/v1/privacy/delete", { type: "user_id", value: second });
+    assert.equal(receipt.status, 200, receipt.text);
+    assert.equal(receipt.json.deleted.identityLinks, 1, `the user's own link, once: ${JSON.stringify(receipt.json.deleted)}`);
+    assert.equal(receipt.json.deleted.sharedLinksRedacted, 1, "the shared link, once over its two copies");
+    assert.deepEqual(await everywhere("SELECT set_key FROM identity_links WHERE identifiers LIKE ?", `%${second}%`), [], "no copy names the user");
+    assert.deepEqual(await everywhere("SELECT identifier FROM link_members WHERE identifier = ?", `user_id:${second}`), []);
+    const left = await everywhere("SELECT identifiers FROM identity_links WHERE set_key = ?", shared.find((r) => r.shard === 1).set_key);
+    assert.deepEqual(left, [{ identifiers: JSON.stringify([`anonymous_id:${anon}`]), shard: 1 }], "the browser's copy keeps the browser; the user's shard keeps none");
+    const still = await send([{ type: "page", name: "Home", anonymousId: anon, messageId: mid() }]);
+    assert.equal(still.json.profileId, kept, "the first user's profile is unchanged");
+  });
+
+  test("links DB held for other shards' identifiers (written before links moved to the shards) resolve, and are walked home once", async () => {
+    const anon = pick("anonymous_id", "legacy-link-a", (s) => s === 1);
+    const user = pick("user_id", "legacy-link-u", (s) => s === 2);
+    const ids = [`anonymous_id:${anon}`, `user_id:${user}`];
+    // As an older Worker wrote it: the link and both member rows in DB, no assignment yet.
+    const key = createHash("sha256").update([...ids].sort().join("\n")).digest("hex").slice(0, 32);
+    await edge.exec("INSERT INTO identity_links (set_key, seq, timestamp, message_key, identifiers) VALUES (?, 5, 1000, 'web/legacy', ?)", key, JSON.stringify([...ids].sort()));
+    for (const identifier of ids) await edge.exec("INSERT INTO link_members (identifier, set_key) VALUES (?, ?)", identifier, key);
+    // The browser comes back: its link is new in its shard, and the walk finds the old one in DB.
+    const back = await send([{ type: "page", name: "Home", anonymousId: anon, messageId: mid() }]);
+    assert.equal(back.status, 200, back.text);
+    const [{ profile_id: userProfile }] = await edge.query("SELECT profile_id FROM identities WHERE identifier = ?", `user_id:${user}`);
+    assert.equal(back.json.profileId, userProfile, "the browser joined the user's profile through the link in DB");
+
+    await edge.exec("DELETE FROM walk_cursors WHERE name LIKE 'identity_links_home:%'");
+    const done = async () => (await edge.query("SELECT after FROM walk_cursors WHERE name = 'identity_links_home:0'"))[0]?.after?.endsWith("done");
+    for (let runs = 0; runs < 10 && !(await done()); runs++) {
+      assert.equal((await fetch(`${edge.url}/__scheduled?cron=${encodeURIComponent("* * * * *")}`)).status, 200);
+    }
+    assert.ok(await done(), "the walk finished");
+    const members = await everywhere("SELECT identifier FROM link_members WHERE set_key = ?", key);
+    assert.deepEqual(members.map((m) => [m.identifier, m.shard]).sort(), ids.map((i) => [i, shardOf(i)]).sort(), "each member row home");
+    const copies = (await everywhere("SELECT seq, message_key FROM identity_links WHERE set_key = ?", key));
+    assert.deepEqual(copies.map((c) => c.shard).sort(), [1, 2], "a copy where each member lives, none left in DB");
+    assert.ok(copies.every((c) => c.seq === 5 && c.message_key === "web/legacy"), "copied as it was");
+    const again = await send([{ type: "identify", userId: user, anonymousId: anon, messageId: mid(), traits: { plan: "legacy" } }]);
+    assert.equal(again.json.profileId, userProfile, "still one profile after the walk");
+  });
+
   test("the segment sweep finds due profiles in every shard", async () => {
     // Every shopper left socks in the cart: due when the abandon window passes. Made due now;
     // a re-evaluation gives each its real next check back (a failed one would be put off).
@@ -349,6 +463,20 @@ describe("profile shards: changing the count on a live deployment", () => {
   // Signed-in people, each merged from two shoppers: { survivor, pair }.
   const couples = [];
   const absorbed = () => couples.flatMap((c) => c.pair.filter((p) => p !== c.survivor));
+  let signedIn;
+  /** Member rows outside the database their identifier hashes to under `shards`, and link copies no member row holds. */
+  const misplacedLinks = async (shards) => {
+    const found = [];
+    for (let k = 0; k < 3; k++) {
+      for (const m of await edge.queryShard(k, "SELECT identifier FROM link_members")) {
+        if (shardOf(m.identifier, shards) !== k) found.push(`${m.identifier} in ${k}`);
+      }
+      for (const l of await edge.queryShard(k, "SELECT set_key FROM identity_links l WHERE NOT EXISTS (SELECT 1 FROM link_members m WHERE m.set_key = l.set_key)")) {
+        found.push(`unheld ${l.set_key} in ${k}`);
+      }
+    }
+    return found;
+  };
   const admin = (path) => fetch(`${edge.url}${path}`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } }).then((r) => r.json());
   const where = async (profileId) => {
     const found = [];
@@ -390,6 +518,15 @@ describe("profile shards: changing the count on a live deployment", () => {
       const [{ profile_id: survivor }] = await edge.query("SELECT profile_id FROM identities WHERE identifier = ?", `user_id:${user}`);
       couples.push({ survivor, pair: pair.map((p) => p.profileId) });
     }
+    // A browser signed in as one user, whose identifier's links move from shard 1 to the new
+    // shard: until they move, only the old shard knows the browser is that user's.
+    for (let i = 0; !signedIn; i++) {
+      const anon = `moving-browser-${run}-${i}`;
+      if (shardOf(`anonymous_id:${anon}`, 2) === 1 && shardOf(`anonymous_id:${anon}`, 3) === 2) signedIn = { anon, user: `moving-owner-${run}` };
+    }
+    const answer = await post(`${edge.url}/v1/batch`, { writeKey: WRITE_KEY, batch: [{ type: "identify", userId: signedIn.user, anonymousId: signedIn.anon, messageId: mid() }] });
+    assert.equal(answer.status, 200, answer.text);
+    signedIn.profileId = answer.json.profileId;
   });
   after(async () => {
     await edge?.stop();
@@ -397,6 +534,7 @@ describe("profile shards: changing the count on a live deployment", () => {
 
   test("state follows its profiles to the new shard: read where it was until moved, moved by a write or the move's walk, counted once", async () => {
     for (const s of shoppers) assert.deepEqual(await where(s.profileId), [shardOf(s.profileId, 2)], "placed by two shards");
+    assert.deepEqual(await misplacedLinks(2), [], "links placed by two shards");
     const checks = new Map();
     for (let k = 0; k < 2; k++) {
       for (const r of await edge.queryShard(k, "SELECT profile_id, check_at FROM profile_personalisation")) checks.set(r.profile_id, r.check_at);
@@ -416,6 +554,17 @@ describe("profile shards: changing the count on a live deployment", () => {
     const moving = shoppers.filter((s) => shardOf(s.profileId, 3) !== shardOf(s.profileId, 2));
     assert.ok(moving.length >= 2 && moving.length < shoppers.length, `${moving.length} of ${shoppers.length} move`);
     assert.ok(moving.every((s) => shardOf(s.profileId, 3) === 2), "growing moves profiles only into the new shard");
+
+    // Another user signs in on the browser whose links are still in its old shard: the walk
+    // reads them there, so the browser stays its first user's (one user ID per profile).
+    // (The second user's links in the new shard too: a walk in the old one would come upon
+    // the browser's old links by following the browser from the second user.)
+    const other = pick("user_id", "moving-other", (s) => s === 2);
+    const intruder = await post(`${edge.url}/v1/batch`, { writeKey: WRITE_KEY, batch: [{ type: "identify", userId: other, anonymousId: signedIn.anon, messageId: mid() }] });
+    assert.equal(intruder.status, 200, intruder.text);
+    assert.notEqual(intruder.json.profileId, signedIn.profileId, "the second user is not the first");
+    const [{ profile_id: browserNow }] = await edge.query("SELECT profile_id FROM identities WHERE identifier = ?", `anonymous_id:${signedIn.anon}`);
+    assert.equal(browserNow, signedIn.profileId, "the browser stays with the user its old shard names");
 
     // Before anything moved: the profile reads its state where it was; audiences count it once.
     const [first, ...rest] = moving;
@@ -510,6 +659,14 @@ describe("profile shards: changing the count on a live deployment", () => {
     }
     assert.deepEqual(await totals(), counted, "the move's counts add up to the same");
     await assertCountsMatchEvidence(edge);
+    // The links' walks follow the profiles' with what each run's budget leaves.
+    const linkWalksDone = async () => (await edge.query("SELECT after FROM walk_cursors WHERE name LIKE 'identity_link_move:2:3:%' AND name NOT LIKE '%:left'")).filter((w) => w.after.endsWith("done")).length;
+    const misplaced = (await misplacedLinks(3)).length;
+    assert.ok(misplaced >= 2, `${misplaced} identifiers' links to move`);
+    for (let more = 0; more < 60 && (await linkWalksDone()) < 2; more++) assert.equal((await everyMinute()).status, 200);
+    assert.deepEqual(await misplacedLinks(3), [], "every identifier's links in its shard under three");
+    const later = await post(`${edge.url}/v1/batch`, { writeKey: WRITE_KEY, batch: [{ type: "identify", userId: signedIn.user, anonymousId: signedIn.anon, messageId: mid() }] });
+    assert.equal(later.json.profileId, signedIn.profileId, "resolved from the moved links as before");
     for (const p of absorbed().filter((p) => shardOf(p, 3) !== shardOf(p, 2))) {
       const rows = await edge.queryShard(2, "SELECT segment, exited_at FROM segment_memberships WHERE profile_id = ?", p);
       assert.ok(rows.some((r) => r.segment === "high_value" && r.exited_at !== null), `${p}'s closed memberships moved, not dropped: ${JSON.stringify(rows)}`);
@@ -530,6 +687,6 @@ describe("profile shards: changing the count on a live deployment", () => {
       assert.equal((await admin(`/v1/profiles/${s.profileId}`)).computedTraits.lifetime_value, 600);
     }
     assert.equal((await fetch(`${edge.url}/__scheduled?cron=${encodeURIComponent("* * * * *")}`)).status, 200);
-    assert.deepEqual(await edge.query("SELECT name FROM walk_cursors WHERE name LIKE 'profile_shard_move:%'"), []);
+    assert.deepEqual(await edge.query("SELECT name FROM walk_cursors WHERE name LIKE 'profile_shard_move:%' OR name LIKE 'identity_link_move:%'"), []);
   });
 });

@@ -1,7 +1,8 @@
 //! One ingest request's D1 batch, with the place of every result the edge reads back.
 //!
 //! Events, their identity links and their trait values commit together: no event is ever stored
-//! without its contribution to the graph. Links and traits are idempotent upserts, so a retried
+//! without its contribution to the graph (with profile shards, the links other databases hold
+//! are written first). Links and traits are idempotent upserts, so a retried
 //! batch changes nothing. The batch ends with checks and reads that save round trips: the
 //! suppression list as of commit time (another isolate may have suppressed someone since this
 //! one cached it), the current assignments of the links' best identifiers (a known visitor with
@@ -15,7 +16,7 @@ use crate::collect::event::Event;
 use crate::collect::ingest::Decoded;
 use crate::collect::source::Source;
 use crate::identity::graph_plan::{
-    identifiers_param, probe_assignments, upsert_links, upsert_traits, Contributions,
+    identifiers_param, probe_assignments, upsert_traits, Contributions,
 };
 use crate::identity::{mentioned_identifiers, Identifier, Link, Rules};
 use crate::personalise::refresh::feeds_computed;
@@ -32,6 +33,10 @@ pub struct IngestInput<'a> {
     pub events: &'a [&'a Event],
     /// Their links and trait rows.
     pub graph: &'a Contributions,
+    /// The link writes this database takes: all of [`upsert_links`] of `graph.links`, or with
+    /// profile shards its share ([`crate::identity::graph_plan::link_copies`]; the others are
+    /// written before this batch).
+    pub links: &'a [Statement],
     /// Consent changes to record (suppressed identifiers already left out).
     pub consent: &'a [ConsentRecord],
     /// The whole request, for its rejection counts.
@@ -63,6 +68,7 @@ impl IngestPlan {
             source,
             events,
             graph,
+            links,
             consent,
             decoded,
             received_at,
@@ -108,7 +114,7 @@ impl IngestPlan {
             statements.extend(super::live::count_stored(&source.id, at, &at_time(at)));
         }
         let links_start = statements.len();
-        statements.extend(upsert_links(&graph.links));
+        statements.extend_from_slice(links);
         let links_at = links_start..statements.len();
         statements.extend(upsert_traits(&graph.traits));
         statements.extend(record_consent(consent));
@@ -258,7 +264,7 @@ mod tests {
     use super::*;
     use crate::collect::ingest::decode;
     use crate::collect::source::parse_source;
-    use crate::identity::graph_plan::{contributions, LOAD_IDENTITIES_SQL};
+    use crate::identity::graph_plan::{contributions, upsert_links, LOAD_IDENTITIES_SQL};
     use crate::identity::Rules;
     use serde_json::json;
 
@@ -279,10 +285,12 @@ mod tests {
         let source = parse_source("k", &json!({"id": "web"})).unwrap();
         let events: Vec<&Event> = decoded.valid().collect();
         let graph = contributions(&events, &source.id, &Rules::default());
+        let links = upsert_links(&graph.links);
         IngestPlan::new(IngestInput {
             source: &source,
             events: &events,
             graph: &graph,
+            links: &links,
             consent: &[],
             decoded,
             received_at,

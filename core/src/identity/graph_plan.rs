@@ -3,8 +3,8 @@
 //! A request stores its events' links and trait rows together with the events (one
 //! transaction), then loads the connected components those links touch with one recursive query,
 //! recomputes their partition with [`crate::identity::partition`], and writes the assignments
-//! guarded by the highest link `seq` it saw, so concurrent requests converge on the partition of
-//! all links whatever order their writes land in.
+//! guarded by the version of the links it saw ([`Version`]), so concurrent requests converge on
+//! the partition of all links whatever order their writes land in.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -93,9 +93,24 @@ fn identifiers_json(link: &Link) -> String {
     serde_json::to_string(&texts).unwrap_or_else(|_| "[]".into())
 }
 
-/// Upserts for links with at least one identifier. A set seen before keeps its earliest event;
-/// when an earlier event arrives it replaces the key and takes a new `seq`.
+/// Upserts for links with at least one identifier, with a member row for every identifier. A
+/// set seen before keeps its earliest event; when an earlier event arrives it replaces the key
+/// and takes a new `seq`.
 pub fn upsert_links(links: &[Link]) -> Vec<Statement> {
+    link_copies(links, 0, |_| 0).remove(&0).unwrap_or_default()
+}
+
+/// [`upsert_links`] for a graph spread over databases (`home`: an identifier's database): each
+/// database gets a copy of every link one of its identifiers is in, and the member rows of its
+/// own identifiers, so a walk finds an identifier's links where the identifier lives
+/// ([`crate::identity::spread`]). A new or changed link's `seq` is the database's next one,
+/// or `floor` when that is higher: with several databases `floor` is the clock, so a link
+/// written after another anywhere gets the higher `seq` (0 with one database).
+pub fn link_copies(
+    links: &[Link],
+    floor: i64,
+    home: impl Fn(&Identifier) -> usize,
+) -> BTreeMap<usize, Vec<Statement>> {
     let mut by_set: BTreeMap<String, &Link> = BTreeMap::new();
     for link in links.iter().filter(|l| !l.identifiers.is_empty()) {
         let key = set_key(link);
@@ -106,36 +121,43 @@ pub fn upsert_links(links: &[Link]) -> Vec<Statement> {
             by_set.insert(key, link);
         }
     }
-    let mut statements = Vec::new();
+    let mut out: BTreeMap<usize, Vec<Statement>> = BTreeMap::new();
     for (key, link) in &by_set {
-        statements.push(Statement {
-            sql: "INSERT INTO identity_links (set_key, seq, timestamp, message_key, identifiers, claimed) \
-                  VALUES (?1, (SELECT seq + 1 FROM identity_link_seq), ?2, ?3, ?4, ?5) \
-                  ON CONFLICT (set_key) DO UPDATE SET \
-                  seq = (SELECT seq + 1 FROM identity_link_seq), \
-                  timestamp = excluded.timestamp, message_key = excluded.message_key \
-                  WHERE (excluded.timestamp, excluded.message_key) < (identity_links.timestamp, identity_links.message_key) \
-                  RETURNING set_key"
-                .into(),
-            params: vec![
+        let mut members: BTreeMap<usize, Vec<Vec<Param>>> = BTreeMap::new();
+        for identifier in &link.identifiers {
+            members.entry(home(identifier)).or_default().push(vec![
+                Param::Text(identifier.to_string()),
                 Param::Text(key.clone()),
-                Param::Int(link.timestamp_ms),
-                Param::Text(link.message_id.clone()),
-                Param::Text(identifiers_json(link)),
-                claimed_json(link).map_or(Param::Null, Param::Text),
-            ],
-        });
-        let members: Vec<String> = link.identifiers.iter().map(ToString::to_string).collect();
-        statements.extend(multi_row(
-            "INSERT OR IGNORE INTO link_members (identifier, set_key) VALUES ",
-            "",
-            members
-                .iter()
-                .map(|m| vec![Param::Text(m.clone()), Param::Text(key.clone())])
-                .collect(),
-        ));
+            ]);
+        }
+        for (database, rows) in members {
+            let statements = out.entry(database).or_default();
+            statements.push(Statement {
+                sql: "INSERT INTO identity_links (set_key, seq, timestamp, message_key, identifiers, claimed) \
+                      VALUES (?1, max((SELECT seq + 1 FROM identity_link_seq), ?6), ?2, ?3, ?4, ?5) \
+                      ON CONFLICT (set_key) DO UPDATE SET \
+                      seq = max((SELECT seq + 1 FROM identity_link_seq), ?6), \
+                      timestamp = excluded.timestamp, message_key = excluded.message_key \
+                      WHERE (excluded.timestamp, excluded.message_key) < (identity_links.timestamp, identity_links.message_key) \
+                      RETURNING set_key"
+                    .into(),
+                params: vec![
+                    Param::Text(key.clone()),
+                    Param::Int(link.timestamp_ms),
+                    Param::Text(link.message_id.clone()),
+                    Param::Text(identifiers_json(link)),
+                    claimed_json(link).map_or(Param::Null, Param::Text),
+                    Param::Int(floor),
+                ],
+            });
+            statements.extend(multi_row(
+                "INSERT OR IGNORE INTO link_members (identifier, set_key) VALUES ",
+                "",
+                rows,
+            ));
+        }
     }
-    statements
+    out
 }
 
 /// Upserts for trait rows: plain rows replace older values, `$set_once` rows replace newer ones.
@@ -192,7 +214,8 @@ pub fn probe_assignments(links: &[Link]) -> Statement {
 
 /// Current assignments of identifiers (a JSON array bound as `?1`).
 pub const LOAD_IDENTITIES_SQL: &str =
-    "SELECT identifier, profile_id, seq FROM identities WHERE identifier IN (SELECT value FROM json_each(?1))";
+    "SELECT identifier, profile_id, seq, seq_sum FROM identities \
+    WHERE identifier IN (SELECT value FROM json_each(?1))";
 
 /// Parses a stored link row.
 pub fn parse_link(
@@ -226,8 +249,33 @@ pub struct Assignment {
     pub identifier: String,
     /// Its profile.
     pub profile_id: String,
-    /// The `seq` it was computed from.
-    pub seq: i64,
+    /// The links it was computed from.
+    pub version: Version,
+}
+
+/// What an assignment was computed from: the highest `seq` of the component's links and the sum
+/// of their `seq`s, compared in that order. Every change to a link raises its `seq`, and links
+/// are only added, so a computation that saw more links, or a newer state of one, is greater,
+/// even when the highest `seq` is the same: over several databases a walk can see link 11
+/// before link 10 has landed (docs/scale.md), and the sum tells that view from the whole one.
+/// After an erasure takes links away, the next link written has a `seq` above every earlier
+/// one, so the highest `seq` still rises.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version {
+    /// The highest `seq` (`identities.seq`).
+    pub max: i64,
+    /// The sum of the `seq`s (`identities.seq_sum`).
+    pub sum: i64,
+}
+
+impl Version {
+    /// The version of a component made of `links`.
+    pub fn of(links: &[StoredLink]) -> Self {
+        links.iter().fold(Version::default(), |v, l| Version {
+            max: v.max.max(l.seq),
+            sum: v.sum.saturating_add(l.seq),
+        })
+    }
 }
 
 /// What a request writes after recomputing the partition of the components it touched.
@@ -245,7 +293,7 @@ pub struct GraphWrites {
 pub fn graph_writes(
     partition: &Partition,
     stored: &[Assignment],
-    seq: i64,
+    version: Version,
     cause: &str,
     now_ms: i64,
 ) -> GraphWrites {
@@ -262,12 +310,14 @@ pub fn graph_writes(
                     merges.insert((old.profile_id.clone(), profile.id.as_str().to_owned()));
                 }
             }
-            let stale = old.is_none_or(|o| o.profile_id != profile.id.as_str() || o.seq < seq);
+            let stale =
+                old.is_none_or(|o| o.profile_id != profile.id.as_str() || o.version < version);
             if stale {
                 rows.push(vec![
                     Param::Text(text),
                     Param::Text(profile.id.as_str().to_owned()),
-                    Param::Int(seq),
+                    Param::Int(version.max),
+                    Param::Int(version.sum),
                     Param::Int(now_ms),
                 ]);
             }
@@ -280,9 +330,10 @@ pub fn graph_writes(
         .filter(|(from, _)| !surviving.contains(from.as_str()))
         .collect();
     let mut statements = multi_row(
-        "INSERT INTO identities (identifier, profile_id, seq, updated_at) VALUES ",
+        "INSERT INTO identities (identifier, profile_id, seq, seq_sum, updated_at) VALUES ",
         " ON CONFLICT (identifier) DO UPDATE SET profile_id = excluded.profile_id, \
-          seq = excluded.seq, updated_at = excluded.updated_at WHERE excluded.seq >= identities.seq",
+          seq = excluded.seq, seq_sum = excluded.seq_sum, updated_at = excluded.updated_at \
+          WHERE (excluded.seq, excluded.seq_sum) >= (identities.seq, identities.seq_sum)",
         rows,
     );
     statements.extend(multi_row(
@@ -380,7 +431,7 @@ mod tests {
         let plan = upsert_links(&links);
         assert_eq!(plan.len(), 2, "one link upsert + one member insert");
         assert_eq!(plan[0].params[2], Param::Text("early".into()));
-        assert_eq!(plan[0].params.len(), 5, "numbered parameters ?1..?5");
+        assert_eq!(plan[0].params.len(), 6, "numbered parameters ?1..?6");
         assert_eq!(plan[0].params[4], Param::Null, "nothing claimed");
         assert_eq!(plan[1].sql.matches('?').count(), plan[1].params.len());
     }
@@ -410,6 +461,42 @@ mod tests {
     }
 
     #[test]
+    fn a_view_of_more_links_wins_at_the_same_highest_seq_and_a_later_link_after_an_erasure() {
+        let a = id(IdType::AnonymousId, "a");
+        let stored_link = |seq, message: &str| StoredLink {
+            set_key: message.into(),
+            seq,
+            link: Link::new(1, message, vec![a.clone()]),
+        };
+        // A walk that saw link 11 before link 10 landed, against the one that saw both.
+        let partial = Version::of(&[stored_link(11, "m11")]);
+        let whole = Version::of(&[stored_link(10, "m10"), stored_link(11, "m11")]);
+        assert!(partial < whole);
+        assert_eq!(whole, Version { max: 11, sum: 21 });
+        // An erasure took links 10 and 11; the next link written has the higher seq.
+        let after_erasure = Version::of(&[stored_link(12, "m12")]);
+        assert!(whole < after_erasure);
+
+        let rules = Rules::default();
+        let p = partition(&[Link::new(1, "m", vec![a.clone()])], &rules);
+        let profile = ProfileId::for_identifier(&a).as_str().to_owned();
+        let stored = |version| Assignment {
+            identifier: "anonymous_id:a".into(),
+            profile_id: profile.clone(),
+            version,
+        };
+        assert!(
+            !graph_writes(&p, &[stored(partial)], whole, "s/m", 0)
+                .statements
+                .is_empty(),
+            "the whole view rewrites what the partial one wrote"
+        );
+        assert!(graph_writes(&p, &[stored(whole)], partial, "s/m", 0)
+            .statements
+            .is_empty());
+    }
+
+    #[test]
     fn writes_only_changed_or_newer_assignments_and_reports_merges() {
         let rules = Rules::default();
         let links = [
@@ -426,9 +513,10 @@ mod tests {
         let stored = [Assignment {
             identifier: "anonymous_id:a".into(),
             profile_id: anon_profile.as_str().into(),
-            seq: 1,
+            version: Version { max: 1, sum: 1 },
         }];
-        let writes = graph_writes(&p, &stored, 2, "src/m2", 0);
+        let v2 = Version { max: 2, sum: 3 };
+        let writes = graph_writes(&p, &stored, v2, "src/m2", 0);
         assert_eq!(
             writes.merges,
             vec![(
@@ -437,24 +525,24 @@ mod tests {
             )]
         );
         let identities = &writes.statements[0];
-        assert_eq!(identities.params.len(), 8, "both identifiers written");
-        assert!(identities
-            .sql
-            .contains("WHERE excluded.seq >= identities.seq"));
+        assert_eq!(identities.params.len(), 10, "both identifiers written");
+        assert!(identities.sql.contains(
+            "WHERE (excluded.seq, excluded.seq_sum) >= (identities.seq, identities.seq_sum)"
+        ));
 
         let up_to_date = [
             Assignment {
                 identifier: "anonymous_id:a".into(),
                 profile_id: user_profile.as_str().into(),
-                seq: 2,
+                version: v2,
             },
             Assignment {
                 identifier: "user_id:u".into(),
                 profile_id: user_profile.as_str().into(),
-                seq: 2,
+                version: v2,
             },
         ];
-        let writes = graph_writes(&p, &up_to_date, 2, "src/m3", 0);
+        let writes = graph_writes(&p, &up_to_date, v2, "src/m3", 0);
         assert!(
             writes.statements.is_empty(),
             "nothing changed, nothing written"

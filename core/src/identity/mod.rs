@@ -115,6 +115,7 @@ pub mod profile;
 pub mod resolution;
 mod resolve;
 mod rules;
+pub mod spread;
 mod stitching;
 #[cfg(test)]
 pub(crate) mod test_support;

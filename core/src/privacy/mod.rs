@@ -347,13 +347,15 @@ pub fn erase(
         // Links made only of the subject's identifiers go; links shared with others keep the
         // others' identifiers, so no one else's profile changes. Who else a link names is read
         // from its own JSON (the same set as its member rows): members have no index by link.
+        // Both return their set keys: with profile shards a link has copies, counted once
+        // (`identity::spread::erase` finds the copies in the other databases).
         by_ids(
             "identityLinks",
             format!(
                 "DELETE FROM identity_links WHERE set_key IN \
                  (SELECT set_key FROM link_members WHERE identifier IN {IN_IDS}) \
                  AND NOT EXISTS (SELECT 1 FROM json_each(identity_links.identifiers) j \
-                 WHERE j.value NOT IN {IN_IDS})"
+                 WHERE j.value NOT IN {IN_IDS}) RETURNING set_key"
             ),
         ),
         by_ids(
@@ -361,7 +363,8 @@ pub fn erase(
             format!(
                 "UPDATE identity_links SET identifiers = (SELECT json_group_array(value) FROM \
                  json_each(identity_links.identifiers) WHERE value NOT IN {IN_IDS}) \
-                 WHERE set_key IN (SELECT set_key FROM link_members WHERE identifier IN {IN_IDS})"
+                 WHERE set_key IN (SELECT set_key FROM link_members WHERE identifier IN {IN_IDS}) \
+                 RETURNING set_key"
             ),
         ),
         by_ids(

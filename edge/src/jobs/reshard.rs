@@ -7,6 +7,7 @@
 //! meanwhile look in both places, so nothing waits on this. With no move under way, the same
 //! walk takes home, once, the evidence `DB` held for other shards' profiles ([`EVIDENCE_HOME`]).
 
+use seam_core::identity::spread;
 use seam_core::personalise::shard::{self, Layout};
 use seam_core::plan::{Param, Statement};
 use seam_core::privacy::retention::save_walk_cursor;
@@ -15,7 +16,7 @@ use serde::Deserialize;
 use crate::error::ApiError;
 use crate::store::retention::{save_walk, walk_start};
 use crate::store::shards::Shards;
-use crate::store::{d1, personalisation};
+use crate::store::{d1, identity, personalisation};
 
 /// Steps one run takes at most, over all shards: a step is a page read and its saved position,
 /// and reading a shard's saved positions counts as one.
@@ -66,6 +67,19 @@ pub fn cursor_name(layout: Layout, shard: usize) -> String {
     format!("{PREFIX}{from}:{}:{shard}", layout.shards)
 }
 
+/// The prefix of the link walks' names: a move's walks of identifiers, beside its profiles'.
+const LINK_PREFIX: &str = "identity_link_move:";
+
+/// The link walk's name for `shard` in `walk_cursors`, as [`cursor_name`].
+pub fn link_cursor_name(layout: Layout, shard: usize) -> String {
+    let from = layout.from.unwrap_or(layout.shards);
+    format!("{LINK_PREFIX}{from}:{}:{shard}", layout.shards)
+}
+
+/// The walk over `DB` that takes other shards' identifiers' links home, once: links stayed in
+/// `DB` before they moved to the profile shards (2026-12-07). Not a move's walk either.
+pub const LINKS_HOME: &str = "identity_links_home:0";
+
 /// The walk over `DB` that takes other shards' profiles' evidence home, once: evidence stayed
 /// in `DB` before it moved to the profile shards (2026-12-07), so a deployment that already had
 /// shards walks it once. Not a move's walk, so it is never forgotten.
@@ -76,12 +90,27 @@ pub const EVIDENCE_HOME: &str = "profile_evidence_home:0";
 /// evidence `DB` still holds for other shards' profiles home ([`EVIDENCE_HOME`]).
 pub async fn run(db: &Shards, budget: Budget, now_ms: i64) -> Result<Report, ApiError> {
     let mut report = Report::default();
+    let mut spend = Spend {
+        moves: budget.moves,
+        steps: STEPS_PER_RUN,
+        step: budget.step,
+    };
     let Some(from) = db.layout().from else {
         forget_walks(db).await?;
         if db.all().len() > 1 {
+            let elsewhere = |key: &str, _: usize| db.index_of(key) != 0;
             let walks = [(0, EVIDENCE_HOME.to_owned())];
-            let elsewhere = |profile_id: &str, _: usize| db.index_of(profile_id) != 0;
-            walk(db, &walks, elsewhere, budget, &mut report).await?;
+            walk(
+                db,
+                &walks,
+                Kind::Profiles,
+                elsewhere,
+                &mut spend,
+                &mut report,
+            )
+            .await?;
+            let walks = [(0, LINKS_HOME.to_owned())];
+            walk(db, &walks, Kind::Links, elsewhere, &mut spend, &mut report).await?;
         }
         return Ok(report);
     };
@@ -89,32 +118,81 @@ pub async fn run(db: &Shards, budget: Budget, now_ms: i64) -> Result<Report, Api
     // one shard whose profile keeps failing does not take every run's budget.
     let count = (from as usize).min(db.all().len());
     let first = now_ms.div_euclid(60_000).rem_euclid(count.max(1) as i64) as usize;
-    let walks: Vec<(usize, String)> = (0..count)
-        .map(|i| (first + i) % count)
-        .map(|index| (index, cursor_name(db.layout(), index)))
+    let order: Vec<usize> = (0..count).map(|i| (first + i) % count).collect();
+    let elsewhere = |key: &str, index: usize| db.previous(key) == Some(index);
+    let walks: Vec<(usize, String)> = order
+        .iter()
+        .map(|&index| (index, cursor_name(db.layout(), index)))
         .collect();
-    let elsewhere = |profile_id: &str, index: usize| db.previous(profile_id) == Some(index);
-    walk(db, &walks, elsewhere, budget, &mut report).await?;
+    walk(
+        db,
+        &walks,
+        Kind::Profiles,
+        elsewhere,
+        &mut spend,
+        &mut report,
+    )
+    .await?;
+    let walks: Vec<(usize, String)> = order
+        .iter()
+        .map(|&index| (index, link_cursor_name(db.layout(), index)))
+        .collect();
+    walk(db, &walks, Kind::Links, elsewhere, &mut spend, &mut report).await?;
     Ok(report)
 }
 
-/// Walks each `(shard, walk name)` in turn from its saved position, within `budget`, moving
-/// home every profile whose rows there belong elsewhere (`elsewhere(profile, shard)`).
+/// What the walks of one run may still spend.
+struct Spend {
+    moves: usize,
+    steps: u32,
+    step: u32,
+}
+
+/// What a walk visits: profiles (their state, memberships and evidence) or identifiers (their
+/// links, `identity::spread`).
+#[derive(Clone, Copy)]
+enum Kind {
+    Profiles,
+    Links,
+}
+
+impl Kind {
+    fn page(self, after: &str, step: u32) -> Statement {
+        match self {
+            Kind::Profiles => shard::walk(after, step),
+            Kind::Links => spread::walk(after, step),
+        }
+    }
+
+    async fn settle(self, db: &Shards, key: &str, index: usize) -> worker::Result<bool> {
+        match self {
+            Kind::Profiles => personalisation::settle_from(db, key, index).await,
+            Kind::Links => identity::settle_links(db, key, index).await,
+        }
+    }
+}
+
+/// Walks each `(shard, walk name)` in turn from its saved position, within what is left to
+/// `spend`, moving home every profile or identifier (`kind`) whose rows there belong elsewhere
+/// (`elsewhere(key, shard)`).
 async fn walk(
     db: &Shards,
     walks: &[(usize, String)],
+    kind: Kind,
     elsewhere: impl Fn(&str, usize) -> bool,
-    budget: Budget,
+    spend: &mut Spend,
     report: &mut Report,
 ) -> Result<(), ApiError> {
     #[derive(Deserialize)]
     struct Row {
-        profile_id: String,
+        #[serde(alias = "profile_id")]
+        key: String,
     }
-    let (mut moves, mut steps) = (budget.moves, STEPS_PER_RUN);
+    let spend_step = spend.step;
+    let (moves, steps) = (&mut spend.moves, &mut spend.steps);
     for (index, name) in walks {
         let index = *index;
-        if steps == 0 || moves == 0 {
+        if *steps == 0 || *moves == 0 {
             break;
         }
         report.shards += 1;
@@ -122,33 +200,33 @@ async fn walk(
         // remembered under its own name, since a pass can span runs.
         let left_name = format!("{name}:left");
         let mut after = walk_start(db, name).await?;
-        steps -= 1;
+        *steps -= 1;
         let mut left_behind = after != DONE && !walk_start(db, &left_name).await?.is_empty();
-        while after != DONE && moves > 0 && steps > 0 {
-            steps -= 1;
-            let rows = d1::rows::<Row>(db.at(index), &shard::walk(&after, budget.step)).await?;
+        while after != DONE && *moves > 0 && *steps > 0 {
+            *steps -= 1;
+            let rows = d1::rows::<Row>(db.at(index), &kind.page(&after, spend_step)).await?;
             let mut read_all = true;
             let was_left = left_behind;
             for row in &rows {
-                if elsewhere(&row.profile_id, index) {
-                    if moves == 0 {
+                if elsewhere(&row.key, index) {
+                    if *moves == 0 {
                         read_all = false;
                         break;
                     }
-                    moves -= 1;
-                    match personalisation::settle_from(db, &row.profile_id, index).await {
+                    *moves -= 1;
+                    match kind.settle(db, &row.key, index).await {
                         Ok(true) => report.moved += 1,
                         Ok(false) => left_behind = true,
                         Err(e) => {
-                            worker::console_error!("moving a profile's state failed: {e}");
+                            worker::console_error!("moving to another shard failed: {e}");
                             left_behind = true;
                         }
                     }
                 }
                 report.walked += 1;
-                after.clone_from(&row.profile_id);
+                after.clone_from(&row.key);
             }
-            let finished = read_all && rows.len() < budget.step as usize;
+            let finished = read_all && rows.len() < spend_step as usize;
             if left_behind && !was_left {
                 save_walk(db, &left_name, "1").await?;
             }
@@ -175,15 +253,18 @@ async fn walk(
 
 /// Deletes the saved positions of past moves (one read when there are none).
 async fn forget_walks(db: &Shards) -> Result<(), ApiError> {
-    let like = Param::Text(format!("{PREFIX}%"));
+    let (profiles, links) = (
+        Param::Text(format!("{PREFIX}%")),
+        Param::Text(format!("{LINK_PREFIX}%")),
+    );
     let any = Statement {
-        sql: "SELECT name FROM walk_cursors WHERE name LIKE ?1 LIMIT 1".into(),
-        params: vec![like.clone()],
+        sql: "SELECT name FROM walk_cursors WHERE name LIKE ?1 OR name LIKE ?2 LIMIT 1".into(),
+        params: vec![profiles.clone(), links.clone()],
     };
     if !d1::rows::<serde_json::Value>(db, &any).await?.is_empty() {
         let forget = Statement {
-            sql: "DELETE FROM walk_cursors WHERE name LIKE ?1".into(),
-            params: vec![like],
+            sql: "DELETE FROM walk_cursors WHERE name LIKE ?1 OR name LIKE ?2".into(),
+            params: vec![profiles, links],
         };
         d1::execute(db, &[forget]).await?;
     }

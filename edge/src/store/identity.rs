@@ -1,37 +1,34 @@
-//! Executes identity resolution on D1: load the touched components (one recursive query), load
-//! their current assignments (one query), recompute the partition in core, write the changes
-//! (one transaction, guarded by `seq`).
+//! Executes identity resolution on D1: load the touched components (one recursive query, or
+//! with profile shards a walk over the databases: `identity::spread`), load their current
+//! assignments (one query), recompute the partition in core, write the changes (one
+//! transaction in `DB`, guarded by the links' version).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
+use futures_util::future::join_all;
 use seam_core::collect::event::{Event, EventType};
 use seam_core::identity::graph_plan::{
-    graph_writes, identifiers_param, parse_link, Assignment, LOAD_COMPONENT_SQL,
+    graph_writes, identifiers_param, Assignment, StoredLink, Version, LOAD_COMPONENT_SQL,
     LOAD_IDENTITIES_SQL,
 };
 use seam_core::identity::resolution::Resolved;
+use seam_core::identity::spread::{self, ComponentWalk, LinkRow};
 use seam_core::identity::{partition, Link, Rules};
 use seam_core::plan::{Param, Statement};
 use serde::Deserialize;
+use serde_json::Value;
 use worker::D1Database;
 
 use crate::store::d1;
-
-#[derive(Deserialize)]
-struct LinkRow {
-    set_key: String,
-    seq: i64,
-    timestamp: i64,
-    message_key: String,
-    identifiers: String,
-    claimed: Option<String>,
-}
+use crate::store::shards::Shards;
 
 #[derive(Deserialize)]
 pub(crate) struct AssignmentRow {
     identifier: String,
     profile_id: String,
     seq: i64,
+    #[serde(default)]
+    seq_sum: i64,
 }
 
 /// An `alias` whose `previousId` is neither a UUID nor the event's `anonymousId` is read by core
@@ -94,9 +91,69 @@ pub fn probed(result: &worker::D1Result) -> worker::Result<HashMap<String, Strin
         .collect())
 }
 
+/// Writes link copies that live outside `DB` (`graph_plan::link_copies` by database; `DB`'s
+/// share is left out, it goes in the request's batch), each database's in one batch. Returns
+/// whether any link was new or changed.
+pub async fn write_links(
+    db: &Shards,
+    copies: &BTreeMap<usize, Vec<Statement>>,
+) -> worker::Result<bool> {
+    let writes = copies
+        .iter()
+        .filter(|(database, _)| **database != 0)
+        .map(|(database, plan)| d1::execute(db.at(*database), plan));
+    let mut changed = false;
+    for results in join_all(writes).await {
+        for result in results? {
+            changed |= !result.results::<Value>()?.is_empty();
+        }
+    }
+    Ok(changed)
+}
+
+/// The databases that may hold `identifier`'s links: its home, its previous home while the
+/// shard count changes, and `DB`, which holds the links written before they moved to the
+/// shards (2026-12-07) until `jobs::reshard` has taken them home.
+fn places(db: &Shards, identifier: &str) -> Vec<usize> {
+    let mut places = vec![0, db.index_of(identifier)];
+    places.extend(db.previous(identifier));
+    places.sort_unstable();
+    places.dedup();
+    places
+}
+
+/// The links of the components `seeds` (a JSON array of identifier text forms) touch.
+async fn component(db: &Shards, seeds: String) -> worker::Result<Vec<StoredLink>> {
+    let parse = |rows: Vec<LinkRow>| rows.into_iter().filter_map(LinkRow::parse);
+    if db.all().len() == 1 {
+        let read = Statement {
+            sql: LOAD_COMPONENT_SQL.into(),
+            params: vec![Param::Text(seeds)],
+        };
+        return Ok(parse(d1::rows::<LinkRow>(db, &read).await?).collect());
+    }
+    let seeds: Vec<String> = serde_json::from_str(&seeds).unwrap_or_default();
+    let mut walk = ComponentWalk::new(seeds);
+    loop {
+        let reads = walk.reads(|identifier| places(db, identifier));
+        if reads.is_empty() {
+            return Ok(walk.finish());
+        }
+        let rounds = join_all(
+            reads
+                .iter()
+                .map(|(database, read)| d1::rows::<LinkRow>(db.at(*database), read)),
+        )
+        .await;
+        for rows in rounds {
+            walk.absorb(parse(rows?));
+        }
+    }
+}
+
 /// Recomputes and stores the partition of the components `links` touch.
 pub async fn resolve(
-    db: &D1Database,
+    db: &Shards,
     rules: &Rules,
     links: &[Link],
     now_ms: i64,
@@ -105,26 +162,8 @@ pub async fn resolve(
         return Ok(None);
     };
     let seeds = identifiers_param(links.iter().flat_map(|l| &l.identifiers));
-    let rows = db
-        .prepare(LOAD_COMPONENT_SQL)
-        .bind(&[seeds.into()])?
-        .all()
-        .await?
-        .results::<LinkRow>()?;
-    let stored: Vec<_> = rows
-        .into_iter()
-        .filter_map(|r| {
-            parse_link(
-                r.set_key,
-                r.seq,
-                r.timestamp,
-                r.message_key,
-                &r.identifiers,
-                r.claimed.as_deref(),
-            )
-        })
-        .collect();
-    let seq = stored.iter().map(|l| l.seq).max().unwrap_or(0);
+    let stored = component(db, seeds).await?;
+    let version = Version::of(&stored);
     let component: Vec<Link> = stored.into_iter().map(|l| l.link).collect();
     let partition = partition(&component, rules);
 
@@ -139,10 +178,35 @@ pub async fn resolve(
         .map(|r| Assignment {
             identifier: r.identifier,
             profile_id: r.profile_id,
-            seq: r.seq,
+            version: Version {
+                max: r.seq,
+                sum: r.seq_sum,
+            },
         })
         .collect();
-    let writes = graph_writes(&partition, &before, seq, &cause, now_ms);
+    let writes = graph_writes(&partition, &before, version, &cause, now_ms);
     d1::execute(db, &writes.statements).await?;
     Ok(Some(Resolved::new(&partition, before, writes.merges)))
+}
+
+/// Moves `identifier`'s links from database `from` to its home: copies them there (merged with
+/// any copy already home), then deletes in `from` exactly what was copied. False when more are
+/// left than one move carries (`spread::LINKS_PER_MOVE`): the walk comes back for them.
+pub async fn settle_links(db: &Shards, identifier: &str, from: usize) -> worker::Result<bool> {
+    let read = Statement {
+        sql: spread::LINKS_OF_SQL.into(),
+        params: vec![Param::Text(identifier.to_owned())],
+    };
+    let rows = d1::rows::<LinkRow>(db.at(from), &read).await?;
+    if rows.is_empty() {
+        return Ok(true);
+    }
+    d1::execute(
+        db.at(db.index_of(identifier)),
+        &spread::arrive(identifier, &rows),
+    )
+    .await?;
+    let keys: Vec<&str> = rows.iter().map(|r| r.set_key.as_str()).collect();
+    d1::execute(db.at(from), &spread::leave(identifier, &keys)).await?;
+    Ok(rows.len() < spread::LINKS_PER_MOVE)
 }

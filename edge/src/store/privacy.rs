@@ -1,13 +1,15 @@
 //! Data-subject storage: who a person is across D1 and KV, erasure with counts, export, the
 //! suppression list and the audit log.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::rc::Rc;
 
+use futures_util::future::join_all;
 use seam_core::collect::event::Event;
 use seam_core::collect::ingest::Decoded;
+use seam_core::identity::spread;
 use seam_core::identity::{identifiers_of, mentioned_identifiers, Identifier, Rules};
-use seam_core::plan::Statement;
+use seam_core::plan::{Param, Statement};
 use seam_core::privacy::{
     erase, erase_state, suppression_candidates, suppression_key, suppression_probe, Subject,
     WITH_PERSON_EVENTS,
@@ -202,27 +204,80 @@ pub async fn run_erasure(
         }
     }
     places.remove(&0);
-    let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
-    let mut add = |changed: BTreeMap<&'static str, usize>| {
-        for (what, n) in changed {
-            *counts.entry(what).or_default() += n;
-        }
+    // With profile shards, links are copied where each of their identifiers lives: the
+    // subject's links are found by their member rows, in every database, then erased by set
+    // key wherever a copy is, and counted once.
+    let spread = if db.all().len() > 1 {
+        let ids = serde_json::to_string(&subject.identifiers).unwrap_or_else(|_| "[]".into());
+        let keys = subject_links(db, &ids).await?;
+        spread::erase(&ids, &keys)
+    } else {
+        Vec::new()
     };
-    for (shard, profiles) in &places {
-        add(run_counted(db.at(*shard), &erase_state(profiles.iter().copied())).await?);
+    let mut done = Counted::default();
+    for shard in 1..db.all().len() {
+        let mut plan = spread.clone();
+        if let Some(profiles) = places.get(&shard) {
+            plan.extend(erase_state(profiles.iter().copied()));
+        }
+        done.add(run_keyed(db.at(shard), &plan).await?);
     }
     named.extend(erase_state(&subject.profile_ids));
-    add(run_counted(db, &named).await?);
+    named.extend(spread);
+    done.add(run_keyed(db, &named).await?);
     for (shard, profiles) in &places {
         // `DB` has committed: the receipt stands, and a failure here is only logged.
-        match run_counted(db.at(*shard), &erase_state(profiles.iter().copied())).await {
-            Ok(changed) => add(changed),
+        match run_keyed(db.at(*shard), &erase_state(profiles.iter().copied())).await {
+            Ok(changed) => done.add(changed),
             Err(e) => {
                 worker::console_error!("erasure's second pass in a profile shard failed: {e}")
             }
         }
     }
-    Ok(counts)
+    Ok(done.totals())
+}
+
+/// The set keys of `identifiers`' links (a JSON array), read in every database.
+async fn subject_links(db: &Shards, identifiers: &str) -> worker::Result<Vec<String>> {
+    #[derive(Deserialize)]
+    struct Row {
+        set_key: String,
+    }
+    let read = Statement {
+        sql: spread::MEMBER_LINKS_SQL.into(),
+        params: vec![Param::Text(identifiers.to_owned())],
+    };
+    let mut keys = BTreeSet::new();
+    for rows in join_all(db.all().iter().map(|d| d1::rows::<Row>(d, &read))).await {
+        keys.extend(rows?.into_iter().map(|r| r.set_key));
+    }
+    Ok(keys.into_iter().collect())
+}
+
+/// What plans changed: rows per name, and the set keys of the statements that return them
+/// (links, counted once over their copies).
+#[derive(Default)]
+struct Counted {
+    counts: BTreeMap<&'static str, usize>,
+    keys: BTreeMap<&'static str, BTreeSet<String>>,
+}
+
+impl Counted {
+    fn add(&mut self, other: Counted) {
+        for (what, n) in other.counts {
+            *self.counts.entry(what).or_default() += n;
+        }
+        for (what, keys) in other.keys {
+            self.keys.entry(what).or_default().extend(keys);
+        }
+    }
+
+    fn totals(mut self) -> BTreeMap<&'static str, usize> {
+        for (what, keys) in self.keys {
+            *self.counts.entry(what).or_default() += keys.len();
+        }
+        self.counts
+    }
 }
 
 /// Runs named statements as one transaction; rows changed per name (summed when a name repeats).
@@ -230,19 +285,35 @@ pub async fn run_counted(
     db: &D1Database,
     named: &[(&'static str, Statement)],
 ) -> worker::Result<BTreeMap<&'static str, usize>> {
+    Ok(run_keyed(db, named).await?.totals())
+}
+
+async fn run_keyed(
+    db: &D1Database,
+    named: &[(&'static str, Statement)],
+) -> worker::Result<Counted> {
+    #[derive(Deserialize)]
+    struct Row {
+        set_key: String,
+    }
     let plan: Vec<Statement> = named.iter().map(|(_, s)| s.clone()).collect();
     let results = d1::execute(db, &plan).await?;
-    let mut counts = BTreeMap::new();
+    let mut done = Counted::default();
     for ((what, statement), result) in named.iter().zip(&results) {
+        if statement.sql.ends_with(" RETURNING set_key") {
+            let rows = result.results::<Row>()?.into_iter().map(|r| r.set_key);
+            done.keys.entry(*what).or_default().extend(rows);
+            continue;
+        }
         // A statement with RETURNING is counted by its rows: `changes` includes trigger writes.
         let changes = if statement.sql.contains(" RETURNING ") {
             result.results::<Value>()?.len()
         } else {
             result.meta()?.and_then(|m| m.changes).unwrap_or(0)
         };
-        *counts.entry(*what).or_default() += changes;
+        *done.counts.entry(*what).or_default() += changes;
     }
-    Ok(counts)
+    Ok(done)
 }
 
 /// Deletes KV keys; returns how many existed. A KV failure is logged: D1 (the truth) is already

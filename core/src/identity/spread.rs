@@ -1,0 +1,457 @@
+//! The identity graph's links over several databases (docs/scale.md, "The identity graph's
+//! links"). With profile shards, a link lives where its identifiers live: each identifier's
+//! member rows in the database its text hashes to (the profile shards' [`Layout`]), and a copy
+//! of the link in each of those databases ([`crate::identity::graph_plan::link_copies`]). So an
+//! identifier's links are one key seek in one database, as in one database.
+//!
+//! A connected component is then loaded by a walk ([`ComponentWalk`]): each round asks every
+//! database that may hold the identifiers not yet asked for the links it holds of them
+//! (following its own links as far as they go), until no link names an identifier not asked.
+//! The rounds read at different moments, so the walk is no snapshot; the assignments' guard
+//! ([`crate::identity::graph_plan::Version`]) makes the resolution that saw every link win
+//! whatever order the writes land in.
+//!
+//! When the shard count changes, or for links written in `DB` before they moved to the shards,
+//! [`arrive`] and [`leave`] move an identifier's links home.
+//!
+//! [`Layout`]: crate::personalise::shard::Layout
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::identity::graph_plan::{
+    parse_link, StoredLink, LOAD_COMPONENT_SQL, MAX_COMPONENT_LINKS,
+};
+use crate::plan::{Param, Statement};
+
+/// Most rounds of one walk: each is a round trip, and a longer chain than this across
+/// databases is a runaway component (cut like one past [`MAX_COMPONENT_LINKS`]).
+pub const MAX_WALK_ROUNDS: usize = 16;
+
+/// A link row as the loads and the moves read it.
+#[allow(missing_docs)] // the columns of identity_links
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct LinkRow {
+    pub set_key: String,
+    pub seq: i64,
+    pub timestamp: i64,
+    pub message_key: String,
+    pub identifiers: String,
+    pub claimed: Option<String>,
+}
+
+impl LinkRow {
+    /// The link, when its stored JSON parses.
+    pub fn parse(self) -> Option<StoredLink> {
+        parse_link(
+            self.set_key,
+            self.seq,
+            self.timestamp,
+            self.message_key,
+            &self.identifiers,
+            self.claimed.as_deref(),
+        )
+    }
+}
+
+/// A component's load over several databases.
+#[derive(Debug, Default)]
+pub struct ComponentWalk {
+    asked: BTreeSet<String>,
+    frontier: BTreeSet<String>,
+    links: BTreeMap<String, StoredLink>,
+    rounds: usize,
+}
+
+impl ComponentWalk {
+    /// A walk from `seeds` (identifier text forms).
+    pub fn new(seeds: impl IntoIterator<Item = String>) -> Self {
+        ComponentWalk {
+            frontier: seeds.into_iter().collect(),
+            ..Default::default()
+        }
+    }
+
+    /// The next round's reads by database: each database that `places` says may hold one of
+    /// the identifiers not yet asked for is asked for their links ([`LOAD_COMPONENT_SQL`], which
+    /// also follows the links that database holds). Empty when the walk is over.
+    pub fn reads(&mut self, places: impl Fn(&str) -> Vec<usize>) -> BTreeMap<usize, Statement> {
+        if self.rounds >= MAX_WALK_ROUNDS || self.links.len() >= MAX_COMPONENT_LINKS {
+            self.frontier.clear();
+        }
+        let mut by_database: BTreeMap<usize, Vec<&String>> = BTreeMap::new();
+        for identifier in &self.frontier {
+            for database in places(identifier) {
+                by_database.entry(database).or_default().push(identifier);
+            }
+        }
+        let reads: BTreeMap<usize, Statement> = by_database
+            .into_iter()
+            .map(|(database, identifiers)| {
+                let seeds = serde_json::to_string(&identifiers).unwrap_or_else(|_| "[]".into());
+                let read = Statement {
+                    sql: LOAD_COMPONENT_SQL.into(),
+                    params: vec![Param::Text(seeds)],
+                };
+                (database, read)
+            })
+            .collect();
+        self.asked.append(&mut self.frontier);
+        if !reads.is_empty() {
+            self.rounds += 1;
+        }
+        reads
+    }
+
+    /// Takes a round's rows in. Copies of one link can differ while a write is landing: the
+    /// walk keeps the highest `seq` and the earliest event (a link only ever changes to an
+    /// earlier one), which is what every copy holds once the write has landed everywhere.
+    pub fn absorb(&mut self, rows: impl IntoIterator<Item = StoredLink>) {
+        for row in rows {
+            for identifier in &row.link.identifiers {
+                let text = identifier.to_string();
+                if !self.asked.contains(&text) {
+                    self.frontier.insert(text);
+                }
+            }
+            match self.links.get_mut(&row.set_key) {
+                None => {
+                    self.links.insert(row.set_key.clone(), row);
+                }
+                Some(held) => {
+                    let seq = held.seq.max(row.seq);
+                    let order = |l: &StoredLink| (l.link.timestamp_ms, l.link.message_id.clone());
+                    if order(&row) < order(held) {
+                        *held = row;
+                    }
+                    held.seq = seq;
+                }
+            }
+        }
+    }
+
+    /// The component's links in `seq` order, at most [`MAX_COMPONENT_LINKS`].
+    pub fn finish(self) -> Vec<StoredLink> {
+        let mut links: Vec<StoredLink> = self.links.into_values().collect();
+        links.sort_by(|a, b| (a.seq, &a.set_key).cmp(&(b.seq, &b.set_key)));
+        links.truncate(MAX_COMPONENT_LINKS);
+        links
+    }
+}
+
+/// Most links of one identifier a move carries: a busy identifier's links can outgrow one
+/// statement's JSON, so a move takes them over in parts (the walk comes back for the rest).
+pub const LINKS_PER_MOVE: usize = 2_000;
+
+/// An identifier's links in one database, up to [`LINKS_PER_MOVE`]. Bind `?1` = identifier.
+pub const LINKS_OF_SQL: &str = "SELECT l.set_key, l.seq, l.timestamp, l.message_key, \
+    l.identifiers, l.claimed FROM link_members m CROSS JOIN identity_links l \
+    ON l.set_key = m.set_key WHERE m.identifier = ?1 LIMIT 2000";
+
+/// One page of a database's identifiers with links, in key order, after `after`.
+pub fn walk(after: &str, limit: u32) -> Statement {
+    Statement {
+        sql: "SELECT DISTINCT identifier AS key FROM link_members WHERE identifier > ?1 \
+              ORDER BY identifier LIMIT ?2"
+            .into(),
+        params: vec![Param::Text(after.to_owned()), Param::Int(i64::from(limit))],
+    }
+}
+
+/// Writes `identifier`'s links, as read in another database, in its home: each link merged
+/// with a copy already there (the higher `seq`, the earlier event), and its member row.
+pub fn arrive(identifier: &str, rows: &[LinkRow]) -> Vec<Statement> {
+    if rows.is_empty() {
+        return Vec::new();
+    }
+    let json = serde_json::to_string(rows).unwrap_or_else(|_| "[]".into());
+    let keys: Vec<&str> = rows.iter().map(|r| r.set_key.as_str()).collect();
+    vec![
+        Statement {
+            sql: "INSERT INTO identity_links (set_key, seq, timestamp, message_key, identifiers, claimed) \
+                  SELECT json_extract(value, '$.set_key'), json_extract(value, '$.seq'), \
+                  json_extract(value, '$.timestamp'), json_extract(value, '$.message_key'), \
+                  json_extract(value, '$.identifiers'), json_extract(value, '$.claimed') \
+                  FROM json_each(?1) WHERE true \
+                  ON CONFLICT (set_key) DO UPDATE SET seq = max(identity_links.seq, excluded.seq), \
+                  timestamp = CASE WHEN (excluded.timestamp, excluded.message_key) < \
+                    (identity_links.timestamp, identity_links.message_key) \
+                    THEN excluded.timestamp ELSE identity_links.timestamp END, \
+                  message_key = CASE WHEN (excluded.timestamp, excluded.message_key) < \
+                    (identity_links.timestamp, identity_links.message_key) \
+                    THEN excluded.message_key ELSE identity_links.message_key END"
+                .into(),
+            params: vec![Param::Text(json)],
+        },
+        Statement {
+            sql: "INSERT OR IGNORE INTO link_members (identifier, set_key) \
+                  SELECT ?1, value FROM json_each(?2)"
+                .into(),
+            params: vec![
+                Param::Text(identifier.to_owned()),
+                Param::Text(serde_json::to_string(&keys).unwrap_or_else(|_| "[]".into())),
+            ],
+        },
+    ]
+}
+
+/// Removes from a database what [`arrive`] copied home: `identifier`'s member rows of
+/// `set_keys`, then those links' copies that no identifier living here is a member of any more.
+pub fn leave(identifier: &str, set_keys: &[&str]) -> Vec<Statement> {
+    let keys = Param::Text(serde_json::to_string(set_keys).unwrap_or_else(|_| "[]".into()));
+    vec![
+        Statement {
+            sql: "DELETE FROM link_members WHERE identifier = ?1 \
+                  AND set_key IN (SELECT value FROM json_each(?2))"
+                .into(),
+            params: vec![Param::Text(identifier.to_owned()), keys.clone()],
+        },
+        unheld_copies(keys),
+    ]
+}
+
+/// Deletes the copies among `keys` (a JSON array, `?1`) whose identifiers have no member row
+/// here: each member row is a key seek on `link_members`' primary key.
+fn unheld_copies(keys: Param) -> Statement {
+    Statement {
+        sql: "DELETE FROM identity_links WHERE set_key IN (SELECT value FROM json_each(?1)) \
+              AND NOT EXISTS (SELECT 1 FROM json_each(identity_links.identifiers) j \
+              CROSS JOIN link_members m ON m.identifier = j.value AND m.set_key = identity_links.set_key) \
+              RETURNING set_key"
+            .into(),
+        params: vec![keys],
+    }
+}
+
+/// The set keys of links with a member among `identifiers` (a JSON array), in one database:
+/// what an erasure reads everywhere before [`erase`].
+pub const MEMBER_LINKS_SQL: &str = "SELECT DISTINCT set_key FROM link_members \
+    WHERE identifier IN (SELECT value FROM json_each(?1))";
+
+/// An erasure's link statements for one database, by the set keys of the subject's links
+/// (read with [`MEMBER_LINKS_SQL`] in every database): another person's database holds a
+/// copy of a link the two share but no member row of the subject, so the copies are found by
+/// key. Links made only of the subject go; the others lose the subject's identifiers, and a
+/// copy left with no member here goes. Each returns its set keys: the receipt counts links,
+/// not copies. `(what, statement)` pairs as [`crate::privacy::erase`]'s.
+pub fn erase(identifiers: &str, set_keys: &[String]) -> Vec<(&'static str, Statement)> {
+    let ids = Param::Text(identifiers.to_owned());
+    let keys = Param::Text(serde_json::to_string(set_keys).unwrap_or_else(|_| "[]".into()));
+    let both = vec![ids.clone(), keys.clone()];
+    vec![
+        (
+            "identityLinks",
+            Statement {
+                sql:
+                    "DELETE FROM identity_links WHERE set_key IN (SELECT value FROM json_each(?2)) \
+                      AND NOT EXISTS (SELECT 1 FROM json_each(identity_links.identifiers) j \
+                      WHERE j.value NOT IN (SELECT value FROM json_each(?1))) RETURNING set_key"
+                        .into(),
+                params: both.clone(),
+            },
+        ),
+        (
+            "sharedLinksRedacted",
+            Statement {
+                sql: "UPDATE identity_links SET identifiers = (SELECT json_group_array(value) \
+                      FROM json_each(identity_links.identifiers) \
+                      WHERE value NOT IN (SELECT value FROM json_each(?1))) \
+                      WHERE set_key IN (SELECT value FROM json_each(?2)) \
+                      AND EXISTS (SELECT 1 FROM json_each(identity_links.identifiers) j \
+                      WHERE j.value IN (SELECT value FROM json_each(?1))) RETURNING set_key"
+                    .into(),
+                params: both,
+            },
+        ),
+        (
+            "linkMembers",
+            Statement {
+                sql:
+                    "DELETE FROM link_members WHERE identifier IN (SELECT value FROM json_each(?1))"
+                        .into(),
+                params: vec![ids],
+            },
+        ),
+        ("sharedLinksRedacted", unheld_copies(keys)),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::graph_plan::{link_copies, set_key, Version};
+    use crate::identity::{IdType, Identifier, Link};
+
+    fn id(kind: IdType, v: &str) -> Identifier {
+        Identifier::new(kind, v)
+    }
+
+    fn stored(seq: i64, ts: i64, message: &str, ids: &[Identifier]) -> StoredLink {
+        let link = Link::new(ts, message, ids.to_vec());
+        StoredLink {
+            set_key: set_key(&link),
+            seq,
+            link,
+        }
+    }
+
+    #[test]
+    fn a_link_is_copied_where_each_of_its_identifiers_lives() {
+        let (a, u, e) = (
+            id(IdType::AnonymousId, "a"),
+            id(IdType::UserId, "u"),
+            id(IdType::Email, "e@x.io"),
+        );
+        let home = |i: &Identifier| match i.to_string().as_str() {
+            "anonymous_id:a" => 1,
+            "user_id:u" => 2,
+            _ => 1,
+        };
+        let links = [Link::new(1, "m1", vec![u.clone(), a.clone(), e.clone()])];
+        let copies = link_copies(&links, 77, home);
+        assert_eq!(copies.keys().copied().collect::<Vec<_>>(), vec![1, 2]);
+        let members = |database: usize| -> Vec<String> {
+            copies[&database]
+                .iter()
+                .filter(|s| s.sql.contains("link_members"))
+                .flat_map(|s| s.params.iter().step_by(2))
+                .map(|p| format!("{p:?}"))
+                .collect()
+        };
+        assert_eq!(members(1).len(), 2, "a and e live in 1: {:?}", members(1));
+        assert!(members(2)[0].contains("user_id:u"));
+        for statements in copies.values() {
+            assert_eq!(
+                statements[0].params[5],
+                Param::Int(77),
+                "the clock floors the seq"
+            );
+        }
+    }
+
+    #[test]
+    fn one_database_gets_the_links_as_before() {
+        let a = id(IdType::AnonymousId, "a");
+        let links = [Link::new(1, "m1", vec![a])];
+        let copies = link_copies(&links, 0, |_| 0);
+        assert_eq!(copies.len(), 1);
+        assert_eq!(copies[&0].len(), 2, "the link and its member row");
+    }
+
+    #[test]
+    fn walks_until_no_link_names_an_identifier_not_asked() {
+        let (a, u, b) = (
+            id(IdType::AnonymousId, "a"),
+            id(IdType::UserId, "u"),
+            id(IdType::AnonymousId, "b"),
+        );
+        let places = |i: &str| {
+            if i.starts_with("user_id") {
+                vec![0, 2]
+            } else {
+                vec![0, 1]
+            }
+        };
+        let mut walk = ComponentWalk::new(["anonymous_id:a".to_owned()]);
+        let first = walk.reads(places);
+        assert_eq!(first.keys().copied().collect::<Vec<_>>(), vec![0, 1]);
+        walk.absorb([stored(5, 10, "m1", &[a.clone(), u.clone()])]);
+        let second = walk.reads(places);
+        assert_eq!(
+            second.keys().copied().collect::<Vec<_>>(),
+            vec![0, 2],
+            "u is asked where it lives"
+        );
+        assert!(matches!(&second[&2].params[0], Param::Text(t) if t == "[\"user_id:u\"]"));
+        walk.absorb([
+            stored(5, 10, "m1", &[a.clone(), u.clone()]),
+            stored(7, 20, "m2", &[u.clone(), b.clone()]),
+        ]);
+        let third = walk.reads(places);
+        assert!(matches!(&third[&1].params[0], Param::Text(t) if t == "[\"anonymous_id:b\"]"));
+        walk.absorb([stored(7, 20, "m2", &[u, b])]);
+        assert!(
+            walk.reads(places).is_empty(),
+            "nothing new: the walk is over"
+        );
+        let links = walk.finish();
+        assert_eq!(links.iter().map(|l| l.seq).collect::<Vec<_>>(), vec![5, 7]);
+        assert_eq!(Version::of(&links), Version { max: 7, sum: 12 });
+    }
+
+    #[test]
+    fn copies_of_a_link_landing_at_different_moments_read_as_the_landed_one() {
+        let a = id(IdType::AnonymousId, "a");
+        let mut walk = ComponentWalk::new(["anonymous_id:a".to_owned()]);
+        walk.reads(|_| vec![0]);
+        // The old copy has the higher seq of its database; the new one the earlier event.
+        walk.absorb([
+            stored(40, 20, "late", std::slice::from_ref(&a)),
+            stored(9, 10, "early", &[a]),
+        ]);
+        let links = walk.finish();
+        assert_eq!(links.len(), 1);
+        assert_eq!(links[0].seq, 40);
+        assert_eq!(links[0].link.message_id, "early");
+    }
+
+    #[test]
+    fn a_runaway_walk_stops_after_its_rounds() {
+        let mut walk = ComponentWalk::new(["anonymous_id:0".to_owned()]);
+        let mut rounds = 0;
+        while !walk.reads(|_| vec![0]).is_empty() {
+            rounds += 1;
+            let (this, next) = (
+                id(IdType::AnonymousId, &(rounds - 1).to_string()),
+                id(IdType::AnonymousId, &rounds.to_string()),
+            );
+            walk.absorb([stored(rounds as i64, 1, "m", &[this, next])]);
+        }
+        assert_eq!(rounds, MAX_WALK_ROUNDS);
+    }
+
+    #[test]
+    fn a_move_merges_copies_and_leaves_only_what_it_copied() {
+        let row = LinkRow {
+            set_key: "k1".into(),
+            seq: 3,
+            timestamp: 1,
+            message_key: "s/m".into(),
+            identifiers: "[\"anonymous_id:a\"]".into(),
+            claimed: None,
+        };
+        let copied = arrive("anonymous_id:a", std::slice::from_ref(&row));
+        assert_eq!(copied.len(), 2);
+        assert!(copied[0]
+            .sql
+            .contains("max(identity_links.seq, excluded.seq)"));
+        assert!(copied.iter().all(|s| s.sql.contains("?1")));
+        assert!(arrive("anonymous_id:a", &[]).is_empty());
+        let left = leave("anonymous_id:a", &["k1"]);
+        assert_eq!(left[0].params[1], Param::Text("[\"k1\"]".into()));
+        assert!(left[1].sql.contains("NOT EXISTS"));
+        assert_eq!(row.parse().map(|l| l.seq), Some(3));
+    }
+
+    #[test]
+    fn erasure_finds_copies_by_key_and_counts_links_by_key() {
+        let plan = erase("[\"user_id:u\"]", &["k1".into(), "k2".into()]);
+        let names: Vec<&str> = plan.iter().map(|(n, _)| *n).collect();
+        assert_eq!(
+            names,
+            [
+                "identityLinks",
+                "sharedLinksRedacted",
+                "linkMembers",
+                "sharedLinksRedacted"
+            ]
+        );
+        for (name, statement) in &plan {
+            assert!(statement.sql.contains("?1"));
+            if *name != "linkMembers" {
+                assert!(statement.sql.ends_with("RETURNING set_key"), "{name}");
+            }
+        }
+    }
+}
