@@ -1,11 +1,13 @@
-//! Moving the profiles' state after the shard count changed (`PROFILE_SHARDS_FROM` set to the
-//! old count, docs/scale.md "Profile shards"). Each run (the every-minute cron) walks the old
-//! count's shards in key order from saved positions (`walk_cursors`) and moves home every
-//! profile that now belongs in another shard (`store::personalisation::settle`), within a
-//! budget of steps and moves a run. A shard whose walk reached its end with nothing left behind
-//! is marked done; once every one is, the move is over and `PROFILE_SHARDS_FROM` can go. Reads
-//! meanwhile look in both places, so nothing waits on this. With no move under way, the same
-//! walk takes home, once, the evidence `DB` held for other shards' profiles ([`EVIDENCE_HOME`]).
+//! Moving the profiles' state and the identity graph's links after the shard count changed
+//! (`PROFILE_SHARDS_FROM` set to the old count, docs/scale.md "Profile shards"). Each run (the
+//! every-minute cron) walks the old count's shards in key order from saved positions
+//! (`walk_cursors`) and moves home every profile that now belongs in another shard
+//! (`store::personalisation::settle`), then, with what the run's budget leaves, every
+//! identifier whose links do (`store::identity::settle_links`). A shard whose walk reached its
+//! end with nothing left behind is marked done; once every walk is, the move is over and
+//! `PROFILE_SHARDS_FROM` can go. Reads meanwhile look in both places, so nothing waits on this.
+//! With no move under way, the same walks take home, once, the evidence and the links `DB`
+//! held for other shards' profiles and identifiers ([`EVIDENCE_HOME`], [`LINKS_HOME`]).
 
 use seam_core::identity::spread;
 use seam_core::personalise::shard::{self, Layout};

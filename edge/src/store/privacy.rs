@@ -186,7 +186,8 @@ pub async fn erase_subject(
 
 /// Runs an erasure plan of `DB` (`named`) with the subject's personalisation state and
 /// evidence ([`erase_state`]) in each profile's shard (and, while the shard count changes, its
-/// previous shard). The other shards go first: if `DB`'s transaction then fails, the subject is
+/// previous shard), and with profile shards the copies of the subject's links in every
+/// database (`spread::erase`). The other shards go first: if `DB`'s transaction then fails, the subject is
 /// still found there and the erasure runs again whole. `DB`'s transaction takes every profile's
 /// state: shard 0's, and evidence `DB` held before it moved to the shards.
 /// After it commits, the other shards are cleared once more: a refresh that ran in between

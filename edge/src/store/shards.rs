@@ -1,7 +1,10 @@
-//! The D1 databases a request may touch. `DB` holds everything shared (events, identity,
-//! catalogue, deliveries, journeys) and is also shard 0 of the profiles' personalisation state
-//! (state rows, segment memberships, co-occurrence evidence and each shard's counts of it). With `PROFILE_SHARDS = n`, shards 1 to n-1 are the
-//! bindings `PROFILES_1` … `PROFILES_{n-1}`, each migrated from `edge/migrations-profiles`.
+//! The D1 databases a request may touch. `DB` holds everything shared (events, identity
+//! assignments, catalogue, deliveries, journeys) and is also shard 0 of the profiles'
+//! personalisation state (state rows, segment memberships, co-occurrence evidence and each
+//! shard's counts of it) and of the identity graph's links (each identifier's, with a copy of
+//! every link it is in, `core::identity::spread`). With `PROFILE_SHARDS = n`, shards 1 to n-1
+//! are the bindings `PROFILES_1` … `PROFILES_{n-1}`, each migrated from
+//! `edge/migrations-profiles`.
 //! Which shard holds a profile is `core::personalise::shard`'s choice.
 //!
 //! While the count changes (`PROFILE_SHARDS_FROM` names the old one), a profile's state may
@@ -47,7 +50,8 @@ impl Shards {
         Ok(Shards { dbs, layout })
     }
 
-    /// The index of `profile_id`'s shard (where its state is written).
+    /// The index of `profile_id`'s shard (where its state is written), or of an identifier's
+    /// (its text: where its links are written).
     pub fn index_of(&self, profile_id: &str) -> usize {
         self.layout.home(profile_id) as usize
     }
