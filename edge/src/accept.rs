@@ -12,7 +12,7 @@ use seam_core::collect::enrich::RequestFacts;
 use seam_core::collect::ingest::{Decoded, EventResult};
 use seam_core::collect::ingest_plan::{settled_profiles, IngestInput, IngestPlan};
 use seam_core::collect::source::Source;
-use seam_core::identity::graph_plan::{contributions, link_copies};
+use seam_core::identity::graph_plan::{contributions, link_copies, seq_floor};
 use seam_core::identity::{Identifier, Link, Rules};
 use seam_core::personalise::refresh::{self, snapshot_changes, Committed, Loaded, SnapshotWrites};
 use seam_core::privacy::{
@@ -130,8 +130,10 @@ pub async fn accept_prepared(
         return Err(ApiError::Storage("destinations not loaded".into()));
     }
     // With profile shards, the links other databases hold are written first: an event is
-    // never stored without its links, and a failure here stores nothing (the client retries).
-    let floor = if db.all().len() > 1 { now_ms() } else { 0 };
+    // never stored without its links. A failure here or in `DB`'s batch fails the request and
+    // the client retries: its links are upserts, and a link whose resolution never ran is
+    // resolved then (`settled_profiles`).
+    let floor = seq_floor(now_ms());
     let mut copies = link_copies(&graph.links, floor, |i| db.index_of(&i.to_string()));
     let links_here = copies.remove(&0).unwrap_or_default();
     let links_elsewhere = store::identity::write_links(&db, &copies).await?;

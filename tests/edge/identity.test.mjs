@@ -1,6 +1,7 @@
 // Identity stitching and unified profiles in workerd with real local D1 + KV.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { post, secret, startEdge, trustingSources, WRITE_KEY } from "../support/edge.mjs";
 
 const ADMIN_KEY = secret("ADMIN_KEY");
@@ -124,6 +125,25 @@ describe("identity and profiles", () => {
       assert.equal(assigned[`cookie_id:cc-cookie-${anon}`], profileOf[users[i % 4]]);
     });
     assert.equal(assigned[`anonymous_id:${shared}`], profileOf[users[0]]);
+  });
+
+  test("a sign-in whose links were stored by a try that failed before resolving is resolved by its retry", async () => {
+    const [anon, user] = [`retry-a-${run}`, `retry-u-${run}`];
+    const seen = await send(edge, [{ type: "page", name: "Home", anonymousId: anon, messageId: mid() }]);
+    const signedUp = await send(edge, [{ type: "track", event: "Signed Up", userId: user, messageId: mid() }]);
+    assert.notEqual(seen.json.profileId, signedUp.json.profileId);
+    // The sign-in as its failed try left it: the event and its link stored, no resolution.
+    const signIn = { type: "identify", userId: user, anonymousId: anon, messageId: mid(), timestamp: t(9) };
+    const key = createHash("sha256").update([`anonymous_id:${anon}`, `user_id:${user}`].sort().join("\n")).digest("hex").slice(0, 32);
+    await edge.exec(
+      "INSERT INTO identity_links (set_key, seq, timestamp, message_key, identifiers) VALUES (?, (SELECT seq + 1 FROM identity_link_seq), ?, ?, ?)",
+      key, Date.parse(t(9)), `demo-site/${signIn.messageId}`, JSON.stringify([`anonymous_id:${anon}`, `user_id:${user}`]),
+    );
+    for (const identifier of [`anonymous_id:${anon}`, `user_id:${user}`]) await edge.exec("INSERT INTO link_members (identifier, set_key) VALUES (?, ?)", identifier, key);
+    const retry = await send(edge, [signIn]);
+    assert.equal(retry.status, 200);
+    assert.equal(retry.json.profileId, signedUp.json.profileId, "the retry names the user's profile");
+    assert.equal((await lookup("anonymous_id", anon)).profileId, signedUp.json.profileId, "the browser joined it");
   });
 
   test("the profile API needs the admin key; write keys and browsers cannot read profiles", async () => {

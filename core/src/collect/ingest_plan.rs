@@ -215,19 +215,23 @@ impl IngestPlan {
 }
 
 /// The visitor's profile when the batch settled it without a resolution: no link was new and
-/// every link's best identifier is assigned (`assigned`: identifier text -> profile). Returns
-/// the visitor's profile and `(message key, profile)` for every link.
+/// every link's identifiers are assigned, each link's to one profile (`assigned`: identifier
+/// text -> profile). A link whose identifiers are in several profiles is resolved again: it was
+/// stored by a try whose resolution never ran (the request failed after its links committed,
+/// and this is the retry), or the rules refused the merge it asks for, which resolving again
+/// confirms. Returns the visitor's profile and `(message key, profile)` for every link.
 pub fn settled_profiles(
     links: &[Link],
     best: &Identifier,
     links_changed: bool,
     assigned: &HashMap<String, String>,
 ) -> Option<(String, Vec<(String, String)>)> {
-    let all_assigned = links
-        .iter()
-        .filter_map(|l| l.identifiers.first())
-        .all(|b| assigned.contains_key(&b.to_string()));
-    if links_changed || !all_assigned {
+    let settled = links.iter().all(|l| {
+        let mut profiles = l.identifiers.iter().map(|i| assigned.get(&i.to_string()));
+        let first = profiles.next().flatten();
+        first.is_some() && profiles.all(|p| p == first)
+    });
+    if links_changed || !settled {
         return None;
     }
     let profile_id = assigned.get(&best.to_string())?.clone();
@@ -285,7 +289,7 @@ mod tests {
         let source = parse_source("k", &json!({"id": "web"})).unwrap();
         let events: Vec<&Event> = decoded.valid().collect();
         let graph = contributions(&events, &source.id, &Rules::default());
-        let links = upsert_links(&graph.links);
+        let links = upsert_links(&graph.links, 0);
         IngestPlan::new(IngestInput {
             source: &source,
             events: &events,
@@ -432,5 +436,32 @@ mod tests {
         );
         assert_eq!(settled_profiles(&graph.links, &best, true, &both), None);
         assert_eq!(settled_profiles(&graph.links, &best, false, &one), None);
+    }
+
+    #[test]
+    fn a_link_across_two_profiles_is_resolved_again() {
+        // A sign-in whose links committed while its resolution never ran (the try failed):
+        // its retry finds no new link and both identifiers assigned, to two profiles.
+        let decoded = decoded(json!([
+            {"type": "identify", "userId": "u1", "anonymousId": "a1", "messageId": "m1"}
+        ]));
+        let events: Vec<&Event> = decoded.valid().collect();
+        let graph = contributions(&events, "web", &Rules::default());
+        let best = graph.links[0].identifiers[0].clone();
+        let apart: HashMap<String, String> = HashMap::from([
+            ("anonymous_id:a1".into(), "p-a".into()),
+            ("user_id:u1".into(), "p-u".into()),
+        ]);
+        assert_eq!(settled_profiles(&graph.links, &best, false, &apart), None);
+        let together: HashMap<String, String> = HashMap::from([
+            ("anonymous_id:a1".into(), "p-u".into()),
+            ("user_id:u1".into(), "p-u".into()),
+        ]);
+        assert!(settled_profiles(&graph.links, &best, false, &together).is_some());
+        let probe = crate::identity::graph_plan::probe_assignments(&graph.links);
+        assert!(
+            matches!(&probe.params[0], Param::Text(t) if t.contains("anonymous_id:a1") && t.contains("user_id:u1")),
+            "the probe reads every identifier of the links"
+        );
     }
 }

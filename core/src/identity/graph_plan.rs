@@ -1,12 +1,14 @@
 //! Write plans and queries for the identity graph (schema: `edge/migrations/0003_identity.sql`).
 //!
 //! A request stores its events' links and trait rows together with the events (one
-//! transaction), then loads the connected components those links touch with one recursive query,
-//! recomputes their partition with [`crate::identity::partition`], and writes the assignments
-//! guarded by the version of the links it saw ([`Version`]), so concurrent requests converge on
-//! the partition of all links whatever order their writes land in.
+//! transaction; with profile shards the links' copies elsewhere first, [`link_copies`]), then
+//! loads the connected components those links touch (one recursive query, or a walk over the
+//! databases: [`crate::identity::spread`]), recomputes their partition with
+//! [`crate::identity::partition`], and writes the assignments guarded by the version of the
+//! links it saw of each component ([`Version`]), so concurrent requests converge on the
+//! partition of all links whatever order their writes land in.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::collect::event::Event;
 use crate::identity::{Conflict, Identifier, Link, Partition, Rules};
@@ -27,7 +29,7 @@ pub const MAX_COMPONENT_LINKS: usize = 5000;
 pub struct StoredLink {
     /// sha256 of the sorted identifier text forms.
     pub set_key: String,
-    /// Global order of the last change.
+    /// Order of the last change: its database's next, at least [`seq_floor`].
     pub seq: i64,
     /// The link.
     pub link: Link,
@@ -96,16 +98,17 @@ fn identifiers_json(link: &Link) -> String {
 /// Upserts for links with at least one identifier, with a member row for every identifier. A
 /// set seen before keeps its earliest event; when an earlier event arrives it replaces the key
 /// and takes a new `seq`.
-pub fn upsert_links(links: &[Link]) -> Vec<Statement> {
-    link_copies(links, 0, |_| 0).remove(&0).unwrap_or_default()
+pub fn upsert_links(links: &[Link], floor: i64) -> Vec<Statement> {
+    link_copies(links, floor, |_| 0)
+        .remove(&0)
+        .unwrap_or_default()
 }
 
 /// [`upsert_links`] for a graph spread over databases (`home`: an identifier's database): each
 /// database gets a copy of every link one of its identifiers is in, and the member rows of its
 /// own identifiers, so a walk finds an identifier's links where the identifier lives
 /// ([`crate::identity::spread`]). A new or changed link's `seq` is the database's next one,
-/// or `floor` when that is higher: with several databases `floor` is the clock, so a link
-/// written after another anywhere gets the higher `seq` (0 with one database).
+/// or `floor` ([`seq_floor`]) when that is higher.
 pub fn link_copies(
     links: &[Link],
     floor: i64,
@@ -201,13 +204,14 @@ pub const LOAD_COMPONENT_SQL: &str = "WITH RECURSIVE ids(identifier) AS ( \
     CROSS JOIN identity_links l ON l.set_key = m.set_key \
     ORDER BY l.seq LIMIT 5000";
 
-/// Appended to a request's write batch: the current assignments of its links' best identifiers.
-/// When no link changed and every one is assigned, the request needs no recomputation.
+/// Appended to a request's write batch: the current assignments of its links' identifiers.
+/// When no link changed and each link's identifiers are in one profile, the request needs no
+/// recomputation (`collect::ingest_plan::settled_profiles`).
 pub fn probe_assignments(links: &[Link]) -> Statement {
     Statement {
         sql: LOAD_IDENTITIES_SQL.into(),
         params: vec![Param::Text(identifiers_param(
-            links.iter().filter_map(|l| l.identifiers.first()),
+            links.iter().flat_map(|l| &l.identifiers),
         ))],
     }
 }
@@ -254,12 +258,12 @@ pub struct Assignment {
 }
 
 /// What an assignment was computed from: the highest `seq` of the component's links and the sum
-/// of their `seq`s, compared in that order. Every change to a link raises its `seq`, and links
-/// are only added, so a computation that saw more links, or a newer state of one, is greater,
-/// even when the highest `seq` is the same: over several databases a walk can see link 11
-/// before link 10 has landed (docs/scale.md), and the sum tells that view from the whole one.
-/// After an erasure takes links away, the next link written has a `seq` above every earlier
-/// one, so the highest `seq` still rises.
+/// of their `seq`s, compared in that order. Every change to a link raises its `seq`, so a
+/// computation that saw more of a component's links, or a newer state of one, is greater, even
+/// when the highest `seq` is the same: over several databases a walk can see link 11 before
+/// link 10 has landed (docs/scale.md), and the sum tells that view from the whole one. Links
+/// go only by erasure and retention; after those, the next link written has a `seq` above
+/// every earlier one ([`seq_floor`]), so the highest `seq` still rises.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Version {
     /// The highest `seq` (`identities.seq`).
@@ -276,7 +280,72 @@ impl Version {
             sum: v.sum.saturating_add(l.seq),
         })
     }
+
+    /// The version of each identifier's own component among `links` (by identifier text). A
+    /// request can load several components (a queued batch of many visitors), and one
+    /// component's newer links must not lend their `seq`s to another's stale view.
+    pub fn by_component(links: &[StoredLink]) -> HashMap<String, Version> {
+        let mut parent: HashMap<String, String> = HashMap::new();
+        fn root(parent: &mut HashMap<String, String>, x: &str) -> String {
+            let mut at = x.to_owned();
+            while let Some(up) = parent.get(&at).filter(|up| **up != at) {
+                at = up.clone();
+            }
+            parent.insert(x.to_owned(), at.clone());
+            at
+        }
+        for link in links {
+            let texts: Vec<String> = link
+                .link
+                .identifiers
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            let Some(first) = texts.first() else { continue };
+            let head = root(&mut parent, first);
+            for text in &texts[1..] {
+                let other = root(&mut parent, text);
+                if other != head {
+                    parent.insert(other, head.clone());
+                }
+            }
+        }
+        let mut by_root: HashMap<String, Version> = HashMap::new();
+        for link in links {
+            let Some(first) = link.link.identifiers.first() else {
+                continue;
+            };
+            let version = by_root
+                .entry(root(&mut parent, &first.to_string()))
+                .or_default();
+            version.max = version.max.max(link.seq);
+            version.sum = version.sum.saturating_add(link.seq);
+        }
+        let identifiers: Vec<String> = parent.keys().cloned().collect();
+        identifiers
+            .into_iter()
+            .map(|i| {
+                let version = by_root
+                    .get(&root(&mut parent, &i))
+                    .copied()
+                    .unwrap_or_default();
+                (i, version)
+            })
+            .collect()
+    }
 }
+
+/// The least a new or changed link's `seq` may be: the clock, in milliseconds since
+/// 2026-01-01. Over several databases it orders links written anywhere (each database's
+/// counter only orders its own), and after an erasure took the newest links away, the next one
+/// is still the newest. Counted from 2026 so that a component's sum of `seq`s (5,000 links at
+/// most) stays exact as a JavaScript number, which D1's parameters are, for decades.
+pub fn seq_floor(now_ms: i64) -> i64 {
+    (now_ms - SEQ_EPOCH_MS).max(0)
+}
+
+/// 2026-01-01T00:00:00Z.
+const SEQ_EPOCH_MS: i64 = 1_767_225_600_000;
 
 /// What a request writes after recomputing the partition of the components it touched.
 #[derive(Debug, Clone, PartialEq)]
@@ -288,12 +357,13 @@ pub struct GraphWrites {
 }
 
 /// Diffs the recomputed partition against stored assignments. Assignments are written where the
-/// stored row is missing, differs, or was computed from fewer links (`seq`), each guarded so an
+/// stored row is missing, differs, or has an older version (`versions`: each identifier's
+/// component's, [`Version::by_component`]), each guarded so an
 /// older computation can never overwrite a newer one.
 pub fn graph_writes(
     partition: &Partition,
     stored: &[Assignment],
-    version: Version,
+    versions: &HashMap<String, Version>,
     cause: &str,
     now_ms: i64,
 ) -> GraphWrites {
@@ -304,6 +374,7 @@ pub fn graph_writes(
     for profile in &partition.profiles {
         for identifier in &profile.identifiers {
             let text = identifier.to_string();
+            let version = versions.get(&text).copied().unwrap_or_default();
             let old = current.get(text.as_str());
             if let Some(old) = old {
                 if old.profile_id != profile.id.as_str() {
@@ -405,6 +476,41 @@ mod tests {
         Identifier::new(kind, v)
     }
 
+    /// Every identifier of `p` at `version`.
+    fn all(p: &Partition, version: Version) -> HashMap<String, Version> {
+        p.profiles
+            .iter()
+            .flat_map(|profile| &profile.identifiers)
+            .map(|i| (i.to_string(), version))
+            .collect()
+    }
+
+    #[test]
+    fn each_component_has_its_own_version() {
+        let (a, u, b) = (
+            id(IdType::AnonymousId, "a"),
+            id(IdType::UserId, "u"),
+            id(IdType::AnonymousId, "b"),
+        );
+        let stored = |seq, message: &str, ids: Vec<Identifier>| StoredLink {
+            set_key: message.into(),
+            seq,
+            link: Link::new(1, message, ids),
+        };
+        // A queued batch loads a's component (a sign-in still landing) and b's (a newer link).
+        let links = [
+            stored(5, "m1", vec![a.clone()]),
+            stored(7, "m2", vec![u.clone(), a.clone()]),
+            stored(900, "m3", vec![b.clone()]),
+        ];
+        let versions = Version::by_component(&links);
+        assert_eq!(versions["anonymous_id:a"], Version { max: 7, sum: 12 });
+        assert_eq!(versions["user_id:u"], Version { max: 7, sum: 12 });
+        assert_eq!(versions["anonymous_id:b"], Version { max: 900, sum: 900 });
+        assert_eq!(seq_floor(1_767_225_600_000 + 42), 42);
+        assert_eq!(seq_floor(0), 0);
+    }
+
     #[test]
     fn set_key_ignores_identifier_order() {
         let a = Link::new(
@@ -428,7 +534,7 @@ mod tests {
             Link::new(1, "early", vec![id(IdType::AnonymousId, "a")]),
             Link::new(1, "empty", vec![]),
         ];
-        let plan = upsert_links(&links);
+        let plan = upsert_links(&links, 0);
         assert_eq!(plan.len(), 2, "one link upsert + one member insert");
         assert_eq!(plan[0].params[2], Param::Text("early".into()));
         assert_eq!(plan[0].params.len(), 6, "numbered parameters ?1..?6");
@@ -442,7 +548,7 @@ mod tests {
         let proven = Link::new(1, "m1", vec![c.clone(), a.clone()]);
         let claimed = proven.clone().with_claimed(vec![a.clone()]);
         assert_ne!(set_key(&proven), set_key(&claimed));
-        let plan = upsert_links(std::slice::from_ref(&claimed));
+        let plan = upsert_links(std::slice::from_ref(&claimed), 0);
         let Param::Text(json) = &plan[0].params[4] else {
             panic!("claimed identifiers are stored");
         };
@@ -486,14 +592,16 @@ mod tests {
             version,
         };
         assert!(
-            !graph_writes(&p, &[stored(partial)], whole, "s/m", 0)
+            !graph_writes(&p, &[stored(partial)], &all(&p, whole), "s/m", 0)
                 .statements
                 .is_empty(),
             "the whole view rewrites what the partial one wrote"
         );
-        assert!(graph_writes(&p, &[stored(whole)], partial, "s/m", 0)
-            .statements
-            .is_empty());
+        assert!(
+            graph_writes(&p, &[stored(whole)], &all(&p, partial), "s/m", 0)
+                .statements
+                .is_empty()
+        );
     }
 
     #[test]
@@ -516,7 +624,7 @@ mod tests {
             version: Version { max: 1, sum: 1 },
         }];
         let v2 = Version { max: 2, sum: 3 };
-        let writes = graph_writes(&p, &stored, v2, "src/m2", 0);
+        let writes = graph_writes(&p, &stored, &all(&p, v2), "src/m2", 0);
         assert_eq!(
             writes.merges,
             vec![(
@@ -542,7 +650,7 @@ mod tests {
                 version: v2,
             },
         ];
-        let writes = graph_writes(&p, &up_to_date, v2, "src/m3", 0);
+        let writes = graph_writes(&p, &up_to_date, &all(&p, v2), "src/m3", 0);
         assert!(
             writes.statements.is_empty(),
             "nothing changed, nothing written"

@@ -55,6 +55,16 @@ impl LinkRow {
     }
 }
 
+/// Where an identifier's links may be: its home, and places they may not have left yet.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Places {
+    /// Its previous shard while the count changes, and `DB` until other shards' links it
+    /// held went home.
+    pub before: Vec<usize>,
+    /// Its shard.
+    pub home: usize,
+}
+
 /// A component's load over several databases.
 #[derive(Debug, Default)]
 pub struct ComponentWalk {
@@ -73,35 +83,47 @@ impl ComponentWalk {
         }
     }
 
-    /// The next round's reads by database: each database that `places` says may hold one of
-    /// the identifiers not yet asked for is asked for their links ([`LOAD_COMPONENT_SQL`], which
-    /// also follows the links that database holds). Empty when the walk is over.
-    pub fn reads(&mut self, places: impl Fn(&str) -> Vec<usize>) -> BTreeMap<usize, Statement> {
+    /// The next round's reads, in stages: each database that `places` says may hold one of
+    /// the identifiers not yet asked for is asked for their links ([`LOAD_COMPONENT_SQL`],
+    /// which also follows the links that database holds). The places links move away from (a
+    /// previous shard, `DB` before its links went home) are read in a stage before the homes
+    /// they move to: a move copies home before it deletes, so a link in flight is found in
+    /// one or the other. Empty when the walk is over.
+    pub fn reads(&mut self, places: impl Fn(&str) -> Places) -> Vec<BTreeMap<usize, Statement>> {
         if self.rounds >= MAX_WALK_ROUNDS || self.links.len() >= MAX_COMPONENT_LINKS {
             self.frontier.clear();
         }
-        let mut by_database: BTreeMap<usize, Vec<&String>> = BTreeMap::new();
+        let mut before: BTreeMap<usize, Vec<&String>> = BTreeMap::new();
+        let mut home: BTreeMap<usize, Vec<&String>> = BTreeMap::new();
         for identifier in &self.frontier {
-            for database in places(identifier) {
-                by_database.entry(database).or_default().push(identifier);
+            let at = places(identifier);
+            for database in at.before.into_iter().filter(|d| *d != at.home) {
+                before.entry(database).or_default().push(identifier);
             }
+            home.entry(at.home).or_default().push(identifier);
         }
-        let reads: BTreeMap<usize, Statement> = by_database
+        let stage = |by_database: BTreeMap<usize, Vec<&String>>| -> BTreeMap<usize, Statement> {
+            by_database
+                .into_iter()
+                .map(|(database, identifiers)| {
+                    let seeds = serde_json::to_string(&identifiers).unwrap_or_else(|_| "[]".into());
+                    let read = Statement {
+                        sql: LOAD_COMPONENT_SQL.into(),
+                        params: vec![Param::Text(seeds)],
+                    };
+                    (database, read)
+                })
+                .collect()
+        };
+        let stages: Vec<BTreeMap<usize, Statement>> = [stage(before), stage(home)]
             .into_iter()
-            .map(|(database, identifiers)| {
-                let seeds = serde_json::to_string(&identifiers).unwrap_or_else(|_| "[]".into());
-                let read = Statement {
-                    sql: LOAD_COMPONENT_SQL.into(),
-                    params: vec![Param::Text(seeds)],
-                };
-                (database, read)
-            })
+            .filter(|s| !s.is_empty())
             .collect();
         self.asked.append(&mut self.frontier);
-        if !reads.is_empty() {
+        if !stages.is_empty() {
             self.rounds += 1;
         }
-        reads
+        stages
     }
 
     /// Takes a round's rows in. Copies of one link can differ while a write is landing: the
@@ -139,6 +161,11 @@ impl ComponentWalk {
         links
     }
 }
+
+/// The walk over `DB` that takes other shards' identifiers' links home, once
+/// (`walk_cursors`): links stayed in `DB` before they moved to the profile shards
+/// (2026-12-07). Until it is done, a component's walk reads `DB` for every identifier.
+pub const LINKS_HOME: &str = "identity_links_home:0";
 
 /// Most links of one identifier a move carries: a busy identifier's links can outgrow one
 /// statement's JSON, so a move takes them over in parts (the walk comes back for the rest).
@@ -232,13 +259,23 @@ pub const MEMBER_LINKS_SQL: &str = "SELECT DISTINCT set_key FROM link_members \
 /// An erasure's link statements for one database, by the set keys of the subject's links
 /// (read with [`MEMBER_LINKS_SQL`] in every database): another person's database holds a
 /// copy of a link the two share but no member row of the subject, so the copies are found by
-/// key. Links made only of the subject go; the others lose the subject's identifiers, and a
-/// copy left with no member here goes. Each returns its set keys: the receipt counts links,
-/// not copies. `(what, statement)` pairs as [`crate::privacy::erase`]'s.
+/// key. [`erase_copies`], then [`erase_members`]. `(what, statement)` pairs as
+/// [`crate::privacy::erase`]'s.
 pub fn erase(identifiers: &str, set_keys: &[String]) -> Vec<(&'static str, Statement)> {
-    let ids = Param::Text(identifiers.to_owned());
-    let keys = Param::Text(serde_json::to_string(set_keys).unwrap_or_else(|_| "[]".into()));
-    let both = vec![ids.clone(), keys.clone()];
+    let mut plan = erase_copies(identifiers, set_keys);
+    plan.extend(erase_members(identifiers, set_keys));
+    plan
+}
+
+/// The copies among `set_keys`: links made only of the subject (`identifiers`, a JSON array)
+/// go, the others lose the subject's identifiers. Run in every database before any member
+/// row goes, so an erasure that fails part way finds every key again when it is retried. Each
+/// returns its set keys: the receipt counts links, not copies.
+pub fn erase_copies(identifiers: &str, set_keys: &[String]) -> Vec<(&'static str, Statement)> {
+    let both = vec![
+        Param::Text(identifiers.to_owned()),
+        Param::Text(serde_json::to_string(set_keys).unwrap_or_else(|_| "[]".into())),
+    ];
     vec![
         (
             "identityLinks",
@@ -264,13 +301,21 @@ pub fn erase(identifiers: &str, set_keys: &[String]) -> Vec<(&'static str, State
                 params: both,
             },
         ),
+    ]
+}
+
+/// The subject's member rows, then the copies among `set_keys` that no member in this
+/// database holds any more (counted as redacted shared links, by key).
+pub fn erase_members(identifiers: &str, set_keys: &[String]) -> Vec<(&'static str, Statement)> {
+    let keys = Param::Text(serde_json::to_string(set_keys).unwrap_or_else(|_| "[]".into()));
+    vec![
         (
             "linkMembers",
             Statement {
                 sql:
                     "DELETE FROM link_members WHERE identifier IN (SELECT value FROM json_each(?1))"
                         .into(),
-                params: vec![ids],
+                params: vec![Param::Text(identifiers.to_owned())],
             },
         ),
         ("sharedLinksRedacted", unheld_copies(keys)),
@@ -346,30 +391,40 @@ mod tests {
             id(IdType::UserId, "u"),
             id(IdType::AnonymousId, "b"),
         );
-        let places = |i: &str| {
-            if i.starts_with("user_id") {
-                vec![0, 2]
-            } else {
-                vec![0, 1]
-            }
+        // DB (0) still holds links that are going home, so it is read first.
+        let places = |i: &str| Places {
+            before: vec![0],
+            home: if i.starts_with("user_id") { 2 } else { 1 },
         };
+        let keys = |stage: &BTreeMap<usize, Statement>| stage.keys().copied().collect::<Vec<_>>();
         let mut walk = ComponentWalk::new(["anonymous_id:a".to_owned()]);
         let first = walk.reads(places);
-        assert_eq!(first.keys().copied().collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!(
+            first.iter().map(keys).collect::<Vec<_>>(),
+            vec![vec![0], vec![1]]
+        );
         walk.absorb([stored(5, 10, "m1", &[a.clone(), u.clone()])]);
         let second = walk.reads(places);
         assert_eq!(
-            second.keys().copied().collect::<Vec<_>>(),
-            vec![0, 2],
+            second.iter().map(keys).collect::<Vec<_>>(),
+            vec![vec![0], vec![2]],
             "u is asked where it lives"
         );
-        assert!(matches!(&second[&2].params[0], Param::Text(t) if t == "[\"user_id:u\"]"));
+        assert!(matches!(&second[1][&2].params[0], Param::Text(t) if t == "[\"user_id:u\"]"));
         walk.absorb([
             stored(5, 10, "m1", &[a.clone(), u.clone()]),
             stored(7, 20, "m2", &[u.clone(), b.clone()]),
         ]);
-        let third = walk.reads(places);
-        assert!(matches!(&third[&1].params[0], Param::Text(t) if t == "[\"anonymous_id:b\"]"));
+        let third = walk.reads(|i| Places {
+            before: vec![],
+            ..places(i)
+        });
+        assert_eq!(
+            third.len(),
+            1,
+            "nothing read first once DB's links are home"
+        );
+        assert!(matches!(&third[0][&1].params[0], Param::Text(t) if t == "[\"anonymous_id:b\"]"));
         walk.absorb([stored(7, 20, "m2", &[u, b])]);
         assert!(
             walk.reads(places).is_empty(),
@@ -384,7 +439,7 @@ mod tests {
     fn copies_of_a_link_landing_at_different_moments_read_as_the_landed_one() {
         let a = id(IdType::AnonymousId, "a");
         let mut walk = ComponentWalk::new(["anonymous_id:a".to_owned()]);
-        walk.reads(|_| vec![0]);
+        walk.reads(|_| Places::default());
         // The old copy has the higher seq of its database; the new one the earlier event.
         walk.absorb([
             stored(40, 20, "late", std::slice::from_ref(&a)),
@@ -400,7 +455,7 @@ mod tests {
     fn a_runaway_walk_stops_after_its_rounds() {
         let mut walk = ComponentWalk::new(["anonymous_id:0".to_owned()]);
         let mut rounds = 0;
-        while !walk.reads(|_| vec![0]).is_empty() {
+        while !walk.reads(|_| Places::default()).is_empty() {
             rounds += 1;
             let (this, next) = (
                 id(IdType::AnonymousId, &(rounds - 1).to_string()),

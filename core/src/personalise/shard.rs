@@ -16,6 +16,9 @@ use crate::personalise::segment::{recorded_writes, version_guard, Memberships};
 use crate::personalise::stored::StoredState;
 use crate::plan::{Param, Statement};
 
+/// The saved position of a walk that is finished (`walk_cursors`).
+pub const WALK_DONE: &str = "\u{10FFFF}done";
+
 /// Most shards a deployment may name: each is a binding the Worker reads per request.
 pub const MAX_SHARDS: u32 = 64;
 

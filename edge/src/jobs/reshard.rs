@@ -9,7 +9,7 @@
 //! With no move under way, the same walks take home, once, the evidence and the links `DB`
 //! held for other shards' profiles and identifiers ([`EVIDENCE_HOME`], [`LINKS_HOME`]).
 
-use seam_core::identity::spread;
+use seam_core::identity::spread::{self, LINKS_HOME};
 use seam_core::personalise::shard::{self, Layout};
 use seam_core::plan::{Param, Statement};
 use seam_core::privacy::retention::save_walk_cursor;
@@ -45,7 +45,7 @@ impl Default for Budget {
 }
 
 /// The saved position of a shard whose walk is finished.
-pub const DONE: &str = "\u{10FFFF}done";
+pub const DONE: &str = shard::WALK_DONE;
 /// The prefix of the walks' names in `walk_cursors`.
 const PREFIX: &str = "profile_shard_move:";
 
@@ -77,10 +77,6 @@ pub fn link_cursor_name(layout: Layout, shard: usize) -> String {
     let from = layout.from.unwrap_or(layout.shards);
     format!("{LINK_PREFIX}{from}:{}:{shard}", layout.shards)
 }
-
-/// The walk over `DB` that takes other shards' identifiers' links home, once: links stayed in
-/// `DB` before they moved to the profile shards (2026-12-07). Not a move's walk either.
-pub const LINKS_HOME: &str = "identity_links_home:0";
 
 /// The walk over `DB` that takes other shards' profiles' evidence home, once: evidence stayed
 /// in `DB` before it moved to the profile shards (2026-12-07), so a deployment that already had

@@ -10,7 +10,8 @@ use worker::{D1Database, D1PreparedStatement, D1Result};
 fn bind(param: &Param) -> JsValue {
     match param {
         Param::Text(s) => JsValue::from_str(s),
-        // Epoch milliseconds and counters stay far below 2^53, so f64 is exact.
+        // Epoch milliseconds, counters and link `seq` sums (`graph_plan::seq_floor`) stay
+        // below 2^53, so f64 is exact.
         Param::Int(n) => JsValue::from_f64(*n as f64),
         Param::Null => JsValue::NULL,
         // D1 stores an ArrayBuffer as a BLOB.

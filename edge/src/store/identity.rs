@@ -12,13 +12,16 @@ use seam_core::identity::graph_plan::{
     LOAD_IDENTITIES_SQL,
 };
 use seam_core::identity::resolution::Resolved;
-use seam_core::identity::spread::{self, ComponentWalk, LinkRow};
+use seam_core::identity::spread::{self, ComponentWalk, LinkRow, Places};
 use seam_core::identity::{partition, Link, Rules};
+use seam_core::personalise::shard::WALK_DONE;
 use seam_core::plan::{Param, Statement};
+use seam_core::privacy::retention::walk_cursor;
 use serde::Deserialize;
 use serde_json::Value;
 use worker::D1Database;
 
+use crate::isolate;
 use crate::store::d1;
 use crate::store::shards::Shards;
 
@@ -111,15 +114,39 @@ pub async fn write_links(
     Ok(changed)
 }
 
-/// The databases that may hold `identifier`'s links: its home, its previous home while the
-/// shard count changes, and `DB`, which holds the links written before they moved to the
-/// shards (2026-12-07) until `jobs::reshard` has taken them home.
-fn places(db: &Shards, identifier: &str) -> Vec<usize> {
-    let mut places = vec![0, db.index_of(identifier)];
-    places.extend(db.previous(identifier));
-    places.sort_unstable();
-    places.dedup();
-    places
+/// Where `identifier`'s links may be: its home, its previous home while the shard count
+/// changes, and `DB` while `DB` still holds links of other shards' identifiers (written before
+/// they moved to the shards, 2026-12-07, until `jobs::reshard` took them home).
+fn places(db: &Shards, identifier: &str, links_in_db: bool) -> Places {
+    let mut before: Vec<usize> = db.previous(identifier).into_iter().collect();
+    if links_in_db {
+        before.push(0);
+    }
+    Places {
+        before,
+        home: db.index_of(identifier),
+    }
+}
+
+/// Whether `DB` may still hold links of other shards' identifiers: until the walk taking them
+/// home ([`spread::LINKS_HOME`]) is done, read again every minute per isolate.
+async fn links_in_db(db: &Shards) -> worker::Result<bool> {
+    let now_ms = crate::platform::now_ms();
+    if let Some(held) = isolate::links_in_db(now_ms) {
+        return Ok(held);
+    }
+    let read = walk_cursor(spread::LINKS_HOME);
+    let done = d1::rows::<Cursor>(db, &read)
+        .await?
+        .first()
+        .is_some_and(|c| c.after == WALK_DONE);
+    isolate::found_links_in_db(!done, now_ms);
+    Ok(!done)
+}
+
+#[derive(Deserialize)]
+struct Cursor {
+    after: String,
 }
 
 /// The links of the components `seeds` (a JSON array of identifier text forms) touch.
@@ -132,21 +159,21 @@ async fn component(db: &Shards, seeds: String) -> worker::Result<Vec<StoredLink>
         };
         return Ok(parse(d1::rows::<LinkRow>(db, &read).await?).collect());
     }
+    let legacy = links_in_db(db).await?;
     let seeds: Vec<String> = serde_json::from_str(&seeds).unwrap_or_default();
     let mut walk = ComponentWalk::new(seeds);
     loop {
-        let reads = walk.reads(|identifier| places(db, identifier));
-        if reads.is_empty() {
+        let stages = walk.reads(|identifier| places(db, identifier, legacy));
+        if stages.is_empty() {
             return Ok(walk.finish());
         }
-        let rounds = join_all(
-            reads
+        for stage in stages {
+            let reads = stage
                 .iter()
-                .map(|(database, read)| d1::rows::<LinkRow>(db.at(*database), read)),
-        )
-        .await;
-        for rows in rounds {
-            walk.absorb(parse(rows?));
+                .map(|(database, read)| d1::rows::<LinkRow>(db.at(*database), read));
+            for rows in join_all(reads).await {
+                walk.absorb(parse(rows?));
+            }
         }
     }
 }
@@ -163,7 +190,7 @@ pub async fn resolve(
     };
     let seeds = identifiers_param(links.iter().flat_map(|l| &l.identifiers));
     let stored = component(db, seeds).await?;
-    let version = Version::of(&stored);
+    let versions = Version::by_component(&stored);
     let component: Vec<Link> = stored.into_iter().map(|l| l.link).collect();
     let partition = partition(&component, rules);
 
@@ -184,29 +211,39 @@ pub async fn resolve(
             },
         })
         .collect();
-    let writes = graph_writes(&partition, &before, version, &cause, now_ms);
+    let writes = graph_writes(&partition, &before, &versions, &cause, now_ms);
     d1::execute(db, &writes.statements).await?;
     Ok(Some(Resolved::new(&partition, before, writes.merges)))
 }
 
 /// Moves `identifier`'s links from database `from` to its home: copies them there (merged with
 /// any copy already home), then deletes in `from` exactly what was copied. False when more are
-/// left than one move carries (`spread::LINKS_PER_MOVE`): the walk comes back for them.
+/// left than one move carries (`spread::LINKS_PER_MOVE`): the walk comes back for them. An
+/// identifier erased while this ran (assigned before, not after) takes what arrived with it:
+/// either this sees the erasure, or the erasure's second pass finds the arrived member row.
 pub async fn settle_links(db: &Shards, identifier: &str, from: usize) -> worker::Result<bool> {
-    let read = Statement {
-        sql: spread::LINKS_OF_SQL.into(),
+    let by_id = |sql: &str| Statement {
+        sql: sql.into(),
         params: vec![Param::Text(identifier.to_owned())],
     };
-    let rows = d1::rows::<LinkRow>(db.at(from), &read).await?;
+    let assigned = by_id("SELECT 1 AS one FROM identities WHERE identifier = ?1");
+    let was_assigned = !d1::rows::<Value>(db, &assigned).await?.is_empty();
+    let rows = d1::rows::<LinkRow>(db.at(from), &by_id(spread::LINKS_OF_SQL)).await?;
     if rows.is_empty() {
         return Ok(true);
     }
-    d1::execute(
-        db.at(db.index_of(identifier)),
-        &spread::arrive(identifier, &rows),
-    )
-    .await?;
+    let home = db.at(db.index_of(identifier));
+    d1::execute(home, &spread::arrive(identifier, &rows)).await?;
     let keys: Vec<&str> = rows.iter().map(|r| r.set_key.as_str()).collect();
+    if was_assigned && d1::rows::<Value>(db, &assigned).await?.is_empty() {
+        let ids = serde_json::to_string(&[identifier]).unwrap_or_else(|_| "[]".into());
+        let owned: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
+        let undo: Vec<Statement> = spread::erase(&ids, &owned)
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect();
+        d1::execute(home, &undo).await?;
+    }
     d1::execute(db.at(from), &spread::leave(identifier, &keys)).await?;
     Ok(rows.len() < spread::LINKS_PER_MOVE)
 }

@@ -205,29 +205,47 @@ pub async fn run_erasure(
         }
     }
     places.remove(&0);
+    let mut done = Counted::default();
     // With profile shards, links are copied where each of their identifiers lives: the
     // subject's links are found by their member rows, in every database, then erased by set
-    // key wherever a copy is, and counted once.
-    let spread = if db.all().len() > 1 {
-        let ids = serde_json::to_string(&subject.identifiers).unwrap_or_else(|_| "[]".into());
+    // key wherever a copy is (another person's database holds no member row of the subject).
+    // Every copy goes before any member row: a retry after a failure part way finds every key
+    // again from the member rows left.
+    let spread = db.all().len() > 1;
+    let ids = serde_json::to_string(&subject.identifiers).unwrap_or_else(|_| "[]".into());
+    let keys = if spread {
         let keys = subject_links(db, &ids).await?;
-        spread::erase(&ids, &keys)
+        for shard in db.all() {
+            done.add(run_keyed(shard, &spread::erase_copies(&ids, &keys)).await?);
+        }
+        keys
     } else {
         Vec::new()
     };
-    let mut done = Counted::default();
     for shard in 1..db.all().len() {
-        let mut plan = spread.clone();
+        let mut plan = spread::erase_members(&ids, &keys);
         if let Some(profiles) = places.get(&shard) {
             plan.extend(erase_state(profiles.iter().copied()));
         }
         done.add(run_keyed(db.at(shard), &plan).await?);
     }
     named.extend(erase_state(&subject.profile_ids));
-    named.extend(spread);
+    if spread {
+        named.extend(spread::erase(&ids, &keys));
+    }
     done.add(run_keyed(db, &named).await?);
+    // `DB` has committed: the receipt stands, and a failure from here is only logged. The
+    // other shards are cleared once more: a refresh that ran in between (before the
+    // suppression committed) may have written a state there again, and an ingest that passed
+    // the suppression check before it committed may have written links since the keys were
+    // read (its own batch in `DB` committed first, or it would have undone itself).
+    if spread {
+        match erase_links(db, &ids).await {
+            Ok(changed) => done.add(changed),
+            Err(e) => worker::console_error!("erasure's second pass over the links failed: {e}"),
+        }
+    }
     for (shard, profiles) in &places {
-        // `DB` has committed: the receipt stands, and a failure here is only logged.
         match run_keyed(db.at(*shard), &erase_state(profiles.iter().copied())).await {
             Ok(changed) => done.add(changed),
             Err(e) => {
@@ -236,6 +254,16 @@ pub async fn run_erasure(
         }
     }
     Ok(done.totals())
+}
+
+/// The links of `identifiers` (a JSON array) erased in every database, keys read afresh.
+async fn erase_links(db: &Shards, identifiers: &str) -> worker::Result<Counted> {
+    let keys = subject_links(db, identifiers).await?;
+    let mut done = Counted::default();
+    for shard in db.all() {
+        done.add(run_keyed(shard, &spread::erase(identifiers, &keys)).await?);
+    }
+    Ok(done)
 }
 
 /// The set keys of `identifiers`' links (a JSON array), read in every database.
