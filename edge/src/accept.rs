@@ -23,6 +23,7 @@ use worker::{Context, D1Result, Env};
 
 use crate::error::ApiError;
 use crate::platform::{now_ms, Spans};
+use crate::store::identity::Written;
 use crate::store::shards::Shards;
 use crate::{isolate, jobs, settings, store};
 
@@ -136,7 +137,7 @@ pub async fn accept_prepared(
     let floor = seq_floor(now_ms());
     let mut copies = link_copies(&graph.links, floor, |i| db.index_of(&i.to_string()));
     let links_here = copies.remove(&0).unwrap_or_default();
-    let links_elsewhere = store::identity::write_links(&db, &copies).await?;
+    let links_elsewhere = store::identity::write_links(&db, &copies, &graph.links).await?;
     let plan = IngestPlan::new(IngestInput {
         source,
         events: &valid,
@@ -231,12 +232,12 @@ async fn profiles_after(
     db: &Shards,
     rules: &Rules,
     (plan, results): (&IngestPlan, &[D1Result]),
-    links_elsewhere: bool,
+    elsewhere: Written,
     links: &[Link],
     best: &Identifier,
     received_at: i64,
 ) -> Result<Settled, ApiError> {
-    let links_changed = links_elsewhere
+    let links_changed = elsewhere.changed
         || plan.links_changed(results, |r| {
             r.results::<Value>().is_ok_and(|rows| !rows.is_empty())
         });
@@ -244,7 +245,11 @@ async fn profiles_after(
         Some(probe) => store::identity::probed(probe)?,
         None => Default::default(),
     };
-    if let Some((id, profile_of)) = settled_profiles(links, best, links_changed, &assigned) {
+    let mut seqs = elsewhere.seqs;
+    if let Some(read) = plan.link_seqs(results) {
+        store::identity::add_link_seqs(read, &mut seqs)?;
+    }
+    if let Some((id, profile_of)) = settled_profiles(links, best, links_changed, &assigned, &seqs) {
         // The batch read the state in `DB`: the profile's own only when that is its shard.
         let loaded = plan
             .profile_reads(results)

@@ -581,6 +581,27 @@ pub fn with_refreshes<R>(f: impl FnOnce(&mut Coalescer<Refresh>) -> R) -> R {
     REFRESHES.with(|c| f(&mut c.borrow_mut()))
 }
 
+/// How long an isolate trusts what it read of the walk taking `DB`'s links home
+/// (`store::identity`): the walk's end is read again this often while it is not known done.
+const LINKS_HOME_TTL_MS: i64 = 60_000;
+
+thread_local! {
+    /// Whether `DB` was last found to hold other shards' links still (`None`: not read yet),
+    /// and when.
+    static LINKS_IN_DB: std::cell::Cell<(Option<bool>, i64)> = const { std::cell::Cell::new((None, 0)) };
+}
+
+/// Whether `DB` still holds links of other shards' identifiers, as last read, while fresh.
+pub fn links_in_db(now_ms: i64) -> Option<bool> {
+    let (known, at) = LINKS_IN_DB.with(std::cell::Cell::get);
+    known.filter(|_| now_ms.saturating_sub(at) < LINKS_HOME_TTL_MS)
+}
+
+/// Records what was read of the walk taking `DB`'s links home.
+pub fn found_links_in_db(held: bool, now_ms: i64) {
+    LINKS_IN_DB.with(|c| c.set((Some(held), now_ms)));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -656,25 +677,4 @@ mod tests {
             "the stale count starts over"
         );
     }
-}
-
-/// How long an isolate trusts what it read of the walk taking `DB`'s links home
-/// (`store::identity`): the walk's end is read again this often while it is not known done.
-const LINKS_HOME_TTL_MS: i64 = 60_000;
-
-thread_local! {
-    /// Whether `DB` was last found to hold other shards' links still (`None`: not read yet),
-    /// and when.
-    static LINKS_IN_DB: std::cell::Cell<(Option<bool>, i64)> = const { std::cell::Cell::new((None, 0)) };
-}
-
-/// Whether `DB` still holds links of other shards' identifiers, as last read, while fresh.
-pub fn links_in_db(now_ms: i64) -> Option<bool> {
-    let (known, at) = LINKS_IN_DB.with(std::cell::Cell::get);
-    known.filter(|_| now_ms.saturating_sub(at) < LINKS_HOME_TTL_MS)
-}
-
-/// Records what was read of the walk taking `DB`'s links home.
-pub fn found_links_in_db(held: bool, now_ms: i64) {
-    LINKS_IN_DB.with(|c| c.set((Some(held), now_ms)));
 }

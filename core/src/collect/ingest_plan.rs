@@ -16,7 +16,7 @@ use crate::collect::event::Event;
 use crate::collect::ingest::Decoded;
 use crate::collect::source::Source;
 use crate::identity::graph_plan::{
-    identifiers_param, probe_assignments, upsert_traits, Contributions,
+    identifiers_param, link_seqs, probe_assignments, set_key, upsert_traits, Contributions,
 };
 use crate::identity::{mentioned_identifiers, Identifier, Link, Rules};
 use crate::personalise::refresh::feeds_computed;
@@ -55,6 +55,7 @@ pub struct IngestPlan {
     events: Range<usize>,
     deliveries: Range<usize>,
     links: Range<usize>,
+    link_seqs: Option<usize>,
     suppression_probe: Option<usize>,
     assignments: Option<usize>,
     profile_reads: Option<Range<usize>>,
@@ -116,6 +117,10 @@ impl IngestPlan {
         let links_start = statements.len();
         statements.extend_from_slice(links);
         let links_at = links_start..statements.len();
+        let link_seqs = link_seqs(&graph.links).map(|read| {
+            statements.push(read);
+            statements.len() - 1
+        });
         statements.extend(upsert_traits(&graph.traits));
         statements.extend(record_consent(consent));
         statements.extend(count_rejections(&source.id, received_at, decoded));
@@ -162,6 +167,7 @@ impl IngestPlan {
             events: events_at,
             deliveries: deliveries_at,
             links: links_at,
+            link_seqs,
             suppression_probe: suppression_at,
             assignments,
             profile_reads,
@@ -198,6 +204,11 @@ impl IngestPlan {
             .any(returned_rows)
     }
 
+    /// The read of the links' stored `seq`s ([`link_seqs`]) in this database.
+    pub fn link_seqs<'r, R>(&self, results: &'r [R]) -> Option<&'r R> {
+        self.link_seqs.and_then(|i| results.get(i))
+    }
+
     /// The suppression probe's result: keys suppressed as of commit.
     pub fn suppression_probe<'r, R>(&self, results: &'r [R]) -> Option<&'r R> {
         self.suppression_probe.and_then(|i| results.get(i))
@@ -214,32 +225,56 @@ impl IngestPlan {
     }
 }
 
-/// The visitor's profile when the batch settled it without a resolution: no link was new and
-/// every link's identifiers are assigned, each link's to one profile (`assigned`: identifier
-/// text -> profile). A link whose identifiers are in several profiles is resolved again: it was
-/// stored by a try whose resolution never ran (the request failed after its links committed,
-/// and this is the retry), or the rules refused the merge it asks for, which resolving again
-/// confirms. Returns the visitor's profile and `(message key, profile)` for every link.
+/// An identifier's assignment as the batch's probe read it: its profile and the highest link
+/// `seq` it was computed from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assigned {
+    /// The profile.
+    pub profile_id: String,
+    /// `identities.seq`.
+    pub seq: i64,
+}
+
+/// The visitor's profile when the batch settled it without a resolution: no link was new,
+/// every link's best identifier is assigned (`assigned`: identifier text -> assignment), and
+/// no link is unresolved: one whose identifiers are in several profiles although none of
+/// their assignments was computed from it (each older than the link's stored `seq`, `seqs` by
+/// set key). The try that stored such a link failed before its resolution ran, and this is its
+/// retry. A link the rules refused is in several profiles too, but its resolution saw it.
+/// Returns the visitor's profile and `(message key, profile)` for every link.
 pub fn settled_profiles(
     links: &[Link],
     best: &Identifier,
     links_changed: bool,
-    assigned: &HashMap<String, String>,
+    assigned: &HashMap<String, Assigned>,
+    seqs: &HashMap<String, i64>,
 ) -> Option<(String, Vec<(String, String)>)> {
-    let settled = links.iter().all(|l| {
-        let mut profiles = l.identifiers.iter().map(|i| assigned.get(&i.to_string()));
-        let first = profiles.next().flatten();
-        first.is_some() && profiles.all(|p| p == first)
-    });
-    if links_changed || !settled {
+    let unresolved = |link: &Link| {
+        let found: Vec<&Assigned> = link
+            .identifiers
+            .iter()
+            .filter_map(|i| assigned.get(&i.to_string()))
+            .collect();
+        let seq = seqs.get(&set_key(link)).copied().unwrap_or(0);
+        found.iter().any(|a| a.profile_id != found[0].profile_id)
+            && found.iter().any(|a| a.seq < seq)
+    };
+    let all_assigned = links
+        .iter()
+        .filter_map(|l| l.identifiers.first())
+        .all(|b| assigned.contains_key(&b.to_string()));
+    if links_changed || !all_assigned || links.iter().any(unresolved) {
         return None;
     }
-    let profile_id = assigned.get(&best.to_string())?.clone();
+    let profile_id = assigned.get(&best.to_string())?.profile_id.clone();
     let profile_of = links
         .iter()
         .filter_map(|l| {
             let best = l.identifiers.first()?.to_string();
-            Some((l.message_id.clone(), assigned.get(&best)?.clone()))
+            Some((
+                l.message_id.clone(),
+                assigned.get(&best)?.profile_id.clone(),
+            ))
         })
         .collect();
     Some((profile_id, profile_of))
@@ -419,13 +454,15 @@ mod tests {
         let events: Vec<&Event> = decoded.valid().collect();
         let graph = contributions(&events, "web", &Rules::default());
         let best = graph.links[1].identifiers[0].clone();
-        let both: HashMap<String, String> = HashMap::from([
-            ("anonymous_id:a1".into(), "p1".into()),
-            ("anonymous_id:a2".into(), "p2".into()),
+        let both: HashMap<String, Assigned> = HashMap::from([
+            ("anonymous_id:a1".into(), assigned("p1", 1)),
+            ("anonymous_id:a2".into(), assigned("p2", 1)),
         ]);
-        let one: HashMap<String, String> = HashMap::from([("anonymous_id:a2".into(), "p2".into())]);
+        let one: HashMap<String, Assigned> =
+            HashMap::from([("anonymous_id:a2".into(), assigned("p2", 1))]);
+        let none = HashMap::new();
         assert_eq!(
-            settled_profiles(&graph.links, &best, false, &both),
+            settled_profiles(&graph.links, &best, false, &both, &none),
             Some((
                 "p2".into(),
                 vec![
@@ -434,30 +471,52 @@ mod tests {
                 ]
             ))
         );
-        assert_eq!(settled_profiles(&graph.links, &best, true, &both), None);
-        assert_eq!(settled_profiles(&graph.links, &best, false, &one), None);
+        assert_eq!(
+            settled_profiles(&graph.links, &best, true, &both, &none),
+            None
+        );
+        assert_eq!(
+            settled_profiles(&graph.links, &best, false, &one, &none),
+            None
+        );
+    }
+
+    fn assigned(profile: &str, seq: i64) -> Assigned {
+        Assigned {
+            profile_id: profile.into(),
+            seq,
+        }
     }
 
     #[test]
-    fn a_link_across_two_profiles_is_resolved_again() {
+    fn a_link_in_two_profiles_that_no_resolution_saw_is_resolved_again() {
         // A sign-in whose links committed while its resolution never ran (the try failed):
-        // its retry finds no new link and both identifiers assigned, to two profiles.
+        // its retry finds no new link, both identifiers assigned to two profiles, each from
+        // links older than the sign-in's.
         let decoded = decoded(json!([
             {"type": "identify", "userId": "u1", "anonymousId": "a1", "messageId": "m1"}
         ]));
         let events: Vec<&Event> = decoded.valid().collect();
         let graph = contributions(&events, "web", &Rules::default());
         let best = graph.links[0].identifiers[0].clone();
-        let apart: HashMap<String, String> = HashMap::from([
-            ("anonymous_id:a1".into(), "p-a".into()),
-            ("user_id:u1".into(), "p-u".into()),
+        let seqs = HashMap::from([(set_key(&graph.links[0]), 9)]);
+        let apart = |seq| -> HashMap<String, Assigned> {
+            HashMap::from([
+                ("anonymous_id:a1".into(), assigned("p-a", seq)),
+                ("user_id:u1".into(), assigned("p-u", seq)),
+            ])
+        };
+        assert_eq!(
+            settled_profiles(&graph.links, &best, false, &apart(5), &seqs),
+            None
+        );
+        // A merge the rules refused: two profiles, but computed from the link.
+        assert!(settled_profiles(&graph.links, &best, false, &apart(9), &seqs).is_some());
+        let together = HashMap::from([
+            ("anonymous_id:a1".into(), assigned("p-u", 5)),
+            ("user_id:u1".into(), assigned("p-u", 5)),
         ]);
-        assert_eq!(settled_profiles(&graph.links, &best, false, &apart), None);
-        let together: HashMap<String, String> = HashMap::from([
-            ("anonymous_id:a1".into(), "p-u".into()),
-            ("user_id:u1".into(), "p-u".into()),
-        ]);
-        assert!(settled_profiles(&graph.links, &best, false, &together).is_some());
+        assert!(settled_profiles(&graph.links, &best, false, &together, &seqs).is_some());
         let probe = crate::identity::graph_plan::probe_assignments(&graph.links);
         assert!(
             matches!(&probe.params[0], Param::Text(t) if t.contains("anonymous_id:a1") && t.contains("user_id:u1")),

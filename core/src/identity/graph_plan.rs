@@ -216,6 +216,24 @@ pub fn probe_assignments(links: &[Link]) -> Statement {
     }
 }
 
+/// The stored `seq`s of `links` (their set keys), read after they are written: a link stored
+/// by a try that failed before its resolution is newer than its identifiers' assignments
+/// (`collect::ingest_plan::settled_profiles`). `None` without a link with identifiers.
+pub fn link_seqs(links: &[Link]) -> Option<Statement> {
+    let keys: BTreeSet<String> = links
+        .iter()
+        .filter(|l| !l.identifiers.is_empty())
+        .map(set_key)
+        .collect();
+    (!keys.is_empty()).then(|| Statement {
+        sql: "SELECT set_key, seq FROM identity_links WHERE set_key IN (SELECT value FROM json_each(?1))"
+            .into(),
+        params: vec![Param::Text(
+            serde_json::to_string(&keys).unwrap_or_else(|_| "[]".into()),
+        )],
+    })
+}
+
 /// Current assignments of identifiers (a JSON array bound as `?1`).
 pub const LOAD_IDENTITIES_SQL: &str =
     "SELECT identifier, profile_id, seq, seq_sum FROM identities \
@@ -285,51 +303,53 @@ impl Version {
     /// request can load several components (a queued batch of many visitors), and one
     /// component's newer links must not lend their `seq`s to another's stale view.
     pub fn by_component(links: &[StoredLink]) -> HashMap<String, Version> {
-        let mut parent: HashMap<String, String> = HashMap::new();
-        fn root(parent: &mut HashMap<String, String>, x: &str) -> String {
-            let mut at = x.to_owned();
-            while let Some(up) = parent.get(&at).filter(|up| **up != at) {
-                at = up.clone();
+        // Union-find over the identifiers, numbered; path halving and union by size keep it
+        // near linear (a user's thousand browsers would otherwise make one long chain).
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut parent: Vec<usize> = Vec::new();
+        let mut size: Vec<usize> = Vec::new();
+        fn find(parent: &mut [usize], mut x: usize) -> usize {
+            while parent[x] != x {
+                parent[x] = parent[parent[x]];
+                x = parent[x];
             }
-            parent.insert(x.to_owned(), at.clone());
-            at
+            x
         }
+        let mut firsts = Vec::with_capacity(links.len());
         for link in links {
-            let texts: Vec<String> = link
-                .link
-                .identifiers
-                .iter()
-                .map(ToString::to_string)
-                .collect();
-            let Some(first) = texts.first() else { continue };
-            let head = root(&mut parent, first);
-            for text in &texts[1..] {
-                let other = root(&mut parent, text);
-                if other != head {
-                    parent.insert(other, head.clone());
+            let mut first = None;
+            for identifier in &link.link.identifiers {
+                let next = index.len();
+                let i = *index.entry(identifier.to_string()).or_insert(next);
+                if i == parent.len() {
+                    parent.push(i);
+                    size.push(1);
+                }
+                let Some(head) = first else {
+                    first = Some(i);
+                    continue;
+                };
+                let (a, b) = (find(&mut parent, head), find(&mut parent, i));
+                if a != b {
+                    let (big, small) = if size[a] >= size[b] { (a, b) } else { (b, a) };
+                    parent[small] = big;
+                    size[big] += size[small];
                 }
             }
+            firsts.push(first);
         }
-        let mut by_root: HashMap<String, Version> = HashMap::new();
-        for link in links {
-            let Some(first) = link.link.identifiers.first() else {
-                continue;
-            };
-            let version = by_root
-                .entry(root(&mut parent, &first.to_string()))
-                .or_default();
+        let mut by_root: HashMap<usize, Version> = HashMap::new();
+        for (link, first) in links.iter().zip(firsts) {
+            let Some(first) = first else { continue };
+            let version = by_root.entry(find(&mut parent, first)).or_default();
             version.max = version.max.max(link.seq);
             version.sum = version.sum.saturating_add(link.seq);
         }
-        let identifiers: Vec<String> = parent.keys().cloned().collect();
-        identifiers
+        index
             .into_iter()
-            .map(|i| {
-                let version = by_root
-                    .get(&root(&mut parent, &i))
-                    .copied()
-                    .unwrap_or_default();
-                (i, version)
+            .map(|(identifier, i)| {
+                let root = find(&mut parent, i);
+                (identifier, by_root.get(&root).copied().unwrap_or_default())
             })
             .collect()
     }

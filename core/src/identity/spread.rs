@@ -162,10 +162,14 @@ impl ComponentWalk {
     }
 }
 
-/// The walk over `DB` that takes other shards' identifiers' links home, once
-/// (`walk_cursors`): links stayed in `DB` before they moved to the profile shards
-/// (2026-12-07). Until it is done, a component's walk reads `DB` for every identifier.
+/// The walk over `DB` that takes other shards' identifiers' links home (`walk_cursors`): links
+/// stayed in `DB` before they moved to the profile shards (2026-12-07).
 pub const LINKS_HOME: &str = "identity_links_home:0";
+
+/// A second walk like [`LINKS_HOME`], begun in a run after that one ended: it takes home what
+/// an older Worker still running during the deploy wrote behind the first. Until it is done, a
+/// component's walk reads `DB` for every identifier.
+pub const LINKS_HOME_AGAIN: &str = "identity_links_home:1";
 
 /// Most links of one identifier a move carries: a busy identifier's links can outgrow one
 /// statement's JSON, so a move takes them over in parts (the walk comes back for the rest).

@@ -7,9 +7,10 @@
 //! end with nothing left behind is marked done; once every walk is, the move is over and
 //! `PROFILE_SHARDS_FROM` can go. Reads meanwhile look in both places, so nothing waits on this.
 //! With no move under way, the same walks take home, once, the evidence and the links `DB`
-//! held for other shards' profiles and identifiers ([`EVIDENCE_HOME`], [`LINKS_HOME`]).
+//! held for other shards' profiles and identifiers ([`EVIDENCE_HOME`], [`LINKS_HOME`] and,
+//! for what an older Worker wrote behind it during the deploy, [`LINKS_HOME_AGAIN`]).
 
-use seam_core::identity::spread::{self, LINKS_HOME};
+use seam_core::identity::spread::{self, LINKS_HOME, LINKS_HOME_AGAIN};
 use seam_core::personalise::shard::{self, Layout};
 use seam_core::plan::{Param, Statement};
 use seam_core::privacy::retention::save_walk_cursor;
@@ -107,8 +108,14 @@ pub async fn run(db: &Shards, budget: Budget, now_ms: i64) -> Result<Report, Api
                 &mut report,
             )
             .await?;
+            // The links' walk twice, the second from a later run than the first ended in.
+            let first_done = walk_start(db, LINKS_HOME).await? == DONE;
             let walks = [(0, LINKS_HOME.to_owned())];
             walk(db, &walks, Kind::Links, elsewhere, &mut spend, &mut report).await?;
+            if first_done {
+                let walks = [(0, LINKS_HOME_AGAIN.to_owned())];
+                walk(db, &walks, Kind::Links, elsewhere, &mut spend, &mut report).await?;
+            }
         }
         return Ok(report);
     };

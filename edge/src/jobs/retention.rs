@@ -17,6 +17,7 @@ use serde_json::json;
 use worker::Env;
 
 use crate::error::ApiError;
+use crate::store::privacy::Suppressed;
 use crate::store::retention::{changes, expired_profiles, save_walk, walk_start};
 use crate::store::shards::Shards;
 use crate::{platform, settings, store};
@@ -89,7 +90,9 @@ pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
             let mut plan: Vec<(&'static str, Statement)> = erase(&step.expired, &sources, now_ms);
             // The position commits with the erasure: a run that fails later resumes here.
             plan.push((WALK_POSITION, save_walk_cursor(WALK_CURSOR, &after)));
-            for (what, n) in store::privacy::run_erasure(&db, &step.expired, plan).await? {
+            for (what, n) in
+                store::privacy::run_erasure(&db, &step.expired, plan, Suppressed::No).await?
+            {
                 if what != WALK_POSITION {
                     *report.profile_rows.entry(what).or_default() += n;
                 }

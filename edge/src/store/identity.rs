@@ -7,9 +7,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use futures_util::future::join_all;
 use seam_core::collect::event::{Event, EventType};
+use seam_core::collect::ingest_plan::Assigned;
 use seam_core::identity::graph_plan::{
-    graph_writes, identifiers_param, Assignment, StoredLink, Version, LOAD_COMPONENT_SQL,
-    LOAD_IDENTITIES_SQL,
+    graph_writes, identifiers_param, link_seqs, Assignment, StoredLink, Version,
+    LOAD_COMPONENT_SQL, LOAD_IDENTITIES_SQL,
 };
 use seam_core::identity::resolution::Resolved;
 use seam_core::identity::spread::{self, ComponentWalk, LinkRow, Places};
@@ -85,33 +86,77 @@ struct IdentifierRow {
     identifier: String,
 }
 
-/// Reads the probe's rows (see `graph_plan::probe_assignments`) into identifier -> profile.
-pub fn probed(result: &worker::D1Result) -> worker::Result<HashMap<String, String>> {
+/// Reads the probe's rows (see `graph_plan::probe_assignments`) into identifier -> assignment.
+pub fn probed(result: &worker::D1Result) -> worker::Result<HashMap<String, Assigned>> {
     Ok(result
         .results::<AssignmentRow>()?
         .into_iter()
-        .map(|r| (r.identifier, r.profile_id))
+        .map(|r| {
+            let assigned = Assigned {
+                profile_id: r.profile_id,
+                seq: r.seq,
+            };
+            (r.identifier, assigned)
+        })
         .collect())
 }
 
+/// Reads a [`link_seqs`] result into `seqs` (set key -> the highest `seq` of its copies).
+pub fn add_link_seqs(
+    result: &worker::D1Result,
+    seqs: &mut HashMap<String, i64>,
+) -> worker::Result<()> {
+    #[derive(Deserialize)]
+    struct Row {
+        set_key: String,
+        seq: i64,
+    }
+    for row in result.results::<Row>()? {
+        let seq = seqs.entry(row.set_key).or_default();
+        *seq = (*seq).max(row.seq);
+    }
+    Ok(())
+}
+
+/// What writing the links outside `DB` found.
+#[derive(Default)]
+pub struct Written {
+    /// Whether any link was new or changed.
+    pub changed: bool,
+    /// The links' stored `seq`s there, by set key.
+    pub seqs: HashMap<String, i64>,
+}
+
 /// Writes link copies that live outside `DB` (`graph_plan::link_copies` by database; `DB`'s
-/// share is left out, it goes in the request's batch), each database's in one batch. Returns
-/// whether any link was new or changed.
+/// share is left out, it goes in the request's batch), each database's in one batch that ends
+/// by reading the `seq`s the links have there.
 pub async fn write_links(
     db: &Shards,
     copies: &BTreeMap<usize, Vec<Statement>>,
-) -> worker::Result<bool> {
+    links: &[Link],
+) -> worker::Result<Written> {
+    let read = link_seqs(links);
     let writes = copies
         .iter()
         .filter(|(database, _)| **database != 0)
-        .map(|(database, plan)| d1::execute(db.at(*database), plan));
-    let mut changed = false;
+        .map(|(database, plan)| {
+            let mut plan = plan.clone();
+            plan.extend(read.clone());
+            async move { d1::execute(db.at(*database), &plan).await }
+        });
+    let mut written = Written::default();
     for results in join_all(writes).await {
-        for result in results? {
-            changed |= !result.results::<Value>()?.is_empty();
+        let mut results = results?;
+        if read.is_some() {
+            if let Some(seqs) = results.pop() {
+                add_link_seqs(&seqs, &mut written.seqs)?;
+            }
+        }
+        for result in results {
+            written.changed |= !result.results::<Value>()?.is_empty();
         }
     }
-    Ok(changed)
+    Ok(written)
 }
 
 /// Where `identifier`'s links may be: its home, its previous home while the shard count
@@ -128,20 +173,28 @@ fn places(db: &Shards, identifier: &str, links_in_db: bool) -> Places {
     }
 }
 
-/// Whether `DB` may still hold links of other shards' identifiers: until the walk taking them
-/// home ([`spread::LINKS_HOME`]) is done, read again every minute per isolate.
-async fn links_in_db(db: &Shards) -> worker::Result<bool> {
+/// Whether `DB` may still hold links of other shards' identifiers: until the walks taking
+/// them home are done ([`spread::LINKS_HOME_AGAIN`]). Read at most once a minute per isolate,
+/// also once known done: deleting the walk's position (after a rollback) makes every isolate
+/// read `DB` again within a minute. A failed read counts as "may": reading `DB` costs a query,
+/// not reading it could miss a link.
+async fn links_in_db(db: &Shards) -> bool {
     let now_ms = crate::platform::now_ms();
     if let Some(held) = isolate::links_in_db(now_ms) {
-        return Ok(held);
+        return held;
     }
-    let read = walk_cursor(spread::LINKS_HOME);
-    let done = d1::rows::<Cursor>(db, &read)
-        .await?
-        .first()
-        .is_some_and(|c| c.after == WALK_DONE);
-    isolate::found_links_in_db(!done, now_ms);
-    Ok(!done)
+    let read = walk_cursor(spread::LINKS_HOME_AGAIN);
+    match d1::rows::<Cursor>(db, &read).await {
+        Ok(rows) => {
+            let held = rows.first().is_none_or(|c| c.after != WALK_DONE);
+            isolate::found_links_in_db(held, now_ms);
+            held
+        }
+        Err(e) => {
+            worker::console_error!("reading where DB's links stand failed: {e}");
+            true
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -159,7 +212,7 @@ async fn component(db: &Shards, seeds: String) -> worker::Result<Vec<StoredLink>
         };
         return Ok(parse(d1::rows::<LinkRow>(db, &read).await?).collect());
     }
-    let legacy = links_in_db(db).await?;
+    let legacy = links_in_db(db).await;
     let seeds: Vec<String> = serde_json::from_str(&seeds).unwrap_or_default();
     let mut walk = ComponentWalk::new(seeds);
     loop {
@@ -232,6 +285,8 @@ pub async fn settle_links(db: &Shards, identifier: &str, from: usize) -> worker:
     if rows.is_empty() {
         return Ok(true);
     }
+    // (The assignment is read before the links: an erasure between the two reads would
+    // otherwise look like an identifier never assigned.)
     let home = db.at(db.index_of(identifier));
     d1::execute(home, &spread::arrive(identifier, &rows)).await?;
     let keys: Vec<&str> = rows.iter().map(|r| r.set_key.as_str()).collect();

@@ -179,7 +179,7 @@ pub async fn erase_subject(
 ) -> worker::Result<BTreeMap<&'static str, usize>> {
     let mut named = erase(subject, source_ids, now_ms);
     named.extend(extra);
-    let mut counts = run_erasure(db, subject, named).await?;
+    let mut counts = run_erasure(db, subject, named, Suppressed::Yes).await?;
     counts.insert("kvKeys", delete_kv(env, &subject.kv_keys()).await);
     Ok(counts)
 }
@@ -197,6 +197,7 @@ pub async fn run_erasure(
     db: &Shards,
     subject: &Subject,
     mut named: Vec<(&'static str, Statement)>,
+    suppressed: Suppressed,
 ) -> worker::Result<BTreeMap<&'static str, usize>> {
     let mut places: BTreeMap<usize, Vec<&String>> = BTreeMap::new();
     for profile in &subject.profile_ids {
@@ -239,7 +240,7 @@ pub async fn run_erasure(
     // suppression committed) may have written a state there again, and an ingest that passed
     // the suppression check before it committed may have written links since the keys were
     // read (its own batch in `DB` committed first, or it would have undone itself).
-    if spread {
+    if spread && suppressed == Suppressed::Yes {
         match erase_links(db, &ids).await {
             Ok(changed) => done.add(changed),
             Err(e) => worker::console_error!("erasure's second pass over the links failed: {e}"),
@@ -254,6 +255,18 @@ pub async fn run_erasure(
         }
     }
     Ok(done.totals())
+}
+
+/// Whether an erasure puts the person on the suppression list (a deletion asked for does;
+/// retention's erasure of inactive visitors does not). Only then do the links go through a
+/// second pass: without a suppression, links written after `DB` committed are a returning
+/// visitor's own.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Suppressed {
+    /// With the suppression in the same transaction.
+    Yes,
+    /// Without.
+    No,
 }
 
 /// The links of `identifiers` (a JSON array) erased in every database, keys read afresh.
