@@ -262,7 +262,7 @@ async fn profiles_after(
             loaded,
         });
     }
-    let resolved = store::identity::resolve(db, rules, links, received_at)
+    let resolved = store::identity::resolve(db, rules, links, &seqs, received_at)
         .await?
         .ok_or_else(|| ApiError::Storage("identity resolution had no links".into()))?;
     let profile_of = links

@@ -237,10 +237,11 @@ pub struct Assigned {
 
 /// The visitor's profile when the batch settled it without a resolution: no link was new,
 /// every link's best identifier is assigned (`assigned`: identifier text -> assignment), and
-/// no link is unresolved: one whose identifiers are in several profiles although none of
-/// their assignments was computed from it (each older than the link's stored `seq`, `seqs` by
-/// set key). The try that stored such a link failed before its resolution ran, and this is its
-/// retry. A link the rules refused is in several profiles too, but its resolution saw it.
+/// no link is unresolved: one whose identifiers are in several profiles, or not all assigned,
+/// with an assignment older than the link's stored `seq` (`seqs` by set key). The try that
+/// stored such a link failed before its resolution ran, and this is its retry. A link the
+/// rules refused is in several profiles too, and a blocked value is never assigned, but their
+/// resolution saw the link.
 /// Returns the visitor's profile and `(message key, profile)` for every link.
 pub fn settled_profiles(
     links: &[Link],
@@ -256,8 +257,9 @@ pub fn settled_profiles(
             .filter_map(|i| assigned.get(&i.to_string()))
             .collect();
         let seq = seqs.get(&set_key(link)).copied().unwrap_or(0);
-        found.iter().any(|a| a.profile_id != found[0].profile_id)
-            && found.iter().any(|a| a.seq < seq)
+        let apart = found.len() < link.identifiers.len()
+            || found.iter().any(|a| a.profile_id != found[0].profile_id);
+        apart && found.iter().any(|a| a.seq < seq)
     };
     let all_assigned = links
         .iter()
@@ -414,6 +416,13 @@ mod tests {
         assert_eq!(reads.len(), 3);
         assert!(reads[2].contains("profile_personalisation"));
         assert!(plan.links_changed(&results, |sql| sql.contains("identity_links")));
+        assert!(
+            !plan.links_changed(&results, |sql| sql.starts_with("SELECT")),
+            "the read of the links' seqs is not one of their writes"
+        );
+        assert!(plan
+            .link_seqs(&results)
+            .is_some_and(|sql| sql.starts_with("SELECT set_key, seq FROM identity_links")));
         assert_eq!(
             plan.best().map(ToString::to_string).as_deref(),
             Some("user_id:u1")
@@ -517,6 +526,17 @@ mod tests {
             ("user_id:u1".into(), assigned("p-u", 5)),
         ]);
         assert!(settled_profiles(&graph.links, &best, false, &together, &seqs).is_some());
+        // A browser new to a known user: the retry finds only the user assigned.
+        let user_only = HashMap::from([("user_id:u1".into(), assigned("p-u", 5))]);
+        assert_eq!(
+            settled_profiles(&graph.links, &best, false, &user_only, &seqs),
+            None
+        );
+        let user_only_since = HashMap::from([("user_id:u1".into(), assigned("p-u", 9))]);
+        assert!(
+            settled_profiles(&graph.links, &best, false, &user_only_since, &seqs).is_some(),
+            "a value the rules leave unassigned, once resolved"
+        );
         let probe = crate::identity::graph_plan::probe_assignments(&graph.links);
         assert!(
             matches!(&probe.params[0], Param::Text(t) if t.contains("anonymous_id:a1") && t.contains("user_id:u1")),

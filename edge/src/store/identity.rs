@@ -9,7 +9,7 @@ use futures_util::future::join_all;
 use seam_core::collect::event::{Event, EventType};
 use seam_core::collect::ingest_plan::Assigned;
 use seam_core::identity::graph_plan::{
-    graph_writes, identifiers_param, link_seqs, Assignment, StoredLink, Version,
+    graph_writes, identifiers_param, link_seqs, set_key, Assignment, StoredLink, Version,
     LOAD_COMPONENT_SQL, LOAD_IDENTITIES_SQL,
 };
 use seam_core::identity::resolution::Resolved;
@@ -236,13 +236,29 @@ pub async fn resolve(
     db: &Shards,
     rules: &Rules,
     links: &[Link],
+    seqs: &HashMap<String, i64>,
     now_ms: i64,
 ) -> worker::Result<Option<Resolved>> {
     let Some(cause) = links.last().map(|l| l.message_id.clone()) else {
         return Ok(None);
     };
     let seeds = identifiers_param(links.iter().flat_map(|l| &l.identifiers));
-    let stored = component(db, seeds).await?;
+    let mut stored = component(db, seeds).await?;
+    // A component past the cut (`MAX_COMPONENT_LINKS`, the oldest kept) leaves out the newest
+    // links, the request's own among them: they are added, so the assignments are computed
+    // from them and the request's retries find them resolved (`settled_profiles`).
+    let mut loaded: HashSet<String> = stored.iter().map(|l| l.set_key.clone()).collect();
+    for link in links.iter().filter(|l| !l.identifiers.is_empty()) {
+        let key = set_key(link);
+        if loaded.insert(key.clone()) {
+            let seq = seqs.get(&key).copied().unwrap_or_default();
+            stored.push(StoredLink {
+                set_key: key,
+                seq,
+                link: link.clone(),
+            });
+        }
+    }
     let versions = Version::by_component(&stored);
     let component: Vec<Link> = stored.into_iter().map(|l| l.link).collect();
     let partition = partition(&component, rules);
