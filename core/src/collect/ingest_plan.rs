@@ -236,12 +236,13 @@ pub struct Assigned {
 }
 
 /// The visitor's profile when the batch settled it without a resolution: no link was new,
-/// every link's best identifier is assigned (`assigned`: identifier text -> assignment), and
-/// no link is unresolved: one whose identifiers are in several profiles, or not all assigned,
-/// with an assignment older than the link's stored `seq` (`seqs` by set key). The try that
-/// stored such a link failed before its resolution ran, and this is its retry. A link the
-/// rules refused is in several profiles too, and a blocked value is never assigned, but their
-/// resolution saw the link.
+/// every identifier of every link is assigned (`assigned`: identifier text -> assignment),
+/// and no link is unresolved: one whose identifiers are in several profiles with an assignment
+/// older than the link's stored `seq` (`seqs` by set key). The try that stored such a link
+/// failed before its resolution ran, and this is its retry. A link the rules refused is in
+/// several profiles too, but its resolution saw it. (A value extraction keeps and the rules
+/// block, which only a pre-hashed email or phone on the block list can be, stays unassigned:
+/// its requests resolve each time.)
 /// Returns the visitor's profile and `(message key, profile)` for every link.
 pub fn settled_profiles(
     links: &[Link],
@@ -257,9 +258,8 @@ pub fn settled_profiles(
             .filter_map(|i| assigned.get(&i.to_string()))
             .collect();
         let seq = seqs.get(&set_key(link)).copied().unwrap_or(0);
-        let apart = found.len() < link.identifiers.len()
-            || found.iter().any(|a| a.profile_id != found[0].profile_id);
-        apart && found.iter().any(|a| a.seq < seq)
+        let apart = found.iter().any(|a| a.profile_id != found[0].profile_id);
+        found.len() < link.identifiers.len() || (apart && found.iter().any(|a| a.seq < seq))
     };
     let all_assigned = links
         .iter()
@@ -532,10 +532,12 @@ mod tests {
             settled_profiles(&graph.links, &best, false, &user_only, &seqs),
             None
         );
-        let user_only_since = HashMap::from([("user_id:u1".into(), assigned("p-u", 9))]);
-        assert!(
-            settled_profiles(&graph.links, &best, false, &user_only_since, &seqs).is_some(),
-            "a value the rules leave unassigned, once resolved"
+        let user_only_since = HashMap::from([("user_id:u1".into(), assigned("p-u", 11))]);
+        assert_eq!(
+            settled_profiles(&graph.links, &best, false, &user_only_since, &seqs),
+            None,
+            "unassigned, even when a later link's resolution wrote the user (over shards it \
+             can have read the link's database before the link landed)"
         );
         let probe = crate::identity::graph_plan::probe_assignments(&graph.links);
         assert!(

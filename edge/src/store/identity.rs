@@ -10,7 +10,7 @@ use seam_core::collect::event::{Event, EventType};
 use seam_core::collect::ingest_plan::Assigned;
 use seam_core::identity::graph_plan::{
     graph_writes, identifiers_param, link_seqs, set_key, Assignment, StoredLink, Version,
-    LOAD_COMPONENT_SQL, LOAD_IDENTITIES_SQL,
+    LOAD_COMPONENT_SQL, LOAD_IDENTITIES_SQL, MAX_COMPONENT_LINKS,
 };
 use seam_core::identity::resolution::Resolved;
 use seam_core::identity::spread::{self, ComponentWalk, LinkRow, Places};
@@ -247,8 +247,10 @@ pub async fn resolve(
     // A component past the cut (`MAX_COMPONENT_LINKS`, the oldest kept) leaves out the newest
     // links, the request's own among them: they are added, so the assignments are computed
     // from them and the request's retries find them resolved (`settled_profiles`).
+    // Only then: a request link missing from an uncut component was erased meanwhile.
+    let cut = stored.len() >= MAX_COMPONENT_LINKS;
     let mut loaded: HashSet<String> = stored.iter().map(|l| l.set_key.clone()).collect();
-    for link in links.iter().filter(|l| !l.identifiers.is_empty()) {
+    for link in links.iter().filter(|l| cut && !l.identifiers.is_empty()) {
         let key = set_key(link);
         if loaded.insert(key.clone()) {
             let seq = seqs.get(&key).copied().unwrap_or_default();

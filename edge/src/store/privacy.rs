@@ -240,8 +240,8 @@ pub async fn run_erasure(
     // suppression committed) may have written a state there again, and an ingest that passed
     // the suppression check before it committed may have written links since the keys were
     // read (its own batch in `DB` committed first, or it would have undone itself).
-    if spread {
-        match erase_links_again(db, subject, suppressed).await {
+    if spread && suppressed == Suppressed::Yes {
+        match erase_links(db, &ids).await {
             Ok(changed) => done.add(changed),
             Err(e) => worker::console_error!("erasure's second pass over the links failed: {e}"),
         }
@@ -258,52 +258,15 @@ pub async fn run_erasure(
 }
 
 /// Whether an erasure puts the person on the suppression list (a deletion asked for does;
-/// retention's erasure of inactive visitors does not). Without one, the links' second pass
-/// takes only identifiers that are still unassigned after `DB` committed: one assigned again
-/// is a returning visitor's, whose new links are their own.
+/// retention's erasure of inactive visitors does not). Only then do the links get a second
+/// pass: without a suppression, links written after `DB` committed can be a returning
+/// visitor's own (mid-resolution, so not even assigned yet), and a pass would redact them.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Suppressed {
     /// With the suppression in the same transaction.
     Yes,
     /// Without.
     No,
-}
-
-/// The links' second pass ([`run_erasure`]): the subject's identifiers, or without a
-/// suppression those still unassigned, erased in every database with their keys read afresh.
-async fn erase_links_again(
-    db: &Shards,
-    subject: &Subject,
-    suppressed: Suppressed,
-) -> worker::Result<Counted> {
-    let all = serde_json::to_string(&subject.identifiers).unwrap_or_else(|_| "[]".into());
-    let ids = match suppressed {
-        Suppressed::Yes => all,
-        Suppressed::No => {
-            #[derive(Deserialize)]
-            struct Row {
-                identifier: String,
-            }
-            let read = Statement {
-                sql: "SELECT identifier FROM identities \
-                      WHERE identifier IN (SELECT value FROM json_each(?1))"
-                    .into(),
-                params: vec![Param::Text(all)],
-            };
-            let assigned: HashSet<String> = d1::rows::<Row>(db, &read)
-                .await?
-                .into_iter()
-                .map(|r| r.identifier)
-                .collect();
-            let gone: Vec<&String> = subject
-                .identifiers
-                .iter()
-                .filter(|i| !assigned.contains(*i))
-                .collect();
-            serde_json::to_string(&gone).unwrap_or_else(|_| "[]".into())
-        }
-    };
-    erase_links(db, &ids).await
 }
 
 /// The links of `identifiers` (a JSON array) erased in every database, keys read afresh.
