@@ -202,8 +202,9 @@ const startup = (loadAndTrack) => `
 /**
  * Start-up from navigation start on fresh pages (a new browser context per page: nothing cached or
  * compiled), STARTUP_RUNS runs alternating between the SDKs: the median time until the SDK is
- * ready, and until a track() made at load is on the wire. Seam twice: as the README's plain
- * import, and with the preload hints the README's snippet adds. analytics-next twice: with its
+ * ready, and until a track() made at load is on the wire. Seam three times: as the README's plain
+ * import, with its preload hints alone (for pages whose policy forbids inline scripts), and with
+ * its snippet (the hints and a compile started while the page parses). analytics-next twice: with its
  * settings passed inline (`cdnSettings`, its fastest start: no request before ready), and as it
  * loads by default, fetching its settings from its CDN (here the same local server, so without
  * the CDN's latency).
@@ -214,19 +215,23 @@ export async function startupRows() {
   const seamPage = (head) => `<!doctype html><head>${head}<script type="module">
       import { load, track } from "/seam/index.js";
       ${startup(`async () => {
-        const ready = load({ writeKey: "bench", endpoint: location.origin, consent: { analytics_storage: "granted" } });
+        const ready = load({ writeKey: "bench", endpoint: location.origin, wasm: window.seamWasm, consent: { analytics_storage: "granted" } });
         track("Page Loaded", { path: location.pathname });
         await ready;
       }`)}
     </script></head>`;
+  // The README's hints, and its snippet: the hints and a compile started while the page parses.
+  const hints = `<link rel="modulepreload" href="/seam/index.js"><link rel="preload" href="/seam/dist/seam_sdk_bg.wasm" as="fetch" type="application/wasm" crossorigin>`;
+  const compile = `<script>seamWasm = WebAssembly.compileStreaming(fetch("/seam/dist/seam_sdk_bg.wasm")).catch(() => {})</script>`;
   const pages = {
     "/seam.html": seamPage(""),
-    "/seam-preload.html": seamPage(`<link rel="modulepreload" href="/seam/index.js"><link rel="preload" href="/seam/dist/seam_sdk_bg.wasm" as="fetch" type="application/wasm" crossorigin>`),
+    "/seam-preload.html": seamPage(hints),
+    "/seam-snippet.html": seamPage(hints + compile),
     "/segment.html": segmentPage(`cdnSettings: ${SEGMENT_SETTINGS.replace(/"location.host\/v1"/, 'location.host + "/v1"')},`),
     "/segment-fetched.html": segmentPage(""),
   };
   const server = await serve({ "/analytics-next.js": analyticsNext, ...Object.fromEntries(Object.entries(pages).map(([k, v]) => [k, Buffer.from(v)])) });
-  const runs = { seam: [], "seam-preload": [], segment: [], "segment-fetched": [] };
+  const runs = { seam: [], "seam-preload": [], "seam-snippet": [], segment: [], "segment-fetched": [] };
   // One browser, a new context per page: its own empty HTTP and code caches.
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM_BIN || "/usr/bin/chromium",
@@ -261,14 +266,16 @@ export async function startupRows() {
     const ahead = diffs.filter((d) => d < 0).length;
     return `${median(diffs).toFixed(1)} ms, ahead in ${ahead} of ${diffs.length}`;
   };
-  const against = (key, peer) => `Seam minus analytics-next ${paired("seam", key, peer)} (${paired("seam-preload", key, peer)} with the hints)`;
+  const against = (key, peer) =>
+    `Seam minus analytics-next ${paired("seam", key, peer)} (${paired("seam-preload", key, peer)} with the hints, ${paired("seam-snippet", key, peer)} with the snippet)`;
   const vs = (key) =>
     `vs analytics-next ${of("segment", key).toFixed(1)} ms with its settings inline, ${of("segment-fetched", key).toFixed(1)} ms fetching them (its default); ` +
     `per round, ${against(key, "segment")}; against the default, ${against(key, "segment-fetched")}`;
+  const three = (key) => `${["seam", "seam-preload", "seam-snippet"].map((name) => of(name, key).toFixed(1)).join(" / ")} ms`;
   const detail = `medians of ${STARTUP_RUNS} rounds of fresh pages, alternating, from navigation start; local server, headless Chromium`;
   return [
-    ["browser: start-up to ready, Seam / with preload hints", `${of("seam", "ready").toFixed(1)} / ${of("seam-preload", "ready").toFixed(1)} ms`, `${vs("ready")}; ${detail}`],
-    ["browser: track() at load on the wire, Seam / with preload hints", `${of("seam", "wire").toFixed(1)} / ${of("seam-preload", "wire").toFixed(1)} ms`, `${vs("wire")}; ${detail}`],
+    ["browser: start-up to ready, Seam / with preload hints / with the README's snippet", three("ready"), `${vs("ready")}; ${detail}`],
+    ["browser: track() at load on the wire, Seam / with preload hints / with the README's snippet", three("wire"), `${vs("wire")}; ${detail}`],
   ];
 }
 

@@ -43,7 +43,7 @@ function storedConsent() {
 // Everything denied until the visitor chooses (a CMP, if the page has one, answers through
 // __tcfapi and the SDK listens to it too); a choice made on an earlier visit applies at once.
 gtag("consent", "default", all("denied"));
-load({ writeKey: "seam_dev_write_key", flushInterval: 2000 });
+load({ writeKey: "seam_dev_write_key", flushInterval: 2000, wasm: window.seamWasm });
 const choice = storedConsent();
 if (choice) consent.update(choice);
 

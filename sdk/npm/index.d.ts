@@ -63,6 +63,11 @@ export interface LoadOptions {
   region?: string;
   /** Where to fetch the wasm module from, when a bundler moves it. */
   wasmUrl?: string | URL;
+  /**
+   * The wasm module compiled while the page parsed (the README's snippet: `window.seamWasm`).
+   * If it failed to compile, the SDK fetches `wasmUrl` instead.
+   */
+  wasm?: WebAssembly.Module | Promise<WebAssembly.Module | undefined>;
 }
 
 /** JSON-serialisable event properties or traits. */

@@ -52,10 +52,11 @@ test("npm pack output installs and bundles with esbuild, with types and the wasm
   }
 });
 
-// The package's loader in Chromium, served three ways: with the wasm MIME type (instantiated while
-// it streams), as application/octet-stream (instantiated from the bytes instead), and missing
+// The package's loader in Chromium, served these ways: with the wasm MIME type (instantiated while
+// it streams), as application/octet-stream (instantiated from the bytes instead), compiled by the
+// page's snippet (`load({ wasm })`, falling back to the URL when that compile failed), and missing
 // (load() resolves false and calls made meanwhile are dropped, never thrown into the page).
-test("the package's loader starts from a streamed wasm, from one served with another MIME type, and fails softly without one", async () => {
+test("the package's loader starts from a streamed wasm, from one served with another MIME type, from the snippet's compiled module, and fails softly without one", async () => {
   const { createServer } = await import("node:http");
   const { launchBrowser } = await import("../support/browser.mjs");
   const sdk = new URL("../../sdk/npm/", import.meta.url).pathname;
@@ -73,12 +74,18 @@ test("the package's loader starts from a streamed wasm, from one served with ano
       return;
     }
     if (path === "/page.html") {
+      // "compiled": the README's snippet compiles the module while the page parses, and the
+      // SDK's own URL is missing, so only that module can start it. "compile-failed": the
+      // snippet's compile fails (no module there), so the SDK fetches its URL.
+      const snippet = { compiled: "wasm", "compile-failed": "missing" }[query];
+      const own = snippet ? { compiled: "missing", "compile-failed": "wasm" }[query] : query;
       res.writeHead(200, { "content-type": "text/html" });
-      return res.end(`<!doctype html><script type="module">
+      return res.end(`<!doctype html>${snippet ? `<script>seamWasm = WebAssembly.compileStreaming(fetch("/sdk/dist/seam_sdk_bg.wasm?${snippet}")).catch(() => {})</script>` : ""}
+        <script type="module">
         import { load, track, anonymousId, flush } from "/sdk/index.js";
         window.__result = (async () => {
-          const wasmUrl = "/sdk/dist/seam_sdk_bg.wasm?${query}";
-          const started = load({ writeKey: "k", endpoint: location.origin, wasmUrl, consent: { analytics_storage: "granted" } });
+          const wasmUrl = "/sdk/dist/seam_sdk_bg.wasm?${own}";
+          const started = load({ writeKey: "k", endpoint: location.origin, wasmUrl, wasm: window.seamWasm, consent: { analytics_storage: "granted" } });
           track("Loader Checked");
           const ok = await started;
           await flush();
@@ -111,7 +118,7 @@ test("the package's loader starts from a streamed wasm, from one served with ano
       await page.close();
       return { ...result, errors };
     };
-    for (const query of ["wasm", "octet"]) {
+    for (const query of ["wasm", "octet", "compiled", "compile-failed"]) {
       const before = posts.length;
       const result = await run(query);
       assert.equal(result.ok, true, `${query}: load() resolves true`);

@@ -70,6 +70,8 @@ describe("demo shop -> SDK -> edge -> D1", () => {
     page.on("pageerror", (e) => failures.push(e.message));
     const sent = recordSends(page);
     await page.goto(`${edge.url}/`);
+    // The head's snippet compiled the SDK's wasm while the page parsed (its CSP lets it run).
+    assert.equal(await page.evaluate(async () => (await window.seamWasm) instanceof WebAssembly.Module), true, "the snippet's module");
     await page.getByRole("button", { name: "Allow" }).waitFor();
     await sleep(2500); // more than the shop's flushInterval
     assert.deepEqual(sent, [], "nothing sent before the visitor chose");

@@ -58,7 +58,7 @@ export function load(options = {}) {
   } catch (error) {
     report(error);
   }
-  ready = init({ module_or_path: wasmUrl })
+  ready = init({ module_or_path: wasmUrl, compiled: options && options.wasm })
     .then(() => {
       state = "ready";
       const loaded = call(wasm.load, [options]) === true;
