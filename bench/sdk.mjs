@@ -222,7 +222,7 @@ export async function startupRows() {
     </script></head>`;
   // The README's hints, and its snippet: the hints and a compile started while the page parses.
   const hints = `<link rel="modulepreload" href="/seam/index.js"><link rel="preload" href="/seam/dist/seam_sdk_bg.wasm" as="fetch" type="application/wasm" crossorigin>`;
-  const compile = `<script>seamWasm = WebAssembly.compileStreaming(fetch("/seam/dist/seam_sdk_bg.wasm")).catch(() => {})</script>`;
+  const compile = `<script>seamWasm = self.WebAssembly?.compileStreaming?.(fetch("/seam/dist/seam_sdk_bg.wasm")).catch(() => {})</script>`;
   const pages = {
     "/seam.html": seamPage(""),
     "/seam-preload.html": seamPage(hints),

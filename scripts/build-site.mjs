@@ -53,8 +53,8 @@ function expandIncludes() {
 }
 
 // Security headers for every page the Worker's assets serve (Cloudflare's `_headers` file). The
-// CSP allows only this origin; inline scripts (the import maps) are allowed by their hashes, and
-// WebAssembly compilation by 'wasm-unsafe-eval'.
+// CSP allows only this origin; inline scripts (the import maps, the SDK's compile snippet) are
+// allowed by their hashes, and WebAssembly compilation by 'wasm-unsafe-eval'.
 function writeSecurityHeaders() {
   const CONSOLE_CSP = [
     "default-src 'none'",

@@ -32,10 +32,11 @@ async function __wbg_init({ module_or_path, compiled }) {
     const imports = __wbg_get_imports();
     let instance;
     // A module the page compiled while it parsed (the README's snippet): instantiating it needs
-    // no fetch and no compile. A compile that failed, or anything else, falls back to the URL.
+    // no fetch and no compile. A compile that failed, anything else, or a module these imports
+    // do not fit (a snippet left naming an older file) falls back to the URL.
     if (compiled) {
         const module = await Promise.resolve(compiled).catch(() => undefined);
-        if (module instanceof WebAssembly.Module) instance = await WebAssembly.instantiate(module, imports);
+        if (module instanceof WebAssembly.Module) instance = await WebAssembly.instantiate(module, imports).catch(() => undefined);
     }
     if (!instance) {
         // The fetch's promise goes to instantiateStreaming as it is: the engine starts compiling

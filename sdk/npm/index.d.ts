@@ -67,11 +67,16 @@ export interface LoadOptions {
    * The wasm module compiled while the page parsed (the README's snippet: `window.seamWasm`).
    * If it failed to compile, the SDK fetches `wasmUrl` instead.
    */
-  wasm?: WebAssembly.Module | Promise<WebAssembly.Module | undefined>;
+  wasm?: WebAssembly.Module | PromiseLike<unknown>;
 }
 
 /** JSON-serialisable event properties or traits. */
 export type Properties = Record<string, unknown>;
+
+declare global {
+  /** Set by the README's snippet: the wasm module compiling while the page parses. */
+  var seamWasm: PromiseLike<unknown> | undefined;
+}
 
 export function load(options: LoadOptions): Promise<boolean>;
 export function track(event: string, properties?: Properties): void;

@@ -80,7 +80,7 @@ test("the package's loader starts from a streamed wasm, from one served with ano
       const snippet = { compiled: "wasm", "compile-failed": "missing" }[query];
       const own = snippet ? { compiled: "missing", "compile-failed": "wasm" }[query] : query;
       res.writeHead(200, { "content-type": "text/html" });
-      return res.end(`<!doctype html>${snippet ? `<script>seamWasm = WebAssembly.compileStreaming(fetch("/sdk/dist/seam_sdk_bg.wasm?${snippet}")).catch(() => {})</script>` : ""}
+      return res.end(`<!doctype html>${snippet ? `<script>seamWasm = self.WebAssembly?.compileStreaming?.(fetch("/sdk/dist/seam_sdk_bg.wasm?${snippet}")).catch(() => {})</script>` : ""}
         <script type="module">
         import { load, track, anonymousId, flush } from "/sdk/index.js";
         window.__result = (async () => {
