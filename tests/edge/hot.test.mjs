@@ -41,14 +41,20 @@ describe("hot state: events leave D1 once archived", () => {
     const email = `hot-${run}@shop.example`;
     const [ann, bob, eve] = [`ann-${run}`, `bob-${run}`, `eve-${run}`];
     const ordered = { type: "track", event: "Order Completed", anonymousId: ann, messageId: mid(), properties: { revenue: 42 } };
-    const identify = { type: "identify", anonymousId: ann, userId: `u-${ann}`, traits: { email }, messageId: mid() };
+    const annDevice = `ann-device-${run}`;
+    const identify = { type: "identify", anonymousId: ann, userId: `u-${ann}`, traits: { email }, context: { device: { id: annDevice } }, messageId: mid() };
     const server = await send(edge, [identify, ordered], secret("SERVER_WRITE_KEY"));
     assert.equal(server.status, 200, server.text);
     const viewed = { type: "track", event: "Product Viewed", anonymousId: bob, messageId: mid(), properties: { product_id: "p1" } };
-    // Eve's browser claims Ann's email: a claim, redacted when Ann is erased.
-    const claimed = { type: "track", event: "Signed Up", anonymousId: eve, context: { traits: { email } }, messageId: mid() };
+    // Eve's browser claims Ann's email and device: claims, redacted when Ann is erased.
+    const claimed = { type: "track", event: "Signed Up", anonymousId: eve, context: { traits: { email }, device: { id: annDevice } }, messageId: mid() };
     const owed = { type: "track", event: "Owed", anonymousId: bob, messageId: mid() };
     assert.equal((await send(edge, [viewed, claimed, owed])).status, 200);
+    await allArchived(edge);
+    // Dan's browser names Ann's device alone, archived later in an object of its own: once its
+    // row has left D1, only the archive's index by device finds it.
+    const named = { type: "track", event: "Opened", anonymousId: `dan-${run}`, context: { device: { id: annDevice } }, messageId: mid() };
+    assert.equal((await send(edge, [named])).status, 200);
     await allArchived(edge);
     const stored = (await edge.query("SELECT message_id FROM events")).map((r) => r.message_id);
     // A destination still owes this one (dead, so it can be replayed): it stays in D1.
@@ -117,6 +123,8 @@ describe("hot state: events leave D1 once archived", () => {
     const after = await archivedLines(edge);
     assert.ok(!after.some((l) => l.anonymous_id === ann || l.user_id === `u-${ann}`), "Ann's events are gone");
     assert.ok(!JSON.stringify(after).includes(email), "and her email in Eve's event");
+    assert.ok(!JSON.stringify(after).includes(annDevice), "and her device ID in Eve's and Dan's events, which only the archive held");
+    assert.equal(after.find((l) => l.message_id === named.messageId)?.event, "Opened", "Dan's event stays, redacted");
     assert.deepEqual(
       after.map((l) => l.message_id).sort(),
       stored.filter((id) => id !== identify.messageId && id !== ordered.messageId).concat(again.json.results[1].messageId).sort(),

@@ -328,6 +328,18 @@ describe("profile shards: personalisation state over three D1 databases", () => 
     assert.deepEqual(await everywhere("SELECT identifier FROM link_members WHERE identifier = ?", `user_id:${second}`), []);
     const left = await everywhere("SELECT identifiers FROM identity_links WHERE set_key = ?", shared.find((r) => r.shard === 1).set_key);
     assert.deepEqual(left, [{ identifiers: JSON.stringify([`anonymous_id:${anon}`]), shard: 1 }], "the browser's copy keeps the browser; the user's shard keeps none");
+    // No row of any table in any database holds the user ID or their profile's ID.
+    const holding = [];
+    for (let shard = 0; shard < SHARDS; shard++) {
+      const tables = await edge.queryShard(shard, "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '_cf_%' AND name NOT LIKE 'd1_%'");
+      for (const { name } of tables) {
+        const columns = (await edge.queryShard(shard, `SELECT name FROM pragma_table_info('${name}')`)).map((c) => c.name);
+        const where = columns.map((c) => `instr(CAST("${c}" AS TEXT), ?1) OR instr(CAST("${c}" AS TEXT), ?2)`).join(" OR ");
+        const [{ n }] = await edge.queryShard(shard, `SELECT count(*) AS n FROM "${name}" WHERE ${where}`, second, erased);
+        if (n > 0) holding.push(`shard ${shard} ${name}: ${n}`);
+      }
+    }
+    assert.deepEqual(holding, [], "nothing left of the erased user anywhere");
     const still = await send([{ type: "page", name: "Home", anonymousId: anon, messageId: mid() }]);
     assert.equal(still.json.profileId, kept, "the first user's profile is unchanged");
   });

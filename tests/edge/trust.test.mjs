@@ -553,11 +553,13 @@ describe("trust: identity claims from the public key", () => {
   test("erasure reaches the person's email in others' claims and their events of deleted sources; a claimant's request covers only their browser", async () => {
     const v = await victim("erase");
     const mine = `attacker-erase-${run}-0000`;
-    // The shop's server knows the victim's phone; the claimant writes it their own way.
-    await send(edge, [{ type: "identify", userId: v.user, traits: { phone: "+49 151 2345 6789" }, messageId: mid() }], SERVER_KEY);
+    // The shop's server knows the victim's phone and device; the claimant writes the phone their
+    // own way and names the device (a claim: a link marking it claimed, which joins no one).
+    const device = `victim-device-${run}`;
+    await send(edge, [{ type: "identify", userId: v.user, traits: { phone: "+49 151 2345 6789" }, context: { device: { id: device } }, messageId: mid() }], SERVER_KEY);
     await send(edge, [
       { type: "identify", anonymousId: mine, traits: { email: v.email.toUpperCase(), plan: "mine" }, messageId: mid() },
-      { type: "track", event: "Claimed", anonymousId: mine, context: { traits: { email: v.email } }, messageId: mid() },
+      { type: "track", event: "Claimed", anonymousId: mine, context: { traits: { email: v.email }, device: { id: device } }, messageId: mid() },
       { type: "identify", anonymousId: mine, traits: { phone: "+49 (151) 2345-6789" }, messageId: mid() },
       { type: "track", event: "Claimed", anonymousId: mine, context: { traits: { phone: "+49.151.2345.6789" } }, messageId: mid() },
       // Each typed into the other's field.
@@ -579,6 +581,8 @@ describe("trust: identity claims from the public key", () => {
 
     const theirs = await admin(edge, "GET", `/v1/privacy/export?type=email&value=${encodeURIComponent(v.email)}`);
     assert.ok(theirs.json.data.events.some((e) => e.sourceId === "removed-source"), "an export covers deleted sources");
+    const [claim] = await edge.query("SELECT claimed FROM identity_links WHERE instr(identifiers, ?) AND instr(identifiers, ?)", mine, device);
+    assert.ok(claim?.claimed?.includes(device), "before the erasure, the claimant's link claims the device");
     const erased = await admin(edge, "POST", "/v1/privacy/delete", { type: "email", value: v.email });
     assert.equal(erased.status, 200);
     assert.ok(erased.json.deleted.redactedClaims >= 5, JSON.stringify(erased.json.deleted));
@@ -589,6 +593,16 @@ describe("trust: identity claims from the public key", () => {
     assert.equal(phones, 0, "nor the phone, however it was written");
     const [{ n: old }] = await edge.query("SELECT count(*) AS n FROM events WHERE source_id = 'removed-source' AND user_id = ?", v.user);
     assert.equal(old, 0, "events of a source no longer configured are erased too");
+    // Nowhere in D1: every text column of every table, the links' claimed lists included.
+    const tables = await edge.query("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '_cf_%' AND name NOT LIKE 'd1_%'");
+    const holding = [];
+    for (const { name } of tables) {
+      const columns = (await edge.query(`SELECT name FROM pragma_table_info('${name}')`)).map((c) => c.name);
+      const where = columns.map((c) => `instr(lower(CAST("${c}" AS TEXT)), ?1) OR instr(CAST("${c}" AS TEXT), ?2) OR instr(CAST("${c}" AS TEXT), ?3) OR instr(CAST("${c}" AS TEXT), ?4) OR instr(CAST("${c}" AS TEXT), ?5)`).join(" OR ");
+      const [{ n }] = await edge.query(`SELECT count(*) AS n FROM "${name}" WHERE ${where}`, v.email.toLowerCase(), device, v.user, v.browser, v.profileId);
+      if (n > 0) holding.push(`${name}: ${n}`);
+    }
+    assert.deepEqual(holding, [], "no row of any table holds the erased email, device, user, browser or profile ID");
     const me = await lookup("anonymous_id", mine);
     assert.equal(me.traits.email, undefined, "the claimant's profile no longer holds the email");
     assert.equal(me.traits.plan, "mine", "and keeps everything else");

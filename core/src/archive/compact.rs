@@ -3,8 +3,8 @@
 //! small and per person or per object, not per event body:
 //! - a dedup key (8 bytes of a hash) while the source's dedup window lasts, so a resend is
 //!   still a duplicate;
-//! - which archive objects hold a person's lines (`archive_people`, by hashed identifier or
-//!   claimed contact), so timelines, access requests and erasure find them in R2.
+//! - which archive objects hold a person's lines (`archive_people`, by hashed identifier,
+//!   claimed contact or device ID), so timelines, access requests and erasure find them in R2.
 //!
 //! Erasure leaves tombstones (hashed identifiers with the time): an object's rebuild keeps the
 //! lines D1 no longer holds unless a tombstone names them (see [`super::rebuild`]).
@@ -26,6 +26,11 @@ pub const CLAIMED_CONTACTS: [&str; 4] = [
     "$.traits.phone",
     "$.context.traits.phone",
 ];
+
+/// Where events carry a device ID. From a browser it is a claim (naming one proves nothing,
+/// `identity::claims_of`), kept on someone else's event: an erasure takes the person's device
+/// IDs out of other people's events too, in D1 and in the archive.
+pub const CLAIMED_DEVICE: &str = "$.context.device.id";
 
 /// Rows one compaction round reads at most (it takes those that are ready).
 pub const ROUND: u32 = 2000;
@@ -65,6 +70,8 @@ pub enum Named {
     User,
     /// An email or phone claimed in its traits, normalised as [`contact_form`].
     Contact,
+    /// A device ID ([`CLAIMED_DEVICE`]), as [`device_form`].
+    Device,
 }
 
 /// The index key of a person's identifier or contact.
@@ -73,6 +80,7 @@ pub fn person_key(named: Named, value: &str) -> i64 {
         Named::Anonymous => "a",
         Named::User => "u",
         Named::Contact => "c",
+        Named::Device => "d",
     };
     hash64(&[class, value])
 }
@@ -100,7 +108,18 @@ pub fn contact_form(value: &Value) -> Option<String> {
     )
 }
 
-/// The person keys of a line or row: its IDs and the contacts its traits claim.
+/// A device ID as erasure matches it (the same as SQL's `trim(CAST(… AS TEXT))` in
+/// `privacy`): text or a number, without surrounding spaces.
+pub fn device_form(value: &Value) -> Option<String> {
+    let text = match value {
+        Value::String(s) => s.trim_matches(' ').to_owned(),
+        Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    (!text.is_empty()).then_some(text)
+}
+
+/// The person keys of a line or row: its IDs, the contacts its traits claim and its device ID.
 pub fn people(anonymous_id: Option<&str>, user_id: Option<&str>, body: &Value) -> Vec<i64> {
     let mut keys = Vec::new();
     if let Some(a) = anonymous_id {
@@ -114,6 +133,9 @@ pub fn people(anonymous_id: Option<&str>, user_id: Option<&str>, body: &Value) -
             keys.push(person_key(Named::Contact, &c));
         }
     }
+    if let Some(d) = pointer(body, CLAIMED_DEVICE).and_then(device_form) {
+        keys.push(person_key(Named::Device, &d));
+    }
     keys
 }
 
@@ -125,7 +147,7 @@ pub fn pointer<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
 
 /// A row compaction may take (`SELECT` by [`candidates`]).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[allow(missing_docs)] // the columns of `events`, and the claimed contacts
+#[allow(missing_docs)] // the columns of `events`, and the claimed contacts and device ID
 pub struct Cold {
     pub source_id: String,
     pub message_id: String,
@@ -133,7 +155,8 @@ pub struct Cold {
     pub user_id: Option<String>,
     pub received_at: i64,
     pub claim: String,
-    /// The event's traits and context traits, as `{"traits": …, "context": {"traits": …}}`.
+    /// The event's traits, context traits and device ID, as
+    /// `{"traits": …, "context": {"traits": …, "device": {"id": …}}}`.
     #[serde(default)]
     pub claims: Option<String>,
 }
@@ -214,7 +237,8 @@ pub fn candidates(
                AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.source_id = e.source_id \
                AND d.message_id = e.message_id AND d.status IN ('pending', 'sending', 'dead'))) AS ready, \
               json_object('traits', json_extract(e.body, '$.traits'), \
-              'context', json_object('traits', json_extract(e.body, '$.context.traits'))) AS claims \
+              'context', json_object('traits', json_extract(e.body, '$.context.traits'), \
+              'device', json_object('id', json_extract(e.body, '$.context.device.id')))) AS claims \
               FROM events e WHERE e.received_at >= ?1 AND e.received_at < ?4 \
               AND (e.received_at, e.source_id, e.message_id) > (?1, ?2, ?3) \
               ORDER BY e.received_at, e.source_id, e.message_id LIMIT ?6"
@@ -441,17 +465,19 @@ pub fn still_held(keys: &[(String, String)]) -> Statement {
     }
 }
 
-/// The person keys of a subject's anonymous IDs, user IDs and contacts.
+/// The person keys of a subject's anonymous IDs, user IDs, contacts and device IDs.
 pub fn subject_people<'a>(
     anonymous: impl IntoIterator<Item = &'a String>,
     users: impl IntoIterator<Item = &'a String>,
     contacts: impl IntoIterator<Item = &'a String>,
+    devices: impl IntoIterator<Item = &'a String>,
 ) -> Vec<i64> {
     let mut keys: Vec<i64> = anonymous
         .into_iter()
         .map(|a| person_key(Named::Anonymous, a))
         .chain(users.into_iter().map(|u| person_key(Named::User, u)))
         .chain(contacts.into_iter().map(|c| person_key(Named::Contact, c)))
+        .chain(devices.into_iter().map(|d| person_key(Named::Device, d)))
         .collect();
     keys.sort_unstable();
     keys.dedup();
@@ -581,6 +607,32 @@ mod tests {
                 person_key(Named::Anonymous, "a-1"),
                 person_key(Named::Contact, "ann@example.com")
             ]
+        );
+    }
+
+    #[test]
+    fn a_row_names_the_device_id_it_carries() {
+        let mut row = cold("m1", 0);
+        // As `candidates` reads it, without traits.
+        row.claims =
+            Some(r#"{"traits":null,"context":{"traits":null,"device":{"id":" dev-9 "}}}"#.into());
+        assert_eq!(
+            row.people(),
+            vec![
+                person_key(Named::Anonymous, "a-1"),
+                person_key(Named::Device, "dev-9")
+            ]
+        );
+        assert_eq!(
+            device_form(&json!(42)),
+            Some("42".into()),
+            "as SQL casts a number"
+        );
+        assert_eq!(device_form(&json!("  ")), None);
+        assert_ne!(
+            person_key(Named::Device, "x"),
+            person_key(Named::Anonymous, "x"),
+            "a device ID and an anonymous ID of the same text are two people"
         );
     }
 

@@ -2,14 +2,17 @@
 //! hot lines, so the new object is made from both: each line D1 still holds as D1 holds it
 //! now, and each line D1 no longer holds as the old object had it, unless a tombstone names
 //! its person (erased after it was received), or D1 holds the event again elsewhere (resent
-//! after its dedup window). A claimed contact a tombstone names is taken out of a kept line.
+//! after its dedup window). A claimed contact or device ID a tombstone names is taken out of a
+//! kept line.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
 
 use serde_json::Value;
 
-use super::compact::{contact_form, people, person_key, pointer, Named, CLAIMED_CONTACTS};
+use super::compact::{
+    contact_form, device_form, people, person_key, pointer, Named, CLAIMED_CONTACTS, CLAIMED_DEVICE,
+};
 use super::{gzip, Object, Row};
 use crate::format::time::parse_iso8601;
 
@@ -135,10 +138,10 @@ pub fn rebuilt(
     })
 }
 
-/// The line without the claimed contacts `erased` names.
+/// The line without the claimed contacts and device ID `erased` names.
 fn redacted(line: &Line, erased: &HashSet<i64>) -> String {
     let body = line.value.get("body").unwrap_or(&Value::Null);
-    let named: Vec<&str> = CLAIMED_CONTACTS
+    let mut named: Vec<&str> = CLAIMED_CONTACTS
         .into_iter()
         .filter(|path| {
             pointer(body, path)
@@ -146,6 +149,12 @@ fn redacted(line: &Line, erased: &HashSet<i64>) -> String {
                 .is_some_and(|c| erased.contains(&person_key(Named::Contact, &c)))
         })
         .collect();
+    if pointer(body, CLAIMED_DEVICE)
+        .and_then(device_form)
+        .is_some_and(|d| erased.contains(&person_key(Named::Device, &d)))
+    {
+        named.push(CLAIMED_DEVICE);
+    }
     if named.is_empty() {
         return line.text.clone();
     }
@@ -243,6 +252,31 @@ mod tests {
         let kept = lines(&gunzip(&object.body).unwrap());
         assert_eq!(kept[0].value["body"]["traits"], json!({}));
         assert_eq!(kept[0].value["anonymous_id"], "a-1");
+    }
+
+    #[test]
+    fn redacts_an_erased_device_id_claimed_in_someone_elses_line() {
+        let mut claimant = row("m1", "a-1", 100);
+        claimant.body =
+            json!({"type": "track", "context": {"device": {"id": " dev-9 ", "type": "ios"}}})
+                .to_string();
+        let old = object_of(&[claimant, row("m2", "a-2", 100)]);
+        let erased = HashMap::from([(person_key(Named::Device, "dev-9"), 200)]);
+        let object = rebuilt("k".into(), &[], &old, &erased, &HashSet::new()).unwrap();
+        let kept = lines(&gunzip(&object.body).unwrap());
+        assert_eq!(
+            kept.len(),
+            2,
+            "both lines stay: neither is the erased person's own"
+        );
+        assert_eq!(
+            kept[0].value["body"]["context"]["device"],
+            json!({"type": "ios"})
+        );
+        assert_eq!(
+            kept[1].text, old[1].text,
+            "a line without the device is as it was"
+        );
     }
 
     #[test]

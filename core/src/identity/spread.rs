@@ -162,6 +162,12 @@ impl ComponentWalk {
     }
 }
 
+/// A redacted link's claimed list without the erased identifiers (`?1`, a JSON array of text
+/// forms): a claim names a person as much as a member does. NULL when none is left, as a link
+/// that claims nothing stores it.
+pub const REDACTED_CLAIMED: &str = "(SELECT nullif(json_group_array(value), '[]') \
+    FROM json_each(identity_links.claimed) WHERE value NOT IN (SELECT value FROM json_each(?1)))";
+
 /// The walk over `DB` that takes other shards' identifiers' links home (`walk_cursors`): links
 /// stayed in `DB` before they moved to the profile shards (2026-12-07).
 pub const LINKS_HOME: &str = "identity_links_home:0";
@@ -295,13 +301,15 @@ pub fn erase_copies(identifiers: &str, set_keys: &[String]) -> Vec<(&'static str
         (
             "sharedLinksRedacted",
             Statement {
-                sql: "UPDATE identity_links SET identifiers = (SELECT json_group_array(value) \
+                sql: format!(
+                    "UPDATE identity_links SET identifiers = (SELECT json_group_array(value) \
                       FROM json_each(identity_links.identifiers) \
-                      WHERE value NOT IN (SELECT value FROM json_each(?1))) \
+                      WHERE value NOT IN (SELECT value FROM json_each(?1))), \
+                      claimed = {REDACTED_CLAIMED} \
                       WHERE set_key IN (SELECT value FROM json_each(?2)) \
                       AND EXISTS (SELECT 1 FROM json_each(identity_links.identifiers) j \
                       WHERE j.value IN (SELECT value FROM json_each(?1))) RETURNING set_key"
-                    .into(),
+                ),
                 params: both,
             },
         ),
@@ -506,10 +514,19 @@ mod tests {
                 "sharedLinksRedacted"
             ]
         );
+        assert!(plan[1].1.sql.starts_with("UPDATE identity_links"));
         for (name, statement) in &plan {
             assert!(statement.sql.contains("?1"));
             if *name != "linkMembers" {
                 assert!(statement.sql.ends_with("RETURNING set_key"), "{name}");
+            }
+            if statement.sql.starts_with("UPDATE identity_links") {
+                assert!(
+                    statement
+                        .sql
+                        .contains(&format!("claimed = {REDACTED_CLAIMED}")),
+                    "a redacted link's claims lose the person too"
+                );
             }
         }
     }

@@ -21,9 +21,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Map, Value};
 
 use crate::archive;
-use crate::archive::compact::CLAIMED_CONTACTS;
+use crate::archive::compact::{CLAIMED_CONTACTS, CLAIMED_DEVICE};
 use crate::collect::event::{Event, EventError};
 use crate::collect::ingest::{Decoded, Outcome};
+use crate::identity::spread::REDACTED_CLAIMED;
 use crate::identity::{
     identifiers_of, mentioned_identifiers, sha256_hex, IdClass, IdType, Identifier, Rules,
 };
@@ -210,6 +211,10 @@ fn json_list<'a>(items: impl IntoIterator<Item = &'a String>) -> Param {
 
 const IN_IDS: &str = "(SELECT value FROM json_each(?1))";
 
+/// An event's device ID as erasure matches it (`archive::compact::device_form`): the
+/// expression migration 0027 indexes.
+const DEVICE_VALUE: &str = "trim(CAST(json_extract(body, '$.context.device.id') AS TEXT))";
+
 /// Prefix of a statement over a person's events: `mine(source_id, message_id, timestamp)`, in
 /// every source that has events, configured (bound as `?1`, a JSON array) or since deleted (the
 /// distinct `source_id`s, read by seeking the events index once per source). Anonymous IDs are
@@ -263,6 +268,33 @@ pub fn erase_state<'a>(
 pub fn erase(
     subject: &Subject,
     source_ids: &[String],
+    now_ms: i64,
+) -> Vec<(&'static str, Statement)> {
+    plan_erasure(subject, source_ids, OthersEvents::Redact, now_ms)
+}
+
+/// [`erase`] for retention: the person's own data goes, and other people's events keep the
+/// contacts and device IDs they name, to expire on their own schedule (a retention is not a
+/// request to forget the person, and must not change data of people still active).
+pub fn expire(
+    subject: &Subject,
+    source_ids: &[String],
+    now_ms: i64,
+) -> Vec<(&'static str, Statement)> {
+    plan_erasure(subject, source_ids, OthersEvents::Keep, now_ms)
+}
+
+/// Whether an erasure takes the person's contacts and device IDs out of other people's events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OthersEvents {
+    Redact,
+    Keep,
+}
+
+fn plan_erasure(
+    subject: &Subject,
+    source_ids: &[String],
+    others: OthersEvents,
     now_ms: i64,
 ) -> Vec<(&'static str, Statement)> {
     let ids = json_list(&subject.identifiers);
@@ -362,7 +394,8 @@ pub fn erase(
             "sharedLinksRedacted",
             format!(
                 "UPDATE identity_links SET identifiers = (SELECT json_group_array(value) FROM \
-                 json_each(identity_links.identifiers) WHERE value NOT IN {IN_IDS}) \
+                 json_each(identity_links.identifiers) WHERE value NOT IN {IN_IDS}), \
+                 claimed = {REDACTED_CLAIMED} \
                  WHERE set_key IN (SELECT set_key FROM link_members WHERE identifier IN {IN_IDS}) \
                  RETURNING set_key"
             ),
@@ -412,7 +445,8 @@ pub fn erase(
             },
         ),
     ];
-    if !subject.contact_values().is_empty() {
+    let redacting = others == OthersEvents::Redact;
+    if redacting && !subject.contact_values().is_empty() {
         plan.extend(CLAIMED_CONTACTS.iter().flat_map(|path| redact(path)));
         plan.extend([(
             "redactedClaims",
@@ -428,15 +462,51 @@ pub fn erase(
             },
         )]);
     }
+    let devices = if redacting {
+        subject.values_of(&[IdClass::DeviceId])
+    } else {
+        BTreeSet::new()
+    };
+    if !devices.is_empty() {
+        // Someone else's event may name the person's device ID, a claim from a browser: it
+        // goes too, found through migration 0027's index on the value as `device_form` has it.
+        let list = json_list(&devices);
+        let selection = format!(
+            "FROM events WHERE json_extract(body, '{CLAIMED_DEVICE}') IS NOT NULL \
+             AND {DEVICE_VALUE} IN (SELECT value FROM json_each(?1))"
+        );
+        plan.extend([
+            (
+                "archiveObjects",
+                archive::note_rewrites("", &selection, vec![list.clone()], now_ms),
+            ),
+            (
+                "redactedClaims",
+                Statement {
+                    sql: format!(
+                        "UPDATE events SET body = json_remove(body, '{CLAIMED_DEVICE}') {}",
+                        selection.trim_start_matches("FROM events ")
+                    ),
+                    params: vec![list],
+                },
+            ),
+        ]);
+    }
     // Events only the archive holds now: found through its index, tombstoned, rebuilt.
+    let contacts_named = if redacting {
+        subject.contact_values()
+    } else {
+        BTreeSet::new()
+    };
     let people = archive::compact::subject_people(
         &subject.anonymous_values(),
         &subject.user_values(),
-        &subject.contact_values(),
+        &contacts_named,
+        &devices,
     );
     plan.extend(archive::compact::erase(&people, now_ms));
     let users = subject.user_values();
-    if !users.is_empty() {
+    if redacting && !users.is_empty() {
         // Browsers that claimed the person's user ID keep it as a trait (`claimedUserId`).
         plan.push((
             "redactedClaims",
@@ -751,6 +821,82 @@ mod tests {
     }
 
     #[test]
+    fn device_redaction_reads_the_index_the_migration_builds_and_reaches_the_archive() {
+        let migration = include_str!("../../../edge/migrations/0027_device_claim_index.sql");
+        assert!(migration.contains(&format!(
+            "ON events ({DEVICE_VALUE})\n  WHERE json_extract(body, '{CLAIMED_DEVICE}') IS NOT NULL;"
+        )));
+        let subject = Subject {
+            identifiers: ["device_id:dev-9".to_string(), "user_id:u1".to_string()].into(),
+            ..Subject::default()
+        };
+        let plan = erase(&subject, &[], 0);
+        let update = plan
+            .iter()
+            .find(|(what, s)| *what == "redactedClaims" && s.sql.contains(CLAIMED_DEVICE))
+            .map(|(_, s)| s)
+            .expect("the device ID is redacted in others' events");
+        assert!(update.sql.starts_with(&format!(
+            "UPDATE events SET body = json_remove(body, '{CLAIMED_DEVICE}') WHERE json_extract(body, '{CLAIMED_DEVICE}') IS NOT NULL AND {DEVICE_VALUE} IN"
+        )));
+        assert_eq!(update.params, vec![Param::Text(r#"["dev-9"]"#.into())]);
+        let tombstones = plan
+            .iter()
+            .find(|(what, _)| *what == "archiveTombstones")
+            .map(|(_, s)| s)
+            .unwrap();
+        let device = archive::compact::person_key(archive::compact::Named::Device, "dev-9");
+        assert!(
+            matches!(&tombstones.params[0], Param::Text(t) if t.contains(&device.to_string())),
+            "the archive's tombstones name the device"
+        );
+        let without = Subject {
+            identifiers: ["user_id:u1".to_string()].into(),
+            ..Subject::default()
+        };
+        assert!(!erase(&without, &[], 0)
+            .iter()
+            .any(|(_, s)| s.sql.contains(CLAIMED_DEVICE)));
+    }
+
+    #[test]
+    fn retention_keeps_what_other_peoples_events_name() {
+        let subject = subject();
+        let kept = expire(&subject, &[], 0);
+        assert!(
+            !kept.iter().any(|(what, _)| *what == "redactedClaims"),
+            "no claim in someone else's event or trait changes"
+        );
+        let tombstones = kept
+            .iter()
+            .find(|(what, _)| *what == "archiveTombstones")
+            .map(|(_, s)| s)
+            .unwrap();
+        let people: Vec<i64> = match &tombstones.params[0] {
+            Param::Text(t) => serde_json::from_str(t).unwrap(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            people.len(),
+            3,
+            "the person's own IDs: anonymous, cookie and user"
+        );
+        let erased: Vec<&str> = erase(&subject, &[], 0).iter().map(|(w, _)| *w).collect();
+        let expired: Vec<&str> = kept.iter().map(|(w, _)| *w).collect();
+        assert_eq!(
+            erased
+                .iter()
+                .filter(|w| **w != "redactedClaims" && **w != "archiveObjects")
+                .collect::<Vec<_>>(),
+            expired
+                .iter()
+                .filter(|w| **w != "archiveObjects")
+                .collect::<Vec<_>>(),
+            "the person's own rows go the same way"
+        );
+    }
+
+    #[test]
     fn erasure_finds_claimed_traits_and_refused_merges_through_the_indexes_the_migration_builds() {
         let migration = include_str!("../../../edge/migrations/0025_erasure_seeks.sql");
         let subject = Subject {
@@ -935,6 +1081,9 @@ mod tests {
                 "archiveObjects",
                 "redactedClaims",
                 "redactedClaims",
+                // The device ID as someone else's claim.
+                "archiveObjects",
+                "redactedClaims",
                 // Events only the archive holds: the index names their objects, then goes,
                 // and tombstones keep the rebuilds from keeping the person's lines.
                 "archiveObjects",
@@ -950,8 +1099,9 @@ mod tests {
         };
         assert_eq!(
             people.len(),
-            4,
-            "the anonymous and cookie IDs, the user ID and the email, not the device ID"
+            5,
+            "the anonymous and cookie IDs, the user ID, the email and the device ID (another \
+             browser's line may claim it)"
         );
         assert_eq!(
             plan[14].1.params,

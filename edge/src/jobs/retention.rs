@@ -12,7 +12,7 @@ use seam_core::format::id;
 use seam_core::format::time::DAY_MS;
 use seam_core::plan::Statement;
 use seam_core::privacy::retention::{purge_events, save_walk_cursor, WALK_CURSOR, WALK_STEP};
-use seam_core::privacy::{audit, erase, AuditEntry};
+use seam_core::privacy::{audit, expire, AuditEntry};
 use serde_json::json;
 use worker::Env;
 
@@ -87,7 +87,7 @@ pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
         if !step.expired.profile_ids.is_empty() {
             erasures += 1;
             report.profiles += step.expired.profile_ids.len();
-            let mut plan: Vec<(&'static str, Statement)> = erase(&step.expired, &sources, now_ms);
+            let mut plan: Vec<(&'static str, Statement)> = expire(&step.expired, &sources, now_ms);
             // The position commits with the erasure: a run that fails later resumes here.
             plan.push((WALK_POSITION, save_walk_cursor(WALK_CURSOR, &after)));
             for (what, n) in

@@ -39,7 +39,7 @@ pub async fn person_events(
     let Some(bucket) = bucket else {
         return Ok((Vec::new(), false));
     };
-    let keys = compact::subject_people(anonymous, users, std::iter::empty());
+    let keys = compact::subject_people(anonymous, users, std::iter::empty(), std::iter::empty());
     if keys.is_empty() || limit == 0 {
         return Ok((Vec::new(), false));
     }

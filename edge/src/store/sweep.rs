@@ -73,7 +73,12 @@ pub async fn last_source(
         return Ok(Some(row.source_id));
     }
     // Past the hot window the events are in the archive: its newest object of theirs says.
-    let people = compact::subject_people(&anonymous_id, &user_id, std::iter::empty());
+    let people = compact::subject_people(
+        &anonymous_id,
+        &user_id,
+        std::iter::empty(),
+        std::iter::empty(),
+    );
     if people.is_empty() {
         return Ok(None);
     }
