@@ -3,7 +3,7 @@
 // legitimate journeys next to them must keep working. Real Worker in workerd, real D1 and KV.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { createHmac, randomUUID } from "node:crypto";
+import { createHash, createHmac, randomUUID } from "node:crypto";
 import { createServer } from "node:http";
 import { directSources, idCookie, post, secret, settled, startEdge, WRITE_KEY } from "../support/edge.mjs";
 
@@ -606,6 +606,29 @@ describe("trust: identity claims from the public key", () => {
     const me = await lookup("anonymous_id", mine);
     assert.equal(me.traits.email, undefined, "the claimant's profile no longer holds the email");
     assert.equal(me.traits.plan, "mine", "and keeps everything else");
+  });
+
+  test("a request racing a suppression undoes its own person, never the profile of a device it only claims", async () => {
+    const v = await victim("race");
+    const device = `race-device-${run}`;
+    await send(edge, [{ type: "identify", userId: v.user, context: { device: { id: device } }, messageId: mid() }], SERVER_KEY);
+    await settled(edge.url);
+    assert.ok(holds(await lookup("user_id", v.user), "device_id", device));
+    const mine = `attacker-race-${run}-0000`;
+    const warm = mid();
+    await send(edge, [{ type: "track", event: "Warm", anonymousId: mine, messageId: warm }], WRITE_KEY, { cookie: idCookie(mine) });
+    await settled(edge.url);
+    // Suppressed behind the isolate's cached list, as another isolate's deletion would be: the
+    // next request passes the cached check, and its batch's own check undoes it.
+    const key = createHash("sha256").update(`seam-suppression\nanonymous_id:${mine}`).digest("hex");
+    await edge.exec("INSERT INTO suppressions (key, id_class, created_at, request_id) VALUES (?, 'anonymous_id', ?, 'race')", key, Date.now());
+    await send(edge, [{ type: "track", event: "Raced", anonymousId: mine, context: { device: { id: device } }, messageId: mid() }], WRITE_KEY, { cookie: idCookie(mine) });
+    await settled(edge.url);
+    const [{ n: left }] = await edge.query("SELECT count(*) AS n FROM events WHERE anonymous_id = ?", mine);
+    assert.equal(left, 0, "the suppressed browser's events are undone, the earlier one too");
+    const after = await lookup("user_id", v.user);
+    assert.ok(after, "the victim's profile stays");
+    assert.ok(holds(after, "device_id", device), "with the device the browser only claimed");
   });
 
   test("a flood of backdated identifies naming the victim detaches nothing and fills no cap", async () => {

@@ -37,7 +37,7 @@ impl Line {
         self.value.get(name).and_then(Value::as_str)
     }
 
-    /// The person keys of the line: its IDs and claimed contacts.
+    /// The person keys of the line: its IDs, claimed contacts and device ID.
     pub fn people(&self) -> Vec<i64> {
         people(
             self.column("anonymous_id"),

@@ -8,7 +8,7 @@ use futures_util::future::join_all;
 use seam_core::collect::event::Event;
 use seam_core::collect::ingest::Decoded;
 use seam_core::identity::spread;
-use seam_core::identity::{identifiers_of, mentioned_identifiers, Identifier, Rules};
+use seam_core::identity::{claims_of, identifiers_of, mentioned_identifiers, Identifier, Rules};
 use seam_core::plan::{Param, Statement};
 use seam_core::privacy::{
     erase, erase_state, suppression_candidates, suppression_key, suppression_probe, Subject,
@@ -119,7 +119,14 @@ pub async fn undo_suppressed(
         if hits.is_empty() {
             continue;
         }
-        let mut identifiers = identifiers_of(event, rules);
+        // What the event proves, not the device ID a browser only claims: that may be someone
+        // else's, and its profile is theirs.
+        let proven = identifiers_of(event, rules);
+        let claimed = claims_of(event, &proven);
+        let mut identifiers: Vec<Identifier> = proven
+            .into_iter()
+            .filter(|i| !claimed.contains(i))
+            .collect();
         identifiers.extend(hits);
         for identifier in identifiers {
             let (found, _) = subject_of(db, &identifier).await?;
