@@ -325,16 +325,17 @@ fn plan_erasure(
     // the value normalised as a contact (`contact`), whichever field it was typed into.
     // Before each change to events, the archive's objects holding them are noted for rebuilding
     // (core::archive): the archive forgets what D1 forgets.
-    let redact = |path: &str| {
-        let field = format!("json_extract(body, '{path}')");
+    // The field at `path` taken out of the events where `value` (an expression over it, as
+    // its index has it) is one of `list`.
+    let redact_field = |path: &str, value: &str, list: &Param| {
         let selection = format!(
-            "FROM events WHERE {field} IS NOT NULL AND {} IN (SELECT value FROM json_each(?1))",
-            contact(&field)
+            "FROM events WHERE json_extract(body, '{path}') IS NOT NULL \
+             AND {value} IN (SELECT value FROM json_each(?1))"
         );
         [
             (
                 "archiveObjects",
-                archive::note_rewrites("", &selection, vec![contacts.clone()], now_ms),
+                archive::note_rewrites("", &selection, vec![list.clone()], now_ms),
             ),
             (
                 "redactedClaims",
@@ -343,10 +344,17 @@ fn plan_erasure(
                         "UPDATE events SET body = json_remove(body, '{path}') {}",
                         selection.trim_start_matches("FROM events ")
                     ),
-                    params: vec![contacts.clone()],
+                    params: vec![list.clone()],
                 },
             ),
         ]
+    };
+    let redact = |path: &str| {
+        redact_field(
+            path,
+            &contact(&format!("json_extract(body, '{path}')")),
+            &contacts,
+        )
     };
     let person = vec![
         json_list(source_ids),
@@ -470,27 +478,11 @@ fn plan_erasure(
     if !devices.is_empty() {
         // Someone else's event may name the person's device ID, a claim from a browser: it
         // goes too, found through migration 0027's index on the value as `device_form` has it.
-        let list = json_list(&devices);
-        let selection = format!(
-            "FROM events WHERE json_extract(body, '{CLAIMED_DEVICE}') IS NOT NULL \
-             AND {DEVICE_VALUE} IN (SELECT value FROM json_each(?1))"
-        );
-        plan.extend([
-            (
-                "archiveObjects",
-                archive::note_rewrites("", &selection, vec![list.clone()], now_ms),
-            ),
-            (
-                "redactedClaims",
-                Statement {
-                    sql: format!(
-                        "UPDATE events SET body = json_remove(body, '{CLAIMED_DEVICE}') {}",
-                        selection.trim_start_matches("FROM events ")
-                    ),
-                    params: vec![list],
-                },
-            ),
-        ]);
+        plan.extend(redact_field(
+            CLAIMED_DEVICE,
+            DEVICE_VALUE,
+            &json_list(&devices),
+        ));
     }
     // Events only the archive holds now: found through its index, tombstoned, rebuilt.
     let contacts_named = if redacting {
