@@ -416,6 +416,11 @@ if (edge) try {
   // `/v1/decide` and the edge-rendered page vs the same-size static asset, same run.
   await settled(edge.url, 60_000);
   rows.push(...(await decisionRows(edge, run)));
+} catch (error) {
+  // The Worker's own log says what it was doing when a call failed or hung (the full bench
+  // has twice seen an admin call get no answer for 300 s; SEAM_EDGE_LOG=<file> keeps it all).
+  console.error(`the edge's last output:\n${edge.output().slice(-20_000)}`);
+  throw error;
 } finally {
   await edge.stop();
 }

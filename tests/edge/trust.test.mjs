@@ -564,6 +564,10 @@ describe("trust: identity claims from the public key", () => {
       { type: "track", event: "Claimed", anonymousId: mine, context: { traits: { phone: "+49.151.2345.6789" } }, messageId: mid() },
       // Each typed into the other's field.
       { type: "track", event: "Crossed", anonymousId: mine, context: { traits: { email: "+49 151 2345 6789", phone: ` ${v.email.toUpperCase()}` } }, messageId: mid() },
+      // Padded with a tab or a no-break space, a phone with a slash: the identity graph trims
+      // every white space and keeps only a phone's digits, and so must erasure.
+      { type: "track", event: "Padded", anonymousId: mine, context: { traits: { email: `\t${v.email}\u00a0`, phone: "+49 151/2345\u00a06789" }, device: { id: `\t${device}` } }, messageId: mid() },
+      { type: "identify", anonymousId: mine, traits: { email: `\t${v.email}`, phone: "+49 151/2345 6789" }, messageId: mid() },
     ]);
     const now = Date.now();
     await edge.exec(

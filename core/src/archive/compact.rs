@@ -85,34 +85,23 @@ pub fn person_key(named: Named, value: &str) -> i64 {
     hash64(&[class, value])
 }
 
-/// A claimed email or phone as erasure matches it (the same as SQL's `contact()` in
-/// `privacy`): with an `@`, trimmed and lower-cased; else without spaces, dashes, brackets and
-/// dots, lower-cased.
+/// A claimed email or phone as the identity graph normalises one
+/// ([`crate::identity::contact_value`]): the person's own contacts, which erasure
+/// names, are kept that way. (D1's events are matched by SQL's nearest equivalent, `contact`
+/// in `privacy`.)
 pub fn contact_form(value: &Value) -> Option<String> {
-    let text = match value {
-        Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
-        _ => return None,
-    };
-    // SQL's trim() takes spaces only, and lower() ASCII letters only.
-    let trimmed = text.trim_matches(' ');
-    if trimmed.contains('@') {
-        return Some(trimmed.to_ascii_lowercase());
+    match value {
+        Value::String(s) => crate::identity::contact_value(s),
+        Value::Number(n) => crate::identity::contact_value(&n.to_string()),
+        _ => None,
     }
-    Some(
-        trimmed
-            .chars()
-            .filter(|c| !matches!(c, ' ' | '-' | '(' | ')' | '.'))
-            .collect::<String>()
-            .to_ascii_lowercase(),
-    )
 }
 
-/// A device ID as erasure matches it (the same as SQL's `trim(CAST(… AS TEXT))` in
-/// `privacy`): text or a number, without surrounding spaces.
+/// A device ID as the identity graph normalises one (and as SQL's trim in `privacy` has it):
+/// text or a number, without surrounding white space.
 pub fn device_form(value: &Value) -> Option<String> {
     let text = match value {
-        Value::String(s) => s.trim_matches(' ').to_owned(),
+        Value::String(s) => s.trim().to_owned(),
         Value::Number(n) => n.to_string(),
         _ => return None,
     };
@@ -596,6 +585,41 @@ mod tests {
         );
         assert_eq!(contact_form(&json!(4915112)).as_deref(), Some("4915112"));
         assert_eq!(contact_form(&json!({"a": 1})), None);
+        // What SQL's trim and marks missed: any white space, any mark between the digits.
+        assert_eq!(
+            contact_form(&json!("\tAnn@Example.COM\u{a0}")).as_deref(),
+            Some("ann@example.com")
+        );
+        assert_eq!(
+            contact_form(&json!("+49 30/123\u{2011}45\u{a0}67")).as_deref(),
+            Some("+49301234567")
+        );
+        let hash = "AB".repeat(32);
+        assert_eq!(
+            contact_form(&json!(hash)).as_deref(),
+            Some("ab".repeat(32).as_str()),
+            "a hashed contact keeps its letters"
+        );
+    }
+
+    #[test]
+    fn contact_and_device_forms_are_the_identity_graphs() {
+        use crate::identity::{IdType, Identifier, Rules};
+        for raw in [
+            "\t Ann@Example.COM ",
+            "+44 (20) 7946-0018",
+            "\u{3000}0151 1234567\n",
+        ] {
+            let kind = if raw.contains('@') {
+                IdType::Email
+            } else {
+                IdType::Phone
+            };
+            let own = Identifier::normalized(kind, raw, &Rules::default()).unwrap();
+            assert_eq!(contact_form(&json!(raw)), Some(own.value), "{raw:?}");
+        }
+        let own = Identifier::normalized(IdType::DeviceId, "\u{a0}dev-9\t", &Rules::default());
+        assert_eq!(device_form(&json!("\u{a0}dev-9\t")), own.map(|i| i.value));
     }
 
     #[test]

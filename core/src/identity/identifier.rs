@@ -226,6 +226,23 @@ fn unescape_type(name: &str) -> Option<String> {
     Some(out)
 }
 
+/// An email or phone claimed in a free-text field, as the identity graph keeps it unhashed:
+/// with an `@` an email, else a phone; a SHA-256 hex value (a body whose contacts the
+/// collector hashed) as it is, lower-cased. No block list: erasure compares it with a
+/// person's own values, which never are blocked ones.
+pub fn contact_value(raw: &str) -> Option<String> {
+    let trimmed = raw.trim();
+    if is_sha256_hex(trimmed) {
+        return Some(trimmed.to_ascii_lowercase());
+    }
+    let class = if trimmed.contains('@') {
+        IdClass::Email
+    } else {
+        IdClass::Phone
+    };
+    normalize_value(class, trimmed)
+}
+
 fn normalize_value(class: IdClass, raw: &str) -> Option<String> {
     let trimmed = raw.trim();
     match class {

@@ -212,8 +212,10 @@ fn json_list<'a>(items: impl IntoIterator<Item = &'a String>) -> Param {
 const IN_IDS: &str = "(SELECT value FROM json_each(?1))";
 
 /// An event's device ID as erasure matches it (`archive::compact::device_form`): the
-/// expression migration 0027 indexes.
-const DEVICE_VALUE: &str = "trim(CAST(json_extract(body, '$.context.device.id') AS TEXT))";
+/// expression migration 0028 indexes.
+fn device_value() -> String {
+    trimmed(&format!("json_extract(body, '{CLAIMED_DEVICE}')"))
+}
 
 /// Prefix of a statement over a person's events: `mine(source_id, message_id, timestamp)`, in
 /// every source that has events, configured (bound as `?1`, a JSON array) or since deleted (the
@@ -321,7 +323,7 @@ fn plan_erasure(
     };
     let contacts = json_list(&subject.contact_values());
     // Someone else's events may name the person's email or phone as a claim (a browser cannot
-    // prove one): those fields go too, found through an index per field (migration 0019) on
+    // prove one): those fields go too, found through an index per field (migration 0028) on
     // the value normalised as a contact (`contact`), whichever field it was typed into.
     // Before each change to events, the archive's objects holding them are noted for rebuilding
     // (core::archive): the archive forgets what D1 forgets.
@@ -459,7 +461,7 @@ fn plan_erasure(
         plan.extend([(
             "redactedClaims",
             Statement {
-                // Through the partial index of migration 0025, on the value normalised
+                // Through the partial index of migration 0028, on the value normalised
                 // as `contact` (as the events' claims are).
                 sql: format!(
                     "DELETE FROM trait_values WHERE key IN ('email', 'phone') AND {} IN \
@@ -477,10 +479,10 @@ fn plan_erasure(
     };
     if !devices.is_empty() {
         // Someone else's event may name the person's device ID, a claim from a browser: it
-        // goes too, found through migration 0027's index on the value as `device_form` has it.
+        // goes too, found through migration 0028's index on the value as `device_form` has it.
         plan.extend(redact_field(
             CLAIMED_DEVICE,
-            DEVICE_VALUE,
+            &device_value(),
             &json_list(&devices),
         ));
     }
@@ -503,9 +505,11 @@ fn plan_erasure(
         plan.push((
             "redactedClaims",
             Statement {
-                sql: "DELETE FROM trait_values WHERE key = 'claimedUserId' \
-                      AND CAST(json_extract(value, '$') AS TEXT) IN (SELECT value FROM json_each(?1))"
-                    .into(),
+                sql: format!(
+                    "DELETE FROM trait_values WHERE key = 'claimedUserId' \
+                     AND {} IN (SELECT value FROM json_each(?1))",
+                    trimmed("json_extract(value, '$')")
+                ),
                 params: vec![json_list(&users)],
             },
         ));
@@ -513,17 +517,46 @@ fn plan_erasure(
     plan
 }
 
-/// SQL for a stored email as the identity graph normalises one: trimmed and lower-cased.
-fn plain(expr: &str) -> String {
-    format!("lower(trim(CAST({expr} AS TEXT)))")
+/// Unicode's White_Space characters as SQL `char()` arguments: identity normalisation trims
+/// them all (`str::trim`), SQL's one-argument `trim()` only spaces, so a claim padded with a
+/// tab or a no-break space would escape erasure.
+const WHITE_SPACE: &str = "char(9, 10, 11, 12, 13, 32, 133, 160, 5760, 8192, 8193, 8194, 8195, \
+     8196, 8197, 8198, 8199, 8200, 8201, 8202, 8232, 8233, 8239, 8287, 12288)";
+
+/// SQL for a stored value as text, trimmed as identity normalisation trims it.
+fn trimmed(expr: &str) -> String {
+    format!("trim(CAST({expr} AS TEXT), {WHITE_SPACE})")
 }
 
-/// SQL for a stored phone without the usual formatting (spaces, dashes, brackets, dots), as the
+/// SQL for a stored email as the identity graph normalises one: trimmed and lower-cased
+/// (SQL's `lower()` takes ASCII letters only; the archive's `contact_form` takes all).
+fn plain(expr: &str) -> String {
+    format!("lower({})", trimmed(expr))
+}
+
+/// Characters people and forms put between a phone's digits. The identity graph keeps only a
+/// leading `+` and the digits; SQL has no pattern replace, so these are taken out one by one
+/// (a phone with letters or other marks in it is found in the archive, not in D1's events).
+const PHONE_MARKS: [&str; 11] = [
+    "' '",
+    "'-'",
+    "'('",
+    "')'",
+    "'.'",
+    "'/'",
+    "char(9)",
+    "char(160)",
+    "char(8209)",
+    "char(8211)",
+    "char(8239)",
+];
+
+/// SQL for a stored phone without the marks between its digits ([`PHONE_MARKS`]), as the
 /// identity graph keeps phones.
 fn digits(expr: &str) -> String {
-    format!(
-        "replace(replace(replace(replace(replace(trim(CAST({expr} AS TEXT)), ' ', ''), '-', ''), '(', ''), ')', ''), '.', '')"
-    )
+    PHONE_MARKS.iter().fold(trimmed(expr), |sql, mark| {
+        format!("replace({sql}, {mark}, '')")
+    })
 }
 
 /// SQL for a stored contact as the identity graph normalises it: with an `@`, an email
@@ -786,7 +819,7 @@ mod tests {
 
     #[test]
     fn claim_redaction_reads_the_indexes_the_migration_builds() {
-        let migration = include_str!("../../../edge/migrations/0019_contact_claim_indexes.sql");
+        let migration = include_str!("../../../edge/migrations/0028_claims_trimmed.sql");
         let subject = Subject {
             identifiers: ["email:ann@example.com".to_string()].into(),
             ..Subject::default()
@@ -813,10 +846,27 @@ mod tests {
     }
 
     #[test]
+    fn sql_trims_every_character_identity_normalisation_trims() {
+        let listed: Vec<u32> = WHITE_SPACE
+            .trim_start_matches("char(")
+            .trim_end_matches(')')
+            .split(", ")
+            .map(|n| n.parse().unwrap())
+            .collect();
+        let trimmed_by_rust: Vec<u32> = (0..=u32::from(char::MAX))
+            .filter_map(char::from_u32)
+            .filter(|c| c.is_whitespace())
+            .map(u32::from)
+            .collect();
+        assert_eq!(listed, trimmed_by_rust);
+    }
+
+    #[test]
     fn device_redaction_reads_the_index_the_migration_builds_and_reaches_the_archive() {
-        let migration = include_str!("../../../edge/migrations/0027_device_claim_index.sql");
+        let migration = include_str!("../../../edge/migrations/0028_claims_trimmed.sql");
         assert!(migration.contains(&format!(
-            "ON events ({DEVICE_VALUE})\n  WHERE json_extract(body, '{CLAIMED_DEVICE}') IS NOT NULL;"
+            "ON events ({})\n  WHERE json_extract(body, '{CLAIMED_DEVICE}') IS NOT NULL;",
+            device_value()
         )));
         let subject = Subject {
             identifiers: ["device_id:dev-9".to_string(), "user_id:u1".to_string()].into(),
@@ -829,7 +879,8 @@ mod tests {
             .map(|(_, s)| s)
             .expect("the device ID is redacted in others' events");
         assert!(update.sql.starts_with(&format!(
-            "UPDATE events SET body = json_remove(body, '{CLAIMED_DEVICE}') WHERE json_extract(body, '{CLAIMED_DEVICE}') IS NOT NULL AND {DEVICE_VALUE} IN"
+            "UPDATE events SET body = json_remove(body, '{CLAIMED_DEVICE}') WHERE json_extract(body, '{CLAIMED_DEVICE}') IS NOT NULL AND {} IN",
+            device_value()
         )));
         assert_eq!(update.params, vec![Param::Text(r#"["dev-9"]"#.into())]);
         let tombstones = plan
@@ -908,14 +959,15 @@ mod tests {
         };
         let value = "json_extract(value, '$')";
         let contacts = sql("DELETE FROM trait_values WHERE key IN ('email', 'phone')");
-        assert!(migration.contains(&format!(
+        let claims = include_str!("../../../edge/migrations/0028_claims_trimmed.sql");
+        assert!(claims.contains(&format!(
             "ON trait_values ({})\n  WHERE key IN ('email', 'phone');",
             contact(value)
         )));
         assert!(contacts.contains(&format!("AND {} IN", contact(value))));
         let users = sql("DELETE FROM trait_values WHERE key = 'claimedUserId'");
-        let claimed_user = format!("CAST({value} AS TEXT)");
-        assert!(migration.contains(&format!(
+        let claimed_user = trimmed(value);
+        assert!(claims.contains(&format!(
             "ON trait_values ({claimed_user})\n  WHERE key = 'claimedUserId';"
         )));
         assert!(users.contains(&format!("AND {claimed_user} IN")));
