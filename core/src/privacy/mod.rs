@@ -418,6 +418,15 @@ fn plan_erasure(
             "identities",
             format!("DELETE FROM identities WHERE identifier IN {IN_IDS}"),
         ),
+        // A walk's saved position (`walk_cursors`) is the last identifier it read: one of the
+        // person's steps back to the identifier before it, which walks on the same way.
+        by_ids(
+            "walkPositions",
+            format!(
+                "UPDATE walk_cursors SET after = coalesce((SELECT max(identifier) FROM identities \
+                 WHERE identifier < walk_cursors.after), '') WHERE after IN {IN_IDS}"
+            ),
+        ),
         (
             "merges",
             Statement {
@@ -1108,6 +1117,7 @@ mod tests {
                 "sharedLinksRedacted",
                 "linkMembers",
                 "identities",
+                "walkPositions",
                 "merges",
                 "journeyMessages",
                 "journeyDecisions",
@@ -1148,7 +1158,7 @@ mod tests {
              browser's line may claim it)"
         );
         assert_eq!(
-            plan[14].1.params,
+            plan[15].1.params,
             vec![Param::Text(r#"["jane@example.com"]"#.into())]
         );
         let anonymous = Subject {
@@ -1157,7 +1167,7 @@ mod tests {
         };
         assert_eq!(
             erase(&anonymous, &[], 0).len(),
-            16,
+            17,
             "no scan of bodies for a person without contacts"
         );
         let events = &plan[1].1;

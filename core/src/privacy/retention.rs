@@ -212,6 +212,23 @@ pub fn save_walk_cursor(name: &str, after: &str) -> Statement {
     }
 }
 
+/// Saves the position of the walk over `identities`: the greatest identifier still stored up
+/// to `after`. The identifier last read may be erased by the step's own erasure (committed in
+/// the same batch, before this) or by a deletion request since: a position must not keep it,
+/// and nothing stored lies between the two, so the walk goes on the same.
+pub fn save_identities_walk(after: &str) -> Statement {
+    Statement {
+        sql: "INSERT INTO walk_cursors (name, after) VALUES (?1, coalesce((SELECT max(identifier) \
+              FROM identities WHERE identifier <= ?2), '')) \
+              ON CONFLICT (name) DO UPDATE SET after = excluded.after"
+            .into(),
+        params: vec![
+            Param::Text(WALK_CURSOR.into()),
+            Param::Text(after.to_owned()),
+        ],
+    }
+}
+
 /// Marks identifiers seen now (at most once per [`TOUCH_GRANULARITY_MS`], so steady traffic
 /// writes nothing). `identifiers_json` is a JSON array of identifier text forms.
 pub fn touch_identities(identifiers_json: &str, now_ms: i64) -> Statement {

@@ -11,14 +11,14 @@ use seam_core::activate::deliver;
 use seam_core::format::id;
 use seam_core::format::time::DAY_MS;
 use seam_core::plan::Statement;
-use seam_core::privacy::retention::{purge_events, save_walk_cursor, WALK_CURSOR, WALK_STEP};
+use seam_core::privacy::retention::{purge_events, save_identities_walk, WALK_CURSOR, WALK_STEP};
 use seam_core::privacy::{audit, expire, AuditEntry};
 use serde_json::json;
 use worker::Env;
 
 use crate::error::ApiError;
 use crate::store::privacy::Suppressed;
-use crate::store::retention::{changes, expired_profiles, save_walk, walk_start};
+use crate::store::retention::{changes, expired_profiles, walk_start};
 use crate::store::shards::Shards;
 use crate::{platform, settings, store};
 
@@ -89,7 +89,7 @@ pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
             report.profiles += step.expired.profile_ids.len();
             let mut plan: Vec<(&'static str, Statement)> = expire(&step.expired, &sources, now_ms);
             // The position commits with the erasure: a run that fails later resumes here.
-            plan.push((WALK_POSITION, save_walk_cursor(WALK_CURSOR, &after)));
+            plan.push((WALK_POSITION, save_identities_walk(&after)));
             for (what, n) in
                 store::privacy::run_erasure(&db, &step.expired, plan, Suppressed::No).await?
             {
@@ -105,7 +105,7 @@ pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
     }
     report.chunks += erasures;
     if saved != after {
-        save_walk(&db, WALK_CURSOR, &after).await?;
+        store::d1::execute(&db, &[save_identities_walk(&after)]).await?;
     }
     // The delivery log has its own budget: a busy events purge must not let it grow, nor keep
     // dead erasure requests past their 30 days.
