@@ -587,8 +587,11 @@ describe("trust: identity claims from the public key", () => {
     assert.ok(theirs.json.data.events.some((e) => e.sourceId === "removed-source"), "an export covers deleted sources");
     const [claim] = await edge.query("SELECT claimed FROM identity_links WHERE instr(identifiers, ?) AND instr(identifiers, ?)", mine, device);
     assert.ok(claim?.claimed?.includes(device), "before the erasure, the claimant's link claims the device");
-    // A walk that stopped at one of the person's identifiers keeps it as its position.
-    await edge.exec("INSERT INTO walk_cursors (name, after) VALUES ('test_walk', ?) ON CONFLICT (name) DO UPDATE SET after = excluded.after", `user_id:${v.user}`);
+    // A walk that stopped at one of the person's identifiers or profile IDs keeps it as its
+    // position.
+    for (const [name, after] of [["test_walk", `user_id:${v.user}`], ["test_profile_walk", v.profileId]]) {
+      await edge.exec("INSERT INTO walk_cursors (name, after) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET after = excluded.after", name, after);
+    }
     const erased = await admin(edge, "POST", "/v1/privacy/delete", { type: "email", value: v.email });
     assert.equal(erased.status, 200);
     assert.ok(erased.json.deleted.redactedClaims >= 5, JSON.stringify(erased.json.deleted));

@@ -68,7 +68,7 @@ pub enum Named {
     Anonymous,
     /// The event's `user_id` column.
     User,
-    /// An email or phone claimed in its traits, normalised as [`contact_form`].
+    /// An email or phone claimed in its traits, in each of its [`contact_forms`].
     Contact,
     /// A device ID ([`CLAIMED_DEVICE`]), as [`device_form`].
     Device,
@@ -85,16 +85,22 @@ pub fn person_key(named: Named, value: &str) -> i64 {
     hash64(&[class, value])
 }
 
-/// A claimed email or phone as the identity graph normalises one
-/// ([`crate::identity::contact_value`]): the person's own contacts, which erasure
-/// names, are kept that way. (D1's events are matched by SQL's nearest equivalent, `contact`
-/// in `privacy`.)
-pub fn contact_form(value: &Value) -> Option<String> {
-    match value {
-        Value::String(s) => crate::identity::contact_value(s),
-        Value::Number(n) => crate::identity::contact_value(&n.to_string()),
-        _ => None,
+/// A claimed email or phone's index forms: as the identity graph normalises one
+/// ([`crate::identity::contact_value`]), which is how erasure names the person's own, and as
+/// SQL finds it in D1's events ([`crate::privacy::sql_contact_form`]) where that differs (a
+/// phone written "(+44) 20 …" is `44…` to the graph, `+44…` to SQL).
+pub fn contact_forms(value: &Value) -> Vec<String> {
+    let text = match value {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => return Vec::new(),
+    };
+    let mut forms: Vec<String> = crate::identity::contact_value(&text).into_iter().collect();
+    let sql = crate::privacy::sql_contact_form(&text);
+    if !sql.is_empty() && !forms.contains(&sql) {
+        forms.push(sql);
     }
+    forms
 }
 
 /// A device ID as the identity graph normalises one (and as SQL's trim in `privacy` has it):
@@ -118,7 +124,7 @@ pub fn people(anonymous_id: Option<&str>, user_id: Option<&str>, body: &Value) -
         keys.push(person_key(Named::User, u));
     }
     for path in CLAIMED_CONTACTS {
-        if let Some(c) = pointer(body, path).and_then(contact_form) {
+        for c in pointer(body, path).map(contact_forms).unwrap_or_default() {
             keys.push(person_key(Named::Contact, &c));
         }
     }
@@ -575,30 +581,26 @@ mod tests {
 
     #[test]
     fn contacts_are_normalised_as_erasure_matches_them() {
-        assert_eq!(
-            contact_form(&json!("  Ann@Example.COM ")).as_deref(),
-            Some("ann@example.com")
-        );
-        assert_eq!(
-            contact_form(&json!("+49 (151) 123-45.67")).as_deref(),
-            Some("+491511234567")
-        );
-        assert_eq!(contact_form(&json!(4915112)).as_deref(), Some("4915112"));
-        assert_eq!(contact_form(&json!({"a": 1})), None);
+        let forms = |v: Value| contact_forms(&v);
+        assert_eq!(forms(json!("  Ann@Example.COM ")), ["ann@example.com"]);
+        assert_eq!(forms(json!("+49 (151) 123-45.67")), ["+491511234567"]);
+        assert_eq!(forms(json!(4915112)), ["4915112"]);
+        assert!(forms(json!({"a": 1})).is_empty());
         // What SQL's trim and marks missed: any white space, any mark between the digits.
+        assert_eq!(forms(json!("\tAnn@Example.COM\u{a0}")), ["ann@example.com"]);
         assert_eq!(
-            contact_form(&json!("\tAnn@Example.COM\u{a0}")).as_deref(),
-            Some("ann@example.com")
+            forms(json!("+49 30/123\u{2011}45\u{a0}67")),
+            ["+49301234567"]
         );
         assert_eq!(
-            contact_form(&json!("+49 30/123\u{2011}45\u{a0}67")).as_deref(),
-            Some("+49301234567")
-        );
-        let hash = "AB".repeat(32);
-        assert_eq!(
-            contact_form(&json!(hash)).as_deref(),
-            Some("ab".repeat(32).as_str()),
+            forms(json!("AB".repeat(32))),
+            ["ab".repeat(32)],
             "a hashed contact keeps its letters"
+        );
+        assert_eq!(
+            forms(json!("(+44) 20 7946 0018")),
+            ["442079460018", "+442079460018"],
+            "the graph's form, and SQL's where it differs"
         );
     }
 
@@ -616,7 +618,7 @@ mod tests {
                 IdType::Phone
             };
             let own = Identifier::normalized(kind, raw, &Rules::default()).unwrap();
-            assert_eq!(contact_form(&json!(raw)), Some(own.value), "{raw:?}");
+            assert_eq!(contact_forms(&json!(raw)), [own.value], "{raw:?}");
         }
         let own = Identifier::normalized(IdType::DeviceId, "\u{a0}dev-9\t", &Rules::default());
         assert_eq!(device_form(&json!("\u{a0}dev-9\t")), own.map(|i| i.value));

@@ -11,7 +11,8 @@ use std::io::Read;
 use serde_json::Value;
 
 use super::compact::{
-    contact_form, device_form, people, person_key, pointer, Named, CLAIMED_CONTACTS, CLAIMED_DEVICE,
+    contact_forms, device_form, people, person_key, pointer, Named, CLAIMED_CONTACTS,
+    CLAIMED_DEVICE,
 };
 use super::{gzip, Object, Row};
 use crate::format::time::parse_iso8601;
@@ -145,8 +146,10 @@ fn redacted(line: &Line, erased: &HashSet<i64>) -> String {
         .into_iter()
         .filter(|path| {
             pointer(body, path)
-                .and_then(contact_form)
-                .is_some_and(|c| erased.contains(&person_key(Named::Contact, &c)))
+                .map(contact_forms)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| erased.contains(&person_key(Named::Contact, c)))
         })
         .collect();
     if pointer(body, CLAIMED_DEVICE)

@@ -418,14 +418,22 @@ fn plan_erasure(
             "identities",
             format!("DELETE FROM identities WHERE identifier IN {IN_IDS}"),
         ),
-        // A walk's saved position (`walk_cursors`) is the last identifier it read: one of the
-        // person's steps back to the identifier before it, which walks on the same way.
-        by_ids(
+        // A walk's saved position (`walk_cursors`, a few rows) is the last key it read: one of
+        // the person's identifiers or profile IDs steps back to the one before it (a walk
+        // re-reads from there, never skips).
+        (
             "walkPositions",
-            format!(
-                "UPDATE walk_cursors SET after = coalesce((SELECT max(identifier) FROM identities \
-                 WHERE identifier < walk_cursors.after), '') WHERE after IN {IN_IDS}"
-            ),
+            Statement {
+                sql: format!(
+                    "UPDATE walk_cursors SET after = CASE WHEN after IN {IN_IDS} \
+                     THEN coalesce((SELECT max(identifier) FROM identities \
+                     WHERE identifier < walk_cursors.after), '') \
+                     ELSE coalesce((SELECT max(profile_id) FROM identities \
+                     WHERE profile_id < walk_cursors.after), '') END \
+                     WHERE after IN {IN_IDS} OR after IN (SELECT value FROM json_each(?2))"
+                ),
+                params: vec![ids.clone(), profiles.clone()],
+            },
         ),
         (
             "merges",
@@ -538,7 +546,7 @@ fn trimmed(expr: &str) -> String {
 }
 
 /// SQL for a stored email as the identity graph normalises one: trimmed and lower-cased
-/// (SQL's `lower()` takes ASCII letters only; the archive's `contact_form` takes all).
+/// (SQL's `lower()` takes ASCII letters only; the archive's `contact_forms` take all).
 fn plain(expr: &str) -> String {
     format!("lower({})", trimmed(expr))
 }
@@ -546,26 +554,32 @@ fn plain(expr: &str) -> String {
 /// Characters people and forms put between a phone's digits. The identity graph keeps only a
 /// leading `+` and the digits; SQL has no pattern replace, so these are taken out one by one
 /// (a phone with letters or other marks in it is found in the archive, not in D1's events).
-const PHONE_MARKS: [&str; 11] = [
-    "' '",
-    "'-'",
-    "'('",
-    "')'",
-    "'.'",
-    "'/'",
-    "char(9)",
-    "char(160)",
-    "char(8209)",
-    "char(8211)",
-    "char(8239)",
+const PHONE_MARKS: [char; 11] = [
+    ' ', '-', '(', ')', '.', '/', '\t', '\u{a0}', '\u{2011}', '\u{2013}', '\u{202f}',
 ];
 
 /// SQL for a stored phone without the marks between its digits ([`PHONE_MARKS`]), as the
 /// identity graph keeps phones.
 fn digits(expr: &str) -> String {
     PHONE_MARKS.iter().fold(trimmed(expr), |sql, mark| {
-        format!("replace({sql}, {mark}, '')")
+        format!("replace({sql}, char({}), '')", u32::from(*mark))
     })
+}
+
+/// A claimed email or phone as SQL's [`contact`] has it (its trim is `str::trim`: a test
+/// checks [`WHITE_SPACE`]): the archive indexes this form beside the identity graph's, so
+/// what D1 finds in an event the archive finds in its line.
+pub fn sql_contact_form(text: &str) -> String {
+    let trimmed = text.trim();
+    let kept: String = if trimmed.contains('@') {
+        trimmed.into()
+    } else {
+        trimmed
+            .chars()
+            .filter(|c| !PHONE_MARKS.contains(c))
+            .collect()
+    };
+    kept.to_ascii_lowercase()
 }
 
 /// SQL for a stored contact as the identity graph normalises it: with an `@`, an email

@@ -339,6 +339,21 @@ mod tests {
     }
 
     #[test]
+    fn a_saved_walk_position_is_an_identifier_still_stored() {
+        let s = save_identities_walk("anonymous_id:gone");
+        assert!(s.sql.contains(
+            "coalesce((SELECT max(identifier) FROM identities WHERE identifier <= ?2), '')"
+        ));
+        assert_eq!(
+            s.params,
+            vec![
+                Param::Text(WALK_CURSOR.into()),
+                Param::Text("anonymous_id:gone".into())
+            ]
+        );
+    }
+
+    #[test]
     fn touch_skips_identifiers_seen_within_the_hour() {
         let s = touch_identities(r#"["anonymous_id:a"]"#, 5);
         assert!(s.sql.contains("< ?1 - ?3"));
