@@ -90,13 +90,17 @@ pub fn person_key(named: Named, value: &str) -> i64 {
 /// SQL finds it in D1's events ([`crate::privacy::sql_contact_form`]) where that differs (a
 /// phone written "(+44) 20 …" is `44…` to the graph, `+44…` to SQL).
 pub fn contact_forms(value: &Value) -> Vec<String> {
+    let number;
     let text = match value {
-        Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.as_str(),
+        Value::Number(n) => {
+            number = n.to_string();
+            number.as_str()
+        }
         _ => return Vec::new(),
     };
-    let mut forms: Vec<String> = crate::identity::contact_value(&text).into_iter().collect();
-    let sql = crate::privacy::sql_contact_form(&text);
+    let mut forms: Vec<String> = crate::identity::contact_value(text).into_iter().collect();
+    let sql = crate::privacy::sql_contact_form(text);
     if !sql.is_empty() && !forms.contains(&sql) {
         forms.push(sql);
     }
