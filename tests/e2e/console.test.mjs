@@ -193,7 +193,7 @@ describe("console", () => {
     // Segments: the size the page shows is the API's, and the members are the people in it.
     // The segment sweep records the day's sizes for the chart.
     assert.equal((await fetch(`${edge.url}/__scheduled?cron=${encodeURIComponent("*/5 * * * *")}`)).status, 200);
-    // It also counts the profiles, which the overview reads instead of the identities index.
+    // It also records the profile totals, which the overview reads instead of counting.
     const [{ n: people }] = await edge.query("SELECT COUNT(DISTINCT profile_id) AS n FROM identities");
     await post(`${edge.url}/v1/batch`, { writeKey: WRITE_KEY, batch: [{ type: "page", anonymousId: `late-${run}`, messageId: mid() }] });
     const overview = (await admin("GET", "/v1/admin/overview")).json;

@@ -2,7 +2,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { post, secret, startEdge, trustingSources, WRITE_KEY } from "../support/edge.mjs";
+import { checkProfileRows, post, secret, startEdge, trustingSources, WRITE_KEY } from "../support/edge.mjs";
 
 const ADMIN_KEY = secret("ADMIN_KEY");
 const run = `${process.pid}`;
@@ -161,5 +161,88 @@ describe("identity and profiles", () => {
     assert.deepEqual([(await admin("/v1/profiles/prof_doesnotexist")).json.code], ["profile_not_found"]);
     assert.equal((await admin("/v1/profiles/lookup?type=shoe_size&value=42")).json.code, "invalid_identifier");
     assert.equal((await admin("/v1/profiles/lookup?type=email&value=null")).json.code, "invalid_identifier", "blocked values are not looked up");
+  });
+
+  test("each profile's row holds exactly its identifiers through merges, a sign-in and an erasure; the totals count them", async () => {
+    const [a1, a2, user] = [`rows-a1-${run}`, `rows-a2-${run}`, `rows-u-${run}`];
+    await send(edge, [{ type: "page", anonymousId: a1, messageId: mid(), timestamp: t(70) }]);
+    await send(edge, [{ type: "page", anonymousId: a2, messageId: mid(), timestamp: t(71) }]);
+    const [p1, p2] = [(await lookup("anonymous_id", a1)).profileId, (await lookup("anonymous_id", a2)).profileId];
+    const row = async (profile) => (await edge.query("SELECT identifiers, identified FROM profile_members WHERE profile_id = ?", profile))[0];
+    assert.deepEqual(await row(p1), { identifiers: JSON.stringify([`anonymous_id:${a1}`]), identified: 0 });
+    const before = (await edge.query("SELECT profiles, identified FROM profile_totals"))[0];
+    // Signing in on both browsers: one profile, identified; the absorbed profile's row is gone.
+    await send(edge, [{ type: "identify", userId: user, anonymousId: a1, messageId: mid(), timestamp: t(72), traits: { email: `rows-${run}@example.com` } }]);
+    const merged = (await send(edge, [{ type: "identify", userId: user, anonymousId: a2, messageId: mid(), timestamp: t(73) }])).json.profileId;
+    const stored = await row(merged);
+    assert.deepEqual(JSON.parse(stored.identifiers).sort(), [`anonymous_id:${a1}`, `anonymous_id:${a2}`, `email:rows-${run}@example.com`, `user_id:${user}`].sort());
+    assert.equal(stored.identified, 1);
+    for (const absorbed of [p1, p2].filter((p) => p !== merged)) assert.equal(await row(absorbed), undefined, "an absorbed profile keeps no row");
+    const after = (await edge.query("SELECT profiles, identified FROM profile_totals"))[0];
+    assert.deepEqual([after.profiles - before.profiles, after.identified - before.identified], [-1, 1], "two anonymous profiles became one identified");
+    assert.ok((await checkProfileRows(edge)) >= 1);
+    // The person's erasure takes the row and its counts with the identifiers.
+    const erased = await fetch(`${edge.url}/v1/privacy/delete`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${ADMIN_KEY}`, "content-type": "application/json" },
+      body: JSON.stringify({ type: "user_id", value: user }),
+    });
+    assert.equal(erased.status, 200, await erased.clone().text());
+    assert.equal(await row(merged), undefined);
+    const gone = (await edge.query("SELECT profiles, identified FROM profile_totals"))[0];
+    assert.deepEqual([gone.profiles - after.profiles, gone.identified - after.identified], [-1, -1]);
+    await checkProfileRows(edge);
+  });
+});
+
+describe("an installation from before the profile rows (migration 0029)", () => {
+  let edge;
+  const [x1, x2, x3, x4, user] = ["x1", "x2", "x3", "x4", "u1"].map((v) => `up-${v}-${run}`);
+  before(async () => {
+    const assign = (identifier, profile) => `INSERT INTO identities (identifier, profile_id, seq, updated_at) VALUES ('${identifier}', '${profile}', 1, 1)`;
+    edge = await startEdge("identity-upgrade", {
+      sources: trustingSources(),
+      upgrade: {
+        migration: "0029",
+        sql: [
+          assign(`anonymous_id:${x1}`, "prof_a"),
+          assign(`anonymous_id:${x2}`, "prof_a"),
+          assign(`user_id:${user}`, "prof_b"),
+          assign(`anonymous_id:${x3}`, "prof_b"),
+          assign(`anonymous_id:${x4}`, "prof_c"),
+        ],
+      },
+    });
+  });
+  after(async () => {
+    await edge?.stop();
+  });
+
+  test("the migration writes each profile's row and the totals from the assignments; reads by profile use them", async () => {
+    assert.equal(await checkProfileRows(edge), 3);
+    assert.deepEqual((await edge.query("SELECT profiles, identified FROM profile_totals"))[0], { profiles: 3, identified: 1 });
+    const profile = await fetch(`${edge.url}/v1/profiles/prof_b`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } }).then((r) => r.json());
+    assert.deepEqual([...profile.identifiers].sort(), [`anonymous_id:${x3}`, `user_id:${user}`]);
+    // A visitor after the upgrade gets a row from the triggers; a sign-in moves a backfilled
+    // identifier between rows, and an erasure takes a backfilled row.
+    await send(edge, [{ type: "page", anonymousId: `up-new-${run}`, messageId: mid(), timestamp: t(80) }]);
+    assert.equal(await checkProfileRows(edge), 4);
+    const signedIn = (await send(edge, [{ type: "identify", userId: user, anonymousId: x1, messageId: mid(), timestamp: t(81) }])).json.profileId;
+    const holder = await edge.query("SELECT profile_id FROM identities WHERE identifier = ?", `anonymous_id:${x1}`);
+    assert.deepEqual(holder, [{ profile_id: signedIn }], "x1 left prof_a");
+    assert.ok((await checkProfileRows(edge)) >= 4);
+    const erased = await fetch(`${edge.url}/v1/privacy/delete`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${ADMIN_KEY}`, "content-type": "application/json" },
+      body: JSON.stringify({ type: "user_id", value: user }),
+    });
+    assert.equal(erased.status, 200);
+    assert.deepEqual(await edge.query("SELECT profile_id FROM profile_members WHERE profile_id = ?", signedIn), []);
+    await checkProfileRows(edge);
+    // The seeded graph had no links, so the sign-in's component was the user ID and x1 alone:
+    // prof_b lost its user ID and is anonymous again.
+    const [b] = await edge.query("SELECT identifiers, identified FROM profile_members WHERE profile_id = 'prof_b'");
+    assert.deepEqual([JSON.parse(b.identifiers), b.identified], [[`anonymous_id:${x3}`], 0]);
+    assert.equal((await edge.query("SELECT identified FROM profile_totals"))[0].identified, 0);
   });
 });

@@ -2,7 +2,7 @@
 // D1 + KV.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { post, secret, startEdge, trustingSources, WRITE_KEY } from "../support/edge.mjs";
+import { checkProfileRows, post, secret, startEdge, trustingSources, WRITE_KEY } from "../support/edge.mjs";
 
 const ROOT_KEY = secret("ADMIN_KEY");
 const run = `${process.pid}`;
@@ -332,6 +332,10 @@ describe("privacy, access control and retention", () => {
     assert.equal(audit.actor, "scheduler");
     assert.equal(audit.detail.events, expiredBefore);
     assert.equal(audit.detail.profiles, 1);
+  });
+
+  test("after erasures and expiries each profile's row still holds exactly its identifiers, and the totals count them", async () => {
+    assert.ok((await checkProfileRows(edge)) >= 1);
   });
 
   test("pages carry security headers", async () => {

@@ -5,7 +5,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash, createHmac, randomUUID } from "node:crypto";
 import { createServer } from "node:http";
-import { directSources, idCookie, post, secret, settled, startEdge, WRITE_KEY } from "../support/edge.mjs";
+import { checkProfileRows, directSources, idCookie, post, secret, settled, startEdge, WRITE_KEY } from "../support/edge.mjs";
 
 const ADMIN_KEY = secret("ADMIN_KEY");
 const run = `${process.pid}`;
@@ -668,6 +668,10 @@ describe("trust: identity claims from the public key", () => {
     const me = await lookup("anonymous_id", mine);
     assert.notEqual(me.profileId, v.profileId);
     assert.ok(!holds(await lookup("user_id", v.user), "cookie_id", v.browser));
+  });
+
+  test("after erasures and expiries each profile's row still holds exactly its identifiers, and the totals count them", async () => {
+    assert.ok((await checkProfileRows(edge)) >= 1);
   });
 
   test("server-side identify merges freely, and a trust-browser source believes the page", async () => {

@@ -186,8 +186,32 @@ async function whenUnlocked(statement) {
 }
 
 /**
- * Starts a fresh edge. Options: `sources`, `limits`, `vars` and `profileShards` (the profiles'
- * state over that many D1 databases; see testConfig). Call `stop()` when done.
+ * An installation from before migration `upgrade.migration` of `DB` (e.g. "0029"): the
+ * migrations before it are applied, then `upgrade.sql` (statements writing the old shape's
+ * rows); startEdge then applies the rest, as `npm run deploy` would.
+ */
+function upgradeFrom({ migration, sql }, configPath, state) {
+  const dir = join(state, "migrations-before");
+  mkdirSync(dir, { recursive: true });
+  const migrations = join(root, "edge/migrations");
+  for (const file of readdirSync(migrations).filter((f) => f.endsWith(".sql") && f < migration)) {
+    writeFileSync(join(dir, file), readFileSync(join(migrations, file)));
+  }
+  // Beside wrangler.toml, so that its relative paths still resolve; git ignores it.
+  const before = join(root, `.wrangler-test-before-${process.pid}.toml`);
+  writeFileSync(before, readFileSync(configPath, "utf8").replace('migrations_dir = "edge/migrations"', `migrations_dir = ${JSON.stringify(dir)}`));
+  try {
+    runWrangler(["d1", "migrations", "apply", "DB", "--local", "--persist-to", state, "--config", before]);
+    runWrangler(["d1", "execute", "DB", "--local", "--persist-to", state, "--config", before, "--command", sql.join(";\n")]);
+  } finally {
+    rmSync(before, { force: true });
+  }
+}
+
+/**
+ * Starts a fresh edge. Options: `sources`, `limits`, `vars`, `profileShards` (the profiles'
+ * state over that many D1 databases; see testConfig) and `upgrade` (see upgradeFrom). Call
+ * `stop()` when done.
  */
 export async function startEdge(name, options = {}) {
   const state = join(root, "tests/.tmp", `${name}-${process.pid}`);
@@ -197,6 +221,7 @@ export async function startEdge(name, options = {}) {
   const configPath = custom ? testConfig(name, options) : mainConfig;
   const config = ["--config", configPath];
   const bindings = shardBindings(options.profileShards ?? 1);
+  if (options.upgrade) upgradeFrom(options.upgrade, configPath, state);
   for (const binding of bindings) {
     runWrangler(["d1", "migrations", "apply", binding, "--local", "--persist-to", state, ...config]);
   }
@@ -361,4 +386,40 @@ export function storedState(column) {
   head.writeUInt16LE(~dictionary.length & 0xffff, 3);
   const text = inflateRawSync(Buffer.concat([head, dictionary, bytes.subarray(1)])).subarray(dictionary.length);
   return JSON.parse(text.toString("utf8"));
+}
+
+/**
+ * Checks the row per profile (`profile_members`, edge/migrations 0029) against the assignments
+ * it is kept from: each profile with identifiers has one row holding exactly them, its
+ * `identified` flag says whether one is an email or a user ID, and the totals count the rows.
+ * One statement, so the Worker cannot write between the reads. Returns the number of profiles.
+ */
+export async function checkProfileRows(edge, shard = 0) {
+  const rows = await edge.queryShard(
+    shard,
+    "SELECT 'assigned' AS kind, profile_id AS a, identifier AS b, NULL AS c FROM identities " +
+      "UNION ALL SELECT 'row', profile_id, identifiers, identified FROM profile_members " +
+      "UNION ALL SELECT 'totals', profiles, identified, NULL FROM profile_totals",
+  );
+  const assigned = new Map();
+  for (const r of rows.filter((r) => r.kind === "assigned")) {
+    if (!assigned.has(r.a)) assigned.set(r.a, []);
+    assigned.get(r.a).push(r.b);
+  }
+  const identifiedBy = (ids) => (ids.some((id) => id.startsWith("email:") || id.startsWith("user_id:")) ? 1 : 0);
+  const want = new Map([...assigned].map(([p, ids]) => [p, `${JSON.stringify(ids.sort())}|${identifiedBy(ids)}`]));
+  const got = new Map(
+    rows
+      .filter((r) => r.kind === "row")
+      .map((r) => [r.a, `${JSON.stringify(JSON.parse(r.b).sort())}|${r.c}`]),
+  );
+  if (JSON.stringify([...got].sort()) !== JSON.stringify([...want].sort())) {
+    throw new Error(`profile rows differ from the assignments:\nrows ${JSON.stringify([...got].sort())}\nassignments ${JSON.stringify([...want].sort())}`);
+  }
+  const totals = rows.find((r) => r.kind === "totals");
+  const identified = [...assigned.values()].filter(identifiedBy).length;
+  if (Number(totals?.a) !== want.size || Number(totals?.b) !== identified) {
+    throw new Error(`profile totals ${totals?.a}/${totals?.b}, counted ${want.size}/${identified}`);
+  }
+  return want.size;
 }

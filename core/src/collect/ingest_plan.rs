@@ -16,7 +16,8 @@ use crate::collect::event::Event;
 use crate::collect::ingest::Decoded;
 use crate::collect::source::Source;
 use crate::identity::graph_plan::{
-    identifiers_param, link_seqs, probe_assignments, set_key, upsert_traits, Contributions,
+    identifiers_param, link_seqs, members_of, probe_assignments, set_key, upsert_traits,
+    Contributions,
 };
 use crate::identity::{mentioned_identifiers, Identifier, Link, Rules};
 use crate::personalise::refresh::feeds_computed;
@@ -286,11 +287,12 @@ pub fn settled_profiles(
 /// and version) for the profile that `profile` (SQL: `?1`, or a subquery over `?1`) names, `?1`
 /// bound to `param`.
 pub fn view_reads(profile: &str, param: &str) -> [Statement; 3] {
+    let members = members_of(profile);
     [
-        format!("SELECT identifier FROM identities WHERE profile_id = {profile}"),
+        format!("{members} ORDER BY identifier"),
         format!(
             "SELECT identifier, key, once, value, timestamp, message_key FROM trait_values \
-             WHERE identifier IN (SELECT identifier FROM identities WHERE profile_id = {profile})"
+             WHERE identifier IN ({members})"
         ),
         format!("SELECT state, version FROM profile_personalisation WHERE profile_id = {profile}"),
     ]

@@ -1,15 +1,11 @@
-//! How many people there are: profiles, and those identified by an email or a user ID. Counting
-//! reads the whole identities index, so the segment sweep counts at most hourly and the
-//! console's overview reads the latest count.
+//! How many people there are: profiles, and those identified by an email or a user ID. The
+//! totals are kept by triggers on the profile rows (edge/migrations 0029); the segment sweep
+//! records them per day, at most hourly, and the console's overview reads the latest record.
 
 use crate::format::time::DAY_MS;
 use crate::plan::{Param, Statement};
 
-// Identifiers sort by type first: each type's identifiers are one range of the key.
-const COUNTS: &str = "SELECT (SELECT COUNT(DISTINCT profile_id) FROM identities) AS profiles, \
-     (SELECT COUNT(DISTINCT profile_id) FROM identities \
-      WHERE (identifier >= 'email:' AND identifier < 'email;') \
-      OR (identifier >= 'user_id:' AND identifier < 'user_id;')) AS identified";
+const COUNTS: &str = "SELECT profiles, identified FROM profile_totals WHERE id = 1";
 
 /// How old the latest count may grow before the sweep counts again.
 pub const RECOUNT_AFTER_MS: i64 = 60 * 60 * 1000;

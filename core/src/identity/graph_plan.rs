@@ -234,6 +234,15 @@ pub fn link_seqs(links: &[Link]) -> Option<Statement> {
     })
 }
 
+/// SQL for the identifiers (`identifier`) of the profile `profile` names (a parameter or a
+/// subquery): its row in `profile_members` (edge/migrations 0029), one key seek.
+pub fn members_of(profile: &str) -> String {
+    format!(
+        "SELECT m.value AS identifier FROM profile_members p CROSS JOIN json_each(p.identifiers) m \
+         WHERE p.profile_id = {profile}"
+    )
+}
+
 /// Current assignments of identifiers (a JSON array bound as `?1`).
 pub const LOAD_IDENTITIES_SQL: &str =
     "SELECT identifier, profile_id, seq, seq_sum FROM identities \

@@ -136,6 +136,12 @@ impl Rules {
                 "hashPii" => rules.hash_pii = parse_bool(value, "hashPii")?,
                 "maxIdentifiers" => {
                     rules.max_identifiers = parse_count(value, "maxIdentifiers", 1)?;
+                    if rules.max_identifiers > MAX_PROFILE_IDENTIFIERS {
+                        return Err(IdentityConfigError::Invalid {
+                            field: "maxIdentifiers".into(),
+                            problem: "must be at most 5000",
+                        });
+                    }
                 }
                 "maxMerges" => rules.max_merges = parse_count(value, "maxMerges", 0)?,
                 other => {
@@ -352,6 +358,10 @@ fn parse_count(value: &Value, field: &str, min: usize) -> Result<usize, Identity
         })
 }
 
+/// Most identifiers `maxIdentifiers` may allow a profile: its row holds them all
+/// (`profile_members`), and D1 refuses rows over 2 MB (5,000 of at most 256 bytes is 1.3 MB).
+pub const MAX_PROFILE_IDENTIFIERS: usize = 5000;
+
 /// A mistake in identity configuration. Each variant has a stable [`IdentityConfigError::code`]
 /// and, where there is one, names the field ([`IdentityConfigError::field`]).
 #[allow(missing_docs)] // the fields say what they hold
@@ -558,6 +568,9 @@ mod tests {
         assert_eq!(e.field(), Some("blocked[1]"));
         let e = err(json!({"maxIdentifiers": 0}));
         assert_eq!(e.field(), Some("maxIdentifiers"));
+        let e = err(json!({"maxIdentifiers": MAX_PROFILE_IDENTIFIERS + 1}));
+        assert_eq!(e.field(), Some("maxIdentifiers"));
+        assert!(e.to_string().contains("at most 5000"));
         let e = err(json!({"hashPii": "yes"}));
         assert_eq!(e.field(), Some("hashPii"));
         assert!(e.to_string().contains("hashPii"));

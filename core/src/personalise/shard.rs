@@ -269,7 +269,7 @@ pub fn arrive(profile_id: &str, found: &Found<'_>) -> Vec<Statement> {
 /// carried.
 pub fn exists(profile_id: &str) -> Statement {
     Statement {
-        sql: "SELECT (EXISTS (SELECT 1 FROM identities WHERE profile_id = ?1) \
+        sql: "SELECT (EXISTS (SELECT 1 FROM profile_members WHERE profile_id = ?1) \
               OR EXISTS (SELECT 1 FROM merges WHERE from_profile = ?1)) AS found"
             .into(),
         params: vec![Param::Text(profile_id.to_owned())],

@@ -414,10 +414,11 @@ fn plan_erasure(
             "linkMembers",
             format!("DELETE FROM link_members WHERE identifier IN {IN_IDS}"),
         ),
-        by_ids(
+        // Its triggers update the profile rows (edge/migrations 0029), which `changes` counts.
+        returning(by_ids(
             "identities",
             format!("DELETE FROM identities WHERE identifier IN {IN_IDS}"),
-        ),
+        )),
         // A walk's saved position (`walk_cursors`, a few rows) is the last key it read: one of
         // the person's identifiers or profile IDs steps back to the one before it (a walk
         // re-reads from there, never skips).
@@ -428,7 +429,7 @@ fn plan_erasure(
                     "UPDATE walk_cursors SET after = CASE WHEN after IN {IN_IDS} \
                      THEN coalesce((SELECT max(identifier) FROM identities \
                      WHERE identifier < walk_cursors.after), '') \
-                     ELSE coalesce((SELECT max(profile_id) FROM identities \
+                     ELSE coalesce((SELECT max(profile_id) FROM profile_members \
                      WHERE profile_id < walk_cursors.after), '') END \
                      WHERE after IN {IN_IDS} OR after IN (SELECT value FROM json_each(?2))"
                 ),

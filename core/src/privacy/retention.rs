@@ -150,7 +150,7 @@ pub fn inactive_anonymous_profiles(
 ) -> Statement {
     let anonymous = ANONYMOUS_CLASSES
         .iter()
-        .map(|c| format!("j.identifier LIKE '{}:%'", c.as_str()))
+        .map(|c| format!("m.value LIKE '{}:%'", c.as_str()))
         .collect::<Vec<_>>()
         .join(" OR ");
     Statement {
@@ -160,8 +160,9 @@ pub fn inactive_anonymous_profiles(
              WHERE identifier > ?3 ORDER BY identifier LIMIT ?4) \
              SELECT * FROM (SELECT w.identifier AS identifier, w.profile_id AS profile_id, \
              NULL AS walked_to, NULL AS walked FROM walked w WHERE w.active < ?1 AND NOT EXISTS \
-             (SELECT 1 FROM identities j WHERE j.profile_id = w.profile_id AND \
-             (coalesce(j.last_seen, j.updated_at) >= ?1 OR NOT ({anonymous}))) \
+             (SELECT 1 FROM profile_members p CROSS JOIN json_each(p.identifiers) m \
+             CROSS JOIN identities j ON j.identifier = m.value WHERE p.profile_id = w.profile_id \
+             AND (coalesce(j.last_seen, j.updated_at) >= ?1 OR NOT ({anonymous}))) \
              ORDER BY w.identifier LIMIT ?2) \
              UNION ALL SELECT NULL, NULL, max(identifier), count(*) FROM walked"
         ),
@@ -300,7 +301,7 @@ mod tests {
             .contains("received_at < ? AND archived_at IS NOT NULL LIMIT ?"));
         let p = inactive_anonymous_profiles(&r, 181 * DAY_MS, "anonymous_id:a", 50);
         assert!(p.sql.contains("LIMIT ?2"));
-        assert!(p.sql.contains("j.identifier LIKE 'cookie_id:%'"));
+        assert!(p.sql.contains("m.value LIKE 'cookie_id:%'"));
         assert_eq!(
             p.params,
             vec![

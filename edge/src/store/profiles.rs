@@ -2,6 +2,7 @@
 
 use seam_core::collect::ingest_plan::view_reads;
 use seam_core::format::time::format_iso8601;
+use seam_core::identity::graph_plan::members_of;
 use seam_core::identity::profile::{ProfileView, TraitRow};
 use seam_core::identity::{IdType, Identifier};
 use seam_core::personalise::refresh::Loaded;
@@ -44,7 +45,7 @@ pub struct ProfileIdRow {
 /// Text forms of every identifier a profile holds now.
 pub async fn identifier_texts(db: &D1Database, profile_id: &str) -> worker::Result<Vec<String>> {
     Ok(db
-        .prepare("SELECT identifier FROM identities WHERE profile_id = ?")
+        .prepare(format!("{} ORDER BY identifier", members_of("?1")))
         .bind(&[profile_id.into()])?
         .all()
         .await?
@@ -73,7 +74,7 @@ pub async fn current_id(db: &D1Database, profile_id: &str) -> worker::Result<Opt
     // Merge chains are short; the bound only guards against a cycle in corrupt data.
     for _ in 0..8 {
         let held = db
-            .prepare("SELECT 1 AS one FROM identities WHERE profile_id = ? LIMIT 1")
+            .prepare("SELECT 1 AS one FROM profile_members WHERE profile_id = ?")
             .bind(&[id.as_str().into()])?
             .first::<Value>(None)
             .await?;
@@ -100,11 +101,11 @@ pub async fn last_consent(db: &D1Database, profile_id: &str) -> worker::Result<O
         state: String,
     }
     Ok(db
-        .prepare(
-            "SELECT c.state FROM identities i CROSS JOIN consent_history c \
-             ON c.identifier = i.identifier WHERE i.profile_id = ? \
-             ORDER BY c.timestamp DESC LIMIT 1",
-        )
+        .prepare(format!(
+            "SELECT c.state FROM ({}) i CROSS JOIN consent_history c \
+             ON c.identifier = i.identifier ORDER BY c.timestamp DESC, c.identifier LIMIT 1",
+            members_of("?1")
+        ))
         .bind(&[profile_id.into()])?
         .first::<Row>(None)
         .await?
@@ -308,7 +309,7 @@ pub async fn page(
     let ids: Vec<String> = d1::rows::<ProfileIdRow>(
         db,
         &Statement {
-            sql: "SELECT DISTINCT profile_id FROM identities WHERE profile_id > ?1 \
+            sql: "SELECT profile_id FROM profile_members WHERE profile_id > ?1 \
                   ORDER BY profile_id LIMIT ?2"
                 .into(),
             params: vec![
@@ -334,15 +335,18 @@ pub async fn page(
             of(
                 &all,
                 format!(
-                    "SELECT profile_id, identifier FROM identities WHERE profile_id IN {in_page}"
+                    "SELECT p.profile_id, m.value AS identifier FROM profile_members p \
+                     CROSS JOIN json_each(p.identifiers) m WHERE p.profile_id IN {in_page} \
+                     ORDER BY p.profile_id, identifier"
                 ),
             ),
             of(
                 &all,
                 format!(
-                    "SELECT i.profile_id, t.identifier, t.key, t.once, t.value, t.timestamp, \
-                     t.message_key FROM identities i CROSS JOIN trait_values t \
-                     ON t.identifier = i.identifier WHERE i.profile_id IN {in_page}"
+                    "SELECT p.profile_id, t.identifier, t.key, t.once, t.value, t.timestamp, \
+                     t.message_key FROM profile_members p CROSS JOIN json_each(p.identifiers) m \
+                     CROSS JOIN trait_values t ON t.identifier = m.value \
+                     WHERE p.profile_id IN {in_page}"
                 ),
             ),
         ],

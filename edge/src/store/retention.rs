@@ -106,7 +106,8 @@ pub async fn expired_profiles(
     }
     let members = db
         .prepare(
-            "SELECT identifier, profile_id FROM identities WHERE profile_id IN (SELECT value FROM json_each(?))",
+            "SELECT m.value AS identifier, p.profile_id FROM profile_members p \
+             CROSS JOIN json_each(p.identifiers) m WHERE p.profile_id IN (SELECT value FROM json_each(?))",
         )
         .bind(&[serde_json::to_string(&ids).unwrap_or_default().into()])?
         .all()
