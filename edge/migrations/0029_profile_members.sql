@@ -4,18 +4,25 @@
 -- census) is one key seek into a row that can later live in the profile's own shard, beside
 -- its state. Kept by triggers on `identities`, so it changes in the same transaction as the
 -- assignments, whichever Worker writes them (the old one too, between migrate and deploy).
--- A profile without identifiers has no row.
+-- A profile without identifiers has no row. Its `last_seen` is what retention walks for
+-- inactive anonymous profiles: ingest touches the visitor's profile row, no longer each of
+-- its identifiers (`identities.last_seen` is no longer written).
 CREATE TABLE profile_members (
   profile_id  TEXT    NOT NULL PRIMARY KEY,
   identifiers TEXT    NOT NULL,  -- JSON array of identifier text forms, in no order
-  identified  INTEGER NOT NULL   -- 1 when one is an email or a user ID
+  identified  INTEGER NOT NULL,  -- 1 when one is an email or a user ID
+  last_seen   INTEGER NOT NULL   -- ms; the latest of its identifiers' activity
 ) WITHOUT ROWID;
 
-INSERT INTO profile_members (profile_id, identifiers, identified)
+INSERT INTO profile_members (profile_id, identifiers, identified, last_seen)
 SELECT profile_id, json_group_array(identifier),
   max((identifier >= 'email:' AND identifier < 'email;')
-    OR (identifier >= 'user_id:' AND identifier < 'user_id;'))
+    OR (identifier >= 'user_id:' AND identifier < 'user_id;')),
+  max(coalesce(last_seen, updated_at))
 FROM identities GROUP BY profile_id;
+
+-- Retention's walk goes over profiles now: its saved position (an identifier) starts over.
+DELETE FROM walk_cursors WHERE name = 'inactive_anonymous_profiles';
 
 -- How many profiles there are and how many are identified (core::identity::census): kept by
 -- the rows' triggers, so counting reads one row instead of every identifier.
@@ -42,19 +49,21 @@ END;
 
 -- An identifier joins its profile's row (made when it is the first) or leaves it (the row goes
 -- with its last identifier): one trigger each, on a view that stores nothing, so the three
--- triggers on `identities` below share them. The leave's update reads the row as it was.
+-- triggers on `identities` below share them. The leave's update reads the row as it was. A
+-- joining identifier brings its activity (`seen`): a merge is as recent as its newest part.
 CREATE VIEW profile_member_edits AS
-  SELECT NULL AS profile_id, NULL AS identifier, NULL AS joins WHERE 0;
+  SELECT NULL AS profile_id, NULL AS identifier, NULL AS joins, NULL AS seen WHERE 0;
 
 CREATE TRIGGER profile_member_joins INSTEAD OF INSERT ON profile_member_edits
 WHEN NEW.joins BEGIN
-  INSERT INTO profile_members (profile_id, identifiers, identified)
+  INSERT INTO profile_members (profile_id, identifiers, identified, last_seen)
   VALUES (NEW.profile_id, json_array(NEW.identifier),
     (NEW.identifier >= 'email:' AND NEW.identifier < 'email;')
-    OR (NEW.identifier >= 'user_id:' AND NEW.identifier < 'user_id;'))
+    OR (NEW.identifier >= 'user_id:' AND NEW.identifier < 'user_id;'), NEW.seen)
   ON CONFLICT (profile_id) DO UPDATE SET
     identifiers = json_insert(profile_members.identifiers, '$[#]', NEW.identifier),
-    identified = profile_members.identified OR excluded.identified;
+    identified = profile_members.identified OR excluded.identified,
+    last_seen = max(profile_members.last_seen, excluded.last_seen);
 END;
 
 CREATE TRIGGER profile_member_leaves INSTEAD OF INSERT ON profile_member_edits
@@ -70,15 +79,27 @@ WHEN NOT NEW.joins BEGIN
 END;
 
 CREATE TRIGGER identities_member_insert AFTER INSERT ON identities BEGIN
-  INSERT INTO profile_member_edits VALUES (NEW.profile_id, NEW.identifier, 1);
+  INSERT INTO profile_member_edits
+  VALUES (NEW.profile_id, NEW.identifier, 1, coalesce(NEW.last_seen, NEW.updated_at));
 END;
 CREATE TRIGGER identities_member_delete AFTER DELETE ON identities BEGIN
-  INSERT INTO profile_member_edits VALUES (OLD.profile_id, OLD.identifier, 0);
+  INSERT INTO profile_member_edits VALUES (OLD.profile_id, OLD.identifier, 0, NULL);
 END;
+-- A moving identifier brings its old profile's activity (touched there, not on the identifier)
+-- and the resolution's time: joining first, while the old row is still there.
 CREATE TRIGGER identities_member_move AFTER UPDATE OF profile_id ON identities
 WHEN OLD.profile_id <> NEW.profile_id BEGIN
-  INSERT INTO profile_member_edits VALUES (OLD.profile_id, OLD.identifier, 0);
-  INSERT INTO profile_member_edits VALUES (NEW.profile_id, NEW.identifier, 1);
+  INSERT INTO profile_member_edits VALUES (NEW.profile_id, NEW.identifier, 1, max(NEW.updated_at,
+    coalesce((SELECT last_seen FROM profile_members WHERE profile_id = OLD.profile_id), 0)));
+  INSERT INTO profile_member_edits VALUES (OLD.profile_id, OLD.identifier, 0, NULL);
+END;
+
+-- The Worker from before 0029 touches identifiers, between migrate and deploy: their
+-- profiles' rows see it.
+CREATE TRIGGER identities_touched AFTER UPDATE OF last_seen ON identities
+WHEN NEW.last_seen IS NOT NULL BEGIN
+  UPDATE profile_members SET last_seen = max(last_seen, NEW.last_seen)
+  WHERE profile_id = NEW.profile_id;
 END;
 
 DROP INDEX identities_by_profile;

@@ -221,6 +221,10 @@ describe("an installation from before the profile rows (migration 0029)", () => 
   test("the migration writes each profile's row and the totals from the assignments; reads by profile use them", async () => {
     assert.equal(await checkProfileRows(edge), 3);
     assert.deepEqual((await edge.query("SELECT profiles, identified FROM profile_totals"))[0], { profiles: 3, identified: 1 });
+    // The Worker from before 0029 touches identifiers between migrate and deploy: the
+    // profile's row sees it.
+    await edge.exec("UPDATE identities SET last_seen = 5000 WHERE identifier = ?", `anonymous_id:${x2}`);
+    assert.deepEqual(await edge.query("SELECT last_seen FROM profile_members WHERE profile_id = 'prof_a'"), [{ last_seen: 5000 }]);
     const profile = await fetch(`${edge.url}/v1/profiles/prof_b`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } }).then((r) => r.json());
     assert.deepEqual([...profile.identifiers].sort(), [`anonymous_id:${x3}`, `user_id:${user}`]);
     // A visitor after the upgrade gets a row from the triggers; a sign-in moves a backfilled

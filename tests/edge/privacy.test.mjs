@@ -315,6 +315,16 @@ describe("privacy, access control and retention", () => {
     await identity(`anonymous_id:ret-anon-known-${run}`, `prof_ret_known_${run}`, now - 300 * DAY);
     await identity(`email:ret-${run}@example.com`, `prof_ret_known_${run}`, now - 300 * DAY);
     await edge.query("INSERT INTO trait_values (identifier, key, once, value, timestamp, message_key) VALUES (?, 'plan', 0, '\"free\"', 1, 'x')", `anonymous_id:ret-anon-old-${run}`);
+    // A visitor whose profile was last seen 181 days ago comes back today: the visit (no new
+    // link, so no resolution) touches the profile's row.
+    const visit = () => send([{ type: "page", messageId: mid(), anonymousId: `ret-anon-back-${run}`, context: consent("granted") }]);
+    assert.equal((await visit()).status, 200);
+    const aged = await edge.query(
+      "UPDATE profile_members SET last_seen = ? WHERE profile_id = (SELECT profile_id FROM identities WHERE identifier = ?) RETURNING profile_id",
+      now - 181 * DAY, `anonymous_id:ret-anon-back-${run}`,
+    );
+    assert.equal(aged.length, 1);
+    assert.equal((await visit()).status, 200);
     const expiredBefore = await count("SELECT count(*) AS n FROM events WHERE received_at < ?", now - 90 * DAY);
     const totalBefore = await count("SELECT count(*) AS n FROM events");
 
@@ -327,6 +337,7 @@ describe("privacy, access control and retention", () => {
     assert.equal(await count("SELECT count(*) AS n FROM events WHERE message_id = ?", `ret-edge-${run}`), 1);
     const profiles = (await edge.query("SELECT DISTINCT profile_id FROM identities WHERE profile_id LIKE ?", `prof_ret_%_${run}`)).map((p) => p.profile_id).sort();
     assert.deepEqual(profiles, [`prof_ret_known_${run}`, `prof_ret_mixed_${run}`], "only the inactive anonymous profile is erased");
+    assert.equal(await count("SELECT count(*) AS n FROM identities WHERE identifier = ?", `anonymous_id:ret-anon-back-${run}`), 1, "the visitor who came back stays");
     assert.equal(await count("SELECT count(*) AS n FROM trait_values WHERE identifier = ?", `anonymous_id:ret-anon-old-${run}`), 0);
     const audit = (await call("GET", "/v1/admin/audit")).json.entries.find((e) => e.action === "retention");
     assert.equal(audit.actor, "scheduler");
@@ -350,14 +361,14 @@ describe("privacy, access control and retention", () => {
 describe("retention's walk for inactive anonymous profiles", () => {
   let edge;
   before(async () => {
-    // Four identifiers a run, profiles erased two at a time: the walk has to carry on across runs.
+    // Four profiles a run, erased two at a time: the walk has to carry on across runs.
     edge = await startEdge("retention-walk", { vars: { RETENTION_WALK: "4", RETENTION_CHUNK: "2" } });
   });
   after(async () => {
     await edge?.stop();
   });
 
-  test("carries on from where the last run stopped, a chunk at a time, and starts over after the last identifier", async () => {
+  test("carries on from where the last run stopped, a chunk at a time, and starts over after the last profile", async () => {
     const now = Date.now();
     const identity = (identifier, profile, lastSeen) =>
       edge.query("INSERT INTO identities (identifier, profile_id, seq, updated_at, last_seen) VALUES (?, ?, 0, ?, ?)", identifier, profile, lastSeen, lastSeen);
@@ -377,30 +388,30 @@ describe("retention's walk for inactive anonymous profiles", () => {
     };
     const all = ["walk-1", "walk-2", "walk-3", "walk-4", "walk-5", "walk-6", "walk-active", "email:walk@example.com"];
 
-    // Each run reads four identifiers: first the active ones, then a full chunk of two expired
-    // among four read, so the next run resumes after the last one erased. The saved position
-    // never names an erased identifier: it is the last one still stored before it (a-4), which
-    // walks on the same.
-    assert.equal(await retention(), "anonymous_id:a-4");
+    // Each run reads four profiles (by profile ID, in the same order as their identifiers
+    // here): first the active ones, then a full chunk of two expired among four read, so the
+    // next run resumes after the last one erased. The saved position never names an erased
+    // profile: it is the last one still stored before it (prof_a_4), which walks on the same.
+    assert.equal(await retention(), "prof_a_4");
     assert.deepEqual(await left(), all);
-    assert.equal(await retention(), "anonymous_id:a-4");
+    assert.equal(await retention(), "prof_a_4");
     assert.deepEqual(await left(), all.slice(2));
-    assert.equal(await retention(), "anonymous_id:a-4");
+    assert.equal(await retention(), "prof_a_4");
     assert.deepEqual(await left(), all.slice(4));
-    assert.equal(await retention(), "anonymous_id:a-4");
+    assert.equal(await retention(), "prof_a_4");
     assert.deepEqual(await left(), ["walk-active", "email:walk@example.com"]);
     // Reading fewer than asked is the end of the table: the next run starts over, and in time
     // finds what arrived behind the walk meanwhile.
     assert.equal(await retention(), "");
     await identity("anonymous_id:walk-0", "prof_walk_0", now - 200 * DAY);
-    assert.equal(await retention(), "anonymous_id:a-4");
+    assert.equal(await retention(), "prof_a_4");
     assert.deepEqual(await left(), ["walk-0", "walk-active", "email:walk@example.com"]);
     assert.equal(await retention(), "");
     assert.deepEqual(await left(), ["walk-active", "email:walk@example.com"], "the active and the known profile stay");
     const audit = await edge.query("SELECT detail FROM privacy_audit WHERE action = 'retention' ORDER BY at DESC LIMIT 1");
     const detail = JSON.parse(audit[0].detail);
     assert.equal(detail.profiles, 1);
-    assert.equal(detail.identifiersWalked, 3);
+    assert.equal(detail.profilesWalked, 3);
   });
 });
 

@@ -22,7 +22,7 @@ use crate::identity::graph_plan::{
 use crate::identity::{mentioned_identifiers, Identifier, Link, Rules};
 use crate::personalise::refresh::feeds_computed;
 use crate::plan::{insert_events, Param, Statement};
-use crate::privacy::retention::touch_identities;
+use crate::privacy::retention::touch_profiles;
 use crate::privacy::ConsentRecord;
 use crate::privacy::{count_rejections, record_consent, suppression_key, suppression_probe};
 
@@ -135,7 +135,7 @@ impl IngestPlan {
         let keys: Vec<String> = mentioned.iter().map(suppression_key).collect();
         let suppression_at = (!keys.is_empty()).then(|| {
             statements.push(suppression_probe(&keys));
-            statements.push(touch_identities(
+            statements.push(touch_profiles(
                 &identifiers_param(identifiers.iter().copied()),
                 received_at,
             ));

@@ -9,7 +9,7 @@ use crate::format::time::DAY_MS;
 use crate::identity::IdClass;
 use crate::plan::{Param, Statement};
 
-/// How often an identifier's `last_seen` is refreshed at most: finer precision would cost a write
+/// How often a profile's `last_seen` is refreshed at most: finer precision would cost a write
 /// per request for nothing.
 pub const TOUCH_GRANULARITY_MS: i64 = 3_600_000;
 
@@ -24,7 +24,7 @@ pub struct Retention {
     pub chunk: u32,
     /// Chunks per run. Default 20.
     pub max_chunks: u32,
-    /// Identifiers one run walks looking for inactive anonymous profiles; the next run carries
+    /// Profiles one run walks looking for inactive anonymous ones; the next run carries
     /// on from there. Default 500,000.
     pub walk: u32,
 }
@@ -128,20 +128,22 @@ pub fn purge_events(retention: &Retention, now_ms: i64, archived_only: bool) -> 
 const ANONYMOUS_CLASSES: [IdClass; 3] =
     [IdClass::AnonymousId, IdClass::CookieId, IdClass::DeviceId];
 
-/// Identifiers one walk step reads.
+/// Profiles one walk step reads.
 pub const WALK_STEP: u32 = 5_000;
 
-/// The walk's saved position (`walk_cursors`): the last identifier walked, "" to start over.
-pub const WALK_CURSOR: &str = "inactive_anonymous_profiles";
+/// The walk's saved position (`walk_cursors`): the last profile ID walked, "" to start over.
+/// (Named anew when the walk went from identifiers to profiles, 2026-12-07.)
+pub const WALK_CURSOR: &str = "inactive_profiles";
 
-/// One step of the walk over `identities` in key order: reads up to `rows` identifiers after
-/// `after` and returns those belonging to profiles whose identifiers are all anonymous and were
-/// all last seen before the cutoff (at most one chunk, in key order: `identifier`,
-/// `profile_id`), then one row with the last identifier read (`walked_to`, NULL past the end)
-/// and how many were read (`walked`). Their erasure is planned like a data-subject deletion, without suppression.
+/// One step of the walk over the profiles' rows (`profile_members`) in key order: reads up to
+/// `rows` profiles after `after` and returns those whose identifiers are all anonymous and
+/// which were last seen before the cutoff (at most one chunk, in key order: `profile_id` and
+/// its `identifiers` as JSON), then one row with the last profile ID read (`walked_to`, NULL
+/// past the end) and how many were read (`walked`). Their erasure is planned like a
+/// data-subject deletion, without suppression.
 ///
-/// A walk instead of an index over each identifier's activity: that index held every
-/// identifier's text once more (about 18 bytes of D1 per event), for a query run once a day.
+/// A walk instead of an index over each profile's activity: that index would hold every
+/// profile ID once more, for a query run once a day.
 pub fn inactive_anonymous_profiles(
     retention: &Retention,
     now_ms: i64,
@@ -155,16 +157,13 @@ pub fn inactive_anonymous_profiles(
         .join(" OR ");
     Statement {
         sql: format!(
-            "WITH walked AS MATERIALIZED (SELECT identifier, profile_id, \
-             coalesce(last_seen, updated_at) AS active FROM identities \
-             WHERE identifier > ?3 ORDER BY identifier LIMIT ?4) \
-             SELECT * FROM (SELECT w.identifier AS identifier, w.profile_id AS profile_id, \
-             NULL AS walked_to, NULL AS walked FROM walked w WHERE w.active < ?1 AND NOT EXISTS \
-             (SELECT 1 FROM profile_members p CROSS JOIN json_each(p.identifiers) m \
-             CROSS JOIN identities j ON j.identifier = m.value WHERE p.profile_id = w.profile_id \
-             AND (coalesce(j.last_seen, j.updated_at) >= ?1 OR NOT ({anonymous}))) \
-             ORDER BY w.identifier LIMIT ?2) \
-             UNION ALL SELECT NULL, NULL, max(identifier), count(*) FROM walked"
+            "WITH walked AS MATERIALIZED (SELECT profile_id, identifiers, last_seen \
+             FROM profile_members WHERE profile_id > ?3 ORDER BY profile_id LIMIT ?4) \
+             SELECT * FROM (SELECT w.profile_id AS profile_id, w.identifiers AS identifiers, \
+             NULL AS walked_to, NULL AS walked FROM walked w WHERE w.last_seen < ?1 AND NOT EXISTS \
+             (SELECT 1 FROM json_each(w.identifiers) m WHERE NOT ({anonymous})) \
+             ORDER BY w.profile_id LIMIT ?2) \
+             UNION ALL SELECT NULL, NULL, max(profile_id), count(*) FROM walked"
         ),
         params: vec![
             Param::Int(retention.profile_cutoff(now_ms)),
@@ -175,7 +174,7 @@ pub fn inactive_anonymous_profiles(
     }
 }
 
-/// Where the walk goes on after a step that asked for `rows` identifiers, read `read` of them
+/// Where the walk goes on after a step that asked for `rows` profiles, read `read` of them
 /// up to `walked_to`, and found `found` (the last being `last_found`). A full chunk found may
 /// have left more in the rows read, so the walk resumes after the last one found. Otherwise it
 /// resumes after the rows read, or, when fewer came than asked (the end of the table), starts
@@ -213,14 +212,14 @@ pub fn save_walk_cursor(name: &str, after: &str) -> Statement {
     }
 }
 
-/// Saves the position of the walk over `identities`: the greatest identifier still stored up
-/// to `after`. The identifier last read may be erased by the step's own erasure (committed in
-/// the same batch, before this) or by a deletion request since: a position must not keep it,
-/// and nothing stored lies between the two, so the walk goes on the same.
-pub fn save_identities_walk(after: &str) -> Statement {
+/// Saves the position of the walk over the profiles' rows: the greatest profile ID still
+/// stored up to `after`. The profile last read may be erased by the step's own erasure
+/// (committed in the same batch, before this) or by a deletion request since: a position must
+/// not keep it, and nothing stored lies between the two, so the walk goes on the same.
+pub fn save_profiles_walk(after: &str) -> Statement {
     Statement {
-        sql: "INSERT INTO walk_cursors (name, after) VALUES (?1, coalesce((SELECT max(identifier) \
-              FROM identities WHERE identifier <= ?2), '')) \
+        sql: "INSERT INTO walk_cursors (name, after) VALUES (?1, coalesce((SELECT max(profile_id) \
+              FROM profile_members WHERE profile_id <= ?2), '')) \
               ON CONFLICT (name) DO UPDATE SET after = excluded.after"
             .into(),
         params: vec![
@@ -230,12 +229,14 @@ pub fn save_identities_walk(after: &str) -> Statement {
     }
 }
 
-/// Marks identifiers seen now (at most once per [`TOUCH_GRANULARITY_MS`], so steady traffic
-/// writes nothing). `identifiers_json` is a JSON array of identifier text forms.
-pub fn touch_identities(identifiers_json: &str, now_ms: i64) -> Statement {
+/// Marks the profiles of identifiers seen now (at most once per [`TOUCH_GRANULARITY_MS`], so
+/// steady traffic writes nothing). `identifiers_json` is a JSON array of identifier text forms;
+/// one not assigned yet gets its profile's row, with its time, from the resolution.
+pub fn touch_profiles(identifiers_json: &str, now_ms: i64) -> Statement {
     Statement {
-        sql: "UPDATE identities SET last_seen = ?1 WHERE identifier IN \
-              (SELECT value FROM json_each(?2)) AND coalesce(last_seen, updated_at) < ?1 - ?3"
+        sql: "UPDATE profile_members SET last_seen = ?1 WHERE profile_id IN \
+              (SELECT profile_id FROM identities WHERE identifier IN (SELECT value FROM json_each(?2))) \
+              AND last_seen < ?1 - ?3"
             .into(),
         params: vec![
             Param::Int(now_ms),
@@ -299,7 +300,7 @@ mod tests {
         assert!(archived
             .sql
             .contains("received_at < ? AND archived_at IS NOT NULL LIMIT ?"));
-        let p = inactive_anonymous_profiles(&r, 181 * DAY_MS, "anonymous_id:a", 50);
+        let p = inactive_anonymous_profiles(&r, 181 * DAY_MS, "prof_a", 50);
         assert!(p.sql.contains("LIMIT ?2"));
         assert!(p.sql.contains("m.value LIKE 'cookie_id:%'"));
         assert_eq!(
@@ -307,7 +308,7 @@ mod tests {
             vec![
                 Param::Int(DAY_MS),
                 Param::Int(7),
-                Param::Text("anonymous_id:a".into()),
+                Param::Text("prof_a".into()),
                 Param::Int(50)
             ]
         );
@@ -340,23 +341,23 @@ mod tests {
     }
 
     #[test]
-    fn a_saved_walk_position_is_an_identifier_still_stored() {
-        let s = save_identities_walk("anonymous_id:gone");
+    fn a_saved_walk_position_is_a_profile_still_stored() {
+        let s = save_profiles_walk("prof_gone");
         assert!(s.sql.contains(
-            "coalesce((SELECT max(identifier) FROM identities WHERE identifier <= ?2), '')"
+            "coalesce((SELECT max(profile_id) FROM profile_members WHERE profile_id <= ?2), '')"
         ));
         assert_eq!(
             s.params,
             vec![
                 Param::Text(WALK_CURSOR.into()),
-                Param::Text("anonymous_id:gone".into())
+                Param::Text("prof_gone".into())
             ]
         );
     }
 
     #[test]
-    fn touch_skips_identifiers_seen_within_the_hour() {
-        let s = touch_identities(r#"["anonymous_id:a"]"#, 5);
+    fn touch_skips_profiles_seen_within_the_hour() {
+        let s = touch_profiles(r#"["anonymous_id:a"]"#, 5);
         assert!(s.sql.contains("< ?1 - ?3"));
         assert_eq!(s.params[2], Param::Int(TOUCH_GRANULARITY_MS));
     }

@@ -11,7 +11,7 @@ use seam_core::activate::deliver;
 use seam_core::format::id;
 use seam_core::format::time::DAY_MS;
 use seam_core::plan::Statement;
-use seam_core::privacy::retention::{purge_events, save_identities_walk, WALK_CURSOR, WALK_STEP};
+use seam_core::privacy::retention::{purge_events, save_profiles_walk, WALK_CURSOR, WALK_STEP};
 use seam_core::privacy::{audit, expire, AuditEntry};
 use serde_json::json;
 use worker::Env;
@@ -44,7 +44,7 @@ pub struct Report {
     /// Chunks used: the events purge's and the profile erasures', each at most the configured
     /// maximum.
     pub chunks: u32,
-    /// Identifiers read looking for inactive anonymous profiles (at most the configured walk).
+    /// Profiles read looking for inactive anonymous ones (at most the configured walk).
     pub walked: u32,
 }
 
@@ -71,8 +71,8 @@ pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
         }
     }
     let sources = store::sources::all_ids(env, &*store::sources::configured(env)?).await?;
-    // Inactive anonymous profiles: a walk over identifiers in key order, carried on from where
-    // the previous run stopped, up to `walk` identifiers and `max_chunks` erasures a run (a
+    // Inactive anonymous profiles: a walk over the profiles' rows in key order, carried on from
+    // where the previous run stopped, up to `walk` profiles and `max_chunks` erasures a run (a
     // budget of its own: a busy events purge does not stop it).
     let mut after = walk_start(&db, WALK_CURSOR).await?;
     let mut saved = after.clone();
@@ -89,7 +89,7 @@ pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
             report.profiles += step.expired.profile_ids.len();
             let mut plan: Vec<(&'static str, Statement)> = expire(&step.expired, &sources, now_ms);
             // The position commits with the erasure: a run that fails later resumes here.
-            plan.push((WALK_POSITION, save_identities_walk(&after)));
+            plan.push((WALK_POSITION, save_profiles_walk(&after)));
             for (what, n) in
                 store::privacy::run_erasure(&db, &step.expired, plan, Suppressed::No).await?
             {
@@ -105,7 +105,7 @@ pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
     }
     report.chunks += erasures;
     if saved != after {
-        store::d1::execute(&db, &[save_identities_walk(&after)]).await?;
+        store::d1::execute(&db, &[save_profiles_walk(&after)]).await?;
     }
     // The delivery log has its own budget: a busy events purge must not let it grow, nor keep
     // dead erasure requests past their 30 days.
@@ -162,7 +162,7 @@ pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
             "archiveObjects": report.archive_objects,
             "imports": report.imports,
             "chunks": report.chunks,
-            "identifiersWalked": report.walked,
+            "profilesWalked": report.walked,
             "eventDays": policy.event_days,
             "anonymousProfileDays": policy.anonymous_profile_days,
         }),

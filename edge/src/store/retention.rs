@@ -1,8 +1,6 @@
 //! Retention's reads and purges: statements come from `seam_core::privacy::retention`; this counts what
 //! they removed and gathers expired anonymous profiles into one erasure subject.
 
-use std::collections::BTreeSet;
-
 use seam_core::plan::Statement;
 use seam_core::privacy::retention::{
     inactive_anonymous_profiles, save_walk_cursor, walk_cursor, walk_resumes_after, Retention,
@@ -13,12 +11,6 @@ use worker::D1Database;
 
 use crate::error::ApiError;
 use crate::store::d1;
-
-#[derive(Deserialize)]
-struct MemberRow {
-    identifier: String,
-    profile_id: String,
-}
 
 /// Runs one statement; the rows it changed.
 pub async fn changes(db: &D1Database, statement: &Statement) -> Result<usize, ApiError> {
@@ -31,8 +23,8 @@ pub async fn changes(db: &D1Database, statement: &Statement) -> Result<usize, Ap
 
 #[derive(Deserialize)]
 struct WalkRow {
-    identifier: Option<String>,
     profile_id: Option<String>,
+    identifiers: Option<String>,
     walked_to: Option<String>,
     walked: Option<u32>,
 }
@@ -48,9 +40,9 @@ pub struct WalkStep {
     pub expired: Subject,
     /// Where the next step starts.
     pub after: String,
-    /// The step read past the last identifier: the walk starts over next time.
+    /// The step read past the last profile: the walk starts over next time.
     pub went_round: bool,
-    /// Identifiers read.
+    /// Profiles read.
     pub walked: u32,
 }
 
@@ -70,8 +62,8 @@ pub async fn save_walk(db: &D1Database, name: &str, after: &str) -> Result<(), A
     Ok(())
 }
 
-/// Reads up to `rows` identifiers after `after` and gathers the expired anonymous profiles
-/// among them, with all their identifiers, as one subject.
+/// Reads up to `rows` profiles after `after` and gathers the expired anonymous ones among
+/// them, with all their identifiers, as one subject.
 pub async fn expired_profiles(
     db: &D1Database,
     policy: &Retention,
@@ -84,38 +76,21 @@ pub async fn expired_profiles(
         &inactive_anonymous_profiles(policy, now_ms, after, rows),
     )
     .await?;
-    let found: Vec<&WalkRow> = walked.iter().filter(|r| r.identifier.is_some()).collect();
+    let found: Vec<&WalkRow> = walked.iter().filter(|r| r.profile_id.is_some()).collect();
     let walked_to = walked.iter().find_map(|r| r.walked_to.as_deref());
     let read = walked.iter().find_map(|r| r.walked).unwrap_or(0);
-    let last_found = found.last().and_then(|r| r.identifier.as_deref());
+    let last_found = found.last().and_then(|r| r.profile_id.as_deref());
     let (after, went_round) =
         walk_resumes_after(policy, found.len(), last_found, (read, rows), walked_to);
-    let ids: BTreeSet<&str> = found
-        .iter()
-        .filter_map(|r| r.profile_id.as_deref())
-        .collect();
-    let ids: Vec<&str> = ids.into_iter().collect();
     let mut subject = Subject::default();
-    if ids.is_empty() {
-        return Ok(WalkStep {
-            expired: subject,
-            after,
-            went_round,
-            walked: read,
-        });
-    }
-    let members = db
-        .prepare(
-            "SELECT m.value AS identifier, p.profile_id FROM profile_members p \
-             CROSS JOIN json_each(p.identifiers) m WHERE p.profile_id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(&[serde_json::to_string(&ids).unwrap_or_default().into()])?
-        .all()
-        .await?
-        .results::<MemberRow>()?;
-    for m in members {
-        subject.identifiers.insert(m.identifier);
-        subject.profile_ids.insert(m.profile_id);
+    for row in found {
+        let identifiers: Vec<String> = row
+            .identifiers
+            .as_deref()
+            .and_then(|json| serde_json::from_str(json).ok())
+            .unwrap_or_default();
+        subject.identifiers.extend(identifiers);
+        subject.profile_ids.extend(row.profile_id.clone());
     }
     Ok(WalkStep {
         expired: subject,
