@@ -7,18 +7,20 @@
 -- A profile without identifiers has no row. Its `last_seen` is what retention walks for
 -- inactive anonymous profiles: ingest touches the visitor's profile row, no longer each of
 -- its identifiers (`identities.last_seen` is no longer written).
+-- The identifiers come last: a large profile's list spills to overflow pages, which reading
+-- the other columns (ingest's touch, retention's walk) then does not follow.
 CREATE TABLE profile_members (
   profile_id  TEXT    NOT NULL PRIMARY KEY,
-  identifiers TEXT    NOT NULL,  -- JSON array of identifier text forms, in no order
   identified  INTEGER NOT NULL,  -- 1 when one is an email or a user ID
-  last_seen   INTEGER NOT NULL   -- ms; the latest of its identifiers' activity
+  last_seen   INTEGER NOT NULL,  -- ms; the latest activity of the profile or what joined it
+  identifiers TEXT    NOT NULL   -- JSON array of identifier text forms, in no order
 ) WITHOUT ROWID;
 
-INSERT INTO profile_members (profile_id, identifiers, identified, last_seen)
-SELECT profile_id, json_group_array(identifier),
+INSERT INTO profile_members (profile_id, identified, last_seen, identifiers)
+SELECT profile_id,
   max((identifier >= 'email:' AND identifier < 'email;')
     OR (identifier >= 'user_id:' AND identifier < 'user_id;')),
-  max(coalesce(last_seen, updated_at))
+  max(coalesce(last_seen, updated_at)), json_group_array(identifier)
 FROM identities GROUP BY profile_id;
 
 -- Retention's walk goes over profiles now: its saved position (an identifier) starts over.

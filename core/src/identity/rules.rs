@@ -139,7 +139,7 @@ impl Rules {
                     if rules.max_identifiers > MAX_PROFILE_IDENTIFIERS {
                         return Err(IdentityConfigError::Invalid {
                             field: "maxIdentifiers".into(),
-                            problem: "must be at most 5000",
+                            problem: "must be at most 1000",
                         });
                     }
                 }
@@ -358,9 +358,10 @@ fn parse_count(value: &Value, field: &str, min: usize) -> Result<usize, Identity
         })
 }
 
-/// Most identifiers `maxIdentifiers` may allow a profile: its row holds them all
-/// (`profile_members`), and D1 refuses rows over 2 MB (5,000 of at most 256 bytes is 1.3 MB).
-pub const MAX_PROFILE_IDENTIFIERS: usize = 5000;
+/// Most identifiers `maxIdentifiers` may allow a profile (its default): the profile's row holds
+/// them all (`profile_members`), and D1 refuses rows over 2 MB. An identifier of 256 bytes, all
+/// control characters, is about 1.6 KB of JSON.
+pub const MAX_PROFILE_IDENTIFIERS: usize = 1000;
 
 /// A mistake in identity configuration. Each variant has a stable [`IdentityConfigError::code`]
 /// and, where there is one, names the field ([`IdentityConfigError::field`]).
@@ -570,7 +571,7 @@ mod tests {
         assert_eq!(e.field(), Some("maxIdentifiers"));
         let e = err(json!({"maxIdentifiers": MAX_PROFILE_IDENTIFIERS + 1}));
         assert_eq!(e.field(), Some("maxIdentifiers"));
-        assert!(e.to_string().contains("at most 5000"));
+        assert!(e.to_string().contains("at most 1000"));
         let e = err(json!({"hashPii": "yes"}));
         assert_eq!(e.field(), Some("hashPii"));
         assert!(e.to_string().contains("hashPii"));

@@ -157,11 +157,13 @@ pub fn inactive_anonymous_profiles(
         .join(" OR ");
     Statement {
         sql: format!(
-            "WITH walked AS MATERIALIZED (SELECT profile_id, identifiers, last_seen \
+            "WITH walked AS MATERIALIZED (SELECT profile_id, last_seen \
              FROM profile_members WHERE profile_id > ?3 ORDER BY profile_id LIMIT ?4) \
-             SELECT * FROM (SELECT w.profile_id AS profile_id, w.identifiers AS identifiers, \
-             NULL AS walked_to, NULL AS walked FROM walked w WHERE w.last_seen < ?1 AND NOT EXISTS \
-             (SELECT 1 FROM json_each(w.identifiers) m WHERE NOT ({anonymous})) \
+             SELECT * FROM (SELECT p.profile_id AS profile_id, p.identifiers AS identifiers, \
+             NULL AS walked_to, NULL AS walked FROM walked w \
+             CROSS JOIN profile_members p ON p.profile_id = w.profile_id \
+             WHERE w.last_seen < ?1 AND NOT EXISTS \
+             (SELECT 1 FROM json_each(p.identifiers) m WHERE NOT ({anonymous})) \
              ORDER BY w.profile_id LIMIT ?2) \
              UNION ALL SELECT NULL, NULL, max(profile_id), count(*) FROM walked"
         ),
