@@ -123,6 +123,15 @@ pub struct Identifier {
     pub value: String,
 }
 
+/// The hash `hashPii` stores for a normalised email or phone: SHA-256 of the deployment's
+/// secret salt, a newline and the value, or of the value alone without a salt.
+pub fn pii_hash(value: &str, rules: &Rules) -> String {
+    match &rules.pii_salt {
+        Some(salt) => sha256_hex(format!("{salt}\n{value}").as_bytes()),
+        None => sha256_hex(value.as_bytes()),
+    }
+}
+
 impl Identifier {
     /// An identifier from parts that are already normalised (no checks).
     pub fn new(kind: IdType, value: impl Into<String>) -> Self {
@@ -155,10 +164,7 @@ impl Identifier {
             return None;
         }
         let value = if hashed_class {
-            match &rules.pii_salt {
-                Some(salt) => sha256_hex(format!("{salt}\n{value}").as_bytes()),
-                None => sha256_hex(value.as_bytes()),
-            }
+            pii_hash(&value, rules)
         } else {
             value
         };

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use crate::identity::graph_plan::Assignment;
-use crate::identity::{Identifier, Partition, ProfileId};
+use crate::identity::{Identifier, Partition, ProfileId, Rules};
 
 /// A resolution's outcome.
 pub struct Resolved {
@@ -15,14 +15,17 @@ pub struct Resolved {
     /// The profile of every identifier in the components the request touched, as recomputed: a
     /// server-side batch asks once per link, so lookups must not scan the partition.
     profile_by_identifier: HashMap<Identifier, String>,
+    /// The deployment's profile ID salt, which the partition's IDs were made with.
+    salt: Option<String>,
 }
 
 impl Resolved {
-    /// The outcome of recomputing `partition` over assignments that were `before`.
+    /// The outcome of recomputing `partition` (with `rules`) over assignments that were `before`.
     pub fn new(
         partition: &Partition,
         before: Vec<Assignment>,
         merges: Vec<(String, String)>,
+        rules: &Rules,
     ) -> Self {
         let profile_by_identifier = partition
             .profiles
@@ -37,6 +40,7 @@ impl Resolved {
             before,
             merges,
             profile_by_identifier,
+            salt: rules.profile_salt.clone(),
         }
     }
 
@@ -44,8 +48,38 @@ impl Resolved {
     pub fn profile_of(&self, identifier: &Identifier) -> String {
         match self.profile_by_identifier.get(identifier) {
             Some(profile) => profile.clone(),
-            // Not in any touched component: its own singleton profile.
-            None => ProfileId::for_identifier(identifier).as_str().to_owned(),
+            // Not in any touched component: its own singleton profile, named as the partition
+            // names profiles.
+            None => ProfileId::salted(identifier, self.salt.as_deref())
+                .as_str()
+                .to_owned(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::{partition, IdType, Link};
+
+    #[test]
+    fn names_an_identifier_outside_the_partition_with_the_deployments_salt() {
+        let rules = Rules {
+            profile_salt: Some("s3cret".into()),
+            ..Rules::default()
+        };
+        let a = Identifier::new(IdType::AnonymousId, "a");
+        let p = partition(&[Link::new(1, "m1", vec![a.clone()])], &rules);
+        let resolved = Resolved::new(&p, Vec::new(), Vec::new(), &rules);
+        assert_eq!(resolved.profile_of(&a), p.profiles[0].id.as_str());
+        let outside = Identifier::new(IdType::AnonymousId, "b");
+        assert_eq!(
+            resolved.profile_of(&outside),
+            ProfileId::salted(&outside, Some("s3cret")).as_str()
+        );
+        assert_ne!(
+            resolved.profile_of(&outside),
+            ProfileId::for_identifier(&outside).as_str()
+        );
     }
 }

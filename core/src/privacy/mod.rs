@@ -26,7 +26,7 @@ use crate::collect::event::{Event, EventError};
 use crate::collect::ingest::{Decoded, Outcome};
 use crate::identity::spread::REDACTED_CLAIMED;
 use crate::identity::{
-    identifiers_of, mentioned_identifiers, sha256_hex, IdClass, IdType, Identifier, Rules,
+    identifiers_of, mentioned_identifiers, pii_hash, sha256_hex, IdClass, IdType, Identifier, Rules,
 };
 use crate::plan::{multi_row, Param, Statement};
 
@@ -113,7 +113,10 @@ pub fn count_rejections(source_id: &str, received_at: i64, decoded: &Decoded) ->
 
 /// With [`Rules::hash_pii`], replaces emails and phones in event bodies (`traits` and
 /// `context.traits`) by the same hashes the identity graph stores, so neither events nor trait
-/// values keep them in clear.
+/// values keep them in clear. A value that is not one of its kind (a phone typed into the email
+/// field, a misspelt address) is still personal: it is stored as `unusable:` and its hash in
+/// the letters a-p (no digits, no `@`), which no later reading takes for an email or a phone.
+/// Blocked placeholders ("n/a") stay as they are.
 pub fn hash_pii_fields(mut decoded: Decoded, rules: &Rules) -> Decoded {
     if !rules.hash_pii {
         return decoded;
@@ -130,19 +133,30 @@ pub fn hash_pii_fields(mut decoded: Decoded, rules: &Rules) -> Decoded {
     decoded
 }
 
+fn unusable(hex: &str) -> String {
+    let letters = hex.bytes().map(|b| match b {
+        b'0'..=b'9' => char::from(b'a' + (b - b'0')),
+        _ => char::from(b'k' + (b.to_ascii_lowercase() - b'a')),
+    });
+    "unusable:".chars().chain(letters).collect()
+}
+
 fn hash_in(traits: Option<&mut Value>, rules: &Rules) {
     let Some(Value::Object(traits)) = traits else {
         return;
     };
     for (field, kind) in [("email", IdType::Email), ("phone", IdType::Phone)] {
-        let hashed = match traits.get(field) {
-            Some(Value::String(raw)) => Identifier::normalized(kind, raw, rules),
-            Some(Value::Number(n)) => Identifier::normalized(kind, &n.to_string(), rules),
-            _ => None,
+        let raw = match traits.get(field) {
+            Some(Value::String(raw)) => raw.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => continue,
         };
-        if let Some(id) = hashed {
-            traits.insert(field.into(), Value::String(id.value));
-        }
+        let stored = match Identifier::normalized(kind, &raw, rules) {
+            Some(id) => id.value,
+            None if raw.trim().is_empty() || rules.is_blocked(raw.trim()) => continue,
+            None => unusable(&pii_hash(raw.trim(), rules)),
+        };
+        traits.insert(field.into(), Value::String(stored));
     }
 }
 
@@ -1358,6 +1372,41 @@ mod tests {
             panic!("still valid")
         };
         assert_eq!(e.body["traits"]["email"], sha256_hex(b"jane@example.com"));
+    }
+
+    #[test]
+    fn hashes_a_value_not_of_its_kind_so_that_nothing_reads_it_as_an_identifier() {
+        let salted = Rules {
+            hash_pii: true,
+            pii_salt: Some("s3cret-salt-value".into()),
+            ..Rules::default()
+        };
+        let out = hash_pii_fields(
+            decoded(vec![event(json!({"type": "identify", "anonymousId": "a",
+                "traits": {"email": " +44 20 7946 0958 ", "phone": "jane@example", "name": "n/a"},
+                "context": {"traits": {"email": "n/a", "phone": ""}}}))]),
+            &salted,
+        );
+        let Outcome::Valid(e) = &out.outcomes[0] else {
+            panic!("still valid")
+        };
+        let email = e.body["traits"]["email"].as_str().unwrap();
+        assert_eq!(email, unusable(&pii_hash("+44 20 7946 0958", &salted)));
+        assert_eq!(email.len(), "unusable:".len() + 64);
+        assert!(!email.chars().any(|c| c.is_ascii_digit()));
+        let phone = e.body["traits"]["phone"].as_str().unwrap();
+        assert!(phone.starts_with("unusable:") && !phone.contains("jane"));
+        assert_eq!(
+            e.body["context"]["traits"],
+            json!({"email": "n/a", "phone": ""}),
+            "placeholders and empty values stay"
+        );
+        assert!(
+            identifiers_of(e, &salted)
+                .iter()
+                .all(|i| !matches!(i.kind, IdType::Email | IdType::Phone)),
+            "a stored unusable value is no identifier when read again"
+        );
     }
 
     #[test]

@@ -284,7 +284,12 @@ pub async fn resolve(
         .collect();
     let writes = graph_writes(&partition, &before, &versions, &cause, now_ms);
     d1::execute(db, &writes.statements).await?;
-    Ok(Some(Resolved::new(&partition, before, writes.merges)))
+    Ok(Some(Resolved::new(
+        &partition,
+        before,
+        writes.merges,
+        rules,
+    )))
 }
 
 /// Moves `identifier`'s links from database `from` to its home: copies them there (merged with
