@@ -44,7 +44,8 @@
 //! never identifiers. [`partition`] applies the block list again to stored links, so adding a
 //! value to the list takes effect retroactively on the next recomputation (hashed values can only
 //! be blocked at extraction). With [`Rules::hash_pii`], emails and phones are replaced by the hex
-//! SHA-256 of their normalised value.
+//! SHA-256 of their normalised value (salted: [`pii_hash`]); stored event bodies hold a value of
+//! neither kind as `unusable:` and its hash in letters (`privacy::hash_pii_fields`).
 //!
 //! # Rules
 //!
@@ -70,7 +71,7 @@
 //! The output is a function of the *set* of canonical links: canonicalisation is per link, the
 //! sorted deduplicated sequence is the same for every permutation and every number of
 //! repetitions of the input, nothing depends on hashing or input positions, and a profile's ID
-//! ([`ProfileId::for_identifier`] of its best identifier: highest priority, then smallest text)
+//! ([`ProfileId::salted`] of its best identifier: highest priority, then smallest text)
 //! depends only on its members. So a known user's profile ID is a stable function of their user
 //! ID, and replaying events in any order gives byte-identical results.
 //!

@@ -133,12 +133,14 @@ pub fn hash_pii_fields(mut decoded: Decoded, rules: &Rules) -> Decoded {
     decoded
 }
 
+const UNUSABLE: &str = "unusable:";
+
 fn unusable(hex: &str) -> String {
     let letters = hex.bytes().map(|b| match b {
         b'0'..=b'9' => char::from(b'a' + (b - b'0')),
         _ => char::from(b'k' + (b.to_ascii_lowercase() - b'a')),
     });
-    "unusable:".chars().chain(letters).collect()
+    UNUSABLE.chars().chain(letters).collect()
 }
 
 fn hash_in(traits: Option<&mut Value>, rules: &Rules) {
@@ -153,6 +155,8 @@ fn hash_in(traits: Option<&mut Value>, rules: &Rules) {
         };
         let stored = match Identifier::normalized(kind, &raw, rules) {
             Some(id) => id.value,
+            // Already unusable (an exported body imported again): hashing twice would hide it.
+            None if raw.starts_with(UNUSABLE) => continue,
             None if raw.trim().is_empty() || rules.is_blocked(raw.trim()) => continue,
             None => unusable(&pii_hash(raw.trim(), rules)),
         };
@@ -1396,6 +1400,19 @@ mod tests {
         assert!(!email.chars().any(|c| c.is_ascii_digit()));
         let phone = e.body["traits"]["phone"].as_str().unwrap();
         assert!(phone.starts_with("unusable:") && !phone.contains("jane"));
+        let again = hash_pii_fields(
+            decoded(vec![event(
+                json!({"type": "identify", "anonymousId": "a", "traits": {"email": email}}),
+            )]),
+            &salted,
+        );
+        let Outcome::Valid(twice) = &again.outcomes[0] else {
+            panic!("still valid")
+        };
+        assert_eq!(
+            twice.body["traits"]["email"], email,
+            "an unusable value read again (an export imported) is kept, not hashed twice"
+        );
         assert_eq!(
             e.body["context"]["traits"],
             json!({"email": "n/a", "phone": ""}),
