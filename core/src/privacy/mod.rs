@@ -148,12 +148,17 @@ fn hash_in(traits: Option<&mut Value>, rules: &Rules) {
         return;
     };
     for (field, kind) in [("email", IdType::Email), ("phone", IdType::Phone)] {
+        // Borrowed: this runs for every event of a hashPii deployment.
+        let number;
         let raw = match traits.get(field) {
-            Some(Value::String(raw)) => raw.clone(),
-            Some(Value::Number(n)) => n.to_string(),
+            Some(Value::String(raw)) => raw.as_str(),
+            Some(Value::Number(n)) => {
+                number = n.to_string();
+                number.as_str()
+            }
             _ => continue,
         };
-        let stored = match Identifier::normalized(kind, &raw, rules) {
+        let stored = match Identifier::normalized(kind, raw, rules) {
             Some(id) => id.value,
             // Already unusable (an exported body imported again): hashing twice would hide it.
             None if raw.starts_with(UNUSABLE) => continue,
