@@ -177,7 +177,13 @@ describe("identity and profiles", () => {
     const stored = await row(merged);
     assert.deepEqual(JSON.parse(stored.identifiers).sort(), [`anonymous_id:${a1}`, `anonymous_id:${a2}`, `email:rows-${run}@example.com`, `user_id:${user}`].sort());
     assert.equal(stored.identified, 1);
-    for (const absorbed of [p1, p2].filter((p) => p !== merged)) assert.equal(await row(absorbed), undefined, "an absorbed profile keeps no row");
+    for (const absorbed of [p1, p2].filter((p) => p !== merged)) {
+      assert.equal(await row(absorbed), undefined, "an absorbed profile keeps no row");
+      const [tombstone] = await edge.query("SELECT seq, seq_sum FROM profile_tombstones WHERE profile_id = ?", absorbed);
+      const [kept] = await edge.query("SELECT seq, seq_sum FROM profile_members WHERE profile_id = ?", merged);
+      assert.ok(tombstone && tombstone.seq > 0, "its ID is refused to older views of the links");
+      assert.deepEqual(kept, tombstone, "at the version the merged row was written at");
+    }
     const after = (await edge.query("SELECT profiles, identified FROM profile_totals"))[0];
     assert.deepEqual([after.profiles - before.profiles, after.identified - before.identified], [-1, 1], "two anonymous profiles became one identified");
     assert.ok((await checkProfileRows(edge)) >= 1);
@@ -221,6 +227,15 @@ describe("an installation from before the profile rows (migration 0029)", () => 
   test("the migration writes each profile's row and the totals from the assignments; reads by profile use them", async () => {
     assert.equal(await checkProfileRows(edge), 3);
     assert.deepEqual((await edge.query("SELECT profiles, identified FROM profile_totals"))[0], { profiles: 3, identified: 1 });
+    assert.deepEqual(await edge.query("SELECT seq FROM profile_members WHERE profile_id = 'prof_a'"), [{ seq: 1 }], "a row has its assignments' version");
+    // The Worker from before 0030 writes assignments without rows between migrate and deploy:
+    // the triggers still keep the rows for it.
+    await edge.exec("INSERT INTO identities (identifier, profile_id, seq, updated_at) VALUES (?, 'prof_c', 1, 1)", `anonymous_id:up-old-${run}`);
+    await edge.exec("UPDATE identities SET profile_id = 'prof_c', seq = 2, updated_at = 2 WHERE identifier = ?", `anonymous_id:${x2}`);
+    assert.equal(await checkProfileRows(edge), 3);
+    await edge.exec("UPDATE identities SET profile_id = 'prof_a', seq = 3, updated_at = 3 WHERE identifier = ?", `anonymous_id:${x2}`);
+    await edge.exec("DELETE FROM identities WHERE identifier = ?", `anonymous_id:up-old-${run}`);
+    assert.equal(await checkProfileRows(edge), 3);
     // The Worker from before 0029 touches identifiers between migrate and deploy: the
     // profile's row sees it.
     await edge.exec("UPDATE identities SET last_seen = 5000 WHERE identifier = ?", `anonymous_id:${x2}`);

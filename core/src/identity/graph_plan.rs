@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::collect::event::Event;
-use crate::identity::{Conflict, Identifier, Link, Partition, Rules};
+use crate::identity::{Conflict, Identifier, Link, Partition, ProfileId, Rules};
 use crate::plan::{Param, Statement};
 
 /// Multi-row inserts whose suffix binds nothing of its own.
@@ -393,26 +393,38 @@ pub fn graph_writes(
     partition: &Partition,
     stored: &[Assignment],
     versions: &HashMap<String, Version>,
-    cause: &str,
-    now_ms: i64,
+    resolution: Resolution<'_>,
 ) -> GraphWrites {
+    let Resolution {
+        seen,
+        rules,
+        cause,
+        now_ms,
+    } = resolution;
     let current: BTreeMap<&str, &Assignment> =
         stored.iter().map(|a| (a.identifier.as_str(), a)).collect();
     let mut rows = Vec::new();
+    // The components this resolution writes, by their version: only their profile rows and
+    // tombstones are written (a component found as it was stored writes nothing).
+    let mut written: BTreeSet<Version> = BTreeSet::new();
+    // Identifiers leaving a profile: (its ID, the identifier, the version moving it).
+    let mut moved: Vec<(&str, String, Version)> = Vec::new();
     let mut merges = BTreeSet::new();
     for profile in &partition.profiles {
         for identifier in &profile.identifiers {
             let text = identifier.to_string();
             let version = versions.get(&text).copied().unwrap_or_default();
             let old = current.get(text.as_str());
+            let stale =
+                old.is_none_or(|o| o.profile_id != profile.id.as_str() || o.version < version);
             if let Some(old) = old {
                 if old.profile_id != profile.id.as_str() {
                     merges.insert((old.profile_id.clone(), profile.id.as_str().to_owned()));
+                    moved.push((old.profile_id.as_str(), text.clone(), version));
                 }
             }
-            let stale =
-                old.is_none_or(|o| o.profile_id != profile.id.as_str() || o.version < version);
             if stale {
+                written.insert(version);
                 rows.push(vec![
                     Param::Text(text),
                     Param::Text(profile.id.as_str().to_owned()),
@@ -429,13 +441,24 @@ pub fn graph_writes(
         .into_iter()
         .filter(|(from, _)| !surviving.contains(from.as_str()))
         .collect();
+    // `last_seen` 0 marks an assignment whose profile row this Worker writes itself: the
+    // triggers of migration 0029 keep the rows only for a Worker from before 0030.
     let mut statements = multi_row(
-        "INSERT INTO identities (identifier, profile_id, seq, seq_sum, updated_at) VALUES ",
-        " ON CONFLICT (identifier) DO UPDATE SET profile_id = excluded.profile_id, \
-          seq = excluded.seq, seq_sum = excluded.seq_sum, updated_at = excluded.updated_at \
+        "INSERT INTO identities (identifier, profile_id, seq, seq_sum, updated_at, last_seen) \
+         SELECT *, 0 FROM (VALUES ",
+        ") WHERE true ON CONFLICT (identifier) DO UPDATE SET profile_id = excluded.profile_id, \
+          seq = excluded.seq, seq_sum = excluded.seq_sum, updated_at = excluded.updated_at, \
+          last_seen = 0 \
           WHERE (excluded.seq, excluded.seq_sum) >= (identities.seq, identities.seq_sum)",
         rows,
     );
+    let writing = Writing {
+        written: &written,
+        moved: &moved,
+        rules,
+        now_ms,
+    };
+    statements.extend(profile_rows(partition, seen, versions, writing));
     statements.extend(multi_row(
         "INSERT OR IGNORE INTO merges (from_profile, into_profile, message_key, merged_at) VALUES ",
         "",
@@ -454,6 +477,210 @@ pub fn graph_writes(
     statements.extend(conflict_rows(&partition.conflicts, now_ms));
     GraphWrites { statements, merges }
 }
+
+/// What a resolution computed its partition from, beside the links' versions.
+#[derive(Debug, Clone, Copy)]
+pub struct Resolution<'a> {
+    /// Every identifier of the links loaded (blocked ones too): each names a profile ID some
+    /// view of the component could have made.
+    pub seen: &'a [&'a Identifier],
+    /// The rules the partition was computed under (their profile salt names the IDs).
+    pub rules: &'a Rules,
+    /// The message key of the request's last link, for the merge records.
+    pub cause: &'a str,
+    /// Now, in ms.
+    pub now_ms: i64,
+}
+
+/// What [`profile_rows`] needs of [`graph_writes`]' diff.
+#[derive(Clone, Copy)]
+struct Writing<'a> {
+    /// The versions of the components written.
+    written: &'a BTreeSet<Version>,
+    /// Identifiers leaving a profile: (its ID, the identifier, the version moving it).
+    moved: &'a [(&'a str, String, Version)],
+    rules: &'a Rules,
+    now_ms: i64,
+}
+
+/// Whether an identifier's text form (SQL `value`) is an email or a user ID: a profile holding
+/// one is identified (the census's count).
+fn identified_sql(value: &str) -> String {
+    format!(
+        "(({value} >= 'email:' AND {value} < 'email;') \
+         OR ({value} >= 'user_id:' AND {value} < 'user_id;'))"
+    )
+}
+
+/// The assignments of an `UPDATE profile_members` that takes the identifiers of `list` (an SQL
+/// list) out of a row, and its flag with them.
+pub fn rows_without(list: &str) -> String {
+    format!(
+        "identifiers = (SELECT json_group_array(value) FROM json_each(profile_members.identifiers) \
+         WHERE value NOT IN {list}), identified = EXISTS (SELECT 1 FROM \
+         json_each(profile_members.identifiers) WHERE value NOT IN {list} AND {})",
+        identified_sql("value")
+    )
+}
+
+fn identified(text: &str) -> bool {
+    text.starts_with("email:") || text.starts_with("user_id:")
+}
+
+/// The rows per profile (`profile_members`, migration 0030) of the components a resolution
+/// writes (`written`, by version): each profile of the partition whole, guarded by the
+/// version as its assignments are, a tombstone (`profile_tombstones`) for every other
+/// profile ID the components' identifiers name, and for a profile identifiers leave that
+/// none of them names, an edit of its row.
+///
+/// Written explicitly, not by triggers, so that the rows can live in another database than the
+/// assignments (docs/scale.md). The tombstones cover the ghost profile: a resolution that saw
+/// fewer links, landing after this one, would make a profile (a new key) that nothing later
+/// replaces. Profile IDs are hashes of a profile's best identifier, so any profile an earlier
+/// view of these links could have made is named by one of their identifiers: its tombstone,
+/// at this version, refuses the older view's row, and deletes a row of an older view already
+/// there (an absorbed profile's). A tombstone is kept an hour ([`sweep_tombstones`]), longer
+/// than a request runs. At the same version the last write wins, as for the assignments (a
+/// rules change recomputes at the same version).
+fn profile_rows(
+    partition: &Partition,
+    seen: &[&Identifier],
+    versions: &HashMap<String, Version>,
+    writing: Writing<'_>,
+) -> Vec<Statement> {
+    let Writing {
+        written,
+        moved,
+        rules,
+        now_ms,
+    } = writing;
+    if written.is_empty() {
+        return Vec::new();
+    }
+    let version_of = |text: &str| versions.get(text).copied().unwrap_or_default();
+    let mut live = BTreeSet::new();
+    let mut rows = Vec::new();
+    for profile in &partition.profiles {
+        live.insert(profile.id.as_str());
+        let texts: BTreeSet<String> = profile
+            .identifiers
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let version = texts
+            .iter()
+            .map(|t| version_of(t))
+            .max()
+            .unwrap_or_default();
+        if !written.contains(&version) {
+            continue;
+        }
+        rows.push(vec![
+            Param::Text(profile.id.as_str().to_owned()),
+            Param::Int(i64::from(texts.iter().any(|t| identified(t)))),
+            Param::Int(now_ms),
+            Param::Int(version.max),
+            Param::Int(version.sum),
+            Param::Text(serde_json::to_string(&texts).unwrap_or_else(|_| "[]".into())),
+        ]);
+    }
+    let mut tombstones: BTreeMap<String, Version> = BTreeMap::new();
+    for identifier in seen {
+        let version = version_of(&identifier.to_string());
+        let id = ProfileId::salted(identifier, rules.profile_salt.as_deref());
+        if written.contains(&version) && !live.contains(id.as_str()) {
+            let at = tombstones.entry(id.as_str().to_owned()).or_default();
+            *at = (*at).max(version);
+        }
+    }
+    let mut statements = Vec::new();
+    if !tombstones.is_empty() {
+        let ids: Vec<&String> = tombstones.keys().collect();
+        statements.extend(multi_row(
+            "INSERT INTO profile_tombstones (profile_id, seq, seq_sum, at) VALUES ",
+            " ON CONFLICT (profile_id) DO UPDATE SET seq = excluded.seq, \
+              seq_sum = excluded.seq_sum, at = excluded.at \
+              WHERE (excluded.seq, excluded.seq_sum) >= (profile_tombstones.seq, profile_tombstones.seq_sum)",
+            tombstones
+                .iter()
+                .map(|(id, v)| {
+                    vec![
+                        Param::Text(id.clone()),
+                        Param::Int(v.max),
+                        Param::Int(v.sum),
+                        Param::Int(now_ms),
+                    ]
+                })
+                .collect(),
+        ));
+        statements.push(Statement {
+            sql:
+                "DELETE FROM profile_members WHERE profile_id IN (SELECT value FROM json_each(?1)) \
+                  AND (seq, seq_sum) <= (SELECT seq, seq_sum FROM profile_tombstones t \
+                  WHERE t.profile_id = profile_members.profile_id)"
+                    .into(),
+            params: vec![Param::Text(
+                serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()),
+            )],
+        });
+    }
+    // A profile its identifiers leave that none of them names (a salt change renamed the
+    // profiles, or its best identifier is no longer among the links loaded): its row loses
+    // them, unless a newer view wrote it, and goes when emptied.
+    let mut leaving: BTreeMap<&str, (BTreeSet<&str>, Version)> = BTreeMap::new();
+    for (profile, identifier, version) in moved {
+        if !live.contains(profile) && !tombstones.contains_key(*profile) {
+            let (identifiers, at) = leaving.entry(profile).or_default();
+            identifiers.insert(identifier);
+            *at = (*at).max(*version);
+        }
+    }
+    for (profile, (identifiers, version)) in &leaving {
+        let gone = serde_json::to_string(identifiers).unwrap_or_else(|_| "[]".into());
+        let params = vec![
+            Param::Text((*profile).to_owned()),
+            Param::Text(gone),
+            Param::Int(version.max),
+            Param::Int(version.sum),
+        ];
+        statements.push(Statement {
+            sql: format!(
+                "UPDATE profile_members SET {} WHERE profile_id = ?1 AND (seq, seq_sum) <= (?3, ?4)",
+                rows_without("(SELECT value FROM json_each(?2))")
+            ),
+            params: params.clone(),
+        });
+        statements.push(Statement {
+            sql: "DELETE FROM profile_members WHERE profile_id = ?1 AND identifiers = '[]'".into(),
+            params: params[..1].to_vec(),
+        });
+    }
+    // (`WHERE` before `ON CONFLICT`: SQLite's parser needs it after a SELECT.)
+    statements.extend(multi_row(
+        "INSERT INTO profile_members (profile_id, identified, last_seen, seq, seq_sum, identifiers) \
+         SELECT * FROM (VALUES ",
+        ") v WHERE NOT EXISTS (SELECT 1 FROM profile_tombstones t WHERE t.profile_id = v.column1 \
+           AND (t.seq, t.seq_sum) > (v.column4, v.column5)) \
+         ON CONFLICT (profile_id) DO UPDATE SET identified = excluded.identified, \
+           last_seen = max(profile_members.last_seen, excluded.last_seen), seq = excluded.seq, \
+           seq_sum = excluded.seq_sum, identifiers = excluded.identifiers \
+         WHERE (excluded.seq, excluded.seq_sum) >= (profile_members.seq, profile_members.seq_sum)",
+        rows,
+    ));
+    statements
+}
+
+/// Deletes tombstones written more than [`TOMBSTONE_KEPT_MS`] before `now_ms` (at the segment
+/// sweep's run, every five minutes).
+pub fn sweep_tombstones(now_ms: i64) -> Statement {
+    Statement {
+        sql: "DELETE FROM profile_tombstones WHERE at < ?1".into(),
+        params: vec![Param::Int(now_ms - TOMBSTONE_KEPT_MS)],
+    }
+}
+
+/// How long a profile's tombstone refuses older views: longer than any request runs.
+pub const TOMBSTONE_KEPT_MS: i64 = 60 * 60 * 1000;
 
 fn conflict_rows(conflicts: &[Conflict], now_ms: i64) -> Vec<Statement> {
     multi_row(
@@ -503,6 +730,16 @@ mod tests {
 
     fn id(kind: IdType, v: &str) -> Identifier {
         Identifier::new(kind, v)
+    }
+
+    /// A resolution of `seen` under `rules` at `now_ms`.
+    fn at<'a>(seen: &'a [&'a Identifier], rules: &'a Rules, now_ms: i64) -> Resolution<'a> {
+        Resolution {
+            seen,
+            rules,
+            cause: "src/m",
+            now_ms,
+        }
     }
 
     /// Every identifier of `p` at `version`.
@@ -621,16 +858,186 @@ mod tests {
             version,
         };
         assert!(
-            !graph_writes(&p, &[stored(partial)], &all(&p, whole), "s/m", 0)
-                .statements
-                .is_empty(),
+            !graph_writes(
+                &p,
+                &[stored(partial)],
+                &all(&p, whole),
+                at(&[&a], &rules, 0)
+            )
+            .statements
+            .is_empty(),
             "the whole view rewrites what the partial one wrote"
         );
-        assert!(
-            graph_writes(&p, &[stored(whole)], &all(&p, partial), "s/m", 0)
-                .statements
-                .is_empty()
+        assert!(graph_writes(
+            &p,
+            &[stored(whole)],
+            &all(&p, partial),
+            at(&[&a], &rules, 0)
+        )
+        .statements
+        .is_empty());
+    }
+
+    /// The profile rows (ID -> the row's parameters) and tombstones (ID -> version) `writes`
+    /// makes, from its statements' parameters.
+    fn rows_and_tombstones(
+        writes: &GraphWrites,
+    ) -> (BTreeMap<String, Vec<Param>>, BTreeMap<String, Version>) {
+        let text = |p: &Param| match p {
+            Param::Text(t) => t.clone(),
+            other => panic!("a profile ID, not {other:?}"),
+        };
+        let int = |p: &Param| match p {
+            Param::Int(i) => *i,
+            other => panic!("a number, not {other:?}"),
+        };
+        let (mut rows, mut tombstones) = (BTreeMap::new(), BTreeMap::new());
+        for statement in &writes.statements {
+            if statement.sql.starts_with("INSERT INTO profile_members") {
+                for row in statement.params.chunks(6) {
+                    rows.insert(text(&row[0]), row.to_vec());
+                }
+            } else if statement.sql.starts_with("INSERT INTO profile_tombstones") {
+                for row in statement.params.chunks(4) {
+                    let version = Version {
+                        max: int(&row[1]),
+                        sum: int(&row[2]),
+                    };
+                    tombstones.insert(text(&row[0]), version);
+                }
+            }
+        }
+        (rows, tombstones)
+    }
+
+    #[test]
+    fn a_sign_in_writes_the_profile_row_whole_and_tombstones_the_other_ids_its_identifiers_name() {
+        use crate::identity::test_support::{anon, email, uid};
+        let rules = Rules::default();
+        let (a, u, e) = (anon("a"), uid("u"), email("jane@example.com"));
+        let links = [
+            Link::new(1, "m1", vec![a.clone()]),
+            Link::new(2, "m2", vec![u.clone(), a.clone(), e.clone()]),
+        ];
+        let p = partition(&links, &rules);
+        let anon_profile = ProfileId::for_identifier(&a);
+        let stored = [Assignment {
+            identifier: a.to_string(),
+            profile_id: anon_profile.as_str().into(),
+            version: Version { max: 1, sum: 1 },
+        }];
+        let v2 = Version { max: 2, sum: 3 };
+        let writes = graph_writes(&p, &stored, &all(&p, v2), at(&[&a, &u, &e], &rules, 7));
+        let (rows, tombstones) = rows_and_tombstones(&writes);
+        let user = ProfileId::for_identifier(&u).as_str().to_owned();
+        let texts = json!([a.to_string(), e.to_string(), u.to_string()]).to_string();
+        assert_eq!(
+            rows[&user],
+            vec![
+                Param::Text(user.clone()),
+                Param::Int(1),
+                Param::Int(7),
+                Param::Int(2),
+                Param::Int(3),
+                Param::Text(texts)
+            ],
+            "identified, seen now, at the version, every identifier"
         );
+        assert_eq!(rows.len(), 1);
+        let absorbed = anon_profile.as_str().to_owned();
+        let never_made = ProfileId::for_identifier(&e).as_str().to_owned();
+        assert_eq!(
+            tombstones,
+            BTreeMap::from([(absorbed, v2), (never_made, v2)])
+        );
+        // Salted IDs are what the partition names, and what the tombstones name.
+        let salted = Rules {
+            profile_salt: Some("s".into()),
+            ..Rules::default()
+        };
+        let p = partition(&links, &salted);
+        let writes = graph_writes(&p, &[], &all(&p, v2), at(&[&a, &u, &e], &salted, 7));
+        let (rows, tombstones) = rows_and_tombstones(&writes);
+        assert!(rows.contains_key(ProfileId::salted(&u, Some("s")).as_str()));
+        assert!(tombstones.contains_key(ProfileId::salted(&a, Some("s")).as_str()));
+        assert_eq!(tombstones.len(), 2);
+        // A profile no identifier names (made before the salt): its row loses what leaves it.
+        let unsalted = [Assignment {
+            identifier: a.to_string(),
+            profile_id: anon_profile.as_str().into(),
+            version: Version { max: 1, sum: 1 },
+        }];
+        let writes = graph_writes(&p, &unsalted, &all(&p, v2), at(&[&a, &u, &e], &salted, 7));
+        let leaves: Vec<&Statement> = writes
+            .statements
+            .iter()
+            .filter(|s| s.sql.starts_with("UPDATE profile_members"))
+            .collect();
+        assert_eq!(leaves.len(), 1);
+        assert_eq!(
+            leaves[0].params,
+            vec![
+                Param::Text(anon_profile.as_str().into()),
+                Param::Text(json!([a.to_string()]).to_string()),
+                Param::Int(2),
+                Param::Int(3)
+            ]
+        );
+    }
+
+    #[test]
+    fn every_profile_an_older_view_of_the_links_makes_is_a_row_or_a_tombstone_of_the_whole_view() {
+        use crate::identity::test_support::{anon, cookie, email, uid};
+        let rules = Rules::default();
+        let (a, b, c, u, e) = (anon("a"), anon("b"), cookie("c"), uid("u"), email("j@x.io"));
+        // Seq order: a browser, its cookie, a sign-in, an email, a second browser's sign-in.
+        let links = [
+            vec![a.clone()],
+            vec![c.clone(), a.clone()],
+            vec![e.clone(), c.clone()],
+            vec![u.clone(), e.clone()],
+            vec![b.clone(), u.clone()],
+        ];
+        let stored: Vec<StoredLink> = links
+            .iter()
+            .enumerate()
+            .map(|(i, ids)| StoredLink {
+                set_key: format!("k{i}"),
+                seq: i as i64 + 1,
+                link: Link::new(i as i64, format!("m{i}"), ids.clone()),
+            })
+            .collect();
+        let view = |subset: &[StoredLink]| {
+            let versions = Version::by_component(subset);
+            let component: Vec<Link> = subset.iter().map(|l| l.link.clone()).collect();
+            let p = partition(&component, &rules);
+            let seen: BTreeSet<&Identifier> =
+                subset.iter().flat_map(|l| &l.link.identifiers).collect();
+            let seen: Vec<&Identifier> = seen.into_iter().collect();
+            let writes = graph_writes(&p, &[], &versions, at(&seen, &rules, 0));
+            (rows_and_tombstones(&writes), Version::of(subset))
+        };
+        let ((whole_rows, whole_tombstones), whole) = view(&stored);
+        assert_eq!(whole_rows.len(), 1, "one person");
+        // Every older view: any subset of the links (a walk can miss any of them).
+        for mask in 1..(1u32 << stored.len()) - 1 {
+            let subset: Vec<StoredLink> = stored
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| mask & (1 << i) != 0)
+                .map(|(_, l)| l.clone())
+                .collect();
+            let ((rows, _), older) = view(&subset);
+            assert!(older < whole);
+            for profile in rows.keys() {
+                let covered = whole_rows.contains_key(profile)
+                    || whole_tombstones.get(profile).is_some_and(|v| *v > older);
+                assert!(
+                    covered,
+                    "view {mask:b} makes {profile}, which nothing refuses"
+                );
+            }
+        }
     }
 
     #[test]
@@ -653,7 +1060,8 @@ mod tests {
             version: Version { max: 1, sum: 1 },
         }];
         let v2 = Version { max: 2, sum: 3 };
-        let writes = graph_writes(&p, &stored, &all(&p, v2), "src/m2", 0);
+        let seen = [&id(IdType::AnonymousId, "a"), &id(IdType::UserId, "u")];
+        let writes = graph_writes(&p, &stored, &all(&p, v2), at(&seen, &rules, 0));
         assert_eq!(
             writes.merges,
             vec![(
@@ -679,7 +1087,7 @@ mod tests {
                 version: v2,
             },
         ];
-        let writes = graph_writes(&p, &up_to_date, &all(&p, v2), "src/m3", 0);
+        let writes = graph_writes(&p, &up_to_date, &all(&p, v2), at(&seen, &rules, 0));
         assert!(
             writes.statements.is_empty(),
             "nothing changed, nothing written"

@@ -24,6 +24,7 @@ use crate::archive;
 use crate::archive::compact::{CLAIMED_CONTACTS, CLAIMED_DEVICE};
 use crate::collect::event::{Event, EventError};
 use crate::collect::ingest::{Decoded, Outcome};
+use crate::identity::graph_plan::rows_without;
 use crate::identity::spread::REDACTED_CLAIMED;
 use crate::identity::{
     identifiers_of, mentioned_identifiers, pii_hash, sha256_hex, IdClass, IdType, Identifier, Rules,
@@ -437,7 +438,25 @@ fn plan_erasure(
             "linkMembers",
             format!("DELETE FROM link_members WHERE identifier IN {IN_IDS}"),
         ),
-        // Its triggers update the profile rows (edge/migrations 0029), which `changes` counts.
+        // The rows of the profiles holding them go, or lose them (each row counted once):
+        // found through the assignments, so before those go. (An assignment from a Worker
+        // before migration 0030 has a trigger doing the same, which then finds nothing to do.)
+        returning(by_ids(
+            "profileRows",
+            format!(
+                "DELETE FROM profile_members WHERE profile_id IN (SELECT profile_id FROM \
+                 identities WHERE identifier IN {IN_IDS}) AND NOT EXISTS (SELECT 1 FROM \
+                 json_each(profile_members.identifiers) WHERE value NOT IN {IN_IDS})"
+            ),
+        )),
+        returning(by_ids(
+            "profileRows",
+            format!(
+                "UPDATE profile_members SET {} \
+                 WHERE profile_id IN (SELECT profile_id FROM identities WHERE identifier IN {IN_IDS})",
+                rows_without(IN_IDS)
+            ),
+        )),
         returning(by_ids(
             "identities",
             format!("DELETE FROM identities WHERE identifier IN {IN_IDS}"),
@@ -1154,6 +1173,8 @@ mod tests {
                 "identityLinks",
                 "sharedLinksRedacted",
                 "linkMembers",
+                "profileRows",
+                "profileRows",
                 "identities",
                 "walkPositions",
                 "merges",
@@ -1196,7 +1217,7 @@ mod tests {
              browser's line may claim it)"
         );
         assert_eq!(
-            plan[15].1.params,
+            plan[17].1.params,
             vec![Param::Text(r#"["jane@example.com"]"#.into())]
         );
         let anonymous = Subject {
@@ -1205,7 +1226,7 @@ mod tests {
         };
         assert_eq!(
             erase(&anonymous, &[], 0).len(),
-            17,
+            19,
             "no scan of bodies for a person without contacts"
         );
         let events = &plan[1].1;

@@ -84,6 +84,16 @@ pub async fn scheduled(cron: &str, env: &Env, now_ms: i64) {
             Ok(n) => worker::console_log!("deliveries: {n} overdue sent again"),
             Err(e) => worker::console_error!("overdue deliveries: {e}"),
         }
+        // Tombstones of profiles no longer in use, older than any request (the resolution's
+        // rows, `core::identity::graph_plan`).
+        let tombstones = [seam_core::identity::graph_plan::sweep_tombstones(now_ms)];
+        let swept = match env.d1("DB") {
+            Ok(db) => crate::store::d1::execute(&db, &tombstones).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = swept {
+            worker::console_error!("profile tombstones: {e}");
+        }
         match sweep::run(env, now_ms).await {
             Ok(report) => worker::console_log!(
                 "segment sweep: {} profiles, {} transitions",

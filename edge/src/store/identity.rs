@@ -1,20 +1,20 @@
 //! Executes identity resolution on D1: load the touched components (one recursive query, or
 //! with profile shards a walk over the databases: `identity::spread`), load their current
-//! assignments (one query), recompute the partition in core, write the changes (one
-//! transaction in `DB`, guarded by the links' version).
+//! assignments (one query), recompute the partition in core, write the changes and the
+//! profiles' rows (one transaction in `DB`, guarded by the links' version).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use futures_util::future::join_all;
 use seam_core::collect::event::{Event, EventType};
 use seam_core::collect::ingest_plan::Assigned;
 use seam_core::identity::graph_plan::{
-    graph_writes, identifiers_param, link_seqs, set_key, Assignment, StoredLink, Version,
-    LOAD_COMPONENT_SQL, LOAD_IDENTITIES_SQL, MAX_COMPONENT_LINKS,
+    graph_writes, identifiers_param, link_seqs, set_key, Assignment, Resolution, StoredLink,
+    Version, LOAD_COMPONENT_SQL, LOAD_IDENTITIES_SQL, MAX_COMPONENT_LINKS,
 };
 use seam_core::identity::resolution::Resolved;
 use seam_core::identity::spread::{self, ComponentWalk, LinkRow, Places};
-use seam_core::identity::{partition, Link, Rules};
+use seam_core::identity::{partition, Identifier, Link, Rules};
 use seam_core::personalise::shard::WALK_DONE;
 use seam_core::plan::{Param, Statement};
 use seam_core::privacy::retention::walk_cursor;
@@ -264,6 +264,8 @@ pub async fn resolve(
     let versions = Version::by_component(&stored);
     let component: Vec<Link> = stored.into_iter().map(|l| l.link).collect();
     let partition = partition(&component, rules);
+    let seen: BTreeSet<&Identifier> = component.iter().flat_map(|l| &l.identifiers).collect();
+    let seen: Vec<&Identifier> = seen.into_iter().collect();
 
     let all = identifiers_param(partition.profiles.iter().flat_map(|p| &p.identifiers));
     let before: Vec<Assignment> = db
@@ -282,7 +284,13 @@ pub async fn resolve(
             },
         })
         .collect();
-    let writes = graph_writes(&partition, &before, &versions, &cause, now_ms);
+    let resolution = Resolution {
+        seen: &seen,
+        rules,
+        cause: &cause,
+        now_ms,
+    };
+    let writes = graph_writes(&partition, &before, &versions, resolution);
     d1::execute(db, &writes.statements).await?;
     Ok(Some(Resolved::new(
         &partition,
