@@ -18,7 +18,7 @@ use super::{
 };
 use crate::format::encode::percent;
 use crate::format::time::format_iso8601;
-use crate::identity::Proof;
+use crate::identity::{IdType, Identifier, Proof, Rules};
 
 /// The real endpoint; tests point `baseUrl` at a local receiver.
 pub const DEFAULT_BASE_URL: &str = "https://a.klaviyo.com";
@@ -77,8 +77,12 @@ impl Settings {
 
 fn profile(event: &Value) -> Map<String, Value> {
     let mut p = Map::new();
-    if let Some(email) = contact(event, "email") {
-        p.insert("email".into(), Value::from(email.to_lowercase()));
+    // Klaviyo refuses the whole request for an email that is none (a phone in the field, a
+    // misspelt address, or under hashPii the value's `unusable:` form): it is left out.
+    let email = contact(event, "email")
+        .and_then(|e| Identifier::normalized(IdType::Email, &e, &Rules::default()));
+    if let Some(email) = email {
+        p.insert("email".into(), Value::from(email.value));
     }
     if let Some(phone) = contact(event, "phone") {
         let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
@@ -316,6 +320,26 @@ mod tests {
         let other = json!({"type": "track", "event": "Segment Entered", "userId": "u1",
                            "properties": {"segment": "churn_risk"}});
         assert_eq!(send(&other).url, "https://a.klaviyo.com/api/events");
+    }
+
+    #[test]
+    fn an_email_field_holding_no_email_is_left_out_of_the_profile() {
+        for junk in [
+            "+31 6 1234 5678",
+            "ann at shop",
+            "unusable:abcdefghijklmnop",
+        ] {
+            let event = json!({
+                "type": "track", "event": "Order Completed", "userId": "u1",
+                "context": {"traits": {"email": junk}}
+            });
+            let body: Value = serde_json::from_str(&send(&event).body).unwrap();
+            assert_eq!(
+                body["data"]["attributes"]["profile"]["data"]["attributes"],
+                json!({"external_id": "u1"}),
+                "{junk}"
+            );
+        }
     }
 
     #[test]
