@@ -230,7 +230,7 @@ describe("an installation from before the profile rows (migration 0029)", () => 
     assert.deepEqual(await edge.query("SELECT seq FROM profile_members WHERE profile_id = 'prof_a'"), [{ seq: 1 }], "a row has its assignments' version");
     // The Worker from before 0030 writes assignments without rows between migrate and deploy:
     // the triggers still keep the rows for it.
-    await edge.exec("INSERT INTO identities (identifier, profile_id, seq, updated_at) VALUES (?, 'prof_c', 1, 1)", `anonymous_id:up-old-${run}`);
+    await edge.exec("INSERT INTO identities (identifier, profile_id, seq, updated_at) VALUES (?, 'prof_c', 5, 5)", `anonymous_id:up-old-${run}`);
     await edge.exec("UPDATE identities SET profile_id = 'prof_c', seq = 2, updated_at = 2 WHERE identifier = ?", `anonymous_id:${x2}`);
     assert.equal(await checkProfileRows(edge), 3);
     await edge.exec("UPDATE identities SET profile_id = 'prof_a', seq = 3, updated_at = 3 WHERE identifier = ?", `anonymous_id:${x2}`);
@@ -250,6 +250,18 @@ describe("an installation from before the profile rows (migration 0029)", () => 
     const holder = await edge.query("SELECT profile_id FROM identities WHERE identifier = ?", `anonymous_id:${x1}`);
     assert.deepEqual(holder, [{ profile_id: signedIn }], "x1 left prof_a");
     assert.ok((await checkProfileRows(edge)) >= 4);
+    // After a rollback the old Worker moves an assignment this Worker wrote, and assigns one
+    // with no links: the triggers keep the rows for it.
+    await edge.exec("UPDATE identities SET profile_id = 'prof_c', seq = seq + 1, updated_at = 9 WHERE identifier = ?", `anonymous_id:${x1}`);
+    assert.ok((await checkProfileRows(edge)) >= 4);
+    await edge.exec("INSERT INTO identities (identifier, profile_id, seq, updated_at) VALUES (?, ?, 1, 1)", `anonymous_id:up-x5-${run}`, signedIn);
+    assert.ok((await checkProfileRows(edge)) >= 4);
+    // This Worker again: a new link of the user's rewrites the row, which keeps the identifier
+    // it did not see (as past a component's cut) and takes x1 back from prof_c's row.
+    await send(edge, [{ type: "identify", userId: user, anonymousId: `up-x6-${run}`, messageId: mid(), timestamp: t(82) }]);
+    assert.ok((await checkProfileRows(edge)) >= 4);
+    const [kept] = await edge.query("SELECT identifiers FROM profile_members WHERE profile_id = ?", signedIn);
+    assert.deepEqual(JSON.parse(kept.identifiers).sort(), [`anonymous_id:up-x1-${run}`, `anonymous_id:up-x5-${run}`, `anonymous_id:up-x6-${run}`, `user_id:${user}`]);
     const erased = await fetch(`${edge.url}/v1/privacy/delete`, {
       method: "POST",
       headers: { authorization: `Bearer ${ADMIN_KEY}`, "content-type": "application/json" },

@@ -409,6 +409,8 @@ pub fn graph_writes(
     let mut written: BTreeSet<Version> = BTreeSet::new();
     // Identifiers leaving a profile: (its ID, the identifier, the version moving it).
     let mut moved: Vec<(&str, String, Version)> = Vec::new();
+    // Profiles an identifier joins: they are as recent as now.
+    let mut joined: BTreeSet<&str> = BTreeSet::new();
     let mut merges = BTreeSet::new();
     for profile in &partition.profiles {
         for identifier in &profile.identifiers {
@@ -422,6 +424,9 @@ pub fn graph_writes(
                     merges.insert((old.profile_id.clone(), profile.id.as_str().to_owned()));
                     moved.push((old.profile_id.as_str(), text.clone(), version));
                 }
+            }
+            if old.is_none_or(|o| o.profile_id != profile.id.as_str()) {
+                joined.insert(profile.id.as_str());
             }
             if stale {
                 written.insert(version);
@@ -441,24 +446,24 @@ pub fn graph_writes(
         .into_iter()
         .filter(|(from, _)| !surviving.contains(from.as_str()))
         .collect();
-    // `last_seen` 0 marks an assignment whose profile row this Worker writes itself: the
-    // triggers of migration 0029 keep the rows only for a Worker from before 0030.
-    let mut statements = multi_row(
-        "INSERT INTO identities (identifier, profile_id, seq, seq_sum, updated_at, last_seen) \
-         SELECT *, 0 FROM (VALUES ",
-        ") WHERE true ON CONFLICT (identifier) DO UPDATE SET profile_id = excluded.profile_id, \
-          seq = excluded.seq, seq_sum = excluded.seq_sum, updated_at = excluded.updated_at, \
-          last_seen = 0 \
-          WHERE (excluded.seq, excluded.seq_sum) >= (identities.seq, identities.seq_sum)",
-        rows,
-    );
+    // The profile rows come first: an assignment whose profile's row is already at its
+    // version is not edited again by the triggers that keep the rows for a Worker from before
+    // migration 0030 (between migrate and deploy, or after a rollback).
     let writing = Writing {
         written: &written,
         moved: &moved,
+        joined: &joined,
         rules,
         now_ms,
     };
-    statements.extend(profile_rows(partition, seen, versions, writing));
+    let mut statements = profile_rows(partition, seen, versions, writing);
+    statements.extend(multi_row(
+        "INSERT INTO identities (identifier, profile_id, seq, seq_sum, updated_at) VALUES ",
+        " ON CONFLICT (identifier) DO UPDATE SET profile_id = excluded.profile_id, \
+          seq = excluded.seq, seq_sum = excluded.seq_sum, updated_at = excluded.updated_at \
+          WHERE (excluded.seq, excluded.seq_sum) >= (identities.seq, identities.seq_sum)",
+        rows,
+    ));
     statements.extend(multi_row(
         "INSERT OR IGNORE INTO merges (from_profile, into_profile, message_key, merged_at) VALUES ",
         "",
@@ -499,6 +504,8 @@ struct Writing<'a> {
     written: &'a BTreeSet<Version>,
     /// Identifiers leaving a profile: (its ID, the identifier, the version moving it).
     moved: &'a [(&'a str, String, Version)],
+    /// Profiles an identifier joins.
+    joined: &'a BTreeSet<&'a str>,
     rules: &'a Rules,
     now_ms: i64,
 }
@@ -551,6 +558,7 @@ fn profile_rows(
     let Writing {
         written,
         moved,
+        joined,
         rules,
         now_ms,
     } = writing;
@@ -575,10 +583,16 @@ fn profile_rows(
         if !written.contains(&version) {
             continue;
         }
+        // A profile rewritten only for its version keeps its activity (0 leaves it as is).
+        let seen_now = if joined.contains(profile.id.as_str()) {
+            now_ms
+        } else {
+            0
+        };
         rows.push(vec![
             Param::Text(profile.id.as_str().to_owned()),
             Param::Int(i64::from(texts.iter().any(|t| identified(t)))),
-            Param::Int(now_ms),
+            Param::Int(seen_now),
             Param::Int(version.max),
             Param::Int(version.sum),
             Param::Text(serde_json::to_string(&texts).unwrap_or_else(|_| "[]".into())),
@@ -595,7 +609,6 @@ fn profile_rows(
     }
     let mut statements = Vec::new();
     if !tombstones.is_empty() {
-        let ids: Vec<&String> = tombstones.keys().collect();
         statements.extend(multi_row(
             "INSERT INTO profile_tombstones (profile_id, seq, seq_sum, at) VALUES ",
             " ON CONFLICT (profile_id) DO UPDATE SET seq = excluded.seq, \
@@ -613,16 +626,25 @@ fn profile_rows(
                 })
                 .collect(),
         ));
-        statements.push(Statement {
-            sql:
-                "DELETE FROM profile_members WHERE profile_id IN (SELECT value FROM json_each(?1)) \
-                  AND (seq, seq_sum) <= (SELECT seq, seq_sum FROM profile_tombstones t \
-                  WHERE t.profile_id = profile_members.profile_id)"
+        // Rows an older view wrote under them go: compared with this resolution's own
+        // version (the stored tombstone may be a newer one's, under which a rules change at
+        // the same version made the profile live again).
+        let mut by_version: BTreeMap<Version, Vec<&String>> = BTreeMap::new();
+        for (id, version) in &tombstones {
+            by_version.entry(*version).or_default().push(id);
+        }
+        for (version, ids) in by_version {
+            statements.push(Statement {
+                sql: "DELETE FROM profile_members WHERE profile_id IN \
+                      (SELECT value FROM json_each(?1)) AND (seq, seq_sum) <= (?2, ?3)"
                     .into(),
-            params: vec![Param::Text(
-                serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()),
-            )],
-        });
+                params: vec![
+                    Param::Text(serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into())),
+                    Param::Int(version.max),
+                    Param::Int(version.sum),
+                ],
+            });
+        }
     }
     // A profile its identifiers leave that none of them names (a salt change renamed the
     // profiles, or its best identifier is no longer among the links loaded): its row loses
@@ -655,17 +677,35 @@ fn profile_rows(
             params: params[..1].to_vec(),
         });
     }
-    // (`WHERE` before `ON CONFLICT`: SQLite's parser needs it after a SELECT.)
-    statements.extend(multi_row(
+    // A stored row keeps the identifiers this resolution did not see: assigned to the profile
+    // by a view this one does not repeat (past a component's cut, its newest links are not
+    // loaded). (`WHERE` before `ON CONFLICT`: SQLite's parser needs it after a SELECT.)
+    let seen_json = serde_json::to_string(
+        &seen
+            .iter()
+            .map(ToString::to_string)
+            .collect::<BTreeSet<_>>(),
+    )
+    .unwrap_or_else(|_| "[]".into());
+    let unseen = "FROM json_each(profile_members.identifiers) \
+                  WHERE value NOT IN (SELECT value FROM json_each(?))";
+    statements.extend(crate::plan::multi_row(
         "INSERT INTO profile_members (profile_id, identified, last_seen, seq, seq_sum, identifiers) \
          SELECT * FROM (VALUES ",
-        ") v WHERE NOT EXISTS (SELECT 1 FROM profile_tombstones t WHERE t.profile_id = v.column1 \
-           AND (t.seq, t.seq_sum) > (v.column4, v.column5)) \
-         ON CONFLICT (profile_id) DO UPDATE SET identified = excluded.identified, \
-           last_seen = max(profile_members.last_seen, excluded.last_seen), seq = excluded.seq, \
-           seq_sum = excluded.seq_sum, identifiers = excluded.identifiers \
-         WHERE (excluded.seq, excluded.seq_sum) >= (profile_members.seq, profile_members.seq_sum)",
+        &format!(
+            ") v WHERE NOT EXISTS (SELECT 1 FROM profile_tombstones t \
+               WHERE t.profile_id = v.column1 AND (t.seq, t.seq_sum) > (v.column4, v.column5)) \
+             ON CONFLICT (profile_id) DO UPDATE SET \
+               identified = excluded.identified OR EXISTS (SELECT 1 {unseen} AND {}), \
+               last_seen = max(profile_members.last_seen, excluded.last_seen), \
+               seq = excluded.seq, seq_sum = excluded.seq_sum, \
+               identifiers = (SELECT json_group_array(value) FROM (SELECT value {unseen} \
+                 UNION SELECT value FROM json_each(excluded.identifiers))) \
+             WHERE (excluded.seq, excluded.seq_sum) >= (profile_members.seq, profile_members.seq_sum)",
+            identified_sql("value")
+        ),
         rows,
+        &[Param::Text(seen_json.clone()), Param::Text(seen_json)],
     ));
     statements
 }
@@ -894,7 +934,9 @@ mod tests {
         let (mut rows, mut tombstones) = (BTreeMap::new(), BTreeMap::new());
         for statement in &writes.statements {
             if statement.sql.starts_with("INSERT INTO profile_members") {
-                for row in statement.params.chunks(6) {
+                // (The last two parameters are the identifiers seen, for rows stored.)
+                let rows_end = statement.params.len() - 2;
+                for row in statement.params[..rows_end].chunks(6) {
                     rows.insert(text(&row[0]), row.to_vec());
                 }
             } else if statement.sql.starts_with("INSERT INTO profile_tombstones") {
@@ -948,8 +990,37 @@ mod tests {
         let never_made = ProfileId::for_identifier(&e).as_str().to_owned();
         assert_eq!(
             tombstones,
-            BTreeMap::from([(absorbed, v2), (never_made, v2)])
+            BTreeMap::from([(absorbed.clone(), v2), (never_made.clone(), v2)])
         );
+        let deletes: Vec<&Statement> = writes
+            .statements
+            .iter()
+            .filter(|s| s.sql.starts_with("DELETE FROM profile_members"))
+            .collect();
+        assert_eq!(
+            deletes[0].params,
+            vec![
+                Param::Text(json!([absorbed, never_made]).to_string()),
+                Param::Int(2),
+                Param::Int(3)
+            ],
+            "rows under them go up to this resolution's own version"
+        );
+        // A later link changes no membership: the row is rewritten for its version only and
+        // keeps its activity.
+        let settled: Vec<Assignment> = [&a, &u, &e]
+            .iter()
+            .map(|i| Assignment {
+                identifier: i.to_string(),
+                profile_id: user.clone(),
+                version: v2,
+            })
+            .collect();
+        let v3 = Version { max: 3, sum: 6 };
+        let writes = graph_writes(&p, &settled, &all(&p, v3), at(&[&a, &u, &e], &rules, 9));
+        let (rows, _) = rows_and_tombstones(&writes);
+        assert_eq!(rows[&user][2], Param::Int(0), "last_seen left as it is");
+        assert_eq!(rows[&user][3], Param::Int(3));
         // Salted IDs are what the partition names, and what the tombstones name.
         let salted = Rules {
             profile_salt: Some("s".into()),
@@ -1069,7 +1140,11 @@ mod tests {
                 user_profile.as_str().to_owned()
             )]
         );
-        let identities = &writes.statements[0];
+        let identities = writes
+            .statements
+            .iter()
+            .find(|s| s.sql.starts_with("INSERT INTO identities"))
+            .expect("assignments written");
         assert_eq!(identities.params.len(), 10, "both identifiers written");
         assert!(identities.sql.contains(
             "WHERE (excluded.seq, excluded.seq_sum) >= (identities.seq, identities.seq_sum)"
