@@ -447,4 +447,22 @@ describe("hashed emails and phones", () => {
     const again = await send([{ type: "identify", messageId: mid(), anonymousId: `other-${run}`, traits: { email } }]);
     assert.equal(again.json.results[0].code, "suppressed");
   });
+
+  test("a phone typed into someone else's email field is stored unusable, and the phone's erasure finds it", async () => {
+    const send = (batch) => post(`${edge.url}/v1/batch`, { writeKey: WRITE_KEY, batch });
+    const [person, other] = [`ph-${run}`, `typo-${run}`];
+    await send([{ type: "identify", messageId: mid(), anonymousId: person, traits: { phone: "+31 6 5555 0101" } }]);
+    await send([{ type: "identify", messageId: mid(), anonymousId: other, traits: { email: "+31 6-5555 0101", name: "O" } }]);
+    const stored = async () => (await edge.query("SELECT json_extract(body, '$.traits.email') AS email FROM events WHERE anonymous_id = ?", other))[0]?.email;
+    const typed = await stored();
+    assert.match(typed, /^unusable:[a-p]{64}$/, "not in clear, and no identifier");
+    const traits = () => edge.query("SELECT value FROM trait_values WHERE identifier = ? AND key = 'email'", `anonymous_id:${other}`);
+    assert.equal((await traits()).length, 1);
+    const auth = { authorization: `Bearer ${ROOT_KEY}`, "content-type": "application/json" };
+    const del = await fetch(`${edge.url}/v1/privacy/delete`, { method: "POST", headers: auth, body: JSON.stringify({ type: "phone", value: "+31 6 5555 0101" }) });
+    assert.equal(del.status, 200);
+    assert.equal(await stored(), null, "the other browser's claim of the phone is redacted");
+    assert.deepEqual(await traits(), [], "and its trait row goes");
+    assert.equal((await edge.query("SELECT count(*) AS n FROM events WHERE anonymous_id = ?", other))[0].n, 1, "the rest of the event stays");
+  });
 });

@@ -268,7 +268,7 @@ fn normalize_value(class: IdClass, raw: &str) -> Option<String> {
     }
 }
 
-pub(super) fn is_sha256_hex(value: &str) -> bool {
+pub(crate) fn is_sha256_hex(value: &str) -> bool {
     value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit())
 }
 

@@ -123,8 +123,8 @@ pub(crate) mod test_support;
 
 pub use extract::{claims_of, identifiers_of, mentioned_identifiers, Proof, PROOF_FIELD};
 pub use graph::{Conflict, ConflictReason, Link, Partition, Profile, ProfileId};
-pub(crate) use identifier::sha256_hex;
 pub use identifier::{contact_value, pii_hash, IdClass, IdType, Identifier};
+pub(crate) use identifier::{is_sha256_hex, sha256_hex};
 pub use resolve::{partition, stitch};
 pub use rules::{IdentityConfigError, Rules};
 pub use stitching::{component_links, Merge, StitchPlan};

@@ -27,7 +27,8 @@ use crate::collect::ingest::{Decoded, Outcome};
 use crate::identity::graph_plan::rows_without;
 use crate::identity::spread::REDACTED_CLAIMED;
 use crate::identity::{
-    identifiers_of, mentioned_identifiers, pii_hash, sha256_hex, IdClass, IdType, Identifier, Rules,
+    contact_value, identifiers_of, is_sha256_hex, mentioned_identifiers, pii_hash, sha256_hex,
+    IdClass, IdType, Identifier, Rules,
 };
 use crate::plan::{multi_row, Param, Statement};
 
@@ -164,7 +165,12 @@ fn hash_in(traits: Option<&mut Value>, rules: &Rules) {
             // Already unusable (an exported body imported again): hashing twice would hide it.
             None if raw.starts_with(UNUSABLE) => continue,
             None if raw.trim().is_empty() || rules.is_blocked(raw.trim()) => continue,
-            None => unusable(&pii_hash(raw.trim(), rules)),
+            // The hash of the value as a contact of the other kind (a phone in the email
+            // field hashes as that phone): erasure finds it from the person's identifier.
+            None => unusable(&pii_hash(
+                &contact_value(raw).unwrap_or_else(|| raw.trim().to_owned()),
+                rules,
+            )),
         };
         traits.insert(field.into(), Value::String(stored));
     }
@@ -193,9 +199,17 @@ impl Subject {
     }
 
     /// The person's emails and phones (normalised, or hashed under `hashPii`): what other
-    /// people's events may still name in their traits.
+    /// people's events may still name in their traits. Under `hashPii` a hashed one may also
+    /// be there in its unusable form, typed into the other kind's field
+    /// ([`hash_pii_fields`]).
     pub fn contact_values(&self) -> BTreeSet<String> {
-        self.values_of(&[IdClass::Email, IdClass::Phone])
+        let values = self.values_of(&[IdClass::Email, IdClass::Phone]);
+        let unusable_forms: Vec<String> = values
+            .iter()
+            .filter(|v| is_sha256_hex(v))
+            .map(|hash| unusable(hash))
+            .collect();
+        values.into_iter().chain(unusable_forms).collect()
     }
 
     /// The values of the subject's identifiers of `classes`.
@@ -1421,7 +1435,17 @@ mod tests {
             panic!("still valid")
         };
         let email = e.body["traits"]["email"].as_str().unwrap();
-        assert_eq!(email, unusable(&pii_hash("+44 20 7946 0958", &salted)));
+        let phone_hash = Identifier::normalized(IdType::Phone, "+44 20 7946 0958", &salted);
+        assert_eq!(
+            Some(email),
+            phone_hash.as_ref().map(|p| unusable(&p.value)).as_deref(),
+            "hashed as the phone it is, as erasure finds it"
+        );
+        let subject = Subject {
+            identifiers: [phone_hash.unwrap().to_string()].into(),
+            profile_ids: Default::default(),
+        };
+        assert!(subject.contact_values().contains(email));
         assert_eq!(email.len(), "unusable:".len() + 64);
         assert!(!email.chars().any(|c| c.is_ascii_digit()));
         let phone = e.body["traits"]["phone"].as_str().unwrap();
