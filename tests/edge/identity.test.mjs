@@ -262,6 +262,14 @@ describe("an installation from before the profile rows (migration 0029)", () => 
     assert.ok((await checkProfileRows(edge)) >= 4);
     const [kept] = await edge.query("SELECT identifiers FROM profile_members WHERE profile_id = ?", signedIn);
     assert.deepEqual(JSON.parse(kept.identifiers).sort(), [`anonymous_id:up-x1-${run}`, `anonymous_id:up-x5-${run}`, `anonymous_id:up-x6-${run}`, `user_id:${user}`]);
+    // A retired profile ID the old Worker assigns an identifier to, with no links: the next
+    // resolution retires it again, and its row keeps what that resolution did not see.
+    const [retired] = await edge.query("SELECT profile_id FROM profile_tombstones ORDER BY at DESC, profile_id LIMIT 1");
+    await edge.exec("INSERT INTO identities (identifier, profile_id, seq, updated_at) VALUES (?, ?, 1, 1)", `anonymous_id:up-x7-${run}`, retired.profile_id);
+    await send(edge, [{ type: "identify", userId: user, anonymousId: `up-x8-${run}`, messageId: mid(), timestamp: t(83) }]);
+    assert.ok((await edge.query("SELECT 1 FROM profile_tombstones WHERE profile_id = ? AND at > 0", retired.profile_id)).length);
+    assert.deepEqual(await edge.query("SELECT identifiers FROM profile_members WHERE profile_id = ?", retired.profile_id), [{ identifiers: JSON.stringify([`anonymous_id:up-x7-${run}`]) }]);
+    assert.ok((await checkProfileRows(edge)) >= 5);
     const erased = await fetch(`${edge.url}/v1/privacy/delete`, {
       method: "POST",
       headers: { authorization: `Bearer ${ADMIN_KEY}`, "content-type": "application/json" },

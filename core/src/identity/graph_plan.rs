@@ -583,21 +583,25 @@ fn profile_rows(
         if !written.contains(&version) {
             continue;
         }
-        // A profile rewritten only for its version keeps its activity (0 leaves it as is).
-        let seen_now = if joined.contains(profile.id.as_str()) {
-            now_ms
-        } else {
-            0
-        };
-        rows.push(vec![
-            Param::Text(profile.id.as_str().to_owned()),
-            Param::Int(i64::from(texts.iter().any(|t| identified(t)))),
-            Param::Int(seen_now),
-            Param::Int(version.max),
-            Param::Int(version.sum),
-            Param::Text(serde_json::to_string(&texts).unwrap_or_else(|_| "[]".into())),
-        ]);
+        rows.push((
+            joined.contains(profile.id.as_str()),
+            vec![
+                Param::Text(profile.id.as_str().to_owned()),
+                Param::Int(i64::from(texts.iter().any(|t| identified(t)))),
+                Param::Int(now_ms),
+                Param::Int(version.max),
+                Param::Int(version.sum),
+                Param::Text(serde_json::to_string(&texts).unwrap_or_else(|_| "[]".into())),
+            ],
+        ));
     }
+    let seen_json = serde_json::to_string(
+        &seen
+            .iter()
+            .map(ToString::to_string)
+            .collect::<BTreeSet<_>>(),
+    )
+    .unwrap_or_else(|_| "[]".into());
     let mut tombstones: BTreeMap<String, Version> = BTreeMap::new();
     for identifier in seen {
         let version = version_of(&identifier.to_string());
@@ -626,23 +630,34 @@ fn profile_rows(
                 })
                 .collect(),
         ));
-        // Rows an older view wrote under them go: compared with this resolution's own
-        // version (the stored tombstone may be a newer one's, under which a rules change at
-        // the same version made the profile live again).
+        // Rows an older view wrote under them lose what this resolution saw, and go when
+        // emptied (what it did not see, past a component's cut, stays where it is assigned):
+        // compared with this resolution's own version (the stored tombstone may be a newer
+        // one's, under which a rules change at the same version made the profile live again).
         let mut by_version: BTreeMap<Version, Vec<&String>> = BTreeMap::new();
         for (id, version) in &tombstones {
             by_version.entry(*version).or_default().push(id);
         }
         for (version, ids) in by_version {
+            let ids = Param::Text(serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()));
             statements.push(Statement {
-                sql: "DELETE FROM profile_members WHERE profile_id IN \
-                      (SELECT value FROM json_each(?1)) AND (seq, seq_sum) <= (?2, ?3)"
-                    .into(),
+                sql: format!(
+                    "UPDATE profile_members SET {} WHERE profile_id IN \
+                     (SELECT value FROM json_each(?1)) AND (seq, seq_sum) <= (?2, ?3)",
+                    rows_without("(SELECT value FROM json_each(?4))")
+                ),
                 params: vec![
-                    Param::Text(serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into())),
+                    ids.clone(),
                     Param::Int(version.max),
                     Param::Int(version.sum),
+                    Param::Text(seen_json.clone()),
                 ],
+            });
+            statements.push(Statement {
+                sql: "DELETE FROM profile_members WHERE profile_id IN \
+                      (SELECT value FROM json_each(?1)) AND identifiers = '[]'"
+                    .into(),
+                params: vec![ids],
             });
         }
     }
@@ -680,33 +695,32 @@ fn profile_rows(
     // A stored row keeps the identifiers this resolution did not see: assigned to the profile
     // by a view this one does not repeat (past a component's cut, its newest links are not
     // loaded). (`WHERE` before `ON CONFLICT`: SQLite's parser needs it after a SELECT.)
-    let seen_json = serde_json::to_string(
-        &seen
-            .iter()
-            .map(ToString::to_string)
-            .collect::<BTreeSet<_>>(),
-    )
-    .unwrap_or_else(|_| "[]".into());
     let unseen = "FROM json_each(profile_members.identifiers) \
                   WHERE value NOT IN (SELECT value FROM json_each(?))";
-    statements.extend(crate::plan::multi_row(
-        "INSERT INTO profile_members (profile_id, identified, last_seen, seq, seq_sum, identifiers) \
-         SELECT * FROM (VALUES ",
-        &format!(
-            ") v WHERE NOT EXISTS (SELECT 1 FROM profile_tombstones t \
-               WHERE t.profile_id = v.column1 AND (t.seq, t.seq_sum) > (v.column4, v.column5)) \
-             ON CONFLICT (profile_id) DO UPDATE SET \
-               identified = excluded.identified OR EXISTS (SELECT 1 {unseen} AND {}), \
-               last_seen = max(profile_members.last_seen, excluded.last_seen), \
-               seq = excluded.seq, seq_sum = excluded.seq_sum, \
-               identifiers = (SELECT json_group_array(value) FROM (SELECT value {unseen} \
-                 UNION SELECT value FROM json_each(excluded.identifiers))) \
-             WHERE (excluded.seq, excluded.seq_sum) >= (profile_members.seq, profile_members.seq_sum)",
-            identified_sql("value")
-        ),
-        rows,
-        &[Param::Text(seen_json.clone()), Param::Text(seen_json)],
-    ));
+    // A profile rewritten only for its version keeps its activity; a new row is active now.
+    let (active, rewritten): (Vec<_>, Vec<_>) = rows.into_iter().partition(|(joins, _)| *joins);
+    for (rows, activity) in [
+        (active, "max(profile_members.last_seen, excluded.last_seen)"),
+        (rewritten, "profile_members.last_seen"),
+    ] {
+        statements.extend(crate::plan::multi_row(
+            "INSERT INTO profile_members (profile_id, identified, last_seen, seq, seq_sum, identifiers) \
+             SELECT * FROM (VALUES ",
+            &format!(
+                ") v WHERE NOT EXISTS (SELECT 1 FROM profile_tombstones t \
+                   WHERE t.profile_id = v.column1 AND (t.seq, t.seq_sum) > (v.column4, v.column5)) \
+                 ON CONFLICT (profile_id) DO UPDATE SET \
+                   identified = excluded.identified OR EXISTS (SELECT 1 {unseen} AND {}), \
+                   last_seen = {activity}, seq = excluded.seq, seq_sum = excluded.seq_sum, \
+                   identifiers = (SELECT json_group_array(value) FROM (SELECT value {unseen} \
+                     UNION SELECT value FROM json_each(excluded.identifiers))) \
+                 WHERE (excluded.seq, excluded.seq_sum) >= (profile_members.seq, profile_members.seq_sum)",
+                identified_sql("value")
+            ),
+            rows.into_iter().map(|(_, row)| row).collect(),
+            &[Param::Text(seen_json.clone()), Param::Text(seen_json.clone())],
+        ));
+    }
     statements
 }
 
@@ -992,19 +1006,21 @@ mod tests {
             tombstones,
             BTreeMap::from([(absorbed.clone(), v2), (never_made.clone(), v2)])
         );
-        let deletes: Vec<&Statement> = writes
+        let retired: Vec<&Statement> = writes
             .statements
             .iter()
-            .filter(|s| s.sql.starts_with("DELETE FROM profile_members"))
+            .filter(|s| s.sql.starts_with("UPDATE profile_members"))
             .collect();
+        let seen_json = json!([a.to_string(), e.to_string(), u.to_string()]).to_string();
         assert_eq!(
-            deletes[0].params,
+            retired[0].params,
             vec![
                 Param::Text(json!([absorbed, never_made]).to_string()),
                 Param::Int(2),
-                Param::Int(3)
+                Param::Int(3),
+                Param::Text(seen_json)
             ],
-            "rows under them go up to this resolution's own version"
+            "rows under them lose what this resolution saw, up to its own version"
         );
         // A later link changes no membership: the row is rewritten for its version only and
         // keeps its activity.
@@ -1019,8 +1035,18 @@ mod tests {
         let v3 = Version { max: 3, sum: 6 };
         let writes = graph_writes(&p, &settled, &all(&p, v3), at(&[&a, &u, &e], &rules, 9));
         let (rows, _) = rows_and_tombstones(&writes);
-        assert_eq!(rows[&user][2], Param::Int(0), "last_seen left as it is");
         assert_eq!(rows[&user][3], Param::Int(3));
+        let upsert = writes
+            .statements
+            .iter()
+            .find(|s| s.sql.starts_with("INSERT INTO profile_members"))
+            .expect("the row is written");
+        assert!(
+            upsert
+                .sql
+                .contains("last_seen = profile_members.last_seen,"),
+            "last_seen left as it is"
+        );
         // Salted IDs are what the partition names, and what the tombstones name.
         let salted = Rules {
             profile_salt: Some("s".into()),
@@ -1042,7 +1068,7 @@ mod tests {
         let leaves: Vec<&Statement> = writes
             .statements
             .iter()
-            .filter(|s| s.sql.starts_with("UPDATE profile_members"))
+            .filter(|s| s.sql.starts_with("UPDATE profile_members") && s.sql.contains("= ?1"))
             .collect();
         assert_eq!(leaves.len(), 1);
         assert_eq!(
