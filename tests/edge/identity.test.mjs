@@ -264,10 +264,16 @@ describe("an installation from before the profile rows (migration 0029)", () => 
     assert.deepEqual(JSON.parse(kept.identifiers).sort(), [`anonymous_id:up-x1-${run}`, `anonymous_id:up-x5-${run}`, `anonymous_id:up-x6-${run}`, `user_id:${user}`]);
     // A retired profile ID the old Worker assigns an identifier to, with no links: the next
     // resolution retires it again, and its row keeps what that resolution did not see.
-    const [retired] = await edge.query("SELECT profile_id FROM profile_tombstones ORDER BY at DESC, profile_id LIMIT 1");
+    // It also moves x6, which the next resolution sees, there: that resolution takes x6 back,
+    // and the retired row loses it but keeps x7.
+    const [retired] = await edge.query("SELECT profile_id, seq, seq_sum FROM profile_tombstones ORDER BY at DESC, profile_id LIMIT 1");
     await edge.exec("INSERT INTO identities (identifier, profile_id, seq, updated_at) VALUES (?, ?, 1, 1)", `anonymous_id:up-x7-${run}`, retired.profile_id);
+    await edge.exec("UPDATE identities SET profile_id = ?, seq = seq + 1, updated_at = 10 WHERE identifier = ?", retired.profile_id, `anonymous_id:up-x6-${run}`);
+    const held = await edge.query("SELECT identifiers FROM profile_members WHERE profile_id = ?", retired.profile_id);
+    assert.deepEqual(JSON.parse(held[0].identifiers).sort(), [`anonymous_id:up-x6-${run}`, `anonymous_id:up-x7-${run}`]);
     await send(edge, [{ type: "identify", userId: user, anonymousId: `up-x8-${run}`, messageId: mid(), timestamp: t(83) }]);
-    assert.ok((await edge.query("SELECT 1 FROM profile_tombstones WHERE profile_id = ? AND at > 0", retired.profile_id)).length);
+    const [again] = await edge.query("SELECT seq, seq_sum FROM profile_tombstones WHERE profile_id = ?", retired.profile_id);
+    assert.ok(again.seq > retired.seq, "retired again, at the newer version");
     assert.deepEqual(await edge.query("SELECT identifiers FROM profile_members WHERE profile_id = ?", retired.profile_id), [{ identifiers: JSON.stringify([`anonymous_id:up-x7-${run}`]) }]);
     assert.ok((await checkProfileRows(edge)) >= 5);
     const erased = await fetch(`${edge.url}/v1/privacy/delete`, {
