@@ -595,13 +595,7 @@ fn profile_rows(
             ],
         ));
     }
-    let seen_json = serde_json::to_string(
-        &seen
-            .iter()
-            .map(ToString::to_string)
-            .collect::<BTreeSet<_>>(),
-    )
-    .unwrap_or_else(|_| "[]".into());
+    let seen_json = identifiers_param(seen.iter().copied());
     let mut tombstones: BTreeMap<String, Version> = BTreeMap::new();
     for identifier in seen {
         let version = version_of(&identifier.to_string());
