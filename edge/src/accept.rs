@@ -3,16 +3,17 @@
 //! the events with their deliveries in one D1 batch, then the profile refreshes after the
 //! response.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use seam_core::activate::deliver;
 use seam_core::archive;
 use seam_core::collect::deferred;
 use seam_core::collect::enrich::RequestFacts;
 use seam_core::collect::ingest::{Decoded, EventResult};
-use seam_core::collect::ingest_plan::{settled_profiles, IngestInput, IngestPlan};
+use seam_core::collect::ingest_plan::{settled_profiles, IngestInput, IngestPlan, Placed};
 use seam_core::collect::source::Source;
 use seam_core::identity::graph_plan::{contributions, link_copies, seq_floor};
+use seam_core::identity::spread::AssignmentRow;
 use seam_core::identity::{Identifier, Link, Rules};
 use seam_core::personalise::refresh::{self, snapshot_changes, Committed, Loaded, SnapshotWrites};
 use seam_core::privacy::{
@@ -138,6 +139,27 @@ pub async fn accept_prepared(
     let mut copies = link_copies(&graph.links, floor, |i| db.index_of(&i.to_string()));
     let links_here = copies.remove(&0).unwrap_or_default();
     let links_elsewhere = store::identity::write_links(&db, &copies, &graph.links).await?;
+    // With profile shards, each identifier's assignment lives in its home, probed there with
+    // its links; `DB` probes its own, and every identifier while it may still hold other
+    // shards' (until the walk took them home).
+    let sharded = db.all().len() > 1;
+    let legacy = sharded && store::identity::assignments_in_db(&db).await;
+    let elsewhere: BTreeSet<&str> = links_elsewhere
+        .assigned
+        .iter()
+        .map(|a| a.profile_id.as_str())
+        .collect();
+    let elsewhere = serde_json::to_string(&elsewhere).unwrap_or_else(|_| "[]".into());
+    let at_home = |i: &Identifier| {
+        let text = i.to_string();
+        db.index_of(&text) == 0 && db.previous(&text).is_none()
+    };
+    let may_be_here = |i: &Identifier| !sharded || legacy || at_home(i);
+    let placed = Placed {
+        may_be_here: &may_be_here,
+        only_here: &|i: &Identifier| !sharded || at_home(i),
+        elsewhere: &elsewhere,
+    };
     let plan = IngestPlan::new(IngestInput {
         source,
         events: &valid,
@@ -149,6 +171,7 @@ pub async fn accept_prepared(
         rules,
         personalising: config.is_some(),
         routes: &deliver::route(&isolate::destinations(), &valid),
+        placed,
     });
     let results = store::d1::execute(&db, plan.statements()).await?;
     spans.mark("store");
@@ -241,10 +264,24 @@ async fn profiles_after(
         || plan.links_changed(results, |r| {
             r.results::<Value>().is_ok_and(|rows| !rows.is_empty())
         });
-    let assigned = match plan.assignments(results) {
-        Some(probe) => store::identity::probed(probe)?,
-        None => Default::default(),
-    };
+    let mut rows = elsewhere.assigned;
+    if let Some(probe) = plan.assignments(results) {
+        rows.extend(probe.results::<AssignmentRow>()?);
+    }
+    if db.moving() {
+        // An assignment may still be in its previous shard, which no batch probed.
+        let texts: Vec<String> = links
+            .iter()
+            .flat_map(|l| &l.identifiers)
+            .map(Identifier::to_string)
+            .collect();
+        rows.extend(
+            store::identity::assignments(db, &texts)
+                .await?
+                .into_values(),
+        );
+    }
+    let assigned = store::identity::probed(rows);
     let mut seqs = elsewhere.seqs;
     if let Some(read) = plan.link_seqs(results) {
         store::identity::add_link_seqs(read, &mut seqs)?;

@@ -3,7 +3,7 @@
 //! them (a new isolate) costs reads, never correctness.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -581,25 +581,29 @@ pub fn with_refreshes<R>(f: impl FnOnce(&mut Coalescer<Refresh>) -> R) -> R {
     REFRESHES.with(|c| f(&mut c.borrow_mut()))
 }
 
-/// How long an isolate trusts what it read of the walk taking `DB`'s links home
+/// How long an isolate trusts what it read of a walk taking `DB`'s rows home
 /// (`store::identity`): the walk's end is read again this often while it is not known done.
-const LINKS_HOME_TTL_MS: i64 = 60_000;
+const LEFT_IN_DB_TTL_MS: i64 = 60_000;
 
 thread_local! {
-    /// Whether `DB` was last found to hold other shards' links still (`None`: not read yet),
-    /// and when.
-    static LINKS_IN_DB: std::cell::Cell<(Option<bool>, i64)> = const { std::cell::Cell::new((None, 0)) };
+    /// By the walk's name: whether `DB` was last found to hold rows it has still to take home
+    /// (other shards' identifiers' links or assignments), and when.
+    static LEFT_IN_DB: RefCell<BTreeMap<&'static str, (bool, i64)>> = const { RefCell::new(BTreeMap::new()) };
 }
 
-/// Whether `DB` still holds links of other shards' identifiers, as last read, while fresh.
-pub fn links_in_db(now_ms: i64) -> Option<bool> {
-    let (known, at) = LINKS_IN_DB.with(std::cell::Cell::get);
-    known.filter(|_| now_ms.saturating_sub(at) < LINKS_HOME_TTL_MS)
+/// Whether `DB` still holds what the walk `walk` takes home, as last read, while fresh.
+pub fn left_in_db(walk: &'static str, now_ms: i64) -> Option<bool> {
+    LEFT_IN_DB.with(|m| {
+        m.borrow()
+            .get(walk)
+            .filter(|(_, at)| now_ms.saturating_sub(*at) < LEFT_IN_DB_TTL_MS)
+            .map(|(held, _)| *held)
+    })
 }
 
-/// Records what was read of the walk taking `DB`'s links home.
-pub fn found_links_in_db(held: bool, now_ms: i64) {
-    LINKS_IN_DB.with(|c| c.set((Some(held), now_ms)));
+/// Records what was read of the walk `walk`.
+pub fn found_left_in_db(walk: &'static str, held: bool, now_ms: i64) {
+    LEFT_IN_DB.with(|m| m.borrow_mut().insert(walk, (held, now_ms)));
 }
 
 #[cfg(test)]

@@ -234,7 +234,13 @@ describe("an installation from before the profile rows (migration 0029)", () => 
     await edge.exec("UPDATE identities SET profile_id = 'prof_c', seq = 2, updated_at = 2 WHERE identifier = ?", `anonymous_id:${x2}`);
     assert.equal(await checkProfileRows(edge), 3);
     await edge.exec("UPDATE identities SET profile_id = 'prof_a', seq = 3, updated_at = 3 WHERE identifier = ?", `anonymous_id:${x2}`);
+    assert.equal(await checkProfileRows(edge), 3);
+    // Its deletions are no longer kept (migration 0031: with profile shards a walk deletes
+    // `DB`'s assignments as it takes them home, and must leave the rows as they are).
     await edge.exec("DELETE FROM identities WHERE identifier = ?", `anonymous_id:up-old-${run}`);
+    const [c] = await edge.query("SELECT identifiers FROM profile_members WHERE profile_id = 'prof_c'");
+    assert.ok(JSON.parse(c.identifiers).includes(`anonymous_id:up-old-${run}`), "the row is left as it was");
+    await edge.exec("UPDATE profile_members SET identifiers = (SELECT json_group_array(value) FROM json_each(profile_members.identifiers) WHERE value <> ?) WHERE profile_id = 'prof_c'", `anonymous_id:up-old-${run}`);
     assert.equal(await checkProfileRows(edge), 3);
     // The Worker from before 0029 touches identifiers between migrate and deploy: the
     // profile's row sees it.

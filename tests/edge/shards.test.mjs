@@ -41,6 +41,31 @@ function pick(kind, prefix, wanted) {
   }
 }
 
+/**
+ * An identifier's assignment (`identities`), read in every database: the newest by version
+ * where several hold one (while it moves). `null` when none does.
+ */
+async function assignmentOf(edge, identifier, databases = SHARDS) {
+  let found = null;
+  for (let k = 0; k < databases; k++) {
+    for (const r of await edge.queryShard(k, "SELECT profile_id, seq, seq_sum FROM identities WHERE identifier = ?", identifier)) {
+      if (!found || r.seq > found.seq || (r.seq === found.seq && r.seq_sum > found.seq_sum)) found = { ...r, shard: k };
+    }
+  }
+  return found;
+}
+
+/** Assignments outside the database their identifier hashes to under `shards`. */
+async function misplacedAssignments(edge, shards, databases = SHARDS) {
+  const found = [];
+  for (let k = 0; k < databases; k++) {
+    for (const r of await edge.queryShard(k, "SELECT identifier FROM identities")) {
+      if (shardOf(r.identifier, shards) !== k) found.push(`${r.identifier} in ${k}`);
+    }
+  }
+  return found;
+}
+
 /** Each shard's aggregates are exactly what its own evidence rows add up to (the triggers' invariant). */
 async function assertCountsMatchEvidence(edge, shards = SHARDS) {
   for (let k = 0; k < shards; k++) {
@@ -241,7 +266,7 @@ describe("profile shards: personalisation state over three D1 databases", () => 
       assert.equal(answer.status, 200, answer.text);
     }
     await settled(edge.url);
-    const [{ profile_id: survivor }] = await edge.query("SELECT profile_id FROM identities WHERE identifier = ?", `user_id:${user}`);
+    const { profile_id: survivor } = await assignmentOf(edge, `user_id:${user}`);
     // The user's profile absorbed both visitors' (the survivor may be a third ID): at least
     // one of them came from another shard than the survivor's.
     const absorbed = visitors.map((v) => v.profileId).filter((p) => p !== survivor);
@@ -282,11 +307,15 @@ describe("profile shards: personalisation state over three D1 databases", () => 
       signIns.push(answer.json.profileId);
     }
     await settled(edge.url);
-    const assigned = await edge.query(
-      "SELECT identifier, profile_id FROM identities WHERE identifier IN (?, ?, ?) ORDER BY identifier",
-      `anonymous_id:${anonA}`, `anonymous_id:${anonB}`, `user_id:${user}`,
-    );
-    assert.equal(assigned.length, 3);
+    // Each identifier's assignment is in its own shard only, beside its links.
+    assert.deepEqual(await misplacedAssignments(edge, SHARDS), [], "assignments in their identifier's database");
+    const assigned = [];
+    for (const identifier of [`anonymous_id:${anonA}`, `anonymous_id:${anonB}`, `user_id:${user}`]) {
+      const found = await assignmentOf(edge, identifier);
+      assert.equal(found?.shard, shardOf(identifier), `${identifier} assigned in its shard`);
+      assigned.push({ identifier, profile_id: found.profile_id });
+    }
+    assert.deepEqual(await edge.query("SELECT identifier FROM identities WHERE identifier IN (?, ?, ?)", ...assigned.map((a) => a.identifier)), [], "none in DB");
     assert.equal(new Set(assigned.map((r) => r.profile_id)).size, 1, `one profile: ${JSON.stringify(assigned)}`);
     assert.deepEqual(signIns, [assigned[0].profile_id, assigned[0].profile_id], "each sign-in answered with it");
     // The sign-in links are in shards 1 and 2, none in DB.
@@ -314,8 +343,8 @@ describe("profile shards: personalisation state over three D1 databases", () => 
     const alone = await send([{ type: "track", event: "Signed In", userId: second, messageId: mid() }]);
     assert.equal(alone.status, 200, alone.text);
     await settled(edge.url);
-    const [{ profile_id: kept }] = await edge.query("SELECT profile_id FROM identities WHERE identifier = ?", `anonymous_id:${anon}`);
-    const [{ profile_id: erased }] = await edge.query("SELECT profile_id FROM identities WHERE identifier = ?", `user_id:${second}`);
+    const { profile_id: kept } = await assignmentOf(edge, `anonymous_id:${anon}`);
+    const { profile_id: erased } = await assignmentOf(edge, `user_id:${second}`);
     assert.notEqual(kept, erased, "the second user is a profile of its own");
     const shared = await everywhere("SELECT set_key, identifiers FROM identity_links WHERE identifiers LIKE ?", `%user_id:${second}%`);
     assert.deepEqual(shared.map((r) => r.shard).sort(), [1, 2, 2], "the shared link in both shards, the user's own in its shard");
@@ -344,6 +373,29 @@ describe("profile shards: personalisation state over three D1 databases", () => 
     assert.equal(still.json.profileId, kept, "the first user's profile is unchanged");
   });
 
+  // Seeded here, walked home in the test after the links' (whose runs may take them part way).
+  const legacyAssignments = {};
+  test("assignments DB held for other shards' identifiers (written before assignments moved to the shards) are read until walked home, the newest winning", async () => {
+    // As an older Worker left them: X's assignment and its profile's row in DB only; a stale
+    // one of Y in DB while Y's home holds a newer one.
+    const x = `anonymous_id:${pick("anonymous_id", "legacy-assigned-x", (s) => s === 1)}`;
+    const yAnon = pick("anonymous_id", "legacy-assigned-y", (s) => s === 2);
+    const y = `anonymous_id:${yAnon}`;
+    const xProfile = `prof_legacy_${run}`;
+    await edge.exec("INSERT INTO profile_members (profile_id, identified, last_seen, identifiers, seq, seq_sum) VALUES (?, 0, ?, ?, 5, 5)", xProfile, Date.now(), JSON.stringify([x]));
+    await edge.exec("INSERT INTO identities (identifier, profile_id, seq, seq_sum, updated_at) VALUES (?, ?, 5, 5, 1)", x, xProfile);
+    const seen = await send([{ type: "page", name: "Home", anonymousId: yAnon, messageId: mid() }]);
+    assert.equal(seen.status, 200, seen.text);
+    await edge.exec("INSERT INTO identities (identifier, profile_id, seq, seq_sum, updated_at) VALUES (?, 'prof_stale', 1, 1, 1)", y);
+    const lookup = (identifier) => call("GET", `/v1/profiles/lookup?type=anonymous_id&value=${encodeURIComponent(identifier.slice("anonymous_id:".length))}`);
+    const xFound = await lookup(x);
+    assert.equal(xFound.status, 200, xFound.text);
+    assert.equal(xFound.json.profileId, xProfile, "read in DB");
+    assert.deepEqual(xFound.json.identifiers, [x]);
+    assert.equal((await lookup(y)).json.profileId, seen.json.profileId, "the home's newer assignment, not DB's stale one");
+    Object.assign(legacyAssignments, { x, y, xProfile, yProfile: seen.json.profileId });
+  });
+
   test("links DB held for other shards' identifiers (written before links moved to the shards) resolve, and are walked home once", async () => {
     const anon = pick("anonymous_id", "legacy-link-a", (s) => s === 1);
     const user = pick("user_id", "legacy-link-u", (s) => s === 2);
@@ -355,7 +407,7 @@ describe("profile shards: personalisation state over three D1 databases", () => 
     // The browser comes back: its link is new in its shard, and the walk finds the old one in DB.
     const back = await send([{ type: "page", name: "Home", anonymousId: anon, messageId: mid() }]);
     assert.equal(back.status, 200, back.text);
-    const [{ profile_id: userProfile }] = await edge.query("SELECT profile_id FROM identities WHERE identifier = ?", `user_id:${user}`);
+    const { profile_id: userProfile } = await assignmentOf(edge, `user_id:${user}`);
     assert.equal(back.json.profileId, userProfile, "the browser joined the user's profile through the link in DB");
 
     // Walked twice, the second pass from a later run (for what an older Worker still wrote
@@ -373,6 +425,26 @@ describe("profile shards: personalisation state over three D1 databases", () => 
     assert.ok(copies.every((c) => c.seq === 5 && c.message_key === "web/legacy"), "copied as it was");
     const again = await send([{ type: "identify", userId: user, anonymousId: anon, messageId: mid(), traits: { plan: "legacy" } }]);
     assert.equal(again.json.profileId, userProfile, "still one profile after the walk");
+  });
+
+  test("the assignments' walk takes DB's other-shard assignments home once, keeping the newer one and the profile's row", async () => {
+    const { x, y, xProfile, yProfile } = legacyAssignments;
+    assert.ok(x, "seeded by the test before");
+    const done = async () => (await edge.query("SELECT after FROM walk_cursors WHERE name = 'identity_assignments_home:1'"))[0]?.after?.endsWith("done");
+    for (let runs = 0; runs < 20 && !(await done()); runs++) {
+      assert.equal((await fetch(`${edge.url}/__scheduled?cron=${encodeURIComponent("* * * * *")}`)).status, 200);
+    }
+    assert.ok(await done(), "the walk finished");
+    assert.deepEqual(await misplacedAssignments(edge, SHARDS), [], "every assignment in its identifier's shard, none left in DB");
+    const xNow = await assignmentOf(edge, x);
+    assert.deepEqual([xNow.shard, xNow.profile_id, xNow.seq, xNow.seq_sum], [1, xProfile, 5, 5], "copied as it was");
+    const yNow = await assignmentOf(edge, y);
+    assert.deepEqual([yNow.shard, yNow.profile_id], [2, yProfile], "the stale copy did not overwrite the newer one");
+    // Deleting DB's copies leaves the profiles' rows (in DB) as they were.
+    const rows = await edge.query("SELECT identifiers FROM profile_members WHERE profile_id = ?", xProfile);
+    assert.deepEqual(rows.map((r) => JSON.parse(r.identifiers)), [[x]], "the row keeps the identifier that moved");
+    const found = await call("GET", `/v1/profiles/lookup?type=anonymous_id&value=${encodeURIComponent(x.slice("anonymous_id:".length))}`);
+    assert.equal(found.json.profileId, xProfile, "read in its shard now");
   });
 
   test("the segment sweep finds due profiles in every shard", async () => {
@@ -443,6 +515,18 @@ describe("profile shards: personalisation state over three D1 databases", () => 
     const after = await totals();
     assert.deepEqual(after, { views: before.views - 1, pairs: before.pairs - 1, legacy: before.legacy }, "what the shard already held is counted once");
     await assertCountsMatchEvidence(edge);
+  });
+
+  test("retention erases an inactive anonymous visitor's assignment in its identifier's shard", async () => {
+    const anon = pick("anonymous_id", "retained", (s) => s === 2);
+    const seen = await send([{ type: "page", name: "Home", anonymousId: anon, messageId: mid() }]);
+    assert.equal(seen.status, 200, seen.text);
+    assert.equal((await assignmentOf(edge, `anonymous_id:${anon}`))?.shard, 2);
+    const aged = await edge.query("UPDATE profile_members SET last_seen = ? WHERE profile_id = ? RETURNING profile_id", Date.now() - 400 * 86_400_000, seen.json.profileId);
+    assert.equal(aged.length, 1);
+    assert.equal((await fetch(`${edge.url}/__scheduled?cron=${encodeURIComponent("17 3 * * *")}`)).status, 200);
+    assert.equal(await assignmentOf(edge, `anonymous_id:${anon}`), null, "no shard assigns the visitor");
+    assert.deepEqual(await edge.query("SELECT profile_id FROM profile_members WHERE profile_id = ?", seen.json.profileId), [], "the profile's row went");
   });
 
   test("erasure deletes the person's state and evidence in their shard", async () => {
@@ -529,7 +613,7 @@ describe("profile shards: changing the count on a live deployment", () => {
         assert.equal(answer.status, 200, answer.text);
       }
       await settled(edge.url);
-      const [{ profile_id: survivor }] = await edge.query("SELECT profile_id FROM identities WHERE identifier = ?", `user_id:${user}`);
+      const { profile_id: survivor } = await assignmentOf(edge, `user_id:${user}`, 3);
       couples.push({ survivor, pair: pair.map((p) => p.profileId) });
     }
     // A browser signed in as one user, whose identifier's links move from shard 1 to the new
@@ -577,7 +661,7 @@ describe("profile shards: changing the count on a live deployment", () => {
     const intruder = await post(`${edge.url}/v1/batch`, { writeKey: WRITE_KEY, batch: [{ type: "identify", userId: other, anonymousId: signedIn.anon, messageId: mid() }] });
     assert.equal(intruder.status, 200, intruder.text);
     assert.notEqual(intruder.json.profileId, signedIn.profileId, "the second user is not the first");
-    const [{ profile_id: browserNow }] = await edge.query("SELECT profile_id FROM identities WHERE identifier = ?", `anonymous_id:${signedIn.anon}`);
+    const { profile_id: browserNow } = await assignmentOf(edge, `anonymous_id:${signedIn.anon}`, 3);
     assert.equal(browserNow, signedIn.profileId, "the browser stays with the user its old shard names");
 
     // Before anything moved: the profile reads its state where it was; audiences count it once.
@@ -677,8 +761,14 @@ describe("profile shards: changing the count on a live deployment", () => {
     const linkWalksDone = async () => (await edge.query("SELECT after FROM walk_cursors WHERE name LIKE 'identity_link_move:2:3:%' AND name NOT LIKE '%:left'")).filter((w) => w.after.endsWith("done")).length;
     const misplaced = (await misplacedLinks(3)).length;
     assert.ok(misplaced >= 2, `${misplaced} identifiers' links to move`);
+    const toMove = (await misplacedAssignments(edge, 3)).length;
+    assert.ok(toMove >= 2, `${toMove} assignments to move`);
     for (let more = 0; more < 60 && (await linkWalksDone()) < 2; more++) assert.equal((await everyMinute()).status, 200);
     assert.deepEqual(await misplacedLinks(3), [], "every identifier's links in its shard under three");
+    // The assignments' walks too.
+    const assignmentWalksDone = async () => (await edge.query("SELECT after FROM walk_cursors WHERE name LIKE 'identity_assignment_move:2:3:%' AND name NOT LIKE '%:left'")).filter((w) => w.after.endsWith("done")).length;
+    for (let more = 0; more < 60 && (await assignmentWalksDone()) < 2; more++) assert.equal((await everyMinute()).status, 200);
+    assert.deepEqual(await misplacedAssignments(edge, 3), [], "every assignment in its identifier's shard under three");
     const later = await post(`${edge.url}/v1/batch`, { writeKey: WRITE_KEY, batch: [{ type: "identify", userId: signedIn.user, anonymousId: signedIn.anon, messageId: mid() }] });
     assert.equal(later.json.profileId, signedIn.profileId, "resolved from the moved links as before");
     for (const p of absorbed().filter((p) => shardOf(p, 3) !== shardOf(p, 2))) {
@@ -701,6 +791,6 @@ describe("profile shards: changing the count on a live deployment", () => {
       assert.equal((await admin(`/v1/profiles/${s.profileId}`)).computedTraits.lifetime_value, 600);
     }
     assert.equal((await fetch(`${edge.url}/__scheduled?cron=${encodeURIComponent("* * * * *")}`)).status, 200);
-    assert.deepEqual(await edge.query("SELECT name FROM walk_cursors WHERE name LIKE 'profile_shard_move:%' OR name LIKE 'identity_link_move:%'"), []);
+    assert.deepEqual(await edge.query("SELECT name FROM walk_cursors WHERE name LIKE 'profile_shard_move:%' OR name LIKE 'identity_link_move:%' OR name LIKE 'identity_assignment_move:%'"), []);
   });
 });

@@ -48,6 +48,32 @@ pub struct IngestInput<'a> {
     pub personalising: bool,
     /// Which events go to which destinations ([`deliver::route`]).
     pub routes: &'a [Route],
+    /// Where the links' identifiers' assignments are ([`Placed`]).
+    pub placed: Placed<'a>,
+}
+
+/// Where assignments are, for the probe and the visitor's profile read (with profile shards
+/// each lives in its identifier's home; the databases holding the others probe theirs when
+/// they write their links, before this batch).
+#[derive(Clone, Copy)]
+pub struct Placed<'a> {
+    /// Whether an identifier's assignment may be in `DB`: the batch probes those.
+    pub may_be_here: &'a dyn Fn(&Identifier) -> bool,
+    /// Whether it can only be in `DB`: the batch reads the visitor's profile through the best
+    /// identifier's assignment only then.
+    pub only_here: &'a dyn Fn(&Identifier) -> bool,
+    /// The profiles the other databases' probes found (a JSON array): touched with those the
+    /// probe here finds.
+    pub elsewhere: &'a str,
+}
+
+impl Placed<'_> {
+    /// One database holds every assignment.
+    pub const ONE: Placed<'static> = Placed {
+        may_be_here: &|_| true,
+        only_here: &|_| true,
+        elsewhere: "[]",
+    };
 }
 
 /// The batch and the positions of the results read back.
@@ -77,6 +103,7 @@ impl IngestPlan {
             rules,
             personalising,
             routes,
+            placed,
         } = input;
         let mut statements =
             insert_events(&source.id, events, received_at, source.dedup_window_days);
@@ -137,6 +164,7 @@ impl IngestPlan {
             statements.push(suppression_probe(&keys));
             statements.push(touch_profiles(
                 &identifiers_param(identifiers.iter().copied()),
+                placed.elsewhere,
                 received_at,
             ));
             statements.len() - 2
@@ -149,14 +177,21 @@ impl IngestPlan {
         let mut assignments = None;
         let mut profile_reads = None;
         if let Some(best) = &best {
-            assignments = Some(statements.len());
-            statements.push(probe_assignments(&graph.links));
+            let here: Vec<&Identifier> = identifiers
+                .iter()
+                .copied()
+                .filter(|i| (placed.may_be_here)(i))
+                .collect();
+            if !here.is_empty() {
+                assignments = Some(statements.len());
+                statements.push(probe_assignments(here));
+            }
             // The profile's read model as this batch leaves it, for the refresh when the
             // visitor's profile did not change (most traffic): one round trip fewer. Only when
             // a refresh is likely; otherwise the refresh reads for itself.
             let refresh_likely = !graph.traits.is_empty()
                 || (personalising && feeds_computed(events.iter().copied()));
-            if refresh_likely {
+            if refresh_likely && (placed.only_here)(best) {
                 let profile = "(SELECT profile_id FROM identities WHERE identifier = ?1)";
                 let start = statements.len();
                 statements.extend(view_reads(profile, &best.to_string()));
@@ -325,6 +360,17 @@ mod tests {
         personalising: bool,
         routed: &[&str],
     ) -> IngestPlan {
+        plan_placed(decoded, received_at, personalising, routed, Placed::ONE)
+    }
+
+    /// [`plan_of`] with assignments placed by `placed`.
+    fn plan_placed(
+        decoded: &Decoded,
+        received_at: i64,
+        personalising: bool,
+        routed: &[&str],
+        placed: Placed<'_>,
+    ) -> IngestPlan {
         let source = parse_source("k", &json!({"id": "web"})).unwrap();
         let events: Vec<&Event> = decoded.valid().collect();
         let graph = contributions(&events, &source.id, &Rules::default());
@@ -343,6 +389,7 @@ mod tests {
                 destination: "hooks".into(),
                 message_ids: routed.iter().map(|m| m.to_string()).collect(),
             }],
+            placed,
         })
     }
 
@@ -448,6 +495,57 @@ mod tests {
     }
 
     #[test]
+    fn probes_here_only_what_may_be_here_and_reads_the_profile_only_through_an_assignment_only_here(
+    ) {
+        let batch = decoded(
+            json!([{"type": "identify", "anonymousId": "a1", "userId": "u1",
+                                     "messageId": "m1", "traits": {"plan": "gold"}}]),
+        );
+        let anonymous_here = |i: &Identifier| i.to_string().starts_with("anonymous_id:");
+        let placed = Placed {
+            may_be_here: &anonymous_here,
+            only_here: &anonymous_here,
+            elsewhere: r#"["prof_elsewhere"]"#,
+        };
+        let plan = plan_placed(&batch, T0, true, &[], placed);
+        let results: Vec<&Statement> = plan.statements().iter().collect();
+        let probe = plan
+            .assignments(&results)
+            .expect("a probe of the anonymous ID");
+        assert!(
+            matches!(&probe.params[0], Param::Text(t) if t.contains("anonymous_id:a1") && !t.contains("user_id:u1")),
+            "the user ID's assignment is probed in its own shard"
+        );
+        assert!(
+            plan.profile_reads(&results).is_none(),
+            "the best identifier (the user ID) is assigned elsewhere"
+        );
+        let touch = plan
+            .statements()
+            .iter()
+            .find(|s| s.sql.starts_with("UPDATE profile_members SET last_seen"))
+            .expect("a touch");
+        assert!(touch
+            .params
+            .contains(&Param::Text(r#"["prof_elsewhere"]"#.into())));
+
+        let nothing_here = |_: &Identifier| false;
+        let placed = Placed {
+            may_be_here: &nothing_here,
+            only_here: &nothing_here,
+            elsewhere: "[]",
+        };
+        let plan = plan_placed(&batch, T0, true, &[], placed);
+        let results: Vec<&Statement> = plan.statements().iter().collect();
+        assert!(plan.assignments(&results).is_none(), "no probe in DB");
+        assert!(plan.profile_reads(&results).is_none());
+        assert_eq!(
+            plan.best().map(ToString::to_string).as_deref(),
+            Some("user_id:u1")
+        );
+    }
+
+    #[test]
     fn anonymous_free_batch_has_no_probes() {
         let (plan, results) = plan_for(json!([{"type": "track", "messageId": "bad"}]), true);
         assert!(plan.best().is_none());
@@ -541,7 +639,9 @@ mod tests {
             "unassigned, even when a later link's resolution wrote the user (over shards it \
              can have read the link's database before the link landed)"
         );
-        let probe = crate::identity::graph_plan::probe_assignments(&graph.links);
+        let probe = crate::identity::graph_plan::probe_assignments(
+            graph.links.iter().flat_map(|l| &l.identifiers),
+        );
         assert!(
             matches!(&probe.params[0], Param::Text(t) if t.contains("anonymous_id:a1") && t.contains("user_id:u1")),
             "the probe reads every identifier of the links"

@@ -207,12 +207,10 @@ pub const LOAD_COMPONENT_SQL: &str = "WITH RECURSIVE ids(identifier) AS ( \
 /// Appended to a request's write batch: the current assignments of its links' identifiers.
 /// When no link changed and each link's identifiers are in one profile, the request needs no
 /// recomputation (`collect::ingest_plan::settled_profiles`).
-pub fn probe_assignments(links: &[Link]) -> Statement {
+pub fn probe_assignments<'i>(identifiers: impl IntoIterator<Item = &'i Identifier>) -> Statement {
     Statement {
         sql: LOAD_IDENTITIES_SQL.into(),
-        params: vec![Param::Text(identifiers_param(
-            links.iter().flat_map(|l| &l.identifiers),
-        ))],
+        params: vec![Param::Text(identifiers_param(identifiers))],
     }
 }
 
@@ -379,8 +377,11 @@ const SEQ_EPOCH_MS: i64 = 1_767_225_600_000;
 /// What a request writes after recomputing the partition of the components it touched.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GraphWrites {
-    /// Statements for one transaction.
+    /// Statements for one transaction in `DB`: the profile rows, the assignments homed there,
+    /// the merge and conflict records.
     pub statements: Vec<Statement>,
+    /// The assignments homed in other databases, by database ([`Resolution::home`]).
+    pub elsewhere: BTreeMap<usize, Vec<Statement>>,
     /// Profiles absorbed into others: (from, into).
     pub merges: Vec<(String, String)>,
 }
@@ -400,10 +401,11 @@ pub fn graph_writes(
         rules,
         cause,
         now_ms,
+        home,
     } = resolution;
     let current: BTreeMap<&str, &Assignment> =
         stored.iter().map(|a| (a.identifier.as_str(), a)).collect();
-    let mut rows = Vec::new();
+    let mut rows: BTreeMap<usize, Vec<Vec<Param>>> = BTreeMap::new();
     // The components this resolution writes, by their version: only their profile rows and
     // tombstones are written (a component found as it was stored writes nothing).
     let mut written: BTreeSet<Version> = BTreeSet::new();
@@ -430,7 +432,7 @@ pub fn graph_writes(
             }
             if stale {
                 written.insert(version);
-                rows.push(vec![
+                rows.entry(home(&text)).or_default().push(vec![
                     Param::Text(text),
                     Param::Text(profile.id.as_str().to_owned()),
                     Param::Int(version.max),
@@ -457,13 +459,11 @@ pub fn graph_writes(
         now_ms,
     };
     let mut statements = profile_rows(partition, seen, versions, writing);
-    statements.extend(multi_row(
-        "INSERT INTO identities (identifier, profile_id, seq, seq_sum, updated_at) VALUES ",
-        " ON CONFLICT (identifier) DO UPDATE SET profile_id = excluded.profile_id, \
-          seq = excluded.seq, seq_sum = excluded.seq_sum, updated_at = excluded.updated_at \
-          WHERE (excluded.seq, excluded.seq_sum) >= (identities.seq, identities.seq_sum)",
-        rows,
-    ));
+    let mut elsewhere: BTreeMap<usize, Vec<Statement>> = rows
+        .into_iter()
+        .map(|(database, rows)| (database, upsert_assignments(rows)))
+        .collect();
+    statements.extend(elsewhere.remove(&0).unwrap_or_default());
     statements.extend(multi_row(
         "INSERT OR IGNORE INTO merges (from_profile, into_profile, message_key, merged_at) VALUES ",
         "",
@@ -480,11 +480,28 @@ pub fn graph_writes(
             .collect(),
     ));
     statements.extend(conflict_rows(&partition.conflicts, now_ms));
-    GraphWrites { statements, merges }
+    GraphWrites {
+        statements,
+        elsewhere,
+        merges,
+    }
+}
+
+/// Assignment rows (identifier, profile ID, `seq`, `seq_sum`, time) written under the version
+/// guard: an older computation never overwrites a newer one, and a rules change recomputes at
+/// the same version.
+pub fn upsert_assignments(rows: Vec<Vec<Param>>) -> Vec<Statement> {
+    multi_row(
+        "INSERT INTO identities (identifier, profile_id, seq, seq_sum, updated_at) VALUES ",
+        " ON CONFLICT (identifier) DO UPDATE SET profile_id = excluded.profile_id, \
+          seq = excluded.seq, seq_sum = excluded.seq_sum, updated_at = excluded.updated_at \
+          WHERE (excluded.seq, excluded.seq_sum) >= (identities.seq, identities.seq_sum)",
+        rows,
+    )
 }
 
 /// What a resolution computed its partition from, beside the links' versions.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Resolution<'a> {
     /// Every identifier of the links loaded (blocked ones too): each names a profile ID some
     /// view of the component could have made.
@@ -495,6 +512,9 @@ pub struct Resolution<'a> {
     pub cause: &'a str,
     /// Now, in ms.
     pub now_ms: i64,
+    /// The database an identifier's assignment lives in, by its text: its home shard (0 is
+    /// `DB`, the only one without profile shards).
+    pub home: &'a dyn Fn(&str) -> usize,
 }
 
 /// What [`profile_rows`] needs of [`graph_writes`]' diff.
@@ -787,6 +807,7 @@ mod tests {
             rules,
             cause: "src/m",
             now_ms,
+            home: &|_| 0,
         }
     }
 
@@ -1188,5 +1209,50 @@ mod tests {
             "nothing changed, nothing written"
         );
         assert!(writes.merges.is_empty());
+    }
+
+    #[test]
+    fn writes_each_assignment_in_its_identifiers_home_and_the_rows_in_db() {
+        let rules = Rules::default();
+        let links = [Link::new(
+            2,
+            "m2",
+            vec![id(IdType::UserId, "u"), id(IdType::AnonymousId, "a")],
+        )];
+        let p = partition(&links, &rules);
+        let seen = [&id(IdType::AnonymousId, "a"), &id(IdType::UserId, "u")];
+        let v = Version { max: 2, sum: 2 };
+        let home = |text: &str| usize::from(text.starts_with("user_id:")) * 2;
+        let resolution = Resolution {
+            home: &home,
+            ..at(&seen, &rules, 0)
+        };
+        let writes = graph_writes(&p, &[], &all(&p, v), resolution);
+        let assigned = |plan: &[Statement]| -> Vec<String> {
+            plan.iter()
+                .filter(|s| s.sql.starts_with("INSERT INTO identities"))
+                .flat_map(|s| s.params.iter().step_by(5))
+                .filter_map(|p| match p {
+                    Param::Text(t) => Some(t.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(assigned(&writes.statements), vec!["anonymous_id:a"]);
+        assert_eq!(writes.elsewhere.keys().copied().collect::<Vec<_>>(), [2]);
+        assert_eq!(assigned(&writes.elsewhere[&2]), vec!["user_id:u"]);
+        assert!(
+            writes.elsewhere[&2]
+                .iter()
+                .all(|s| s.sql.starts_with("INSERT INTO identities")),
+            "only assignments leave DB"
+        );
+        assert!(
+            writes
+                .statements
+                .iter()
+                .any(|s| s.sql.contains("INSERT INTO profile_members")),
+            "the profile's row is written in DB"
+        );
     }
 }

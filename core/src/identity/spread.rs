@@ -334,9 +334,134 @@ pub fn erase_members(identifiers: &str, set_keys: &[String]) -> Vec<(&'static st
     ]
 }
 
+/// The subject's assignments in one database other than `DB` (with profile shards each lives
+/// in its identifier's home; `DB`'s go in [`crate::privacy::erase`]'s own plan).
+pub fn erase_assignments(identifiers: &str) -> (&'static str, Statement) {
+    (
+        "identities",
+        Statement {
+            sql: "DELETE FROM identities WHERE identifier IN (SELECT value FROM json_each(?1))"
+                .into(),
+            params: vec![Param::Text(identifiers.to_owned())],
+        },
+    )
+}
+
+/// The walk over `DB` that takes other shards' identifiers' assignments home (`walk_cursors`):
+/// assignments stayed in `DB` before they moved to the shards (2026-12-07, migration 0031).
+pub const ASSIGNMENTS_HOME: &str = "identity_assignments_home:0";
+
+/// A second walk like [`ASSIGNMENTS_HOME`], begun in a run after that one ended, for what an
+/// older Worker still running during the deploy wrote behind the first. Until it is done,
+/// reads of an assignment also ask `DB`.
+pub const ASSIGNMENTS_HOME_AGAIN: &str = "identity_assignments_home:1";
+
+/// An assignment as the reads and the moves see it.
+#[allow(missing_docs)] // the columns of identities
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct AssignmentRow {
+    pub identifier: String,
+    pub profile_id: String,
+    pub seq: i64,
+    #[serde(default)]
+    pub seq_sum: i64,
+}
+
+impl AssignmentRow {
+    /// Whether this row was written by a newer resolution than `other` (the version guard's
+    /// order): of an identifier's rows in several databases, the newest is its assignment.
+    pub fn newer_than(&self, other: &AssignmentRow) -> bool {
+        (self.seq, self.seq_sum) > (other.seq, other.seq_sum)
+    }
+}
+
+/// Keeps the newest row of each identifier (rows read in several databases).
+pub fn newest(rows: impl IntoIterator<Item = AssignmentRow>) -> BTreeMap<String, AssignmentRow> {
+    let mut out: BTreeMap<String, AssignmentRow> = BTreeMap::new();
+    for row in rows {
+        match out.get(&row.identifier) {
+            Some(kept) if !row.newer_than(kept) => {}
+            _ => {
+                out.insert(row.identifier.clone(), row);
+            }
+        }
+    }
+    out
+}
+
+/// One page of a database's assigned identifiers, in key order, after `after`.
+pub fn walk_assignments(after: &str, limit: u32) -> Statement {
+    Statement {
+        sql: "SELECT identifier AS key FROM identities WHERE identifier > ?1 \
+              ORDER BY identifier LIMIT ?2"
+            .into(),
+        params: vec![Param::Text(after.to_owned()), Param::Int(i64::from(limit))],
+    }
+}
+
+/// An identifier's assignment in one database. Bind `?1` = identifier.
+pub const ASSIGNMENT_OF_SQL: &str =
+    "SELECT identifier, profile_id, seq, seq_sum FROM identities WHERE identifier = ?1";
+
+/// Writes an assignment read in another database in its identifier's home, under the version
+/// guard (a newer one written there meanwhile stays), then reads what the home holds.
+pub fn arrive_assignment(row: &AssignmentRow, now_ms: i64) -> Vec<Statement> {
+    let mut plan = crate::identity::graph_plan::upsert_assignments(vec![vec![
+        Param::Text(row.identifier.clone()),
+        Param::Text(row.profile_id.clone()),
+        Param::Int(row.seq),
+        Param::Int(row.seq_sum),
+        Param::Int(now_ms),
+    ]]);
+    plan.push(Statement {
+        sql: ASSIGNMENT_OF_SQL.into(),
+        params: vec![Param::Text(row.identifier.clone())],
+    });
+    plan
+}
+
+/// Deletes `row` where it was read, only as it was read: a resolution that rewrote it there
+/// meanwhile (an older Worker during a deploy) leaves it for the walk's next pass. Returns the
+/// row deleted, if any.
+pub fn leave_assignment(row: &AssignmentRow) -> Statement {
+    Statement {
+        sql: "DELETE FROM identities WHERE identifier = ?1 AND profile_id = ?2 \
+              AND seq = ?3 AND seq_sum = ?4 RETURNING identifier"
+            .into(),
+        params: vec![
+            Param::Text(row.identifier.clone()),
+            Param::Text(row.profile_id.clone()),
+            Param::Int(row.seq),
+            Param::Int(row.seq_sum),
+        ],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_newest_assignment_of_each_identifier_wins_whatever_the_order_read() {
+        let row = |identifier: &str, profile: &str, seq: i64, seq_sum: i64| AssignmentRow {
+            identifier: identifier.into(),
+            profile_id: profile.into(),
+            seq,
+            seq_sum,
+        };
+        let rows = [
+            row("anonymous_id:a", "old", 5, 5),
+            row("anonymous_id:a", "new", 5, 9),
+            row("anonymous_id:a", "older", 4, 20),
+            row("user_id:u", "only", 1, 1),
+        ];
+        for order in [rows.to_vec(), rows.iter().rev().cloned().collect()] {
+            let kept = newest(order);
+            assert_eq!(kept["anonymous_id:a"].profile_id, "new");
+            assert_eq!(kept["user_id:u"].profile_id, "only");
+            assert_eq!(kept.len(), 2);
+        }
+    }
     use crate::identity::graph_plan::{link_copies, set_key, Version};
     use crate::identity::{IdType, Identifier, Link};
 

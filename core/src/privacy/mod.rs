@@ -249,6 +249,11 @@ fn json_list<'a>(items: impl IntoIterator<Item = &'a String>) -> Param {
 
 const IN_IDS: &str = "(SELECT value FROM json_each(?1))";
 
+/// The profiles holding the subject's identifiers (`?1`) as `DB`'s assignments say, and the
+/// subject's profile IDs (`?2`).
+const HOLDERS: &str = "SELECT profile_id FROM identities WHERE identifier IN \
+    (SELECT value FROM json_each(?1)) UNION SELECT value FROM json_each(?2)";
+
 /// An event's device ID as erasure matches it (`archive::compact::device_form`): the
 /// expression migration 0028 indexes.
 fn device_value() -> String {
@@ -359,6 +364,15 @@ fn plan_erasure(
             },
         )
     };
+    let by_ids_and_profiles = |what: &'static str, sql: String| {
+        (
+            what,
+            Statement {
+                sql,
+                params: vec![ids.clone(), profiles.clone()],
+            },
+        )
+    };
     let contacts = json_list(&subject.contact_values());
     // Someone else's events may name the person's email or phone as a claim (a browser cannot
     // prove one): those fields go too, found through an index per field (migration 0028) on
@@ -453,21 +467,22 @@ fn plan_erasure(
             format!("DELETE FROM link_members WHERE identifier IN {IN_IDS}"),
         ),
         // The rows of the profiles holding them go, or lose them (each row counted once):
-        // found through the assignments, so before those go. (An assignment from a Worker
-        // before migration 0030 has a trigger doing the same, which then finds nothing to do.)
-        returning(by_ids(
+        // found through the assignments in `DB`, so before those go, and by the subject's
+        // profile IDs (with profile shards an identifier's assignment lives in its own
+        // shard, erased there first). (An assignment from a Worker before migration 0030 had
+        // a trigger doing the same.)
+        returning(by_ids_and_profiles(
             "profileRows",
             format!(
-                "DELETE FROM profile_members WHERE profile_id IN (SELECT profile_id FROM \
-                 identities WHERE identifier IN {IN_IDS}) AND NOT EXISTS (SELECT 1 FROM \
-                 json_each(profile_members.identifiers) WHERE value NOT IN {IN_IDS})"
+                "DELETE FROM profile_members WHERE profile_id IN ({HOLDERS}) AND NOT EXISTS \
+                 (SELECT 1 FROM json_each(profile_members.identifiers) WHERE value NOT IN {IN_IDS})"
             ),
         )),
-        returning(by_ids(
+        returning(by_ids_and_profiles(
             "profileRows",
             format!(
-                "UPDATE profile_members SET {} \
-                 WHERE profile_id IN (SELECT profile_id FROM identities WHERE identifier IN {IN_IDS})",
+                "UPDATE profile_members SET {} WHERE profile_id IN ({HOLDERS}) AND EXISTS \
+                 (SELECT 1 FROM json_each(profile_members.identifiers) WHERE value IN {IN_IDS})",
                 rows_without(IN_IDS)
             ),
         )),

@@ -232,18 +232,21 @@ pub fn save_profiles_walk(after: &str) -> Statement {
 }
 
 /// Marks the profiles of identifiers seen now (at most once per [`TOUCH_GRANULARITY_MS`], so
-/// steady traffic writes nothing). `identifiers_json` is a JSON array of identifier text forms;
-/// one not assigned yet gets its profile's row, with its time, from the resolution.
-pub fn touch_profiles(identifiers_json: &str, now_ms: i64) -> Statement {
+/// steady traffic writes nothing). `identifiers_json` is a JSON array of identifier text forms
+/// whose assignments are looked up here; `profiles_json` one of profiles found assigned in
+/// other databases (with profile shards). An identifier not assigned yet gets its profile's
+/// row, with its time, from the resolution.
+pub fn touch_profiles(identifiers_json: &str, profiles_json: &str, now_ms: i64) -> Statement {
     Statement {
-        sql: "UPDATE profile_members SET last_seen = ?1 WHERE profile_id IN \
+        sql: "UPDATE profile_members SET last_seen = ?1 WHERE (profile_id IN \
               (SELECT profile_id FROM identities WHERE identifier IN (SELECT value FROM json_each(?2))) \
-              AND last_seen < ?1 - ?3"
+              OR profile_id IN (SELECT value FROM json_each(?4))) AND last_seen < ?1 - ?3"
             .into(),
         params: vec![
             Param::Int(now_ms),
             Param::Text(identifiers_json.to_owned()),
             Param::Int(TOUCH_GRANULARITY_MS),
+            Param::Text(profiles_json.to_owned()),
         ],
     }
 }
@@ -359,7 +362,7 @@ mod tests {
 
     #[test]
     fn touch_skips_profiles_seen_within_the_hour() {
-        let s = touch_profiles(r#"["anonymous_id:a"]"#, 5);
+        let s = touch_profiles(r#"["anonymous_id:a"]"#, "[]", 5);
         assert!(s.sql.contains("< ?1 - ?3"));
         assert_eq!(s.params[2], Param::Int(TOUCH_GRANULARITY_MS));
     }

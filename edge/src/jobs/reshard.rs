@@ -3,14 +3,18 @@
 //! every-minute cron) walks the old count's shards in key order from saved positions
 //! (`walk_cursors`) and moves home every profile that now belongs in another shard
 //! (`store::personalisation::settle`), then, with what the run's budget leaves, every
-//! identifier whose links do (`store::identity::settle_links`). A shard whose walk reached its
+//! identifier whose links do (`store::identity::settle_links`), then every identifier whose
+//! assignment does (`store::identity::settle_assignment`). A shard whose walk reached its
 //! end with nothing left behind is marked done; once every walk is, the move is over and
 //! `PROFILE_SHARDS_FROM` can go. Reads meanwhile look in both places, so nothing waits on this.
 //! With no move under way, the same walks take home, once, the evidence and the links `DB`
-//! held for other shards' profiles and identifiers ([`EVIDENCE_HOME`], [`LINKS_HOME`] and,
-//! for what an older Worker wrote behind it during the deploy, [`LINKS_HOME_AGAIN`]).
+//! held for other shards' profiles and identifiers ([`EVIDENCE_HOME`], [`LINKS_HOME`],
+//! [`ASSIGNMENTS_HOME`] and, for what an older Worker wrote behind them during the deploy,
+//! [`LINKS_HOME_AGAIN`] and [`ASSIGNMENTS_HOME_AGAIN`]).
 
-use seam_core::identity::spread::{self, LINKS_HOME, LINKS_HOME_AGAIN};
+use seam_core::identity::spread::{
+    self, ASSIGNMENTS_HOME, ASSIGNMENTS_HOME_AGAIN, LINKS_HOME, LINKS_HOME_AGAIN,
+};
 use seam_core::personalise::shard::{self, Layout};
 use seam_core::plan::{Param, Statement};
 use seam_core::privacy::retention::save_walk_cursor;
@@ -79,6 +83,15 @@ pub fn link_cursor_name(layout: Layout, shard: usize) -> String {
     format!("{LINK_PREFIX}{from}:{}:{shard}", layout.shards)
 }
 
+/// The prefix of the assignment walks' names, as [`LINK_PREFIX`].
+const ASSIGNMENT_PREFIX: &str = "identity_assignment_move:";
+
+/// The assignment walk's name for `shard` in `walk_cursors`, as [`cursor_name`].
+pub fn assignment_cursor_name(layout: Layout, shard: usize) -> String {
+    let from = layout.from.unwrap_or(layout.shards);
+    format!("{ASSIGNMENT_PREFIX}{from}:{}:{shard}", layout.shards)
+}
+
 /// The walk over `DB` that takes other shards' profiles' evidence home, once: evidence stayed
 /// in `DB` before it moved to the profile shards (2026-12-07), so a deployment that already had
 /// shards walks it once. Not a move's walk, so it is never forgotten.
@@ -116,6 +129,15 @@ pub async fn run(db: &Shards, budget: Budget, now_ms: i64) -> Result<Report, Api
                 let walks = [(0, LINKS_HOME_AGAIN.to_owned())];
                 walk(db, &walks, Kind::Links, elsewhere, &mut spend, &mut report).await?;
             }
+            // The assignments' walk likewise (they moved later: migration 0031).
+            let first_done = walk_start(db, ASSIGNMENTS_HOME).await? == DONE;
+            let walks = [(0, ASSIGNMENTS_HOME.to_owned())];
+            let kind = Kind::Assignments;
+            walk(db, &walks, kind, elsewhere, &mut spend, &mut report).await?;
+            if first_done {
+                let walks = [(0, ASSIGNMENTS_HOME_AGAIN.to_owned())];
+                walk(db, &walks, kind, elsewhere, &mut spend, &mut report).await?;
+            }
         }
         return Ok(report);
     };
@@ -143,6 +165,12 @@ pub async fn run(db: &Shards, budget: Budget, now_ms: i64) -> Result<Report, Api
         .map(|&index| (index, link_cursor_name(db.layout(), index)))
         .collect();
     walk(db, &walks, Kind::Links, elsewhere, &mut spend, &mut report).await?;
+    let walks: Vec<(usize, String)> = order
+        .iter()
+        .map(|&index| (index, assignment_cursor_name(db.layout(), index)))
+        .collect();
+    let kind = Kind::Assignments;
+    walk(db, &walks, kind, elsewhere, &mut spend, &mut report).await?;
     Ok(report)
 }
 
@@ -154,11 +182,12 @@ struct Spend {
 }
 
 /// What a walk visits: profiles (their state, memberships and evidence) or identifiers (their
-/// links, `identity::spread`).
+/// links, `identity::spread`, or their assignments).
 #[derive(Clone, Copy)]
 enum Kind {
     Profiles,
     Links,
+    Assignments,
 }
 
 impl Kind {
@@ -166,6 +195,7 @@ impl Kind {
         match self {
             Kind::Profiles => shard::walk(after, step),
             Kind::Links => spread::walk(after, step),
+            Kind::Assignments => spread::walk_assignments(after, step),
         }
     }
 
@@ -173,6 +203,10 @@ impl Kind {
         match self {
             Kind::Profiles => personalisation::settle_from(db, key, index).await,
             Kind::Links => identity::settle_links(db, key, index).await,
+            Kind::Assignments => {
+                let now_ms = crate::platform::now_ms();
+                identity::settle_assignment(db, key, index, now_ms).await
+            }
         }
     }
 }
@@ -258,18 +292,16 @@ async fn walk(
 
 /// Deletes the saved positions of past moves (one read when there are none).
 async fn forget_walks(db: &Shards) -> Result<(), ApiError> {
-    let (profiles, links) = (
-        Param::Text(format!("{PREFIX}%")),
-        Param::Text(format!("{LINK_PREFIX}%")),
-    );
+    let prefixes = [PREFIX, LINK_PREFIX, ASSIGNMENT_PREFIX].map(|p| Param::Text(format!("{p}%")));
+    let of_moves = "name LIKE ?1 OR name LIKE ?2 OR name LIKE ?3";
     let any = Statement {
-        sql: "SELECT name FROM walk_cursors WHERE name LIKE ?1 OR name LIKE ?2 LIMIT 1".into(),
-        params: vec![profiles.clone(), links.clone()],
+        sql: format!("SELECT name FROM walk_cursors WHERE {of_moves} LIMIT 1"),
+        params: prefixes.to_vec(),
     };
     if !d1::rows::<serde_json::Value>(db, &any).await?.is_empty() {
         let forget = Statement {
-            sql: "DELETE FROM walk_cursors WHERE name LIKE ?1 OR name LIKE ?2".into(),
-            params: vec![profiles, links],
+            sql: format!("DELETE FROM walk_cursors WHERE {of_moves}"),
+            params: prefixes.to_vec(),
         };
         d1::execute(db, &[forget]).await?;
     }

@@ -1,7 +1,9 @@
 //! Executes identity resolution on D1: load the touched components (one recursive query, or
 //! with profile shards a walk over the databases: `identity::spread`), load their current
-//! assignments (one query), recompute the partition in core, write the changes and the
-//! profiles' rows (one transaction in `DB`, guarded by the links' version).
+//! assignments (one query, or with profile shards one per database their identifiers live
+//! in), recompute the partition in core, write the changes and the profiles' rows (one
+//! transaction in `DB`, and with profile shards one in each database holding assignments,
+//! all guarded by the links' version).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -13,27 +15,20 @@ use seam_core::identity::graph_plan::{
     Version, LOAD_COMPONENT_SQL, LOAD_IDENTITIES_SQL, MAX_COMPONENT_LINKS,
 };
 use seam_core::identity::resolution::Resolved;
-use seam_core::identity::spread::{self, ComponentWalk, LinkRow, Places};
+use seam_core::identity::spread::{
+    self, newest, AssignmentRow, ComponentWalk, LinkRow, Places, ASSIGNMENTS_HOME_AGAIN,
+    ASSIGNMENT_OF_SQL,
+};
 use seam_core::identity::{partition, Identifier, Link, Rules};
 use seam_core::personalise::shard::WALK_DONE;
 use seam_core::plan::{Param, Statement};
 use seam_core::privacy::retention::walk_cursor;
 use serde::Deserialize;
 use serde_json::Value;
-use worker::D1Database;
 
 use crate::isolate;
 use crate::store::d1;
 use crate::store::shards::Shards;
-
-#[derive(Deserialize)]
-pub(crate) struct AssignmentRow {
-    identifier: String,
-    profile_id: String,
-    seq: i64,
-    #[serde(default)]
-    seq_sum: i64,
-}
 
 /// An `alias` whose `previousId` is neither a UUID nor the event's `anonymousId` is read by core
 /// as a previous *user* ID. When the graph already knows that value as an anonymous ID (a server
@@ -41,10 +36,7 @@ pub(crate) struct AssignmentRow {
 /// merges as intended. The stored event is untouched. Returns the hinted copies by index. One
 /// query for the whole request, however many aliases it carries (D1 caps queries per
 /// invocation).
-pub async fn alias_hints(
-    db: &D1Database,
-    events: &[&Event],
-) -> worker::Result<HashMap<usize, Event>> {
+pub async fn alias_hints(db: &Shards, events: &[&Event]) -> worker::Result<HashMap<usize, Event>> {
     let candidates: Vec<(usize, &str)> = events
         .iter()
         .enumerate()
@@ -58,16 +50,7 @@ pub async fn alias_hints(
         .iter()
         .map(|(_, previous)| format!("anonymous_id:{}", previous.trim()))
         .collect();
-    let statement = Statement {
-        sql: "SELECT identifier FROM identities WHERE identifier IN (SELECT value FROM json_each(?1))"
-            .into(),
-        params: vec![Param::Text(serde_json::to_string(&asked).unwrap_or_default())],
-    };
-    let known: HashSet<String> = d1::rows::<IdentifierRow>(db, &statement)
-        .await?
-        .into_iter()
-        .map(|r| r.identifier)
-        .collect();
+    let known: HashSet<String> = assignments(db, &asked).await?.into_keys().collect();
     let mut hinted = HashMap::new();
     for ((i, previous), key) in candidates.into_iter().zip(&asked) {
         if known.contains(key) {
@@ -81,24 +64,19 @@ pub async fn alias_hints(
     Ok(hinted)
 }
 
-#[derive(Deserialize)]
-struct IdentifierRow {
-    identifier: String,
-}
-
-/// Reads the probe's rows (see `graph_plan::probe_assignments`) into identifier -> assignment.
-pub fn probed(result: &worker::D1Result) -> worker::Result<HashMap<String, Assigned>> {
-    Ok(result
-        .results::<AssignmentRow>()?
+/// Reads the rows of probes (see `graph_plan::probe_assignments`; one per database the
+/// identifiers' assignments may be in) into identifier -> assignment, the newest of each.
+pub fn probed(rows: Vec<AssignmentRow>) -> HashMap<String, Assigned> {
+    newest(rows)
         .into_iter()
-        .map(|r| {
+        .map(|(identifier, r)| {
             let assigned = Assigned {
                 profile_id: r.profile_id,
                 seq: r.seq,
             };
-            (r.identifier, assigned)
+            (identifier, assigned)
         })
-        .collect())
+        .collect()
 }
 
 /// Reads a [`link_seqs`] result into `seqs` (set key -> the highest `seq` of its copies).
@@ -125,11 +103,14 @@ pub struct Written {
     pub changed: bool,
     /// The links' stored `seq`s there, by set key.
     pub seqs: HashMap<String, i64>,
+    /// The assignments there of the identifiers homed there, read after the links.
+    pub assigned: Vec<AssignmentRow>,
 }
 
 /// Writes link copies that live outside `DB` (`graph_plan::link_copies` by database; `DB`'s
 /// share is left out, it goes in the request's batch), each database's in one batch that ends
-/// by reading the `seq`s the links have there.
+/// by reading the `seq`s the links have there and the assignments of the identifiers homed
+/// there (the probe `DB`'s batch makes for its own).
 pub async fn write_links(
     db: &Shards,
     copies: &BTreeMap<usize, Vec<Statement>>,
@@ -142,11 +123,19 @@ pub async fn write_links(
         .map(|(database, plan)| {
             let mut plan = plan.clone();
             plan.extend(read.clone());
+            let homed = links
+                .iter()
+                .flat_map(|l| &l.identifiers)
+                .filter(|i| db.index_of(&i.to_string()) == *database);
+            plan.push(probe_of(homed));
             async move { d1::execute(db.at(*database), &plan).await }
         });
     let mut written = Written::default();
     for results in join_all(writes).await {
         let mut results = results?;
+        if let Some(probe) = results.pop() {
+            written.assigned.extend(probe.results::<AssignmentRow>()?);
+        }
         if read.is_some() {
             if let Some(seqs) = results.pop() {
                 add_link_seqs(&seqs, &mut written.seqs)?;
@@ -159,9 +148,61 @@ pub async fn write_links(
     Ok(written)
 }
 
-/// Where `identifier`'s links may be: its home, its previous home while the shard count
-/// changes, and `DB` while `DB` still holds links of other shards' identifiers (written before
-/// they moved to the shards, 2026-12-07, until `jobs::reshard` took them home).
+/// The assignments of `identifiers` in one database.
+fn probe_of<'i>(identifiers: impl IntoIterator<Item = &'i Identifier>) -> Statement {
+    Statement {
+        sql: LOAD_IDENTITIES_SQL.into(),
+        params: vec![Param::Text(identifiers_param(identifiers))],
+    }
+}
+
+/// The assignments of `identifiers` (text forms), each read where it may be (its home, its
+/// previous home while the shard count changes, and `DB` until the walks took `DB`'s home:
+/// [`places`]), the newest of each kept. One query per database, run at once.
+pub async fn assignments(
+    db: &Shards,
+    identifiers: &[String],
+) -> worker::Result<BTreeMap<String, AssignmentRow>> {
+    if identifiers.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let mut asked: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
+    if db.all().len() == 1 {
+        asked.insert(0, identifiers.iter().map(String::as_str).collect());
+    } else {
+        let legacy = left_in_db(db, ASSIGNMENTS_HOME_AGAIN).await;
+        for identifier in identifiers {
+            let Places { before, home } = places(db, identifier, legacy);
+            for database in before.into_iter().chain([home]) {
+                asked.entry(database).or_default().push(identifier);
+            }
+        }
+    }
+    let reads = asked.into_iter().map(|(database, ids)| {
+        let read = Statement {
+            sql: LOAD_IDENTITIES_SQL.into(),
+            params: vec![Param::Text(
+                serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()),
+            )],
+        };
+        async move { d1::rows::<AssignmentRow>(db.at(database), &read).await }
+    });
+    let mut rows = Vec::new();
+    for read in join_all(reads).await {
+        rows.extend(read?);
+    }
+    Ok(newest(rows))
+}
+
+/// Whether `DB` may hold assignments of other shards' identifiers (until the walks taking them
+/// home are done): what the ingest batch's probe in `DB` must then also ask for.
+pub async fn assignments_in_db(db: &Shards) -> bool {
+    db.all().len() > 1 && left_in_db(db, ASSIGNMENTS_HOME_AGAIN).await
+}
+
+/// Where `identifier`'s links or assignment may be: its home, its previous home while the
+/// shard count changes, and `DB` while `DB` still holds other shards' identifiers' rows
+/// (written before they moved to the shards, 2026-12-07, until `jobs::reshard` took them home).
 fn places(db: &Shards, identifier: &str, links_in_db: bool) -> Places {
     let mut before: Vec<usize> = db.previous(identifier).into_iter().collect();
     if links_in_db {
@@ -173,25 +214,25 @@ fn places(db: &Shards, identifier: &str, links_in_db: bool) -> Places {
     }
 }
 
-/// Whether `DB` may still hold links of other shards' identifiers: until the walks taking
-/// them home are done ([`spread::LINKS_HOME_AGAIN`]). Read at most once a minute per isolate,
-/// also once known done: deleting the walk's position (after a rollback) makes every isolate
-/// read `DB` again within a minute. A failed read counts as "may": reading `DB` costs a query,
-/// not reading it could miss a link.
-async fn links_in_db(db: &Shards) -> bool {
+/// Whether `DB` may still hold rows of other shards' identifiers that the walk `walk` takes
+/// home ([`spread::LINKS_HOME_AGAIN`] for links, [`ASSIGNMENTS_HOME_AGAIN`] for assignments):
+/// until it is done. Read at most once a minute per isolate, also once known done: deleting
+/// the walk's position (after a rollback) makes every isolate read `DB` again within a minute.
+/// A failed read counts as "may": reading `DB` costs a query, not reading it could miss a row.
+async fn left_in_db(db: &Shards, walk: &'static str) -> bool {
     let now_ms = crate::platform::now_ms();
-    if let Some(held) = isolate::links_in_db(now_ms) {
+    if let Some(held) = isolate::left_in_db(walk, now_ms) {
         return held;
     }
-    let read = walk_cursor(spread::LINKS_HOME_AGAIN);
+    let read = walk_cursor(walk);
     match d1::rows::<Cursor>(db, &read).await {
         Ok(rows) => {
             let held = rows.first().is_none_or(|c| c.after != WALK_DONE);
-            isolate::found_links_in_db(held, now_ms);
+            isolate::found_left_in_db(walk, held, now_ms);
             held
         }
         Err(e) => {
-            worker::console_error!("reading where DB's links stand failed: {e}");
+            worker::console_error!("reading where DB's rows stand failed: {e}");
             true
         }
     }
@@ -212,7 +253,7 @@ async fn component(db: &Shards, seeds: String) -> worker::Result<Vec<StoredLink>
         };
         return Ok(parse(d1::rows::<LinkRow>(db, &read).await?).collect());
     }
-    let legacy = links_in_db(db).await;
+    let legacy = left_in_db(db, spread::LINKS_HOME_AGAIN).await;
     let seeds: Vec<String> = serde_json::from_str(&seeds).unwrap_or_default();
     let mut walk = ComponentWalk::new(seeds);
     loop {
@@ -267,14 +308,15 @@ pub async fn resolve(
     let seen: BTreeSet<&Identifier> = component.iter().flat_map(|l| &l.identifiers).collect();
     let seen: Vec<&Identifier> = seen.into_iter().collect();
 
-    let all = identifiers_param(partition.profiles.iter().flat_map(|p| &p.identifiers));
-    let before: Vec<Assignment> = db
-        .prepare(LOAD_IDENTITIES_SQL)
-        .bind(&[all.into()])?
-        .all()
+    let all: Vec<String> = partition
+        .profiles
+        .iter()
+        .flat_map(|p| &p.identifiers)
+        .map(Identifier::to_string)
+        .collect();
+    let before: Vec<Assignment> = assignments(db, &all)
         .await?
-        .results::<AssignmentRow>()?
-        .into_iter()
+        .into_values()
         .map(|r| Assignment {
             identifier: r.identifier,
             profile_id: r.profile_id,
@@ -289,9 +331,18 @@ pub async fn resolve(
         rules,
         cause: &cause,
         now_ms,
+        home: &|identifier| db.index_of(identifier),
     };
     let writes = graph_writes(&partition, &before, &versions, resolution);
-    d1::execute(db, &writes.statements).await?;
+    // One transaction per database, at once: each is idempotent under the version guard, so
+    // a request failing part way is retried and resolves again (`settled_profiles` finds the
+    // identifiers it left behind at an older version).
+    let runs = std::iter::once((0, &writes.statements))
+        .chain(writes.elsewhere.iter().map(|(d, plan)| (*d, plan)))
+        .map(|(database, plan)| d1::execute(db.at(database), plan));
+    for run in join_all(runs).await {
+        run?;
+    }
     Ok(Some(Resolved::new(
         &partition,
         before,
@@ -310,8 +361,8 @@ pub async fn settle_links(db: &Shards, identifier: &str, from: usize) -> worker:
         sql: sql.into(),
         params: vec![Param::Text(identifier.to_owned())],
     };
-    let assigned = by_id("SELECT 1 AS one FROM identities WHERE identifier = ?1");
-    let was_assigned = !d1::rows::<Value>(db, &assigned).await?.is_empty();
+    let asked = [identifier.to_owned()];
+    let was_assigned = !assignments(db, &asked).await?.is_empty();
     let rows = d1::rows::<LinkRow>(db.at(from), &by_id(spread::LINKS_OF_SQL)).await?;
     if rows.is_empty() {
         return Ok(true);
@@ -321,7 +372,7 @@ pub async fn settle_links(db: &Shards, identifier: &str, from: usize) -> worker:
     let home = db.at(db.index_of(identifier));
     d1::execute(home, &spread::arrive(identifier, &rows)).await?;
     let keys: Vec<&str> = rows.iter().map(|r| r.set_key.as_str()).collect();
-    if was_assigned && d1::rows::<Value>(db, &assigned).await?.is_empty() {
+    if was_assigned && assignments(db, &asked).await?.is_empty() {
         let ids = serde_json::to_string(&[identifier]).unwrap_or_else(|_| "[]".into());
         let owned: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
         let undo: Vec<Statement> = spread::erase(&ids, &owned)
@@ -332,4 +383,43 @@ pub async fn settle_links(db: &Shards, identifier: &str, from: usize) -> worker:
     }
     d1::execute(db.at(from), &spread::leave(identifier, &keys)).await?;
     Ok(rows.len() < spread::LINKS_PER_MOVE)
+}
+
+/// Moves `identifier`'s assignment from database `from` to its home: writes it there under
+/// the version guard, then deletes it in `from` as it was read. False when it changed in
+/// `from` meanwhile (an older Worker's resolution during the deploy): the walk comes back.
+/// An assignment erased in `from` meanwhile is deleted from the home again, when the home
+/// still holds what this copied: an erasure must not be undone by a move.
+pub async fn settle_assignment(
+    db: &Shards,
+    identifier: &str,
+    from: usize,
+    now_ms: i64,
+) -> worker::Result<bool> {
+    let read = Statement {
+        sql: ASSIGNMENT_OF_SQL.into(),
+        params: vec![Param::Text(identifier.to_owned())],
+    };
+    let Some(row) = d1::rows::<AssignmentRow>(db.at(from), &read)
+        .await?
+        .into_iter()
+        .next()
+    else {
+        return Ok(true);
+    };
+    let home = db.at(db.index_of(identifier));
+    d1::execute(home, &spread::arrive_assignment(&row, now_ms)).await?;
+    let left = d1::execute(db.at(from), &[spread::leave_assignment(&row)]).await?;
+    if left
+        .iter()
+        .any(|r| r.results::<Value>().is_ok_and(|v| !v.is_empty()))
+    {
+        return Ok(true);
+    }
+    let now_there = d1::rows::<AssignmentRow>(db.at(from), &read).await?;
+    if now_there.is_empty() {
+        d1::execute(home, &[spread::leave_assignment(&row)]).await?;
+        return Ok(true);
+    }
+    Ok(false)
 }

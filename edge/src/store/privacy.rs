@@ -146,7 +146,7 @@ pub async fn undo_suppressed(
 /// and every profile ID it held (the current one and those merged into it), plus the current
 /// profile ID. Just the identifier when no profile holds it.
 pub async fn subject_of(
-    db: &D1Database,
+    db: &Shards,
     identifier: &Identifier,
 ) -> worker::Result<(Subject, Option<String>)> {
     let mut subject = Subject::default();
@@ -232,6 +232,7 @@ pub async fn run_erasure(
     };
     for shard in 1..db.all().len() {
         let mut plan = spread::erase_members(&ids, &keys);
+        plan.push(spread::erase_assignments(&ids));
         if let Some(profiles) = places.get(&shard) {
             plan.extend(erase_state(profiles.iter().copied()));
         }
@@ -276,12 +277,18 @@ pub enum Suppressed {
     No,
 }
 
-/// The links of `identifiers` (a JSON array) erased in every database, keys read afresh.
+/// The links of `identifiers` (a JSON array) erased in every database, keys read afresh, and
+/// their assignments in the shards (a resolution that loaded the links before they went may
+/// have written them since).
 async fn erase_links(db: &Shards, identifiers: &str) -> worker::Result<Counted> {
     let keys = subject_links(db, identifiers).await?;
     let mut done = Counted::default();
-    for shard in db.all() {
-        done.add(run_keyed(shard, &spread::erase(identifiers, &keys)).await?);
+    for (i, shard) in db.all().iter().enumerate() {
+        let mut plan = spread::erase(identifiers, &keys);
+        if i > 0 {
+            plan.push(spread::erase_assignments(identifiers));
+        }
+        done.add(run_keyed(shard, &plan).await?);
     }
     Ok(done)
 }

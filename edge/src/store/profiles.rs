@@ -18,7 +18,7 @@ use worker::{D1Database, D1Result};
 
 use crate::isolate;
 use crate::store::shards::Shards;
-use crate::store::{archived, d1, personalisation};
+use crate::store::{archived, d1, identity, personalisation};
 
 #[derive(Deserialize)]
 struct TraitRowDb {
@@ -56,15 +56,12 @@ pub async fn identifier_texts(db: &D1Database, profile_id: &str) -> worker::Resu
 }
 
 /// The profile holding an identifier, if any.
-pub async fn profile_for(
-    db: &D1Database,
-    identifier: &Identifier,
-) -> worker::Result<Option<String>> {
-    Ok(db
-        .prepare("SELECT profile_id FROM identities WHERE identifier = ?")
-        .bind(&[identifier.to_string().into()])?
-        .first::<ProfileIdRow>(None)
+pub async fn profile_for(db: &Shards, identifier: &Identifier) -> worker::Result<Option<String>> {
+    let asked = [identifier.to_string()];
+    Ok(identity::assignments(db, &asked)
         .await?
+        .into_values()
+        .next()
         .map(|r| r.profile_id))
 }
 

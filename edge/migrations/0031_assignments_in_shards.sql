@@ -1,0 +1,11 @@
+-- With profile shards, an identifier's assignment (`identities`) lives in its home shard,
+-- beside its links (edge/migrations-profiles 0004; docs/scale.md, "The identity graph's
+-- assignments"). `DB` keeps its own identifiers' assignments, and the others' until a walk
+-- (`jobs::reshard`) takes them home and deletes them here.
+--
+-- That deletion must not edit the profiles' rows, which stay in `DB`: the trigger that kept
+-- them for the Worker from before migration 0030 goes. Every later Worker edits the rows
+-- itself before it deletes an assignment (an erasure, retention), so the Worker a rollback
+-- may return to is the one of 0030. (The insert and move triggers stay: they skip what a
+-- later Worker wrote.)
+DROP TRIGGER identities_member_delete;
