@@ -147,7 +147,7 @@ pub async fn accept_prepared(
     let elsewhere: BTreeSet<&str> = links_elsewhere
         .assigned
         .iter()
-        .map(|a| a.profile_id.as_str())
+        .map(|(a, _)| a.profile_id.as_str())
         .collect();
     let elsewhere = serde_json::to_string(&elsewhere).unwrap_or_else(|_| "[]".into());
     let at_home = |i: &Identifier| {
@@ -266,7 +266,11 @@ async fn profiles_after(
         });
     let mut rows = elsewhere.assigned;
     if let Some(probe) = plan.assignments(results) {
-        rows.extend(probe.results::<AssignmentRow>()?);
+        let found = probe.results::<AssignmentRow>()?;
+        rows.extend(found.into_iter().map(|r| {
+            let at_home = db.index_of(&r.identifier) == 0;
+            (r, at_home)
+        }));
     }
     if db.moving() {
         // An assignment may still be in its previous shard, which no batch probed.
@@ -275,11 +279,9 @@ async fn profiles_after(
             .flat_map(|l| &l.identifiers)
             .map(Identifier::to_string)
             .collect();
-        rows.extend(
-            store::identity::assignments(db, &texts)
-                .await?
-                .into_values(),
-        );
+        let read = store::identity::assignments(db, &texts).await?;
+        // Already the newest of each identifier's places, its home among them.
+        rows.extend(read.into_values().map(|r| (r, true)));
     }
     let assigned = store::identity::probed(rows);
     let mut seqs = elsewhere.seqs;

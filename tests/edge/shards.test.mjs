@@ -387,13 +387,30 @@ describe("profile shards: personalisation state over three D1 databases", () => 
     const seen = await send([{ type: "page", name: "Home", anonymousId: yAnon, messageId: mid() }]);
     assert.equal(seen.status, 200, seen.text);
     await edge.exec("INSERT INTO identities (identifier, profile_id, seq, seq_sum, updated_at) VALUES (?, 'prof_stale', 1, 1, 1)", y);
+    // Z: an older Worker's newer write in DB (during the deploy) wins over the home's; W: one
+    // at the home's own version (a rules change recomputed it there) loses to the home's.
+    const [zAnon, wAnon] = ["legacy-assigned-z", "legacy-assigned-w"].map((p) => pick("anonymous_id", p, (s) => s === 1));
+    const [z, w] = [zAnon, wAnon].map((a) => `anonymous_id:${a}`);
+    const homeOf = {};
+    for (const anon of [zAnon, wAnon]) {
+      const answer = await send([{ type: "page", name: "Home", anonymousId: anon, messageId: mid() }]);
+      assert.equal(answer.status, 200, answer.text);
+      homeOf[anon] = (await edge.queryShard(1, "SELECT profile_id, seq, seq_sum FROM identities WHERE identifier = ?", `anonymous_id:${anon}`))[0];
+      assert.equal(homeOf[anon].profile_id, answer.json.profileId);
+    }
+    const zProfile = `prof_newer_${run}`;
+    await edge.exec("INSERT INTO profile_members (profile_id, identified, last_seen, identifiers, seq, seq_sum) VALUES (?, 0, ?, ?, ?, ?)", zProfile, Date.now(), JSON.stringify([z]), homeOf[zAnon].seq + 1, homeOf[zAnon].seq_sum + 1);
+    await edge.exec("INSERT INTO identities (identifier, profile_id, seq, seq_sum, updated_at) VALUES (?, ?, ?, ?, 1)", z, zProfile, homeOf[zAnon].seq + 1, homeOf[zAnon].seq_sum + 1);
+    await edge.exec("INSERT INTO identities (identifier, profile_id, seq, seq_sum, updated_at) VALUES (?, 'prof_tied', ?, ?, 1)", w, homeOf[wAnon].seq, homeOf[wAnon].seq_sum);
     const lookup = (identifier) => call("GET", `/v1/profiles/lookup?type=anonymous_id&value=${encodeURIComponent(identifier.slice("anonymous_id:".length))}`);
     const xFound = await lookup(x);
     assert.equal(xFound.status, 200, xFound.text);
     assert.equal(xFound.json.profileId, xProfile, "read in DB");
     assert.deepEqual(xFound.json.identifiers, [x]);
     assert.equal((await lookup(y)).json.profileId, seen.json.profileId, "the home's newer assignment, not DB's stale one");
-    Object.assign(legacyAssignments, { x, y, xProfile, yProfile: seen.json.profileId });
+    assert.equal((await lookup(z)).json.profileId, zProfile, "DB's newer write");
+    assert.equal((await lookup(w)).json.profileId, homeOf[wAnon].profile_id, "the home's, at the same version");
+    Object.assign(legacyAssignments, { x, y, z, w, xProfile, yProfile: seen.json.profileId, zProfile, wProfile: homeOf[wAnon].profile_id });
   });
 
   test("links DB held for other shards' identifiers (written before links moved to the shards) resolve, and are walked home once", async () => {
@@ -428,7 +445,7 @@ describe("profile shards: personalisation state over three D1 databases", () => 
   });
 
   test("the assignments' walk takes DB's other-shard assignments home once, keeping the newer one and the profile's row", async () => {
-    const { x, y, xProfile, yProfile } = legacyAssignments;
+    const { x, y, z, w, xProfile, yProfile, zProfile, wProfile } = legacyAssignments;
     assert.ok(x, "seeded by the test before");
     const done = async () => (await edge.query("SELECT after FROM walk_cursors WHERE name = 'identity_assignments_home:1'"))[0]?.after?.endsWith("done");
     for (let runs = 0; runs < 20 && !(await done()); runs++) {
@@ -440,6 +457,8 @@ describe("profile shards: personalisation state over three D1 databases", () => 
     assert.deepEqual([xNow.shard, xNow.profile_id, xNow.seq, xNow.seq_sum], [1, xProfile, 5, 5], "copied as it was");
     const yNow = await assignmentOf(edge, y);
     assert.deepEqual([yNow.shard, yNow.profile_id], [2, yProfile], "the stale copy did not overwrite the newer one");
+    assert.deepEqual([(await assignmentOf(edge, z)).shard, (await assignmentOf(edge, z)).profile_id], [1, zProfile], "the newer copy did");
+    assert.deepEqual(await edge.queryShard(1, "SELECT profile_id FROM identities WHERE identifier = ?", w), [{ profile_id: wProfile }], "the copy at the same version did not");
     // Deleting DB's copies leaves the profiles' rows (in DB) as they were.
     const rows = await edge.query("SELECT identifiers FROM profile_members WHERE profile_id = ?", xProfile);
     assert.deepEqual(rows.map((r) => JSON.parse(r.identifiers)), [[x]], "the row keeps the identifier that moved");
@@ -515,6 +534,63 @@ describe("profile shards: personalisation state over three D1 databases", () => 
     const after = await totals();
     assert.deepEqual(after, { views: before.views - 1, pairs: before.pairs - 1, legacy: before.legacy }, "what the shard already held is counted once");
     await assertCountsMatchEvidence(edge);
+  });
+
+  test("a sign-in whose DB transaction fails is resolved again by its retry: the shards' assignments wait for DB", async () => {
+    const anon = pick("anonymous_id", "half-a", (s) => s === 1);
+    const user = pick("user_id", "half-u", (s) => s === 2);
+    const visit = await send([{ type: "page", name: "Home", anonymousId: anon, messageId: mid() }]);
+    assert.equal(visit.status, 200, visit.text);
+    const signIn = [{ type: "identify", userId: user, anonymousId: anon, messageId: mid(), traits: { plan: "half" } }];
+    // The merge's tombstone for the visitor's profile is refused: the resolution's DB
+    // transaction fails after the events committed, and the request is queued to be tried
+    // again (accepted, deferred).
+    await edge.exec("CREATE TRIGGER refuse_tombstones BEFORE INSERT ON profile_tombstones BEGIN SELECT RAISE(ABORT, 'refused'); END");
+    const failed = await send(signIn);
+    await edge.exec("DROP TRIGGER refuse_tombstones");
+    assert.equal(failed.json?.deferred, true, `${failed.status} ${failed.text}`);
+    // The client's retry: its link is stored already, and it finds the identifiers apart.
+    const retried = await send(signIn);
+    assert.equal(retried.status, 200, retried.text);
+    assert.equal(retried.json.deferred, undefined);
+    const profile = retried.json.profileId;
+    assert.equal((await assignmentOf(edge, `anonymous_id:${anon}`)).profile_id, profile);
+    assert.equal((await assignmentOf(edge, `user_id:${user}`)).profile_id, profile);
+    const [row] = await edge.query("SELECT identifiers FROM profile_members WHERE profile_id = ?", profile);
+    assert.deepEqual(JSON.parse(row?.identifiers ?? "[]").sort(), [`anonymous_id:${anon}`, `user_id:${user}`], "the profile's row holds both");
+    assert.deepEqual(await edge.query("SELECT profile_id FROM profile_members WHERE profile_id = ?", visit.json.profileId), [], "the visitor's row is retired");
+  });
+
+  test("a deletion whose DB transaction fails leaves the person whole for its retry; the assignments in the shards go after DB commits", async () => {
+    const anon = pick("anonymous_id", "erase-retry-a", (s) => s === 1);
+    const user = pick("user_id", "erase-retry-u", (s) => s === 2);
+    const signedIn = await send([{ type: "identify", userId: user, anonymousId: anon, messageId: mid(), traits: { plan: "retry" } }]);
+    assert.equal(signedIn.status, 200, signedIn.text);
+    // DB's transaction fails (its follow-up record is refused).
+    await edge.exec("CREATE TRIGGER refuse_followups BEFORE INSERT ON erasure_followups BEGIN SELECT RAISE(ABORT, 'refused'); END");
+    const failed = await call("POST", "/v1/privacy/delete", { type: "user_id", value: user });
+    await edge.exec("DROP TRIGGER refuse_followups");
+    assert.ok(failed.status >= 500, `${failed.status} ${failed.text}`);
+    assert.equal((await assignmentOf(edge, `anonymous_id:${anon}`))?.profile_id, signedIn.json.profileId, "the browser is still found as the user's");
+    const receipt = await call("POST", "/v1/privacy/delete", { type: "user_id", value: user });
+    assert.equal(receipt.status, 200, receipt.text);
+    assert.equal(receipt.json.deleted.identities, 2, JSON.stringify(receipt.json.deleted));
+    for (const identifier of [`anonymous_id:${anon}`, `user_id:${user}`]) assert.equal(await assignmentOf(edge, identifier), null, `${identifier} unassigned everywhere`);
+    assert.deepEqual(await edge.query("SELECT profile_id FROM profile_members WHERE profile_id = ?", signedIn.json.profileId), []);
+    assert.deepEqual(await edge.query("SELECT identifiers FROM erasure_followups"), [], "nothing left to follow up");
+  });
+
+  test("the sweep finishes an erasure's assignments in the shards that the erasure could not", async () => {
+    const anon = pick("anonymous_id", "followup-a", (s) => s === 2);
+    const seen = await send([{ type: "page", name: "Home", anonymousId: anon, messageId: mid() }]);
+    assert.equal(seen.status, 200, seen.text);
+    const ids = JSON.stringify([`anonymous_id:${anon}`]);
+    await edge.exec("INSERT INTO erasure_followups (identifiers, at) VALUES (?, ?)", ids, Date.now() - 120_000);
+    await edge.exec("INSERT INTO erasure_followups (identifiers, at) VALUES (?, ?)", JSON.stringify(["anonymous_id:not-yet"]), Date.now());
+    assert.equal((await fetch(`${edge.url}/__scheduled?cron=${encodeURIComponent("*/5 * * * *")}`)).status, 200);
+    assert.equal(await assignmentOf(edge, `anonymous_id:${anon}`), null, "its assignment went");
+    assert.deepEqual(await edge.query("SELECT identifiers FROM erasure_followups"), [{ identifiers: JSON.stringify(["anonymous_id:not-yet"]) }], "a follow-up younger than a minute waits (its erasure may be running)");
+    await edge.exec("DELETE FROM erasure_followups");
   });
 
   test("retention erases an inactive anonymous visitor's assignment in its identifier's shard", async () => {

@@ -335,16 +335,40 @@ pub fn erase_members(identifiers: &str, set_keys: &[String]) -> Vec<(&'static st
 }
 
 /// The subject's assignments in one database other than `DB` (with profile shards each lives
-/// in its identifier's home; `DB`'s go in [`crate::privacy::erase`]'s own plan).
-pub fn erase_assignments(identifiers: &str) -> (&'static str, Statement) {
-    (
-        "identities",
-        Statement {
-            sql: "DELETE FROM identities WHERE identifier IN (SELECT value FROM json_each(?1))"
-                .into(),
-            params: vec![Param::Text(identifiers.to_owned())],
-        },
-    )
+/// in its identifier's home; `DB`'s go in [`crate::privacy::erase`]'s own plan). Run after
+/// `DB`'s transaction, which records them as still to go ([`followup`]).
+pub fn erase_assignments(identifiers: &str) -> Statement {
+    Statement {
+        sql: "DELETE FROM identities WHERE identifier IN (SELECT value FROM json_each(?1))".into(),
+        params: vec![Param::Text(identifiers.to_owned())],
+    }
+}
+
+/// Records in `DB`, with an erasure's transaction, that the subject's (`identifiers`, a JSON
+/// array) assignments in the shards are still to go.
+pub fn followup(identifiers: &str, now_ms: i64) -> Statement {
+    Statement {
+        sql: "INSERT INTO erasure_followups (identifiers, at) VALUES (?1, ?2)".into(),
+        params: vec![Param::Text(identifiers.to_owned()), Param::Int(now_ms)],
+    }
+}
+
+/// Deletes a [`followup`] once its assignments went.
+pub fn followup_done(identifiers: &str, at: i64) -> Statement {
+    Statement {
+        sql: "DELETE FROM erasure_followups WHERE identifiers = ?1 AND at = ?2".into(),
+        params: vec![Param::Text(identifiers.to_owned()), Param::Int(at)],
+    }
+}
+
+/// Follow-ups an erasure left behind (older than a minute, so not one still running): up to
+/// `limit`, oldest first (`identifiers`, `at`).
+pub fn followups_due(now_ms: i64, limit: u32) -> Statement {
+    Statement {
+        sql: "SELECT identifiers, at FROM erasure_followups WHERE at < ?1 ORDER BY at LIMIT ?2"
+            .into(),
+        params: vec![Param::Int(now_ms - 60_000), Param::Int(i64::from(limit))],
+    }
 }
 
 /// The walk over `DB` that takes other shards' identifiers' assignments home (`walk_cursors`):
@@ -375,18 +399,25 @@ impl AssignmentRow {
     }
 }
 
-/// Keeps the newest row of each identifier (rows read in several databases).
-pub fn newest(rows: impl IntoIterator<Item = AssignmentRow>) -> BTreeMap<String, AssignmentRow> {
-    let mut out: BTreeMap<String, AssignmentRow> = BTreeMap::new();
-    for row in rows {
-        match out.get(&row.identifier) {
-            Some(kept) if !row.newer_than(kept) => {}
-            _ => {
-                out.insert(row.identifier.clone(), row);
+/// Keeps the newest row of each identifier, of rows read in several databases, each with
+/// whether it was read in the identifier's home. At the same version the home's row wins: a
+/// rules change recomputes at the version it had, and writes only the home.
+pub fn newest(
+    rows: impl IntoIterator<Item = (AssignmentRow, bool)>,
+) -> BTreeMap<String, AssignmentRow> {
+    let mut out: BTreeMap<String, (AssignmentRow, bool)> = BTreeMap::new();
+    for (row, home) in rows {
+        let wins = match out.get(&row.identifier) {
+            None => true,
+            Some((kept, kept_home)) => {
+                row.newer_than(kept) || (!kept.newer_than(&row) && home && !kept_home)
             }
+        };
+        if wins {
+            out.insert(row.identifier.clone(), (row, home));
         }
     }
-    out
+    out.into_iter().map(|(k, (row, _))| (k, row)).collect()
 }
 
 /// One page of a database's assigned identifiers, in key order, after `after`.
@@ -403,21 +434,31 @@ pub fn walk_assignments(after: &str, limit: u32) -> Statement {
 pub const ASSIGNMENT_OF_SQL: &str =
     "SELECT identifier, profile_id, seq, seq_sum FROM identities WHERE identifier = ?1";
 
-/// Writes an assignment read in another database in its identifier's home, under the version
-/// guard (a newer one written there meanwhile stays), then reads what the home holds.
+/// Writes an assignment read in another database in its identifier's home, only over an
+/// older one (one written there at the same version is a recomputation the other database
+/// has not seen), then reads what the home holds.
 pub fn arrive_assignment(row: &AssignmentRow, now_ms: i64) -> Vec<Statement> {
-    let mut plan = crate::identity::graph_plan::upsert_assignments(vec![vec![
-        Param::Text(row.identifier.clone()),
-        Param::Text(row.profile_id.clone()),
-        Param::Int(row.seq),
-        Param::Int(row.seq_sum),
-        Param::Int(now_ms),
-    ]]);
-    plan.push(Statement {
-        sql: ASSIGNMENT_OF_SQL.into(),
-        params: vec![Param::Text(row.identifier.clone())],
-    });
-    plan
+    vec![
+        Statement {
+            sql: "INSERT INTO identities (identifier, profile_id, seq, seq_sum, updated_at) \
+                  VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (identifier) DO UPDATE SET \
+                  profile_id = excluded.profile_id, seq = excluded.seq, \
+                  seq_sum = excluded.seq_sum, updated_at = excluded.updated_at \
+                  WHERE (excluded.seq, excluded.seq_sum) > (identities.seq, identities.seq_sum)"
+                .into(),
+            params: vec![
+                Param::Text(row.identifier.clone()),
+                Param::Text(row.profile_id.clone()),
+                Param::Int(row.seq),
+                Param::Int(row.seq_sum),
+                Param::Int(now_ms),
+            ],
+        },
+        Statement {
+            sql: ASSIGNMENT_OF_SQL.into(),
+            params: vec![Param::Text(row.identifier.clone())],
+        },
+    ]
 }
 
 /// Deletes `row` where it was read, only as it was read: a resolution that rewrote it there
@@ -455,11 +496,20 @@ mod tests {
             row("anonymous_id:a", "older", 4, 20),
             row("user_id:u", "only", 1, 1),
         ];
+        let away = |r: &AssignmentRow| (r.clone(), false);
         for order in [rows.to_vec(), rows.iter().rev().cloned().collect()] {
-            let kept = newest(order);
+            let kept = newest(order.iter().map(away));
             assert_eq!(kept["anonymous_id:a"].profile_id, "new");
             assert_eq!(kept["user_id:u"].profile_id, "only");
             assert_eq!(kept.len(), 2);
+        }
+        // The same version in two places: the home's row, whichever came first.
+        let there = row("anonymous_id:a", "recomputed", 5, 9);
+        for order in [
+            vec![(rows[1].clone(), false), (there.clone(), true)],
+            vec![(there.clone(), true), (rows[1].clone(), false)],
+        ] {
+            assert_eq!(newest(order)["anonymous_id:a"].profile_id, "recomputed");
         }
     }
     use crate::identity::graph_plan::{link_copies, set_key, Version};

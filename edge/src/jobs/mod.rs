@@ -94,6 +94,18 @@ pub async fn scheduled(cron: &str, env: &Env, now_ms: i64) {
         if let Err(e) = swept {
             worker::console_error!("profile tombstones: {e}");
         }
+        // Erasures whose assignments in the profile shards are still to go.
+        let finished = match crate::store::shards::Shards::of(env) {
+            Ok(db) => crate::store::privacy::finish_followups(&db, now_ms)
+                .await
+                .map_err(crate::error::ApiError::from),
+            Err(e) => Err(e),
+        };
+        match finished {
+            Ok(0) => {}
+            Ok(n) => worker::console_log!("erasures finished in the profile shards: {n}"),
+            Err(e) => worker::console_error!("erasure follow-ups: {e}"),
+        }
         match sweep::run(env, now_ms).await {
             Ok(report) => worker::console_log!(
                 "segment sweep: {} profiles, {} transitions",

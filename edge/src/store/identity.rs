@@ -66,7 +66,7 @@ pub async fn alias_hints(db: &Shards, events: &[&Event]) -> worker::Result<HashM
 
 /// Reads the rows of probes (see `graph_plan::probe_assignments`; one per database the
 /// identifiers' assignments may be in) into identifier -> assignment, the newest of each.
-pub fn probed(rows: Vec<AssignmentRow>) -> HashMap<String, Assigned> {
+pub fn probed(rows: Vec<(AssignmentRow, bool)>) -> HashMap<String, Assigned> {
     newest(rows)
         .into_iter()
         .map(|(identifier, r)| {
@@ -104,7 +104,7 @@ pub struct Written {
     /// The links' stored `seq`s there, by set key.
     pub seqs: HashMap<String, i64>,
     /// The assignments there of the identifiers homed there, read after the links.
-    pub assigned: Vec<AssignmentRow>,
+    pub assigned: Vec<(AssignmentRow, bool)>,
 }
 
 /// Writes link copies that live outside `DB` (`graph_plan::link_copies` by database; `DB`'s
@@ -134,7 +134,8 @@ pub async fn write_links(
     for results in join_all(writes).await {
         let mut results = results?;
         if let Some(probe) = results.pop() {
-            written.assigned.extend(probe.results::<AssignmentRow>()?);
+            let rows = probe.results::<AssignmentRow>()?;
+            written.assigned.extend(rows.into_iter().map(|r| (r, true)));
         }
         if read.is_some() {
             if let Some(seqs) = results.pop() {
@@ -178,6 +179,7 @@ pub async fn assignments(
             }
         }
     }
+    let home = |identifier: &str, database: usize| db.index_of(identifier) == database;
     let reads = asked.into_iter().map(|(database, ids)| {
         let read = Statement {
             sql: LOAD_IDENTITIES_SQL.into(),
@@ -185,11 +187,18 @@ pub async fn assignments(
                 serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()),
             )],
         };
-        async move { d1::rows::<AssignmentRow>(db.at(database), &read).await }
+        async move {
+            let rows = d1::rows::<AssignmentRow>(db.at(database), &read).await?;
+            Ok::<_, worker::Error>((database, rows))
+        }
     });
     let mut rows = Vec::new();
     for read in join_all(reads).await {
-        rows.extend(read?);
+        let (database, found) = read?;
+        rows.extend(found.into_iter().map(|r| {
+            let at_home = home(&r.identifier, database);
+            (r, at_home)
+        }));
     }
     Ok(newest(rows))
 }
@@ -334,12 +343,16 @@ pub async fn resolve(
         home: &|identifier| db.index_of(identifier),
     };
     let writes = graph_writes(&partition, &before, &versions, resolution);
-    // One transaction per database, at once: each is idempotent under the version guard, so
-    // a request failing part way is retried and resolves again (`settled_profiles` finds the
-    // identifiers it left behind at an older version).
-    let runs = std::iter::once((0, &writes.statements))
-        .chain(writes.elsewhere.iter().map(|(d, plan)| (*d, plan)))
-        .map(|(database, plan)| d1::execute(db.at(database), plan));
+    // `DB` first (the profile rows, tombstones and merge records), then the shards'
+    // assignments, each database one transaction, each idempotent under the version guard.
+    // A request failing part way is retried and resolves again: its identifiers' assignments
+    // are still at their older version (`settled_profiles`). The other order could leave the
+    // assignments done and the rows not, with nothing to notice it.
+    d1::execute(db, &writes.statements).await?;
+    let runs = writes
+        .elsewhere
+        .iter()
+        .map(|(database, plan)| d1::execute(db.at(*database), plan));
     for run in join_all(runs).await {
         run?;
     }

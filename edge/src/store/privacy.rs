@@ -195,7 +195,8 @@ pub async fn erase_subject(
 /// evidence ([`erase_state`]) in each profile's shard (and, while the shard count changes, its
 /// previous shard), and with profile shards the copies of the subject's links in every
 /// database (`spread::erase`). The other shards go first: if `DB`'s transaction then fails, the subject is
-/// still found there and the erasure runs again whole. `DB`'s transaction takes every profile's
+/// still found there (its rows in `DB`, its assignments in the shards, which go only after
+/// `DB` committed) and the erasure runs again whole. `DB`'s transaction takes every profile's
 /// state: shard 0's, and evidence `DB` held before it moved to the shards.
 /// After it commits, the other shards are cleared once more: a refresh that ran in between
 /// (before the suppression committed) may have written a state there again. Rows changed per
@@ -232,17 +233,21 @@ pub async fn run_erasure(
     };
     for shard in 1..db.all().len() {
         let mut plan = spread::erase_members(&ids, &keys);
-        plan.push(spread::erase_assignments(&ids));
         if let Some(profiles) = places.get(&shard) {
             plan.extend(erase_state(profiles.iter().copied()));
         }
         done.add(run_keyed(db.at(shard), &plan).await?);
     }
     named.extend(erase_state(&subject.profile_ids));
+    // The subject's assignments in the shards go after `DB` commits (a retry must still find
+    // the person through them); `DB`'s transaction records that they are still to go.
+    let at = crate::platform::now_ms();
     if spread {
         named.extend(spread::erase(&ids, &keys));
+        named.push((FOLLOWUP, spread::followup(&ids, at)));
     }
     done.add(run_keyed(db, &named).await?);
+    done.counts.remove(FOLLOWUP);
     // `DB` has committed: the receipt stands, and a failure from here is only logged. The
     // other shards are cleared once more: a refresh that ran in between (before the
     // suppression committed) may have written a state there again, and an ingest that passed
@@ -262,6 +267,16 @@ pub async fn run_erasure(
             }
         }
     }
+    // Last, after the links' second pass: a resolution that loaded the links before they
+    // went may have written the assignments since.
+    if spread {
+        match finish_assignments(db, &ids, at).await {
+            Ok(deleted) => *done.counts.entry("identities").or_default() += deleted,
+            Err(e) => worker::console_error!(
+                "erasure's assignments in the shards: {e} (the sweep finishes them)"
+            ),
+        }
+    }
     Ok(done.totals())
 }
 
@@ -277,20 +292,51 @@ pub enum Suppressed {
     No,
 }
 
-/// The links of `identifiers` (a JSON array) erased in every database, keys read afresh, and
-/// their assignments in the shards (a resolution that loaded the links before they went may
-/// have written them since).
+/// The links of `identifiers` (a JSON array) erased in every database, keys read afresh.
 async fn erase_links(db: &Shards, identifiers: &str) -> worker::Result<Counted> {
     let keys = subject_links(db, identifiers).await?;
     let mut done = Counted::default();
-    for (i, shard) in db.all().iter().enumerate() {
-        let mut plan = spread::erase(identifiers, &keys);
-        if i > 0 {
-            plan.push(spread::erase_assignments(identifiers));
-        }
-        done.add(run_keyed(shard, &plan).await?);
+    for shard in db.all() {
+        done.add(run_keyed(shard, &spread::erase(identifiers, &keys)).await?);
     }
     Ok(done)
+}
+
+/// The name of an erasure's follow-up record in its plan (not counted in the receipt).
+const FOLLOWUP: &str = "followup";
+
+/// Deletes the assignments of `identifiers` (a JSON array) in every shard but `DB`, then the
+/// follow-up `DB`'s transaction recorded at `at` (`spread::followup`): rows deleted.
+async fn finish_assignments(db: &Shards, identifiers: &str, at: i64) -> worker::Result<usize> {
+    let mut deleted = 0;
+    for shard in &db.all()[1..] {
+        let results = d1::execute(shard, &[spread::erase_assignments(identifiers)]).await?;
+        deleted += results
+            .first()
+            .and_then(|r| r.meta().ok().flatten())
+            .and_then(|m| m.changes)
+            .unwrap_or(0);
+    }
+    d1::execute(db, &[spread::followup_done(identifiers, at)]).await?;
+    Ok(deleted)
+}
+
+/// Finishes the erasures whose assignments in the shards are still to go (a failure after
+/// `DB` committed, or an isolate that stopped): the five-minute sweep's part. How many.
+pub async fn finish_followups(db: &Shards, now_ms: i64) -> worker::Result<usize> {
+    #[derive(Deserialize)]
+    struct Row {
+        identifiers: String,
+        at: i64,
+    }
+    if db.all().len() == 1 {
+        return Ok(0);
+    }
+    let due = d1::rows::<Row>(db, &spread::followups_due(now_ms, 50)).await?;
+    for row in &due {
+        finish_assignments(db, &row.identifiers, row.at).await?;
+    }
+    Ok(due.len())
 }
 
 /// The set keys of `identifiers`' links (a JSON array), read in every database.
