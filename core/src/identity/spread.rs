@@ -436,29 +436,19 @@ pub const ASSIGNMENT_OF_SQL: &str =
 
 /// Writes an assignment read in another database in its identifier's home, only over an
 /// older one (one written there at the same version is a recomputation the other database
-/// has not seen), then reads what the home holds.
-pub fn arrive_assignment(row: &AssignmentRow, now_ms: i64) -> Vec<Statement> {
-    vec![
-        Statement {
-            sql: "INSERT INTO identities (identifier, profile_id, seq, seq_sum, updated_at) \
-                  VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (identifier) DO UPDATE SET \
-                  profile_id = excluded.profile_id, seq = excluded.seq, \
-                  seq_sum = excluded.seq_sum, updated_at = excluded.updated_at \
-                  WHERE (excluded.seq, excluded.seq_sum) > (identities.seq, identities.seq_sum)"
-                .into(),
-            params: vec![
-                Param::Text(row.identifier.clone()),
-                Param::Text(row.profile_id.clone()),
-                Param::Int(row.seq),
-                Param::Int(row.seq_sum),
-                Param::Int(now_ms),
-            ],
-        },
-        Statement {
-            sql: ASSIGNMENT_OF_SQL.into(),
-            params: vec![Param::Text(row.identifier.clone())],
-        },
-    ]
+/// has not seen).
+pub fn arrive_assignment(row: &AssignmentRow, now_ms: i64) -> Statement {
+    let mut params = row.params();
+    params.push(Param::Int(now_ms));
+    Statement {
+        sql: "INSERT INTO identities (identifier, profile_id, seq, seq_sum, updated_at) \
+              VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (identifier) DO UPDATE SET \
+              profile_id = excluded.profile_id, seq = excluded.seq, \
+              seq_sum = excluded.seq_sum, updated_at = excluded.updated_at \
+              WHERE (excluded.seq, excluded.seq_sum) > (identities.seq, identities.seq_sum)"
+            .into(),
+        params,
+    }
 }
 
 /// Deletes `row` where it was read, only as it was read: a resolution that rewrote it there
@@ -469,12 +459,19 @@ pub fn leave_assignment(row: &AssignmentRow) -> Statement {
         sql: "DELETE FROM identities WHERE identifier = ?1 AND profile_id = ?2 \
               AND seq = ?3 AND seq_sum = ?4 RETURNING identifier"
             .into(),
-        params: vec![
-            Param::Text(row.identifier.clone()),
-            Param::Text(row.profile_id.clone()),
-            Param::Int(row.seq),
-            Param::Int(row.seq_sum),
-        ],
+        params: row.params(),
+    }
+}
+
+impl AssignmentRow {
+    /// Its columns as parameters: identifier, profile ID, `seq`, `seq_sum`.
+    fn params(&self) -> Vec<Param> {
+        vec![
+            Param::Text(self.identifier.clone()),
+            Param::Text(self.profile_id.clone()),
+            Param::Int(self.seq),
+            Param::Int(self.seq_sum),
+        ]
     }
 }
 

@@ -421,7 +421,7 @@ pub async fn settle_assignment(
         return Ok(true);
     };
     let home = db.at(db.index_of(identifier));
-    d1::execute(home, &spread::arrive_assignment(&row, now_ms)).await?;
+    d1::execute(home, &[spread::arrive_assignment(&row, now_ms)]).await?;
     let left = d1::execute(db.at(from), &[spread::leave_assignment(&row)]).await?;
     if left
         .iter()
