@@ -16,6 +16,7 @@ use seam_core::identity::graph_plan::{contributions, link_copies, seq_floor};
 use seam_core::identity::spread::AssignmentRow;
 use seam_core::identity::{Identifier, Link, Rules};
 use seam_core::personalise::refresh::{self, snapshot_changes, Committed, Loaded, SnapshotWrites};
+use seam_core::plan::Statement;
 use seam_core::privacy::{
     apply_suppressions, consent_records, hash_pii_fields, suppression_key, ConsentRecord,
 };
@@ -216,6 +217,7 @@ pub async fn accept_prepared(
             profile_of,
             changed,
             loaded,
+            followup_done,
         } = profiles_after(
             &db,
             rules,
@@ -241,6 +243,19 @@ pub async fn accept_prepared(
             received_at,
         });
         jobs::refresh::after_response(ctx, env, refreshes);
+        if let Some(done) = followup_done {
+            // Its assignments in the shards are written: nothing for the sweep to redo.
+            let env = env.clone();
+            isolate::after_response(ctx, "resolution follow-up", async move {
+                let done = match env.d1("DB") {
+                    Ok(db) => store::d1::execute(&db, &[done]).await.map(|_| ()),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = done {
+                    worker::console_error!("a resolution's follow-up stays for the sweep: {e}");
+                }
+            });
+        }
         accepted.profile_id = Some(profile_id);
         accepted.spans.mark("resolve");
     }
@@ -299,9 +314,13 @@ async fn profiles_after(
             profile_of,
             changed: HashMap::new(),
             loaded,
+            followup_done: None,
         });
     }
-    let resolved = store::identity::resolve(db, rules, links, &seqs, received_at)
+    let store::identity::Stored {
+        resolved,
+        followup_done,
+    } = store::identity::resolve(db, rules, links, &seqs, received_at)
         .await?
         .ok_or_else(|| ApiError::Storage("identity resolution had no links".into()))?;
     let profile_of = links
@@ -317,6 +336,7 @@ async fn profiles_after(
         profile_of,
         changed,
         loaded: None,
+        followup_done,
     })
 }
 
@@ -325,6 +345,8 @@ struct Settled {
     profile_of: Vec<(String, String)>,
     changed: HashMap<String, SnapshotWrites>,
     loaded: Option<Loaded>,
+    /// The resolution's follow-up, done (`store::identity::Stored`).
+    followup_done: Option<Statement>,
 }
 
 fn is_suppressed(identifier_text: &str, keys: &HashSet<String>) -> bool {

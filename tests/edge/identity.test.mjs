@@ -242,6 +242,13 @@ describe("an installation from before the profile rows (migration 0029)", () => 
     assert.ok(JSON.parse(c.identifiers).includes(`anonymous_id:up-old-${run}`), "the row is left as it was");
     await edge.exec("UPDATE profile_members SET identifiers = (SELECT json_group_array(value) FROM json_each(profile_members.identifiers) WHERE value <> ?) WHERE profile_id = 'prof_c'", `anonymous_id:up-old-${run}`);
     assert.equal(await checkProfileRows(edge), 3);
+    // An assignment copied into DB as it was (a shrinking shard count's move, at its older
+    // version) for an identifier its profile's row lists already: the row is left as it is.
+    const [bBefore] = await edge.query("SELECT identifiers, seq, last_seen FROM profile_members WHERE profile_id = 'prof_b'");
+    await edge.exec("DELETE FROM identities WHERE identifier = ?", `anonymous_id:${x3}`);
+    await edge.exec("INSERT INTO identities (identifier, profile_id, seq, seq_sum, updated_at) VALUES (?, 'prof_b', ?, 0, 9999999999999)", `anonymous_id:${x3}`, bBefore.seq + 7);
+    assert.deepEqual(await edge.query("SELECT identifiers, seq, last_seen FROM profile_members WHERE profile_id = 'prof_b'"), [bBefore], "not listed twice");
+    assert.equal(await checkProfileRows(edge), 3);
     // The Worker from before 0029 touches identifiers between migrate and deploy: the
     // profile's row sees it.
     await edge.exec("UPDATE identities SET last_seen = 5000 WHERE identifier = ?", `anonymous_id:${x2}`);

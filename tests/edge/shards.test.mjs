@@ -567,7 +567,7 @@ describe("profile shards: personalisation state over three D1 databases", () => 
     const signedIn = await send([{ type: "identify", userId: user, anonymousId: anon, messageId: mid(), traits: { plan: "retry" } }]);
     assert.equal(signedIn.status, 200, signedIn.text);
     // DB's transaction fails (its follow-up record is refused).
-    await edge.exec("CREATE TRIGGER refuse_followups BEFORE INSERT ON erasure_followups BEGIN SELECT RAISE(ABORT, 'refused'); END");
+    await edge.exec("CREATE TRIGGER refuse_followups BEFORE INSERT ON followups WHEN NEW.kind = 'erase' BEGIN SELECT RAISE(ABORT, 'refused'); END");
     const failed = await call("POST", "/v1/privacy/delete", { type: "user_id", value: user });
     await edge.exec("DROP TRIGGER refuse_followups");
     assert.ok(failed.status >= 500, `${failed.status} ${failed.text}`);
@@ -577,20 +577,53 @@ describe("profile shards: personalisation state over three D1 databases", () => 
     assert.equal(receipt.json.deleted.identities, 2, JSON.stringify(receipt.json.deleted));
     for (const identifier of [`anonymous_id:${anon}`, `user_id:${user}`]) assert.equal(await assignmentOf(edge, identifier), null, `${identifier} unassigned everywhere`);
     assert.deepEqual(await edge.query("SELECT profile_id FROM profile_members WHERE profile_id = ?", signedIn.json.profileId), []);
-    assert.deepEqual(await edge.query("SELECT identifiers FROM erasure_followups"), [], "nothing left to follow up");
+    await settled(edge.url);
+    assert.deepEqual(await edge.query("SELECT kind, identifiers FROM followups"), [], "nothing left to follow up");
   });
 
   test("the sweep finishes an erasure's assignments in the shards that the erasure could not", async () => {
     const anon = pick("anonymous_id", "followup-a", (s) => s === 2);
     const seen = await send([{ type: "page", name: "Home", anonymousId: anon, messageId: mid() }]);
     assert.equal(seen.status, 200, seen.text);
+    await settled(edge.url);
     const ids = JSON.stringify([`anonymous_id:${anon}`]);
-    await edge.exec("INSERT INTO erasure_followups (identifiers, at) VALUES (?, ?)", ids, Date.now() - 120_000);
-    await edge.exec("INSERT INTO erasure_followups (identifiers, at) VALUES (?, ?)", JSON.stringify(["anonymous_id:not-yet"]), Date.now());
+    await edge.exec("INSERT INTO followups (kind, identifiers, at) VALUES ('erase', ?, ?)", ids, Date.now() - 120_000);
+    await edge.exec("INSERT INTO followups (kind, identifiers, at) VALUES ('erase', ?, ?)", JSON.stringify(["anonymous_id:not-yet"]), Date.now());
     assert.equal((await fetch(`${edge.url}/__scheduled?cron=${encodeURIComponent("*/5 * * * *")}`)).status, 200);
     assert.equal(await assignmentOf(edge, `anonymous_id:${anon}`), null, "its assignment went");
-    assert.deepEqual(await edge.query("SELECT identifiers FROM erasure_followups"), [{ identifiers: JSON.stringify(["anonymous_id:not-yet"]) }], "a follow-up younger than a minute waits (its erasure may be running)");
-    await edge.exec("DELETE FROM erasure_followups");
+    assert.deepEqual(await edge.query("SELECT identifiers FROM followups"), [{ identifiers: JSON.stringify(["anonymous_id:not-yet"]) }], "a follow-up younger than a minute waits (its erasure may be running)");
+    await edge.exec("DELETE FROM followups");
+  });
+
+  test("a sign-in whose write in one shard fails after DB committed is resolved again by the sweep", async () => {
+    // A browser (in DB) with an email (in shard 1), then a sign-in (the user in shard 2): the
+    // email's assignment is refused, so it stays with the browser's old profile, and the
+    // request's own identifiers look settled to its retry.
+    const anon = pick("anonymous_id", "half-shard-a", (s) => s === 0);
+    const user = pick("user_id", "half-shard-u", (s) => s === 2);
+    let email;
+    for (let i = 0; !email; i++) if (shardOf(`email:half-${run}-${i}@example.com`) === 1) email = `half-${run}-${i}@example.com`;
+    const before = await send([{ type: "identify", anonymousId: anon, messageId: mid(), traits: { email } }]);
+    assert.equal(before.status, 200, before.text);
+    await settled(edge.url);
+    const refuse = (op) => `CREATE TRIGGER refuse_email_${op} BEFORE ${op} ON identities WHEN NEW.identifier = 'email:${email}' BEGIN SELECT RAISE(ABORT, 'refused'); END`;
+    await edge.queryShard(1, refuse("INSERT"));
+    await edge.queryShard(1, refuse("UPDATE"));
+    const signIn = await send([{ type: "identify", userId: user, anonymousId: anon, messageId: mid() }]);
+    await edge.queryShard(1, "DROP TRIGGER refuse_email_INSERT");
+    await edge.queryShard(1, "DROP TRIGGER refuse_email_UPDATE");
+    assert.equal(signIn.json?.deferred, true, `${signIn.status} ${signIn.text}`);
+    const survivor = (await assignmentOf(edge, `user_id:${user}`)).profile_id;
+    assert.equal((await assignmentOf(edge, `anonymous_id:${anon}`)).profile_id, survivor, "DB and shard 2 committed");
+    assert.equal((await assignmentOf(edge, `email:${email}`)).profile_id, before.json.profileId, "the email was left behind");
+    const pending = await edge.query("SELECT identifiers FROM followups WHERE kind = 'resolve'");
+    assert.ok(pending.some((p) => JSON.parse(p.identifiers).includes(`email:${email}`)), JSON.stringify(pending));
+    await edge.exec("UPDATE followups SET at = at - 120000 WHERE kind = 'resolve'");
+    assert.equal((await fetch(`${edge.url}/__scheduled?cron=${encodeURIComponent("*/5 * * * *")}`)).status, 200);
+    assert.equal((await assignmentOf(edge, `email:${email}`)).profile_id, survivor, "the sweep resolved it again");
+    assert.deepEqual(await edge.query("SELECT identifiers FROM followups WHERE kind = 'resolve'"), [], "and deleted the follow-up");
+    const [row] = await edge.query("SELECT identifiers FROM profile_members WHERE profile_id = ?", survivor);
+    assert.deepEqual(JSON.parse(row.identifiers).sort(), [`anonymous_id:${anon}`, `email:${email}`, `user_id:${user}`].sort());
   });
 
   test("retention erases an inactive anonymous visitor's assignment in its identifier's shard", async () => {

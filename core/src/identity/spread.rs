@@ -344,32 +344,74 @@ pub fn erase_assignments(identifiers: &str) -> Statement {
     }
 }
 
-/// Records in `DB`, with an erasure's transaction, that the subject's (`identifiers`, a JSON
-/// array) assignments in the shards are still to go.
-pub fn followup(identifiers: &str, now_ms: i64) -> Statement {
-    Statement {
-        sql: "INSERT INTO erasure_followups (identifiers, at) VALUES (?1, ?2)".into(),
-        params: vec![Param::Text(identifiers.to_owned()), Param::Int(now_ms)],
+/// Work on assignments in the shards that a `DB` transaction leaves to be done after it
+/// commits, recorded in that transaction (`followups`) and deleted once done; the five-minute
+/// sweep finishes what is left older than a minute (a failure part way, an isolate that
+/// stopped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Followup {
+    /// An erasure's: delete the identifiers' assignments in every database.
+    Erase,
+    /// A resolution's: its assignments in the shards, written after `DB`; resolve the
+    /// identifiers again.
+    Resolve,
+}
+
+impl Followup {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Followup::Erase => "erase",
+            Followup::Resolve => "resolve",
+        }
+    }
+
+    /// The kind a stored name names.
+    pub fn parse(name: &str) -> Option<Self> {
+        [Followup::Erase, Followup::Resolve]
+            .into_iter()
+            .find(|f| f.as_str() == name)
+    }
+
+    /// Records the follow-up for `identifiers` (a JSON array of text forms), made at `at`.
+    pub fn record(self, identifiers: &str, at: i64) -> Statement {
+        Statement {
+            sql: "INSERT INTO followups (kind, identifiers, at) VALUES (?1, ?2, ?3)".into(),
+            params: self.key(identifiers, at),
+        }
+    }
+
+    /// Deletes a [`Followup::record`] once done.
+    pub fn done(self, identifiers: &str, at: i64) -> Statement {
+        Statement {
+            sql: "DELETE FROM followups WHERE kind = ?1 AND identifiers = ?2 AND at = ?3".into(),
+            params: self.key(identifiers, at),
+        }
+    }
+
+    fn key(self, identifiers: &str, at: i64) -> Vec<Param> {
+        vec![
+            Param::Text(self.as_str().into()),
+            Param::Text(identifiers.to_owned()),
+            Param::Int(at),
+        ]
     }
 }
 
-/// Deletes a [`followup`] once its assignments went.
-pub fn followup_done(identifiers: &str, at: i64) -> Statement {
-    Statement {
-        sql: "DELETE FROM erasure_followups WHERE identifiers = ?1 AND at = ?2".into(),
-        params: vec![Param::Text(identifiers.to_owned()), Param::Int(at)],
-    }
-}
-
-/// Follow-ups an erasure left behind (older than a minute, so not one still running): up to
-/// `limit`, oldest first (`identifiers`, `at`).
+/// Follow-ups left behind (older than a minute, so not one whose work is still running): up
+/// to `limit`, oldest first (`kind`, `identifiers`, `at`).
 pub fn followups_due(now_ms: i64, limit: u32) -> Statement {
     Statement {
-        sql: "SELECT identifiers, at FROM erasure_followups WHERE at < ?1 ORDER BY at LIMIT ?2"
+        sql: "SELECT kind, identifiers, at FROM followups WHERE at < ?1 ORDER BY at LIMIT ?2"
             .into(),
         params: vec![Param::Int(now_ms - 60_000), Param::Int(i64::from(limit))],
     }
 }
+
+/// Whether an erasure not yet finished in the shards names `identifier` (`?1`): its
+/// assignments there are erased, though not yet deleted.
+pub const ERASURE_PENDING_SQL: &str = "SELECT 1 AS one FROM followups f WHERE kind = 'erase' \
+    AND EXISTS (SELECT 1 FROM json_each(f.identifiers) WHERE value = ?1) LIMIT 1";
 
 /// The walk over `DB` that takes other shards' identifiers' assignments home (`walk_cursors`):
 /// assignments stayed in `DB` before they moved to the shards (2026-12-07, migration 0031).
@@ -478,6 +520,20 @@ impl AssignmentRow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_followup_is_deleted_by_the_key_it_was_recorded_under() {
+        for kind in [Followup::Erase, Followup::Resolve] {
+            assert_eq!(Followup::parse(kind.as_str()), Some(kind));
+            let recorded = kind.record(r#"["email:a@b.c"]"#, 7);
+            let done = kind.done(r#"["email:a@b.c"]"#, 7);
+            assert_eq!(recorded.params, done.params);
+            assert!(done
+                .sql
+                .contains("kind = ?1 AND identifiers = ?2 AND at = ?3"));
+        }
+        assert_eq!(Followup::parse("other"), None);
+    }
 
     #[test]
     fn the_newest_assignment_of_each_identifier_wins_whatever_the_order_read() {

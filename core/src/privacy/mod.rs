@@ -364,15 +364,7 @@ fn plan_erasure(
             },
         )
     };
-    let by_ids_and_profiles = |what: &'static str, sql: String| {
-        (
-            what,
-            Statement {
-                sql,
-                params: vec![ids.clone(), profiles.clone()],
-            },
-        )
-    };
+    let profile_row_edits = profile_rows_erased(&ids, &profiles);
     let contacts = json_list(&subject.contact_values());
     // Someone else's events may name the person's email or phone as a claim (a browser cannot
     // prove one): those fields go too, found through an index per field (migration 0028) on
@@ -469,23 +461,10 @@ fn plan_erasure(
         // The rows of the profiles holding them go, or lose them (each row counted once):
         // found through the assignments in `DB`, so before those go, and by the subject's
         // profile IDs (with profile shards an identifier's assignment lives in its own
-        // shard, erased there first). (An assignment from a Worker before migration 0030 had
-        // a trigger doing the same.)
-        returning(by_ids_and_profiles(
-            "profileRows",
-            format!(
-                "DELETE FROM profile_members WHERE profile_id IN ({HOLDERS}) AND NOT EXISTS \
-                 (SELECT 1 FROM json_each(profile_members.identifiers) WHERE value NOT IN {IN_IDS})"
-            ),
-        )),
-        returning(by_ids_and_profiles(
-            "profileRows",
-            format!(
-                "UPDATE profile_members SET {} WHERE profile_id IN ({HOLDERS}) AND EXISTS \
-                 (SELECT 1 FROM json_each(profile_members.identifiers) WHERE value IN {IN_IDS})",
-                rows_without(IN_IDS)
-            ),
-        )),
+        // shard: the edge adds the profiles those name, `profile_rows_erased`). (An
+        // assignment from a Worker before migration 0030 had a trigger doing the same.)
+        profile_row_edits[0].clone(),
+        profile_row_edits[1].clone(),
         returning(by_ids(
             "identities",
             format!("DELETE FROM identities WHERE identifier IN {IN_IDS}"),
@@ -662,6 +641,33 @@ fn contact(expr: &str) -> String {
         plain(expr),
         digits(expr)
     )
+}
+
+/// The rows of the profiles holding the subject's identifiers (`ids`, a JSON array): those
+/// `DB`'s assignments name and `profiles` (a JSON array) go when nothing else is left in
+/// them, the others lose the subject's identifiers. Each row changed is counted once.
+pub fn profile_rows_erased(ids: &Param, profiles: &Param) -> [(&'static str, Statement); 2] {
+    let statement = |sql: String| Statement {
+        sql,
+        params: vec![ids.clone(), profiles.clone()],
+    };
+    [
+        returning((
+            "profileRows",
+            statement(format!(
+                "DELETE FROM profile_members WHERE profile_id IN ({HOLDERS}) AND NOT EXISTS \
+                 (SELECT 1 FROM json_each(profile_members.identifiers) WHERE value NOT IN {IN_IDS})"
+            )),
+        )),
+        returning((
+            "profileRows",
+            statement(format!(
+                "UPDATE profile_members SET {} WHERE profile_id IN ({HOLDERS}) AND EXISTS \
+                 (SELECT 1 FROM json_each(profile_members.identifiers) WHERE value IN {IN_IDS})",
+                rows_without(IN_IDS)
+            )),
+        )),
+    ]
 }
 
 fn returning((what, mut statement): (&'static str, Statement)) -> (&'static str, Statement) {

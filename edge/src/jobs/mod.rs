@@ -6,6 +6,7 @@ pub mod archive;
 pub mod deferred;
 pub mod deliver;
 pub mod exposures;
+pub mod followups;
 pub mod import;
 pub mod journeys;
 pub mod refresh;
@@ -94,17 +95,11 @@ pub async fn scheduled(cron: &str, env: &Env, now_ms: i64) {
         if let Err(e) = swept {
             worker::console_error!("profile tombstones: {e}");
         }
-        // Erasures whose assignments in the profile shards are still to go.
-        let finished = match crate::store::shards::Shards::of(env) {
-            Ok(db) => crate::store::privacy::finish_followups(&db, now_ms)
-                .await
-                .map_err(crate::error::ApiError::from),
-            Err(e) => Err(e),
-        };
-        match finished {
+        // What erasures and resolutions left to do in the profile shards.
+        match followups::run(env, now_ms).await {
             Ok(0) => {}
-            Ok(n) => worker::console_log!("erasures finished in the profile shards: {n}"),
-            Err(e) => worker::console_error!("erasure follow-ups: {e}"),
+            Ok(n) => worker::console_log!("follow-ups finished in the profile shards: {n}"),
+            Err(e) => worker::console_error!("follow-ups: {} ({})", e.code(), e),
         }
         match sweep::run(env, now_ms).await {
             Ok(report) => worker::console_log!(

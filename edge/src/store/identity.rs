@@ -16,8 +16,8 @@ use seam_core::identity::graph_plan::{
 };
 use seam_core::identity::resolution::Resolved;
 use seam_core::identity::spread::{
-    self, newest, AssignmentRow, ComponentWalk, LinkRow, Places, ASSIGNMENTS_HOME_AGAIN,
-    ASSIGNMENT_OF_SQL,
+    self, newest, AssignmentRow, ComponentWalk, Followup, LinkRow, Places, ASSIGNMENTS_HOME_AGAIN,
+    ASSIGNMENT_OF_SQL, ERASURE_PENDING_SQL,
 };
 use seam_core::identity::{partition, Identifier, Link, Rules};
 use seam_core::personalise::shard::WALK_DONE;
@@ -281,6 +281,15 @@ async fn component(db: &Shards, seeds: String) -> worker::Result<Vec<StoredLink>
     }
 }
 
+/// A stored resolution.
+pub struct Stored {
+    /// What it resolved.
+    pub resolved: Resolved,
+    /// With profile shards, the statement deleting its follow-up in `DB` (its assignments in
+    /// the shards are written): for after the response.
+    pub followup_done: Option<Statement>,
+}
+
 /// Recomputes and stores the partition of the components `links` touch.
 pub async fn resolve(
     db: &Shards,
@@ -288,7 +297,7 @@ pub async fn resolve(
     links: &[Link],
     seqs: &HashMap<String, i64>,
     now_ms: i64,
-) -> worker::Result<Option<Resolved>> {
+) -> worker::Result<Option<Stored>> {
     let Some(cause) = links.last().map(|l| l.message_id.clone()) else {
         return Ok(None);
     };
@@ -342,12 +351,22 @@ pub async fn resolve(
         now_ms,
         home: &|identifier| db.index_of(identifier),
     };
-    let writes = graph_writes(&partition, &before, &versions, resolution);
+    let mut writes = graph_writes(&partition, &before, &versions, resolution);
     // `DB` first (the profile rows, tombstones and merge records), then the shards'
     // assignments, each database one transaction, each idempotent under the version guard.
-    // A request failing part way is retried and resolves again: its identifiers' assignments
-    // are still at their older version (`settled_profiles`). The other order could leave the
-    // assignments done and the rows not, with nothing to notice it.
+    // A request failing part way leaves those assignments at their older version; `DB`'s
+    // transaction records a follow-up that the sweep resolves again if the request does not
+    // get to delete it (its retry may find its own links settled while another identifier
+    // of the component was left behind). The other order could leave the assignments done
+    // and the rows not, with nothing to notice it.
+    let followup = (!writes.elsewhere.is_empty()).then(|| {
+        let away: Vec<&String> = all.iter().filter(|i| db.index_of(i) != 0).collect();
+        let json = serde_json::to_string(&away).unwrap_or_else(|_| "[]".into());
+        writes
+            .statements
+            .push(Followup::Resolve.record(&json, now_ms));
+        Followup::Resolve.done(&json, now_ms)
+    });
     d1::execute(db, &writes.statements).await?;
     let runs = writes
         .elsewhere
@@ -356,12 +375,23 @@ pub async fn resolve(
     for run in join_all(runs).await {
         run?;
     }
-    Ok(Some(Resolved::new(
-        &partition,
-        before,
-        writes.merges,
-        rules,
-    )))
+    Ok(Some(Stored {
+        resolved: Resolved::new(&partition, before, writes.merges, rules),
+        followup_done: followup,
+    }))
+}
+
+/// Whether `identifier` has no assignment, or one an erasure is still to delete.
+async fn erased(db: &Shards, identifier: &str) -> worker::Result<bool> {
+    let asked = [identifier.to_owned()];
+    if assignments(db, &asked).await?.is_empty() {
+        return Ok(true);
+    }
+    let pending = Statement {
+        sql: ERASURE_PENDING_SQL.into(),
+        params: vec![Param::Text(identifier.to_owned())],
+    };
+    Ok(db.all().len() > 1 && !d1::rows::<Value>(db, &pending).await?.is_empty())
 }
 
 /// Moves `identifier`'s links from database `from` to its home: copies them there (merged with
@@ -374,8 +404,7 @@ pub async fn settle_links(db: &Shards, identifier: &str, from: usize) -> worker:
         sql: sql.into(),
         params: vec![Param::Text(identifier.to_owned())],
     };
-    let asked = [identifier.to_owned()];
-    let was_assigned = !assignments(db, &asked).await?.is_empty();
+    let was_assigned = !erased(db, identifier).await?;
     let rows = d1::rows::<LinkRow>(db.at(from), &by_id(spread::LINKS_OF_SQL)).await?;
     if rows.is_empty() {
         return Ok(true);
@@ -385,7 +414,7 @@ pub async fn settle_links(db: &Shards, identifier: &str, from: usize) -> worker:
     let home = db.at(db.index_of(identifier));
     d1::execute(home, &spread::arrive(identifier, &rows)).await?;
     let keys: Vec<&str> = rows.iter().map(|r| r.set_key.as_str()).collect();
-    if was_assigned && assignments(db, &asked).await?.is_empty() {
+    if was_assigned && erased(db, identifier).await? {
         let ids = serde_json::to_string(&[identifier]).unwrap_or_else(|_| "[]".into());
         let owned: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
         let undo: Vec<Statement> = spread::erase(&ids, &owned)

@@ -7,12 +7,12 @@ use std::rc::Rc;
 use futures_util::future::join_all;
 use seam_core::collect::event::Event;
 use seam_core::collect::ingest::Decoded;
-use seam_core::identity::spread;
+use seam_core::identity::spread::{self, Followup};
 use seam_core::identity::{claims_of, identifiers_of, mentioned_identifiers, Identifier, Rules};
 use seam_core::plan::{Param, Statement};
 use seam_core::privacy::{
-    erase, erase_state, suppression_candidates, suppression_key, suppression_probe, Subject,
-    WITH_PERSON_EVENTS,
+    erase, erase_state, profile_rows_erased, suppression_candidates, suppression_key,
+    suppression_probe, Subject, WITH_PERSON_EVENTS,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -21,7 +21,7 @@ use worker::{D1Database, Env};
 use crate::error::ApiError;
 use crate::isolate;
 use crate::store::shards::Shards;
-use crate::store::{archived, d1, profiles, sources};
+use crate::store::{archived, d1, identity, profiles, sources};
 
 #[derive(Deserialize)]
 struct KeyRow {
@@ -244,7 +244,20 @@ pub async fn run_erasure(
     let at = crate::platform::now_ms();
     if spread {
         named.extend(spread::erase(&ids, &keys));
-        named.push((FOLLOWUP, spread::followup(&ids, at)));
+        named.push((FOLLOWUP, Followup::Erase.record(&ids, at)));
+        // The rows of profiles the shards' assignments name beyond the subject's own (a row
+        // and an assignment can disagree until a resolution failing part way is redone).
+        let held = identity::assignments(db, &ids_of(subject)).await?;
+        let others: BTreeSet<&String> = held
+            .values()
+            .map(|a| &a.profile_id)
+            .filter(|p| !subject.profile_ids.contains(*p))
+            .collect();
+        if !others.is_empty() {
+            let others = serde_json::to_string(&others).unwrap_or_else(|_| "[]".into());
+            let rows = profile_rows_erased(&Param::Text(ids.clone()), &Param::Text(others));
+            named.extend(rows);
+        }
     }
     done.add(run_keyed(db, &named).await?);
     done.counts.remove(FOLLOWUP);
@@ -305,11 +318,12 @@ async fn erase_links(db: &Shards, identifiers: &str) -> worker::Result<Counted> 
 /// The name of an erasure's follow-up record in its plan (not counted in the receipt).
 const FOLLOWUP: &str = "followup";
 
-/// Deletes the assignments of `identifiers` (a JSON array) in every shard but `DB`, then the
-/// follow-up `DB`'s transaction recorded at `at` (`spread::followup`): rows deleted.
-async fn finish_assignments(db: &Shards, identifiers: &str, at: i64) -> worker::Result<usize> {
+/// Deletes the assignments of `identifiers` (a JSON array) in every database (a move may have
+/// copied one into `DB` since its transaction), then the follow-up that transaction recorded
+/// at `at` ([`Followup::Erase`]): rows deleted.
+pub async fn finish_assignments(db: &Shards, identifiers: &str, at: i64) -> worker::Result<usize> {
     let mut deleted = 0;
-    for shard in &db.all()[1..] {
+    for shard in db.all() {
         let results = d1::execute(shard, &[spread::erase_assignments(identifiers)]).await?;
         deleted += results
             .first()
@@ -317,26 +331,12 @@ async fn finish_assignments(db: &Shards, identifiers: &str, at: i64) -> worker::
             .and_then(|m| m.changes)
             .unwrap_or(0);
     }
-    d1::execute(db, &[spread::followup_done(identifiers, at)]).await?;
+    d1::execute(db, &[Followup::Erase.done(identifiers, at)]).await?;
     Ok(deleted)
 }
 
-/// Finishes the erasures whose assignments in the shards are still to go (a failure after
-/// `DB` committed, or an isolate that stopped): the five-minute sweep's part. How many.
-pub async fn finish_followups(db: &Shards, now_ms: i64) -> worker::Result<usize> {
-    #[derive(Deserialize)]
-    struct Row {
-        identifiers: String,
-        at: i64,
-    }
-    if db.all().len() == 1 {
-        return Ok(0);
-    }
-    let due = d1::rows::<Row>(db, &spread::followups_due(now_ms, 50)).await?;
-    for row in &due {
-        finish_assignments(db, &row.identifiers, row.at).await?;
-    }
-    Ok(due.len())
+fn ids_of(subject: &Subject) -> Vec<String> {
+    subject.identifiers.iter().cloned().collect()
 }
 
 /// The set keys of `identifiers`' links (a JSON array), read in every database.
