@@ -8,8 +8,9 @@
 -- again (its retry may not: its own links can look settled while another identifier of the
 -- component was left behind).
 CREATE TABLE followups (
-  kind        TEXT    NOT NULL,  -- 'erase' or 'resolve'
-  identifiers TEXT    NOT NULL,  -- JSON array of identifier text forms
-  at          INTEGER NOT NULL   -- ms, when the transaction recording it committed
-);
+  token       TEXT    NOT NULL PRIMARY KEY,  -- random, one per follow-up
+  kind        TEXT    NOT NULL,              -- 'erase' or 'resolve'
+  identifiers TEXT    NOT NULL,              -- JSON array of identifier text forms
+  at          INTEGER NOT NULL               -- ms: when recorded, or last tried by the sweep
+) WITHOUT ROWID;
 CREATE INDEX followups_by_time ON followups (at);

@@ -587,22 +587,25 @@ describe("profile shards: personalisation state over three D1 databases", () => 
     assert.equal(seen.status, 200, seen.text);
     await settled(edge.url);
     const ids = JSON.stringify([`anonymous_id:${anon}`]);
-    await edge.exec("INSERT INTO followups (kind, identifiers, at) VALUES ('erase', ?, ?)", ids, Date.now() - 120_000);
-    await edge.exec("INSERT INTO followups (kind, identifiers, at) VALUES ('erase', ?, ?)", JSON.stringify(["anonymous_id:not-yet"]), Date.now());
+    await edge.exec("INSERT INTO followups (token, kind, identifiers, at) VALUES ('t-due', 'erase', ?, ?)", ids, Date.now() - 120_000);
+    await edge.exec("INSERT INTO followups (token, kind, identifiers, at) VALUES ('t-young', 'erase', ?, ?)", JSON.stringify(["anonymous_id:not-yet"]), Date.now());
     assert.equal((await fetch(`${edge.url}/__scheduled?cron=${encodeURIComponent("*/5 * * * *")}`)).status, 200);
     assert.equal(await assignmentOf(edge, `anonymous_id:${anon}`), null, "its assignment went");
     assert.deepEqual(await edge.query("SELECT identifiers FROM followups"), [{ identifiers: JSON.stringify(["anonymous_id:not-yet"]) }], "a follow-up younger than a minute waits (its erasure may be running)");
     await edge.exec("DELETE FROM followups");
   });
 
-  test("a sign-in whose write in one shard fails after DB committed is resolved again by the sweep", async () => {
-    // A browser (in DB) with an email (in shard 1), then a sign-in (the user in shard 2): the
-    // email's assignment is refused, so it stays with the browser's old profile, and the
-    // request's own identifiers look settled to its retry.
-    const anon = pick("anonymous_id", "half-shard-a", (s) => s === 0);
-    const user = pick("user_id", "half-shard-u", (s) => s === 2);
+  /**
+   * A browser (in DB) with an email (in shard 1), then a sign-in (the user in shard 2) whose
+   * write of the email's assignment is refused in shard 1 after DB committed: the email stays
+   * with the browser's old profile, and the request's own identifiers look settled to its
+   * retry.
+   */
+  const halfSignIn = async (prefix) => {
+    const anon = pick("anonymous_id", `${prefix}-a`, (s) => s === 0);
+    const user = pick("user_id", `${prefix}-u`, (s) => s === 2);
     let email;
-    for (let i = 0; !email; i++) if (shardOf(`email:half-${run}-${i}@example.com`) === 1) email = `half-${run}-${i}@example.com`;
+    for (let i = 0; !email; i++) if (shardOf(`email:${prefix}-${run}-${i}@example.com`) === 1) email = `${prefix}-${run}-${i}@example.com`;
     const before = await send([{ type: "identify", anonymousId: anon, messageId: mid(), traits: { email } }]);
     assert.equal(before.status, 200, before.text);
     await settled(edge.url);
@@ -618,12 +621,33 @@ describe("profile shards: personalisation state over three D1 databases", () => 
     assert.equal((await assignmentOf(edge, `email:${email}`)).profile_id, before.json.profileId, "the email was left behind");
     const pending = await edge.query("SELECT identifiers FROM followups WHERE kind = 'resolve'");
     assert.ok(pending.some((p) => JSON.parse(p.identifiers).includes(`email:${email}`)), JSON.stringify(pending));
+    return { anon, user, email, survivor };
+  };
+  const sweepDue = async () => {
     await edge.exec("UPDATE followups SET at = at - 120000 WHERE kind = 'resolve'");
     assert.equal((await fetch(`${edge.url}/__scheduled?cron=${encodeURIComponent("*/5 * * * *")}`)).status, 200);
+  };
+
+  test("a sign-in whose write in one shard fails after DB committed is resolved again by the sweep", async () => {
+    const { anon, user, email, survivor } = await halfSignIn("split");
+    await sweepDue();
     assert.equal((await assignmentOf(edge, `email:${email}`)).profile_id, survivor, "the sweep resolved it again");
     assert.deepEqual(await edge.query("SELECT identifiers FROM followups WHERE kind = 'resolve'"), [], "and deleted the follow-up");
     const [row] = await edge.query("SELECT identifiers FROM profile_members WHERE profile_id = ?", survivor);
     assert.deepEqual(JSON.parse(row.identifiers).sort(), [`anonymous_id:${anon}`, `email:${email}`, `user_id:${user}`].sort());
+  });
+
+  test("a deletion by an identifier left behind finds the person's profile through the merge records; the sweep then assigns nothing", async () => {
+    const { anon, user, email, survivor } = await halfSignIn("split-erased");
+    const receipt = await call("POST", "/v1/privacy/delete", { type: "email", value: email });
+    assert.equal(receipt.status, 200, receipt.text);
+    assert.deepEqual(await edge.query("SELECT profile_id FROM profile_members WHERE profile_id = ?", survivor), [], "the person's profile row went");
+    for (const identifier of [`anonymous_id:${anon}`, `email:${email}`, `user_id:${user}`]) {
+      assert.equal(await assignmentOf(edge, identifier), null, `${identifier} unassigned`);
+    }
+    await sweepDue();
+    assert.equal(await assignmentOf(edge, `email:${email}`), null, "resolving again brings nothing back");
+    assert.deepEqual(await edge.query("SELECT identifiers FROM followups"), []);
   });
 
   test("retention erases an inactive anonymous visitor's assignment in its identifier's shard", async () => {

@@ -373,36 +373,44 @@ impl Followup {
             .find(|f| f.as_str() == name)
     }
 
-    /// Records the follow-up for `identifiers` (a JSON array of text forms), made at `at`.
-    pub fn record(self, identifiers: &str, at: i64) -> Statement {
+    /// Records the follow-up for `identifiers` (a JSON array of text forms) under `token`
+    /// (random: two follow-ups never share one), at `at` (now).
+    pub fn record(self, identifiers: &str, at: i64, token: &str) -> Statement {
         Statement {
-            sql: "INSERT INTO followups (kind, identifiers, at) VALUES (?1, ?2, ?3)".into(),
-            params: self.key(identifiers, at),
+            sql: "INSERT INTO followups (token, kind, identifiers, at) VALUES (?1, ?2, ?3, ?4)"
+                .into(),
+            params: vec![
+                Param::Text(token.to_owned()),
+                Param::Text(self.as_str().into()),
+                Param::Text(identifiers.to_owned()),
+                Param::Int(at),
+            ],
         }
     }
+}
 
-    /// Deletes a [`Followup::record`] once done.
-    pub fn done(self, identifiers: &str, at: i64) -> Statement {
-        Statement {
-            sql: "DELETE FROM followups WHERE kind = ?1 AND identifiers = ?2 AND at = ?3".into(),
-            params: self.key(identifiers, at),
-        }
+/// Deletes the follow-up recorded under `token` once done.
+pub fn followup_done(token: &str) -> Statement {
+    Statement {
+        sql: "DELETE FROM followups WHERE token = ?1".into(),
+        params: vec![Param::Text(token.to_owned())],
     }
+}
 
-    fn key(self, identifiers: &str, at: i64) -> Vec<Param> {
-        vec![
-            Param::Text(self.as_str().into()),
-            Param::Text(identifiers.to_owned()),
-            Param::Int(at),
-        ]
+/// Puts a follow-up that could not be finished behind the others (`at` = `now_ms`): one that
+/// keeps failing must not hold up the rest.
+pub fn followup_later(token: &str, now_ms: i64) -> Statement {
+    Statement {
+        sql: "UPDATE followups SET at = ?2 WHERE token = ?1".into(),
+        params: vec![Param::Text(token.to_owned()), Param::Int(now_ms)],
     }
 }
 
 /// Follow-ups left behind (older than a minute, so not one whose work is still running): up
-/// to `limit`, oldest first (`kind`, `identifiers`, `at`).
+/// to `limit`, oldest first (`token`, `kind`, `identifiers`).
 pub fn followups_due(now_ms: i64, limit: u32) -> Statement {
     Statement {
-        sql: "SELECT kind, identifiers, at FROM followups WHERE at < ?1 ORDER BY at LIMIT ?2"
+        sql: "SELECT token, kind, identifiers FROM followups WHERE at < ?1 ORDER BY at LIMIT ?2"
             .into(),
         params: vec![Param::Int(now_ms - 60_000), Param::Int(i64::from(limit))],
     }
@@ -522,16 +530,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_followup_is_deleted_by_the_key_it_was_recorded_under() {
+    fn a_followup_is_deleted_by_its_own_token() {
         for kind in [Followup::Erase, Followup::Resolve] {
             assert_eq!(Followup::parse(kind.as_str()), Some(kind));
-            let recorded = kind.record(r#"["email:a@b.c"]"#, 7);
-            let done = kind.done(r#"["email:a@b.c"]"#, 7);
-            assert_eq!(recorded.params, done.params);
-            assert!(done
-                .sql
-                .contains("kind = ?1 AND identifiers = ?2 AND at = ?3"));
+            let recorded = kind.record(r#"["email:a@b.c"]"#, 7, "t1");
+            assert_eq!(recorded.params[0], Param::Text("t1".into()));
+            assert_eq!(recorded.params[1], Param::Text(kind.as_str().into()));
         }
+        assert_eq!(followup_done("t1").params, vec![Param::Text("t1".into())]);
+        assert!(followup_done("t1").sql.ends_with("WHERE token = ?1"));
         assert_eq!(Followup::parse("other"), None);
     }
 

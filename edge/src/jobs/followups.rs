@@ -1,12 +1,9 @@
 //! The five-minute sweep's part in the identity assignments of the profile shards: finishes
 //! the follow-ups a `DB` transaction recorded and the request that made it did not get to
 //! delete (`core::identity::spread::Followup`): an erasure's deletions in the shards, a
-//! resolution's writes there (resolved again).
+//! resolution's writes there (resolved again, `store::identity::resolve_again`).
 
-use std::collections::HashMap;
-
-use seam_core::identity::spread::{followups_due, Followup};
-use seam_core::identity::{Identifier, Link};
+use seam_core::identity::spread::{followup_later, followups_due, Followup};
 use serde::Deserialize;
 use worker::Env;
 
@@ -23,53 +20,50 @@ const PER_RUN: u32 = 50;
 pub async fn run(env: &Env, now_ms: i64) -> Result<usize, ApiError> {
     #[derive(Deserialize)]
     struct Row {
+        token: String,
         kind: String,
         identifiers: String,
-        at: i64,
     }
     let db = Shards::of(env)?;
     let due = d1::rows::<Row>(&db, &followups_due(now_ms, PER_RUN)).await?;
     let mut done = 0;
-    for row in &due {
+    for row in due {
         let finished = match Followup::parse(&row.kind) {
-            Some(Followup::Erase) => privacy::finish_assignments(&db, &row.identifiers, row.at)
+            Some(Followup::Erase) => privacy::finish_assignments(&db, &row.identifiers, &row.token)
                 .await
                 .map(|_| ())
                 .map_err(ApiError::from),
             Some(Followup::Resolve) => {
-                resolve_again(env, &db, &row.identifiers, row.at, now_ms).await
+                resolve_again(env, &db, row.identifiers, &row.token, now_ms).await
             }
             None => Err(ApiError::Storage(format!("unknown follow-up {}", row.kind))),
         };
         match finished {
             Ok(()) => done += 1,
-            Err(e) => worker::console_error!("follow-up ({}) left for the next run: {e}", row.kind),
+            Err(e) => {
+                worker::console_error!("follow-up ({}) left for a later run: {e}", row.kind);
+                // Behind the others: one that keeps failing must not hold them up.
+                let later = [followup_later(&row.token, now_ms)];
+                if let Err(e) = d1::execute(&db, &later).await {
+                    worker::console_error!("follow-up not put back: {e}");
+                }
+            }
         }
     }
     Ok(done)
 }
 
-/// Resolves the identifiers of a resolution that may have failed part way (each its own
-/// seed: a link joining them would be stored as one past a component's cut), then deletes its
-/// follow-up and the one the new resolution records.
+/// Resolves again the identifiers of a resolution that may have failed part way; the new
+/// resolution takes its follow-up over, and deletes its own once its shards are written.
 async fn resolve_again(
     env: &Env,
     db: &Shards,
-    identifiers: &str,
-    at: i64,
+    identifiers: String,
+    token: &str,
     now_ms: i64,
 ) -> Result<(), ApiError> {
     let rules = settings::identity_rules(env)?;
-    let texts: Vec<String> = serde_json::from_str(identifiers).unwrap_or_default();
-    let seeds: Vec<Link> = texts
-        .iter()
-        .filter_map(|t| Identifier::parse(t))
-        .map(|i| Link::new(at, format!("followup/{at}"), vec![i]))
-        .collect();
-    let mut done = vec![Followup::Resolve.done(identifiers, at)];
-    if let Some(stored) = identity::resolve(db, &rules, &seeds, &HashMap::new(), now_ms).await? {
-        done.extend(stored.followup_done);
-    }
-    d1::execute(db, &done).await?;
+    let stored = identity::resolve_again(db, &rules, identifiers, token, now_ms).await?;
+    d1::execute(db, &Vec::from_iter(stored.followup_done)).await?;
     Ok(())
 }

@@ -302,6 +302,64 @@ pub async fn resolve(
         return Ok(None);
     };
     let seeds = identifiers_param(links.iter().flat_map(|l| &l.identifiers));
+    let request = Request {
+        links,
+        seqs,
+        cause,
+        now_ms,
+        replacing: None,
+    };
+    resolve_seeded(db, rules, seeds, request).await.map(Some)
+}
+
+/// Resolves again the components of `identifiers` (a JSON array of text forms) as stored, for
+/// a follow-up (`token`) a resolution failing part way left: only their links count (a
+/// component past the cut then misses what it always misses; an identifier with no links
+/// left, erased since, gets no assignment). The new resolution's `DB` transaction deletes
+/// the follow-up, and records its own while its shards are written.
+pub async fn resolve_again(
+    db: &Shards,
+    rules: &Rules,
+    identifiers: String,
+    token: &str,
+    now_ms: i64,
+) -> worker::Result<Stored> {
+    let request = Request {
+        links: &[],
+        seqs: &HashMap::new(),
+        cause: format!("followup/{token}"),
+        now_ms,
+        replacing: Some(spread::followup_done(token)),
+    };
+    resolve_seeded(db, rules, identifiers, request).await
+}
+
+/// What a resolution is for, beside the identifiers it starts from.
+struct Request<'a> {
+    /// The request's links, added to a component past the cut.
+    links: &'a [Link],
+    /// Their stored `seq`s, by set key.
+    seqs: &'a HashMap<String, i64>,
+    /// The message key of the merge records.
+    cause: String,
+    now_ms: i64,
+    /// A statement for `DB`'s transaction: a follow-up this resolution takes over.
+    replacing: Option<Statement>,
+}
+
+async fn resolve_seeded(
+    db: &Shards,
+    rules: &Rules,
+    seeds: String,
+    request: Request<'_>,
+) -> worker::Result<Stored> {
+    let Request {
+        links,
+        seqs,
+        cause,
+        now_ms,
+        replacing,
+    } = request;
     let mut stored = component(db, seeds).await?;
     // A component past the cut (`MAX_COMPONENT_LINKS`, the oldest kept) leaves out the newest
     // links, the request's own among them: they are added, so the assignments are computed
@@ -359,13 +417,16 @@ pub async fn resolve(
     // get to delete it (its retry may find its own links settled while another identifier
     // of the component was left behind). The other order could leave the assignments done
     // and the rows not, with nothing to notice it.
+    writes.statements.extend(replacing);
     let followup = (!writes.elsewhere.is_empty()).then(|| {
         let away: Vec<&String> = all.iter().filter(|i| db.index_of(i) != 0).collect();
         let json = serde_json::to_string(&away).unwrap_or_else(|_| "[]".into());
+        let token = seam_core::format::encode::hex(&crate::platform::random_bytes::<16>());
+        let at = crate::platform::now_ms();
         writes
             .statements
-            .push(Followup::Resolve.record(&json, now_ms));
-        Followup::Resolve.done(&json, now_ms)
+            .push(Followup::Resolve.record(&json, at, &token));
+        spread::followup_done(&token)
     });
     d1::execute(db, &writes.statements).await?;
     let runs = writes
@@ -375,10 +436,10 @@ pub async fn resolve(
     for run in join_all(runs).await {
         run?;
     }
-    Ok(Some(Stored {
+    Ok(Stored {
         resolved: Resolved::new(&partition, before, writes.merges, rules),
         followup_done: followup,
-    }))
+    })
 }
 
 /// Whether `identifier` has no assignment, or one an erasure is still to delete.

@@ -151,9 +151,14 @@ pub async fn subject_of(
 ) -> worker::Result<(Subject, Option<String>)> {
     let mut subject = Subject::default();
     subject.identifiers.insert(identifier.to_string());
-    let Some(profile_id) = profiles::profile_for(db, identifier).await? else {
+    let Some(assigned) = profiles::profile_for(db, identifier).await? else {
         return Ok((subject, None));
     };
+    // With profile shards an assignment can name the profile its identifier left, for the
+    // moments a resolution failing part way takes to be redone: the merge records lead on.
+    let profile_id = profiles::current_id(db, &assigned)
+        .await?
+        .unwrap_or(assigned);
     subject
         .identifiers
         .extend(profiles::identifier_texts(db, &profile_id).await?);
@@ -242,9 +247,10 @@ pub async fn run_erasure(
     // The subject's assignments in the shards go after `DB` commits (a retry must still find
     // the person through them); `DB`'s transaction records that they are still to go.
     let at = crate::platform::now_ms();
+    let token = seam_core::format::encode::hex(&crate::platform::random_bytes::<16>());
     if spread {
         named.extend(spread::erase(&ids, &keys));
-        named.push((FOLLOWUP, Followup::Erase.record(&ids, at)));
+        named.push((FOLLOWUP, Followup::Erase.record(&ids, at, &token)));
         // The rows of profiles the shards' assignments name beyond the subject's own (a row
         // and an assignment can disagree until a resolution failing part way is redone).
         let held = identity::assignments(db, &ids_of(subject)).await?;
@@ -283,7 +289,7 @@ pub async fn run_erasure(
     // Last, after the links' second pass: a resolution that loaded the links before they
     // went may have written the assignments since.
     if spread {
-        match finish_assignments(db, &ids, at).await {
+        match finish_assignments(db, &ids, &token).await {
             Ok(deleted) => *done.counts.entry("identities").or_default() += deleted,
             Err(e) => worker::console_error!(
                 "erasure's assignments in the shards: {e} (the sweep finishes them)"
@@ -320,8 +326,12 @@ const FOLLOWUP: &str = "followup";
 
 /// Deletes the assignments of `identifiers` (a JSON array) in every database (a move may have
 /// copied one into `DB` since its transaction), then the follow-up that transaction recorded
-/// at `at` ([`Followup::Erase`]): rows deleted.
-pub async fn finish_assignments(db: &Shards, identifiers: &str, at: i64) -> worker::Result<usize> {
+/// under `token` ([`Followup::Erase`]): rows deleted.
+pub async fn finish_assignments(
+    db: &Shards,
+    identifiers: &str,
+    token: &str,
+) -> worker::Result<usize> {
     let mut deleted = 0;
     for shard in db.all() {
         let results = d1::execute(shard, &[spread::erase_assignments(identifiers)]).await?;
@@ -331,7 +341,7 @@ pub async fn finish_assignments(db: &Shards, identifiers: &str, at: i64) -> work
             .and_then(|m| m.changes)
             .unwrap_or(0);
     }
-    d1::execute(db, &[Followup::Erase.done(identifiers, at)]).await?;
+    d1::execute(db, &[spread::followup_done(token)]).await?;
     Ok(deleted)
 }
 
