@@ -11,8 +11,8 @@ use futures_util::future::join_all;
 use seam_core::collect::event::{Event, EventType};
 use seam_core::collect::ingest_plan::Assigned;
 use seam_core::identity::graph_plan::{
-    graph_writes, identifiers_param, link_seqs, set_key, Assignment, Resolution, StoredLink,
-    Version, LOAD_COMPONENT_SQL, LOAD_IDENTITIES_SQL, MAX_COMPONENT_LINKS,
+    graph_writes, identifiers_param, link_seqs, probe_assignments, set_key, Assignment, Resolution,
+    StoredLink, Version, LOAD_COMPONENT_SQL, LOAD_IDENTITIES_SQL, MAX_COMPONENT_LINKS,
 };
 use seam_core::identity::resolution::Resolved;
 use seam_core::identity::spread::{
@@ -127,7 +127,7 @@ pub async fn write_links(
                 .iter()
                 .flat_map(|l| &l.identifiers)
                 .filter(|i| db.index_of(&i.to_string()) == *database);
-            plan.push(probe_of(homed));
+            plan.push(probe_assignments(homed));
             async move { d1::execute(db.at(*database), &plan).await }
         });
     let mut written = Written::default();
@@ -147,14 +147,6 @@ pub async fn write_links(
         }
     }
     Ok(written)
-}
-
-/// The assignments of `identifiers` in one database.
-fn probe_of<'i>(identifiers: impl IntoIterator<Item = &'i Identifier>) -> Statement {
-    Statement {
-        sql: LOAD_IDENTITIES_SQL.into(),
-        params: vec![Param::Text(identifiers_param(identifiers))],
-    }
 }
 
 /// The assignments of `identifiers` (text forms), each read where it may be (its home, its
@@ -421,7 +413,7 @@ async fn resolve_seeded(
     let followup = (!writes.elsewhere.is_empty()).then(|| {
         let away: Vec<&String> = all.iter().filter(|i| db.index_of(i) != 0).collect();
         let json = serde_json::to_string(&away).unwrap_or_else(|_| "[]".into());
-        let token = seam_core::format::encode::hex(&crate::platform::random_bytes::<16>());
+        let token = followup_token();
         let at = crate::platform::now_ms();
         writes
             .statements
@@ -440,6 +432,11 @@ async fn resolve_seeded(
         resolved: Resolved::new(&partition, before, writes.merges, rules),
         followup_done: followup,
     })
+}
+
+/// A follow-up's key (`spread::Followup::record`): random, so no two share one.
+pub fn followup_token() -> String {
+    seam_core::format::encode::hex(&crate::platform::random_bytes::<16>())
 }
 
 /// Whether `identifier` has no assignment, or one an erasure is still to delete.

@@ -247,7 +247,7 @@ pub async fn run_erasure(
     // The subject's assignments in the shards go after `DB` commits (a retry must still find
     // the person through them); `DB`'s transaction records that they are still to go.
     let at = crate::platform::now_ms();
-    let token = seam_core::format::encode::hex(&crate::platform::random_bytes::<16>());
+    let token = identity::followup_token();
     if spread {
         named.extend(spread::erase(&ids, &keys));
         named.push((FOLLOWUP, Followup::Erase.record(&ids, at, &token)));
@@ -332,10 +332,11 @@ pub async fn finish_assignments(
     identifiers: &str,
     token: &str,
 ) -> worker::Result<usize> {
+    let erase = [spread::erase_assignments(identifiers)];
+    let runs = db.all().iter().map(|shard| d1::execute(shard, &erase));
     let mut deleted = 0;
-    for shard in db.all() {
-        let results = d1::execute(shard, &[spread::erase_assignments(identifiers)]).await?;
-        deleted += results
+    for results in join_all(runs).await {
+        deleted += results?
             .first()
             .and_then(|r| r.meta().ok().flatten())
             .and_then(|m| m.changes)
