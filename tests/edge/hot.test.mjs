@@ -5,7 +5,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { admin, archiveObjects, directSources, post, secret, startEdge, WRITE_KEY } from "../support/edge.mjs";
+import { admin, archiveObjects, directSources, homeOf, post, secret, startEdge, WRITE_KEY } from "../support/edge.mjs";
 
 const run = `${process.pid}`;
 let n = 0;
@@ -14,6 +14,24 @@ const send = (edge, batch, writeKey = WRITE_KEY) => post(`${edge.url}/v1/batch`,
 const sweep = async (edge) => assert.equal((await fetch(`${edge.url}/__scheduled?cron=${encodeURIComponent("*/5 * * * *")}`)).status, 200);
 
 const archivedLines = async (edge) => (await archiveObjects(edge)).flatMap((o) => o.lines);
+
+/** core::archive::compact::person_key, as the decimal text SQLite's CAST gives. */
+const personKey = (cls, value) => createHash("sha256").update(`${cls}\0${value}`).digest().readBigInt64BE(0).toString();
+
+/** A value `${prefix}-${run}-i` whose anonymous ID's index entries live outside `DB` among `shards`. */
+function away(prefix, shards) {
+  for (let i = 0; ; i++) {
+    const value = `${prefix}-${run}-${i}`;
+    if (shards === 1 || (homeOf(personKey("a", value), shards) !== 0 && homeOf(personKey("u", `u-${value}`), shards) !== 0)) return value;
+  }
+}
+
+/** The archive's index entries in each database: `[{person, object}]` per database. */
+async function entries(edge, shards) {
+  const all = [];
+  for (let i = 0; i < shards; i++) all.push(await edge.queryShard(i, "SELECT CAST(person AS TEXT) AS person, object FROM archive_people"));
+  return all;
+}
 
 /** Waits until D1 marks every stored event archived. */
 async function allArchived(edge, ms = 30_000) {
@@ -26,12 +44,13 @@ async function allArchived(edge, ms = 30_000) {
   }
 }
 
-describe("hot state: events leave D1 once archived", () => {
+for (const shards of [1, 3]) describe(`hot state: events leave D1 once archived (${shards === 1 ? "one database" : `${shards} profile shards`})`, () => {
   let edge;
   before(async () => {
     // Claims settle at once here (twenty minutes live): compaction and rebuilds need not wait.
     // Stored before the answer: a resend's answer says whether the compacted key still held.
-    edge = await startEdge("hot", { sources: directSources(), vars: { HOT_EVENT_HOURS: "0", ARCHIVE_SETTLE_SECONDS: "0" } });
+    const vars = { HOT_EVENT_HOURS: "0", ARCHIVE_SETTLE_SECONDS: "0" };
+    edge = await startEdge(shards === 1 ? "hot" : "hot-shards", { sources: directSources(), vars, profileShards: shards });
   });
   after(async () => {
     await edge?.stop();
@@ -39,7 +58,8 @@ describe("hot state: events leave D1 once archived", () => {
 
   test("compaction keeps dedup, timelines, access and erasure working from the archive", async () => {
     const email = `hot-${run}@shop.example`;
-    const [ann, bob, eve] = [`ann-${run}`, `bob-${run}`, `eve-${run}`];
+    // With shards, Ann's entries live outside `DB`: her timeline can only find them at home.
+    const [ann, bob, eve] = [away("ann", shards), `bob-${run}`, `eve-${run}`];
     const ordered = { type: "track", event: "Order Completed", anonymousId: ann, messageId: mid(), properties: { revenue: 42 } };
     const annDevice = `ann-device-${run}`;
     const identify = { type: "identify", anonymousId: ann, userId: `u-${ann}`, traits: { email }, context: { device: { id: annDevice } }, messageId: mid() };
@@ -71,6 +91,14 @@ describe("hot state: events leave D1 once archived", () => {
     await sweep(edge);
     const left = (await edge.query("SELECT message_id FROM events")).map((r) => r.message_id);
     assert.deepEqual(left, [owed.messageId], "only the event a destination still owes keeps its row");
+    const indexed = await entries(edge, shards);
+    indexed.forEach((rows, i) => rows.forEach((r) => assert.equal(homeOf(r.person, shards), i, `entry ${r.person} in database ${i}`)));
+    const annKeys = [personKey("a", ann), personKey("u", `u-${ann}`), personKey("c", email), personKey("d", annDevice)];
+    const indexedAnn = indexed.flat().filter((r) => annKeys.includes(r.person));
+    assert.ok(indexedAnn.length >= 4, `Ann's ID, user ID, email and device are indexed: ${JSON.stringify(indexedAnn)}`);
+    if (shards > 1) {
+      for (const key of annKeys.slice(0, 2)) assert.ok(indexed.slice(1).flat().some((r) => r.person === key), "in her homes, outside DB");
+    }
     const lines = await archivedLines(edge);
     assert.deepEqual(lines.map((l) => l.message_id).sort(), [...stored].sort(), "the archive holds every event once");
     const [{ keys }] = await edge.query("SELECT COUNT(*) AS keys FROM event_keys");
@@ -119,6 +147,13 @@ describe("hot state: events leave D1 once archived", () => {
     assert.equal(erased.status, 200, await erased.clone().text());
     const receipt = (await erased.json()).deleted;
     assert.ok(receipt.archiveObjects >= 1 && receipt.archiveTombstones >= 3, JSON.stringify(receipt));
+    // No entry of Ann's is left anywhere, and every database holds her tombstones: a late
+    // compaction or walk cannot index her again.
+    assert.deepEqual((await entries(edge, shards)).flat().filter((r) => annKeys.includes(r.person)), []);
+    for (let i = 0; i < shards; i++) {
+      const stones = (await edge.queryShard(i, "SELECT CAST(person AS TEXT) AS person FROM archive_tombstones")).map((r) => r.person);
+      for (const key of annKeys) assert.ok(stones.includes(key), `a tombstone in database ${i}`);
+    }
     await sweep(edge);
     const after = await archivedLines(edge);
     assert.ok(!after.some((l) => l.anonymous_id === ann || l.user_id === `u-${ann}`), "Ann's events are gone");
@@ -167,4 +202,51 @@ describe("hot state: events leave D1 once archived", () => {
     const shown = profile.recentEvents.map((e) => e.messageId);
     assert.equal(new Set(shown).size, shown.length, "each event shown once");
   });
+
+  if (shards > 1) {
+    test("entries DB held are read there until the walk takes them home; retention deletes them everywhere", async () => {
+      const gus = away("gus", shards);
+      const viewed = { type: "track", event: "Product Viewed", anonymousId: gus, messageId: mid(), properties: { product_id: "p9" } };
+      assert.equal((await send(edge, [viewed])).status, 200);
+      await allArchived(edge);
+      await sweep(edge);
+      const key = personKey("a", gus);
+      const home = homeOf(key, shards);
+      const of = "SELECT CAST(person AS TEXT) AS person, object FROM archive_people WHERE person = CAST(? AS INTEGER)";
+      const [entry] = await edge.queryShard(home, of, key);
+      assert.ok(entry, "compaction indexed Gus at home");
+      // As a Worker from before the shards held the index wrote it: in `DB`.
+      await edge.queryShard(home, "DELETE FROM archive_people WHERE person = CAST(? AS INTEGER)", key);
+      await edge.exec("INSERT INTO archive_people (person, object) VALUES (CAST(? AS INTEGER), ?)", key, entry.object);
+      // An erased person's entry, which the tombstone at its home refuses: it stays for its
+      // erasure to delete, and the walk does not wait for it.
+      const ida = away("ida", shards);
+      const idaKey = personKey("a", ida);
+      await edge.exec("INSERT INTO archive_people (person, object) VALUES (CAST(? AS INTEGER), ?)", idaKey, entry.object);
+      await edge.queryShard(homeOf(idaKey, shards), "INSERT INTO archive_tombstones (person, erased_at) VALUES (CAST(? AS INTEGER), 1)", idaKey);
+      const timeline = async () => (await (await admin(edge, `/v1/profiles/lookup?type=anonymous_id&value=${gus}`)).json()).recentEvents.map((e) => e.messageId);
+      assert.deepEqual(await timeline(), [viewed.messageId], "read in DB while its walk is not done");
+
+      const minute = async () => assert.equal((await fetch(`${edge.url}/__scheduled?cron=${encodeURIComponent("* * * * *")}`)).status, 200);
+      await minute();
+      await minute();
+      const walks = await edge.query("SELECT name, after FROM walk_cursors WHERE name LIKE 'archive_index_home:%' ORDER BY name");
+      assert.deepEqual(walks.map((w) => [w.name, w.after]), [["archive_index_home:0", "\u{10FFFF}done"], ["archive_index_home:1", "\u{10FFFF}done"]]);
+      assert.deepEqual(await edge.query(of, key), [], "Gus's entry left DB");
+      assert.deepEqual(await edge.queryShard(home, of, key), [entry], "for its home");
+      assert.deepEqual((await edge.query(of, idaKey)).length, 1, "Ida's stays where it was");
+      assert.deepEqual(await edge.queryShard(homeOf(idaKey, shards), of, idaKey), []);
+      assert.deepEqual(await timeline(), [viewed.messageId], "read at home");
+
+      // Retention deletes the objects of days past the cutoff, and their entries in every database.
+      await edge.exec("UPDATE archive_objects SET day = 1 WHERE id = ?", entry.object);
+      const daily = await fetch(`${edge.url}/__scheduled?cron=${encodeURIComponent("17 3 * * *")}`);
+      assert.equal(daily.status, 200);
+      const named = (await entries(edge, shards)).flat().filter((r) => r.object === entry.object);
+      assert.deepEqual(named, [], "no entry names the deleted object");
+      assert.deepEqual(await edge.query("SELECT id FROM archive_objects WHERE id = ?", entry.object), []);
+      const stones = await edge.queryShard(homeOf(idaKey, shards), "SELECT person FROM archive_tombstones WHERE erased_at = 1");
+      assert.deepEqual(stones, [], "tombstones older than the archive go too");
+    });
+  }
 });

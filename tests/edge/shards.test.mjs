@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { post, root, secret, settled, startEdge, trustingSources, WRITE_KEY } from "../support/edge.mjs";
+import { homeOf, post, root, secret, settled, startEdge, trustingSources, WRITE_KEY } from "../support/edge.mjs";
 
 const SHARDS = 3;
 // The shipped holdout (config/recommendations.json), as seam_core::personalise::recommend::in_holdout computes it.
@@ -20,18 +20,8 @@ const run = `${process.pid}`;
 let n = 0;
 const mid = () => `sh-${run}-${++n}`;
 
-/** core::personalise::shard::shard_of: a jump consistent hash of the ID's SHA-256 (first 8 bytes, big-endian). */
-function shardOf(profileId, shards = SHARDS) {
-  let key = BigInt(`0x${createHash("sha256").update(profileId).digest("hex").slice(0, 16)}`);
-  const mask = (1n << 64n) - 1n;
-  let [bucket, next] = [0n, 0n];
-  while (next < BigInt(shards)) {
-    bucket = next;
-    key = (key * 2862933555777941757n + 1n) & mask;
-    next = BigInt(Math.floor(Number(bucket + 1n) * (2 ** 31 / Number((key >> 33n) + 1n))));
-  }
-  return Number(bucket);
-}
+/** The shard of `key` among this suite's shards. */
+const shardOf = (key, shards = SHARDS) => homeOf(key, shards);
 
 /** A value `${prefix}-${run}-i` whose identifier of `kind` hashes to a shard `wanted` accepts. */
 function pick(kind, prefix, wanted) {

@@ -2,7 +2,7 @@
 // state directory, exactly as `npm run dev` serves it, and gives tests direct D1 access through
 // wrangler's platform proxy on the same state.
 import { spawn, spawnSync } from "node:child_process";
-import { createHmac } from "node:crypto";
+import { createHash, createHmac } from "node:crypto";
 import { appendFileSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
@@ -127,6 +127,22 @@ function testConfig(name, { sources, limits, vars, profileShards }) {
   const path = join(root, `.wrangler-test-${name}-${process.pid}.toml`);
   writeFileSync(path, toml);
   return path;
+}
+
+/**
+ * The database a key's rows live in among `shards` (core::personalise::shard::shard_of): a
+ * jump consistent hash of the key's SHA-256 (first 8 bytes, big-endian).
+ */
+export function homeOf(key, shards) {
+  let hashed = BigInt(`0x${createHash("sha256").update(key).digest("hex").slice(0, 16)}`);
+  const mask = (1n << 64n) - 1n;
+  let [bucket, next] = [0n, 0n];
+  while (next < BigInt(shards)) {
+    bucket = next;
+    hashed = (hashed * 2862933555777941757n + 1n) & mask;
+    next = BigInt(Math.floor(Number(bucket + 1n) * (2 ** 31 / Number((hashed >> 33n) + 1n))));
+  }
+  return Number(bucket);
 }
 
 /** The D1 bindings of `n` profile shards: `DB` (shard 0), then `PROFILES_1` … (docs/scale.md). */

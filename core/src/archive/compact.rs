@@ -4,7 +4,8 @@
 //! - a dedup key (8 bytes of a hash) while the source's dedup window lasts, so a resend is
 //!   still a duplicate;
 //! - which archive objects hold a person's lines (`archive_people`, by hashed identifier,
-//!   claimed contact or device ID), so timelines, access requests and erasure find them in R2.
+//!   claimed contact or device ID), so timelines, access requests and erasure find them in R2
+//!   (with profile shards, in each person key's home: [`super::spread`]).
 //!
 //! Erasure leaves tombstones (hashed identifiers with the time): an object's rebuild keeps the
 //! lines D1 no longer holds unless a tombstone names them (see [`super::rebuild`]).
@@ -296,14 +297,47 @@ impl Candidate {
     }
 }
 
-/// The statements (one batch) that take `rows` out of `events`: their objects and people
-/// indexed, a dedup key for each still inside its source's dedup window (`window_days` by
-/// source), then the rows deleted, each only as it was read (a resend after its window moved
-/// it to another claim). A person an erasure tombstoned after the row came is not indexed: the
-/// erasure already took their index rows, and this read may be older than it.
-pub fn compact(rows: &[Cold], window_days: impl Fn(&str) -> u32, now_ms: i64) -> Vec<Statement> {
+/// A person's index entry as a compaction round finds it: the person key, the object (claim,
+/// UTC day, source) and the newest of their rows in it (`received_at`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Entry {
+    /// The person key ([`person_key`]).
+    pub person: i64,
+    /// The object's claim.
+    pub claim: String,
+    /// The object's UTC epoch day.
+    pub day: i64,
+    /// The object's source.
+    pub source_id: String,
+    /// The newest `received_at` of the person's rows in it: a tombstone from an erasure at or
+    /// after it keeps the entry out.
+    pub at: i64,
+}
+
+/// What one compaction round writes: `db`, one batch in `DB`, and the index entries of people
+/// whose index lives in another database (`super::spread`), written there before `db` runs.
+#[derive(Debug, Default)]
+pub struct Round {
+    /// The batch in `DB`.
+    pub db: Vec<Statement>,
+    /// Entries for other databases.
+    pub elsewhere: Vec<Entry>,
+}
+
+/// The statements (one batch) that take `rows` out of `events`: their objects and the people
+/// `in_db` says `DB` indexes, a dedup key for each still inside its source's dedup window
+/// (`window_days` by source), then the rows deleted, each only as it was read (a resend after
+/// its window moved it to another claim). The other people's entries are returned beside it,
+/// to be written before it. A person an erasure tombstoned after the row came is not indexed:
+/// the erasure already took their index rows, and this read may be older than it.
+pub fn compact(
+    rows: &[Cold],
+    window_days: impl Fn(&str) -> u32,
+    now_ms: i64,
+    in_db: impl Fn(i64) -> bool,
+) -> Round {
     if rows.is_empty() {
-        return Vec::new();
+        return Round::default();
     }
     let objects: BTreeSet<(&str, i64, &str)> = rows
         .iter()
@@ -316,23 +350,11 @@ pub fn compact(rows: &[Cold], window_days: impl Fn(&str) -> u32, now_ms: i64) ->
         })
         .collect();
     let objects: Vec<Value> = objects.into_iter().map(|o| json!(o)).collect();
-    let mut people: BTreeMap<(i64, &str, i64, &str), i64> = BTreeMap::new();
-    for row in rows {
-        for person in row.people() {
-            let at = people
-                .entry((
-                    person,
-                    row.claim.as_str(),
-                    row.received_at.div_euclid(DAY_MS),
-                    row.source_id.as_str(),
-                ))
-                .or_insert(row.received_at);
-            *at = (*at).max(row.received_at);
-        }
-    }
-    let people: Vec<Value> = people
-        .into_iter()
-        .map(|((person, claim, day, source), at)| json!([person, claim, day, source, at]))
+    let (here, elsewhere): (Vec<Entry>, Vec<Entry>) =
+        entries(rows).into_iter().partition(|e| in_db(e.person));
+    let people: Vec<Value> = here
+        .iter()
+        .map(|e| json!([e.person, e.claim, e.day, e.source_id, e.at]))
         .collect();
     let keys: Vec<Value> = rows
         .iter()
@@ -346,15 +368,8 @@ pub fn compact(rows: &[Cold], window_days: impl Fn(&str) -> u32, now_ms: i64) ->
         .map(|r| json!([r.source_id, r.message_id, r.claim, r.received_at]))
         .collect();
     let text = |v: Vec<Value>| Param::Text(Value::Array(v).to_string());
-    vec![
-        Statement {
-            sql: "INSERT INTO archive_objects (claim, day, source_id) \
-                  SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), \
-                  json_extract(value, '$[2]') FROM json_each(?1) WHERE true \
-                  ON CONFLICT (claim, day, source_id) DO NOTHING"
-                .into(),
-            params: vec![text(objects)],
-        },
+    let db = vec![
+        insert_objects(text(objects)),
         Statement {
             sql: "INSERT OR IGNORE INTO archive_people (person, object) \
                   SELECT json_extract(j.value, '$[0]'), o.id FROM json_each(?1) j \
@@ -380,7 +395,48 @@ pub fn compact(rows: &[Cold], window_days: impl Fn(&str) -> u32, now_ms: i64) ->
                 .into(),
             params: vec![text(gone)],
         },
-    ]
+    ];
+    Round { db, elsewhere }
+}
+
+/// Each person's entry per object of `rows`, once, at the newest of their rows there.
+fn entries(rows: &[Cold]) -> Vec<Entry> {
+    let mut people: BTreeMap<(i64, &str, i64, &str), i64> = BTreeMap::new();
+    for row in rows {
+        for person in row.people() {
+            let at = people
+                .entry((
+                    person,
+                    row.claim.as_str(),
+                    row.received_at.div_euclid(DAY_MS),
+                    row.source_id.as_str(),
+                ))
+                .or_insert(row.received_at);
+            *at = (*at).max(row.received_at);
+        }
+    }
+    people
+        .into_iter()
+        .map(|((person, claim, day, source_id), at)| Entry {
+            person,
+            claim: claim.to_owned(),
+            day,
+            source_id: source_id.to_owned(),
+            at,
+        })
+        .collect()
+}
+
+/// The objects of `objects` (a JSON list of `[claim, day, source_id]`) made where missing.
+pub(crate) fn insert_objects(objects: Param) -> Statement {
+    Statement {
+        sql: "INSERT INTO archive_objects (claim, day, source_id) \
+              SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), \
+              json_extract(value, '$[2]') FROM json_each(?1) WHERE true \
+              ON CONFLICT (claim, day, source_id) DO NOTHING"
+            .into(),
+        params: vec![objects],
+    }
 }
 
 /// Forgets dedup keys whose window ended before today: whole days of keys go by the table's
@@ -670,7 +726,7 @@ mod tests {
     fn keys_are_kept_only_inside_the_dedup_window() {
         let now = 10 * DAY_MS;
         let rows = [cold("old", 0), cold("recent", 9 * DAY_MS)];
-        let plan = compact(&rows, |_| 7, now);
+        let plan = compact(&rows, |_| 7, now, |_| true).db;
         assert_eq!(plan.len(), 4);
         let keys: Value = match &plan[2].params[0] {
             Param::Text(t) => serde_json::from_str(t).unwrap(),
@@ -687,7 +743,7 @@ mod tests {
     #[test]
     fn indexes_each_person_once_per_object() {
         let rows = [cold("m1", 5), cold("m2", 6)];
-        let plan = compact(&rows, |_| 7, 10);
+        let plan = compact(&rows, |_| 7, 10, |_| true).db;
         let people: Vec<Value> = match &plan[1].params[0] {
             Param::Text(t) => serde_json::from_str(t).unwrap(),
             other => panic!("{other:?}"),
@@ -697,7 +753,7 @@ mod tests {
             2,
             "one anonymous ID and one contact, once each"
         );
-        assert!(compact(&[], |_| 7, 10).is_empty());
+        assert!(compact(&[], |_| 7, 10, |_| true).db.is_empty());
     }
 
     #[test]

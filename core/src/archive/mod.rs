@@ -25,6 +25,7 @@ use crate::plan::{Param, Statement};
 
 pub mod compact;
 pub mod rebuild;
+pub mod spread;
 
 /// Where the archive's objects live in the bucket.
 pub const PREFIX: &str = "events/";

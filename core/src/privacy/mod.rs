@@ -329,6 +329,26 @@ pub fn expire(
     plan_erasure(subject, source_ids, OthersEvents::Keep, now_ms)
 }
 
+/// The archive's person keys an erasure of `subject` takes out of the index: its IDs, and when
+/// it takes them out of other people's events too (`redacting`, a deletion asked for, not
+/// retention), its contacts and device IDs.
+pub fn archive_people(subject: &Subject, redacting: bool) -> Vec<i64> {
+    let (contacts, devices) = if redacting {
+        (
+            subject.contact_values(),
+            subject.values_of(&[IdClass::DeviceId]),
+        )
+    } else {
+        (BTreeSet::new(), BTreeSet::new())
+    };
+    archive::compact::subject_people(
+        &subject.anonymous_values(),
+        &subject.user_values(),
+        &contacts,
+        &devices,
+    )
+}
+
 /// Whether an erasure takes the person's contacts and device IDs out of other people's events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum OthersEvents {
@@ -555,17 +575,7 @@ fn plan_erasure(
         ));
     }
     // Events only the archive holds now: found through its index, tombstoned, rebuilt.
-    let contacts_named = if redacting {
-        subject.contact_values()
-    } else {
-        BTreeSet::new()
-    };
-    let people = archive::compact::subject_people(
-        &subject.anonymous_values(),
-        &subject.user_values(),
-        &contacts_named,
-        &devices,
-    );
+    let people = archive_people(subject, redacting);
     plan.extend(archive::compact::erase(&people, now_ms));
     let users = subject.user_values();
     if redacting && !users.is_empty() {

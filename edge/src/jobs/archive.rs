@@ -13,7 +13,8 @@ use worker::{
     Bucket, Context, D1Database, Env, MessageBatch, MessageBuilder, QueueRetryOptionsBuilder,
 };
 
-use crate::store::{d1, sources};
+use crate::store::shards::Shards;
+use crate::store::{archive_index, d1, sources};
 use crate::{isolate, platform};
 
 /// The queue's name in `wrangler.toml`: the queue handler dispatches on it (rename both).
@@ -305,7 +306,7 @@ pub async fn compact(env: &Env, now_ms: i64) -> worker::Result<usize> {
     if !enabled(env) {
         return Ok(0);
     }
-    let db = env.d1("DB")?;
+    let db = Shards::of(env).map_err(|e| worker::Error::RustError(e.to_string()))?;
     let configured =
         sources::configured(env).map_err(|e| worker::Error::RustError(e.to_string()))?;
     let windows = sources::dedup_windows(env, &configured)
@@ -339,11 +340,14 @@ pub async fn compact(env: &Env, now_ms: i64) -> worker::Result<usize> {
             .into_iter()
             .filter_map(compact::Candidate::ready)
             .collect();
-        let mut plan = compact::compact(&rows, window, now_ms);
+        let mut round = compact::compact(&rows, window, now_ms, |p| archive_index::in_db(&db, p));
+        // Entries in other databases first: if `DB`'s batch then fails, they name objects
+        // that hold those lines all the same, and the next round writes them again.
+        archive_index::write(&db, &round.elsewhere).await?;
         // At the hot edge the next sweep starts again from the oldest row.
         let next = next.filter(|_| whole);
-        plan.push(compact::save_cursor(next.as_ref()));
-        d1::execute(&db, &plan).await?;
+        round.db.push(compact::save_cursor(next.as_ref()));
+        d1::execute(&db, &round.db).await?;
         taken += rows.len();
         match next {
             Some(next) => at = next,

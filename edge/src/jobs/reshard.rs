@@ -10,8 +10,10 @@
 //! With no move under way, the same walks take home, once, the evidence and the links `DB`
 //! held for other shards' profiles and identifiers ([`EVIDENCE_HOME`], [`LINKS_HOME`],
 //! [`ASSIGNMENTS_HOME`] and, for what an older Worker wrote behind them during the deploy,
-//! [`LINKS_HOME_AGAIN`] and [`ASSIGNMENTS_HOME_AGAIN`]).
+//! [`LINKS_HOME_AGAIN`] and [`ASSIGNMENTS_HOME_AGAIN`]), and the archive's index by person,
+//! a page at a time (`store::archive_index::settle`; [`INDEX_HOME`], [`INDEX_HOME_AGAIN`]).
 
+use seam_core::archive::spread::{self as archive_spread, home_key, INDEX_HOME, INDEX_HOME_AGAIN};
 use seam_core::identity::spread::{
     self, ASSIGNMENTS_HOME, ASSIGNMENTS_HOME_AGAIN, LINKS_HOME, LINKS_HOME_AGAIN,
 };
@@ -23,7 +25,7 @@ use serde::Deserialize;
 use crate::error::ApiError;
 use crate::store::retention::{save_walk, walk_start};
 use crate::store::shards::Shards;
-use crate::store::{d1, identity, personalisation};
+use crate::store::{archive_index, d1, identity, personalisation};
 
 /// Steps one run takes at most, over all shards: a step is a page read and its saved position,
 /// and reading a shard's saved positions counts as one.
@@ -92,6 +94,15 @@ pub fn assignment_cursor_name(layout: Layout, shard: usize) -> String {
     format!("{ASSIGNMENT_PREFIX}{from}:{}:{shard}", layout.shards)
 }
 
+/// The prefix of the archive index walks' names, as [`LINK_PREFIX`].
+const INDEX_PREFIX: &str = "archive_index_move:";
+
+/// The archive index walk's name for `shard` in `walk_cursors`, as [`cursor_name`].
+pub fn index_cursor_name(layout: Layout, shard: usize) -> String {
+    let from = layout.from.unwrap_or(layout.shards);
+    format!("{INDEX_PREFIX}{from}:{}:{shard}", layout.shards)
+}
+
 /// The walk over `DB` that takes other shards' profiles' evidence home, once: evidence stayed
 /// in `DB` before it moved to the profile shards (2026-12-07), so a deployment that already had
 /// shards walks it once. Not a move's walk, so it is never forgotten.
@@ -138,6 +149,15 @@ pub async fn run(db: &Shards, budget: Budget, now_ms: i64) -> Result<Report, Api
                 let walks = [(0, ASSIGNMENTS_HOME_AGAIN.to_owned())];
                 walk(db, &walks, kind, elsewhere, &mut spend, &mut report).await?;
             }
+            // The archive's index likewise (it moved later still: the shards' 0005).
+            let elsewhere = |person: i64, _: usize| !archive_index::in_db(db, person);
+            let first_done = walk_start(db, INDEX_HOME).await? == DONE;
+            let walks = [(0, INDEX_HOME.to_owned())];
+            walk_index(db, &walks, elsewhere, &mut spend, &mut report).await?;
+            if first_done {
+                let walks = [(0, INDEX_HOME_AGAIN.to_owned())];
+                walk_index(db, &walks, elsewhere, &mut spend, &mut report).await?;
+            }
         }
         return Ok(report);
     };
@@ -171,7 +191,59 @@ pub async fn run(db: &Shards, budget: Budget, now_ms: i64) -> Result<Report, Api
         .collect();
     let kind = Kind::Assignments;
     walk(db, &walks, kind, elsewhere, &mut spend, &mut report).await?;
+    let walks: Vec<(usize, String)> = order
+        .iter()
+        .map(|&index| (index, index_cursor_name(db.layout(), index)))
+        .collect();
+    let elsewhere = |person: i64, index: usize| db.previous(&home_key(person)) == Some(index);
+    walk_index(db, &walks, elsewhere, &mut spend, &mut report).await?;
     Ok(report)
+}
+
+/// Walks each `(shard, walk name)` of the archive's index a page at a time, within what is
+/// left to `spend` (a page moved counts as one move), taking home the entries whose rows there
+/// belong elsewhere (`elsewhere(person, shard)`). An entry a tombstone kept from its home
+/// stays where it was: its erasure deletes it there, and the walk does not wait for it.
+async fn walk_index(
+    db: &Shards,
+    walks: &[(usize, String)],
+    elsewhere: impl Fn(i64, usize) -> bool,
+    spend: &mut Spend,
+    report: &mut Report,
+) -> Result<(), ApiError> {
+    for (index, name) in walks {
+        let index = *index;
+        if spend.steps == 0 || spend.moves == 0 {
+            break;
+        }
+        report.shards += 1;
+        let mut after = walk_start(db, name).await?;
+        spend.steps -= 1;
+        while after != DONE && spend.moves > 0 && spend.steps > 0 {
+            spend.steps -= 1;
+            let page = archive_spread::walk(&after, spend.step);
+            let rows = d1::rows::<archive_spread::WalkedEntry>(db.at(index), &page).await?;
+            let away: Vec<(i64, i64)> = rows
+                .iter()
+                .filter_map(|r| Some((r.key()?, r.object)))
+                .filter(|&(person, _)| elsewhere(person, index))
+                .collect();
+            if !away.is_empty() {
+                spend.moves -= 1;
+                report.moved += archive_index::settle(db, index, &away).await?;
+            }
+            report.walked += rows.len();
+            after = match rows.last() {
+                Some(last) if rows.len() == spend.step as usize => last.cursor(),
+                _ => DONE.to_owned(),
+            };
+            save_walk(db, name, &after).await?;
+        }
+        if after == DONE {
+            report.done += 1;
+        }
+    }
+    Ok(())
 }
 
 /// What the walks of one run may still spend.
@@ -292,8 +364,9 @@ async fn walk(
 
 /// Deletes the saved positions of past moves (one read when there are none).
 async fn forget_walks(db: &Shards) -> Result<(), ApiError> {
-    let prefixes = [PREFIX, LINK_PREFIX, ASSIGNMENT_PREFIX].map(|p| Param::Text(format!("{p}%")));
-    let of_moves = "name LIKE ?1 OR name LIKE ?2 OR name LIKE ?3";
+    let prefixes = [PREFIX, LINK_PREFIX, ASSIGNMENT_PREFIX, INDEX_PREFIX]
+        .map(|p| Param::Text(format!("{p}%")));
+    let of_moves = "name LIKE ?1 OR name LIKE ?2 OR name LIKE ?3 OR name LIKE ?4";
     let any = Statement {
         sql: format!("SELECT name FROM walk_cursors WHERE {of_moves} LIMIT 1"),
         params: prefixes.to_vec(),

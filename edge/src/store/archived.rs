@@ -10,7 +10,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use worker::{Bucket, D1Database, Env};
 
-use crate::store::d1;
+use crate::store::shards::Shards;
+use crate::store::{archive_index, d1};
 
 /// The archive's bucket binding (also the archive job's).
 pub const BUCKET: &str = "ARCHIVE";
@@ -29,7 +30,7 @@ pub fn bucket(env: &Env) -> Option<Bucket> {
 /// rows have them), read from the newest `objects` objects the index names; and whether there
 /// may be more (the index named more objects than that).
 pub async fn person_events(
-    db: &D1Database,
+    db: &Shards,
     bucket: Option<&Bucket>,
     anonymous: &BTreeSet<String>,
     users: &BTreeSet<String>,
@@ -44,7 +45,7 @@ pub async fn person_events(
         return Ok((Vec::new(), false));
     }
     let people: HashSet<i64> = keys.iter().copied().collect();
-    let mut named: Vec<Indexed> = d1::rows(db, &compact::objects_of(&keys, objects + 1)).await?;
+    let mut named: Vec<Indexed> = archive_index::objects_of(db, &keys, objects + 1).await?;
     let more = named.len() > objects as usize;
     named.truncate(objects as usize);
     let mut out = Vec::new();

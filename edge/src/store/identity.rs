@@ -220,7 +220,7 @@ fn places(db: &Shards, identifier: &str, links_in_db: bool) -> Places {
 /// until it is done. Read at most once a minute per isolate, also once known done: deleting
 /// the walk's position (after a rollback) makes every isolate read `DB` again within a minute.
 /// A failed read counts as "may": reading `DB` costs a query, not reading it could miss a row.
-async fn left_in_db(db: &Shards, walk: &'static str) -> bool {
+pub(crate) async fn left_in_db(db: &Shards, walk: &'static str) -> bool {
     let now_ms = crate::platform::now_ms();
     if let Some(held) = isolate::left_in_db(walk, now_ms) {
         return held;

@@ -1,6 +1,7 @@
 //! Storage: the only code that touches D1 and KV. It executes core's plans, holds the few
 //! queries that are not plans, and publishes KV snapshots. Nothing here knows about routes.
 
+pub mod archive_index;
 pub mod archived;
 pub mod audiences;
 pub mod audit;

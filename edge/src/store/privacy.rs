@@ -5,14 +5,15 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::rc::Rc;
 
 use futures_util::future::join_all;
+use seam_core::archive::spread as archive_spread;
 use seam_core::collect::event::Event;
 use seam_core::collect::ingest::Decoded;
 use seam_core::identity::spread::{self, Followup};
 use seam_core::identity::{claims_of, identifiers_of, mentioned_identifiers, Identifier, Rules};
 use seam_core::plan::{Param, Statement};
 use seam_core::privacy::{
-    erase, erase_state, profile_rows_erased, suppression_candidates, suppression_key,
-    suppression_probe, Subject, WITH_PERSON_EVENTS,
+    archive_people, erase, erase_state, profile_rows_erased, suppression_candidates,
+    suppression_key, suppression_probe, Subject, WITH_PERSON_EVENTS,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -21,7 +22,7 @@ use worker::{D1Database, Env};
 use crate::error::ApiError;
 use crate::isolate;
 use crate::store::shards::Shards;
-use crate::store::{archived, d1, identity, profiles, sources};
+use crate::store::{archive_index, archived, d1, identity, profiles, sources};
 
 #[derive(Deserialize)]
 struct KeyRow {
@@ -265,8 +266,16 @@ pub async fn run_erasure(
             named.extend(rows);
         }
     }
+    // The archive's index in the shards: tombstoned there and read before `DB`'s batch notes
+    // the objects it names, deleted once that batch committed (`store::archive_index`).
+    let people = archive_people(subject, suppressed == Suppressed::Yes);
+    let found = archive_index::erase_first(db, &people, at).await?;
+    if !found.is_empty() {
+        named.push(("archiveObjects", archive_spread::note_rewrites(&found, at)));
+    }
     done.add(run_keyed(db, &named).await?);
     done.counts.remove(FOLLOWUP);
+    archive_index::erase_last(db, &people).await;
     // `DB` has committed: the receipt stands, and a failure from here is only logged. The
     // other shards are cleared once more: a refresh that ran in between (before the
     // suppression committed) may have written a state there again, and an ingest that passed

@@ -2,7 +2,8 @@
 //! rows, catalogue, deliveries, journeys) and is also shard 0 of the profiles'
 //! personalisation state (state rows, segment memberships, co-occurrence evidence and each
 //! shard's counts of it) and of the identity graph's links and assignments (each
-//! identifier's, with a copy of every link it is in, `core::identity::spread`). With `PROFILE_SHARDS = n`, shards 1 to n-1
+//! identifier's, with a copy of every link it is in, `core::identity::spread`) and of the
+//! archive's index by person (`core::archive::spread`). With `PROFILE_SHARDS = n`, shards 1 to n-1
 //! are the bindings `PROFILES_1` … `PROFILES_{n-1}`, each migrated from
 //! `edge/migrations-profiles`.
 //! Which shard holds a profile is `core::personalise::shard`'s choice.

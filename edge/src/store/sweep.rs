@@ -10,7 +10,8 @@ use serde_json::json;
 use worker::D1Database;
 
 use crate::error::ApiError;
-use crate::store::d1;
+use crate::store::shards::Shards;
+use crate::store::{archive_index, d1};
 
 #[derive(Deserialize)]
 struct DueRow {
@@ -57,7 +58,7 @@ pub async fn postpone(db: &D1Database, profile_id: &str, at_ms: i64) -> Result<(
 
 /// The source of the newest event with either ID.
 pub async fn last_source(
-    db: &D1Database,
+    db: &Shards,
     anonymous_id: Option<String>,
     user_id: Option<String>,
 ) -> Result<Option<String>, ApiError> {
@@ -82,11 +83,9 @@ pub async fn last_source(
     if people.is_empty() {
         return Ok(None);
     }
-    Ok(
-        d1::rows::<compact::Indexed>(db, &compact::objects_of(&people, 1))
-            .await?
-            .into_iter()
-            .next()
-            .map(|o| o.source_id),
-    )
+    Ok(archive_index::objects_of(db, &people, 1)
+        .await?
+        .into_iter()
+        .next()
+        .map(|o| o.source_id))
 }
