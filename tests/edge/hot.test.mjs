@@ -18,11 +18,15 @@ const archivedLines = async (edge) => (await archiveObjects(edge)).flatMap((o) =
 /** core::archive::compact::person_key, as the decimal text SQLite's CAST gives. */
 const personKey = (cls, value) => createHash("sha256").update(`${cls}\0${value}`).digest().readBigInt64BE(0).toString();
 
-/** A value `${prefix}-${run}-i` whose anonymous ID's index entries live outside `DB` among `shards`. */
-function away(prefix, shards) {
+/**
+ * A value `${prefix}-${run}-i` whose anonymous ID's (and user ID `u-…`'s) index entries live
+ * outside `DB` among `shards`, with the same for `more(i)`'s `[class, value]` keys.
+ */
+function away(prefix, shards, more = () => []) {
   for (let i = 0; ; i++) {
     const value = `${prefix}-${run}-${i}`;
-    if (shards === 1 || (homeOf(personKey("a", value), shards) !== 0 && homeOf(personKey("u", `u-${value}`), shards) !== 0)) return value;
+    const keys = [["a", value], ["u", `u-${value}`], ...more(i)].map(([cls, v]) => personKey(cls, v));
+    if (shards === 1 || keys.every((k) => homeOf(k, shards) !== 0)) return { value, i };
   }
 }
 
@@ -57,11 +61,13 @@ for (const shards of [1, 3]) describe(`hot state: events leave D1 once archived 
   });
 
   test("compaction keeps dedup, timelines, access and erasure working from the archive", async () => {
-    const email = `hot-${run}@shop.example`;
-    // With shards, Ann's entries live outside `DB`: her timeline can only find them at home.
-    const [ann, bob, eve] = [away("ann", shards), `bob-${run}`, `eve-${run}`];
+    // With shards, Ann's entries live outside `DB` (her IDs', email's and device's): her
+    // timeline can only find them at home, and her erasure only through the shards.
+    const contacts = (i) => [["c", `hot-${run}-${i}@shop.example`], ["d", `ann-device-${run}-${i}`]];
+    const { value: ann, i: annAt } = away("ann", shards, contacts);
+    const [[, email], [, annDevice]] = contacts(annAt);
+    const [bob, eve] = [`bob-${run}`, `eve-${run}`];
     const ordered = { type: "track", event: "Order Completed", anonymousId: ann, messageId: mid(), properties: { revenue: 42 } };
-    const annDevice = `ann-device-${run}`;
     const identify = { type: "identify", anonymousId: ann, userId: `u-${ann}`, traits: { email }, context: { device: { id: annDevice } }, messageId: mid() };
     const server = await send(edge, [identify, ordered], secret("SERVER_WRITE_KEY"));
     assert.equal(server.status, 200, server.text);
@@ -205,7 +211,7 @@ for (const shards of [1, 3]) describe(`hot state: events leave D1 once archived 
 
   if (shards > 1) {
     test("entries DB held are read there until the walk takes them home; retention deletes them everywhere", async () => {
-      const gus = away("gus", shards);
+      const gus = away("gus", shards).value;
       const viewed = { type: "track", event: "Product Viewed", anonymousId: gus, messageId: mid(), properties: { product_id: "p9" } };
       assert.equal((await send(edge, [viewed])).status, 200);
       await allArchived(edge);
@@ -218,25 +224,54 @@ for (const shards of [1, 3]) describe(`hot state: events leave D1 once archived 
       // As a Worker from before the shards held the index wrote it: in `DB`.
       await edge.queryShard(home, "DELETE FROM archive_people WHERE person = CAST(? AS INTEGER)", key);
       await edge.exec("INSERT INTO archive_people (person, object) VALUES (CAST(? AS INTEGER), ?)", key, entry.object);
-      // An erased person's entry, which the tombstone at its home refuses: it stays for its
-      // erasure to delete, and the walk does not wait for it.
-      const ida = away("ida", shards);
+      // The entry of a person whose erasure is under way (a tombstone at its home, from
+      // now): it stays where the erasure reads it, and the walk goes round again.
+      const ida = away("ida", shards).value;
       const idaKey = personKey("a", ida);
+      const idaHome = homeOf(idaKey, shards);
       await edge.exec("INSERT INTO archive_people (person, object) VALUES (CAST(? AS INTEGER), ?)", idaKey, entry.object);
-      await edge.queryShard(homeOf(idaKey, shards), "INSERT INTO archive_tombstones (person, erased_at) VALUES (CAST(? AS INTEGER), 1)", idaKey);
+      await edge.queryShard(idaHome, "INSERT INTO archive_tombstones (person, erased_at) VALUES (CAST(? AS INTEGER), ?)", idaKey, Date.now());
       const timeline = async () => (await (await admin(edge, `/v1/profiles/lookup?type=anonymous_id&value=${gus}`)).json()).recentEvents.map((e) => e.messageId);
       assert.deepEqual(await timeline(), [viewed.messageId], "read in DB while its walk is not done");
 
       const minute = async () => assert.equal((await fetch(`${edge.url}/__scheduled?cron=${encodeURIComponent("* * * * *")}`)).status, 200);
+      const walks = async () => (await edge.query("SELECT name, after FROM walk_cursors WHERE name LIKE 'archive_index_home:%' AND name NOT LIKE '%:left' ORDER BY name")).map((w) => [w.name, w.after]);
       await minute();
-      await minute();
-      const walks = await edge.query("SELECT name, after FROM walk_cursors WHERE name LIKE 'archive_index_home:%' ORDER BY name");
-      assert.deepEqual(walks.map((w) => [w.name, w.after]), [["archive_index_home:0", "\u{10FFFF}done"], ["archive_index_home:1", "\u{10FFFF}done"]]);
       assert.deepEqual(await edge.query(of, key), [], "Gus's entry left DB");
       assert.deepEqual(await edge.queryShard(home, of, key), [entry], "for its home");
       assert.deepEqual((await edge.query(of, idaKey)).length, 1, "Ida's stays where it was");
-      assert.deepEqual(await edge.queryShard(homeOf(idaKey, shards), of, idaKey), []);
+      assert.deepEqual(await edge.queryShard(idaHome, of, idaKey), []);
+      assert.ok(!(await walks()).some(([, after]) => after.endsWith("done")), `not done while it is left: ${JSON.stringify(await walks())}`);
+      // Her erasure is long over (an hour and more): an entry since is hers anew, and moves.
+      await edge.queryShard(idaHome, "UPDATE archive_tombstones SET erased_at = 1 WHERE person = CAST(? AS INTEGER)", idaKey);
+      await minute();
+      await minute();
+      assert.deepEqual(await walks(), [["archive_index_home:0", "\u{10FFFF}done"], ["archive_index_home:1", "\u{10FFFF}done"]]);
+      assert.deepEqual(await edge.query(of, idaKey), [], "Ida's moved too");
+      assert.equal((await edge.queryShard(idaHome, of, idaKey)).length, 1);
       assert.deepEqual(await timeline(), [viewed.messageId], "read at home");
+
+      // A person whose erasure is under way (a tombstone in their home, not yet in `DB`):
+      // compaction indexes none of their rows and leaves them in `events`, for the erasure's
+      // transaction in `DB` to take; everyone else's rows leave.
+      const { value: hal } = away("hal", shards);
+      const halKey = personKey("a", hal);
+      const halHome = homeOf(halKey, shards);
+      await edge.queryShard(halHome, "INSERT INTO archive_tombstones (person, erased_at) VALUES (CAST(? AS INTEGER), ?)", halKey, Date.now() + 60_000);
+      const hals = { type: "track", event: "Product Viewed", anonymousId: hal, messageId: mid(), properties: { product_id: "p8" } };
+      const others = { type: "track", event: "Product Viewed", anonymousId: `jo-${run}`, messageId: mid(), properties: { product_id: "p8" } };
+      assert.equal((await send(edge, [hals, others])).status, 200);
+      await allArchived(edge);
+      await sweep(edge);
+      const hot = async (id) => (await edge.query("SELECT COUNT(*) AS n FROM events WHERE message_id = ?", id))[0].n;
+      assert.equal(await hot(hals.messageId), 1, "Hal's row stays");
+      assert.equal(await hot(others.messageId), 0, "Jo's left");
+      assert.deepEqual((await entries(edge, shards)).flat().filter((r) => r.person === halKey), [], "Hal is not indexed");
+      // Once the erasure is over, a later round takes the row.
+      await edge.queryShard(halHome, "DELETE FROM archive_tombstones WHERE person = CAST(? AS INTEGER)", halKey);
+      await sweep(edge);
+      assert.equal(await hot(hals.messageId), 0);
+      assert.equal((await edge.queryShard(halHome, of, halKey)).length, 1, "indexed at home");
 
       // Retention deletes the objects of days past the cutoff, and their entries in every database.
       await edge.exec("UPDATE archive_objects SET day = 1 WHERE id = ?", entry.object);

@@ -770,6 +770,14 @@ describe("profile shards: changing the count on a live deployment", () => {
       members = now;
     }
     assert.equal(members, shoppers.length + couples.length, "the shoppers and the signed-in people");
+    // The archive's index as two shards placed it: entries of forty person keys in their homes.
+    const indexed = Array.from({ length: 40 }, (_, i) => ({
+      person: createHash("sha256").update(`indexed-${run}-${i}`).digest().readBigInt64BE(0).toString(),
+      object: 1000 + (i % 3),
+    }));
+    for (const e of indexed) {
+      await edge.queryShard(shardOf(e.person, 2), "INSERT INTO archive_people (person, object) VALUES (CAST(? AS INTEGER), ?)", e.person, e.object);
+    }
     // A small budget (pages of four, two moves a run), so the move's walk spans runs.
     await edge.restart({ PROFILE_SHARDS: "3", PROFILE_SHARDS_FROM: "2", PROFILE_MOVE_STEP: "4", PROFILE_MOVES_PER_RUN: "2" });
     const moving = shoppers.filter((s) => shardOf(s.profileId, 3) !== shardOf(s.profileId, 2));
@@ -892,6 +900,21 @@ describe("profile shards: changing the count on a live deployment", () => {
     const assignmentWalksDone = async () => (await edge.query("SELECT after FROM walk_cursors WHERE name LIKE 'identity_assignment_move:2:3:%' AND name NOT LIKE '%:left'")).filter((w) => w.after.endsWith("done")).length;
     for (let more = 0; more < 60 && (await assignmentWalksDone()) < 2; more++) assert.equal((await everyMinute()).status, 200);
     assert.deepEqual(await misplacedAssignments(edge, 3), [], "every assignment in its identifier's shard under three");
+    // The archive index's walks, a page at a time.
+    const ours = new Set(indexed.map((e) => e.person));
+    const entriesAt = async (k) => (await edge.queryShard(k, "SELECT CAST(person AS TEXT) AS person, object FROM archive_people")).filter((e) => ours.has(e.person));
+    assert.ok(indexed.some((e) => shardOf(e.person, 3) !== shardOf(e.person, 2)), "some entries move");
+    const indexWalksDone = async () => (await edge.query("SELECT after FROM walk_cursors WHERE name LIKE 'archive_index_move:2:3:%'")).filter((w) => w.after.endsWith("done")).length;
+    for (let more = 0; more < 60 && (await indexWalksDone()) < 2; more++) assert.equal((await everyMinute()).status, 200);
+    const placed = [];
+    for (let k = 0; k < 3; k++) {
+      for (const e of await entriesAt(k)) {
+        assert.equal(shardOf(e.person, 3), k, `entry ${e.person} in its shard under three`);
+        placed.push(e);
+      }
+    }
+    const key = (e) => `${e.person}/${e.object}`;
+    assert.deepEqual(placed.map(key).sort(), indexed.map(key).sort(), "every entry once, none lost");
     const later = await post(`${edge.url}/v1/batch`, { writeKey: WRITE_KEY, batch: [{ type: "identify", userId: signedIn.user, anonymousId: signedIn.anon, messageId: mid() }] });
     assert.equal(later.json.profileId, signedIn.profileId, "resolved from the moved links as before");
     for (const p of absorbed().filter((p) => shardOf(p, 3) !== shardOf(p, 2))) {
@@ -914,6 +937,6 @@ describe("profile shards: changing the count on a live deployment", () => {
       assert.equal((await admin(`/v1/profiles/${s.profileId}`)).computedTraits.lifetime_value, 600);
     }
     assert.equal((await fetch(`${edge.url}/__scheduled?cron=${encodeURIComponent("* * * * *")}`)).status, 200);
-    assert.deepEqual(await edge.query("SELECT name FROM walk_cursors WHERE name LIKE 'profile_shard_move:%' OR name LIKE 'identity_link_move:%' OR name LIKE 'identity_assignment_move:%'"), []);
+    assert.deepEqual(await edge.query("SELECT name FROM walk_cursors WHERE name LIKE 'profile_shard_move:%' OR name LIKE 'identity_link_move:%' OR name LIKE 'identity_assignment_move:%' OR name LIKE 'archive_index_move:%'"), []);
   });
 });

@@ -162,7 +162,8 @@ pub struct Cold {
 }
 
 impl Cold {
-    fn people(&self) -> Vec<i64> {
+    /// The person keys the row names.
+    pub fn people(&self) -> Vec<i64> {
         let claims: Value = self
             .claims
             .as_deref()
@@ -314,30 +315,20 @@ pub struct Entry {
     pub at: i64,
 }
 
-/// What one compaction round writes: `db`, one batch in `DB`, and the index entries of people
-/// whose index lives in another database (`super::spread`), written there before `db` runs.
-#[derive(Debug, Default)]
-pub struct Round {
-    /// The batch in `DB`.
-    pub db: Vec<Statement>,
-    /// Entries for other databases.
-    pub elsewhere: Vec<Entry>,
-}
-
 /// The statements (one batch) that take `rows` out of `events`: their objects and the people
 /// `in_db` says `DB` indexes, a dedup key for each still inside its source's dedup window
 /// (`window_days` by source), then the rows deleted, each only as it was read (a resend after
-/// its window moved it to another claim). The other people's entries are returned beside it,
-/// to be written before it. A person an erasure tombstoned after the row came is not indexed:
-/// the erasure already took their index rows, and this read may be older than it.
+/// its window moved it to another claim). The other people's entries ([`elsewhere`]) are
+/// written before it. A person an erasure tombstoned after the row came is not indexed: the
+/// erasure already took their index rows, and this read may be older than it.
 pub fn compact(
     rows: &[Cold],
     window_days: impl Fn(&str) -> u32,
     now_ms: i64,
     in_db: impl Fn(i64) -> bool,
-) -> Round {
+) -> Vec<Statement> {
     if rows.is_empty() {
-        return Round::default();
+        return Vec::new();
     }
     let objects: BTreeSet<(&str, i64, &str)> = rows
         .iter()
@@ -350,10 +341,9 @@ pub fn compact(
         })
         .collect();
     let objects: Vec<Value> = objects.into_iter().map(|o| json!(o)).collect();
-    let (here, elsewhere): (Vec<Entry>, Vec<Entry>) =
-        entries(rows).into_iter().partition(|e| in_db(e.person));
-    let people: Vec<Value> = here
-        .iter()
+    let people: Vec<Value> = entries(rows)
+        .into_iter()
+        .filter(|e| in_db(e.person))
         .map(|e| json!([e.person, e.claim, e.day, e.source_id, e.at]))
         .collect();
     let keys: Vec<Value> = rows
@@ -368,7 +358,7 @@ pub fn compact(
         .map(|r| json!([r.source_id, r.message_id, r.claim, r.received_at]))
         .collect();
     let text = |v: Vec<Value>| Param::Text(Value::Array(v).to_string());
-    let db = vec![
+    vec![
         insert_objects(text(objects)),
         Statement {
             sql: "INSERT OR IGNORE INTO archive_people (person, object) \
@@ -395,8 +385,16 @@ pub fn compact(
                 .into(),
             params: vec![text(gone)],
         },
-    ];
-    Round { db, elsewhere }
+    ]
+}
+
+/// The entries of `rows` for people whose index is not in `DB` (`in_db`), written in their
+/// homes before [`compact`]'s batch (`super::spread::index`).
+pub fn elsewhere(rows: &[Cold], in_db: impl Fn(i64) -> bool) -> Vec<Entry> {
+    entries(rows)
+        .into_iter()
+        .filter(|e| !in_db(e.person))
+        .collect()
 }
 
 /// Each person's entry per object of `rows`, once, at the newest of their rows there.
@@ -726,7 +724,7 @@ mod tests {
     fn keys_are_kept_only_inside_the_dedup_window() {
         let now = 10 * DAY_MS;
         let rows = [cold("old", 0), cold("recent", 9 * DAY_MS)];
-        let plan = compact(&rows, |_| 7, now, |_| true).db;
+        let plan = compact(&rows, |_| 7, now, |_| true);
         assert_eq!(plan.len(), 4);
         let keys: Value = match &plan[2].params[0] {
             Param::Text(t) => serde_json::from_str(t).unwrap(),
@@ -743,7 +741,7 @@ mod tests {
     #[test]
     fn indexes_each_person_once_per_object() {
         let rows = [cold("m1", 5), cold("m2", 6)];
-        let plan = compact(&rows, |_| 7, 10, |_| true).db;
+        let plan = compact(&rows, |_| 7, 10, |_| true);
         let people: Vec<Value> = match &plan[1].params[0] {
             Param::Text(t) => serde_json::from_str(t).unwrap(),
             other => panic!("{other:?}"),
@@ -753,7 +751,7 @@ mod tests {
             2,
             "one anonymous ID and one contact, once each"
         );
-        assert!(compact(&[], |_| 7, 10, |_| true).db.is_empty());
+        assert!(compact(&[], |_| 7, 10, |_| true).is_empty());
     }
 
     #[test]

@@ -67,16 +67,30 @@ pub fn objects_of_entries(entries: &[Entry]) -> Vec<Statement> {
 }
 
 /// Entries `(person, object ID, at)` written in a shard, except where the shard holds a
-/// tombstone from an erasure at or after `at`.
-pub fn index(entries: &[(i64, i64, i64)]) -> Statement {
-    Statement {
-        sql: "INSERT OR IGNORE INTO archive_people (person, object) \
-              SELECT value ->> 0, value ->> 1 FROM json_each(?1) j \
-              WHERE NOT EXISTS (SELECT 1 FROM archive_tombstones t \
-              WHERE t.person = j.value ->> 0 AND t.erased_at >= j.value ->> 2)"
-            .into(),
-        params: vec![Param::Text(json!(entries).to_string())],
-    }
+/// tombstone from an erasure at or after `at`; then, in the same batch, the people so refused
+/// (`{"person": text}` rows). Their erasure is under way: compaction leaves their rows in
+/// `events` for its transaction in `DB` to take, noting their objects, since the read it made
+/// in this shard did not see these entries.
+pub fn index(entries: &[(i64, i64, i64)]) -> Vec<Statement> {
+    let list = Param::Text(json!(entries).to_string());
+    let tombstoned = "SELECT 1 FROM archive_tombstones t \
+                      WHERE t.person = j.value ->> 0 AND t.erased_at >= j.value ->> 2";
+    vec![
+        Statement {
+            sql: format!(
+                "INSERT OR IGNORE INTO archive_people (person, object) \
+                 SELECT value ->> 0, value ->> 1 FROM json_each(?1) j WHERE NOT EXISTS ({tombstoned})"
+            ),
+            params: vec![list.clone()],
+        },
+        Statement {
+            sql: format!(
+                "SELECT DISTINCT CAST(value ->> 0 AS TEXT) AS person FROM json_each(?1) j \
+                 WHERE EXISTS ({tombstoned})"
+            ),
+            params: vec![list],
+        },
+    ]
 }
 
 /// The IDs of the objects a database's entries name for `people` (`{"object": id}` rows).
@@ -156,20 +170,28 @@ pub fn expired_objects(cutoff_day: i64, after: i64, limit: u32) -> Statement {
     }
 }
 
-/// Retention in a shard: the entries naming objects `ids`, and tombstones older than anything
-/// the archive still holds (as `compact::expire_index` does in `DB`).
-pub fn expire(ids: &[i64], cutoff_day: i64) -> Vec<Statement> {
-    vec![
-        Statement {
-            sql: "DELETE FROM archive_people WHERE object IN (SELECT value FROM json_each(?1))"
-                .into(),
-            params: vec![Param::Text(json!(ids).to_string())],
-        },
-        Statement {
-            sql: "DELETE FROM archive_tombstones WHERE erased_at < ?1".into(),
-            params: vec![Param::Int(cutoff_day * crate::format::time::DAY_MS)],
-        },
-    ]
+/// Retention in a shard: the entries naming objects `ids`.
+pub fn expire(ids: &[i64]) -> Statement {
+    Statement {
+        sql: "DELETE FROM archive_people WHERE object IN (SELECT value FROM json_each(?1))".into(),
+        params: vec![Param::Text(json!(ids).to_string())],
+    }
+}
+
+/// Retention in a shard: tombstones older than anything the archive still holds (as
+/// `compact::expire_index` does in `DB`).
+pub fn expire_tombstones(cutoff_day: i64) -> Statement {
+    Statement {
+        sql: "DELETE FROM archive_tombstones WHERE erased_at < ?1".into(),
+        params: vec![Param::Int(cutoff_day * crate::format::time::DAY_MS)],
+    }
+}
+
+/// A person [`index`] refused, as text (a JS number would round 64 bits).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Refused {
+    /// The person key.
+    pub person: String,
 }
 
 /// An entry as a walk reads it: the person key as text (a JS number would round 64 bits).
@@ -205,9 +227,10 @@ pub fn walk(after: &str, limit: u32) -> Statement {
     };
     debug_assert_ne!(after, WALK_DONE);
     Statement {
-        sql: "SELECT CAST(person AS TEXT) AS person, object FROM archive_people \
-              WHERE (person, object) > (CAST(?1 AS INTEGER), CAST(?2 AS INTEGER)) \
-              ORDER BY person, object LIMIT ?3"
+        // Qualified: in ORDER BY, `person` would name the text column and sort as text.
+        sql: "SELECT CAST(p.person AS TEXT) AS person, p.object FROM archive_people p \
+              WHERE (p.person, p.object) > (CAST(?1 AS INTEGER), CAST(?2 AS INTEGER)) \
+              ORDER BY p.person, p.object LIMIT ?3"
             .into(),
         params: vec![
             // As text: the Worker binds numbers as doubles.
@@ -222,15 +245,22 @@ fn pairs(entries: &[(i64, i64)]) -> Param {
     Param::Text(json!(entries).to_string())
 }
 
-/// A walk's copy of `entries` into their home, except for a person the home holds a
-/// tombstone of (an erasure there already read the home's entries, or is about to).
-pub fn copy(entries: &[(i64, i64)]) -> Statement {
+/// How long after an erasure's tombstone a walk's copy waits: longer than an erasure takes
+/// from its tombstones to its last step.
+pub const ERASURE_IN_FLIGHT_MS: i64 = 3_600_000;
+
+/// A walk's copy of `entries` into their home, except for a person the home holds a tombstone
+/// of from the last [`ERASURE_IN_FLIGHT_MS`]: an erasure there may have read the home's
+/// entries already, and must find this one where it was (the walk then leaves it, and goes
+/// round again). An older tombstone's erasure is over; an entry since is the person's anew.
+pub fn copy(entries: &[(i64, i64)], now_ms: i64) -> Statement {
     Statement {
         sql: "INSERT OR IGNORE INTO archive_people (person, object) \
               SELECT value ->> 0, value ->> 1 FROM json_each(?1) j \
-              WHERE NOT EXISTS (SELECT 1 FROM archive_tombstones t WHERE t.person = j.value ->> 0)"
+              WHERE NOT EXISTS (SELECT 1 FROM archive_tombstones t \
+              WHERE t.person = j.value ->> 0 AND t.erased_at > ?2)"
             .into(),
-        params: vec![pairs(entries)],
+        params: vec![pairs(entries), Param::Int(now_ms - ERASURE_IN_FLIGHT_MS)],
     }
 }
 
@@ -263,7 +293,7 @@ mod tests {
     #[test]
     fn entries_bind_people_as_json_integers() {
         let big = i64::MAX - 7;
-        let statement = index(&[(big, 3, 10)]);
+        let statement = &index(&[(big, 3, 10)])[0];
         let Param::Text(list) = &statement.params[0] else {
             panic!("a JSON list")
         };
@@ -310,7 +340,11 @@ mod tests {
 
     #[test]
     fn a_walks_copy_and_an_erasures_find_respect_tombstones() {
-        assert!(copy(&[(1, 2)]).sql.contains("archive_tombstones"));
+        assert_eq!(
+            copy(&[(1, 2)], 5 * ERASURE_IN_FLIGHT_MS).params[1],
+            Param::Int(4 * ERASURE_IN_FLIGHT_MS),
+            "only a tombstone of an erasure that may still be running refuses"
+        );
         let first = tombstone_and_find(&[5], 9);
         assert!(
             first[0].sql.starts_with("INSERT INTO archive_tombstones"),

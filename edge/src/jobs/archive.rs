@@ -336,18 +336,23 @@ pub async fn compact(env: &Env, now_ms: i64) -> worker::Result<usize> {
         .await?;
         let whole = read.len() == compact::ROUND as usize;
         let next = read.last().map(compact::Candidate::cursor);
-        let rows: Vec<compact::Cold> = read
+        let mut rows: Vec<compact::Cold> = read
             .into_iter()
             .filter_map(compact::Candidate::ready)
             .collect();
-        let mut round = compact::compact(&rows, window, now_ms, |p| archive_index::in_db(&db, p));
+        let in_db = |person: i64| archive_index::in_db(&db, person);
         // Entries in other databases first: if `DB`'s batch then fails, they name objects
         // that hold those lines all the same, and the next round writes them again.
-        archive_index::write(&db, &round.elsewhere).await?;
+        let refused = archive_index::write(&db, &compact::elsewhere(&rows, in_db)).await?;
+        // A person a shard's tombstone refused is being erased, and the erasure's read there
+        // did not see these entries: their rows stay, for its transaction in `DB` to take
+        // (noting their objects), or for a later round once it is over.
+        rows.retain(|r| !r.people().iter().any(|p| refused.contains(p)));
+        let mut plan = compact::compact(&rows, window, now_ms, in_db);
         // At the hot edge the next sweep starts again from the oldest row.
         let next = next.filter(|_| whole);
-        round.db.push(compact::save_cursor(next.as_ref()));
-        d1::execute(&db, &round.db).await?;
+        plan.push(compact::save_cursor(next.as_ref()));
+        d1::execute(&db, &plan).await?;
         taken += rows.len();
         match next {
             Some(next) => at = next,

@@ -202,8 +202,10 @@ pub async fn run(db: &Shards, budget: Budget, now_ms: i64) -> Result<Report, Api
 
 /// Walks each `(shard, walk name)` of the archive's index a page at a time, within what is
 /// left to `spend` (a page moved counts as one move), taking home the entries whose rows there
-/// belong elsewhere (`elsewhere(person, shard)`). An entry a tombstone kept from its home
-/// stays where it was: its erasure deletes it there, and the walk does not wait for it.
+/// belong elsewhere (`elsewhere(person, shard)`). An entry a recent tombstone kept from its
+/// home (its erasure is under way, `archive::spread::copy`) stays where it was, and the pass
+/// goes round again from a later run instead of ending: readers stop reading there once it
+/// ends.
 async fn walk_index(
     db: &Shards,
     walks: &[(usize, String)],
@@ -217,8 +219,10 @@ async fn walk_index(
             break;
         }
         report.shards += 1;
+        let left_name = format!("{name}:left");
         let mut after = walk_start(db, name).await?;
         spend.steps -= 1;
+        let mut left_behind = after != DONE && !walk_start(db, &left_name).await?.is_empty();
         while after != DONE && spend.moves > 0 && spend.steps > 0 {
             spend.steps -= 1;
             let page = archive_spread::walk(&after, spend.step);
@@ -228,13 +232,27 @@ async fn walk_index(
                 .filter_map(|r| Some((r.key()?, r.object)))
                 .filter(|&(person, _)| elsewhere(person, index))
                 .collect();
+            let was_left = left_behind;
             if !away.is_empty() {
                 spend.moves -= 1;
-                report.moved += archive_index::settle(db, index, &away).await?;
+                let now_ms = crate::platform::now_ms();
+                let moved = archive_index::settle(db, index, &away, now_ms).await?;
+                report.moved += moved;
+                left_behind |= moved < away.len();
             }
             report.walked += rows.len();
+            if left_behind && !was_left {
+                save_walk(db, &left_name, "1").await?;
+            }
+            let finished = rows.len() < spend.step as usize;
+            if finished && left_behind {
+                // Both positions in one batch, as in `walk`.
+                let restart = [save_walk_cursor(name, ""), save_walk_cursor(&left_name, "")];
+                d1::execute(db, &restart).await?;
+                break;
+            }
             after = match rows.last() {
-                Some(last) if rows.len() == spend.step as usize => last.cursor(),
+                Some(last) if !finished => last.cursor(),
                 _ => DONE.to_owned(),
             };
             save_walk(db, name, &after).await?;

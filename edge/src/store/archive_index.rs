@@ -64,11 +64,12 @@ pub async fn objects_of(db: &Shards, people: &[i64], limit: u32) -> worker::Resu
     d1::rows(db, &spread::objects_by_id(&ids, limit)).await
 }
 
-/// A compaction round's entries for other databases (`compact::Round::elsewhere`), written in
-/// their homes: the objects made (or found) in `DB` first, for their IDs.
-pub async fn write(db: &Shards, entries: &[Entry]) -> worker::Result<()> {
+/// A compaction round's entries for other databases (`compact::elsewhere`), written in their
+/// homes: the objects made (or found) in `DB` first, for their IDs. Returns the people a
+/// tombstone refused ([`spread::index`]): compaction leaves their rows.
+pub async fn write(db: &Shards, entries: &[Entry]) -> worker::Result<BTreeSet<i64>> {
     if entries.is_empty() {
-        return Ok(());
+        return Ok(BTreeSet::new());
     }
     let results = d1::execute(db, &spread::objects_of_entries(entries)).await?;
     let objects: Vec<ObjectId> = match results.get(1) {
@@ -95,13 +96,25 @@ pub async fn write(db: &Shards, entries: &[Entry]) -> worker::Result<()> {
             .or_default()
             .push((e.person, object, e.at));
     }
-    let writes = homes.into_iter().map(|(index, rows)| async move {
-        d1::execute(db.at(index), &[spread::index(&rows)]).await
-    });
+    let writes = homes
+        .into_iter()
+        .map(|(index, rows)| async move { d1::execute(db.at(index), &spread::index(&rows)).await });
+    let mut refused = BTreeSet::new();
     for write in join_all(writes).await {
-        write?;
+        let results = write?;
+        let Some(found) = results.get(1) else {
+            return Err(worker::Error::RustError(
+                "a read batch lost a result".into(),
+            ));
+        };
+        refused.extend(
+            found
+                .results::<spread::Refused>()?
+                .into_iter()
+                .filter_map(|r| r.person.parse::<i64>().ok()),
+        );
     }
-    Ok(())
+    Ok(refused)
 }
 
 /// An erasure's first step in the shards (before its batch in `DB`): tombstones for `people`
@@ -165,20 +178,33 @@ pub async fn expire(db: &Shards, cutoff_day: i64) -> worker::Result<()> {
             .into_iter()
             .map(|r| r.id)
             .collect();
-        let plan = spread::expire(&ids, cutoff_day);
-        for run in join_all(db.all()[1..].iter().map(|shard| d1::execute(shard, &plan))).await {
-            run?;
+        if !ids.is_empty() {
+            let plan = [spread::expire(&ids)];
+            for run in join_all(db.all()[1..].iter().map(|shard| d1::execute(shard, &plan))).await {
+                run?;
+            }
         }
         match ids.last() {
             Some(&last) if ids.len() == EXPIRE_PAGE as usize => after = last,
-            _ => return Ok(()),
+            _ => break,
         }
     }
+    let plan = [spread::expire_tombstones(cutoff_day)];
+    for run in join_all(db.all()[1..].iter().map(|shard| d1::execute(shard, &plan))).await {
+        run?;
+    }
+    Ok(())
 }
 
 /// A walk's move of `entries` (read in database `from`) to their homes: copied, then deleted
-/// in `from` as far as the homes hold them. Returns how many moved.
-pub async fn settle(db: &Shards, from: usize, entries: &[(i64, i64)]) -> worker::Result<usize> {
+/// in `from` as far as the homes hold them. Returns how many moved (fewer than `entries` when
+/// a recent tombstone refused some: [`spread::copy`]).
+pub async fn settle(
+    db: &Shards,
+    from: usize,
+    entries: &[(i64, i64)],
+    now_ms: i64,
+) -> worker::Result<usize> {
     let mut homes: BTreeMap<usize, Vec<(i64, i64)>> = BTreeMap::new();
     for &(person, object) in entries {
         homes
@@ -188,7 +214,7 @@ pub async fn settle(db: &Shards, from: usize, entries: &[(i64, i64)]) -> worker:
     }
     homes.remove(&from);
     let moves = homes.into_iter().map(|(index, rows)| async move {
-        let plan: Vec<Statement> = vec![spread::copy(&rows), spread::present(&rows)];
+        let plan: Vec<Statement> = vec![spread::copy(&rows, now_ms), spread::present(&rows)];
         let results = d1::execute(db.at(index), &plan).await?;
         let Some(found) = results.get(1) else {
             return Err(worker::Error::RustError(
