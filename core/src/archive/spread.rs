@@ -67,11 +67,12 @@ pub fn objects_of_entries(entries: &[Entry]) -> Vec<Statement> {
 }
 
 /// Entries `(person, object ID, at)` written in a shard, except where the shard holds a
-/// tombstone from an erasure at or after `at`; then, in the same batch, the people so refused
-/// (`{"person": text}` rows). Their erasure is under way: compaction leaves their rows in
-/// `events` for its transaction in `DB` to take, noting their objects, since the read it made
-/// in this shard did not see these entries.
-pub fn index(entries: &[(i64, i64, i64)]) -> Vec<Statement> {
+/// tombstone from an erasure at or after `at` (as `DB` refuses one); then, in the same batch,
+/// the people so refused by an erasure of the last [`ERASURE_IN_FLIGHT_MS`] (`{"person":
+/// text}` rows). Such an erasure may still be under way, and the read it made in this shard
+/// did not see these entries: compaction leaves their rows in `events` for its transaction in
+/// `DB` to take, noting their objects. An older erasure is over, and its rows go unindexed.
+pub fn index(entries: &[(i64, i64, i64)], now_ms: i64) -> Vec<Statement> {
     let list = Param::Text(json!(entries).to_string());
     let tombstoned = "SELECT 1 FROM archive_tombstones t \
                       WHERE t.person = j.value ->> 0 AND t.erased_at >= j.value ->> 2";
@@ -86,20 +87,31 @@ pub fn index(entries: &[(i64, i64, i64)]) -> Vec<Statement> {
         Statement {
             sql: format!(
                 "SELECT DISTINCT CAST(value ->> 0 AS TEXT) AS person FROM json_each(?1) j \
-                 WHERE EXISTS ({tombstoned})"
+                 WHERE EXISTS ({tombstoned} AND t.erased_at > ?2)"
             ),
-            params: vec![list],
+            params: vec![list, Param::Int(now_ms - ERASURE_IN_FLIGHT_MS)],
         },
     ]
 }
 
-/// The IDs of the objects a database's entries name for `people` (`{"object": id}` rows).
-pub fn object_ids(people: &[i64]) -> Statement {
-    Statement {
-        sql: "SELECT DISTINCT object FROM archive_people \
-              WHERE person IN (SELECT value FROM json_each(?1))"
-            .into(),
-        params: vec![Param::Text(json!(people).to_string())],
+/// The IDs of the objects a database's entries name for `people` (`{"object": id}` rows):
+/// all of them for an erasure, or for a reader the `limit` highest (objects are made as
+/// compaction reaches them, so a higher ID is about a newer object).
+pub fn object_ids(people: &[i64], limit: Option<u32>) -> Statement {
+    let list = Param::Text(json!(people).to_string());
+    match limit {
+        None => Statement {
+            sql: "SELECT DISTINCT object FROM archive_people \
+                  WHERE person IN (SELECT value FROM json_each(?1))"
+                .into(),
+            params: vec![list],
+        },
+        Some(limit) => Statement {
+            sql: "SELECT DISTINCT object FROM archive_people \
+                  WHERE person IN (SELECT value FROM json_each(?1)) ORDER BY object DESC LIMIT ?2"
+                .into(),
+            params: vec![list, Param::Int(i64::from(limit))],
+        },
     }
 }
 
@@ -120,7 +132,7 @@ pub fn objects_by_id(ids: &[i64], limit: u32) -> Statement {
 /// An erasure's first step in a shard (one batch): tombstones for `people`, then the IDs of
 /// the objects the shard's entries name for them ([`object_ids`], the second statement's rows).
 pub fn tombstone_and_find(people: &[i64], now_ms: i64) -> Vec<Statement> {
-    vec![tombstone(people, now_ms), object_ids(people)]
+    vec![tombstone(people, now_ms), object_ids(people, None)]
 }
 
 fn tombstone(people: &[i64], now_ms: i64) -> Statement {
@@ -133,17 +145,23 @@ fn tombstone(people: &[i64], now_ms: i64) -> Statement {
     }
 }
 
+/// IDs one statement binds (as one JSON parameter).
+pub const IDS_PER_STATEMENT: usize = 2000;
+
 /// Notes the objects `ids` found in the shards for rebuilding, in the erasure's batch in `DB`
-/// (beside `compact::erase`, which notes those `DB`'s own entries name).
-pub fn note_rewrites(ids: &[i64], now_ms: i64) -> Statement {
-    Statement {
-        sql: "INSERT INTO archive_rewrites (claim, day, source_id, noted_at) \
-              SELECT claim, day, source_id, ?2 FROM archive_objects \
-              WHERE id IN (SELECT value FROM json_each(?1)) \
-              ON CONFLICT (claim, day, source_id) DO UPDATE SET noted_at = max(noted_at, excluded.noted_at)"
-            .into(),
-        params: vec![Param::Text(json!(ids).to_string()), Param::Int(now_ms)],
-    }
+/// (beside `compact::erase`, which notes those `DB`'s own entries name): a statement per
+/// [`IDS_PER_STATEMENT`].
+pub fn note_rewrites(ids: &[i64], now_ms: i64) -> Vec<Statement> {
+    ids.chunks(IDS_PER_STATEMENT)
+        .map(|chunk| Statement {
+            sql: "INSERT INTO archive_rewrites (claim, day, source_id, noted_at) \
+                  SELECT claim, day, source_id, ?2 FROM archive_objects \
+                  WHERE id IN (SELECT value FROM json_each(?1)) \
+                  ON CONFLICT (claim, day, source_id) DO UPDATE SET noted_at = max(noted_at, excluded.noted_at)"
+                .into(),
+            params: vec![Param::Text(json!(chunk).to_string()), Param::Int(now_ms)],
+        })
+        .collect()
 }
 
 /// An erasure's last step in a shard, once `DB` committed: the entries of `people` deleted.
@@ -293,11 +311,29 @@ mod tests {
     #[test]
     fn entries_bind_people_as_json_integers() {
         let big = i64::MAX - 7;
-        let statement = &index(&[(big, 3, 10)])[0];
+        let statement = &index(&[(big, 3, 10)], 0)[0];
         let Param::Text(list) = &statement.params[0] else {
             panic!("a JSON list")
         };
         assert_eq!(list, &format!("[[{big},3,10]]"), "64 bits, not a double");
+    }
+
+    #[test]
+    fn compaction_keeps_rows_back_only_for_an_erasure_that_may_be_under_way() {
+        let plan = index(&[(1, 2, 3)], 5 * ERASURE_IN_FLIGHT_MS);
+        assert_eq!(plan[1].params[1], Param::Int(4 * ERASURE_IN_FLIGHT_MS));
+        assert!(
+            !plan[0].sql.contains("?2"),
+            "an older tombstone still keeps the entry out"
+        );
+    }
+
+    #[test]
+    fn an_erasure_notes_many_objects_in_bounded_statements() {
+        let ids: Vec<i64> = (0..4001).collect();
+        let plan = note_rewrites(&ids, 1);
+        assert_eq!(plan.len(), 3);
+        assert!(note_rewrites(&[], 1).is_empty());
     }
 
     #[test]

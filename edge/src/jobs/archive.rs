@@ -343,10 +343,10 @@ pub async fn compact(env: &Env, now_ms: i64) -> worker::Result<usize> {
         let in_db = |person: i64| archive_index::in_db(&db, person);
         // Entries in other databases first: if `DB`'s batch then fails, they name objects
         // that hold those lines all the same, and the next round writes them again.
-        let refused = archive_index::write(&db, &compact::elsewhere(&rows, in_db)).await?;
-        // A person a shard's tombstone refused is being erased, and the erasure's read there
-        // did not see these entries: their rows stay, for its transaction in `DB` to take
-        // (noting their objects), or for a later round once it is over.
+        let refused = archive_index::write(&db, &compact::elsewhere(&rows, in_db), now_ms).await?;
+        // A person a shard's recent tombstone refused may be being erased, and the erasure's
+        // read there did not see these entries: their rows stay, for its transaction in `DB`
+        // to take (noting their objects), or for a round after its hour.
         rows.retain(|r| !r.people().iter().any(|p| refused.contains(p)));
         let mut plan = compact::compact(&rows, window, now_ms, in_db);
         // At the hot edge the next sweep starts again from the oldest row.

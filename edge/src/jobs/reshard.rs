@@ -236,9 +236,16 @@ async fn walk_index(
             if !away.is_empty() {
                 spend.moves -= 1;
                 let now_ms = crate::platform::now_ms();
-                let moved = archive_index::settle(db, index, &away, now_ms).await?;
-                report.moved += moved;
-                left_behind |= moved < away.len();
+                match archive_index::settle(db, index, &away, now_ms).await {
+                    Ok(moved) => {
+                        report.moved += moved;
+                        left_behind |= moved < away.len();
+                    }
+                    Err(e) => {
+                        worker::console_error!("moving archive index entries failed: {e}");
+                        left_behind = true;
+                    }
+                }
             }
             report.walked += rows.len();
             if left_behind && !was_left {

@@ -128,8 +128,9 @@ pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
     let cutoff_day = policy
         .event_cutoff(now_ms)
         .div_euclid(seam_core::format::time::DAY_MS);
-    store::archive_index::expire(&db, cutoff_day).await?;
+    let expired = store::archive_index::expire(&db, cutoff_day).await?;
     crate::store::d1::execute(&db, &seam_core::archive::compact::expire_index(cutoff_day)).await?;
+    store::archive_index::forget_objects(&db, &expired).await?;
     // Finished imports, their refused rows (which quote the cells) and any file left behind.
     for id in store::imports::prune(&db, policy.event_cutoff(now_ms)).await? {
         if let Ok(bucket) = env.bucket(super::import::BUCKET) {

@@ -49,8 +49,10 @@ pub async fn objects_of(db: &Shards, people: &[i64], limit: u32) -> worker::Resu
     if db.all().len() == 1 {
         return d1::rows(db, &compact::objects_of(people, limit)).await;
     }
+    // Each database's newest few, a bound for a key on many objects (a shared device).
+    let bound = limit.saturating_mul(4).max(100);
     let reads = places(db, people).await.into_iter().map(|(index, people)| {
-        let read = spread::object_ids(&people);
+        let read = spread::object_ids(&people, Some(bound));
         async move { d1::rows::<Object>(db.at(index), &read).await }
     });
     let mut ids = BTreeSet::new();
@@ -67,7 +69,7 @@ pub async fn objects_of(db: &Shards, people: &[i64], limit: u32) -> worker::Resu
 /// A compaction round's entries for other databases (`compact::elsewhere`), written in their
 /// homes: the objects made (or found) in `DB` first, for their IDs. Returns the people a
 /// tombstone refused ([`spread::index`]): compaction leaves their rows.
-pub async fn write(db: &Shards, entries: &[Entry]) -> worker::Result<BTreeSet<i64>> {
+pub async fn write(db: &Shards, entries: &[Entry], now_ms: i64) -> worker::Result<BTreeSet<i64>> {
     if entries.is_empty() {
         return Ok(BTreeSet::new());
     }
@@ -96,9 +98,9 @@ pub async fn write(db: &Shards, entries: &[Entry]) -> worker::Result<BTreeSet<i6
             .or_default()
             .push((e.person, object, e.at));
     }
-    let writes = homes
-        .into_iter()
-        .map(|(index, rows)| async move { d1::execute(db.at(index), &spread::index(&rows)).await });
+    let writes = homes.into_iter().map(|(index, rows)| async move {
+        d1::execute(db.at(index), &spread::index(&rows, now_ms)).await
+    });
     let mut refused = BTreeSet::new();
     for write in join_all(writes).await {
         let results = write?;
@@ -158,18 +160,21 @@ pub async fn erase_last(db: &Shards, people: &[i64]) {
 }
 
 /// Objects' IDs one retention statement binds.
-const EXPIRE_PAGE: u32 = 2000;
+const EXPIRE_PAGE: u32 = spread::IDS_PER_STATEMENT as u32;
 
 /// Retention's part in the shards, before `DB` deletes the objects of days before
-/// `cutoff_day`: the entries naming them, and old tombstones.
-pub async fn expire(db: &Shards, cutoff_day: i64) -> worker::Result<()> {
+/// `cutoff_day`: the entries naming them, and old tombstones. Returns the objects' IDs, for
+/// [`forget_objects`] once `DB` deleted them (a compaction or a walk may write an entry
+/// naming one in between).
+pub async fn expire(db: &Shards, cutoff_day: i64) -> worker::Result<Vec<i64>> {
     if db.all().len() == 1 {
-        return Ok(());
+        return Ok(Vec::new());
     }
     #[derive(Deserialize)]
     struct Id {
         id: i64,
     }
+    let mut all = Vec::new();
     let mut after = 0;
     loop {
         let read = spread::expired_objects(cutoff_day, after, EXPIRE_PAGE);
@@ -178,20 +183,27 @@ pub async fn expire(db: &Shards, cutoff_day: i64) -> worker::Result<()> {
             .into_iter()
             .map(|r| r.id)
             .collect();
-        if !ids.is_empty() {
-            let plan = [spread::expire(&ids)];
-            for run in join_all(db.all()[1..].iter().map(|shard| d1::execute(shard, &plan))).await {
-                run?;
-            }
-        }
+        all.extend(&ids);
         match ids.last() {
             Some(&last) if ids.len() == EXPIRE_PAGE as usize => after = last,
             _ => break,
         }
     }
+    forget_objects(db, &all).await?;
     let plan = [spread::expire_tombstones(cutoff_day)];
     for run in join_all(db.all()[1..].iter().map(|shard| d1::execute(shard, &plan))).await {
         run?;
+    }
+    Ok(all)
+}
+
+/// The shards' entries naming the objects `ids`, deleted.
+pub async fn forget_objects(db: &Shards, ids: &[i64]) -> worker::Result<()> {
+    for chunk in ids.chunks(spread::IDS_PER_STATEMENT) {
+        let plan = [spread::expire(chunk)];
+        for run in join_all(db.all()[1..].iter().map(|shard| d1::execute(shard, &plan))).await {
+            run?;
+        }
     }
     Ok(())
 }

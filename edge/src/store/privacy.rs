@@ -270,9 +270,8 @@ pub async fn run_erasure(
     // the objects it names, deleted once that batch committed (`store::archive_index`).
     let people = archive_people(subject, suppressed == Suppressed::Yes);
     let found = archive_index::erase_first(db, &people, at).await?;
-    if !found.is_empty() {
-        named.push(("archiveObjects", archive_spread::note_rewrites(&found, at)));
-    }
+    let noted = archive_spread::note_rewrites(&found, at);
+    named.extend(noted.into_iter().map(|s| ("archiveObjects", s)));
     done.add(run_keyed(db, &named).await?);
     done.counts.remove(FOLLOWUP);
     archive_index::erase_last(db, &people).await;
