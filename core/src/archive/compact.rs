@@ -448,7 +448,8 @@ pub fn expire_keys(now_ms: i64) -> Statement {
 }
 
 /// Retention: the index of objects of days before `cutoff_day` (UTC epoch day), which retention
-/// deletes from R2, and tombstones older than anything the archive still holds.
+/// deletes from R2 (the second statement returns their IDs), and tombstones older than anything
+/// the archive still holds.
 pub fn expire_index(cutoff_day: i64) -> Vec<Statement> {
     vec![
         Statement {
@@ -457,8 +458,10 @@ pub fn expire_index(cutoff_day: i64) -> Vec<Statement> {
                 .into(),
             params: vec![Param::Int(cutoff_day)],
         },
+        // Their IDs: an entry in a profile shard written since the shards' part read them
+        // goes too (`super::spread`).
         Statement {
-            sql: "DELETE FROM archive_objects WHERE day < ?1".into(),
+            sql: "DELETE FROM archive_objects WHERE day < ?1 RETURNING id".into(),
             params: vec![Param::Int(cutoff_day)],
         },
         Statement {

@@ -68,11 +68,11 @@ pub fn objects_of_entries(entries: &[Entry]) -> Vec<Statement> {
 
 /// Entries `(person, object ID, at)` written in a shard, except where the shard holds a
 /// tombstone from an erasure at or after `at` (as `DB` refuses one); then, in the same batch,
-/// the people so refused by an erasure of the last [`ERASURE_IN_FLIGHT_MS`] (`{"person":
-/// text}` rows). Such an erasure may still be under way, and the read it made in this shard
-/// did not see these entries: compaction leaves their rows in `events` for its transaction in
-/// `DB` to take, noting their objects. An older erasure is over, and its rows go unindexed.
-pub fn index(entries: &[(i64, i64, i64)], now_ms: i64) -> Vec<Statement> {
+/// the people so refused (`{"person": text}` rows). Unless `DB` holds their tombstone too
+/// (the erasure committed there), their erasure is under way or failed and will be retried,
+/// and the read it made in this shard did not see these entries: compaction leaves their rows
+/// in `events` for its transaction in `DB` to take, noting their objects.
+pub fn index(entries: &[(i64, i64, i64)]) -> Vec<Statement> {
     let list = Param::Text(json!(entries).to_string());
     let tombstoned = "SELECT 1 FROM archive_tombstones t \
                       WHERE t.person = j.value ->> 0 AND t.erased_at >= j.value ->> 2";
@@ -87,9 +87,9 @@ pub fn index(entries: &[(i64, i64, i64)], now_ms: i64) -> Vec<Statement> {
         Statement {
             sql: format!(
                 "SELECT DISTINCT CAST(value ->> 0 AS TEXT) AS person FROM json_each(?1) j \
-                 WHERE EXISTS ({tombstoned} AND t.erased_at > ?2)"
+                 WHERE EXISTS ({tombstoned})"
             ),
-            params: vec![list, Param::Int(now_ms - ERASURE_IN_FLIGHT_MS)],
+            params: vec![list],
         },
     ]
 }
@@ -311,21 +311,11 @@ mod tests {
     #[test]
     fn entries_bind_people_as_json_integers() {
         let big = i64::MAX - 7;
-        let statement = &index(&[(big, 3, 10)], 0)[0];
+        let statement = &index(&[(big, 3, 10)])[0];
         let Param::Text(list) = &statement.params[0] else {
             panic!("a JSON list")
         };
         assert_eq!(list, &format!("[[{big},3,10]]"), "64 bits, not a double");
-    }
-
-    #[test]
-    fn compaction_keeps_rows_back_only_for_an_erasure_that_may_be_under_way() {
-        let plan = index(&[(1, 2, 3)], 5 * ERASURE_IN_FLIGHT_MS);
-        assert_eq!(plan[1].params[1], Param::Int(4 * ERASURE_IN_FLIGHT_MS));
-        assert!(
-            !plan[0].sql.contains("?2"),
-            "an older tombstone still keeps the entry out"
-        );
     }
 
     #[test]

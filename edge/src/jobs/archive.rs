@@ -343,11 +343,17 @@ pub async fn compact(env: &Env, now_ms: i64) -> worker::Result<usize> {
         let in_db = |person: i64| archive_index::in_db(&db, person);
         // Entries in other databases first: if `DB`'s batch then fails, they name objects
         // that hold those lines all the same, and the next round writes them again.
-        let refused = archive_index::write(&db, &compact::elsewhere(&rows, in_db), now_ms).await?;
-        // A person a shard's recent tombstone refused may be being erased, and the erasure's
-        // read there did not see these entries: their rows stay, for its transaction in `DB`
-        // to take (noting their objects), or for a round after its hour.
-        rows.retain(|r| !r.people().iter().any(|p| refused.contains(p)));
+        let refused = archive_index::write(&db, &compact::elsewhere(&rows, in_db)).await?;
+        // A person a shard's tombstone refused is being erased, or was: unless `DB` holds
+        // their tombstone too (the erasure committed), the erasure's read there did not see
+        // these entries and its transaction in `DB` is still to come (or to be retried). Their
+        // rows stay, for it to take, noting their objects.
+        let committed = archive_index::tombstones_in_db(&db, &refused).await?;
+        rows.retain(|r| {
+            !r.people().iter().any(|p| {
+                refused.contains(p) && committed.get(p).is_none_or(|&at| at < r.received_at)
+            })
+        });
         let mut plan = compact::compact(&rows, window, now_ms, in_db);
         // At the hot edge the next sweep starts again from the oldest row.
         let next = next.filter(|_| whole);

@@ -128,9 +128,19 @@ pub async fn run(env: &Env, now_ms: i64) -> Result<Report, ApiError> {
     let cutoff_day = policy
         .event_cutoff(now_ms)
         .div_euclid(seam_core::format::time::DAY_MS);
-    let expired = store::archive_index::expire(&db, cutoff_day).await?;
-    crate::store::d1::execute(&db, &seam_core::archive::compact::expire_index(cutoff_day)).await?;
-    store::archive_index::forget_objects(&db, &expired).await?;
+    store::archive_index::expire(&db, cutoff_day).await?;
+    let plan = seam_core::archive::compact::expire_index(cutoff_day);
+    let results = crate::store::d1::execute(&db, &plan).await?;
+    // The objects `DB` deleted, whichever were made since the shards' part read them.
+    #[derive(serde::Deserialize)]
+    struct Deleted {
+        id: i64,
+    }
+    let deleted: Vec<i64> = match results.get(1) {
+        Some(r) => r.results::<Deleted>()?.into_iter().map(|d| d.id).collect(),
+        None => Vec::new(),
+    };
+    store::archive_index::forget_objects(&db, &deleted).await?;
     // Finished imports, their refused rows (which quote the cells) and any file left behind.
     for id in store::imports::prune(&db, policy.event_cutoff(now_ms)).await? {
         if let Ok(bucket) = env.bucket(super::import::BUCKET) {

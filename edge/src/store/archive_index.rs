@@ -15,6 +15,28 @@ use serde::Deserialize;
 use crate::store::shards::Shards;
 use crate::store::{d1, identity};
 
+/// The erasure times of the tombstones `DB` holds among `people` (an erasure's, once its
+/// transaction there committed).
+pub async fn tombstones_in_db(
+    db: &Shards,
+    people: &BTreeSet<i64>,
+) -> worker::Result<BTreeMap<i64, i64>> {
+    #[derive(Deserialize)]
+    struct Tombstone {
+        person: String,
+        erased_at: i64,
+    }
+    if people.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let people: Vec<i64> = people.iter().copied().collect();
+    Ok(d1::rows::<Tombstone>(db, &compact::tombstones(&people))
+        .await?
+        .into_iter()
+        .filter_map(|t| Some((t.person.parse().ok()?, t.erased_at)))
+        .collect())
+}
+
 /// Whether `DB` holds `person`'s entries (with one database, everyone's).
 pub fn in_db(db: &Shards, person: i64) -> bool {
     db.index_of(&home_key(person)) == 0
@@ -69,7 +91,7 @@ pub async fn objects_of(db: &Shards, people: &[i64], limit: u32) -> worker::Resu
 /// A compaction round's entries for other databases (`compact::elsewhere`), written in their
 /// homes: the objects made (or found) in `DB` first, for their IDs. Returns the people a
 /// tombstone refused ([`spread::index`]): compaction leaves their rows.
-pub async fn write(db: &Shards, entries: &[Entry], now_ms: i64) -> worker::Result<BTreeSet<i64>> {
+pub async fn write(db: &Shards, entries: &[Entry]) -> worker::Result<BTreeSet<i64>> {
     if entries.is_empty() {
         return Ok(BTreeSet::new());
     }
@@ -98,9 +120,9 @@ pub async fn write(db: &Shards, entries: &[Entry], now_ms: i64) -> worker::Resul
             .or_default()
             .push((e.person, object, e.at));
     }
-    let writes = homes.into_iter().map(|(index, rows)| async move {
-        d1::execute(db.at(index), &spread::index(&rows, now_ms)).await
-    });
+    let writes = homes
+        .into_iter()
+        .map(|(index, rows)| async move { d1::execute(db.at(index), &spread::index(&rows)).await });
     let mut refused = BTreeSet::new();
     for write in join_all(writes).await {
         let results = write?;
@@ -163,12 +185,11 @@ pub async fn erase_last(db: &Shards, people: &[i64]) {
 const EXPIRE_PAGE: u32 = spread::IDS_PER_STATEMENT as u32;
 
 /// Retention's part in the shards, before `DB` deletes the objects of days before
-/// `cutoff_day`: the entries naming them, and old tombstones. Returns the objects' IDs, for
-/// [`forget_objects`] once `DB` deleted them (a compaction or a walk may write an entry
-/// naming one in between).
-pub async fn expire(db: &Shards, cutoff_day: i64) -> worker::Result<Vec<i64>> {
+/// `cutoff_day`: the entries naming them, and old tombstones. ([`forget_objects`] runs again
+/// with the IDs `DB` deleted: a compaction or a walk may write an entry in between.)
+pub async fn expire(db: &Shards, cutoff_day: i64) -> worker::Result<()> {
     if db.all().len() == 1 {
-        return Ok(Vec::new());
+        return Ok(());
     }
     #[derive(Deserialize)]
     struct Id {
@@ -194,7 +215,7 @@ pub async fn expire(db: &Shards, cutoff_day: i64) -> worker::Result<Vec<i64>> {
     for run in join_all(db.all()[1..].iter().map(|shard| d1::execute(shard, &plan))).await {
         run?;
     }
-    Ok(all)
+    Ok(())
 }
 
 /// The shards' entries naming the objects `ids`, deleted.
