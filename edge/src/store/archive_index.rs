@@ -37,6 +37,12 @@ pub async fn tombstones_in_db(
         .collect())
 }
 
+/// `plan` run in every profile shard but `DB` (while shrinking, the old ones too), at once:
+/// each shard's results.
+async fn in_shards(db: &Shards, plan: &[Statement]) -> Vec<worker::Result<Vec<worker::D1Result>>> {
+    join_all(db.all()[1..].iter().map(|shard| d1::execute(shard, plan))).await
+}
+
 /// Whether `DB` holds `person`'s entries (with one database, everyone's).
 pub fn in_db(db: &Shards, person: i64) -> bool {
     db.index_of(&home_key(person)) == 0
@@ -96,14 +102,7 @@ pub async fn write(db: &Shards, entries: &[Entry]) -> worker::Result<BTreeSet<i6
         return Ok(BTreeSet::new());
     }
     let results = d1::execute(db, &spread::objects_of_entries(entries)).await?;
-    let objects: Vec<ObjectId> = match results.get(1) {
-        Some(read) => read.results()?,
-        None => {
-            return Err(worker::Error::RustError(
-                "a read batch lost a result".into(),
-            ))
-        }
-    };
+    let objects: Vec<ObjectId> = d1::rows_of(&results, 1)?;
     let id: BTreeMap<(&str, i64, &str), i64> = objects
         .iter()
         .map(|o| ((o.claim.as_str(), o.day, o.source_id.as_str()), o.id))
@@ -125,15 +124,8 @@ pub async fn write(db: &Shards, entries: &[Entry]) -> worker::Result<BTreeSet<i6
         .map(|(index, rows)| async move { d1::execute(db.at(index), &spread::index(&rows)).await });
     let mut refused = BTreeSet::new();
     for write in join_all(writes).await {
-        let results = write?;
-        let Some(found) = results.get(1) else {
-            return Err(worker::Error::RustError(
-                "a read batch lost a result".into(),
-            ));
-        };
         refused.extend(
-            found
-                .results::<spread::Refused>()?
+            d1::rows_of::<spread::Refused>(&write?, 1)?
                 .into_iter()
                 .filter_map(|r| r.person.parse::<i64>().ok()),
         );
@@ -149,17 +141,13 @@ pub async fn erase_first(db: &Shards, people: &[i64], now_ms: i64) -> worker::Re
     if people.is_empty() || db.all().len() == 1 {
         return Ok(Vec::new());
     }
-    let plan = spread::tombstone_and_find(people, now_ms);
-    let runs = db.all()[1..].iter().map(|shard| d1::execute(shard, &plan));
     let mut ids = BTreeSet::new();
-    for results in join_all(runs).await {
-        let results = results?;
-        let Some(found) = results.get(1) else {
-            return Err(worker::Error::RustError(
-                "a read batch lost a result".into(),
-            ));
-        };
-        ids.extend(found.results::<Object>()?.into_iter().map(|o| o.object));
+    for results in in_shards(db, &spread::tombstone_and_find(people, now_ms)).await {
+        ids.extend(
+            d1::rows_of::<Object>(&results?, 1)?
+                .into_iter()
+                .map(|o| o.object),
+        );
     }
     Ok(ids.into_iter().collect())
 }
@@ -170,11 +158,7 @@ pub async fn erase_last(db: &Shards, people: &[i64]) {
     if people.is_empty() || db.all().len() == 1 {
         return;
     }
-    let forget = [spread::forget(people)];
-    let runs = db.all()[1..]
-        .iter()
-        .map(|shard| d1::execute(shard, &forget));
-    for run in join_all(runs).await {
+    for run in in_shards(db, &[spread::forget(people)]).await {
         if let Err(e) = run {
             worker::console_error!("erasure's archive index in a shard: {e}");
         }
@@ -211,8 +195,7 @@ pub async fn expire(db: &Shards, cutoff_day: i64) -> worker::Result<()> {
         }
     }
     forget_objects(db, &all).await?;
-    let plan = [spread::expire_tombstones(cutoff_day)];
-    for run in join_all(db.all()[1..].iter().map(|shard| d1::execute(shard, &plan))).await {
+    for run in in_shards(db, &[spread::expire_tombstones(cutoff_day)]).await {
         run?;
     }
     Ok(())
@@ -221,8 +204,7 @@ pub async fn expire(db: &Shards, cutoff_day: i64) -> worker::Result<()> {
 /// The shards' entries naming the objects `ids`, deleted.
 pub async fn forget_objects(db: &Shards, ids: &[i64]) -> worker::Result<()> {
     for chunk in ids.chunks(spread::IDS_PER_STATEMENT) {
-        let plan = [spread::expire(chunk)];
-        for run in join_all(db.all()[1..].iter().map(|shard| d1::execute(shard, &plan))).await {
+        for run in in_shards(db, &[spread::expire(chunk)]).await {
             run?;
         }
     }
@@ -249,16 +231,12 @@ pub async fn settle(
     let moves = homes.into_iter().map(|(index, rows)| async move {
         let plan: Vec<Statement> = vec![spread::copy(&rows, now_ms), spread::present(&rows)];
         let results = d1::execute(db.at(index), &plan).await?;
-        let Some(found) = results.get(1) else {
-            return Err(worker::Error::RustError(
-                "a read batch lost a result".into(),
-            ));
-        };
-        Ok(found
-            .results::<spread::WalkedEntry>()?
-            .into_iter()
-            .filter_map(|e| Some((e.key()?, e.object)))
-            .collect::<Vec<_>>())
+        Ok::<_, worker::Error>(
+            d1::rows_of::<spread::WalkedEntry>(&results, 1)?
+                .into_iter()
+                .filter_map(|e| Some((e.key()?, e.object)))
+                .collect::<Vec<_>>(),
+        )
     });
     let mut landed = Vec::new();
     for moved in join_all(moves).await {

@@ -83,6 +83,18 @@ pub async fn execute(db: &D1Database, plan: &[Statement]) -> worker::Result<Vec<
     db.batch(statements).await
 }
 
+/// The rows of the `i`th statement of a batch's results, typed; an error if the batch
+/// returned fewer results.
+pub fn rows_of<T: serde::de::DeserializeOwned>(
+    results: &[D1Result],
+    i: usize,
+) -> worker::Result<Vec<T>> {
+    results
+        .get(i)
+        .ok_or_else(|| worker::Error::RustError("a read batch lost a result".into()))?
+        .results()
+}
+
 /// The rows of the `i`th result of a batch (none when the batch had fewer results).
 pub fn rows_at(results: &[D1Result], i: usize) -> worker::Result<Vec<serde_json::Value>> {
     Ok(results
